@@ -1,0 +1,219 @@
+"""The convolution ops on NumPy arrays, mirroring ``torch.nn.functional``.
+
+``conv`` works in any number of spatial dimensions (read from ``weight.ndim - 2``);
+``conv1d``, ``conv2d`` and ``conv3d`` are the same op with the rank fixed, so a
+weight of the wrong rank is caught with a message naming the expected axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._dtypes import check_supported_dtype
+from ._errors import fail
+from ._forward import conv_forward
+from .spec import ConvSpec, PaddingArg, conv_spec
+
+__all__ = ["conv", "conv1d", "conv2d", "conv3d", "check_array", "check_conv_arrays"]
+
+
+def check_array(op: str, name: str, value: Any) -> np.ndarray:
+    """``value`` if it is a NumPy array of a supported dtype, else a TypeError naming it."""
+    if not isinstance(value, np.ndarray):
+        fail(TypeError, op, name, f"an object of type {type(value).__name__}",
+             "must be a numpy.ndarray (convert with numpy.asarray)")
+    check_supported_dtype(op, name, value.dtype)
+    return value
+
+
+def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpec) -> None:
+    """Dtypes must agree (no silent promotion, as in PyTorch); bias must be ``(C_out,)``."""
+    if input.dtype != weight.dtype:
+        fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
+             "must have the same dtype as input (cast one with .astype)")
+    if bias is None:
+        return
+    check_array(op, "bias", bias)
+    if bias.ndim != 1 or bias.shape[0] != spec.out_channels:
+        fail(ValueError, op, "bias", f"shape {bias.shape}",
+             f"must be 1-D of length C_out={spec.out_channels} (weight.shape[0])")
+    if bias.dtype != input.dtype:
+        fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {input.dtype}",
+             "must have the same dtype as input (cast one with .astype)")
+
+
+def _conv(
+    op: str,
+    rank: int | None,
+    input: Any,
+    weight: Any,
+    bias: Any,
+    stride: Any,
+    padding: PaddingArg,
+    dilation: Any,
+    groups: Any,
+    padding_mode: str,
+    flip: bool,
+    algorithm: str,
+) -> np.ndarray:
+    check_array(op, "input", input)
+    check_array(op, "weight", weight)
+    spec = conv_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    check_conv_arrays(op, input, weight, bias, spec)
+    batched_input = input if spec.batched else input[np.newaxis]
+    out = conv_forward(batched_input, weight, bias, spec, algorithm)
+    return out if spec.batched else out[0]
+
+
+_CONV_DOC = """{summary}
+
+    By default this is the cross-correlation that deep-learning frameworks call
+    convolution: output element ``o`` is the sum over input channels of its group
+    and kernel taps ``j`` of ``x_padded[c, o*stride + j*dilation] * weight[c_out, c, j]``.
+    With ``flip=True`` the kernel is reversed on every spatial axis first, which
+    is the convolution of mathematics and signal processing (``scipy.signal.convolve``).
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        ``(N, C_in, {spatial})``, or unbatched ``(C_in, {spatial})``.
+    weight : numpy.ndarray
+        ``(C_out, C_in / groups, {kernel})``; must have the input's dtype.
+    bias : numpy.ndarray, optional
+        ``(C_out,)``, added to every output position.
+    stride : int or tuple of int
+        Step between kernel positions, per spatial dimension, ``>= 1``.
+    padding : int, tuple, or {{"valid", "same", "full"}}
+        An int for every side; one int per spatial dimension; one ``(low, high)``
+        pair per spatial dimension (asymmetric). ``"valid"`` is no padding;
+        ``"full"`` pads ``dilation*(k-1)`` on both sides (every partial overlap);
+        ``"same"`` gives output size ``ceil(in / stride)`` at every stride, with
+        total padding ``max((out-1)*stride + dilation*(k-1) + 1 - in, 0)`` and the
+        odd unit on the high side (TensorFlow/JAX). PyTorch refuses ``"same"`` at
+        stride > 1; at stride 1 the two agree. SciPy's ``mode="same"`` puts the
+        odd unit on the low side instead (see :func:`convolab.correlate`).
+    dilation : int or tuple of int
+        Spacing between kernel taps, ``>= 1``.
+    groups : int
+        Split channels into ``groups`` independent convolutions; must divide
+        ``C_in`` and ``C_out``. ``groups == C_in`` is depthwise.
+    padding_mode : str
+        How padding cells are filled. PyTorch's names, with NumPy's as aliases;
+        drawn for ``a b c d`` padded by 3::
+
+            zeros / constant     0 0 0 | a b c d | 0 0 0
+            reflect              d c b | a b c d | c b a   (pad < size)
+            symmetric            c b a | a b c d | d c b   (pad <= size)
+            replicate / edge     a a a | a b c d | d d d
+            circular / wrap      b c d | a b c d | a b c   (pad <= size)
+
+    flip : bool
+        Reverse the kernel on every spatial axis (true convolution).
+    algorithm : {{"auto", "direct", "im2col", "fft"}}
+        ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
+        matrix product per group; ``"fft"`` products of Fourier transforms
+        (floating point only). ``"auto"`` currently picks ``"im2col"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, {out})`` (no batch axis for unbatched input). float16 is
+        accumulated in float32 and returned as float16; integer inputs are
+        accumulated and returned exactly as int64; other dtypes are kept.
+
+    Raises
+    ------
+    TypeError
+        A non-array argument, an unsupported or mismatched dtype, a non-integer
+        stride/dilation/groups.
+    ValueError
+        A wrong rank or channel count, groups not dividing the channels, a
+        stride or dilation below 1, negative padding, an unknown padding string
+        or mode, a dilated kernel larger than the padded input, padding too
+        large for the padding mode, or a bias not of shape ``(C_out,)``.
+
+    Shape
+    -----
+    Per spatial dimension,
+    ``out = floor((in + lo + hi - dilation * (k - 1) - 1) / stride) + 1``
+    (see :func:`convolab.output_shape`).
+
+    Examples
+    --------
+{examples}
+"""
+
+_CONV_EXAMPLES_ND = """    >>> import numpy as np, convolab as cl
+    >>> x = np.arange(1, 10).reshape(1, 1, 3, 3)
+    >>> w = np.array([[[[9, 8], [7, 6]]]])
+    >>> cl.conv(x, w)
+    array([[[[ 83, 113],
+             [173, 203]]]])
+    >>> cl.conv(np.ones((2, 4, 5, 5, 5)), np.ones((6, 2, 3, 3, 3)), groups=2, padding="same").shape
+    (2, 6, 5, 5, 5)"""
+
+_CONV_EXAMPLES_1D = """    >>> import numpy as np, convolab as cl
+    >>> cl.conv1d(np.array([[1., 2., 3., 4.]]), np.array([[[1., 0., -1.]]]))
+    array([[-2., -2.]])
+    >>> cl.conv1d(np.array([[1., 2., 3., 4.]]), np.array([[[1., 0., -1.]]]), flip=True)
+    array([[2., 2.]])"""
+
+_CONV_EXAMPLES_2D = """    >>> import numpy as np, convolab as cl
+    >>> x = np.arange(1., 10.).reshape(1, 3, 3)
+    >>> sobel = np.array([[[[-1., -2., -1.], [0., 0., 0.], [1., 2., 1.]]]])
+    >>> cl.conv2d(x, sobel, padding=1)
+    array([[[ 13.,  20.,  17.],
+            [ 18.,  24.,  18.],
+            [-13., -20., -17.]]])
+    >>> cl.conv2d(x, sobel, padding=1, flip=True)
+    array([[[-13., -20., -17.],
+            [-18., -24., -18.],
+            [ 13.,  20.,  17.]]])"""
+
+_CONV_EXAMPLES_3D = """    >>> import numpy as np, convolab as cl
+    >>> cl.conv3d(np.ones((1, 2, 4, 4, 4)), np.ones((1, 2, 3, 3, 3)), padding=(1, 0, (0, 2))).shape
+    (1, 1, 4, 2, 4)"""
+
+
+def _fixed_rank_conv(op: str, rank: int | None, doc: str):
+    """Make the public conv op ``op`` for ``rank`` spatial dimensions (``None``: any)."""
+
+    def conv_op(
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: Any = 1,
+        padding: PaddingArg = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        *,
+        padding_mode: str = "zeros",
+        flip: bool = False,
+        algorithm: str = "auto",
+    ) -> np.ndarray:
+        return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip, algorithm)
+
+    conv_op.__name__ = conv_op.__qualname__ = op
+    conv_op.__doc__ = doc
+    return conv_op
+
+
+conv = _fixed_rank_conv("conv", None, _CONV_DOC.format(
+    summary="N-d convolution (cross-correlation by default) of a batch of multi-channel signals.",
+    spatial="*spatial", kernel="*kernel_size", out="*out", examples=_CONV_EXAMPLES_ND,
+))
+conv1d = _fixed_rank_conv("conv1d", 1, _CONV_DOC.format(
+    summary="1-d convolution: ``conv`` with one spatial dimension (audio, time series).",
+    spatial="L", kernel="kL", out="L_out", examples=_CONV_EXAMPLES_1D,
+))
+conv2d = _fixed_rank_conv("conv2d", 2, _CONV_DOC.format(
+    summary="2-d convolution: ``conv`` with two spatial dimensions (images).",
+    spatial="H, W", kernel="kH, kW", out="H_out, W_out", examples=_CONV_EXAMPLES_2D,
+))
+conv3d = _fixed_rank_conv("conv3d", 3, _CONV_DOC.format(
+    summary="3-d convolution: ``conv`` with three spatial dimensions (volumes, video).",
+    spatial="D, H, W", kernel="kD, kH, kW", out="D_out, H_out, W_out", examples=_CONV_EXAMPLES_3D,
+))

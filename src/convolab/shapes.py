@@ -1,0 +1,132 @@
+"""Shape arithmetic: pure integer functions, no arrays.
+
+Every output size in convolab is computed here, from integers alone, so it can
+be read, tested and reused (by the planner, the explainer, Dask chunking)
+without touching data.
+
+Notation, per spatial dimension:
+
+- ``i``: input size; ``k``: kernel size; ``s``: stride; ``d``: dilation;
+- ``lo``, ``hi``: padding added before and after the input;
+- ``k_eff = d * (k - 1) + 1``: the extent of the dilated kernel;
+- ``o = floor((i + lo + hi - k_eff) / s) + 1``: the output size.
+
+Examples
+--------
+>>> conv_output_size(5, 3, stride=2, padding=(1, 1))
+3
+>>> same_padding(5, 2, stride=2)
+(0, 1)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "dilated_kernel_size",
+    "conv_output_size",
+    "same_padding",
+    "full_padding",
+    "unread_input_count",
+]
+
+
+def dilated_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+    """Extent of a kernel of ``kernel_size`` taps spaced ``dilation`` apart.
+
+    >>> dilated_kernel_size(3, dilation=2)
+    5
+    """
+    return dilation * (kernel_size - 1) + 1
+
+
+def conv_output_size(
+    input_size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+) -> int:
+    """Number of kernel positions along one axis.
+
+    ``floor((input_size + lo + hi - dilation * (kernel_size - 1) - 1) / stride) + 1``,
+    computed with integer floor division (never floats).
+
+    Raises
+    ------
+    ValueError
+        If the dilated kernel is larger than the padded input.
+
+    Examples
+    --------
+    >>> conv_output_size(7, 3)
+    5
+    >>> conv_output_size(7, 3, stride=2, padding=(1, 1), dilation=2)
+    3
+    """
+    low, high = padding
+    padded = input_size + low + high
+    extent = dilated_kernel_size(kernel_size, dilation)
+    if padded < extent:
+        raise ValueError(
+            f"the dilated kernel extent {extent} (kernel_size={kernel_size}, "
+            f"dilation={dilation}) is larger than the padded input size {padded} "
+            f"(input {input_size} + padding {low} + {high}); it must fit at least once"
+        )
+    return (padded - extent) // stride + 1
+
+
+def same_padding(input_size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """``(low, high)`` padding that makes the output size ``ceil(input_size / stride)``.
+
+    The total is ``max((out - 1) * stride + k_eff - input_size, 0)`` and the odd
+    unit goes on the high side, the TensorFlow/JAX rule. At stride 1 this is
+    exactly PyTorch's ``padding="same"`` (which PyTorch refuses at stride > 1).
+    SciPy's ``mode="same"`` centres the other way for even kernels, putting the
+    odd unit on the low side; :func:`convolab.correlate` follows SciPy there.
+
+    Examples
+    --------
+    >>> same_padding(6, 3)
+    (1, 1)
+    >>> same_padding(6, 4)
+    (1, 2)
+    >>> same_padding(7, 3, stride=2)
+    (1, 1)
+    """
+    output_size = -(-input_size // stride)  # ceil without floats
+    total = max((output_size - 1) * stride + dilated_kernel_size(kernel_size, dilation) - input_size, 0)
+    low = total // 2
+    return (low, total - low)
+
+
+def full_padding(kernel_size: int, dilation: int = 1) -> tuple[int, int]:
+    """``(low, high)`` padding for a "full" convolution: every partial overlap.
+
+    >>> full_padding(3)
+    (2, 2)
+    """
+    extent = dilated_kernel_size(kernel_size, dilation)
+    return (extent - 1, extent - 1)
+
+
+def unread_input_count(
+    input_size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+) -> int:
+    """How many trailing input samples no kernel position ever reads.
+
+    When the stride does not divide ``padded - k_eff``, the last window stops
+    short of the end; those samples get zero gradient.
+
+    >>> unread_input_count(6, 3, stride=2)
+    1
+    >>> unread_input_count(7, 3, stride=2)
+    0
+    """
+    low, high = padding
+    output_size = conv_output_size(input_size, kernel_size, stride, padding, dilation)
+    last_read = (output_size - 1) * stride + dilated_kernel_size(kernel_size, dilation) - 1  # in padded coordinates
+    return max(input_size + low - 1 - last_read, 0)

@@ -1,0 +1,357 @@
+"""The frozen convolution spec: every argument checked and canonicalized once.
+
+Public functions accept PyTorch's loose argument forms (an int or a tuple, a
+padding string, a mode alias); :func:`conv_spec` turns them, together with the
+input and weight shapes, into a :class:`ConvSpec` of per-dimension tuples with
+padding always as ``(low, high)`` pairs. Everything downstream (the window
+primitive, the algorithms, the gradients, the explainer) reads the spec and never
+the raw arguments. This module is pure integer code: shapes in, shapes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Sequence, Union
+
+import numpy as np
+
+from . import shapes
+from ._errors import fail
+
+__all__ = [
+    "ConvSpec",
+    "conv_spec",
+    "output_shape",
+    "PADDING_MODES",
+    "canonical_padding_mode",
+    "normalize_ints",
+    "normalize_padding",
+]
+
+PaddingArg = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
+
+#: Accepted padding_mode names and the canonical (PyTorch) name each means.
+PADDING_MODES = {
+    "zeros": "zeros",
+    "constant": "zeros",  # NumPy's name
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "edge": "replicate",  # NumPy's name
+    "circular": "circular",
+    "wrap": "circular",  # NumPy's name
+    "symmetric": "symmetric",  # NumPy's; PyTorch has no such mode
+}
+
+_PADDING_STRINGS = ("valid", "same", "full")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def normalize_ints(value: object, rank: int, name: str, op: str, minimum: int = 1) -> tuple[int, ...]:
+    """An int or ``rank`` ints, each ``>= minimum``, as a tuple of Python ints.
+
+    >>> normalize_ints(2, 3, "stride", "conv3d")
+    (2, 2, 2)
+    >>> normalize_ints((1, 2), 3, "stride", "conv3d")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv3d: stride must be one int or 3 ints (one per spatial dimension), got (1, 2) (2 values)
+    """
+    if _is_int(value):
+        values = (int(value),) * rank
+    elif isinstance(value, (tuple, list)):
+        if len(value) != rank:
+            fail(
+                ValueError, op, name, f"{tuple(value)!r} ({len(value)} values)",
+                f"must be one int or {rank} ints (one per spatial dimension)",
+            )
+        for item in value:
+            if not _is_int(item):
+                fail(TypeError, op, name, f"{tuple(value)!r}", "must hold integers only")
+        values = tuple(int(item) for item in value)
+    else:
+        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", f"must be an int or a tuple of {rank} ints")
+    for item in values:
+        if item < minimum:
+            fail(ValueError, op, name, repr(value), f"must be >= {minimum} in every dimension")
+    return values
+
+
+def normalize_padding(padding: object, rank: int, op: str) -> str | tuple[tuple[int, int], ...]:
+    """A padding string, or ``rank`` ``(low, high)`` pairs of non-negative ints.
+
+    Accepted forms: an int; ``rank`` ints; ``rank`` ``(low, high)`` pairs;
+    ``"valid"``, ``"same"`` or ``"full"``.
+
+    >>> normalize_padding(1, 2, "conv2d")
+    ((1, 1), (1, 1))
+    >>> normalize_padding((1, (0, 2)), 2, "conv2d")
+    ((1, 1), (0, 2))
+    >>> normalize_padding("same", 2, "conv2d")
+    'same'
+    """
+    if isinstance(padding, str):
+        if padding not in _PADDING_STRINGS:
+            fail(ValueError, op, "padding", repr(padding), f"string must be one of {', '.join(map(repr, _PADDING_STRINGS))}")
+        return padding
+    if _is_int(padding):
+        per_dim: list[object] = [padding] * rank
+    elif isinstance(padding, (tuple, list)):
+        if len(padding) != rank:
+            fail(
+                ValueError, op, "padding", f"{padding!r} ({len(padding)} values)",
+                f"must be an int, {rank} ints, or {rank} (low, high) pairs (one per spatial dimension)",
+            )
+        per_dim = list(padding)
+    else:
+        fail(TypeError, op, "padding", f"{padding!r} of type {type(padding).__name__}",
+             "must be an int, a tuple of ints or (low, high) pairs, or 'valid'/'same'/'full'")
+    pairs = []
+    for item in per_dim:
+        if _is_int(item):
+            pair = (int(item), int(item))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(_is_int(v) for v in item):
+            pair = (int(item[0]), int(item[1]))
+        else:
+            fail(TypeError, op, "padding", repr(padding), "entries must be ints or (low, high) pairs of ints")
+        if min(pair) < 0:
+            fail(ValueError, op, "padding", repr(padding), "must be >= 0 (negative padding is not supported)")
+        pairs.append(pair)
+    return tuple(pairs)
+
+
+def canonical_padding_mode(padding_mode: object, op: str) -> str:
+    """PyTorch's name for a padding mode given by its PyTorch or NumPy name.
+
+    >>> canonical_padding_mode("edge", "conv2d")
+    'replicate'
+    """
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        fail(ValueError, op, "padding_mode", repr(padding_mode), f"must be one of {', '.join(map(repr, PADDING_MODES))}")
+    return PADDING_MODES[padding_mode]
+
+
+def check_padding_fits_mode(
+    padding: tuple[tuple[int, int], ...], input_size: tuple[int, ...], mode: str, op: str
+) -> None:
+    """Reject padding that a mode cannot produce from an input this small.
+
+    reflect mirrors without repeating the edge, so it needs ``pad < size``;
+    circular and symmetric may wrap or mirror once, ``pad <= size``; replicate
+    needs one sample to copy. (NumPy would repeat the pattern further; PyTorch
+    refuses, and so do we.)
+    """
+    if mode == "zeros":
+        return
+    for dim, ((low, high), size) in enumerate(zip(padding, input_size)):
+        largest = max(low, high)
+        if largest == 0:
+            continue
+        if mode == "reflect" and largest >= size:
+            fail(ValueError, op, "padding", f"{(low, high)} in spatial dimension {dim} of size {size}",
+                 "must be smaller than the input size for padding_mode='reflect'")
+        if mode in ("circular", "symmetric") and largest > size:
+            fail(ValueError, op, "padding", f"{(low, high)} in spatial dimension {dim} of size {size}",
+                 f"must be at most the input size for padding_mode={mode!r} (it may wrap only once)")
+        if mode == "replicate" and size == 0:
+            fail(ValueError, op, "padding", f"{(low, high)} in spatial dimension {dim} of size 0",
+                 "needs a non-empty input for padding_mode='replicate'")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A convolution problem with every argument canonicalized.
+
+    Shapes are batched; ``batched`` records whether the caller's input had a
+    batch axis. Spatial tuples have one entry per spatial dimension.
+    """
+
+    op: str
+    batched: bool
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    input_size: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    padding_mode: str = "zeros"
+    flip: bool = False
+
+    @property
+    def rank(self) -> int:
+        """Number of spatial dimensions."""
+        return len(self.input_size)
+
+    @property
+    def in_channels_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_channels_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def padded_size(self) -> tuple[int, ...]:
+        return tuple(size + low + high for size, (low, high) in zip(self.input_size, self.padding))
+
+    @property
+    def output_size(self) -> tuple[int, ...]:
+        return tuple(
+            shapes.conv_output_size(size, k, s, pad, d)
+            for size, k, s, pad, d in zip(self.input_size, self.kernel_size, self.stride, self.padding, self.dilation)
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Batched input shape ``(N, C_in, *input_size)``."""
+        return (self.batch, self.in_channels, *self.input_size)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels_per_group, *self.kernel_size)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Batched output shape ``(N, C_out, *output_size)``."""
+        return (self.batch, self.out_channels, *self.output_size)
+
+    @property
+    def caller_output_shape(self) -> tuple[int, ...]:
+        """Output shape as the caller sees it (no batch axis if the input had none)."""
+        return self.output_shape if self.batched else self.output_shape[1:]
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds times two, the usual FLOP count of a convolution."""
+        return 2 * prod(self.output_shape) * self.in_channels_per_group * prod(self.kernel_size)
+
+
+def _describe_weight_axes(rank: int) -> str:
+    names = {1: ("kW",), 2: ("kH", "kW"), 3: ("kD", "kH", "kW")}.get(rank, tuple(f"k{i}" for i in range(rank)))
+    return "(C_out, C_in/groups, " + ", ".join(names) + ")"
+
+
+def conv_spec(
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    *,
+    stride: object = 1,
+    padding: PaddingArg = 0,
+    dilation: object = 1,
+    groups: object = 1,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    op: str = "conv",
+    rank: int | None = None,
+) -> ConvSpec:
+    """Check a convolution's arguments against its shapes and freeze them.
+
+    ``rank`` fixes the number of spatial dimensions (``conv2d`` passes 2);
+    ``None`` reads it from the weight, ``weight.ndim - 2``.
+
+    Examples
+    --------
+    >>> spec = conv_spec((8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding="same")
+    >>> spec.padding, spec.output_shape
+    (((0, 1), (0, 1)), (8, 16, 16, 16))
+    """
+    input_shape = tuple(int(n) for n in input_shape)
+    weight_shape = tuple(int(n) for n in weight_shape)
+    if rank is None:
+        if len(weight_shape) < 3:
+            fail(ValueError, op, "weight", f"shape {weight_shape} ({len(weight_shape)} dimensions)",
+                 "must have at least 3 dimensions (C_out, C_in/groups, *kernel_size)")
+        rank = len(weight_shape) - 2
+    elif len(weight_shape) != rank + 2:
+        fail(ValueError, op, "weight", f"shape {weight_shape} ({len(weight_shape)} dimensions)",
+             f"must have {rank + 2} dimensions {_describe_weight_axes(rank)}")
+    if len(input_shape) == rank + 2:
+        batched = True
+    elif len(input_shape) == rank + 1:
+        batched = False
+        input_shape = (1, *input_shape)
+    else:
+        fail(ValueError, op, "input", f"shape {input_shape} ({len(input_shape)} dimensions)",
+             f"must have {rank + 2} dimensions (N, C_in, *spatial) or {rank + 1} unbatched (C_in, *spatial) "
+             f"for a weight of shape {weight_shape}")
+    if not _is_int(groups):
+        fail(TypeError, op, "groups", repr(groups), "must be an int")
+    groups = int(groups)
+    if groups < 1:
+        fail(ValueError, op, "groups", str(groups), "must be >= 1")
+    batch, in_channels, *input_size = input_shape
+    out_channels, in_per_group, *kernel_size = weight_shape
+    if out_channels % groups:
+        fail(ValueError, op, "groups", f"groups={groups} with weight.shape[0]={out_channels} output channels",
+             "must divide the number of output channels")
+    if in_channels % groups:
+        fail(ValueError, op, "groups", f"groups={groups} with {in_channels} input channels",
+             "must divide the number of input channels")
+    if in_per_group * groups != in_channels:
+        fail(ValueError, op, "input",
+             f"{in_channels} channels (input shape {input_shape[1:] if not batched else input_shape})",
+             f"must have {in_per_group * groups} channels (weight.shape[1]={in_per_group} × groups={groups})")
+    if min(kernel_size) < 1:
+        fail(ValueError, op, "weight", f"shape {weight_shape}", "must have kernel sizes >= 1")
+    strides = normalize_ints(stride, rank, "stride", op)
+    dilations = normalize_ints(dilation, rank, "dilation", op)
+    padding_arg = normalize_padding(padding, rank, op)
+    if padding_arg == "valid":
+        pads = ((0, 0),) * rank
+    elif padding_arg == "same":
+        pads = tuple(shapes.same_padding(i, k, s, d) for i, k, s, d in zip(input_size, kernel_size, strides, dilations))
+    elif padding_arg == "full":
+        pads = tuple(shapes.full_padding(k, d) for k, d in zip(kernel_size, dilations))
+    else:
+        pads = padding_arg
+    mode = canonical_padding_mode(padding_mode, op)
+    check_padding_fits_mode(pads, tuple(input_size), mode, op)
+    for dim, (size, k, (low, high), d) in enumerate(zip(input_size, kernel_size, pads, dilations)):
+        extent = shapes.dilated_kernel_size(k, d)
+        if size + low + high < extent:
+            fail(ValueError, op, "weight",
+                 f"dilated kernel extent {extent} (kernel {k}, dilation {d}) in spatial dimension {dim}, "
+                 f"where the padded input is {size + low + high} (size {size} + padding {low} + {high})",
+                 "must fit inside the padded input")
+    return ConvSpec(
+        op=op, batched=batched, batch=batch, in_channels=in_channels, out_channels=out_channels,
+        groups=groups, input_size=tuple(input_size), kernel_size=tuple(kernel_size), stride=strides,
+        padding=pads, dilation=dilations, padding_mode=mode, flip=bool(flip),
+    )
+
+
+def output_shape(
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: object = 1,
+    padding: PaddingArg = 0,
+    dilation: object = 1,
+    groups: object = 1,
+) -> tuple[int, ...]:
+    """Shape of ``conv(input, weight, ...)`` from the shapes alone.
+
+    Checks the arguments exactly as :func:`convolab.conv` does. An unbatched
+    ``input_shape`` ``(C_in, *spatial)`` gives an unbatched result.
+
+    Shape
+    -----
+    Per spatial dimension, ``out = floor((in + lo + hi - dilation*(k-1) - 1) / stride) + 1``.
+
+    Examples
+    --------
+    >>> output_shape((1, 1, 3, 3), (1, 1, 2, 2))
+    (1, 1, 2, 2)
+    >>> output_shape((3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    (64, 112, 112)
+    >>> output_shape((1, 1, 10), (1, 1, 4), stride=3, padding="same")
+    (1, 1, 4)
+    """
+    spec = conv_spec(input_shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, op="output_shape")
+    return spec.caller_output_shape
