@@ -27,6 +27,8 @@ __all__ = [
     "same_padding",
     "full_padding",
     "unread_input_count",
+    "conv_transpose_output_size",
+    "pool_output_size",
 ]
 
 
@@ -130,3 +132,59 @@ def unread_input_count(
     output_size = conv_output_size(input_size, kernel_size, stride, padding, dilation)
     last_read = (output_size - 1) * stride + dilated_kernel_size(kernel_size, dilation) - 1  # in padded coordinates
     return max(input_size + low - 1 - last_read, 0)
+
+
+def conv_transpose_output_size(
+    input_size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+    output_padding: int = 0,
+) -> int:
+    """Output size of a transposed convolution (PyTorch's ``ConvTranspose``).
+
+    ``(input_size - 1) * stride - lo - hi + dilation * (kernel_size - 1) + output_padding + 1``:
+    the size of the input whose forward convolution gives ``input_size`` outputs,
+    ``output_padding`` choosing among the ``stride`` sizes that all do.
+
+    >>> conv_transpose_output_size(3, 3, stride=2, padding=(1, 1))
+    5
+    >>> conv_transpose_output_size(3, 3, stride=2, padding=(1, 1), output_padding=1)
+    6
+    """
+    low, high = padding
+    return (input_size - 1) * stride - low - high + dilated_kernel_size(kernel_size, dilation) + output_padding
+
+
+def pool_output_size(
+    input_size: int,
+    kernel_size: int,
+    stride: int,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Output size of a pooling window, PyTorch's rule.
+
+    ``floor`` (or ``ceil`` with ``ceil_mode``) of
+    ``(input_size + 2*padding - dilation*(kernel_size-1) - 1) / stride``, plus one;
+    in ``ceil_mode`` a last window that would start inside the right padding is dropped.
+
+    >>> pool_output_size(5, 2, 2)
+    2
+    >>> pool_output_size(5, 2, 2, ceil_mode=True)
+    3
+    >>> pool_output_size(4, 2, 2, padding=1, ceil_mode=True)
+    3
+    """
+    span = input_size + 2 * padding - dilated_kernel_size(kernel_size, dilation)
+    if span < 0:
+        raise ValueError(
+            f"the pooling window extent {dilated_kernel_size(kernel_size, dilation)} is larger than the "
+            f"padded input size {input_size + 2 * padding}; it must fit at least once"
+        )
+    output_size = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (output_size - 1) * stride >= input_size + padding:
+        output_size -= 1
+    return output_size
