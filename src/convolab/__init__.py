@@ -6,11 +6,15 @@ array([[[[ 83, 113],
          [173, 203]]]])
 """
 
+from . import grad
+from ._vjp import GradcheckError, gradcheck, vjp
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
 from .shapes import conv_output_size, same_padding
 from .signal import convolve, correlate
 from .spec import ConvSpec, conv_spec, output_shape
+from .transposed import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .unfold import fold, unfold
 
 __version__ = "0.1.0"
 
@@ -22,6 +26,16 @@ __all__ = [
     "conv2d",
     "conv3d",
     "conv_output_size",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "fold",
+    "grad",
+    "gradcheck",
+    "GradcheckError",
+    "unfold",
+    "vjp",
     "conv_spec",
     "convolve",
     "correlate",

@@ -53,7 +53,8 @@ def vjp(op: Callable[..., Any], *arrays: Any, **params: Any) -> tuple[Any, Pullb
         ``op(*arrays, **params)``.
     pullback : callable
         ``pullback(grad_output)`` returns one gradient per array argument, each
-        shaped like that argument; ``None`` for an argument given as ``None``.
+        shaped like that argument; ``None`` for an argument given as ``None``
+        (a bias), one per array passed.
 
     Examples
     --------
@@ -70,7 +71,14 @@ def vjp(op: Callable[..., Any], *arrays: Any, **params: Any) -> tuple[Any, Pullb
     if rule is None:
         known = ", ".join(sorted(_name(f) for f in _RULES))
         raise ValueError(f"vjp: op {_name(op)} has no registered pullback; differentiable ops are: {known}")
-    return rule(*arrays, **params)
+    output, pullback = rule(*arrays, **params)
+
+    def pullback_for_given_arrays(grad_output: np.ndarray) -> tuple[Any, ...]:
+        # Rules return a gradient for every array parameter of the op (a bias
+        # that was left out gets None); hand back one per array actually given.
+        return tuple(pullback(grad_output))[: len(arrays)]
+
+    return output, pullback_for_given_arrays
 
 
 class GradcheckError(AssertionError):

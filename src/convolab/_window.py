@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import shapes
 
-__all__ = ["pad", "sliding_windows", "reverse_spatial"]
+__all__ = ["pad", "pad_adjoint", "sliding_windows", "add_windows", "reverse_spatial"]
 
 _NUMPY_PAD_MODE = {
     "zeros": "constant",
@@ -46,6 +46,35 @@ def pad(x: np.ndarray, padding: Sequence[tuple[int, int]], mode: str = "zeros") 
         return x
     widths = [(0, 0)] * (x.ndim - len(padding)) + [tuple(pair) for pair in padding]
     return np.pad(x, widths, mode=_NUMPY_PAD_MODE[mode])
+
+
+def pad_adjoint(
+    grad_padded: np.ndarray, padding: Sequence[tuple[int, int]], mode: str, input_size: Sequence[int]
+) -> np.ndarray:
+    """The transpose of :func:`pad`: fold a gradient on the padded array back onto the input.
+
+    Padding copies input samples into the border (or writes zeros there); its
+    adjoint adds every border cell's gradient to the sample it was copied from
+    (and drops the zeros'). Padding is separable, so this is done one axis at a
+    time with a 0/1 matrix that says which padded cell came from which sample;
+    padding ``np.arange(size)`` with the same mode gives exactly that map.
+
+    >>> pad_adjoint(np.ones(10), [(3, 3)], "reflect", [4])
+    array([2., 3., 3., 2.])
+    """
+    grad = grad_padded
+    rank = len(padding)
+    if mode == "zeros":
+        crop = tuple(slice(low, low + size) for (low, _), size in zip(padding, input_size))
+        return np.ascontiguousarray(grad[(Ellipsis, *crop)])
+    for axis_offset, ((low, high), size) in enumerate(zip(padding, input_size)):
+        if not (low or high):
+            continue
+        source = np.pad(np.arange(size), (low, high), mode=_NUMPY_PAD_MODE[mode])  # padded cell -> input sample
+        scatter = (source[:, np.newaxis] == np.arange(size)).astype(grad.dtype)  # (padded, size)
+        axis = grad.ndim - rank + axis_offset
+        grad = np.moveaxis(np.tensordot(grad, scatter, axes=([axis], [0])), -1, axis)
+    return grad
 
 
 def sliding_windows(
@@ -80,6 +109,35 @@ def sliding_windows(
         ),
         writeable=False,
     )
+
+
+def add_windows(
+    windows: np.ndarray,
+    padded_size: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> np.ndarray:
+    """The transpose of :func:`sliding_windows`: add every window back where it was read.
+
+    ``windows`` has shape ``(*lead, *out, *kernel)``; the result ``(*lead, *padded_size)``
+    holds, at each position, the sum of every window cell that read it (col2im).
+    The loop runs over kernel taps only, each a strided slice-add covering all
+    output positions at once.
+
+    >>> add_windows(np.ones((2, 3)), [5], [2], [1])
+    array([1., 1., 2., 1., 1.])
+    """
+    rank = len(padded_size)
+    kernel_size = windows.shape[windows.ndim - rank :]
+    out_size = windows.shape[windows.ndim - 2 * rank : windows.ndim - rank]
+    lead = windows.shape[: windows.ndim - 2 * rank]
+    total = np.zeros((*lead, *padded_size), dtype=windows.dtype)
+    for tap in np.ndindex(*kernel_size):
+        target = tuple(
+            slice(j * d, j * d + (o - 1) * s + 1, s) for j, d, o, s in zip(tap, dilation, out_size, stride)
+        )
+        total[(Ellipsis, *target)] += windows[(Ellipsis, *tap)]
+    return total
 
 
 def reverse_spatial(a: np.ndarray, rank: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Every algorithm solves the same *valid* problem: the input is already padded
 (by :func:`convolab._window.pad`) and the kernel already oriented (flipped or
-not, decided once in :mod:`convolab._forward`). Each gets
+not, decided once in :mod:`convolab._conv`). Each gets
 
 - ``padded``: ``(N, C_in, *padded_size)`` in the accumulation dtype,
 - ``kernel``: ``(C_out, C_in/groups, *kernel_size)`` in the same dtype,

@@ -13,7 +13,8 @@ import numpy as np
 
 from ._dtypes import check_supported_dtype
 from ._errors import fail
-from ._forward import conv_forward
+from ._conv import conv_forward, conv_input_grad, conv_weight_grad
+from ._vjp import defines_vjp
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "check_array", "check_conv_arrays"]
@@ -57,7 +58,7 @@ def _conv(
     padding_mode: str,
     flip: bool,
     algorithm: str,
-) -> np.ndarray:
+) -> tuple[np.ndarray, ConvSpec]:
     check_array(op, "input", input)
     check_array(op, "weight", weight)
     spec = conv_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
@@ -65,7 +66,7 @@ def _conv(
     check_conv_arrays(op, input, weight, bias, spec)
     batched_input = input if spec.batched else input[np.newaxis]
     out = conv_forward(batched_input, weight, bias, spec, algorithm)
-    return out if spec.batched else out[0]
+    return (out if spec.batched else out[0]), spec
 
 
 _CONV_DOC = """{summary}
@@ -194,10 +195,32 @@ def _fixed_rank_conv(op: str, rank: int | None, doc: str):
         flip: bool = False,
         algorithm: str = "auto",
     ) -> np.ndarray:
-        return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip, algorithm)
+        return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+                     algorithm)[0]
 
     conv_op.__name__ = conv_op.__qualname__ = op
     conv_op.__doc__ = doc
+
+    @defines_vjp(conv_op)
+    def _vjp(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", flip=False,
+             algorithm="auto"):
+        out, spec = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+                          algorithm)
+
+        def pullback(grad_output: np.ndarray):
+            check_array(op, "grad_output", grad_output)
+            if grad_output.shape != spec.caller_output_shape:
+                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
+                     f"must have the output's shape {spec.caller_output_shape}")
+            g = grad_output if spec.batched else grad_output[np.newaxis]
+            x = input if spec.batched else input[np.newaxis]
+            grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _conv
+            grad_weight = conv_weight_grad(x, g, spec)
+            grad_bias = None if bias is None else g.sum(axis=(0, *range(2, g.ndim))).astype(out.dtype)
+            return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
+
+        return out, pullback
+
     return conv_op
 
 

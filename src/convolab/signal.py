@@ -14,7 +14,7 @@ import numpy as np
 
 from ._dtypes import check_supported_dtype
 from ._errors import fail
-from ._forward import conv_forward
+from ._conv import conv_forward
 from ._window import reverse_spatial
 from .spec import conv_spec
 

@@ -1,0 +1,214 @@
+"""The convolution on a frozen spec, forward and backward side by side.
+
+This is the one place that decides the kernel's orientation: deep learning's
+"convolution" is a cross-correlation (the kernel read as stored); ``flip=True``
+is the mathematical convolution, the kernel reversed on every spatial axis.
+Everything that convolves (the public ops, the gradients, transposed
+convolution, the SciPy-style functions) comes through :func:`oriented_kernel`.
+
+Notation for the derivations, per spatial dimension: ``x_p`` the padded input,
+``k`` the oriented kernel, ``s`` stride, ``d`` dilation, ``g`` grad_output::
+
+    y[n, o, p] = sum_{c in group(o), j} x_p[n, c, p*s + j*d] * k[o, c, j]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import shapes
+from ._dtypes import compute_dtype, result_dtype
+from ._errors import fail
+from ._window import add_windows, pad, pad_adjoint, reverse_spatial
+from .algorithms import filter_matrix, select_algorithm, unroll
+from .spec import ConvSpec, conv_spec
+
+__all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
+           "WEIGHT_GRAD_ALGORITHMS"]
+
+#: Formulations of the input gradient; "auto" picks "scatter".
+INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
+#: Formulations of the weight gradient; "auto" picks "im2col".
+WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv")
+
+
+def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
+    """The kernel as the sliding window reads it: reversed on every spatial axis iff ``flip``.
+
+    Reversal is its own inverse, so the same function maps a gradient with
+    respect to the oriented kernel back to one with respect to ``weight``.
+    """
+    return reverse_spatial(weight, weight.ndim - 2) if flip else weight
+
+
+def conv_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Convolve a batched ``x`` ``(N, C_in, *spatial)`` as ``spec`` says.
+
+    Inputs are never modified: casting and padding make new arrays, and the
+    window views are read-only.
+    """
+    accumulate = compute_dtype(x.dtype)
+    chosen = select_algorithm(algorithm, spec, accumulate)
+    returned = result_dtype(x.dtype)
+    if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
+        return np.zeros(spec.output_shape, dtype=returned)
+    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
+    kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
+    out = chosen.run(padded, kernel, spec)
+    if bias is not None:
+        out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
+    return out.astype(returned, copy=False)
+
+
+def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(algorithm, str) or algorithm not in choices:
+        fail(ValueError, op, "algorithm", repr(algorithm), f"must be one of {', '.join(map(repr, choices))}")
+    return algorithm
+
+
+def _used_extent(spec: ConvSpec) -> tuple[int, ...]:
+    """Per dimension, how much of the padded input the windows reach: ``(P-1)*s + d*(K-1) + 1``."""
+    return tuple(
+        (o - 1) * s + shapes.dilated_kernel_size(k, d)
+        for o, s, k, d in zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation)
+    )
+
+
+def conv_input_grad(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Gradient of the convolution with respect to its (batched) input.
+
+    Differentiating ``y`` above, each padded input cell collects every output
+    that read it, times the tap that read it::
+
+        dx_p[n, c, q] = sum_{o, p, j : p*s + j*d = q} g[n, o, p] * k[o, c, j]
+
+    ``"scatter"`` computes exactly that: one matrix product gives, for every
+    output position, ``g`` times the filter (the window's worth of gradient),
+    and :func:`add_windows` adds each window back where it was read.
+
+    ``"full"`` rewrites the sum over ``p*s + j*d = q``: spread ``g`` with ``s-1``
+    zeros between samples (``g_s``), then ``dx_p[q] = sum_j g_s[q - j*d] k[j]``, a
+    full correlation of ``g_s`` with the kernel reversed (rotated 180° in 2-d),
+    dilation ``d``, input and output channels swapped. Both end with the
+    transpose of the padding, which drops the zero cells' gradient or folds a
+    reflected/replicated/wrapped cell's gradient back onto its source.
+    Samples past the last window (stride not dividing the input) get zero.
+    """
+    algorithm = _check_algorithm(spec.op, algorithm, INPUT_GRAD_ALGORITHMS)
+    accumulate = compute_dtype(weight.dtype)
+    returned = result_dtype(weight.dtype)
+    if min(spec.input_shape) == 0:
+        return np.zeros(spec.input_shape, dtype=returned)
+    grad_output = grad_output.astype(accumulate, copy=False)
+    kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
+    if algorithm in ("auto", "scatter"):
+        grad_padded = _input_grad_scatter(grad_output, kernel, spec)
+    else:
+        grad_padded = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
+    return pad_adjoint(grad_padded, spec.padding, spec.padding_mode, spec.input_size).astype(returned, copy=False)
+
+
+def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    rank, groups = spec.rank, spec.groups
+    # (N, G*O, *out) -> (G, N*P, O): one row of output gradients per output position
+    rows = grad_output.reshape(spec.batch, groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
+    rows = rows.transpose(1, 0, 3, 2).reshape(groups, -1, spec.out_channels_per_group)  # (G, N*P, O)
+    filters = filter_matrix(kernel, spec)  # (G, C*K, O)
+    window_grads = np.matmul(rows, filters.transpose(0, 2, 1))  # (G, N*P, C*K): g times the filter, per window
+    window_grads = window_grads.reshape(groups, spec.batch, *spec.output_size, spec.in_channels_per_group,
+                                        *spec.kernel_size)  # (G, N, *out, C, *kernel)
+    out_axes = tuple(range(2, 2 + rank))
+    kernel_axes = tuple(range(3 + rank, 3 + 2 * rank))
+    window_grads = window_grads.transpose(1, 0, 2 + rank, *out_axes, *kernel_axes)  # (N, G, C, *out, *kernel)
+    window_grads = window_grads.reshape(spec.batch, spec.in_channels, *spec.output_size, *spec.kernel_size)
+    return add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation)  # (N, G*C, *padded)
+
+
+def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    rank, groups = spec.rank, spec.groups
+    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long
+    spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
+    spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
+    spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
+    # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
+    swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    # Full padding d*(K-1) on both sides; cells past the last window (stride not
+    # dividing the padded input) are read by no output, hence the extra high padding.
+    unread = tuple(p - u for p, u in zip(spec.padded_size, _used_extent(spec)))
+    padding = tuple(
+        (shapes.dilated_kernel_size(k, d) - 1, shapes.dilated_kernel_size(k, d) - 1 + r)
+        for k, d, r in zip(spec.kernel_size, spec.dilation, unread)
+    )
+    # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
+    full_spec = conv_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
+                          flip=not spec.flip, op=spec.op)
+    return conv_forward(spread, swapped, None, full_spec)  # (N, C_in, *padded)
+
+
+def conv_weight_grad(
+    x: np.ndarray,
+    grad_output: np.ndarray,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Gradient of the convolution with respect to its weight.
+
+    Differentiating ``y`` with respect to ``k``::
+
+        dk[o, c, j] = sum_{n, p} g[n, o, p] * x_p[n, c, p*s + j*d]
+
+    ``"im2col"``: the unrolled input (one row per window) times ``g`` as a
+    matrix, per group. ``"conv"``: the same sum is a convolution of ``x_p`` with
+    ``g`` as the kernel, the batch axis playing the channels' part, stride ``d``
+    and dilation ``s`` (their roles swap); its output may extend past ``K`` where
+    the stride leaves input unread, and is cropped. With ``flip=True`` the result
+    is reversed back (``oriented_kernel`` again).
+    """
+    algorithm = _check_algorithm(spec.op, algorithm, WEIGHT_GRAD_ALGORITHMS)
+    accumulate = compute_dtype(x.dtype)
+    returned = result_dtype(x.dtype)
+    if spec.batch == 0 or min(spec.weight_shape) == 0:
+        return np.zeros(spec.weight_shape, dtype=returned)
+    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
+    grad_output = grad_output.astype(accumulate, copy=False)
+    if algorithm in ("auto", "im2col"):
+        grad_kernel = _weight_grad_im2col(padded, grad_output, spec)
+    else:
+        grad_kernel = _weight_grad_conv(padded, grad_output, spec)
+    return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
+
+
+def _weight_grad_im2col(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    groups = spec.groups
+    unrolled = unroll(padded, spec)  # (G, N*P, C*K)
+    rows = grad_output.reshape(spec.batch, groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
+    rows = rows.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, N*P)
+    grad_filters = np.matmul(rows, unrolled)  # (G, O, C*K)
+    return grad_filters.reshape(spec.weight_shape)
+
+
+def _weight_grad_conv(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    groups, n = spec.groups, spec.batch
+    c, o = spec.in_channels_per_group, spec.out_channels_per_group
+    # x_p as a batch of C "images" with G*N channels: (N, G*C, *padded) -> (C, G*N, *padded)
+    images = padded.reshape(n, groups, c, *spec.padded_size).transpose(2, 1, 0, *range(3, 3 + spec.rank))
+    images = images.reshape(c, groups * n, *spec.padded_size)
+    # g as G*O filters over N channels: (N, G*O, *out) -> (G*O, N, *out)
+    filters = grad_output.swapaxes(0, 1)
+    as_conv = conv_spec(images.shape, filters.shape, stride=spec.dilation, dilation=spec.stride, groups=groups,
+                        op=spec.op)
+    product = conv_forward(images, filters, None, as_conv)  # (C, G*O, *reach), reach >= kernel
+    crop = tuple(slice(0, k) for k in spec.kernel_size)
+    return product.swapaxes(0, 1)[(Ellipsis, *crop)]  # (G*O, C, *kernel)

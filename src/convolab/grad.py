@@ -1,0 +1,181 @@
+"""Gradients of the convolution, mirroring ``torch.nn.grad``.
+
+``conv_input`` / ``conv_weight`` work in any rank; ``conv{1,2,3}d_input`` and
+``conv{1,2,3}d_weight`` fix it. Every forward argument is accepted, including
+"same" padding at any stride, ``(low, high)`` pairs and the non-zero padding
+modes (whose gradient folds the border's share back onto the input). The
+derivations sit beside the forward pass in :mod:`convolab._conv`.
+
+The input gradient has two formulations, equal on every configuration:
+
+- ``algorithm="scatter"``: for each output position, grad_output times the
+  filter is added into the window that position read;
+- ``algorithm="full"``: a full correlation of the stride-spread, padded
+  grad_output with the filter rotated 180° (reversed on every spatial axis),
+  input and output channels swapped.
+
+The weight gradient has two as well: ``"im2col"`` (the unrolled input times
+grad_output) and ``"conv"`` (a convolution of the input with grad_output as the
+kernel, stride and dilation swapped).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._conv import conv_input_grad, conv_weight_grad
+from ._errors import fail
+from .functional import check_array
+from .spec import ConvSpec, PaddingArg, conv_spec
+
+__all__ = [
+    "conv_input", "conv1d_input", "conv2d_input", "conv3d_input",
+    "conv_weight", "conv1d_weight", "conv2d_weight", "conv3d_weight",
+]
+
+
+def _shape_arg(op: str, name: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(isinstance(n, (int, np.integer)) for n in value):
+        fail(TypeError, op, name, repr(value), "must be a tuple of ints (a full shape)")
+    return tuple(int(n) for n in value)
+
+
+def _check_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    check_array(op, "grad_output", grad_output)
+    if grad_output.shape != spec.caller_output_shape:
+        fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
+             f"must have the forward output's shape {spec.caller_output_shape}")
+    if grad_output.dtype != dtype:
+        fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", f"must have dtype {dtype}")
+    return grad_output if spec.batched else grad_output[np.newaxis]
+
+
+def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode, flip,
+                algorithm):
+    check_array(op, "weight", weight)
+    spec = conv_spec(_shape_arg(op, "input_size", input_size), weight.shape, stride=stride, padding=padding,
+                     dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    g = _check_grad_output(op, grad_output, spec, weight.dtype)
+    grad_input = conv_input_grad(g, weight, spec, algorithm)
+    return grad_input if spec.batched else grad_input[0]
+
+
+def _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode, flip,
+                 algorithm):
+    check_array(op, "input", input)
+    spec = conv_spec(input.shape, _shape_arg(op, "weight_size", weight_size), stride=stride, padding=padding,
+                     dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    g = _check_grad_output(op, grad_output, spec, input.dtype)
+    return conv_weight_grad(input if spec.batched else input[np.newaxis], g, spec, algorithm)
+
+
+def _make_input_grad(op: str, rank: int | None):
+    def conv_input_op(
+        input_size: Sequence[int],
+        weight: np.ndarray,
+        grad_output: np.ndarray,
+        stride: Any = 1,
+        padding: PaddingArg = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        *,
+        padding_mode: str = "zeros",
+        flip: bool = False,
+        algorithm: str = "auto",
+    ) -> np.ndarray:
+        return _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups,
+                           padding_mode, flip, algorithm)
+
+    conv_input_op.__name__ = conv_input_op.__qualname__ = op
+    conv_input_op.__doc__ = f"""Gradient of ``{op.replace('_input', '')}`` with respect to its input.
+
+    Parameters
+    ----------
+    input_size : tuple of int
+        Shape of the forward input (batched, or unbatched ``(C_in, *spatial)``).
+    weight : numpy.ndarray
+        ``(C_out, C_in/groups, *kernel_size)``.
+    grad_output : numpy.ndarray
+        Gradient of the loss with respect to the forward output, of its shape and the weight's dtype.
+    stride, padding, dilation, groups, padding_mode, flip
+        The forward convolution's arguments.
+    algorithm : {{"auto", "scatter", "full"}}
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"scatter"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of shape ``input_size``. Samples the forward pass never read (a stride
+        that does not divide the input) get zero.
+
+    Examples
+    --------
+    >>> import numpy as np, convolab as cl
+    >>> w = np.array([[[[1., 2.], [3., 4.]]]])
+    >>> cl.grad.conv2d_input((1, 1, 3, 3), w, np.ones((1, 1, 2, 2)))[0, 0]
+    array([[ 1.,  3.,  2.],
+           [ 4., 10.,  6.],
+           [ 3.,  7.,  4.]])
+    """
+    return conv_input_op
+
+
+def _make_weight_grad(op: str, rank: int | None):
+    def conv_weight_op(
+        input: np.ndarray,
+        weight_size: Sequence[int],
+        grad_output: np.ndarray,
+        stride: Any = 1,
+        padding: PaddingArg = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        *,
+        padding_mode: str = "zeros",
+        flip: bool = False,
+        algorithm: str = "auto",
+    ) -> np.ndarray:
+        return _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups,
+                            padding_mode, flip, algorithm)
+
+    conv_weight_op.__name__ = conv_weight_op.__qualname__ = op
+    conv_weight_op.__doc__ = f"""Gradient of ``{op.replace('_weight', '')}`` with respect to its weight.
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        The forward input.
+    weight_size : tuple of int
+        Shape of the weight ``(C_out, C_in/groups, *kernel_size)``.
+    grad_output : numpy.ndarray
+        Gradient of the loss with respect to the forward output, of its shape and the input's dtype.
+    stride, padding, dilation, groups, padding_mode, flip
+        The forward convolution's arguments.
+    algorithm : {{"auto", "im2col", "conv"}}
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"im2col"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of shape ``weight_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, convolab as cl
+    >>> x = np.arange(1., 10.).reshape(1, 1, 3, 3)
+    >>> cl.grad.conv2d_weight(x, (1, 1, 2, 2), np.ones((1, 1, 2, 2)))[0, 0]
+    array([[12., 16.],
+           [24., 28.]])
+    """
+    return conv_weight_op
+
+
+conv_input = _make_input_grad("conv_input", None)
+conv1d_input = _make_input_grad("conv1d_input", 1)
+conv2d_input = _make_input_grad("conv2d_input", 2)
+conv3d_input = _make_input_grad("conv3d_input", 3)
+conv_weight = _make_weight_grad("conv_weight", None)
+conv1d_weight = _make_weight_grad("conv1d_weight", 1)
+conv2d_weight = _make_weight_grad("conv2d_weight", 2)
+conv3d_weight = _make_weight_grad("conv3d_weight", 3)

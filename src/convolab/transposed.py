@@ -1,0 +1,255 @@
+"""Transposed convolution: the input gradient of a convolution, used as an op.
+
+``conv_transpose(x, w)`` scatters each input sample, times the filter, into an
+output window: exactly the input gradient of ``conv(·, w)``. It upsamples, and
+``output_padding`` (or ``output_size``) picks among the output sizes that a
+strided forward convolution maps to the same size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import shapes
+from ._conv import conv_forward, conv_input_grad, conv_weight_grad
+from ._errors import fail
+from ._vjp import defines_vjp
+from .functional import check_array
+from .spec import ConvSpec, conv_spec, normalize_ints, normalize_padding
+
+__all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+
+
+class _TransposePlan:
+    """A transposed convolution as a forward spec over the full extent, plus a crop.
+
+    The scatter covers ``E = (in - 1)*stride + dilation*(k - 1) + 1`` cells per
+    dimension (the forward convolution of an ``E``-sized input with no padding
+    has exactly ``in`` outputs). The result is cells ``[low, low + out)`` of that
+    extent, zero past its end (output_padding beyond the high padding).
+    """
+
+    def __init__(self, spec: ConvSpec, padding: tuple[tuple[int, int], ...], output_size: tuple[int, ...]):
+        self.spec = spec  # the forward convolution whose input gradient this is
+        self.padding = padding
+        self.output_size = output_size
+
+    def crop(self, full: np.ndarray) -> np.ndarray:
+        """Cells ``[low, low + out)`` of the scattered extent, zero-filled past its end."""
+        out = np.zeros((*full.shape[:2], *self.output_size), dtype=full.dtype)
+        source, target = [], []
+        for (low, _), size, extent in zip(self.padding, self.output_size, self.spec.input_size):
+            stop = min(low + size, extent)
+            source.append(slice(low, stop))
+            target.append(slice(0, stop - low))
+        out[(Ellipsis, *target)] = full[(Ellipsis, *source)]
+        return out
+
+    def uncrop(self, grad: np.ndarray) -> np.ndarray:
+        """The transpose of :meth:`crop`: place ``grad`` back in the full extent."""
+        full = np.zeros((*grad.shape[:2], *self.spec.input_size), dtype=grad.dtype)
+        source, target = [], []
+        for (low, _), size, extent in zip(self.padding, self.output_size, self.spec.input_size):
+            stop = min(low + size, extent)
+            target.append(slice(low, stop))
+            source.append(slice(0, stop - low))
+        full[(Ellipsis, *target)] = grad[(Ellipsis, *source)]
+        return full
+
+
+def _plan(
+    op: str,
+    rank: int | None,
+    input: Any,
+    weight: Any,
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    groups: Any,
+    dilation: Any,
+    output_size: Sequence[int] | None,
+) -> tuple[_TransposePlan, bool]:
+    check_array(op, "input", input)
+    check_array(op, "weight", weight)
+    if rank is None:
+        rank = weight.ndim - 2
+    if weight.ndim != rank + 2 or rank < 1:
+        fail(ValueError, op, "weight", f"shape {weight.shape}",
+             f"must have {rank + 2} dimensions (C_in, C_out/groups, *kernel_size)")
+    if input.ndim not in (rank + 1, rank + 2):
+        fail(ValueError, op, "input", f"shape {input.shape}",
+             f"must have {rank + 2} dimensions (N, C_in, *spatial) or {rank + 1} unbatched")
+    batched = input.ndim == rank + 2
+    x_shape = input.shape if batched else (1, *input.shape)
+    if input.dtype != weight.dtype:
+        fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
+             "must have the same dtype as input (cast one with .astype)")
+    if x_shape[1] != weight.shape[0]:
+        fail(ValueError, op, "input", f"{x_shape[1]} channels", f"must have weight.shape[0]={weight.shape[0]} channels")
+    strides = normalize_ints(stride, rank, "stride", op)
+    dilations = normalize_ints(dilation, rank, "dilation", op)
+    padding_pairs = normalize_padding(padding, rank, op)
+    if isinstance(padding_pairs, str):
+        fail(ValueError, op, "padding", repr(padding), "must be ints or (low, high) pairs for a transposed convolution")
+    kernel = weight.shape[2:]
+    smallest = tuple(
+        shapes.conv_transpose_output_size(i, k, s, p, d)
+        for i, k, s, p, d in zip(x_shape[2:], kernel, strides, padding_pairs, dilations)
+    )
+    if output_size is not None:
+        if output_padding not in (0, None) and normalize_ints(output_padding, rank, "output_padding", op, 0) != (0,) * rank:
+            fail(ValueError, op, "output_padding", repr(output_padding), "must be 0 when output_size is given")
+        sizes = tuple(int(n) for n in output_size)
+        if len(sizes) in (rank + 1, rank + 2):
+            sizes = sizes[-rank:]
+        if len(sizes) != rank:
+            fail(ValueError, op, "output_size", repr(tuple(output_size)),
+                 f"must give {rank} spatial sizes (or a full shape ending in them)")
+        for size, low, s in zip(sizes, smallest, strides):
+            if not low <= size < low + s:
+                fail(ValueError, op, "output_size", repr(tuple(output_size)),
+                     f"must lie, per dimension, between {smallest} and that plus stride - 1")
+        extra = tuple(size - low for size, low in zip(sizes, smallest))
+    else:
+        extra = normalize_ints(output_padding, rank, "output_padding", op, minimum=0)
+        for p, s, d in zip(extra, strides, dilations):
+            if p >= max(s, d):
+                fail(ValueError, op, "output_padding", repr(output_padding),
+                     f"must be smaller than stride {strides} or dilation {dilations} in every dimension")
+    out_size = tuple(low + p for low, p in zip(smallest, extra))
+    if min(out_size) < 1:
+        fail(ValueError, op, "padding", repr(padding),
+             f"leaves an output of size {out_size}; it must be at least 1 in every dimension")
+    extent = tuple((i - 1) * s + shapes.dilated_kernel_size(k, d)
+                   for i, k, s, d in zip(x_shape[2:], kernel, strides, dilations))
+    # The forward convolution this transposes: C_out_t channels of the extent in, C_in_t out.
+    spec = conv_spec((x_shape[0], weight.shape[1] * _groups(groups), *extent), weight.shape, stride=strides,
+                     dilation=dilations, groups=groups, op=op)
+    return _TransposePlan(spec, padding_pairs, out_size), batched
+
+
+def _groups(groups: Any) -> int:
+    """groups as an int for the channel count; conv_spec then checks it and says what is wrong."""
+    return int(groups) if isinstance(groups, (int, np.integer)) and not isinstance(groups, bool) else 1
+
+
+def _check_bias(op: str, bias: Any, channels: int, dtype: np.dtype) -> None:
+    if bias is None:
+        return
+    check_array(op, "bias", bias)
+    if bias.ndim != 1 or bias.shape[0] != channels:
+        fail(ValueError, op, "bias", f"shape {bias.shape}", f"must be 1-D of length C_out={channels}")
+    if bias.dtype != dtype:
+        fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {dtype}", "must have the same dtype as input")
+
+
+def _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size):
+    plan, batched = _plan(op, rank, input, weight, stride, padding, output_padding, groups, dilation, output_size)
+    _check_bias(op, bias, plan.spec.in_channels, input.dtype)
+    x = input if batched else input[np.newaxis]
+    out = plan.crop(conv_input_grad(x, weight, plan.spec))
+    if bias is not None:
+        out += bias.astype(out.dtype).reshape(-1, *([1] * plan.spec.rank))
+    return (out if batched else out[0]), plan, batched
+
+
+_DOC = """{summary}
+
+    PyTorch's ``conv_transpose{rank_name}`` with its argument order: each input
+    sample, times the filter, is added into an output window (``stride`` apart),
+    which is the gradient of ``conv{rank_name}`` with respect to its input.
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        ``(N, C_in, {spatial})`` or unbatched ``(C_in, {spatial})``.
+    weight : numpy.ndarray
+        ``(C_in, C_out / groups, {kernel})`` (note: C_in first, as in PyTorch).
+    bias : numpy.ndarray, optional
+        ``(C_out,)``.
+    stride, dilation : int or tuple of int
+        Of the forward convolution this transposes.
+    padding : int, tuple of int, or tuple of (low, high) pairs
+        Removed from the output (``dilation*(k-1) - padding`` zero padding of
+        the input, in the other view).
+    output_padding : int or tuple of int
+        Extra size on the high side, smaller than stride or dilation.
+    groups : int
+        As in the forward convolution.
+    output_size : sequence of int, keyword-only
+        The output's spatial size (or full shape), instead of ``output_padding``,
+        as in ``ConvTranspose2d.forward(input, output_size)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, {out})``; dtypes as :func:`convolab.conv`.
+
+    Shape
+    -----
+    ``out = (in - 1)*stride - lo - hi + dilation*(k - 1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, convolab as cl
+    >>> x = np.ones((1, 1{ones}))
+    >>> cl.conv_transpose{rank_name}(x, np.ones((1, 1{kernel_ones})), stride=2).shape
+    {shape}
+"""
+
+
+def _fixed_rank(op: str, rank: int | None, doc: str):
+    def conv_transpose_op(
+        input: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray | None = None,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: int = 1,
+        dilation: Any = 1,
+        *,
+        output_size: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        return _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                               output_size)[0]
+
+    conv_transpose_op.__name__ = conv_transpose_op.__qualname__ = op
+    conv_transpose_op.__doc__ = doc
+
+    @defines_vjp(conv_transpose_op)
+    def _vjp(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, output_size=None):
+        out, plan, batched = _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups,
+                                             dilation, output_size)
+
+        def pullback(grad_output: np.ndarray):
+            # y = crop(T(x)) with T the input gradient of conv(., w): its adjoint is conv itself.
+            batched_grad = grad_output if batched else grad_output[np.newaxis]
+            g = plan.uncrop(batched_grad).astype(out.dtype, copy=False)
+            x = input if batched else input[np.newaxis]
+            grad_input = conv_forward(g, weight, None, plan.spec)
+            grad_weight = conv_weight_grad(g, x, plan.spec)
+            # The bias reaches every output cell, including those past the scattered extent.
+            grad_bias = None if bias is None else batched_grad.sum(axis=(0, *range(2, g.ndim))).astype(bias.dtype)
+            return (grad_input if batched else grad_input[0]), grad_weight, grad_bias
+
+        return out, pullback
+
+    return conv_transpose_op
+
+
+conv_transpose = _fixed_rank("conv_transpose", None, _DOC.format(
+    summary="N-d transposed convolution (the input gradient of ``conv``), PyTorch's semantics.",
+    rank_name="", spatial="*spatial", kernel="*kernel_size", out="*out", ones=", 3, 3", kernel_ones=", 3, 3",
+    shape="(1, 1, 7, 7)"))
+conv_transpose1d = _fixed_rank("conv_transpose1d", 1, _DOC.format(
+    summary="1-d transposed convolution.", rank_name="1d", spatial="L", kernel="kL", out="L_out",
+    ones=", 4", kernel_ones=", 2", shape="(1, 1, 8)"))
+conv_transpose2d = _fixed_rank("conv_transpose2d", 2, _DOC.format(
+    summary="2-d transposed convolution.", rank_name="2d", spatial="H, W", kernel="kH, kW", out="H_out, W_out",
+    ones=", 3, 3", kernel_ones=", 3, 3", shape="(1, 1, 7, 7)"))
+conv_transpose3d = _fixed_rank("conv_transpose3d", 3, _DOC.format(
+    summary="3-d transposed convolution.", rank_name="3d", spatial="D, H, W", kernel="kD, kH, kW",
+    out="D_out, H_out, W_out", ones=", 2, 2, 2", kernel_ones=", 2, 2, 2", shape="(1, 1, 4, 4, 4)"))

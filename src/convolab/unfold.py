@@ -1,0 +1,190 @@
+"""``unfold`` (im2col) and ``fold`` (col2im), in any number of spatial dimensions.
+
+``unfold`` lays every sliding window out as a column; ``fold`` adds columns back
+into their windows. They are each other's transpose:
+``<unfold(x), y> == <x, fold(y)>``. PyTorch offers both for 2-d only; here they
+take the rank from ``kernel_size``.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import shapes
+from ._errors import fail
+from ._vjp import defines_vjp
+from ._window import add_windows, pad, pad_adjoint, sliding_windows
+from .functional import check_array
+from .spec import normalize_ints, normalize_padding
+
+__all__ = ["unfold", "fold"]
+
+
+def _rank(kernel_size: Any, output_size: Any = None) -> int:
+    for value in (kernel_size, output_size):
+        if isinstance(value, (tuple, list)):
+            return len(value)
+    return 2  # a bare int means 2-d, as in PyTorch
+
+
+def _geometry(op, kernel_size, dilation, padding, stride, rank):
+    kernel = normalize_ints(kernel_size, rank, "kernel_size", op)
+    dilations = normalize_ints(dilation, rank, "dilation", op)
+    strides = normalize_ints(stride, rank, "stride", op)
+    pads = normalize_padding(padding, rank, op)
+    if isinstance(pads, str):
+        fail(ValueError, op, "padding", repr(padding), "must be ints or (low, high) pairs")
+    return kernel, dilations, pads, strides
+
+
+def _blocks(op: str, spatial: Sequence[int], kernel, dilations, pads, strides) -> tuple[int, ...]:
+    blocks = []
+    for dim, (size, k, d, p, s) in enumerate(zip(spatial, kernel, dilations, pads, strides)):
+        if size + p[0] + p[1] < shapes.dilated_kernel_size(k, d):
+            fail(ValueError, op, "kernel_size",
+                 f"{tuple(kernel)} (dilated extent {shapes.dilated_kernel_size(k, d)}) in spatial dimension {dim} "
+                 f"of padded size {size + p[0] + p[1]}", "must fit inside the padded input")
+        blocks.append(shapes.conv_output_size(size, k, s, p, d))
+    return tuple(blocks)
+
+
+def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1) -> np.ndarray:
+    """Every sliding window as a column: ``(N, C, *spatial) -> (N, C*K, L)``.
+
+    Row ``c*K + j`` holds channel ``c`` at kernel tap ``j`` (taps row-major), column
+    ``l`` is the ``l``-th window (row-major over the output grid), as PyTorch's
+    ``unfold``. The rank is ``len(kernel_size)`` (an int means 2-d).
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    kernel_size, dilation, stride : int or tuple of int
+    padding : int, tuple of int, or tuple of (low, high) pairs
+        Zero padding.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C * prod(kernel_size), L)``, ``L`` the number of windows.
+
+    Shape
+    -----
+    ``L = prod_i floor((in_i + lo_i + hi_i - dilation_i*(k_i - 1) - 1) / stride_i) + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, convolab as cl
+    >>> cl.unfold(np.arange(1, 10).reshape(1, 1, 3, 3), 2)
+    array([[[1, 2, 4, 5],
+            [2, 3, 5, 6],
+            [4, 5, 7, 8],
+            [5, 6, 8, 9]]])
+    """
+    op = "unfold"
+    check_array(op, "input", input)
+    rank = _rank(kernel_size)
+    if input.ndim not in (rank + 1, rank + 2):
+        fail(ValueError, op, "input", f"shape {input.shape}", f"must have {rank + 2} dimensions (N, C, *spatial) "
+             f"or {rank + 1} unbatched, for kernel_size of {rank} dimensions")
+    batched = input.ndim == rank + 2
+    x = input if batched else input[np.newaxis]
+    kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)
+    blocks = _blocks(op, x.shape[2:], kernel, dilations, pads, strides)
+    windows = sliding_windows(pad(x, pads), kernel, strides, dilations)  # (N, C, *blocks, *kernel)
+    n, c = x.shape[:2]
+    windows = windows.transpose(0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))  # (N, C, *kernel, *blocks)
+    columns = windows.reshape(n, c * prod(kernel), prod(blocks))
+    return columns if batched else columns[0]
+
+
+def fold(
+    input: np.ndarray, output_size: Any, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1
+) -> np.ndarray:
+    """Add columns back into their windows: ``(N, C*K, L) -> (N, C, *output_size)``.
+
+    The transpose of :func:`unfold` with the same arguments (overlapping cells
+    are summed, so ``fold(unfold(x))`` is ``x`` times how many windows cover each
+    cell). The rank is ``len(output_size)`` or ``len(kernel_size)``.
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        ``(N, C * prod(kernel_size), L)`` or unbatched ``(C * prod(kernel_size), L)``.
+    output_size : int or tuple of int
+        Spatial size of the result.
+    kernel_size, dilation, padding, stride
+        As in :func:`unfold`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C, *output_size)``.
+
+    Shape
+    -----
+    ``L`` must equal the number of windows :func:`unfold` finds in ``output_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, convolab as cl
+    >>> cl.fold(np.ones((1, 4, 4)), (3, 3), 2)
+    array([[[[1., 2., 1.],
+             [2., 4., 2.],
+             [1., 2., 1.]]]])
+    """
+    op = "fold"
+    check_array(op, "input", input)
+    rank = _rank(kernel_size, output_size)
+    size = normalize_ints(output_size, rank, "output_size", op)
+    kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)
+    if input.ndim not in (2, 3):
+        fail(ValueError, op, "input", f"shape {input.shape}", "must be (N, C*prod(kernel_size), L) or unbatched 2-D")
+    batched = input.ndim == 3
+    columns = input if batched else input[np.newaxis]
+    n, rows, count = columns.shape
+    taps = prod(kernel)
+    if rows % taps:
+        fail(ValueError, op, "input", f"{rows} rows (shape {input.shape})",
+             f"must have a multiple of prod(kernel_size)={taps} rows")
+    blocks = _blocks(op, size, kernel, dilations, pads, strides)
+    if count != prod(blocks):
+        fail(ValueError, op, "input", f"{count} columns (shape {input.shape})",
+             f"must have one column per window, {prod(blocks)} for output_size={size} ({blocks} windows)")
+    c = rows // taps
+    windows = columns.reshape(n, c, *kernel, *blocks)  # (N, C, *kernel, *blocks)
+    windows = windows.transpose(0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))  # (N, C, *blocks, *kernel)
+    padded_size = tuple(s + lo + hi for s, (lo, hi) in zip(size, pads))
+    out = pad_adjoint(add_windows(windows, padded_size, strides, dilations), pads, "zeros", size)
+    return out if batched else out[0]
+
+
+@defines_vjp(unfold)
+def _unfold_vjp(input, kernel_size, dilation=1, padding=0, stride=1):
+    out = unfold(input, kernel_size, dilation, padding, stride)
+    rank = _rank(kernel_size)
+
+    def pullback(grad_output):
+        return (fold(grad_output, input.shape[-rank:], kernel_size, dilation, padding, stride),)
+
+    return out, pullback
+
+
+@defines_vjp(fold)
+def _fold_vjp(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    out = fold(input, output_size, kernel_size, dilation, padding, stride)
+
+    def pullback(grad_output):
+        return (unfold(grad_output, _kernel_like(kernel_size, output_size), dilation, padding, stride),)
+
+    return out, pullback
+
+
+def _kernel_like(kernel_size: Any, output_size: Any) -> Any:
+    """``kernel_size`` spelled with the rank of ``output_size``, so ``unfold`` infers the same rank."""
+    if isinstance(kernel_size, (tuple, list)):
+        return kernel_size
+    return (kernel_size,) * _rank(kernel_size, output_size)
