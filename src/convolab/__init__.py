@@ -10,6 +10,28 @@ from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
+from .pooling import (
+    max_pool,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+    avg_pool,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    adaptive_avg_pool,
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool3d,
+    adaptive_max_pool,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+    adaptive_max_pool3d,
+    max_unpool,
+    max_unpool1d,
+    max_unpool2d,
+    max_unpool3d,
+)
 from .shapes import conv_output_size, same_padding
 from .signal import convolve, correlate
 from .spec import ConvSpec, conv_spec, output_shape
@@ -19,6 +41,26 @@ from .unfold import fold, unfold
 __version__ = "0.1.0"
 
 __all__ = [
+    "max_pool",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "avg_pool",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "max_unpool",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     "ALGORITHMS",
     "ConvSpec",
     "conv",

@@ -14,10 +14,12 @@ Notation for the derivations, per spatial dimension: ``x_p`` the padded input,
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from . import shapes
-from ._dtypes import compute_dtype, result_dtype
+from ._dtypes import check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
 from .algorithms import filter_matrix, select_algorithm, unroll
@@ -54,10 +56,12 @@ def conv_forward(
     window views are read-only.
     """
     accumulate = compute_dtype(x.dtype)
-    chosen = select_algorithm(algorithm, spec, accumulate)
+    chosen = select_algorithm(algorithm, spec, x.dtype)
     returned = result_dtype(x.dtype)
     if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
         return np.zeros(spec.output_shape, dtype=returned)
+    check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
+                      offset=bias)
     padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
     out = chosen.run(padded, kernel, spec)
@@ -110,6 +114,8 @@ def conv_input_grad(
     returned = result_dtype(weight.dtype)
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
+    check_exact_range(spec.op, ("grad_output", "weight"), grad_output, weight,
+                      spec.out_channels_per_group * prod(spec.kernel_size))
     grad_output = grad_output.astype(accumulate, copy=False)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
     if algorithm in ("auto", "scatter"):
@@ -181,6 +187,7 @@ def conv_weight_grad(
     returned = result_dtype(x.dtype)
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
+    check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
     padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     grad_output = grad_output.astype(accumulate, copy=False)
     if algorithm in ("auto", "im2col"):

@@ -12,6 +12,8 @@ uint32
 
 Integers are returned as int64 rather than the input's width because a sum of
 products of int8 values overflows int8 at once; int64 keeps every result exact.
+Where the largest possible sum would not fit int64 (values near 2**31 or
+above), the call is refused rather than allowed to wrap (:func:`check_exact_range`).
 uint64 and bool are refused: uint64 does not fit int64 exactly, and a boolean
 convolution is better spelled with an explicit ``astype``.
 """
@@ -22,7 +24,7 @@ import numpy as np
 
 from ._errors import fail
 
-__all__ = ["compute_dtype", "result_dtype", "check_supported_dtype", "is_exact"]
+__all__ = ["compute_dtype", "result_dtype", "check_supported_dtype", "is_exact", "check_exact_range"]
 
 _SUPPORTED = "float16, float32, float64, complex64, complex128, or a signed/unsigned integer up to uint32"
 
@@ -58,3 +60,30 @@ def result_dtype(dtype: np.dtype) -> np.dtype:
 def is_exact(dtype: np.dtype) -> bool:
     """True where results must be exact (integers): no FFT may touch them."""
     return np.dtype(dtype).kind in "iu"
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _largest_magnitude(a: np.ndarray) -> int:
+    return max(abs(int(a.min())), abs(int(a.max()))) if a.size else 0
+
+
+def check_exact_range(
+    op: str, names: tuple[str, str], first: np.ndarray, second: np.ndarray, terms: int, offset: np.ndarray | None = None
+) -> None:
+    """Refuse integer arrays whose sum of ``terms`` products (plus ``offset``, a bias) could overflow int64.
+
+    The bound ``max|first| * max|second| * terms + max|offset|`` is computed with Python ints;
+    a result that might not fit the int64 it is returned in is an error, never
+    a silently wrapped number.
+    """
+    if not (is_exact(first.dtype) and is_exact(second.dtype)):
+        return
+    largest_first, largest_second = _largest_magnitude(first), _largest_magnitude(second)
+    bound = largest_first * largest_second * terms + (0 if offset is None else _largest_magnitude(offset))
+    if bound > _INT64_MAX:
+        fail(ValueError, op, names[0],
+             f"integer values up to {largest_first} against {names[1]} values up to {largest_second}, "
+             f"summed over {terms} products (bound {bound})",
+             "must give results that fit int64, the exact integer result dtype (cast to float64, or scale down)")

@@ -28,18 +28,24 @@ import numpy as np
 from ._conv import conv_input_grad, conv_weight_grad
 from ._errors import fail
 from .functional import check_array
-from .spec import ConvSpec, PaddingArg, conv_spec
+from .pooling import (  # pooling's gradients live beside its forward ops
+    max_pool_input,
+    max_pool1d_input,
+    max_pool2d_input,
+    max_pool3d_input,
+    avg_pool_input,
+    avg_pool1d_input,
+    avg_pool2d_input,
+    avg_pool3d_input,
+)
+from .spec import ConvSpec, PaddingArg, conv_spec, normalize_shape
 
 __all__ = [
     "conv_input", "conv1d_input", "conv2d_input", "conv3d_input",
     "conv_weight", "conv1d_weight", "conv2d_weight", "conv3d_weight",
+    "max_pool_input", "max_pool1d_input", "max_pool2d_input", "max_pool3d_input",
+    "avg_pool_input", "avg_pool1d_input", "avg_pool2d_input", "avg_pool3d_input",
 ]
-
-
-def _shape_arg(op: str, name: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(isinstance(n, (int, np.integer)) for n in value):
-        fail(TypeError, op, name, repr(value), "must be a tuple of ints (a full shape)")
-    return tuple(int(n) for n in value)
 
 
 def _check_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
@@ -55,7 +61,7 @@ def _check_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtyp
 def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                 algorithm):
     check_array(op, "weight", weight)
-    spec = conv_spec(_shape_arg(op, "input_size", input_size), weight.shape, stride=stride, padding=padding,
+    spec = conv_spec(normalize_shape(input_size, "input_size", op), weight.shape, stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _check_grad_output(op, grad_output, spec, weight.dtype)
     grad_input = conv_input_grad(g, weight, spec, algorithm)
@@ -65,7 +71,7 @@ def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dila
 def _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                  algorithm):
     check_array(op, "input", input)
-    spec = conv_spec(input.shape, _shape_arg(op, "weight_size", weight_size), stride=stride, padding=padding,
+    spec = conv_spec(input.shape, normalize_shape(weight_size, "weight_size", op), stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _check_grad_output(op, grad_output, spec, input.dtype)
     return conv_weight_grad(input if spec.batched else input[np.newaxis], g, spec, algorithm)

@@ -127,11 +127,14 @@ def unread_input_count(
     1
     >>> unread_input_count(7, 3, stride=2)
     0
+    >>> unread_input_count(1, 1, stride=3, padding=(2, 0))
+    1
     """
     low, high = padding
     output_size = conv_output_size(input_size, kernel_size, stride, padding, dilation)
     last_read = (output_size - 1) * stride + dilated_kernel_size(kernel_size, dilation) - 1  # in padded coordinates
-    return max(input_size + low - 1 - last_read, 0)
+    # Cells past the last read, counted within the input only (not its high padding).
+    return min(max(input_size + low - 1 - last_read, 0), input_size)
 
 
 def conv_transpose_output_size(

@@ -16,6 +16,7 @@ from ._dtypes import check_supported_dtype
 from ._errors import fail
 from ._conv import conv_forward
 from ._window import reverse_spatial
+from .algorithms import ALGORITHMS
 from .spec import conv_spec
 
 __all__ = ["convolve", "correlate"]
@@ -26,9 +27,9 @@ _METHODS = {"auto": "auto", "direct": "im2col", "fft": "fft"}
 
 
 def _check_mode_and_method(op: str, mode: object, method: object) -> None:
-    if mode not in _MODES:
+    if not isinstance(mode, str) or mode not in _MODES:
         fail(ValueError, op, "mode", repr(mode), f"must be one of {', '.join(map(repr, _MODES))}")
-    if method not in _METHODS:
+    if not isinstance(method, str) or method not in _METHODS:
         fail(ValueError, op, "method", repr(method), f"must be one of {', '.join(map(repr, _METHODS))}")
 
 
@@ -69,6 +70,9 @@ def _convolve(op: str, in1: Any, in2: Any, mode: str, method: str, reverse_in2: 
     else:  # same: in1's shape, centred on the full result as SciPy centres it (odd unit low)
         padding = tuple(((k - 1) - (k - 1) // 2, (k - 1) // 2) for k in kernel.shape)
     spec = conv_spec((1, 1, *signal.shape), (1, 1, *kernel.shape), padding=padding, flip=True, op=op)
+    reason = ALGORITHMS[_METHODS[method]].why_not(spec, dtype) if method != "auto" else None
+    if reason is not None:
+        fail(ValueError, op, "method", repr(method), f"cannot run this problem: {reason}")
     out = conv_forward(signal[np.newaxis, np.newaxis], kernel[np.newaxis, np.newaxis], None, spec, _METHODS[method])
     return out[0, 0]
 

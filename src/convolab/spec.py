@@ -26,6 +26,7 @@ __all__ = [
     "PADDING_MODES",
     "canonical_padding_mode",
     "normalize_ints",
+    "normalize_shape",
     "normalize_padding",
 ]
 
@@ -48,6 +49,23 @@ _PADDING_STRINGS = ("valid", "same", "full")
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def normalize_shape(value: object, name: str, op: str) -> tuple[int, ...]:
+    """A shape: a sequence of non-negative ints, as a tuple of Python ints.
+
+    >>> normalize_shape((1, 3.5), "input_shape", "output_shape")
+    Traceback (most recent call last):
+    ...
+    TypeError: output_shape: input_shape must be a sequence of ints, got (1, 3.5)
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        value = value.tolist()
+    if not isinstance(value, (tuple, list)) or not all(_is_int(n) for n in value):
+        fail(TypeError, op, name, repr(value), "must be a sequence of ints")
+    if any(n < 0 for n in value):
+        fail(ValueError, op, name, repr(tuple(value)), "must have no negative sizes")
+    return tuple(int(n) for n in value)
 
 
 def normalize_ints(value: object, rank: int, name: str, op: str, minimum: int = 1) -> tuple[int, ...]:
@@ -261,8 +279,8 @@ def conv_spec(
     >>> spec.padding, spec.output_shape
     (((0, 1), (0, 1)), (8, 16, 16, 16))
     """
-    input_shape = tuple(int(n) for n in input_shape)
-    weight_shape = tuple(int(n) for n in weight_shape)
+    input_shape = normalize_shape(input_shape, "input_shape", op)
+    weight_shape = normalize_shape(weight_shape, "weight_shape", op)
     if rank is None:
         if len(weight_shape) < 3:
             fail(ValueError, op, "weight", f"shape {weight_shape} ({len(weight_shape)} dimensions)",
@@ -290,9 +308,6 @@ def conv_spec(
     if out_channels % groups:
         fail(ValueError, op, "groups", f"groups={groups} with weight.shape[0]={out_channels} output channels",
              "must divide the number of output channels")
-    if in_channels % groups:
-        fail(ValueError, op, "groups", f"groups={groups} with {in_channels} input channels",
-             "must divide the number of input channels")
     if in_per_group * groups != in_channels:
         fail(ValueError, op, "input",
              f"{in_channels} channels (input shape {input_shape[1:] if not batched else input_shape})",

@@ -1,0 +1,226 @@
+"""The three algorithms ("direct", "im2col", "fft") agree on every generated case.
+
+Tolerances come from rounding-error bounds rather than guesses. Each output
+element is a sum of ``n = C_in/groups * prod(kernel)`` products (plus the bias);
+computed in a precision with unit roundoff ``u`` any summation order is within
+``n * u * S`` of the exact value, where ``S`` is the same convolution of ``|x|``
+and ``|w|`` (plus ``|b|``). Two such algorithms therefore differ by at most
+``2 * n * u * S``: that is the tolerance for direct against im2col (a matrix
+product). The FFT's error is not elementwise but relative to the size of the
+whole problem (an output that is exactly zero comes back as ~1e-17), so it gets
+``1e-4`` (float32) or ``1e-11`` (float64) of a global scale, ``max|x| *
+max_f sum|w_f| + max|b|``, which bounds every ``S``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from conv_cases import ConvCase, generate_cases
+
+CASES = generate_cases(300, seed=2)
+ALGORITHMS = ("direct", "im2col", "fft")
+INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
+
+
+def run(case: ConvCase, x, w, b, algorithm: str, **extra) -> np.ndarray:
+    return cl.conv(x, w, b, **case.kwargs(), algorithm=algorithm, **extra)
+
+
+def magnitude(case: ConvCase, x, w, b, **extra) -> np.ndarray:
+    """``S``: the convolution of the absolute values, in float64 (the scale of each sum's terms)."""
+    absolute = lambda a: None if a is None else np.abs(a).astype(np.float64)  # noqa: E731
+    return run(case, absolute(x), absolute(w), absolute(b), "direct", **extra)
+
+
+def unit_roundoff(dtype) -> float:
+    return float(np.finfo(dtype).eps) / 2
+
+
+def assert_within_summation_bound(actual, expected, case: ConvCase, scale, dtype) -> None:
+    terms = case.terms_per_output + case.bias
+    bound = 2 * terms * unit_roundoff(dtype) * scale
+    error = np.abs(actual.astype(np.complex128) - expected.astype(np.complex128))
+    worst = np.unravel_index(np.argmax(error - bound), error.shape) if error.size else None
+    assert np.all(error <= bound), f"error {error[worst]} > bound {bound[worst]} at {worst}"
+
+
+def global_scale(x, w, b) -> float:
+    """``max|x| * max_f sum|w_f| + max|b|``: bounds the magnitude of every output's terms."""
+    if x.size == 0 or w.size == 0:
+        return 0.0
+    per_filter = np.abs(w.astype(np.complex128)).reshape(w.shape[0], -1).sum(axis=1)
+    bias = 0.0 if b is None else float(np.abs(b.astype(np.complex128)).max())
+    return float(np.abs(x.astype(np.complex128)).max() * per_filter.max()) + bias
+
+
+def assert_fft_close(actual, expected, x, w, b, dtype) -> None:
+    relative = 1e-4 if np.dtype(dtype) in (np.float32, np.complex64) else 1e-11
+    np.testing.assert_allclose(actual, expected, rtol=relative, atol=relative * global_scale(x, w, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_algorithms_agree(case, dtype):
+    x, w, b = case.arrays(dtype)
+    scale = magnitude(case, x, w, b)
+    results = {name: run(case, x, w, b, name) for name in ALGORITHMS}
+    for name, out in results.items():
+        assert out.dtype == dtype and out.shape == case.output_shape, name
+    assert_within_summation_bound(results["im2col"], results["direct"], case, scale, dtype)
+    assert_fft_close(results["fft"], results["direct"], x, w, b, dtype)
+    np.testing.assert_array_equal(run(case, x, w, b, "auto"), results["im2col"])  # auto is im2col for now
+
+
+@pytest.mark.parametrize("case", CASES[::6], ids=str)
+def test_algorithms_agree_with_flip(case):
+    x, w, b = case.arrays(np.float64)
+    scale = magnitude(case, x, w, b, flip=True)
+    direct = run(case, x, w, b, "direct", flip=True)
+    assert_within_summation_bound(run(case, x, w, b, "im2col", flip=True), direct, case, scale, np.float64)
+    assert_fft_close(run(case, x, w, b, "fft", flip=True), direct, x, w, b, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128], ids=["complex64", "complex128"])
+@pytest.mark.parametrize("case", CASES[1::6], ids=str)
+def test_algorithms_agree_on_complex(case, dtype):
+    x, w, b = case.arrays(dtype)
+    scale = magnitude(case, x, w, b)
+    direct = run(case, x, w, b, "direct")
+    assert direct.dtype == dtype
+    # a complex product is 4 real products, 2 additions: allow 4x the real bound
+    assert_within_summation_bound(run(case, x, w, b, "im2col"), direct, case, 4 * scale, dtype)
+    assert_fft_close(run(case, x, w, b, "fft"), direct, x, w, b, dtype)
+
+
+def test_direct_is_the_definition():
+    """The reference itself, checked by hand on a strided, dilated, padded, grouped case."""
+    x = np.arange(1.0, 13.0).reshape(1, 2, 6)  # channel 0: 1..6, channel 1: 7..12
+    w = np.array([[[1.0, -1.0]], [[2.0, 1.0]]])  # groups=2: one filter per channel
+    out = cl.conv1d(x, w, np.array([0.5, -0.5]), stride=2, padding=((1, 0),), dilation=2, groups=2,
+                    algorithm="direct")
+    # channel 0 padded: 0 1 2 3 4 5 6; windows at 0, 2, 4 read taps (p, p+2)
+    np.testing.assert_array_equal(out[0, 0], [0 - 2 + 0.5, 2 - 4 + 0.5, 4 - 6 + 0.5])
+    # channel 1 padded: 0 7 8 9 10 11 12
+    np.testing.assert_array_equal(out[0, 1], [0 + 8 - 0.5, 16 + 10 - 0.5, 20 + 12 - 0.5])
+
+
+# -- integers: exact, and never through the FFT ---------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=str)
+def test_integer_inputs_identical_in_direct_and_im2col(case):
+    dtype = INT_DTYPES[CASES.index(case) % len(INT_DTYPES)]
+    x, w, b = case.arrays(dtype)
+    direct, im2col = run(case, x, w, b, "direct"), run(case, x, w, b, "im2col")
+    assert direct.dtype == im2col.dtype == np.int64
+    np.testing.assert_array_equal(direct, im2col)
+    f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    np.testing.assert_array_equal(direct, run(case, f64(x), f64(w), f64(b), "direct"))  # small values: exact in float64
+    np.testing.assert_array_equal(run(case, x, w, b, "auto"), direct)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fft_refuses_integer_input(dtype):
+    case = CASES[0]
+    x, w, b = case.arrays(dtype)
+    with pytest.raises(ValueError, match="fft"):
+        run(case, x, w, b, "fft")
+
+
+def test_integer_results_exact_beyond_float64():
+    """Sums of int64 products past 2**53 stay exact (float64 would round them)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(2**27, 2**28, size=(2, 3, 9)).astype(np.int64)
+    w = rng.integers(2**27, 2**28, size=(2, 3, 3)).astype(np.int64)
+    exact = np.array([[[sum(int(x[n, c, o + j]) * int(w[f, c, j]) for c in range(3) for j in range(3))
+                        for o in range(7)] for f in range(2)] for n in range(2)], dtype=np.int64)
+    assert exact.max() > 2**53  # beyond float64's exact integers
+    for algorithm in ("direct", "im2col", "auto"):
+        np.testing.assert_array_equal(cl.conv1d(x, w, algorithm=algorithm), exact)
+    as_float = cl.conv1d(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
+    assert not np.array_equal(as_float, exact)  # the test would catch a float path
+
+
+OVERFLOWING = [
+    pytest.param(np.uint32, [2**32 - 1], [2**32 - 1], id="uint32-one-product"),  # one product > int64 max
+    pytest.param(np.int32, [-2**31, -2**31], [-2**31, -2**31], id="int32-two-products"),  # sum == 2**63
+    pytest.param(np.int64, [2**40, 2**40], [2**30, 2**30], id="int64-two-products"),
+]
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("dtype,x,w", OVERFLOWING)
+def test_integer_results_beyond_int64_are_exact_or_refused(dtype, x, w, algorithm):
+    """The dtype rule promises exact int64 results for integers up to uint32 (and refuses uint64
+    because it does not fit int64). Where the true sum does not fit int64 (a single uint32
+    product, (2**32 - 1)**2, already does not), the call must be refused or exact, never
+    wrapped around (e.g. to a negative number)."""
+    xa, wa = np.array([[x]], dtype=dtype), np.array([[w]], dtype=dtype)
+    exact = sum(int(a) * int(b) for a, b in zip(x, w))
+    try:
+        out = cl.conv1d(xa, wa, algorithm=algorithm)
+    except (TypeError, ValueError, OverflowError):
+        return  # refused, as uint64 is
+    assert int(out[0, 0, 0]) == exact
+
+
+# -- float16: accumulated in float32, returned as float16 ----------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("case", CASES[2::10], ids=str)
+def test_float16_is_float32_computation_rounded(case, algorithm):
+    x, w, b = case.arrays(np.float16)
+    out = run(case, x, w, b, algorithm)
+    assert out.dtype == np.float16 and out.shape == case.output_shape
+    f32 = lambda a: None if a is None else a.astype(np.float32)  # noqa: E731
+    np.testing.assert_array_equal(out, run(case, f32(x), f32(w), f32(b), algorithm).astype(np.float16))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float16_partial_sums_may_exceed_float16_range(algorithm):
+    """60000 + 60000 overflows float16 (max 65504); accumulated in float32, the sum comes back."""
+    x = np.array([[[60000.0, 60000.0, -60000.0]]], dtype=np.float16)
+    w = np.ones((1, 1, 3), dtype=np.float16)
+    out = cl.conv1d(x, w, algorithm=algorithm)
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, np.array([[[60000.0]]], dtype=np.float16))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float16_small_terms_are_not_lost(algorithm):
+    """2048 + 1 + 1 + ... : in float16 each +1 would round away; float32 keeps them."""
+    x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 65)
+    w = np.ones((1, 1, 65), dtype=np.float16)
+    out = cl.conv1d(x, w, algorithm=algorithm)
+    assert out.dtype == np.float16
+    assert float(out[0, 0, 0]) == 2048.0 + 64.0
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Direct", "IM2COL", "winograd", None, 3])
+def test_unknown_algorithm_refused(name):
+    case = CASES[0]
+    x, w, b = case.arrays(np.float64)
+    with pytest.raises(ValueError, match="algorithm"):
+        run(case, x, w, b, name)
+
+
+def test_algorithms_registry():
+    assert set(cl.ALGORITHMS) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_inputs_not_modified(algorithm):
+    for case in CASES[:20]:
+        x, w, b = case.arrays(np.float64)
+        copies = [None if a is None else a.copy() for a in (x, w, b)]
+        run(case, x, w, b, algorithm)
+        for before, after in zip(copies, (x, w, b)):
+            if before is not None:
+                np.testing.assert_array_equal(before, after)
