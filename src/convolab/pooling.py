@@ -37,7 +37,7 @@ import numpy as np
 from . import shapes
 from ._errors import fail
 from ._vjp import defines_vjp
-from ._window import pad, sliding_windows
+from ._window import add_windows, pad, pad_adjoint, sliding_windows
 from .functional import check_array
 from .spec import normalize_ints
 
@@ -693,19 +693,16 @@ def _avg_pool_backward(grad_output: np.ndarray, spec: PoolSpec, divisor: Any) ->
     """``grad_input`` ``(N, C, *in)`` of an average pooling, in ``grad_output``'s dtype.
 
     out[o] = sum_j x_padded[o * s + j] / divisor[o], so x_padded[i] receives
-    grad_output[o] / divisor[o] from every (o, j) with o * s + j = i. Looping over
-    taps j (Chainer's col2im), each tap adds the scaled gradient to one strided
-    slice of the padded gradient; the padding is then cropped away.
+    grad_output[o] / divisor[o] from every (o, j) with o * s + j = i: the window
+    primitive's transpose (``add_windows``), then the padding's (a crop).
     """
     accumulate, _ = _average_dtypes(grad_output.dtype)
     scaled = grad_output.astype(accumulate, copy=False) / divisor  # (N, C, *out)
+    # Every tap of a window gets the same share: a broadcast view, no copy.
+    per_tap = np.broadcast_to(scaled[(..., *([np.newaxis] * spec.rank))], (*scaled.shape, *spec.kernel_size))
     padded_size = [size + low + high for size, (low, high) in zip(spec.input_size, spec.window_padding)]
-    grad_padded = np.zeros((spec.batch, spec.channels, *padded_size), dtype=accumulate)  # (N, C, *in + padding)
-    for tap in np.ndindex(*spec.kernel_size):
-        reads = tuple(slice(j, j + (out - 1) * s + 1, s) for j, out, s in zip(tap, spec.output_size, spec.stride))
-        grad_padded[(..., *reads)] += scaled  # the out positions this tap read, distinct within a tap
-    crop = tuple(slice(low, low + size) for size, (low, _) in zip(spec.input_size, spec.window_padding))
-    return grad_padded[(..., *crop)].astype(grad_output.dtype)
+    grad_padded = add_windows(per_tap, padded_size, spec.stride, spec.dilation)  # (N, C, *in + padding)
+    return pad_adjoint(grad_padded, spec.window_padding, "zeros", spec.input_size).astype(grad_output.dtype)
 
 
 _AVG_POOL_DOC = """{summary}
