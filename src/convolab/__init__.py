@@ -10,6 +10,18 @@ from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
+from .identities import (
+    Trace,
+    trace,
+    Identity,
+    IdentityChain,
+    Im2colMatrices,
+    im2col_matrices,
+    check_direct_equals_im2col,
+    check_flip,
+    check_input_gradient,
+    conv_matrix,
+)
 from .pooling import (
     max_pool,
     max_pool1d,
@@ -41,6 +53,16 @@ from .unfold import fold, unfold
 __version__ = "0.1.0"
 
 __all__ = [
+    "Trace",
+    "trace",
+    "Identity",
+    "IdentityChain",
+    "Im2colMatrices",
+    "im2col_matrices",
+    "check_direct_equals_im2col",
+    "check_flip",
+    "check_input_gradient",
+    "conv_matrix",
     "max_pool",
     "max_pool1d",
     "max_pool2d",
