@@ -1,4 +1,4 @@
-"""The three algorithms ("direct", "im2col", "fft") agree on every generated case.
+"""The algorithms ("direct", "im2col", "gemm", "depthwise", "fft") agree on every generated case.
 
 Tolerances come from rounding-error bounds rather than guesses. Each output
 element is a sum of ``n = C_in/groups * prod(kernel)`` products (plus the bias);
@@ -21,7 +21,14 @@ import convolab as cl
 from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
-ALGORITHMS = ("direct", "im2col", "fft")
+ALGORITHMS = ("direct", "im2col", "gemm", "depthwise", "fft")
+#: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
+SUMMING = ("im2col", "gemm", "depthwise")
+
+
+def runs(case: ConvCase, algorithm: str) -> bool:
+    """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group)."""
+    return algorithm != "depthwise" or case.in_channels == case.groups
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
 
 
@@ -66,12 +73,15 @@ def assert_fft_close(actual, expected, x, w, b, dtype) -> None:
 def test_algorithms_agree(case, dtype):
     x, w, b = case.arrays(dtype)
     scale = magnitude(case, x, w, b)
-    results = {name: run(case, x, w, b, name) for name in ALGORITHMS}
+    results = {name: run(case, x, w, b, name) for name in ALGORITHMS if runs(case, name)}
     for name, out in results.items():
         assert out.dtype == dtype and out.shape == case.output_shape, name
-    assert_within_summation_bound(results["im2col"], results["direct"], case, scale, dtype)
+    for name in SUMMING:
+        if name in results:
+            assert_within_summation_bound(results[name], results["direct"], case, scale, dtype)
     assert_fft_close(results["fft"], results["direct"], x, w, b, dtype)
-    np.testing.assert_array_equal(run(case, x, w, b, "auto"), results["im2col"])  # auto is im2col for now
+    planned = cl.plan(case.input_shape, case.weight_shape, dtype, flip=False, **case.kwargs()).algorithm
+    np.testing.assert_array_equal(run(case, x, w, b, "auto"), results[planned])  # auto runs the plan
 
 
 @pytest.mark.parametrize("case", CASES[::6], ids=str)
@@ -79,7 +89,9 @@ def test_algorithms_agree_with_flip(case):
     x, w, b = case.arrays(np.float64)
     scale = magnitude(case, x, w, b, flip=True)
     direct = run(case, x, w, b, "direct", flip=True)
-    assert_within_summation_bound(run(case, x, w, b, "im2col", flip=True), direct, case, scale, np.float64)
+    for name in SUMMING:
+        if runs(case, name):
+            assert_within_summation_bound(run(case, x, w, b, name, flip=True), direct, case, scale, np.float64)
     assert_fft_close(run(case, x, w, b, "fft", flip=True), direct, x, w, b, np.float64)
 
 
@@ -91,7 +103,9 @@ def test_algorithms_agree_on_complex(case, dtype):
     direct = run(case, x, w, b, "direct")
     assert direct.dtype == dtype
     # a complex product is 4 real products, 2 additions: allow 4x the real bound
-    assert_within_summation_bound(run(case, x, w, b, "im2col"), direct, case, 4 * scale, dtype)
+    for name in SUMMING:
+        if runs(case, name):
+            assert_within_summation_bound(run(case, x, w, b, name), direct, case, 4 * scale, dtype)
     assert_fft_close(run(case, x, w, b, "fft"), direct, x, w, b, dtype)
 
 
@@ -114,9 +128,11 @@ def test_direct_is_the_definition():
 def test_integer_inputs_identical_in_direct_and_im2col(case):
     dtype = INT_DTYPES[CASES.index(case) % len(INT_DTYPES)]
     x, w, b = case.arrays(dtype)
-    direct, im2col = run(case, x, w, b, "direct"), run(case, x, w, b, "im2col")
-    assert direct.dtype == im2col.dtype == np.int64
-    np.testing.assert_array_equal(direct, im2col)
+    direct = run(case, x, w, b, "direct")
+    assert direct.dtype == np.int64
+    for name in SUMMING:
+        if runs(case, name):
+            np.testing.assert_array_equal(run(case, x, w, b, name), direct, err_msg=name)
     f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
     np.testing.assert_array_equal(direct, run(case, f64(x), f64(w), f64(b), "direct"))  # small values: exact in float64
     np.testing.assert_array_equal(run(case, x, w, b, "auto"), direct)
@@ -138,7 +154,7 @@ def test_integer_results_exact_beyond_float64():
     exact = np.array([[[sum(int(x[n, c, o + j]) * int(w[f, c, j]) for c in range(3) for j in range(3))
                         for o in range(7)] for f in range(2)] for n in range(2)], dtype=np.int64)
     assert exact.max() > 2**53  # beyond float64's exact integers
-    for algorithm in ("direct", "im2col", "auto"):
+    for algorithm in ("direct", "im2col", "gemm", "auto"):
         np.testing.assert_array_equal(cl.conv1d(x, w, algorithm=algorithm), exact)
     as_float = cl.conv1d(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     assert not np.array_equal(as_float, exact)  # the test would catch a float path
@@ -151,7 +167,7 @@ OVERFLOWING = [
 ]
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "gemm"])
 @pytest.mark.parametrize("dtype,x,w", OVERFLOWING)
 def test_integer_results_beyond_int64_are_exact_or_refused(dtype, x, w, algorithm):
     """The dtype rule promises exact int64 results for integers up to uint32 (and refuses uint64
@@ -173,6 +189,8 @@ def test_integer_results_beyond_int64_are_exact_or_refused(dtype, x, w, algorith
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("case", CASES[2::10], ids=str)
 def test_float16_is_float32_computation_rounded(case, algorithm):
+    if not runs(case, algorithm):
+        pytest.skip(f"{algorithm} cannot run {case} (covered by its own cases)")
     x, w, b = case.arrays(np.float16)
     out = run(case, x, w, b, algorithm)
     assert out.dtype == np.float16 and out.shape == case.output_shape
@@ -217,10 +235,34 @@ def test_algorithms_registry():
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_inputs_not_modified(algorithm):
-    for case in CASES[:20]:
+    for case in [case for case in CASES if runs(case, algorithm)][:20]:
         x, w, b = case.arrays(np.float64)
         copies = [None if a is None else a.copy() for a in (x, w, b)]
         run(case, x, w, b, algorithm)
         for before, after in zip(copies, (x, w, b)):
             if before is not None:
                 np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("limit", [1, 200, 5000], ids=lambda n: f"workspace{n}")
+@pytest.mark.parametrize("case", CASES[::5], ids=str)
+def test_gemm_blocks_agree_under_any_workspace_limit(case, limit):
+    """Blocking along the batch and the first output axis changes nothing but the memory held
+    (and, in floating point, the BLAS's summation order: exact on integers, to rounding on floats)."""
+    x, w, b = case.arrays(np.float64)
+    whole = run(case, x, w, b, "gemm")
+    xi, wi, bi = case.arrays(np.int64)
+    whole_int = run(case, xi, wi, bi, "gemm")
+    with cl.workspace_limit(limit):
+        blocked = run(case, x, w, b, "gemm")
+        blocked_int = run(case, xi, wi, bi, "gemm")
+        grad = cl.grad.conv_weight(x, w.shape, np.ones(case.output_shape), algorithm="gemm", **case.kwargs())
+    np.testing.assert_array_equal(blocked_int, whole_int)
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad, cl.grad.conv_weight(x, w.shape, np.ones(case.output_shape), algorithm="im2col",
+                                                         **case.kwargs()), rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_refuses_grouped_channels():
+    with pytest.raises(ValueError, match="depthwise needs exactly 1"):
+        cl.conv2d(np.ones((1, 4, 5, 5)), np.ones((2, 2, 3, 3)), groups=2, algorithm="depthwise")

@@ -73,7 +73,7 @@ def check_conv_grads(case, dtype, flip):
         grad_x = cl.grad.conv_input(x.shape, w, g, flip=flip, algorithm=algorithm, **case.kwargs())
         assert grad_x.dtype == dtype
         np.testing.assert_allclose(grad_x, want_x, **tol, err_msg=algorithm)
-    for algorithm in ("im2col", "conv"):
+    for algorithm in ("im2col", "conv", "gemm"):
         grad_w = cl.grad.conv_weight(x, w.shape, g, flip=flip, algorithm=algorithm, **case.kwargs())
         assert grad_w.dtype == dtype
         np.testing.assert_allclose(grad_w, want_w, **tol, err_msg=algorithm)

@@ -8,6 +8,7 @@ array([[[[ 83, 113],
 
 from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
+from ._settings import workspace_limit
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
 from .identities import (
@@ -22,6 +23,7 @@ from .identities import (
     check_input_gradient,
     conv_matrix,
 )
+from .planner import Plan, plan
 from .pooling import (
     max_pool,
     max_pool1d,
@@ -53,6 +55,8 @@ from .unfold import fold, unfold
 __version__ = "0.1.0"
 
 __all__ = [
+    "Plan",
+    "plan",
     "Trace",
     "trace",
     "Identity",
@@ -84,6 +88,7 @@ __all__ = [
     "max_unpool2d",
     "max_unpool3d",
     "ALGORITHMS",
+    "workspace_limit",
     "ConvSpec",
     "conv",
     "conv1d",

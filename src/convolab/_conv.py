@@ -21,17 +21,22 @@ import numpy as np
 from . import shapes
 from ._dtypes import check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
+from ._settings import current_workspace_limit
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
-from .algorithms import filter_matrix, select_algorithm, unroll
+from .algorithms import ALGORITHMS, Algorithm, Gemm, check_algorithm_name, select_algorithm, unroll
+from .planner import measured_choice, plan_for
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
            "WEIGHT_GRAD_ALGORITHMS"]
 
-#: Formulations of the input gradient; "auto" picks "scatter".
+#: Formulations of the input gradient; "auto" picks "full" at stride 1 (a forward
+#: convolution, so the planner's fast algorithms apply) and "scatter" otherwise
+#: (where "full" would multiply the stride-spread zeros).
 INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
-#: Formulations of the weight gradient; "auto" picks "im2col".
-WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv")
+#: Formulations of the weight gradient; "auto" picks "gemm" (blocked, contiguous
+#: unrolled columns, the forward's Gemm layout).
+WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm")
 
 
 def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
@@ -56,7 +61,9 @@ def conv_forward(
     window views are read-only.
     """
     accumulate = compute_dtype(x.dtype)
-    chosen = select_algorithm(algorithm, spec, x.dtype)
+    check_algorithm_name(spec.op, algorithm)
+    if algorithm not in ("auto", "measure"):
+        select_algorithm(algorithm, spec, x.dtype)  # refuse before any work, even for an empty batch
     returned = result_dtype(x.dtype)
     if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
         return np.zeros(spec.output_shape, dtype=returned)
@@ -64,10 +71,23 @@ def conv_forward(
                       offset=bias)
     padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    out = chosen.run(padded, kernel, spec)
+    out = _choose(algorithm, padded, kernel, spec, x.dtype).run(padded, kernel, spec)
     if bias is not None:
         out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
     return out.astype(returned, copy=False)
+
+
+def _choose(name: str, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
+    """The algorithm for ``name``: the planner's pick for "auto", the timed winner for "measure"."""
+    if name == "measure":
+        return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)]
+    if name != "auto":
+        return ALGORITHMS[name]
+    chosen = plan_for(spec, np.dtype(dtype))
+    if chosen.algorithm == "fft" and not np.isfinite(padded).all():
+        # A transform would smear a NaN or infinity over every output; take the next best.
+        return ALGORITHMS[min((n for n in chosen.estimates if n != "fft"), key=chosen.estimates.get)]
+    return ALGORITHMS[chosen.algorithm]
 
 
 def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> str:
@@ -118,7 +138,9 @@ def conv_input_grad(
                       spec.out_channels_per_group * prod(spec.kernel_size))
     grad_output = grad_output.astype(accumulate, copy=False)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    if algorithm in ("auto", "scatter"):
+    if algorithm == "auto":
+        algorithm = "full" if all(s == 1 for s in spec.stride) else "scatter"
+    if algorithm == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
     else:
         grad_padded = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
@@ -127,18 +149,22 @@ def conv_input_grad(
 
 def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     rank, groups = spec.rank, spec.groups
-    # (N, G*O, *out) -> (G, N*P, O): one row of output gradients per output position
-    rows = grad_output.reshape(spec.batch, groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
-    rows = rows.transpose(1, 0, 3, 2).reshape(groups, -1, spec.out_channels_per_group)  # (G, N*P, O)
-    filters = filter_matrix(kernel, spec)  # (G, C*K, O)
-    window_grads = np.matmul(rows, filters.transpose(0, 2, 1))  # (G, N*P, C*K): g times the filter, per window
-    window_grads = window_grads.reshape(groups, spec.batch, *spec.output_size, spec.in_channels_per_group,
-                                        *spec.kernel_size)  # (G, N, *out, C, *kernel)
-    out_axes = tuple(range(2, 2 + rank))
-    kernel_axes = tuple(range(3 + rank, 3 + 2 * rank))
-    window_grads = window_grads.transpose(1, 0, 2 + rank, *out_axes, *kernel_axes)  # (N, G, C, *out, *kernel)
-    window_grads = window_grads.reshape(spec.batch, spec.in_channels, *spec.output_size, *spec.kernel_size)
-    return add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation)  # (N, G*C, *padded)
+    taps = prod(spec.kernel_size)
+    filters = kernel.reshape(groups, spec.out_channels_per_group, -1).transpose(0, 2, 1)  # (G, C*K, O)
+    grad_padded = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
+    # Samples per block, so the window gradients stay within the workspace limit.
+    per_sample = spec.in_channels * taps * prod(spec.output_size) * grad_output.itemsize
+    samples = max(1, current_workspace_limit() // max(per_sample, 1))
+    out_axes = tuple(range(2 + rank, 2 + 2 * rank))
+    kernel_axes = tuple(range(2, 2 + rank))
+    for n0 in range(0, spec.batch, samples):
+        n1 = min(spec.batch, n0 + samples)
+        g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
+        window_grads = np.matmul(filters, g)  # (nb, G, C*K, P): each window's g times the filter
+        window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
+        window_grads = window_grads.transpose(0, 1, *out_axes, *kernel_axes)  # (nb, G*C, *out, *kernel), a view
+        grad_padded[n0:n1] = add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation)
+    return grad_padded  # (N, G*C, *padded)
 
 
 def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -176,7 +202,8 @@ def conv_weight_grad(
         dk[o, c, j] = sum_{n, p} g[n, o, p] * x_p[n, c, p*s + j*d]
 
     ``"im2col"``: the unrolled input (one row per window) times ``g`` as a
-    matrix, per group. ``"conv"``: the same sum is a convolution of ``x_p`` with
+    matrix, per group; ``"gemm"`` the same product in the forward Gemm's blocked,
+    contiguous layout (bounded workspace). ``"conv"``: the same sum is a convolution of ``x_p`` with
     ``g`` as the kernel, the batch axis playing the channels' part, stride ``d``
     and dilation ``s`` (their roles swap); its output may extend past ``K`` where
     the stride leaves input unread, and is cropped. With ``flip=True`` the result
@@ -190,7 +217,9 @@ def conv_weight_grad(
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
     padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     grad_output = grad_output.astype(accumulate, copy=False)
-    if algorithm in ("auto", "im2col"):
+    if algorithm in ("auto", "gemm"):
+        grad_kernel = Gemm().weight_grad(padded, grad_output, spec)
+    elif algorithm == "im2col":
         grad_kernel = _weight_grad_im2col(padded, grad_output, spec)
     else:
         grad_kernel = _weight_grad_conv(padded, grad_output, spec)

@@ -20,17 +20,19 @@ K kernel taps (product of ``*kernel``).
 from __future__ import annotations
 
 from math import prod
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import scipy.fft
 
 from ._dtypes import is_exact
 from ._errors import fail
+from ._settings import current_workspace_limit
 from ._window import reverse_spatial, sliding_windows
 from .spec import ConvSpec
 
-__all__ = ["Algorithm", "Direct", "Im2col", "FFT", "ALGORITHMS", "select_algorithm"]
+__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Depthwise", "FFT", "ALGORITHMS", "ALGORITHM_CHOICES",
+           "check_algorithm_name", "select_algorithm"]
 
 
 class Algorithm:
@@ -44,6 +46,10 @@ class Algorithm:
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         raise NotImplementedError
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """Scratch memory beyond the padded input and the output, in bytes."""
+        return 0
 
 
 class Direct(Algorithm):
@@ -113,6 +119,162 @@ def fold_product(product: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(spec.output_shape))
 
 
+class Gemm(Algorithm):
+    """im2col for speed: columns copied contiguously, one large matrix product per block.
+
+    The unrolled block is laid out ``(G, C*K, columns)`` so each output channel's
+    row of the product is already in NC(spatial) order and no transpose follows.
+    At stride 1 the columns run over the *padded* grid ("wide" rows): the tap at
+    offset ``j`` then reads one contiguous run of the flattened input, a memcpy
+    per (channel, tap); the extra columns past each output row are cropped.
+    Blocks go along the batch, then along the first output axis, so the unrolled
+    block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
+    A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
+    """
+
+    name = "gemm"
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        if _is_pointwise(spec):
+            return 0
+        per_row = _row_bytes(spec, itemsize)
+        return min(per_row * spec.batch * spec.output_size[0], max(per_row, current_workspace_limit()))
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        groups, o = spec.groups, spec.out_channels_per_group
+        filters = kernel.reshape(groups, o, -1)  # (G, O, C*K)
+        if _is_pointwise(spec):
+            return _pointwise(padded, filters, spec)
+        out = np.empty(spec.output_shape, dtype=padded.dtype)
+        for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
+            product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
+            product = product.reshape(groups, o, n1 - n0, r1 - r0, *grid)  # (G, O, nb, rows, *rest)
+            product = product[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))]
+            product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)
+            out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
+        return out
+
+    def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """``dk = g @ columns.T`` summed over the same blocks: ``(G*O, C, *kernel)``."""
+        groups, o = spec.groups, spec.out_channels_per_group
+        total = np.zeros((groups, o, spec.in_channels_per_group * prod(spec.kernel_size)), dtype=padded.dtype)
+        for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
+            block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
+            block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
+            block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
+            if tuple(grid) != tuple(spec.output_size[1:]):  # wide rows: zero gradient on the extra columns
+                wide = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
+                wide[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
+                block = wide
+            total += np.matmul(block.reshape(groups, o, -1), columns.transpose(0, 2, 1))  # (G, O, C*K)
+        return total.reshape(spec.weight_shape)
+
+
+def _is_pointwise(spec: ConvSpec) -> bool:
+    return all(k == 1 for k in spec.kernel_size)
+
+
+def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies."""
+    if any(s > 1 for s in spec.stride):
+        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
+    positions = padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)  # (N, G, C, P)
+    product = np.matmul(filters, positions)  # (N, G, O, P)
+    return product.reshape(spec.output_shape)
+
+
+def _wide(spec: ConvSpec) -> bool:
+    """Stride 1 everywhere: columns may run over the padded grid (contiguous copies)."""
+    return all(s == 1 for s in spec.stride)
+
+
+def _row_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """Bytes of unrolled columns for one sample and one index of the first output axis."""
+    rest = spec.padded_size[1:] if _wide(spec) else spec.output_size[1:]
+    return spec.in_channels * prod(spec.kernel_size) * prod(rest) * itemsize
+
+
+def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
+    """Yield ``((n0, n1, r0, r1), columns, grid)`` blocks of the unrolled input.
+
+    ``columns`` is ``(G, C*K, nb*rows*prod(grid))`` for samples ``n0:n1`` and first
+    output axis ``r0:r1``; ``grid`` is the shape of the trailing positions of a
+    row (the padded sizes when wide, else the output sizes). One buffer is reused.
+    """
+    groups, c = spec.groups, spec.in_channels_per_group
+    taps = prod(spec.kernel_size)
+    wide = _wide(spec)
+    grid = tuple(spec.padded_size[1:]) if wide else tuple(spec.output_size[1:])
+    row_bytes = _row_bytes(spec, padded.itemsize)
+    rows_fit = max(1, current_workspace_limit() // max(row_bytes, 1))
+    rows_total, batch = spec.output_size[0], spec.batch
+    if rows_fit >= rows_total:
+        samples = max(1, min(batch, rows_fit // rows_total))
+        blocks = [(n, min(n + samples, batch), 0, rows_total) for n in range(0, batch, samples)]
+    else:
+        blocks = [(n, n + 1, r, min(r + rows_fit, rows_total)) for n in range(batch) for r in range(0, rows_total, rows_fit)]
+    largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks) * prod(grid)
+    buffer = np.empty(groups * c * taps * largest, dtype=padded.dtype)
+    if wide:
+        plane = prod(spec.padded_size[1:])  # positions in one row of the first axis
+        flat = padded.reshape(batch, groups, c, -1)  # (N, G, C, T)
+        total = flat.shape[-1]
+        strides = [prod(spec.padded_size[i + 1:]) for i in range(spec.rank)]
+        offsets = [sum(j * d * st for j, d, st in zip(tap, spec.dilation, strides)) for tap in np.ndindex(*spec.kernel_size)]
+    else:
+        windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, G*C, *out, *kernel)
+    for n0, n1, r0, r1 in blocks:
+        nb, rows = n1 - n0, r1 - r0
+        count = nb * rows * prod(grid)
+        if wide:
+            length = rows * plane
+            columns = buffer[: groups * c * taps * count].reshape(groups, c, taps, nb, length)
+            for t, offset in enumerate(offsets):
+                start = r0 * plane + offset
+                available = max(0, min(length, total - start))
+                source = flat[n0:n1, :, :, start:start + available]  # (nb, G, C, available), contiguous runs
+                columns[:, :, t, :, :available] = source.transpose(1, 2, 0, 3)
+                if available < length:  # past the input's end: only cropped columns read these
+                    columns[:, :, t, :, available:] = 0
+        else:
+            view = windows[n0:n1, :, r0:r1]  # (nb, G*C, rows, *out_rest, *kernel)
+            view = view.reshape(nb, groups, c, *view.shape[2:])
+            rank = spec.rank
+            view = view.transpose(1, 2, *range(3 + rank, 3 + 2 * rank), 0, *range(3, 3 + rank))  # (G, C, *k, nb, rows, *rest)
+            columns = buffer[: groups * c * taps * count].reshape(view.shape)
+            np.copyto(columns, view)
+        yield (n0, n1, r0, r1), columns.reshape(groups, c * taps, count), grid
+
+
+class Depthwise(Algorithm):
+    """Depthwise convolution (one input channel per group): a multiply-add per kernel tap.
+
+    Each tap's slice of the window view, ``(N, G, *out)``, times that tap's
+    weights (one per output channel) is added to the output. No matrix product
+    of one channel at a time, and no unrolled copy.
+    """
+
+    name = "depthwise"
+
+    def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
+        if spec.in_channels_per_group != 1:
+            return f"each group has {spec.in_channels_per_group} input channels; depthwise needs exactly 1"
+        return None
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        rank, groups, multiplier = spec.rank, spec.groups, spec.out_channels_per_group
+        windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, G, *out, *kernel)
+        weights = kernel.reshape(groups, multiplier, *spec.kernel_size)  # (G, M, *kernel)
+        out = np.zeros((spec.batch, groups, multiplier, *spec.output_size), dtype=padded.dtype)  # (N, G, M, *out)
+        scratch = np.empty_like(out)
+        expand = (slice(None), slice(None), *([np.newaxis] * rank))
+        for tap in np.ndindex(*spec.kernel_size):
+            tap_input = windows[(Ellipsis, *tap)][:, :, np.newaxis]  # (N, G, 1, *out)
+            np.multiply(tap_input, weights[(Ellipsis, *tap)][expand], out=scratch)
+            out += scratch
+        return out.reshape(spec.output_shape)
+
+
 class FFT(Algorithm):
     """Products of Fourier transforms (``scipy.fft``), then every ``stride``-th sample.
 
@@ -159,18 +321,24 @@ class FFT(Algorithm):
         return np.ascontiguousarray(circular[(Ellipsis, *valid)]).astype(padded.dtype, copy=False)
 
 
-ALGORITHMS: dict[str, Algorithm] = {algorithm.name: algorithm for algorithm in (Direct(), Im2col(), FFT())}
+ALGORITHMS: dict[str, Algorithm] = {
+    algorithm.name: algorithm for algorithm in (Direct(), Im2col(), Gemm(), Depthwise(), FFT())
+}
 
-#: What ``algorithm="auto"`` resolves to until the planner of the performance work lands.
-DEFAULT_ALGORITHM = "im2col"
+#: Every value the ``algorithm`` argument accepts: the planner's two modes and each algorithm.
+ALGORITHM_CHOICES = ("auto", "measure", *ALGORITHMS)
 
 
-def select_algorithm(name: object, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
-    """The algorithm called ``name`` (or the default for ``"auto"``), checked against the problem."""
-    choices = ("auto", *ALGORITHMS)
-    if not isinstance(name, str) or name not in choices:
-        fail(ValueError, spec.op, "algorithm", repr(name), f"must be one of {', '.join(map(repr, choices))}")
-    algorithm = ALGORITHMS[DEFAULT_ALGORITHM if name == "auto" else name]
+def check_algorithm_name(op: str, name: object) -> str:
+    """``name`` if the ``algorithm`` argument accepts it, else a ValueError listing the choices."""
+    if not isinstance(name, str) or name not in ALGORITHM_CHOICES:
+        fail(ValueError, op, "algorithm", repr(name), f"must be one of {', '.join(map(repr, ALGORITHM_CHOICES))}")
+    return name
+
+
+def select_algorithm(name: str, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
+    """The algorithm called ``name``, checked against the problem (the planner handles "auto")."""
+    algorithm = ALGORITHMS[check_algorithm_name(spec.op, name)]
     reason = algorithm.why_not(spec, dtype)
     if reason is not None:
         fail(ValueError, spec.op, "algorithm", repr(name), f"cannot run this problem: {reason}")

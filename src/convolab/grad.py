@@ -15,8 +15,9 @@ The input gradient has two formulations, equal on every configuration:
   input and output channels swapped.
 
 The weight gradient has two as well: ``"im2col"`` (the unrolled input times
-grad_output) and ``"conv"`` (a convolution of the input with grad_output as the
-kernel, stride and dilation swapped).
+grad_output; ``"gemm"`` is the same product in blocks of bounded memory) and
+``"conv"`` (a convolution of the input with grad_output as the kernel, stride
+and dilation swapped).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _make_input_grad(op: str, rank: int | None):
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
     algorithm : {{"auto", "scatter", "full"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"scatter"``.
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"full"`` at
+        stride 1 (through the forward planner) and ``"scatter"`` otherwise.
 
     Returns
     -------
@@ -158,8 +160,8 @@ def _make_weight_grad(op: str, rank: int | None):
         Gradient of the loss with respect to the forward output, of its shape and the input's dtype.
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
-    algorithm : {{"auto", "im2col", "conv"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"im2col"``.
+    algorithm : {{"auto", "gemm", "im2col", "conv"}}
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"gemm"``.
 
     Returns
     -------

@@ -1,0 +1,202 @@
+"""The planner: which algorithm runs a convolution, and why.
+
+``algorithm="auto"`` asks :func:`plan_for` for the cheapest algorithm by a
+documented cost model; ``algorithm="measure"`` times the candidates once per
+problem signature and remembers the winner (like ``cudnn.benchmark``).
+
+The cost model estimates seconds on one machine's rates (measured on the
+project's 2-core reference machine; only their ratios matter):
+
+======================  =========================================================
+algorithm               estimated time
+======================  =========================================================
+gemm                    FLOPs / matmul rate (scaled down when a matrix side is
+                        short: fewer than 32 filters or taps per group), plus the
+                        unrolled copy at memory bandwidth
+depthwise               one multiply-add pass per kernel tap over the output
+fft                     forward transforms of inputs and kernels, the spectral
+                        products (summed over input channels), inverse transforms
+each                    plus a fixed cost per call (larger for the FFT), which
+                        decides tiny problems
+======================  =========================================================
+
+"direct" and "im2col" are references, never chosen automatically. The FFT is
+never chosen for integers (their results must be exact) nor, at run time, for
+inputs holding NaN or infinity (a transform would spread them to every output).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from math import log2, prod
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.fft
+
+from . import algorithms
+from ._dtypes import check_supported_dtype, compute_dtype
+from .spec import ConvSpec, PaddingArg, conv_spec
+
+__all__ = ["Plan", "plan", "plan_for", "measured_choice", "AUTO_CANDIDATES"]
+
+#: Algorithms "auto" and "measure" choose among.
+AUTO_CANDIDATES = ("gemm", "depthwise", "fft")
+
+# Rates of the reference machine (2 cores): matrix products by dtype (FLOP/s),
+# FFT (the 2.5 L log2 L operation count per transform, per second), elementwise
+# passes (elements/s), copies (bytes/s).
+_MATMUL_RATE = {"f": {4: 150e9, 8: 75e9}, "c": {8: 40e9, 16: 20e9}, "i": {8: 0.8e9}}
+_FFT_RATE = 10e9  # reached by long transforms; short ones run slower (see _estimate)
+_ELEMENTWISE_RATE = 3e9
+_COPY_RATE = {"contiguous": 4e9, "strided": 1.2e9}
+_SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
+# Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
+# where every estimate above is microseconds and an FFT's setup dominates.
+_OVERHEAD = {"gemm": 20e-6, "depthwise": 5e-6, "fft": 150e-6}
+_OVERHEAD_PER_TAP = 3e-6  # depthwise makes one pass per kernel tap
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the planner decided for one problem.
+
+    ``estimates`` holds the estimated seconds of every candidate that can run
+    it; ``refused`` the reason each other candidate cannot.
+    """
+
+    algorithm: str
+    reason: str
+    flops: int
+    workspace_bytes: int
+    estimates: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"{self.algorithm}: {self.reason}",
+                 f"  {self.flops / 1e9:.3g} GFLOP, workspace {self.workspace_bytes / 2**20:.3g} MiB"]
+        lines += [f"  {name}: ~{seconds * 1e3:.3g} ms" for name, seconds in sorted(self.estimates.items(),
+                                                                                 key=lambda item: item[1])]
+        lines += [f"  {name}: cannot run ({why})" for name, why in self.refused.items()]
+        return "\n".join(lines)
+
+
+def _matmul_rate(dtype: np.dtype) -> float:
+    kind = "i" if dtype.kind in "iu" else dtype.kind
+    return _MATMUL_RATE[kind].get(dtype.itemsize, min(_MATMUL_RATE[kind].values()))
+
+
+def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
+    if name == "gemm":
+        short = min(spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+        rate = _matmul_rate(dtype) * min(1.0, short / _SHORT_SIDE)
+        copied = 0 if algorithms.Gemm().workspace_bytes(spec, dtype.itemsize) == 0 else (
+            algorithms._row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
+        layout = "contiguous" if algorithms._wide(spec) else "strided"
+        return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE[layout]
+    if name == "depthwise":
+        taps = prod(spec.kernel_size)
+        return _OVERHEAD["depthwise"] + taps * (_OVERHEAD_PER_TAP + prod(spec.output_shape) * 2 / _ELEMENTWISE_RATE)
+    if name == "fft":
+        length = prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)
+        levels = log2(max(length, 2))
+        per_transform = 2.5 * length * levels / (_FFT_RATE * min(1.0, levels / 22))
+        transforms = spec.batch * spec.in_channels + spec.out_channels * spec.in_channels_per_group
+        transforms += spec.batch * spec.out_channels
+        products = 8 * spec.batch * spec.out_channels * spec.in_channels_per_group * (length / 2 + 1)
+        return _OVERHEAD["fft"] + transforms * per_transform + products / _ELEMENTWISE_RATE
+    raise ValueError(f"no cost model for {name!r}")
+
+
+@lru_cache(maxsize=4096)
+def plan_for(spec: ConvSpec, dtype: np.dtype) -> Plan:
+    """The plan for a frozen spec and the caller's dtype (cached)."""
+    accumulate = compute_dtype(dtype)
+    estimates: dict[str, float] = {}
+    refused: dict[str, str] = {}
+    for name in AUTO_CANDIDATES:
+        why = algorithms.ALGORITHMS[name].why_not(spec, dtype)
+        if why is None:
+            estimates[name] = _estimate(name, spec, accumulate)
+        else:
+            refused[name] = why
+    best = min(estimates, key=estimates.get)
+    runner_up = sorted(estimates, key=estimates.get)[1:2]
+    if runner_up:
+        ratio = estimates[runner_up[0]] / max(estimates[best], 1e-12)
+        reason = f"estimated {ratio:.3g}x faster than {runner_up[0]}"
+    else:
+        reason = "the only candidate that can run this problem"
+    return Plan(algorithm=best, reason=reason, flops=spec.flops,
+                workspace_bytes=algorithms.ALGORITHMS[best].workspace_bytes(spec, accumulate.itemsize),
+                estimates=estimates, refused=refused)
+
+
+def plan(
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    dtype: Any = np.float32,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+) -> Plan:
+    """The algorithm ``conv(..., algorithm="auto")`` would use, why, its FLOPs and workspace.
+
+    Parameters
+    ----------
+    input_shape, weight_shape : tuple of int
+        As for :func:`convolab.output_shape`.
+    dtype : dtype-like
+        The arrays' dtype.
+    stride, padding, dilation, groups, padding_mode, flip
+        As for :func:`convolab.conv`.
+
+    Returns
+    -------
+    Plan
+        ``algorithm``, ``reason``, ``flops``, ``workspace_bytes`` (scratch memory
+        beyond input and output), the estimate of each candidate and why any
+        other could not run.
+
+    Examples
+    --------
+    >>> import convolab as cl
+    >>> cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).algorithm
+    'gemm'
+    >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "float32").algorithm
+    'fft'
+    >>> cl.plan((8, 32, 112, 112), (32, 1, 3, 3), "float32", padding=1, groups=32).algorithm
+    'depthwise'
+    >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "int32").refused["fft"]
+    'integer inputs (int32) must give exact results, and the FFT rounds'
+    """
+    dtype = np.dtype(dtype)
+    check_supported_dtype("plan", "dtype", dtype)
+    spec = conv_spec(input_shape, weight_shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     padding_mode=padding_mode, flip=flip, op="plan")
+    return plan_for(spec, dtype)
+
+
+_MEASURED: dict[tuple[Any, ...], str] = {}
+
+
+def measured_choice(padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> str:
+    """Time every candidate that can run once on these arrays; remember the fastest per signature."""
+    key = (spec.batch, spec.in_channels, spec.out_channels, spec.groups, spec.input_size, spec.kernel_size,
+           spec.stride, spec.padding, spec.dilation, np.dtype(dtype).str)
+    if key not in _MEASURED:
+        timings = {}
+        for name in plan_for(spec, np.dtype(dtype)).estimates:
+            if name == "fft" and not np.isfinite(padded).all():
+                continue
+            start = time.perf_counter()
+            algorithms.ALGORITHMS[name].run(padded, kernel, spec)
+            timings[name] = time.perf_counter() - start
+        _MEASURED[key] = min(timings, key=timings.get)
+    return _MEASURED[key]

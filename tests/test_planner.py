@@ -1,0 +1,122 @@
+"""The planner (``cl.plan``, ``algorithm="auto"`` and ``"measure"``) and the workspace limit."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_workspace_limit
+
+
+@pytest.mark.parametrize(
+    "input_shape, weight_shape, params, expected",
+    [
+        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "gemm"),  # ResNet 3x3
+        ((8, 256, 14, 14), (1024, 256, 1, 1), {}, "gemm"),  # 1x1: a plain matrix product
+        ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # MobileNet
+        ((1, 1, 2048, 2048), (1, 1, 63, 63), {}, "fft"),  # large-kernel image filtering
+        ((1, 1, 5, 5), (1, 1, 3, 3), {}, "gemm"),  # tiny: the FFT's setup cost decides
+    ],
+)
+def test_plan_picks(input_shape, weight_shape, params, expected):
+    chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+    assert chosen.algorithm == expected, str(chosen)
+    assert chosen.flops == cl.conv_spec(input_shape, weight_shape, **params).flops
+    assert chosen.estimates[expected] == min(chosen.estimates.values())
+    assert expected in str(chosen) and "GFLOP" in str(chosen)
+
+
+def test_plan_flops_and_refusals():
+    chosen = cl.plan((2, 4, 10, 10), (6, 4, 3, 3), np.float64)
+    assert chosen.flops == 2 * (2 * 6 * 8 * 8) * (4 * 3 * 3)
+    assert chosen.refused == {"depthwise": "each group has 4 input channels; depthwise needs exactly 1"}
+    integer = cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), np.int32)
+    assert integer.algorithm != "fft" and "fft" in integer.refused
+
+
+def test_plan_validates_like_conv():
+    with pytest.raises(ValueError, match="plan: stride"):
+        cl.plan((1, 1, 5, 5), (1, 1, 3, 3), "float32", stride=0)
+    with pytest.raises(TypeError, match="plan: dtype"):
+        cl.plan((1, 1, 5, 5), (1, 1, 3, 3), np.bool_)
+
+
+def test_auto_runs_the_plan():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 1, 300, 300)), rng.standard_normal((1, 1, 41, 41))
+    assert cl.plan(x.shape, w.shape, x.dtype).algorithm == "fft"
+    np.testing.assert_array_equal(cl.conv2d(x, w), cl.conv2d(x, w, algorithm="fft"))
+    np.testing.assert_allclose(cl.conv2d(x, w), cl.conv2d(x, w, algorithm="gemm"), rtol=1e-9, atol=1e-9)
+
+
+def test_auto_avoids_fft_for_non_finite_input():
+    """A NaN must stay where a direct sum puts it, not spread over the whole output."""
+    x = np.ones((1, 1, 300, 300))
+    x[0, 0, 0, 0] = np.nan
+    w = np.ones((1, 1, 41, 41))
+    assert cl.plan(x.shape, w.shape, x.dtype).algorithm == "fft"
+    out = cl.conv2d(x, w)
+    assert np.isnan(out[0, 0, 0, 0]) and np.isfinite(out[0, 0, 100, 100])
+    assert np.isnan(cl.conv2d(x, w, algorithm="fft")).all()  # what the FFT itself would give
+
+
+def test_measure_times_once_and_agrees():
+    from convolab import planner
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 20, 20)), rng.standard_normal((4, 3, 3, 3))
+    before = len(planner._MEASURED)
+    out = cl.conv2d(x, w, padding=1, algorithm="measure")
+    assert len(planner._MEASURED) == before + 1
+    cl.conv2d(x, w, padding=1, algorithm="measure")
+    assert len(planner._MEASURED) == before + 1  # cached per signature
+    np.testing.assert_allclose(out, cl.conv2d(x, w, padding=1, algorithm="direct"), rtol=1e-10, atol=1e-10)
+
+
+def test_workspace_limit_settings(monkeypatch):
+    monkeypatch.delenv(WORKSPACE_ENV, raising=False)
+    assert current_workspace_limit() == DEFAULT_WORKSPACE_BYTES == 256 * 2**20
+    monkeypatch.setenv(WORKSPACE_ENV, "4096")
+    assert current_workspace_limit() == 4096
+    with cl.workspace_limit(123):
+        assert current_workspace_limit() == 123
+    assert current_workspace_limit() == 4096
+    monkeypatch.setenv(WORKSPACE_ENV, "lots")
+    with pytest.raises(ValueError, match=WORKSPACE_ENV):
+        current_workspace_limit()
+    with pytest.raises(ValueError, match="limit_bytes"):
+        with cl.workspace_limit(0):
+            pass
+
+
+def test_gemm_keeps_its_workspace_within_the_limit():
+    """Peak traced memory above input, padded copy and output stays near the limit, far below a full im2col."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 128, 128)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    full_im2col = 16 * 9 * 128 * 128 * 4  # 9.4 MiB
+    limit = 1 << 20
+    arrays = x.nbytes + (16 * 130 * 130 * 4) + x.nbytes  # input, padded copy, output
+    tracemalloc.start()
+    try:
+        with cl.workspace_limit(limit):
+            cl.conv2d(x, w, padding=1, algorithm="gemm")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - arrays < 3 * limit < full_im2col
+
+
+def test_gradients_use_the_fast_paths():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 9, 8))
+    auto = cl.grad.conv2d_input(x.shape, w, g, padding=1)
+    np.testing.assert_allclose(auto, cl.grad.conv2d_input(x.shape, w, g, padding=1, algorithm="scatter"),
+                               rtol=1e-12, atol=1e-12)
+    auto_w = cl.grad.conv2d_weight(x, w.shape, g, padding=1)
+    np.testing.assert_allclose(auto_w, cl.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm="im2col"),
+                               rtol=1e-12, atol=1e-12)
