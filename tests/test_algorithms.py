@@ -21,15 +21,30 @@ import convolab as cl
 from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
-ALGORITHMS = ("direct", "im2col", "gemm", "depthwise", "fft")
+ALGORITHMS = ("direct", "im2col", "gemm", "depthwise", "winograd2", "winograd4", "fft")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
 SUMMING = ("im2col", "gemm", "depthwise")
 
 
 def runs(case: ConvCase, algorithm: str) -> bool:
-    """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group)."""
+    """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group;
+    Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below)."""
+    if algorithm.startswith("winograd"):
+        return False
     return algorithm != "depthwise" or case.in_channels == case.groups
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
+
+
+def winograd_cases(count: int) -> list[ConvCase]:
+    """Generated cases with every kernel axis 3 taps, stride 1, dilation 1 (where the padding still fits)."""
+    import dataclasses
+
+    chosen = []
+    for case in generate_cases(4 * count, seed=21):
+        candidate = dataclasses.replace(case, kernel_size=(3,) * case.rank, stride=1, dilation=1)
+        if case.batch > 0 and all(p >= 3 for p in candidate.padded_size):
+            chosen.append(candidate)
+    return chosen[:count]
 
 
 def run(case: ConvCase, x, w, b, algorithm: str, **extra) -> np.ndarray:
@@ -186,11 +201,16 @@ def test_integer_results_beyond_int64_are_exact_or_refused(dtype, x, w, algorith
 # -- float16: accumulated in float32, returned as float16 ----------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("case", CASES[2::10], ids=str)
+def cases_for(algorithm: str, count: int) -> list[ConvCase]:
+    """``count`` generated cases ``algorithm`` can run."""
+    if algorithm.startswith("winograd"):
+        return winograd_cases(count)
+    return [case for case in CASES if runs(case, algorithm)][:count]
+
+
+@pytest.mark.parametrize("algorithm, case", [(name, case) for name in ALGORITHMS for case in cases_for(name, 30)[::3]],
+                         ids=str)
 def test_float16_is_float32_computation_rounded(case, algorithm):
-    if not runs(case, algorithm):
-        pytest.skip(f"{algorithm} cannot run {case} (covered by its own cases)")
     x, w, b = case.arrays(np.float16)
     out = run(case, x, w, b, algorithm)
     assert out.dtype == np.float16 and out.shape == case.output_shape
@@ -198,7 +218,7 @@ def test_float16_is_float32_computation_rounded(case, algorithm):
     np.testing.assert_array_equal(out, run(case, f32(x), f32(w), f32(b), algorithm).astype(np.float16))
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)  # a 3-tap kernel: every algorithm runs it
 def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     """60000 + 60000 overflows float16 (max 65504); accumulated in float32, the sum comes back."""
     x = np.array([[[60000.0, 60000.0, -60000.0]]], dtype=np.float16)
@@ -208,7 +228,7 @@ def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     np.testing.assert_array_equal(out, np.array([[[60000.0]]], dtype=np.float16))
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")])
 def test_float16_small_terms_are_not_lost(algorithm):
     """2048 + 1 + 1 + ... : in float16 each +1 would round away; float32 keeps them."""
     x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 65)
@@ -235,7 +255,7 @@ def test_algorithms_registry():
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_inputs_not_modified(algorithm):
-    for case in [case for case in CASES if runs(case, algorithm)][:20]:
+    for case in cases_for(algorithm, 20):
         x, w, b = case.arrays(np.float64)
         copies = [None if a is None else a.copy() for a in (x, w, b)]
         run(case, x, w, b, algorithm)
@@ -266,3 +286,44 @@ def test_gemm_blocks_agree_under_any_workspace_limit(case, limit):
 def test_depthwise_refuses_grouped_channels():
     with pytest.raises(ValueError, match="depthwise needs exactly 1"):
         cl.conv2d(np.ones((1, 4, 5, 5)), np.ones((2, 2, 3, 3)), groups=2, algorithm="depthwise")
+
+
+# -- Winograd: generated transforms, 3-tap stride-1 kernels ----------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("case", winograd_cases(60), ids=str)
+def test_winograd_agrees_with_direct(case, algorithm):
+    for dtype, relative in ((np.float64, 1e-11), (np.float32, 1e-4)):
+        x, w, b = case.arrays(dtype)
+        out = run(case, x, w, b, algorithm)
+        assert out.dtype == dtype and out.shape == case.output_shape
+        f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+        exact = run(case, f64(x), f64(w), f64(b), "direct")
+        np.testing.assert_allclose(out, exact, rtol=relative, atol=relative * global_scale(x, w, b))
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_transforms_are_exact_identities(tile):
+    """sum_t A^T[i,t] G[t,k] B^T[t,j] == [j == i + k], checked in float64 on the generated matrices."""
+    from convolab.winograd import winograd_matrices
+
+    a_t, g, b_t = winograd_matrices(tile, 3)
+    product = np.einsum("it,tk,tj->ikj", a_t, g, b_t)
+    expected = np.zeros_like(product)
+    for i in range(tile):
+        for k in range(3):
+            expected[i, k, i + k] = 1
+    np.testing.assert_allclose(product, expected, atol=1e-12)
+
+
+def test_winograd_refusals():
+    x, w = np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match="stride"):
+        cl.conv2d(x, w, stride=2, algorithm="winograd2")
+    with pytest.raises(ValueError, match="dilation"):
+        cl.conv2d(x, w, dilation=2, algorithm="winograd4")
+    with pytest.raises(ValueError, match="3-tap"):
+        cl.conv2d(x, np.ones((1, 1, 5, 5)), algorithm="winograd4")
+    with pytest.raises(ValueError, match="exact"):
+        cl.conv2d(x.astype(np.int32), w.astype(np.int32), algorithm="winograd2")
