@@ -21,9 +21,9 @@ import convolab as cl
 from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
-ALGORITHMS = ("direct", "im2col", "gemm", "depthwise", "winograd2", "winograd4", "fft")
+ALGORITHMS = ("direct", "im2col", "gemm", "shifted", "depthwise", "winograd2", "winograd4", "fft")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "depthwise")
+SUMMING = ("im2col", "gemm", "shifted", "depthwise")
 
 
 def runs(case: ConvCase, algorithm: str) -> bool:

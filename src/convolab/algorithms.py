@@ -33,7 +33,7 @@ from .winograd import supports as winograd_supports
 from .winograd import winograd_conv
 from .spec import ConvSpec
 
-__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Depthwise", "Winograd", "FFT", "ALGORITHMS", "ALGORITHM_CHOICES",
+__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Shifted", "Depthwise", "Winograd", "FFT", "ALGORITHMS", "ALGORITHM_CHOICES",
            "check_algorithm_name", "select_algorithm"]
 
 
@@ -248,6 +248,60 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec) -> Iterator[tuple[tuple
         yield (n0, n1, r0, r1), columns.reshape(groups, c * taps, count), grid
 
 
+class Shifted(Algorithm):
+    """Implicit (shifted) GEMM: one matrix product per kernel tap, accumulated; nothing unrolled.
+
+    Tap ``j`` of every window reads the padded input at ``o*s + j*d``. Split the
+    padded input into its ``s`` phases per axis (residues mod the stride; no
+    copy at stride 1): tap ``j`` then reads phase ``(j*d) mod s`` at ``o +
+    (j*d) div s``, a constant shift. Over the flattened phase grid ("wide" rows,
+    cropped at the end) that is one contiguous run per (channel, tap), so each
+    tap is ``(G, O, C) @ (G, C, positions)`` straight from the input's memory.
+    Memory: the phases (the input's size, only when strided) and the wide output.
+    """
+
+    name = "shifted"
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        phases = 0 if _wide(spec) else prod(spec.input_shape[:2]) * prod(_phase_size(spec)) * prod(spec.stride)
+        wide_out = 2 * spec.batch * spec.out_channels * spec.output_size[0] * prod(_phase_size(spec)[1:])
+        return (phases + wide_out) * itemsize
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        groups, c, o, rank = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.rank
+        size = _phase_size(spec)
+        if _wide(spec):
+            phases = padded.reshape(spec.batch, groups, c, 1, -1)  # (N, G, C, 1 phase, T)
+        else:
+            grid = np.zeros((spec.batch, groups * c, *spec.stride, *size), dtype=padded.dtype)
+            for residue in np.ndindex(*spec.stride):
+                part = padded[(Ellipsis, *(slice(r, None, s) for r, s in zip(residue, spec.stride)))]
+                grid[(slice(None), slice(None), *residue, *(slice(0, n) for n in part.shape[2:]))] = part
+            phases = grid.reshape(spec.batch, groups, c, prod(spec.stride), -1)  # (N, G, C, S, T)
+        total = phases.shape[-1]
+        strides = [prod(size[i + 1:]) for i in range(rank)]
+        length = spec.output_size[0] * strides[0]  # wide rows over the phase grid
+        weights = kernel.reshape(groups, o, c, -1)  # (G, O, C, K)
+        accumulated = np.zeros((spec.batch, groups, o, length), dtype=padded.dtype)  # (N, G, O, L)
+        scratch = np.empty_like(accumulated)
+        for t, tap in enumerate(np.ndindex(*spec.kernel_size)):
+            reach = [j * d for j, d in zip(tap, spec.dilation)]
+            phase = int(np.ravel_multi_index([r % s for r, s in zip(reach, spec.stride)], spec.stride))
+            offset = sum((r // s) * st for r, s, st in zip(reach, spec.stride, strides))
+            available = max(0, min(length, total - offset))
+            source = phases[:, :, :, phase, offset:offset + available]  # (N, G, C, available): contiguous runs
+            np.matmul(weights[..., t], source, out=scratch[..., :available])
+            accumulated[..., :available] += scratch[..., :available]  # beyond: only cropped columns
+        wide = accumulated.reshape(spec.batch, groups, o, spec.output_size[0], *size[1:])
+        cropped = wide[(Ellipsis, *(slice(0, n) for n in spec.output_size[1:]))]
+        return np.ascontiguousarray(cropped).reshape(spec.output_shape)
+
+
+def _phase_size(spec: ConvSpec) -> tuple[int, ...]:
+    """Size of each stride phase of the padded input (the largest, residue 0): ``ceil(P / s)``."""
+    return tuple(-(-p // s) for p, s in zip(spec.padded_size, spec.stride))
+
+
 class Depthwise(Algorithm):
     """Depthwise convolution (one input channel per group): a multiply-add per kernel tap.
 
@@ -357,7 +411,7 @@ class FFT(Algorithm):
 
 ALGORITHMS: dict[str, Algorithm] = {
     algorithm.name: algorithm
-    for algorithm in (Direct(), Im2col(), Gemm(), Depthwise(), Winograd(2), Winograd(4), FFT())
+    for algorithm in (Direct(), Im2col(), Gemm(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT())
 }
 
 #: Every value the ``algorithm`` argument accepts: the planner's two modes and each algorithm.
