@@ -1,0 +1,349 @@
+"""The benchmark harness: the suite is well-formed, and tiny runs produce the table, JSON and RESULTS.md.
+
+No timing is asserted anywhere: these check the harness, not the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab import bench
+from convolab.bench import ConvProblem, FilterProblem, MemoryProblem
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+TINY = (
+    ConvProblem(name="tiny.conv3x3", family="resnet18", input_shape=(2, 3, 8, 8), weight_shape=(4, 3, 3, 3),
+                stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
+    ConvProblem(name="tiny.dw1d", family="audio1d", input_shape=(2, 4, 32), weight_shape=(4, 1, 5),
+                stride=(2,), padding=(2,), dilation=(1,), groups=4),
+    FilterProblem(name="tiny.filter", family="filtering", image_shape=(16, 16), kernel_shape=(3, 3)),
+)
+TINY_MEMORY = MemoryProblem(name="tiny.memory", family="memory", input_shape=(1, 4, 16, 16),
+                            weight_shape=(4, 4, 3, 3), padding=1)
+TARGET_KEYS = {key for key, *_ in bench.TARGETS}
+ROW_KEYS = {"problem", "family", "phase", "flops", "convolab", "reference", "reference_timing", "ratio",
+            "convolab_gflops", "reference_gflops", "is_3x3"}
+
+
+def conv_problems(kind=ConvProblem):
+    return [p for p in bench.SUITE if isinstance(p, kind)]
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+@pytest.mark.parametrize("problem", conv_problems(), ids=lambda p: p.name)
+def test_every_layer_has_valid_shapes(problem):
+    expected = cl.output_shape(problem.input_shape, problem.weight_shape, stride=problem.stride,
+                               padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
+    assert problem.output_shape == expected
+    assert min(expected) > 0
+    assert problem.dtype == "float32"
+    assert len(problem.stride) == len(problem.padding) == len(problem.dilation) == problem.rank
+    assert problem.flops == 2 * math.prod(expected) * math.prod(problem.weight_shape[1:])
+
+
+def test_names_are_unique_and_families_complete():
+    names = [p.name for p in bench.SUITE]
+    assert len(names) == len(set(names))
+    families = {p.family for p in bench.SUITE}
+    assert {"resnet18", "resnet50", "vgg16", "mobilenet_dw", "stem", "audio1d", "volume3d", "filtering",
+            "memory"} <= families
+
+
+def test_cnn_layers_are_at_batch_8():
+    for problem in conv_problems():
+        if problem.family in ("resnet18", "resnet50", "vgg16", "mobilenet_dw", "stem"):
+            assert problem.input_shape[0] == 8, problem.name
+
+
+def test_the_special_layers_are_what_they_claim():
+    by_family = {}
+    for problem in conv_problems():
+        by_family.setdefault(problem.family, []).append(problem)
+    assert any(p.weight_shape[2:] == (7, 7) and p.stride == (2, 2) for p in by_family["stem"])
+    depthwise = by_family["mobilenet_dw"]
+    assert depthwise and all(p.groups == p.input_shape[1] == p.weight_shape[0] and p.weight_shape[1] == 1
+                             for p in depthwise)
+    assert all(p.rank == 1 for p in by_family["audio1d"])
+    assert all(p.rank == 3 for p in by_family["volume3d"])
+    assert sum(p.is_3x3 for p in by_family["resnet18"] + by_family["resnet50"] + by_family["vgg16"]) >= 10
+    assert not any(p.is_3x3 for p in depthwise)
+
+
+def test_image_filtering_covers_kernels_3_to_63_on_2048_squared():
+    filters = conv_problems(FilterProblem)
+    assert sorted(p.kernel_shape[0] for p in filters) == list(bench.FILTER_KERNEL_SIZES)
+    assert bench.FILTER_KERNEL_SIZES[0] == 3 and bench.FILTER_KERNEL_SIZES[-1] == 63
+    for problem in filters:
+        assert problem.image_shape == (2048, 2048)
+        assert problem.kernel_shape[0] == problem.kernel_shape[1]
+        assert problem.mode == "same" and problem.output_shape == problem.image_shape
+        assert problem.flops == 2 * 2048 * 2048 * problem.kernel_shape[0] ** 2
+
+
+def test_memory_problem_is_the_target_configuration():
+    (memory,) = conv_problems(MemoryProblem)
+    assert memory.input_shape == (1, 64, 1024, 1024) and memory.weight_shape == (64, 64, 3, 3)
+    assert cl.output_shape(memory.input_shape, memory.weight_shape, padding=memory.padding) == (1, 64, 1024, 1024)
+
+
+def test_quick_subset_and_filter():
+    quick = bench.select_problems(bench.SUITE, quick=True)
+    assert 0 < len(quick) < len(bench.SUITE)
+    assert {type(p) for p in quick} == {ConvProblem, FilterProblem, MemoryProblem}
+    assert [p.name for p in bench.select_problems(bench.SUITE, filters=["vgg16.conv1"])] == \
+        ["vgg16.conv1_1", "vgg16.conv1_2"]
+    assert bench.select_problems(bench.SUITE, filters=["no such problem"]) == []
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def test_time_call_reports_a_failure_instead_of_raising():
+    def runs_out():
+        raise MemoryError("Unable to allocate 66.0 GiB")
+
+    timing = bench.time_call(runs_out, budget_s=0.01)
+    assert not timing.ok and timing.median_s is None
+    assert timing.error.startswith("out of memory")
+
+
+def test_time_call_takes_the_median_of_fixed_repeats():
+    timing = bench.time_call(lambda: np.ones(1000), budget_s=0.01, repeats=5)
+    assert timing.ok and len(timing.times_s) == 5
+    assert timing.median_s == sorted(timing.times_s)[2]
+    assert timing.peak_bytes is not None and timing.peak_bytes >= 0
+
+
+def test_tracemalloc_meter_sees_numpy_allocations():
+    meter = bench.PeakMeter()
+    meter.method, meter.sees_foreign = "tracemalloc", False
+    _, peak = meter.call(lambda: np.ones(1 << 20))  # 8 MiB
+    assert peak >= 8 * (1 << 20)
+
+
+def run_tiny(torch, problems=TINY):
+    return bench.run_suite(problems, torch=torch, repeats=1, budget_s=0.01, blas_size=64, progress=None,
+                           memory_limit_gib=2.0, thread_method="test")
+
+
+def check_report_json(report):
+    data = json.loads(json.dumps(report.to_json()))  # JSON-serializable, and survives the round trip
+    assert {"schema", "machine", "settings", "problems", "blas", "results", "memory", "summary",
+            "targets"} <= set(data)
+    assert {"cpu", "cores", "numpy", "scipy", "torch", "blas", "date"} <= set(data["machine"])
+    assert {row["problem"] for row in data["results"]} >= {p.name for p in TINY}
+    for row in data["results"]:
+        assert ROW_KEYS <= set(row)
+        assert {"median_s", "times_s", "peak_bytes", "error"} <= set(row["convolab"])
+    assert {target["key"] for target in data["targets"]} == TARGET_KEYS
+    assert data["blas"]["gflops"] > 0
+    return data
+
+
+@pytest.fixture(scope="module")
+def torch_report():
+    torch = pytest.importorskip("torch")
+    return torch, run_tiny(torch)
+
+
+@pytest.fixture(scope="module")
+def plain_report():
+    """A run without PyTorch, the peak-memory probe included."""
+    return run_tiny(None, problems=(*TINY, TINY_MEMORY))
+
+
+def test_tiny_run_against_torch_and_scipy(torch_report):
+    torch, report = torch_report
+    data = check_report_json(report)
+    assert [(r["problem"], r["phase"]) for r in data["results"]][:3] == [
+        ("tiny.conv3x3", phase) for phase in bench.CONV_PHASES]
+    assert {r["reference"] for r in data["results"]} == {"torch", "scipy"}
+    assert all(r["ratio"] > 0 for r in data["results"])
+    summary = data["summary"]
+    assert summary["forward_geomean"] > 0 and summary["training_geomean"] > 0
+    assert summary["forward_worst_problem"] in ("tiny.conv3x3", "tiny.dw1d")
+    assert [layer["problem"] for layer in summary["layers_3x3"]] == ["tiny.conv3x3"]
+    assert data["settings"]["torch_threads"] == torch.get_num_threads()
+    assert {"warnings", "load_average_1min", "budget_s", "blas_threads", "peak_memory_method"} <= \
+        set(data["settings"])
+    table = bench.render_table(report)
+    header = table.splitlines()[0]
+    for column in ("problem", "phase", "convolab ms", "ref ms", "ratio", "cl MiB", "ref MiB"):
+        assert column in header
+    for name in ("tiny.conv3x3", "tiny.dw1d", "tiny.filter", "input_grad", "weight_grad", "torch", "scipy"):
+        assert name in table
+    assert "targets:" in table
+    statuses = {t["key"]: t["status"] for t in data["targets"]}
+    assert statuses["memory_above_io_gib"] == "not measured"
+    assert all(statuses[key] in ("pass", "FAIL") for key in TARGET_KEYS - {"memory_above_io_gib"})
+
+
+def test_tiny_run_without_torch_reports_convolab_alone(plain_report):
+    report = plain_report
+    data = check_report_json(report)
+    conv_rows = [r for r in data["results"] if r["family"] != "filtering"]
+    assert conv_rows and all(r["reference"] is None and r["ratio"] is None for r in conv_rows)
+    assert all(r["convolab"]["median_s"] > 0 for r in conv_rows)
+    assert data["machine"]["torch"] is None
+    summary = data["summary"]
+    assert summary["forward_geomean"] is None and summary["training_geomean"] is None
+    assert summary["filtering_geomean"] > 0  # SciPy is always there
+    memory = data["memory"]
+    assert memory["torch"] is None
+    assert {"above_input_output_bytes", "tracemalloc_above_input_output_bytes", "output_bytes"} <= \
+        set(memory["convolab"])
+    statuses = {t["key"]: t["status"] for t in data["targets"]}
+    for key in ("forward_geomean", "forward_worst", "training_geomean"):
+        assert statuses[key] == "not measured"
+    assert statuses["memory_above_io_gib"] in ("pass", "FAIL")
+    table = bench.render_table(report)
+    assert "tiny.dw1d" in table and "torch" not in table.split("targets:")[0].replace("PyTorch", "")
+    assert "peak memory, tiny.memory" in table
+
+
+def test_results_md_has_machine_and_targets(plain_report):
+    report = dataclasses.replace(plain_report, settings={**plain_report.settings, "quick": True, "filter": None,
+                                                         "command": "convolab bench --quick"})
+    text = bench.render_results_md(report)
+    assert text.startswith("# convolab benchmark results")
+    assert "## Machine" in text and "## Targets" in text
+    machine = text.split("## Machine", 1)[1].split("## Targets", 1)[0]
+    for label in ("CPU:", "Cores:", "Memory:", "NumPy", "SciPy", "PyTorch not used", "BLAS:", "Threads:"):
+        assert label in machine
+    assert report.machine["cpu"] in machine and report.machine["date"] in text
+    for key, description, comparison, goal in bench.TARGETS:
+        line = next(line for line in text.splitlines() if line.startswith(f"| {description} |"))
+        assert f"| {comparison} {f'{goal:.0%}' if key == 'blas_fraction_3x3' else f'{goal:g}'} |" in line
+    assert "**Partial run** (--quick)" in text
+    assert "tiny.filter" in text.split("## Image filtering against SciPy", 1)[1]
+    assert "## Peak memory" in text and "## Every problem" in text
+
+
+def test_results_md_with_torch_lists_the_3x3_layers(torch_report):
+    torch, report = torch_report
+    text = bench.render_results_md(report)
+    assert f"PyTorch {torch.__version__}" in text
+    section = text.split("## 3x3 layers against the BLAS rate", 1)[1].split("##", 1)[0]
+    assert "tiny.conv3x3" in section and "tiny.dw1d" not in section
+    assert "Partial run" not in text
+
+
+def test_a_busy_machine_is_reported(plain_report):
+    assert bench._busy_machine_warnings(180.0, 175.0, 0.1) == []
+    (moved,) = bench._busy_machine_warnings(80.0, 180.0, 0.1)
+    assert "80.0 to 180.0 GFLOP/s" in moved
+    (loaded,) = bench._busy_machine_warnings(180.0, 180.0, 100.0)
+    assert "100.00" in loaded
+    report = dataclasses.replace(plain_report, settings={**plain_report.settings, "warnings": [moved]})
+    assert f"WARNING: {moved}" in bench.render_table(report)
+    assert f"**Warning**: {moved}." in bench.render_results_md(report)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def bench_parser():
+    parser = argparse.ArgumentParser(prog="convolab")
+    bench.add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_parser_flags_and_their_round_trip():
+    args = bench_parser().parse_args(["bench", "--quick", "--filter", "vgg", "--filter", "k63", "--json", "out.json",
+                                      "--results", "R.md", "--repeats", "3", "--no-torch", "--threads", "4"])
+    assert args.run is bench.run_bench
+    assert (args.quick, args.filter, args.json, args.results, args.repeats, args.no_torch, args.threads) == \
+        (True, ["vgg", "k63"], "out.json", "R.md", 3, True, 4)
+    again = bench_parser().parse_args(["bench", *bench._argv_from_args(args)])
+    assert vars(again) == vars(args)
+    with pytest.raises(SystemExit):
+        bench_parser().parse_args(["bench", "--repeats", "0"])
+
+
+@pytest.fixture
+def tiny_suite(monkeypatch):
+    monkeypatch.setattr(bench, "SUITE", TINY)
+    monkeypatch.setattr(bench, "BLAS_MATMUL_SIZE", 64)
+    for name in bench.THREAD_VARIABLES:  # as if set before NumPy loaded: run in this process
+        monkeypatch.setenv(name, "2")
+
+
+@pytest.mark.parametrize("torch_flag", [[], ["--no-torch"]], ids=["torch", "no-torch"])
+def test_run_bench_prints_the_table_and_writes_json_and_results(tiny_suite, tmp_path, capsys, torch_flag):
+    if not torch_flag:
+        pytest.importorskip("torch")
+    json_path, results_path = tmp_path / "bench.json", tmp_path / "RESULTS.md"
+    args = bench_parser().parse_args(["bench", "--filter", "tiny", "--repeats", "1", "--memory-limit", "4",
+                                      "--json", str(json_path), "--results", str(results_path), *torch_flag])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert "tiny.conv3x3" in out and "targets:" in out
+    data = check_report_json_file(json_path)
+    assert data["settings"]["blas_threads"].startswith("environment")
+    assert (data["machine"]["torch"] is None) == bool(torch_flag)
+    assert "## Machine" in results_path.read_text()
+
+
+def check_report_json_file(path):
+    data = json.loads(path.read_text())
+    assert {"machine", "settings", "results", "summary", "targets"} <= set(data)
+    return data
+
+
+def test_without_threadpoolctl_run_bench_runs_again_with_the_thread_variables(tiny_suite, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # as if not installed
+    for name in bench.THREAD_VARIABLES:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("CONVOLAB_BENCH_REEXEC", raising=False)
+    calls = []
+
+    def fake_run(command, env):
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = bench_parser().parse_args(["bench", "--filter", "tiny", "--threads", "3", "--no-torch"])
+    assert args.run(args) == 0
+    (command, env), = calls
+    assert command[:3] == [sys.executable, "-m", "convolab.bench"]
+    assert command[3:] == ["--no-torch", "--filter", "tiny", "--threads", "3"]
+    assert all(env[name] == "3" for name in bench.THREAD_VARIABLES)
+    assert "running in a subprocess" in capsys.readouterr().err
+
+
+def test_run_bench_rejects_a_filter_matching_nothing(tiny_suite, capsys):
+    args = bench_parser().parse_args(["bench", "--filter", "no such problem"])
+    assert args.run(args) == 2
+    assert "matches no problem" in capsys.readouterr().err
+
+
+def test_list_prints_the_selected_problems(capsys):
+    assert bench.main(["--quick", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[0] for line in out.splitlines()} == {p.name for p in bench.select_problems(
+        bench.SUITE, quick=True)}
+
+
+def test_the_script_runs_the_same_code_without_torch(tmp_path):
+    json_path = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--filter", "audio1d.wav2vec2", "--repeats", "1",
+         "--no-torch", "--json", str(json_path)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "audio1d.wav2vec2_conv0_k10s5" in completed.stdout
+    data = check_report_json_file(json_path)
+    assert [r["phase"] for r in data["results"]] == list(bench.CONV_PHASES)
+    assert data["settings"]["blas_threads"].startswith("environment")
