@@ -268,33 +268,17 @@ class Shifted(Algorithm):
         return (phases + wide_out) * itemsize
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        groups, c, o, rank = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.rank
-        size = _phase_size(spec)
-        if _wide(spec):
-            phases = padded.reshape(spec.batch, groups, c, 1, -1)  # (N, G, C, 1 phase, T)
-        else:
-            grid = np.zeros((spec.batch, groups * c, *spec.stride, *size), dtype=padded.dtype)
-            for residue in np.ndindex(*spec.stride):
-                part = padded[(Ellipsis, *(slice(r, None, s) for r, s in zip(residue, spec.stride)))]
-                grid[(slice(None), slice(None), *residue, *(slice(0, n) for n in part.shape[2:]))] = part
-            phases = grid.reshape(spec.batch, groups, c, prod(spec.stride), -1)  # (N, G, C, S, T)
-        total = phases.shape[-1]
-        strides = [prod(size[i + 1:]) for i in range(rank)]
-        length = spec.output_size[0] * strides[0]  # wide rows over the phase grid
+        groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+        grid = _PhaseGrid(padded, spec)
+        phases = grid.phases.reshape(spec.batch, groups, c, *grid.phases.shape[2:])  # (N, G, C, S, T)
         weights = kernel.reshape(groups, o, c, -1)  # (G, O, C, K)
-        accumulated = np.zeros((spec.batch, groups, o, length), dtype=padded.dtype)  # (N, G, O, L)
+        accumulated = np.zeros((spec.batch, groups, o, grid.length), dtype=padded.dtype)  # (N, G, O, L)
         scratch = np.empty_like(accumulated)
-        for t, tap in enumerate(np.ndindex(*spec.kernel_size)):
-            reach = [j * d for j, d in zip(tap, spec.dilation)]
-            phase = int(np.ravel_multi_index([r % s for r, s in zip(reach, spec.stride)], spec.stride))
-            offset = sum((r // s) * st for r, s, st in zip(reach, spec.stride, strides))
-            available = max(0, min(length, total - offset))
+        for t, (phase, offset, available) in enumerate(grid.taps()):
             source = phases[:, :, :, phase, offset:offset + available]  # (N, G, C, available): contiguous runs
             np.matmul(weights[..., t], source, out=scratch[..., :available])
             accumulated[..., :available] += scratch[..., :available]  # beyond: only cropped columns
-        wide = accumulated.reshape(spec.batch, groups, o, spec.output_size[0], *size[1:])
-        cropped = wide[(Ellipsis, *(slice(0, n) for n in spec.output_size[1:]))]
-        return np.ascontiguousarray(cropped).reshape(spec.output_shape)
+        return grid.crop(accumulated.reshape(spec.batch, spec.out_channels, grid.length))
 
 
 def _phase_size(spec: ConvSpec) -> tuple[int, ...]:
@@ -302,12 +286,54 @@ def _phase_size(spec: ConvSpec) -> tuple[int, ...]:
     return tuple(-(-p // s) for p, s in zip(spec.padded_size, spec.stride))
 
 
+class _PhaseGrid:
+    """The padded input as stride phases over a flattened grid, where every tap is a constant shift.
+
+    ``phases`` is ``(N, C_in, S, T)``: ``S`` residues (product of the strides;
+    1, and no copy, at stride 1) of ``T`` flattened positions each. Output
+    position ``o`` reads, for tap ``j``, phase ``(j*d) mod s`` at ``o + (j*d) div s``;
+    over "wide" rows (``length`` positions: the first output axis times the
+    phase grid's trailing size) that is one contiguous run per tap.
+    """
+
+    def __init__(self, padded: np.ndarray, spec: ConvSpec):
+        self.spec = spec
+        self.size = _phase_size(spec)
+        if _wide(spec):
+            self.phases = padded.reshape(spec.batch, spec.in_channels, 1, -1)
+        else:
+            grid = np.zeros((spec.batch, spec.in_channels, *spec.stride, *self.size), dtype=padded.dtype)
+            for residue in np.ndindex(*spec.stride):
+                part = padded[(Ellipsis, *(slice(r, None, s) for r, s in zip(residue, spec.stride)))]
+                grid[(slice(None), slice(None), *residue, *(slice(0, n) for n in part.shape[2:]))] = part
+            self.phases = grid.reshape(spec.batch, spec.in_channels, prod(spec.stride), -1)
+        self.strides = [prod(self.size[i + 1:]) for i in range(spec.rank)]
+        self.length = spec.output_size[0] * self.strides[0]
+
+    def taps(self) -> Iterator[tuple[int, int, int]]:
+        """``(phase, offset, available)`` per kernel tap, row-major: where its run starts and how much exists."""
+        spec, total = self.spec, self.phases.shape[-1]
+        for tap in np.ndindex(*spec.kernel_size):
+            reach = [j * d for j, d in zip(tap, spec.dilation)]
+            phase = int(np.ravel_multi_index([r % s for r, s in zip(reach, spec.stride)], spec.stride))
+            offset = sum((r // s) * st for r, s, st in zip(reach, spec.stride, self.strides))
+            yield phase, offset, max(0, min(self.length, total - offset))
+
+    def crop(self, wide: np.ndarray) -> np.ndarray:
+        """``(N, C_out, length)`` over wide rows to ``(N, C_out, *output_size)``."""
+        spec = self.spec
+        wide = wide.reshape(spec.batch, spec.out_channels, spec.output_size[0], *self.size[1:])
+        cropped = wide[(Ellipsis, *(slice(0, n) for n in spec.output_size[1:]))]
+        return np.ascontiguousarray(cropped).reshape(spec.output_shape)
+
+
 class Depthwise(Algorithm):
     """Depthwise convolution (one input channel per group): a multiply-add per kernel tap.
 
-    Each tap's slice of the window view, ``(N, G, *out)``, times that tap's
-    weights (one per output channel) is added to the output. No matrix product
-    of one channel at a time, and no unrolled copy.
+    Over the stride-phase grid (as in :class:`Shifted`) each tap is one
+    contiguous run per channel, scaled by that tap's weight per output channel
+    and added; done a sample at a time so the working set stays in cache. No
+    matrix product of one channel at a time, and no unrolled copy.
     """
 
     name = "depthwise"
@@ -318,17 +344,18 @@ class Depthwise(Algorithm):
         return None
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        rank, groups, multiplier = spec.rank, spec.groups, spec.out_channels_per_group
-        windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, G, *out, *kernel)
-        weights = kernel.reshape(groups, multiplier, *spec.kernel_size)  # (G, M, *kernel)
-        out = np.zeros((spec.batch, groups, multiplier, *spec.output_size), dtype=padded.dtype)  # (N, G, M, *out)
-        scratch = np.empty_like(out)
-        expand = (slice(None), slice(None), *([np.newaxis] * rank))
-        for tap in np.ndindex(*spec.kernel_size):
-            tap_input = windows[(Ellipsis, *tap)][:, :, np.newaxis]  # (N, G, 1, *out)
-            np.multiply(tap_input, weights[(Ellipsis, *tap)][expand], out=scratch)
-            out += scratch
-        return out.reshape(spec.output_shape)
+        groups, multiplier = spec.groups, spec.out_channels_per_group
+        grid = _PhaseGrid(padded, spec)
+        weights = kernel.reshape(groups, multiplier, -1)[..., np.newaxis]  # (G, M, K, 1)
+        wide = np.zeros((spec.batch, groups, multiplier, grid.length), dtype=padded.dtype)  # (N, G, M, L)
+        scratch = np.empty((groups, multiplier, grid.length), dtype=padded.dtype)
+        taps = list(grid.taps())
+        for n in range(spec.batch):
+            for t, (phase, offset, available) in enumerate(taps):
+                source = grid.phases[n, :, phase, offset:offset + available][:, np.newaxis]  # (G, 1, available)
+                np.multiply(source, weights[:, :, t], out=scratch[..., :available])
+                wide[n, ..., :available] += scratch[..., :available]
+        return grid.crop(wide.reshape(spec.batch, spec.out_channels, grid.length))
 
 
 class Winograd(Algorithm):
