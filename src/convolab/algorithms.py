@@ -172,6 +172,10 @@ class Gemm(Algorithm):
         return total.reshape(spec.weight_shape)
 
 
+#: Target size of one unrolled block: a quarter of a typical 32 MiB last-level cache.
+CACHE_BLOCK_BYTES = 8 * 2**20
+
+
 def _is_pointwise(spec: ConvSpec) -> bool:
     return all(k == 1 for k in spec.kernel_size)
 
@@ -208,7 +212,9 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec) -> Iterator[tuple[tuple
     wide = _wide(spec)
     grid = tuple(spec.padded_size[1:]) if wide else tuple(spec.output_size[1:])
     row_bytes = _row_bytes(spec, padded.itemsize)
-    rows_fit = max(1, current_workspace_limit() // max(row_bytes, 1))
+    # Blocks sized for the last-level cache run faster than larger ones (the copy's
+    # writes are still cached when the product reads them); never above the limit.
+    rows_fit = max(1, min(current_workspace_limit(), CACHE_BLOCK_BYTES) // max(row_bytes, 1))
     rows_total, batch = spec.output_size[0], spec.batch
     if rows_fit >= rows_total:
         samples = max(1, min(batch, rows_fit // rows_total))
@@ -273,11 +279,13 @@ class Shifted(Algorithm):
         phases = grid.phases.reshape(spec.batch, groups, c, *grid.phases.shape[2:])  # (N, G, C, S, T)
         weights = kernel.reshape(groups, o, c, -1)  # (G, O, C, K)
         accumulated = np.zeros((spec.batch, groups, o, grid.length), dtype=padded.dtype)  # (N, G, O, L)
-        scratch = np.empty_like(accumulated)
-        for t, (phase, offset, available) in enumerate(grid.taps()):
-            source = phases[:, :, :, phase, offset:offset + available]  # (N, G, C, available): contiguous runs
-            np.matmul(weights[..., t], source, out=scratch[..., :available])
-            accumulated[..., :available] += scratch[..., :available]  # beyond: only cropped columns
+        scratch = np.empty_like(accumulated[0])
+        taps = list(grid.taps())
+        for n in range(spec.batch):  # one sample at a time: its accumulator stays in cache across taps
+            for t, (phase, offset, available) in enumerate(taps):
+                source = phases[n, :, :, phase, offset:offset + available]  # (G, C, available): contiguous runs
+                np.matmul(weights[..., t], source, out=scratch[..., :available])
+                accumulated[n, ..., :available] += scratch[..., :available]  # beyond: only cropped columns
         return grid.crop(accumulated.reshape(spec.batch, spec.out_channels, grid.length))
 
 

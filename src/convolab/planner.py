@@ -13,14 +13,18 @@ algorithm               estimated time
 gemm                    FLOPs / matmul rate (scaled down when a matrix side is
                         short: fewer than 32 filters or taps per group), plus the
                         unrolled copy at memory bandwidth
-depthwise               one multiply-add pass per kernel tap over the output
+depthwise               one multiply-add pass per kernel tap over the output,
+                        after regrouping a strided input into its phases
 fft                     forward transforms of inputs and kernels, the spectral
                         products (summed over input channels), inverse transforms
 each                    plus a fixed cost per call (larger for the FFT), which
                         decides tiny problems
 ======================  =========================================================
 
-"direct" and "im2col" are references, never chosen automatically. The FFT is
+"direct" and "im2col" are references, never chosen automatically. "shifted"
+and the Winograd tiles are run only when asked for by name: in NumPy their
+extra passes over memory (accumulations, transforms) cost what they save, and
+on the suite's layers they measured no faster than "gemm". The FFT is
 never chosen for integers (their results must be exact) nor, at run time, for
 inputs holding NaN or infinity (a transform would spread them to every output).
 """
@@ -51,7 +55,7 @@ AUTO_CANDIDATES = ("gemm", "depthwise", "fft")
 _MATMUL_RATE = {"f": {4: 150e9, 8: 75e9}, "c": {8: 40e9, 16: 20e9}, "i": {8: 0.8e9}}
 _FFT_RATE = 10e9  # reached by long transforms; short ones run slower (see _estimate)
 _ELEMENTWISE_RATE = 3e9
-_COPY_RATE = {"contiguous": 4e9, "strided": 1.2e9}
+_COPY_RATE = {"contiguous": 8e9, "strided": 3e9}  # cache-blocked copies
 _SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
 # Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
 # where every estimate above is microseconds and an FFT's setup dominates.
@@ -98,7 +102,10 @@ def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
         return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE[layout]
     if name == "depthwise":
         taps = prod(spec.kernel_size)
-        return _OVERHEAD["depthwise"] + taps * (_OVERHEAD_PER_TAP + prod(spec.output_shape) * 2 / _ELEMENTWISE_RATE)
+        # At stride > 1 the input is first regrouped into its stride phases (a strided copy).
+        phases = 0 if algorithms._wide(spec) else 2 * prod(spec.input_shape) * dtype.itemsize / _COPY_RATE["strided"]
+        return (_OVERHEAD["depthwise"] + phases
+                + taps * (_OVERHEAD_PER_TAP + prod(spec.output_shape) * 2 / _ELEMENTWISE_RATE))
     if name == "fft":
         length = prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)
         levels = log2(max(length, 2))

@@ -38,6 +38,9 @@ from ._window import sliding_windows
 
 __all__ = ["POINTS", "winograd_matrices"]
 
+#: Target size of one block of transformed tiles (cache-sized blocks run faster).
+CACHE_BLOCK_BYTES = 8 * 2**20
+
 #: Interpolation points per output tile size (infinity is always added). Small
 #: magnitudes and reciprocals keep the transforms' rounding error low.
 POINTS: dict[int, tuple[Fraction, ...]] = {
@@ -122,7 +125,7 @@ def winograd_conv(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.nd
     filters = filters.reshape(groups, o, c, a**rank).transpose(3, 0, 1, 2)
     out = np.empty(spec.output_shape, dtype=dtype)
     per_tile_row = a**rank * spec.in_channels * prod(tiles[1:]) * padded.itemsize * 2  # transformed input, twice
-    rows_fit = max(1, current_workspace_limit() // max(per_tile_row, 1))
+    rows_fit = max(1, min(current_workspace_limit(), CACHE_BLOCK_BYTES) // max(per_tile_row, 1))
     if rows_fit >= tiles[0]:
         samples = max(1, min(spec.batch, rows_fit // tiles[0]))
         blocks = [(n, min(n + samples, spec.batch), 0, tiles[0]) for n in range(0, spec.batch, samples)]
