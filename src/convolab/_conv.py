@@ -143,7 +143,9 @@ def conv_input_grad(
     if algorithm == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
     else:
-        grad_padded = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
+        grad_padded, on_input = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
+        if on_input:
+            return grad_padded.astype(returned, copy=False)
     return pad_adjoint(grad_padded, spec.padding, spec.padding_mode, spec.input_size).astype(returned, copy=False)
 
 
@@ -167,12 +169,21 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     return grad_padded  # (N, G*C, *padded)
 
 
-def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    rank, groups = spec.rank, spec.groups
-    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long
-    spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
-    spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
-    spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
+def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:
+    """The full-correlation input gradient, and whether it is already on the input (not the padded input).
+
+    With zero padding the padding cells' gradient is dropped anyway, so the
+    correlation's own padding is reduced by the forward padding and only the
+    input's cells are computed (when that leaves no negative padding).
+    """
+    groups = spec.groups
+    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
+    if all(s == 1 for s in spec.stride):
+        spread = grad_output
+    else:
+        spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
+        spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
+        spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
     # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
     swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
     swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
@@ -183,10 +194,15 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
         (shapes.dilated_kernel_size(k, d) - 1, shapes.dilated_kernel_size(k, d) - 1 + r)
         for k, d, r in zip(spec.kernel_size, spec.dilation, unread)
     )
+    on_input = False
+    if spec.padding_mode == "zeros":
+        trimmed = tuple((low - pad_low, high - pad_high) for (low, high), (pad_low, pad_high) in zip(padding, spec.padding))
+        if min(min(pair) for pair in trimmed) >= 0:
+            padding, on_input = trimmed, True
     # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
     full_spec = conv_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
                           flip=not spec.flip, op=spec.op)
-    return conv_forward(spread, swapped, None, full_spec)  # (N, C_in, *padded)
+    return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
 
 
 def conv_weight_grad(

@@ -98,7 +98,7 @@ def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
         rate = _matmul_rate(dtype) * min(1.0, short / _SHORT_SIDE)
         copied = 0 if algorithms.Gemm().workspace_bytes(spec, dtype.itemsize) == 0 else (
             algorithms._row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-        layout = "contiguous" if algorithms._wide(spec) else "strided"
+        layout = "contiguous" if algorithms._gemm_wide(spec) else "strided"
         return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE[layout]
     if name == "depthwise":
         taps = prod(spec.kernel_size)
