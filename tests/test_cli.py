@@ -66,41 +66,45 @@ def test_explain_via_installed_console_script():
 
 def test_explain_json_output_matches_conv2d(capsys):
     assert main(["explain", "--format", "json"]) == 0
-    steps = json.loads(capsys.readouterr().out)
-    assert isinstance(steps, list) and len(steps) >= 4
+    document = json.loads(capsys.readouterr().out)
+    assert document["passed"] is True
+    steps = document["steps"]
+    assert len(steps) >= 4
     for step in steps:
         assert step["passed"] is True
-        assert {"title", "formula", "lines", "check", "passed", "data"} <= set(step)
-    with_output = [step for step in steps if "output" in step["data"]]
-    assert len(with_output) == 1
-    data = with_output[0]["data"]
-    image, kernel = np.array(data["input"]), np.array(data["kernel"])
-    assert image.tolist() == np.arange(1, 10).reshape(3, 3).tolist()
-    assert kernel.tolist() == [[9, 8], [7, 6]]
-    expected = cl.conv2d(image[None, None], kernel[None, None])[0, 0]
-    assert data["output"] == expected.tolist() == CLASSIC_OUTPUT
-    # the dot-product step agrees with the first output element
-    dot_steps = [step for step in steps if "dot" in step["data"]]
-    assert len(dot_steps) == 1
-    assert dot_steps[0]["data"]["dot"] == dot_steps[0]["data"]["sum"] == CLASSIC_OUTPUT[0][0]
+        assert {"topic", "title", "formula", "body", "check", "passed", "data"} <= set(step)
+    # every case's output, as nested lists, is what conv2d computes for that case
+    for case in document["cases"]:
+        image, kernel = np.array(case["input"]), np.array(case["weight"])
+        expected = cl.conv2d(image, kernel, stride=case["stride"], padding=[tuple(p) for p in case["padding_pairs"]],
+                             dilation=case["dilation"], groups=case["groups"])
+        assert case["output"] == expected.tolist()
+    classic = next(case for case in document["cases"] if case["name"] == "classic")
+    assert classic["input"] == [np.arange(1, 10).reshape(3, 3).tolist()]
+    assert classic["weight"] == [[[[9, 8], [7, 6]]]]
+    assert classic["output"] == [CLASSIC_OUTPUT]
+    # the matrix-product step's output and the first dot-product step agree with it
+    im2col = next(step for step in steps if step["topic"] == "im2col" and step["case"] == "classic")
+    assert im2col["data"]["output"] == [CLASSIC_OUTPUT]
+    dot = next(step for step in steps if step["topic"] == "dot" and step["case"] == "classic")
+    assert dot["data"]["dot"] == dot["data"]["sum"] == CLASSIC_OUTPUT[0][0]
 
 
 def test_explain_json_flip_step_matches_conv2d(capsys):
-    assert main(["explain", "--format", "json"]) == 0
-    steps = json.loads(capsys.readouterr().out)
-    flip_steps = [step for step in steps if "convolution" in step["data"]]
-    assert len(flip_steps) == 1
-    data = flip_steps[0]["data"]
-    assert data["correlation"] == [[13, 20, 17], [18, 24, 18], [-13, -20, -17]]
-    assert data["convolution"] == [[-13, -20, -17], [-18, -24, -18], [13, 20, 17]]
+    assert main(["explain", "flip", "--format", "json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert [step["topic"] for step in steps] == ["flip"]
+    data = steps[0]["data"]
+    assert np.array(data["correlation"]).squeeze().tolist() == [[13, 20, 17], [18, 24, 18], [-13, -20, -17]]
+    assert np.array(data["convolution"]).squeeze().tolist() == [[-13, -20, -17], [-18, -24, -18], [13, 20, 17]]
 
 
 def test_explain_json_via_console_script():
     result = subprocess.run([console_script(), "explain", "--format", "json"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    steps = json.loads(result.stdout)
-    assert [step["data"]["output"] for step in steps if "output" in step["data"]] == [CLASSIC_OUTPUT]
+    document = json.loads(result.stdout)
+    assert [case["output"] for case in document["cases"] if case["name"] == "classic"] == [[CLASSIC_OUTPUT]]
 
 
 def test_cli_rejects_unknown_format_and_missing_command(capsys):

@@ -1,35 +1,287 @@
-"""The ``convolab`` command line."""
+"""The ``convolab`` command line: ``explain``, ``animate``, ``draw`` and ``bench``.
+
+``explain``, ``animate`` and ``draw`` share the flags that describe a case
+(``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
+standard examples. The steps come from :mod:`convolab.explain`; this module only
+parses text into a :class:`~convolab.explain.Case` and picks a renderer.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import os
 import sys
+from typing import Any, Sequence
+
+import numpy as np
 
 from . import __version__
-from .explain import render_json, render_text, worked_examples
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "parse_matrix", "parse_ints", "parse_padding"]
+
+
+class UsageError(Exception):
+    """A flag's value could not be used: reported on stderr with exit status 2."""
+
+
+# -- parsing the case -----------------------------------------------------------------------------
+
+
+def parse_matrix(text: str, flag: str) -> np.ndarray:
+    """``"1 2 3; 4 5 6"`` (rows split by ``;``, channels by ``|``) as a ``(C, H, W)`` array.
+
+    Integers stay integers (exact results); any decimal point makes it float64.
+
+    >>> parse_matrix("1 2; 3 4 | 5 6; 7 8", "--input").shape
+    (2, 2, 2)
+    """
+    channels = []
+    for channel_text in text.split("|"):
+        rows = [row.replace(",", " ").split() for row in channel_text.split(";") if row.strip()]
+        if not rows:
+            raise UsageError(f"{flag}: {text!r} has an empty channel; write rows as '1 2 3; 4 5 6'")
+        if len({len(row) for row in rows}) != 1:
+            raise UsageError(f"{flag}: {text!r} has rows of different lengths {[len(r) for r in rows]}; "
+                             "every row needs the same number of values")
+        channels.append(rows)
+    if len({(len(c), len(c[0])) for c in channels}) != 1:
+        raise UsageError(f"{flag}: {text!r} has channels of different shapes; channels (split by '|') must match")
+    words = [word for channel in channels for row in channel for word in row]
+    try:
+        if all(_is_integer_word(word) for word in words):
+            values = np.array([int(word) for word in words], dtype=np.int64)
+        else:
+            values = np.array([float(word) for word in words], dtype=np.float64)
+    except ValueError:
+        bad = next(word for word in words if not _is_number_word(word))
+        raise UsageError(f"{flag}: {bad!r} in {text!r} is not a number") from None
+    return values.reshape(len(channels), len(channels[0]), len(channels[0][0]))
+
+
+def _is_integer_word(word: str) -> bool:
+    try:
+        int(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number_word(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_array(path: str, flag: str) -> np.ndarray:
+    try:
+        if path.endswith(".npy"):
+            return np.load(path)
+        return np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{flag}: cannot read {path!r}: {error}") from None
+
+
+def _literal(text: str, flag: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise UsageError(f"{flag}: {text!r} is not an int or a tuple such as '2' or '2,1'") from None
+
+
+def parse_ints(text: str, flag: str) -> int | tuple[int, ...]:
+    """``"2"`` or ``"2,1"`` as an int or a tuple of ints.
+
+    >>> parse_ints("2,1", "--stride")
+    (2, 1)
+    """
+    value = _literal(text, flag)
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, bool) or not (isinstance(value, int) or
+                                       (isinstance(value, tuple) and all(isinstance(v, int) for v in value))):
+        raise UsageError(f"{flag}: {text!r} must be an int or comma-separated ints")
+    return value
+
+
+def parse_padding(text: str) -> Any:
+    """``"1"``, ``"1,2"``, ``"(1,2),(0,1)"`` (low, high pairs), ``"same"``, ``"valid"`` or ``"full"``.
+
+    >>> parse_padding("(0,1),(1,1)")
+    ((0, 1), (1, 1))
+    >>> parse_padding("same")
+    'same'
+    """
+    if text.strip() in ("same", "valid", "full"):
+        return text.strip()
+    value = _literal(text, "--padding")
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, tuple):
+        value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def _case_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~convolab.explain.Case` the flags describe, or None for the standard examples."""
+    from .explain import Case
+
+    given = [args.input, args.input_file, args.kernel, args.kernel_file]
+    if not any(given):
+        if args.stride or args.padding or args.dilation or args.groups or args.transposed:
+            raise UsageError("--stride/--padding/--dilation/--groups/--transposed need --input and --kernel")
+        return None
+    if not (args.input or args.input_file) or not (args.kernel or args.kernel_file):
+        raise UsageError("give both --input (or --input-file) and --kernel (or --kernel-file)")
+    image = parse_matrix(args.input, "--input") if args.input else _load_array(args.input_file, "--input-file")
+    if image.ndim == 2:
+        image = image[np.newaxis]
+    if args.kernel:
+        kernels = [parse_matrix(text, "--kernel") for text in args.kernel]
+        if len({k.shape for k in kernels}) != 1:
+            raise UsageError(f"--kernel: every kernel needs the same shape, got {[k.shape for k in kernels]}")
+        weight = np.stack(kernels)  # one filter per --kernel: (C_out, channels, kH, kW)
+    else:
+        weight = _load_array(args.kernel_file, "--kernel-file")
+        weight = weight.reshape((1,) * (4 - weight.ndim) + weight.shape) if weight.ndim < 4 else weight
+    if image.dtype != weight.dtype:  # one of them has decimals: both float64
+        image, weight = image.astype(np.float64), weight.astype(np.float64)
+    groups = args.groups or 1
+    params = dict(stride=parse_ints(args.stride, "--stride") if args.stride else 1,
+                  padding=parse_padding(args.padding) if args.padding else 0,
+                  dilation=parse_ints(args.dilation, "--dilation") if args.dilation else 1,
+                  groups=groups)
+    if args.transposed:
+        params["output_padding"] = parse_ints(args.output_padding, "--output-padding") if args.output_padding else 0
+        return Case("yours", image, weight, transposed=True, **params)
+    return Case("yours", image, weight, **params)
+
+
+def _add_case_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the case (default: the standard examples)")
+    group.add_argument("--input", help="the input, rows split by ';', channels by '|': \"1 2 3; 4 5 6; 7 8 9\"")
+    group.add_argument("--input-file", help="the input from a .npy or text file, (H, W) or (C, H, W)")
+    group.add_argument("--kernel", action="append",
+                       help="one filter, written like --input (repeat for more filters, '|' for its channels)")
+    group.add_argument("--kernel-file", help="the weight from a .npy or text file, (C_out, C_in/groups, kH, kW)")
+    group.add_argument("--stride", help="an int or 'sH,sW'")
+    group.add_argument("--padding", help="an int, 'pH,pW', '(lo,hi),(lo,hi)', same, valid or full")
+    group.add_argument("--dilation", help="an int or 'dH,dW'")
+    group.add_argument("--groups", type=int, help="split the channels into this many groups")
+    group.add_argument("--transposed", action="store_true",
+                       help="a transposed convolution (weight is (C_in, C_out/groups, kH, kW))")
+    group.add_argument("--output-padding", help="with --transposed: extra output size, an int or 'pH,pW'")
+
+
+# -- the commands ---------------------------------------------------------------------------------
 
 
 def _explain(args: argparse.Namespace) -> int:
-    steps = worked_examples()
-    print(render_json(steps) if args.format == "json" else render_text(steps), end="")
-    return 0 if all(step.passed for step in steps) else 1
+    from .explain import explain, render_json, render_markdown, render_rich, render_text
+
+    case = _case_from_args(args)
+    at = parse_ints(args.at, "--at") if args.at else None
+    if at is not None and not isinstance(at, tuple):
+        raise UsageError("--at: give the output element as 'c_out,row,col'")
+    explanation = explain(case, args.topics or None, at=at)
+    style = args.format
+    if style == "auto":
+        style = "rich" if sys.stdout.isatty() and _has_rich() else "text"
+    if style == "rich":
+        render_rich(explanation)
+    else:
+        renderer = {"text": render_text, "markdown": render_markdown, "json": render_json}[style]
+        sys.stdout.write(renderer(explanation))
+    return 0 if explanation.passed else 1
+
+
+def _has_rich() -> bool:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _animate(args: argparse.Namespace) -> int:
+    from .explain import slide_steps, standard_cases
+    from .pictures import animate
+
+    case = _case_from_args(args) or standard_cases()["classic"]
+    result = animate(slide_steps(case), args.output, fps=args.fps)
+    width, height = result["size"]
+    print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels")
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from .explain import explain, standard_cases
+    from .pictures import draw_conv_matrix, draw_im2col
+
+    case = _case_from_args(args) or standard_cases()["classic"]
+    if case.transposed:
+        raise UsageError("--transposed: draw shows the forward convolution's matrices; use animate for transposed")
+    im2col_step, matrix_step = explain(case, ["im2col"]).steps
+    stem = os.fspath(args.output)
+    for suffix, drawer, step in (("im2col", draw_im2col, im2col_step), ("conv-matrix", draw_conv_matrix, matrix_step)):
+        result = drawer(step, f"{stem}-{suffix}.png")
+        print(f"wrote {result['path']}: {result['size'][0]}x{result['size'][1]} pixels")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .explain import TOPICS
+
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    explain = commands.add_parser("explain", help="walk through what a convolution computes, with checks")
-    explain.add_argument("--format", choices=("text", "json"), default="text")
+
+    explain = commands.add_parser(
+        "explain", help="walk through what a convolution computes, with checks",
+        description="Answer the four questions (dot product? one matrix product? rotated filter in backprop? "
+                    "why PyTorch differs from the textbook?) and the output size, on the standard examples or "
+                    "on your own input and kernels. Every step shows its numbers and a check that ran.")
+    explain.add_argument("topics", nargs="*", metavar="TOPIC",
+                         help=f"any of {', '.join(TOPICS)} (default: all but slide)")
+    _add_case_flags(explain)
+    explain.add_argument("--at", help="the output element the dot topic takes apart: 'c_out,row,col'")
+    explain.add_argument("--format", choices=("auto", "text", "rich", "markdown", "json"), default="auto",
+                         help="auto: rich text in a terminal, plain text when piped")
     explain.set_defaults(run=_explain)
+
+    animate = commands.add_parser("animate", help="write a GIF of the kernel sliding over the input")
+    _add_case_flags(animate)
+    animate.add_argument("--output", required=True, help="the GIF to write")
+    animate.add_argument("--fps", type=float, default=1.25, help="frames per second")
+    animate.set_defaults(run=_animate)
+
+    draw = commands.add_parser("draw", help="write PNGs of the im2col product and of the convolution matrix")
+    _add_case_flags(draw)
+    draw.add_argument("--output", required=True, help="path stem: writes STEM-im2col.png and STEM-conv-matrix.png")
+    draw.set_defaults(run=_draw)
+
+    from .bench import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as error:  # the library's own message names the parameter and the rule
+        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        print(f"convolab {args.command}: error: {error}; install the extras with pip install \"convolab[viz]\"",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -172,7 +172,12 @@ _CONV_EXAMPLES_2D = """    >>> import numpy as np, convolab as cl
     >>> cl.conv2d(x, sobel, padding=1, flip=True)
     array([[[-13., -20., -17.],
             [-18., -24., -18.],
-            [ 13.,  20.,  17.]]])"""
+            [ 13.,  20.,  17.]]])
+    >>> image = np.array([[[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]])
+    >>> cl.conv2d(image, np.array([[[[1, 0, 1], [0, 1, 0], [1, 0, 1]]]]))
+    array([[[4, 3, 4],
+            [2, 4, 3],
+            [2, 3, 4]]])"""
 
 _CONV_EXAMPLES_3D = """    >>> import numpy as np, convolab as cl
     >>> cl.conv3d(np.ones((1, 2, 4, 4, 4)), np.ones((1, 2, 3, 3, 3)), padding=(1, 0, (0, 2))).shape

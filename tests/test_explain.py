@@ -1,0 +1,182 @@
+"""``convolab explain``: golden output on the standard examples, the user's own cases, checks that ran.
+
+The golden files are the text and Markdown renderings of the standard walk-through.
+They change only when the explanation is deliberately rewritten: regenerate
+them with ``convolab explain --format text > tests/golden/explain.txt`` (and
+``--format markdown``) and read the difference before committing it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab.cli import main, parse_matrix, parse_padding
+from convolab.explain import TOPICS, Case, explain, render_markdown, render_text, standard_cases
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("style, golden", [("text", "explain.txt"), ("markdown", "explain.md")])
+def test_standard_walkthrough_matches_golden(capsys, style, golden):
+    code, out, err = run(capsys, "explain", "--format", style)
+    assert code == 0 and err == ""
+    assert out == (GOLDEN / golden).read_text()
+
+
+def test_standard_walkthrough_answers_the_four_questions_and_the_size():
+    explanation = explain()
+    assert explanation.passed
+    assert [t for t in TOPICS if any(step.topic == t for step in explanation.steps)] == [
+        "dot", "im2col", "backprop", "flip", "shape"]
+    text = render_text(explanation)
+    for question in ("dot product", "one matrix product", "rotated by 180", "differ from the textbook",
+                     "How big is the output"):
+        assert question in text
+    assert text.count("[check passed]") == len(explanation.steps)
+
+
+def test_the_unrotated_gradient_is_caught_elementwise_though_its_mean_matches():
+    step = next(s for s in explain(topics=["backprop"]).steps if "unrotated" in s.data)
+    assert step.data["means_match"] and step.data["elements_differing"] == 9
+    np.testing.assert_array_equal(step.data["gradient"],
+                                  cl.grad.conv2d_input((1, 1, 3, 3), np.array([[[[9, 8], [7, 6]]]]),
+                                                       np.array([[[[1, 2], [3, 4]]]]))[0])
+
+
+def test_user_case_json_holds_the_output_as_conv2d_computes_it(capsys):
+    code, out, _ = run(capsys, "explain", "--input", "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16",
+                       "--kernel", "1 0 -1; 2 0 -2; 1 0 -1", "--kernel", "1 1 1; 0 0 0; -1 -1 -1",
+                       "--stride", "2", "--padding", "(1,0),(0,1)", "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["passed"]
+    case = document["cases"][0]
+    image = np.arange(1, 17).reshape(1, 1, 4, 4)
+    weight = np.array([[[[1, 0, -1], [2, 0, -2], [1, 0, -1]]], [[[1, 1, 1], [0, 0, 0], [-1, -1, -1]]]])
+    expected = cl.conv2d(image, weight, stride=2, padding=((1, 0), (0, 1)))[0]
+    assert case["output"] == expected.tolist() and case["output_shape"] == [2, 2, 2]
+
+
+def test_user_case_with_channels_groups_and_dilation(capsys):
+    code, out, _ = run(capsys, "explain", "--input", "1 2 3 4 5; 6 7 8 9 10; 1 2 3 4 5; 6 7 8 9 10; 1 1 1 1 1 | "
+                       "5 4 3 2 1; 1 2 3 4 5; 5 4 3 2 1; 1 2 3 4 5; 0 0 0 0 0",
+                       "--kernel", "1 0; 0 1", "--kernel", "0 1; 1 0", "--groups", "2", "--dilation", "2",
+                       "--padding", "same", "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    case = document["cases"][0]
+    image, weight = np.array(case["input"]), np.array(case["weight"])
+    assert image.shape == (2, 5, 5) and weight.shape == (2, 1, 2, 2)
+    assert case["output"] == cl.conv2d(image, weight, dilation=2, padding="same", groups=2).tolist()
+    assert all(step["passed"] for step in document["steps"])
+
+
+def test_unread_rows_and_columns_are_named(capsys):
+    code, out, _ = run(capsys, "explain", "shape", "--input", "; ".join(["1 2 3 4 5 6"] * 6), "--kernel",
+                       "1 1 1; 1 1 1; 1 1 1", "--stride", "2", "--format", "text")
+    assert code == 0
+    assert "Never read: input row 5 (of 6)" in out and "column 5 (of 6)" in out
+
+
+@pytest.mark.parametrize("topic", [t for t in TOPICS if t != "slide"])
+def test_each_topic_alone_on_a_user_case(topic):
+    case = Case("yours", np.arange(1.0, 26.0).reshape(1, 5, 5), np.array([[[[1.0, -1.0], [0.5, 2.0]]]]), stride=2,
+                padding=1)
+    explanation = explain(case, [topic])
+    assert explanation.steps and all(step.topic == topic for step in explanation.steps)
+    assert explanation.passed
+
+
+def test_generated_cases_pass_every_check():
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        groups = int(rng.choice([1, 2]))
+        channels, filters = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+        kernel = tuple(int(k) for k in rng.integers(1, 4, 2))
+        image = rng.integers(-5, 6, size=(channels, *(int(n) for n in rng.integers(4, 7, 2))))
+        weight = rng.integers(-3, 4, size=(filters, channels // groups, *kernel))
+        stride = tuple(int(s) for s in rng.integers(1, 3, 2))
+        case = Case("generated", image, weight, stride=stride, padding=int(rng.integers(0, 2)), groups=groups)
+        explanation = explain(case)
+        assert explanation.passed, case.describe()
+
+
+def test_transposed_case_slides(capsys):
+    code, out, _ = run(capsys, "explain", "--input", "1 2; 3 4", "--kernel", "1 1; 1 1", "--transposed",
+                       "--stride", "2", "--format", "json")
+    assert code == 0
+    document = json.loads(out)
+    expected = cl.conv_transpose2d(np.array([[[1, 2], [3, 4]]]), np.ones((1, 1, 2, 2), dtype=np.int64), stride=2)
+    assert document["cases"][0]["output"] == expected.tolist()
+    assert {step["topic"] for step in document["steps"]} == {"slide"}
+
+
+def test_dot_topic_at_a_chosen_element(capsys):
+    code, out, _ = run(capsys, "explain", "dot", "--input", "1 2 3; 4 5 6; 7 8 9", "--kernel", "9 8; 7 6",
+                       "--at", "0,1,1", "--format", "json")
+    assert code == 0
+    step = json.loads(out)["steps"][0]
+    assert step["data"]["dot"] == step["data"]["sum"] == 203
+
+
+def test_rich_rendering_shows_the_numbers(capsys):
+    pytest.importorskip("rich")
+    from rich.console import Console
+
+    from convolab.explain import render_rich
+
+    buffer = io.StringIO()
+    render_rich(explain(topics=["dot"]), Console(file=buffer, width=120, color_system=None))
+    text = buffer.getvalue()
+    assert "83" in text and "check passed" in text
+
+
+def test_markdown_rendering_has_headings_and_checks():
+    text = render_markdown(explain(topics=["flip"]))
+    assert text.startswith("# ") and "**Check passed:**" in text and "-13" in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--input", "1 2; 3", "--kernel", "1"], "--input: '1 2; 3' has rows of different lengths"),
+        (["--input", "1 2; 3 x", "--kernel", "1"], "--input: 'x'"),
+        (["--input", "1 2; 3 4", "--kernel", "1 1 1; 1 1 1; 1 1 1"], "weight must fit inside the padded input"),
+        (["--input", "1 2; 3 4"], "give both --input"),
+        (["--stride", "2"], "need --input and --kernel"),
+        (["--input", "1 2; 3 4", "--kernel", "1", "--stride", "two"], "--stride"),
+        (["--input", "1 2; 3 4", "--kernel", "1", "--padding", "sideways"], "--padding"),
+        (["--input", "1 2; 3 4", "--kernel", "1 1", "--kernel", "1; 1"], "--kernel: every kernel needs the same shape"),
+        (["--input", "1 2; 3 4 | 5 6; 7 8", "--kernel", "1"], "input must have 1 channels"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(capsys, argv, message):
+    code, out, err = run(capsys, "explain", *argv)
+    assert code == 2 and out == ""
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_parsers():
+    assert parse_matrix("1 2; 3 4", "--input").dtype == np.int64
+    assert parse_matrix("1.5 2; 3 4", "--input").dtype == np.float64
+    assert parse_padding("1,2") == (1, 2)
+    assert parse_padding("full") == "full"
+
+
+def test_unknown_topic_and_at_out_of_range():
+    with pytest.raises(ValueError, match="topic"):
+        explain(topics=["winograd"])
+    with pytest.raises(ValueError, match="at must be"):
+        explain(standard_cases()["classic"], ["dot"], at=(0, 5, 0))
