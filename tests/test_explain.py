@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -180,3 +182,71 @@ def test_unknown_topic_and_at_out_of_range():
         explain(topics=["winograd"])
     with pytest.raises(ValueError, match="at must be"):
         explain(standard_cases()["classic"], ["dot"], at=(0, 5, 0))
+
+
+def test_core_import_and_explain_need_neither_matplotlib_nor_rich():
+    # Block both packages outright: `import convolab`, the CLI module and a plain-text walk-through must not care.
+    script = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None; sys.modules['rich'] = None; sys.modules['PIL'] = None\n"
+        "import convolab, convolab.explain, convolab.cli\n"
+        "code = convolab.cli.main(['explain', '--format', 'text'])\n"
+        "print('exit', code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("exit 0")
+    assert "All checks passed." in result.stdout and "[[ 83 113]" in result.stdout
+    loaded = subprocess.run([sys.executable, "-c", "import sys, convolab, convolab.cli, convolab.explain; "
+                             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'rich', 'PIL')))"],
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+@pytest.mark.parametrize("stride, padding, output_padding, dilation", [
+    (2, 1, 1, 1),      # output_padding adds a zero row/column past the scattered extent
+    (3, 3, 0, 1),      # padding > dilation*(k-1): the spread input is cropped, not padded
+    (2, (0, 2), (1, 0), 2),
+])
+def test_transposed_slide_frames_sum_to_conv_transpose(stride, padding, output_padding, dilation):
+    x = np.arange(1, 10).reshape(1, 3, 3)
+    w = np.arange(1, 19).reshape(1, 2, 3, 3)  # conv_transpose weight: (C_in, C_out/groups, kH, kW)
+    case = Case("t", x, w, stride=stride, padding=padding, dilation=dilation, transposed=True,
+                output_padding=output_padding)
+    steps = explain(case).steps
+    expected = cl.conv_transpose2d(x, w, stride=stride, padding=padding, output_padding=output_padding,
+                                   dilation=dilation)
+    assert all(step.passed for step in steps)
+    frames = steps[1:]
+    assert len(frames) == expected.size
+    got = np.zeros_like(expected)
+    for step in frames:
+        got[tuple(step.data["at"])] = step.data["sum"]
+    np.testing.assert_array_equal(got, expected)
+    # Every sample of the input sits on the canvas exactly once, stride-spread.
+    role, canvas = steps[0].data["role"], steps[0].data["canvas"]
+    assert sorted(canvas[0][role == 0].tolist()) == sorted(x.ravel().tolist()) or padding == 3
+
+
+def test_dilation_leaves_interior_rows_unread_and_says_why():
+    case = Case("holes", np.arange(30).reshape(1, 5, 6), np.ones((1, 1, 2, 2), dtype=np.int64), stride=3, dilation=2)
+    step = explain(case, ["shape"]).steps[0]
+    assert step.passed
+    assert step.data["unread_rows"] == [1, 3, 4] and step.data["unread_columns"] == [1, 4]
+    text = " ".join(render_text(explain(case, ["shape"])).split())
+    # Rows: one window (taps 0 and 2) leaves row 1 between its taps and rows 3-4 past its end.
+    # Columns: windows at 0 and 3 (taps 0, 2, 3, 5) leave columns 1 and 4 between the taps.
+    assert "row 1 (of 5) and columns 1, 4 (of 6), because the dilated kernel's taps step over them" in text
+    assert "rows 3-4 (of 5), because the stride 3 does not divide 2" in text
+    # The read counts are zero exactly there.
+    counts = np.asarray(step.data["read_count"])
+    assert [r for r in range(5) if not counts[r].any()] == [1, 3, 4]
+
+
+def test_every_step_is_json_and_its_shown_arrays_exist():
+    document = explain().to_dict()
+    json.dumps(document)  # plain data throughout
+    for step in document["steps"]:
+        for item in step["body"]:
+            if "show" in item:
+                assert all(key in step["data"] for key in item["show"]), (step["title"], item)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -155,8 +156,20 @@ def _case_from_args(args: argparse.Namespace) -> Any:
                   groups=groups)
     if args.transposed:
         params["output_padding"] = parse_ints(args.output_padding, "--output-padding") if args.output_padding else 0
-        return Case("yours", image, weight, transposed=True, **params)
-    return Case("yours", image, weight, **params)
+    try:
+        return Case("yours", image, weight, transposed=args.transposed, **params)
+    except (ValueError, TypeError) as error:
+        # The library's message names the parameter ("conv: weight must fit ..."); say which flag set it.
+        match = re.match(r"^[\w.]+: (\w+) ", str(error))
+        flag = _FLAG_FOR.get(match.group(1) if match else "", "--input")
+        value = {"--input": args.input or args.input_file, "--kernel": " / ".join(args.kernel or [])
+                 or args.kernel_file}.get(flag) or getattr(args, flag[2:].replace("-", "_"), None)
+        raise UsageError(f"{flag} {value!r}: {error}") from None
+
+
+#: A library error names the parameter; this is the flag that set it.
+_FLAG_FOR = {"input": "--input", "weight": "--kernel", "stride": "--stride", "padding": "--padding",
+             "dilation": "--dilation", "groups": "--groups", "output_padding": "--output-padding"}
 
 
 def _add_case_flags(parser: argparse.ArgumentParser) -> None:

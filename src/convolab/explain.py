@@ -53,7 +53,7 @@ import numpy as np
 import scipy.signal
 
 from . import shapes
-from ._window import pad, reverse_spatial, sliding_windows
+from ._window import pad, reverse_spatial
 from .functional import conv
 from .grad import conv_input
 from .identities import (
@@ -155,8 +155,8 @@ class Case:
                                   self.groups, self.dilation)
         return conv(self.input, self.weight, **self.params)
 
-    def describe(self) -> str:
-        """One line: the op, the shapes and every parameter."""
+    def parameters(self) -> str:
+        """Every parameter, canonical: ``stride (1, 1), padding ((0, 0), (0, 0)), dilation (1, 1), groups 1``."""
         op = "conv_transpose2d" if self.transposed else "conv2d"
         stride = normalize_ints(self.stride, 2, "stride", op)
         dilation = normalize_ints(self.dilation, 2, "dilation", op)
@@ -166,8 +166,17 @@ class Case:
         else:
             padding, extra = self.spec.padding, ""
         shown = f"{self.padding!r} = {padding}" if isinstance(self.padding, str) else f"{padding}"
-        return (f"{op}: input {self.input.shape}, weight {self.weight.shape}, stride {stride}, padding {shown}, "
-                f"dilation {dilation}, groups {self.groups}{extra} -> output {self.output().shape}")
+        return f"stride {stride}, padding {shown}, dilation {dilation}, groups {self.groups}{extra}"
+
+    def shapes(self) -> str:
+        """``conv2d: input (1, 3, 3), weight (1, 1, 2, 2) -> output (1, 2, 2)``."""
+        op = "conv_transpose2d" if self.transposed else "conv2d"
+        return f"{op}: input {self.input.shape}, weight {self.weight.shape} -> output {self.output().shape}"
+
+    def describe(self) -> str:
+        """One line: the op, the shapes and every parameter."""
+        head, tail = self.shapes().split(" -> ")
+        return f"{head}, {self.parameters()} -> {tail}"
 
     def to_dict(self) -> dict[str, Any]:
         """The case as JSON-able data, its output included (nested lists)."""
@@ -807,24 +816,28 @@ def _shape_step(case: Case) -> Step:
         "How many times the windows read each input sample:",
         _show(("read_count", f"reads per input sample {_shape(read_count)}")),
     ]
-    notes = []
+    reasons: dict[str, list[str]] = {}
     for axis, cells in enumerate(unread):
-        if not cells:
-            continue
+        size, k, s, (low, high), d = (spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis],
+                                      spec.padding[axis], spec.dilation[axis])
+        tail = [i for i in cells if i >= size - trailing[axis]]  # past the last window
+        inside = [i for i in cells if i < size - trailing[axis]]  # between the dilated taps
         singular = "row" if axis == 0 else "column"
-        what = f"input {singular}{'s' if len(cells) > 1 else ''} {_ranges(cells)} (of {spec.input_size[axis]})"
-        if trailing[axis] == len(cells):
-            size, k, s, (low, high), d = (spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis],
-                                          spec.padding[axis], spec.dilation[axis])
-            span = size + low + high - shapes.dilated_kernel_size(k, d)
-            why = (f"the stride {s} does not divide {span} (the padded size {size + low + high} minus the kernel's "
-                   f"span {shapes.dilated_kernel_size(k, d)}), so the last window stops {span % s} short of the end")
-        else:
-            why = "the dilated kernel's taps step over them"
-        notes.append(f"{what}, because {why}")
-    if notes:
-        notes = ["Never read: " + "; ".join(notes) + ". Those samples do not affect the output, and their "
-                 "gradient is zero."]
+        for part, why in (
+            (inside, "the dilated kernel's taps step over them"),
+            (tail, f"the stride {s} does not divide {size + low + high - shapes.dilated_kernel_size(k, d)} (the "
+                   f"padded size {size + low + high} minus the kernel's span {shapes.dilated_kernel_size(k, d)}), so "
+                   f"the last window stops {(size + low + high - shapes.dilated_kernel_size(k, d)) % s} short of "
+                   "the end"),
+        ):
+            if part:
+                reasons.setdefault(why, []).append(f"{singular}{'s' if len(part) > 1 else ''} {_ranges(part)} "
+                                                   f"(of {size})")
+    notes = []
+    if reasons:
+        notes = ["Never read: " + "; ".join(f"input {' and '.join(whats)}, because {why}"
+                                            for why, whats in reasons.items())
+                 + ". Those samples do not affect the output, and their gradient is zero."]
     body += notes or ["Every input row and column is read by some window."]
     passed = (tuple(sizes) == out.shape[1:] and unread == [zero_rows, zero_cols]
               and all(t == sum(1 for i in cells if i >= size - t) for t, cells, size in
@@ -948,7 +961,7 @@ def slide_steps(case: Case) -> list[Step]:
         data={**{key: c[key] for key in ("canvas", "role", "kernel")}, "op": op, "output": out,
               "stride": list(c["stride"]), "dilation": list(c["dilation"]), "groups": c["groups"],
               "input": case.input, "weight": case.weight, "role_names": list(ROLE_NAMES),
-              "description": case.describe()},
+              "description": case.describe(), "shapes": case.shapes(), "parameters": case.parameters()},
     )
     steps = [first]
     (kh, kw) = kernel.shape[2:]
@@ -1177,31 +1190,37 @@ def render_rich(explanation: Explanation, console: Any = None) -> None:
 
     console = console or Console()
 
-    def table(label: str, value: Any) -> Any:
-        a = _for_display(value)
+    def grid(a: np.ndarray) -> Any:
         if a.ndim == 0 or a.ndim > 3 or a.size > 400 or a.shape[-1] > 24:
-            return Panel(Text("\n".join(_array_lines(a))), title=label, box=box.ROUNDED, expand=False)
+            return Text("\n".join(_array_lines(a)))
         if a.ndim == 3:
-            return Columns([table(f"{label}[{c}]", a[c]) for c in range(a.shape[0])])
-        grid = Table(title=label, show_header=False, box=box.SQUARE, padding=(0, 1), title_style="bold")
+            side_by_side = Table.grid(padding=(0, 1))
+            side_by_side.add_row(*(Group(Text(f"[{c}]", style="dim"), grid(a[c])) for c in range(a.shape[0])))
+            return side_by_side
+        table = Table(show_header=False, box=box.SQUARE, padding=(0, 1))
         rows = a.reshape(1, -1) if a.ndim == 1 else a
         for _ in range(rows.shape[1]):
-            grid.add_column(justify="right")
+            table.add_column(justify="right")
         for row in rows:
-            grid.add_row(*(_number(v) for v in row))
-        return grid
+            table.add_row(*(_number(v) for v in row))
+        return table
+
+    def labelled(label: str, value: Any) -> Any:
+        return Group(Text(label, style="bold"), grid(_for_display(value)))
 
     console.print(Text(explanation.title, style="bold"))
     console.print("Every step shows the numbers, the formula, and a check that was run.\n")
     for number, step, heading in _heading_for(explanation.steps):
         if heading is not None:
             console.print(Rule(Text(heading, style="bold magenta")))
-        parts: list[Any] = [Text(step.formula, style="cyan")]
+        parts: list[Any] = [Text(step.formula, style="cyan"), Text("")]
         for item in step.body:
             if isinstance(item, Show):
-                parts.append(Columns([table(label, step.data[key]) for key, label in zip(item.keys, item.labels)]))
+                parts.append(Columns([labelled(label, step.data[key]) for key, label in zip(item.keys, item.labels)],
+                                     padding=(0, 4)))
             else:
                 parts.append(Text(item))
+            parts.append(Text(""))
         mark, style = ("check passed", "bold green") if step.passed else ("CHECK FAILED", "bold red")
         parts.append(Text.assemble((f"[{mark}] ", style), step.check))
         console.print(Panel(Group(*parts), title=Text(f"{number}. {step.title}", style="bold"), title_align="left",

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .explain import INPUT, INSERTED, PADDING, UNREAD, Step, _number, _terms
+from .explain import INPUT, INSERTED, PADDING, UNREAD, Step, _factor, _number, _terms
 
 __all__ = ["animate", "draw_im2col", "draw_conv_matrix", "MAX_FRAMES"]
 
@@ -108,6 +108,24 @@ def _layout(lines: Sequence[Sequence[_Panel]], cell: float, header: float,
     return width, y + footer, placed
 
 
+def _titled(lines: Sequence[Sequence[_Panel]], title: str,
+            footer: float = 0.1) -> tuple[Any, float, list[list[tuple[float, float, float, float]]]]:
+    """A figure for ``lines`` under a wrapped ``title``: the figure, the cell size and the panels' places."""
+    cell = _cell_size(lines)
+    if not _labels_fit(cell):
+        title += "\n(too many cells to number: coloured by value, dark to bright)"
+    width = max(_layout(lines, cell, 0, 0)[0], 7.0)
+    text = _wrapped(title, width, 10)
+    width, height, placed = _layout(lines, cell, 0.25 + 0.19 * (text.count("\n") + 1), footer)
+    width = max(width, 7.0)
+    figure = _figure(width, height)
+    figure.text(0.5, 1 - 0.1 / height, text, ha="center", va="top", fontsize=10)
+    if width > placed[0][-1][0] + placed[0][-1][2] + MARGIN + 0.01:  # centre a narrow picture
+        shift = (width - (placed[0][-1][0] + placed[0][-1][2] + MARGIN)) / 2
+        placed = [[(x + shift, y, w, h) for x, y, w, h in row] for row in placed]
+    return figure, cell, placed
+
+
 def _figure(width: float, height: float) -> Any:
     Figure, FigureCanvasAgg, _ = _matplotlib()
     figure = Figure(figsize=(width, height))
@@ -128,9 +146,9 @@ def _symbol(figure: Any, rect: tuple[float, float, float, float], symbol: str) -
     ax.text(0.5, 0.5, symbol, ha="center", va="center", fontsize=20, transform=ax.transAxes)
 
 
-def _wrapped(text: str, width_inches: float, font_size: float) -> str:
-    """``text`` wrapped to the figure's width (each of its lines separately)."""
-    chars = max(30, int(width_inches * 72 / (font_size * 0.56)))
+def _wrapped(text: str, width_inches: float, font_size: float, char_width: float = 0.56) -> str:
+    """``text`` wrapped to the figure's width (each of its lines separately); ``char_width`` in ems."""
+    chars = max(30, int((width_inches - 0.4) * 72 / (font_size * char_width)))
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
@@ -161,14 +179,20 @@ def _cells(ax: Any, values: np.ndarray, colours: np.ndarray, cell: float, *, tit
     (all by default). Where cells are too small to read, only the colours are
     drawn.
     """
+    import matplotlib
     import matplotlib.colors as mcolors
 
     rows, cols = values.shape
-    rgb = np.array([mcolors.to_rgb(c) for c in colours.ravel()]).reshape(rows, cols, 3)
-    ax.imshow(rgb, interpolation="nearest", extent=(0, cols, rows, 0), aspect="auto")
+    legible = _labels_fit(cell) and values.size <= MAX_LABELLED_CELLS
+    if legible:
+        rgb = np.array([mcolors.to_rgb(c) for c in colours.ravel()]).reshape(rows, cols, 3)
+        ax.imshow(rgb, interpolation="nearest", extent=(0, cols, rows, 0), aspect="auto")
+    else:  # too small to number: colour by value instead (cells not shown stay white)
+        shade = np.where(True if show is None else show, values.astype(np.float64), np.nan)
+        colour_map = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+        ax.imshow(shade, cmap=colour_map, interpolation="nearest", extent=(0, cols, rows, 0), aspect="auto")
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
-    legible = _labels_fit(cell) and values.size <= MAX_LABELLED_CELLS
     if legible:
         ax.set_xticks(np.arange(cols + 1), minor=True)
         ax.set_yticks(np.arange(rows + 1), minor=True)
@@ -243,11 +267,19 @@ class _Animation:
         panels[-1] = _Panel(kh, kw, gap=0.7)
         panels += [_Panel(out_h, out_w, gap=0.3) for _ in range(out_channels)]
         self.cell = _cell_size([panels])
-        self.header, footer = 0.75, 0.95
-        self.width, self.height, placed = _layout([panels], self.cell, self.header, footer)
-        self.width = max(self.width, 6.5)
+        self.width = max(_layout([panels], self.cell, 0, 0)[0], 7.5)
+        longest = max((data["shapes"], data["parameters"]), key=len)
+        title_lines = 1 + _wrapped(longest, self.width, 9.5).count("\n") + 2
+        self.header = 0.2 + 0.17 * title_lines
+        width, self.height, placed = _layout([panels], self.cell, self.header, 0.95)
+        self.width = max(width, 7.5)
         self.rects = placed[0]
         self.groups = (channels, per_group, out_channels)
+        transposed = data["op"] == "conv_transpose2d"
+        spread, padded = (self.role == INSERTED).any(), (self.role == PADDING).any()
+        self.canvas_note = " " + " + ".join(w for w, on in (("spread", spread), ("padded", padded)) if on) \
+            if spread or padded else ""
+        self.kernel_note = " rotated 180°" if transposed else ""
 
     def draw(self, figure: Any, step: Step, number: int, total: int, filled: np.ndarray) -> None:
         _, _, Rectangle = _matplotlib()
@@ -260,21 +292,20 @@ class _Animation:
         rects = iter(self.rects)
         role_colours = np.vectorize(ROLE_COLOURS.get, otypes=[object])(self.role)
         text_colours = np.where(self.role == INPUT, "black", np.where(self.role == UNREAD, "#8b1a1a", "#6b6b6b"))
-        padded = (self.role == PADDING).any()
         for c in range(channels):
             ax = _axes(figure, next(rects))
             colours = role_colours.copy()
             if c in reads:
                 colours[taps[:, 0], taps[:, 1]] = WINDOW
             _cells(ax, self.canvas[c], colours, self.cell, text_colours=text_colours,
-                   title=f"input[{c}]" + (" padded" if padded else ""), row_labels=self.row_labels,
+                   title=f"input[{c}]" + self.canvas_note, row_labels=self.row_labels,
                    column_labels=self.column_labels)
             if c not in reads:
                 continue
             if _labels_fit(self.cell):
                 small = _font_size(weights, self.cell * 72) * 0.62
                 for (row, col), w in zip(taps, weights[reads.index(c)]):
-                    ax.text(col + 0.96, row + 0.96, f"×{_number(w)}", ha="right", va="bottom", fontsize=small,
+                    ax.text(col + 0.96, row + 0.96, f"×{_factor(w)}", ha="right", va="bottom", fontsize=small,
                             color="#7a3b00")
             top, left = taps.min(axis=0)
             bottom, right = taps.max(axis=0) + 1
@@ -282,7 +313,7 @@ class _Animation:
                                    linewidth=2.2, clip_on=False))
         for c in range(per_group):
             ax = _axes(figure, next(rects))
-            name = f"kernel[{o}, {c}]" if per_group > 1 else f"kernel[{o}]"
+            name = (f"kernel[{o}, {c}]" if per_group > 1 else f"kernel[{o}]") + self.kernel_note
             _cells(ax, kernel[c], np.full(kernel[c].shape, KERNEL, dtype=object), self.cell, title=name)
         for c in range(out_channels):
             ax = _axes(figure, next(rects))
@@ -293,11 +324,12 @@ class _Animation:
                 colours[y, x] = WINDOW
             _cells(ax, self.outputs[c], colours, self.cell, show=filled[c] | current, bold=current,
                    title=f"output[{c}]")
-        title = (f"{self.first.data['description']}\nframe {number} of {total}: output element ({o}, {y}, {x})")
+        title = (f"{self.first.data['shapes']}\n{self.first.data['parameters']}\n"
+                 f"frame {number} of {total}: output element ({o}, {y}, {x})")
         figure.text(0.5, 1 - 0.12 / self.height, _wrapped(title, self.width, 9.5), ha="center", va="top",
                     fontsize=9.5)
         terms = _terms(step.data["window"], step.data["kernel"], step.data["sum"])
-        figure.text(0.5, 0.62 / self.height, _wrapped(f"out[{o}, {y}, {x}] = {terms}", self.width, 10.5),
+        figure.text(0.5, 0.62 / self.height, _wrapped(f"out[{o}, {y}, {x}] = {terms}", self.width, 10.5, 0.62),
                     ha="center", va="center", fontsize=10.5, family="monospace")
         present = [code for code in (PADDING, INSERTED, UNREAD) if (self.role == code).any()]
         handles = [Rectangle((0, 0), 1, 1, facecolor=WINDOW, edgecolor=EDGE)]
@@ -385,13 +417,15 @@ def draw_im2col(step: Step, path: str | os.PathLike, *, dpi: int = 100) -> dict[
     filter_labels = [[f"f{g * per_group + o}" for o in range(per_group)] for g in range(groups)]
     probe = _cell_size([[_Panel(rows, taps + 2 * per_group + per_group * out_w)]] * groups)
     left, top = _label_space(row_labels, probe), _label_space(column_labels, probe)
-    line = [_Panel(rows, taps, left=left, top=top, gap=0.1), _Panel(symbol="@", gap=0.1),
-            _Panel(taps, per_group, left=left, top=top, gap=0.1), _Panel(symbol="=", gap=0.1),
+    line = [_Panel(rows, taps, left=left, top=top, gap=0.2), _Panel(symbol="@", gap=0.2),
+            _Panel(taps, per_group, left=left, top=top, gap=0.2), _Panel(symbol="=", gap=0.2),
             _Panel(rows, per_group, left=left, top=top, gap=0.1), _Panel(symbol="→", gap=0.2)]
     line += [_Panel(out_h, out_w, top=top, gap=0.3) for _ in range(per_group)]
-    cell = _cell_size([line] * groups)
-    width, height, placed = _layout([line] * groups, cell, header=0.75, footer=0.1)
-    figure = _figure(width, height)
+    title = (f"im2col: unrolled input {unrolled.shape[-2:]} @ filters {filters.shape[-2:]} = product "
+             f"{product.shape[-2:]}" + (f" in each of {groups} groups" if groups > 1 else "")
+             + f", reshaped to the output {output.shape}\nrows: output position y,x; columns: tap c,i,j (channel, "
+             "kernel row, kernel column); grey: from the zero padding")
+    figure, cell, placed = _titled([line] * groups, title)
     for g, rects in enumerate(placed):
         rects = iter(rects)
         suffix = f", group {g}" if groups > 1 else ""
@@ -409,11 +443,6 @@ def draw_im2col(step: Step, path: str | os.PathLike, *, dpi: int = 100) -> dict[
             channel = g * per_group + o
             _cells(_axes(figure, next(rects)), output[channel], np.full((out_h, out_w), DONE, dtype=object), cell,
                    title=f"output[{channel}]")
-    title = (f"im2col: unrolled input {unrolled.shape[-2:]} @ filters {filters.shape[-2:]} = product "
-             f"{product.shape[-2:]}" + (f" in each of {groups} groups" if groups > 1 else "")
-             + f", reshaped to the output {output.shape}\nrows: output position y,x; columns: tap c,i,j (channel, "
-             "kernel row, kernel column); grey: from the zero padding")
-    figure.text(0.5, 1 - 0.1 / height, _wrapped(title, width, 10), ha="center", va="top", fontsize=10)
     return _save(figure, path, dpi)
 
 
@@ -447,9 +476,10 @@ def draw_conv_matrix(step: Step, path: str | os.PathLike, *, dpi: int = 100) -> 
     line = [_Panel(rows, cols, left=left, top=top, gap=0.1), _Panel(symbol="@", gap=0.1),
             _Panel(cols, 1, left=left, top=top, gap=0.1), _Panel(symbol="=", gap=0.1),
             _Panel(rows, 1, left=left, top=top)]
-    cell = _cell_size([line])
-    width, height, placed = _layout([line], cell, header=0.75, footer=0.1)
-    figure = _figure(width, height)
+    title = (f"The convolution as one matrix: M {matrix.shape} @ input.ravel() ({cols},) = output.ravel() ({rows},)"
+             f"\nrow o,y,x: one output element; column c,y,x: one input element; tinted: the {int(is_tap.sum())} "
+             "kernel taps (blank: zeros)")
+    figure, cell, placed = _titled([line], title)
     rects = iter(placed[0])
     _cells(_axes(figure, next(rects)), matrix, np.where(is_tap, KERNEL, "#ffffff").astype(object), cell,
            show=is_tap, title=f"M {matrix.shape}", row_labels=row_labels, column_labels=column_labels)
@@ -459,8 +489,4 @@ def draw_conv_matrix(step: Step, path: str | os.PathLike, *, dpi: int = 100) -> 
     _symbol(figure, next(rects), "=")
     _cells(_axes(figure, next(rects)), y, np.full(y.shape, DONE, dtype=object), cell, title="output",
            row_labels=row_labels)
-    title = (f"The convolution as one matrix: M {matrix.shape} @ input.ravel() ({cols},) = output.ravel() ({rows},)"
-             f"\nrow o,y,x: one output element; column c,y,x: one input element; tinted: the {int(is_tap.sum())} "
-             "kernel taps (blank: zeros)")
-    figure.text(0.5, 1 - 0.1 / height, _wrapped(title, width, 10), ha="center", va="top", fontsize=10)
     return _save(figure, path, dpi)
