@@ -1398,9 +1398,42 @@ def run_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.results:
-        Path(args.results).write_text(render_results_md(report))
+        path = Path(args.results)
+        kept = kept_sections(path.read_text()) if path.exists() else ""
+        path.write_text(render_results_md(report) + kept)
         print(f"wrote {args.results}")
     return 0
+
+
+_SECTION_START, _SECTION_END = "<!-- section: {name} -->", "<!-- end of section: {name} -->"
+
+
+def kept_sections(text: str) -> str:
+    """The marked sections of a results page that other scripts wrote (training, ...), to keep on rewrite."""
+    kept, position = [], 0
+    while (start := text.find("<!-- section: ", position)) != -1:
+        name = text[start + len("<!-- section: "):text.find(" -->", start)]
+        end_marker = _SECTION_END.format(name=name)
+        end = text.find(end_marker, start)
+        if end == -1:
+            break
+        kept.append("\n" + text[start:end + len(end_marker)] + "\n")
+        position = end + len(end_marker)
+    return "".join(kept)
+
+
+def write_section(path: str | os.PathLike[str], name: str, body: str) -> None:
+    """Put ``body`` into ``path`` between the markers of section ``name``, replacing that section if present."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    start_marker, end_marker = _SECTION_START.format(name=name), _SECTION_END.format(name=name)
+    block = f"{start_marker}\n{body.rstrip()}\n{end_marker}"
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start != -1 and end != -1:
+        text = text[:start] + block + text[end + len(end_marker):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The ``convolab`` command line: ``explain``, ``animate``, ``draw`` and ``bench``.
+"""The ``convolab`` command line: ``explain``, ``animate``, ``draw``, ``train`` and ``bench``.
 
 ``explain``, ``animate`` and ``draw`` share the flags that describe a case
 (``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     draw.set_defaults(run=_draw)
 
     from .bench import add_bench_parser
+    from .train import add_train_parser
 
+    add_train_parser(commands)
     add_bench_parser(commands)
     return parser
 
@@ -292,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convolab {args.command}: error: {error}", file=sys.stderr)
         return 2
     except ImportError as error:
-        print(f"convolab {args.command}: error: {error}; install the extras with pip install \"convolab[viz]\"",
-              file=sys.stderr)
+        hint = "" if "pip install" in str(error) else '; install the extras with pip install "convolab[viz]"'
+        print(f"convolab {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2
 
 

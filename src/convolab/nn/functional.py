@@ -1,0 +1,528 @@
+"""The layers' stateless ops, each with its vector-Jacobian product beside it.
+
+These mirror ``torch.nn.functional`` for the ops a CNN needs besides
+convolution and pooling (which live in :mod:`convolab`): ``linear``, the
+activations, ``dropout``, ``batch_norm`` and the two losses. Each registers its
+pullback with :func:`convolab._vjp.defines_vjp`, so ``cl.vjp`` and
+``cl.gradcheck`` work on them exactly as on ``cl.conv2d``; the modules in
+:mod:`convolab.nn` are thin stateful wrappers over these.
+
+Axis legend: ``N`` batch, ``C`` channels or classes, ``*`` any trailing axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._errors import fail
+from .._vjp import defines_vjp
+from .init import generator_from
+
+__all__ = [
+    "linear",
+    "relu",
+    "leaky_relu",
+    "tanh",
+    "sigmoid",
+    "dropout",
+    "batch_norm",
+    "cross_entropy",
+    "mse_loss",
+    "log_softmax",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _float_array(op: str, name: str, value: Any) -> np.ndarray:
+    """``value`` if it is a floating-point NumPy array, else a TypeError naming it."""
+    if not isinstance(value, np.ndarray):
+        fail(TypeError, op, name, f"an object of type {type(value).__name__}",
+             "must be a numpy.ndarray (convert with numpy.asarray)")
+    if value.dtype.kind != "f":
+        fail(TypeError, op, name, f"dtype {value.dtype}", "must be floating point (float16, float32 or float64)")
+    return value
+
+
+def _same_dtype(op: str, name: str, value: np.ndarray, input: np.ndarray) -> None:
+    if value.dtype != input.dtype:
+        fail(TypeError, op, name, f"dtype {value.dtype} with input dtype {input.dtype}",
+             "must have the same dtype as input (cast one with .astype)")
+
+
+def _check_grad(op: str, grad_output: Any, shape: tuple[int, ...]) -> np.ndarray:
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != shape:
+        fail(ValueError, op, "grad_output", f"shape {grad_output.shape}", f"must have the output's shape {shape}")
+    return grad_output
+
+
+def _check_reduction(op: str, reduction: Any) -> str:
+    if reduction not in _REDUCTIONS:
+        fail(ValueError, op, "reduction", repr(reduction), f"must be one of {', '.join(map(repr, _REDUCTIONS))}")
+    return reduction
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# linear: y = x Wᵀ + b over the last axis.
+
+
+def _linear_args(input: Any, weight: Any, bias: Any) -> None:
+    _float_array("linear", "input", input)
+    _float_array("linear", "weight", weight)
+    _same_dtype("linear", "weight", weight, input)
+    if weight.ndim != 2:
+        fail(ValueError, "linear", "weight", f"shape {weight.shape}", "must be 2-D (out_features, in_features)")
+    if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
+        fail(ValueError, "linear", "input", f"shape {input.shape}",
+             f"must end in in_features={weight.shape[1]} (weight.shape[1])")
+    if bias is not None:
+        _float_array("linear", "bias", bias)
+        _same_dtype("linear", "bias", bias, input)
+        if bias.shape != (weight.shape[0],):
+            fail(ValueError, "linear", "bias", f"shape {bias.shape}",
+                 f"must be 1-D of length out_features={weight.shape[0]}")
+
+
+def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """Affine map of the last axis: ``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Shape
+    -----
+    input ``(*, in_features)``, weight ``(out_features, in_features)``,
+    bias ``(out_features,)`` → ``(*, out_features)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> linear(np.array([[1., 2.]]), np.array([[1., 0.], [1., 1.]]), np.array([0., 10.]))
+    array([[ 1., 13.]])
+    """
+    _linear_args(input, weight, bias)
+    out = input @ weight.T
+    return out if bias is None else out + bias
+
+
+@defines_vjp(linear)
+def _linear_vjp(input, weight, bias=None):
+    out = linear(input, weight, bias)
+
+    def pullback(grad_output):
+        g = _check_grad("linear", grad_output, out.shape)
+        g_rows = g.reshape(-1, weight.shape[0])  # (rows, out): every leading axis is a row
+        x_rows = input.reshape(-1, weight.shape[1])  # (rows, in)
+        grad_weight = g_rows.T @ x_rows  # (out, in)
+        grad_bias = None if bias is None else g_rows.sum(axis=0)
+        return g @ weight, grad_weight, grad_bias
+
+    return out, pullback
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Elementwise activations: the pullback multiplies by the derivative at the saved input (or output).
+
+
+def relu(input: np.ndarray) -> np.ndarray:
+    """``max(input, 0)`` elementwise (a NaN stays NaN).
+
+    >>> relu(np.array([-1., 0., 2.]))
+    array([0., 0., 2.])
+    """
+    _float_array("relu", "input", input)
+    return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(input).any() else np.maximum(input, 0)
+
+
+@defines_vjp(relu)
+def _relu_vjp(input):
+    out = relu(input)
+
+    def pullback(grad_output):
+        # The derivative at 0 is taken as 0, as in PyTorch.
+        return (_check_grad("relu", grad_output, out.shape) * (input > 0),)
+
+    return out, pullback
+
+
+def leaky_relu(input: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
+    """``input`` where positive, ``negative_slope * input`` elsewhere.
+
+    >>> leaky_relu(np.array([-2., 3.]), 0.1)
+    array([-0.2,  3. ])
+    """
+    _float_array("leaky_relu", "input", input)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.floating, np.integer)):
+        fail(TypeError, "leaky_relu", "negative_slope", repr(negative_slope), "must be a real number")
+    slope = input.dtype.type(negative_slope)
+    return np.where(input > 0, input, input * slope)
+
+
+@defines_vjp(leaky_relu)
+def _leaky_relu_vjp(input, negative_slope=0.01):
+    out = leaky_relu(input, negative_slope)
+
+    def pullback(grad_output):
+        g = _check_grad("leaky_relu", grad_output, out.shape)
+        return (np.where(input > 0, g, g * input.dtype.type(negative_slope)),)
+
+    return out, pullback
+
+
+def tanh(input: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent elementwise; its derivative is ``1 - tanh²``.
+
+    >>> tanh(np.array([0.]))
+    array([0.])
+    """
+    return np.tanh(_float_array("tanh", "input", input))
+
+
+@defines_vjp(tanh)
+def _tanh_vjp(input):
+    out = tanh(input)
+
+    def pullback(grad_output):
+        return (_check_grad("tanh", grad_output, out.shape) * (1 - out * out),)
+
+    return out, pullback
+
+
+def sigmoid(input: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-input))`` without overflow for large negative inputs.
+
+    >>> sigmoid(np.array([0., -1000., 1000.]))
+    array([0.5, 0. , 1. ])
+    """
+    _float_array("sigmoid", "input", input)
+    # exp of a non-positive number only: exp(-|x|) never overflows.
+    e = np.exp(-np.abs(input))
+    return np.where(input >= 0, 1 / (1 + e), e / (1 + e)).astype(input.dtype, copy=False)
+
+
+@defines_vjp(sigmoid)
+def _sigmoid_vjp(input):
+    out = sigmoid(input)
+
+    def pullback(grad_output):
+        return (_check_grad("sigmoid", grad_output, out.shape) * out * (1 - out),)
+
+    return out, pullback
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dropout: zero each element with probability p, scale survivors by 1/(1-p) so the mean is kept.
+
+
+def _dropout_mask(input: Any, p: Any, training: Any, rng: Any) -> np.ndarray | None:
+    """The scale each element is multiplied by (0 or 1/(1-p)), or None where dropout does nothing."""
+    _float_array("dropout", "input", input)
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
+        fail(ValueError, "dropout", "p", repr(p), "must be a probability in [0, 1]")
+    if not isinstance(training, (bool, np.bool_)):
+        fail(TypeError, "dropout", "training", repr(training), "must be True or False")
+    generator = generator_from("dropout", rng)
+    if not training or p == 0:
+        return None
+    if p == 1:
+        return np.zeros(input.shape, input.dtype)
+    keep = generator.random(input.shape) >= p
+    return keep.astype(input.dtype) * input.dtype.type(1 / (1 - p))
+
+
+def dropout(input: np.ndarray, p: float = 0.5, training: bool = True, *, rng: Any = None) -> np.ndarray:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        Any shape, floating point.
+    p : float
+        Probability of zeroing an element, in ``[0, 1]``.
+    training : bool
+        When False, ``input`` is returned unchanged (inference).
+    rng : None, int or numpy.random.Generator
+        Where the mask comes from: None is :func:`convolab.nn.init.default_generator`
+        (reseeded by ``manual_seed``); an int seed gives the same mask every call.
+
+    Examples
+    --------
+    >>> dropout(np.ones(6), 0.5, rng=0)
+    array([2., 0., 0., 0., 2., 2.])
+    """
+    scale = _dropout_mask(input, p, training, rng)
+    return input if scale is None else input * scale
+
+
+@defines_vjp(dropout)
+def _dropout_vjp(input, p=0.5, training=True, rng=None):
+    scale = _dropout_mask(input, p, training, rng)
+    out = input if scale is None else input * scale
+
+    def pullback(grad_output):
+        g = _check_grad("dropout", grad_output, out.shape)
+        return (g if scale is None else g * scale,)  # the same mask as the forward pass
+
+    return out, pullback
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# batch_norm: normalize every channel over the batch and spatial axes, then scale and shift.
+
+
+def _batch_norm_args(input, running_mean, running_var, weight, bias, training, eps):
+    op = "batch_norm"
+    _float_array(op, "input", input)
+    if input.ndim < 2:
+        fail(ValueError, op, "input", f"shape {input.shape}", "must be (N, C) or (N, C, *spatial)")
+    channels = input.shape[1]
+    for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                        ("bias", bias)):
+        if value is None:
+            continue
+        _float_array(op, name, value)
+        _same_dtype(op, name, value, input)
+        if value.shape != (channels,):
+            fail(ValueError, op, name, f"shape {value.shape}", f"must be 1-D of length C={channels} (input.shape[1])")
+    if not isinstance(training, (bool, np.bool_)):
+        fail(TypeError, op, "training", repr(training), "must be True or False")
+    if not training and (running_mean is None or running_var is None):
+        fail(ValueError, op, "running_mean", "None", "and running_var are needed when training=False")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
+        fail(ValueError, op, "eps", repr(eps), "must be a number >= 0")
+    values_per_channel = input.size // channels if channels else 0
+    if training and channels and values_per_channel <= 1:
+        fail(ValueError, op, "input", f"shape {input.shape}",
+             "must hold more than one value per channel in training mode (the variance of one value is undefined)")
+
+
+def _channel_view(vector: np.ndarray, ndim: int) -> np.ndarray:
+    """``(C,)`` → ``(1, C, 1, ...)`` so it broadcasts against ``(N, C, *spatial)``."""
+    return vector.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def batch_statistics(input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and biased variance over every axis but 1 (the statistics training normalizes by).
+
+    Computed on an ``(N, C, S)`` view with two passes (mean, then squared deviations), which is
+    both accurate and several times faster than NumPy reductions over axes ``(0, 2, 3)``.
+    """
+    rows = input.reshape(input.shape[0], input.shape[1], -1)  # (N, C, S)
+    count = rows.shape[0] * rows.shape[2]
+    mean = rows.sum(axis=2).sum(axis=0) / count
+    deviations = rows - mean[:, np.newaxis]
+    var = np.einsum("ncs,ncs->c", deviations, deviations) / count
+    return mean.astype(input.dtype, copy=False), var.astype(input.dtype, copy=False)
+
+
+def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bias=None, training=False, eps=1e-5):
+    """:func:`batch_norm`'s forward pass and pullback, plus the mean and biased variance it normalized by.
+
+    The layer needs the batch statistics for its running averages; returning them
+    here saves computing them twice.
+    """
+    _batch_norm_args(input, running_mean, running_var, weight, bias, training, eps)
+    if training:
+        mean, var = batch_statistics(input)
+    else:
+        mean, var = running_mean, running_var
+    ndim = input.ndim
+    inv_std = (1 / np.sqrt(var + input.dtype.type(eps))).astype(input.dtype)
+    normalized = (input - _channel_view(mean, ndim)) * _channel_view(inv_std, ndim)
+    out = normalized if weight is None else normalized * _channel_view(weight, ndim)
+    if bias is not None:
+        out = out + _channel_view(bias, ndim)
+    axes = (0, *range(2, ndim))
+
+    def pullback(grad_output):
+        g = _check_grad("batch_norm", grad_output, out.shape)
+        grad_weight = None if weight is None else (g * normalized).sum(axis=axes)
+        grad_bias = None if bias is None else g.sum(axis=axes)
+        grad_normalized = g if weight is None else g * _channel_view(weight, ndim)
+        if training:
+            # x̂ = (x - μ)/σ with μ, σ functions of the batch: removing the mean and the
+            # component along x̂ from the gradient is what differentiating μ and σ adds.
+            mean_grad = grad_normalized.mean(axis=axes)
+            mean_grad_x = (grad_normalized * normalized).mean(axis=axes)
+            grad_input = (grad_normalized - _channel_view(mean_grad, ndim)
+                          - normalized * _channel_view(mean_grad_x, ndim)) * _channel_view(inv_std, ndim)
+        else:
+            grad_input = grad_normalized * _channel_view(inv_std, ndim)
+        return grad_input, None, None, grad_weight, grad_bias
+
+    return out, pullback, mean, var
+
+
+def batch_norm(
+    input: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    training: bool = False,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Batch normalization: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
+
+    In training mode the mean and (biased) variance are the batch's, over every
+    axis but the channel axis; otherwise ``running_mean`` and ``running_var`` are
+    used. Unlike ``torch.nn.functional.batch_norm`` this never writes to the
+    running statistics: :class:`convolab.nn.BatchNorm2d` updates its own.
+
+    Shape
+    -----
+    input ``(N, C)`` or ``(N, C, *spatial)``; every vector ``(C,)``; output as input.
+
+    Examples
+    --------
+    >>> x = np.array([[1.], [3.]])
+    >>> batch_norm(x, None, None, training=True, eps=0.0)
+    array([[-1.],
+           [ 1.]])
+    """
+    return batch_norm_with_statistics(input, running_mean, running_var, weight, bias, training, eps)[0]
+
+
+@defines_vjp(batch_norm)
+def _batch_norm_vjp(input, running_mean, running_var, weight=None, bias=None, training=False, eps=1e-5):
+    return batch_norm_with_statistics(input, running_mean, running_var, weight, bias, training, eps)[:2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses. Each returns a 0-d array for reduction "mean"/"sum" and per-element losses for "none".
+
+
+def log_softmax(input: np.ndarray, axis: int = 1) -> np.ndarray:
+    """``log(softmax(input))`` along ``axis``, computed as ``x - max - log(sum(exp(x - max)))``.
+
+    >>> np.round(log_softmax(np.array([[0., 1000.]])), 6)
+    array([[-1000.,     0.]])
+    """
+    _float_array("log_softmax", "input", input)
+    shifted = input - input.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _cross_entropy_args(input: Any, target: Any, reduction: Any, label_smoothing: Any) -> tuple[np.ndarray, int]:
+    op = "cross_entropy"
+    _float_array(op, "input", input)
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
+        fail(TypeError, op, "target", repr(getattr(target, "dtype", type(target).__name__)),
+             "must be an integer numpy.ndarray of class indices")
+    _check_reduction(op, reduction)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+            or not 0 <= label_smoothing <= 1:
+        fail(ValueError, op, "label_smoothing", repr(label_smoothing), "must be a number in [0, 1]")
+    batched = input.ndim != 1
+    expected = (input.shape[0], *input.shape[2:]) if batched else ()
+    if input.ndim == 0 or target.shape != expected:
+        fail(ValueError, op, "target", f"shape {target.shape} for input shape {input.shape}",
+             "must be input's shape without the class axis (input (N, C, *) with target (N, *), or (C,) with ())")
+    classes = input.shape[1] if batched else input.shape[0]
+    if target.size and (target.min() < 0 or target.max() >= classes):
+        bad = target.min() if target.min() < 0 else target.max()
+        fail(ValueError, op, "target", f"class {bad}", f"must be a class index in [0, {classes})")
+    return input if batched else input[np.newaxis], classes
+
+
+def _cross_entropy(input, target, reduction, label_smoothing):
+    logits, classes = _cross_entropy_args(input, target, reduction, label_smoothing)
+    labels = target.reshape((-1, *target.shape[1:])) if input.ndim != 1 else target.reshape(1)
+    log_probs = log_softmax(logits, axis=1)  # (N, C, *)
+    # The smoothed target puts 1 - s + s/C on the label and s/C on every other class.
+    picked = np.take_along_axis(log_probs, labels[:, np.newaxis].astype(np.intp), axis=1)[:, 0]  # (N, *)
+    losses = (1 - label_smoothing) * (0.0 - picked)  # 0 - x rather than -x: a sure prediction costs +0, not -0
+    if label_smoothing:
+        losses = losses - label_smoothing / classes * log_probs.sum(axis=1)
+    losses = losses.astype(input.dtype, copy=False)
+    if input.ndim == 1:
+        losses = losses[0]
+    if reduction == "mean":
+        out = np.asarray(losses.mean() if losses.size else np.nan, dtype=input.dtype)
+    elif reduction == "sum":
+        out = np.asarray(losses.sum(), dtype=input.dtype)
+    else:
+        out = losses
+    return out, log_probs, labels, classes
+
+
+def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> np.ndarray:
+    """Cross-entropy between logits and class indices, through a stable log-softmax.
+
+    Parameters
+    ----------
+    input : numpy.ndarray
+        Unnormalized scores (logits), ``(N, C)``, ``(N, C, *)`` or ``(C,)``.
+    target : numpy.ndarray
+        Integer class indices in ``[0, C)``, ``(N,)``, ``(N, *)`` or ``()``.
+    reduction : {"mean", "sum", "none"}
+        Average or sum the per-element losses, or return them.
+    label_smoothing : float
+        Mix the one-hot target with the uniform distribution by this amount.
+
+    Examples
+    --------
+    >>> logits = np.array([[2., 0., 0.], [0., 1000., 0.]])  # no overflow at 1000
+    >>> np.round(cross_entropy(logits, np.array([0, 1]), reduction="none"), 4)
+    array([0.2395, 0.    ])
+    """
+    return _cross_entropy(input, target, reduction, label_smoothing)[0]
+
+
+@defines_vjp(cross_entropy)
+def _cross_entropy_vjp(input, target, reduction="mean", label_smoothing=0.0):
+    out, log_probs, labels, classes = _cross_entropy(input, target, reduction, label_smoothing)
+
+    def pullback(grad_output):
+        g = _check_grad("cross_entropy", grad_output, out.shape)
+        # d loss / d logits = softmax - smoothed one-hot, per element.
+        grad = np.exp(log_probs)
+        picked = np.take_along_axis(grad, labels[:, np.newaxis].astype(np.intp), axis=1) - (1 - label_smoothing)
+        np.put_along_axis(grad, labels[:, np.newaxis].astype(np.intp), picked, axis=1)
+        if label_smoothing:
+            grad -= label_smoothing / classes
+        if reduction == "none":
+            scale = (g if input.ndim != 1 else g[np.newaxis])[:, np.newaxis]
+        else:
+            count = labels.size if reduction == "mean" else 1
+            scale = g / count if count else g
+        grad = (grad * scale).astype(input.dtype, copy=False)
+        return (grad if input.ndim != 1 else grad[0]), None
+
+    return out, pullback
+
+
+def _mse_args(input: Any, target: Any, reduction: Any) -> None:
+    _float_array("mse_loss", "input", input)
+    _float_array("mse_loss", "target", target)
+    _same_dtype("mse_loss", "target", target, input)
+    if target.shape != input.shape:
+        fail(ValueError, "mse_loss", "target", f"shape {target.shape}", f"must have input's shape {input.shape}")
+    _check_reduction("mse_loss", reduction)
+
+
+def mse_loss(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> np.ndarray:
+    """Mean (or sum, or each) of the squared differences ``(input - target)²``.
+
+    >>> mse_loss(np.array([1., 2.]), np.array([0., 0.]))
+    array(2.5)
+    """
+    _mse_args(input, target, reduction)
+    squares = (input - target) ** 2
+    if reduction == "none":
+        return squares
+    return np.asarray(squares.mean() if reduction == "mean" else squares.sum(), dtype=input.dtype)
+
+
+@defines_vjp(mse_loss)
+def _mse_loss_vjp(input, target, reduction="mean"):
+    out = mse_loss(input, target, reduction)
+
+    def pullback(grad_output):
+        g = _check_grad("mse_loss", grad_output, out.shape)
+        scale = g if reduction == "none" else g / (input.size if reduction == "mean" and input.size else 1)
+        grad = (2 * (input - target) * scale).astype(input.dtype, copy=False)
+        return grad, -grad
+
+    return out, pullback

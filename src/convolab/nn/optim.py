@@ -1,0 +1,239 @@
+"""Optimizers and learning-rate schedules, with PyTorch's update rules.
+
+Each optimizer holds ``param_groups`` (one dict of hyper-parameters with its
+``"params"`` list, as PyTorch does) so a schedule can change ``"lr"`` between
+steps; ``step()`` updates every parameter's ``.data`` in place from its
+``.grad`` (parameters whose ``.grad`` is None are skipped).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+from .._errors import fail
+from .module import Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
+
+
+def _number(op: str, name: str, value: Any, low: float = 0.0, high: float = math.inf,
+            low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        fail(TypeError, op, name, repr(value), "must be a real number")
+    if not (low < value if low_open else low <= value) or not value <= high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{']' if high != math.inf else ')'}"
+        fail(ValueError, op, name, repr(value), f"must be in {interval}")
+    return float(value)
+
+
+class Optimizer:
+    """Base: checks the parameters, holds ``param_groups`` and per-parameter ``state``."""
+
+    def __init__(self, params: Iterable[Parameter], defaults: dict[str, Any]):
+        op = type(self).__name__
+        params = list(params)
+        if not params:
+            fail(ValueError, op, "params", "an empty list", "must hold at least one Parameter")
+        for index, parameter in enumerate(params):
+            if not isinstance(parameter, Parameter):
+                fail(TypeError, op, f"params[{index}]", type(parameter).__name__,
+                     "must be a convolab.nn.Parameter (pass module.parameters())")
+        self.param_groups = [dict(defaults, params=params)]
+        self.state: dict[int, dict[str, Any]] = {}
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (``.grad = None``)."""
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    self._update(parameter, self.state.setdefault(id(parameter), {}), group)
+
+    def _update(self, parameter: Parameter, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, weight decay and Nesterov momentum.
+
+    With ``g = grad + weight_decay * p``: the first step sets ``b = g``, later
+    ones ``b = momentum * b + (1 - dampening) * g``; the step direction is
+    ``g + momentum * b`` (Nesterov) or ``b``, and ``p -= lr * direction``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Parameter(np.array([1.0])); p.grad = np.array([0.5])
+    >>> SGD([p], lr=0.1).step(); p.data
+    array([0.95])
+    """
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        op = "SGD"
+        defaults = dict(lr=_number(op, "lr", lr), momentum=_number(op, "momentum", momentum),
+                        dampening=_number(op, "dampening", dampening),
+                        weight_decay=_number(op, "weight_decay", weight_decay), nesterov=nesterov)
+        if not isinstance(nesterov, bool):
+            fail(TypeError, op, "nesterov", repr(nesterov), "must be True or False")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            fail(ValueError, op, "nesterov", "True", f"needs momentum > 0 and dampening = 0 (momentum={momentum}, "
+                 f"dampening={dampening})")
+        super().__init__(params, defaults)
+
+    def _update(self, parameter: Parameter, state: dict[str, Any], group: dict[str, Any]) -> None:
+        grad = parameter.grad
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * parameter.data
+        if group["momentum"]:
+            buffer = state.get("momentum_buffer")
+            if buffer is None:
+                buffer = state["momentum_buffer"] = np.array(grad, dtype=parameter.dtype, copy=True)
+            else:
+                buffer *= group["momentum"]
+                buffer += (1 - group["dampening"]) * grad
+            grad = grad + group["momentum"] * buffer if group["nesterov"] else buffer
+        parameter.data -= (group["lr"] * grad).astype(parameter.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam: bias-corrected running means of the gradient and its square.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``,
+    ``p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``; ``weight_decay``
+    adds ``weight_decay * p`` to ``g`` (L2), as PyTorch's Adam does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Parameter(np.array([1.0])); p.grad = np.array([0.5])
+    >>> Adam([p], lr=0.1).step(); p.data.round(6)
+    array([0.9])
+    """
+
+    decoupled = False
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        op = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            fail(TypeError, op, "betas", repr(betas), "must be a pair (beta1, beta2)")
+        defaults = dict(lr=_number(op, "lr", lr), betas=(_number(op, "betas[0]", betas[0], high=1.0),
+                                                          _number(op, "betas[1]", betas[1], high=1.0)),
+                        eps=_number(op, "eps", eps), weight_decay=_number(op, "weight_decay", weight_decay))
+        for index, beta in enumerate(defaults["betas"]):
+            if beta >= 1:
+                fail(ValueError, op, f"betas[{index}]", repr(beta), "must be < 1")
+        super().__init__(params, defaults)
+
+    def _update(self, parameter: Parameter, state: dict[str, Any], group: dict[str, Any]) -> None:
+        beta1, beta2 = group["betas"]
+        grad = parameter.grad
+        if group["weight_decay"]:
+            if self.decoupled:  # AdamW: shrink the weights directly, outside the adaptive scaling
+                parameter.data *= 1 - group["lr"] * group["weight_decay"]
+            else:
+                grad = grad + group["weight_decay"] * parameter.data
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data))
+        state["step"] += 1
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg *= beta1
+        exp_avg += (1 - beta1) * grad
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        step_size = group["lr"] / (1 - beta1 ** state["step"])
+        denominator = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** state["step"]) + group["eps"]
+        parameter.data -= (step_size * exp_avg / denominator).astype(parameter.dtype, copy=False)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay`` before the Adam step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = Parameter(np.array([1.0])); p.grad = np.array([0.0])
+    >>> AdamW([p], lr=0.1, weight_decay=0.5).step(); p.data
+    array([0.95])
+    """
+
+    decoupled = True
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class _Schedule:
+    """A learning-rate schedule: ``step()`` once per epoch sets every group's ``"lr"``."""
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            fail(TypeError, type(self).__name__, "optimizer", type(optimizer).__name__, "must be an Optimizer")
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+
+    def lr_at(self, base_lr: float, epoch: int) -> float:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.lr_at(base_lr, self.last_epoch)
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+
+class StepLR(_Schedule):
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> schedule = StepLR(SGD([Parameter(np.zeros(1))], lr=1.0), step_size=2, gamma=0.5)
+    >>> [(schedule.step(), schedule.get_last_lr()[0])[1] for _ in range(4)]
+    [1.0, 0.5, 0.5, 0.25]
+    """
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+            fail(ValueError, "StepLR", "step_size", repr(step_size), "must be an int >= 1")
+        self.step_size, self.gamma = int(step_size), _number("StepLR", "gamma", gamma)
+
+    def lr_at(self, base_lr: float, epoch: int) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(_Schedule):
+    """Follow half a cosine from the base rate down to ``eta_min`` over ``T_max`` epochs.
+
+    ``lr = eta_min + (base - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (the
+    closed form of PyTorch's recursion).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> schedule = CosineAnnealingLR(SGD([Parameter(np.zeros(1))], lr=1.0), T_max=2)
+    >>> [round((schedule.step(), schedule.get_last_lr()[0])[1], 6) for _ in range(2)]
+    [0.5, 0.0]
+    """
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
+        super().__init__(optimizer)
+        if isinstance(T_max, bool) or not isinstance(T_max, (int, np.integer)) or T_max < 1:
+            fail(ValueError, "CosineAnnealingLR", "T_max", repr(T_max), "must be an int >= 1")
+        self.T_max, self.eta_min = int(T_max), _number("CosineAnnealingLR", "eta_min", eta_min)
+
+    def lr_at(self, base_lr: float, epoch: int) -> float:
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
