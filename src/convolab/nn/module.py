@@ -192,9 +192,16 @@ class Module:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed by dotted name (PyTorch's names)."""
-        state = {name: parameter.data.copy() for name, parameter in self.named_parameters()}
-        state.update((name, np.array(array, copy=True)) for name, array in self.named_buffers())
-        return state
+        return dict(self._state_items(""))
+
+    def _state_items(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
+        # PyTorch's order: a module's own parameters, then its buffers, then each child's.
+        for name, parameter in self._parameters.items():
+            yield prefix + name, parameter.data.copy()
+        for name, array in self._buffers.items():
+            yield prefix + name, np.array(array, copy=True)
+        for name, child in self._modules.items():
+            yield from child._state_items(prefix + name + ".")
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Copy arrays from ``state`` into this module's parameters and buffers.
