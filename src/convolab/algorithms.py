@@ -132,6 +132,7 @@ class Gemm(Algorithm):
     per (channel, tap); the extra columns past each output row are cropped.
     Blocks go along the batch, then along the first output axis, so the unrolled
     block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
+    Small images in large batches unroll with the batch innermost (``_batch_inner``).
     A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
     """
 
@@ -148,6 +149,11 @@ class Gemm(Algorithm):
         filters = kernel.reshape(groups, o, -1)  # (G, O, C*K)
         if _is_pointwise(spec):
             return _pointwise(padded, filters, spec)
+        if _batch_inner(spec, padded.itemsize):
+            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
+            product = np.matmul(filters, columns).reshape(groups, o, -1, spec.batch)  # (G, O, P, N)
+            product = product.transpose(3, 0, 1, 2)  # (N, G, O, P)
+            return np.ascontiguousarray(product).reshape(spec.output_shape)
         out = np.empty(spec.output_shape, dtype=padded.dtype)
         for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
             product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
@@ -160,6 +166,11 @@ class Gemm(Algorithm):
     def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``dk = g @ columns.T`` summed over the same blocks: ``(G*O, C, *kernel)``."""
         groups, o = spec.groups, spec.out_channels_per_group
+        if _batch_inner(spec, padded.itemsize):
+            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
+            rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
+            rows = rows.reshape(groups, o, -1)  # a copy, in the columns' (P, N) order
+            return np.matmul(rows, columns.transpose(0, 2, 1)).reshape(spec.weight_shape)
         total = np.zeros((groups, o, spec.in_channels_per_group * prod(spec.kernel_size)), dtype=padded.dtype)
         for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
             block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
@@ -208,6 +219,41 @@ def _gemm_wide(spec: ConvSpec) -> bool:
     """
     waste = prod(spec.padded_size[1:]) / max(prod(spec.output_size[1:]), 1)
     return _wide(spec) and waste <= WIDE_WASTE
+
+
+#: Output rows shorter than this make gemm's strided copies slow (a short inner loop per row).
+SHORT_ROW = 16
+
+
+def _batch_inner(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether gemm unrolls with the batch as the innermost axis: small images, many of them, all in one block.
+
+    With 4×4 outputs the usual copy moves runs of 4 values; with the batch innermost
+    every run is ``N`` values long (batch-inner copies measured 2-3× faster on
+    (32, 16, 4, 4) inputs, the size of a small CNN's later layers). Only when the
+    whole unrolled input fits one cache-sized block, so no blocking is needed.
+    """
+    if _is_pointwise(spec) or _gemm_wide(spec):
+        return False
+    row = spec.output_size[-1]
+    unrolled = spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size) * spec.batch * itemsize
+    return row < SHORT_ROW and spec.batch >= 2 * row and unrolled <= min(CACHE_BLOCK_BYTES, current_workspace_limit())
+
+
+def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The unrolled input ``(G, C*K, P*N)`` with the batch innermost: one transpose, one strided copy."""
+    groups, c, rank = spec.groups, spec.in_channels_per_group, spec.rank
+    moved = np.ascontiguousarray(np.moveaxis(padded, 0, -1))  # (G*C, *padded, N)
+    plane_strides = moved.strides[1:1 + rank]
+    # View (G*C, *kernel, *out, N): tap j of output position p reads padded[p*s + j*d].
+    view = np.lib.stride_tricks.as_strided(
+        moved,
+        shape=(moved.shape[0], *spec.kernel_size, *spec.output_size, spec.batch),
+        strides=(moved.strides[0], *(st * d for st, d in zip(plane_strides, spec.dilation)),
+                 *(st * s for st, s in zip(plane_strides, spec.stride)), moved.strides[-1]),
+        writeable=False,
+    )
+    return np.ascontiguousarray(view).reshape(groups, c * prod(spec.kernel_size), -1)
 
 
 def _row_bytes(spec: ConvSpec, itemsize: int) -> int:

@@ -1,0 +1,43 @@
+"""gemm's batch-innermost layout (small images, large batches) against the direct reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab.algorithms import _batch_inner
+from convolab.spec import conv_spec
+
+CASES = [
+    ((32, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),
+    ((24, 6, 7, 5), (4, 3, 3, 2), dict(stride=(2, 1), padding=((1, 0), (2, 1)), groups=2)),
+    ((40, 3, 9), (5, 3, 3), dict(stride=2, dilation=2, padding=2)),
+    ((20, 2, 4, 5, 3), (3, 2, 2, 3, 2), dict(padding=1, stride=(1, 2, 1))),
+    ((16, 4, 6, 6), (8, 4, 3, 3), dict(padding=1, padding_mode="reflect", flip=True)),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_inner_gemm_matches_direct_forward_and_gradients(input_shape, weight_shape, params, dtype):
+    rng = np.random.default_rng(sum(input_shape))
+    spec = conv_spec(input_shape, weight_shape, **params)
+    padded_spec = conv_spec((spec.batch, spec.in_channels, *spec.padded_size), weight_shape,
+                            stride=spec.stride, dilation=spec.dilation, groups=spec.groups)
+    assert _batch_inner(padded_spec, np.dtype(dtype).itemsize), "the case must take the batch-inner path"
+    x = rng.standard_normal(input_shape).astype(dtype)
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    out = cl.conv(x, w, algorithm="gemm", **params)
+    np.testing.assert_allclose(out, cl.conv(x, w, algorithm="direct", **params), **tol)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    grad_params = {k: v for k, v in params.items()}
+    np.testing.assert_allclose(cl.grad.conv_weight(x, w.shape, g, algorithm="gemm", **grad_params),
+                               cl.grad.conv_weight(x, w.shape, g, algorithm="im2col", **grad_params), **tol)
+
+
+def test_batch_inner_is_not_taken_for_large_images_or_small_batches():
+    assert not _batch_inner(conv_spec((8, 64, 58, 58), (64, 64, 3, 3)), 4)
+    assert not _batch_inner(conv_spec((2, 16, 6, 6), (32, 16, 3, 3)), 4)
+    assert not _batch_inner(conv_spec((32, 16, 4, 4), (32, 16, 1, 1)), 4)  # 1x1: no copy at all
