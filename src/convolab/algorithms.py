@@ -19,6 +19,7 @@ K kernel taps (product of ``*kernel``).
 
 from __future__ import annotations
 
+import itertools
 from math import prod
 from typing import ClassVar, Iterator
 
@@ -464,10 +465,19 @@ class FFT(Algorithm):
     """Products of Fourier transforms (``scipy.fft``), then every ``stride``-th sample.
 
     A valid correlation with kernel ``w`` is a circular convolution with the
-    reversed kernel, read from offset ``k_eff - 1``; with a transform as long as
-    the padded input, no wrapped-around sample lands in that range. Dilation
-    spreads the kernel with zeros first. Never used for integers, whose results
-    must be exact.
+    reversed kernel, read from offset ``k_eff - 1``; with a transform at least as
+    long as the input slab, no wrapped-around sample lands in that range.
+    Dilation spreads the kernel with zeros first. Never used for integers, whose
+    results must be exact.
+
+    Long inputs are cut into blocks along each axis where that is cheaper
+    (overlap-save, the valid-output form of overlap-add): a block of ``B``
+    outputs reads ``(B - 1) * stride + k_eff`` inputs, overlapping its neighbour
+    by ``k_eff - stride``, and is transformed at a fast length chosen to minimize
+    work per output (:func:`fft_block_plan`). The blocks are a strided view with
+    one extra axis per blocked axis, so all of them go through one batched
+    transform; they share the kernel's transform, and never need adding, even at
+    stride > 1.
     """
 
     name = "fft"
@@ -486,24 +496,80 @@ class FFT(Algorithm):
             spread[(Ellipsis, *(slice(None, None, d) for d in spec.dilation))] = kernel
             kernel = spread
         extent = kernel.shape[2:]
-        lengths = [scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size]
+        block_outputs, lengths = fft_block_plan(spec.padded_size, extent, spec.stride, spec.output_size)
+        block_counts = [-(-o // b) for o, b in zip(spec.output_size, block_outputs)]
+        slab_sizes = [(b - 1) * st + e for b, st, e in zip(block_outputs, spec.stride, extent)]
+        # Every block full: zeros past the high end feed only outputs that are cropped below.
+        reach = [(count * b - 1) * st + e for count, b, st, e in zip(block_counts, block_outputs, spec.stride, extent)]
+        if any(r > size for r, size in zip(reach, spec.padded_size)):
+            grown = np.zeros((*padded.shape[:2], *(max(r, size) for r, size in zip(reach, spec.padded_size))),
+                             dtype=padded.dtype)
+            grown[(Ellipsis, *(slice(0, size) for size in spec.padded_size))] = padded
+            padded = grown
+        # Overlapping slabs as extra axes, without copying: (N, G*C, *blocks, *slab).
+        spatial_strides = padded.strides[2:]
+        slabs = np.lib.stride_tricks.as_strided(
+            padded, shape=(*padded.shape[:2], *block_counts, *slab_sizes),
+            strides=(*padded.strides[:2], *(b * st * step for b, st, step in zip(block_outputs, spec.stride,
+                                                                                    spatial_strides)),
+                     *spatial_strides),
+            writeable=False)
         complex_input = np.iscomplexobj(padded)
         forward = scipy.fft.fftn if complex_input else scipy.fft.rfftn
-        padded_hat = forward(padded, s=lengths, axes=axes)  # (N, G*C, *freq)
-        kernel_hat = forward(reverse_spatial(kernel, rank), s=lengths, axes=axes)  # (G*O, C, *freq)
+        inverse = scipy.fft.ifftn if complex_input else scipy.fft.irfftn
         groups = spec.groups
-        padded_hat = padded_hat.reshape(spec.batch, groups, spec.in_channels_per_group, *padded_hat.shape[2:])
-        kernel_hat = kernel_hat.reshape(groups, spec.out_channels_per_group, *kernel_hat.shape[1:])
-        product = np.einsum("ngc...,goc...->ngo...", padded_hat, kernel_hat)  # (N, G, O, *freq)
+        kernel_hat = forward(reverse_spatial(kernel, rank), s=lengths, axes=axes)  # (G*O, C, *freq)
+        kernel_hat = kernel_hat.reshape(groups, spec.out_channels_per_group, kernel_hat.shape[1],
+                                        *(1,) * rank, *kernel_hat.shape[2:])  # broadcast over the blocks
+        slab_hat = forward(slabs, s=lengths, axes=axes)  # (N, G*C, *blocks, *freq); short slabs zero-padded
+        slab_hat = slab_hat.reshape(spec.batch, groups, spec.in_channels_per_group, *slab_hat.shape[2:])
+        product = np.einsum("ngc...,goc...->ngo...", slab_hat, kernel_hat)  # (N, G, O, *blocks, *freq)
         product = product.reshape(spec.batch, spec.out_channels, *product.shape[3:])
-        if complex_input:
-            circular = scipy.fft.ifftn(product, s=lengths, axes=axes)
-        else:
-            circular = scipy.fft.irfftn(product, s=lengths, axes=axes)
-        valid = tuple(
-            slice(e - 1, e - 1 + (o - 1) * s + 1, s) for e, o, s in zip(extent, spec.output_size, spec.stride)
-        )
-        return np.ascontiguousarray(circular[(Ellipsis, *valid)]).astype(padded.dtype, copy=False)
+        circular = inverse(product, s=lengths, axes=axes)  # (N, G*O, *blocks, *lengths)
+        valid = circular[(Ellipsis, *(slice(e - 1, e - 1 + (b - 1) * st + 1, st)
+                                      for e, b, st in zip(extent, block_outputs, spec.stride)))]
+        # (N, G*O, *blocks, *block_outputs) -> (N, G*O, blocks_1, outputs_1, blocks_2, ...) -> crop
+        interleaved = valid.transpose(0, 1, *itertools.chain.from_iterable((2 + i, 2 + rank + i) for i in range(rank)))
+        full = interleaved.reshape(spec.batch, spec.out_channels,
+                                   *(count * b for count, b in zip(block_counts, block_outputs)))
+        return np.ascontiguousarray(full[(Ellipsis, *(slice(0, o) for o in spec.output_size))]).astype(
+            padded.dtype, copy=False)
+
+
+#: Blocks are at least this long (a shorter transform costs more in call overhead than it saves).
+FFT_MIN_BLOCK = 128
+#: Blocking must save at least this fraction of the work per output to be worth its extra calls.
+FFT_BLOCK_GAIN = 0.85
+
+
+def fft_block_plan(padded_size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...],
+                   output_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per axis, how many outputs one FFT block yields and the transform length it uses.
+
+    An axis is transformed whole (one block) unless a shorter fast length ``L``
+    does less work per output: ``L log L / B`` with ``B = (L - k_eff) // stride + 1``
+    outputs per block, at most :data:`FFT_BLOCK_GAIN` of the whole axis's.
+
+    >>> fft_block_plan((100_000,), (501,), (1,), (99_500,))
+    ((3550,), (4050,))
+    >>> fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60))  # short axes stay whole
+    ((60, 60), (64, 64))
+    """
+    blocks, lengths = [], []
+    for size, e, st, o in zip(padded_size, extent, stride, output_size):
+        whole = scipy.fft.next_fast_len(size, real=True)
+        best_cost, best = whole * np.log2(max(whole, 2)) / max(o, 1) * FFT_BLOCK_GAIN, (o, whole)
+        length = scipy.fft.next_fast_len(max(FFT_MIN_BLOCK, 2 * e), real=True)
+        while length < whole:
+            outputs = (length - e) // st + 1
+            cost = length * np.log2(length) / outputs
+            if cost < best_cost:
+                best_cost, best = cost, (min(outputs, o), length)
+            length = scipy.fft.next_fast_len(length + 1, real=True) if length < 4 * e else \
+                scipy.fft.next_fast_len(2 * length, real=True)
+        blocks.append(best[0])
+        lengths.append(best[1])
+    return tuple(blocks), tuple(lengths)
 
 
 ALGORITHMS: dict[str, Algorithm] = {

@@ -1,4 +1,7 @@
-"""gemm's batch-innermost layout (small images, large batches) against the direct reference."""
+"""Paths inside an algorithm that the generated cases are too small to reach, against the references.
+
+gemm's batch-innermost layout (small images, large batches) and the FFT's blocks (long inputs).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab.algorithms import _batch_inner
+from convolab.algorithms import _batch_inner, fft_block_plan
 from convolab.spec import conv_spec
 
 CASES = [
@@ -41,3 +44,34 @@ def test_batch_inner_is_not_taken_for_large_images_or_small_batches():
     assert not _batch_inner(conv_spec((8, 64, 58, 58), (64, 64, 3, 3)), 4)
     assert not _batch_inner(conv_spec((2, 16, 6, 6), (32, 16, 3, 3)), 4)
     assert not _batch_inner(conv_spec((32, 16, 4, 4), (32, 16, 1, 1)), 4)  # 1x1: no copy at all
+
+
+FFT_CASES = [
+    ((2, 3, 5000), (4, 3, 41), dict(padding=7)),
+    ((1, 2, 4003), (2, 1, 33), dict(stride=3, dilation=2, groups=2, padding=((5, 11),))),
+    ((1, 1, 700, 300), (1, 1, 21, 9), dict(stride=(2, 1), padding="same")),
+    ((1, 2, 1200, 20, 10), (2, 2, 13, 3, 3), dict(padding_mode="circular", padding=(6, 1, 1))),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", FFT_CASES)
+def test_blocked_fft_matches_direct(input_shape, weight_shape, params):
+    rng = np.random.default_rng(len(input_shape))
+    spec = conv_spec(input_shape, weight_shape, **params)
+    extent = tuple((k - 1) * d + 1 for k, d in zip(spec.kernel_size, spec.dilation))
+    blocks, _ = fft_block_plan(spec.padded_size, extent, spec.stride, spec.output_size)
+    assert blocks[0] < spec.output_size[0], "the first axis must be cut into blocks"
+    x = rng.standard_normal(input_shape)
+    w = rng.standard_normal(weight_shape)
+    expected = cl.conv(x, w, algorithm="direct", **params)
+    np.testing.assert_allclose(cl.conv(x, w, algorithm="fft", **params), expected,
+                               atol=1e-9 * np.abs(expected).max())
+    xc = (x + 1j * rng.standard_normal(input_shape)).astype(np.complex128)
+    np.testing.assert_allclose(cl.conv(xc, w.astype(np.complex128), algorithm="fft", **params),
+                               cl.conv(xc, w.astype(np.complex128), algorithm="direct", **params), atol=1e-8)
+
+
+def test_fft_block_plan_keeps_short_axes_whole_and_cuts_long_ones():
+    assert fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60)) == ((60, 60), (64, 64))
+    blocks, lengths = fft_block_plan((1_000_000,), (501,), (1,), (999_500,))
+    assert lengths[0] < 10_000 and blocks[0] == lengths[0] - 501 + 1
