@@ -57,7 +57,7 @@ from ._window import pad, reverse_spatial
 from .functional import conv
 from .grad import conv_input
 from .identities import (
-    _scipy_mode,
+    scipy_mode,
     check_direct_equals_im2col,
     check_flip,
     check_input_gradient,
@@ -720,7 +720,7 @@ def _flip_step(case: Case) -> Step:
     convolution = chain["flip=True"]
     rotated = np.ascontiguousarray(reverse_spatial(case.weight, 2))
     spec = conv_spec(case.input.shape, case.weight.shape, op="conv2d", rank=2, flip=True, **case.params)
-    mode = _scipy_mode(spec)
+    mode = scipy_mode(spec)
     data: dict[str, Any] = {"input": case.input, "kernel": case.weight, "rotated_kernel": rotated,
                             "correlation": correlation, "convolution": convolution}
     body: list[str | Show] = [

@@ -52,6 +52,7 @@ __all__ = [
     "check_flip",
     "check_input_gradient",
     "conv_matrix",
+    "scipy_mode",
 ]
 
 #: Windows with more cells than this are summarized, not drawn, by ``str(trace)``.
@@ -710,8 +711,13 @@ def check_direct_equals_im2col(
 # -- the flip --------------------------------------------------------------------------------------
 
 
-def _scipy_mode(spec: ConvSpec) -> str | None:
-    """The ``scipy.signal.convolve`` mode whose padding this is, in every dimension; None if none is."""
+def scipy_mode(spec: ConvSpec) -> str | None:
+    """The ``scipy.signal.convolve`` mode whose padding this is, in every dimension; None if none is.
+
+    >>> from convolab import conv_spec
+    >>> scipy_mode(conv_spec((1, 1, 5, 5), (1, 1, 3, 3), padding=2)), scipy_mode(conv_spec((1, 1, 5), (1, 1, 4), padding=1))
+    ('full', None)
+    """
     per_mode = {
         "valid": tuple((0, 0) for _ in spec.kernel_size),
         "full": tuple((k - 1, k - 1) for k in spec.kernel_size),
@@ -771,7 +777,7 @@ def check_flip(
     reversed_weight = np.ascontiguousarray(reverse_spatial(weight, weight.ndim - 2))
     labels, sides = ["flip=True", "reversed weight"], [flipped, conv(input, reversed_weight, **params)]
     spec = _spec("check_flip", input.shape, weight, stride, padding, dilation, groups, padding_mode, True)
-    mode = _scipy_mode(spec)
+    mode = scipy_mode(spec)
     unpadded = all(pair == (0, 0) for pair in spec.padding)
     if (mode is not None and spec.in_channels == 1 and spec.out_channels == 1 and set(spec.stride) == {1}
             and set(spec.dilation) == {1} and (spec.padding_mode == "zeros" or unpadded)):
