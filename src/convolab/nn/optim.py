@@ -142,16 +142,25 @@ class Adam(Optimizer):
             else:
                 grad = grad + group["weight_decay"] * parameter.data
         if not state:
-            state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data))
+            state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data),
+                         scratch=np.empty_like(parameter.data))
         state["step"] += 1
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg, exp_avg_sq, scratch = state["exp_avg"], state["exp_avg_sq"], state["scratch"]
+        # In place through one scratch array: small layers make the per-array temporaries cost more than the math.
         exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
+        np.multiply(grad, 1 - beta1, out=scratch)
+        exp_avg += scratch
         exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1 - beta2
+        exp_avg_sq += scratch
         step_size = group["lr"] / (1 - beta1 ** state["step"])
-        denominator = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** state["step"]) + group["eps"]
-        parameter.data -= (step_size * exp_avg / denominator).astype(parameter.dtype, copy=False)
+        np.sqrt(exp_avg_sq, out=scratch)
+        scratch *= 1 / math.sqrt(1 - beta2 ** state["step"])
+        scratch += group["eps"]
+        np.divide(exp_avg, scratch, out=scratch)
+        scratch *= step_size
+        parameter.data -= scratch
 
 
 class AdamW(Adam):
