@@ -7,13 +7,26 @@ never mix. Each op's vector-Jacobian product is registered beside it with
 :func:`convolab._vjp.defines_vjp`, and the input gradients of max and average
 pooling are public (``max_pool_input``, ``avg_pool_input``) for ``convolab.grad``.
 
-Fixed windows (max and average pooling) come from the one window primitive:
-the input is padded (:func:`convolab._window.pad`) and
+Fixed windows (max and average pooling) are defined by the one window
+primitive: the input is padded (:func:`convolab._window.pad`) and
 :func:`convolab._window.sliding_windows` views every window as
-``(N, C, *out, *kernel)`` without copying. Adaptive windows are not equally
-spaced, so no single strided view describes them; they are reduced one spatial
-axis at a time from a table of window positions (a box's sum, maximum and
-row-major-first argmax are all separable).
+``(N, C, *out, *kernel)`` without copying. The references
+(:func:`_max_pool_reference`, :func:`_avg_pool_reference` and its transpose)
+compute exactly that, tap by tap. The ops run faster paths with the same
+results, because NumPy walks a strided tap view one short row at a time:
+
+- a box's maximum and sum are separable, so values alone and average pooling
+  reduce one spatial axis at a time with ``k`` slices along it, each slice
+  touching only the outputs whose tap is inside the input (no padding is
+  built); the average's gradient is the transpose, axis by axis;
+- max pooling with indices gathers every window at once for small problems
+  (where per-call cost dominates), and otherwise rearranges the input into a
+  *phase grid* on which each tap is one contiguous slice.
+
+Adaptive windows are not equally spaced, so no single strided view describes
+them; they are reduced one spatial axis at a time: as an average pooling where
+the windows tile the axis, else by a 0/1 window matrix (average) or from a table
+of window positions (maximum; a box's row-major-first argmax is separable too).
 
 Axis legend used in comments: ``N`` batch, ``C`` channels, ``*in`` input
 positions, ``*out`` output positions, ``*k`` kernel taps.
@@ -28,7 +41,7 @@ gives NaN with the index of its *last* NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
+from functools import cached_property, lru_cache, reduce
 from math import prod
 from typing import Any, Callable, Sequence
 
@@ -77,6 +90,9 @@ __all__ = [
 ]
 
 _SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+#: ``np.add.at`` got its fast path for a 1-d index in NumPy 1.25; older versions scatter with bincount.
+_FAST_UFUNC_AT = np.lib.NumpyVersion(np.__version__) >= "1.25.0"
 
 
 def _spatial_names(rank: int) -> str:
@@ -183,7 +199,7 @@ class PoolSpec:
         """Number of spatial dimensions."""
         return len(self.input_size)
 
-    @property
+    @cached_property
     def output_size(self) -> tuple[int, ...]:
         return tuple(
             shapes.pool_output_size(size, k, s, low, d, self.ceil_mode)
@@ -192,7 +208,7 @@ class PoolSpec:
             )
         )
 
-    @property
+    @cached_property
     def window_padding(self) -> tuple[tuple[int, int], ...]:
         """``(low, high)`` padding under which the windows are exactly :attr:`output_size`.
 
@@ -221,6 +237,42 @@ class PoolSpec:
     def caller_output_shape(self) -> tuple[int, ...]:
         """Output shape as the caller sees it (no batch axis if the input had none)."""
         return self.output_shape if self.batched else self.output_shape[1:]
+
+
+def _plain_key(arguments: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``arguments`` as a hashable cache key if each is an exact int, bool, str, None or tuple/list of ints; else None.
+
+    Exact types only: ``2.0 == 2`` and ``True == 1`` hash alike, but must be rejected
+    (or echoed in a message) as given, so anything else is not cached.
+    """
+    key = []
+    for value in arguments:
+        kind = type(value)
+        if kind in (int, bool, str) or value is None:
+            key.append((kind, value))
+        elif kind in (tuple, list) and all(type(item) is int for item in value):
+            key.append((kind, tuple(value)))
+        else:
+            return None
+    return tuple(key)
+
+
+_SPEC_CACHE: dict[Any, PoolSpec] = {}
+_SPEC_CACHE_SIZE = 512
+
+
+def _cached_pool_spec(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                      ceil_mode: Any, op: str, rank: int | None) -> PoolSpec:
+    """:func:`pool_spec`, remembered for plain arguments: a training loop asks the same question every step."""
+    key = _plain_key((tuple(input_shape), kernel_size, stride, padding, dilation, ceil_mode, op, rank))
+    spec = _SPEC_CACHE.get(key) if key is not None else None
+    if spec is None:
+        spec = pool_spec(input_shape, kernel_size, stride, padding, dilation, ceil_mode, op=op, rank=rank)
+        if key is not None:
+            if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+                _SPEC_CACHE.clear()
+            _SPEC_CACHE[key] = spec
+    return spec
 
 
 def _tap_table(spec: PoolSpec, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -312,6 +364,234 @@ def pool_spec(
 
 
 # ---------------------------------------------------------------------------
+# Separable window reductions: a window's maximum or sum, one axis at a time
+# ---------------------------------------------------------------------------
+#
+# A box's maximum (and sum) is the maximum over one axis of the maxima over the
+# others, so each spatial axis is reduced in turn with k strided slices along it.
+# A tap j reads o * s + j * d - L; it is in the input for the outputs o in one
+# interval [lo, hi), so padding is never materialized: each tap updates only its
+# interval. This makes k passes per axis over arrays that shrink axis by axis
+# (the k^d taps of the window view would be k^d passes over the output, each a
+# strided view that NumPy walks one short row at a time).
+
+
+@lru_cache(maxsize=1024)
+def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
+               out: int) -> tuple[tuple[slice, slice], ...]:
+    """Per tap along one axis: (the outputs it reaches, the inputs it reads), taps reaching every output first.
+
+    In 5, kernel 3, stride 2, padding 1: tap 1 reaches all three outputs, tap 0
+    misses output 0 (it would read -1), tap 2 misses output 2 (it would read 5):
+
+    >>> _axis_taps(5, 3, 2, 1, 1, 3)
+    ((slice(0, 3, None), slice(0, 5, 2)), (slice(1, 3, None), slice(1, 4, 2)), (slice(0, 2, None), slice(1, 4, 2)))
+    """
+    taps = []
+    for j in range(kernel):
+        offset = j * dilation - low  # tap j of output o reads o * stride + offset
+        lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
+        hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
+        if hi > lo:
+            start = lo * stride + offset
+            taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    return tuple(sorted(taps, key=lambda tap: tap[0] != slice(0, out)))
+
+
+def _reduce_axis(y: np.ndarray, axis: int, taps: tuple[tuple[slice, slice], ...], out: int, ufunc: np.ufunc,
+                 identity: Any, dtype: np.dtype) -> np.ndarray:
+    """``ufunc`` over the ``taps`` (from :func:`_axis_taps`) along ``axis``, which becomes ``out`` long."""
+    lead = (slice(None),) * axis
+    reduced = np.empty(y.shape[:axis] + (out,) + y.shape[axis + 1:], dtype=dtype)
+    full = [lead + (read,) for reached, read in taps if reached == slice(0, out)]
+    if len(full) >= 2:
+        ufunc(y[full[0]], y[full[1]], out=reduced, dtype=dtype)
+    elif full:
+        reduced[...] = y[full[0]]
+    else:
+        reduced.fill(identity)
+    for reached, read in taps[min(len(full), 2):]:
+        target = reduced[lead + (reached,)]
+        ufunc(target, y[lead + (read,)], out=target, dtype=dtype)
+    return reduced
+
+
+def _reduce_windows(x: np.ndarray, spec: PoolSpec, ufunc: np.ufunc, identity: Any, dtype: np.dtype) -> np.ndarray:
+    """``ufunc`` (``np.maximum`` or ``np.add``) over every window's input taps, ``(N, C, *out)`` of ``dtype``.
+
+    ``identity`` starts an output no single tap reaches along some axis (rare:
+    padding on both sides of a short input). ``dtype`` is also the ufunc's loop
+    type, so integers are summed as float64, never in their own (overflowing) type.
+    """
+    y = x
+    for axis, (size, k, s, d, (low, _), out) in enumerate(
+            zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size),
+            start=2):
+        y = _reduce_axis(y, axis, _axis_taps(size, k, s, d, low, out), out, ufunc, identity, dtype)
+    return y
+
+
+def _spread_windows(grad: np.ndarray, spec: PoolSpec, dtype: np.dtype) -> np.ndarray:
+    """The transpose of ``_reduce_windows(..., np.add, ...)``: add each window's value to every tap it read.
+
+    Axis by axis; along one axis, tap j adds ``grad[lo:hi]`` to the inputs it
+    read. Where the windows tile the axis (stride = kernel, no dilation or
+    padding, nothing left over) each input is in exactly one window: a repeat.
+    Returns ``(N, C, *in)`` of ``dtype``.
+    """
+    z = grad.astype(dtype, copy=False)
+    geometry = zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)
+    for axis, (size, k, s, d, (low, _), out) in reversed(list(enumerate(geometry, start=2))):
+        if s == k and (d == 1 or k == 1) and low == 0 and out * k == size:
+            z = np.repeat(z, k, axis=axis)
+            continue
+        lead = (slice(None),) * axis
+        spread = np.zeros(z.shape[:axis] + (size,) + z.shape[axis + 1:], dtype=dtype)
+        # Taps reading one phase (the inputs i with the same i % stride) may overlap, so they add;
+        # the first tap of a phase lands on zeros only, so it copies (a write instead of a read and a write).
+        phases_written = set()
+        for reached, read in _axis_taps(size, k, s, d, low, out):
+            target = spread[lead + (read,)]
+            if read.start % s in phases_written:
+                np.add(target, z[lead + (reached,)], out=target)
+            else:
+                target[...] = z[lead + (reached,)]
+                phases_written.add(read.start % s)
+        z = spread
+    return z
+
+
+@lru_cache(maxsize=256)
+def _index_tables(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                  dilation: tuple[int, ...], low: tuple[int, ...],
+                  output_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """How a window's chosen tap becomes its flat plane index: ``origin[o] + offset_by_code[code]``.
+
+    ``code`` is ``k^d - tap`` (tap in row-major window order; code 0 is never
+    chosen). Returns read-only ``offset_by_code`` ``(k^d + 1,)`` and
+    ``window_origins`` ``(*out)``, the plane index of ``o * stride - padding``, both int64.
+    """
+    plane_strides = _plane_strides(input_size)
+    offsets = [sum(j * d * st for j, d, st in zip(tap, dilation, plane_strides)) for tap in np.ndindex(*kernel_size)]
+    offset_by_code = np.array([0, *reversed(offsets)], dtype=np.int64)
+    window_origins = reduce(np.add.outer, [(np.arange(out, dtype=np.int64) * s - pad) * st
+                                           for out, s, pad, st in zip(output_size, stride, low, plane_strides)])
+    offset_by_code.setflags(write=False)
+    window_origins.setflags(write=False)
+    return offset_by_code, window_origins
+
+
+# ---------------------------------------------------------------------------
+# The phase grid: every kernel tap as one contiguous slice
+# ---------------------------------------------------------------------------
+#
+# Why: a tap of sliding_windows is a strided (N, C, *out) view, and NumPy runs a
+# ufunc over such a view one W_out-long row at a time, with no SIMD for a
+# stride-2 row: about 5x slower per pass than one long contiguous loop, and the
+# pools make k^d passes. So the input is rearranged once into a grid on which
+# every tap is a flat shift of a contiguous array.
+#
+# Along one dimension (stride s, dilation d, low padding L), tap j of window o reads
+#     o * s + j * d - L = (o + q_j) * s + a_j,  a_j = (j*d - L) mod s,  q_j = floor((j*d - L) / s),
+# the element at index o + q_j of the input's phase a_j (positions a_j, a_j + s, ...).
+# Phase a's grid holds its indices m = g + min(q) for g in [0, M), M = out + max(q) - min(q);
+# cells outside the input hold a fill (-inf, or the integer minimum). Flatten a phase's
+# (N, C, *M) grid: tap j over every window at once is the slice starting at
+#     shift_j = sum_dim (q_j - min q) * (grid stride of dim),
+# and window o's result lands at the flat position of grid cell g = o. Cells with
+# some g_dim >= out_dim are junk (they read into the next row or plane) and are
+# cropped away; the last `reach` = max shift cells are never computed.
+
+
+@dataclass(frozen=True, eq=False)
+class _PhaseGrid:
+    """The phase-grid layout of one pooling geometry (see the comment above)."""
+
+    output_size: tuple[int, ...]
+    grid_size: tuple[int, ...]  # M per spatial dimension
+    phases: tuple[tuple[int, ...], ...]  # the phases some tap reads, one a_j per dimension
+    copies: tuple[tuple[tuple[slice, ...], tuple[slice, ...]], ...]  # per phase: input slices -> grid slices
+    borders: tuple[tuple[tuple[slice, ...], ...], ...]  # per phase: grid regions that hold the fill
+    taps: tuple[tuple[int, int], ...]  # per tap in row-major window order: (phase number, flat shift)
+    reach: int  # the largest shift
+    reads_fill: bool  # whether some window reads a fill cell (padding, or ceil_mode's overhang)
+    offset_by_code: np.ndarray  # from _index_tables
+    window_origins: np.ndarray  # from _index_tables, (*out)
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        """The grid cells that are windows: ``g < out`` in every dimension."""
+        return tuple(slice(0, out) for out in self.output_size)
+
+
+@lru_cache(maxsize=256)
+def _phase_grid(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                dilation: tuple[int, ...], low: tuple[int, ...], output_size: tuple[int, ...]) -> _PhaseGrid:
+    """The phase grid of a pooling geometry; pure integer bookkeeping, cached."""
+    rank = len(input_size)
+    # per dimension and tap: phase a_j and grid index shift q_j
+    phase_of = [[(j * d - pad) % s for j in range(k)] for k, s, d, pad in zip(kernel_size, stride, dilation, low)]
+    shift_of = [[(j * d - pad) // s for j in range(k)] for k, s, d, pad in zip(kernel_size, stride, dilation, low)]
+    q_min = [min(q) for q in shift_of]
+    grid_size = tuple(out + max(q) - lo for out, q, lo in zip(output_size, shift_of, q_min))
+    grid_strides = _plane_strides(grid_size)
+    tap_phases, shifts = [], []
+    for tap in np.ndindex(*kernel_size):
+        tap_phases.append(tuple(phase_of[dim][j] for dim, j in enumerate(tap)))
+        shifts.append(sum((shift_of[dim][j] - q_min[dim]) * grid_strides[dim] for dim, j in enumerate(tap)))
+    phases = tuple(sorted(set(tap_phases)))
+    copies, borders = [], []
+    for phase in phases:
+        source, target, fill = [], [], []
+        for dim, (a, s, size, lo, cells) in enumerate(zip(phase, stride, input_size, q_min, grid_size)):
+            inside = -(-(size - a) // s) if a < size else 0  # phase length: positions a, a + s, ... < size
+            first, stop = -lo, max(-lo, min(cells, inside - lo))  # grid cells g holding m = g + lo in [0, inside)
+            count = stop - first
+            source.append(slice(a, a + count * s, s))
+            target.append(slice(first, stop))
+            whole = [slice(None)] * rank
+            fill += [tuple(whole[:dim] + [edge] + whole[dim + 1:])
+                     for edge, empty in ((slice(0, first), first == 0), (slice(stop, cells), stop == cells))
+                     if not empty]
+        copies.append((tuple(source), tuple(target)))
+        borders.append(tuple(fill))
+    offset_by_code, window_origins = _index_tables(input_size, kernel_size, stride, dilation, low, output_size)
+    reads_fill = any(pad > 0 or (out - 1) * s + (k - 1) * d - pad >= size
+                     for size, k, s, d, pad, out in zip(input_size, kernel_size, stride, dilation, low, output_size))
+    return _PhaseGrid(
+        output_size=output_size, grid_size=grid_size, phases=phases, copies=tuple(copies), borders=tuple(borders),
+        taps=tuple((phases.index(a), shift) for a, shift in zip(tap_phases, shifts)), reach=max(shifts),
+        reads_fill=reads_fill, offset_by_code=offset_by_code, window_origins=window_origins,
+    )
+
+
+def _grid_of(spec: PoolSpec) -> _PhaseGrid:
+    return _phase_grid(spec.input_size, spec.kernel_size, spec.stride, spec.dilation,
+                       tuple(low for low, _ in spec.padding), spec.output_size)
+
+
+def _fill_grid(x: np.ndarray, grid: _PhaseGrid, fill: Any) -> np.ndarray:
+    """``x`` ``(N, C, *in)`` rearranged into its phase grids, ``(phases, N * C * prod(M))``."""
+    cells = np.empty((len(grid.phases), *x.shape[:2], *grid.grid_size), dtype=x.dtype)  # (P, N, C, *M)
+    for phase, (source, target), borders in zip(cells, grid.copies, grid.borders):
+        phase[(..., *target)] = x[(..., *source)]
+        for region in borders:
+            phase[(..., *region)] = fill
+    return cells.reshape(len(grid.phases), -1)
+
+
+def _tap_slices(cells: np.ndarray, grid: _PhaseGrid) -> list[np.ndarray]:
+    """Each tap of every window, in row-major window order: contiguous 1-d slices of ``cells``."""
+    span = cells.shape[1] - grid.reach
+    return [cells[phase, shift:shift + span] for phase, shift in grid.taps]
+
+
+def _crop(flat: np.ndarray, grid: _PhaseGrid, lead: tuple[int, ...]) -> np.ndarray:
+    """The window cells of a flat ``(N * C * prod(M),)`` grid array, as an ``(N, C, *out)`` view."""
+    return flat.reshape(*lead, *grid.grid_size)[(..., *grid.crop)]
+
+
+# ---------------------------------------------------------------------------
 # Running maximum and scatter: shared by fixed and adaptive max pooling
 # ---------------------------------------------------------------------------
 
@@ -338,12 +618,18 @@ def _scatter_to_planes(grad_output: np.ndarray, indices: np.ndarray, input_size:
     """Add each ``grad_output`` element at its flat ``indices`` position of its (n, c) plane.
 
     ``grad_output`` and ``indices`` are ``(N, C, *out)``; the result is
-    ``(N, C, *input_size)`` in ``grad_output``'s dtype (summed in float64).
+    ``(N, C, *input_size)`` in ``grad_output``'s dtype.
     """
     batch, channels = indices.shape[:2]
     plane = prod(input_size)
     plane_start = (np.arange(batch * channels) * plane).reshape(batch, channels, *[1] * (indices.ndim - 2))
     flat = (plane_start + indices).ravel()  # index into (N * C * plane,)
+    if _FAST_UFUNC_AT:
+        # ufunc.at has a fast path for a 1-d index since NumPy 1.25 (faster than bincount);
+        # an element picked by several windows sums their gradients in grad_output's dtype.
+        summed = np.zeros(batch * channels * plane, dtype=grad_output.dtype)
+        np.add.at(summed, flat, grad_output.ravel())
+        return summed.reshape(batch, channels, *input_size)
     summed = np.bincount(flat, weights=grad_output.astype(np.float64, copy=False).ravel(),
                          minlength=batch * channels * plane)
     return summed.reshape(batch, channels, *input_size).astype(grad_output.dtype, copy=False)
@@ -354,8 +640,142 @@ def _scatter_to_planes(grad_output: np.ndarray, indices: np.ndarray, input_size:
 # ---------------------------------------------------------------------------
 
 
-def _max_pool_forward(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+#: Up to this many gathered window taps (N * C * out * k^d), max pooling gathers every window at once:
+#: on small inputs NumPy's per-call cost dominates, and a gather and four whole-array
+#: reductions beat the 3 * k^d passes of the phase grid.
+_GATHER_LIMIT = 1 << 17
+
+
+def _max_pool_forward(x: np.ndarray, spec: PoolSpec,
+                      with_indices: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Values and flat plane indices ``(N, C, *out)`` of the windows' maxima (tie rule: module docs).
+
+    Small problems gather every window (:func:`_max_pool_gathered`); larger ones
+    take the separable running maximum for values alone, and the phase grid
+    (:func:`_max_pool_grid`) when indices are wanted. Padding holds ``-inf`` (the
+    integer dtype's minimum), which never beats a real sample, and every window
+    has one.
+    """
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    if prod(spec.output_shape) * prod(spec.kernel_size) <= _GATHER_LIMIT:
+        return _max_pool_gathered(x, spec, fill, with_indices)
+    if not with_indices:
+        return _reduce_windows(x, spec, np.maximum, fill, x.dtype), None
+    return _max_pool_grid(x, spec, fill)
+
+
+@dataclass(frozen=True, eq=False)
+class _WindowTable:
+    """Every window's taps as plane indices, for one pooling geometry."""
+
+    gather: np.ndarray  # (k^d, out) intp: the plane index tap t of window o reads; prod(in) for padding
+    code: np.ndarray  # (k^d, out): k^d - t where tap t is an input sample, 0 for padding (never chosen)
+    offset_by_code: np.ndarray  # from _index_tables
+    window_origins: np.ndarray  # from _index_tables, flattened to (out,)
+
+
+@lru_cache(maxsize=256)
+def _window_table(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                  dilation: tuple[int, ...], low: tuple[int, ...], output_size: tuple[int, ...]) -> _WindowTable:
+    """The window table of a pooling geometry; integer bookkeeping, cached."""
+    count = prod(kernel_size)
+    plane_strides = _plane_strides(input_size)
+    gather = np.empty((count, prod(output_size)), dtype=np.intp)
+    code = np.zeros(gather.shape, dtype=np.min_scalar_type(count))
+    for number, tap in enumerate(np.ndindex(*kernel_size)):
+        # per dimension: the position this tap reads in each window, (out_d,)
+        positions = [np.arange(out) * s + j * d - pad
+                     for out, s, j, d, pad in zip(output_size, stride, tap, dilation, low)]
+        inside = reduce(np.logical_and.outer, [(p >= 0) & (p < size) for p, size in zip(positions, input_size)])
+        flat = reduce(np.add.outer, [p * st for p, st in zip(positions, plane_strides)])  # (*out)
+        gather[number] = np.where(inside, flat, prod(input_size)).ravel()
+        code[number] = np.where(inside, count - number, 0).ravel()
+    gather.setflags(write=False)
+    code.setflags(write=False)
+    offset_by_code, window_origins = _index_tables(input_size, kernel_size, stride, dilation, low, output_size)
+    return _WindowTable(gather=gather, code=code, offset_by_code=offset_by_code, window_origins=window_origins.ravel())
+
+
+def _max_pool_gathered(x: np.ndarray, spec: PoolSpec, fill: Any,
+                       with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_max_pool_forward` by gathering every window: ``(N * C, k^d, out)``, then reducing the taps.
+
+    The index is the first tap, in window order, equal to the maximum: the
+    largest ``code`` (``k^d - tap``, 0 for padding) among the equal taps, so a
+    padding cell never wins even where the maximum is ``-inf``. Windows whose
+    maximum is NaN take their last NaN tap instead.
+    """
+    table = _window_table(spec.input_size, spec.kernel_size, spec.stride, spec.dilation,
+                          tuple(low for low, _ in spec.padding), spec.output_size)
+    planes = x.reshape(prod(x.shape[:2]), prod(spec.input_size))  # (N * C, plane)
+    padded = np.concatenate((planes, np.full((planes.shape[0], 1), fill, dtype=x.dtype)), axis=1)  # fill last
+    windows = padded[:, table.gather]  # (N * C, k^d, out)
+    values = np.maximum.reduce(windows, axis=1)  # (N * C, out); NaN propagates
+    if not with_indices:
+        return values.reshape(spec.output_shape), None
+    equal = windows == values[:, np.newaxis]
+    as_code = equal.view(np.uint8) if table.code.dtype == np.uint8 else equal
+    code = np.maximum.reduce(as_code * table.code, axis=1)  # (N * C, out)
+    if x.dtype.kind == "f" and values.size and np.isnan(values.max()):
+        count = table.code.shape[0]
+        after_last_nan = np.arange(1, count + 1, dtype=table.code.dtype)[:, np.newaxis]  # tap + 1
+        last_nan = np.maximum.reduce(np.isnan(windows) * after_last_nan, axis=1)  # 0 where no NaN
+        code = np.where(last_nan > 0, count + 1 - last_nan.astype(np.int64), code)
+    indices = np.take(table.offset_by_code, code)  # (N * C, out)
+    np.add(indices, table.window_origins, out=indices)
+    return values.reshape(spec.output_shape), indices.reshape(spec.output_shape)
+
+
+def _max_pool_grid(x: np.ndarray, spec: PoolSpec, fill: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_max_pool_forward` with indices on the phase grid.
+
+    The values are a running ``np.maximum`` over the grid's taps. The index is
+    then the first tap, in window order, equal to the maximum: the largest of
+    ``equal * (k^d - tap)`` over the taps, all branch-free passes (masked
+    assignment is ~15x slower). Windows whose maximum is NaN take their last NaN
+    tap instead. If some window's maximum equals the fill, a padding cell could
+    tie with it, so that rare case goes to :func:`_max_pool_reference`.
+    """
+    grid = _grid_of(spec)
+    if x.size == 0:
+        return np.zeros(spec.output_shape, dtype=x.dtype), np.zeros(spec.output_shape, dtype=np.int64)
+    lead = x.shape[:2]
+    cells = _fill_grid(x, grid, fill)  # (P, N * C * prod(M))
+    taps = _tap_slices(cells, grid)
+    best = np.empty(cells.shape[1], dtype=x.dtype)  # the grid's window cells; the tail past `span` unused
+    running = best[:taps[0].size]
+    np.copyto(running, taps[0])
+    for tap in taps[1:]:
+        np.maximum(tap, running, out=running)
+    values = np.ascontiguousarray(_crop(best, grid, lead))  # (N, C, *out)
+    if grid.reads_fill and np.fmin.reduce(values, axis=None) == fill:
+        return _max_pool_reference(x, spec)
+
+    count = len(taps)
+    code_type = np.min_scalar_type(count)
+    window_code = np.empty(best.size, dtype=code_type)  # grid layout, as `best`
+    code = window_code[:running.size]  # count - (first tap equal to the maximum)
+    equal, term = np.empty(running.size, dtype=bool), np.empty(running.size, dtype=code_type)
+    as_code = equal.view(np.uint8) if code_type == np.uint8 else equal  # 0/1 without a cast
+    for number, tap in enumerate(taps):
+        np.equal(tap, running, out=equal)
+        np.multiply(as_code, code_type.type(count - number), out=term if number else code)
+        if number:
+            np.maximum(code, term, out=code)
+    if x.dtype.kind == "f" and np.isnan(np.max(values)):
+        last_nan = np.zeros(running.size, dtype=code_type)  # 1 + (last NaN tap), 0 where none
+        for number, tap in enumerate(taps):
+            np.isnan(tap, out=equal)
+            np.multiply(as_code, code_type.type(number + 1), out=term)
+            np.maximum(last_nan, term, out=last_nan)
+        code[...] = np.where(last_nan > 0, count + 1 - last_nan.astype(np.int64), code)
+    indices = np.take(grid.offset_by_code, _crop(window_code, grid, lead))  # (N, C, *out)
+    np.add(indices, grid.window_origins, out=indices)
+    return values, indices
+
+
+def _max_pool_reference(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The same as :func:`_max_pool_forward`, tap by tap with :func:`_keep_max`: slow, obviously right.
 
     Loops over the kernel taps only: each tap is one strided slice
     ``(N, C, *out)`` of the window view, compared against the running maximum.
@@ -377,12 +797,13 @@ def _max_pool_forward(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.nda
 
 
 def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: Any, padding: Any,
-              dilation: Any, ceil_mode: Any) -> tuple[np.ndarray, np.ndarray, PoolSpec]:
-    """Batched values and indices, and the spec, of a max pooling."""
+              dilation: Any, ceil_mode: Any,
+              with_indices: bool = True) -> tuple[np.ndarray, np.ndarray | None, PoolSpec]:
+    """Batched values and indices (``None`` unless ``with_indices``), and the spec, of a max pooling."""
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, _ = _batch_input(op, input, rank)
-    spec = pool_spec(input.shape, kernel_size, stride, padding, dilation, ceil_mode, op=op, rank=rank)
-    values, indices = _max_pool_forward(x, spec)
+    spec = _cached_pool_spec(input.shape, kernel_size, stride, padding, dilation, ceil_mode, op, rank)
+    values, indices = _max_pool_forward(x, spec, with_indices)
     return values, indices, spec
 
 
@@ -548,9 +969,11 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         return_indices: bool = False,
     ) -> Any:
         return_indices = _check_flag(op, "return_indices", return_indices)
-        values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
-        values, indices = _unbatch(spec.batched, values, indices)
-        return (values, indices) if return_indices else values
+        values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode,
+                                          with_indices=return_indices)
+        if not return_indices:
+            return _unbatch(spec.batched, values)[0]
+        return _unbatch(spec.batched, values, indices)
 
     @defines_vjp(max_pool_op)
     def _max_pool_vjp(
@@ -650,23 +1073,34 @@ def _check_divisor(op: str, divisor_override: Any) -> int | None:
 
 
 def _avg_divisor(spec: PoolSpec, count_include_pad: bool, divisor_override: int | None) -> Any:
-    """What each window's sum is divided by: an int, or an int array ``(*out)``.
+    """What each window's sum is divided by: an int, or a read-only int array ``(*out)``.
 
     PyTorch's rule, per dimension, for the window starting at ``start = o * stride - pad``:
     it is clipped to ``end = min(start + k, in + pad)`` (so a ``ceil_mode`` window
     never counts cells past the nominal padding); ``count_include_pad`` counts
     ``end - start``, otherwise only the input cells ``min(end, in) - max(start, 0)``.
-    The divisor is the product over dimensions.
+    The divisor is the product over dimensions; an int where every window has the same.
     """
     if divisor_override is not None:
         return divisor_override
+    return _window_counts(spec.input_size, spec.kernel_size, spec.stride, tuple(low for low, _ in spec.padding),
+                          spec.output_size, count_include_pad)
+
+
+@lru_cache(maxsize=256)
+def _window_counts(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                   low: tuple[int, ...], output_size: tuple[int, ...], count_include_pad: bool) -> Any:
+    """:func:`_avg_divisor`'s counts for one geometry, cached."""
     counts = []
-    for size, k, s, (low, _), out in zip(spec.input_size, spec.kernel_size, spec.stride, spec.padding,
-                                         spec.output_size):
-        start = np.arange(out) * s - low  # (out,)
-        end = np.minimum(start + k, size + low)
+    for size, k, s, pad, out in zip(input_size, kernel_size, stride, low, output_size):
+        start = np.arange(out) * s - pad  # (out,)
+        end = np.minimum(start + k, size + pad)
         counts.append(end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0))
-    return reduce(np.multiply.outer, counts)  # (*out)
+    divisor = reduce(np.multiply.outer, counts)  # (*out)
+    if divisor.size and np.all(divisor == divisor.flat[0]):
+        return int(divisor.flat[0])  # a Python int divides without promoting float32
+    divisor.setflags(write=False)  # shared between calls
+    return divisor
 
 
 def _avg_args(op: str, rank: int | None, input: Any, kernel_size: Any, stride: Any, padding: Any,
@@ -674,14 +1108,39 @@ def _avg_args(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     """Batched input, spec and divisor of an average pooling."""
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, _ = _batch_input(op, input, rank)
-    spec = pool_spec(input.shape, kernel_size, stride, padding, 1, ceil_mode, op=op, rank=rank)
+    spec = _cached_pool_spec(input.shape, kernel_size, stride, padding, 1, ceil_mode, op, rank)
     count_include_pad = _check_flag(op, "count_include_pad", count_include_pad)
     divisor = _avg_divisor(spec, count_include_pad, _check_divisor(op, divisor_override))
     return x, spec, divisor
 
 
+def _as_divisor(divisor: Any, dtype: np.dtype) -> Any:
+    """An int stays (Python ints do not promote); an array becomes ``dtype``, so float32 stays float32."""
+    return divisor if isinstance(divisor, int) else divisor.astype(dtype)
+
+
 def _avg_pool_forward(x: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray:
-    """Window sums over the zero-padded input, divided: ``(N, C, *out)``."""
+    """Window sums (:func:`_reduce_windows`, padding adds nothing), divided: ``(N, C, *out)``."""
+    accumulate, returned = _average_dtypes(x.dtype)
+    sums = _reduce_windows(x, spec, np.add, 0, accumulate)  # (N, C, *out)
+    np.divide(sums, _as_divisor(divisor, accumulate), out=sums)
+    return sums.astype(returned, copy=False)
+
+
+def _avg_pool_backward(grad_output: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray:
+    """``grad_input`` ``(N, C, *in)`` of an average pooling, in ``grad_output``'s dtype.
+
+    out[o] = sum_j x[o * s + j - pad] / divisor[o] is linear, so x[i] receives
+    grad_output[o] / divisor[o] from every window o that reads it: the
+    transpose of the window sum (:func:`_spread_windows`).
+    """
+    accumulate, _ = _average_dtypes(grad_output.dtype)
+    scaled = np.divide(grad_output, _as_divisor(divisor, accumulate), dtype=accumulate)  # (N, C, *out)
+    return _spread_windows(scaled, spec, accumulate).astype(grad_output.dtype, copy=False)
+
+
+def _avg_pool_reference(x: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray:
+    """:func:`_avg_pool_forward` on the window view of the zero-padded input: slow, obviously right."""
     accumulate, returned = _average_dtypes(x.dtype)
     padded = pad(x.astype(accumulate, copy=False), spec.window_padding)  # (N, C, *in + padding), zeros
     windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, C, *out, *k)
@@ -689,12 +1148,12 @@ def _avg_pool_forward(x: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray
     return (sums / divisor).astype(returned, copy=False)
 
 
-def _avg_pool_backward(grad_output: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray:
-    """``grad_input`` ``(N, C, *in)`` of an average pooling, in ``grad_output``'s dtype.
+def _avg_pool_backward_reference(grad_output: np.ndarray, spec: PoolSpec, divisor: Any) -> np.ndarray:
+    """:func:`_avg_pool_backward` as the window primitive's transpose: slow, obviously right.
 
-    out[o] = sum_j x_padded[o * s + j] / divisor[o], so x_padded[i] receives
-    grad_output[o] / divisor[o] from every (o, j) with o * s + j = i: the window
-    primitive's transpose (``add_windows``), then the padding's (a crop).
+    Every tap of a window gets the same share ``grad_output[o] / divisor[o]``;
+    ``add_windows`` adds them back where they were read, and the padding's
+    transpose crops.
     """
     accumulate, _ = _average_dtypes(grad_output.dtype)
     scaled = grad_output.astype(accumulate, copy=False) / divisor  # (N, C, *out)
@@ -973,41 +1432,103 @@ def _adaptive_args(op: str, rank: int | None, input: Any, output_size: Any) -> t
     return x, batched, _normalize_output_size(op, output_size, rank, input_size)
 
 
-def _expand(vector_2d: np.ndarray, trailing: int) -> np.ndarray:
-    """Append ``trailing`` unit axes so an ``(out, width)`` table broadcasts along one array axis."""
-    return vector_2d.reshape(vector_2d.shape + (1,) * trailing)
+#: Up to this many outputs along an axis, an adaptive average is a dense 0/1 matrix product
+#: (one BLAS call, ``in * out`` multiply-adds per line); beyond, a sparse one (``in``-ish per line).
+_DENSE_ADAPTIVE_OUTPUTS = 64
+
+
+@lru_cache(maxsize=256)
+def _adaptive_matrix(input_size: int, output_size: int, dtype: np.dtype) -> Any:
+    """``(out, in)``: 1 where input ``i`` is in window ``o``; a read-only array, or scipy.sparse CSR if large.
+
+    >>> _adaptive_matrix(5, 3, np.dtype(np.float64))
+    array([[1., 1., 0., 0., 0.],
+           [0., 1., 1., 1., 0.],
+           [0., 0., 0., 1., 1.]])
+    """
+    start, end = _adaptive_bounds(input_size, output_size)
+    position = np.arange(input_size)
+    member = (position >= start[:, None]) & (position < end[:, None])  # (out, in)
+    if output_size > _DENSE_ADAPTIVE_OUTPUTS:
+        import scipy.sparse
+
+        return scipy.sparse.csr_array(member.astype(dtype))
+    matrix = member.astype(dtype)
+    matrix.setflags(write=False)  # shared between calls
+    return matrix
+
+
+def _along_axis(y: np.ndarray, matrix: Any, axis: int) -> np.ndarray:
+    """``y`` with its ``axis`` (length ``in``) replaced by ``matrix @ y`` along it (length ``out``)."""
+    moved = np.moveaxis(y, axis, -1)  # (..., in); the reshape copies unless axis is last
+    lines = moved.reshape(prod(moved.shape[:-1]), moved.shape[-1])  # (lines, in)
+    if isinstance(matrix, np.ndarray):
+        result = lines @ matrix.T  # (lines, out)
+    else:
+        result = np.asarray((matrix @ lines.T).T)
+    return np.moveaxis(result.reshape(*moved.shape[:-1], matrix.shape[0]), -1, axis)
+
+
+@lru_cache(maxsize=256)
+def _adaptive_areas(input_size: tuple[int, ...], output_size: tuple[int, ...]) -> Any:
+    """The number of inputs in each window (the product of its lengths): an int if all equal, else ``(*out)``."""
+    lengths = [np.subtract(*reversed(_adaptive_bounds(size, out))) for size, out in zip(input_size, output_size)]
+    areas = reduce(np.multiply.outer, lengths, np.array(1))
+    if areas.size and np.all(areas == areas.flat[0]):
+        return int(areas.flat[0])  # a Python int divides without promoting float32
+    areas.setflags(write=False)  # shared between calls
+    return areas
 
 
 def _adaptive_avg_forward(x: np.ndarray, output_size: tuple[int, ...]) -> np.ndarray:
-    """Separable: average over each window along one spatial axis at a time."""
+    """Separable: each spatial axis summed over its windows, then divided by the window's area.
+
+    Per axis: equal sizes mean one-element windows (skipped). A leading axis
+    whose windows tile it (``out`` divides ``in``) is an average pooling's sum,
+    kernel and stride ``in // out``, over whole rows; these go first, as they
+    need no copy. Then the last axis, through its 0/1 window matrix: one matrix
+    product over contiguous lines (strided slices would read each cache line
+    once per tap). Other leading axes take their matrix last, when the array is
+    smallest. Global pooling (every output size 1) is one matrix-vector product.
+    """
     accumulate, returned = _average_dtypes(x.dtype)
     y = x.astype(accumulate, copy=False)  # (N, C, *in), becoming (N, C, *out) axis by axis
-    for axis, out in zip(range(2, x.ndim), output_size):
-        position, valid, length = _adaptive_table(y.shape[axis], out)
-        trailing = y.ndim - axis - 1
-        gathered = np.take(y, position, axis=axis)  # (..., out, width, ...)
-        sums = np.sum(gathered, axis=axis + 1, where=_expand(valid, trailing))  # (..., out, ...)
-        y = sums / _expand(length, trailing)
-    return y.astype(returned, copy=False)
+    if all(out == 1 for out in output_size):
+        planes = y.reshape(*y.shape[:2], prod(y.shape[2:]))  # (N, C, plane)
+        y = (planes @ np.ones(planes.shape[-1], dtype=accumulate)).reshape(*y.shape[:2], *output_size)
+    else:
+        pooled = [axis for axis in range(2, x.ndim) if x.shape[axis] != output_size[axis - 2]]
+        tiled = [axis for axis in pooled if axis < x.ndim - 1 and output_size[axis - 2]
+                 and x.shape[axis] % output_size[axis - 2] == 0]
+        for axis in tiled + [axis for axis in reversed(pooled) if axis not in tiled]:
+            size, out = y.shape[axis], output_size[axis - 2]
+            if axis in tiled:
+                width = size // out
+                y = _reduce_axis(y, axis, _axis_taps(size, width, width, 1, 0, out), out, np.add, 0, accumulate)
+            else:
+                y = _along_axis(y, _adaptive_matrix(size, out, accumulate), axis)
+    averaged = np.divide(y, _as_divisor(_adaptive_areas(x.shape[2:], output_size), accumulate))
+    return averaged.astype(returned, copy=False)
 
 
 def _adaptive_avg_backward(grad_output: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
-    """Transpose of the forward's per-axis averages: scatter ``grad / length`` over each window.
+    """Transpose of the forward: divide by the area, then spread each axis back with its window matrix.
 
-    Windows of one axis may overlap (and repeat when out > in), so the scatter
-    is an ``np.add.at``.
+    Where ``out`` divides ``in`` the windows tile the axis, so the transpose is a
+    repeat of each gradient over its window.
     """
     accumulate, _ = _average_dtypes(grad_output.dtype)
-    g = grad_output.astype(accumulate, copy=False)  # (N, C, *out), becoming (N, C, *in)
-    for axis, size in zip(range(2, g.ndim), input_size):
-        position, valid, length = _adaptive_table(size, g.shape[axis])
-        trailing = g.ndim - axis - 1
-        share = np.expand_dims(g / _expand(length, trailing), axis + 1) * _expand(valid, trailing)
-        # share: (..., out, width, ...), each window's gradient over its taps
-        spread = np.zeros(g.shape[:axis] + (size,) + g.shape[axis + 1:], dtype=accumulate)
-        np.add.at(spread, (slice(None),) * axis + (position,), share)
-        g = spread
-    return g.astype(grad_output.dtype, copy=False)
+    areas = _as_divisor(_adaptive_areas(tuple(input_size), grad_output.shape[2:]), accumulate)
+    g = np.divide(grad_output, areas, dtype=accumulate)  # (N, C, *out), becoming (N, C, *in)
+    for axis in reversed(range(2, g.ndim)):
+        size, out = input_size[axis - 2], g.shape[axis]
+        if size == out:
+            continue
+        if out and size % out == 0:
+            g = np.repeat(g, size // out, axis=axis)
+        else:
+            g = _along_axis(g, _adaptive_matrix(size, out, accumulate).T, axis)
+    return np.ascontiguousarray(g, dtype=grad_output.dtype)
 
 
 def _adaptive_max_forward(x: np.ndarray, output_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
