@@ -23,7 +23,7 @@ from ._dtypes import check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, Algorithm, Gemm, check_algorithm_name, select_algorithm, unroll
+from .algorithms import ALGORITHMS, Algorithm, Depthwise, Gemm, check_algorithm_name, select_algorithm, unroll
 from .planner import measured_choice, plan_for
 from .spec import ConvSpec, conv_spec
 
@@ -37,6 +37,10 @@ INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
 #: Formulations of the weight gradient; "auto" picks "gemm" (blocked, contiguous
 #: unrolled columns, the forward's Gemm layout).
 WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm")
+#: Depthwise problems (one input channel per group) where the planner picks "depthwise" take its
+#: own gradients under "auto", blocked and threaded like its forward (see Depthwise.input_grad
+#: and Depthwise.weight_grad).
+DEPTHWISE = Depthwise()
 
 
 def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
@@ -69,12 +73,26 @@ def conv_forward(
         return np.zeros(spec.output_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
                       offset=bias)
-    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    out = _choose(algorithm, padded, kernel, spec, x.dtype).run(padded, kernel, spec)
+    if _runs_depthwise(algorithm, spec, x.dtype):  # pads block by block, never the whole input at once
+        out = DEPTHWISE.run_unpadded(x.astype(accumulate, copy=False), kernel, spec)
+    else:
+        padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
+        out = _choose(algorithm, padded, kernel, spec, x.dtype).run(padded, kernel, spec)
     if bias is not None:
         out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
     return out.astype(returned, copy=False)
+
+
+def _runs_depthwise(name: str, spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether ``name`` means the depthwise algorithm: asked for by name, or the planner's pick for "auto".
+
+    The gradients follow the forward's choice: where the planner picks
+    depthwise, their "auto" is depthwise's own transposed passes.
+    """
+    if name == "auto":
+        return plan_for(spec, np.dtype(dtype)).algorithm == DEPTHWISE.name
+    return name == DEPTHWISE.name
 
 
 def _choose(name: str, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
@@ -139,6 +157,8 @@ def conv_input_grad(
     grad_output = grad_output.astype(accumulate, copy=False)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
     if algorithm == "auto":
+        if _runs_depthwise("auto", spec, weight.dtype):
+            return DEPTHWISE.input_grad(grad_output, kernel, spec).astype(returned, copy=False)
         algorithm = "full" if all(s == 1 for s in spec.stride) else "scatter"
     if algorithm == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
@@ -231,8 +251,11 @@ def conv_weight_grad(
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
-    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     grad_output = grad_output.astype(accumulate, copy=False)
+    if algorithm == "auto" and _runs_depthwise("auto", spec, x.dtype):
+        grad_kernel = DEPTHWISE.weight_grad(x.astype(accumulate, copy=False), grad_output, spec)
+        return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
+    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
     if algorithm in ("auto", "gemm"):
         grad_kernel = Gemm().weight_grad(padded, grad_output, spec)
     elif algorithm == "im2col":

@@ -13,8 +13,11 @@ algorithm               estimated time
 gemm                    FLOPs / matmul rate (scaled down when a matrix side is
                         short: fewer than 32 filters or taps per group), plus the
                         unrolled copy at memory bandwidth
-depthwise               one multiply-add pass per kernel tap over the output,
-                        after regrouping a strided input into its phases
+depthwise               per block of channels: the grid copy (the input, padded
+                        and split into stride phases, or as it is at stride 1),
+                        then every tap's run copied into columns and read back
+                        by a small product per channel; blocks shared among
+                        threads (each past the first counted at 0.6)
 fft                     forward transforms of inputs and kernels, the spectral
                         products (summed over input channels), inverse transforms
 each                    plus a fixed cost per call (larger for the FFT), which
@@ -59,8 +62,13 @@ _COPY_RATE = {"contiguous": 8e9, "strided": 3e9}  # cache-blocked copies
 _SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
 # Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
 # where every estimate above is microseconds and an FFT's setup dominates.
-_OVERHEAD = {"gemm": 20e-6, "depthwise": 5e-6, "fft": 150e-6}
-_OVERHEAD_PER_TAP = 3e-6  # depthwise makes one pass per kernel tap
+_OVERHEAD = {"gemm": 20e-6, "depthwise": 40e-6, "fft": 150e-6}
+# Depthwise: bytes of unrolled columns per second on one thread (each copied, then read by the
+# product), the Python and NumPy calls per block and chunk of rows, and what each thread past
+# the first adds (the threads share the caches and the memory bus).
+_DEPTHWISE_COLUMN_RATE = 16e9
+_DEPTHWISE_BLOCK_COST = 25e-6
+_THREAD_GAIN = 0.6
 
 
 @dataclass(frozen=True)
@@ -101,11 +109,7 @@ def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
         layout = "contiguous" if algorithms._gemm_wide(spec) else "strided"
         return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE[layout]
     if name == "depthwise":
-        taps = prod(spec.kernel_size)
-        # At stride > 1 the input is first regrouped into its stride phases (a strided copy).
-        phases = 0 if algorithms._wide(spec) else 2 * prod(spec.input_shape) * dtype.itemsize / _COPY_RATE["strided"]
-        return (_OVERHEAD["depthwise"] + phases
-                + taps * (_OVERHEAD_PER_TAP + prod(spec.output_shape) * 2 / _ELEMENTWISE_RATE))
+        return _OVERHEAD["depthwise"] + _depthwise_seconds(spec, dtype)
     if name == "fft":
         length = prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)
         levels = log2(max(length, 2))
@@ -115,6 +119,23 @@ def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
         products = 8 * spec.batch * spec.out_channels * spec.in_channels_per_group * (length / 2 + 1)
         return _OVERHEAD["fft"] + transforms * per_transform + products / _ELEMENTWISE_RATE
     raise ValueError(f"no cost model for {name!r}")
+
+
+def _depthwise_seconds(spec: ConvSpec, dtype: np.dtype) -> float:
+    """Depthwise's estimate past its fixed cost, from the blocks it would actually run."""
+    layout = algorithms._DepthwiseLayout(spec, dtype.itemsize, spec.padding)
+    jobs, groups = layout.blocks()
+    taps = prod(spec.kernel_size)
+    chunks = -(-spec.output_size[0] // layout.chunk_rows(groups, taps))
+    multiplier = spec.out_channels_per_group
+    columns = taps * spec.batch * spec.groups * layout.length * dtype.itemsize * (1 + (multiplier - 1) / 4)
+    grid = spec.batch * spec.in_channels * layout.phases * layout.stored * dtype.itemsize
+    work = (columns / _DEPTHWISE_COLUMN_RATE + len(jobs) * chunks * _DEPTHWISE_BLOCK_COST
+            + grid / _COPY_RATE["contiguous" if layout.direct else "strided"])
+    if not layout.in_place:  # the wide rows' real columns copied out
+        work += prod(spec.output_shape) * dtype.itemsize / _COPY_RATE["strided"]
+    threads = min(algorithms.depthwise_threads(), len(jobs)) if layout.work >= algorithms.DEPTHWISE_PARALLEL_WORK else 1
+    return work / (1 + _THREAD_GAIN * (threads - 1))
 
 
 @lru_cache(maxsize=4096)
