@@ -349,3 +349,21 @@ def test_the_script_runs_the_same_code_without_torch(tmp_path):
     assert [r["phase"] for r in data["results"]] == list(bench.CONV_PHASES)
     # threadpoolctl (installed with scikit-learn) limits BLAS itself; without it, the environment does
     assert data["settings"]["blas_threads"].startswith(("environment", "threadpoolctl"))
+
+
+def test_a_blas_pinned_below_the_cpu_is_reported():
+    avx512 = frozenset({"avx2", "avx512f"})
+    pinned = {"coretype_variable": "Haswell", "architecture": "Haswell"}
+    (warning,) = bench._pinned_blas_warnings(pinned, avx512)
+    assert "OPENBLAS_CORETYPE=Haswell" in warning and "AVX-512" in warning
+    # Nothing to say without the variable, on a CPU without AVX-512, or when the pin is a wide core type.
+    assert bench._pinned_blas_warnings({"coretype_variable": None, "architecture": "Haswell"}, avx512) == []
+    assert bench._pinned_blas_warnings(pinned, frozenset({"avx2"})) == []
+    assert bench._pinned_blas_warnings({"coretype_variable": "SkylakeX", "architecture": "SkylakeX"}, avx512) == []
+
+
+def test_the_blas_kernels_in_use_are_recorded(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    info = bench._blas_info()
+    assert info["coretype_variable"] == "Haswell"
+    assert "architecture" in info

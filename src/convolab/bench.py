@@ -775,11 +775,44 @@ def _blas_info() -> dict[str, Any]:
     try:
         from threadpoolctl import threadpool_info
 
-        info["threadpools"] = [{key: pool.get(key) for key in ("internal_api", "version", "num_threads", "filepath")}
+        info["threadpools"] = [{key: pool.get(key) for key in ("internal_api", "version", "num_threads", "filepath",
+                                                               "architecture")}
                                for pool in threadpool_info()]
+        # The kernels OpenBLAS runs (its build configuration names only the oldest it supports).
+        info["architecture"] = next((pool.get("architecture") for pool in info["threadpools"]
+                                     if pool.get("architecture")), None)
     except ImportError:
         pass
+    info["coretype_variable"] = os.environ.get(CORETYPE_VARIABLE)
     return info
+
+
+#: OpenBLAS reads this when it loads and then runs that core type's kernels instead of the CPU's own.
+CORETYPE_VARIABLE = "OPENBLAS_CORETYPE"
+#: OpenBLAS core types whose single-precision kernels are at most 256 bits wide.
+NARROW_CORETYPES = frozenset({"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott", "atom", "bulldozer",
+                              "piledriver", "steamroller", "excavator", "barcelona", "opteron"})
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _pinned_blas_warnings(blas: dict[str, Any], cpu_flags: frozenset[str]) -> list[str]:
+    """A core type forced by OPENBLAS_CORETYPE below what the CPU runs halves NumPy's matrix products, not PyTorch's."""
+    variable, architecture = blas.get("coretype_variable"), blas.get("architecture")
+    if not variable or "avx512f" not in cpu_flags or str(architecture or variable).lower() not in NARROW_CORETYPES:
+        return []
+    return [f"{CORETYPE_VARIABLE}={variable} in the environment holds NumPy's BLAS to {architecture or variable} "
+            "(256-bit) kernels on a CPU with AVX-512, which PyTorch uses: every ratio against PyTorch is inflated "
+            f"(run with `env -u {CORETYPE_VARIABLE}` to let OpenBLAS choose)"]
 
 
 def _git_revision() -> str | None:
@@ -999,9 +1032,11 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
         "load_average_1min": {"start": load_at_start, "end": _load_average()},
         **(settings or {}),
     }
-    run_settings["warnings"] = _busy_machine_warnings(blas_before["gflops"], blas_after["gflops"], load_at_start)
+    machine = machine_info(torch)
+    run_settings["warnings"] = (_busy_machine_warnings(blas_before["gflops"], blas_after["gflops"], load_at_start)
+                                + _pinned_blas_warnings(machine["blas"], _cpu_flags()))
     problem_table = [_describe_problem(problem) for problem in problems]
-    return Report(machine_info(torch), run_settings, problem_table, blas, rows, memory, summary, targets)
+    return Report(machine, run_settings, problem_table, blas, rows, memory, summary, targets)
 
 
 def _load_average() -> float | None:
@@ -1196,7 +1231,11 @@ def render_results_md(report: Report) -> str:
     blas = m["blas"]
     blas_text = " ".join(str(v) for v in (blas.get("name"), blas.get("version")) if v) or "unknown"
     if blas.get("configuration"):
-        blas_text += f" ({blas['configuration']})"
+        blas_text += f" (build: {blas['configuration']})"
+    if blas.get("architecture"):
+        chosen_by = (f"`{CORETYPE_VARIABLE}={blas['coretype_variable']}` in the environment"
+                     if blas.get("coretype_variable") else "detected from the CPU")
+        blas_text += f"; kernels at run time: {blas['architecture']} ({chosen_by})"
     lines += [f"**Warning**: {warning}." for warning in s.get("warnings", [])]
     if s.get("warnings"):
         lines.append("")
