@@ -12,6 +12,7 @@ on ties, NaN, -inf and integer minima, in every dtype, and on odd memory layouts
 from __future__ import annotations
 
 import random
+import warnings
 from math import prod
 
 import numpy as np
@@ -281,6 +282,29 @@ def test_any_memory_layout(layout, max_path):
                                   P.max_pool2d_input(np.ascontiguousarray(grad_output), dense, **kw))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int16])
+def test_non_native_byte_order(dtype, max_path):
+    # Big-endian data (from a file) once crashed the ufuncs that take dtype=, which accepts no byte order.
+    x = values_of("ties", (2, 3, 9, 8), np.float64, seed=2).astype(dtype)
+    swapped = x.astype(x.dtype.newbyteorder("S"))
+    kw = dict(kernel_size=3, stride=2, padding=1)
+    grad_output = values_of("distinct", P.max_pool2d(x, **kw).shape, np.float64, seed=3)
+    swapped_grad = grad_output.astype(grad_output.dtype.newbyteorder("S"))
+    cases = [(P.max_pool2d, (), kw), (P.avg_pool2d, (), kw), (P.adaptive_avg_pool2d, (3,), {}),
+             (P.adaptive_max_pool2d, (3,), {}), (P.max_pool2d_input, (), kw), (P.avg_pool2d_input, (), kw)]
+    for op, args, kwargs in cases:
+        if op.__name__.endswith("_input"):
+            want, got = op(grad_output, x, *args, **kwargs), op(swapped_grad, swapped, *args, **kwargs)
+        else:
+            want, got = op(x, *args, **kwargs), op(swapped, *args, **kwargs)
+        np.testing.assert_array_equal(got, want)
+    for op, size in [(P.adaptive_avg_pool2d, (3, 5)), (P.adaptive_avg_pool2d, (9, 2))]:
+        out, pullback = vjp(op, swapped, size)
+        cotangent = np.ones(out.shape)
+        np.testing.assert_array_equal(pullback(cotangent.astype(cotangent.dtype.newbyteorder("S")))[0],
+                                      vjp(op, x, size)[1](cotangent)[0])
+
+
 def test_results_are_fresh_writable_arrays(max_path):
     x = values_of("distinct", (1, 2, 4, 4), np.float64, seed=1)
     kept = x.copy()
@@ -349,6 +373,23 @@ def test_adaptive_avg_pool_float32_stays_float32():
         out, pullback = vjp(P.adaptive_avg_pool2d, x, output_size=size)
         assert out.dtype == np.float32 and pullback(np.ones_like(out))[0].dtype == np.float32
         np.testing.assert_allclose(out, F.adaptive_avg_pool2d(t(x), size).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial, output_size", [((5,), (2,)), ((6,), (3,)), ((3, 7), (2, 3)), ((4, 5, 6), (3, 2, 4))])
+def test_adaptive_avg_pool_inf_and_nan_stay_in_their_windows(spatial, output_size):
+    # The dense window matrix multiplies every input by the 0s of the windows it is not in; 0 * inf is NaN.
+    x = values_of("distinct", (2, 3) + spatial, np.float64, seed=3)
+    x[0, 0].flat[0], x[1, 2].flat[-1], x[0, 1].flat[1] = np.inf, -np.inf, np.nan
+    xt = t(x).requires_grad_(True)
+    want = getattr(F, f"adaptive_avg_pool{len(spatial)}d")(xt, output_size)
+    grad_output = values_of("distinct", want.shape, np.float64, seed=4)
+    grad_output[0, 0].flat[0], grad_output[1, 1].flat[-1] = np.inf, np.nan
+    want.backward(t(grad_output))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no spurious "invalid value encountered in matmul"
+        out, pullback = vjp(P.adaptive_avg_pool, x, output_size=output_size)
+        np.testing.assert_allclose(out, want.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(pullback(grad_output)[0], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------

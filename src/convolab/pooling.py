@@ -125,8 +125,10 @@ def _check_real_array(op: str, name: str, value: Any) -> np.ndarray:
 
 
 def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
-    """``input`` as ``(N, C, *in)`` and whether the caller gave a batch axis."""
+    """``input`` as ``(N, C, *in)`` (in native byte order) and whether the caller gave a batch axis."""
     _check_real_array(op, "input", input)
+    if not input.dtype.isnative:  # ufuncs take no byte order in dtype=, which the fast paths pass
+        input = input.astype(input.dtype.newbyteorder("="))
     if input.ndim == rank + 2:
         return input, True
     if input.ndim == rank + 1:
@@ -1053,7 +1055,11 @@ max_pool3d, max_pool3d_input = _fixed_rank_max_pool(
 
 
 def _average_dtypes(dtype: np.dtype) -> tuple[np.dtype, np.dtype]:
-    """``(accumulated in, returned as)`` for averaging: float16 in float32; integers in and as float64."""
+    """``(accumulated in, returned as)`` for averaging: float16 in float32; integers in and as float64.
+
+    Both in native byte order (ufuncs take none in ``dtype=``).
+    """
+    dtype = dtype.newbyteorder("=")
     if dtype.kind in "iu":
         return np.dtype(np.float64), np.dtype(np.float64)
     if dtype == np.float16:
@@ -1463,7 +1469,14 @@ def _along_axis(y: np.ndarray, matrix: Any, axis: int) -> np.ndarray:
     moved = np.moveaxis(y, axis, -1)  # (..., in); the reshape copies unless axis is last
     lines = moved.reshape(prod(moved.shape[:-1]), moved.shape[-1])  # (lines, in)
     if isinstance(matrix, np.ndarray):
-        result = lines @ matrix.T  # (lines, out)
+        with np.errstate(invalid="ignore"):
+            result = lines @ matrix.T  # (lines, out)
+        if not np.isfinite(result).all():
+            # An inf or NaN of y makes its own windows non-finite, but the dense product also multiplies
+            # it by the 0s of every other window (0 * inf is NaN): redo it with the 1s alone.
+            import scipy.sparse
+
+            result = np.asarray((scipy.sparse.csr_array(matrix) @ lines.T).T)
     else:
         result = np.asarray((matrix @ lines.T).T)
     return np.moveaxis(result.reshape(*moved.shape[:-1], matrix.shape[0]), -1, axis)
