@@ -19,6 +19,7 @@ import pytest
 
 import convolab as cl
 from convolab import _conv, algorithms
+from convolab._settings import current_thread_count, thread_count
 from conv_cases import ConvCase, generate_cases
 
 #: Depthwise versions of generated cases, multiplier 1 and 2 in turn.
@@ -36,7 +37,7 @@ def blocking(request, monkeypatch):
         monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
         monkeypatch.setattr(algorithms, "DEPTHWISE_COLUMN_BYTES", 64)
         monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
-        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        monkeypatch.setenv("CONVOLAB_THREADS", "3")
     return request.param
 
 
@@ -131,7 +132,7 @@ def test_blocks_and_threads_change_nothing(case, monkeypatch):
     whole = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
     monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
     monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
-    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("CONVOLAB_THREADS", "4")
     split = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
     np.testing.assert_array_equal(split[0], whole[0])
     np.testing.assert_array_equal(split[1], whole[1])
@@ -198,6 +199,29 @@ def test_inputs_not_modified_and_views_accepted():
         np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2), dict(stride=(1, 2), padding=(1, 0), dilation=(2, 1))],
+                         ids=["stride1", "stride2", "mixed"])
+def test_non_finite_values_stay_in_their_windows(kwargs, blocking):
+    """An infinity reaches only the taps (weight gradient) and cells (input gradient) whose windows hold it,
+    as in "im2col"/"scatter" and PyTorch; the wide rows' cropped columns (0 * inf) must not spread it as NaN."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 7, 9))
+    x[0, 1, 3, -1] = np.inf  # the last column: read by some taps only, or (stride 2) by none
+    x[1, 2, -1, 4] = -np.inf
+    w = rng.standard_normal((6, 1, 3, 3))
+    spec = cl.conv_spec(x.shape, w.shape, groups=3, **kwargs)
+    g = rng.standard_normal(spec.output_shape)
+    with np.errstate(invalid="ignore"):
+        grad_weight = _conv.DEPTHWISE.weight_grad(x, g, spec)
+        reference_weight = cl.grad.conv2d_weight(x, w.shape, g, groups=3, **kwargs, algorithm="im2col")
+        np.testing.assert_allclose(grad_weight, reference_weight, rtol=1e-12, atol=1e-12)
+        w[1, 0, 0, 0], w[4, 0, 2, 1] = np.inf, -np.inf
+        grad_input = _conv.DEPTHWISE.input_grad(g, w, spec)
+        reference_input = cl.grad.conv2d_input(x.shape, w, g, groups=3, **kwargs, algorithm="scatter")
+    np.testing.assert_allclose(grad_input, reference_input, rtol=1e-12, atol=1e-12)
+    assert np.isfinite(reference_weight).any() and np.isfinite(reference_input).any()
+
+
 def test_auto_uses_depthwise_for_its_gradients_too():
     """A MobileNet-like layer: the planner picks depthwise, and "auto" gradients are depthwise's own."""
     rng = np.random.default_rng(8)
@@ -226,7 +250,7 @@ def test_plan_prefers_depthwise_for_mobilenet_layers():
 
 
 def test_threads_follow_the_blas_variables(monkeypatch):
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("CONVOLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
     assert algorithms.depthwise_threads() == 3
@@ -234,6 +258,29 @@ def test_threads_follow_the_blas_variables(monkeypatch):
     assert algorithms.depthwise_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "many")  # not a count: the next variable decides
     assert algorithms.depthwise_threads() == 3
+
+
+def test_thread_count_setting(monkeypatch):
+    """A thread_count block, then CONVOLAB_THREADS, then the BLAS's variables decide."""
+    for name in ("CONVOLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("CONVOLAB_THREADS", "2")
+    assert current_thread_count() == algorithms.depthwise_threads() == 2
+    with thread_count(5):
+        assert algorithms.depthwise_threads() == 5
+        with thread_count(1):
+            assert algorithms.depthwise_threads() == 1
+        assert algorithms.depthwise_threads() == 5
+    assert algorithms.depthwise_threads() == 2
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("CONVOLAB_THREADS", bad)
+        with pytest.raises(ValueError, match="CONVOLAB_THREADS"):
+            algorithms.depthwise_threads()
+    for bad in (0, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="thread_count"):
+            with thread_count(bad):
+                pass
 
 
 # -- against PyTorch ---------------------------------------------------------------------------
@@ -283,6 +330,24 @@ def test_threads_work_in_a_forked_child():
     w = np.ones((32, 1, 3, 3))
     expected = cl.conv2d(x, w, padding=1, groups=32, algorithm="depthwise")  # the parent's pool exists now
     with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(_child_conv, (x, w)).get(timeout=60)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_fork_while_another_thread_holds_the_pool_lock(monkeypatch):
+    """A fork can copy the pool's lock held (another thread was just creating the pool); the child
+    must not wait for it forever."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setenv("CONVOLAB_THREADS", "2")
+    x = np.random.default_rng(12).standard_normal((4, 32, 40, 40))
+    w = np.ones((32, 1, 3, 3))
+    expected = cl.conv2d(x, w, padding=1, groups=32, algorithm="depthwise")
+    with algorithms._pool_lock:  # held, as by another thread, while the child is forked
+        pool = multiprocessing.get_context("fork").Pool(1)
+    with pool:
         result = pool.apply_async(_child_conv, (x, w)).get(timeout=60)
     np.testing.assert_array_equal(result, expected)
 

@@ -8,7 +8,7 @@ array([[[[ 83, 113],
 
 from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
-from ._settings import workspace_limit
+from ._settings import thread_count, workspace_limit
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
 from .identities import (
@@ -89,6 +89,7 @@ __all__ = [
     "max_unpool3d",
     "ALGORITHMS",
     "workspace_limit",
+    "thread_count",
     "ConvSpec",
     "conv",
     "conv1d",

@@ -1,9 +1,15 @@
-"""Execution settings that are not part of a convolution's meaning: the workspace limit.
+"""Execution settings that are not part of a convolution's meaning: the workspace limit and the thread count.
 
 The limit bounds the scratch memory an algorithm may hold at once (the unrolled
 im2col block, an FFT's spectra). It is read, in order, from an active
 :func:`workspace_limit` block, the ``CONVOLAB_WORKSPACE_BYTES`` environment
 variable, or the default of 256 MiB.
+
+The thread count is how many threads the depthwise passes share their blocks
+among. It is read, in order, from an active :func:`thread_count` block, the
+``CONVOLAB_THREADS`` environment variable, the first of the BLAS's thread
+variables (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``)
+that holds a positive count, or the usable cores.
 """
 
 from __future__ import annotations
@@ -13,12 +19,18 @@ import contextvars
 import os
 from typing import Iterator
 
-__all__ = ["DEFAULT_WORKSPACE_BYTES", "WORKSPACE_ENV", "current_workspace_limit", "workspace_limit"]
+__all__ = ["DEFAULT_WORKSPACE_BYTES", "WORKSPACE_ENV", "current_workspace_limit", "workspace_limit",
+           "THREADS_ENV", "BLAS_THREAD_VARIABLES", "current_thread_count", "thread_count"]
 
 DEFAULT_WORKSPACE_BYTES = 256 * 2**20
 WORKSPACE_ENV = "CONVOLAB_WORKSPACE_BYTES"
 
+THREADS_ENV = "CONVOLAB_THREADS"
+#: Environment variables a BLAS reads for its thread count; without CONVOLAB_THREADS the first one set decides.
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 _override: contextvars.ContextVar[int | None] = contextvars.ContextVar("convolab_workspace", default=None)
+_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("convolab_threads", default=None)
 
 
 def current_workspace_limit() -> int:
@@ -54,3 +66,49 @@ def workspace_limit(limit_bytes: int) -> Iterator[None]:
         yield
     finally:
         _override.reset(token)
+
+
+def current_thread_count() -> int:
+    """The threads the depthwise passes use now.
+
+    Depthwise's products are too small for the BLAS to split among its own
+    threads, so its blocks are shared among Python threads instead; following
+    the BLAS's variables by default keeps it on the same budget as the
+    algorithms built on large matrix products. A BLAS variable that is not a
+    positive count (``"4,2"``, ``"many"``) is passed over; ``CONVOLAB_THREADS``
+    must be one.
+    """
+    override = _threads.get()
+    if override is not None:
+        return override
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{THREADS_ENV} must be a whole number of threads >= 1, got {text!r}")
+        return int(text)
+    for name in BLAS_THREAD_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """Run the depthwise passes of convolutions inside the block on at most ``threads`` threads.
+
+    >>> from convolab._settings import current_thread_count, thread_count
+    >>> with thread_count(1):
+    ...     current_thread_count()
+    1
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"thread_count: threads must be an int >= 1, got {threads!r}")
+    token = _threads.set(threads)
+    try:
+        yield
+    finally:
+        _threads.reset(token)

@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ._dtypes import is_exact
 from ._errors import fail
-from ._settings import current_workspace_limit
+from ._settings import current_thread_count, current_workspace_limit
 from ._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from .winograd import supports as winograd_supports
 from .winograd import winograd_conv
@@ -427,41 +427,34 @@ DEPTHWISE_COLUMN_BYTES = 8 * 2**20
 #: Below this many multiply-adds a call runs on the calling thread alone: handing
 #: blocks to other threads costs tens of microseconds.
 DEPTHWISE_PARALLEL_WORK = 2**20
-#: Environment variables a BLAS reads for its thread count; depthwise follows the first one set.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Threads the depthwise passes use (:func:`convolab._settings.current_thread_count`: a
+#: ``thread_count`` block, ``CONVOLAB_THREADS``, the BLAS's variables, else the usable cores).
+depthwise_threads = current_thread_count
 #: One block of work: sample ``n``, groups ``g0:g1``.
 _Job = tuple[int, int, int]
 
 _pool: ThreadPoolExecutor | None = None
-_pool_owner = (0, 0)  # (process id, workers) of the pool: a forked child has none of its threads
+_pool_workers = 0
 _pool_lock = threading.Lock()
 
 
-def depthwise_threads() -> int:
-    """Threads the depthwise passes use: the BLAS's count (``OMP_NUM_THREADS``, ...), else the usable cores.
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there, and its lock may have been copied held."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
 
-    Depthwise's products are too small for the BLAS to split among its own
-    threads, so its blocks are shared among Python threads instead; following
-    the BLAS's variables keeps it on the same budget as the algorithms built on
-    large matrix products.
-    """
-    for name in _THREAD_VARIABLES:
-        text = os.environ.get(name, "").strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """The shared pool: a new one in a forked child, or when more workers are wanted than it has."""
-    global _pool, _pool_owner
+    """The shared pool: a new one when more workers are wanted than it has."""
+    global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool_owner[0] != os.getpid() or _pool_owner[1] < workers:
+        if _pool is None or _pool_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convolab-depthwise")
-            _pool_owner = (os.getpid(), workers)
+            _pool_workers = workers
         return _pool
 
 
@@ -769,6 +762,11 @@ class _Unroller:
                 yield r0, r0 + rows, block
 
 
+def _finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no inf or NaN: wide rows compute cropped columns that would otherwise spread one."""
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+
+
 def _zero_padded_source(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
     """The array the blocks read and the zeros they add: ``x`` itself with zero padding, else ``x`` padded."""
     if spec.padding_mode == "zeros":
@@ -853,10 +851,12 @@ class Depthwise(Algorithm):
         """The gradient with respect to the input, ``(N, C_in, *input)``, for the oriented ``kernel``.
 
         At stride 1 it is a forward convolution (:meth:`_input_grad_full`); at
-        other strides, or where the padding outgrows the kernel, the forward's
-        passes transposed (:meth:`_input_grad_scatter`).
+        other strides, where the padding outgrows the kernel, or where the
+        kernel holds an inf or NaN (which the full correlation would multiply
+        by its zero padding), the forward's passes transposed
+        (:meth:`_input_grad_scatter`).
         """
-        if _wide(spec):
+        if _wide(spec) and _finite(kernel):  # the full correlation would multiply an inf by its padding's zeros
             full = self._input_grad_full(grad_output, kernel, spec)
             if full is not None:
                 return full
@@ -891,7 +891,8 @@ class Depthwise(Algorithm):
 
         Per block, grad_output over the same wide rows (zero on the cropped
         columns) times the tap's weight (summed over the multiplier), its
-        wrapped positions zeroed, is added into the zeroed grid at the tap's
+        wrapped positions (and, with an inf or NaN in the kernel, its cropped
+        columns) zeroed, is added into the zeroed grid at the tap's
         offset; the grid then goes back to the input (:meth:`_DepthwiseLayout.ungrid`,
         the transpose of padding and phasing). With a padding mode other than
         zeros the gradient is taken on the padded input and folded back by
@@ -908,6 +909,10 @@ class Depthwise(Algorithm):
         grad = np.empty((spec.batch, spec.in_channels, *(spec.input_size if zeros else spec.padded_size)), dtype=dtype)
         jobs, channels = layout.blocks()
         taps = list(layout.taps())
+        if not _finite(kernel):  # the cropped columns' zeros times an inf would put NaN in real cells: clear them too
+            cropped = [(axis, slice(out, size)) for axis, (out, size)
+                       in enumerate(zip(spec.output_size, layout.size)) if axis and out < size]
+            taps = [(index, phase, offset, masks + cropped) for index, phase, offset, masks in taps]
 
         def make_worker() -> Callable[[_Job], None]:
             buffer = layout.grid_buffer(channels, dtype)
@@ -947,7 +952,9 @@ class Depthwise(Algorithm):
         unrolled columns with those samples zeroed, ``(B, K, count) @ (B,
         count, M)`` (measured faster there than zeroing copies of grad_output).
         Each block's sums get their own slot, added in a fixed order at the
-        end, so the result does not depend on the threads. Returns ``(G*M, 1,
+        end, so the result does not depend on the threads. A block whose input
+        holds an inf or NaN takes its real windows only (the cropped columns'
+        zeros times an inf would be NaN on every tap). Returns ``(G*M, 1,
         *kernel)`` for the oriented kernel.
         """
         source, padding = _zero_padded_source(x, spec)
@@ -974,6 +981,12 @@ class Depthwise(Algorithm):
             def weights(job: _Job) -> None:
                 n, g0, g1 = job
                 sums = partial[n, g0:g1]  # (B, K, M)
+                if not _finite(source[n, g0:g1]):  # the cropped columns would make an inf NaN on every tap (0 * inf)
+                    windows = sliding_windows(pad(source[n, g0:g1], padding), spec.kernel_size, spec.stride,
+                                              spec.dilation).reshape(g1 - g0, -1, taps)  # (B, P, K), only real windows
+                    g = grad_output[n, g0 * multiplier:g1 * multiplier].reshape(g1 - g0, multiplier, -1)  # (B, M, P)
+                    sums += np.matmul(windows.transpose(0, 2, 1), g.transpose(0, 2, 1))  # (B, K, M)
+                    return
                 if unroller is not None:  # masks come only with the direct grid, whose columns are in kernel order
                     for r0, r1, block in unroller.chunks(source, n, g0, g1):
                         sums += np.matmul(block, grad_block(n, g0, g1, r0, r1).transpose(0, 2, 1))  # (B, K, M)
