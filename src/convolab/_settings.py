@@ -59,13 +59,18 @@ def workspace_limit(limit_bytes: int) -> Iterator[None]:
     ...     cl.conv2d(np.ones((1, 3, 64, 64)), np.ones((4, 3, 3, 3)), padding=1).shape
     (1, 4, 64, 64)
     """
-    if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) or limit_bytes < 1:
-        raise ValueError(f"workspace_limit: limit_bytes must be an int >= 1, got {limit_bytes!r}")
-    token = _override.set(limit_bytes)
+    yield from _scoped(_override, limit_bytes, "workspace_limit", "limit_bytes")
+
+
+def _scoped(setting: contextvars.ContextVar[int | None], value: int, op: str, parameter: str) -> Iterator[None]:
+    """Hold ``setting`` at ``value`` (an int >= 1) for the body of a ``with`` block, in this context only."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{op}: {parameter} must be an int >= 1, got {value!r}")
+    token = setting.set(value)
     try:
         yield
     finally:
-        _override.reset(token)
+        setting.reset(token)
 
 
 def current_thread_count() -> int:
@@ -105,10 +110,4 @@ def thread_count(threads: int) -> Iterator[None]:
     ...     current_thread_count()
     1
     """
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"thread_count: threads must be an int >= 1, got {threads!r}")
-    token = _threads.set(threads)
-    try:
-        yield
-    finally:
-        _threads.reset(token)
+    yield from _scoped(_threads, threads, "thread_count", "threads")
