@@ -292,6 +292,19 @@ def test_correlate_and_convolve_match_eager_and_scipy(client):
         np.testing.assert_allclose(got, want, atol=1e-9, err_msg=str(label))
 
 
+def test_correlate_and_convolve_of_empty_arrays_match_eager(client):
+    cases = [
+        (np.zeros((0, 4), np.uint8), np.ones((2, 2), np.int32), "same", "auto"),  # the eager dtype: result_type
+        (np.arange(4), np.zeros(0, np.int64), "same", "fft"),  # no data, so no refusal of the FFT on integers
+        (np.zeros((3, 0)), da.ones((2, 2), chunks=1), "full", "direct"),
+    ]
+    for signal, kernel, mode, method in cases:
+        for name in ("correlate", "convolve"):
+            got = getattr(cld, name)(da.from_array(signal), kernel, mode, method).compute()
+            want = getattr(cl, name)(signal, np.asarray(kernel), mode, method)
+            assert got.shape == want.shape and got.dtype == want.dtype, (name, signal.shape, mode, method)
+
+
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_pools_match_eager_on_random_chunkings(client, rank):
     rng = np.random.default_rng([9, rank])
@@ -346,6 +359,16 @@ def test_fixed_rank_pools_and_float_average(client):
     assert cld.max_pool2d(xd[0, :, 0], 2).chunks[0] == (2, 2)  # pooling keeps the channel chunks
 
 
+def test_average_pooling_tasks_do_not_carry_whole_axis_divisors():
+    # Each task computes its own outputs' divisors from integers: its payload must not grow with the image
+    # (shipping the whole axes' divisors to every task made a 1 GiB image's graph 32 MiB).
+    x = da.zeros((1, 1, 4096, 4096), chunks=(1, 1, 256, 256), dtype=np.float32)
+    for params in (dict(), dict(count_include_pad=False), dict(ceil_mode=True, divisor_override=3)):
+        y = cld.avg_pool2d(x, 3, stride=2, padding=1, **params)
+        sizes = [len(pickle.dumps(task)) for key, task in dict(y.__dask_graph__()).items() if key[0] == y.name]
+        assert len(sizes) == 256 and max(sizes) < 4096, params  # 2 axes x 2048 int64 divisors would be 32 KiB
+
+
 # ---------------------------------------------------------------------------
 # Gradients
 # ---------------------------------------------------------------------------
@@ -385,6 +408,21 @@ def test_weight_gradient_is_a_tree_reduction_over_batch_chunks(client):
     assert grad_input.chunks[0] == gd.chunks[0]
     np.testing.assert_allclose(grad_input.compute(), cl.grad.conv2d_input(x.shape, w, g, stride=2, padding=1),
                                rtol=1e-12)
+
+
+def test_integer_weight_gradient_that_would_wrap_int64_is_refused(client):
+    # Each batch chunk's share fits int64, their sum does not: refused as the eager op refuses, never wrapped.
+    x = np.full((4, 1, 1), 2**31, dtype=np.int64)
+    g = np.full((4, 1, 1), 2**31 - 1, dtype=np.int64)
+    message = "conv1d_weight: input must give results that fit int64"
+    with pytest.raises(ValueError, match=message):
+        cl.grad.conv1d_weight(x, (1, 1, 1), g)
+    dw = cld.conv1d_weight(da.from_array(x, chunks=1), (1, 1, 1), da.from_array(g, chunks=1), split_every=2)
+    with pytest.raises(ValueError, match=message):
+        dw.compute()
+    fits = cld.conv1d_weight(da.from_array(x // 2, chunks=((0, 2, 0, 2), 1, 1)), (1, 1, 1),
+                             da.from_array(g, chunks=1))  # empty batch chunks: the range check still runs
+    np.testing.assert_array_equal(fits.compute(), cl.grad.conv1d_weight(x // 2, (1, 1, 1), g))
 
 
 def test_gradients_unbatched_and_fixed_rank(client):
@@ -451,6 +489,8 @@ ERROR_CASES = [
      "conv2d_weight: grad_output must be a dask.array.Array"),
     (lambda: cld.conv2d_weight(_X, (1, 2, 3, 3), da.zeros((1, 1, 4, 4), chunks=2), split_every=1), ValueError,
      "conv2d_weight: split_every must be None or an int >= 2, got 1"),
+    (lambda: cld.conv2d_weight(_X, (1, 2, 3, 3), da.zeros((1, 1, 4, 4), chunks=2), split_every=2.5), TypeError,
+     "conv2d_weight: split_every must be None or an int >= 2, got 2.5 of type float"),
     (lambda: cld.conv2d_weight(_X, (1, 2, 3), da.zeros((1, 1, 4, 4), chunks=2)), ValueError,
      "conv2d_weight: weight must have 4 dimensions"),
     (lambda: cld.plan_axis((), 3), ValueError, "plan_axis: input_chunks must hold at least one chunk size, got ()"),

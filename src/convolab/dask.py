@@ -67,7 +67,7 @@ import functools
 from dataclasses import dataclass
 from functools import reduce
 from itertools import accumulate, pairwise
-from math import isnan
+from math import isnan, prod
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -83,7 +83,7 @@ from . import functional as _functional
 from . import grad as _grad
 from . import pooling as _pooling
 from . import shapes
-from ._dtypes import compute_dtype, result_dtype
+from ._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from ._errors import fail
 from ._window import pad
 from .signal import convolve as _eager_convolve
@@ -689,12 +689,12 @@ def _signal(op: str, in1: Any, in2: Any, mode: str, method: str, reverse: bool) 
         fail(ValueError, op, "in1", "a 0-d array", "must have at least one dimension")
     kernel = in2 if isinstance(in2, da.Array) else np.asarray(in2)
     kernel_proxy = _check_small(op, "in2", kernel)
-    # The eager op on one-sample arrays: its checks of mode, method, dtypes and ranks, and its result dtype.
     eager = _eager_correlate if reverse else _eager_convolve
+    if x.size == 0 or kernel.size == 0:  # no data: the eager op's own result, checks and dtype
+        return da.from_array(eager(np.zeros(x.shape, x.dtype), kernel_proxy, mode, method))
+    # The eager op on one-sample arrays: its checks of mode, method, dtypes and ranks, and its result dtype.
     dtype = eager(np.zeros((1,) * x.ndim, x.dtype), np.zeros((1,) * kernel.ndim, kernel_proxy.dtype), mode,
                   method).dtype
-    if x.size == 0 or kernel.size == 0:
-        return da.from_array(np.array([], dtype=dtype))
     if mode == "valid" and any(k > n for k, n in zip(kernel.shape, x.shape)):
         fail(ValueError, op, "in2", f"shape {kernel.shape} with in1 of shape {x.shape}",
              "must fit inside in1 in every dimension for mode='valid' (convolab.dask slides in2 over the "
@@ -827,29 +827,31 @@ def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     return out if spec.batched else out[0]
 
 
-def _avg_divisor_axis(plan: AxisPlan, nominal_low: int, count_include_pad: bool) -> np.ndarray:
-    """One axis's factor of PyTorch's average-pooling divisor, for every output ``(out,)``.
+def _avg_divisor_axis(size: int, kernel: int, stride: int, low: int, count_include_pad: bool, first: int,
+                      count: int) -> np.ndarray:
+    """One axis's factor of PyTorch's average-pooling divisor, for the outputs ``first .. first + count - 1``.
 
-    The window from ``start = o*stride - pad`` is clipped to ``end = min(start + k, in + pad)``;
+    The window from ``start = o*stride - low`` is clipped to ``end = min(start + k, in + low)``;
     with ``count_include_pad`` it counts ``end - start`` cells, otherwise only the input's,
     ``min(end, in) - max(start, 0)``. The divisor is the product over axes (as :func:`convolab.avg_pool`).
     """
-    start = np.arange(plan.output_size) * plan.stride - nominal_low
-    end = np.minimum(start + plan.kernel_size, plan.input_size + nominal_low)
-    return end - start if count_include_pad else np.minimum(end, plan.input_size) - np.maximum(start, 0)
+    start = np.arange(first, first + count) * stride - low
+    end = np.minimum(start + kernel, size + low)
+    return end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0)
 
 
 def _avg_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                    summed_in: np.dtype, returned: np.dtype, divisors: tuple[np.ndarray, ...] | None,
-                    divisor_override: int | None, offsets: tuple[tuple[int, ...], ...],
+                    summed_in: np.dtype, returned: np.dtype, windows: tuple[tuple[int, int, int, int], ...],
+                    count_include_pad: bool, divisor_override: int | None, offsets: tuple[tuple[int, ...], ...],
                     block_id: tuple[int, ...] | None = None) -> np.ndarray:
-    # The eager op's window sums (divisor 1) in the eager accumulation dtype, then the whole array's divisor.
+    # The eager op's window sums (divisor 1) in the eager accumulation dtype, then the whole array's divisor,
+    # computed here for this block's outputs from the integers in ``windows`` (size, kernel, stride, low per axis).
     sums = _pooling.avg_pool(slab.astype(summed_in, copy=False), kernel_size, stride, 0, divisor_override=1)
-    if divisors is None:
+    if divisor_override is not None:
         return (sums / divisor_override).astype(returned, copy=False)
-    starts = [axis_offsets[b] for axis_offsets, b in zip(offsets, block_id[2:])]
-    divisor = reduce(np.multiply.outer, [d[s:s + n] for d, s, n in zip(divisors, starts, sums.shape[2:])])
-    return (sums / divisor).astype(returned, copy=False)
+    counts = [_avg_divisor_axis(*window, count_include_pad, axis_offsets[b], n)
+              for window, axis_offsets, b, n in zip(windows, offsets, block_id[2:], sums.shape[2:])]
+    return (sums / reduce(np.multiply.outer, counts).astype(summed_in)).astype(returned, copy=False)
 
 
 def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any,
@@ -865,11 +867,12 @@ def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
                                   count_include_pad, divisor_override)
     returned = eager.dtype
     summed_in = np.promote_types(returned, np.float32)  # float16 is summed in float32, as the eager op
-    divisors = None if divisor_override is not None else tuple(
-        _avg_divisor_axis(plan, low, bool(count_include_pad)) for plan, (low, _) in zip(plans, spec.padding))
+    windows = tuple((p.input_size, p.kernel_size, p.stride, low) for p, (low, _) in zip(plans, spec.padding))
     block = functools.partial(_avg_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
-                              summed_in=summed_in, returned=returned, divisors=divisors,
-                              divisor_override=divisor_override, offsets=tuple(p.output_offsets for p in plans))
+                              summed_in=summed_in, returned=returned, windows=windows,
+                              count_include_pad=bool(count_include_pad),
+                              divisor_override=None if divisor_override is None else int(divisor_override),
+                              offsets=tuple(p.output_offsets for p in plans))
     out = _map_blocks(op, block, _slabs(x, plans, "zeros", 0), [],
                       (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans)), returned)
     return out if spec.batched else out[0]
@@ -1057,8 +1060,11 @@ def _conv_weight(op: str, rank: int | None, input: Any, weight_size: Any, grad_o
     spec = conv_spec(x.shape, size, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _check_grad_output(op, grad_output, spec.caller_output_shape, x.dtype)
-    if split_every is not None and (not isinstance(split_every, (int, np.integer)) or isinstance(split_every, bool)
-                                    or split_every < 2):
+    if split_every is not None and (not isinstance(split_every, (int, np.integer))
+                                    or isinstance(split_every, (bool, np.bool_))):
+        fail(TypeError, op, "split_every", f"{split_every!r} of type {type(split_every).__name__}",
+             "must be None or an int >= 2")
+    if split_every is not None and split_every < 2:
         fail(ValueError, op, "split_every", repr(split_every), "must be None or an int >= 2")
     x = _batched(x, spec.batched).rechunk({1: -1})
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
@@ -1080,7 +1086,31 @@ def _conv_weight(op: str, rank: int | None, input: Any, weight_size: Any, grad_o
                           name=f"{op}-shares-{tokenize(block, slabs, g)}")
     # A tree reduction over every block (dask's partial sums, split_every at a time).
     total = shares.sum(axis=blocks, split_every=split_every)
+    if is_exact(x.dtype) and x.size and g.size:
+        # Each share passed its block's int64 range check, but their sum may not fit: the eager op's check on
+        # the whole arrays (their extreme values, reduced lazily) runs before the total is returned.
+        check = functools.partial(_range_checked, op=op, terms=spec.batch * prod(spec.output_size))
+        axes, (x_range, g_range) = tuple(range(total.ndim)), (_extremes(a) for a in (x, g))
+        total = da.blockwise(check, axes, total, axes, x_range, (total.ndim,), g_range, (total.ndim + 1,),
+                             concatenate=True, dtype=total.dtype, meta=np.empty((0,) * total.ndim, total.dtype),
+                             name=f"{op}-checked-{tokenize(check, total, x_range, g_range)}")
     return total.astype(result_dtype(x.dtype))
+
+
+def _extremes(a: da.Array) -> da.Array:
+    """``[a.min(), a.max()]`` of a non-empty array, lazily.
+
+    Dask's min and max fail on zero-size chunks, so those are merged away first.
+    """
+    a = a.rechunk(tuple(tuple(n for n in sizes if n) for sizes in a.chunks))
+    return da.stack([a.min(), a.max()])
+
+
+def _range_checked(total: np.ndarray, input_extremes: np.ndarray, grad_output_extremes: np.ndarray, *, op: str,
+                   terms: int) -> np.ndarray:
+    """``total``, once the eager op's int64 range check passes on the whole arrays' ``[min, max]``."""
+    check_exact_range(op, ("input", "grad_output"), input_extremes, grad_output_extremes, terms)
+    return total
 
 
 def _input_grad_block(grad_output: np.ndarray, weight: np.ndarray, *, eager: Callable[..., np.ndarray],
@@ -1245,7 +1275,9 @@ _WEIGHT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its weight, 
     TypeError, ValueError
         ``input`` or ``grad_output`` not dask arrays, a ``grad_output`` of
         the wrong shape or dtype, a bad ``split_every``, and every error of
-        :func:`convolab.grad.{op}`.
+        :func:`convolab.grad.{op}`. Integer data whose summed gradient might
+        not fit int64 is refused as the eager op refuses it (its bound on the
+        whole arrays), when the result is computed.
 
     Shape
     -----
