@@ -75,3 +75,23 @@ def test_fft_block_plan_keeps_short_axes_whole_and_cuts_long_ones():
     assert fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60)) == ((60, 60), (64, 64))
     blocks, lengths = fft_block_plan((1_000_000,), (501,), (1,), (999_500,))
     assert lengths[0] < 10_000 and blocks[0] == lengths[0] - 501 + 1
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("per_sample", [True, False], ids=["per-sample", "batch-wide"])
+def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, monkeypatch):
+    """A 1×1 weight gradient per sample (no copies) or as one batch-wide product, against the unrolled reference."""
+    from convolab import algorithms
+
+    monkeypatch.setattr(algorithms, "_per_sample_products_win", lambda spec: per_sample)
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 2]))
+    channels_in, channels_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+    x = rng.standard_normal((int(rng.integers(1, 4)), channels_in, *rng.integers(1, 7, rank)))
+    kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
+                  groups=groups, padding_mode=str(rng.choice(["zeros", "replicate"])))
+    weight_shape = (channels_out, channels_in // groups, *([1] * rank))
+    g = rng.standard_normal(cl.conv(x, np.ones(weight_shape), **kwargs).shape)
+    expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
+    np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs), expected, rtol=1e-10, atol=1e-12)

@@ -171,6 +171,8 @@ class Gemm(Algorithm):
     def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``dk = g @ columns.T`` summed over the same blocks: ``(G*O, C, *kernel)``."""
         groups, o = spec.groups, spec.out_channels_per_group
+        if _is_pointwise(spec) and _per_sample_products_win(spec):
+            return _pointwise_weight_grad(padded, grad_output, spec)
         if _batch_inner(spec, padded.itemsize):
             columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
             rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
@@ -204,6 +206,33 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     positions = padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)  # (N, G, C, P)
     product = np.matmul(filters, positions)  # (N, G, O, P)
     return product.reshape(spec.output_shape)
+
+
+def _per_sample_products_win(spec: ConvSpec) -> bool:
+    """Whether a 1×1 weight gradient is cheaper per sample than as one product over the whole batch.
+
+    Per sample, nothing is copied but ``N`` partial ``(O, C)`` results are summed;
+    one product needs ``g`` and the input regrouped as ``(O, N*P)`` and ``(N*P, C)``
+    first. Summing moves ``N*O*C`` values and regrouping ``N*P*(O + C)``; the
+    smaller wins (large images per sample, small ones batch-wide: measured 1.5×
+    faster per sample at 56×56 with 64 channels, 2× slower at 7×7 with 2048).
+    """
+    o, c = spec.out_channels_per_group, spec.in_channels_per_group
+    return prod(spec.output_size) * (o + c) >= o * c
+
+
+def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """A 1×1 convolution's weight gradient: per sample ``(G, O, P) @ (G, P, C)``, summed over the batch.
+
+    Each product runs over all of a sample's positions, straight from ``g`` and
+    the input (a transposed view; only a stride copies), with no unrolled columns.
+    """
+    if any(s > 1 for s in spec.stride):
+        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
+    positions = padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)  # (N, G, C, P)
+    rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
+    per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
+    return per_sample.sum(axis=0).reshape(spec.weight_shape)
 
 
 def _wide(spec: ConvSpec) -> bool:
