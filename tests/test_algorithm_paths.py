@@ -95,3 +95,22 @@ def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, mo
     g = rng.standard_normal(cl.conv(x, np.ones(weight_shape), **kwargs).shape)
     expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
     np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypatch):
+    """The scatter input gradient adds each block's window gradients straight into its samples' rows."""
+    from convolab import _conv
+
+    monkeypatch.setattr(_conv, "CACHE_BLOCK_BYTES", 1)  # one sample per block
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    x_shape = (int(rng.integers(2, 5)), 2, *(int(n) for n in rng.integers(4, 9, rank)))
+    weight = rng.standard_normal((3, 2, *(int(k) for k in rng.integers(1, 4, rank))))
+    kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 4, rank)), padding=int(rng.integers(0, 2)),
+                  dilation=tuple(int(d) for d in rng.integers(1, 3, rank)),
+                  padding_mode=str(rng.choice(["zeros", "reflect", "circular"])))
+    g = rng.standard_normal(cl.conv(np.zeros(x_shape), weight, **kwargs).shape)
+    expected = cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="full")
+    np.testing.assert_allclose(cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="scatter"), expected,
+                               rtol=1e-10, atol=1e-12)

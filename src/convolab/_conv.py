@@ -23,7 +23,7 @@ from ._dtypes import check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, Algorithm, Depthwise, Gemm, check_algorithm_name, select_algorithm, unroll
+from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Gemm, check_algorithm_name, select_algorithm, unroll
 from .planner import measured_choice, plan_for
 from .spec import ConvSpec, conv_spec
 
@@ -174,9 +174,10 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     taps = prod(spec.kernel_size)
     filters = kernel.reshape(groups, spec.out_channels_per_group, -1).transpose(0, 2, 1)  # (G, C*K, O)
     grad_padded = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
-    # Samples per block, so the window gradients stay within the workspace limit.
+    # Samples per block: the window gradients stay cache-sized (they are added back while still cached)
+    # and never exceed the workspace limit.
     per_sample = spec.in_channels * taps * prod(spec.output_size) * grad_output.itemsize
-    samples = max(1, current_workspace_limit() // max(per_sample, 1))
+    samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample, 1))
     out_axes = tuple(range(2 + rank, 2 + 2 * rank))
     kernel_axes = tuple(range(2, 2 + rank))
     for n0 in range(0, spec.batch, samples):
@@ -185,7 +186,7 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
         window_grads = np.matmul(filters, g)  # (nb, G, C*K, P): each window's g times the filter
         window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
         window_grads = window_grads.transpose(0, 1, *out_axes, *kernel_axes)  # (nb, G*C, *out, *kernel), a view
-        grad_padded[n0:n1] = add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation)
+        add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad_padded[n0:n1])
     return grad_padded  # (N, G*C, *padded)
 
 

@@ -123,13 +123,15 @@ def add_windows(
     padded_size: Sequence[int],
     stride: Sequence[int],
     dilation: Sequence[int],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The transpose of :func:`sliding_windows`: add every window back where it was read.
 
     ``windows`` has shape ``(*lead, *out, *kernel)``; the result ``(*lead, *padded_size)``
     holds, at each position, the sum of every window cell that read it (col2im).
     The loop runs over kernel taps only, each a strided slice-add covering all
-    output positions at once.
+    output positions at once. With ``out`` (that shape, any contents) the sums
+    are written there instead of into a new array.
 
     >>> add_windows(np.ones((2, 3)), [5], [2], [1])
     array([1., 1., 2., 1., 1.])
@@ -138,7 +140,9 @@ def add_windows(
     kernel_size = windows.shape[windows.ndim - rank :]
     out_size = windows.shape[windows.ndim - 2 * rank : windows.ndim - rank]
     lead = windows.shape[: windows.ndim - 2 * rank]
-    total = np.zeros((*lead, *padded_size), dtype=windows.dtype)
+    total = np.zeros((*lead, *padded_size), dtype=windows.dtype) if out is None else out
+    if out is not None:
+        total.fill(0)
     for tap in np.ndindex(*kernel_size):
         target = tuple(
             slice(j * d, j * d + (o - 1) * s + 1, s) for j, d, o, s in zip(tap, dilation, out_size, stride)
