@@ -114,3 +114,25 @@ def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypa
     expected = cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="full")
     np.testing.assert_allclose(cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="scatter"), expected,
                                rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("transposed", [True, False], ids=["columns-g", "g-columns"])
+def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transposed, monkeypatch):
+    """gemm's weight gradient as ``columns @ g.T`` or ``g @ columns.T``, wide, strided and batch-inner blocks."""
+    from convolab import algorithms
+
+    monkeypatch.setattr(algorithms, "TRANSPOSED_PRODUCT_MIN_POSITIONS", 0 if transposed else 10**12)
+    monkeypatch.setattr(algorithms, "CACHE_BLOCK_BYTES", 4096)  # several blocks
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 2]))
+    batch = int(rng.choice([2, 12]))  # 12 small images: the batch-inner layout
+    x = rng.standard_normal((batch, 2 * groups, *rng.integers(3, 8, rank)))
+    weight_shape = (3 * groups, 2, *(int(k) for k in rng.integers(2, 4, rank)))
+    kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
+                  groups=groups)
+    g = rng.standard_normal(cl.conv(x, np.ones(weight_shape), **kwargs).shape)
+    expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
+    np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="gemm"), expected,
+                               rtol=1e-10, atol=1e-12)
