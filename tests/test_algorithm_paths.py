@@ -137,3 +137,21 @@ def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transp
     expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
     np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="gemm"), expected,
                                rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("batch_wide", [True, False], ids=["batch-wide", "per-sample"])
+def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatch):
+    """A 1×1 convolution as one batch-wide product or one per sample, strided, grouped, padded, 1-3 d."""
+    from convolab import algorithms
+
+    monkeypatch.setattr(algorithms, "POINTWISE_BATCH_WIDE_POSITIONS", 10**9 if batch_wide else 0)
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 2]))
+    x = rng.standard_normal((int(rng.integers(1, 4)), 2 * groups, *rng.integers(1, 7, rank)))
+    w = rng.standard_normal((3 * groups, 2, *([1] * rank)))
+    kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
+                  groups=groups, bias=rng.standard_normal(3 * groups))
+    np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="gemm"),
+                               cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-10, atol=1e-12)

@@ -223,11 +223,26 @@ def _is_pointwise(spec: ConvSpec) -> bool:
     return all(k == 1 for k in spec.kernel_size)
 
 
+#: Below this many output positions per sample, a 1×1 convolution regroups the batch into one
+#: product: per-sample products that narrow run far from the BLAS's peak (7×7 ResNet-50 layers
+#: measured 15-17% faster batch-wide; at 14×14 the regrouping copies cost more than they save).
+POINTWISE_BATCH_WIDE_POSITIONS = 100
+
+
 def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies."""
+    """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies.
+
+    Small images go batch-wide instead: ``(G, O, C) @ (G, C, N*positions)``, one
+    copy of the input into that order and one of the product back.
+    """
     if any(s > 1 for s in spec.stride):
         padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
-    positions = padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)  # (N, G, C, P)
+    groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    positions = padded.reshape(spec.batch, groups, c, -1)  # (N, G, C, P)
+    if spec.batch > 1 and positions.shape[-1] < POINTWISE_BATCH_WIDE_POSITIONS:
+        batch_wide = positions.transpose(1, 2, 0, 3).reshape(groups, c, -1)  # (G, C, N*P), a copy
+        product = np.matmul(filters, batch_wide).reshape(groups, o, spec.batch, -1)  # (G, O, N, P)
+        return np.ascontiguousarray(product.transpose(2, 0, 1, 3)).reshape(spec.output_shape)
     product = np.matmul(filters, positions)  # (N, G, O, P)
     return product.reshape(spec.output_shape)
 
