@@ -92,7 +92,7 @@ def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, mo
     kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
                   groups=groups, padding_mode=str(rng.choice(["zeros", "replicate"])))
     weight_shape = (channels_out, channels_in // groups, *([1] * rank))
-    g = rng.standard_normal(cl.conv(x, np.ones(weight_shape), **kwargs).shape)
+    g = _random_grad_output(rng, x.shape, weight_shape, **kwargs)
     expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
     np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs), expected, rtol=1e-10, atol=1e-12)
 
@@ -110,7 +110,7 @@ def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypa
     kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 4, rank)), padding=int(rng.integers(0, 2)),
                   dilation=tuple(int(d) for d in rng.integers(1, 3, rank)),
                   padding_mode=str(rng.choice(["zeros", "reflect", "circular"])))
-    g = rng.standard_normal(cl.conv(np.zeros(x_shape), weight, **kwargs).shape)
+    g = _random_grad_output(rng, x_shape, weight.shape, **kwargs)
     expected = cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="full")
     np.testing.assert_allclose(cl.grad.conv_input(x_shape, weight, g, **kwargs, algorithm="scatter"), expected,
                                rtol=1e-10, atol=1e-12)
@@ -133,7 +133,7 @@ def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transp
     weight_shape = (3 * groups, 2, *(int(k) for k in rng.integers(2, 4, rank)))
     kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
                   groups=groups)
-    g = rng.standard_normal(cl.conv(x, np.ones(weight_shape), **kwargs).shape)
+    g = _random_grad_output(rng, x.shape, weight_shape, **kwargs)
     expected = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
     np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="gemm"), expected,
                                rtol=1e-10, atol=1e-12)
@@ -155,3 +155,8 @@ def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatc
                   groups=groups, bias=rng.standard_normal(3 * groups))
     np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="gemm"),
                                cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-10, atol=1e-12)
+
+
+def _random_grad_output(rng: np.random.Generator, x_shape, weight_shape, **kwargs) -> np.ndarray:
+    """A random ``grad_output`` of the shape the convolution ``kwargs`` give ``x_shape`` and ``weight_shape``."""
+    return rng.standard_normal(cl.conv(np.zeros(x_shape), np.ones(weight_shape), **kwargs).shape)
