@@ -181,29 +181,29 @@ class Gemm(Algorithm):
         if _is_pointwise(spec) and _per_sample_products_win(spec):
             return _pointwise_weight_grad(padded, grad_output, spec)
         transposed = spec.batch * prod(spec.output_size) >= TRANSPOSED_PRODUCT_MIN_POSITIONS
+
+        def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+            """``rows (G, O, positions)`` times ``columns (G, C*K, positions)``, in the sum's layout."""
+            if transposed:
+                return np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
+            return np.matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
+
         if _batch_inner(spec, padded.itemsize):
             columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
             rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
-            rows = rows.reshape(groups, o, -1)  # a copy, in the columns' (P, N) order
-            if not transposed:
-                return np.matmul(rows, columns.transpose(0, 2, 1)).reshape(spec.weight_shape)
-            product = np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
-            return np.ascontiguousarray(product.transpose(0, 2, 1)).reshape(spec.weight_shape)
-        taps = spec.in_channels_per_group * prod(spec.kernel_size)
-        total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
-        for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
-            block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
-            block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
-            block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
-            if tuple(grid) != tuple(spec.output_size[1:]):  # wide rows: zero gradient on the extra columns
-                wide = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
-                wide[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
-                block = wide
-            rows = block.reshape(groups, o, -1)  # (G, O, positions)
-            if transposed:
-                total += np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
-            else:
-                total += np.matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
+            total = product(rows.reshape(groups, o, -1), columns)  # rows copied into the columns' (P, N) order
+        else:
+            taps = spec.in_channels_per_group * prod(spec.kernel_size)
+            total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
+            for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
+                block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
+                block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
+                block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
+                if tuple(grid) != tuple(spec.output_size[1:]):  # wide rows: zero gradient on the extra columns
+                    wide = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
+                    wide[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
+                    block = wide
+                total += product(block.reshape(groups, o, -1), columns)
         if transposed:
             total = np.ascontiguousarray(total.transpose(0, 2, 1))
         return total.reshape(spec.weight_shape)
@@ -229,16 +229,21 @@ def _is_pointwise(spec: ConvSpec) -> bool:
 POINTWISE_BATCH_WIDE_POSITIONS = 100
 
 
+def _pointwise_positions(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The input cells a 1×1 convolution reads, ``(N, G, C, positions)``: a view unless strided."""
+    if any(s > 1 for s in spec.stride):
+        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
+    return padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)
+
+
 def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies.
 
     Small images go batch-wide instead: ``(G, O, C) @ (G, C, N*positions)``, one
     copy of the input into that order and one of the product back.
     """
-    if any(s > 1 for s in spec.stride):
-        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
     groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
-    positions = padded.reshape(spec.batch, groups, c, -1)  # (N, G, C, P)
+    positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
     if spec.batch > 1 and positions.shape[-1] < POINTWISE_BATCH_WIDE_POSITIONS:
         batch_wide = positions.transpose(1, 2, 0, 3).reshape(groups, c, -1)  # (G, C, N*P), a copy
         product = np.matmul(filters, batch_wide).reshape(groups, o, spec.batch, -1)  # (G, O, N, P)
@@ -266,9 +271,7 @@ def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: Co
     Each product runs over all of a sample's positions, straight from ``g`` and
     the input (a transposed view; only a stride copies), with no unrolled columns.
     """
-    if any(s > 1 for s in spec.stride):
-        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
-    positions = padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)  # (N, G, C, P)
+    positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
     rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
     per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
     return per_sample.sum(axis=0).reshape(spec.weight_shape)
