@@ -1,6 +1,7 @@
 """Paths inside an algorithm that the generated cases are too small to reach, against the references.
 
-gemm's batch-innermost layout (small images, large batches) and the FFT's blocks (long inputs).
+gemm's batch-innermost layout (small images, large batches), the FFT's blocks (long inputs),
+folded's two ways of adding its shares, and the gradients' alternative layouts.
 """
 
 from __future__ import annotations
@@ -155,6 +156,35 @@ def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatc
                   groups=groups, bias=rng.standard_normal(3 * groups))
     np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="gemm"),
                                cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("blocks", ["whole-samples", "row-chunks"])
+def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, monkeypatch):
+    """folded sums its shares in the product's layout (whole samples) or straight into the output
+    (a sample's rows cut into chunks, where shares cross chunk boundaries); dilation moves the shares."""
+    from convolab import algorithms
+
+    monkeypatch.setattr(algorithms, "CACHE_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    groups = int(rng.choice([1, 2]))
+    x = rng.standard_normal((int(rng.integers(1, 4)), 2 * groups, *rng.integers(4, 9, rank)))
+    w = rng.standard_normal((3 * groups, 2, int(rng.integers(2, 4)), *rng.integers(1, 4, rank - 1)))
+    kwargs = dict(stride=(1, *(int(s) for s in rng.integers(1, 3, rank - 1))), padding=int(rng.integers(0, 3)),
+                  dilation=tuple(int(d) for d in rng.integers(1, 3, rank)), groups=groups,
+                  padding_mode=str(rng.choice(["zeros", "reflect"])), bias=rng.standard_normal(3 * groups))
+    np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="folded"),
+                               cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-10, atol=1e-12)
+
+
+def test_folded_refusals():
+    x, w = np.ones((1, 1, 6, 6)), np.ones((1, 1, 3, 3))
+    with pytest.raises(ValueError, match="stride 1 along the first axis.*folded"):
+        cl.conv2d(x, w, stride=(2, 1), algorithm="folded")
+    with pytest.raises(ValueError, match="one tap along the first axis.*folded"):
+        cl.conv2d(x, np.ones((1, 1, 1, 3)), algorithm="folded")
+    np.testing.assert_array_equal(cl.conv2d(x, w, stride=(1, 2), algorithm="folded"), np.full((1, 1, 4, 2), 9.0))
 
 
 def _random_grad_output(rng: np.random.Generator, x_shape, weight_shape, **kwargs) -> np.ndarray:

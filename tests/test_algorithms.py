@@ -21,16 +21,19 @@ import convolab as cl
 from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
-ALGORITHMS = ("direct", "im2col", "gemm", "shifted", "depthwise", "winograd2", "winograd4", "fft")
+ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "shifted", "depthwise")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise")
 
 
 def runs(case: ConvCase, algorithm: str) -> bool:
     """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group;
-    Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below)."""
+    Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below; folded stride 1
+    and more than one tap along the first axis)."""
     if algorithm.startswith("winograd"):
         return False
+    if algorithm == "folded":
+        return case.strides[0] == 1 and case.kernel_size[0] > 1
     return algorithm != "depthwise" or case.in_channels == case.groups
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
 

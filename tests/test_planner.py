@@ -14,7 +14,12 @@ from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_w
 @pytest.mark.parametrize(
     "input_shape, weight_shape, params, expected",
     [
-        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "gemm"),  # ResNet 3x3
+        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "folded"),  # ResNet 3x3, 64 filters
+        ((8, 256, 28, 28), (512, 256, 3, 3), dict(padding=1), "gemm"),  # VGG 3x3, 512 filters
+        ((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), dict(padding=1), "folded"),  # 3-d U-Net, 32 filters
+        ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "gemm"),  # strided: folded refuses
+        ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),  # 7x7: folding adds 2/7 more rows
+        ((64, 32, 4, 4), (64, 32, 3, 3), dict(padding=1), "gemm"),  # tiny images: batch-inner gemm
         ((8, 256, 14, 14), (1024, 256, 1, 1), {}, "gemm"),  # 1x1: a plain matrix product
         ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # MobileNet
         ((1, 1, 2048, 2048), (1, 1, 63, 63), {}, "fft"),  # large-kernel image filtering

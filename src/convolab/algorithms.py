@@ -19,6 +19,7 @@ K kernel taps (product of ``*kernel``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,7 @@ from .winograd import supports as winograd_supports
 from .winograd import winograd_conv
 from .spec import ConvSpec, conv_spec
 
-__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Shifted", "Depthwise", "Winograd", "FFT", "ALGORITHMS", "ALGORITHM_CHOICES",
+__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT", "ALGORITHMS", "ALGORITHM_CHOICES",
            "check_algorithm_name", "select_algorithm"]
 
 
@@ -338,18 +339,21 @@ def _row_bytes(spec: ConvSpec, itemsize: int) -> int:
     return spec.in_channels * prod(spec.kernel_size) * prod(rest) * itemsize
 
 
-def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
+def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0,
+                     ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
     """Yield ``((n0, n1, r0, r1), columns, grid)`` blocks of the unrolled input.
 
     ``columns`` is ``(G, C*K, nb*rows*prod(grid))`` for samples ``n0:n1`` and first
     output axis ``r0:r1``; ``grid`` is the shape of the trailing positions of a
     row (the padded sizes when wide, else the output sizes). One buffer is reused.
+    ``scratch_per_column``: bytes the caller keeps per column beside the block
+    (its product), counted in the block's size.
     """
     groups, c = spec.groups, spec.in_channels_per_group
     taps = prod(spec.kernel_size)
     wide = _gemm_wide(spec)
     grid = tuple(spec.padded_size[1:]) if wide else tuple(spec.output_size[1:])
-    row_bytes = _row_bytes(spec, padded.itemsize)
+    row_bytes = _row_bytes(spec, padded.itemsize) + scratch_per_column * prod(grid)
     # Blocks sized for the last-level cache run faster than larger ones (the copy's
     # writes are still cached when the product reads them); never above the limit.
     rows_fit = max(1, min(current_workspace_limit(), CACHE_BLOCK_BYTES) // max(row_bytes, 1))
@@ -390,6 +394,104 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec) -> Iterator[tuple[tuple
             columns = buffer[: groups * c * taps * count].reshape(view.shape)
             np.copyto(columns, view)
         yield (n0, n1, r0, r1), columns.reshape(groups, c * taps, count), grid
+
+
+class Folded(Algorithm):
+    """gemm with the first kernel axis folded into the product's rows: a third of the copies for 3-tap kernels.
+
+    A convolution sums over the first axis's taps ``f`` the products of the
+    filters' slice ``w[:, :, f]`` with the input shifted by ``f*d`` rows. So
+    unroll only the other axes' taps (``C*K/K_0`` columns per position, at every
+    row of the padded input) and multiply once by the filters stacked along that
+    axis, ``(K_0*O, C*K/K_0)``: row block ``f`` of the product, shifted up ``f*d``
+    rows, is tap ``f``'s share of the output, and the shares are added. Against
+    gemm the copies shrink by ``K_0`` and the product gets ``K_0`` times more rows
+    (faster BLAS when filters are few: a 3-d layer with 32 filters ran 2x faster),
+    at the cost of computing the ``(K_0 - 1)*d`` rows past the output's end and
+    ``K_0 - 1`` additions over the output. Needs stride 1 along the first axis.
+    """
+
+    name = "folded"
+
+    def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
+        if spec.stride[0] != 1:
+            return f"stride {spec.stride}: the folded rows need stride 1 along the first axis"
+        if spec.kernel_size[0] == 1:
+            return f"kernel {spec.kernel_size}: one tap along the first axis leaves nothing to fold (that is gemm)"
+        return None
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        rest = _rest_spec(spec)
+        per_row = _row_bytes(rest, itemsize) + _folded_product_bytes(spec, itemsize) * prod(_grid(rest))
+        return min(per_row * spec.batch * rest.output_size[0], max(per_row, current_workspace_limit()))
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        groups, o, rank = spec.groups, spec.out_channels_per_group, spec.rank
+        taps, reach = spec.kernel_size[0], spec.dilation[0]
+        rest = _rest_spec(spec)
+        filters = _folded_filters(kernel, spec)  # (G, K_0*O, C*K_rest)
+        out = np.empty(spec.output_shape, dtype=padded.dtype)
+        grouped = out.reshape(spec.batch, groups, o, *spec.output_size)  # a view: results are written through it
+        rows_out, crop = spec.output_size[0], tuple(slice(0, size) for size in spec.output_size[1:])
+        buffer = None
+        for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
+            if buffer is None:
+                buffer = np.empty((groups, taps * o, columns.shape[-1]), dtype=padded.dtype)
+            product = np.matmul(filters, columns, out=buffer[..., :columns.shape[-1]])
+            shares = product.reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)  # (G, K_0, O, nb, rows, *grid)
+            if r1 - r0 == rest.output_size[0]:
+                # Whole samples: add the shares up in the product's own layout (contiguous runs),
+                # then one transposing copy into the output.
+                total = shares[:, 0, :, :, :rows_out]
+                for f in range(1, taps):
+                    total += shares[:, f, :, :, f * reach:f * reach + rows_out]
+                np.copyto(grouped[n0:n1], total[(Ellipsis, *crop)].transpose(2, 0, 1, *range(3, 3 + rank)))
+                continue
+            # Part of one sample's rows: rows r0:r1 give output rows r - f*d. Every output row's
+            # f = 0 share comes first (its block is never later, and f = 0 goes first): assign it, add the rest.
+            for f in range(taps):
+                low, high = max(r0, f * reach), min(r1, rows_out + f * reach)
+                if low < high:
+                    target = grouped[n0, :, :, low - f * reach:high - f * reach]  # (G, O, rows, *out_rest)
+                    share = shares[:, f, :, 0, low - r0:high - r0][(Ellipsis, *crop)]
+                    if f == 0:
+                        np.copyto(target, share)
+                    else:
+                        np.add(target, share, out=target)
+        return out
+
+
+def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``(G*O, C, K_0, *rest)`` filters as ``(G, K_0*O, C*K_rest)``: rows ordered (first-axis tap, filter).
+
+    The other taps move as one item each (a void view), which NumPy copies
+    twice as fast as their single values (a 512x512x3x3 kernel: 3 -> 1.5 ms).
+    """
+    groups, o, c, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[0]
+    rest = prod(spec.kernel_size[1:])
+    kernel = np.ascontiguousarray(kernel).reshape(groups, o, c, taps, rest)
+    if kernel.size == 0:
+        moved = kernel.transpose(0, 3, 1, 2, 4)
+    else:
+        items = kernel.view(np.dtype((np.void, rest * kernel.itemsize)))  # (G, O, C, K_0, 1)
+        moved = np.ascontiguousarray(items.transpose(0, 3, 1, 2, 4)).view(kernel.dtype)
+    return np.ascontiguousarray(moved).reshape(groups, taps * o, c * rest)
+
+
+def _rest_spec(spec: ConvSpec) -> ConvSpec:
+    """The problem :class:`Folded` unrolls: the padded input, one tap along the first axis (all rows out)."""
+    return dataclasses.replace(spec, input_size=spec.padded_size, padding=((0, 0),) * spec.rank,
+                               kernel_size=(1, *spec.kernel_size[1:]), dilation=(1, *spec.dilation[1:]))
+
+
+def _grid(spec: ConvSpec) -> tuple[int, ...]:
+    """Trailing positions of one unrolled row (see :func:`_unrolled_blocks`)."""
+    return tuple(spec.padded_size[1:]) if _gemm_wide(spec) else tuple(spec.output_size[1:])
+
+
+def _folded_product_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """Bytes of :class:`Folded`'s product per unrolled column: ``K_0`` values per filter."""
+    return spec.kernel_size[0] * spec.out_channels * itemsize
 
 
 class Shifted(Algorithm):
@@ -1222,7 +1324,7 @@ def fft_block_plan(padded_size: tuple[int, ...], extent: tuple[int, ...], stride
 
 ALGORITHMS: dict[str, Algorithm] = {
     algorithm.name: algorithm
-    for algorithm in (Direct(), Im2col(), Gemm(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT())
+    for algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT())
 }
 
 #: Every value the ``algorithm`` argument accepts: the planner's two modes and each algorithm.

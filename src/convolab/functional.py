@@ -113,10 +113,16 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "direct", "im2col", "fft"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
-        matrix product per group; ``"fft"`` products of Fourier transforms
-        (floating point only). ``"auto"`` currently picks ``"im2col"``.
+        matrix product per group; ``"gemm"`` the same in cache-sized blocks;
+        ``"folded"`` gemm with the first kernel axis folded into the product's
+        rows; ``"shifted"`` one product per kernel tap; ``"depthwise"`` for one
+        input channel per group; ``"winograd2"``/``"winograd4"`` Winograd tiles
+        for 3-tap stride-1 kernels; ``"fft"`` products of Fourier transforms
+        (the last three floating point only). ``"auto"`` takes the planner's
+        pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its
+        candidates timed once per problem.
 
     Returns
     -------
