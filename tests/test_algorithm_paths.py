@@ -176,6 +176,30 @@ def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, mon
                   padding_mode=str(rng.choice(["zeros", "reflect"])), bias=rng.standard_normal(3 * groups))
     np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="folded"),
                                cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-10, atol=1e-12)
+    kwargs.pop("bias")
+    g = _random_grad_output(rng, x.shape, w.shape, **kwargs)  # the weight gradient: the fold in reverse
+    np.testing.assert_allclose(cl.grad.conv_weight(x, w.shape, g, **kwargs, algorithm="folded"),
+                               cl.grad.conv_weight(x, w.shape, g, **kwargs, algorithm="im2col"), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, folds", [
+    ((2, 32, 6, 10, 10), (32, 32, 3, 3, 3), True),  # 3-d, 32 filters: copies 864 -> 384 per position
+    ((2, 8, 20, 20), (8, 8, 7, 7), True),
+    ((8, 64, 56, 56), (64, 64, 3, 3), False),  # ResNet 3x3: 576 -> 384, under half saved
+])
+def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_shape, weight_shape, folds):
+    from convolab._conv import _folds_weight_grad
+
+    padding = weight_shape[-1] // 2
+    spec = conv_spec(input_shape, weight_shape, padding=padding)
+    assert cl.plan(input_shape, weight_shape, "float32", padding=padding).algorithm == "folded"
+    assert _folds_weight_grad(spec, np.dtype(np.float32)) == folds
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(input_shape).astype(np.float32)
+    g = rng.standard_normal(spec.output_shape).astype(np.float32)
+    np.testing.assert_allclose(cl.grad.conv_weight(x, weight_shape, g, padding=padding),
+                               cl.grad.conv_weight(x.astype(np.float64), weight_shape, g.astype(np.float64),
+                                                   padding=padding, algorithm="im2col"), rtol=2e-4, atol=2e-3)
 
 
 def test_folded_refusals():
@@ -185,6 +209,8 @@ def test_folded_refusals():
     with pytest.raises(ValueError, match="one tap along the first axis.*folded"):
         cl.conv2d(x, np.ones((1, 1, 1, 3)), algorithm="folded")
     np.testing.assert_array_equal(cl.conv2d(x, w, stride=(1, 2), algorithm="folded"), np.full((1, 1, 4, 2), 9.0))
+    with pytest.raises(ValueError, match="stride 1 along the first axis.*folded"):
+        cl.grad.conv2d_weight(x, w.shape, np.ones((1, 1, 2, 4)), stride=(2, 1), algorithm="folded")
 
 
 def _random_grad_output(rng: np.random.Generator, x_shape, weight_shape, **kwargs) -> np.ndarray:

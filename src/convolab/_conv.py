@@ -23,7 +23,7 @@ from ._dtypes import check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Gemm, check_algorithm_name, select_algorithm, unroll
+from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Folded, Gemm, check_algorithm_name, select_algorithm, unroll
 from .planner import measured_choice, plan_for
 from .spec import ConvSpec, conv_spec
 
@@ -35,12 +35,14 @@ __all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_gr
 #: (where "full" would multiply the stride-spread zeros).
 INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
 #: Formulations of the weight gradient; "auto" picks "gemm" (blocked, contiguous
-#: unrolled columns, the forward's Gemm layout).
-WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm")
+#: unrolled columns, the forward's Gemm layout), or "folded" where the forward is
+#: folded and folding halves the copies (see ``_folds_weight_grad``).
+WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded")
 #: Depthwise problems (one input channel per group) where the planner picks "depthwise" take its
 #: own gradients under "auto", blocked and threaded like its forward (see Depthwise.input_grad
 #: and Depthwise.weight_grad).
 DEPTHWISE = Depthwise()
+FOLDED = Folded()
 
 
 def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
@@ -247,6 +249,8 @@ def conv_weight_grad(
     is reversed back (``oriented_kernel`` again).
     """
     algorithm = _check_algorithm(spec.op, algorithm, WEIGHT_GRAD_ALGORITHMS)
+    if algorithm == "folded":
+        select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the first axis or a 1-tap one
     accumulate = compute_dtype(x.dtype)
     returned = result_dtype(x.dtype)
     if spec.batch == 0 or min(spec.weight_shape) == 0:
@@ -257,13 +261,31 @@ def conv_weight_grad(
         grad_kernel = DEPTHWISE.weight_grad(x.astype(accumulate, copy=False), grad_output, spec)
         return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
     padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
-    if algorithm in ("auto", "gemm"):
+    if algorithm == "folded" or (algorithm == "auto" and _folds_weight_grad(spec, x.dtype)):
+        grad_kernel = FOLDED.weight_grad(padded, grad_output, spec)
+    elif algorithm in ("auto", "gemm"):
         grad_kernel = Gemm().weight_grad(padded, grad_output, spec)
     elif algorithm == "im2col":
         grad_kernel = _weight_grad_im2col(padded, grad_output, spec)
     else:
         grad_kernel = _weight_grad_conv(padded, grad_output, spec)
     return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
+
+
+def _folds_weight_grad(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether "auto" takes folded's weight gradient: the forward is folded, and folding at least halves the copies.
+
+    gemm copies ``C*K`` values per position (its columns); folded ``C*K/K_0``
+    (its columns) plus ``K_0*O`` (``g`` moved once per first-axis tap). Where
+    that saves under half, gemm's product measured as fast or faster (3×3
+    layers in 2-d); where it saves more, folded was 10-40% faster (the 3-d
+    32-channel layer, 5×5 and 7×7 kernels on 8-32 channels).
+    """
+    if plan_for(spec, np.dtype(dtype)).algorithm != FOLDED.name:
+        return False
+    c, o, taps = spec.in_channels_per_group, spec.out_channels_per_group, prod(spec.kernel_size)
+    first = spec.kernel_size[0]
+    return c * taps // first + first * o <= c * taps / 2
 
 
 def _weight_grad_im2col(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:

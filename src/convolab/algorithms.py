@@ -461,6 +461,41 @@ class Folded(Algorithm):
         return out
 
 
+    def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """The forward's fold in reverse: ``columns @ (K_0*O, positions).T`` summed over blocks, ``(G*O, C, *kernel)``.
+
+        Row block ``f`` of the left factor is ``g`` moved down ``f*d`` rows (zero
+        where no output reads that row, and on the wide rows' extra columns), so
+        one product with ``K_0*O`` rows gives every first-axis tap's gradient.
+        """
+        groups, o, c, rank = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.rank
+        taps, reach = spec.kernel_size[0], spec.dilation[0]
+        rest = _rest_spec(spec)
+        rows_out = spec.output_size[0]
+        crop = tuple(slice(0, size) for size in spec.output_size[1:])
+        total = np.zeros((groups, c * prod(rest.kernel_size), taps * o), dtype=padded.dtype)  # columns @ moved.T
+        buffer = None
+        for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
+            if buffer is None:
+                buffer = np.empty(groups * taps * o * columns.shape[-1], dtype=padded.dtype)
+            count = columns.shape[-1]
+            moved = buffer[:groups * taps * o * count].reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)
+            block = grad_output[n0:n1].reshape(n1 - n0, groups, o, *spec.output_size)
+            for f in range(taps):
+                share = moved[:, f]  # (G, O, nb, rows, *grid)
+                low, high = max(r0, f * reach), min(r1, rows_out + f * reach)
+                low, high = min(low, r1), max(high, low)
+                share[:, :, :, :low - r0] = 0  # rows no output reads through tap f
+                share[:, :, :, high - r0:] = 0
+                for axis, size in enumerate(spec.output_size[1:]):  # the wide rows' extra columns
+                    share[(slice(None),) * (4 + axis) + (slice(size, None),)] = 0
+                rows = block[:, :, :, low - f * reach:high - f * reach].transpose(1, 2, 0, *range(3, 3 + rank))
+                share[:, :, :, low - r0:high - r0][(Ellipsis, *crop)] = rows
+            total += np.matmul(columns, moved.reshape(groups, taps * o, count).transpose(0, 2, 1))
+        grad = total.reshape(groups, c, -1, taps, o).transpose(0, 4, 1, 3, 2)  # (G, O, C, K_0, K_rest)
+        return np.ascontiguousarray(grad).reshape(spec.weight_shape)
+
+
 def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``(G*O, C, K_0, *rest)`` filters as ``(G, K_0*O, C*K_rest)``: rows ordered (first-axis tap, filter).
 

@@ -15,9 +15,10 @@ The input gradient has two formulations, equal on every configuration:
   input and output channels swapped.
 
 The weight gradient has two as well: ``"im2col"`` (the unrolled input times
-grad_output; ``"gemm"`` is the same product in blocks of bounded memory) and
-``"conv"`` (a convolution of the input with grad_output as the kernel, stride
-and dilation swapped).
+grad_output; ``"gemm"`` is the same product in blocks of bounded memory, and
+``"folded"`` the forward's fold in reverse: grad_output moved down by each
+first-axis tap, one product for all of them) and ``"conv"`` (a convolution of
+the input with grad_output as the kernel, stride and dilation swapped).
 """
 
 from __future__ import annotations
@@ -160,8 +161,9 @@ def _make_weight_grad(op: str, rank: int | None):
         Gradient of the loss with respect to the forward output, of its shape and the input's dtype.
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
-    algorithm : {{"auto", "gemm", "im2col", "conv"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"gemm"``.
+    algorithm : {{"auto", "gemm", "folded", "im2col", "conv"}}
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"gemm"``, or
+        ``"folded"`` where the forward runs folded and folding halves the copies.
 
     Returns
     -------
