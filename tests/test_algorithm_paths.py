@@ -161,17 +161,17 @@ def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatc
 @pytest.mark.parametrize("seed", range(16))
 @pytest.mark.parametrize("blocks", ["whole-samples", "row-chunks"])
 def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, monkeypatch):
-    """folded sums its shares in the product's layout (whole samples) or straight into the output
-    (a sample's rows cut into chunks, where shares cross chunk boundaries); dilation moves the shares."""
+    """folded in blocks of whole samples or of a sample's rows cut into chunks (in 1-d the chunks cut the
+    folded axis itself, so shares cross chunk boundaries); dilation moves the shares, strides the columns."""
     from convolab import algorithms
 
     monkeypatch.setattr(algorithms, "CACHE_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
-    x = rng.standard_normal((int(rng.integers(1, 4)), 2 * groups, *rng.integers(4, 9, rank)))
-    w = rng.standard_normal((3 * groups, 2, int(rng.integers(2, 4)), *rng.integers(1, 4, rank - 1)))
-    kwargs = dict(stride=(1, *(int(s) for s in rng.integers(1, 3, rank - 1))), padding=int(rng.integers(0, 3)),
+    x = rng.standard_normal((int(rng.integers(1, 4)), 2 * groups, *rng.integers(5, 10, rank)))  # fits 3 taps, dilation 2
+    w = rng.standard_normal((3 * groups, 2, *rng.integers(1, 4, rank - 1), int(rng.integers(2, 4))))
+    kwargs = dict(stride=(*(int(s) for s in rng.integers(1, 3, rank - 1)), 1), padding=int(rng.integers(0, 3)),
                   dilation=tuple(int(d) for d in rng.integers(1, 3, rank)), groups=groups,
                   padding_mode=str(rng.choice(["zeros", "reflect"])), bias=rng.standard_normal(3 * groups))
     np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="folded"),
@@ -204,13 +204,13 @@ def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_
 
 def test_folded_refusals():
     x, w = np.ones((1, 1, 6, 6)), np.ones((1, 1, 3, 3))
-    with pytest.raises(ValueError, match="stride 1 along the first axis.*folded"):
-        cl.conv2d(x, w, stride=(2, 1), algorithm="folded")
-    with pytest.raises(ValueError, match="one tap along the first axis.*folded"):
-        cl.conv2d(x, np.ones((1, 1, 1, 3)), algorithm="folded")
-    np.testing.assert_array_equal(cl.conv2d(x, w, stride=(1, 2), algorithm="folded"), np.full((1, 1, 4, 2), 9.0))
-    with pytest.raises(ValueError, match="stride 1 along the first axis.*folded"):
-        cl.grad.conv2d_weight(x, w.shape, np.ones((1, 1, 2, 4)), stride=(2, 1), algorithm="folded")
+    with pytest.raises(ValueError, match="stride 1 along the last axis.*folded"):
+        cl.conv2d(x, w, stride=(1, 2), algorithm="folded")
+    with pytest.raises(ValueError, match="one tap along the last axis.*folded"):
+        cl.conv2d(x, np.ones((1, 1, 3, 1)), algorithm="folded")
+    np.testing.assert_array_equal(cl.conv2d(x, w, stride=(2, 1), algorithm="folded"), np.full((1, 1, 2, 4), 9.0))
+    with pytest.raises(ValueError, match="stride 1 along the last axis.*folded"):
+        cl.grad.conv2d_weight(x, w.shape, np.ones((1, 1, 4, 2)), stride=(1, 2), algorithm="folded")
 
 
 def _random_grad_output(rng: np.random.Generator, x_shape, weight_shape, **kwargs) -> np.ndarray:

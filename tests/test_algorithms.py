@@ -29,11 +29,11 @@ SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise")
 def runs(case: ConvCase, algorithm: str) -> bool:
     """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group;
     Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below; folded stride 1
-    and more than one tap along the first axis)."""
+    and more than one tap along the last axis)."""
     if algorithm.startswith("winograd"):
         return False
     if algorithm == "folded":
-        return case.strides[0] == 1 and case.kernel_size[0] > 1
+        return case.strides[-1] == 1 and case.kernel_size[-1] > 1
     return algorithm != "depthwise" or case.in_channels == case.groups
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
 

@@ -250,7 +250,7 @@ def conv_weight_grad(
     """
     algorithm = _check_algorithm(spec.op, algorithm, WEIGHT_GRAD_ALGORITHMS)
     if algorithm == "folded":
-        select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the first axis or a 1-tap one
+        select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the last axis or a 1-tap one
     accumulate = compute_dtype(x.dtype)
     returned = result_dtype(x.dtype)
     if spec.batch == 0 or min(spec.weight_shape) == 0:
@@ -275,8 +275,8 @@ def conv_weight_grad(
 def _folds_weight_grad(spec: ConvSpec, dtype: np.dtype) -> bool:
     """Whether "auto" takes folded's weight gradient: the forward is folded, and folding at least halves the copies.
 
-    gemm copies ``C*K`` values per position (its columns); folded ``C*K/K_0``
-    (its columns) plus ``K_0*O`` (``g`` moved once per first-axis tap). Where
+    gemm copies ``C*K`` values per position (its columns); folded ``C*K/K_L``
+    (its columns) plus ``K_L*O`` (``g`` moved once per last-axis tap). Where
     that saves under half, gemm's product measured as fast or faster (3×3
     layers in 2-d); where it saves more, folded was 10-40% faster (the 3-d
     32-channel layer, 5×5 and 7×7 kernels on 8-32 channels).
@@ -284,8 +284,8 @@ def _folds_weight_grad(spec: ConvSpec, dtype: np.dtype) -> bool:
     if plan_for(spec, np.dtype(dtype)).algorithm != FOLDED.name:
         return False
     c, o, taps = spec.in_channels_per_group, spec.out_channels_per_group, prod(spec.kernel_size)
-    first = spec.kernel_size[0]
-    return c * taps // first + first * o <= c * taps / 2
+    last = spec.kernel_size[-1]
+    return c * taps // last + last * o <= c * taps / 2
 
 
 def _weight_grad_im2col(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:

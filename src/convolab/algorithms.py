@@ -397,27 +397,29 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int
 
 
 class Folded(Algorithm):
-    """gemm with the first kernel axis folded into the product's rows: a third of the copies for 3-tap kernels.
+    """gemm with the last kernel axis folded into the product's rows: a third of the copies for 3-tap kernels.
 
-    A convolution sums over the first axis's taps ``f`` the products of the
-    filters' slice ``w[:, :, f]`` with the input shifted by ``f*d`` rows. So
-    unroll only the other axes' taps (``C*K/K_0`` columns per position, at every
-    row of the padded input) and multiply once by the filters stacked along that
-    axis, ``(K_0*O, C*K/K_0)``: row block ``f`` of the product, shifted up ``f*d``
-    rows, is tap ``f``'s share of the output, and the shares are added. Against
-    gemm the copies shrink by ``K_0`` and the product gets ``K_0`` times more rows
-    (faster BLAS when filters are few: a 3-d layer with 32 filters ran 2x faster),
-    at the cost of computing the ``(K_0 - 1)*d`` rows past the output's end and
-    ``K_0 - 1`` additions over the output. Needs stride 1 along the first axis.
+    A convolution sums over the last axis's taps ``f`` the products of the
+    filters' slice ``w[..., f]`` with the input shifted ``f*d`` along that axis.
+    So unroll only the other axes' taps (``C*K/K_L`` values per position, with
+    every column of the padded last axis) and multiply once by the filters
+    stacked along that axis, ``(K_L*O, C*K/K_L)``: row block ``f`` of the
+    product, shifted left ``f*d`` columns, is tap ``f``'s share of the output,
+    and the shares are added (within each row, so blocks of rows stay
+    independent). Against gemm the copies shrink by ``K_L`` and the product
+    gets ``K_L`` times more rows (faster BLAS when filters are few: a 3-d layer
+    with 32 filters ran 1.5-2x faster), at the cost of the ``(K_L - 1)*d``
+    columns computed past each row's end (gemm's wide rows compute them too)
+    and ``K_L - 1`` additions over the output. Needs stride 1 along the last axis.
     """
 
     name = "folded"
 
     def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
-        if spec.stride[0] != 1:
-            return f"stride {spec.stride}: the folded rows need stride 1 along the first axis"
-        if spec.kernel_size[0] == 1:
-            return f"kernel {spec.kernel_size}: one tap along the first axis leaves nothing to fold (that is gemm)"
+        if spec.stride[-1] != 1:
+            return f"stride {spec.stride}: the folded taps need stride 1 along the last axis"
+        if spec.kernel_size[-1] == 1:
+            return f"kernel {spec.kernel_size}: one tap along the last axis leaves nothing to fold (that is gemm)"
         return None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
@@ -427,96 +429,94 @@ class Folded(Algorithm):
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, o, rank = spec.groups, spec.out_channels_per_group, spec.rank
-        taps, reach = spec.kernel_size[0], spec.dilation[0]
+        taps, reach = spec.kernel_size[-1], spec.dilation[-1]
         rest = _rest_spec(spec)
-        filters = _folded_filters(kernel, spec)  # (G, K_0*O, C*K_rest)
+        filters = _folded_filters(kernel, spec)  # (G, K_L*O, C*K_rest)
         out = np.empty(spec.output_shape, dtype=padded.dtype)
         grouped = out.reshape(spec.batch, groups, o, *spec.output_size)  # a view: results are written through it
-        rows_out, crop = spec.output_size[0], tuple(slice(0, size) for size in spec.output_size[1:])
         buffer = None
         for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
             if buffer is None:
                 buffer = np.empty((groups, taps * o, columns.shape[-1]), dtype=padded.dtype)
             product = np.matmul(filters, columns, out=buffer[..., :columns.shape[-1]])
-            shares = product.reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)  # (G, K_0, O, nb, rows, *grid)
-            if r1 - r0 == rest.output_size[0]:
-                # Whole samples: add the shares up in the product's own layout (contiguous runs),
-                # then one transposing copy into the output.
-                total = shares[:, 0, :, :, :rows_out]
-                for f in range(1, taps):
-                    total += shares[:, f, :, :, f * reach:f * reach + rows_out]
-                np.copyto(grouped[n0:n1], total[(Ellipsis, *crop)].transpose(2, 0, 1, *range(3, 3 + rank)))
-                continue
-            # Part of one sample's rows: rows r0:r1 give output rows r - f*d. Every output row's
-            # f = 0 share comes first (its block is never later, and f = 0 goes first): assign it, add the rest.
-            for f in range(taps):
-                low, high = max(r0, f * reach), min(r1, rows_out + f * reach)
-                if low < high:
-                    target = grouped[n0, :, :, low - f * reach:high - f * reach]  # (G, O, rows, *out_rest)
-                    share = shares[:, f, :, 0, low - r0:high - r0][(Ellipsis, *crop)]
+            shares = product.reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)  # (G, K_L, O, nb, rows, *grid)
+            if rank == 1:  # the folded axis is the blocked one: shares cross blocks
+                for f in range(taps):
+                    rows, source = _crossing_share(spec, f, r0, r1)
+                    target = grouped[n0:n1, :, :, rows]
+                    share = shares[:, f, :, :, source].transpose(2, 0, 1, 3)  # (nb, G, O, positions)
+                    # Output x's f = 0 share comes first (its block is never later, and f = 0 goes
+                    # first within a block): assign it, add the rest.
                     if f == 0:
                         np.copyto(target, share)
                     else:
                         np.add(target, share, out=target)
+                continue
+            # Add the shares up in the product's own layout (contiguous runs), then one copy into the output.
+            total = shares[:, 0][_share(spec, 0)]
+            for f in range(1, taps):
+                total += shares[:, f][_share(spec, f * reach)]
+            np.copyto(grouped[n0:n1, :, :, r0:r1], total.transpose(2, 0, 1, *range(3, 3 + rank)))
         return out
 
-
     def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """The forward's fold in reverse: ``columns @ (K_0*O, positions).T`` summed over blocks, ``(G*O, C, *kernel)``.
+        """The forward's fold in reverse: ``columns @ (K_L*O, positions).T`` summed over blocks, ``(G*O, C, *kernel)``.
 
-        Row block ``f`` of the left factor is ``g`` moved down ``f*d`` rows (zero
-        where no output reads that row, and on the wide rows' extra columns), so
-        one product with ``K_0*O`` rows gives every first-axis tap's gradient.
+        Row block ``f`` of the right factor is ``g`` moved right ``f*d`` columns
+        (zero on the columns no output reads through tap ``f``), so one product
+        with ``K_L*O`` columns gives every last-axis tap's gradient.
         """
         groups, o, c, rank = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.rank
-        taps, reach = spec.kernel_size[0], spec.dilation[0]
+        taps, reach = spec.kernel_size[-1], spec.dilation[-1]
         rest = _rest_spec(spec)
-        rows_out = spec.output_size[0]
-        crop = tuple(slice(0, size) for size in spec.output_size[1:])
         total = np.zeros((groups, c * prod(rest.kernel_size), taps * o), dtype=padded.dtype)  # columns @ moved.T
         buffer = None
         for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
             if buffer is None:
-                buffer = np.empty(groups * taps * o * columns.shape[-1], dtype=padded.dtype)
+                buffer = np.zeros(groups * taps * o * columns.shape[-1], dtype=padded.dtype)
             count = columns.shape[-1]
             moved = buffer[:groups * taps * o * count].reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)
-            block = grad_output[n0:n1].reshape(n1 - n0, groups, o, *spec.output_size)
+            if rank > 1:
+                block = grad_output[n0:n1, :, r0:r1].reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
+                block = block.transpose(1, 2, 0, *range(3, 3 + rank))  # (G, O, nb, rows, *out_rest)
+            moved[...] = 0  # every cell outside a tap's share reads as zero
             for f in range(taps):
-                share = moved[:, f]  # (G, O, nb, rows, *grid)
-                low, high = max(r0, f * reach), min(r1, rows_out + f * reach)
-                low, high = min(low, r1), max(high, low)
-                share[:, :, :, :low - r0] = 0  # rows no output reads through tap f
-                share[:, :, :, high - r0:] = 0
-                for axis, size in enumerate(spec.output_size[1:]):  # the wide rows' extra columns
-                    share[(slice(None),) * (4 + axis) + (slice(size, None),)] = 0
-                rows = block[:, :, :, low - f * reach:high - f * reach].transpose(1, 2, 0, *range(3, 3 + rank))
-                share[:, :, :, low - r0:high - r0][(Ellipsis, *crop)] = rows
+                if rank == 1:  # shares cross blocks
+                    rows, source = _crossing_share(spec, f, r0, r1)
+                    moved[:, f, :, :, source] = grad_output[n0:n1, :, rows].reshape(
+                        n1 - n0, groups, o, -1).transpose(1, 2, 0, 3)
+                else:
+                    moved[:, f][_share(spec, f * reach)] = block
             total += np.matmul(columns, moved.reshape(groups, taps * o, count).transpose(0, 2, 1))
-        grad = total.reshape(groups, c, -1, taps, o).transpose(0, 4, 1, 3, 2)  # (G, O, C, K_0, K_rest)
+        grad = total.reshape(groups, c, -1, taps, o).transpose(0, 4, 1, 2, 3)  # (G, O, C, K_rest, K_L)
         return np.ascontiguousarray(grad).reshape(spec.weight_shape)
 
 
-def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """``(G*O, C, K_0, *rest)`` filters as ``(G, K_0*O, C*K_rest)``: rows ordered (first-axis tap, filter).
+def _share(spec: ConvSpec, shift: int) -> tuple[slice, ...]:
+    """Where one last-axis tap's share of the output sits in a block of :class:`Folded`'s product (rank > 1).
 
-    The other taps move as one item each (a void view), which NumPy copies
-    twice as fast as their single values (a 512x512x3x3 kernel: 3 -> 1.5 ms).
+    Indexes ``(G, O, nb, rows, *grid)``: the output's extent on the middle
+    axes, and the last axis moved ``shift`` columns along.
     """
-    groups, o, c, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[0]
-    rest = prod(spec.kernel_size[1:])
-    kernel = np.ascontiguousarray(kernel).reshape(groups, o, c, taps, rest)
-    if kernel.size == 0:
-        moved = kernel.transpose(0, 3, 1, 2, 4)
-    else:
-        items = kernel.view(np.dtype((np.void, rest * kernel.itemsize)))  # (G, O, C, K_0, 1)
-        moved = np.ascontiguousarray(items.transpose(0, 3, 1, 2, 4)).view(kernel.dtype)
-    return np.ascontiguousarray(moved).reshape(groups, taps * o, c * rest)
+    middle = tuple(slice(0, size) for size in spec.output_size[1:-1])
+    return (Ellipsis, *middle, slice(shift, shift + spec.output_size[-1]))
+
+
+def _crossing_share(spec: ConvSpec, tap: int, r0: int, r1: int) -> tuple[slice, slice]:
+    """In 1-d, the output positions tap ``tap``'s share of padded positions ``r0:r1`` lands on, and where it sits.
+
+    Padded position ``r`` gives output ``r - tap*d``; only those in ``[0, output)`` exist.
+    """
+    shift = tap * spec.dilation[-1]
+    low, high = max(r0, shift), min(r1, spec.output_size[-1] + shift)
+    high = max(high, low)
+    return slice(low - shift, high - shift), slice(low - r0, high - r0)
 
 
 def _rest_spec(spec: ConvSpec) -> ConvSpec:
-    """The problem :class:`Folded` unrolls: the padded input, one tap along the first axis (all rows out)."""
+    """The problem :class:`Folded` unrolls: the padded input, one tap along the last axis (every column out)."""
     return dataclasses.replace(spec, input_size=spec.padded_size, padding=((0, 0),) * spec.rank,
-                               kernel_size=(1, *spec.kernel_size[1:]), dilation=(1, *spec.dilation[1:]))
+                               kernel_size=(*spec.kernel_size[:-1], 1), dilation=(*spec.dilation[:-1], 1))
 
 
 def _grid(spec: ConvSpec) -> tuple[int, ...]:
@@ -524,9 +524,16 @@ def _grid(spec: ConvSpec) -> tuple[int, ...]:
     return tuple(spec.padded_size[1:]) if _gemm_wide(spec) else tuple(spec.output_size[1:])
 
 
+def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``(G*O, C, *rest, K_L)`` filters as ``(G, K_L*O, C*K_rest)``: rows ordered (last-axis tap, filter)."""
+    groups, o, c, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[-1]
+    kernel = kernel.reshape(groups, o, c * prod(spec.kernel_size[:-1]), taps)
+    return np.ascontiguousarray(kernel.transpose(0, 3, 1, 2)).reshape(groups, taps * o, -1)
+
+
 def _folded_product_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """Bytes of :class:`Folded`'s product per unrolled column: ``K_0`` values per filter."""
-    return spec.kernel_size[0] * spec.out_channels * itemsize
+    """Bytes of :class:`Folded`'s product per unrolled column: ``K_L`` values per filter."""
+    return spec.kernel_size[-1] * spec.out_channels * itemsize
 
 
 class Shifted(Algorithm):

@@ -16,8 +16,8 @@ The input gradient has two formulations, equal on every configuration:
 
 The weight gradient has two as well: ``"im2col"`` (the unrolled input times
 grad_output; ``"gemm"`` is the same product in blocks of bounded memory, and
-``"folded"`` the forward's fold in reverse: grad_output moved down by each
-first-axis tap, one product for all of them) and ``"conv"`` (a convolution of
+``"folded"`` the forward's fold in reverse: grad_output moved along by each
+last-axis tap, one product for all of them) and ``"conv"`` (a convolution of
 the input with grad_output as the kernel, stride and dilation swapped).
 """
 

@@ -11,12 +11,12 @@ project's 2-core reference machine; only their ratios matter):
 algorithm               estimated time
 ======================  =========================================================
 gemm                    FLOPs / matmul rate (scaled down when a matrix side is
-                        short: fewer than 32 filters or taps per group), plus the
+                        short: fewer than 32 filters or taps per group, and
+                        when there are fewer taps than filters), plus the
                         unrolled copy at memory bandwidth
-folded                  the same for its product (``K_0`` times the filters,
-                        ``1/K_0`` of the taps, every padded row), its smaller
-                        copy, one pass over the output per first-axis tap; times
-                        a measured margin of 1.08
+folded                  the same for its product (``K_L`` times the filters,
+                        ``1/K_L`` of the taps, every padded column), its smaller
+                        copy, one pass over the output per last-axis tap
 depthwise               per block of channels: the grid copy (the input, padded
                         and split into stride phases, or as it is at stride 1),
                         then every tap's run copied into columns and read back
@@ -66,16 +66,13 @@ _COPY_RATE = {"contiguous": 8e9, "strided": 3e9}  # cache-blocked copies
 _SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
 # Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
 # where every estimate above is microseconds and an FFT's setup dominates.
-_OVERHEAD = {"gemm": 20e-6, "depthwise": 40e-6, "fft": 150e-6}
+_OVERHEAD = {"gemm": 20e-6, "folded": 30e-6, "depthwise": 40e-6, "fft": 150e-6}  # folded: a NumPy call per tap more
 # Depthwise: bytes of unrolled columns per second on one thread (each copied, then read by the
 # product), the Python and NumPy calls per block and chunk of rows, and what each thread past
 # the first adds (the threads share the caches and the memory bus).
 _DEPTHWISE_COLUMN_RATE = 16e9
 _DEPTHWISE_BLOCK_COST = 25e-6
 _THREAD_GAIN = 0.6
-# Folded ran about 8% slower than the terms above predict on ResNet and VGG layers with 128 or
-# more filters (its products are K_0 times shallower, each pass over the output shorter).
-_FOLDED_MARGIN = 1.08
 
 
 @dataclass(frozen=True)
@@ -107,10 +104,21 @@ def _matmul_rate(dtype: np.dtype) -> float:
     return _MATMUL_RATE[kind].get(dtype.itemsize, min(_MATMUL_RATE[kind].values()))
 
 
+def _product_rate(dtype: np.dtype, rows: int, depth: int) -> float:
+    """The rate of a ``(rows, depth) @ (depth, columns)`` product with many columns.
+
+    Far from peak when a side is short (under ``_SHORT_SIDE``); somewhat below
+    it when the product is shallower than it is tall (``depth < rows``: each
+    result is written after fewer multiply-adds), which decides gemm against
+    folded (fitted on the suite's 3×3 layers: ``(depth/rows)**0.25``).
+    """
+    short = min(1.0, min(rows, depth) / _SHORT_SIDE)
+    return _matmul_rate(dtype) * short * min(1.0, depth / max(rows, 1)) ** 0.25
+
+
 def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
     if name == "gemm":
-        short = min(spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
-        rate = _matmul_rate(dtype) * min(1.0, short / _SHORT_SIDE)
+        rate = _product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
         copied = 0 if algorithms.Gemm().workspace_bytes(spec, dtype.itemsize) == 0 else (
             algorithms._row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
         # Wide rows copy one contiguous run per (channel, tap); so, nearly, do small images
@@ -120,13 +128,13 @@ def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
     if name == "folded":
         rest = algorithms._rest_spec(spec)
         columns = spec.batch * rest.output_size[0] * prod(algorithms._grid(rest))  # every row, wide or exact
-        rows, depth = spec.kernel_size[0] * spec.out_channels_per_group, spec.in_channels_per_group * prod(rest.kernel_size)
-        rate = _matmul_rate(dtype) * min(1.0, min(rows, depth) / _SHORT_SIDE)
+        rows, depth = spec.kernel_size[-1] * spec.out_channels_per_group, spec.in_channels_per_group * prod(rest.kernel_size)
+        rate = _product_rate(dtype, rows, depth)
         copied = algorithms._row_bytes(rest, dtype.itemsize) * spec.batch * rest.output_size[0]
         layout = "contiguous" if algorithms._gemm_wide(rest) else "strided"
-        shares = spec.kernel_size[0] * prod(spec.output_shape)  # each tap's share written or added once
-        return _FOLDED_MARGIN * (_OVERHEAD["gemm"] + 2 * spec.groups * rows * depth * columns / rate
-                                 + copied / _COPY_RATE[layout] + shares / _ELEMENTWISE_RATE)
+        shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
+        return (_OVERHEAD["folded"] + 2 * spec.groups * rows * depth * columns / rate + copied / _COPY_RATE[layout]
+                + shares / _ELEMENTWISE_RATE)
     if name == "depthwise":
         return _OVERHEAD["depthwise"] + _depthwise_seconds(spec, dtype)
     if name == "fft":
