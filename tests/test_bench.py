@@ -127,6 +127,27 @@ def test_time_call_takes_the_median_of_fixed_repeats():
     assert timing.peak_bytes is not None and timing.peak_bytes >= 0
 
 
+def test_time_pair_takes_turns_and_keeps_each_sides_count():
+    calls = []
+    ours = lambda: calls.append("ours")  # noqa: E731
+    theirs = lambda: calls.append("theirs")  # noqa: E731
+    timed_ours, timed_theirs = bench.time_pair(ours, theirs, budget_s=0.01, repeats=3)
+    assert calls[:2] == ["ours", "theirs"]  # the warm-ups
+    assert calls[2:] == ["ours", "theirs"] * 3  # then call for call
+    assert len(timed_ours.times_s) == len(timed_theirs.times_s) == 3
+    assert timed_ours.median_s == sorted(timed_ours.times_s)[1] and timed_theirs.ok
+
+
+def test_time_pair_times_the_other_side_alone_when_one_fails():
+    def fails():
+        raise ValueError("no such algorithm")
+
+    calls = []
+    timed_ours, timed_theirs = bench.time_pair(fails, lambda: calls.append(1), budget_s=0.01, repeats=4)
+    assert not timed_ours.ok and timed_ours.error == "ValueError: no such algorithm"
+    assert timed_theirs.ok and len(timed_theirs.times_s) == 4 and len(calls) == 5
+
+
 def test_tracemalloc_meter_sees_numpy_allocations():
     meter = bench.PeakMeter()
     meter.method, meter.sees_foreign = "tracemalloc", False

@@ -17,7 +17,9 @@ How things are measured
 Timing
     One warm-up call, then repeats until a per-problem time budget is spent
     (at least one, at most ``MAX_REPEATS``; ``--repeats`` fixes the count); the
-    median is reported. The garbage collector is off while timing.
+    median is reported. The garbage collector is off while timing. convolab
+    and its reference take turns, call for call (:func:`time_pair`), so a slow
+    spell of a shared machine falls on both sides of a ratio, not on one.
 Threads
     PyTorch gets ``torch.set_num_threads(threads)``. NumPy's BLAS gets the same
     count through threadpoolctl when it is installed; otherwise through
@@ -90,6 +92,7 @@ __all__ = [
     "Report",
     "PeakMeter",
     "time_call",
+    "time_pair",
     "select_problems",
     "run_suite",
     "summarize",
@@ -455,6 +458,62 @@ def time_call(fn: Callable[[], Any], *, budget_s: float, repeats: int | None = N
     return Timing(statistics.median(times), times, peak)
 
 
+def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: float, repeats: int | None = None,
+              meter: PeakMeter | None = None) -> tuple[Timing, Timing]:
+    """Time two calls taking turns (ours, theirs, ours, ...) after one warm-up each; both medians.
+
+    Each side gets as many calls as fit its ``budget_s`` by its warm-up (or
+    ``repeats``); while both have calls left they alternate, so the ratio of the
+    medians compares calls made under the same conditions. A side whose call
+    raises gets a Timing with ``error`` set, and the other is timed alone.
+    """
+    meter = meter or PeakMeter()
+    sides = [ours, theirs]
+    warmups: list[tuple[float, int | None] | Timing] = []
+    for fn in sides:
+        gc.collect()
+        try:
+            elapsed, peak = meter.call(fn)
+            if not meter.sees_foreign and getattr(fn, "foreign_allocator", False):
+                peak = None
+            warmups.append((elapsed, peak))
+        except MemoryError as error:
+            warmups.append(Timing(None, [], None, f"out of memory: {error}"))
+        except Exception as error:  # reported in the table; one failing problem must not end the run
+            warmups.append(Timing(None, [], None, f"{type(error).__name__}: {error}"))
+    counts = [0 if isinstance(w, Timing) else repeats if repeats is not None else
+              max(1, min(MAX_REPEATS, int(budget_s / max(w[0], 1e-9)))) for w in warmups]
+    times: list[list[float]] = [[], []]
+    errors: list[str | None] = [None, None]
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for turn in range(max(counts)):
+            for side, fn in enumerate(sides):
+                if turn >= counts[side] or errors[side] is not None:
+                    continue
+                try:
+                    start = time.perf_counter()
+                    result = fn()
+                    times[side].append(time.perf_counter() - start)
+                    del result
+                except Exception as error:
+                    errors[side] = f"{type(error).__name__}: {error}"
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    timings = []
+    for side in range(2):
+        if isinstance(warmups[side], Timing):
+            timings.append(warmups[side])
+        elif errors[side] is not None:
+            timings.append(Timing(None, [], None, errors[side]))
+        else:
+            timings.append(Timing(statistics.median(times[side]), times[side], warmups[side][1]))
+    return timings[0], timings[1]
+
+
 @dataclass
 class Row:
     """One problem in one phase: convolab's timing and the reference library's."""
@@ -558,10 +617,12 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
     theirs = _torch_calls(torch, problem, x, w, g) if torch is not None else None
     rows = []
     for phase in CONV_PHASES:
-        convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
-        reference_timing = None
-        if theirs is not None:
-            reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+        if theirs is None:
+            convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+            reference_timing = None
+        else:
+            convolab_timing, reference_timing = time_pair(ours[phase], theirs[phase], budget_s=budget_s,
+                                                          repeats=repeats, meter=meter)
         rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
                         "torch" if theirs is not None else None, reference_timing, problem.is_3x3))
     return rows
@@ -575,10 +636,9 @@ def _run_filter(problem: FilterProblem, budget_s: float, repeats: int | None, me
 
     image = _random(rng, problem.image_shape, problem.dtype)
     kernel = _random(rng, problem.kernel_shape, problem.dtype)
-    ours = time_call(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
-                     budget_s=budget_s, repeats=repeats, meter=meter)
-    theirs = time_call(lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
-                       budget_s=budget_s, repeats=repeats, meter=meter)
+    ours, theirs = time_pair(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
+                             lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
+                             budget_s=budget_s, repeats=repeats, meter=meter)
     return [Row(problem.name, problem.family, "forward", problem.flops, ours, "scipy", theirs)]
 
 
