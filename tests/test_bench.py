@@ -260,6 +260,14 @@ def test_results_md_with_torch_lists_the_3x3_layers(torch_report):
     section = text.split("## 3x3 layers against the BLAS rate", 1)[1].split("##", 1)[0]
     assert "tiny.conv3x3" in section and "tiny.dw1d" not in section
     assert "Partial run" not in text
+    # the fraction divides by the BLAS rate timed in turns with that layer's forward, not the run's
+    (row,) = [row for row in report.rows if row.is_3x3 and row.phase == "forward"]
+    assert row.blas_timing is not None and row.blas_gflops > 0
+    assert all(r.blas_timing is None for r in report.rows if r is not row)
+    (layer,) = report.summary["layers_3x3"]
+    assert layer["blas_gflops"] == row.blas_gflops
+    assert layer["convolab_fraction"] == pytest.approx(row.gflops(row.convolab) / row.blas_gflops)
+    assert report.to_json()["results"][report.rows.index(row)]["blas_gflops_in_turns"] == row.blas_gflops
 
 
 def test_a_busy_machine_is_reported(plain_report):

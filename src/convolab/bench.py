@@ -18,8 +18,10 @@ Timing
     One warm-up call, then repeats until a per-problem time budget is spent
     (at least one, at most ``MAX_REPEATS``; ``--repeats`` fixes the count); the
     median is reported. The garbage collector is off while timing. convolab
-    and its reference take turns, call for call (:func:`time_pair`), so a slow
-    spell of a shared machine falls on both sides of a ratio, not on one.
+    and its reference take turns, call for call (:func:`time_turns`), so a slow
+    spell of a shared machine falls on both sides of a ratio, not on one; a
+    3x3 layer's forward also takes turns with the BLAS matmul whose rate its
+    fraction target divides by.
 Threads
     PyTorch gets ``torch.set_num_threads(threads)``. NumPy's BLAS gets the same
     count through threadpoolctl when it is installed; otherwise through
@@ -93,6 +95,7 @@ __all__ = [
     "PeakMeter",
     "time_call",
     "time_pair",
+    "time_turns",
     "select_problems",
     "run_suite",
     "summarize",
@@ -458,24 +461,29 @@ def time_call(fn: Callable[[], Any], *, budget_s: float, repeats: int | None = N
     return Timing(statistics.median(times), times, peak)
 
 
-def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: float, repeats: int | None = None,
-              meter: PeakMeter | None = None) -> tuple[Timing, Timing]:
-    """Time two calls taking turns (ours, theirs, ours, ...) after one warm-up each; both medians.
+def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: int | None = None,
+               meter: PeakMeter | None = None, measure_memory: Sequence[bool] | None = None) -> list[Timing]:
+    """Time calls taking turns (first, second, ..., first, ...) after one warm-up each; each one's median.
 
-    Each side gets as many calls as fit its ``budget_s`` by its warm-up (or
-    ``repeats``); while both have calls left they alternate, so the ratio of the
-    medians compares calls made under the same conditions. A side whose call
-    raises gets a Timing with ``error`` set, and the other is timed alone.
+    Each call gets as many turns as fit ``budget_s`` by its warm-up (or
+    ``repeats``); while several have turns left they alternate, so the ratio of
+    two medians compares calls made under the same conditions. A call that
+    raises gets a Timing with ``error`` set, and the others go on without it.
     """
     meter = meter or PeakMeter()
-    sides = [ours, theirs]
+    measure_memory = [True] * len(fns) if measure_memory is None else list(measure_memory)
     warmups: list[tuple[float, int | None] | Timing] = []
-    for fn in sides:
+    for fn, measured in zip(fns, measure_memory):
         gc.collect()
         try:
-            elapsed, peak = meter.call(fn)
-            if not meter.sees_foreign and getattr(fn, "foreign_allocator", False):
-                peak = None
+            if measured:
+                elapsed, peak = meter.call(fn)
+                if not meter.sees_foreign and getattr(fn, "foreign_allocator", False):
+                    peak = None
+            else:
+                start = time.perf_counter()
+                fn()
+                elapsed, peak = time.perf_counter() - start, None
             warmups.append((elapsed, peak))
         except MemoryError as error:
             warmups.append(Timing(None, [], None, f"out of memory: {error}"))
@@ -483,14 +491,14 @@ def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: f
             warmups.append(Timing(None, [], None, f"{type(error).__name__}: {error}"))
     counts = [0 if isinstance(w, Timing) else repeats if repeats is not None else
               max(1, min(MAX_REPEATS, int(budget_s / max(w[0], 1e-9)))) for w in warmups]
-    times: list[list[float]] = [[], []]
-    errors: list[str | None] = [None, None]
+    times: list[list[float]] = [[] for _ in fns]
+    errors: list[str | None] = [None for _ in fns]
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for turn in range(max(counts)):
-            for side, fn in enumerate(sides):
+        for turn in range(max(counts, default=0)):
+            for side, fn in enumerate(fns):
                 if turn >= counts[side] or errors[side] is not None:
                     continue
                 try:
@@ -504,14 +512,21 @@ def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: f
         if gc_was_enabled:
             gc.enable()
     timings = []
-    for side in range(2):
-        if isinstance(warmups[side], Timing):
-            timings.append(warmups[side])
-        elif errors[side] is not None:
-            timings.append(Timing(None, [], None, errors[side]))
+    for warmup, error, taken in zip(warmups, errors, times):
+        if isinstance(warmup, Timing):
+            timings.append(warmup)
+        elif error is not None:
+            timings.append(Timing(None, [], None, error))
         else:
-            timings.append(Timing(statistics.median(times[side]), times[side], warmups[side][1]))
-    return timings[0], timings[1]
+            timings.append(Timing(statistics.median(taken), taken, warmup[1]))
+    return timings
+
+
+def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: float, repeats: int | None = None,
+              meter: PeakMeter | None = None) -> tuple[Timing, Timing]:
+    """:func:`time_turns` of two calls: ``(ours, theirs)``."""
+    timed_ours, timed_theirs = time_turns([ours, theirs], budget_s=budget_s, repeats=repeats, meter=meter)
+    return timed_ours, timed_theirs
 
 
 @dataclass
@@ -526,6 +541,15 @@ class Row:
     reference: str | None = None
     reference_timing: Timing | None = None
     is_3x3: bool = False
+    #: A 3x3 forward's BLAS matmul timed in turns with it (its rate is the fraction's denominator).
+    blas_timing: Timing | None = None
+    blas_flops: int = 0
+
+    @property
+    def blas_gflops(self) -> float | None:
+        if self.blas_timing is None or not self.blas_timing.ok or self.blas_timing.median_s <= 0:
+            return None
+        return self.blas_flops / self.blas_timing.median_s / 1e9
 
     @property
     def ratio(self) -> float | None:
@@ -546,6 +570,7 @@ class Row:
             "reference": self.reference,
             "reference_timing": None if self.reference_timing is None else asdict(self.reference_timing),
             "reference_gflops": self.gflops(self.reference_timing), "ratio": self.ratio,
+            "blas_gflops_in_turns": self.blas_gflops,
         }
 
 
@@ -609,7 +634,8 @@ def _torch_calls(torch: Any, problem: ConvProblem, x: np.ndarray, w: np.ndarray,
 
 
 def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | None, meter: PeakMeter,
-              rng: np.random.Generator) -> list[Row]:
+              rng: np.random.Generator, blas_size: int = BLAS_MATMUL_SIZE) -> list[Row]:
+    """Each phase timed in turns with PyTorch's; a 3x3 forward also with the BLAS matmul of the fraction target."""
     x = _random(rng, problem.input_shape, problem.dtype)
     w = _random(rng, problem.weight_shape, problem.dtype)
     g = _random(rng, problem.output_shape, problem.dtype)
@@ -617,15 +643,25 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
     theirs = _torch_calls(torch, problem, x, w, g) if torch is not None else None
     rows = []
     for phase in CONV_PHASES:
-        if theirs is None:
-            convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
-            reference_timing = None
-        else:
-            convolab_timing, reference_timing = time_pair(ours[phase], theirs[phase], budget_s=budget_s,
-                                                          repeats=repeats, meter=meter)
-        rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
-                        "torch" if theirs is not None else None, reference_timing, problem.is_3x3))
+        calls = [ours[phase]] + ([] if theirs is None else [theirs[phase]])
+        with_blas = problem.is_3x3 and phase == "forward"
+        if with_blas:
+            calls.append(_blas_matmul(blas_size))
+        timings = time_turns(calls, budget_s=budget_s, repeats=repeats, meter=meter,
+                             measure_memory=[True] * (1 + (theirs is not None)) + [False] * with_blas)
+        rows.append(Row(problem.name, problem.family, phase, problem.flops, timings[0],
+                        "torch" if theirs is not None else None, None if theirs is None else timings[1],
+                        problem.is_3x3, blas_timing=timings[-1] if with_blas else None,
+                        blas_flops=2 * blas_size ** 3 if with_blas else 0))
     return rows
+
+
+def _blas_matmul(size: int) -> Callable[[], Any]:
+    """The BLAS-rate call: a float32 ``size × size`` matmul (inputs made once)."""
+    rng = np.random.default_rng(1)
+    a = _random(rng, (size, size), "float32")
+    b = _random(rng, (size, size), "float32")
+    return lambda: np.matmul(a, b)
 
 
 def _run_filter(problem: FilterProblem, budget_s: float, repeats: int | None, meter: PeakMeter,
@@ -957,10 +993,11 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
     for row in rows:
         if row.is_3x3 and row.phase == "forward":
             ours, theirs = row.gflops(row.convolab), row.gflops(row.reference_timing)
+            rate = row.blas_gflops or blas_gflops  # measured in turns with the layer, else the run's
             layers_3x3.append({
-                "problem": row.problem, "convolab_gflops": ours, "torch_gflops": theirs,
-                "convolab_fraction": None if ours is None or not blas_gflops else ours / blas_gflops,
-                "torch_fraction": None if theirs is None or not blas_gflops else theirs / blas_gflops,
+                "problem": row.problem, "convolab_gflops": ours, "torch_gflops": theirs, "blas_gflops": rate,
+                "convolab_fraction": None if ours is None or not rate else ours / rate,
+                "torch_fraction": None if theirs is None or not rate else theirs / rate,
             })
     fractions = [layer["convolab_fraction"] for layer in layers_3x3 if layer["convolab_fraction"] is not None]
     worst_3x3 = min(layers_3x3, key=lambda layer: layer["convolab_fraction"]) if fractions else None
@@ -1058,7 +1095,7 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
         for index, problem in enumerate(problems, 1):
             label = f"{index}/{len(problems)} {problem.name}"
             if isinstance(problem, ConvProblem):
-                new_rows = _run_conv(problem, torch, budget_s, repeats, meter, rng)
+                new_rows = _run_conv(problem, torch, budget_s, repeats, meter, rng, blas_size)
             elif isinstance(problem, FilterProblem):
                 new_rows = _run_filter(problem, budget_s, repeats, meter, rng)
             else:
@@ -1328,11 +1365,13 @@ def render_results_md(report: Report) -> str:
     lines.append("")
     if summary["layers_3x3"]:
         lines += ["## 3x3 layers against the BLAS rate", "",
-                  f"Achieved forward GFLOP/s (2 x multiply-adds / median) over the float32 matmul rate "
-                  f"({_format_value(summary['blas_gflops'], 1)} GFLOP/s) measured in the same run.", ""]
-        lines += _md_table(["layer", "convolab GFLOP/s", "fraction", "PyTorch GFLOP/s", "fraction"], [
-            [layer["problem"], _num(layer["convolab_gflops"], 1), _pct(layer["convolab_fraction"]),
-             _num(layer["torch_gflops"], 1), _pct(layer["torch_fraction"])] for layer in summary["layers_3x3"]])
+                  "Achieved forward GFLOP/s (2 x multiply-adds / median) over the float32 matmul rate, "
+                  "each layer's timed in turns with it and with PyTorch (a slow spell of the machine "
+                  "falls on all three).", ""]
+        lines += _md_table(["layer", "BLAS GFLOP/s", "convolab GFLOP/s", "fraction", "PyTorch GFLOP/s", "fraction"], [
+            [layer["problem"], _num(layer.get("blas_gflops"), 1), _num(layer["convolab_gflops"], 1),
+             _pct(layer["convolab_fraction"]), _num(layer["torch_gflops"], 1), _pct(layer["torch_fraction"])]
+            for layer in summary["layers_3x3"]])
         lines.append("")
     filtering_rows = [row for row in report.rows if row.reference == "scipy"]
     if filtering_rows:
