@@ -1408,14 +1408,16 @@ def render_results_md(report: Report) -> str:
     lines += ["", "## Method", "",
               f"- Timing: one warm-up call, then repeats until {s['budget_s']} s is spent (at least 1, at most "
               f"{s['max_repeats']}{'; fixed at ' + str(s['repeats']) if s['repeats'] else ''}); the median is "
-              "reported. The garbage collector is off while timing.",
+              "reported. The garbage collector is off while timing. convolab and its reference take turns, "
+              "call for call (a 3x3 forward also with the BLAS matmul), so a slow spell of the machine falls "
+              "on both sides of a ratio.",
               "- convolab: `convolab.conv`, `convolab.grad.conv_input`, `convolab.grad.conv_weight` with "
               "`algorithm='auto'`; PyTorch: `torch.nn.functional.conv{1,2,3}d` under `no_grad`, "
               "`torch.nn.grad.conv{1,2,3}d_input` and `_weight`.",
               "- The forward + backward ratio of a layer is the sum of its three convolab medians over the sum of "
               "PyTorch's; the target is their geometric mean.",
-              "- The 3x3 target is the geometric mean of the fraction over the dense 2-d 3x3 layers; the worst "
-              "layer is listed beside it.",
+              "- The 3x3 target is the geometric mean of the fraction over the dense 2-d 3x3 layers, each "
+              "against the BLAS rate timed in turns with it; the worst layer is listed beside it.",
               f"- Address space capped at what the benchmark had mapped plus "
               f"{_format_value(s['memory_limit_gib'], 1)} GiB; a call that needs more is reported as out of memory.",
               ""]
