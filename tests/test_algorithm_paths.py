@@ -202,6 +202,39 @@ def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_
                                                    padding=padding, algorithm="im2col"), rtol=2e-4, atol=2e-3)
 
 
+@pytest.mark.parametrize("algorithm", ["folded", "gemm", "auto"])
+@pytest.mark.parametrize("shape, weight_shape, where", [
+    ((1, 1, 8), (1, 1, 3), (0, 0, 0)),
+    ((1, 1, 6, 6), (1, 1, 3, 3), (0, 0, 2, 0)),
+    ((1, 1, 8, 40), (1, 1, 3, 3), (0, 0, 3, 0)),  # gemm's wide rows
+    ((2, 16, 16, 16, 16), (16, 16, 3, 3, 3), (0, 0, 5, 5, 0)),  # auto picks folded here
+])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_weight_gradient_keeps_a_non_finite_input_where_im2col_puts_it(shape, weight_shape, where, value, algorithm):
+    """Wide and folded products give cells no window reads a zero gradient; 0 * inf must not leak into other taps."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[where] = value
+    padding = 1 if len(shape) > 3 else 0
+    g = rng.standard_normal(cl.conv(np.zeros(shape, np.float32), np.ones(weight_shape, np.float32),
+                                    padding=padding).shape).astype(np.float32)
+    expected = cl.grad.conv_weight(x, weight_shape, g, padding=padding, algorithm="im2col")
+    got = cl.grad.conv_weight(x, weight_shape, g, padding=padding, algorithm=algorithm)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("algorithm", ["gemm", "folded", "auto"])
+@pytest.mark.parametrize("shape, weight_shape, padding", [
+    ((2, 0, 6, 6), (3, 0, 3, 3), 0), ((2, 0, 40, 40), (3, 0, 3, 3), 1), ((2, 0, 5), (3, 0, 3), 0)])
+def test_zero_input_channels_give_zeros(shape, weight_shape, padding, algorithm):
+    out = cl.conv(np.zeros(shape), np.zeros(weight_shape), padding=padding, algorithm=algorithm)
+    np.testing.assert_array_equal(out, cl.conv(np.zeros(shape), np.zeros(weight_shape), padding=padding,
+                                               algorithm="direct"))
+    assert cl.plan(shape, weight_shape, padding=padding).flops == 0
+    assert cl.plan((2, 3, *shape[2:]), (0, 3, *weight_shape[2:]), padding=padding).flops == 0  # no filters
+
+
 def test_folded_refusals():
     x, w = np.ones((1, 1, 6, 6)), np.ones((1, 1, 3, 3))
     with pytest.raises(ValueError, match="stride 1 along the last axis.*folded"):

@@ -147,8 +147,7 @@ class Gemm(Algorithm):
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if _is_pointwise(spec):
             return 0
-        per_row = _row_bytes(spec, itemsize)
-        return min(per_row * spec.batch * spec.output_size[0], max(per_row, current_workspace_limit()))
+        return _block_bytes(_row_bytes(spec, itemsize), spec.batch * spec.output_size[0])
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, o = spec.groups, spec.out_channels_per_group
@@ -181,6 +180,9 @@ class Gemm(Algorithm):
         groups, o = spec.groups, spec.out_channels_per_group
         if _is_pointwise(spec) and _per_sample_products_win(spec):
             return _pointwise_weight_grad(padded, grad_output, spec)
+        # Wide rows give the extra columns a zero gradient, and 0 * inf is NaN: an input holding
+        # inf or NaN takes the exact columns, so it reaches only the taps that really read it.
+        wide = None if _finite(padded) else False
         transposed = spec.batch * prod(spec.output_size) >= TRANSPOSED_PRODUCT_MIN_POSITIONS
 
         def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -196,7 +198,7 @@ class Gemm(Algorithm):
         else:
             taps = spec.in_channels_per_group * prod(spec.kernel_size)
             total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
-            for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec):
+            for (n0, n1, r0, r1), columns, grid in _unrolled_blocks(padded, spec, wide=wide):
                 block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
                 block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
                 block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
@@ -333,13 +335,24 @@ def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
     return np.ascontiguousarray(view).reshape(groups, c * prod(spec.kernel_size), -1)
 
 
-def _row_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """Bytes of unrolled columns for one sample and one index of the first output axis."""
-    rest = spec.padded_size[1:] if _gemm_wide(spec) else spec.output_size[1:]
+def _block_bytes(per_row: int, rows: int) -> int:
+    """The largest block :func:`_unrolled_blocks` makes of ``rows`` rows of ``per_row`` bytes.
+
+    Blocks hold as many rows as fit the cache-sized target within the workspace
+    limit, but at least one row, and never more rows than there are.
+    """
+    rows_fit = max(1, min(current_workspace_limit(), CACHE_BLOCK_BYTES) // max(per_row, 1))
+    return per_row * min(rows, rows_fit)
+
+
+def _row_bytes(spec: ConvSpec, itemsize: int, wide: bool | None = None) -> int:
+    """Bytes of unrolled columns for one sample and one index of the first output axis (``wide``: as in
+    :func:`_unrolled_blocks`)."""
+    rest = spec.padded_size[1:] if (_gemm_wide(spec) if wide is None else wide) else spec.output_size[1:]
     return spec.in_channels * prod(spec.kernel_size) * prod(rest) * itemsize
 
 
-def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0,
+def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0, wide: bool | None = None,
                      ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
     """Yield ``((n0, n1, r0, r1), columns, grid)`` blocks of the unrolled input.
 
@@ -347,13 +360,14 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int
     output axis ``r0:r1``; ``grid`` is the shape of the trailing positions of a
     row (the padded sizes when wide, else the output sizes). One buffer is reused.
     ``scratch_per_column``: bytes the caller keeps per column beside the block
-    (its product), counted in the block's size.
+    (its product), counted in the block's size. ``wide=False`` forces exact
+    columns where :func:`_gemm_wide` would choose wide rows.
     """
     groups, c = spec.groups, spec.in_channels_per_group
     taps = prod(spec.kernel_size)
-    wide = _gemm_wide(spec)
+    wide = _gemm_wide(spec) and wide is not False
     grid = tuple(spec.padded_size[1:]) if wide else tuple(spec.output_size[1:])
-    row_bytes = _row_bytes(spec, padded.itemsize) + scratch_per_column * prod(grid)
+    row_bytes = _row_bytes(spec, padded.itemsize, wide) + scratch_per_column * prod(grid)
     # Blocks sized for the last-level cache run faster than larger ones (the copy's
     # writes are still cached when the product reads them); never above the limit.
     rows_fit = max(1, min(current_workspace_limit(), CACHE_BLOCK_BYTES) // max(row_bytes, 1))
@@ -367,7 +381,7 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int
     buffer = np.empty(groups * c * taps * largest, dtype=padded.dtype)
     if wide:
         plane = prod(spec.padded_size[1:])  # positions in one row of the first axis
-        flat = padded.reshape(batch, groups, c, -1)  # (N, G, C, T)
+        flat = padded.reshape(batch, groups, c, prod(spec.padded_size))  # (N, G, C, T); explicit: C may be 0
         total = flat.shape[-1]
         strides = [prod(spec.padded_size[i + 1:]) for i in range(spec.rank)]
         offsets = [sum(j * d * st for j, d, st in zip(tap, spec.dilation, strides)) for tap in np.ndindex(*spec.kernel_size)]
@@ -425,7 +439,8 @@ class Folded(Algorithm):
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         rest = _rest_spec(spec)
         per_row = _row_bytes(rest, itemsize) + _folded_product_bytes(spec, itemsize) * prod(_grid(rest))
-        return min(per_row * spec.batch * rest.output_size[0], max(per_row, current_workspace_limit()))
+        filters = prod(spec.weight_shape) * itemsize  # stacked along the last axis: a copy
+        return _block_bytes(per_row, spec.batch * rest.output_size[0]) + filters
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, o, rank = spec.groups, spec.out_channels_per_group, spec.rank
@@ -466,6 +481,9 @@ class Folded(Algorithm):
         (zero on the columns no output reads through tap ``f``), so one product
         with ``K_L*O`` columns gives every last-axis tap's gradient.
         """
+        if not _finite(padded):
+            # Every tap's product reads every column, most times a zero of g: 0 * inf would be NaN.
+            return Gemm().weight_grad(padded, grad_output, spec)  # exact columns for such inputs
         groups, o, c, rank = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.rank
         taps, reach = spec.kernel_size[-1], spec.dilation[-1]
         rest = _rest_spec(spec)
@@ -488,7 +506,7 @@ class Folded(Algorithm):
                 else:
                     moved[:, f][_share(spec, f * reach)] = block
             total += np.matmul(columns, moved.reshape(groups, taps * o, count).transpose(0, 2, 1))
-        grad = total.reshape(groups, c, -1, taps, o).transpose(0, 4, 1, 2, 3)  # (G, O, C, K_rest, K_L)
+        grad = total.reshape(groups, c, prod(rest.kernel_size), taps, o).transpose(0, 4, 1, 2, 3)  # (G, O, C, K_rest, K_L)
         return np.ascontiguousarray(grad).reshape(spec.weight_shape)
 
 
@@ -527,8 +545,9 @@ def _grid(spec: ConvSpec) -> tuple[int, ...]:
 def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``(G*O, C, *rest, K_L)`` filters as ``(G, K_L*O, C*K_rest)``: rows ordered (last-axis tap, filter)."""
     groups, o, c, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[-1]
-    kernel = kernel.reshape(groups, o, c * prod(spec.kernel_size[:-1]), taps)
-    return np.ascontiguousarray(kernel.transpose(0, 3, 1, 2)).reshape(groups, taps * o, -1)
+    depth = c * prod(spec.kernel_size[:-1])
+    kernel = kernel.reshape(groups, o, depth, taps)
+    return np.ascontiguousarray(kernel.transpose(0, 3, 1, 2)).reshape(groups, taps * o, depth)
 
 
 def _folded_product_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -978,8 +997,13 @@ class _Unroller:
 
 
 def _finite(a: np.ndarray) -> bool:
-    """Whether ``a`` holds no inf or NaN: wide rows compute cropped columns that would otherwise spread one."""
-    return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
+    """Whether ``a`` holds no inf or NaN: wide rows compute cropped columns that would otherwise spread one.
+
+    Judged by the sum (one pass, no boolean array): an inf or NaN makes it
+    inf or NaN. A finite array whose sum overflows reads as not finite, which
+    only sends it down the slower, exact path.
+    """
+    return a.dtype.kind not in "fc" or bool(np.isfinite(a.sum()))
 
 
 def _zero_padded_source(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:

@@ -116,7 +116,7 @@ _CONV_DOC = """{summary}
     algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
-        ``"folded"`` gemm with the first kernel axis folded into the product's
+        ``"folded"`` gemm with the last kernel axis folded into the product's
         rows; ``"shifted"`` one product per kernel tap; ``"depthwise"`` for one
         input channel per group; ``"winograd2"``/``"winograd4"`` Winograd tiles
         for 3-tap stride-1 kernels; ``"fft"`` products of Fourier transforms

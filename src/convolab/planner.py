@@ -112,8 +112,9 @@ def _product_rate(dtype: np.dtype, rows: int, depth: int) -> float:
     result is written after fewer multiply-adds), which decides gemm against
     folded (fitted on the suite's 3×3 layers: ``(depth/rows)**0.25``).
     """
+    rows, depth = max(rows, 1), max(depth, 1)  # an empty side: no work, but no division by zero either
     short = min(1.0, min(rows, depth) / _SHORT_SIDE)
-    return _matmul_rate(dtype) * short * min(1.0, depth / max(rows, 1)) ** 0.25
+    return _matmul_rate(dtype) * short * min(1.0, depth / rows) ** 0.25
 
 
 def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
