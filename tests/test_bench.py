@@ -127,25 +127,27 @@ def test_time_call_takes_the_median_of_fixed_repeats():
     assert timing.peak_bytes is not None and timing.peak_bytes >= 0
 
 
-def test_time_pair_takes_turns_and_keeps_each_sides_count():
+def test_time_turns_takes_turns_and_keeps_each_ones_count():
     calls = []
-    ours = lambda: calls.append("ours")  # noqa: E731
-    theirs = lambda: calls.append("theirs")  # noqa: E731
-    timed_ours, timed_theirs = bench.time_pair(ours, theirs, budget_s=0.01, repeats=3)
-    assert calls[:2] == ["ours", "theirs"]  # the warm-ups
-    assert calls[2:] == ["ours", "theirs"] * 3  # then call for call
-    assert len(timed_ours.times_s) == len(timed_theirs.times_s) == 3
-    assert timed_ours.median_s == sorted(timed_ours.times_s)[1] and timed_theirs.ok
+    first = lambda: calls.append("first")  # noqa: E731
+    second = lambda: calls.append("second")  # noqa: E731
+    timed_first, timed_second = bench.time_turns([first, second], budget_s=0.01, repeats=3,
+                                                 measure_memory=[True, False])
+    assert calls[:2] == ["first", "second"]  # the warm-ups
+    assert calls[2:] == ["first", "second"] * 3  # then call for call
+    assert len(timed_first.times_s) == len(timed_second.times_s) == 3
+    assert timed_first.median_s == sorted(timed_first.times_s)[1] and timed_second.ok
+    assert timed_first.peak_bytes is not None and timed_second.peak_bytes is None
 
 
-def test_time_pair_times_the_other_side_alone_when_one_fails():
+def test_time_turns_times_the_others_alone_when_one_fails():
     def fails():
         raise ValueError("no such algorithm")
 
     calls = []
-    timed_ours, timed_theirs = bench.time_pair(fails, lambda: calls.append(1), budget_s=0.01, repeats=4)
-    assert not timed_ours.ok and timed_ours.error == "ValueError: no such algorithm"
-    assert timed_theirs.ok and len(timed_theirs.times_s) == 4 and len(calls) == 5
+    timed_first, timed_second = bench.time_turns([fails, lambda: calls.append(1)], budget_s=0.01, repeats=4)
+    assert not timed_first.ok and timed_first.error == "ValueError: no such algorithm"
+    assert timed_second.ok and len(timed_second.times_s) == 4 and len(calls) == 5
 
 
 def test_tracemalloc_meter_sees_numpy_allocations():
@@ -156,8 +158,12 @@ def test_tracemalloc_meter_sees_numpy_allocations():
 
 
 def run_tiny(torch, problems=TINY):
-    return bench.run_suite(problems, torch=torch, repeats=1, budget_s=0.01, blas_size=64, progress=None,
-                           memory_limit_gib=2.0, thread_method="test")
+    settle, bench.SETTLE_S = bench.SETTLE_S, 0.0  # tiny calls leave no threads spinning worth waiting for
+    try:
+        return bench.run_suite(problems, torch=torch, repeats=1, budget_s=0.01, blas_size=64, progress=None,
+                               memory_limit_gib=2.0, thread_method="test")
+    finally:
+        bench.SETTLE_S = settle
 
 
 def check_report_json(report):

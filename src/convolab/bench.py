@@ -17,11 +17,13 @@ How things are measured
 Timing
     One warm-up call, then repeats until a per-problem time budget is spent
     (at least one, at most ``MAX_REPEATS``; ``--repeats`` fixes the count); the
-    median is reported. The garbage collector is off while timing. convolab
-    and its reference take turns, call for call (:func:`time_turns`), so a slow
-    spell of a shared machine falls on both sides of a ratio, not on one; a
-    3x3 layer's forward also takes turns with the BLAS matmul whose rate its
-    fraction target divides by.
+    median is reported. The garbage collector is off while timing. Each
+    library is timed on its own after a pause of ``SETTLE_S`` (the other
+    library's worker threads keep spinning for a while after its last call:
+    PyTorch alternated call for call with convolab ran 2x slower). A 3x3
+    layer's convolab forward takes turns (:func:`time_turns`) with the BLAS
+    matmul whose rate its fraction target divides by: the same BLAS, the
+    same moments.
 Threads
     PyTorch gets ``torch.set_num_threads(threads)``. NumPy's BLAS gets the same
     count through threadpoolctl when it is installed; otherwise through
@@ -94,7 +96,6 @@ __all__ = [
     "Report",
     "PeakMeter",
     "time_call",
-    "time_pair",
     "time_turns",
     "select_problems",
     "run_suite",
@@ -112,6 +113,10 @@ SUITE_VERSION = "1"
 CONV_PHASES = ("forward", "input_grad", "weight_grad")
 FILTER_KERNEL_SIZES = (3, 5, 7, 11, 15, 21, 31, 47, 63)
 MAX_REPEATS = 100
+#: Seconds of rest before each library's timing: the BLAS's and OpenMP's worker threads spin for a
+#: while after a call, and take the cores from whatever runs next (PyTorch right after convolab's
+#: calls measured 9.5-12 ms on a layer it runs in 5 ms alone).
+SETTLE_S = 0.3
 #: Seconds of timed calls per measurement: a full run is about 11 minutes on 2 cores (252 measurements).
 DEFAULT_BUDGET_S = 3.0
 QUICK_BUDGET_S = 0.5
@@ -522,13 +527,6 @@ def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: in
     return timings
 
 
-def time_pair(ours: Callable[[], Any], theirs: Callable[[], Any], *, budget_s: float, repeats: int | None = None,
-              meter: PeakMeter | None = None) -> tuple[Timing, Timing]:
-    """:func:`time_turns` of two calls: ``(ours, theirs)``."""
-    timed_ours, timed_theirs = time_turns([ours, theirs], budget_s=budget_s, repeats=repeats, meter=meter)
-    return timed_ours, timed_theirs
-
-
 @dataclass
 class Row:
     """One problem in one phase: convolab's timing and the reference library's."""
@@ -643,16 +641,21 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
     theirs = _torch_calls(torch, problem, x, w, g) if torch is not None else None
     rows = []
     for phase in CONV_PHASES:
-        calls = [ours[phase]] + ([] if theirs is None else [theirs[phase]])
         with_blas = problem.is_3x3 and phase == "forward"
+        time.sleep(SETTLE_S)
         if with_blas:
-            calls.append(_blas_matmul(blas_size))
-        timings = time_turns(calls, budget_s=budget_s, repeats=repeats, meter=meter,
-                             measure_memory=[True] * (1 + (theirs is not None)) + [False] * with_blas)
-        rows.append(Row(problem.name, problem.family, phase, problem.flops, timings[0],
-                        "torch" if theirs is not None else None, None if theirs is None else timings[1],
-                        problem.is_3x3, blas_timing=timings[-1] if with_blas else None,
-                        blas_flops=2 * blas_size ** 3 if with_blas else 0))
+            convolab_timing, blas_timing = time_turns([ours[phase], _blas_matmul(blas_size)], budget_s=budget_s,
+                                                      repeats=repeats, meter=meter, measure_memory=[True, False])
+        else:
+            convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+            blas_timing = None
+        reference_timing = None
+        if theirs is not None:
+            time.sleep(SETTLE_S)
+            reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+        rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
+                        "torch" if theirs is not None else None, reference_timing, problem.is_3x3,
+                        blas_timing=blas_timing, blas_flops=2 * blas_size ** 3 if with_blas else 0))
     return rows
 
 
@@ -672,9 +675,12 @@ def _run_filter(problem: FilterProblem, budget_s: float, repeats: int | None, me
 
     image = _random(rng, problem.image_shape, problem.dtype)
     kernel = _random(rng, problem.kernel_shape, problem.dtype)
-    ours, theirs = time_pair(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
-                             lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
-                             budget_s=budget_s, repeats=repeats, meter=meter)
+    time.sleep(SETTLE_S)
+    ours = time_call(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
+                     budget_s=budget_s, repeats=repeats, meter=meter)
+    time.sleep(SETTLE_S)
+    theirs = time_call(lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
+                       budget_s=budget_s, repeats=repeats, meter=meter)
     return [Row(problem.name, problem.family, "forward", problem.flops, ours, "scipy", theirs)]
 
 
@@ -1408,9 +1414,9 @@ def render_results_md(report: Report) -> str:
     lines += ["", "## Method", "",
               f"- Timing: one warm-up call, then repeats until {s['budget_s']} s is spent (at least 1, at most "
               f"{s['max_repeats']}{'; fixed at ' + str(s['repeats']) if s['repeats'] else ''}); the median is "
-              "reported. The garbage collector is off while timing. convolab and its reference take turns, "
-              "call for call (a 3x3 forward also with the BLAS matmul), so a slow spell of the machine falls "
-              "on both sides of a ratio.",
+              f"reported. The garbage collector is off while timing. Each library is timed on its own after "
+              f"{SETTLE_S} s of rest (the other's worker threads spin for a while after its calls); a 3x3 "
+              "forward takes turns, call for call, with the BLAS matmul whose rate it is divided by.",
               "- convolab: `convolab.conv`, `convolab.grad.conv_input`, `convolab.grad.conv_weight` with "
               "`algorithm='auto'`; PyTorch: `torch.nn.functional.conv{1,2,3}d` under `no_grad`, "
               "`torch.nn.grad.conv{1,2,3}d_input` and `_weight`.",
