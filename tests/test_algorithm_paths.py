@@ -129,7 +129,7 @@ def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transp
     groups = int(rng.choice([1, 2]))
     batch = int(rng.choice([2, 12]))  # 12 small images: the batch-inner layout (one block)
     if batch == 2:
-        monkeypatch.setattr(algorithms, "CACHE_BLOCK_BYTES", 4096)  # several blocks
+        monkeypatch.setattr(algorithms, "MAX_BLOCK_BYTES", 4096)  # several blocks
     x = rng.standard_normal((batch, 2 * groups, *rng.integers(3, 8, rank)))
     weight_shape = (3 * groups, 2, *(int(k) for k in rng.integers(2, 4, rank)))
     kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
@@ -165,7 +165,7 @@ def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, mon
     folded axis itself, so shares cross chunk boundaries); dilation moves the shares, strides the columns."""
     from convolab import algorithms
 
-    monkeypatch.setattr(algorithms, "CACHE_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
+    monkeypatch.setattr(algorithms, "MAX_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
