@@ -431,39 +431,17 @@ def time_call(fn: Callable[[], Any], *, budget_s: float, repeats: int | None = N
     Without ``repeats``, the count adapts: as many calls as fit in ``budget_s``
     judging by the warm-up, at least 1 and at most :data:`MAX_REPEATS`. A call
     that raises (``MemoryError`` under the memory guard, say) gives a Timing
-    with ``error`` set and no median.
+    with ``error`` set and no median. (:func:`time_turns` of one call.)
     """
-    meter = meter or PeakMeter()
-    gc.collect()
-    try:
-        if measure_memory:
-            warmup_s, peak = meter.call(fn)
-        else:
-            start = time.perf_counter()
-            fn()
-            warmup_s, peak = time.perf_counter() - start, None
-        if measure_memory and not meter.sees_foreign and getattr(fn, "foreign_allocator", False):
-            peak = None
-        count = repeats if repeats is not None else max(1, min(MAX_REPEATS, int(budget_s / max(warmup_s, 1e-9))))
-        times = []
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for _ in range(count):
-                start = time.perf_counter()
-                result = fn()
-                times.append(time.perf_counter() - start)
-                del result
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-    except MemoryError as error:
-        gc.collect()
-        return Timing(None, [], None, f"out of memory: {error}")
-    except Exception as error:  # reported in the table; one failing problem must not end the run
-        gc.collect()
-        return Timing(None, [], None, f"{type(error).__name__}: {error}")
-    return Timing(statistics.median(times), times, peak)
+    (timing,) = time_turns([fn], budget_s=budget_s, repeats=repeats, meter=meter, measure_memory=[measure_memory])
+    return timing
+
+
+def _failure(error: Exception) -> str:
+    """How a failed call reads in the table."""
+    if isinstance(error, MemoryError):
+        return f"out of memory: {error}"
+    return f"{type(error).__name__}: {error}"
 
 
 def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: int | None = None,
@@ -490,10 +468,9 @@ def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: in
                 fn()
                 elapsed, peak = time.perf_counter() - start, None
             warmups.append((elapsed, peak))
-        except MemoryError as error:
-            warmups.append(Timing(None, [], None, f"out of memory: {error}"))
         except Exception as error:  # reported in the table; one failing problem must not end the run
-            warmups.append(Timing(None, [], None, f"{type(error).__name__}: {error}"))
+            gc.collect()
+            warmups.append(Timing(None, [], None, _failure(error)))
     counts = [0 if isinstance(w, Timing) else repeats if repeats is not None else
               max(1, min(MAX_REPEATS, int(budget_s / max(w[0], 1e-9)))) for w in warmups]
     times: list[list[float]] = [[] for _ in fns]
@@ -512,7 +489,7 @@ def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: in
                     times[side].append(time.perf_counter() - start)
                     del result
                 except Exception as error:
-                    errors[side] = f"{type(error).__name__}: {error}"
+                    errors[side] = _failure(error)
     finally:
         if gc_was_enabled:
             gc.enable()
