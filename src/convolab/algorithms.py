@@ -147,8 +147,7 @@ class Gemm(Algorithm):
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if _is_pointwise(spec):
             return 0
-        grid = spec.padded_size[1:] if _gemm_wide(spec) else spec.output_size[1:]
-        return _block_bytes(_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(grid))
+        return _block_bytes(_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(_grid(spec)))
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, o = spec.groups, spec.out_channels_per_group
@@ -363,8 +362,7 @@ def _block_bytes(per_row: int, rows: int, row_columns: int) -> int:
 def _row_bytes(spec: ConvSpec, itemsize: int, wide: bool | None = None) -> int:
     """Bytes of unrolled columns for one sample and one index of the first output axis (``wide``: as in
     :func:`_unrolled_blocks`)."""
-    rest = spec.padded_size[1:] if (_gemm_wide(spec) if wide is None else wide) else spec.output_size[1:]
-    return spec.in_channels * prod(spec.kernel_size) * prod(rest) * itemsize
+    return spec.in_channels * prod(spec.kernel_size) * prod(_grid(spec, wide)) * itemsize
 
 
 def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0, wide: bool | None = None,
@@ -381,7 +379,7 @@ def _unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int
     groups, c = spec.groups, spec.in_channels_per_group
     taps = prod(spec.kernel_size)
     wide = _gemm_wide(spec) and wide is not False
-    grid = tuple(spec.padded_size[1:]) if wide else tuple(spec.output_size[1:])
+    grid = _grid(spec, wide)
     row_bytes = _row_bytes(spec, padded.itemsize, wide) + scratch_per_column * prod(grid)
     rows_fit = _rows_per_block(row_bytes, prod(grid))
     rows_total, batch = spec.output_size[0], spec.batch
@@ -550,9 +548,10 @@ def _rest_spec(spec: ConvSpec) -> ConvSpec:
                                kernel_size=(*spec.kernel_size[:-1], 1), dilation=(*spec.dilation[:-1], 1))
 
 
-def _grid(spec: ConvSpec) -> tuple[int, ...]:
-    """Trailing positions of one unrolled row (see :func:`_unrolled_blocks`)."""
-    return tuple(spec.padded_size[1:]) if _gemm_wide(spec) else tuple(spec.output_size[1:])
+def _grid(spec: ConvSpec, wide: bool | None = None) -> tuple[int, ...]:
+    """Trailing positions of one unrolled row: the padded sizes over wide rows, else the output's
+    (``wide`` None: as :func:`_gemm_wide` chooses; see :func:`_unrolled_blocks`)."""
+    return tuple(spec.padded_size[1:]) if (_gemm_wide(spec) if wide is None else wide) else tuple(spec.output_size[1:])
 
 
 def _folded_filters(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
