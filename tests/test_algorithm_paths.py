@@ -224,9 +224,13 @@ def test_weight_gradient_keeps_a_non_finite_input_where_im2col_puts_it(shape, we
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("algorithm", ["gemm", "folded", "auto"])
-@pytest.mark.parametrize("shape, weight_shape, padding", [
-    ((2, 0, 6, 6), (3, 0, 3, 3), 0), ((2, 0, 40, 40), (3, 0, 3, 3), 1), ((2, 0, 5), (3, 0, 3), 0)])
+@pytest.mark.parametrize("shape, weight_shape, padding, algorithm", [
+    *((shape, weight_shape, padding, algorithm) for algorithm in ("gemm", "folded", "auto")
+      for shape, weight_shape, padding in [((2, 0, 6, 6), (3, 0, 3, 3), 0), ((2, 0, 40, 40), (3, 0, 3, 3), 1),
+                                           ((2, 0, 5), (3, 0, 3), 0)]),
+    # 1x1 (folded refuses a 1-tap axis): per sample, and batch-wide on small images
+    *((shape, (3, 0, 1, 1), 0, algorithm) for algorithm in ("gemm", "auto") for shape in [(2, 0, 16, 16), (3, 0, 4, 4)]),
+])
 def test_zero_input_channels_give_zeros(shape, weight_shape, padding, algorithm):
     out = cl.conv(np.zeros(shape), np.zeros(weight_shape), padding=padding, algorithm=algorithm)
     np.testing.assert_array_equal(out, cl.conv(np.zeros(shape), np.zeros(weight_shape), padding=padding,

@@ -236,7 +236,8 @@ def _pointwise_positions(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The input cells a 1×1 convolution reads, ``(N, G, C, positions)``: a view unless strided."""
     if any(s > 1 for s in spec.stride):
         padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
-    return padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, -1)
+    positions = prod(padded.shape[2:])  # explicit: with no input channels, -1 would be ambiguous
+    return padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, positions)
 
 
 def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -248,7 +249,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
     positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
     if spec.batch > 1 and positions.shape[-1] < POINTWISE_BATCH_WIDE_POSITIONS:
-        batch_wide = positions.transpose(1, 2, 0, 3).reshape(groups, c, -1)  # (G, C, N*P), a copy
+        batch_wide = positions.transpose(1, 2, 0, 3).reshape(groups, c, spec.batch * positions.shape[-1])  # a copy
         product = np.matmul(filters, batch_wide).reshape(groups, o, spec.batch, -1)  # (G, O, N, P)
         return np.ascontiguousarray(product.transpose(2, 0, 1, 3)).reshape(spec.output_shape)
     product = np.matmul(filters, positions)  # (N, G, O, P)
