@@ -19,20 +19,20 @@ from math import prod
 import numpy as np
 
 from . import shapes
-from ._dtypes import check_exact_range, compute_dtype, result_dtype
+from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import add_windows, pad, pad_adjoint, reverse_spatial
 from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Folded, Gemm, check_algorithm_name, select_algorithm, unroll
-from .planner import measured_choice, plan_for
+from .planner import input_grad_formulation, measured_choice, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
            "WEIGHT_GRAD_ALGORITHMS"]
 
-#: Formulations of the input gradient; "auto" picks "full" at stride 1 (a forward
-#: convolution, so the planner's fast algorithms apply) and "scatter" otherwise
-#: (where "full" would multiply the stride-spread zeros).
+#: Formulations of the input gradient; "auto" asks the planner (:func:`~convolab.planner.input_grad_formulation`):
+#: "full" at stride 1 (a forward convolution, so the planner's fast algorithms apply) with a finite
+#: weight, "scatter" otherwise (where "full" would multiply the stride-spread or padding zeros).
 INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
 #: Formulations of the weight gradient; "auto" picks "gemm" (blocked, contiguous
 #: unrolled columns, the forward's Gemm layout), or "folded" where the forward is
@@ -103,11 +103,7 @@ def _choose(name: str, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, d
         return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)]
     if name != "auto":
         return ALGORITHMS[name]
-    chosen = plan_for(spec, np.dtype(dtype))
-    if chosen.algorithm == "fft" and not np.isfinite(padded).all():
-        # A transform would smear a NaN or infinity over every output; take the next best.
-        return ALGORITHMS[min((n for n in chosen.estimates if n != "fft"), key=chosen.estimates.get)]
-    return ALGORITHMS[chosen.algorithm]
+    return ALGORITHMS[plan_for_arrays(spec, np.dtype(dtype), padded, kernel).algorithm]
 
 
 def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> str:
@@ -161,7 +157,7 @@ def conv_input_grad(
     if algorithm == "auto":
         if _runs_depthwise("auto", spec, weight.dtype):
             return DEPTHWISE.input_grad(grad_output, kernel, spec).astype(returned, copy=False)
-        algorithm = "full" if all(s == 1 for s in spec.stride) else "scatter"
+        algorithm, _ = input_grad_formulation(spec, all_finite(kernel))
     if algorithm == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
     else:

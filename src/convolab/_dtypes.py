@@ -87,3 +87,18 @@ def check_exact_range(
              f"integer values up to {largest_first} against {names[1]} values up to {largest_second}, "
              f"summed over {terms} products (bound {bound})",
              "must give results that fit int64, the exact integer result dtype (cast to float64, or scale down)")
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no inf or NaN, judged by its sum (one pass, no boolean array).
+
+    A finite array whose sum overflows reads as not finite: that only sends it
+    down an exact path.
+
+    >>> all_finite(np.array([1.0, np.inf])), all_finite(np.arange(3))
+    (False, True)
+    """
+    if a.dtype.kind not in "fc":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum()))
