@@ -289,19 +289,9 @@ def _draw(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    """A finite number > 0 (argparse reports the error with the flag's name)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .explain import TOPICS
+    from .train import positive
 
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
@@ -324,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate = commands.add_parser("animate", help="write a GIF of the kernel sliding over the input")
     _add_case_flags(animate)
     animate.add_argument("--output", required=True, help="the GIF to write")
-    animate.add_argument("--fps", type=_positive_float, default=1.25, help="frames per second")
+    animate.add_argument("--fps", type=positive(float), default=1.25, help="frames per second")
     animate.set_defaults(run=_animate)
 
     draw = commands.add_parser("draw", help="write PNGs of the im2col product and of the convolution matrix")

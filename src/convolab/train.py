@@ -408,14 +408,15 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse ``type``: the text as ``kind`` (int or float), finite and > 0, else an error naming the flag."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        if not (value > 0 and value != float("inf")):  # 'nan' and 'inf' parse as floats, and are no rate
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
         return value
 
     return parse
@@ -430,9 +431,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "history and a PNG of the curves, and end with 'test accuracy: <fraction>'.")
     parser.add_argument("--data", help="a .npz with 'images' (N,H,W) or (N,C,H,W) and 'labels' (N,); optional "
                                        "'test_images'/'test_labels' (default: scikit-learn's digits)")
-    parser.add_argument("--epochs", type=_positive(int), default=DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=_positive(int), default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=_positive(float), default=DEFAULTS["lr"], help="AdamW's peak learning rate")
+    parser.add_argument("--epochs", type=positive(int), default=DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=positive(int), default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=positive(float), default=DEFAULTS["lr"], help="AdamW's peak learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                         help="initial weights and batch order (the split is fixed)")
     parser.add_argument("--output", default="convolab-train", help="folder for weights.npz, history.json, curves.png")
