@@ -4,6 +4,12 @@
 (``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
 standard examples. The steps come from :mod:`convolab.explain`; this module only
 parses text into a :class:`~convolab.explain.Case` and picks a renderer.
+
+What the user typed is never answered with a traceback: a number the CLI cannot
+represent, a flag that does not apply, a case too large to walk through (see
+:data:`convolab.explain.MAX_CELLS` and its neighbours, checked before anything
+is computed) or a file that cannot be read is one line,
+``convolab <command>: error: <message>``, and exit status 2.
 """
 
 from __future__ import annotations
