@@ -122,3 +122,129 @@ def test_cli_version(capsys):
         main(["--version"])
     assert caught.value.code == 0
     assert capsys.readouterr().out.strip() == f"convolab {cl.__version__}"
+
+
+# -- user input is refused in one line, never a traceback, never a runaway (issue 13) ------------------------
+
+
+def refused(capsys, *argv: str) -> str:
+    """Run ``convolab *argv``: exit status 2, nothing on stdout, one line on stderr; that line."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    assert code == 2, (code, captured.err)
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"convolab {argv[0]}: error: "), captured.err
+    return captured.err
+
+
+def test_an_integer_beyond_int64_is_refused_not_an_overflow_traceback(capsys):
+    err = refused(capsys, "explain", "--input", "12345678901234567890 1; 2 3", "--kernel", "1")
+    assert "--input: 12345678901234567890" in err and "does not fit int64" in err and "decimal point" in err
+
+
+def test_a_float_beyond_float64_is_refused_not_silently_infinite(capsys):
+    err = refused(capsys, "explain", "--input", "1 1e400; 3 4", "--kernel", "1 2; 3 4")
+    assert "'1e400'" in err and "outside float64's range" in err
+
+
+@pytest.mark.parametrize("padding", ["100000", "3000"])  # a MemoryError, and over a minute of work
+def test_huge_padding_is_refused_before_anything_is_computed(capsys, padding):
+    err = refused(capsys, "explain", "--input", "1 2; 3 4", "--kernel", "1", "--padding", padding)
+    assert "output must have at most 4,096 cells" in err and "less padding" in err
+    assert f"{2 * int(padding) + 2}" in err  # the shape it would have had
+
+
+def test_groups_zero_is_an_error_not_one(capsys):
+    err = refused(capsys, "explain", "--input", "1 2; 3 4", "--kernel", "1", "--groups", "0")
+    assert err.startswith("convolab explain: error: --groups 0:") and "groups must be >= 1" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "1 2; 3 4", "--kernel", "1", "--output-padding", "1"], "--output-padding '1': applies only to a "
+                                                                        "transposed convolution"),
+    (["--output-padding", "1"], "--output-padding '1': applies only"),
+    (["--at", "0,0,0"], "--at '0,0,0': chooses an element of your own case"),
+    (["im2col", "--input", "1 2; 3 4", "--kernel", "1", "--at", "0,0,0"], "add the topic 'dot' or drop --at"),
+    (["--input", "1 2; 3 4", "--input-file", "x.npy", "--kernel", "1"], "give --input or --input-file, not both"),
+    (["--input", "1 2; 3 4", "--kernel", "1", "--kernel-file", "k.npy"], "give --kernel or --kernel-file, not both"),
+])
+def test_options_that_do_not_apply_are_errors(capsys, argv, message):
+    assert message in refused(capsys, "explain", *argv)
+
+
+@pytest.mark.parametrize("input, kernel, flag, found", [
+    ("1 nan; 3 4", "1 2; 3 4", "--input", "got nan at (0, 0, 1)"),
+    ("1 inf; 3 4", "1 2; 3 4", "--input", "got inf at (0, 0, 1)"),
+    ("1 2; 3 4", "1 -inf; 3 4", "--kernel", "got -inf at (0, 0, 0, 1)"),
+])
+def test_non_finite_numbers_are_refused_never_a_failed_check(capsys, input, kernel, flag, found):
+    err = refused(capsys, "explain", "--input", input, "--kernel", kernel)
+    assert err.startswith(f"convolab explain: error: {flag} ") and "must hold finite numbers" in err and found in err
+    assert "CHECK FAILED" not in err
+
+
+def test_sums_that_would_overflow_to_infinity_are_refused(capsys):
+    err = refused(capsys, "explain", "--input", "1 1e308; 3 4", "--kernel", "1 2; 3 4")
+    assert "within float64's range" in err and "values up to 1e+308 against weight values up to 4" in err
+    # Just inside the range the walk-through runs and every check holds.
+    assert main(["explain", "--input", "1 1e300; 3 4", "--kernel", "1 2; 3 4", "--format", "text"]) == 0
+    assert "CHECK FAILED" not in capsys.readouterr().out
+
+
+def test_json_is_strict_and_writes_non_finite_numbers_as_strings():
+    from convolab.explain import Explanation, Step, render_json
+
+    step = Step(topic="dot", title="t", formula="f", body=(), check="c", passed=True,
+                data={"values": np.array([1.5, np.nan, np.inf, -np.inf]), "scalar": np.float64(np.nan)})
+    text = render_json(Explanation("title", (), (step,)))
+
+    def reject(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(text, parse_constant=reject)["steps"][0]["data"]
+    assert data["values"] == [1.5, "nan", "inf", "-inf"] and data["scalar"] == "nan"
+
+
+@pytest.mark.parametrize("shape", [(200, 200), (5000, 5000)])  # 12 GB, and 14 GB then a 4.44 PiB traceback
+def test_large_inputs_are_refused_with_the_limit_and_what_to_do(tmp_path, capsys, shape):
+    path = tmp_path / "big.npy"
+    np.save(path, np.zeros(shape, dtype=np.uint8))
+    for command in (["explain"], ["draw", "--output", str(tmp_path / "d")], ["animate", "--output",
+                                                                                 str(tmp_path / "a.gif")]):
+        err = refused(capsys, *command, "--input-file", str(path), "--kernel", "1 2; 3 4")
+        assert "input must have at most 4,096 cells" in err and "give a smaller input" in err
+        assert f"{shape[0] * shape[1]:,} cells" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy"]  # nothing written
+
+
+def test_animate_counts_frames_before_computing_them(tmp_path, capsys, monkeypatch):
+    import convolab.explain
+
+    def not_expected(*args, **kwargs):
+        raise AssertionError("slide_steps ran before the frame count was checked")
+
+    monkeypatch.setattr(convolab.explain, "slide_steps", not_expected)
+    ones = "; ".join([" ".join(["1"] * 30)] * 30)  # 900 cells, 841 outputs: a case explain takes, too many frames
+    err = refused(capsys, "animate", "--input", ones, "--kernel", "1 1; 1 1", "--output", str(tmp_path / "a.gif"))
+    assert "at most 400 elements to animate" in err and "841" in err and ones not in err
+
+
+def test_files_of_complex_or_batched_arrays_are_refused(tmp_path, capsys):
+    np.save(tmp_path / "complex.npy", np.ones((3, 3)) * (1 + 2j))
+    np.save(tmp_path / "batched.npy", np.ones((1, 1, 3, 3)))
+    err = refused(capsys, "explain", "--input-file", str(tmp_path / "complex.npy"), "--kernel", "1")
+    assert "holds complex128 values; it must hold real numbers" in err
+    err = refused(capsys, "explain", "--input-file", str(tmp_path / "batched.npy"), "--kernel", "1")
+    assert "input must be one unbatched image (C_in, H, W), got shape (1, 1, 3, 3)" in err
+
+
+def test_fps_must_be_a_positive_finite_number(capsys):
+    for fps in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as caught:
+            main(["animate", "--fps", fps, "--output", "never.gif"])
+        assert caught.value.code == 2 and "--fps" in capsys.readouterr().err
+
+
+def test_long_flag_values_are_cut_short_in_messages(capsys):
+    err = refused(capsys, "explain", "--input", "1 2; 3 4", "--kernel", "1", "--padding", "(" * 5000)
+    assert len(err) < 200 and "...'" in err

@@ -19,7 +19,7 @@ import pytest
 
 import convolab as cl
 from convolab.cli import main, parse_matrix, parse_padding
-from convolab.explain import TOPICS, Case, explain, render_markdown, render_text, standard_cases
+from convolab.explain import TOPICS, Case, explain, render_json, render_markdown, render_text, standard_cases
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -250,3 +250,67 @@ def test_every_step_is_json_and_its_shown_arrays_exist():
         for item in step["body"]:
             if "show" in item:
                 assert all(key in step["data"] for key in item["show"]), (step["title"], item)
+
+
+# -- sizes and numbers a walk-through can show (issue 13) ----------------------------------------------------
+
+
+def test_the_convolution_matrix_stays_sparse_and_prints_as_the_dense_one_did():
+    import scipy.sparse
+
+    from convolab.explain import _array_lines
+
+    case = Case("ten", np.arange(100).reshape(1, 10, 10) % 7 - 3, np.arange(9).reshape(1, 1, 3, 3) - 4, padding=1)
+    step = explain(case, ["im2col"]).steps[1]
+    matrix = step.data["matrix"]
+    assert scipy.sparse.issparse(matrix) and matrix.shape == (100, 100)
+    # Summarized (first and last rows and columns), exactly as NumPy prints the dense matrix.
+    assert _array_lines(matrix) == _array_lines(matrix.toarray())
+    assert "..." in "\n".join(_array_lines(matrix))
+    assert step.to_dict()["data"]["matrix"] == matrix.toarray().tolist()  # small enough to be dense in JSON
+
+
+def test_a_case_at_the_size_limit_walks_through_without_a_dense_matrix():
+    from convolab.explain import MAX_CELLS, MAX_DENSE_MATRIX_CELLS
+
+    side = int(MAX_CELLS ** 0.5)
+    case = Case("large", np.arange(side * side).reshape(1, side, side) % 5, np.ones((1, 1, 3, 3), dtype=np.int64),
+                padding=1)
+    explanation = explain(case)
+    assert explanation.passed
+    step = next(s for s in explanation.steps if "matrix" in s.data)
+    assert step.data["matrix"].shape == (MAX_CELLS, MAX_CELLS) and MAX_CELLS ** 2 > MAX_DENSE_MATRIX_CELLS
+    document = json.loads(render_json(explain(case, ["im2col"])))
+    data = document["steps"][1]["data"]
+    assert data["matrix"] is None and len(data["values"]) == step.data["matrix"].nnz  # taps kept, sparse
+    assert "M (4096, 4096)" in render_text(explain(case, ["im2col"]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input=np.zeros((1, 65, 65)), weight=np.ones((1, 1, 1, 1))), "input must have at most 4,096 cells"),
+    (dict(input=np.zeros((1, 2, 2)), weight=np.ones((1, 1, 1, 1)), padding=3000),
+     "output must have at most 4,096 cells"),
+    (dict(input=np.zeros((1, 2, 2)), weight=np.ones((1, 1, 2, 2)), dilation=200, padding=100),
+     "padding must leave the kernel to slide over at most 16,384 cells"),
+    (dict(input=np.zeros((1, 3, 3)), weight=np.ones((1, 1, 2, 2)), stride=100, transposed=True),
+     "output must have at most 4,096 cells"),
+    (dict(input=np.zeros((1, 64, 64)), weight=np.ones((1, 1, 9, 9)), padding=4),
+     "weight must need at most 262,144 multiply-adds"),
+    (dict(input=np.array([[[1.0, np.nan]]]), weight=np.ones((1, 1, 1, 1))), "input must hold finite numbers"),
+    (dict(input=np.ones((1, 2, 2)), weight=np.array([[[[np.inf]]]])), "weight must hold finite numbers"),
+    (dict(input=np.full((1, 2, 2), 1e308), weight=np.ones((1, 1, 1, 1))), "within float64's range"),
+    (dict(input=np.full((1, 2, 2), 2**62), weight=np.full((1, 1, 1, 1), 4)), "within int64's range"),
+    (dict(input=np.ones((1, 1, 2, 2)), weight=np.ones((1, 1, 1, 1))), "input must be one unbatched image"),
+])
+def test_a_case_is_refused_before_it_is_computed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Case("refused", **kwargs)
+
+
+def test_slide_refuses_more_steps_than_its_limit():
+    from convolab.explain import MAX_SLIDE_STEPS, slide_steps
+
+    case = Case("wide", np.zeros((1, 40, 40)), np.ones((1, 1, 3, 3)), padding=1)
+    assert case.output().size > MAX_SLIDE_STEPS
+    with pytest.raises(ValueError, match=f"at most {MAX_SLIDE_STEPS:,} elements to slide over"):
+        slide_steps(case)

@@ -75,3 +75,25 @@ def test_cli_animate_and_draw(tmp_path, capsys):
     assert main(["draw", "--input", "1 2; 3 4", "--kernel", "1", "--transposed", "--output",
                  str(tmp_path / "t")]) == 2
     assert "--transposed" in capsys.readouterr().err
+
+
+def test_draw_refuses_a_matrix_too_large_to_draw_before_drawing_anything(tmp_path, capsys):
+    from convolab.pictures import MAX_DRAWN_CELLS
+
+    ones = "; ".join([" ".join(["1"] * 64)] * 64)  # explain takes it; its 4096 x 4096 matrix is too many cells
+    assert main(["draw", "--input", ones, "--kernel", "1", "--output", str(tmp_path / "big")]) == 2
+    err = capsys.readouterr().err
+    assert f"M must have at most {MAX_DRAWN_CELLS:,} cells to be drawn" in err and "(4096, 4096)" in err
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_animate_to_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["animate", "--output", str(tmp_path / "missing" / "slide.gif")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convolab animate: error: ") and err.count("\n") == 1 and "No such file" in err
+
+
+@pytest.mark.parametrize("fps", [0, -1.0, float("nan"), "fast"])
+def test_animate_checks_fps(tmp_path, fps):
+    with pytest.raises(ValueError, match="animate: fps must be a finite number > 0"):
+        animate(slide_steps(standard_cases()["classic"]), tmp_path / "x.gif", fps=fps)

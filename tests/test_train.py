@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 
 import numpy as np
 import pytest
@@ -127,8 +128,68 @@ def test_train_without_scikit_learn_says_how_to_get_it(monkeypatch, capsys):
     assert 'pip install "convolab[train]"' in error and "--data" in error and "[viz]" not in error
 
 
-@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "zero"]])
+@pytest.mark.parametrize("flags", [["--epochs", "0"], ["--batch-size", "-3"], ["--lr", "zero"], ["--lr", "inf"],
+                                   ["--lr", "nan"]])
 def test_train_flags_are_checked(flags, capsys):
     with pytest.raises(SystemExit):
         main(["train", *flags])
     assert flags[0] in capsys.readouterr().err
+
+
+# -- train --data refuses what it cannot train on, in one line (issue 13) ---------------------------------------
+
+
+def _with_nan(images):
+    images = images.astype(np.float64)
+    images[3, 2, 2] = np.nan
+    return images
+
+
+def _label(labels, index, value, dtype=np.int64):
+    labels = labels.astype(dtype)
+    labels[index] = value
+    return labels
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda im, lab: dict(images=_with_nan(im), labels=lab),  # trained to a reported 33%
+     r"images must be finite numbers .* got nan at index \(3, 2, 2\)"),
+    (lambda im, lab: dict(images=im, labels=lab.astype(np.uint64) + np.uint64(2**63)),  # wrapped negative
+     r"labels must be class indices from 0 to 999 .* got labels from 9223372036854775808 to 9223372036854775809"),
+    (lambda im, lab: dict(images=im, labels=_label(lab, 0, 10**9)),  # a 626 GiB MemoryError
+     r"labels must be class indices from 0 to 999 .* got labels from 0 to 1000000000"),
+    (lambda im, lab: dict(images=im, labels=lab, test_images=im[:4]),  # a KeyError
+     "path must hold 'test_images' and 'test_labels' together, or neither"),
+    (lambda im, lab: dict(images=im, labels=lab, test_labels=lab[:4]),
+     "path must hold 'test_images' and 'test_labels' together, or neither"),
+    (lambda im, lab: dict(images=im[:1], labels=lab[:1]),  # "test accuracy: 0.0000" over no images
+     r"images must leave a test set: .* got 1 image in 1 class$"),
+    (lambda im, lab: dict(images=im, labels=lab, test_images=im[:0], test_labels=lab[:0]),
+     "test_images must hold at least one image"),
+], ids=["nan-image", "uint64-label", "huge-label", "test-images-alone", "test-labels-alone", "one-image",
+        "empty-test-set"])
+def test_train_data_that_cannot_be_trained_on_is_one_line_and_exit_2(tmp_path, capsys, make, message):
+    images, labels = _toy_images(40, np.random.default_rng(2))
+    np.savez(tmp_path / "bad.npz", **make(images, labels))
+    assert main(["train", "--data", str(tmp_path / "bad.npz"), "--epochs", "1", "--output", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert re.search(f"^convolab train: error: load_npz: {message}", captured.err.strip()), captured.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_npz_is_one_line(tmp_path, capsys):
+    images, labels = _toy_images(8, np.random.default_rng(3))
+    np.savez(tmp_path / "good.npz", images=images, labels=labels)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:-300])
+    assert main(["train", "--data", str(tmp_path / "cut.npz")]) == 2
+    assert "load_npz: path must be a readable .npz file" in capsys.readouterr().err
+
+
+def test_huge_float64_pixels_scale_instead_of_overflowing_float32(tmp_path):
+    images, labels = _toy_images(40, np.random.default_rng(4))
+    np.savez(tmp_path / "huge.npz", images=images * 1e300, labels=labels)
+    np.savez(tmp_path / "plain.npz", images=images, labels=labels)
+    huge, plain = T.load_npz(tmp_path / "huge.npz"), T.load_npz(tmp_path / "plain.npz")
+    assert np.isfinite(huge.train_images).all() and huge.train_images.max() == 1
+    np.testing.assert_allclose(huge.train_images, plain.train_images, rtol=1e-6)

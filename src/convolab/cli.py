@@ -4,6 +4,12 @@
 (``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
 standard examples. The steps come from :mod:`convolab.explain`; this module only
 parses text into a :class:`~convolab.explain.Case` and picks a renderer.
+
+What the user typed is never answered with a traceback: a number the CLI cannot
+represent, a flag that does not apply, a case too large to walk through (see
+:data:`convolab.explain.MAX_CELLS` and its neighbours, checked before anything
+is computed) or a file that cannot be read is one line,
+``convolab <command>: error: <message>``, and exit status 2.
 """
 
 from __future__ import annotations
@@ -41,23 +47,45 @@ def parse_matrix(text: str, flag: str) -> np.ndarray:
     for channel_text in text.split("|"):
         rows = [row.replace(",", " ").split() for row in channel_text.split(";") if row.strip()]
         if not rows:
-            raise UsageError(f"{flag}: {text!r} has an empty channel; write rows as '1 2 3; 4 5 6'")
+            raise UsageError(f"{flag}: {_short(text)} has an empty channel; write rows as '1 2 3; 4 5 6'")
         if len({len(row) for row in rows}) != 1:
-            raise UsageError(f"{flag}: {text!r} has rows of different lengths {[len(r) for r in rows]}; "
+            raise UsageError(f"{flag}: {_short(text)} has rows of different lengths {[len(r) for r in rows]}; "
                              "every row needs the same number of values")
         channels.append(rows)
     if len({(len(c), len(c[0])) for c in channels}) != 1:
-        raise UsageError(f"{flag}: {text!r} has channels of different shapes; channels (split by '|') must match")
+        raise UsageError(f"{flag}: {_short(text)} has channels of different shapes; channels (split by '|') "
+                         "must match")
     words = [word for channel in channels for row in channel for word in row]
-    try:
-        if all(_is_integer_word(word) for word in words):
-            values = np.array([int(word) for word in words], dtype=np.int64)
-        else:
-            values = np.array([float(word) for word in words], dtype=np.float64)
-    except ValueError:
-        bad = next(word for word in words if not _is_number_word(word))
-        raise UsageError(f"{flag}: {bad!r} in {text!r} is not a number") from None
+    bad = next((word for word in words if not _is_number_word(word)), None)
+    if bad is not None:
+        raise UsageError(f"{flag}: {bad!r} in {_short(text)} is not a number")
+    if all(_is_integer_word(word) for word in words):
+        numbers = [int(word) for word in words]
+        too_large = next((n for n in numbers if not INT64_MIN <= n <= INT64_MAX), None)
+        if too_large is not None:  # NumPy would raise OverflowError; a float would silently round it
+            raise UsageError(f"{flag}: {too_large} in {_short(text)} does not fit int64 (integers from -2**63 to "
+                             "2**63 - 1 stay exact); write it with a decimal point to use float64")
+        values = np.array(numbers, dtype=np.int64)
+    else:
+        # A written number past float64's range would become infinity: say so rather than compute with it.
+        overflow = next((word for word in words if np.isinf(float(word)) and "inf" not in word.lower()), None)
+        if overflow is not None:
+            raise UsageError(f"{flag}: {overflow!r} in {_short(text)} is outside float64's range (magnitudes up to "
+                             f"{np.finfo(np.float64).max:.6g})")
+        values = np.array([float(word) for word in words], dtype=np.float64)
     return values.reshape(len(channels), len(channels[0]), len(channels[0][0]))
+
+
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+#: Flag values longer than this are cut short in error messages (an input can be thousands of numbers).
+SHOWN_CHARS = 60
+
+
+def _short(text: Any) -> str:
+    """``repr(text)``, cut to :data:`SHOWN_CHARS` characters with '...' when longer."""
+    shown = repr(text)
+    return shown if len(shown) <= SHOWN_CHARS else shown[:SHOWN_CHARS - 4] + "...'"
 
 
 def _is_integer_word(word: str) -> bool:
@@ -78,18 +106,20 @@ def _is_number_word(word: str) -> bool:
 
 def _load_array(path: str, flag: str) -> np.ndarray:
     try:
-        if path.endswith(".npy"):
-            return np.load(path)
-        return np.loadtxt(path, ndmin=2)
-    except (OSError, ValueError) as error:
+        array = np.load(path) if path.endswith(".npy") else np.loadtxt(path, ndmin=2)
+    except (OSError, ValueError, EOFError) as error:
         raise UsageError(f"{flag}: cannot read {path!r}: {error}") from None
+    if array.dtype.kind not in "biuf":  # complex, strings, dates: no real numbers to explain
+        raise UsageError(f"{flag}: {path!r} holds {array.dtype} values; it must hold real numbers "
+                         "(booleans, integers or floats)")
+    return array.astype(np.int64) if array.dtype.kind == "b" else array  # a mask is 0s and 1s
 
 
 def _literal(text: str, flag: str) -> Any:
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise UsageError(f"{flag}: {text!r} is not an int or a tuple such as '2' or '2,1'") from None
+    except (ValueError, SyntaxError, RecursionError, MemoryError):  # the last two: absurdly nested text
+        raise UsageError(f"{flag}: {_short(text)} is not an int or a tuple such as '2' or '2,1'") from None
 
 
 def parse_ints(text: str, flag: str) -> int | tuple[int, ...]:
@@ -103,7 +133,7 @@ def parse_ints(text: str, flag: str) -> int | tuple[int, ...]:
         value = tuple(value)
     if isinstance(value, bool) or not (isinstance(value, int) or
                                        (isinstance(value, tuple) and all(isinstance(v, int) for v in value))):
-        raise UsageError(f"{flag}: {text!r} must be an int or comma-separated ints")
+        raise UsageError(f"{flag}: {_short(text)} must be an int or comma-separated ints")
     return value
 
 
@@ -126,13 +156,24 @@ def parse_padding(text: str) -> Any:
 
 
 def _case_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~convolab.explain.Case` the flags describe, or None for the standard examples."""
+    """The :class:`~convolab.explain.Case` the flags describe, or None for the standard examples.
+
+    A flag that would change nothing is an error rather than silently ignored.
+    """
     from .explain import Case
 
+    for text_flag, file_flag in (("input", "input_file"), ("kernel", "kernel_file")):
+        if getattr(args, text_flag) and getattr(args, file_flag):
+            raise UsageError(f"give --{text_flag} or --{file_flag.replace('_', '-')}, not both")
+    if args.output_padding is not None and not args.transposed:
+        raise UsageError(f"--output-padding {_short(args.output_padding)}: applies only to a transposed "
+                         "convolution; add --transposed or drop it")
     given = [args.input, args.input_file, args.kernel, args.kernel_file]
     if not any(given):
-        if args.stride or args.padding or args.dilation or args.groups or args.transposed:
-            raise UsageError("--stride/--padding/--dilation/--groups/--transposed need --input and --kernel")
+        case_flags = ("stride", "padding", "dilation", "groups", "transposed", "output_padding")
+        if any(getattr(args, name) is not None and getattr(args, name) is not False for name in case_flags):
+            raise UsageError("--stride/--padding/--dilation/--groups/--transposed/--output-padding need --input "
+                             "and --kernel")
         return None
     if not (args.input or args.input_file) or not (args.kernel or args.kernel_file):
         raise UsageError("give both --input (or --input-file) and --kernel (or --kernel-file)")
@@ -147,24 +188,26 @@ def _case_from_args(args: argparse.Namespace) -> Any:
     else:
         weight = _load_array(args.kernel_file, "--kernel-file")
         weight = weight.reshape((1,) * (4 - weight.ndim) + weight.shape) if weight.ndim < 4 else weight
-    if image.dtype != weight.dtype:  # one of them has decimals: both float64
-        image, weight = image.astype(np.float64), weight.astype(np.float64)
-    groups = args.groups or 1
+    if image.dtype != weight.dtype:  # e.g. one of them has decimals: both float64
+        common = np.result_type(image.dtype, weight.dtype)
+        image, weight = image.astype(common), weight.astype(common)
     params = dict(stride=parse_ints(args.stride, "--stride") if args.stride else 1,
                   padding=parse_padding(args.padding) if args.padding else 0,
                   dilation=parse_ints(args.dilation, "--dilation") if args.dilation else 1,
-                  groups=groups)
+                  groups=1 if args.groups is None else args.groups)  # --groups 0 goes to the op, which refuses it
     if args.transposed:
         params["output_padding"] = parse_ints(args.output_padding, "--output-padding") if args.output_padding else 0
     try:
         return Case("yours", image, weight, transposed=args.transposed, **params)
     except (ValueError, TypeError) as error:
-        # The library's message names the parameter ("conv: weight must fit ..."); say which flag set it.
+        # The library's message names the parameter ("conv2d: weight must fit ..."); say which flag set it.
         match = re.match(r"^[\w.]+: (\w+) ", str(error))
-        flag = _FLAG_FOR.get(match.group(1) if match else "", "--input")
+        flag = _FLAG_FOR.get(match.group(1) if match else "")
+        if flag is None:  # the output, the multiply-adds...: no one flag set it, and the message names it
+            raise UsageError(str(error)) from None
         value = {"--input": args.input or args.input_file, "--kernel": " / ".join(args.kernel or [])
                  or args.kernel_file}.get(flag) or getattr(args, flag[2:].replace("-", "_"), None)
-        raise UsageError(f"{flag} {value!r}: {error}") from None
+        raise UsageError(f"{flag} {_short(value)}: {error}") from None
 
 
 #: A library error names the parameter; this is the flag that set it.
@@ -192,12 +235,18 @@ def _add_case_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import explain, render_json, render_markdown, render_rich, render_text
+    from .explain import DEFAULT_TOPICS, explain, render_json, render_markdown, render_rich, render_text
 
     case = _case_from_args(args)
     at = parse_ints(args.at, "--at") if args.at else None
     if at is not None and not isinstance(at, tuple):
         raise UsageError("--at: give the output element as 'c_out,row,col'")
+    if at is not None and case is None:
+        raise UsageError(f"--at {_short(args.at)}: chooses an element of your own case; give --input and --kernel "
+                         "(the standard examples take their own elements apart)")
+    if at is not None and "dot" not in (args.topics or (("slide",) if case.transposed else DEFAULT_TOPICS)):
+        raise UsageError(f"--at {_short(args.at)}: chooses the element the dot topic takes apart; add the topic "
+                         "'dot' or drop --at")
     explanation = explain(case, args.topics or None, at=at)
     style = args.format
     if style == "auto":
@@ -220,9 +269,10 @@ def _has_rich() -> bool:
 
 def _animate(args: argparse.Namespace) -> int:
     from .explain import slide_steps, standard_cases
-    from .pictures import animate
+    from .pictures import animate, check_frames
 
     case = _case_from_args(args) or standard_cases()["classic"]
+    check_frames(case.output().size)  # before computing one step per frame
     result = animate(slide_steps(case), args.output, fps=args.fps)
     width, height = result["size"]
     print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels")
@@ -231,11 +281,12 @@ def _animate(args: argparse.Namespace) -> int:
 
 def _draw(args: argparse.Namespace) -> int:
     from .explain import explain, standard_cases
-    from .pictures import draw_conv_matrix, draw_im2col
+    from .pictures import check_drawn_cells, draw_conv_matrix, draw_im2col
 
     case = _case_from_args(args) or standard_cases()["classic"]
     if case.transposed:
         raise UsageError("--transposed: draw shows the forward convolution's matrices; use animate for transposed")
+    check_drawn_cells("draw_conv_matrix", "M", (case.output().size, case.input.size))  # before drawing either
     im2col_step, matrix_step = explain(case, ["im2col"]).steps
     stem = os.fspath(args.output)
     for suffix, drawer, step in (("im2col", draw_im2col, im2col_step), ("conv-matrix", draw_conv_matrix, matrix_step)):
@@ -246,6 +297,7 @@ def _draw(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .explain import TOPICS
+    from .train import positive
 
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
@@ -261,13 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_case_flags(explain)
     explain.add_argument("--at", help="the output element the dot topic takes apart: 'c_out,row,col'")
     explain.add_argument("--format", choices=("auto", "text", "rich", "markdown", "json"), default="auto",
-                         help="auto: rich text in a terminal, plain text when piped")
+                         help="auto: rich text in a terminal, plain text when piped; json is strict JSON "
+                              "(a non-finite number would be the string \"nan\", \"inf\" or \"-inf\")")
     explain.set_defaults(run=_explain)
 
     animate = commands.add_parser("animate", help="write a GIF of the kernel sliding over the input")
     _add_case_flags(animate)
     animate.add_argument("--output", required=True, help="the GIF to write")
-    animate.add_argument("--fps", type=float, default=1.25, help="frames per second")
+    animate.add_argument("--fps", type=positive(float), default=1.25, help="frames per second")
     animate.set_defaults(run=_animate)
 
     draw = commands.add_parser("draw", help="write PNGs of the im2col product and of the convolution matrix")
@@ -284,19 +337,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``convolab``; a usage error is one line on stderr and exit status 2 (argparse's convention).
+
+    The library's ValueError and TypeError name the parameter, the value and
+    the rule, so they are usage errors too, as are an OverflowError or
+    MemoryError (numbers or sizes too large for the machine) and an OSError
+    (a file that cannot be read or written). Anything else is a bug and
+    keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except UsageError as error:
-        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as error:  # the library's own message names the parameter and the rule
-        print(f"convolab {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _usage_error(args.command, str(error))
+    except (ValueError, TypeError, OverflowError) as error:  # the library's own message names the parameter
+        return _usage_error(args.command, str(error))
+    except MemoryError as error:
+        return _usage_error(args.command, f"out of memory ({error or 'no details'}); give a smaller problem")
+    except OSError as error:
+        return _usage_error(args.command, str(error))
     except ImportError as error:
         hint = "" if "pip install" in str(error) else '; install the extras with pip install "convolab[viz]"'
-        print(f"convolab {args.command}: error: {error}{hint}", file=sys.stderr)
-        return 2
+        return _usage_error(args.command, f"{error}{hint}")
+
+
+def _usage_error(command: str, message: str) -> int:
+    first = " ".join(message.split())  # one line, whatever the message held
+    print(f"convolab {command}: error: {first}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

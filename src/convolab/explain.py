@@ -51,10 +51,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import scipy.signal
+import scipy.sparse
 
 from . import shapes
+from ._dtypes import _largest_magnitude, result_dtype
+from ._errors import fail
 from ._window import pad, reverse_spatial
-from .functional import conv
+from .functional import check_array, conv
 from .grad import conv_input
 from .identities import (
     scipy_mode,
@@ -66,11 +69,17 @@ from .identities import (
     trace,
 )
 from .spec import PaddingArg, conv_spec, normalize_ints, normalize_padding
+from .transposed import _plan as _transpose_plan
 from .transposed import conv_transpose
 
 __all__ = [
     "TOPICS",
     "DEFAULT_TOPICS",
+    "MAX_CELLS",
+    "MAX_CANVAS_CELLS",
+    "MAX_PRODUCTS",
+    "MAX_SLIDE_STEPS",
+    "MAX_DENSE_MATRIX_CELLS",
     "ROLE_NAMES",
     "Case",
     "Show",
@@ -106,6 +115,27 @@ INPUT, PADDING, INSERTED, UNREAD = range(4)
 #: Products written out term by term up to this many; beyond, only their count and sum.
 MAX_TERMS = 12
 
+#: The largest case walked through step by step (and drawn or animated): at most this many cells in each of
+#: the input, the weight and the output. The steps show every number, and some of their arrays grow with the
+#: product of two of these sizes.
+MAX_CELLS = 4096
+
+#: The padded input (or, transposed, the spread and padded input) the kernel slides over: at most this many cells.
+MAX_CANVAS_CELLS = 4 * MAX_CELLS
+
+#: ... and at most this many multiply-adds (the taps of the convolution matrix, the entries of the unrolled input).
+MAX_PRODUCTS = 262_144
+
+#: The slide topic takes one step per output element (``convolab animate`` one frame): at most this many.
+MAX_SLIDE_STEPS = 1024
+
+#: The convolution matrix is kept sparse; JSON holds it dense (nested lists) up to this many entries, else null.
+MAX_DENSE_MATRIX_CELLS = 65_536
+
+#: np.array2string summarizes (first and last EDGE_ITEMS per axis, '...' between) arrays larger than this.
+SUMMARY_THRESHOLD = 400
+EDGE_ITEMS = 4
+
 
 # -- the case being explained ---------------------------------------------------------------------
 
@@ -121,6 +151,18 @@ class Case:
     whose ``padding`` must be ints or pairs. The arguments are checked on
     construction, by the ops themselves, so a bad case raises their
     ``ValueError``/``TypeError`` naming the parameter, the value and the rule.
+
+    Before anything is computed, a case is also refused (``ValueError``) when
+
+    - the input, the weight or the output has more than :data:`MAX_CELLS`
+      cells, the padded input more than :data:`MAX_CANVAS_CELLS`, or the
+      convolution more than :data:`MAX_PRODUCTS` multiply-adds: the
+      walk-through shows every number;
+    - the input or weight holds NaN or infinity: every sum that reads one is
+      NaN or infinite, so the steps would compare NaNs rather than show arithmetic;
+    - the values are so large that a sum the walk-through computes (the
+      output, or the backprop example's gradient for ``grad_output`` 1, 2, ...)
+      could overflow its dtype (to infinity, or past int64).
     """
 
     name: str
@@ -134,7 +176,8 @@ class Case:
     output_padding: Any = 0
 
     def __post_init__(self) -> None:
-        self.output()  # the op checks every argument against the shapes
+        _check_case(self)  # the shapes and sizes, before anything is computed; then the values
+        self.output()  # the op checks every remaining argument
 
     @property
     def params(self) -> dict[str, Any]:
@@ -199,6 +242,84 @@ class Case:
         }
 
 
+def _check_case(case: Case) -> None:
+    """Refuse a case too large to walk through, or whose sums would be NaN, infinite or wrapped; compute nothing."""
+    op = "conv_transpose2d" if case.transposed else "conv2d"
+    x, w = check_array(op, "input", case.input), check_array(op, "weight", case.weight)
+    if x.ndim != 3:
+        fail(ValueError, "explain", "input", f"shape {x.shape}", "must be one unbatched image (C_in, H, W)")
+    kernel = prod(w.shape[2:])
+    if case.transposed:
+        plan, _ = _transpose_plan(op, 2, x, w, case.stride, case.padding, case.output_padding, case.groups,
+                                  case.dilation, None)
+        forward = plan.spec  # the convolution this one transposes: its input is our output's extent
+        out_shape = (forward.in_channels, *plan.output_size)
+        # What the kernel slides over: the output's extent plus the dilated kernel's, per axis.
+        canvas = (x.shape[0], *(size + d * (k - 1) for size, d, k in zip(plan.output_size, forward.dilation,
+                                                                          forward.kernel_size)))
+        canvas_name, canvas_got = "dilation", f"{case.dilation!r} (the spread, padded input {canvas})"
+        products = prod(x.shape) * forward.in_channels_per_group * kernel
+        terms = max(forward.in_channels_per_group, forward.out_channels_per_group) * kernel
+    else:
+        spec = conv_spec(x.shape, w.shape, op=op, rank=2, **case.params)
+        out_shape = spec.output_shape[1:]
+        canvas = (x.shape[0], *spec.padded_size)
+        canvas_name, canvas_got = "padding", f"{case.padding!r} (the padded input {canvas})"
+        products = spec.flops // 2
+        terms = max(spec.in_channels_per_group, spec.out_channels_per_group) * kernel
+    steps = "to be walked through step by step"
+    library = f"convolab.{op} itself has no such limit"
+    for name, cells, most, got, rule in (
+        ("input", prod(x.shape), MAX_CELLS, f"shape {x.shape}", "give a smaller input"),
+        ("weight", prod(w.shape), MAX_CELLS, f"shape {w.shape}", "give fewer or smaller filters"),
+        ("output", prod(out_shape), MAX_CELLS, f"shape {out_shape}",
+         "give a smaller input or stride, or fewer filters" if case.transposed else
+         "give a smaller input, fewer filters, less padding or a larger stride"),
+        (canvas_name, prod(canvas), MAX_CANVAS_CELLS, canvas_got, "make it smaller"),
+    ):
+        if cells > most:
+            what = "have" if name in ("input", "weight", "output") else "leave the kernel to slide over"
+            fail(ValueError, "explain", name, f"{got} = {cells:,} cells",
+                 f"must {what} at most {most:,} cells {steps} ({rule}; {library})")
+    if products > MAX_PRODUCTS:
+        fail(ValueError, "explain", "weight", f"shape {w.shape}, {products:,} multiply-adds for an output {out_shape}",
+             f"must need at most {MAX_PRODUCTS:,} multiply-adds {steps} (give fewer or smaller filters, or a "
+             f"smaller input; {library})")
+    _check_values(x, w, prod(out_shape), terms)
+
+
+def _check_values(x: np.ndarray, w: np.ndarray, outputs: int, terms: int) -> None:
+    """Finite numbers only, small enough that no sum of ``terms`` products the steps compute can overflow.
+
+    The sums are the output's (input times weight) and the backprop example's
+    input gradient (``grad_output`` = 1, 2, ..., ``outputs`` times weight); a
+    quarter of the dtype's range is left for the differences the checks take.
+    """
+    for name, a in (("input", x), ("weight", w)):
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            fail(ValueError, "explain", name, f"{_number(a[where])} at {where}",
+                 "must hold finite numbers (NaN and infinity make every sum that reads them NaN or infinite, so "
+                 "there would be no arithmetic to show; replace them with numbers)")
+    if x.dtype != w.dtype:
+        return  # the op refuses the mixture, naming both dtypes
+    dtype = result_dtype(x.dtype)
+    if dtype.kind in "iu":
+        largest_x, largest_w, most = _largest_magnitude(x), _largest_magnitude(w), int(np.iinfo(dtype).max) // 4
+    else:
+        largest_x = float(np.max(np.abs(x), initial=0))
+        largest_w = float(np.max(np.abs(w), initial=0))
+        most = float(np.finfo(dtype).max) / 4
+    bound = max(largest_x, outputs) * largest_w * terms
+    if bound > most:
+        gradient = f" (and the backprop example's grad_output up to {outputs})" if outputs > largest_x else ""
+        fail(ValueError, "explain", "input",
+             f"values up to {_number(largest_x)}{gradient} against weight values up to {_number(largest_w)}, "
+             f"summed over {terms} product{'s' if terms > 1 else ''} (bound {_number(bound)})",
+             f"must keep every sum the walk-through computes within {dtype}'s range, with room for the checks' "
+             f"differences (at most {_number(most)}; scale the values down)")
+
+
 def standard_cases() -> dict[str, Case]:
     """The standard examples, by name.
 
@@ -261,7 +382,8 @@ class Step:
     case : str
         The name of the :class:`Case` the step uses.
     data : dict
-        The numbers, by name (arrays as NumPy arrays; JSON gets nested lists).
+        The numbers, by name (arrays as NumPy arrays, the convolution matrix
+        as a ``scipy.sparse`` matrix; JSON gets nested lists, see :func:`render_json`).
     """
 
     topic: str
@@ -312,12 +434,27 @@ class Explanation:
 # -- numbers as text ------------------------------------------------------------------------------
 
 
+#: Non-finite floats in JSON: strict JSON has no NaN or Infinity, so they become these strings.
+NON_FINITE_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
+
+
 def _json(value: Any) -> Any:
-    """Arrays and NumPy scalars as JSON-able lists and plain numbers."""
+    """Arrays and NumPy scalars as strict-JSON-able lists and plain numbers.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"``
+    (strict JSON has no NaN or Infinity); a sparse matrix becomes nested lists
+    when it has at most :data:`MAX_DENSE_MATRIX_CELLS` entries, else ``None``.
+    """
+    if scipy.sparse.issparse(value):
+        return _json(value.toarray()) if prod(value.shape) <= MAX_DENSE_MATRIX_CELLS else None
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return _json(value.tolist())  # walk the lists to replace the non-finite numbers
         return value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        return _json(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return NON_FINITE_JSON[repr(value)]
     if isinstance(value, (list, tuple)):
         return [_json(item) for item in value]
     if isinstance(value, dict):
@@ -336,15 +473,43 @@ def _number(value: Any) -> str:
 
 def _array_lines(a: Any) -> list[str]:
     """An array as NumPy prints it (brackets, aligned columns), long axes summarized with '...'."""
+    if scipy.sparse.issparse(a):
+        return _sparse_lines(a)
     a = np.asarray(a)
     if a.ndim == 0:
         return [_number(a)]
     if a.size == 0:
         return [f"(empty, shape {a.shape})"]
-    width = max(len(_number(v)) for v in a.ravel())
-    text = np.array2string(a, separator=" ", threshold=400, edgeitems=4, max_line_width=10**6,
+    return _summarized(a, _width(a.ravel()), SUMMARY_THRESHOLD)
+
+
+def _width(values: np.ndarray) -> int:
+    """The widest number among ``values`` as :func:`_number` writes it (each distinct value formatted once)."""
+    return max(len(_number(v)) for v in np.unique(values))
+
+
+def _summarized(a: np.ndarray, width: int, threshold: int) -> list[str]:
+    text = np.array2string(a, separator=" ", threshold=threshold, edgeitems=EDGE_ITEMS, max_line_width=10**6,
                            formatter={"all": lambda v: _number(v).rjust(width)})
     return text.split("\n")
+
+
+def _sparse_lines(matrix: Any) -> list[str]:
+    """A sparse matrix exactly as :func:`_array_lines` prints it dense, densifying only the rows and columns shown.
+
+    A large matrix is printed summarized: its first and last
+    :data:`EDGE_ITEMS` rows and columns. Those, plus one row and column that
+    the summary hides, make a small dense array that prints the same way.
+    """
+    rows, cols = matrix.shape
+    if rows * cols <= SUMMARY_THRESHOLD or min(rows, cols) == 0:
+        return _array_lines(matrix.toarray())
+    matrix = scipy.sparse.csr_matrix(matrix, copy=True)
+    matrix.sum_duplicates()
+    shown = [np.r_[0:EDGE_ITEMS + 1, n - EDGE_ITEMS:n] if n > 2 * EDGE_ITEMS else np.arange(n) for n in (rows, cols)]
+    corners = matrix[shown[0]][:, shown[1]].toarray()
+    stored = matrix.data if matrix.nnz == rows * cols else np.append(matrix.data, 0)  # implicit zeros print too
+    return _summarized(corners, _width(stored), 0)
 
 
 def _vector(a: np.ndarray) -> str:
@@ -532,14 +697,13 @@ def _conv_matrix_step(case: Case) -> Step:
     by_transpose = matrix.T @ grad_output.ravel()
     grad_input = conv_input(case.input.shape, case.weight, grad_output, **case.params)
     coo = matrix.tocoo()
-    dense = matrix.toarray()
     rows, cols = matrix.shape
     body: list[str | Show] = [
         f"The other way round: a convolution (without bias) is linear in its input, so it is one matrix M with a "
         f"row per output element ({rows}) and a column per input element ({cols}). Row r holds the kernel's taps in "
         f"the columns of the input samples that output element r reads, zeros elsewhere: {coo.nnz} of its "
         f"{rows * cols} entries are taps.",
-        _show(("matrix", f"M {_shape(dense)}"), ("input_vector", f"input.ravel() {_shape(x)}")),
+        _show(("matrix", f"M {_shape(matrix)}"), ("input_vector", f"input.ravel() {_shape(x)}")),
         _show(("output_vector", f"M @ input.ravel() {_shape(by_matrix)}")),
         "Its transpose runs the other way, from output gradients to input gradients: M.T @ grad_output.ravel() "
         "is the input gradient (question 3), which is why the backward pass is called a transposed convolution.",
@@ -553,7 +717,7 @@ def _conv_matrix_step(case: Case) -> Step:
               "grad.conv2d_input(...) for grad_output = 1, 2, 3, ...",
         passed=_same(by_matrix, out.ravel()) and _same(by_transpose, grad_input.ravel()),
         case=case.name,
-        data={"matrix": dense, "shape": [rows, cols], "rows": coo.row, "cols": coo.col, "values": coo.data,
+        data={"matrix": matrix, "shape": [rows, cols], "rows": coo.row, "cols": coo.col, "values": coo.data,
               "input_vector": x, "output_vector": by_matrix, "output": out,
               "row_labels": [list(i) for i in np.ndindex(*out.shape)],
               "column_labels": [list(i) for i in np.ndindex(*case.input.shape)]},
@@ -924,6 +1088,11 @@ def slide_steps(case: Case) -> list[Step]:
     stride-spread, padded input and the kernel is rotated (the gather view of
     the scatter), and its sums are checked against ``conv_transpose2d``.
 
+    Raises
+    ------
+    ValueError
+        An output of more than :data:`MAX_SLIDE_STEPS` elements.
+
     Examples
     --------
     >>> steps = slide_steps(standard_cases()["classic"])
@@ -931,6 +1100,10 @@ def slide_steps(case: Case) -> list[Step]:
     (5, [83, 113, 173, 203])
     """
     out = case.output()
+    if out.size > MAX_SLIDE_STEPS:
+        fail(ValueError, "slide_steps", "output", f"shape {out.shape} = {out.size:,} elements",
+             f"must have at most {MAX_SLIDE_STEPS:,} elements to slide over, one step each (give a smaller input "
+             "or a larger stride; the other topics take larger cases)")
     c = _slide_canvas(case)
     canvas, kernel = c["canvas"], c["kernel"]
     by_canvas = conv(canvas, kernel, stride=c["stride"], dilation=c["dilation"], groups=c["groups"])
@@ -1104,8 +1277,10 @@ def _heading_for(steps: Sequence[Step]) -> Iterator[tuple[int, Step, str | None]
         previous = step.topic
 
 
-def _for_display(value: Any) -> np.ndarray:
+def _for_display(value: Any) -> Any:
     """An array with its leading length-1 axes dropped (down to 2-D): the label keeps the full shape."""
+    if scipy.sparse.issparse(value):  # 2-D already; dense only when it prints whole
+        return value.toarray() if prod(value.shape) <= SUMMARY_THRESHOLD else value
     a = np.asarray(value)
     while a.ndim > 2 and a.shape[0] == 1:
         a = a[0]
@@ -1170,8 +1345,16 @@ def render_markdown(explanation: Explanation) -> str:
 
 
 def render_json(explanation: Explanation) -> str:
-    """The explanation as JSON: the cases (with their outputs) and the steps, numbers as nested lists."""
-    return json.dumps(explanation.to_dict(), indent=2) + "\n"
+    """The explanation as strict JSON: the cases (with their outputs) and the steps, numbers as nested lists.
+
+    Strict JSON has no NaN or Infinity, so a non-finite number (which a
+    :class:`Case` refuses, but a hand-made :class:`Step` may hold) is written
+    as the string ``"nan"``, ``"inf"`` or ``"-inf"``. The convolution matrix
+    ``M`` (``"matrix"``) is nested lists up to :data:`MAX_DENSE_MATRIX_CELLS`
+    entries and ``null`` beyond; its taps are always in ``"rows"``, ``"cols"``
+    and ``"values"`` (with ``"shape"``), the sparse form.
+    """
+    return json.dumps(explanation.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
 def render_rich(explanation: Explanation, console: Any = None) -> None:
@@ -1191,7 +1374,7 @@ def render_rich(explanation: Explanation, console: Any = None) -> None:
     console = console or Console()
 
     def grid(a: np.ndarray) -> Any:
-        if a.ndim == 0 or a.ndim > 3 or a.size > 400 or a.shape[-1] > 24:
+        if scipy.sparse.issparse(a) or a.ndim == 0 or a.ndim > 3 or a.size > SUMMARY_THRESHOLD or a.shape[-1] > 24:
             return Text("\n".join(_array_lines(a)))
         if a.ndim == 3:
             side_by_side = Table.grid(padding=(0, 1))

@@ -23,16 +23,22 @@ from __future__ import annotations
 import os
 import textwrap
 from dataclasses import dataclass
+from math import prod
 from typing import Any, Sequence
 
 import numpy as np
 
+from ._errors import fail
 from .explain import INPUT, INSERTED, PADDING, UNREAD, Step, _factor, _number, _terms
 
-__all__ = ["animate", "draw_im2col", "draw_conv_matrix", "MAX_FRAMES"]
+__all__ = ["animate", "draw_im2col", "draw_conv_matrix", "check_frames", "check_drawn_cells", "MAX_FRAMES",
+           "MAX_DRAWN_CELLS"]
 
-#: ``animate`` refuses to draw more frames than this (one per output element).
+#: ``animate`` refuses to draw more frames than this (one per output element; each takes about a second).
 MAX_FRAMES = 400
+
+#: ``draw_conv_matrix`` refuses a matrix of more cells than this (1024 x 1024: past it a cell is under a pixel).
+MAX_DRAWN_CELLS = 1 << 20
 
 #: Cells with more than this many in a matrix are drawn as colours, without their numbers.
 MAX_LABELLED_CELLS = 1600
@@ -44,6 +50,23 @@ WINDOW = "#ffa94d"
 KERNEL = "#e3ecfa"
 DONE = "#c8e6c9"
 EDGE = "#8a8a8a"
+
+
+def check_frames(frames: int) -> None:
+    """Refuse (ValueError) an animation of more than :data:`MAX_FRAMES` frames, before any is computed."""
+    if frames > MAX_FRAMES:
+        fail(ValueError, "animate", "output", f"{frames:,} elements",
+             f"must have at most {MAX_FRAMES} elements to animate, as frames are one per element (give a smaller "
+             "input or a larger stride)")
+
+
+def check_drawn_cells(op: str, name: str, shape: Sequence[int]) -> None:
+    """Refuse (ValueError) drawing a matrix of more than :data:`MAX_DRAWN_CELLS` cells, before it is built."""
+    cells = prod(shape)
+    if cells > MAX_DRAWN_CELLS:
+        fail(ValueError, op, name, f"shape {tuple(shape)} = {cells:,} cells",
+             f"must have at most {MAX_DRAWN_CELLS:,} cells to be drawn (one row per output element, one column "
+             "per input element: give a smaller input)")
 
 
 def _matplotlib() -> tuple[Any, Any, Any]:
@@ -364,16 +387,18 @@ def animate(steps: Sequence[Step], path: str | os.PathLike, *, fps: float = 1.25
     Raises
     ------
     ValueError
-        Steps that are not slide steps, or more than :data:`MAX_FRAMES` frames.
+        Steps that are not slide steps, more than :data:`MAX_FRAMES` frames,
+        or an ``fps`` that is not a finite number > 0.
     """
     from matplotlib.animation import PillowWriter
 
     if not steps or steps[0].topic != "slide" or "canvas" not in steps[0].data:
         raise ValueError("animate: steps must be slide_steps(case): the canvas step first, then one per element")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(fps) and fps > 0):
+        fail(ValueError, "animate", "fps", repr(fps), "must be a finite number > 0")
     first, elements = steps[0], list(steps[1:])
-    if len(elements) > MAX_FRAMES:
-        raise ValueError(f"animate: steps would make {len(elements)} frames (one per output element), "
-                         f"at most {MAX_FRAMES}: use a smaller input or a larger stride")
+    check_frames(len(elements))
     layout = _Animation(first)
     figure = _figure(layout.width, layout.height)
     filled = np.zeros(layout.outputs.shape, dtype=bool)
@@ -457,11 +482,17 @@ def draw_conv_matrix(step: Step, path: str | os.PathLike, *, dpi: int = 100) -> 
     -------
     dict
         ``{"path", "size"}``, the size in pixels.
+
+    Raises
+    ------
+    ValueError
+        Not the convolution-matrix step, or a matrix of more than :data:`MAX_DRAWN_CELLS` cells.
     """
     data = step.data
     if "rows" not in data or "input_vector" not in data:
         raise ValueError("draw_conv_matrix: step must be the convolution-matrix step of explain(...)")
     rows, cols = data["shape"]
+    check_drawn_cells("draw_conv_matrix", "M", (rows, cols))  # drawn dense: one cell per entry
     values = np.asarray(data["values"])
     matrix = np.zeros((rows, cols), dtype=values.dtype)
     is_tap = np.zeros((rows, cols), dtype=bool)

@@ -23,6 +23,8 @@ import json
 import os
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -36,6 +38,9 @@ __all__ = ["Dataset", "load_digits", "load_npz", "stratified_split", "lenet", "b
            "train", "add_train_parser"]
 
 DEFAULTS = dict(epochs=20, batch_size=32, lr=2e-3, weight_decay=1e-4, seed=0, test_fraction=0.25)
+#: Labels are class indices below this: the network has one output per class, so a label of 10**9 would ask
+#: for a billion-output layer.
+MAX_CLASSES = 1000
 #: The train/test split is the same whatever ``--seed`` is: runs differ only in weights and batch order.
 SPLIT_SEED = 0
 
@@ -86,23 +91,43 @@ def _as_images(op: str, name: str, images: np.ndarray) -> np.ndarray:
     if images.dtype.kind not in "iuf" or images.ndim not in (3, 4):
         fail(ValueError, op, name, f"shape {images.shape} dtype {images.dtype}",
              "must be real numbers shaped (N, H, W) or (N, C, H, W)")
+    if len(images) == 0:
+        fail(ValueError, op, name, f"shape {images.shape}", "must hold at least one image")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(images))[0])
+        fail(ValueError, op, name, f"{images[where]} at index {where}",
+             "must be finite numbers (a NaN or infinite pixel makes every loss and gradient NaN)")
     if images.ndim == 3:
         images = images[:, np.newaxis]
-    images = images.astype(np.float32)
-    peak = float(np.abs(images).max()) if images.size else 0.0
-    return images / peak if peak > 0 else images
+    if images.dtype.itemsize <= 4:
+        images = images.astype(np.float32)  # exact, but for int32/uint32 rounding as float32 always did
+    # 8-byte values are divided in float64 and only then cast: float64 values beyond float32's range scale
+    # into [-1, 1] instead of overflowing to infinity. The peak is a Python float (int64's minimum has no abs).
+    peak = max(abs(float(images.min())), abs(float(images.max())))
+    return (images / peak if peak > 0 else images).astype(np.float32, copy=False)
 
 
 def _as_labels(op: str, name: str, labels: np.ndarray, count: int) -> np.ndarray:
     labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu" or labels.shape != (count,) or (labels.size and labels.min() < 0):
+    if labels.dtype.kind not in "iu" or labels.shape != (count,):
         fail(ValueError, op, name, f"shape {labels.shape} dtype {labels.dtype}",
              f"must be {count} non-negative integer class labels, one per image")
+    # Compared in the labels' own dtype, before any cast: uint64 values >= 2**63 would wrap negative in int64.
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= MAX_CLASSES:
+        fail(ValueError, op, name, f"labels from {low} to {high}",
+             f"must be class indices from 0 to {MAX_CLASSES - 1} (the network has one output per class)")
     return labels.astype(np.int64)
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int, name: str) -> Dataset:
     train_indices, test_indices = stratified_split(labels, test_fraction, seed)
+    if len(test_indices) == 0:  # an accuracy over no images would read 0.0000, a number that measured nothing
+        classes = len(np.unique(labels))
+        fail(ValueError, "load_npz", "images", f"{len(labels)} image{'s' if len(labels) != 1 else ''} in "
+             f"{classes} class{'es' if classes != 1 else ''}",
+             f"must leave a test set: the split puts round({test_fraction} * count) of each class's images in it, "
+             "none here (give more images per class, or 'test_images' and 'test_labels')")
     return Dataset(images[train_indices], labels[train_indices], images[test_indices], labels[test_indices],
                    int(labels.max()) + 1, name)
 
@@ -130,27 +155,60 @@ def load_npz(path: str | os.PathLike[str], test_fraction: float = DEFAULTS["test
     """Images and labels from a ``.npz`` file.
 
     The file holds ``images`` (``(N, H, W)`` or ``(N, C, H, W)``, any real dtype,
-    scaled into [0, 1] by dividing by the largest absolute value) and ``labels``
-    (``(N,)`` integers from 0). With ``test_images`` and ``test_labels`` as well,
-    those are the test set; otherwise the data are split by :func:`stratified_split`.
+    finite, scaled into [0, 1] by dividing by the largest absolute value) and
+    ``labels`` (``(N,)`` integers from 0 to ``MAX_CLASSES - 1``). With
+    ``test_images`` and ``test_labels`` as well (both or neither), those are the
+    test set; otherwise the data are split by :func:`stratified_split`, which
+    must leave at least one test image.
+
+    Raises
+    ------
+    ValueError
+        A file that cannot be read or lacks the arrays; images that are not
+        finite real numbers or none at all; labels that are not integers in
+        range, one per image; an empty test set.
     """
     op = "load_npz"
     try:
         archive = np.load(path)
-    except (OSError, ValueError) as error:
+    except _UNREADABLE as error:
         fail(ValueError, op, "path", repr(os.fspath(path)), f"must be a readable .npz file ({error})")
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a .npy file holds one array, without names
+        fail(ValueError, op, "path", repr(os.fspath(path)), "must be a .npz file of named arrays (numpy.savez)")
     with archive:
-        missing = {"images", "labels"} - set(archive.files)
-        if missing:
-            fail(ValueError, op, "path", f"{os.fspath(path)!r} with arrays {sorted(archive.files)}",
-                 "must hold arrays named 'images' and 'labels'")
-        images = _as_images(op, "images", archive["images"])
-        labels = _as_labels(op, "labels", archive["labels"], len(images))
-        name = os.path.basename(os.fspath(path))
-        if "test_images" not in archive.files:
-            return _dataset(images, labels, test_fraction, seed, name)
-        test_images = _as_images(op, "test_images", archive["test_images"])
-        test_labels = _as_labels(op, "test_labels", archive["test_labels"], len(test_images))
+        return _load_archive(archive, path, test_fraction, seed)
+
+
+#: What reading a damaged or foreign file raises: pickled or object arrays, truncated or corrupt archives.
+_UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+def _member(archive: Any, key: str, path: str | os.PathLike[str]) -> np.ndarray:
+    """``archive[key]``; a damaged member shows only when it is read."""
+    try:
+        return archive[key]
+    except _UNREADABLE as error:
+        fail(ValueError, "load_npz", "path", repr(os.fspath(path)), f"must hold a readable array {key!r} ({error})")
+
+
+def _load_archive(archive: Any, path: str | os.PathLike[str], test_fraction: float, seed: int) -> Dataset:
+    """:func:`load_npz` once the file has opened as an archive."""
+    op = "load_npz"
+    missing = {"images", "labels"} - set(archive.files)
+    if missing:
+        fail(ValueError, op, "path", f"{os.fspath(path)!r} with arrays {sorted(archive.files)}",
+             "must hold arrays named 'images' and 'labels'")
+    images = _as_images(op, "images", _member(archive, "images", path))
+    labels = _as_labels(op, "labels", _member(archive, "labels", path), len(images))
+    name = os.path.basename(os.fspath(path))
+    given = {"test_images", "test_labels"} & set(archive.files)
+    if len(given) == 1:
+        fail(ValueError, op, "path", f"{os.fspath(path)!r} with arrays {sorted(archive.files)}",
+             "must hold 'test_images' and 'test_labels' together, or neither")
+    if not given:
+        return _dataset(images, labels, test_fraction, seed, name)
+    test_images = _as_images(op, "test_images", _member(archive, "test_images", path))
+    test_labels = _as_labels(op, "test_labels", _member(archive, "test_labels", path), len(test_images))
     if test_images.shape[1:] != images.shape[1:]:
         fail(ValueError, op, "test_images", f"shape {test_images.shape}",
              f"must have the training images' shape per image {images.shape[1:]}")
@@ -350,14 +408,15 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse ``type``: the text as ``kind`` (int or float), finite and > 0, else an error naming the flag."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        if not (value > 0 and value != float("inf")):  # 'nan' and 'inf' parse as floats, and are no rate
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
         return value
 
     return parse
@@ -372,9 +431,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "history and a PNG of the curves, and end with 'test accuracy: <fraction>'.")
     parser.add_argument("--data", help="a .npz with 'images' (N,H,W) or (N,C,H,W) and 'labels' (N,); optional "
                                        "'test_images'/'test_labels' (default: scikit-learn's digits)")
-    parser.add_argument("--epochs", type=_positive(int), default=DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=_positive(int), default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=_positive(float), default=DEFAULTS["lr"], help="AdamW's peak learning rate")
+    parser.add_argument("--epochs", type=positive(int), default=DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=positive(int), default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=positive(float), default=DEFAULTS["lr"], help="AdamW's peak learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                         help="initial weights and batch order (the split is fixed)")
     parser.add_argument("--output", default="convolab-train", help="folder for weights.npz, history.json, curves.png")
