@@ -457,7 +457,7 @@ def test_module_gradcheck_catches_a_wrong_backward():
     (lambda: nn.ConvTranspose2d(2, 4, 3, padding_mode="reflect"), ValueError,
      "ConvTranspose2d: padding_mode must be 'zeros' for a transposed convolution"),
     (lambda: nn.Conv2d(2, 4, 3, dtype=np.int32), TypeError, "Conv2d: dtype must be a floating dtype"),
-    (lambda: nn.Linear(2, 3, bias=1), TypeError, "Linear: bias must be True or False, got 1"),
+    (lambda: nn.Linear(2, 3, bias=1), TypeError, r"Linear: bias must be a bool \(True or False\), got 1 of type int"),
     (lambda: nn.BatchNorm2d(3, momentum=2.0), ValueError, "BatchNorm2d: momentum must be None"),
     (lambda: nn.Dropout(1.5), ValueError, r"Dropout: p must be a probability in \[0, 1\], got 1.5"),
     (lambda: nn.MaxPool2d(0), ValueError, "MaxPool2d: kernel_size must be >= 1"),

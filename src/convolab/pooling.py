@@ -52,7 +52,7 @@ from ._errors import fail
 from ._vjp import defines_vjp
 from ._window import add_windows, pad, pad_adjoint, sliding_windows
 from .functional import check_array
-from .spec import normalize_ints
+from .spec import check_flag, normalize_ints
 
 __all__ = [
     # forward ops (the convolab namespace)
@@ -136,12 +136,6 @@ def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
     axes = _spatial_names(rank)
     fail(ValueError, op, "input", f"shape {input.shape} ({input.ndim} dimensions)",
          f"must have {rank + 2} dimensions (N, C, {axes}) or {rank + 1} unbatched (C, {axes})")
-
-
-def _check_flag(op: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", "must be a bool")
-    return bool(value)
 
 
 def _normalize_stride(op: str, stride: Any, kernel_size: tuple[int, ...]) -> tuple[int, ...]:
@@ -336,7 +330,7 @@ def pool_spec(
     strides = _normalize_stride(op, stride, kernel)
     pads = normalize_ints(padding, rank, "padding", op, minimum=0)
     dilations = normalize_ints(dilation, rank, "dilation", op)
-    ceil_mode = _check_flag(op, "ceil_mode", ceil_mode)
+    ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
     batch, channels, *input_size = input_shape
     for dim, (size, k, p, d) in enumerate(zip(input_size, kernel, pads, dilations)):
         if p > k // 2:
@@ -970,7 +964,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         ceil_mode: bool = False,
         return_indices: bool = False,
     ) -> Any:
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode,
                                           with_indices=return_indices)
         if not return_indices:
@@ -990,7 +984,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         # d out[o] / d x[i] = 1 where i is window o's selected element, else 0; so the
         # pullback adds grad_output[o] at index[o]: a scatter-add, the transpose of a gather.
         # With return_indices the output is (values, indices); only the values pull back.
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
 
         def pullback(grad_output: Any) -> tuple[np.ndarray]:
@@ -1115,7 +1109,7 @@ def _avg_args(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, _ = _batch_input(op, input, rank)
     spec = _cached_pool_spec(input.shape, kernel_size, stride, padding, 1, ceil_mode, op, rank)
-    count_include_pad = _check_flag(op, "count_include_pad", count_include_pad)
+    count_include_pad = check_flag(count_include_pad, "count_include_pad", op)
     divisor = _avg_divisor(spec, count_include_pad, _check_divisor(op, divisor_override))
     return x, spec, divisor
 
@@ -1689,7 +1683,7 @@ def _fixed_rank_adaptive_max_pool(op: str, rank: int | None, summary: str) -> Ca
 
     def _run(input: Any, output_size: Any, return_indices: Any) -> tuple[np.ndarray, np.ndarray, bool, bool, tuple]:
         """Batched values and indices, whether batched, the checked flag, and the input's spatial size."""
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         x, batched, size = _adaptive_args(op, rank, input, output_size)
         values, indices = _adaptive_max_forward(x, size)
         return values, indices, batched, return_indices, x.shape[2:]

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._errors import fail
 from .._vjp import defines_vjp
+from ..spec import check_flag
 from .init import generator_from
 
 __all__ = [
@@ -219,8 +220,7 @@ def _dropout_mask(input: Any, p: Any, training: Any, rng: Any) -> np.ndarray | N
     _float_array("dropout", "input", input)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
         fail(ValueError, "dropout", "p", repr(p), "must be a probability in [0, 1]")
-    if not isinstance(training, (bool, np.bool_)):
-        fail(TypeError, "dropout", "training", repr(training), "must be True or False")
+    check_flag(training, "training", "dropout")
     generator = generator_from("dropout", rng)
     if not training or p == 0:
         return None
@@ -284,8 +284,7 @@ def _batch_norm_args(input, running_mean, running_var, weight, bias, training, e
         _same_dtype(op, name, value, input)
         if value.shape != (channels,):
             fail(ValueError, op, name, f"shape {value.shape}", f"must be 1-D of length C={channels} (input.shape[1])")
-    if not isinstance(training, (bool, np.bool_)):
-        fail(TypeError, op, "training", repr(training), "must be True or False")
+    check_flag(training, "training", op)
     if not training and (running_mean is None or running_var is None):
         fail(ValueError, op, "running_mean", "None", "and running_var are needed when training=False")
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:

@@ -17,7 +17,7 @@ from .. import pooling
 from ..grad import conv_weight
 from .._errors import fail
 from ..functional import conv1d, conv2d, conv3d
-from ..spec import _is_int, canonical_padding_mode, normalize_ints, normalize_padding
+from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
 from .init import default_bound, generator_from, uniform
@@ -50,12 +50,6 @@ def _float_dtype(op: str, dtype: Any) -> np.dtype:
     if resolved.kind != "f":
         fail(TypeError, op, "dtype", repr(dtype), "must be a floating dtype (float16, float32 or float64)")
     return resolved
-
-
-def _flag(op: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        fail(TypeError, op, name, repr(value), "must be True or False")
-    return bool(value)
 
 
 def _check_input_rank(op: str, input: Any, ranks: tuple[int, ...], shape_text: str) -> None:
@@ -106,7 +100,7 @@ class _ConvNd(VjpModule):
         bound = default_bound(weight_shape)
         self.weight = Parameter(uniform(weight_shape, bound, dtype, generator))
         self.register_parameter(
-            "bias", Parameter(uniform((self.out_channels,), bound, dtype, generator)) if _flag(op, "bias", bias)
+            "bias", Parameter(uniform((self.out_channels,), bound, dtype, generator)) if check_flag(bias, "bias", op)
             else None)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -286,8 +280,8 @@ class _MaxPoolNd(VjpModule):
         self.stride = self.kernel_size if stride is None else normalize_ints(stride, self.rank, "stride", op)
         self.padding = normalize_ints(padding, self.rank, "padding", op, minimum=0)
         self.dilation = normalize_ints(dilation, self.rank, "dilation", op)
-        self.return_indices = _flag(op, "return_indices", return_indices)
-        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+        self.return_indices = check_flag(return_indices, "return_indices", op)
+        self.ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
 
     def op_kwargs(self) -> dict[str, Any]:
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -372,8 +366,8 @@ class _AvgPoolNd(VjpModule):
         self.kernel_size = normalize_ints(kernel_size, self.rank, "kernel_size", op)
         self.stride = self.kernel_size if stride is None else normalize_ints(stride, self.rank, "stride", op)
         self.padding = normalize_ints(padding, self.rank, "padding", op, minimum=0)
-        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
-        self.count_include_pad = _flag(op, "count_include_pad", count_include_pad)
+        self.ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
+        self.count_include_pad = check_flag(count_include_pad, "count_include_pad", op)
         self.divisor_override = None if divisor_override is None else _positive_int(op, "divisor_override",
                                                                                      divisor_override)
 
@@ -531,8 +525,8 @@ class _BatchNorm(Module):
                                      or not 0 <= momentum <= 1):
             fail(ValueError, op, "momentum", repr(momentum), "must be None (a cumulative average) or in [0, 1]")
         self.eps, self.momentum = float(eps), momentum
-        self.affine = _flag(op, "affine", affine)
-        self.track_running_stats = _flag(op, "track_running_stats", track_running_stats)
+        self.affine = check_flag(affine, "affine", op)
+        self.track_running_stats = check_flag(track_running_stats, "track_running_stats", op)
         dtype = _float_dtype(op, dtype)
         self.register_parameter("weight", Parameter(np.ones(num_features, dtype)) if self.affine else None)
         self.register_parameter("bias", Parameter(np.zeros(num_features, dtype)) if self.affine else None)
@@ -809,7 +803,7 @@ class Linear(VjpModule):
         bound = default_bound((self.out_features, self.in_features))
         self.weight = Parameter(uniform((self.out_features, self.in_features), bound, dtype, generator))
         self.register_parameter(
-            "bias", Parameter(uniform((self.out_features,), bound, dtype, generator)) if _flag("Linear", "bias", bias)
+            "bias", Parameter(uniform((self.out_features,), bound, dtype, generator)) if check_flag(bias, "bias", "Linear")
             else None)
 
     def extra_repr(self) -> str:

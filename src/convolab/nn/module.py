@@ -21,6 +21,7 @@ import numpy as np
 
 from .._errors import fail
 from .._vjp import vjp
+from ..spec import check_flag
 
 __all__ = ["Parameter", "Module", "VjpModule", "Sequential"]
 
@@ -156,8 +157,7 @@ class Module:
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (batch statistics, dropout on) or, with ``mode=False``, evaluation mode."""
-        if not isinstance(mode, bool):
-            fail(TypeError, f"{type(self).__name__}.train", "mode", repr(mode), "must be True or False")
+        mode = check_flag(mode, "mode", f"{type(self).__name__}.train")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -212,6 +212,7 @@ class Module:
             A missing or unexpected key (with ``strict``), or an array whose shape differs.
         """
         op = f"{type(self).__name__}.load_state_dict"
+        strict = check_flag(strict, "strict", op)
         own_parameters = dict(self.named_parameters())
         own_buffers = dict(self.named_buffers())
         own = set(own_parameters) | set(own_buffers)
