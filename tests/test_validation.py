@@ -24,9 +24,9 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-def named(op: str, name: str) -> str:
-    """Regex: the message is ``"{op}: {name} ..., got ..."``."""
-    return rf"^{re.escape(op)}: {re.escape(name)} .*, got "
+def named(op: str, name: str, rule: str = "", got: str = "") -> str:
+    """Regex: the message is ``"{op}: {name} ...{rule}..., got ...{got}..."``."""
+    return rf"(?s)^{re.escape(op)}: {re.escape(name)} .*{re.escape(rule)}.*, got .*{re.escape(got)}"
 
 
 X2 = np.ones((1, 1, 4, 4))
@@ -88,3 +88,179 @@ def test_check_flag_is_the_one_flag_check():
     assert check_flag(np.True_, "flip", "conv2d") is True
     with pytest.raises(TypeError, match=named("op", "name")):
         check_flag("yes", "name", "op")
+
+
+# -- conv_transpose output_size: ints only, the valid range in the message -----------------------------------------
+
+def _transpose_case():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((1, 2, 3, 3)), rng.standard_normal((2, 1, 3, 3))
+
+
+@pytest.mark.parametrize("bad", ["78", (7.9, 7.9), (7.0, 8), [7, 8.0], (True, 8), 7, {7, 8}], ids=repr)
+def test_conv_transpose_output_size_takes_ints_only(bad):
+    x, w = _transpose_case()
+    with pytest.raises(TypeError, match=named("conv_transpose2d", "output_size", "must be a tuple of ints", repr(bad))):
+        cl.conv_transpose2d(x, w, stride=2, output_size=bad)
+
+
+@pytest.mark.parametrize("size", [(7, 7), (7, 8), (8, 7), (8, 8), [8, 8], (1, 1, 8, 7), (np.int64(8), np.int32(7)),
+                                  np.array([7, 8])], ids=repr)
+def test_conv_transpose_output_size_in_range_matches_torch(size):
+    x, w = _transpose_case()
+    out = cl.conv_transpose2d(x, w, stride=2, output_size=size)
+    layer = torch.nn.ConvTranspose2d(2, 1, 3, stride=2, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w))
+        expected = layer(torch.from_numpy(x), output_size=[int(n) for n in size]).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(6, 7), (9, 8), (7, 9), (0, 7), (-7, 8)], ids=repr)
+def test_conv_transpose_output_size_out_of_range_says_the_valid_range(size):
+    x, w = _transpose_case()
+    layer = torch.nn.ConvTranspose2d(2, 1, 3, stride=2).double()
+    with pytest.raises(ValueError, match="valid sizes range from"):
+        layer(torch.from_numpy(x), output_size=list(size))
+    with pytest.raises(ValueError, match=named("conv_transpose2d", "output_size", "must lie between (7, 7) and (8, 8)",
+                                               repr(size))):
+        cl.conv_transpose2d(x, w, stride=2, output_size=size)
+
+
+def test_conv_transpose_output_size_range_per_dimension_and_rank():
+    x = np.ones((1, 1, 4, 5, 2))
+    w = np.ones((1, 1, 2, 3, 3))
+    # smallest (4-1)*3 + 2 = 11, (5-1)*2 + 3 = 11, (2-1)*1 + 3 = 4; largest adds stride - 1
+    with pytest.raises(ValueError, match=re.escape("between (11, 11, 4) and (13, 12, 4)")):
+        cl.conv_transpose3d(x, w, stride=(3, 2, 1), output_size=(11, 11, 5))
+    assert cl.conv_transpose3d(x, w, stride=(3, 2, 1), output_size=(13, 12, 4)).shape == (1, 1, 13, 12, 4)
+
+
+# -- byte order is storage, not a dtype -----------------------------------------------------------------------------
+
+def swapped(a: np.ndarray) -> np.ndarray:
+    """The same values stored in the other byte order (``>f8`` on a little-endian machine)."""
+    return a.astype(a.dtype.newbyteorder("S"))
+
+
+RNG = np.random.default_rng(13)
+XB, WB, BB = RNG.standard_normal((2, 2, 5, 5)), RNG.standard_normal((3, 2, 3, 3)), RNG.standard_normal(3)
+
+BYTE_ORDER_CASES = {
+    "conv2d": lambda x, w, b: cl.conv2d(x, w, b, padding=1),
+    "conv": lambda x, w, b: cl.conv(x, w, b, stride=2),
+    "conv_transpose2d": lambda x, w, b: cl.conv_transpose2d(x, w[:2], b[:2], stride=2, output_size=(11, 12)),
+    "conv2d_input": lambda x, w, b: cl.grad.conv2d_input((2, 2, 5, 5), w, x[:, :1].repeat(3, 1)[:, :, 1:4, 1:4]),
+    "conv2d_weight": lambda x, w, b: cl.grad.conv2d_weight(x, (3, 2, 3, 3), x[:, :1].repeat(3, 1)[:, :, :3, :3]),
+    "correlate": lambda x, w, b: cl.correlate(x[0, 0], w[0, 0]),
+    "unfold": lambda x, w, b: cl.unfold(x, 2),
+    "max_pool2d": lambda x, w, b: cl.max_pool2d(x, 2, return_indices=True)[0],
+    "avg_pool2d": lambda x, w, b: cl.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    "adaptive_avg_pool2d": lambda x, w, b: cl.adaptive_avg_pool2d(x, 3),
+    "linear": lambda x, w, b: nn.functional.linear(x.reshape(2, -1)[:, :18], w.reshape(3, 18), b),
+    "batch_norm": lambda x, w, b: nn.functional.batch_norm(x[:, :2], b[:2], b[:2] ** 2, training=False),
+    "mse_loss": lambda x, w, b: nn.functional.mse_loss(x, x[::-1]),
+}
+
+
+@pytest.mark.parametrize("op", sorted(BYTE_ORDER_CASES))
+@pytest.mark.parametrize("which", ["input", "weight", "all"])
+def test_byte_order_is_not_a_dtype_difference(op, which):
+    call = BYTE_ORDER_CASES[op]
+    expected = call(XB, WB, BB)
+    x, w, b = (swapped(a) if which in (name, "all") else a for a, name in ((XB, "input"), (WB, "weight"),
+                                                                              (BB, "weight")))
+    got = call(x, w, b)
+    assert got.dtype == expected.dtype and got.dtype.isnative, got.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_big_endian_input_with_native_weight_is_convolved():
+    x, w = np.arange(16.).reshape(1, 1, 4, 4), np.ones((1, 1, 2, 2))
+    out = cl.conv2d(x.astype(">f8"), w)
+    assert out.dtype == np.float64 and out.dtype.isnative
+    np.testing.assert_array_equal(out, cl.conv2d(x, w))
+    out, pullback = cl.vjp(cl.conv2d, x.astype(">f8"), w.astype(">f8"), np.zeros(1, ">f8"))
+    grads = pullback(np.ones_like(out).astype(">f8"))
+    assert all(g.dtype.isnative for g in grads)
+    np.testing.assert_array_equal(grads[0], cl.vjp(cl.conv2d, x, w)[1](np.ones_like(out))[0])
+
+
+def test_byte_order_in_vjp_of_conv_transpose_and_nn():
+    x, w = swapped(XB[:, :, :3, :3]), swapped(RNG.standard_normal((2, 1, 2, 2)))
+    out, pullback = cl.vjp(cl.conv_transpose2d, x, w, stride=2)
+    native_out, native_pullback = cl.vjp(cl.conv_transpose2d, XB[:, :, :3, :3], w.astype("=f8"), stride=2)
+    cotangent = RNG.standard_normal(out.shape)
+    for got, expected in zip(pullback(swapped(cotangent)), native_pullback(cotangent)):
+        assert got.dtype.isnative
+        np.testing.assert_array_equal(got, expected)
+    layer = nn.Linear(4, 2, dtype=np.float64, rng=0)
+    y = layer(swapped(np.ones((3, 4))))
+    assert y.dtype.isnative and layer.backward(np.ones_like(y)).dtype.isnative
+
+
+# -- masked arrays are refused by name; other subclasses are read as their data -------------------------------------
+
+MASKED_CASES = [
+    ("conv2d", "input", lambda m: cl.conv2d(m, W2)),
+    ("conv2d", "weight", lambda m: cl.conv2d(X2, np.ma.ones((1, 1, 2, 2)))),
+    ("conv2d", "bias", lambda m: cl.conv2d(X2, W2, np.ma.ones(1))),
+    ("conv_transpose2d", "input", lambda m: cl.conv_transpose2d(m, W2)),
+    ("conv2d_input", "grad_output", lambda m: cl.grad.conv2d_input(X2.shape, W2, np.ma.ones((1, 1, 3, 3)))),
+    ("conv2d_weight", "input", lambda m: cl.grad.conv2d_weight(m, W2.shape, np.ones((1, 1, 3, 3)))),
+    ("max_pool2d", "input", lambda m: cl.max_pool2d(m, 2)),
+    ("avg_pool2d", "input", lambda m: cl.avg_pool2d(m, 2)),
+    ("adaptive_avg_pool2d", "input", lambda m: cl.adaptive_avg_pool2d(np.ma.ones((1, 2, 5, 5)), 2)),
+    ("adaptive_max_pool2d", "input", lambda m: cl.adaptive_max_pool2d(m, 2)),
+    ("max_unpool2d", "indices", lambda m: cl.max_unpool2d(np.ones((1, 1, 2, 2)), np.ma.zeros((1, 1, 2, 2), int), 2)),
+    ("max_pool2d_input", "grad_output", lambda m: cl.grad.max_pool2d_input(np.ma.ones((1, 1, 2, 2)), X2, 2)),
+    ("unfold", "input", lambda m: cl.unfold(m, 2)),
+    ("fold", "input", lambda m: cl.fold(np.ma.ones((1, 4, 9)), (4, 4), 2)),
+    ("correlate", "in1", lambda m: cl.correlate(np.ma.ones((4, 4)), np.ones((2, 2)))),
+    ("convolve", "in2", lambda m: cl.convolve(np.ones(4), np.ma.ones(2))),
+    ("relu", "input", lambda m: nn.functional.relu(m)),
+    ("linear", "weight", lambda m: nn.functional.linear(np.ones((2, 3)), np.ma.ones((2, 3)))),
+    ("cross_entropy", "target", lambda m: nn.functional.cross_entropy(np.ones((2, 3)), np.ma.zeros(2, int))),
+    ("conv2d", "input", lambda m: nn.Conv2d(1, 1, 2, dtype=np.float64)(m)),  # the layer's op names it
+    ("Flatten", "input", lambda m: nn.Flatten()(m)),
+]
+
+
+@pytest.mark.parametrize("op, name, call", MASKED_CASES, ids=[f"{op}-{name}" for op, name, _ in MASKED_CASES])
+def test_masked_arrays_are_refused_by_name(op, name, call):
+    masked = np.ma.masked_array(X2, mask=X2 > 0)
+    with pytest.raises(TypeError, match=named(op, name, "must not be a numpy.ma.MaskedArray", "MaskedArray")):
+        call(masked)
+
+
+def test_adaptive_avg_pool_of_a_masked_array_names_it():
+    with pytest.raises(TypeError, match=r"adaptive_avg_pool2d: input must not be a numpy.ma.MaskedArray"):
+        cl.adaptive_avg_pool2d(np.ma.ones((1, 2, 5, 5)), 2)
+
+
+class Tagged(np.ndarray):
+    """An ndarray subclass that would misbehave if an op kept it: ``*`` is refused."""
+
+    def __mul__(self, other):
+        raise AssertionError("the op multiplied the subclass itself")
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_other_subclasses_are_read_as_plain_data(tmp_path):
+    x = RNG.standard_normal((1, 2, 5, 5))
+    w = RNG.standard_normal((2, 2, 3, 3))
+    mapped = np.memmap(tmp_path / "x.bin", dtype=np.float64, mode="w+", shape=x.shape)
+    mapped[...] = x
+    for variant in (mapped, x.view(Tagged)):
+        for call in (lambda a: cl.conv2d(a, w), lambda a: cl.max_pool2d(a, 2), lambda a: cl.avg_pool2d(a, 2),
+                     lambda a: cl.unfold(a, 2), lambda a: nn.functional.relu(a),
+                     lambda a: cl.conv_transpose2d(a, w)):
+            got = call(variant)
+            assert type(got) is np.ndarray
+            np.testing.assert_array_equal(got, call(x))
+    matrix = np.matrix(x[0, 0])
+    got = cl.correlate(matrix, np.matrix(w[0, 0]))
+    assert type(got) is np.ndarray
+    np.testing.assert_array_equal(got, cl.correlate(x[0, 0], w[0, 0]))
+    out, pullback = cl.vjp(nn.functional.relu, x.view(Tagged))
+    assert type(pullback(np.ones_like(x))[0]) is np.ndarray

@@ -51,7 +51,7 @@ from . import shapes
 from ._errors import fail
 from ._vjp import defines_vjp
 from ._window import add_windows, pad, pad_adjoint, sliding_windows
-from .functional import check_array
+from .functional import as_array, check_array
 from .spec import check_flag, normalize_ints
 
 __all__ = [
@@ -118,17 +118,16 @@ def _rank_from_tuple(op: str, name: str, value: Any, fixed_rank: int | None) -> 
 
 
 def _check_real_array(op: str, name: str, value: Any) -> np.ndarray:
-    check_array(op, name, value)
+    value = check_array(op, name, value)
     if value.dtype.kind == "c":
         fail(TypeError, op, name, f"dtype {value.dtype}", "must be real (pooling compares or averages real values)")
     return value
 
 
 def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
-    """``input`` as ``(N, C, *in)`` (in native byte order) and whether the caller gave a batch axis."""
-    _check_real_array(op, "input", input)
-    if not input.dtype.isnative:  # ufuncs take no byte order in dtype=, which the fast paths pass
-        input = input.astype(input.dtype.newbyteorder("="))
+    """``input`` as ``(N, C, *in)`` (in native byte order: ufuncs take none in the ``dtype=`` the fast paths
+    pass) and whether the caller gave a batch axis."""
+    input = _check_real_array(op, "input", input)
     if input.ndim == rank + 2:
         return input, True
     if input.ndim == rank + 1:
@@ -146,7 +145,8 @@ def _normalize_stride(op: str, stride: Any, kernel_size: tuple[int, ...]) -> tup
 
 
 def _check_grad_output(op: str, grad_output: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-    check_array(op, "grad_output", grad_output)
+    """``grad_output`` as computed with (:func:`convolab.functional.as_array`), if float and of the output's shape."""
+    grad_output = check_array(op, "grad_output", grad_output)
     if grad_output.dtype.kind != "f":
         fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", "must be a floating-point array")
     if grad_output.shape != tuple(expected_shape):
@@ -1021,7 +1021,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
     ) -> np.ndarray:
         grad_op = f"{op}_input"
         _, indices, spec = _max_pool(grad_op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
-        _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
+        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
         batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
         return _unbatch(spec.batched, _scatter_to_planes(batched_grad, indices, spec.input_size))[0]
 
@@ -1363,7 +1363,7 @@ def _fixed_rank_avg_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         grad_op = f"{op}_input"
         _, spec, divisor = _avg_args(grad_op, rank, input, kernel_size, stride, padding, ceil_mode,
                                      count_include_pad, divisor_override)
-        _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
+        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
         batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
         return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))[0]
 
@@ -1786,9 +1786,7 @@ def _unpool_args(op: str, rank: int | None, input: Any, indices: Any, kernel_siz
     """Batched input and int64 indices, whether batched, and the output's spatial size."""
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, batched = _batch_input(op, input, rank)
-    if not isinstance(indices, np.ndarray):
-        fail(TypeError, op, "indices", f"an object of type {type(indices).__name__}",
-             "must be a numpy.ndarray of integers (as max_pool returns with return_indices=True)")
+    indices = as_array(op, "indices", indices)
     if indices.dtype.kind not in "iu":
         fail(TypeError, op, "indices", f"dtype {indices.dtype}", "must be an integer dtype")
     if indices.shape != input.shape:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import pooling
 from ..grad import conv_weight
 from .._errors import fail
-from ..functional import conv1d, conv2d, conv3d
+from ..functional import as_array, conv1d, conv2d, conv3d
 from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
@@ -54,8 +54,7 @@ def _float_dtype(op: str, dtype: Any) -> np.dtype:
 
 def _check_input_rank(op: str, input: Any, ranks: tuple[int, ...], shape_text: str) -> None:
     """PyTorch's layers accept batched and unbatched input; anything else is named here."""
-    if not isinstance(input, np.ndarray):
-        fail(TypeError, op, "input", f"an object of type {type(input).__name__}", "must be a numpy.ndarray")
+    input = as_array(op, "input", input)
     if input.ndim not in ranks:
         fail(ValueError, op, "input", f"shape {input.shape} ({input.ndim}-D)", f"must be {shape_text}")
 
@@ -758,8 +757,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def forward(self, input: np.ndarray) -> np.ndarray:
-        if not isinstance(input, np.ndarray):
-            fail(TypeError, "Flatten", "input", f"an object of type {type(input).__name__}", "must be a numpy.ndarray")
+        input = as_array("Flatten", "input", input)
         ndim = max(input.ndim, 1)
         start, end = self.start_dim % ndim, self.end_dim % ndim
         if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
