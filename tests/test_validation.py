@@ -264,3 +264,143 @@ def test_other_subclasses_are_read_as_plain_data(tmp_path):
     np.testing.assert_array_equal(got, cl.correlate(x[0, 0], w[0, 0]))
     out, pullback = cl.vjp(nn.functional.relu, x.view(Tagged))
     assert type(pullback(np.ones_like(x))[0]) is np.ndarray
+
+
+# -- ceil_mode and the other pooling geometry rules: PyTorch's, on a generated grid --------------------------------
+
+def _pool_grid():
+    """(kind, sizes, kernel, stride, padding, dilation, ceil_mode): every 1-d geometry of a small grid (empty
+    inputs, windows larger than the input, padding above half the kernel), and random 2-d and 3-d ones."""
+    cases = []
+    for kind in ("max", "avg"):
+        for i in range(0, 7):
+            for k in range(1, 6):
+                for s in range(1, 4):
+                    for p in range(0, 4):
+                        for d in ((1, 2, 3) if kind == "max" else (1,)):
+                            for ceil_mode in (False, True):
+                                cases.append((kind, (i,), (k,), (s,), (p,), (d,), ceil_mode))
+    rng = np.random.default_rng(4)
+    for kind in ("max", "avg"):
+        for rank in (2, 3):
+            for _ in range(300):
+                dims = [(int(rng.integers(0 if rng.random() < 0.05 else 1, 6)), int(rng.integers(1, 6)),
+                         int(rng.integers(1, 4)), int(rng.integers(0, 3)),
+                         int(rng.integers(1, 4)) if kind == "max" else 1) for _ in range(rank)]
+                cases.append((kind, *map(tuple, zip(*dims)), bool(rng.random() < 0.5)))
+    return cases
+
+
+def _torch_pool_output_size(i, k, s, p, d, ceil_mode):
+    """ATen's pooling_output_shape, written out: div_rtn(i + 2p - d(k-1) - 1 + (s-1 if ceil), s) + 1, and with
+    ceil_mode a last window starting at or past i + p is dropped."""
+    out = (i + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= i + p:
+        out -= 1
+    return out
+
+
+def _some_window_reads_only_padding(sizes, kernel, stride, padding, dilation, out):
+    for i, k, s, p, d, o in zip(sizes, kernel, stride, padding, dilation, out):
+        taps = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - p  # (out, k) input positions
+        if not ((taps >= 0) & (taps < i)).any(axis=1).all():
+            return True
+    return False
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Thousands of tiny torch calls: a thread pool's wake-ups cost 100x the work (2.6 ms against 8 us each)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pool_geometry_rules_match_torch_on_a_grid(torch_one_thread):
+    """Where torch pools, we give its shape and numbers; where torch refuses, we refuse too.
+
+    Two documented differences, each counted: a window that reads only padding
+    (torch returns -inf and an index outside the input) is refused; and torch's
+    avg_pool3d alone refuses an unpadded input smaller than the kernel, which
+    avg_pool1d/2d and the N-d op accept, and so do we.
+    """
+    rng = np.random.default_rng(0)
+    compared = refused_both = padding_only = avg3d_quirk = overhanging = 0
+    for kind, sizes, kernel, stride, padding, dilation, ceil_mode in _pool_grid():
+        rank = len(sizes)
+        x = rng.standard_normal((1, 2, *sizes))
+        if kind == "max":
+            kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+            ours, theirs = getattr(cl, f"max_pool{rank}d"), getattr(F, f"max_pool{rank}d")
+            kwargs["return_indices"] = True
+        else:
+            kwargs = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                          count_include_pad=bool(rng.random() < 0.5))
+            ours, theirs = getattr(cl, f"avg_pool{rank}d"), getattr(F, f"avg_pool{rank}d")
+        where = (kind, sizes, kwargs)
+        try:
+            expected = theirs(torch.from_numpy(x), **kwargs)
+        except RuntimeError as error:
+            if kind == "avg" and rank == 3 and "smaller than kernel size" in str(error) and all(
+                    i > 0 and p <= k // 2 and _torch_pool_output_size(i, k, s, p, 1, ceil_mode) >= 1
+                    for i, k, s, p in zip(sizes, kernel, stride, padding)):
+                assert ours(x, **kwargs).shape[2:] == tuple(  # accepted, as avg_pool2d would
+                    _torch_pool_output_size(i, k, s, p, 1, ceil_mode) for i, k, s, p in zip(sizes, kernel, stride, padding))
+                avg3d_quirk += 1
+                continue
+            with pytest.raises(ValueError, match=rf"^{kind}_pool{rank}d: (kernel_size|padding|input|dilation) "):
+                ours(x, **kwargs)
+            refused_both += 1
+            continue
+        expected = [t.numpy() for t in expected] if kind == "max" else [expected.numpy()]
+        if _some_window_reads_only_padding(sizes, kernel, stride, padding, dilation, expected[0].shape[2:]):
+            with pytest.raises(ValueError, match=rf"^max_pool{rank}d: dilation .*every window at least one input"):
+                ours(x, **kwargs)
+            padding_only += 1
+            continue
+        got = ours(x, **kwargs)
+        got = list(got) if kind == "max" else [got]
+        assert [g.shape for g in got] == [e.shape for e in expected], where
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12, err_msg=str(where))
+        compared += 1
+        overhanging += any(i + 2 * p < d * (k - 1) + 1 for i, k, p, d in zip(sizes, kernel, padding, dilation))
+    # Each kind of case is there in numbers: the counts are (1149, 3344, 19, 48, 90) for this grid.
+    assert compared > 1000 and refused_both > 3000 and padding_only > 15 and avg3d_quirk > 40 and overhanging > 80, (
+        compared, refused_both, padding_only, avg3d_quirk, overhanging)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [(5, None, 0, 1), (5, 5, 0, 1), (4, 3, 2, 1),
+                                                               (3, 4, 0, 3), (6, 4, 0, 1), (7, 4, 1, 1)])
+def test_ceil_mode_window_larger_than_the_input(kernel, stride, padding, dilation):
+    x = np.arange(1., 5.).reshape(1, 1, 4)
+    got = cl.max_pool1d(x, kernel, stride, padding, dilation, ceil_mode=True)
+    expected = F.max_pool1d(torch.from_numpy(x), kernel, stride, padding, dilation, ceil_mode=True).numpy()
+    np.testing.assert_array_equal(got, expected)
+    if dilation == 1:
+        for include in (True, False):
+            got = cl.avg_pool1d(x, kernel, stride, padding, ceil_mode=True, count_include_pad=include)
+            expected = F.avg_pool1d(torch.from_numpy(x), kernel, stride, padding, ceil_mode=True,
+                                    count_include_pad=include).numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-15)
+
+
+def test_max_pool1d_kernel_5_over_4_samples_with_ceil_mode_is_their_maximum():
+    np.testing.assert_array_equal(cl.max_pool1d(np.arange(1., 5.).reshape(1, 1, 4), 5, ceil_mode=True), [[[4.]]])
+    with pytest.raises(ValueError, match=named("max_pool1d", "kernel_size", "must fit inside the padded input",
+                                               "window extent 5")):
+        cl.max_pool1d(np.arange(1., 5.).reshape(1, 1, 4), 5)
+
+
+def test_ceil_mode_window_gradients_match_torch():
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 3))
+    for name, kwargs in (("max_pool2d", dict(dilation=(1, 2))), ("avg_pool2d", dict(count_include_pad=False))):
+        tx = torch.from_numpy(x).requires_grad_()
+        out = getattr(F, name)(tx, (5, 3), (5, 2), (2, 1), ceil_mode=True, **kwargs)
+        cotangent = np.random.default_rng(2).standard_normal(tuple(out.shape))
+        out.backward(torch.from_numpy(cotangent))
+        got, pullback = cl.vjp(getattr(cl, name), x, kernel_size=(5, 3), stride=(5, 2), padding=(2, 1),
+                               ceil_mode=True, **kwargs)
+        np.testing.assert_allclose(got, out.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(pullback(cotangent)[0], tx.grad.numpy(), rtol=1e-12)

@@ -298,11 +298,16 @@ def pool_spec(
 
     ``rank`` fixes the number of spatial dimensions (``max_pool2d`` passes 2);
     ``None`` reads it from a tuple ``kernel_size``. The rules are PyTorch's:
-    kernel size, stride and dilation at least 1; padding at least 0 and at most
-    half the kernel size (``padding <= kernel_size // 2``, not dilated); the
-    dilated window must fit the padded input; and, a rule PyTorch does not check
-    (it returns ``-inf`` and an index outside the input), every window must
-    cover at least one input sample.
+    kernel size, stride and dilation at least 1; non-empty spatial dimensions;
+    padding at least 0 and at most half the kernel size (``padding <= kernel_size // 2``,
+    not dilated); and an output of at least one window per dimension
+    (:func:`convolab.shapes.pool_output_size`): without ``ceil_mode`` the
+    dilated window must fit the padded input, with it the one window may
+    overhang the padded input by less than a stride (so a kernel larger than
+    the input is fine: ``max_pool1d`` of 4 samples with ``kernel_size=5,
+    ceil_mode=True`` is their maximum). One rule is added that PyTorch does not
+    check (it returns ``-inf`` and an index outside the input): every window
+    must cover at least one input sample.
 
     Examples
     --------
@@ -311,6 +316,8 @@ def pool_spec(
     ((4, 4), ((1, 1), (1, 1)))
     >>> pool_spec((3, 5), (2,), ceil_mode=True).caller_output_shape
     (3, 3)
+    >>> pool_spec((1, 1, 4), (5,), ceil_mode=True).output_size
+    (1,)
     """
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     if not isinstance(input_shape, (tuple, list)) or not all(
@@ -332,16 +339,27 @@ def pool_spec(
     dilations = normalize_ints(dilation, rank, "dilation", op)
     ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
     batch, channels, *input_size = input_shape
-    for dim, (size, k, p, d) in enumerate(zip(input_size, kernel, pads, dilations)):
+    for dim, size in enumerate(input_size):
+        if size == 0:
+            fail(ValueError, op, "input", f"shape {input_shape if batched else input_shape[1:]} "
+                 f"(spatial dimension {dim} is empty)", "must have non-empty spatial dimensions (as in PyTorch)")
+    for dim, (size, k, s, p, d) in enumerate(zip(input_size, kernel, strides, pads, dilations)):
         if p > k // 2:
             fail(ValueError, op, "padding", f"{p} with kernel_size {k} in spatial dimension {dim}",
                  "must be at most half the kernel size (padding <= kernel_size // 2)")
+        # PyTorch's "output size is too small": floor((padded - extent) / stride) + 1 < 1, or with
+        # ceil_mode ceil(...) + 1 < 1, which is an overhang past the padded input of a stride or more.
         extent = shapes.dilated_kernel_size(k, d)
-        if size + 2 * p < extent:
+        overhang = extent - (size + 2 * p)
+        if overhang > 0 and not (ceil_mode and overhang < s):
+            rule = ("must overhang the padded input by less than the stride with ceil_mode=True, to leave one window"
+                    if ceil_mode else
+                    "must fit inside the padded input (ceil_mode=True also keeps one window that overhangs it by "
+                    "less than the stride)")
             fail(ValueError, op, "kernel_size",
                  f"window extent {extent} (kernel {k}, dilation {d}) in spatial dimension {dim}, "
-                 f"where the padded input is {size + 2 * p} (size {size} + padding {p} + {p})",
-                 "must fit inside the padded input")
+                 f"where the padded input is {size + 2 * p} (size {size} + padding {p} + {p}) and the stride {s}",
+                 rule)
     spec = PoolSpec(
         op=op, batched=batched, batch=batch, channels=channels, input_size=tuple(input_size),
         kernel_size=kernel, stride=strides, padding=tuple((p, p) for p in pads), dilation=dilations,
