@@ -860,11 +860,13 @@ _MAX_POOL_DOC = """{summary}
     Raises
     ------
     TypeError
-        A non-array or complex input; non-integer sizes; non-bool flags.
+        A non-array, masked-array or complex input; non-integer sizes; non-bool flags.
     ValueError
-        A wrong input rank; kernel_size, stride or dilation below 1 or of the
-        wrong count; padding negative or above ``kernel_size // 2``; a window
-        larger than the padded input, or one that reads only padding.
+        A wrong input rank or an empty spatial dimension; kernel_size, stride
+        or dilation below 1 or of the wrong count; padding negative or above
+        ``kernel_size // 2``; a window larger than the padded input (with
+        ``ceil_mode``: by a stride or more, which leaves no output), or one that
+        reads only padding.
 
     Notes
     -----
@@ -1222,11 +1224,13 @@ _AVG_POOL_DOC = """{summary}
     Raises
     ------
     TypeError
-        A non-array or complex input; non-integer sizes or divisor; non-bool flags.
+        A non-array, masked-array or complex input; non-integer sizes or divisor; non-bool flags.
     ValueError
-        A wrong input rank; kernel_size or stride below 1 or of the wrong count;
-        padding negative or above ``kernel_size // 2``; a window larger than the
-        padded input; ``divisor_override=0``.
+        A wrong input rank or an empty spatial dimension; kernel_size or stride
+        below 1 or of the wrong count; padding negative or above
+        ``kernel_size // 2``; a window larger than the padded input (with
+        ``ceil_mode``: by a stride or more, which leaves no output);
+        ``divisor_override=0``.
 
     Shape
     -----
