@@ -106,11 +106,12 @@ class _ConvNd(VjpModule):
         if input_grad or self.transposed:
             return super().backward(grad_output, input_grad)
         # No input gradient wanted (a first layer): the weight's and bias's alone, skipping the costlier half.
-        input = self._saved("_input")
+        input = self._saved_for_backward(input_grad)["input"]
         self.weight.accumulate(conv_weight(input, self.weight.shape, grad_output, **self.op_kwargs()))
         if self.bias is not None:
             channel_axis = input.ndim - self.rank - 1
             self.bias.accumulate(grad_output.sum(axis=tuple(a for a in range(grad_output.ndim) if a != channel_axis)))
+        self._release_saved()
         return None
 
     def op_kwargs(self) -> dict[str, Any]:
@@ -549,7 +550,7 @@ class _BatchNorm(Module):
         output, pullback, mean, var = F.batch_norm_with_statistics(
             input, None if use_batch else self.running_mean, None if use_batch else self.running_var, weight, bias,
             training=use_batch, eps=self.eps)
-        object.__setattr__(self, "_pullback", pullback)
+        self._save_for_backward(pullback=pullback)
         if self.training and self.track_running_stats:
             self._update_running_statistics(mean, var, input.size // input.shape[1])
         return output
@@ -565,12 +566,11 @@ class _BatchNorm(Module):
         self._set_buffer("num_batches_tracked", np.asarray(tracked, np.int64))
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        if "_pullback" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        grad_input, _, _, grad_weight, grad_bias = self._pullback(grad_output)
+        grad_input, _, _, grad_weight, grad_bias = self._saved_for_backward(input_grad)["pullback"](grad_output)
         if self.weight is not None:
             self.weight.accumulate(grad_weight)
             self.bias.accumulate(grad_bias)
+        self._release_saved()
         return grad_input if input_grad else None
 
     def extra_repr(self) -> str:
@@ -763,14 +763,18 @@ class Flatten(Module):
         if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
             fail(ValueError, "Flatten", "start_dim", f"{self.start_dim} (end_dim {self.end_dim}) for {input.ndim}-D input",
                  "must name axes of the input with start_dim <= end_dim")
-        object.__setattr__(self, "_input_shape", input.shape)
-        return input.reshape(input.shape[:start] + (-1,) + input.shape[end + 1:]) if input.ndim else input.reshape(1)
+        output = input.reshape(input.shape[:start] + (-1,) + input.shape[end + 1:]) if input.ndim else input.reshape(1)
+        self._save_for_backward(input_shape=input.shape, output_shape=output.shape)
+        return output
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        shape = self.__dict__.get("_input_shape")
-        if shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
-        return np.asarray(grad_output).reshape(shape) if input_grad else None
+        saved = self._saved_for_backward(input_grad)
+        grad_output = as_array("Flatten.backward", "grad_output", grad_output, array_like=True)
+        if grad_output.shape != saved["output_shape"]:
+            fail(ValueError, "Flatten.backward", "grad_output", f"shape {grad_output.shape}",
+                 f"must have the output's shape {saved['output_shape']}")
+        self._release_saved()
+        return grad_output.reshape(saved["input_shape"]) if input_grad else None
 
 
 class Linear(VjpModule):
