@@ -404,3 +404,202 @@ def test_ceil_mode_window_gradients_match_torch():
                                ceil_mode=True, **kwargs)
         np.testing.assert_allclose(got, out.detach().numpy(), rtol=1e-12)
         np.testing.assert_allclose(pullback(cotangent)[0], tx.grad.numpy(), rtol=1e-12)
+
+
+# -- the error-inputs table: every parameter of every public op -----------------------------------------------------
+#
+# For each op family: the ops, valid arguments for a rank (None: the N-d op, run in 2-d), and one bad value per
+# parameter with the exception it raises. The message must start "{op}: {parameter} ". A test below checks the
+# table names every parameter of every op, so a new parameter needs a row.
+
+def _ones(*shape, dtype=np.float64):
+    return np.ones(shape, dtype)
+
+
+def _spatial(rank, size):
+    return (size,) * (rank or 2)
+
+
+def _size(rank, value):
+    """An int for a fixed-rank op; a tuple for the N-d op, which reads its rank from it."""
+    return value if rank else (value, value)
+
+
+def _conv_base(rank):
+    return dict(input=_ones(1, 2, *_spatial(rank, 5)), weight=_ones(2, 2, *_spatial(rank, 3)))
+
+
+def _transpose_base(rank):
+    return dict(input=_ones(1, 2, *_spatial(rank, 3)), weight=_ones(2, 1, *_spatial(rank, 3)), stride=2)
+
+
+def _pool_base(rank):
+    return dict(input=_ones(1, 2, *_spatial(rank, 4)), kernel_size=_size(rank, 2))
+
+
+def _unpool_base(rank):
+    return dict(input=_ones(1, 1, *_spatial(rank, 2)), indices=np.zeros((1, 1, *_spatial(rank, 2)), np.int64),
+                kernel_size=_size(rank, 2))
+
+
+def _adaptive_base(rank):
+    return dict(input=_ones(1, 2, *_spatial(rank, 5)), output_size=_size(rank, 2))
+
+
+def _pool_input_base(rank):
+    return dict(grad_output=_ones(1, 2, *_spatial(rank, 2)), input=_ones(1, 2, *_spatial(rank, 4)),
+                kernel_size=_size(rank, 2))
+
+
+def _conv_input_base(rank):
+    return dict(input_size=(1, 2, *_spatial(rank, 5)), weight=_ones(2, 2, *_spatial(rank, 3)),
+                grad_output=_ones(1, 2, *_spatial(rank, 3)))
+
+
+def _conv_weight_base(rank):
+    return dict(input=_ones(1, 2, *_spatial(rank, 5)), weight_size=(2, 2, *_spatial(rank, 3)),
+                grad_output=_ones(1, 2, *_spatial(rank, 3)))
+
+
+class From:
+    """A bad value made from the base arguments (so it fits each rank but the one thing wrong)."""
+
+    def __init__(self, make):
+        self.make = make
+
+
+def _like(value, bad):
+    """``bad`` spelled as ``value`` is: an int, or a tuple of its length."""
+    return bad if isinstance(value, int) else (bad,) * len(value)
+
+
+MASKED = np.ma.ones((1, 2, 4, 4))
+CONV_GEOMETRY_ROWS = [
+    ("stride", 0, ValueError), ("padding", -1, ValueError), ("dilation", 1.5, TypeError), ("groups", 0, ValueError),
+    ("padding_mode", "mirror", ValueError), ("flip", "False", TypeError),
+]
+POOL_ROWS = [("kernel_size", From(lambda a: _like(a["kernel_size"], 0)), ValueError), ("stride", -1, ValueError),
+             ("padding", 2, ValueError)]
+
+ERROR_TABLE = [
+    # (ops, rank of each op, base(rank), rows: (parameter, bad value, exception))
+    ((cl.conv, cl.conv1d, cl.conv2d, cl.conv3d), (None, 1, 2, 3), _conv_base, [
+        ("input", [[1.0]], TypeError), ("weight", From(lambda a: a["weight"].astype(np.float32)), TypeError),
+        ("bias", _ones(5), ValueError), *CONV_GEOMETRY_ROWS, ("algorithm", "magic", ValueError)]),
+    ((cl.conv_transpose, cl.conv_transpose1d, cl.conv_transpose2d, cl.conv_transpose3d), (None, 1, 2, 3),
+     _transpose_base, [
+        ("input", MASKED, TypeError), ("weight", "w", TypeError), ("bias", _ones(2, 1), ValueError),
+        ("stride", (1, 2, 3, 4), ValueError), ("padding", "same", ValueError), ("output_padding", 2, ValueError),
+        ("groups", 1.5, TypeError), ("dilation", 0, ValueError), ("output_size", "78", TypeError)]),
+    ((cl.max_pool, cl.max_pool1d, cl.max_pool2d, cl.max_pool3d), (None, 1, 2, 3), _pool_base, [
+        ("input", _ones(1, 2, 4, 4, dtype=complex), TypeError), *POOL_ROWS, ("dilation", 0, ValueError),
+        ("ceil_mode", "yes", TypeError), ("return_indices", 1, TypeError)]),
+    ((cl.avg_pool, cl.avg_pool1d, cl.avg_pool2d, cl.avg_pool3d), (None, 1, 2, 3), _pool_base, [
+        ("input", MASKED, TypeError), *POOL_ROWS, ("ceil_mode", None, TypeError),
+        ("count_include_pad", "no", TypeError), ("divisor_override", 0, ValueError)]),
+    ((cl.adaptive_avg_pool, cl.adaptive_avg_pool1d, cl.adaptive_avg_pool2d, cl.adaptive_avg_pool3d), (None, 1, 2, 3),
+     _adaptive_base, [("input", MASKED, TypeError), ("output_size", "2", TypeError)]),
+    ((cl.adaptive_max_pool, cl.adaptive_max_pool1d, cl.adaptive_max_pool2d, cl.adaptive_max_pool3d), (None, 1, 2, 3),
+     _adaptive_base, [("input", [1.0], TypeError), ("output_size", From(lambda a: _like(a["output_size"], -1)), ValueError),
+                      ("return_indices", "x", TypeError)]),
+    ((cl.max_unpool, cl.max_unpool1d, cl.max_unpool2d, cl.max_unpool3d), (None, 1, 2, 3), _unpool_base, [
+        ("input", MASKED, TypeError), ("indices", _ones(1, 1, 2, 2), TypeError),
+        ("kernel_size", From(lambda a: _like(a["kernel_size"], 0)), ValueError),
+        ("stride", 0, ValueError), ("padding", -1, ValueError), ("output_size", (100, 100, 100), ValueError)]),
+    ((cl.unfold,), (2,), lambda rank: dict(input=_ones(1, 2, 4, 4), kernel_size=2), [
+        ("input", MASKED, TypeError), ("kernel_size", 9, ValueError), ("dilation", 0, ValueError),
+        ("padding", -1, ValueError), ("stride", 2.0, TypeError)]),
+    ((cl.fold,), (2,), lambda rank: dict(input=_ones(1, 8, 9), output_size=(4, 4), kernel_size=2), [
+        ("input", _ones(1, 8, 8), ValueError), ("output_size", 0, ValueError), ("kernel_size", "2", TypeError),
+        ("dilation", 0, ValueError), ("padding", (1, 2, 3), ValueError), ("stride", None, TypeError)]),
+    ((cl.correlate, cl.convolve), (1, 1), lambda rank: dict(in1=_ones(5), in2=_ones(2)), [
+        ("in1", np.ones(3, dtype=object), TypeError), ("in2", _ones(2, 2), ValueError),
+        ("mode", "sam", ValueError), ("method", "fast", ValueError)]),
+    ((cl.output_shape,), (2,), lambda rank: dict(input_shape=(1, 2, 5, 5), weight_shape=(2, 2, 3, 3)), [
+        ("input_shape", (1, 2, 5.0, 5), TypeError), ("weight_shape", (2, 2, -3, 3), ValueError),
+        *[row for row in CONV_GEOMETRY_ROWS if row[0] not in ("padding_mode", "flip")]]),
+    ((cl.conv_spec,), (2,), lambda rank: dict(input_shape=(1, 2, 5, 5), weight_shape=(2, 2, 3, 3), op="conv2d"), [
+        ("input_shape", "15", TypeError), ("weight_shape", (2, 2, -3, 3), ValueError), *CONV_GEOMETRY_ROWS]),
+    ((cl.plan,), (2,), lambda rank: dict(input_shape=(1, 2, 5, 5), weight_shape=(2, 2, 3, 3)), [
+        ("input_shape", (1, 2, 5, -5), ValueError), ("weight_shape", None, TypeError),
+        ("dtype", np.bool_, TypeError), *CONV_GEOMETRY_ROWS]),
+    ((cl.grad.conv_input, cl.grad.conv1d_input, cl.grad.conv2d_input, cl.grad.conv3d_input), (None, 1, 2, 3),
+     _conv_input_base, [
+        ("input_size", "abc", TypeError), ("weight", MASKED, TypeError), ("grad_output", _ones(1, 2, 2), ValueError),
+        *CONV_GEOMETRY_ROWS, ("algorithm", "im2col", ValueError)]),
+    ((cl.grad.conv_weight, cl.grad.conv1d_weight, cl.grad.conv2d_weight, cl.grad.conv3d_weight), (None, 1, 2, 3),
+     _conv_weight_base, [
+        ("input", MASKED, TypeError), ("weight_size", (2, 2.0, 3, 3), TypeError),
+        ("grad_output", _ones(1, 2, 3, 3, 3, 3, dtype=np.float32), ValueError),
+        *CONV_GEOMETRY_ROWS, ("algorithm", "scatter", ValueError)]),
+    ((cl.grad.max_pool_input, cl.grad.max_pool1d_input, cl.grad.max_pool2d_input, cl.grad.max_pool3d_input),
+     (None, 1, 2, 3), _pool_input_base, [
+        ("grad_output", np.ones((1, 2, 2, 2), np.int64), TypeError), ("input", MASKED, TypeError), *POOL_ROWS,
+        ("dilation", -2, ValueError), ("ceil_mode", 1, TypeError)]),
+    ((cl.grad.avg_pool_input, cl.grad.avg_pool1d_input, cl.grad.avg_pool2d_input, cl.grad.avg_pool3d_input),
+     (None, 1, 2, 3), _pool_input_base, [
+        ("grad_output", _ones(7), ValueError), ("input", "x", TypeError), *POOL_ROWS,
+        ("ceil_mode", "True", TypeError), ("count_include_pad", 0, TypeError), ("divisor_override", 2.5, TypeError)]),
+    ((nn.functional.linear,), (None,), lambda rank: dict(input=_ones(2, 3), weight=_ones(4, 3)), [
+        ("input", _ones(2, 5), ValueError), ("weight", _ones(4, 3, dtype=np.float32), TypeError),
+        ("bias", _ones(3), ValueError)]),
+    ((nn.functional.relu, nn.functional.tanh, nn.functional.sigmoid), (None,) * 3, lambda rank: dict(input=_ones(2)),
+     [("input", np.arange(3), TypeError)]),
+    ((nn.functional.leaky_relu,), (None,), lambda rank: dict(input=_ones(2)), [
+        ("input", MASKED, TypeError), ("negative_slope", "0.1", TypeError)]),
+    ((nn.functional.dropout,), (None,), lambda rank: dict(input=_ones(4)), [
+        ("input", [1.0], TypeError), ("p", 1.5, ValueError), ("training", 1, TypeError),
+        ("rng", "seed", TypeError)]),
+    ((nn.functional.batch_norm,), (None,), lambda rank: dict(input=_ones(2, 3), running_mean=None,
+                                                               running_var=None, training=True), [
+        ("input", _ones(3), ValueError), ("running_mean", _ones(2), ValueError),
+        ("running_var", _ones(3, dtype=np.float32), TypeError), ("weight", _ones(4), ValueError),
+        ("bias", [0.0, 0.0, 0.0], TypeError), ("training", "train", TypeError), ("eps", -1.0, ValueError)]),
+    ((nn.functional.cross_entropy,), (None,), lambda rank: dict(input=_ones(2, 3), target=np.array([0, 2])), [
+        ("input", np.ones((2, 3), int), TypeError), ("target", np.array([0, 3]), ValueError),
+        ("reduction", "avg", ValueError), ("label_smoothing", 2.0, ValueError)]),
+    ((nn.functional.mse_loss,), (None,), lambda rank: dict(input=_ones(3), target=_ones(3)), [
+        ("input", MASKED, TypeError), ("target", _ones(4), ValueError), ("reduction", None, ValueError)]),
+    ((nn.functional.log_softmax,), (None,), lambda rank: dict(input=_ones(2, 3)), [
+        ("input", "x", TypeError), ("axis", 2, ValueError)]),
+]
+
+#: Parameters that are not arguments a caller checks: conv_spec's op names the caller in messages, rank is set by
+#: the fixed-rank wrappers.
+NOT_IN_TABLE = {("conv_spec", "op"), ("conv_spec", "rank")}
+
+
+def _error_cases():
+    for ops, ranks, base, rows in ERROR_TABLE:
+        for op, rank in zip(ops, ranks):
+            for name, bad, kind in rows:
+                yield pytest.param(op, base(rank), name, bad, kind, id=f"{op.__name__}-{name}")
+
+
+@pytest.mark.parametrize("op, arguments, name, bad, kind", list(_error_cases()))
+def test_error_inputs_table(op, arguments, name, bad, kind):
+    op(**arguments)  # the base arguments are valid
+    if isinstance(bad, From):
+        bad = bad.make(arguments)
+    expected_op = arguments.get("op", op.__name__)
+    with pytest.raises(kind, match=rf"^{re.escape(expected_op)}: {re.escape(name)} .*, got "):
+        op(**{**arguments, name: bad})
+
+
+def test_error_inputs_table_names_every_parameter_of_every_op():
+    import inspect
+
+    covered = {(op.__name__, name) for ops, _, _, rows in ERROR_TABLE for op in ops for name, _, _ in rows}
+    every = {(op.__name__, name) for ops, _, _, _ in ERROR_TABLE for op in ops
+             for name in inspect.signature(op).parameters} - NOT_IN_TABLE
+    assert every - covered == set()
+    public = {name for name in cl.__all__ if callable(getattr(cl, name)) and name[0].islower()}
+    public |= {f"grad.{name}" for name in cl.grad.__all__} | {f"nn.functional.{n}" for n in nn.functional.__all__}
+    tabled = {op.__name__ for ops, _, _, _ in ERROR_TABLE for op in ops}
+    tabled |= {f"grad.{n}" for n in cl.grad.__all__ if n in tabled}
+    tabled |= {f"nn.functional.{n}" for n in nn.functional.__all__ if n in tabled}
+    # The identities, the tracer, shapes' integer helpers and the settings are checked in their own tests.
+    elsewhere = {"trace", "im2col_matrices", "check_direct_equals_im2col", "check_flip", "check_input_gradient",
+                 "conv_matrix", "workspace_limit", "thread_count", "conv_output_size", "same_padding", "gradcheck",
+                 "vjp"}
+    assert public - tabled - elsewhere == set()

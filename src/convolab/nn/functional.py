@@ -20,7 +20,7 @@ from .._dtypes import same_dtype
 from .._errors import fail
 from ..functional import as_array
 from .._vjp import defines_vjp
-from ..spec import check_flag
+from ..spec import _is_int, check_flag
 from .init import generator_from
 
 __all__ = [
@@ -409,6 +409,9 @@ def log_softmax(input: np.ndarray, axis: int = 1) -> np.ndarray:
     array([[-1000.,     0.]])
     """
     input = _float_array("log_softmax", "input", input)
+    if not _is_int(axis) or not -input.ndim <= axis < input.ndim:
+        fail(TypeError if not _is_int(axis) else ValueError, "log_softmax", "axis",
+             f"{axis!r} for {input.ndim}-D input", f"must be an int in [-{input.ndim}, {input.ndim})")
     shifted = input - input.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
