@@ -67,7 +67,8 @@ FLAG_CALLS = {
 @pytest.mark.parametrize("bad", ["False", 0, 1, None, 1.0, np.int64(1)], ids=repr)
 def test_boolean_flags_take_bools_only(case, bad):
     name = case.split()[1]
-    with pytest.raises(TypeError, match=rf"{re.escape(name)} must be a bool \(True or False\), got {re.escape(repr(bad))}"):
+    with pytest.raises(TypeError,
+                       match=rf"{re.escape(name)} must be a bool \(True or False\), got {re.escape(repr(bad))}"):
         FLAG_CALLS[case](bad)
 
 
@@ -346,7 +347,8 @@ def test_pool_geometry_rules_match_torch_on_a_grid(torch_one_thread):
                     i > 0 and p <= k // 2 and _torch_pool_output_size(i, k, s, p, 1, ceil_mode) >= 1
                     for i, k, s, p in zip(sizes, kernel, stride, padding)):
                 assert ours(x, **kwargs).shape[2:] == tuple(  # accepted, as avg_pool2d would
-                    _torch_pool_output_size(i, k, s, p, 1, ceil_mode) for i, k, s, p in zip(sizes, kernel, stride, padding))
+                    _torch_pool_output_size(i, k, s, p, 1, ceil_mode)
+                    for i, k, s, p in zip(sizes, kernel, stride, padding))
                 avg3d_quirk += 1
                 continue
             with pytest.raises(ValueError, match=rf"^{kind}_pool{rank}d: (kernel_size|padding|input|dilation) "):
@@ -500,7 +502,8 @@ ERROR_TABLE = [
     ((cl.adaptive_avg_pool, cl.adaptive_avg_pool1d, cl.adaptive_avg_pool2d, cl.adaptive_avg_pool3d), (None, 1, 2, 3),
      _adaptive_base, [("input", MASKED, TypeError), ("output_size", "2", TypeError)]),
     ((cl.adaptive_max_pool, cl.adaptive_max_pool1d, cl.adaptive_max_pool2d, cl.adaptive_max_pool3d), (None, 1, 2, 3),
-     _adaptive_base, [("input", [1.0], TypeError), ("output_size", From(lambda a: _like(a["output_size"], -1)), ValueError),
+     _adaptive_base, [("input", [1.0], TypeError),
+                      ("output_size", From(lambda a: _like(a["output_size"], -1)), ValueError),
                       ("return_indices", "x", TypeError)]),
     ((cl.max_unpool, cl.max_unpool1d, cl.max_unpool2d, cl.max_unpool3d), (None, 1, 2, 3), _unpool_base, [
         ("input", MASKED, TypeError), ("indices", _ones(1, 1, 2, 2), TypeError),

@@ -38,6 +38,34 @@ def as_array(op: str, name: str, value: Any, *, array_like: bool = False) -> np.
 
     The caller's array is never modified; it is returned as is when it is
     already a plain native-order ndarray.
+
+    Parameters
+    ----------
+    op, name : str
+        The op and the parameter, for messages.
+    value : object
+        The caller's argument.
+    array_like : bool
+        Whether non-arrays are converted (SciPy's semantics) rather than refused.
+
+    Returns
+    -------
+    numpy.ndarray
+        A plain ndarray in native byte order.
+
+    Raises
+    ------
+    TypeError
+        A masked array; a non-array unless ``array_like``.
+
+    Examples
+    --------
+    >>> as_array("conv2d", "input", np.arange(3, dtype=">i4")).dtype.isnative
+    True
+    >>> as_array("conv2d", "input", np.ma.ones(2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: conv2d: input must not be a numpy.ma.MaskedArray: its mask would be ignored ...
     """
     if isinstance(value, np.ma.MaskedArray):
         fail(TypeError, op, name, f"a masked array of type {type(value).__name__}",

@@ -307,7 +307,10 @@ def pool_spec(
     the input is fine: ``max_pool1d`` of 4 samples with ``kernel_size=5,
     ceil_mode=True`` is their maximum). One rule is added that PyTorch does not
     check (it returns ``-inf`` and an index outside the input): every window
-    must cover at least one input sample.
+    must cover at least one input sample. One PyTorch check is not copied:
+    its ``avg_pool3d`` alone refuses an unpadded input smaller than the
+    kernel, which its ``avg_pool1d``/``avg_pool2d`` accept; here every rank
+    follows the rules above.
 
     Examples
     --------

@@ -249,7 +249,8 @@ def _fixed_rank(op: str, rank: int | None, doc: str):
             # y = crop(T(x)) with T the input gradient of conv(., w): its adjoint is conv itself.
             grad_output = check_array(op, "grad_output", grad_output)
             if grad_output.shape != out.shape:
-                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}", f"must have the output's shape {out.shape}")
+                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
+                     f"must have the output's shape {out.shape}")
             batched_grad = grad_output if batched else grad_output[np.newaxis]
             g = plan.uncrop(batched_grad).astype(out.dtype, copy=False)
             x = input if batched else input[np.newaxis]

@@ -805,7 +805,8 @@ class Linear(VjpModule):
         bound = default_bound((self.out_features, self.in_features))
         self.weight = Parameter(uniform((self.out_features, self.in_features), bound, dtype, generator))
         self.register_parameter(
-            "bias", Parameter(uniform((self.out_features,), bound, dtype, generator)) if check_flag(bias, "bias", "Linear")
+            "bias",
+            Parameter(uniform((self.out_features,), bound, dtype, generator)) if check_flag(bias, "bias", "Linear")
             else None)
 
     def extra_repr(self) -> str:
