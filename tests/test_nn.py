@@ -375,6 +375,63 @@ def test_backward_before_forward_is_an_error():
         nn.CrossEntropyLoss().backward()
 
 
+TWICE_LAYERS = [
+    (lambda: nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0), (2, 2, 4, 4)),
+    (lambda: nn.ConvTranspose2d(2, 3, 2, stride=2, dtype=np.float64, rng=0), (2, 2, 3, 3)),
+    (lambda: nn.MaxPool2d(2), (2, 2, 4, 4)),
+    (lambda: nn.AvgPool2d(2, ceil_mode=True), (2, 2, 5, 5)),
+    (lambda: nn.AdaptiveAvgPool2d(1), (2, 2, 4, 4)),
+    (lambda: nn.BatchNorm2d(2, dtype=np.float64), (2, 2, 4, 4)),
+    (lambda: nn.ReLU(), (2, 3)),
+    (lambda: nn.Dropout(0.5, rng=0), (2, 3)),
+    (lambda: nn.Flatten(), (2, 2, 3)),
+    (lambda: nn.Linear(3, 2, dtype=np.float64, rng=0), (2, 3)),
+    (lambda: nn.Sequential(nn.Conv2d(2, 2, 3, dtype=np.float64, rng=0), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(8, 2, dtype=np.float64, rng=1)), (2, 2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("make, shape", TWICE_LAYERS, ids=lambda v: type(v()).__name__ if callable(v) else "")
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_a_second_backward_after_one_forward_is_an_error_not_doubled_gradients(make, shape, input_grad):
+    layer = make()
+    x = RNG.standard_normal(shape)
+    out = layer(x)
+    g = RNG.standard_normal(out.shape)
+    layer.backward(g, input_grad=input_grad)
+    once = [p.grad.copy() for p in layer.parameters()]
+    name = type(layer[-1] if isinstance(layer, nn.Sequential) else layer).__name__  # a network: its last layer says
+    with pytest.raises(RuntimeError, match=rf"^{name}.backward called a second time after one forward: "
+                                           "run forward again before another backward"):
+        layer.backward(g, input_grad=input_grad)
+    for p, before in zip(layer.parameters(), once):
+        np.testing.assert_array_equal(p.grad, before)  # nothing was added by the refused call
+    layer(x)  # a fresh forward allows the next backward, which accumulates as in PyTorch
+    layer.backward(g, input_grad=input_grad)
+    for p, before in zip(layer.parameters(), once):
+        np.testing.assert_allclose(p.grad, 2 * before, rtol=1e-12)
+
+
+def test_torch_also_refuses_a_second_backward_and_so_do_the_losses():
+    layer = torch.nn.Linear(3, 2).double()
+    out = layer(torch.ones(2, 3, dtype=torch.float64))
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()
+    for loss_fn, target in ((nn.CrossEntropyLoss(), np.array([0, 1])), (nn.MSELoss(), np.zeros((2, 3)))):
+        loss_fn(np.ones((2, 3)), target)
+        loss_fn.backward()
+        with pytest.raises(RuntimeError, match=rf"{type(loss_fn).__name__}.backward called a second time"):
+            loss_fn.backward()
+
+
+def test_backward_input_grad_is_a_flag():
+    for layer in (nn.Sequential(nn.ReLU()), nn.ReLU(), nn.Conv2d(1, 1, 1)):
+        layer(np.ones((1, 1, 2, 2), np.float32))
+        with pytest.raises(TypeError, match=r"backward: input_grad must be a bool \(True or False\), got 0"):
+            layer.backward(np.ones((1, 1, 2, 2), np.float32), input_grad=0)
+
+
 # -- gradient checks of every layer (float64 finite differences) ------------------------------------------------------
 
 GRADCHECK_LAYERS = [
@@ -457,7 +514,7 @@ def test_module_gradcheck_catches_a_wrong_backward():
     (lambda: nn.ConvTranspose2d(2, 4, 3, padding_mode="reflect"), ValueError,
      "ConvTranspose2d: padding_mode must be 'zeros' for a transposed convolution"),
     (lambda: nn.Conv2d(2, 4, 3, dtype=np.int32), TypeError, "Conv2d: dtype must be a floating dtype"),
-    (lambda: nn.Linear(2, 3, bias=1), TypeError, "Linear: bias must be True or False, got 1"),
+    (lambda: nn.Linear(2, 3, bias=1), TypeError, r"Linear: bias must be a bool \(True or False\), got 1 of type int"),
     (lambda: nn.BatchNorm2d(3, momentum=2.0), ValueError, "BatchNorm2d: momentum must be None"),
     (lambda: nn.Dropout(1.5), ValueError, r"Dropout: p must be a probability in \[0, 1\], got 1.5"),
     (lambda: nn.MaxPool2d(0), ValueError, "MaxPool2d: kernel_size must be >= 1"),

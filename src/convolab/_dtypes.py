@@ -24,7 +24,7 @@ import numpy as np
 
 from ._errors import fail
 
-__all__ = ["compute_dtype", "result_dtype", "check_supported_dtype", "is_exact", "check_exact_range"]
+__all__ = ["compute_dtype", "result_dtype", "check_supported_dtype", "is_exact", "check_exact_range", "same_dtype"]
 
 _SUPPORTED = "float16, float32, float64, complex64, complex128, or a signed/unsigned integer up to uint32"
 
@@ -37,6 +37,15 @@ def check_supported_dtype(op: str, name: str, dtype: np.dtype) -> None:
     if dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize <= 4):
         return
     fail(TypeError, op, name, f"dtype {dtype}", f"must be {_SUPPORTED}")
+
+
+def same_dtype(first: np.dtype, second: np.dtype) -> bool:
+    """Whether two dtypes hold the same kind of number: byte order is storage, not a different dtype.
+
+    >>> same_dtype(np.dtype(">f8"), np.dtype("<f8")), same_dtype(np.dtype("f8"), np.dtype("f4"))
+    (True, False)
+    """
+    return np.dtype(first).newbyteorder("=") == np.dtype(second).newbyteorder("=")
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:

@@ -11,38 +11,106 @@ from typing import Any
 
 import numpy as np
 
-from ._dtypes import check_supported_dtype
+from ._dtypes import check_supported_dtype, same_dtype
 from ._errors import fail
 from ._conv import conv_forward, conv_input_grad, conv_weight_grad
 from ._vjp import defines_vjp
 from .spec import ConvSpec, PaddingArg, conv_spec
 
-__all__ = ["conv", "conv1d", "conv2d", "conv3d", "check_array", "check_conv_arrays"]
+__all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays"]
+
+
+def as_array(op: str, name: str, value: Any, *, array_like: bool = False) -> np.ndarray:
+    """The one place an array argument of a public op becomes the array the op computes with.
+
+    The policy, the same for every op:
+
+    - a masked array (``numpy.ma.MaskedArray``) is refused with a TypeError
+      naming ``name``: the ops would silently ignore its mask;
+    - any other ndarray subclass (``numpy.memmap``, ``numpy.matrix``...) is
+      read as its plain ndarray data (a view, no copy), so results are plain
+      ndarrays and ``*`` never means a matrix product inside an op;
+    - a non-native byte order (``>f8`` on a little-endian machine) is storage,
+      not a dtype: the data is converted to native order once, here, so dtypes
+      compare equal and results are native-order;
+    - anything else that is not an ndarray is refused, unless ``array_like``
+      (the SciPy-style ops), where :func:`numpy.asarray` converts it.
+
+    The caller's array is never modified; it is returned as is when it is
+    already a plain native-order ndarray.
+
+    Parameters
+    ----------
+    op, name : str
+        The op and the parameter, for messages.
+    value : object
+        The caller's argument.
+    array_like : bool
+        Whether non-arrays are converted (SciPy's semantics) rather than refused.
+
+    Returns
+    -------
+    numpy.ndarray
+        A plain ndarray in native byte order.
+
+    Raises
+    ------
+    TypeError
+        A masked array; a non-array unless ``array_like``.
+
+    Examples
+    --------
+    >>> as_array("conv2d", "input", np.arange(3, dtype=">i4")).dtype.isnative
+    True
+    >>> as_array("conv2d", "input", np.ma.ones(2))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: conv2d: input must not be a numpy.ma.MaskedArray: its mask would be ignored ...
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        fail(TypeError, op, name, f"a masked array of type {type(value).__name__}",
+             "must not be a numpy.ma.MaskedArray: its mask would be ignored "
+             "(pass value.filled(fill_value), or value.data to drop the mask)")
+    if not isinstance(value, np.ndarray):
+        if not array_like:
+            fail(TypeError, op, name, f"an object of type {type(value).__name__}",
+                 "must be a numpy.ndarray (convert with numpy.asarray)")
+        value = np.asarray(value)
+    elif type(value) is not np.ndarray:
+        value = value.view(np.ndarray)
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))
+    return value
 
 
 def check_array(op: str, name: str, value: Any) -> np.ndarray:
-    """``value`` if it is a NumPy array of a supported dtype, else a TypeError naming it."""
-    if not isinstance(value, np.ndarray):
-        fail(TypeError, op, name, f"an object of type {type(value).__name__}",
-             "must be a numpy.ndarray (convert with numpy.asarray)")
+    """``value`` through :func:`as_array`, if it is of a supported dtype, else a TypeError naming it.
+
+    Callers compute with the returned array (native byte order, plain ndarray).
+    """
+    value = as_array(op, name, value)
     check_supported_dtype(op, name, value.dtype)
     return value
 
 
-def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpec) -> None:
-    """Dtypes must agree (no silent promotion, as in PyTorch); bias must be ``(C_out,)``."""
-    if input.dtype != weight.dtype:
+def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpec) -> np.ndarray | None:
+    """Dtypes must agree (no silent promotion, as in PyTorch); bias must be ``(C_out,)``.
+
+    Returns the bias as :func:`check_array` gives it (or None).
+    """
+    if not same_dtype(input.dtype, weight.dtype):
         fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
     if bias is None:
-        return
-    check_array(op, "bias", bias)
+        return None
+    bias = check_array(op, "bias", bias)
     if bias.ndim != 1 or bias.shape[0] != spec.out_channels:
         fail(ValueError, op, "bias", f"shape {bias.shape}",
              f"must be 1-D of length C_out={spec.out_channels} (weight.shape[0])")
-    if bias.dtype != input.dtype:
+    if not same_dtype(bias.dtype, input.dtype):
         fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
+    return bias
 
 
 def _conv(
@@ -58,15 +126,16 @@ def _conv(
     padding_mode: str,
     flip: bool,
     algorithm: str,
-) -> tuple[np.ndarray, ConvSpec]:
-    check_array(op, "input", input)
-    check_array(op, "weight", weight)
+) -> tuple[np.ndarray, ConvSpec, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """The output, the spec, and the arrays as computed with (for the pullback)."""
+    input = check_array(op, "input", input)
+    weight = check_array(op, "weight", weight)
     spec = conv_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
-    check_conv_arrays(op, input, weight, bias, spec)
+    bias = check_conv_arrays(op, input, weight, bias, spec)
     batched_input = input if spec.batched else input[np.newaxis]
     out = conv_forward(batched_input, weight, bias, spec, algorithm)
-    return (out if spec.batched else out[0]), spec
+    return (out if spec.batched else out[0]), spec, (input, weight, bias)
 
 
 _CONV_DOC = """{summary}
@@ -134,8 +203,10 @@ _CONV_DOC = """{summary}
     Raises
     ------
     TypeError
-        A non-array argument, an unsupported or mismatched dtype, a non-integer
-        stride/dilation/groups.
+        A non-array or masked-array argument (other ndarray subclasses are read
+        as their data; byte order is not a dtype: results are native-order), an
+        unsupported or mismatched dtype, a non-integer stride/dilation/groups, a
+        non-bool flip.
     ValueError
         A wrong rank or channel count, groups not dividing the channels, a
         stride or dilation below 1, negative padding, an unknown padding string
@@ -215,11 +286,11 @@ def _fixed_rank_conv(op: str, rank: int | None, doc: str):
     @defines_vjp(conv_op)
     def _vjp(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", flip=False,
              algorithm="auto"):
-        out, spec = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                          algorithm)
+        out, spec, (input, weight, bias) = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups,
+                                                 padding_mode, flip, algorithm)
 
         def pullback(grad_output: np.ndarray):
-            check_array(op, "grad_output", grad_output)
+            grad_output = check_array(op, "grad_output", grad_output)
             if grad_output.shape != spec.caller_output_shape:
                 fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
                      f"must have the output's shape {spec.caller_output_shape}")

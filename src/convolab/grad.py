@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._conv import conv_input_grad, conv_weight_grad
+from ._dtypes import same_dtype
 from ._errors import fail
 from .functional import check_array
 from .pooling import (  # pooling's gradients live beside its forward ops
@@ -51,18 +52,18 @@ __all__ = [
 
 
 def _check_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
-    check_array(op, "grad_output", grad_output)
+    grad_output = check_array(op, "grad_output", grad_output)
     if grad_output.shape != spec.caller_output_shape:
         fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
              f"must have the forward output's shape {spec.caller_output_shape}")
-    if grad_output.dtype != dtype:
+    if not same_dtype(grad_output.dtype, dtype):
         fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", f"must have dtype {dtype}")
     return grad_output if spec.batched else grad_output[np.newaxis]
 
 
 def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                 algorithm):
-    check_array(op, "weight", weight)
+    weight = check_array(op, "weight", weight)
     spec = conv_spec(normalize_shape(input_size, "input_size", op), weight.shape, stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _check_grad_output(op, grad_output, spec, weight.dtype)
@@ -72,7 +73,7 @@ def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dila
 
 def _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                  algorithm):
-    check_array(op, "input", input)
+    input = check_array(op, "input", input)
     spec = conv_spec(input.shape, normalize_shape(weight_size, "weight_size", op), stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _check_grad_output(op, grad_output, spec, input.dtype)

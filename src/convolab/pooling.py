@@ -51,8 +51,8 @@ from . import shapes
 from ._errors import fail
 from ._vjp import defines_vjp
 from ._window import add_windows, pad, pad_adjoint, sliding_windows
-from .functional import check_array
-from .spec import normalize_ints
+from .functional import as_array, check_array
+from .spec import check_flag, normalize_ints
 
 __all__ = [
     # forward ops (the convolab namespace)
@@ -118,17 +118,16 @@ def _rank_from_tuple(op: str, name: str, value: Any, fixed_rank: int | None) -> 
 
 
 def _check_real_array(op: str, name: str, value: Any) -> np.ndarray:
-    check_array(op, name, value)
+    value = check_array(op, name, value)
     if value.dtype.kind == "c":
         fail(TypeError, op, name, f"dtype {value.dtype}", "must be real (pooling compares or averages real values)")
     return value
 
 
 def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
-    """``input`` as ``(N, C, *in)`` (in native byte order) and whether the caller gave a batch axis."""
-    _check_real_array(op, "input", input)
-    if not input.dtype.isnative:  # ufuncs take no byte order in dtype=, which the fast paths pass
-        input = input.astype(input.dtype.newbyteorder("="))
+    """``input`` as ``(N, C, *in)`` (in native byte order: ufuncs take none in the ``dtype=`` the fast paths
+    pass) and whether the caller gave a batch axis."""
+    input = _check_real_array(op, "input", input)
     if input.ndim == rank + 2:
         return input, True
     if input.ndim == rank + 1:
@@ -136,12 +135,6 @@ def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
     axes = _spatial_names(rank)
     fail(ValueError, op, "input", f"shape {input.shape} ({input.ndim} dimensions)",
          f"must have {rank + 2} dimensions (N, C, {axes}) or {rank + 1} unbatched (C, {axes})")
-
-
-def _check_flag(op: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", "must be a bool")
-    return bool(value)
 
 
 def _normalize_stride(op: str, stride: Any, kernel_size: tuple[int, ...]) -> tuple[int, ...]:
@@ -152,7 +145,8 @@ def _normalize_stride(op: str, stride: Any, kernel_size: tuple[int, ...]) -> tup
 
 
 def _check_grad_output(op: str, grad_output: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-    check_array(op, "grad_output", grad_output)
+    """``grad_output`` as computed with (:func:`convolab.functional.as_array`), if float and of the output's shape."""
+    grad_output = check_array(op, "grad_output", grad_output)
     if grad_output.dtype.kind != "f":
         fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", "must be a floating-point array")
     if grad_output.shape != tuple(expected_shape):
@@ -304,11 +298,19 @@ def pool_spec(
 
     ``rank`` fixes the number of spatial dimensions (``max_pool2d`` passes 2);
     ``None`` reads it from a tuple ``kernel_size``. The rules are PyTorch's:
-    kernel size, stride and dilation at least 1; padding at least 0 and at most
-    half the kernel size (``padding <= kernel_size // 2``, not dilated); the
-    dilated window must fit the padded input; and, a rule PyTorch does not check
-    (it returns ``-inf`` and an index outside the input), every window must
-    cover at least one input sample.
+    kernel size, stride and dilation at least 1; non-empty spatial dimensions;
+    padding at least 0 and at most half the kernel size (``padding <= kernel_size // 2``,
+    not dilated); and an output of at least one window per dimension
+    (:func:`convolab.shapes.pool_output_size`): without ``ceil_mode`` the
+    dilated window must fit the padded input, with it the one window may
+    overhang the padded input by less than a stride (so a kernel larger than
+    the input is fine: ``max_pool1d`` of 4 samples with ``kernel_size=5,
+    ceil_mode=True`` is their maximum). One rule is added that PyTorch does not
+    check (it returns ``-inf`` and an index outside the input): every window
+    must cover at least one input sample. One PyTorch check is not copied:
+    its ``avg_pool3d`` alone refuses an unpadded input smaller than the
+    kernel, which its ``avg_pool1d``/``avg_pool2d`` accept; here every rank
+    follows the rules above.
 
     Examples
     --------
@@ -317,6 +319,8 @@ def pool_spec(
     ((4, 4), ((1, 1), (1, 1)))
     >>> pool_spec((3, 5), (2,), ceil_mode=True).caller_output_shape
     (3, 3)
+    >>> pool_spec((1, 1, 4), (5,), ceil_mode=True).output_size
+    (1,)
     """
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     if not isinstance(input_shape, (tuple, list)) or not all(
@@ -336,18 +340,29 @@ def pool_spec(
     strides = _normalize_stride(op, stride, kernel)
     pads = normalize_ints(padding, rank, "padding", op, minimum=0)
     dilations = normalize_ints(dilation, rank, "dilation", op)
-    ceil_mode = _check_flag(op, "ceil_mode", ceil_mode)
+    ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
     batch, channels, *input_size = input_shape
-    for dim, (size, k, p, d) in enumerate(zip(input_size, kernel, pads, dilations)):
+    for dim, size in enumerate(input_size):
+        if size == 0:
+            fail(ValueError, op, "input", f"shape {input_shape if batched else input_shape[1:]} "
+                 f"(spatial dimension {dim} is empty)", "must have non-empty spatial dimensions (as in PyTorch)")
+    for dim, (size, k, s, p, d) in enumerate(zip(input_size, kernel, strides, pads, dilations)):
         if p > k // 2:
             fail(ValueError, op, "padding", f"{p} with kernel_size {k} in spatial dimension {dim}",
                  "must be at most half the kernel size (padding <= kernel_size // 2)")
+        # PyTorch's "output size is too small": floor((padded - extent) / stride) + 1 < 1, or with
+        # ceil_mode ceil(...) + 1 < 1, which is an overhang past the padded input of a stride or more.
         extent = shapes.dilated_kernel_size(k, d)
-        if size + 2 * p < extent:
+        overhang = extent - (size + 2 * p)
+        if overhang > 0 and not (ceil_mode and overhang < s):
+            rule = ("must overhang the padded input by less than the stride with ceil_mode=True, to leave one window"
+                    if ceil_mode else
+                    "must fit inside the padded input (ceil_mode=True also keeps one window that overhangs it by "
+                    "less than the stride)")
             fail(ValueError, op, "kernel_size",
                  f"window extent {extent} (kernel {k}, dilation {d}) in spatial dimension {dim}, "
-                 f"where the padded input is {size + 2 * p} (size {size} + padding {p} + {p})",
-                 "must fit inside the padded input")
+                 f"where the padded input is {size + 2 * p} (size {size} + padding {p} + {p}) and the stride {s}",
+                 rule)
     spec = PoolSpec(
         op=op, batched=batched, batch=batch, channels=channels, input_size=tuple(input_size),
         kernel_size=kernel, stride=strides, padding=tuple((p, p) for p in pads), dilation=dilations,
@@ -848,11 +863,13 @@ _MAX_POOL_DOC = """{summary}
     Raises
     ------
     TypeError
-        A non-array or complex input; non-integer sizes; non-bool flags.
+        A non-array, masked-array or complex input; non-integer sizes; non-bool flags.
     ValueError
-        A wrong input rank; kernel_size, stride or dilation below 1 or of the
-        wrong count; padding negative or above ``kernel_size // 2``; a window
-        larger than the padded input, or one that reads only padding.
+        A wrong input rank or an empty spatial dimension; kernel_size, stride
+        or dilation below 1 or of the wrong count; padding negative or above
+        ``kernel_size // 2``; a window larger than the padded input (with
+        ``ceil_mode``: by a stride or more, which leaves no output), or one that
+        reads only padding.
 
     Notes
     -----
@@ -970,7 +987,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         ceil_mode: bool = False,
         return_indices: bool = False,
     ) -> Any:
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode,
                                           with_indices=return_indices)
         if not return_indices:
@@ -990,7 +1007,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         # d out[o] / d x[i] = 1 where i is window o's selected element, else 0; so the
         # pullback adds grad_output[o] at index[o]: a scatter-add, the transpose of a gather.
         # With return_indices the output is (values, indices); only the values pull back.
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
 
         def pullback(grad_output: Any) -> tuple[np.ndarray]:
@@ -1027,7 +1044,7 @@ def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
     ) -> np.ndarray:
         grad_op = f"{op}_input"
         _, indices, spec = _max_pool(grad_op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
-        _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
+        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
         batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
         return _unbatch(spec.batched, _scatter_to_planes(batched_grad, indices, spec.input_size))[0]
 
@@ -1115,7 +1132,7 @@ def _avg_args(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, _ = _batch_input(op, input, rank)
     spec = _cached_pool_spec(input.shape, kernel_size, stride, padding, 1, ceil_mode, op, rank)
-    count_include_pad = _check_flag(op, "count_include_pad", count_include_pad)
+    count_include_pad = check_flag(count_include_pad, "count_include_pad", op)
     divisor = _avg_divisor(spec, count_include_pad, _check_divisor(op, divisor_override))
     return x, spec, divisor
 
@@ -1210,11 +1227,13 @@ _AVG_POOL_DOC = """{summary}
     Raises
     ------
     TypeError
-        A non-array or complex input; non-integer sizes or divisor; non-bool flags.
+        A non-array, masked-array or complex input; non-integer sizes or divisor; non-bool flags.
     ValueError
-        A wrong input rank; kernel_size or stride below 1 or of the wrong count;
-        padding negative or above ``kernel_size // 2``; a window larger than the
-        padded input; ``divisor_override=0``.
+        A wrong input rank or an empty spatial dimension; kernel_size or stride
+        below 1 or of the wrong count; padding negative or above
+        ``kernel_size // 2``; a window larger than the padded input (with
+        ``ceil_mode``: by a stride or more, which leaves no output);
+        ``divisor_override=0``.
 
     Shape
     -----
@@ -1369,7 +1388,7 @@ def _fixed_rank_avg_pool(op: str, rank: int | None, summary: str) -> tuple[Calla
         grad_op = f"{op}_input"
         _, spec, divisor = _avg_args(grad_op, rank, input, kernel_size, stride, padding, ceil_mode,
                                      count_include_pad, divisor_override)
-        _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
+        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
         batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
         return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))[0]
 
@@ -1689,7 +1708,7 @@ def _fixed_rank_adaptive_max_pool(op: str, rank: int | None, summary: str) -> Ca
 
     def _run(input: Any, output_size: Any, return_indices: Any) -> tuple[np.ndarray, np.ndarray, bool, bool, tuple]:
         """Batched values and indices, whether batched, the checked flag, and the input's spatial size."""
-        return_indices = _check_flag(op, "return_indices", return_indices)
+        return_indices = check_flag(return_indices, "return_indices", op)
         x, batched, size = _adaptive_args(op, rank, input, output_size)
         values, indices = _adaptive_max_forward(x, size)
         return values, indices, batched, return_indices, x.shape[2:]
@@ -1792,9 +1811,7 @@ def _unpool_args(op: str, rank: int | None, input: Any, indices: Any, kernel_siz
     """Batched input and int64 indices, whether batched, and the output's spatial size."""
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
     x, batched = _batch_input(op, input, rank)
-    if not isinstance(indices, np.ndarray):
-        fail(TypeError, op, "indices", f"an object of type {type(indices).__name__}",
-             "must be a numpy.ndarray of integers (as max_pool returns with return_indices=True)")
+    indices = as_array(op, "indices", indices)
     if indices.dtype.kind not in "iu":
         fail(TypeError, op, "indices", f"dtype {indices.dtype}", "must be an integer dtype")
     if indices.shape != input.shape:

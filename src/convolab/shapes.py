@@ -173,6 +173,13 @@ def pool_output_size(
     ``floor`` (or ``ceil`` with ``ceil_mode``) of
     ``(input_size + 2*padding - dilation*(kernel_size-1) - 1) / stride``, plus one;
     in ``ceil_mode`` a last window that would start inside the right padding is dropped.
+    So in ``ceil_mode`` a window larger than the padded input still gives one
+    output where it overhangs by less than the stride, as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        Where that leaves no output (PyTorch's "output size is too small").
 
     >>> pool_output_size(5, 2, 2)
     2
@@ -180,14 +187,17 @@ def pool_output_size(
     3
     >>> pool_output_size(4, 2, 2, padding=1, ceil_mode=True)
     3
+    >>> pool_output_size(4, 5, 5, ceil_mode=True)
+    1
     """
     span = input_size + 2 * padding - dilated_kernel_size(kernel_size, dilation)
-    if span < 0:
-        raise ValueError(
-            f"the pooling window extent {dilated_kernel_size(kernel_size, dilation)} is larger than the "
-            f"padded input size {input_size + 2 * padding}; it must fit at least once"
-        )
     output_size = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (output_size - 1) * stride >= input_size + padding:
         output_size -= 1
+    if output_size < 1:
+        raise ValueError(
+            f"the pooling window extent {dilated_kernel_size(kernel_size, dilation)} is larger than the "
+            f"padded input size {input_size + 2 * padding}"
+            + (f" by a stride ({stride}) or more" if ceil_mode else "") + "; it must fit at least once"
+        )
     return output_size

@@ -3,7 +3,8 @@
 These take two N-d arrays of the same rank (no batch or channel axes) and
 return SciPy's numbers, so signal-processing code can switch with no surprises.
 Unlike the deep-learning ops, they accept array-likes and promote mixed dtypes,
-as SciPy does.
+as SciPy does; a masked array is refused, as by every convolab op (its mask
+would be ignored).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._errors import fail
 from ._conv import conv_forward
 from ._window import reverse_spatial
 from .algorithms import ALGORITHMS
+from .functional import as_array
 from .spec import conv_spec
 
 __all__ = ["convolve", "correlate"]
@@ -34,7 +36,7 @@ def _check_mode_and_method(op: str, mode: object, method: object) -> None:
 
 
 def _as_signal(op: str, name: str, value: Any) -> np.ndarray:
-    array = np.asarray(value)
+    array = as_array(op, name, value, array_like=True)  # array-likes welcome, as in SciPy; masked arrays are not
     if array.dtype == np.bool_:
         array = array.astype(np.int64)
     check_supported_dtype(op, name, array.dtype)

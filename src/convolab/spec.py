@@ -28,6 +28,7 @@ __all__ = [
     "normalize_ints",
     "normalize_shape",
     "normalize_padding",
+    "check_flag",
 ]
 
 PaddingArg = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
@@ -49,6 +50,25 @@ _PADDING_STRINGS = ("valid", "same", "full")
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_flag(value: object, name: str, op: str) -> bool:
+    """A boolean flag (``flip``, ``ceil_mode``, ``return_indices``...) as a Python bool.
+
+    Only ``bool`` and ``numpy.bool_`` are flags: ``"False"`` is a non-empty (true)
+    string and ``0``/``1`` are counts, so each is refused rather than guessed at,
+    as PyTorch refuses them.
+
+    >>> check_flag(np.True_, "flip", "conv2d")
+    True
+    >>> check_flag("False", "flip", "conv2d")
+    Traceback (most recent call last):
+    ...
+    TypeError: conv2d: flip must be a bool (True or False), got 'False' of type str
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", "must be a bool (True or False)")
+    return bool(value)
 
 
 def normalize_shape(value: object, name: str, op: str) -> tuple[int, ...]:
@@ -337,7 +357,7 @@ def conv_spec(
     return ConvSpec(
         op=op, batched=batched, batch=batch, in_channels=in_channels, out_channels=out_channels,
         groups=groups, input_size=tuple(input_size), kernel_size=tuple(kernel_size), stride=strides,
-        padding=pads, dilation=dilations, padding_mode=mode, flip=bool(flip),
+        padding=pads, dilation=dilations, padding_mode=mode, flip=check_flag(flip, "flip", op),
     )
 
 

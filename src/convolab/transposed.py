@@ -14,10 +14,11 @@ import numpy as np
 
 from . import shapes
 from ._conv import conv_forward, conv_input_grad, conv_weight_grad
+from ._dtypes import same_dtype
 from ._errors import fail
 from ._vjp import defines_vjp
 from .functional import check_array
-from .spec import ConvSpec, conv_spec, normalize_ints, normalize_padding
+from .spec import ConvSpec, _is_int, conv_spec, normalize_ints, normalize_padding
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -71,8 +72,6 @@ def _plan(
     dilation: Any,
     output_size: Sequence[int] | None,
 ) -> tuple[_TransposePlan, bool]:
-    check_array(op, "input", input)
-    check_array(op, "weight", weight)
     if rank is None:
         rank = weight.ndim - 2
     if weight.ndim != rank + 2 or rank < 1:
@@ -83,7 +82,7 @@ def _plan(
              f"must have {rank + 2} dimensions (N, C_in, *spatial) or {rank + 1} unbatched")
     batched = input.ndim == rank + 2
     x_shape = input.shape if batched else (1, *input.shape)
-    if input.dtype != weight.dtype:
+    if not same_dtype(input.dtype, weight.dtype):
         fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
     if x_shape[1] != weight.shape[0]:
@@ -101,17 +100,7 @@ def _plan(
     if output_size is not None:
         if output_padding not in (0, None) and normalize_ints(output_padding, rank, "output_padding", op, 0) != (0,) * rank:
             fail(ValueError, op, "output_padding", repr(output_padding), "must be 0 when output_size is given")
-        sizes = tuple(int(n) for n in output_size)
-        if len(sizes) in (rank + 1, rank + 2):
-            sizes = sizes[-rank:]
-        if len(sizes) != rank:
-            fail(ValueError, op, "output_size", repr(tuple(output_size)),
-                 f"must give {rank} spatial sizes (or a full shape ending in them)")
-        for size, low, s in zip(sizes, smallest, strides):
-            if not low <= size < low + s:
-                fail(ValueError, op, "output_size", repr(tuple(output_size)),
-                     f"must lie, per dimension, between {smallest} and that plus stride - 1")
-        extra = tuple(size - low for size, low in zip(sizes, smallest))
+        extra = _output_padding_for(op, output_size, smallest, strides, x_shape[2:])
     else:
         extra = normalize_ints(output_padding, rank, "output_padding", op, minimum=0)
         for p, s, d in zip(extra, strides, dilations):
@@ -130,29 +119,61 @@ def _plan(
     return _TransposePlan(spec, padding_pairs, out_size), batched
 
 
+def _output_padding_for(op: str, output_size: Any, smallest: tuple[int, ...], strides: tuple[int, ...],
+                        input_size: tuple[int, ...]) -> tuple[int, ...]:
+    """The output_padding that gives ``output_size``: PyTorch's rule, sizes from ``smallest`` to ``+ stride - 1``.
+
+    ``output_size`` holds ints only (Python or NumPy integers, not bools, not
+    floats, not a string of digits): ``rank`` spatial sizes, or a full shape
+    ending in them.
+    """
+    rank = len(smallest)
+    if isinstance(output_size, np.ndarray) and output_size.ndim == 1 and output_size.dtype.kind in "iu":
+        output_size = output_size.tolist()
+    if not isinstance(output_size, (tuple, list)) or not all(_is_int(n) for n in output_size):
+        fail(TypeError, op, "output_size", f"{output_size!r} of type {type(output_size).__name__}",
+             f"must be a tuple of ints ({rank} spatial sizes, or a full shape ending in them)")
+    sizes = tuple(int(n) for n in output_size)
+    if len(sizes) in (rank + 1, rank + 2):
+        sizes = sizes[-rank:]
+    if len(sizes) != rank:
+        fail(ValueError, op, "output_size", f"{tuple(output_size)!r} ({len(output_size)} values)",
+             f"must give {rank} spatial sizes (or a full shape ending in them)")
+    largest = tuple(low + s - 1 for low, s in zip(smallest, strides))
+    if not all(low <= size <= high for size, low, high in zip(sizes, smallest, largest)):
+        fail(ValueError, op, "output_size", repr(tuple(output_size)),
+             f"must lie between {smallest} and {largest} in every dimension: the valid sizes for an input of "
+             f"spatial size {tuple(input_size)} at stride {strides}")
+    return tuple(size - low for size, low in zip(sizes, smallest))
+
+
 def _groups(groups: Any) -> int:
     """groups as an int for the channel count; conv_spec then checks it and says what is wrong."""
-    return int(groups) if isinstance(groups, (int, np.integer)) and not isinstance(groups, bool) else 1
+    return int(groups) if _is_int(groups) else 1
 
 
-def _check_bias(op: str, bias: Any, channels: int, dtype: np.dtype) -> None:
+def _check_bias(op: str, bias: Any, channels: int, dtype: np.dtype) -> np.ndarray | None:
     if bias is None:
-        return
-    check_array(op, "bias", bias)
+        return None
+    bias = check_array(op, "bias", bias)
     if bias.ndim != 1 or bias.shape[0] != channels:
         fail(ValueError, op, "bias", f"shape {bias.shape}", f"must be 1-D of length C_out={channels}")
-    if bias.dtype != dtype:
+    if not same_dtype(bias.dtype, dtype):
         fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {dtype}", "must have the same dtype as input")
+    return bias
 
 
 def _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size):
+    """The output, its plan, whether batched, and the arrays as computed with (for the pullback)."""
+    input = check_array(op, "input", input)
+    weight = check_array(op, "weight", weight)
     plan, batched = _plan(op, rank, input, weight, stride, padding, output_padding, groups, dilation, output_size)
-    _check_bias(op, bias, plan.spec.in_channels, input.dtype)
+    bias = _check_bias(op, bias, plan.spec.in_channels, input.dtype)
     x = input if batched else input[np.newaxis]
     out = plan.crop(conv_input_grad(x, weight, plan.spec))
     if bias is not None:
         out += bias.astype(out.dtype).reshape(-1, *([1] * plan.spec.rank))
-    return (out if batched else out[0]), plan, batched
+    return (out if batched else out[0]), plan, batched, (input, weight, bias)
 
 
 _DOC = """{summary}
@@ -221,11 +242,15 @@ def _fixed_rank(op: str, rank: int | None, doc: str):
 
     @defines_vjp(conv_transpose_op)
     def _vjp(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, output_size=None):
-        out, plan, batched = _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups,
-                                             dilation, output_size)
+        out, plan, batched, (input, weight, bias) = _conv_transpose(
+            op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size)
 
         def pullback(grad_output: np.ndarray):
             # y = crop(T(x)) with T the input gradient of conv(., w): its adjoint is conv itself.
+            grad_output = check_array(op, "grad_output", grad_output)
+            if grad_output.shape != out.shape:
+                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
+                     f"must have the output's shape {out.shape}")
             batched_grad = grad_output if batched else grad_output[np.newaxis]
             g = plan.uncrop(batched_grad).astype(out.dtype, copy=False)
             x = input if batched else input[np.newaxis]

@@ -85,7 +85,7 @@ def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any 
             [5, 6, 8, 9]]])
     """
     op = "unfold"
-    check_array(op, "input", input)
+    input = check_array(op, "input", input)
     rank = _rank(kernel_size)
     if input.ndim not in (rank + 1, rank + 2):
         fail(ValueError, op, "input", f"shape {input.shape}", f"must have {rank + 2} dimensions (N, C, *spatial) "
@@ -137,7 +137,7 @@ def fold(
              [1., 2., 1.]]]])
     """
     op = "fold"
-    check_array(op, "input", input)
+    input = check_array(op, "input", input)
     rank = _rank(kernel_size, output_size)
     size = normalize_ints(output_size, rank, "output_size", op)
     kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)

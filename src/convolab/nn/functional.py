@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from .._dtypes import same_dtype
 from .._errors import fail
+from ..functional import as_array
 from .._vjp import defines_vjp
+from ..spec import _is_int, check_flag
 from .init import generator_from
 
 __all__ = [
@@ -37,23 +40,21 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _float_array(op: str, name: str, value: Any) -> np.ndarray:
-    """``value`` if it is a floating-point NumPy array, else a TypeError naming it."""
-    if not isinstance(value, np.ndarray):
-        fail(TypeError, op, name, f"an object of type {type(value).__name__}",
-             "must be a numpy.ndarray (convert with numpy.asarray)")
+    """``value`` as computed with (:func:`convolab.functional.as_array`) if floating point, else a TypeError."""
+    value = as_array(op, name, value)
     if value.dtype.kind != "f":
         fail(TypeError, op, name, f"dtype {value.dtype}", "must be floating point (float16, float32 or float64)")
     return value
 
 
 def _same_dtype(op: str, name: str, value: np.ndarray, input: np.ndarray) -> None:
-    if value.dtype != input.dtype:
+    if not same_dtype(value.dtype, input.dtype):
         fail(TypeError, op, name, f"dtype {value.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
 
 
 def _check_grad(op: str, grad_output: Any, shape: tuple[int, ...]) -> np.ndarray:
-    grad_output = np.asarray(grad_output)
+    grad_output = as_array(op, "grad_output", grad_output, array_like=True)
     if grad_output.shape != shape:
         fail(ValueError, op, "grad_output", f"shape {grad_output.shape}", f"must have the output's shape {shape}")
     return grad_output
@@ -69,9 +70,10 @@ def _check_reduction(op: str, reduction: Any) -> str:
 # linear: y = x Wᵀ + b over the last axis.
 
 
-def _linear_args(input: Any, weight: Any, bias: Any) -> None:
-    _float_array("linear", "input", input)
-    _float_array("linear", "weight", weight)
+def _linear_args(input: Any, weight: Any, bias: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The three arrays as computed with, once checked."""
+    input = _float_array("linear", "input", input)
+    weight = _float_array("linear", "weight", weight)
     _same_dtype("linear", "weight", weight, input)
     if weight.ndim != 2:
         fail(ValueError, "linear", "weight", f"shape {weight.shape}", "must be 2-D (out_features, in_features)")
@@ -79,11 +81,12 @@ def _linear_args(input: Any, weight: Any, bias: Any) -> None:
         fail(ValueError, "linear", "input", f"shape {input.shape}",
              f"must end in in_features={weight.shape[1]} (weight.shape[1])")
     if bias is not None:
-        _float_array("linear", "bias", bias)
+        bias = _float_array("linear", "bias", bias)
         _same_dtype("linear", "bias", bias, input)
         if bias.shape != (weight.shape[0],):
             fail(ValueError, "linear", "bias", f"shape {bias.shape}",
                  f"must be 1-D of length out_features={weight.shape[0]}")
+    return input, weight, bias
 
 
 def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -100,13 +103,14 @@ def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
     >>> linear(np.array([[1., 2.]]), np.array([[1., 0.], [1., 1.]]), np.array([0., 10.]))
     array([[ 1., 13.]])
     """
-    _linear_args(input, weight, bias)
+    input, weight, bias = _linear_args(input, weight, bias)
     out = input @ weight.T
     return out if bias is None else out + bias
 
 
 @defines_vjp(linear)
 def _linear_vjp(input, weight, bias=None):
+    input, weight, bias = _linear_args(input, weight, bias)
     out = linear(input, weight, bias)
 
     def pullback(grad_output):
@@ -130,12 +134,13 @@ def relu(input: np.ndarray) -> np.ndarray:
     >>> relu(np.array([-1., 0., 2.]))
     array([0., 0., 2.])
     """
-    _float_array("relu", "input", input)
+    input = _float_array("relu", "input", input)
     return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(input).any() else np.maximum(input, 0)
 
 
 @defines_vjp(relu)
 def _relu_vjp(input):
+    input = _float_array("relu", "input", input)
     out = relu(input)
 
     def pullback(grad_output):
@@ -151,7 +156,7 @@ def leaky_relu(input: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
     >>> leaky_relu(np.array([-2., 3.]), 0.1)
     array([-0.2,  3. ])
     """
-    _float_array("leaky_relu", "input", input)
+    input = _float_array("leaky_relu", "input", input)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.floating, np.integer)):
         fail(TypeError, "leaky_relu", "negative_slope", repr(negative_slope), "must be a real number")
     slope = input.dtype.type(negative_slope)
@@ -160,6 +165,7 @@ def leaky_relu(input: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
 
 @defines_vjp(leaky_relu)
 def _leaky_relu_vjp(input, negative_slope=0.01):
+    input = _float_array("leaky_relu", "input", input)
     out = leaky_relu(input, negative_slope)
 
     def pullback(grad_output):
@@ -194,7 +200,7 @@ def sigmoid(input: np.ndarray) -> np.ndarray:
     >>> sigmoid(np.array([0., -1000., 1000.]))
     array([0.5, 0. , 1. ])
     """
-    _float_array("sigmoid", "input", input)
+    input = _float_array("sigmoid", "input", input)
     # exp of a non-positive number only: exp(-|x|) never overflows.
     e = np.exp(-np.abs(input))
     return np.where(input >= 0, 1 / (1 + e), e / (1 + e)).astype(input.dtype, copy=False)
@@ -214,20 +220,20 @@ def _sigmoid_vjp(input):
 # dropout: zero each element with probability p, scale survivors by 1/(1-p) so the mean is kept.
 
 
-def _dropout_mask(input: Any, p: Any, training: Any, rng: Any) -> np.ndarray | None:
-    """The scale each element is multiplied by (0 or 1/(1-p)), or None where dropout does nothing."""
-    _float_array("dropout", "input", input)
+def _dropout_mask(input: Any, p: Any, training: Any, rng: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input as computed with, and the scale each element is multiplied by (0 or 1/(1-p)), or None where
+    dropout does nothing."""
+    input = _float_array("dropout", "input", input)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
         fail(ValueError, "dropout", "p", repr(p), "must be a probability in [0, 1]")
-    if not isinstance(training, (bool, np.bool_)):
-        fail(TypeError, "dropout", "training", repr(training), "must be True or False")
+    check_flag(training, "training", "dropout")
     generator = generator_from("dropout", rng)
     if not training or p == 0:
-        return None
+        return input, None
     if p == 1:
-        return np.zeros(input.shape, input.dtype)
+        return input, np.zeros(input.shape, input.dtype)
     keep = generator.random(input.shape) >= p
-    return keep.astype(input.dtype) * input.dtype.type(1 / (1 - p))
+    return input, keep.astype(input.dtype) * input.dtype.type(1 / (1 - p))
 
 
 def dropout(input: np.ndarray, p: float = 0.5, training: bool = True, *, rng: Any = None) -> np.ndarray:
@@ -250,13 +256,13 @@ def dropout(input: np.ndarray, p: float = 0.5, training: bool = True, *, rng: An
     >>> dropout(np.ones(6), 0.5, rng=0)
     array([2., 0., 0., 0., 2., 2.])
     """
-    scale = _dropout_mask(input, p, training, rng)
+    input, scale = _dropout_mask(input, p, training, rng)
     return input if scale is None else input * scale
 
 
 @defines_vjp(dropout)
 def _dropout_vjp(input, p=0.5, training=True, rng=None):
-    scale = _dropout_mask(input, p, training, rng)
+    input, scale = _dropout_mask(input, p, training, rng)
     out = input if scale is None else input * scale
 
     def pullback(grad_output):
@@ -271,21 +277,23 @@ def _dropout_vjp(input, p=0.5, training=True, rng=None):
 
 
 def _batch_norm_args(input, running_mean, running_var, weight, bias, training, eps):
+    """The five arrays as computed with (None stays None), once checked."""
     op = "batch_norm"
-    _float_array(op, "input", input)
+    input = _float_array(op, "input", input)
     if input.ndim < 2:
         fail(ValueError, op, "input", f"shape {input.shape}", "must be (N, C) or (N, C, *spatial)")
     channels = input.shape[1]
+    vectors = []
     for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                         ("bias", bias)):
-        if value is None:
-            continue
-        _float_array(op, name, value)
-        _same_dtype(op, name, value, input)
-        if value.shape != (channels,):
-            fail(ValueError, op, name, f"shape {value.shape}", f"must be 1-D of length C={channels} (input.shape[1])")
-    if not isinstance(training, (bool, np.bool_)):
-        fail(TypeError, op, "training", repr(training), "must be True or False")
+        if value is not None:
+            value = _float_array(op, name, value)
+            _same_dtype(op, name, value, input)
+            if value.shape != (channels,):
+                fail(ValueError, op, name, f"shape {value.shape}",
+                     f"must be 1-D of length C={channels} (input.shape[1])")
+        vectors.append(value)
+    check_flag(training, "training", op)
     if not training and (running_mean is None or running_var is None):
         fail(ValueError, op, "running_mean", "None", "and running_var are needed when training=False")
     if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps >= 0:
@@ -294,6 +302,7 @@ def _batch_norm_args(input, running_mean, running_var, weight, bias, training, e
     if training and channels and values_per_channel <= 1:
         fail(ValueError, op, "input", f"shape {input.shape}",
              "must hold more than one value per channel in training mode (the variance of one value is undefined)")
+    return (input, *vectors)
 
 
 def _channel_view(vector: np.ndarray, ndim: int) -> np.ndarray:
@@ -321,7 +330,8 @@ def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bi
     The layer needs the batch statistics for its running averages; returning them
     here saves computing them twice.
     """
-    _batch_norm_args(input, running_mean, running_var, weight, bias, training, eps)
+    input, running_mean, running_var, weight, bias = _batch_norm_args(input, running_mean, running_var, weight, bias,
+                                                                       training, eps)
     if training:
         mean, var = batch_statistics(input)
     else:
@@ -398,14 +408,21 @@ def log_softmax(input: np.ndarray, axis: int = 1) -> np.ndarray:
     >>> np.round(log_softmax(np.array([[0., 1000.]])), 6)
     array([[-1000.,     0.]])
     """
-    _float_array("log_softmax", "input", input)
+    input = _float_array("log_softmax", "input", input)
+    if not _is_int(axis) or not -input.ndim <= axis < input.ndim:
+        fail(TypeError if not _is_int(axis) else ValueError, "log_softmax", "axis",
+             f"{axis!r} for {input.ndim}-D input", f"must be an int in [-{input.ndim}, {input.ndim})")
     shifted = input - input.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def _cross_entropy_args(input: Any, target: Any, reduction: Any, label_smoothing: Any) -> tuple[np.ndarray, int]:
+def _cross_entropy_args(input: Any, target: Any, reduction: Any,
+                        label_smoothing: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Input and target as computed with, once checked, and the number of classes."""
     op = "cross_entropy"
-    _float_array(op, "input", input)
+    input = _float_array(op, "input", input)
+    if isinstance(target, np.ndarray):
+        target = as_array(op, "target", target)
     if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
         fail(TypeError, op, "target", repr(getattr(target, "dtype", type(target).__name__)),
              "must be an integer numpy.ndarray of class indices")
@@ -422,11 +439,13 @@ def _cross_entropy_args(input: Any, target: Any, reduction: Any, label_smoothing
     if target.size and (target.min() < 0 or target.max() >= classes):
         bad = target.min() if target.min() < 0 else target.max()
         fail(ValueError, op, "target", f"class {bad}", f"must be a class index in [0, {classes})")
-    return input if batched else input[np.newaxis], classes
+    return input, target, classes
 
 
 def _cross_entropy(input, target, reduction, label_smoothing):
-    logits, classes = _cross_entropy_args(input, target, reduction, label_smoothing)
+    """The loss, and what the pullback needs: log-probabilities, labels, classes and the input as computed with."""
+    input, target, classes = _cross_entropy_args(input, target, reduction, label_smoothing)
+    logits = input if input.ndim != 1 else input[np.newaxis]
     labels = target.reshape((-1, *target.shape[1:])) if input.ndim != 1 else target.reshape(1)
     log_probs = log_softmax(logits, axis=1)  # (N, C, *)
     # The smoothed target puts 1 - s + s/C on the label and s/C on every other class.
@@ -443,7 +462,7 @@ def _cross_entropy(input, target, reduction, label_smoothing):
         out = np.asarray(losses.sum(), dtype=input.dtype)
     else:
         out = losses
-    return out, log_probs, labels, classes
+    return out, log_probs, labels, classes, input
 
 
 def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean",
@@ -472,7 +491,7 @@ def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean"
 
 @defines_vjp(cross_entropy)
 def _cross_entropy_vjp(input, target, reduction="mean", label_smoothing=0.0):
-    out, log_probs, labels, classes = _cross_entropy(input, target, reduction, label_smoothing)
+    out, log_probs, labels, classes, input = _cross_entropy(input, target, reduction, label_smoothing)
 
     def pullback(grad_output):
         g = _check_grad("cross_entropy", grad_output, out.shape)
@@ -493,13 +512,15 @@ def _cross_entropy_vjp(input, target, reduction="mean", label_smoothing=0.0):
     return out, pullback
 
 
-def _mse_args(input: Any, target: Any, reduction: Any) -> None:
-    _float_array("mse_loss", "input", input)
-    _float_array("mse_loss", "target", target)
+def _mse_args(input: Any, target: Any, reduction: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Input and target as computed with, once checked."""
+    input = _float_array("mse_loss", "input", input)
+    target = _float_array("mse_loss", "target", target)
     _same_dtype("mse_loss", "target", target, input)
     if target.shape != input.shape:
         fail(ValueError, "mse_loss", "target", f"shape {target.shape}", f"must have input's shape {input.shape}")
     _check_reduction("mse_loss", reduction)
+    return input, target
 
 
 def mse_loss(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> np.ndarray:
@@ -508,7 +529,7 @@ def mse_loss(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> 
     >>> mse_loss(np.array([1., 2.]), np.array([0., 0.]))
     array(2.5)
     """
-    _mse_args(input, target, reduction)
+    input, target = _mse_args(input, target, reduction)
     squares = (input - target) ** 2
     if reduction == "none":
         return squares
@@ -517,6 +538,7 @@ def mse_loss(input: np.ndarray, target: np.ndarray, reduction: str = "mean") -> 
 
 @defines_vjp(mse_loss)
 def _mse_loss_vjp(input, target, reduction="mean"):
+    input, target = _mse_args(input, target, reduction)
     out = mse_loss(input, target, reduction)
 
     def pullback(grad_output):

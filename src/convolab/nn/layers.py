@@ -16,8 +16,8 @@ import numpy as np
 from .. import pooling
 from ..grad import conv_weight
 from .._errors import fail
-from ..functional import conv1d, conv2d, conv3d
-from ..spec import _is_int, canonical_padding_mode, normalize_ints, normalize_padding
+from ..functional import as_array, conv1d, conv2d, conv3d
+from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
 from .init import default_bound, generator_from, uniform
@@ -52,16 +52,9 @@ def _float_dtype(op: str, dtype: Any) -> np.dtype:
     return resolved
 
 
-def _flag(op: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        fail(TypeError, op, name, repr(value), "must be True or False")
-    return bool(value)
-
-
 def _check_input_rank(op: str, input: Any, ranks: tuple[int, ...], shape_text: str) -> None:
     """PyTorch's layers accept batched and unbatched input; anything else is named here."""
-    if not isinstance(input, np.ndarray):
-        fail(TypeError, op, "input", f"an object of type {type(input).__name__}", "must be a numpy.ndarray")
+    input = as_array(op, "input", input)
     if input.ndim not in ranks:
         fail(ValueError, op, "input", f"shape {input.shape} ({input.ndim}-D)", f"must be {shape_text}")
 
@@ -106,18 +99,19 @@ class _ConvNd(VjpModule):
         bound = default_bound(weight_shape)
         self.weight = Parameter(uniform(weight_shape, bound, dtype, generator))
         self.register_parameter(
-            "bias", Parameter(uniform((self.out_channels,), bound, dtype, generator)) if _flag(op, "bias", bias)
+            "bias", Parameter(uniform((self.out_channels,), bound, dtype, generator)) if check_flag(bias, "bias", op)
             else None)
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if input_grad or self.transposed:
             return super().backward(grad_output, input_grad)
         # No input gradient wanted (a first layer): the weight's and bias's alone, skipping the costlier half.
-        input = self._saved("_input")
+        input = self._saved_for_backward(input_grad)["input"]
         self.weight.accumulate(conv_weight(input, self.weight.shape, grad_output, **self.op_kwargs()))
         if self.bias is not None:
             channel_axis = input.ndim - self.rank - 1
             self.bias.accumulate(grad_output.sum(axis=tuple(a for a in range(grad_output.ndim) if a != channel_axis)))
+        self._release_saved()
         return None
 
     def op_kwargs(self) -> dict[str, Any]:
@@ -286,8 +280,8 @@ class _MaxPoolNd(VjpModule):
         self.stride = self.kernel_size if stride is None else normalize_ints(stride, self.rank, "stride", op)
         self.padding = normalize_ints(padding, self.rank, "padding", op, minimum=0)
         self.dilation = normalize_ints(dilation, self.rank, "dilation", op)
-        self.return_indices = _flag(op, "return_indices", return_indices)
-        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
+        self.return_indices = check_flag(return_indices, "return_indices", op)
+        self.ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
 
     def op_kwargs(self) -> dict[str, Any]:
         return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -372,8 +366,8 @@ class _AvgPoolNd(VjpModule):
         self.kernel_size = normalize_ints(kernel_size, self.rank, "kernel_size", op)
         self.stride = self.kernel_size if stride is None else normalize_ints(stride, self.rank, "stride", op)
         self.padding = normalize_ints(padding, self.rank, "padding", op, minimum=0)
-        self.ceil_mode = _flag(op, "ceil_mode", ceil_mode)
-        self.count_include_pad = _flag(op, "count_include_pad", count_include_pad)
+        self.ceil_mode = check_flag(ceil_mode, "ceil_mode", op)
+        self.count_include_pad = check_flag(count_include_pad, "count_include_pad", op)
         self.divisor_override = None if divisor_override is None else _positive_int(op, "divisor_override",
                                                                                      divisor_override)
 
@@ -531,8 +525,8 @@ class _BatchNorm(Module):
                                      or not 0 <= momentum <= 1):
             fail(ValueError, op, "momentum", repr(momentum), "must be None (a cumulative average) or in [0, 1]")
         self.eps, self.momentum = float(eps), momentum
-        self.affine = _flag(op, "affine", affine)
-        self.track_running_stats = _flag(op, "track_running_stats", track_running_stats)
+        self.affine = check_flag(affine, "affine", op)
+        self.track_running_stats = check_flag(track_running_stats, "track_running_stats", op)
         dtype = _float_dtype(op, dtype)
         self.register_parameter("weight", Parameter(np.ones(num_features, dtype)) if self.affine else None)
         self.register_parameter("bias", Parameter(np.zeros(num_features, dtype)) if self.affine else None)
@@ -556,7 +550,7 @@ class _BatchNorm(Module):
         output, pullback, mean, var = F.batch_norm_with_statistics(
             input, None if use_batch else self.running_mean, None if use_batch else self.running_var, weight, bias,
             training=use_batch, eps=self.eps)
-        object.__setattr__(self, "_pullback", pullback)
+        self._save_for_backward(pullback=pullback)
         if self.training and self.track_running_stats:
             self._update_running_statistics(mean, var, input.size // input.shape[1])
         return output
@@ -572,12 +566,11 @@ class _BatchNorm(Module):
         self._set_buffer("num_batches_tracked", np.asarray(tracked, np.int64))
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        if "_pullback" not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        grad_input, _, _, grad_weight, grad_bias = self._pullback(grad_output)
+        grad_input, _, _, grad_weight, grad_bias = self._saved_for_backward(input_grad)["pullback"](grad_output)
         if self.weight is not None:
             self.weight.accumulate(grad_weight)
             self.bias.accumulate(grad_bias)
+        self._release_saved()
         return grad_input if input_grad else None
 
     def extra_repr(self) -> str:
@@ -764,21 +757,24 @@ class Flatten(Module):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def forward(self, input: np.ndarray) -> np.ndarray:
-        if not isinstance(input, np.ndarray):
-            fail(TypeError, "Flatten", "input", f"an object of type {type(input).__name__}", "must be a numpy.ndarray")
+        input = as_array("Flatten", "input", input)
         ndim = max(input.ndim, 1)
         start, end = self.start_dim % ndim, self.end_dim % ndim
         if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
             fail(ValueError, "Flatten", "start_dim", f"{self.start_dim} (end_dim {self.end_dim}) for {input.ndim}-D input",
                  "must name axes of the input with start_dim <= end_dim")
-        object.__setattr__(self, "_input_shape", input.shape)
-        return input.reshape(input.shape[:start] + (-1,) + input.shape[end + 1:]) if input.ndim else input.reshape(1)
+        output = input.reshape(input.shape[:start] + (-1,) + input.shape[end + 1:]) if input.ndim else input.reshape(1)
+        self._save_for_backward(input_shape=input.shape, output_shape=output.shape)
+        return output
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        shape = self.__dict__.get("_input_shape")
-        if shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
-        return np.asarray(grad_output).reshape(shape) if input_grad else None
+        saved = self._saved_for_backward(input_grad)
+        grad_output = as_array("Flatten.backward", "grad_output", grad_output, array_like=True)
+        if grad_output.shape != saved["output_shape"]:
+            fail(ValueError, "Flatten.backward", "grad_output", f"shape {grad_output.shape}",
+                 f"must have the output's shape {saved['output_shape']}")
+        self._release_saved()
+        return grad_output.reshape(saved["input_shape"]) if input_grad else None
 
 
 class Linear(VjpModule):
@@ -809,7 +805,8 @@ class Linear(VjpModule):
         bound = default_bound((self.out_features, self.in_features))
         self.weight = Parameter(uniform((self.out_features, self.in_features), bound, dtype, generator))
         self.register_parameter(
-            "bias", Parameter(uniform((self.out_features,), bound, dtype, generator)) if _flag("Linear", "bias", bias)
+            "bias",
+            Parameter(uniform((self.out_features,), bound, dtype, generator)) if check_flag(bias, "bias", "Linear")
             else None)
 
     def extra_repr(self) -> str:

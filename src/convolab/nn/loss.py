@@ -16,18 +16,20 @@ __all__ = ["CrossEntropyLoss", "MSELoss"]
 class _Loss(Module):
     def _remember(self, op: Any, input: np.ndarray, target: np.ndarray, **params: Any) -> np.ndarray:
         loss, pullback = vjp(op, input, target, **params)
-        object.__setattr__(self, "_pullback", pullback)
-        object.__setattr__(self, "_loss_shape", np.shape(loss))
+        self._save_for_backward(pullback=pullback, loss_shape=np.shape(loss))
         return loss
 
     def backward(self, grad_output: Any = None) -> np.ndarray:
-        """The gradient of the loss with respect to the input; ``grad_output`` defaults to 1."""
-        pullback = self.__dict__.get("_pullback")
-        if pullback is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        """The gradient of the loss with respect to the input; ``grad_output`` defaults to 1.
+
+        Once per forward, as every module's backward.
+        """
+        saved = self._saved_for_backward()
         if grad_output is None:
-            grad_output = np.ones(self._loss_shape)
-        return pullback(np.asarray(grad_output))[0]
+            grad_output = np.ones(saved["loss_shape"])
+        grad_input = saved["pullback"](grad_output)[0]
+        self._release_saved()
+        return grad_input
 
 
 class CrossEntropyLoss(_Loss):

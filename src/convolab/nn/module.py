@@ -9,7 +9,11 @@ assigned, so ``state_dict`` keys read like PyTorch's (``"0.weight"``,
 Calling a module runs ``forward(input)``, which remembers what its backward pass
 needs; ``backward(grad_output)`` then returns the gradient with respect to that
 input and *adds* the gradients of the module's parameters to their ``.grad``
-(so gradients of several backward passes accumulate until ``zero_grad()``).
+(so gradients of several forward and backward passes accumulate until
+``zero_grad()``). One forward allows one backward, as in PyTorch (whose
+backward frees the graph): the backward uses up what the forward saved, and a
+second backward without a fresh forward is a RuntimeError rather than the same
+gradients added twice.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from .._errors import fail
 from .._vjp import vjp
+from ..spec import check_flag
 
 __all__ = ["Parameter", "Module", "VjpModule", "Sequential"]
 
@@ -156,8 +161,7 @@ class Module:
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (batch statistics, dropout on) or, with ``mode=False``, evaluation mode."""
-        if not isinstance(mode, bool):
-            fail(TypeError, f"{type(self).__name__}.train", "mode", repr(mode), "must be True or False")
+        mode = check_flag(mode, "mode", f"{type(self).__name__}.train")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
@@ -185,8 +189,40 @@ class Module:
         With ``input_grad=False`` the input gradient is not needed (the first
         layer of a network): None is returned, and layers that can skip computing
         it do, as PyTorch skips an input that does not require grad.
+
+        Raises
+        ------
+        RuntimeError
+            Before any forward, or a second time after one forward (run forward
+            again: PyTorch raises there too, and the gradients would be added twice).
         """
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    # -- what a forward saves for its one backward --------------------------------------------------------------
+
+    def _save_for_backward(self, **saved: Any) -> None:
+        """Keep what the next backward needs (a forward calls this)."""
+        object.__setattr__(self, "_for_backward", saved)
+        object.__setattr__(self, "_backward_done", False)
+
+    def _saved_for_backward(self, input_grad: Any = True) -> dict[str, Any]:
+        """What the last forward saved, if no backward has used it yet; also checks the ``input_grad`` flag."""
+        op = f"{type(self).__name__}.backward"
+        check_flag(input_grad, "input_grad", op)
+        saved = self.__dict__.get("_for_backward")
+        if saved is None:
+            if self.__dict__.get("_backward_done"):
+                raise RuntimeError(
+                    f"{op} called a second time after one forward: run forward again before another backward "
+                    "(the first backward used what forward saved; a second would add the same gradients twice; "
+                    "PyTorch raises here too)")
+            raise RuntimeError(f"{op} called before forward")
+        return saved
+
+    def _release_saved(self) -> None:
+        """A backward finished: drop what the forward saved, so another backward needs another forward."""
+        object.__setattr__(self, "_for_backward", None)
+        object.__setattr__(self, "_backward_done", True)
 
     # -- state --------------------------------------------------------------------------------------------------
 
@@ -212,6 +248,7 @@ class Module:
             A missing or unexpected key (with ``strict``), or an array whose shape differs.
         """
         op = f"{type(self).__name__}.load_state_dict"
+        strict = check_flag(strict, "strict", op)
         own_parameters = dict(self.named_parameters())
         own_buffers = dict(self.named_buffers())
         own = set(own_parameters) | set(own_buffers)
@@ -281,21 +318,16 @@ class VjpModule(Module):
     def forward(self, input: np.ndarray) -> np.ndarray:
         arrays = [None if getattr(self, name) is None else getattr(self, name).data for name in self.param_names]
         output, pullback = vjp(type(self).op, input, *arrays, **self.op_kwargs())
-        object.__setattr__(self, "_input", input)
-        object.__setattr__(self, "_pullback", pullback)
+        self._save_for_backward(input=input, pullback=pullback)
         return output
 
-    def _saved(self, name: str) -> Any:
-        if name not in self.__dict__:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return self.__dict__[name]
-
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        grad_input, *grad_params = self._saved("_pullback")(grad_output)
+        grad_input, *grad_params = self._saved_for_backward(input_grad)["pullback"](grad_output)
         for name, gradient in zip(self.param_names, grad_params):
             parameter = getattr(self, name)
             if parameter is not None and gradient is not None:
                 parameter.accumulate(gradient)
+        self._release_saved()
         return grad_input if input_grad else None
 
 
@@ -335,6 +367,7 @@ class Sequential(Module):
         return input
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        input_grad = check_flag(input_grad, "input_grad", "Sequential.backward")
         modules = list(self._modules.values())
         for position in range(len(modules) - 1, -1, -1):
             # Only the first module's input is the caller's; every other input gradient feeds the next step.

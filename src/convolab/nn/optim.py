@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .._errors import fail
+from ..spec import check_flag
 from .module import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
@@ -78,11 +79,10 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         op = "SGD"
+        nesterov = check_flag(nesterov, "nesterov", op)
         defaults = dict(lr=_number(op, "lr", lr), momentum=_number(op, "momentum", momentum),
                         dampening=_number(op, "dampening", dampening),
                         weight_decay=_number(op, "weight_decay", weight_decay), nesterov=nesterov)
-        if not isinstance(nesterov, bool):
-            fail(TypeError, op, "nesterov", repr(nesterov), "must be True or False")
         if nesterov and (momentum <= 0 or dampening != 0):
             fail(ValueError, op, "nesterov", "True", f"needs momentum > 0 and dampening = 0 (momentum={momentum}, "
                  f"dampening={dampening})")
