@@ -296,8 +296,8 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .apps.train import positive
     from .explain import TOPICS
-    from .train import positive
 
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     draw.set_defaults(run=_draw)
 
     from .bench import add_bench_parser
-    from .train import add_train_parser
+    from .apps.train import add_train_parser
 
     add_train_parser(commands)
     add_bench_parser(commands)
