@@ -328,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--output", required=True, help="path stem: writes STEM-im2col.png and STEM-conv-matrix.png")
     draw.set_defaults(run=_draw)
 
-    from .bench import add_bench_parser
+    # The apps register their flags; the benchmark harness itself loads only when `bench` runs.
+    from .apps.bench.command import add_bench_parser
     from .apps.train import add_train_parser
 
     add_train_parser(commands)
