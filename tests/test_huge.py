@@ -1,0 +1,306 @@
+"""Huge padding, stride and dilation: PyTorch's shapes and values, in bounded memory (issue 13, item 3).
+
+Where the padded input would be far larger than what the windows read
+(``padding=10**5`` with ``stride=10**5`` reads 9 of 200005 cells per axis), the
+convolution runs on the read cells only (:func:`convolab._window.compact_reads`).
+These tests compare that path with PyTorch, forward and both gradients, on the
+issue's cases, on generated awkward ones (every padding mode, asymmetric
+padding, dilation, groups, 1-3 d), check that its memory stays small, and that
+normal layers never take it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab import shapes
+from convolab._window import compact_reads, sliding_windows, add_windows
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+F = torch.nn.functional
+
+TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap",
+              "symmetric": "symmetric"}
+#: Peak NumPy allocation allowed for a huge case whose arrays are a few hundred bytes.
+PEAK_BYTES = 2 * 2**20
+
+
+def _pairs(padding, rank):
+    if isinstance(padding, int):
+        return ((padding, padding),) * rank
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+
+
+def torch_conv_and_grads(x, w, b, g, *, stride=1, padding=0, dilation=1, groups=1, mode="zeros"):
+    """PyTorch's forward and autograd gradients; symmetric zero padding stays inside torch's conv (never built)."""
+    rank = x.ndim - 2
+    pairs = _pairs(padding, rank)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    bt = None if b is None else torch.tensor(b, requires_grad=True)
+    padded, inner = xt, []
+    for axis_offset, ((low, high), size) in enumerate(zip(pairs, x.shape[2:])):
+        axis = 2 + axis_offset
+        if mode == "zeros":
+            common = min(low, high)  # torch pads this much itself, without building it
+            inner.append(common)
+            widths = [0, 0] * (rank - 1 - axis_offset) + [low - common, high - common]
+            padded = F.pad(padded, widths)
+        else:
+            inner.append(0)
+            source = np.pad(np.arange(size), (low, high), mode=NUMPY_MODE[mode])
+            padded = torch.index_select(padded, axis, torch.as_tensor(source))
+    out = TORCH_CONV[rank](padded, wt, bt, stride, tuple(inner), dilation, groups)
+    out.backward(torch.tensor(g))
+    return (out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None if bt is None else bt.grad.numpy())
+
+
+def _arrays(rng, input_shape, weight_shape, output_bias=True):
+    x = rng.standard_normal(input_shape)
+    w = rng.standard_normal(weight_shape)
+    b = rng.standard_normal(weight_shape[0]) if output_bias else None
+    return x, w, b
+
+
+def _check_against_torch(x, w, b, *, stride=1, padding=0, dilation=1, groups=1, mode="zeros", formulations=False):
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    out, pullback = cl.vjp(cl.conv, x, w, b, padding_mode=mode, **kwargs)
+    g = np.random.default_rng(1).standard_normal(out.shape)
+    expected = torch_conv_and_grads(x, w, b, g, mode=mode, **kwargs)
+    np.testing.assert_allclose(out, expected[0], rtol=1e-10, atol=1e-10)
+    grads = pullback(g)
+    for got, want in zip(grads, expected[1:]):
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    if formulations:  # every formulation of each gradient, through convolab.grad
+        for algorithm in ("scatter", "full"):
+            got = cl.grad.conv_input(x.shape, w, g, padding_mode=mode, algorithm=algorithm, **kwargs)
+            np.testing.assert_allclose(got, expected[1], rtol=1e-10, atol=1e-10, err_msg=algorithm)
+        for algorithm in ("im2col", "conv", "gemm"):
+            got = cl.grad.conv_weight(x, w.shape, g, padding_mode=mode, algorithm=algorithm, **kwargs)
+            np.testing.assert_allclose(got, expected[2], rtol=1e-10, atol=1e-10, err_msg=algorithm)
+
+
+# ---------------------------------------------------------------------------
+# The issue's measured cases
+# ---------------------------------------------------------------------------
+
+
+def test_huge_padding_and_stride_returns_torchs_values():
+    # Was MemoryError (596 GiB for the padded input); PyTorch returns (1, 3, 3, 3).
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    out = cl.conv2d(x, w, np.arange(3.0), padding=10**5, stride=10**5)
+    expected = np.zeros((1, 3, 3, 3)) + np.arange(3.0)[:, None, None]
+    expected[0, :, 1, 1] += 18  # only the centre window reads the input: all 2*3*3 ones
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_stride_too_large_for_a_byte_stride_gives_one_window():
+    # Was OverflowError from as_strided; PyTorch returns (1, 3, 1, 1).
+    rng = np.random.default_rng(0)
+    x, w, b = _arrays(rng, (1, 2, 5, 5), (3, 2, 3, 3))
+    _check_against_torch(x, w, b, stride=10**18, padding=0)
+    assert cl.conv2d(x, w, stride=10**18).shape == (1, 3, 1, 1)
+
+
+def test_padding_too_large_for_memory_is_refused_by_name_before_allocating():
+    # Was NumPy's "array is too big", naming no parameter.
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError) as error:
+            cl.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)), padding=10**9)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(error.value)
+    assert message.startswith("conv2d: padding=((1000000000, 1000000000), (1000000000, 1000000000))")
+    assert "output of shape (1, 3, 2000000003, 2000000003)" in message and "EiB of float64" in message
+    assert peak < PEAK_BYTES
+
+
+def test_input_gradient_too_large_for_memory_is_refused_by_name():
+    with pytest.raises(MemoryError, match=r"conv2d_input: .*stride=\(1000000000, 1000000000\).* input gradient of "
+                                          r"shape \(1, 2, 1000000000, 1000000000\)"):
+        cl.grad.conv2d_input((1, 2, 10**9, 10**9), np.ones((3, 2, 3, 3)), np.ones((1, 3, 1, 1)), stride=10**9)
+
+
+# ---------------------------------------------------------------------------
+# Huge cases against PyTorch, and their memory
+# ---------------------------------------------------------------------------
+
+# (input shape, weight shape, conv arguments): PyTorch pads these itself without building the padding.
+HUGE_CASES = [
+    ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=10**5, stride=10**5)),
+    ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=0, stride=10**18)),
+    ((2, 2, 7), (4, 1, 3), dict(padding=10**9, stride=10**9, dilation=2, groups=2)),
+    ((1, 2, 4, 5, 3), (2, 2, 2, 3, 1), dict(padding=(10**4, 7, 10**6), stride=(10**4 + 1, 3, 10**6 + 7))),
+    ((1, 4, 6, 5), (4, 2, 3, 2), dict(padding=10**6, stride=999_983, dilation=5, groups=2)),
+    ((1, 1, 5), (1, 1, 2), dict(padding=5 * 10**8, dilation=10**9)),  # two taps a billion apart
+    ((2, 1, 6), (2, 1, 3), dict(padding=((10**5, 10**5 + 2),), stride=10**5 - 1)),  # asymmetric, not dividing
+    ((1, 2, 4, 3), (2, 2, 2, 2), dict(padding=((3, 1000), (10**6, 10**6 + 1)), stride=(5, 10**6 - 3))),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, kwargs", HUGE_CASES, ids=str)
+def test_huge_cases_match_torch_forward_and_gradients(input_shape, weight_shape, kwargs):
+    rng = np.random.default_rng(sum(input_shape))
+    x, w, b = _arrays(rng, input_shape, weight_shape)
+    _check_against_torch(x, w, b, formulations=True, **kwargs)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, kwargs", HUGE_CASES, ids=str)
+def test_huge_cases_stay_within_a_few_mib(input_shape, weight_shape, kwargs):
+    rng = np.random.default_rng(0)
+    x, w, b = _arrays(rng, input_shape, weight_shape)
+    out_shape = cl.conv(x, w, **kwargs).shape
+    g = rng.standard_normal(out_shape)
+    tracemalloc.start()
+    try:
+        out, pullback = cl.vjp(cl.conv, x, w, b, **kwargs)
+        pullback(g)
+        cl.grad.conv_input(x.shape, w, g, **kwargs)
+        cl.grad.conv_weight(x, w.shape, g, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES
+
+
+def test_huge_case_with_integers_is_exact():
+    x = np.arange(50).reshape(1, 2, 5, 5)
+    w = np.arange(54).reshape(3, 2, 3, 3)
+    out = cl.conv2d(x, w, padding=10**5, stride=10**5)
+    expected = np.zeros((1, 3, 3, 3), dtype=np.int64)
+    expected[0, :, 1, 1] = cl.conv2d(x[:, :, :3, :3], w)[0, :, 0, 0]  # the one window on the input
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, expected)
+    dx = cl.grad.conv2d_input(x.shape, w, np.ones((1, 3, 3, 3), dtype=np.int64), padding=10**5, stride=10**5)
+    assert dx.dtype == np.int64 and dx[0, :, :3, :3].tolist() == w.sum(axis=0).tolist() and not dx[..., 3:].any()
+
+
+def test_nan_outside_every_window_stays_out_of_the_zero_padding():
+    # The compact input's zero cells are written as zeros, never as 0 * x.
+    x = np.full((1, 1, 5, 5), np.nan)
+    x[0, 0, :3, :3] = 1.0
+    out = cl.conv2d(x, np.ones((1, 1, 3, 3)), padding=10**5, stride=10**5)
+    assert out[0, 0].tolist() == [[0, 0, 0], [0, 9, 0], [0, 0, 0]]
+
+
+# ---------------------------------------------------------------------------
+# Generated awkward cases on the compact path, every padding mode, against PyTorch
+# ---------------------------------------------------------------------------
+
+
+def _awkward_cases(count, seed=5):
+    """Problems whose padding or stride makes convolab take the compact path (checked), small enough for torch."""
+    rng = np.random.default_rng(seed)
+    modes = ["zeros", "reflect", "replicate", "circular", "symmetric"]
+    cases = []
+    while len(cases) < count:
+        mode = modes[len(cases) % len(modes)]
+        rank = 3 if mode != "zeros" else 1 + len(cases) // len(modes) % 3  # other modes pad at most the input
+        groups = int(rng.integers(1, 3))
+        kernel = tuple(int(k) for k in rng.integers(1, 4, rank))
+        dilation = tuple(int(d) for d in rng.integers(1, 4, rank))
+        size = tuple(int(n) for n in rng.integers(3 if mode != "zeros" else 1, 6, rank))
+        if mode == "zeros":
+            padding = tuple((int(lo), int(hi)) for lo, hi in rng.integers(0, 60, (rank, 2)))
+        else:
+            largest = [n - 1 if mode == "reflect" else n for n in size]
+            padding = tuple((int(rng.integers(m // 2, m + 1)), int(rng.integers(m // 2, m + 1))) for m in largest)
+        if any(n + lo + hi < shapes.dilated_kernel_size(k, d)
+               for n, (lo, hi), k, d in zip(size, padding, kernel, dilation)):
+            continue
+        stride = tuple(int(s) for s in rng.integers(1, 60, rank))
+        if compact_reads(size, padding, mode, kernel, stride, dilation) is None:
+            continue  # not a compact case: the existing tests cover it
+        batch = int(rng.integers(1, 3))
+        cases.append(((batch, 2 * groups, *size), (2 * groups, 2, *kernel),
+                      dict(stride=stride, padding=padding, dilation=dilation, groups=groups, mode=mode)))
+    return cases
+
+
+AWKWARD_CASES = _awkward_cases(40)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, kwargs", AWKWARD_CASES, ids=str)
+def test_awkward_compact_cases_match_torch(input_shape, weight_shape, kwargs):
+    rng = np.random.default_rng(sum(input_shape))
+    x, w, b = _arrays(rng, input_shape, weight_shape)
+    _check_against_torch(x, w, b, formulations=True, **kwargs)
+
+
+def test_awkward_cases_cover_every_mode_and_rank():
+    assert {kwargs["mode"] for _, _, kwargs in AWKWARD_CASES} == set(NUMPY_MODE)
+    assert {len(shape) - 2 for shape, _, _ in AWKWARD_CASES} == {1, 2, 3}
+
+
+@pytest.mark.parametrize("algorithm", list(cl.ALGORITHMS))
+def test_every_algorithm_runs_the_compact_problem(algorithm):
+    rng = np.random.default_rng(3)
+    x, w, _ = _arrays(rng, (2, 2, 5, 6), (2, 1, 3, 3), output_bias=False)
+    kwargs = dict(padding=((40, 41), (3, 50)), stride=(1, 1), dilation=(1, 1), groups=2)
+    try:
+        out = cl.conv2d(x, w, algorithm=algorithm, **kwargs)
+    except ValueError as error:  # refused by name, as on any problem it cannot run
+        assert "cannot run this problem" in str(error)
+        return
+    expected = torch_conv_and_grads(x, w, None, np.zeros((2, 2, 84, 57)), **kwargs)[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_folded_weight_gradient_keeps_the_dilation_it_needs():
+    # Unfolding the taps would give the last axis a stride, which folded refuses; the span layout keeps it 1.
+    rng = np.random.default_rng(4)
+    x, w, _ = _arrays(rng, (1, 1, 3, 4), (1, 1, 2, 2), output_bias=False)
+    kwargs = dict(padding=((100, 100), (60, 60)), stride=(7, 1), dilation=(1, 40))
+    g = rng.standard_normal(cl.conv2d(x, w, **kwargs).shape)
+    expected = torch_conv_and_grads(x, w, None, g, **kwargs)[2]
+    got = cl.grad.conv2d_weight(x, w.shape, g, algorithm="folded", **kwargs)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# Normal layers keep today's path; the geometry itself
+# ---------------------------------------------------------------------------
+
+
+def test_normal_layers_never_take_the_compact_path():
+    # Padding smaller than the kernel and a stride within the dilated kernel: the padded path, untouched.
+    for rank, size, k, d in itertools.product((1, 2, 3), (1, 2, 3, 7, 32), (1, 2, 3, 5), (1, 2, 4)):
+        extent = shapes.dilated_kernel_size(k, d)
+        for low, high, s in itertools.product(range(k), range(k), sorted({1, 2, extent})):
+            if s > extent or size + low + high < extent:
+                continue
+            reads = compact_reads((size,) * rank, ((low, high),) * rank, "zeros", (k,) * rank, (s,) * rank,
+                                  (d,) * rank)
+            assert reads is None, (rank, size, k, d, low, high, s)
+
+
+@pytest.mark.parametrize("output_size, kernel, stride, dilation",
+                         itertools.product((1, 2, 5), (1, 2, 3), (1, 2, 3, 7, 10**6), (1, 2, 9)))
+def test_compact_axis_reads_the_same_cells_in_the_same_order(output_size, kernel, stride, dilation):
+    length, compact_stride, compact_dilation = shapes.compact_axis(output_size, kernel, stride, dilation)
+    extent = shapes.dilated_kernel_size(kernel, dilation)
+    assert length == min(output_size * kernel, (output_size - 1) * min(stride, extent) + extent)
+    windows = sliding_windows(np.arange(length), [kernel], [compact_stride], [compact_dilation])  # compact cells
+    assert windows.shape == (output_size, kernel)  # the same outputs and taps
+    if compact_dilation == dilation:  # span: windows min(s, k_eff) apart, the gaps between them dropped
+        padded = [(c // compact_stride) * stride + c % compact_stride for c in range(length)]
+    else:  # unfolded: the taps only
+        padded = [(c // kernel) * stride + (c % kernel) * dilation for c in range(length)]
+    expected = [[o * stride + j * dilation for j in range(kernel)] for o in range(output_size)]
+    assert [[padded[c] for c in window] for window in windows.tolist()] == expected
+
+
+def test_sliding_windows_and_add_windows_accept_a_stride_past_any_byte_stride():
+    windows = sliding_windows(np.arange(5.0), [3], [10**19], [1])
+    assert windows.tolist() == [[0.0, 1.0, 2.0]]
+    assert sliding_windows(np.arange(5.0), [1], [1], [10**19]).tolist() == [[0.0], [1.0], [2.0], [3.0], [4.0]]
+    assert add_windows(np.ones((1, 3)), [5], [10**19], [1]).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
