@@ -304,3 +304,50 @@ def test_sliding_windows_and_add_windows_accept_a_stride_past_any_byte_stride():
     assert windows.tolist() == [[0.0, 1.0, 2.0]]
     assert sliding_windows(np.arange(5.0), [1], [1], [10**19]).tolist() == [[0.0], [1.0], [2.0], [3.0], [4.0]]
     assert add_windows(np.ones((1, 3)), [5], [10**19], [1]).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------
+# unfold and fold
+# ---------------------------------------------------------------------------
+
+UNFOLD_CASES = [
+    ((1, 2, 5, 5), dict(kernel_size=3, padding=10**5, stride=10**5)),
+    ((1, 2, 5, 5), dict(kernel_size=3, stride=10**18)),
+    ((2, 3, 4, 6), dict(kernel_size=(2, 3), padding=(10**6, 7), stride=(10**6 + 1, 4), dilation=(3, 1))),
+    ((1, 1, 3, 2), dict(kernel_size=(2, 2), padding=(40, 30), stride=(33, 29), dilation=(1, 20))),
+]
+
+
+@pytest.mark.parametrize("input_shape, kwargs", UNFOLD_CASES, ids=str)
+def test_unfold_and_fold_with_huge_arguments_match_torch(input_shape, kwargs):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(input_shape)
+    columns, pullback = cl.vjp(cl.unfold, x, **kwargs)
+    xt = torch.tensor(x, requires_grad=True)
+    expected = F.unfold(xt, **kwargs)
+    np.testing.assert_allclose(columns, expected.detach().numpy(), rtol=1e-12, atol=0)
+    g = rng.standard_normal(columns.shape)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(pullback(g)[0], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    folded = cl.fold(g, input_shape[2:], **kwargs)  # fold is unfold's transpose: the same gradient
+    np.testing.assert_allclose(folded, F.fold(torch.tensor(g), input_shape[2:], **kwargs).numpy(), rtol=1e-12,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("input_shape, kwargs", UNFOLD_CASES, ids=str)
+def test_unfold_and_fold_with_huge_arguments_stay_within_a_few_mib(input_shape, kwargs):
+    x = np.ones(input_shape)
+    tracemalloc.start()
+    try:
+        columns = cl.unfold(x, **kwargs)
+        cl.fold(columns, input_shape[2:], **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES
+
+
+def test_unfold_output_too_large_for_memory_is_refused_by_name():
+    with pytest.raises(MemoryError, match=r"unfold: padding=\(\(1000000000, 1000000000\), .* output of shape "
+                                          r"\(1, 18, 4000000012000000009\)"):
+        cl.unfold(np.ones((1, 2, 5, 5)), 3, padding=10**9)
