@@ -351,3 +351,48 @@ def test_unfold_output_too_large_for_memory_is_refused_by_name():
     with pytest.raises(MemoryError, match=r"unfold: padding=\(\(1000000000, 1000000000\), .* output of shape "
                                           r"\(1, 18, 4000000012000000009\)"):
         cl.unfold(np.ones((1, 2, 5, 5)), 3, padding=10**9)
+
+
+# ---------------------------------------------------------------------------
+# Transposed convolution: a huge stride cropped by a huge padding
+# ---------------------------------------------------------------------------
+
+TORCH_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+# PyTorch's transposed convolution takes strides below 2**31.
+TRANSPOSE_CASES = [
+    ((1, 2, 2, 2), (2, 3, 3, 3), dict(stride=2**30, padding=2**29)),
+    ((2, 2, 2, 2), (2, 3, 3, 2), dict(stride=2**30, padding=2**29 - 5)),
+    ((1, 2, 2, 1), (2, 3, 3, 3), dict(stride=(2**30, 3), padding=(2**29, 1), output_padding=(7, 2))),
+    ((1, 4, 3), (4, 1, 2), dict(stride=10**6, padding=10**6 - 1, dilation=3, groups=2)),
+    ((1, 1, 2, 2, 2), (1, 1, 2, 1, 2), dict(stride=(10**5, 4, 10**4), padding=(5 * 10**4 - 2, 0, 5 * 10**3 - 1),
+                                             output_padding=(1, 3, 0), dilation=(1, 2, 5))),
+    ((1, 1, 2), (1, 1, 3), dict(stride=2, padding=0, output_padding=4, dilation=5)),  # past the extent
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, kwargs", TRANSPOSE_CASES, ids=str)
+def test_conv_transpose_with_huge_stride_and_padding_matches_torch(input_shape, weight_shape, kwargs):
+    rng = np.random.default_rng(6)
+    x, w, b = _arrays(rng, input_shape, weight_shape, output_bias=False)
+    b = rng.standard_normal(weight_shape[1] * kwargs.get("groups", 1))
+    tracemalloc.start()
+    try:
+        out, pullback = cl.vjp(cl.conv_transpose, x, w, b, **kwargs)
+        g = rng.standard_normal(out.shape)
+        grads = pullback(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    expected = TORCH_CONV_T[x.ndim - 2](xt, wt, bt, **kwargs)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-10)
+    expected.backward(torch.tensor(g))
+    for got, want in zip(grads, (xt.grad, wt.grad, bt.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_conv_transpose_output_too_large_for_memory_is_refused_by_name():
+    with pytest.raises(MemoryError, match=r"conv_transpose2d: .*stride=\(1073741824, 1073741824\).* output of shape "
+                                          r"\(1, 3, 1073741827, 1073741827\)"):
+        cl.conv_transpose2d(np.ones((1, 2, 2, 2)), np.ones((2, 3, 3, 3)), stride=2**30)

@@ -190,7 +190,9 @@ def conv_input_grad(
     algorithm = _check_algorithm(spec.op, algorithm, INPUT_GRAD_ALGORITHMS)
     accumulate = compute_dtype(weight.dtype)
     returned = result_dtype(weight.dtype)
-    _check_result_fits(spec, spec.input_shape, returned, "input gradient")
+    # A transposed convolution is this gradient, used as an op: its result is that op's output.
+    _check_result_fits(spec, spec.input_shape, returned,
+                       "output" if spec.op.startswith("conv_transpose") else "input gradient")
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
     compact = _compact_problem(spec, algorithm, weight.dtype)
