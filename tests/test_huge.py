@@ -396,3 +396,88 @@ def test_conv_transpose_output_too_large_for_memory_is_refused_by_name():
     with pytest.raises(MemoryError, match=r"conv_transpose2d: .*stride=\(1073741824, 1073741824\).* output of shape "
                                           r"\(1, 3, 1073741827, 1073741827\)"):
         cl.conv_transpose2d(np.ones((1, 2, 2, 2)), np.ones((2, 3, 3, 3)), stride=2**30)
+
+
+# ---------------------------------------------------------------------------
+# Pooling: a huge stride, and the huge padding a huge kernel allows
+# ---------------------------------------------------------------------------
+
+TORCH_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+TORCH_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+# PyTorch's pools take strides below 2**31.
+POOL_CASES = [
+    ((1, 2, 5, 5), dict(kernel_size=3, stride=2**31 - 1)),
+    ((1, 2, 5, 5), dict(kernel_size=3, stride=2**31 - 1, padding=1, ceil_mode=True)),
+    ((2, 1, 5, 4), dict(kernel_size=2 * 10**5, stride=1, padding=10**5)),
+    ((1, 2, 5), dict(kernel_size=2 * 10**8, stride=1, padding=10**8)),
+    ((1, 1, 3, 4, 2), dict(kernel_size=(10**4, 3, 7), stride=(3, 10**6, 1), padding=(5000, 1, 3), ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("input_shape, kwargs", POOL_CASES, ids=str)
+def test_max_pool_with_huge_kernel_or_stride_matches_torch(input_shape, kwargs):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(input_shape)
+    x.flat[::3] = x.flat[1]  # ties: the first in window order wins
+    rank = x.ndim - 2
+    tracemalloc.start()
+    try:
+        (values, indices), pullback = cl.vjp(cl.pooling.max_pool, x, return_indices=True,
+                                             **{**kwargs, "kernel_size": _per_axis(kwargs["kernel_size"], rank)})
+        g = rng.standard_normal(values.shape)
+        (grad,) = pullback(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES
+    xt = torch.tensor(x, requires_grad=True)
+    expected, expected_indices = TORCH_MAX_POOL[rank](xt, return_indices=True, **kwargs)
+    np.testing.assert_array_equal(values, expected.detach().numpy())
+    np.testing.assert_array_equal(indices, expected_indices.numpy())
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=0)
+
+
+# PyTorch's avg_pool3d refuses a kernel larger than the input, whatever the padding.
+AVG_POOL_CASES = POOL_CASES[:-1] + [
+    ((1, 1, 3, 4, 2), dict(kernel_size=(3, 3, 2), stride=(3, 10**6, 1), padding=(1, 1, 1), ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("input_shape, kwargs", AVG_POOL_CASES, ids=str)
+def test_avg_pool_with_huge_kernel_or_stride_matches_torch(input_shape, kwargs, count_include_pad):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(input_shape)
+    rank = x.ndim - 2
+    tracemalloc.start()
+    try:
+        out, pullback = cl.vjp(cl.pooling.avg_pool, x, count_include_pad=count_include_pad,
+                               **{**kwargs, "kernel_size": _per_axis(kwargs["kernel_size"], rank)})
+        g = rng.standard_normal(out.shape)
+        (grad,) = pullback(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES
+    xt = torch.tensor(x, requires_grad=True)
+    expected = TORCH_AVG_POOL[rank](xt, count_include_pad=count_include_pad, **kwargs)
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-12, atol=1e-300)
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-300)
+
+
+def _per_axis(value, rank):
+    return value if isinstance(value, tuple) else (value,) * rank
+
+
+@pytest.mark.parametrize("fill_with_minus_inf", [False, True])
+def test_max_pool_trimmed_kernel_on_the_phase_grid_matches_torch(fill_with_minus_inf):
+    # Large enough for the phase grid (not the gathered windows); -inf everywhere sends it to the reference.
+    rng = np.random.default_rng(10)
+    x = np.full((1, 2, 20, 20), -np.inf) if fill_with_minus_inf else rng.standard_normal((1, 2, 20, 20))
+    kwargs = dict(kernel_size=(41, 41), stride=1, padding=20, dilation=1)
+    values, indices = cl.max_pool2d(x, return_indices=True, **kwargs)
+    expected, expected_indices = F.max_pool2d(torch.tensor(x), return_indices=True, **kwargs)
+    np.testing.assert_array_equal(values, expected.numpy())
+    np.testing.assert_array_equal(indices, expected_indices.numpy())

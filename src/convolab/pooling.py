@@ -40,7 +40,7 @@ gives NaN with the index of its *last* NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache, reduce
 from math import prod
 from typing import Any, Callable, Sequence
@@ -289,6 +289,21 @@ def _tap_table(spec: PoolSpec, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return position, (position >= 0) & (position < size)
 
 
+def _windows_reading_nothing(spec: PoolSpec, dim: int) -> np.ndarray:
+    """The outputs along ``dim`` whose window reads only padding, without a table of every tap.
+
+    Window ``o``'s first tap at or past the input's start is
+    ``j0 = max(0, ceil((low - o*s) / d))``; it reads nothing iff ``j0`` is past
+    the kernel or its cell ``o*s + j0*d - low`` past the input. (A table of every
+    tap, as :func:`_tap_table`, would be ``(out, k)``: 8 GiB for ``k=2*10**8``.)
+    """
+    (low, _), size = spec.padding[dim], spec.input_size[dim]
+    stride, dilation, kernel = spec.stride[dim], spec.dilation[dim], spec.kernel_size[dim]
+    start = np.arange(spec.output_size[dim]) * stride - low  # (out,): tap 0's cell
+    first = np.maximum(0, -(start // dilation))  # (out,): the first tap with a cell >= 0
+    return np.flatnonzero((first >= kernel) | (start + first * dilation >= size))
+
+
 def pool_spec(
     input_shape: Sequence[int],
     kernel_size: Any,
@@ -354,8 +369,7 @@ def pool_spec(
         ceil_mode=ceil_mode,
     )
     for dim in range(rank):
-        _, valid = _tap_table(spec, dim)
-        empty = np.flatnonzero(~valid.any(axis=1))
+        empty = _windows_reading_nothing(spec, dim)
         if empty.size:
             fail(ValueError, op, "dilation",
                  f"{dilations[dim]} in spatial dimension {dim}, where the window at output position "
@@ -390,7 +404,7 @@ def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
     ((slice(0, 3, None), slice(0, 5, 2)), (slice(1, 3, None), slice(1, 4, 2)), (slice(0, 2, None), slice(1, 4, 2)))
     """
     taps = []
-    for j in range(kernel):
+    for j in _reaching_taps(size, kernel, stride, dilation, low, out):
         offset = j * dilation - low  # tap j of output o reads o * stride + offset
         lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
         hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
@@ -398,6 +412,43 @@ def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
             start = lo * stride + offset
             taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
     return tuple(sorted(taps, key=lambda tap: tap[0] != slice(0, out)))
+
+
+def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> range:
+    """The taps along one axis that some window reads an input cell with; the rest read only padding.
+
+    Tap ``j`` of window ``o`` reads ``o*s + j*d - low``: past the input for every
+    window where it is for the first, before it for every window where it is
+    for the last. A huge kernel (``padding`` up to half of it) has few such taps.
+
+    >>> _reaching_taps(5, 2 * 10**8, 1, 1, 10**8, 6)
+    range(99999995, 100000005)
+    """
+    first = max(0, -(-(low - (out - 1) * stride) // dilation))
+    last = min(kernel - 1, (low + size - 1) // dilation)
+    return range(first, last + 1)
+
+
+def _trim_kernel(spec: PoolSpec) -> PoolSpec:
+    """``spec`` with each axis's kernel cut to its reaching taps (:func:`_reaching_taps`), or ``spec`` itself.
+
+    The cut taps read padding in every window, which max pooling skips, so the
+    windows' values and indices are the same; every per-tap loop then runs over
+    the taps that matter (a kernel of ``2*10**5`` per axis has ``k^2 = 4*10**10``).
+    The low padding shrinks by the taps cut before the first kept one (never
+    below zero: a tap that starts inside the input is kept), the output size is
+    the original's, and the high side is whatever the kept windows need.
+    """
+    ranges = [_reaching_taps(size, k, s, d, low, out) for size, k, s, d, (low, _), out
+              in zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)]
+    firsts = [min(taps.start, low // d) for taps, (low, _), d in zip(ranges, spec.padding, spec.dilation)]
+    kernel = tuple(taps.stop - first for taps, first in zip(ranges, firsts))
+    if kernel == spec.kernel_size:
+        return spec
+    trimmed = replace(spec, kernel_size=kernel, ceil_mode=False,
+                      padding=tuple((low - first * d, 0) for (low, _), first, d in zip(spec.padding, firsts, spec.dilation)))
+    trimmed.__dict__["output_size"] = spec.output_size  # the same windows: pinned, not recomputed from the cut kernel
+    return trimmed
 
 
 def _reduce_axis(y: np.ndarray, axis: int, taps: tuple[tuple[slice, slice], ...], out: int, ufunc: np.ufunc,
@@ -659,6 +710,7 @@ def _max_pool_forward(x: np.ndarray, spec: PoolSpec,
     has one.
     """
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    spec = _trim_kernel(spec)  # a huge kernel's taps that read only padding are never looped over
     if prod(spec.output_shape) * prod(spec.kernel_size) <= _GATHER_LIMIT:
         return _max_pool_gathered(x, spec, fill, with_indices)
     if not with_indices:
