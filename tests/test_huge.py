@@ -138,6 +138,8 @@ def test_input_gradient_too_large_for_memory_is_refused_by_name():
 HUGE_CASES = [
     ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=10**5, stride=10**5)),
     ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=0, stride=10**18)),
+    ((4, 2, 5, 5), (3, 2, 3, 3), dict(padding=1, stride=10**18)),  # gemm's batch-inner columns, its own view
+    ((4, 2, 5, 5), (3, 2, 1, 1), dict(dilation=10**18)),  # one tap: the dilation is never stepped
     ((2, 2, 7), (4, 1, 3), dict(padding=10**9, stride=10**9, dilation=2, groups=2)),
     ((1, 2, 4, 5, 3), (2, 2, 2, 3, 1), dict(padding=(10**4, 7, 10**6), stride=(10**4 + 1, 3, 10**6 + 7))),
     ((1, 4, 6, 5), (4, 2, 3, 2), dict(padding=10**6, stride=999_983, dilation=5, groups=2)),

@@ -77,6 +77,7 @@ def conv_forward(
         return np.zeros(spec.output_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
                       offset=bias)
+    spec = _bounded_steps(spec)
     compact = _compact_problem(spec, algorithm, x.dtype)
     if compact is not None:  # only the cells the windows read, never the whole padded input
         x, spec = compact[1].gather(x), compact[0]
@@ -127,6 +128,22 @@ def _used_extent(spec: ConvSpec) -> tuple[int, ...]:
         (o - 1) * s + shapes.dilated_kernel_size(k, d)
         for o, s, k, d in zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation)
     )
+
+
+def _bounded_steps(spec: ConvSpec) -> ConvSpec:
+    """``spec`` with a stride longer than the padded input (or a one-tap dilation) cut to that length.
+
+    Such a stride leaves one window per axis, and a single tap has no spacing,
+    so neither is ever stepped; but the algorithms' strided views multiply them
+    into byte strides, which overflow for ``stride=10**18``. A normal layer's
+    stride and dilation are within the padded input: the same spec comes back.
+    """
+    stride = tuple(min(s, size) for s, size in zip(spec.stride, spec.padded_size))
+    dilation = tuple(d if k > 1 else min(d, size) for d, k, size in zip(spec.dilation, spec.kernel_size,
+                                                                        spec.padded_size))
+    if stride == spec.stride and dilation == spec.dilation:
+        return spec
+    return replace(spec, stride=stride, dilation=dilation)
 
 
 def _compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[ConvSpec, CompactReads] | None:
@@ -195,6 +212,7 @@ def conv_input_grad(
                        "output" if spec.op.startswith("conv_transpose") else "input gradient")
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
+    spec = _bounded_steps(spec)
     compact = _compact_problem(spec, algorithm, weight.dtype)
     if compact is not None:  # the gradient on the cells the windows read, added back onto the input
         return compact[1].scatter(conv_input_grad(grad_output, weight, compact[0], algorithm), spec.input_size)
@@ -300,6 +318,7 @@ def conv_weight_grad(
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
+    spec = _bounded_steps(spec)
     compact = _compact_problem(spec, algorithm, x.dtype)
     if compact is not None:  # the same sum over the cells the windows read
         return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
