@@ -614,3 +614,35 @@ def test_output_block_too_large_for_memory_is_refused_by_name_while_building_the
     with pytest.raises(MemoryError, match=r"conv2d: padding=\(\(1000000000, 1000000000\), .* output block of shape "
                                           r"\(1, 3, \d+, 2000000003\)"):
         cld.conv2d(x, np.ones((3, 2, 3, 3)), padding=10**9)
+
+
+POOL_HUGE_CASES = [
+    ((1, 2, 5, 5), (1, 1, 2, 3), dict(kernel_size=3, stride=10**18, padding=1)),
+    ((2, 1, 5, 4), (1, 1, 2, 3), dict(kernel_size=2 * 10**5, stride=1, padding=10**5)),
+    ((1, 2, 5, 5), (1, 2, 5, 5), dict(kernel_size=2 * 10**5, stride=10**5, padding=10**5, ceil_mode=True)),
+    ((2, 2, 5, 6), (1, 1, 2, 4), dict(kernel_size=2 * 10**5, stride=10**5, padding=10**5, ceil_mode=True)),
+    ((1, 2, 7), (1, 1, 3), dict(kernel_size=2 * 10**8, stride=3, padding=10**8)),
+]
+
+
+@pytest.mark.parametrize("input_shape, chunks, kwargs", POOL_HUGE_CASES, ids=str)
+def test_pools_with_huge_kernel_or_stride_match_eager_in_bounded_memory(input_shape, chunks, kwargs):
+    import tracemalloc
+
+    x = np.random.default_rng(13).standard_normal(input_shape)
+    xd = da.from_array(x, chunks=chunks)
+    rank = x.ndim - 2
+    kwargs = {**kwargs, "kernel_size": (kwargs["kernel_size"],) * rank}
+    with dask.config.set(scheduler="synchronous"):
+        cld.max_pool(xd, **kwargs).compute()  # warm: dask's own first-call imports and caches
+        tracemalloc.start()
+        try:
+            got_max = cld.max_pool(xd, **kwargs).compute()
+            got_avg = [cld.avg_pool(xd, count_include_pad=flag, **kwargs).compute() for flag in (True, False)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * 2**20
+    np.testing.assert_array_equal(got_max, cl.max_pool(x, **kwargs))  # eager: against PyTorch in test_huge.py
+    for flag, got in zip((True, False), got_avg):
+        np.testing.assert_allclose(got, cl.avg_pool(x, count_include_pad=flag, **kwargs), rtol=1e-12, atol=0)

@@ -413,6 +413,8 @@ POOL_CASES = [
     ((2, 1, 5, 4), dict(kernel_size=2 * 10**5, stride=1, padding=10**5)),
     ((1, 2, 5), dict(kernel_size=2 * 10**8, stride=1, padding=10**8)),
     ((1, 1, 3, 4, 2), dict(kernel_size=(10**4, 3, 7), stride=(3, 10**6, 1), padding=(5000, 1, 3), ceil_mode=True)),
+    # ceil_mode's last window starts in the low padding: the windows reach the input with taps 10**5 apart
+    ((1, 2, 5, 5), dict(kernel_size=2 * 10**5, stride=10**5, padding=10**5, ceil_mode=True)),
 ]
 
 
@@ -441,7 +443,7 @@ def test_max_pool_with_huge_kernel_or_stride_matches_torch(input_shape, kwargs):
 
 
 # PyTorch's avg_pool3d refuses a kernel larger than the input, whatever the padding.
-AVG_POOL_CASES = POOL_CASES[:-1] + [
+AVG_POOL_CASES = [case for case in POOL_CASES if len(case[0]) < 5] + [
     ((1, 1, 3, 4, 2), dict(kernel_size=(3, 3, 2), stride=(3, 10**6, 1), padding=(1, 1, 1), ceil_mode=True)),
 ]
 
@@ -480,6 +482,26 @@ def test_max_pool_trimmed_kernel_on_the_phase_grid_matches_torch(fill_with_minus
     x = np.full((1, 2, 20, 20), -np.inf) if fill_with_minus_inf else rng.standard_normal((1, 2, 20, 20))
     kwargs = dict(kernel_size=(41, 41), stride=1, padding=20, dilation=1)
     values, indices = cl.max_pool2d(x, return_indices=True, **kwargs)
+    expected, expected_indices = F.max_pool2d(torch.tensor(x), return_indices=True, **kwargs)
+    np.testing.assert_array_equal(values, expected.numpy())
+    np.testing.assert_array_equal(indices, expected_indices.numpy())
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=(3, 3), stride=2, padding=1),
+    dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1), ceil_mode=True),
+    dict(kernel_size=(4, 4), stride=3, padding=2, dilation=2, ceil_mode=True),
+])
+def test_separable_max_pool_keeps_torchs_tie_and_nan_rules(kwargs):
+    # The axis-by-axis path taken for huge kernels, on small ones: first maximum in window order, last NaN.
+    from convolab.pooling import _max_pool_separable, pool_spec
+
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64)
+    x[0, 0, 2, 3] = x[1, 2, 5, 5] = x[1, 2, 6, 4] = np.nan
+    x[1, 1] = -np.inf
+    spec = pool_spec(x.shape, **kwargs)
+    values, indices = _max_pool_separable(x, spec)
     expected, expected_indices = F.max_pool2d(torch.tensor(x), return_indices=True, **kwargs)
     np.testing.assert_array_equal(values, expected.numpy())
     np.testing.assert_array_equal(indices, expected_indices.numpy())

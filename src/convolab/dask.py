@@ -846,6 +846,42 @@ def _max_pool_block(slab: np.ndarray, *, eager: Callable[..., np.ndarray], kerne
     return eager(slab, kernel_size, stride, 0, dilation)
 
 
+def _pool_block_spec(slab: np.ndarray, block_id: tuple[int, ...], kernel_size: tuple[int, ...],
+                     stride: tuple[int, ...], dilation: tuple[int, ...],
+                     cut: tuple[tuple[tuple[int, ...], ...], ...]) -> Any:
+    """The pooling of one clipped slab: its windows, with the padding cut off it as the spec's own padding."""
+    padding = tuple(per_block[b][:2] for per_block, b in zip(cut, block_id[2:]))
+    spec = _pooling.PoolSpec(op="pool", batched=True, batch=slab.shape[0], channels=slab.shape[1],
+                             input_size=slab.shape[2:], kernel_size=kernel_size, stride=stride, padding=padding,
+                             dilation=dilation)
+    # The block's output count, pinned: PoolSpec's own formula reads a symmetric padding.
+    spec.__dict__["output_size"] = tuple(per_block[b][2] for per_block, b in zip(cut, block_id[2:]))
+    return spec
+
+
+def _clipped_max_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                            dilation: tuple[int, ...], cut: tuple[tuple[tuple[int, ...], ...], ...],
+                            block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    spec = _pool_block_spec(slab, block_id, kernel_size, stride, dilation, cut)
+    return _pooling._max_pool_forward(slab, spec, with_indices=False)[0]
+
+
+def _clipped_slabs(x: da.Array, plans: Sequence[AxisPlan]) -> tuple[da.Array, tuple[tuple[tuple[int, ...], ...], ...]]:
+    """Every output block's slab cut to the input cells it holds, and per axis and block the padding cut off.
+
+    For a kernel so large (after :func:`convolab.pooling._trim_kernel`) that its
+    slabs would be mostly padding: the blocks then pool with that padding as
+    their spec's own (never built), as the eager op does.
+    """
+    cut = []  # per axis and block: (low, high) cut off, and the block's output count
+    for axis, plan in enumerate(plans, start=2):
+        size = plan.input_size
+        cut.append(tuple((max(0, -start), max(0, stop - size), count)
+                         for (start, stop), count in zip(plan.input_ranges, plan.output_chunks)))
+        x = _gather(x, axis, (0, 0), "zeros", 0, [(max(start, 0), min(stop, size)) for start, stop in plan.input_ranges])
+    return x, tuple(cut)
+
+
 def _lowest(dtype: np.dtype) -> Any:
     """The padding value that max pooling never prefers: -inf, or an integer dtype's minimum."""
     if dtype.kind == "f":
@@ -867,15 +903,25 @@ def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
         fail(ValueError, op, "return_indices", "True",
              "is not supported on dask arrays (the indices are flat positions in whole planes; use the eager op)")
     x = _batched(x, spec.batched)
+    batched, spec = spec.batched, _pooling._trim_kernel(spec)  # a huge kernel's padding-only taps: never sliced
     # window_padding adds what ceil_mode's last window hangs past the padding: filled, never the maximum.
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.window_padding, spec.dilation))
+    chunks = (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans))
+    if prod(spec.kernel_size) > _pooling._SEPARABLE_TAPS:  # slabs would be mostly padding: cut it off them
+        slabs, cut = _clipped_slabs(x, plans)
+        block = functools.partial(_clipped_max_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
+                                  dilation=spec.dilation, cut=cut)
+        return _batched_result(_map_blocks(op, block, slabs, [], chunks, x.dtype), batched)
     block = functools.partial(_max_pool_block, eager=getattr(_pooling, op), kernel_size=spec.kernel_size,
                               stride=spec.stride, dilation=spec.dilation)
     dtype = _probe(block, _empty_slab(x, plans)).dtype
-    out = _map_blocks(op, block, _slabs(x, plans, "zeros", _lowest(x.dtype)), [],
-                      (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans)), dtype)
-    return out if spec.batched else out[0]
+    out = _map_blocks(op, block, _slabs(x, plans, "zeros", _lowest(x.dtype)), [], chunks, dtype)
+    return _batched_result(out, batched)
+
+
+def _batched_result(out: da.Array, batched: bool) -> da.Array:
+    return out if batched else out[0]
 
 
 def _avg_divisor_axis(size: int, kernel: int, stride: int, low: int, count_include_pad: bool, first: int,
@@ -894,10 +940,15 @@ def _avg_divisor_axis(size: int, kernel: int, stride: int, low: int, count_inclu
 def _avg_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: tuple[int, ...],
                     summed_in: np.dtype, returned: np.dtype, windows: tuple[tuple[int, int, int, int], ...],
                     count_include_pad: bool, divisor_override: int | None, offsets: tuple[tuple[int, ...], ...],
+                    cut: tuple[tuple[tuple[int, ...], ...], ...] | None = None,
                     block_id: tuple[int, ...] | None = None) -> np.ndarray:
     # The eager op's window sums (divisor 1) in the eager accumulation dtype, then the whole array's divisor,
     # computed here for this block's outputs from the integers in ``windows`` (size, kernel, stride, low per axis).
-    sums = _pooling.avg_pool(slab.astype(summed_in, copy=False), kernel_size, stride, 0, divisor_override=1)
+    if cut is None:
+        sums = _pooling.avg_pool(slab.astype(summed_in, copy=False), kernel_size, stride, 0, divisor_override=1)
+    else:  # a clipped slab (_clipped_slabs): the padding cut off it is the block spec's own, adding nothing
+        spec = _pool_block_spec(slab, block_id, kernel_size, stride, (1,) * len(kernel_size), cut)
+        sums = _pooling._reduce_windows(slab.astype(summed_in, copy=False), spec, np.add, 0, summed_in)
     if divisor_override is not None:
         return (sums / divisor_override).astype(returned, copy=False)
     counts = [_avg_divisor_axis(*window, count_include_pad, axis_offsets[b], n)
@@ -911,22 +962,32 @@ def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     rank = _pool_rank(op, kernel_size, rank)
     spec = _pooling.pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, op=op, rank=rank)
     x = _batched(x, spec.batched)
+    # The divisor counts the whole window; the sums need only its taps that reach the input (zeros add nothing).
+    windows = tuple((n, k, s, low) for n, k, s, (low, _) in
+                    zip(spec.input_size, spec.kernel_size, spec.stride, spec.padding))
+    batched, spec = spec.batched, _pooling._trim_kernel(spec)
     plans = tuple(plan_axis(c, k, s, p, 1) for c, k, s, p in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.window_padding))
-    # The eager op on an empty batch of the first slab: its checks of the flags, divisor and dtype.
-    eager = getattr(_pooling, op)(_empty_slab(x, plans), spec.kernel_size, spec.stride, 0, False,
-                                  count_include_pad, divisor_override)
+    # The eager op on an empty batch of the first slab: its checks of the flags, divisor and dtype. (Of a
+    # one-cell window where the slabs are clipped: only the flags, divisor and dtype are asked about.)
+    clipped = prod(spec.kernel_size) > _pooling._SEPARABLE_TAPS
+    probe = (np.empty((0, x.shape[1], *([1] * spec.rank)), x.dtype), (1,) * spec.rank, 1) if clipped else \
+        (_empty_slab(x, plans), spec.kernel_size, spec.stride)
+    eager = getattr(_pooling, op)(*probe, 0, False, count_include_pad, divisor_override)
     returned = eager.dtype
     summed_in = np.promote_types(returned, np.float32)  # float16 is summed in float32, as the eager op
-    windows = tuple((p.input_size, p.kernel_size, p.stride, low) for p, (low, _) in zip(plans, spec.padding))
     block = functools.partial(_avg_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
                               summed_in=summed_in, returned=returned, windows=windows,
                               count_include_pad=bool(count_include_pad),
                               divisor_override=None if divisor_override is None else int(divisor_override),
                               offsets=tuple(p.output_offsets for p in plans))
-    out = _map_blocks(op, block, _slabs(x, plans, "zeros", 0), [],
-                      (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans)), returned)
-    return out if spec.batched else out[0]
+    chunks = (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans))
+    if clipped:  # slabs would be mostly padding: cut it off them
+        slabs, cut = _clipped_slabs(x, plans)
+        return _batched_result(_map_blocks(op, functools.partial(block, cut=cut), slabs, [], chunks, returned),
+                               batched)
+    out = _map_blocks(op, block, _slabs(x, plans, "zeros", 0), [], chunks, returned)
+    return _batched_result(out, batched)
 
 
 _POOL_DOC = """{summary}

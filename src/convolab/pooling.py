@@ -403,30 +403,54 @@ def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
     >>> _axis_taps(5, 3, 2, 1, 1, 3)
     ((slice(0, 3, None), slice(0, 5, 2)), (slice(1, 3, None), slice(1, 4, 2)), (slice(0, 2, None), slice(1, 4, 2)))
     """
-    taps = []
-    for j in _reaching_taps(size, kernel, stride, dilation, low, out):
-        offset = j * dilation - low  # tap j of output o reads o * stride + offset
-        lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
-        hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
-        if hi > lo:
-            start = lo * stride + offset
-            taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    taps = _axis_taps_in_order(size, kernel, stride, dilation, low, out)
     return tuple(sorted(taps, key=lambda tap: tap[0] != slice(0, out)))
 
 
-def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> range:
-    """The taps along one axis that some window reads an input cell with; the rest read only padding.
+@lru_cache(maxsize=1024)
+def _axis_taps_in_order(size: int, kernel: int, stride: int, dilation: int, low: int,
+                        out: int) -> tuple[tuple[slice, slice], ...]:
+    """:func:`_axis_taps` in window order (tap ``j`` ascending), the taps that read only padding left out."""
+    taps = []
+    for run in _reaching_taps(size, kernel, stride, dilation, low, out):
+        for j in run:
+            offset = j * dilation - low  # tap j of output o reads o * stride + offset
+            lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
+            hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
+            if hi > lo:
+                start = lo * stride + offset
+                taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    return tuple(taps)
 
-    Tap ``j`` of window ``o`` reads ``o*s + j*d - low``: past the input for every
-    window where it is for the first, before it for every window where it is
-    for the last. A huge kernel (``padding`` up to half of it) has few such taps.
+
+def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> tuple[range, ...]:
+    """The taps along one axis with which some window reads an input cell, as ascending runs.
+
+    Window ``o`` reads the input with the taps ``j`` from ``ceil((low - o*s) / d)``
+    to ``floor((low - o*s + size - 1) / d)`` (within the kernel); the other taps
+    read padding in every window. A huge kernel (``padding`` up to half of it)
+    has few such taps: one run where the windows' runs overlap, more where a
+    huge stride (``ceil_mode``'s last window) sets them apart.
 
     >>> _reaching_taps(5, 2 * 10**8, 1, 1, 10**8, 6)
-    range(99999995, 100000005)
+    (range(99999995, 100000005),)
+    >>> _reaching_taps(5, 2 * 10**5, 10**5, 1, 10**5, 2)
+    (range(0, 5), range(100000, 100005))
     """
-    first = max(0, -(-(low - (out - 1) * stride) // dilation))
-    last = min(kernel - 1, (low + size - 1) // dilation)
-    return range(first, last + 1)
+    # Windows last to first: their runs ascend. Python ints where a product could pass int64.
+    dtype = np.int64 if (out - 1) * stride + low + size < 2**62 else object
+    start = np.arange(out - 1, -1, -1).astype(dtype) * stride - low  # (out,): tap 0's cell, last window first
+    first = np.maximum(-(start // dilation), 0)
+    last = np.minimum((size - 1 - start) // dilation, kernel - 1)
+    reads = first <= last
+    first, last = first[reads], last[reads]
+    if not first.size:
+        return ()
+    # A new run starts where a window's first tap is past every earlier window's last tap plus one.
+    reach = np.maximum.accumulate(last)
+    breaks = np.flatnonzero(first[1:] > reach[:-1] + 1) + 1
+    starts, stops = np.split(first, breaks), np.split(reach, breaks)
+    return tuple(range(int(a[0]), int(b[-1]) + 1) for a, b in zip(starts, stops))
 
 
 def _trim_kernel(spec: PoolSpec) -> PoolSpec:
@@ -435,14 +459,15 @@ def _trim_kernel(spec: PoolSpec) -> PoolSpec:
     The cut taps read padding in every window, which max pooling skips, so the
     windows' values and indices are the same; every per-tap loop then runs over
     the taps that matter (a kernel of ``2*10**5`` per axis has ``k^2 = 4*10**10``).
+    The kernel keeps the taps from the first run's start to the last run's end.
     The low padding shrinks by the taps cut before the first kept one (never
     below zero: a tap that starts inside the input is kept), the output size is
     the original's, and the high side is whatever the kept windows need.
     """
-    ranges = [_reaching_taps(size, k, s, d, low, out) for size, k, s, d, (low, _), out
-              in zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)]
-    firsts = [min(taps.start, low // d) for taps, (low, _), d in zip(ranges, spec.padding, spec.dilation)]
-    kernel = tuple(taps.stop - first for taps, first in zip(ranges, firsts))
+    runs = [_reaching_taps(size, k, s, d, low, out) or (range(0, k),) for size, k, s, d, (low, _), out
+            in zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)]
+    firsts = [min(taps[0].start, low // d) for taps, (low, _), d in zip(runs, spec.padding, spec.dilation)]
+    kernel = tuple(taps[-1].stop - first for taps, first in zip(runs, firsts))
     if kernel == spec.kernel_size:
         return spec
     trimmed = replace(spec, kernel_size=kernel, ceil_mode=False,
@@ -711,11 +736,49 @@ def _max_pool_forward(x: np.ndarray, spec: PoolSpec,
     """
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     spec = _trim_kernel(spec)  # a huge kernel's taps that read only padding are never looped over
-    if prod(spec.output_shape) * prod(spec.kernel_size) <= _GATHER_LIMIT:
+    taps = prod(spec.kernel_size)
+    if taps <= _SEPARABLE_TAPS and prod(spec.output_shape) * taps <= _GATHER_LIMIT:
         return _max_pool_gathered(x, spec, fill, with_indices)
     if not with_indices:
         return _reduce_windows(x, spec, np.maximum, fill, x.dtype), None
+    if taps > _SEPARABLE_TAPS:
+        return _max_pool_separable(x, spec)
     return _max_pool_grid(x, spec, fill)
+
+
+#: Beyond this many taps per window, max pooling with indices goes axis by axis (a few passes per
+#: axis) instead of k^d passes on the phase grid: a huge kernel whose reaching taps are far apart
+#: (``ceil_mode``'s last window under a huge stride) keeps ``10**10`` taps after trimming.
+_SEPARABLE_TAPS = 1 << 12
+
+
+def _max_pool_separable(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_max_pool_forward` with indices, one spatial axis at a time (the last first).
+
+    A box's row-major-first maximum is separable (as :func:`_adaptive_max_forward`):
+    along an axis each tap, in window order, offers the cells it reads to the
+    outputs it reaches (:func:`_axis_taps_in_order`, padding never offered), kept
+    by :func:`_keep_max` with the flat index of the chosen cell carried along.
+    """
+    plane_strides = _plane_strides(spec.input_size)
+    values, carried = x, None  # carried: flat-index contribution of the axes already reduced
+    for axis in reversed(range(2, x.ndim)):
+        dim = axis - 2
+        out = spec.output_size[dim]
+        taps = _axis_taps_in_order(spec.input_size[dim], spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim],
+                                   spec.padding[dim][0], out)
+        lead, trailing = (slice(None),) * axis, values.ndim - axis - 1
+        reduced_shape = values.shape[:axis] + (out,) + values.shape[axis + 1:]
+        best = np.zeros(reduced_shape, dtype=x.dtype)
+        best_index = np.full(reduced_shape, -1, dtype=np.int64)
+        for reached, read in taps:
+            positions = np.arange(read.start, read.stop, read.step).reshape((-1,) + (1,) * trailing)
+            index = positions * plane_strides[dim]  # broadcasts like the candidate
+            if carried is not None:
+                index = index + carried[lead + (read,)]
+            _keep_max(best[lead + (reached,)], best_index[lead + (reached,)], values[lead + (read,)], index, True)
+        values, carried = best, best_index
+    return values, carried
 
 
 @dataclass(frozen=True, eq=False)
