@@ -174,9 +174,13 @@ def _compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[C
 
 def _check_result_fits(spec: ConvSpec, shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
     """A result larger than memory is refused before any work, naming the geometry that sets its size."""
-    cause = (f"padding={spec.padding}, stride={spec.stride} and dilation={spec.dilation} for an input of spatial size "
-             f"{spec.input_size} and a kernel of {spec.kernel_size}")
-    check_fits_in_memory(spec.op, what, shape, dtype, cause)
+    check_fits_in_memory(spec.op, what, shape, dtype, lambda: describe_geometry(spec))
+
+
+def describe_geometry(spec: ConvSpec) -> str:
+    """The arguments that set a convolution's sizes, for a message about them."""
+    return (f"padding={spec.padding}, stride={spec.stride} and dilation={spec.dilation} for an input of spatial size "
+            f"{spec.input_size} and a kernel of {spec.kernel_size}")
 
 
 def conv_input_grad(

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from math import prod
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -168,7 +169,8 @@ def add_windows(
         total.fill(0)
     for tap in np.ndindex(*kernel_size):
         target = tuple(  # one window: step 1, whatever the stride (a huge one would not fit a slice)
-            slice(j * d, j * d + (o - 1) * s + 1, s if o > 1 else 1) for j, d, o, s in zip(tap, dilation, out_size, stride)
+            slice(j * d, j * d + (o - 1) * s + 1, s if o > 1 else 1)
+            for j, d, o, s in zip(tap, dilation, out_size, stride)
         )
         total[(Ellipsis, *target)] += windows[(Ellipsis, *tap)]
     return total
@@ -346,15 +348,16 @@ def _axis_sources(size: int, padding: tuple[int, int], mode: str, output_size: i
     return sources
 
 
-def check_fits_in_memory(op: str, what: str, shape: Sequence[int], dtype: np.dtype, cause: str) -> None:
+def check_fits_in_memory(op: str, what: str, shape: Sequence[int], dtype: np.dtype, cause: Callable[[], str]) -> None:
     """Refuse, before allocating it, an array larger than this machine's memory.
 
-    ``cause`` names the parameters that set ``shape`` and their values, so the
-    message says which argument to change (NumPy's own error would name none).
-    Raises MemoryError, as NumPy does for an allocation that fails.
+    ``cause()`` names the parameters that set ``shape`` and their values, so the
+    message says which argument to change (NumPy's own error would name none);
+    it is called only to write the message. Raises MemoryError, as NumPy does
+    for an allocation that fails.
 
     >>> check_fits_in_memory("conv2d", "output", (1, 3, 2 * 10**9 + 3, 2 * 10**9 + 3), np.float64,
-    ...                      "padding=1000000000, stride=1")  # doctest: +ELLIPSIS
+    ...                      lambda: "padding=1000000000, stride=1")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     MemoryError: conv2d: padding=1000000000, stride=1 give an output of shape (1, 3, 2000000003, 2000000003), ...
@@ -362,11 +365,12 @@ def check_fits_in_memory(op: str, what: str, shape: Sequence[int], dtype: np.dty
     size = np.dtype(dtype).itemsize * prod(shape)
     limit = _memory_bytes()
     if size > limit:
-        fail(MemoryError, op, cause, f"{_describe_bytes(size)} of {np.dtype(dtype)}",
+        fail(MemoryError, op, cause(), f"{_describe_bytes(size)} of {np.dtype(dtype)}",
              f"give {'an' if what[0] in 'aeiou' else 'a'} {what} of shape {tuple(shape)}, more than this "
              f"machine's {_describe_bytes(limit)} of memory")
 
 
+@lru_cache(maxsize=1)
 def _memory_bytes() -> int:
     """Physical memory, or the most NumPy can address where the system does not say."""
     largest = int(np.iinfo(np.intp).max)

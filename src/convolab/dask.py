@@ -83,7 +83,7 @@ from . import functional as _functional
 from . import grad as _grad
 from . import pooling as _pooling
 from . import shapes
-from ._conv import _compact_problem
+from ._conv import _compact_problem, describe_geometry
 from ._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from ._errors import fail
 from ._window import check_fits_in_memory, padded_sources
@@ -490,7 +490,8 @@ def _take_cells(x: da.Array, axis: int, source: np.ndarray) -> da.Array:
     shape = list(x.shape)
     shape[axis] = len(source)
     if not valid.any():
-        return da.zeros(tuple(shape), dtype=x.dtype, chunks=tuple(c if i != axis else -1 for i, c in enumerate(x.chunks)))
+        chunks = tuple(c if i != axis else -1 for i, c in enumerate(x.chunks))
+        return da.zeros(tuple(shape), dtype=x.dtype, chunks=chunks)
     # A zero cell reads (then drops) the cell read before it, or the first read: in zero padding, where
     # the reads increase, the indices stay in order and the chunks few.
     before = np.maximum.accumulate(np.where(valid, source, -1))
@@ -521,9 +522,7 @@ def _compact(x: da.Array, spec: Any, algorithm: str) -> tuple[da.Array, Any]:
 def _check_blocks_fit(spec: Any, chunks: Sequence[Sequence[int]], dtype: np.dtype, what: str) -> None:
     """Refuse, while building the graph, a block that no task could hold in memory (the eager op's rule)."""
     largest = tuple(max(sizes, default=0) for sizes in chunks)
-    cause = (f"padding={spec.padding}, stride={spec.stride} and dilation={spec.dilation} for an input of spatial size "
-             f"{spec.input_size} and a kernel of {spec.kernel_size}")
-    check_fits_in_memory(spec.op, what, largest, dtype, cause)
+    check_fits_in_memory(spec.op, what, largest, dtype, lambda: describe_geometry(spec))
 
 
 def _map_blocks(op: str, block: Callable[..., np.ndarray], slabs: da.Array, shared: Sequence[Any],
@@ -878,7 +877,8 @@ def _clipped_slabs(x: da.Array, plans: Sequence[AxisPlan]) -> tuple[da.Array, tu
         size = plan.input_size
         cut.append(tuple((max(0, -start), max(0, stop - size), count)
                          for (start, stop), count in zip(plan.input_ranges, plan.output_chunks)))
-        x = _gather(x, axis, (0, 0), "zeros", 0, [(max(start, 0), min(stop, size)) for start, stop in plan.input_ranges])
+        inside = [(max(start, 0), min(stop, size)) for start, stop in plan.input_ranges]
+        x = _gather(x, axis, (0, 0), "zeros", 0, inside)
     return x, tuple(cut)
 
 

@@ -423,6 +423,7 @@ def _axis_taps_in_order(size: int, kernel: int, stride: int, dilation: int, low:
     return tuple(taps)
 
 
+@lru_cache(maxsize=1024)
 def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> tuple[range, ...]:
     """The taps along one axis with which some window reads an input cell, as ascending runs.
 
@@ -464,16 +465,27 @@ def _trim_kernel(spec: PoolSpec) -> PoolSpec:
     below zero: a tap that starts inside the input is kept), the output size is
     the original's, and the high side is whatever the kept windows need.
     """
-    runs = [_reaching_taps(size, k, s, d, low, out) or (range(0, k),) for size, k, s, d, (low, _), out
-            in zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)]
-    firsts = [min(taps[0].start, low // d) for taps, (low, _), d in zip(runs, spec.padding, spec.dilation)]
-    kernel = tuple(taps[-1].stop - first for taps, first in zip(runs, firsts))
-    if kernel == spec.kernel_size:
+    cut = _cut_kernel(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)
+    if cut is None:
         return spec
-    trimmed = replace(spec, kernel_size=kernel, ceil_mode=False,
-                      padding=tuple((low - first * d, 0) for (low, _), first, d in zip(spec.padding, firsts, spec.dilation)))
+    kernel, padding = cut
+    trimmed = replace(spec, kernel_size=kernel, padding=padding, ceil_mode=False)
     trimmed.__dict__["output_size"] = spec.output_size  # the same windows: pinned, not recomputed from the cut kernel
     return trimmed
+
+
+@lru_cache(maxsize=256)
+def _cut_kernel(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                dilation: tuple[int, ...], padding: tuple[tuple[int, int], ...],
+                output_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
+    """:func:`_trim_kernel`'s kernel and padding for one geometry (None: nothing to cut), cached."""
+    runs = [_reaching_taps(size, k, s, d, low, out) or (range(0, k),) for size, k, s, d, (low, _), out
+            in zip(input_size, kernel_size, stride, dilation, padding, output_size)]
+    firsts = [min(taps[0].start, low // d) for taps, (low, _), d in zip(runs, padding, dilation)]
+    kernel = tuple(taps[-1].stop - first for taps, first in zip(runs, firsts))
+    if kernel == kernel_size:
+        return None
+    return kernel, tuple((low - first * d, 0) for (low, _), first, d in zip(padding, firsts, dilation))
 
 
 def _reduce_axis(y: np.ndarray, axis: int, taps: tuple[tuple[slice, slice], ...], out: int, ufunc: np.ufunc,

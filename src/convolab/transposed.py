@@ -143,7 +143,9 @@ def _plan(
     return _TransposePlan(spec, padding_pairs, out_size), batched
 
 
-def _cropped_spec(spec: ConvSpec, padding: tuple[tuple[int, int], ...], output_size: tuple[int, ...]) -> ConvSpec | None:
+def _cropped_spec(
+    spec: ConvSpec, padding: tuple[tuple[int, int], ...], output_size: tuple[int, ...]
+) -> ConvSpec | None:
     """The forward convolution over the output itself, the crop as its padding, where the extent would be huge.
 
     The output is cells ``[low, low + out)`` of the extent ``E``: the forward

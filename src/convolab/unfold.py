@@ -96,8 +96,8 @@ def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any 
     blocks = _blocks(op, x.shape[2:], kernel, dilations, pads, strides)
     n, c = x.shape[:2]
     check_fits_in_memory(op, "output", (n, c * prod(kernel), prod(blocks)), x.dtype,
-                         f"padding={pads}, stride={strides} and dilation={dilations} for an input of spatial size "
-                         f"{x.shape[2:]} and a kernel of {kernel}")
+                         lambda: f"padding={pads}, stride={strides} and dilation={dilations} for an input of spatial "
+                                 f"size {x.shape[2:]} and a kernel of {kernel}")
     reads = compact_reads(x.shape[2:], pads, "zeros", kernel, strides, dilations)
     if reads is None:
         windows = sliding_windows(pad(x, pads), kernel, strides, dilations)  # (N, C, *blocks, *kernel)
@@ -165,7 +165,7 @@ def fold(
     windows = columns.reshape(n, c, *kernel, *blocks)  # (N, C, *kernel, *blocks)
     windows = windows.transpose(0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))  # (N, C, *blocks, *kernel)
     check_fits_in_memory(op, "output", (n, c, *size), input.dtype,
-                         f"output_size={size} with stride={strides} and {count} columns")
+                         lambda: f"output_size={size} with stride={strides} and {count} columns")
     reads = compact_reads(size, pads, "zeros", kernel, strides, dilations)
     if reads is None:
         padded_size = tuple(s + lo + hi for s, (lo, hi) in zip(size, pads))
