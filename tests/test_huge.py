@@ -130,6 +130,14 @@ def test_input_gradient_too_large_for_memory_is_refused_by_name():
         cl.grad.conv2d_input((1, 2, 10**9, 10**9), np.ones((3, 2, 3, 3)), np.ones((1, 3, 1, 1)), stride=10**9)
 
 
+def test_weight_gradient_too_large_for_memory_is_refused_by_name():
+    # A kernel of 10**9 taps per axis fits the padding, and one window: grad_output is one cell.
+    with pytest.raises(MemoryError, match=r"conv2d_weight: padding=\(\(1000000000, 1000000000\), .* weight gradient "
+                                          r"of shape \(3, 2, 1000000000, 1000000000\)"):
+        cl.grad.conv2d_weight(np.ones((1, 2, 5, 5)), (3, 2, 10**9, 10**9), np.ones((1, 3, 1, 1)), padding=10**9,
+                              stride=2 * 10**9)
+
+
 # ---------------------------------------------------------------------------
 # Huge cases against PyTorch, and their memory
 # ---------------------------------------------------------------------------

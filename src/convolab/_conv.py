@@ -319,6 +319,7 @@ def conv_weight_grad(
         select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the last axis or a 1-tap one
     accumulate = compute_dtype(x.dtype)
     returned = result_dtype(x.dtype)
+    _check_result_fits(spec, spec.weight_shape, returned, "weight gradient")
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
