@@ -153,6 +153,7 @@ HUGE_CASES = [
     ((1, 4, 6, 5), (4, 2, 3, 2), dict(padding=10**6, stride=999_983, dilation=5, groups=2)),
     ((1, 1, 5), (1, 1, 2), dict(padding=5 * 10**8, dilation=10**9)),  # two taps a billion apart
     ((2, 1, 6), (2, 1, 3), dict(padding=((10**5, 10**5 + 2),), stride=10**5 - 1)),  # asymmetric, not dividing
+    ((2, 4, 6, 5), (4, 1, 3, 3), dict(padding=(10**5, 4), stride=(10**5, 7), groups=4)),  # depthwise
     ((1, 2, 4, 3), (2, 2, 2, 2), dict(padding=((3, 1000), (10**6, 10**6 + 1)), stride=(5, 10**6 - 3))),
 ]
 
@@ -180,6 +181,22 @@ def test_huge_cases_stay_within_a_few_mib(input_shape, weight_shape, kwargs):
     finally:
         tracemalloc.stop()
     assert peak < PEAK_BYTES
+
+
+def test_huge_case_with_flip_and_unbatched_input_matches_torch():
+    rng = np.random.default_rng(5)
+    x, w, b = _arrays(rng, (2, 5, 4), (3, 2, 3, 2))
+    kwargs = dict(padding=(10**6, (3, 10**5)), stride=(10**6 - 1, 10**5))
+    out, pullback = cl.vjp(cl.conv2d, x, w, b, flip=True, **kwargs)
+    g = rng.standard_normal(out.shape)
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
+    expected = torch_conv_and_grads(x[np.newaxis], flipped, b, g[np.newaxis], stride=kwargs["stride"],
+                                    padding=((10**6, 10**6), (3, 10**5)))
+    grad_input, grad_weight, grad_bias = pullback(g)
+    np.testing.assert_allclose(out, expected[0][0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_input, expected[1][0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_weight, expected[2][:, :, ::-1, ::-1], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_bias, expected[3], rtol=1e-10, atol=1e-10)
 
 
 def test_huge_case_with_integers_is_exact():
