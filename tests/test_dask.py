@@ -464,7 +464,7 @@ ERROR_CASES = [
     (lambda: cld.max_pool2d(_X, 3, padding=2), ValueError, "max_pool2d: padding must be at most half the kernel size"),
     (lambda: cld.max_pool2d(_X, 2, return_indices=True), ValueError,
      "max_pool2d: return_indices is not supported on dask arrays"),
-    (lambda: cld.max_pool2d(_X, 2, return_indices=1), TypeError, "max_pool2d: return_indices must be a bool, got 1"),
+    (lambda: cld.max_pool2d(_X, 2, return_indices=1), TypeError, "max_pool2d: return_indices must be a bool (True or False), got 1"),
     (lambda: cld.max_pool(_X, 2), TypeError, "max_pool: kernel_size must be a non-empty tuple"),
     (lambda: cld.max_pool2d(_X.astype(complex), 2), TypeError, "max_pool2d: input must be real"),
     (lambda: cld.avg_pool2d(_X, 2, divisor_override=0), ValueError, "avg_pool2d: divisor_override must be nonzero"),

@@ -89,7 +89,7 @@ from ._errors import fail
 from ._window import check_fits_in_memory, padded_sources
 from .signal import convolve as _eager_convolve
 from .signal import correlate as _eager_correlate
-from .spec import PaddingArg, conv_spec, normalize_ints, normalize_padding, normalize_shape
+from .spec import PaddingArg, check_flag, conv_spec, normalize_ints, normalize_padding, normalize_shape
 
 __all__ = [
     "AxisPlan",
@@ -896,10 +896,7 @@ def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     x = _check_dask(op, "input", input)
     spec = _pooling.pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, op=op,
                               rank=_pool_rank(op, kernel_size, rank))
-    if not isinstance(return_indices, (bool, np.bool_)):
-        fail(TypeError, op, "return_indices", f"{return_indices!r} of type {type(return_indices).__name__}",
-             "must be a bool")
-    if return_indices:
+    if check_flag(return_indices, "return_indices", op):
         fail(ValueError, op, "return_indices", "True",
              "is not supported on dask arrays (the indices are flat positions in whole planes; use the eager op)")
     x = _batched(x, spec.batched)

@@ -229,8 +229,8 @@ class Case:
         return {
             "name": self.name,
             "op": op,
-            "input": _json(self.input),
-            "weight": _json(self.weight),
+            "input": strict_json(self.input),
+            "weight": strict_json(self.weight),
             "stride": list(normalize_ints(self.stride, 2, "stride", op)),
             "padding": self.padding if isinstance(self.padding, str) else [list(p) for p in padding],
             "padding_pairs": [list(p) for p in padding],
@@ -238,7 +238,7 @@ class Case:
             "groups": self.groups,
             "output_padding": list(normalize_ints(self.output_padding, 2, "output_padding", op, 0)),
             "output_shape": list(out.shape),
-            "output": _json(out),
+            "output": strict_json(out),
         }
 
 
@@ -406,7 +406,7 @@ class Step:
             "body": [item.to_dict() if isinstance(item, Show) else {"text": item} for item in self.body],
             "check": self.check,
             "passed": bool(self.passed),
-            "data": {key: _json(value) for key, value in self.data.items()},
+            "data": {key: strict_json(value) for key, value in self.data.items()},
         }
 
 
@@ -434,11 +434,7 @@ class Explanation:
 # -- numbers as text ------------------------------------------------------------------------------
 
 
-#: Non-finite floats in JSON: strict JSON has no NaN or Infinity, so they become these strings.
-NON_FINITE_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
-
-
-def _json(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
     """Arrays and NumPy scalars as strict-JSON-able lists and plain numbers.
 
     Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"``
@@ -446,19 +442,19 @@ def _json(value: Any) -> Any:
     when it has at most :data:`MAX_DENSE_MATRIX_CELLS` entries, else ``None``.
     """
     if scipy.sparse.issparse(value):
-        return _json(value.toarray()) if prod(value.shape) <= MAX_DENSE_MATRIX_CELLS else None
+        return strict_json(value.toarray()) if prod(value.shape) <= MAX_DENSE_MATRIX_CELLS else None
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            return _json(value.tolist())  # walk the lists to replace the non-finite numbers
+            return strict_json(value.tolist())  # walk the lists to replace the non-finite numbers
         return value.tolist()
     if isinstance(value, np.generic):
-        return _json(value.item())
+        return strict_json(value.item())
     if isinstance(value, float) and not np.isfinite(value):
-        return NON_FINITE_JSON[repr(value)]
+        return repr(value)  # "nan", "inf" or "-inf"
     if isinstance(value, (list, tuple)):
-        return [_json(item) for item in value]
+        return [strict_json(item) for item in value]
     if isinstance(value, dict):
-        return {key: _json(item) for key, item in value.items()}
+        return {key: strict_json(item) for key, item in value.items()}
     return value
 
 

@@ -26,12 +26,13 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import nn
 from .._errors import fail
+from ..explain import strict_json
 from ..shapes import pool_output_size
 
 __all__ = ["Dataset", "load_digits", "load_npz", "stratified_split", "lenet", "batch_order", "TrainResult",
@@ -397,8 +398,10 @@ def run_train(args: argparse.Namespace) -> int:
     weights = os.path.join(args.output, "weights.npz")
     net.save(weights)
     with open(os.path.join(args.output, "history.json"), "w") as file:
-        json.dump(dict(data=data.name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       test_accuracy=result.test_accuracy, history=result.history), file, indent=1)
+        # A run that diverged has NaN losses: strict JSON writes them as "nan", as explain's JSON does.
+        json.dump(strict_json(dict(data=data.name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
+                                   lr=args.lr, test_accuracy=result.test_accuracy, history=result.history)),
+                  file, indent=1, allow_nan=False)
     curves = os.path.join(args.output, "curves.png")
     wrote_curves = write_curves(result.history, curves)
     print(f"wrote {weights}, {os.path.join(args.output, 'history.json')}"
