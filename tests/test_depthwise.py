@@ -19,6 +19,7 @@ import pytest
 
 import convolab as cl
 from convolab import _conv, algorithms
+from convolab.algorithms import _threads, depthwise
 from convolab._settings import current_thread_count, thread_count
 from conv_cases import ConvCase, generate_cases
 
@@ -34,9 +35,9 @@ DTYPES = [np.float32, np.float64]
 def blocking(request, monkeypatch):
     """Default blocks, or the smallest ones: one channel a block, a few rows a chunk, three threads."""
     if request.param == "blocked":
-        monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
-        monkeypatch.setattr(algorithms, "DEPTHWISE_COLUMN_BYTES", 64)
-        monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_BLOCK_BYTES", 1)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_COLUMN_BYTES", 64)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_PARALLEL_WORK", 0)
         monkeypatch.setenv("CONVOLAB_THREADS", "3")
     return request.param
 
@@ -130,13 +131,13 @@ def test_blocks_and_threads_change_nothing(case, monkeypatch):
     x, w, _ = case.arrays(np.float64)
     g = np.random.default_rng(5).standard_normal(case.output_shape)
     whole = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
-    monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
-    monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_PARALLEL_WORK", 0)
     monkeypatch.setenv("CONVOLAB_THREADS", "4")
     split = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
     np.testing.assert_array_equal(split[0], whole[0])
     np.testing.assert_array_equal(split[1], whole[1])
-    monkeypatch.setattr(algorithms, "DEPTHWISE_COLUMN_BYTES", 1)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_COLUMN_BYTES", 1)
     np.testing.assert_allclose(depthwise_gradients(case, x, w, g)[1], whole[2], rtol=1e-12, atol=1e-12)
 
 
@@ -345,7 +346,7 @@ def test_fork_while_another_thread_holds_the_pool_lock(monkeypatch):
     x = np.random.default_rng(12).standard_normal((4, 32, 40, 40))
     w = np.ones((32, 1, 3, 3))
     expected = cl.conv2d(x, w, padding=1, groups=32, algorithm="depthwise")
-    with algorithms._pool_lock:  # held, as by another thread, while the child is forked
+    with _threads._pool_lock:  # held, as by another thread, while the child is forked
         pool = multiprocessing.get_context("fork").Pool(1)
     with pool:
         result = pool.apply_async(_child_conv, (x, w)).get(timeout=60)

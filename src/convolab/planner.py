@@ -4,30 +4,24 @@
 documented cost model; ``algorithm="measure"`` times the candidates once per
 problem signature and remembers the winner (like ``cudnn.benchmark``).
 
-The cost model estimates seconds on one machine's rates (measured on the
-project's 2-core reference machine; only their ratios matter):
+Each algorithm owns its cost model (:meth:`convolab.algorithms.Algorithm.estimate`):
+seconds on the rates of one machine (:mod:`convolab.algorithms._rates`,
+measured on the project's 2-core reference machine; only their ratios
+matter). In short:
 
-======================  =========================================================
-algorithm               estimated time
-======================  =========================================================
-gemm                    FLOPs / matmul rate (scaled down when a matrix side is
-                        short: fewer than 32 filters or taps per group, and
-                        when there are fewer taps than filters), plus the
-                        unrolled copy at memory bandwidth
-folded                  the same for its product (``K_L`` times the filters,
-                        ``1/K_L`` of the taps, every padded column), its smaller
-                        copy, one pass over the output per last-axis tap
-depthwise               per block of channels: the grid copy (the input, padded
-                        and split into stride phases, or as it is at stride 1),
-                        then every tap's run copied into columns and read back
-                        by a small product per channel; blocks shared among
-                        threads (each past the first counted at 0.6)
-fft                     forward transforms of inputs and kernels, the spectral
-                        products (summed over input channels), inverse transforms
-each                    plus a fixed cost per call (larger for the FFT), which
-                        decides tiny problems
-======================  =========================================================
+- gemm: FLOPs at the matrix-product rate (lower when a side of the product is
+  short), plus the unrolled copy at memory bandwidth;
+- folded: the same for its taller, shallower product and its smaller copy,
+  plus one pass over the output per last-axis tap;
+- depthwise: per block of channels, the grid copy, then every tap's run copied
+  into columns and read back by a small product per channel, shared among
+  threads;
+- fft: forward transforms of inputs and kernels, the spectral products, the
+  inverse transforms;
+- each: plus a fixed cost per call (larger for the FFT), which decides tiny
+  problems.
 
+Only the registered algorithms marked ``automatic`` are candidates.
 "direct" and "im2col" are references, never chosen automatically. "shifted"
 and the Winograd tiles are run only when asked for by name: in NumPy their
 extra passes over memory (accumulations, transforms) cost what they save, and
@@ -62,11 +56,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import ceil, inf, isfinite, log10, log2, prod
+from math import ceil, inf, isfinite, log10, log2
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.fft
 
 from . import algorithms
 from ._dtypes import all_finite, check_supported_dtype, compute_dtype
@@ -74,28 +67,12 @@ from ._settings import current_thread_count, current_workspace_limit
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "DataTraits", "plan", "plan_for", "data_traits", "measured_choice", "input_grad_formulation", "plan_for_arrays",
-           "AUTO_CANDIDATES", "FFT_ERROR_BOUND"]
+           "auto_candidates", "FFT_ERROR_BOUND"]
 
-#: Algorithms "auto" and "measure" choose among.
-AUTO_CANDIDATES = ("gemm", "folded", "depthwise", "fft")
 
-# Rates of the reference machine (2 cores): matrix products by dtype (FLOP/s),
-# FFT (the 2.5 L log2 L operation count per transform, per second), elementwise
-# passes (elements/s), copies (bytes/s).
-_MATMUL_RATE = {"f": {4: 150e9, 8: 75e9}, "c": {8: 40e9, 16: 20e9}, "i": {8: 0.8e9}}
-_FFT_RATE = 10e9  # reached by long transforms; short ones run slower (see _estimate)
-_ELEMENTWISE_RATE = 3e9
-_COPY_RATE = {"contiguous": 8e9, "strided": 3e9}  # cache-blocked copies
-_SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
-# Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
-# where every estimate above is microseconds and an FFT's setup dominates.
-_OVERHEAD = {"gemm": 20e-6, "folded": 30e-6, "depthwise": 40e-6, "fft": 150e-6}  # folded: a NumPy call per tap more
-# Depthwise: bytes of unrolled columns per second on one thread (each copied, then read by the
-# product), the Python and NumPy calls per block and chunk of rows, and what each thread past
-# the first adds (the threads share the caches and the memory bus).
-_DEPTHWISE_COLUMN_RATE = 16e9
-_DEPTHWISE_BLOCK_COST = 25e-6
-_THREAD_GAIN = 0.6
+def auto_candidates() -> tuple[str, ...]:
+    """The algorithms "auto" and "measure" choose among: the registered ones marked ``automatic``."""
+    return tuple(name for name, algorithm in algorithms.ALGORITHMS.items() if algorithm.automatic)
 
 
 @dataclass(frozen=True)
@@ -122,76 +99,8 @@ class Plan:
         return "\n".join(lines)
 
 
-def _matmul_rate(dtype: np.dtype) -> float:
-    kind = "i" if dtype.kind in "iu" else dtype.kind
-    return _MATMUL_RATE[kind].get(dtype.itemsize, min(_MATMUL_RATE[kind].values()))
-
-
-def _product_rate(dtype: np.dtype, rows: int, depth: int) -> float:
-    """The rate of a ``(rows, depth) @ (depth, columns)`` product with many columns.
-
-    Far from peak when a side is short (under ``_SHORT_SIDE``); somewhat below
-    it when the product is shallower than it is tall (``depth < rows``: each
-    result is written after fewer multiply-adds), which decides gemm against
-    folded (fitted on the suite's 3×3 layers: ``(depth/rows)**0.25``).
-    """
-    rows, depth = max(rows, 1), max(depth, 1)  # an empty side: no work, but no division by zero either
-    short = min(1.0, min(rows, depth) / _SHORT_SIDE)
-    return _matmul_rate(dtype) * short * min(1.0, depth / rows) ** 0.25
-
-
-def _transform_length(spec: ConvSpec) -> int:
-    """The FFT's transform length for ``spec``, as its cost model takes it (the error estimate's ``L``)."""
-    return prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)
-
-
-def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
-    if name == "gemm":
-        rate = _product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
-        copied = 0 if algorithms.Gemm().workspace_bytes(spec, dtype.itemsize) == 0 else (
-            algorithms._row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-        # Wide rows copy one contiguous run per (channel, tap); so, nearly, do small images
-        # unrolled with the batch innermost. Otherwise each output row is a strided copy.
-        fast = algorithms._gemm_wide(spec) or algorithms._batch_inner(spec, dtype.itemsize)
-        return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE["contiguous" if fast else "strided"]
-    if name == "folded":
-        rest = algorithms._rest_spec(spec)
-        columns = spec.batch * rest.output_size[0] * prod(algorithms._grid(rest))  # every row, wide or exact
-        rows, depth = spec.kernel_size[-1] * spec.out_channels_per_group, spec.in_channels_per_group * prod(rest.kernel_size)
-        rate = _product_rate(dtype, rows, depth)
-        copied = algorithms._row_bytes(rest, dtype.itemsize) * spec.batch * rest.output_size[0]
-        layout = "contiguous" if algorithms._gemm_wide(rest) else "strided"
-        shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
-        return (_OVERHEAD["folded"] + 2 * spec.groups * rows * depth * columns / rate + copied / _COPY_RATE[layout]
-                + shares / _ELEMENTWISE_RATE)
-    if name == "depthwise":
-        return _OVERHEAD["depthwise"] + _depthwise_seconds(spec, dtype)
-    if name == "fft":
-        length = _transform_length(spec)
-        levels = log2(max(length, 2))
-        per_transform = 2.5 * length * levels / (_FFT_RATE * min(1.0, levels / 22))
-        transforms = spec.batch * spec.in_channels + spec.out_channels * spec.in_channels_per_group
-        transforms += spec.batch * spec.out_channels
-        products = 8 * spec.batch * spec.out_channels * spec.in_channels_per_group * (length / 2 + 1)
-        return _OVERHEAD["fft"] + transforms * per_transform + products / _ELEMENTWISE_RATE
-    raise ValueError(f"no cost model for {name!r}")
-
-
-def _depthwise_seconds(spec: ConvSpec, dtype: np.dtype) -> float:
-    """Depthwise's estimate past its fixed cost, from the blocks it would actually run."""
-    layout = algorithms._DepthwiseLayout(spec, dtype.itemsize, spec.padding)
-    jobs, groups = layout.blocks()
-    taps = prod(spec.kernel_size)
-    chunks = -(-spec.output_size[0] // layout.chunk_rows(groups, taps))
-    multiplier = spec.out_channels_per_group
-    columns = taps * spec.batch * spec.groups * layout.length * dtype.itemsize * (1 + (multiplier - 1) / 4)
-    grid = spec.batch * spec.in_channels * layout.phases * layout.stored * dtype.itemsize
-    work = (columns / _DEPTHWISE_COLUMN_RATE + len(jobs) * chunks * _DEPTHWISE_BLOCK_COST
-            + grid / _COPY_RATE["contiguous" if layout.direct else "strided"])
-    if not layout.in_place:  # the wide rows' real columns copied out
-        work += prod(spec.output_shape) * dtype.itemsize / _COPY_RATE["strided"]
-    threads = min(algorithms.depthwise_threads(), len(jobs)) if layout.work >= algorithms.DEPTHWISE_PARALLEL_WORK else 1
-    return work / (1 + _THREAD_GAIN * (threads - 1))
+#: The FFT's transform length for a spec (the error estimate's ``L``): the FFT's own, as its cost model takes it.
+_transform_length = algorithms.transform_length
 
 
 #: The largest estimated error, relative to the magnitude of an output's terms, that "auto" accepts
@@ -309,13 +218,13 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
     accumulate = compute_dtype(dtype)
     estimates: dict[str, float] = {}
     refused: dict[str, str] = {}
-    for name in AUTO_CANDIDATES:
+    for name in auto_candidates():
         algorithm = algorithms.ALGORITHMS[name]
         why = algorithm.why_not(spec, dtype)
         if why is None and algorithm.mixes_outputs:
             why = data.why_not_mixing()
         if why is None:
-            estimates[name] = _estimate(name, spec, accumulate)
+            estimates[name] = algorithm.estimate(spec, accumulate)
         else:
             refused[name] = why
     best = min(estimates, key=estimates.get)
@@ -382,6 +291,15 @@ def plan(
 
 
 _MEASURED: dict[tuple[Any, ...], str] = {}
+
+
+def _forget_plans() -> None:
+    """The registry changed: plans and measured winners chose among other candidates."""
+    _plan_cached.cache_clear()
+    _MEASURED.clear()
+
+
+algorithms.on_registry_change(_forget_plans)
 
 
 def measured_choice(padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> str:
