@@ -1,4 +1,4 @@
-"""Run convolab's benchmark: the same code as ``convolab bench`` (:mod:`convolab.bench`).
+"""Run convolab's benchmark: the same code as ``convolab bench`` (:mod:`convolab.apps.bench`).
 
     python benchmarks/bench.py --quick                     # a small subset, under 2 minutes
     python benchmarks/bench.py --filter vgg16 --no-torch   # some problems, convolab alone
@@ -31,8 +31,8 @@ if __name__ == "__main__":
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = threads
     try:
-        from convolab.bench import main
+        from convolab.apps.bench.command import main
     except ImportError:  # run from a checkout without installing
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-        from convolab.bench import main
+        from convolab.apps.bench.command import main
     sys.exit(main())

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import bench
-from convolab.bench import ConvProblem, FilterProblem, MemoryProblem
+from convolab.apps import bench
+from convolab.apps.bench.suite import ConvProblem, FilterProblem, MemoryProblem
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -158,12 +158,12 @@ def test_tracemalloc_meter_sees_numpy_allocations():
 
 
 def run_tiny(torch, problems=TINY):
-    settle, bench.SETTLE_S = bench.SETTLE_S, 0.0  # tiny calls leave no threads spinning worth waiting for
+    settle, bench.protocol.SETTLE_S = bench.protocol.SETTLE_S, 0.0  # tiny calls leave no threads spinning worth waiting for
     try:
         return bench.run_suite(problems, torch=torch, repeats=1, budget_s=0.01, blas_size=64, progress=None,
                                memory_limit_gib=2.0, thread_method="test")
     finally:
-        bench.SETTLE_S = settle
+        bench.protocol.SETTLE_S = settle
 
 
 def check_report_json(report):
@@ -277,10 +277,10 @@ def test_results_md_with_torch_lists_the_3x3_layers(torch_report):
 
 
 def test_a_busy_machine_is_reported(plain_report):
-    assert bench._busy_machine_warnings(180.0, 175.0, 0.1) == []
-    (moved,) = bench._busy_machine_warnings(80.0, 180.0, 0.1)
+    assert bench.machine.busy_machine_warnings(180.0, 175.0, 0.1) == []
+    (moved,) = bench.machine.busy_machine_warnings(80.0, 180.0, 0.1)
     assert "80.0 to 180.0 GFLOP/s" in moved
-    (loaded,) = bench._busy_machine_warnings(180.0, 180.0, 100.0)
+    (loaded,) = bench.machine.busy_machine_warnings(180.0, 180.0, 100.0)
     assert "100.00" in loaded
     report = dataclasses.replace(plain_report, settings={**plain_report.settings, "warnings": [moved]})
     assert f"WARNING: {moved}" in bench.render_table(report)
@@ -302,7 +302,7 @@ def test_parser_flags_and_their_round_trip():
     assert args.run is bench.run_bench
     assert (args.quick, args.filter, args.json, args.results, args.repeats, args.no_torch, args.threads) == \
         (True, ["vgg", "k63"], "out.json", "R.md", 3, True, 4)
-    again = bench_parser().parse_args(["bench", *bench._argv_from_args(args)])
+    again = bench_parser().parse_args(["bench", *bench.command._argv_from_args(args)])
     assert vars(again) == vars(args)
     with pytest.raises(SystemExit):
         bench_parser().parse_args(["bench", "--repeats", "0"])
@@ -310,8 +310,8 @@ def test_parser_flags_and_their_round_trip():
 
 @pytest.fixture
 def tiny_suite(monkeypatch):
-    monkeypatch.setattr(bench, "SUITE", TINY)
-    monkeypatch.setattr(bench, "BLAS_MATMUL_SIZE", 64)
+    monkeypatch.setattr(bench.suite, "SUITE", TINY)
+    monkeypatch.setattr(bench.protocol, "BLAS_MATMUL_SIZE", 64)
     for name in bench.THREAD_VARIABLES:  # as if set before NumPy loaded: run in this process
         monkeypatch.setenv(name, "2")
 
@@ -350,7 +350,7 @@ def test_without_threadpoolctl_run_bench_runs_again_with_the_thread_variables(ti
         calls.append((command, env))
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr(bench.command.subprocess, "run", fake_run)
     args = bench_parser().parse_args(["bench", "--filter", "tiny", "--threads", "3", "--no-torch"])
     assert args.run(args) == 0
     (command, env), = calls
@@ -389,16 +389,57 @@ def test_the_script_runs_the_same_code_without_torch(tmp_path):
 def test_a_blas_pinned_below_the_cpu_is_reported():
     avx512 = frozenset({"avx2", "avx512f"})
     pinned = {"coretype_variable": "Haswell", "architecture": "Haswell"}
-    (warning,) = bench._pinned_blas_warnings(pinned, avx512)
+    (warning,) = bench.machine.pinned_blas_warnings(pinned, avx512)
     assert "OPENBLAS_CORETYPE=Haswell" in warning and "AVX-512" in warning
     # Nothing to say without the variable, on a CPU without AVX-512, or when the pin is a wide core type.
-    assert bench._pinned_blas_warnings({"coretype_variable": None, "architecture": "Haswell"}, avx512) == []
-    assert bench._pinned_blas_warnings(pinned, frozenset({"avx2"})) == []
-    assert bench._pinned_blas_warnings({"coretype_variable": "SkylakeX", "architecture": "SkylakeX"}, avx512) == []
+    assert bench.machine.pinned_blas_warnings({"coretype_variable": None, "architecture": "Haswell"}, avx512) == []
+    assert bench.machine.pinned_blas_warnings(pinned, frozenset({"avx2"})) == []
+    assert bench.machine.pinned_blas_warnings({"coretype_variable": "SkylakeX", "architecture": "SkylakeX"}, avx512) == []
 
 
 def test_the_blas_kernels_in_use_are_recorded(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    info = bench._blas_info()
+    info = bench.machine._blas_info()
     assert info["coretype_variable"] == "Haswell"
     assert "architecture" in info
+
+
+# --------------------------------------------------------------------------- where the harness lives
+
+
+def test_the_old_import_paths_reach_the_same_objects():
+    import convolab.bench as old_bench
+    import convolab.train as old_train
+    from convolab.apps import train
+
+    assert {name: getattr(old_bench, name) for name in old_bench.__all__} == \
+        {name: getattr(bench, name) for name in old_bench.__all__}
+    assert old_bench.write_section is bench.write_section and old_bench.machine_info is bench.machine_info
+    assert {name: getattr(old_train, name) for name in old_train.__all__} == \
+        {name: getattr(train, name) for name in old_train.__all__}
+
+
+def test_import_convolab_loads_no_app_and_the_command_line_loads_only_the_bench_flags():
+    """In a fresh interpreter: what ``import convolab`` and building the parser load, then ``-m convolab.bench``."""
+    script = """if True:
+        import json, runpy, sys
+        def apps():
+            return sorted(m for m in sys.modules if m.startswith(("convolab.apps", "convolab.bench", "convolab.train")))
+        import convolab
+        after_import = apps()
+        import convolab.cli
+        convolab.cli.build_parser()
+        after_parser = apps()
+        print(json.dumps([after_import, after_parser]))
+        sys.argv = ["convolab.bench", "--quick", "--list"]
+        runpy.run_module("convolab.bench", run_name="__main__", alter_sys=True)
+    """
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               env=bench.machine.child_environment(2))
+    assert completed.returncode == 0, completed.stderr
+    loaded, *listing = completed.stdout.splitlines()
+    after_import, after_parser = json.loads(loaded)
+    assert after_import == []
+    assert after_parser == ["convolab.apps", "convolab.apps.bench", "convolab.apps.bench.command",
+                            "convolab.apps.bench.protocol", "convolab.apps.train"]
+    assert [line.split()[0] for line in listing] == [p.name for p in bench.select_problems(bench.SUITE, quick=True)]

@@ -556,3 +556,93 @@ def test_image_larger_than_the_workers_memory_is_filtered_chunk_by_chunk(client)
     assert abs(total / (height * width) - 0.5) < 1e-3  # a blur (weights summing to 1) of U(0, 1) noise: mean 0.5
     want = cl.conv2d(window, w, padding=((1, 0), (0, 1)), padding_mode="reflect")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Huge padding and stride: the eager ops' compact form, chunk by chunk (issue 13)
+# ---------------------------------------------------------------------------
+
+# (input shape, input chunks, weight shape, conv arguments)
+HUGE_CASES = [
+    ((1, 2, 5, 5), (1, 2, 5, 5), (3, 2, 3, 3), dict(padding=10**5, stride=10**5)),
+    ((1, 2, 5, 5), (1, 2, 2, 3), (3, 2, 3, 3), dict(padding=10**5, stride=10**5)),
+    ((2, 2, 5, 5), (1, 1, 1, 2), (3, 2, 3, 3), dict(stride=10**18)),
+    ((2, 4, 7), (1, 4, 3), (4, 2, 3), dict(padding=((10**9, 10**9 + 5),), stride=10**9 - 1, dilation=2, groups=2)),
+    ((1, 2, 4, 5, 3), (1, 2, 2, 2, 3), (2, 2, 2, 3, 1), dict(padding=(10**4, 7, 10**6), stride=(10**4 + 1, 3, 10**6))),
+    ((1, 1, 5), (1, 1, 2), (1, 1, 2), dict(padding=5 * 10**8, dilation=10**9)),
+    ((1, 2, 4, 4, 4), (1, 1, 3, 2, 4), (2, 2, 2, 1, 2), dict(padding=4, stride=7, padding_mode="circular")),
+    ((1, 2, 5, 5, 5), (1, 2, 2, 5, 3), (2, 2, 1, 2, 2), dict(padding=4, stride=(9, 6, 11), padding_mode="reflect")),
+]
+
+
+@pytest.mark.parametrize("input_shape, chunks, weight_shape, kwargs", HUGE_CASES, ids=str)
+def test_huge_padding_and_stride_match_eager_in_bounded_memory(input_shape, chunks, weight_shape, kwargs):
+    import tracemalloc
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(input_shape)
+    w = rng.standard_normal(weight_shape)
+    b = rng.standard_normal(weight_shape[0])
+    out = cl.conv(x, w, b, **kwargs)  # the eager op, checked against PyTorch in test_huge.py
+    g = rng.standard_normal(out.shape)
+    xd, gd = da.from_array(x, chunks=chunks), da.from_array(g, chunks=1)
+    with dask.config.set(scheduler="synchronous"):
+        cld.conv(xd, w, b, **kwargs).compute()  # warm: dask's own first-call imports and caches
+        tracemalloc.start()
+        try:
+            got = cld.conv(xd, w, b, **kwargs).compute()
+            got_weight = cld.conv_weight(xd, w.shape, gd, **kwargs).compute()
+            got_input = cld.conv_input(x.shape, w, gd, chunks=chunks, **kwargs).compute()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * 2**20
+    np.testing.assert_allclose(got, out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_weight, cl.grad.conv_weight(x, w.shape, g, **kwargs), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_input, cl.grad.conv_input(x.shape, w, g, **kwargs), rtol=1e-12, atol=1e-12)
+
+
+def test_huge_padding_never_read_keeps_nan_out_of_the_zeros():
+    x = np.full((1, 1, 5, 5), np.nan)
+    x[0, 0, :3, :3] = 1.0
+    got = cld.conv2d(da.from_array(x, chunks=2), np.ones((1, 1, 3, 3)), padding=10**5, stride=10**5)
+    assert got.compute(scheduler="synchronous")[0, 0].tolist() == [[0, 0, 0], [0, 9, 0], [0, 0, 0]]
+
+
+def test_output_block_too_large_for_memory_is_refused_by_name_while_building_the_graph():
+    x = da.ones((1, 2, 5, 5), chunks=(1, 2, 2, 5))
+    with pytest.raises(MemoryError, match=r"conv2d: padding=\(\(1000000000, 1000000000\), .* output block of shape "
+                                          r"\(1, 3, \d+, 2000000003\)"):
+        cld.conv2d(x, np.ones((3, 2, 3, 3)), padding=10**9)
+
+
+POOL_HUGE_CASES = [
+    ((1, 2, 5, 5), (1, 1, 2, 3), dict(kernel_size=3, stride=10**18, padding=1)),
+    ((2, 1, 5, 4), (1, 1, 2, 3), dict(kernel_size=2 * 10**5, stride=1, padding=10**5)),
+    ((1, 2, 5, 5), (1, 2, 5, 5), dict(kernel_size=2 * 10**5, stride=10**5, padding=10**5, ceil_mode=True)),
+    ((2, 2, 5, 6), (1, 1, 2, 4), dict(kernel_size=2 * 10**5, stride=10**5, padding=10**5, ceil_mode=True)),
+    ((1, 2, 7), (1, 1, 3), dict(kernel_size=2 * 10**8, stride=3, padding=10**8)),
+]
+
+
+@pytest.mark.parametrize("input_shape, chunks, kwargs", POOL_HUGE_CASES, ids=str)
+def test_pools_with_huge_kernel_or_stride_match_eager_in_bounded_memory(input_shape, chunks, kwargs):
+    import tracemalloc
+
+    x = np.random.default_rng(13).standard_normal(input_shape)
+    xd = da.from_array(x, chunks=chunks)
+    rank = x.ndim - 2
+    kwargs = {**kwargs, "kernel_size": (kwargs["kernel_size"],) * rank}
+    with dask.config.set(scheduler="synchronous"):
+        cld.max_pool(xd, **kwargs).compute()  # warm: dask's own first-call imports and caches
+        tracemalloc.start()
+        try:
+            got_max = cld.max_pool(xd, **kwargs).compute()
+            got_avg = [cld.avg_pool(xd, count_include_pad=flag, **kwargs).compute() for flag in (True, False)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * 2**20
+    np.testing.assert_array_equal(got_max, cl.max_pool(x, **kwargs))  # eager: against PyTorch in test_huge.py
+    for flag, got in zip((True, False), got_avg):
+        np.testing.assert_allclose(got, cl.avg_pool(x, count_include_pad=flag, **kwargs), rtol=1e-12, atol=0)

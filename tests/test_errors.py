@@ -18,8 +18,6 @@ import pytest
 
 import convolab as cl
 
-torch = pytest.importorskip("torch")
-
 
 def message_pattern(op: str, name: str, *got: str) -> str:
     """Regex: the message starts with ``op: name ``, has ``, got ``, and contains every fragment."""
@@ -33,6 +31,12 @@ def f64(*shape: int) -> np.ndarray:
 
 X2 = f64(1, 1, 3, 3)  # a 3x3 single-channel image
 W2 = f64(1, 1, 2, 2)  # a 2x2 single-filter kernel
+
+
+def tensor(*shape: int):
+    """A float64 PyTorch tensor of ones; the case using it skips where PyTorch is not installed."""
+    torch = pytest.importorskip("torch")
+    return torch.ones(shape, dtype=torch.float64)
 
 
 class TensorLike:
@@ -145,11 +149,11 @@ CASES = [
     # ---- not an ndarray
     ("input-list", lambda: cl.conv2d(X2.tolist(), W2), TypeError, "conv2d", "input", ["list"]),
     ("input-none", lambda: cl.conv2d(None, W2), TypeError, "conv2d", "input", ["NoneType"]),
-    ("input-tensor", lambda: cl.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), W2), TypeError, "conv2d", "input", ["Tensor"]),
+    ("input-tensor", lambda: cl.conv2d(tensor(1, 1, 3, 3), W2), TypeError, "conv2d", "input", ["Tensor"]),
     ("input-array-like", lambda: cl.conv2d(TensorLike(), W2), TypeError, "conv2d", "input", ["TensorLike"]),
     ("input-scalar", lambda: cl.conv1d(3.0, f64(1, 1, 1)), TypeError, "conv1d", "input", ["float"]),
     ("weight-list", lambda: cl.conv2d(X2, W2.tolist()), TypeError, "conv2d", "weight", ["list"]),
-    ("weight-tensor", lambda: cl.conv2d(X2, torch.ones(1, 1, 2, 2, dtype=torch.float64)), TypeError, "conv2d", "weight", ["Tensor"]),
+    ("weight-tensor", lambda: cl.conv2d(X2, tensor(1, 1, 2, 2)), TypeError, "conv2d", "weight", ["Tensor"]),
     # ---- algorithm
     ("algorithm-unknown", lambda: cl.conv2d(X2, W2, algorithm="winograd"), ValueError, "conv2d", "algorithm", ["'winograd'"]),
     ("algorithm-case", lambda: cl.conv2d(X2, W2, algorithm="FFT"), ValueError, "conv2d", "algorithm", ["'FFT'"]),

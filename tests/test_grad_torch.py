@@ -8,6 +8,8 @@ every configuration.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,8 @@ def check_conv_grads(case, dtype, flip):
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_conv_gradients_float64_match_torch(case):
-    check_conv_grads(case, np.float64, flip=hash(case.id) % 2 == 0)
+    # Half the cases flip, chosen by a checksum of the id: hash() of a str changes between runs.
+    check_conv_grads(case, np.float64, flip=zlib.crc32(case.id.encode()) % 2 == 0)
 
 
 @pytest.mark.parametrize("case", CASES[::4], ids=str)

@@ -11,13 +11,17 @@ import pytest
 import convolab as cl
 from convolab import shapes
 
-torch = pytest.importorskip("torch")
-
 SIZES = range(1, 9)
 KERNELS = range(1, 5)
 STRIDES = range(1, 4)
 DILATIONS = range(1, 4)
 PADS = range(0, 3)
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, for the tests that check against it; each of them skips where it is not installed."""
+    return pytest.importorskip("torch")
 
 
 def window_starts(padded: int, kernel: int, stride: int, dilation: int) -> list[int]:
@@ -91,7 +95,7 @@ def test_same_padding_through_conv_matches_ceil():
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
-def test_same_padding_at_stride_one_is_pytorchs():
+def test_same_padding_at_stride_one_is_pytorchs(torch):
     for i, k, d in itertools.product(range(1, 8), range(1, 5), range(1, 3)):
         x = torch.arange(float(i)).reshape(1, 1, i)
         w = torch.arange(1.0, k + 1).reshape(1, 1, k)
@@ -151,7 +155,7 @@ def test_unread_input_count_never_exceeds_the_input_size():
     assert shapes.unread_input_count(1, 1, stride=3, padding=(2, 0)) == 1
 
 
-def test_unread_input_samples_get_zero_gradient():
+def test_unread_input_samples_get_zero_gradient(torch):
     """What unread means: the gradient w.r.t. those samples is zero (torch autograd, stride 2)."""
     for i, k, s in [(6, 3, 2), (7, 3, 2), (10, 3, 4), (9, 2, 3)]:
         unread = shapes.unread_input_count(i, k, s)
@@ -162,7 +166,7 @@ def test_unread_input_samples_get_zero_gradient():
         assert grad[i - unread - 1] != 0
 
 
-def test_conv_transpose_output_size_inverts_conv_output_size():
+def test_conv_transpose_output_size_inverts_conv_output_size(torch):
     checked = 0
     for i, k, s, d, p in itertools.product(range(1, 7), KERNELS, STRIDES, DILATIONS, PADS):
         for output_padding in range(max(s, d)):  # PyTorch: output_padding < stride or < dilation
@@ -212,7 +216,7 @@ def pool_windows(i: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int
         start += s
 
 
-def test_pool_output_size_matches_torch_and_enumeration():
+def test_pool_output_size_matches_torch_and_enumeration(torch):
     checked = 0
     for i, k, s, d, p, ceil_mode in itertools.product(range(1, 9), range(1, 4), range(1, 4), range(1, 3),
                                                        range(0, 2), (False, True)):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from convolab import train as T
+from convolab.apps import train as T
 from convolab.cli import main
 
 

@@ -14,6 +14,7 @@ Notation for the derivations, per spatial dimension: ``x_p`` the padded input,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 
 import numpy as np
@@ -22,7 +23,7 @@ from . import shapes
 from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
-from ._window import add_windows, pad, pad_adjoint, reverse_spatial
+from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Folded, Gemm, check_algorithm_name, select_algorithm, unroll
 from .planner import input_grad_formulation, measured_choice, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
@@ -71,10 +72,15 @@ def conv_forward(
     if algorithm not in ("auto", "measure"):
         select_algorithm(algorithm, spec, x.dtype)  # refuse before any work, even for an empty batch
     returned = result_dtype(x.dtype)
+    _check_result_fits(spec, spec.output_shape, returned, "output")
     if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
         return np.zeros(spec.output_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
                       offset=bias)
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, x.dtype)
+    if compact is not None:  # only the cells the windows read, never the whole padded input
+        x, spec = compact[1].gather(x), compact[0]
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
     if _runs_depthwise(algorithm, spec, x.dtype):  # pads block by block, never the whole input at once
         out = DEPTHWISE.run_unpadded(x.astype(accumulate, copy=False), kernel, spec)
@@ -120,6 +126,59 @@ def _used_extent(spec: ConvSpec) -> tuple[int, ...]:
     )
 
 
+def _bounded_steps(spec: ConvSpec) -> ConvSpec:
+    """``spec`` with a stride longer than the padded input (or a one-tap dilation) cut to that length.
+
+    Such a stride leaves one window per axis, and a single tap has no spacing,
+    so neither is ever stepped; but the algorithms' strided views multiply them
+    into byte strides, which overflow for ``stride=10**18``. A normal layer's
+    stride and dilation are within the padded input: the same spec comes back.
+    """
+    stride = tuple(min(s, size) for s, size in zip(spec.stride, spec.padded_size))
+    dilation = tuple(d if k > 1 else min(d, size) for d, k, size in zip(spec.dilation, spec.kernel_size,
+                                                                        spec.padded_size))
+    if stride == spec.stride and dilation == spec.dilation:
+        return spec
+    return replace(spec, stride=stride, dilation=dilation)
+
+
+def _compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[ConvSpec, CompactReads] | None:
+    """The problem on the cells its windows read (see :func:`convolab._window.compact_reads`), or None.
+
+    Used where padding (or a stride or dilation far past the kernel) would make
+    the padded input much larger than the input and than what the windows
+    read: every pass then runs unpadded on the gathered cells, with the compact
+    stride and dilation. An algorithm named by the caller must accept the
+    compact problem too; where it would not (folded under a compact stride
+    along the last axis), the taps keep their dilation, which any algorithm
+    that accepted the padded problem accepts.
+    """
+    reads = compact_reads(spec.input_size, spec.padding, spec.padding_mode, spec.kernel_size, spec.stride,
+                          spec.dilation)
+    if reads is None:
+        return None
+    compact = replace(spec, input_size=reads.input_size, stride=reads.stride, dilation=reads.dilation,
+                      padding=((0, 0),) * spec.rank, padding_mode="zeros")
+    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].why_not(compact, np.dtype(dtype)) is not None:
+        reads = compact_reads(spec.input_size, spec.padding, spec.padding_mode, spec.kernel_size, spec.stride,
+                              spec.dilation, unfold_taps=False)
+        if reads is None:
+            return None
+        compact = replace(compact, input_size=reads.input_size, stride=reads.stride, dilation=reads.dilation)
+    return compact, reads
+
+
+def _check_result_fits(spec: ConvSpec, shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """A result larger than memory is refused before any work, naming the geometry that sets its size."""
+    check_fits_in_memory(spec.op, what, shape, dtype, lambda: describe_geometry(spec))
+
+
+def describe_geometry(spec: ConvSpec) -> str:
+    """The arguments that set a convolution's sizes, for a message about them."""
+    return (f"padding={spec.padding}, stride={spec.stride} and dilation={spec.dilation} for an input of spatial size "
+            f"{spec.input_size} and a kernel of {spec.kernel_size}")
+
+
 def conv_input_grad(
     grad_output: np.ndarray,
     weight: np.ndarray,
@@ -148,8 +207,15 @@ def conv_input_grad(
     algorithm = _check_algorithm(spec.op, algorithm, INPUT_GRAD_ALGORITHMS)
     accumulate = compute_dtype(weight.dtype)
     returned = result_dtype(weight.dtype)
+    # A transposed convolution is this gradient, used as an op: its result is that op's output.
+    _check_result_fits(spec, spec.input_shape, returned,
+                       "output" if spec.op.startswith("conv_transpose") else "input gradient")
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, weight.dtype)
+    if compact is not None:  # the gradient on the cells the windows read, added back onto the input
+        return compact[1].scatter(conv_input_grad(grad_output, weight, compact[0], algorithm), spec.input_size)
     check_exact_range(spec.op, ("grad_output", "weight"), grad_output, weight,
                       spec.out_channels_per_group * prod(spec.kernel_size))
     grad_output = grad_output.astype(accumulate, copy=False)
@@ -249,9 +315,14 @@ def conv_weight_grad(
         select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the last axis or a 1-tap one
     accumulate = compute_dtype(x.dtype)
     returned = result_dtype(x.dtype)
+    _check_result_fits(spec, spec.weight_shape, returned, "weight gradient")
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, x.dtype)
+    if compact is not None:  # the same sum over the cells the windows read
+        return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
     grad_output = grad_output.astype(accumulate, copy=False)
     if algorithm == "auto" and _runs_depthwise("auto", spec, x.dtype):
         grad_kernel = DEPTHWISE.weight_grad(x.astype(accumulate, copy=False), grad_output, spec)

@@ -296,8 +296,8 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .apps.train import positive
     from .explain import TOPICS
-    from .train import positive
 
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")
@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--output", required=True, help="path stem: writes STEM-im2col.png and STEM-conv-matrix.png")
     draw.set_defaults(run=_draw)
 
-    from .bench import add_bench_parser
-    from .train import add_train_parser
+    # The apps register their flags; the benchmark harness itself loads only when `bench` runs.
+    from .apps.bench.command import add_bench_parser
+    from .apps.train import add_train_parser
 
     add_train_parser(commands)
     add_bench_parser(commands)

@@ -83,9 +83,10 @@ from . import functional as _functional
 from . import grad as _grad
 from . import pooling as _pooling
 from . import shapes
+from ._conv import _compact_problem, describe_geometry
 from ._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from ._errors import fail
-from ._window import pad
+from ._window import check_fits_in_memory, padded_sources
 from .signal import convolve as _eager_convolve
 from .signal import correlate as _eager_correlate
 from .spec import PaddingArg, conv_spec, normalize_ints, normalize_padding, normalize_shape
@@ -366,10 +367,11 @@ def _slice(x: da.Array, axis: int, start: int, stop: int, reverse: bool = False)
 def _source_map(size: int, padding: tuple[int, int], mode: str) -> np.ndarray:
     """For each cell of the padded axis, the input position it copies (``-1``: a constant cell).
 
-    The eager padding applied to the positions themselves, so the chunked
-    padding is the eager one by construction (circular cells point to the far edge).
+    The eager padding applied to the positions themselves
+    (:func:`convolab._window.padded_sources`), so the chunked padding is the
+    eager one by construction (circular cells point to the far edge).
     """
-    return pad(np.arange(1, size + 1), [padding], mode) - 1
+    return padded_sources(size, padding, mode)
 
 
 def _runs(source: np.ndarray) -> list[tuple[int, int, int]]:
@@ -479,6 +481,50 @@ def _fold(grad_padded: da.Array, axis: int, plan: AxisPlan, mode: str) -> da.Arr
                         name=f"fold-{tokenize(block, core, *(p for p, _ in pads))}")
 
 
+def _take_cells(x: da.Array, axis: int, source: np.ndarray) -> da.Array:
+    """``x`` read along ``axis`` at the positions ``source`` (``-1``: a zero cell), as the eager compact gather.
+
+    A zero cell is a zero, never ``0 * x``: NaN and inf in ``x`` do not reach it.
+    """
+    valid = source >= 0
+    shape = list(x.shape)
+    shape[axis] = len(source)
+    if not valid.any():
+        chunks = tuple(c if i != axis else -1 for i, c in enumerate(x.chunks))
+        return da.zeros(tuple(shape), dtype=x.dtype, chunks=chunks)
+    # A zero cell reads (then drops) the cell read before it, or the first read: in zero padding, where
+    # the reads increase, the indices stay in order and the chunks few.
+    before = np.maximum.accumulate(np.where(valid, source, -1))
+    filled = np.where(valid, source, np.where(before < 0, source[valid][0], before))
+    picked = x[(slice(None),) * axis + (filled,)]
+    if valid.all():
+        return picked
+    keep = valid.reshape((-1,) + (1,) * (x.ndim - axis - 1))
+    return da.where(keep, picked, np.zeros((), dtype=x.dtype))
+
+
+def _compact(x: da.Array, spec: Any, algorithm: str) -> tuple[da.Array, Any]:
+    """The batched ``x`` and ``spec``, or, where the eager ops would run on the cells the windows read, those.
+
+    The same rule and index map as the eager ops (:func:`convolab._conv._compact_problem`):
+    a huge padding (or a stride far past the kernel) is never sliced into slabs, and the
+    blocks run the compact problem, unpadded, with its stride and dilation.
+    """
+    compact = _compact_problem(spec, algorithm, x.dtype)
+    if compact is None:
+        return x, spec
+    compact_spec, reads = compact
+    for axis, source in enumerate(reads.sources, start=2):
+        x = _take_cells(x, axis, source)
+    return x, compact_spec
+
+
+def _check_blocks_fit(spec: Any, chunks: Sequence[Sequence[int]], dtype: np.dtype, what: str) -> None:
+    """Refuse, while building the graph, a block that no task could hold in memory (the eager op's rule)."""
+    largest = tuple(max(sizes, default=0) for sizes in chunks)
+    check_fits_in_memory(spec.op, what, largest, dtype, lambda: describe_geometry(spec))
+
+
 def _map_blocks(op: str, block: Callable[..., np.ndarray], slabs: da.Array, shared: Sequence[Any],
                 chunks: tuple[tuple[int, ...], ...], dtype: np.dtype) -> da.Array:
     """One task per output block: ``block(slab, *shared, block_id=...)``, named after the op."""
@@ -555,14 +601,18 @@ def _conv(op: str, rank: int | None, input: Any, weight: Any, bias: Any, stride:
     spec = conv_spec(x.shape, weight_proxy.shape, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     x = _batched(x, spec.batched).rechunk({1: -1})  # channels in one chunk: every output reads its group's
+    batched = spec.batched
+    x, spec = _compact(x, spec, algorithm)
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.padding, spec.dilation))
     block = functools.partial(_conv_block, eager=getattr(_functional, op), stride=spec.stride,
                               dilation=spec.dilation, groups=spec.groups, flip=spec.flip, algorithm=algorithm)
+    chunks = (x.chunks[0], (spec.out_channels,), *(p.output_chunks for p in plans))
+    _check_blocks_fit(spec, chunks, result_dtype(x.dtype), "output block")
     dtype = _probe(block, _empty_slab(x, plans), weight_proxy, bias_proxy).dtype
-    out = _map_blocks(op, block, _slabs(x, plans, spec.padding_mode, 0), [_shared(weight), _shared(bias)],
-                      (x.chunks[0], (spec.out_channels,), *(p.output_chunks for p in plans)), dtype)
-    return out if spec.batched else out[0]
+    out = _map_blocks(op, block, _slabs(x, plans, spec.padding_mode, 0), [_shared(weight), _shared(bias)], chunks,
+                      dtype)
+    return out if batched else out[0]
 
 
 _CONV_DOC = """{summary}
@@ -795,6 +845,43 @@ def _max_pool_block(slab: np.ndarray, *, eager: Callable[..., np.ndarray], kerne
     return eager(slab, kernel_size, stride, 0, dilation)
 
 
+def _pool_block_spec(slab: np.ndarray, block_id: tuple[int, ...], kernel_size: tuple[int, ...],
+                     stride: tuple[int, ...], dilation: tuple[int, ...],
+                     cut: tuple[tuple[tuple[int, ...], ...], ...]) -> Any:
+    """The pooling of one clipped slab: its windows, with the padding cut off it as the spec's own padding."""
+    padding = tuple(per_block[b][:2] for per_block, b in zip(cut, block_id[2:]))
+    spec = _pooling.PoolSpec(op="pool", batched=True, batch=slab.shape[0], channels=slab.shape[1],
+                             input_size=slab.shape[2:], kernel_size=kernel_size, stride=stride, padding=padding,
+                             dilation=dilation)
+    # The block's output count, pinned: PoolSpec's own formula reads a symmetric padding.
+    spec.__dict__["output_size"] = tuple(per_block[b][2] for per_block, b in zip(cut, block_id[2:]))
+    return spec
+
+
+def _clipped_max_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                            dilation: tuple[int, ...], cut: tuple[tuple[tuple[int, ...], ...], ...],
+                            block_id: tuple[int, ...] | None = None) -> np.ndarray:
+    spec = _pool_block_spec(slab, block_id, kernel_size, stride, dilation, cut)
+    return _pooling._max_pool_forward(slab, spec, with_indices=False)[0]
+
+
+def _clipped_slabs(x: da.Array, plans: Sequence[AxisPlan]) -> tuple[da.Array, tuple[tuple[tuple[int, ...], ...], ...]]:
+    """Every output block's slab cut to the input cells it holds, and per axis and block the padding cut off.
+
+    For a kernel so large (after :func:`convolab.pooling._trim_kernel`) that its
+    slabs would be mostly padding: the blocks then pool with that padding as
+    their spec's own (never built), as the eager op does.
+    """
+    cut = []  # per axis and block: (low, high) cut off, and the block's output count
+    for axis, plan in enumerate(plans, start=2):
+        size = plan.input_size
+        cut.append(tuple((max(0, -start), max(0, stop - size), count)
+                         for (start, stop), count in zip(plan.input_ranges, plan.output_chunks)))
+        inside = [(max(start, 0), min(stop, size)) for start, stop in plan.input_ranges]
+        x = _gather(x, axis, (0, 0), "zeros", 0, inside)
+    return x, tuple(cut)
+
+
 def _lowest(dtype: np.dtype) -> Any:
     """The padding value that max pooling never prefers: -inf, or an integer dtype's minimum."""
     if dtype.kind == "f":
@@ -816,15 +903,25 @@ def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
         fail(ValueError, op, "return_indices", "True",
              "is not supported on dask arrays (the indices are flat positions in whole planes; use the eager op)")
     x = _batched(x, spec.batched)
+    batched, spec = spec.batched, _pooling._trim_kernel(spec)  # a huge kernel's padding-only taps: never sliced
     # window_padding adds what ceil_mode's last window hangs past the padding: filled, never the maximum.
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.window_padding, spec.dilation))
+    chunks = (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans))
+    if prod(spec.kernel_size) > _pooling._SEPARABLE_TAPS:  # slabs would be mostly padding: cut it off them
+        slabs, cut = _clipped_slabs(x, plans)
+        block = functools.partial(_clipped_max_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
+                                  dilation=spec.dilation, cut=cut)
+        return _batched_result(_map_blocks(op, block, slabs, [], chunks, x.dtype), batched)
     block = functools.partial(_max_pool_block, eager=getattr(_pooling, op), kernel_size=spec.kernel_size,
                               stride=spec.stride, dilation=spec.dilation)
     dtype = _probe(block, _empty_slab(x, plans)).dtype
-    out = _map_blocks(op, block, _slabs(x, plans, "zeros", _lowest(x.dtype)), [],
-                      (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans)), dtype)
-    return out if spec.batched else out[0]
+    out = _map_blocks(op, block, _slabs(x, plans, "zeros", _lowest(x.dtype)), [], chunks, dtype)
+    return _batched_result(out, batched)
+
+
+def _batched_result(out: da.Array, batched: bool) -> da.Array:
+    return out if batched else out[0]
 
 
 def _avg_divisor_axis(size: int, kernel: int, stride: int, low: int, count_include_pad: bool, first: int,
@@ -843,10 +940,15 @@ def _avg_divisor_axis(size: int, kernel: int, stride: int, low: int, count_inclu
 def _avg_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: tuple[int, ...],
                     summed_in: np.dtype, returned: np.dtype, windows: tuple[tuple[int, int, int, int], ...],
                     count_include_pad: bool, divisor_override: int | None, offsets: tuple[tuple[int, ...], ...],
+                    cut: tuple[tuple[tuple[int, ...], ...], ...] | None = None,
                     block_id: tuple[int, ...] | None = None) -> np.ndarray:
     # The eager op's window sums (divisor 1) in the eager accumulation dtype, then the whole array's divisor,
     # computed here for this block's outputs from the integers in ``windows`` (size, kernel, stride, low per axis).
-    sums = _pooling.avg_pool(slab.astype(summed_in, copy=False), kernel_size, stride, 0, divisor_override=1)
+    if cut is None:
+        sums = _pooling.avg_pool(slab.astype(summed_in, copy=False), kernel_size, stride, 0, divisor_override=1)
+    else:  # a clipped slab (_clipped_slabs): the padding cut off it is the block spec's own, adding nothing
+        spec = _pool_block_spec(slab, block_id, kernel_size, stride, (1,) * len(kernel_size), cut)
+        sums = _pooling._reduce_windows(slab.astype(summed_in, copy=False), spec, np.add, 0, summed_in)
     if divisor_override is not None:
         return (sums / divisor_override).astype(returned, copy=False)
     counts = [_avg_divisor_axis(*window, count_include_pad, axis_offsets[b], n)
@@ -860,22 +962,32 @@ def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     rank = _pool_rank(op, kernel_size, rank)
     spec = _pooling.pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, op=op, rank=rank)
     x = _batched(x, spec.batched)
+    # The divisor counts the whole window; the sums need only its taps that reach the input (zeros add nothing).
+    windows = tuple((n, k, s, low) for n, k, s, (low, _) in
+                    zip(spec.input_size, spec.kernel_size, spec.stride, spec.padding))
+    batched, spec = spec.batched, _pooling._trim_kernel(spec)
     plans = tuple(plan_axis(c, k, s, p, 1) for c, k, s, p in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.window_padding))
-    # The eager op on an empty batch of the first slab: its checks of the flags, divisor and dtype.
-    eager = getattr(_pooling, op)(_empty_slab(x, plans), spec.kernel_size, spec.stride, 0, False,
-                                  count_include_pad, divisor_override)
+    # The eager op on an empty batch of the first slab: its checks of the flags, divisor and dtype. (Of a
+    # one-cell window where the slabs are clipped: only the flags, divisor and dtype are asked about.)
+    clipped = prod(spec.kernel_size) > _pooling._SEPARABLE_TAPS
+    probe = (np.empty((0, x.shape[1], *([1] * spec.rank)), x.dtype), (1,) * spec.rank, 1) if clipped else \
+        (_empty_slab(x, plans), spec.kernel_size, spec.stride)
+    eager = getattr(_pooling, op)(*probe, 0, False, count_include_pad, divisor_override)
     returned = eager.dtype
     summed_in = np.promote_types(returned, np.float32)  # float16 is summed in float32, as the eager op
-    windows = tuple((p.input_size, p.kernel_size, p.stride, low) for p, (low, _) in zip(plans, spec.padding))
     block = functools.partial(_avg_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
                               summed_in=summed_in, returned=returned, windows=windows,
                               count_include_pad=bool(count_include_pad),
                               divisor_override=None if divisor_override is None else int(divisor_override),
                               offsets=tuple(p.output_offsets for p in plans))
-    out = _map_blocks(op, block, _slabs(x, plans, "zeros", 0), [],
-                      (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans)), returned)
-    return out if spec.batched else out[0]
+    chunks = (x.chunks[0], x.chunks[1], *(p.output_chunks for p in plans))
+    if clipped:  # slabs would be mostly padding: cut it off them
+        slabs, cut = _clipped_slabs(x, plans)
+        return _batched_result(_map_blocks(op, functools.partial(block, cut=cut), slabs, [], chunks, returned),
+                               batched)
+    out = _map_blocks(op, block, _slabs(x, plans, "zeros", 0), [], chunks, returned)
+    return _batched_result(out, batched)
 
 
 _POOL_DOC = """{summary}
@@ -1066,7 +1178,8 @@ def _conv_weight(op: str, rank: int | None, input: Any, weight_size: Any, grad_o
              "must be None or an int >= 2")
     if split_every is not None and split_every < 2:
         fail(ValueError, op, "split_every", repr(split_every), "must be None or an int >= 2")
-    x = _batched(x, spec.batched).rechunk({1: -1})
+    x = whole = _batched(x, spec.batched).rechunk({1: -1})
+    x, spec = _compact(x, spec, algorithm)
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
                   zip(x.chunks[2:], spec.kernel_size, spec.stride, spec.padding, spec.dilation))
     g = _batched(g, spec.batched).rechunk((x.chunks[0], -1, *(p.output_chunks for p in plans)))
@@ -1086,11 +1199,11 @@ def _conv_weight(op: str, rank: int | None, input: Any, weight_size: Any, grad_o
                           name=f"{op}-shares-{tokenize(block, slabs, g)}")
     # A tree reduction over every block (dask's partial sums, split_every at a time).
     total = shares.sum(axis=blocks, split_every=split_every)
-    if is_exact(x.dtype) and x.size and g.size:
+    if is_exact(x.dtype) and whole.size and g.size:
         # Each share passed its block's int64 range check, but their sum may not fit: the eager op's check on
         # the whole arrays (their extreme values, reduced lazily) runs before the total is returned.
         check = functools.partial(_range_checked, op=op, terms=spec.batch * prod(spec.output_size))
-        axes, (x_range, g_range) = tuple(range(total.ndim)), (_extremes(a) for a in (x, g))
+        axes, (x_range, g_range) = tuple(range(total.ndim)), (_extremes(a) for a in (whole, g))
         total = da.blockwise(check, axes, total, axes, x_range, (total.ndim,), g_range, (total.ndim + 1,),
                              concatenate=True, dtype=total.dtype, meta=np.empty((0,) * total.ndim, total.dtype),
                              name=f"{op}-checked-{tokenize(check, total, x_range, g_range)}")
@@ -1180,9 +1293,25 @@ def _conv_input(op: str, rank: int | None, input_size: Any, weight: Any, grad_ou
         return tuple(result)
 
     input_chunks = _input_chunks(op, chunks, spec, g, spatial_from_g)
+    g = g.rechunk({0: input_chunks[0], 1: -1})
+    compact = _compact_problem(spec, algorithm, weight_proxy.dtype)
+    if compact is None:
+        grad_input = _input_grad(op, spec, weight, weight_proxy, g, algorithm, input_chunks)
+    else:  # as the eager op: the gradient on the cells the windows read (one chunk per axis), added back
+        compact_spec, reads = compact
+        grad_input = _input_grad(op, compact_spec, weight, weight_proxy, g, algorithm,
+                                 (input_chunks[0], (spec.in_channels,), *((n,) for n in compact_spec.input_size)))
+        for axis, (source, axis_chunks) in enumerate(zip(reads.sources, input_chunks[2:]), start=2):
+            grad_input = _scatter_cells(grad_input, axis, source, axis_chunks)
+    grad_input = grad_input.rechunk(input_chunks)
+    return grad_input if spec.batched else grad_input[0]
+
+
+def _input_grad(op: str, spec: Any, weight: Any, weight_proxy: np.ndarray, g: da.Array, algorithm: str,
+                input_chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+    """The batched input gradient of ``spec``, one block of the padded input at a time, its padding folded back."""
     plans = tuple(plan_axis(c, k, s, p, d) for c, k, s, p, d in
                   zip(input_chunks[2:], spec.kernel_size, spec.stride, spec.padding, spec.dilation))
-    g = g.rechunk({0: input_chunks[0], 1: -1})
     block = functools.partial(_input_grad_block, eager=getattr(_grad, op), plans=plans, groups=spec.groups,
                               flip=spec.flip, algorithm=algorithm, in_channels=spec.in_channels)
     _probe(block, np.empty((0, spec.out_channels, *([1] * spec.rank)), g.dtype), weight_proxy)
@@ -1194,8 +1323,36 @@ def _conv_input(op: str, rank: int | None, input_size: Any, weight: Any, grad_ou
                               result_dtype(weight_proxy.dtype))
     for axis, plan in enumerate(plans, start=2):
         grad_padded = _fold(grad_padded, axis, plan, spec.padding_mode)
-    grad_input = grad_padded.rechunk(input_chunks)
-    return grad_input if spec.batched else grad_input[0]
+    return grad_padded
+
+
+def _scatter_block(grad: np.ndarray, start: np.ndarray, stop: np.ndarray, *, axis: int,
+                   source: np.ndarray) -> np.ndarray:
+    """The input cells ``[start, stop)`` along ``axis``: the sum of the compact cells that read each."""
+    first, last = int(start[0]), int(stop[0])
+    mine = (source >= first) & (source < last)
+    moved = np.moveaxis(grad, axis, 0)  # (compact cells, ...)
+    total = np.zeros((last - first, *moved.shape[1:]), dtype=grad.dtype)
+    np.add.at(total, source[mine] - first, moved[mine])  # unbuffered: a cell read twice gets both shares
+    return np.moveaxis(total, 0, axis)
+
+
+def _scatter_cells(grad: da.Array, axis: int, source: np.ndarray, chunks: tuple[int, ...]) -> da.Array:
+    """The transpose of :func:`_take_cells` along ``axis``: back on the input's cells, in ``chunks``.
+
+    The compact axis is one chunk (it is short: that is why it was taken); each
+    input chunk along ``axis`` reads it whole and keeps the cells mapped into it.
+    """
+    grad = grad.rechunk({axis: -1})
+    edges = list(accumulate(chunks, initial=0))
+    starts, stops = (da.from_array(np.array(a, dtype=np.int64), chunks=1) for a in (edges[:-1], edges[1:]))
+    block = functools.partial(_scatter_block, axis=axis, source=source)
+    axes = tuple(range(grad.ndim))
+    contracted = axes[:axis] + (grad.ndim,) + axes[axis + 1:]
+    return da.blockwise(block, axes, grad, contracted, starts, (axis,), stops, (axis,), concatenate=True,
+                        adjust_chunks={axis: tuple(chunks)}, align_arrays=False, dtype=grad.dtype,
+                        meta=np.empty((0,) * grad.ndim, grad.dtype),
+                        name=f"scatter-{tokenize(block, grad, tuple(chunks))}")
 
 
 _INPUT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its input, on dask arrays.

@@ -40,7 +40,7 @@ gives NaN with the index of its *last* NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache, reduce
 from math import prod
 from typing import Any, Callable, Sequence
@@ -283,6 +283,21 @@ def _tap_table(spec: PoolSpec, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return position, (position >= 0) & (position < size)
 
 
+def _windows_reading_nothing(spec: PoolSpec, dim: int) -> np.ndarray:
+    """The outputs along ``dim`` whose window reads only padding, without a table of every tap.
+
+    Window ``o``'s first tap at or past the input's start is
+    ``j0 = max(0, ceil((low - o*s) / d))``; it reads nothing iff ``j0`` is past
+    the kernel or its cell ``o*s + j0*d - low`` past the input. (A table of every
+    tap, as :func:`_tap_table`, would be ``(out, k)``: 8 GiB for ``k=2*10**8``.)
+    """
+    (low, _), size = spec.padding[dim], spec.input_size[dim]
+    stride, dilation, kernel = spec.stride[dim], spec.dilation[dim], spec.kernel_size[dim]
+    start = np.arange(spec.output_size[dim]) * stride - low  # (out,): tap 0's cell
+    first = np.maximum(0, -(start // dilation))  # (out,): the first tap with a cell >= 0
+    return np.flatnonzero((first >= kernel) | (start + first * dilation >= size))
+
+
 def pool_spec(
     input_shape: Sequence[int],
     kernel_size: Any,
@@ -369,8 +384,7 @@ def pool_spec(
         ceil_mode=ceil_mode,
     )
     for dim in range(rank):
-        _, valid = _tap_table(spec, dim)
-        empty = np.flatnonzero(~valid.any(axis=1))
+        empty = _windows_reading_nothing(spec, dim)
         if empty.size:
             fail(ValueError, op, "dilation",
                  f"{dilations[dim]} in spatial dimension {dim}, where the window at output position "
@@ -404,15 +418,89 @@ def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
     >>> _axis_taps(5, 3, 2, 1, 1, 3)
     ((slice(0, 3, None), slice(0, 5, 2)), (slice(1, 3, None), slice(1, 4, 2)), (slice(0, 2, None), slice(1, 4, 2)))
     """
-    taps = []
-    for j in range(kernel):
-        offset = j * dilation - low  # tap j of output o reads o * stride + offset
-        lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
-        hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
-        if hi > lo:
-            start = lo * stride + offset
-            taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    taps = _axis_taps_in_order(size, kernel, stride, dilation, low, out)
     return tuple(sorted(taps, key=lambda tap: tap[0] != slice(0, out)))
+
+
+@lru_cache(maxsize=1024)
+def _axis_taps_in_order(size: int, kernel: int, stride: int, dilation: int, low: int,
+                        out: int) -> tuple[tuple[slice, slice], ...]:
+    """:func:`_axis_taps` in window order (tap ``j`` ascending), the taps that read only padding left out."""
+    taps = []
+    for run in _reaching_taps(size, kernel, stride, dilation, low, out):
+        for j in run:
+            offset = j * dilation - low  # tap j of output o reads o * stride + offset
+            lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
+            hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
+            if hi > lo:
+                start = lo * stride + offset
+                taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    return tuple(taps)
+
+
+@lru_cache(maxsize=1024)
+def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> tuple[range, ...]:
+    """The taps along one axis with which some window reads an input cell, as ascending runs.
+
+    Window ``o`` reads the input with the taps ``j`` from ``ceil((low - o*s) / d)``
+    to ``floor((low - o*s + size - 1) / d)`` (within the kernel); the other taps
+    read padding in every window. A huge kernel (``padding`` up to half of it)
+    has few such taps: one run where the windows' runs overlap, more where a
+    huge stride (``ceil_mode``'s last window) sets them apart.
+
+    >>> _reaching_taps(5, 2 * 10**8, 1, 1, 10**8, 6)
+    (range(99999995, 100000005),)
+    >>> _reaching_taps(5, 2 * 10**5, 10**5, 1, 10**5, 2)
+    (range(0, 5), range(100000, 100005))
+    """
+    # Windows last to first: their runs ascend. Python ints where a product could pass int64.
+    dtype = np.int64 if (out - 1) * stride + low + size < 2**62 else object
+    start = np.arange(out - 1, -1, -1).astype(dtype) * stride - low  # (out,): tap 0's cell, last window first
+    first = np.maximum(-(start // dilation), 0)
+    last = np.minimum((size - 1 - start) // dilation, kernel - 1)
+    reads = first <= last
+    first, last = first[reads], last[reads]
+    if not first.size:
+        return ()
+    # A new run starts where a window's first tap is past every earlier window's last tap plus one.
+    reach = np.maximum.accumulate(last)
+    breaks = np.flatnonzero(first[1:] > reach[:-1] + 1) + 1
+    starts, stops = np.split(first, breaks), np.split(reach, breaks)
+    return tuple(range(int(a[0]), int(b[-1]) + 1) for a, b in zip(starts, stops))
+
+
+def _trim_kernel(spec: PoolSpec) -> PoolSpec:
+    """``spec`` with each axis's kernel cut to its reaching taps (:func:`_reaching_taps`), or ``spec`` itself.
+
+    The cut taps read padding in every window, which max pooling skips, so the
+    windows' values and indices are the same; every per-tap loop then runs over
+    the taps that matter (a kernel of ``2*10**5`` per axis has ``k^2 = 4*10**10``).
+    The kernel keeps the taps from the first run's start to the last run's end.
+    The low padding shrinks by the taps cut before the first kept one (never
+    below zero: a tap that starts inside the input is kept), the output size is
+    the original's, and the high side is whatever the kept windows need.
+    """
+    cut = _cut_kernel(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)
+    if cut is None:
+        return spec
+    kernel, padding = cut
+    trimmed = replace(spec, kernel_size=kernel, padding=padding, ceil_mode=False)
+    trimmed.__dict__["output_size"] = spec.output_size  # the same windows: pinned, not recomputed from the cut kernel
+    return trimmed
+
+
+@lru_cache(maxsize=256)
+def _cut_kernel(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                dilation: tuple[int, ...], padding: tuple[tuple[int, int], ...],
+                output_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
+    """:func:`_trim_kernel`'s kernel and padding for one geometry (None: nothing to cut), cached."""
+    runs = [_reaching_taps(size, k, s, d, low, out) or (range(0, k),) for size, k, s, d, (low, _), out
+            in zip(input_size, kernel_size, stride, dilation, padding, output_size)]
+    firsts = [min(taps[0].start, low // d) for taps, (low, _), d in zip(runs, padding, dilation)]
+    kernel = tuple(taps[-1].stop - first for taps, first in zip(runs, firsts))
+    if kernel == kernel_size:
+        return None
+    return kernel, tuple((low - first * d, 0) for (low, _), first, d in zip(padding, firsts, dilation))
 
 
 def _reduce_axis(y: np.ndarray, axis: int, taps: tuple[tuple[slice, slice], ...], out: int, ufunc: np.ufunc,
@@ -674,11 +762,50 @@ def _max_pool_forward(x: np.ndarray, spec: PoolSpec,
     has one.
     """
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    if prod(spec.output_shape) * prod(spec.kernel_size) <= _GATHER_LIMIT:
+    spec = _trim_kernel(spec)  # a huge kernel's taps that read only padding are never looped over
+    taps = prod(spec.kernel_size)
+    if taps <= _SEPARABLE_TAPS and prod(spec.output_shape) * taps <= _GATHER_LIMIT:
         return _max_pool_gathered(x, spec, fill, with_indices)
     if not with_indices:
         return _reduce_windows(x, spec, np.maximum, fill, x.dtype), None
+    if taps > _SEPARABLE_TAPS:
+        return _max_pool_separable(x, spec)
     return _max_pool_grid(x, spec, fill)
+
+
+#: Beyond this many taps per window, max pooling with indices goes axis by axis (a few passes per
+#: axis) instead of k^d passes on the phase grid: a huge kernel whose reaching taps are far apart
+#: (``ceil_mode``'s last window under a huge stride) keeps ``10**10`` taps after trimming.
+_SEPARABLE_TAPS = 1 << 12
+
+
+def _max_pool_separable(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_max_pool_forward` with indices, one spatial axis at a time (the last first).
+
+    A box's row-major-first maximum is separable (as :func:`_adaptive_max_forward`):
+    along an axis each tap, in window order, offers the cells it reads to the
+    outputs it reaches (:func:`_axis_taps_in_order`, padding never offered), kept
+    by :func:`_keep_max` with the flat index of the chosen cell carried along.
+    """
+    plane_strides = _plane_strides(spec.input_size)
+    values, carried = x, None  # carried: flat-index contribution of the axes already reduced
+    for axis in reversed(range(2, x.ndim)):
+        dim = axis - 2
+        out = spec.output_size[dim]
+        taps = _axis_taps_in_order(spec.input_size[dim], spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim],
+                                   spec.padding[dim][0], out)
+        lead, trailing = (slice(None),) * axis, values.ndim - axis - 1
+        reduced_shape = values.shape[:axis] + (out,) + values.shape[axis + 1:]
+        best = np.zeros(reduced_shape, dtype=x.dtype)
+        best_index = np.full(reduced_shape, -1, dtype=np.int64)
+        for reached, read in taps:
+            positions = np.arange(read.start, read.stop, read.step).reshape((-1,) + (1,) * trailing)
+            index = positions * plane_strides[dim]  # broadcasts like the candidate
+            if carried is not None:
+                index = index + carried[lead + (read,)]
+            _keep_max(best[lead + (reached,)], best_index[lead + (reached,)], values[lead + (read,)], index, True)
+        values, carried = best, best_index
+    return values, carried
 
 
 @dataclass(frozen=True, eq=False)

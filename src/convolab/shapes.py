@@ -27,6 +27,7 @@ __all__ = [
     "same_padding",
     "full_padding",
     "unread_input_count",
+    "compact_axis",
     "conv_transpose_output_size",
     "pool_output_size",
 ]
@@ -135,6 +136,49 @@ def unread_input_count(
     last_read = (output_size - 1) * stride + dilated_kernel_size(kernel_size, dilation) - 1  # in padded coordinates
     # Cells past the last read, counted within the input only (not its high padding).
     return min(max(input_size + low - 1 - last_read, 0), input_size)
+
+
+def compact_axis(
+    output_size: int, kernel_size: int, stride: int = 1, dilation: int = 1, unfold_taps: bool = True
+) -> tuple[int, int, int]:
+    """The cells the windows read along one axis, laid end to end: ``(length, stride, dilation)`` of that axis.
+
+    Output ``o`` reads the padded cells ``o*s + j*d`` (taps ``j < k``). A
+    convolution over the compact axis with the returned stride and dilation
+    reads the same cells in the same order, whichever of two layouts is
+    shorter (the first on a tie; the first always with ``unfold_taps=False``,
+    which keeps the dilation):
+
+    - *span*: each window's whole extent ``k_eff = d*(k-1) + 1``, windows
+      ``min(s, k_eff)`` apart: where they overlap this is the padded axis
+      itself (less its unread tail); where the stride leaves gaps between
+      them, the gaps are dropped. Compact cell ``c`` is padded cell
+      ``(c // s')*s + c % s'``.
+    - *unfolded*: only the taps, ``k`` cells per window, ``k`` apart, at
+      dilation 1 (the holes of a dilated window dropped too). Compact cell ``c``
+      is padded cell ``(c // k)*s + (c % k)*d``.
+
+    The length is at most the padded size; it is much smaller where the
+    windows leave most of the padded axis unread (a stride or dilation far
+    larger than the kernel), and never more than ``out * k`` cells. Nothing
+    here depends on the padding: a huge padding is huge only where it is read.
+
+    Examples
+    --------
+    >>> compact_axis(3, 3, stride=100000)  # three windows of 3 cells, gaps dropped
+    (9, 3, 1)
+    >>> compact_axis(4, 3, stride=2)  # overlapping windows: the span itself
+    (9, 2, 1)
+    >>> compact_axis(5, 2, dilation=10**9)  # two taps a billion apart, five windows
+    (10, 2, 1)
+    """
+    extent = dilated_kernel_size(kernel_size, dilation)
+    span_stride = min(stride, extent)
+    span = (output_size - 1) * span_stride + extent
+    unfolded = output_size * kernel_size
+    if unfold_taps and unfolded < span:
+        return unfolded, kernel_size, 1
+    return span, span_stride, dilation
 
 
 def conv_transpose_output_size(

@@ -16,6 +16,7 @@ from . import shapes
 from ._conv import conv_forward, conv_input_grad, conv_weight_grad
 from ._dtypes import same_dtype
 from ._errors import fail
+from ._window import compact_reads
 from ._vjp import defines_vjp
 from .functional import check_array
 from .spec import ConvSpec, _is_int, conv_spec, normalize_ints, normalize_padding
@@ -30,15 +31,22 @@ class _TransposePlan:
     dimension (the forward convolution of an ``E``-sized input with no padding
     has exactly ``in`` outputs). The result is cells ``[low, low + out)`` of that
     extent, zero past its end (output_padding beyond the high padding).
+
+    Where the extent is far larger than the output (a huge stride cropped by a
+    huge padding), ``padding`` is None and ``spec`` is the same convolution over
+    the output itself with the crop as its padding (:func:`_cropped_spec`): crop
+    and uncrop are then nothing to do.
     """
 
-    def __init__(self, spec: ConvSpec, padding: tuple[tuple[int, int], ...], output_size: tuple[int, ...]):
+    def __init__(self, spec: ConvSpec, padding: tuple[tuple[int, int], ...] | None, output_size: tuple[int, ...]):
         self.spec = spec  # the forward convolution whose input gradient this is
         self.padding = padding
         self.output_size = output_size
 
     def crop(self, full: np.ndarray) -> np.ndarray:
         """Cells ``[low, low + out)`` of the scattered extent, zero-filled past its end."""
+        if self.padding is None:
+            return full
         out = np.zeros((*full.shape[:2], *self.output_size), dtype=full.dtype)
         source, target = [], []
         for (low, _), size, extent in zip(self.padding, self.output_size, self.spec.input_size):
@@ -50,6 +58,8 @@ class _TransposePlan:
 
     def uncrop(self, grad: np.ndarray) -> np.ndarray:
         """The transpose of :meth:`crop`: place ``grad`` back in the full extent."""
+        if self.padding is None:
+            return grad
         full = np.zeros((*grad.shape[:2], *self.spec.input_size), dtype=grad.dtype)
         source, target = [], []
         for (low, _), size, extent in zip(self.padding, self.output_size, self.spec.input_size):
@@ -116,6 +126,9 @@ def _plan(
     # The forward convolution this transposes: C_out_t channels of the extent in, C_in_t out.
     spec = conv_spec((x_shape[0], weight.shape[1] * _groups(groups), *extent), weight.shape, stride=strides,
                      dilation=dilations, groups=groups, op=op)
+    cropped = _cropped_spec(spec, padding_pairs, out_size)
+    if cropped is not None:
+        return _TransposePlan(cropped, None, out_size), batched
     return _TransposePlan(spec, padding_pairs, out_size), batched
 
 
@@ -145,6 +158,30 @@ def _output_padding_for(op: str, output_size: Any, smallest: tuple[int, ...], st
              f"must lie between {smallest} and {largest} in every dimension: the valid sizes for an input of "
              f"spatial size {tuple(input_size)} at stride {strides}")
     return tuple(size - low for size, low in zip(sizes, smallest))
+
+
+def _cropped_spec(
+    spec: ConvSpec, padding: tuple[tuple[int, int], ...], output_size: tuple[int, ...]
+) -> ConvSpec | None:
+    """The forward convolution over the output itself, the crop as its padding, where the extent would be huge.
+
+    The output is cells ``[low, low + out)`` of the extent ``E``: the forward
+    convolution of an ``out``-sized input padded by ``(low, E - low - out)`` has
+    the same windows, and its input gradient is exactly that crop (zero padding
+    drops the rest). Past the extent (``E - low - out < 0``) no padding is
+    needed while the extra cells stay short of another window (fewer than a
+    stride). Used only where the convolution then runs on the cells its windows
+    read (:func:`convolab._window.compact_reads`); elsewhere the extent is built.
+    """
+    pairs = []
+    for (low, _), size, extent, s in zip(padding, output_size, spec.input_size, spec.stride):
+        if low + size - extent >= s:  # the output would hold another window
+            return None
+        pairs.append((low, max(extent - low - size, 0)))
+    if compact_reads(output_size, pairs, "zeros", spec.kernel_size, spec.stride, spec.dilation) is None:
+        return None
+    return conv_spec((spec.batch, spec.in_channels, *output_size), spec.weight_shape, stride=spec.stride,
+                     padding=tuple(pairs), dilation=spec.dilation, groups=spec.groups, op=spec.op)
 
 
 def _groups(groups: Any) -> int:

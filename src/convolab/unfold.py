@@ -16,7 +16,7 @@ import numpy as np
 from . import shapes
 from ._errors import fail
 from ._vjp import defines_vjp
-from ._window import add_windows, pad, pad_adjoint, sliding_windows
+from ._window import add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, sliding_windows
 from .functional import check_array
 from .spec import normalize_ints, normalize_padding
 
@@ -94,8 +94,15 @@ def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any 
     x = input if batched else input[np.newaxis]
     kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)
     blocks = _blocks(op, x.shape[2:], kernel, dilations, pads, strides)
-    windows = sliding_windows(pad(x, pads), kernel, strides, dilations)  # (N, C, *blocks, *kernel)
     n, c = x.shape[:2]
+    check_fits_in_memory(op, "output", (n, c * prod(kernel), prod(blocks)), x.dtype,
+                         lambda: f"padding={pads}, stride={strides} and dilation={dilations} for an input of spatial "
+                                 f"size {x.shape[2:]} and a kernel of {kernel}")
+    reads = compact_reads(x.shape[2:], pads, "zeros", kernel, strides, dilations)
+    if reads is None:
+        windows = sliding_windows(pad(x, pads), kernel, strides, dilations)  # (N, C, *blocks, *kernel)
+    else:  # padding far wider than the windows reach: only the cells they read (convolab._window)
+        windows = sliding_windows(reads.gather(x), kernel, reads.stride, reads.dilation)
     windows = windows.transpose(0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))  # (N, C, *kernel, *blocks)
     columns = windows.reshape(n, c * prod(kernel), prod(blocks))
     return columns if batched else columns[0]
@@ -157,8 +164,14 @@ def fold(
     c = rows // taps
     windows = columns.reshape(n, c, *kernel, *blocks)  # (N, C, *kernel, *blocks)
     windows = windows.transpose(0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))  # (N, C, *blocks, *kernel)
-    padded_size = tuple(s + lo + hi for s, (lo, hi) in zip(size, pads))
-    out = pad_adjoint(add_windows(windows, padded_size, strides, dilations), pads, "zeros", size)
+    check_fits_in_memory(op, "output", (n, c, *size), input.dtype,
+                         lambda: f"output_size={size} with stride={strides} and {count} columns")
+    reads = compact_reads(size, pads, "zeros", kernel, strides, dilations)
+    if reads is None:
+        padded_size = tuple(s + lo + hi for s, (lo, hi) in zip(size, pads))
+        out = pad_adjoint(add_windows(windows, padded_size, strides, dilations), pads, "zeros", size)
+    else:  # the transpose of unfold's compact gather
+        out = reads.scatter(add_windows(windows, reads.input_size, reads.stride, reads.dilation), size)
     return out if batched else out[0]
 
 

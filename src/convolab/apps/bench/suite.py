@@ -1,0 +1,242 @@
+"""The published suite, as data: the problems the benchmark times, and how to pick some of them.
+
+:data:`SUITE` (version :data:`SUITE_VERSION`) holds the distinct convolution
+layers of ResNet-18, ResNet-50 and VGG-16 at batch 8, MobileNetV2 depthwise
+layers, the 7×7 stride-2 stem, 1-d audio layers, a 3-d volume layer, image
+filtering of a 2048×2048 image with kernels from 3 to 63, and one peak-memory
+problem. Nothing here measures anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Sequence
+
+from ...spec import conv_spec
+
+__all__ = ["ConvProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE", "SUITE_VERSION", "CONV_PHASES",
+           "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
+
+SUITE_VERSION = "1"
+#: Every convolution layer is timed in these three passes, on both sides.
+CONV_PHASES = ("forward", "input_grad", "weight_grad")
+FILTER_KERNEL_SIZES = (3, 5, 7, 11, 15, 21, 31, 47, 63)
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One convolution layer: ``conv(input, weight, stride, padding, dilation, groups)``.
+
+    Padding is symmetric, one int per spatial dimension, so both libraries take it as is.
+    """
+
+    name: str
+    family: str
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int = 1
+    dtype: str = "float32"
+    quick: bool = False
+    kind: str = field(default="conv", init=False)
+
+    @property
+    def rank(self) -> int:
+        return len(self.weight_shape) - 2
+
+    def spec(self):
+        """The frozen :class:`~convolab.spec.ConvSpec`; raises if the shapes do not fit."""
+        return conv_spec(self.input_shape, self.weight_shape, stride=self.stride, padding=self.padding,
+                         dilation=self.dilation, groups=self.groups, op=self.name)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.spec().output_shape
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds times two; the input and weight gradients cost the same."""
+        return self.spec().flops
+
+    @property
+    def is_3x3(self) -> bool:
+        """A dense (ungrouped) 2-d 3×3 layer, the kind held to the BLAS-rate target."""
+        return self.weight_shape[2:] == (3, 3) and self.groups == 1
+
+    def describe(self) -> str:
+        parts = [f"x{self.input_shape} w{self.weight_shape}"]
+        for label, value, default in (("stride", self.stride, 1), ("padding", self.padding, 0),
+                                      ("dilation", self.dilation, 1)):
+            if any(v != default for v in value):
+                parts.append(f"{label} {value[0] if len(set(value)) == 1 else value}")
+        if self.groups != 1:
+            parts.append(f"groups {self.groups}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class FilterProblem:
+    """Image filtering: ``correlate(image, kernel, mode)`` on one 2-d channel, against SciPy."""
+
+    name: str
+    family: str
+    image_shape: tuple[int, ...]
+    kernel_shape: tuple[int, ...]
+    mode: str = "same"
+    dtype: str = "float32"
+    quick: bool = False
+    kind: str = field(default="filter", init=False)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        if self.mode == "same":
+            return self.image_shape
+        if self.mode == "full":
+            return tuple(i + k - 1 for i, k in zip(self.image_shape, self.kernel_shape))
+        return tuple(i - k + 1 for i, k in zip(self.image_shape, self.kernel_shape))
+
+    @property
+    def flops(self) -> int:
+        """What the direct method would spend: two per kernel tap per output sample."""
+        return 2 * prod(self.output_shape) * prod(self.kernel_shape)
+
+    def describe(self) -> str:
+        return f"image {self.image_shape} kernel {self.kernel_shape} mode {self.mode!r}"
+
+
+@dataclass(frozen=True)
+class MemoryProblem:
+    """The peak-memory target: one forward convolution, measured in a fresh subprocess."""
+
+    name: str
+    family: str
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    padding: int
+    dtype: str = "float32"
+    quick: bool = True
+    kind: str = field(default="memory", init=False)
+
+    def describe(self) -> str:
+        return f"x{self.input_shape} w{self.weight_shape}, padding {self.padding}"
+
+
+Problem = ConvProblem | FilterProblem | MemoryProblem
+
+
+def _layer(name: str, family: str, batch: int, c_in: int, c_out: int, size: int | tuple[int, ...], kernel: int,
+           *, rank: int = 2, stride: int = 1, padding: int | None = None, dilation: int = 1, groups: int = 1,
+           quick: bool = False) -> ConvProblem:
+    """A layer with a square (cubic) kernel; padding defaults to "same" at stride 1, ``d*(k-1)/2``."""
+    spatial = (size,) * rank if isinstance(size, int) else tuple(size)
+    pad = dilation * (kernel - 1) // 2 if padding is None else padding
+    return ConvProblem(
+        name=name, family=family, input_shape=(batch, c_in, *spatial),
+        weight_shape=(c_out, c_in // groups, *(kernel,) * rank),
+        stride=(stride,) * rank, padding=(pad,) * rank, dilation=(dilation,) * rank, groups=groups, quick=quick,
+    )
+
+
+def _build_suite() -> tuple[Problem, ...]:
+    b = 8  # the batch of every ResNet/VGG/MobileNet layer
+    layers = [
+        # The stem shared by ResNet-18 and ResNet-50: 7×7, stride 2, padding 3, 224 -> 112.
+        _layer("stem.resnet_conv1_7x7s2", "stem", b, 3, 64, 224, 7, stride=2, padding=3, quick=True),
+        # ResNet-18 (torchvision): its distinct layer shapes (basic blocks).
+        _layer("resnet18.layer1.conv3x3", "resnet18", b, 64, 64, 56, 3),
+        _layer("resnet18.layer2.0.conv1_3x3s2", "resnet18", b, 64, 128, 56, 3, stride=2),
+        _layer("resnet18.layer2.conv3x3", "resnet18", b, 128, 128, 28, 3),
+        _layer("resnet18.layer2.0.downsample_1x1s2", "resnet18", b, 64, 128, 56, 1, stride=2),
+        _layer("resnet18.layer3.0.conv1_3x3s2", "resnet18", b, 128, 256, 28, 3, stride=2),
+        _layer("resnet18.layer3.conv3x3", "resnet18", b, 256, 256, 14, 3),
+        _layer("resnet18.layer3.0.downsample_1x1s2", "resnet18", b, 128, 256, 28, 1, stride=2),
+        _layer("resnet18.layer4.0.conv1_3x3s2", "resnet18", b, 256, 512, 14, 3, stride=2),
+        _layer("resnet18.layer4.conv3x3", "resnet18", b, 512, 512, 7, 3, quick=True),
+        _layer("resnet18.layer4.0.downsample_1x1s2", "resnet18", b, 256, 512, 14, 1, stride=2),
+        # ResNet-50 (torchvision v1.5, stride on the 3×3): bottleneck shapes not already above
+        # (its stride-1 3×3 layers are ResNet-18's).
+        _layer("resnet50.layer1.conv1_1x1", "resnet50", b, 64, 64, 56, 1),
+        _layer("resnet50.layer1.conv3_1x1", "resnet50", b, 64, 256, 56, 1),
+        _layer("resnet50.layer1.conv1_1x1_from256", "resnet50", b, 256, 64, 56, 1),
+        _layer("resnet50.layer2.0.conv1_1x1", "resnet50", b, 256, 128, 56, 1),
+        _layer("resnet50.layer2.0.conv2_3x3s2", "resnet50", b, 128, 128, 56, 3, stride=2),
+        _layer("resnet50.layer2.0.downsample_1x1s2", "resnet50", b, 256, 512, 56, 1, stride=2),
+        _layer("resnet50.layer2.conv3_1x1", "resnet50", b, 128, 512, 28, 1),
+        _layer("resnet50.layer2.conv1_1x1", "resnet50", b, 512, 128, 28, 1),
+        _layer("resnet50.layer3.0.conv2_3x3s2", "resnet50", b, 256, 256, 28, 3, stride=2),
+        _layer("resnet50.layer3.conv3_1x1", "resnet50", b, 256, 1024, 14, 1),
+        _layer("resnet50.layer3.conv1_1x1", "resnet50", b, 1024, 256, 14, 1, quick=True),
+        _layer("resnet50.layer4.0.conv2_3x3s2", "resnet50", b, 512, 512, 14, 3, stride=2),
+        _layer("resnet50.layer4.conv3_1x1", "resnet50", b, 512, 2048, 7, 1),
+        _layer("resnet50.layer4.conv1_1x1", "resnet50", b, 2048, 512, 7, 1),
+        # VGG-16 at 224×224: its distinct 3×3 layer shapes (conv3_3, conv4_3, conv5_2/3 repeat ones here).
+        _layer("vgg16.conv1_1", "vgg16", b, 3, 64, 224, 3),
+        _layer("vgg16.conv1_2", "vgg16", b, 64, 64, 224, 3),
+        _layer("vgg16.conv2_1", "vgg16", b, 64, 128, 112, 3),
+        _layer("vgg16.conv2_2", "vgg16", b, 128, 128, 112, 3),
+        _layer("vgg16.conv3_1", "vgg16", b, 128, 256, 56, 3),
+        _layer("vgg16.conv3_2", "vgg16", b, 256, 256, 56, 3),
+        _layer("vgg16.conv4_1", "vgg16", b, 256, 512, 28, 3),
+        _layer("vgg16.conv4_2", "vgg16", b, 512, 512, 28, 3),
+        _layer("vgg16.conv5_1", "vgg16", b, 512, 512, 14, 3),
+        # MobileNetV2 depthwise 3×3 layers: block 2 (96 channels, stride 2, 112 -> 56) and block 4 (144, 56).
+        _layer("mobilenet_v2.dw3x3s2_96ch", "mobilenet_dw", b, 96, 96, 112, 3, stride=2, groups=96),
+        _layer("mobilenet_v2.dw3x3_144ch", "mobilenet_dw", b, 144, 144, 56, 3, groups=144, quick=True),
+        # 1-d audio: wav2vec 2.0's first feature-encoder layer on 1 s of 16 kHz audio, and a
+        # WaveNet-style dilated layer.
+        _layer("audio1d.wav2vec2_conv0_k10s5", "audio1d", b, 1, 512, 16000, 10, rank=1, stride=5, padding=0,
+               quick=True),
+        _layer("audio1d.dilated_k3d8_64ch", "audio1d", b, 64, 64, 16000, 3, rank=1, dilation=8),
+        # 3-d volume: a 3-D U-Net layer, 32 channels on a 16×64×64 patch.
+        _layer("volume3d.unet_3x3x3_32ch", "volume3d", 2, 32, 32, (16, 64, 64), 3, rank=3, quick=True),
+    ]
+    filters = [
+        FilterProblem(name=f"filter2d.k{k:02d}", family="filtering", image_shape=(2048, 2048), kernel_shape=(k, k),
+                      quick=k in (3, 7))
+        for k in FILTER_KERNEL_SIZES
+    ]
+    memory = [MemoryProblem(name="memory.conv3x3_64ch_1024x1024", family="memory", input_shape=(1, 64, 1024, 1024),
+                            weight_shape=(64, 64, 3, 3), padding=1)]
+    return (*layers, *filters, *memory)
+
+
+#: The published suite, version :data:`SUITE_VERSION`.
+SUITE: tuple[Problem, ...] = _build_suite()
+
+
+def select_problems(problems: Sequence[Problem], *, quick: bool = False,
+                    filters: Sequence[str] | None = None) -> list[Problem]:
+    """The problems to run: the quick subset if ``quick``, then those whose name holds any of ``filters``.
+
+    >>> [p.name for p in select_problems(SUITE, filters=["filter2d.k6", "k03"])]
+    ['filter2d.k03', 'filter2d.k63']
+    """
+    chosen = [p for p in problems if p.quick or not quick]
+    if filters:
+        chosen = [p for p in chosen if any(f in p.name for f in filters)]
+    return chosen
+
+
+def describe_problem(problem: Problem) -> dict[str, Any]:
+    """``problem`` as a JSON-ready dict: its name, family, kind, shapes and (for a convolution) its FLOPs."""
+    described: dict[str, Any] = {"name": problem.name, "family": problem.family, "kind": problem.kind,
+                                 "dtype": problem.dtype, "summary": problem.describe()}
+    if isinstance(problem, ConvProblem):
+        described.update(input_shape=problem.input_shape, weight_shape=problem.weight_shape, stride=problem.stride,
+                         padding=problem.padding, dilation=problem.dilation, groups=problem.groups,
+                         output_shape=problem.output_shape, flops=problem.flops)
+    elif isinstance(problem, FilterProblem):
+        described.update(image_shape=problem.image_shape, kernel_shape=problem.kernel_shape, mode=problem.mode,
+                         flops=problem.flops)
+    else:
+        described.update(input_shape=problem.input_shape, weight_shape=problem.weight_shape, padding=problem.padding)
+    return described
+
+
+def list_problems(problems: Sequence[Problem]) -> str:
+    """One line per problem: its name, family and shapes (``convolab bench --list``)."""
+    width = max((len(p.name) for p in problems), default=0)
+    return "".join(f"{p.name.ljust(width)}  {p.family:<13} {p.describe()}\n" for p in problems)
