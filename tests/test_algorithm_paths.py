@@ -102,9 +102,9 @@ def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, mo
 @pytest.mark.parametrize("seed", range(12))
 def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypatch):
     """The scatter input gradient adds each block's window gradients straight into its samples' rows."""
-    from convolab import _conv
+    from convolab import _engine
 
-    monkeypatch.setattr(_conv, "CACHE_BLOCK_BYTES", 1)  # one sample per block
+    monkeypatch.setattr(_engine, "CACHE_BLOCK_BYTES", 1)  # one sample per block
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     x_shape = (int(rng.integers(2, 5)), 2, *(int(n) for n in rng.integers(4, 9, rank)))
@@ -189,7 +189,7 @@ def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, mon
     ((8, 64, 56, 56), (64, 64, 3, 3), False),  # ResNet 3x3: 576 -> 384, under half saved
 ])
 def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_shape, weight_shape, folds):
-    from convolab._conv import _folds_weight_grad
+    from convolab._engine import _folds_weight_grad
 
     padding = weight_shape[-1] // 2
     spec = conv_spec(input_shape, weight_shape, padding=padding)

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import _conv, algorithms
-from convolab.algorithms import _threads, depthwise
+from convolab import algorithms
+from convolab._engine import oriented_kernel
+from convolab.algorithms import Depthwise, _threads, depthwise
 from convolab._settings import current_thread_count, thread_count
 from conv_cases import ConvCase, generate_cases
 
@@ -70,9 +71,9 @@ def gradients(case: ConvCase, x, w, g, algorithm_input: str, algorithm_weight: s
 def depthwise_gradients(case: ConvCase, x, w, g, flip: bool = False):
     """The depthwise formulations themselves, whatever the planner would pick for this small case."""
     spec = dataclasses.replace(spec_of(case), flip=flip)
-    kernel = _conv.oriented_kernel(w, flip)
-    grad_input = _conv.DEPTHWISE.input_grad(batched(case, g), kernel, spec)
-    grad_weight = _conv.oriented_kernel(_conv.DEPTHWISE.weight_grad(batched(case, x), batched(case, g), spec), flip)
+    kernel = oriented_kernel(w, flip)
+    grad_input = Depthwise().input_grad(batched(case, g), kernel, spec)
+    grad_weight = oriented_kernel(Depthwise().weight_grad(batched(case, x), batched(case, g), spec), flip)
     return (grad_input if case.batched else grad_input[0]), grad_weight
 
 
@@ -194,8 +195,8 @@ def test_inputs_not_modified_and_views_accepted():
     np.testing.assert_allclose(out, cl.conv2d(np.ascontiguousarray(x), w, padding=1, groups=3, algorithm="direct"),
                                rtol=1e-5, atol=1e-5)
     spec = cl.conv_spec(x.shape, w.shape, padding=1, groups=3)
-    _conv.DEPTHWISE.input_grad(g, w, spec)
-    _conv.DEPTHWISE.weight_grad(x, g, spec)
+    Depthwise().input_grad(g, w, spec)
+    Depthwise().weight_grad(x, g, spec)
     for before, after in zip(kept, (x, w, g)):
         np.testing.assert_array_equal(before, after)
 
@@ -213,11 +214,11 @@ def test_non_finite_values_stay_in_their_windows(kwargs, blocking):
     spec = cl.conv_spec(x.shape, w.shape, groups=3, **kwargs)
     g = rng.standard_normal(spec.output_shape)
     with np.errstate(invalid="ignore"):
-        grad_weight = _conv.DEPTHWISE.weight_grad(x, g, spec)
+        grad_weight = Depthwise().weight_grad(x, g, spec)
         reference_weight = cl.grad.conv2d_weight(x, w.shape, g, groups=3, **kwargs, algorithm="im2col")
         np.testing.assert_allclose(grad_weight, reference_weight, rtol=1e-12, atol=1e-12)
         w[1, 0, 0, 0], w[4, 0, 2, 1] = np.inf, -np.inf
-        grad_input = _conv.DEPTHWISE.input_grad(g, w, spec)
+        grad_input = Depthwise().input_grad(g, w, spec)
         reference_input = cl.grad.conv2d_input(x.shape, w, g, groups=3, **kwargs, algorithm="scatter")
     np.testing.assert_allclose(grad_input, reference_input, rtol=1e-12, atol=1e-12)
     assert np.isfinite(reference_weight).any() and np.isfinite(reference_input).any()
@@ -233,9 +234,9 @@ def test_auto_uses_depthwise_for_its_gradients_too():
     g = rng.standard_normal(cl.output_shape(x.shape, w.shape, **kwargs)).astype(np.float32)
     spec = cl.conv_spec(x.shape, w.shape, **kwargs)
     np.testing.assert_array_equal(cl.grad.conv2d_input(x.shape, w, g, **kwargs),
-                                  _conv.DEPTHWISE.input_grad(g, w, spec))
+                                  Depthwise().input_grad(g, w, spec))
     np.testing.assert_array_equal(cl.grad.conv2d_weight(x, w.shape, g, **kwargs),
-                                  _conv.DEPTHWISE.weight_grad(x, g, spec))
+                                  Depthwise().weight_grad(x, g, spec))
     np.testing.assert_allclose(cl.grad.conv2d_input(x.shape, w, g, **kwargs, algorithm="scatter"),
                                cl.grad.conv2d_input(x.shape, w, g, **kwargs), rtol=1e-5, atol=1e-5)
 

@@ -4,7 +4,7 @@
 ``conv{1,2,3}d_weight`` fix it. Every forward argument is accepted, including
 "same" padding at any stride, ``(low, high)`` pairs and the non-zero padding
 modes (whose gradient folds the border's share back onto the input). The
-derivations sit beside the forward pass in :mod:`convolab._conv`.
+derivations sit beside the forward pass in :mod:`convolab._engine`.
 
 The input gradient has two formulations, equal on every configuration:
 
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._conv import conv_input_grad, conv_weight_grad
+from ._engine import conv_input_grad, conv_weight_grad
 from ._dtypes import same_dtype
 from ._errors import fail
 from .functional import check_array
