@@ -1,4 +1,11 @@
-"""The convolution engine: every pass on a frozen spec, forward and backward side by side.
+"""The convolution engine: every pass on a frozen spec, run as the planner says.
+
+The planner (:mod:`convolab.planner`) decides which algorithm runs the forward
+and how each gradient runs (:class:`~convolab.planner.Plan`); this module asks
+it and runs what it says: the forward through the algorithms' interface
+(:mod:`convolab.algorithms`), the gradients through an algorithm's own pass or
+through the formulations that reduce them to other convolutions ("full",
+"scatter", "conv"), derived below beside the forward.
 
 This is the one place that decides the kernel's orientation: deep learning's
 "convolution" is a cross-correlation (the kernel read as stored); ``flip=True``
@@ -24,26 +31,19 @@ from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, Algorithm, Depthwise, Folded, Gemm, check_algorithm_name, select_algorithm, unroll
-from .planner import input_grad_formulation, measured_choice, plan_for, plan_for_arrays
+from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, select_algorithm
+from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
            "WEIGHT_GRAD_ALGORITHMS"]
 
-#: Formulations of the input gradient; "auto" asks the planner (:func:`~convolab.planner.input_grad_formulation`):
-#: "full" at stride 1 (a forward convolution, so the planner's fast algorithms apply) with a finite
-#: weight, "scatter" otherwise (where "full" would multiply the stride-spread or padding zeros).
+#: What the input gradient's ``algorithm`` accepts; "auto" runs the plan's pass
+#: (:attr:`convolab.planner.Plan.input_grad`).
 INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
-#: Formulations of the weight gradient; "auto" picks "gemm" (blocked, contiguous
-#: unrolled columns, the forward's Gemm layout), or "folded" where the forward is
-#: folded and folding halves the copies (see ``_folds_weight_grad``).
+#: What the weight gradient's ``algorithm`` accepts; "auto" runs the plan's pass
+#: (:attr:`convolab.planner.Plan.weight_grad`).
 WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded")
-#: Depthwise problems (one input channel per group) where the planner picks "depthwise" take its
-#: own gradients under "auto", blocked and threaded like its forward (see Depthwise.input_grad
-#: and Depthwise.weight_grad).
-DEPTHWISE = Depthwise()
-FOLDED = Folded()
 
 
 def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
@@ -82,34 +82,39 @@ def conv_forward(
     if compact is not None:  # only the cells the windows read, never the whole padded input
         x, spec = compact[1].gather(x), compact[0]
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    if _runs_depthwise(algorithm, spec, x.dtype):  # pads block by block, never the whole input at once
-        out = DEPTHWISE.run_unpadded(x.astype(accumulate, copy=False), kernel, spec)
-    else:
-        padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
-        out = _choose(algorithm, padded, kernel, spec, x.dtype).run(padded, kernel, spec)
+    out = _run_forward(algorithm, x.astype(accumulate, copy=False), kernel, spec, np.dtype(x.dtype))
     if bias is not None:
         out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
     return out.astype(returned, copy=False)
 
 
-def _runs_depthwise(name: str, spec: ConvSpec, dtype: np.dtype) -> bool:
-    """Whether ``name`` means the depthwise algorithm: asked for by name, or the planner's pick for "auto".
+def _run_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    """The forward of ``name``: the plan's algorithm for "auto", the timed winner for "measure", else ``name``.
 
-    The gradients follow the forward's choice: where the planner picks
-    depthwise, their "auto" is depthwise's own transposed passes.
+    ``x`` is the input before padding, in the accumulation dtype; ``dtype`` the
+    caller's. An algorithm pads as it needs (depthwise block by block); the
+    data are looked at only where the plan's pick mixes outputs, which their
+    values can refuse (:func:`~convolab.planner.plan_for_arrays`).
     """
-    if name == "auto":
-        return plan_for(spec, np.dtype(dtype)).algorithm == DEPTHWISE.name
-    return name == DEPTHWISE.name
-
-
-def _choose(name: str, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
-    """The algorithm for ``name``: the planner's pick for "auto", the timed winner for "measure"."""
     if name == "measure":
-        return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)]
+        padded = pad(x, spec.padding, spec.padding_mode)
+        return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)].run(padded, kernel, spec)
     if name != "auto":
-        return ALGORITHMS[name]
-    return ALGORITHMS[plan_for_arrays(spec, np.dtype(dtype), padded, kernel).algorithm]
+        return ALGORITHMS[name].run_unpadded(x, kernel, spec)
+    algorithm = ALGORITHMS[plan_for(spec, dtype).algorithm]
+    if algorithm.mixes_outputs:
+        padded = pad(x, spec.padding, spec.padding_mode)
+        return ALGORITHMS[plan_for_arrays(spec, dtype, padded, kernel).algorithm].run(padded, kernel, spec)
+    return algorithm.run_unpadded(x, kernel, spec)
+
+
+def _planned_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, operand: np.ndarray) -> PassPlan:
+    """The planner's gradient pass ``name`` for ``requested``, for the data of ``operand`` (the one the pass
+    multiplies by zeros that are not data), looked at only where its finiteness would change the pass."""
+    chosen = pass_for(name, spec, dtype, requested)
+    if chosen.finite_matters and not all_finite(operand):
+        chosen = pass_for(name, spec, dtype, requested, finite=False)
+    return chosen
 
 
 def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> str:
@@ -220,16 +225,16 @@ def conv_input_grad(
                       spec.out_channels_per_group * prod(spec.kernel_size))
     grad_output = grad_output.astype(accumulate, copy=False)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    if algorithm == "auto":
-        if _runs_depthwise("auto", spec, weight.dtype):
-            return DEPTHWISE.input_grad(grad_output, kernel, spec).astype(returned, copy=False)
-        algorithm, _ = input_grad_formulation(spec, all_finite(kernel))
-    if algorithm == "scatter":
+    chosen = _planned_pass("input_grad", spec, np.dtype(weight.dtype), algorithm, kernel)
+    if chosen.method == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
-    else:
+    elif chosen.method == "full":
         grad_padded, on_input = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
         if on_input:
             return grad_padded.astype(returned, copy=False)
+    else:  # an algorithm's own pass
+        grad = ALGORITHMS[chosen.method].input_grad(grad_output, kernel, spec, **dict(chosen.options))
+        return grad.astype(returned, copy=False)
     return pad_adjoint(grad_padded, spec.padding, spec.padding_mode, spec.input_size).astype(returned, copy=False)
 
 
@@ -281,7 +286,8 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
     )
     on_input = False
     if spec.padding_mode == "zeros":
-        trimmed = tuple((low - pad_low, high - pad_high) for (low, high), (pad_low, pad_high) in zip(padding, spec.padding))
+        trimmed = tuple((low - pad_low, high - pad_high)
+                        for (low, high), (pad_low, pad_high) in zip(padding, spec.padding))
         if min(min(pair) for pair in trimmed) >= 0:
             padding, on_input = trimmed, True
     # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
@@ -304,7 +310,9 @@ def conv_weight_grad(
 
     ``"im2col"``: the unrolled input (one row per window) times ``g`` as a
     matrix, per group; ``"gemm"`` the same product in the forward Gemm's blocked,
-    contiguous layout (bounded workspace). ``"conv"``: the same sum is a convolution of ``x_p`` with
+    contiguous layout (bounded workspace); ``"folded"`` the forward's fold in
+    reverse (these are the algorithms' own passes: :mod:`convolab.algorithms`).
+    ``"conv"``: the same sum is a convolution of ``x_p`` with
     ``g`` as the kernel, the batch axis playing the channels' part, stride ``d``
     and dilation ``s`` (their roles swap); its output may extend past ``K`` where
     the stride leaves input unread, and is cropped. With ``flip=True`` the result
@@ -324,49 +332,17 @@ def conv_weight_grad(
     if compact is not None:  # the same sum over the cells the windows read
         return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
     grad_output = grad_output.astype(accumulate, copy=False)
-    if algorithm == "auto" and _runs_depthwise("auto", spec, x.dtype):
-        grad_kernel = DEPTHWISE.weight_grad(x.astype(accumulate, copy=False), grad_output, spec)
-        return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
-    padded = pad(x.astype(accumulate, copy=False), spec.padding, spec.padding_mode)
-    if algorithm == "folded" or (algorithm == "auto" and _folds_weight_grad(spec, x.dtype)):
-        grad_kernel = FOLDED.weight_grad(padded, grad_output, spec)
-    elif algorithm in ("auto", "gemm"):
-        grad_kernel = Gemm().weight_grad(padded, grad_output, spec)
-    elif algorithm == "im2col":
-        grad_kernel = _weight_grad_im2col(padded, grad_output, spec)
-    else:
-        grad_kernel = _weight_grad_conv(padded, grad_output, spec)
+    dtype, x = np.dtype(x.dtype), x.astype(accumulate, copy=False)
+    chosen = _planned_pass("weight_grad", spec, dtype, algorithm, x)
+    if chosen.method == "conv":
+        grad_kernel = _weight_grad_conv(pad(x, spec.padding, spec.padding_mode), grad_output, spec)
+    else:  # an algorithm's own pass
+        grad_kernel = ALGORITHMS[chosen.method].weight_grad(x, grad_output, spec, **dict(chosen.options))
     return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
 
 
-def _folds_weight_grad(spec: ConvSpec, dtype: np.dtype) -> bool:
-    """Whether "auto" takes folded's weight gradient: the forward is folded, and folding at least halves the copies.
-
-    gemm copies ``C*K`` values per position (its columns); folded ``C*K/K_L``
-    (its columns) plus ``K_L*O`` (``g`` moved once per last-axis tap). Where
-    that saves under half, gemm's product measured as fast or faster (3×3
-    layers in 2-d); where it saves more, folded was 10-40% faster (the 3-d
-    32-channel layer, 5×5 and 7×7 kernels on 8-32 channels).
-    """
-    if plan_for(spec, np.dtype(dtype)).algorithm != FOLDED.name:
-        return False
-    c, o, taps = spec.in_channels_per_group, spec.out_channels_per_group, prod(spec.kernel_size)
-    last = spec.kernel_size[-1]
-    return c * taps // last + last * o <= c * taps / 2
-
-
-def _weight_grad_im2col(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    groups = spec.groups
-    unrolled = unroll(padded, spec)  # (G, N*P, C*K)
-    rows = grad_output.reshape(spec.batch, groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
-    rows = rows.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, N*P)
-    grad_filters = np.matmul(rows, unrolled)  # (G, O, C*K)
-    return grad_filters.reshape(spec.weight_shape)
-
-
 def _weight_grad_conv(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    groups, n = spec.groups, spec.batch
-    c, o = spec.in_channels_per_group, spec.out_channels_per_group
+    groups, n, c = spec.groups, spec.batch, spec.in_channels_per_group
     # x_p as a batch of C "images" with G*N channels: (N, G*C, *padded) -> (C, G*N, *padded)
     images = padded.reshape(n, groups, c, *spec.padded_size).transpose(2, 1, 0, *range(3, 3 + spec.rank))
     images = images.reshape(c, groups * n, *spec.padded_size)

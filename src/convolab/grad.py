@@ -111,8 +111,10 @@ def _make_input_grad(op: str, rank: int | None):
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
     algorithm : {{"auto", "scatter", "full"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"full"`` at
-        stride 1 (through the forward planner) and ``"scatter"`` otherwise.
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
+        (``convolab.plan(...).input_grad``): depthwise's own where the forward
+        runs depthwise, else ``"full"`` at stride 1 (through the forward
+        planner) with a finite weight and ``"scatter"`` otherwise.
 
     Returns
     -------
@@ -163,8 +165,10 @@ def _make_weight_grad(op: str, rank: int | None):
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
     algorithm : {{"auto", "gemm", "folded", "im2col", "conv"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"gemm"``, or
-        ``"folded"`` where the forward runs folded and folding halves the copies.
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
+        (``convolab.plan(...).weight_grad``): ``"gemm"``, or the forward's own
+        (depthwise's; ``"folded"``'s where folding halves the copies and the
+        input is finite).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""The planner: which algorithm runs a convolution, and why.
+"""The planner: how each pass of a convolution runs (forward, input gradient, weight gradient), and why.
 
 ``algorithm="auto"`` asks :func:`plan_for` for the cheapest algorithm by a
 documented cost model; ``algorithm="measure"`` times the candidates once per
@@ -49,10 +49,25 @@ windows never read it:
 
 Integers never go to the FFT (their results must be exact). Explicitly named
 algorithms run as asked.
+
+The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
+
+- the input gradient: the forward's own pass where its algorithm has one
+  (depthwise), else "full" (a forward convolution of grad_output, so the fast
+  algorithms apply) at stride 1 with a finite weight, else "scatter"
+  (:func:`input_grad_formulation`);
+- the weight gradient: the forward's own pass where its algorithm has one and
+  takes it (depthwise; folded where folding halves the copies and the input is
+  finite), else gemm's, in the product orientation gemm chooses.
+
+Each algorithm says how its pass would run (:meth:`~convolab.algorithms.Algorithm.pass_formulation`);
+the engine (:mod:`convolab._engine`) runs what the plan says, and looks at the
+data only where their finiteness would change a pass (:attr:`PassPlan.finite_matters`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,8 +81,8 @@ from ._dtypes import all_finite, check_supported_dtype, compute_dtype
 from ._settings import current_thread_count, current_workspace_limit
 from .spec import ConvSpec, PaddingArg, conv_spec
 
-__all__ = ["Plan", "DataTraits", "plan", "plan_for", "data_traits", "measured_choice", "input_grad_formulation", "plan_for_arrays",
-           "auto_candidates", "FFT_ERROR_BOUND"]
+__all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
+           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND"]
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -76,26 +91,61 @@ def auto_candidates() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What the planner decided for one problem.
+class PassPlan:
+    """How a plan runs one pass, and why.
 
+    ``method`` is what runs it, named as the pass's ``algorithm`` argument
+    names it: for the forward an algorithm; for the input gradient "full" or
+    "scatter", or an algorithm whose own pass runs it ("depthwise"); for the
+    weight gradient an algorithm whose own pass runs it ("gemm", "folded",
+    "depthwise", "im2col") or "conv". ``detail`` says how (the formulation),
+    ``options`` are the keyword arguments the plan gives that algorithm's pass
+    method, and ``finite_matters`` whether an inf or NaN in the operand the
+    pass multiplies by zeros that are not data would change the pass (so the
+    engine looks at the data only then).
+    """
+
+    method: str
+    detail: str
+    reason: str
+    options: tuple[tuple[str, Any], ...] = ()
+    finite_matters: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.method} ({self.detail}): {self.reason}" if self.detail else f"{self.method}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the planner decided for one problem: the forward, and both gradients' passes.
+
+    ``algorithm`` and ``reason`` are the forward's (also as :attr:`forward`);
     ``estimates`` holds the estimated seconds of every candidate that can run
-    it; ``refused`` the reason each other candidate cannot.
+    it, ``refused`` the reason each other candidate cannot. ``input_grad`` and
+    ``weight_grad`` are the passes the gradients' "auto" runs.
     """
 
     algorithm: str
     reason: str
     flops: int
     workspace_bytes: int
+    input_grad: PassPlan
+    weight_grad: PassPlan
     estimates: dict[str, float] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def forward(self) -> PassPlan:
+        """The forward pass: :attr:`algorithm`, for :attr:`reason`."""
+        return PassPlan(self.algorithm, "", self.reason)
+
     def __str__(self) -> str:
-        lines = [f"{self.algorithm}: {self.reason}",
+        lines = [f"forward: {self.forward}",
                  f"  {self.flops / 1e9:.3g} GFLOP, workspace {self.workspace_bytes / 2**20:.3g} MiB"]
         lines += [f"  {name}: ~{seconds * 1e3:.3g} ms" for name, seconds in sorted(self.estimates.items(),
                                                                                  key=lambda item: item[1])]
         lines += [f"  {name}: cannot run ({why})" for name, why in self.refused.items()]
+        lines += [f"input gradient: {self.input_grad}", f"weight gradient: {self.weight_grad}"]
         return "\n".join(lines)
 
 
@@ -135,6 +185,8 @@ class DataTraits:
 
 #: Data that are finite and whose dynamic range has not been asked about.
 ORDINARY = DataTraits()
+#: Data holding an inf or a NaN.
+NON_FINITE = DataTraits(finite=False)
 
 
 def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1) -> DataTraits:
@@ -188,7 +240,8 @@ def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel:
 
 
 def input_grad_formulation(spec: ConvSpec, weight_finite: bool) -> tuple[str, str]:
-    """Which formulation of the input gradient "auto" runs ("full" or "scatter"), and why.
+    """Which formulation of the input gradient "auto" runs ("full" or "scatter"), and why, where the forward's
+    algorithm has no input-gradient pass of its own.
 
     "full" is a forward convolution of grad_output (the planner's fast
     algorithms apply), but it multiplies cells that are not data: the zeros of
@@ -201,6 +254,64 @@ def input_grad_formulation(spec: ConvSpec, weight_finite: bool) -> tuple[str, st
     if not weight_finite:
         return "scatter", "the weight holds inf or NaN, which the full correlation would multiply by its padding zeros"
     return "full", "stride 1: a forward convolution of grad_output, run by the planner's pick"
+
+
+#: What the input gradient's own formulations do.
+_INPUT_GRAD_DETAILS = {"full": "a forward convolution of grad_output with the kernel reversed",
+                       "scatter": "each window's gradient added back where it was read"}
+
+
+def _own_pass(name: str, algorithm: str, spec: ConvSpec, dtype: np.dtype, finite: bool, asked: bool,
+              why: str) -> PassPlan | str:
+    """``algorithm``'s own pass ``name`` for this problem, run because ``why`` (and for what the algorithm
+    says), or why it does not run it (``asked``: see :meth:`~convolab.algorithms.Algorithm.pass_formulation`)."""
+    chosen = algorithms.ALGORITHMS[algorithm].pass_formulation(name, spec, dtype, finite=finite, asked=asked)
+    if isinstance(chosen, str):
+        return chosen
+    return PassPlan(algorithm, chosen.detail, f"{why}; {chosen.reason}" if chosen.reason else why, chosen.options)
+
+
+def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str, finite: bool) -> PassPlan:
+    """Gradient pass ``name`` for ``requested`` ("auto": under a forward run by ``forward``), on an operand
+    that is ``finite`` or not (see :class:`PassPlan`)."""
+    asked = requested != "auto"
+    why = "asked for by name" if asked else f"the forward runs {forward}: its own pass"
+    if name == "input_grad":
+        if not asked:
+            own = _own_pass(name, forward, spec, dtype, finite, asked, why)
+            if isinstance(own, PassPlan):
+                return own
+            formulation, reason = input_grad_formulation(spec, finite)
+        else:
+            formulation, reason = requested, why
+        return PassPlan(formulation, _INPUT_GRAD_DETAILS[formulation], reason)
+    if requested == "conv":
+        return PassPlan("conv", "a convolution of the input with grad_output as its kernel", why)
+    own = _own_pass(name, requested if asked else forward, spec, dtype, finite, asked, why)
+    if isinstance(own, PassPlan):
+        return own
+    # gemm's weight gradient runs every problem: the fallback of every other.
+    declined = f"asked for {requested}, but {own}" if asked else own
+    return _own_pass(name, "gemm", spec, dtype, finite, True, f"{declined}: gemm's instead")
+
+
+def _gradient_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str,
+                   finite: bool) -> PassPlan:
+    """:func:`_choose_pass`, and whether the other finiteness would choose another pass."""
+    chosen = _choose_pass(name, spec, dtype, requested, forward, finite)
+    other = _choose_pass(name, spec, dtype, requested, forward, not finite)
+    changes = (chosen.method, chosen.detail, chosen.options) != (other.method, other.detail, other.options)
+    return dataclasses.replace(chosen, finite_matters=changes)
+
+
+def pass_for(name: str, spec: ConvSpec, dtype: np.dtype, requested: str = "auto", finite: bool = True) -> PassPlan:
+    """The gradient pass ``name`` ("input_grad", "weight_grad") for ``requested`` (its ``algorithm``
+    argument), on an operand that is ``finite`` or not: the plan's for "auto" (cached), else the one asked
+    for (which may still decline data it would get wrong, as folded an inf)."""
+    if requested == "auto":
+        chosen = plan_for(spec, dtype, ORDINARY if finite else NON_FINITE)
+        return chosen.input_grad if name == "input_grad" else chosen.weight_grad
+    return _gradient_pass(name, spec, np.dtype(dtype), requested, requested, finite)
 
 
 def plan_for(spec: ConvSpec, dtype: np.dtype, data: DataTraits = ORDINARY) -> Plan:
@@ -234,8 +345,13 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
         reason = f"estimated {ratio:.3g}x faster than {runner_up[0]}"
     else:
         reason = "the only candidate that can run this problem"
+    # The gradients follow the forward that shapes alone choose: which data refuse a mixing forward is no
+    # reason to change theirs, and their own finiteness is asked about by pass.
+    forward = best if data == ORDINARY else _plan_cached(spec, dtype, ORDINARY, workspace_limit, threads).algorithm
     return Plan(algorithm=best, reason=reason, flops=spec.flops,
                 workspace_bytes=algorithms.ALGORITHMS[best].workspace_bytes(spec, accumulate.itemsize),
+                input_grad=_gradient_pass("input_grad", spec, dtype, "auto", forward, data.finite),
+                weight_grad=_gradient_pass("weight_grad", spec, dtype, "auto", forward, data.finite),
                 estimates=estimates, refused=refused)
 
 
@@ -251,7 +367,7 @@ def plan(
     padding_mode: str = "zeros",
     flip: bool = False,
 ) -> Plan:
-    """The algorithm ``conv(..., algorithm="auto")`` would use, why, its FLOPs and workspace.
+    """How ``conv(..., algorithm="auto")`` and its gradients would run, why, its FLOPs and workspace.
 
     Parameters
     ----------
@@ -267,7 +383,8 @@ def plan(
     Plan
         ``algorithm``, ``reason``, ``flops``, ``workspace_bytes`` (scratch memory
         beyond input and output), the estimate of each candidate and why any
-        other could not run.
+        other could not run; ``input_grad`` and ``weight_grad``, the passes the
+        gradients' "auto" runs (for data without inf or NaN), each with its reason.
 
     Examples
     --------
@@ -282,6 +399,11 @@ def plan(
     'depthwise'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "int32").refused["fft"]
     'integer inputs (int32) must give exact results, and the FFT rounds'
+    >>> chosen = cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1)
+    >>> chosen.input_grad.method, chosen.weight_grad.method
+    ('full', 'folded')
+    >>> chosen.weight_grad.reason
+    "the forward runs folded: its own pass; folding copies 384 values per position against gemm's 864"
     """
     dtype = np.dtype(dtype)
     check_supported_dtype("plan", "dtype", dtype)

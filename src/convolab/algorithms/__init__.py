@@ -2,7 +2,7 @@
 
 Every algorithm solves the same *valid* problem: the input is already padded
 (by :func:`convolab._window.pad`) and the kernel already oriented (flipped or
-not, decided once in :mod:`convolab._conv`). Its forward pass gets
+not, decided once in :mod:`convolab._engine`). Its forward pass gets
 
 - ``padded``: ``(N, C_in, *padded_size)`` in the accumulation dtype,
 - ``kernel``: ``(C_out, C_in/groups, *kernel_size)`` in the same dtype,
@@ -21,6 +21,9 @@ and a dtype; for one, each algorithm says
 and it implements the passes named in :attr:`Algorithm.passes`: the forward
 (:meth:`Algorithm.run`), and optionally its own input gradient
 (:meth:`Algorithm.input_grad`) and weight gradient (:meth:`Algorithm.weight_grad`).
+For a gradient pass, :meth:`Algorithm.pass_formulation` says how it would run
+the problem (or why it should not), so that the planner
+(:mod:`convolab.planner`) decides every pass in one place and reports it.
 
 Modules: :mod:`.reference` ("direct", "im2col"), :mod:`.gemm`, :mod:`.folded`,
 :mod:`.shifted`, :mod:`.depthwise`, :mod:`.winograd` ("winograd2",
@@ -61,7 +64,8 @@ K kernel taps (product of ``*kernel``).
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -69,8 +73,8 @@ from .._errors import fail
 from .._window import pad
 from ..spec import ConvSpec
 
-__all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT", "ALGORITHMS",
-           "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
+__all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT",
+           "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
            "CACHE_BLOCK_BYTES", "depthwise_threads", "fft_block_plan", "transform_length", "unroll", "filter_matrix",
@@ -78,6 +82,19 @@ __all__ = ["Algorithm", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthw
 
 #: The passes an algorithm may implement.
 PASSES = ("forward", "input_grad", "weight_grad")
+
+
+@dataclass(frozen=True)
+class Formulation:
+    """How an algorithm's pass would run one problem: what it does, why, and what the planner passes it.
+
+    ``options`` are keyword arguments of the pass method (:meth:`Algorithm.input_grad`,
+    :meth:`Algorithm.weight_grad`), as ``(name, value)`` pairs so that a plan stays hashable.
+    """
+
+    detail: str
+    reason: str
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 class Algorithm:
@@ -110,6 +127,22 @@ class Algorithm:
         """Scratch memory of the forward beyond the padded input and the output, in bytes."""
         return 0
 
+    def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
+                         asked: bool = False) -> Formulation | str:
+        """How its own gradient pass ``name`` would run the problem, or why it should not run it.
+
+        ``finite``: whether the operand the pass multiplies by zeros that are not
+        data (the weight for the input gradient, the input for the weight
+        gradient) holds no inf or NaN. ``asked``: the caller named this
+        algorithm; otherwise "auto" is considering it because the forward runs
+        it, and it may decline where another pass would be faster. The
+        formulation's reason says why it runs that way (the planner adds why
+        this algorithm). The default: its pass, if it has one, as it is.
+        """
+        if name not in self.passes:
+            return f"{self.name} has no {name.replace('_grad', '-gradient')} pass of its own"
+        return Formulation("", "")
+
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """The forward pass on the padded input: ``(N, C_out, *output_size)``."""
         raise NotImplementedError
@@ -118,13 +151,14 @@ class Algorithm:
         """The forward pass on the input before padding; an algorithm that can pads as it goes."""
         return self.run(pad(x, spec.padding, spec.padding_mode), kernel, spec)
 
-    def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """Its own input-gradient pass (``"input_grad"`` in :attr:`passes`): ``(N, C_in, *input_size)``."""
+    def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec, **options: Any) -> np.ndarray:
+        """Its own input-gradient pass (``"input_grad"`` in :attr:`passes`) for the oriented ``kernel``:
+        ``(N, C_in, *input_size)``. ``options``: its :meth:`pass_formulation`'s."""
         raise NotImplementedError(f"{self.name} has no input-gradient pass of its own")
 
-    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """Its own weight-gradient pass (``"weight_grad"`` in :attr:`passes`): ``(G*O, C, *kernel)`` for the
-        oriented kernel."""
+    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, **options: Any) -> np.ndarray:
+        """Its own weight-gradient pass (``"weight_grad"`` in :attr:`passes`) on the input before padding:
+        ``(G*O, C, *kernel)`` for the oriented kernel. ``options``: its :meth:`pass_formulation`'s."""
         raise NotImplementedError(f"{self.name} has no weight-gradient pass of its own")
 
 

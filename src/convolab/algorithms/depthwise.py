@@ -24,7 +24,7 @@ from .._dtypes import all_finite
 from .._settings import current_thread_count
 from .._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from ..spec import ConvSpec, conv_spec
-from . import Algorithm
+from . import Algorithm, Formulation
 from ._blocking import phase_size, stride_one
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
@@ -337,6 +337,16 @@ def _zero_padded_source(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tupl
     return np.ascontiguousarray(pad(x, spec.padding, spec.padding_mode)), tuple((0, 0) for _ in spec.padding)
 
 
+def _full_padding(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
+    """The padding of grad_output for :meth:`Depthwise._input_grad_full` (the dilated kernel's extent less
+    one, less the forward's zero padding), or None where the forward's zero padding is wider than that,
+    so that the cells would need cropping."""
+    zeros = spec.padding_mode == "zeros"
+    extents = [d * (k - 1) for k, d in zip(spec.kernel_size, spec.dilation)]
+    padding = tuple((e - low, e - high) if zeros else (e, e) for e, (low, high) in zip(extents, spec.padding))
+    return padding if min(min(pair) for pair in padding) >= 0 else None
+
+
 class Depthwise(Algorithm):
     """Depthwise convolution (one input channel per group): a small matrix product per channel.
 
@@ -431,38 +441,53 @@ class Depthwise(Algorithm):
         in_parallel(jobs, make_worker, _threads(layout.work))
         return out
 
-    def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
+                         asked: bool = False) -> Formulation | str:
+        """Both gradients run on the forward's blocked, threaded layout; the input gradient as a full
+        correlation (:meth:`_input_grad_full`) at stride 1 with a finite kernel where the padding fits
+        the kernel, else as the forward's passes transposed (:meth:`_input_grad_scatter`)."""
+        if name == "weight_grad":
+            return Formulation("every tap's run against grad_output", "blocked and threaded like the forward")
+        if name != "input_grad":
+            return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)
+        if not stride_one(spec):
+            formulation, why = "scatter", f"stride {spec.stride}: the full correlation would read spread zeros"
+        elif not finite:
+            formulation, why = "scatter", "the weight holds inf or NaN, which the full correlation would multiply " \
+                                          "by its padding zeros"
+        elif _full_padding(spec) is None:
+            formulation, why = "scatter", "the padding is wider than the kernel reaches: the full correlation " \
+                                          "would need cropping"
+        else:
+            formulation, why = "full", "stride 1: its own forward on grad_output"
+        return Formulation(formulation, why, (("formulation", formulation),))
+
+    def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec, *,
+                   formulation: str | None = None) -> np.ndarray:
         """The gradient with respect to the input, ``(N, C_in, *input)``, for the oriented ``kernel``.
 
-        At stride 1 it is a forward convolution (:meth:`_input_grad_full`); at
-        other strides, where the padding outgrows the kernel, or where the
-        kernel holds an inf or NaN (which the full correlation would multiply
-        by its zero padding), the forward's passes transposed
-        (:meth:`_input_grad_scatter`).
+        ``formulation``: "full" (:meth:`_input_grad_full`) or "scatter"
+        (:meth:`_input_grad_scatter`), as the plan says; None: as
+        :meth:`pass_formulation` says for this kernel.
         """
-        if stride_one(spec) and all_finite(kernel):  # the full correlation would multiply an inf by its padding's zeros
-            full = self._input_grad_full(grad_output, kernel, spec)
-            if full is not None:
-                return full
+        if formulation is None:
+            formulation = dict(self.pass_formulation("input_grad", spec, kernel.dtype,
+                                                     finite=all_finite(kernel)).options)["formulation"]
+        if formulation == "full":
+            return self._input_grad_full(grad_output, kernel, spec)
         return self._input_grad_scatter(grad_output, kernel, spec)
 
-    def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray | None:
+    def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """At stride 1: ``dx_p[q] = sum_{m, j} g[q - j*d] * k[m, j]``, a full correlation with the kernel reversed.
 
         grad_output, padded by the dilated kernel's extent less one (less the
-        forward's zero padding, so that only the input's cells come out), is
-        correlated with the reversed kernel; each group's ``M`` output channels
-        become the ``M`` input channels of a group with one output (the
-        forward's few-channels case). None where the forward's zero padding is
-        wider than that, so that the cells would need cropping.
+        forward's zero padding, so that only the input's cells come out, see
+        :func:`_full_padding`), is correlated with the reversed kernel; each
+        group's ``M`` output channels become the ``M`` input channels of a
+        group with one output (the forward's few-channels case).
         """
         zeros = spec.padding_mode == "zeros"
-        extents = [d * (k - 1) for k, d in zip(spec.kernel_size, spec.dilation)]
-        lows = [(low if zeros else 0) for low, _ in spec.padding]
-        highs = [(high if zeros else 0) for _, high in spec.padding]
-        padding = tuple((e - low, e - high) for e, low, high in zip(extents, lows, highs))
-        if min(min(pair) for pair in padding) < 0:
-            return None
+        padding = _full_padding(spec)
         groups, multiplier = spec.groups, spec.out_channels_per_group
         swapped = reverse_spatial(kernel.reshape(groups, multiplier, *spec.kernel_size), spec.rank)  # (G, M, *k)
         full = conv_spec(grad_output.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,

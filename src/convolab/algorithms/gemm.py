@@ -8,8 +8,9 @@ import numpy as np
 
 from .._dtypes import all_finite
 from .._settings import current_workspace_limit
+from .._window import pad
 from ..spec import ConvSpec
-from . import Algorithm
+from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._rates import COPY_RATE, product_rate
 
@@ -76,22 +77,40 @@ class Gemm(Algorithm):
             out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
         return out
 
-    def weight_grad(self, padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
+                         asked: bool = False) -> Formulation | str:
+        """Its weight gradient's product orientation: ``columns @ g.T`` with many output positions, else
+        ``g @ columns.T`` (see :data:`TRANSPOSED_PRODUCT_MIN_POSITIONS`)."""
+        if name != "weight_grad":
+            return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)
+        positions = spec.batch * prod(spec.output_size)
+        transposed = positions >= TRANSPOSED_PRODUCT_MIN_POSITIONS
+        side = "at least" if transposed else "under"
+        return Formulation("columns @ g.T" if transposed else "g @ columns.T",
+                           f"{positions} output positions, {side} {TRANSPOSED_PRODUCT_MIN_POSITIONS}",
+                           (("transposed", transposed),))
+
+    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, *,
+                    transposed: bool | None = None) -> np.ndarray:
         """``dk = g @ columns.T`` summed over the same blocks: ``(G*O, C, *kernel)``.
 
-        With many positions each block's product is taken as ``columns @ g.T``,
-        ``(C*K, O)``: the BLAS ran that 30-60% faster than ``g @ columns.T`` on
+        With many positions each block's product is taken as ``columns @ g.T``
+        (``transposed``, as the plan says; None: as :meth:`pass_formulation`
+        says), ``(C*K, O)``: the BLAS ran that 30-60% faster than ``g @ columns.T`` on
         ResNet's large images. The sum then needs one transposing copy, which on
         small images (few positions, many channels) costs more than it saves
-        (see ``TRANSPOSED_PRODUCT_MIN_POSITIONS``).
+        (see ``TRANSPOSED_PRODUCT_MIN_POSITIONS``). A 1×1 kernel takes
+        per-sample products instead where they move less (``_per_sample_products_win``).
         """
+        if transposed is None:
+            transposed = dict(self.pass_formulation("weight_grad", spec, x.dtype).options)["transposed"]
+        padded = pad(x, spec.padding, spec.padding_mode)
         groups, o = spec.groups, spec.out_channels_per_group
         if _is_pointwise(spec) and _per_sample_products_win(spec):
             return _pointwise_weight_grad(padded, grad_output, spec)
         # Wide rows give the extra columns a zero gradient, and 0 * inf is NaN: an input holding
         # inf or NaN takes the exact columns, so it reaches only the taps that really read it.
         wide = None if all_finite(padded) else False
-        transposed = spec.batch * prod(spec.output_size) >= TRANSPOSED_PRODUCT_MIN_POSITIONS
 
         def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
             """``rows (G, O, positions)`` times ``columns (G, C*K, positions)``, in the sum's layout."""
@@ -111,9 +130,9 @@ class Gemm(Algorithm):
                 block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
                 block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
                 if tuple(grid) != tuple(spec.output_size[1:]):  # wide rows: zero gradient on the extra columns
-                    wide = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
-                    wide[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
-                    block = wide
+                    widened = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
+                    widened[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
+                    block = widened
                 total += product(block.reshape(groups, o, -1), columns)
         if transposed:
             total = np.ascontiguousarray(total.transpose(0, 2, 1))

@@ -10,7 +10,7 @@ from math import prod
 
 import numpy as np
 
-from .._window import sliding_windows
+from .._window import pad, sliding_windows
 from ..spec import ConvSpec
 from . import Algorithm
 
@@ -50,12 +50,23 @@ class Im2col(Algorithm):
     """
 
     name = "im2col"
+    passes = frozenset({"forward", "weight_grad"})
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         unrolled = unroll(padded, spec)  # (G, N*P, C*K)
         filters = filter_matrix(kernel, spec)  # (G, C*K, O)
         product = np.matmul(unrolled, filters)  # (G, N*P, O)
         return fold_product(product, spec)
+
+    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """``dk = g @ unrolled`` per group, the unrolled input (one row per window) times ``g`` as a matrix:
+        ``(G*O, C, *kernel)``."""
+        groups = spec.groups
+        unrolled = unroll(pad(x, spec.padding, spec.padding_mode), spec)  # (G, N*P, C*K)
+        rows = grad_output.reshape(spec.batch, groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
+        rows = rows.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, N*P)
+        grad_filters = np.matmul(rows, unrolled)  # (G, O, C*K)
+        return grad_filters.reshape(spec.weight_shape)
 
 
 def unroll(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
