@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab.algorithms import _batch_inner, fft_block_plan
+from convolab.algorithms import fft_block_plan
+from convolab.algorithms.gemm import _batch_inner
 from convolab.spec import conv_spec
 
 CASES = [
@@ -82,9 +83,9 @@ def test_fft_block_plan_keeps_short_axes_whole_and_cuts_long_ones():
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per-sample", "batch-wide"])
 def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, monkeypatch):
     """A 1×1 weight gradient per sample (no copies) or as one batch-wide product, against the unrolled reference."""
-    from convolab import algorithms
+    from convolab.algorithms import gemm
 
-    monkeypatch.setattr(algorithms, "_per_sample_products_win", lambda spec: per_sample)
+    monkeypatch.setattr(gemm, "_per_sample_products_win", lambda spec: per_sample)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
@@ -101,9 +102,9 @@ def test_pointwise_weight_gradient_both_ways_matches_im2col(seed, per_sample, mo
 @pytest.mark.parametrize("seed", range(12))
 def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypatch):
     """The scatter input gradient adds each block's window gradients straight into its samples' rows."""
-    from convolab import _conv
+    from convolab import _engine
 
-    monkeypatch.setattr(_conv, "CACHE_BLOCK_BYTES", 1)  # one sample per block
+    monkeypatch.setattr(_engine, "CACHE_BLOCK_BYTES", 1)  # one sample per block
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     x_shape = (int(rng.integers(2, 5)), 2, *(int(n) for n in rng.integers(4, 9, rank)))
@@ -121,15 +122,15 @@ def test_scatter_input_gradient_in_one_sample_blocks_matches_full(seed, monkeypa
 @pytest.mark.parametrize("transposed", [True, False], ids=["columns-g", "g-columns"])
 def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transposed, monkeypatch):
     """gemm's weight gradient as ``columns @ g.T`` or ``g @ columns.T``, wide, strided and batch-inner blocks."""
-    from convolab import algorithms
+    from convolab.algorithms import _blocking, gemm
 
-    monkeypatch.setattr(algorithms, "TRANSPOSED_PRODUCT_MIN_POSITIONS", 0 if transposed else 10**12)
+    monkeypatch.setattr(gemm, "TRANSPOSED_PRODUCT_MIN_POSITIONS", 0 if transposed else 10**12)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
     batch = int(rng.choice([2, 12]))  # 12 small images: the batch-inner layout (one block)
     if batch == 2:
-        monkeypatch.setattr(algorithms, "MAX_BLOCK_BYTES", 4096)  # several blocks
+        monkeypatch.setattr(_blocking, "MAX_BLOCK_BYTES", 4096)  # several blocks
     x = rng.standard_normal((batch, 2 * groups, *rng.integers(3, 8, rank)))
     weight_shape = (3 * groups, 2, *(int(k) for k in rng.integers(2, 4, rank)))
     kwargs = dict(stride=tuple(int(s) for s in rng.integers(1, 3, rank)), padding=int(rng.integers(0, 2)),
@@ -144,9 +145,9 @@ def test_gemm_weight_gradient_in_both_product_orders_matches_im2col(seed, transp
 @pytest.mark.parametrize("batch_wide", [True, False], ids=["batch-wide", "per-sample"])
 def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatch):
     """A 1×1 convolution as one batch-wide product or one per sample, strided, grouped, padded, 1-3 d."""
-    from convolab import algorithms
+    from convolab.algorithms import gemm
 
-    monkeypatch.setattr(algorithms, "POINTWISE_BATCH_WIDE_POSITIONS", 10**9 if batch_wide else 0)
+    monkeypatch.setattr(gemm, "POINTWISE_BATCH_WIDE_POSITIONS", 10**9 if batch_wide else 0)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
@@ -163,9 +164,9 @@ def test_pointwise_forward_both_ways_matches_direct(seed, batch_wide, monkeypatc
 def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, monkeypatch):
     """folded in blocks of whole samples or of a sample's rows cut into chunks (in 1-d the chunks cut the
     folded axis itself, so shares cross chunk boundaries); dilation moves the shares, strides the columns."""
-    from convolab import algorithms
+    from convolab.algorithms import _blocking
 
-    monkeypatch.setattr(algorithms, "MAX_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
+    monkeypatch.setattr(_blocking, "MAX_BLOCK_BYTES", 2**20 if blocks == "whole-samples" else 64)
     rng = np.random.default_rng(seed)
     rank = int(rng.integers(1, 4))
     groups = int(rng.choice([1, 2]))
@@ -188,12 +189,12 @@ def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, mon
     ((8, 64, 56, 56), (64, 64, 3, 3), False),  # ResNet 3x3: 576 -> 384, under half saved
 ])
 def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_shape, weight_shape, folds):
-    from convolab._conv import _folds_weight_grad
-
     padding = weight_shape[-1] // 2
     spec = conv_spec(input_shape, weight_shape, padding=padding)
     assert cl.plan(input_shape, weight_shape, "float32", padding=padding).algorithm == "folded"
-    assert _folds_weight_grad(spec, np.dtype(np.float32)) == folds
+    # The planner decides it now: the plan's weight-gradient pass (was _conv._folds_weight_grad).
+    weight_pass = cl.plan(input_shape, weight_shape, "float32", padding=padding).weight_grad.method
+    assert weight_pass == ("folded" if folds else "gemm")
     rng = np.random.default_rng(7)
     x = rng.standard_normal(input_shape).astype(np.float32)
     g = rng.standard_normal(spec.output_shape).astype(np.float32)

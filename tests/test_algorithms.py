@@ -256,6 +256,40 @@ def test_algorithms_registry():
     assert set(cl.ALGORITHMS) == set(ALGORITHMS)
 
 
+def test_a_registered_algorithm_is_asked_for_by_name_and_planned_without_other_changes():
+    """One class and one register call: ``algorithm=`` takes it, and "auto" weighs its estimate (plans made
+    before it was registered are forgotten)."""
+    from convolab.algorithms import Algorithm, Direct, register, unregister
+
+    class Cheap(Direct):  # the definition again, with a cost model that wins every problem
+        name = "cheap"
+        automatic = True
+
+        def estimate(self, spec, dtype):
+            return 0.0
+
+    shapes = ((2, 3, 8, 8), (4, 3, 3, 3))
+    before = cl.plan(*shapes)
+    x, w = np.random.default_rng(0).standard_normal(shapes[0]), np.ones(shapes[1])
+    with pytest.raises(ValueError, match="'cheap'"):
+        cl.conv2d(x, w, algorithm="cheap")
+    register(Cheap())
+    try:
+        assert cl.plan(*shapes).algorithm == "cheap"
+        np.testing.assert_array_equal(cl.conv2d(x, w, algorithm="cheap"), cl.conv2d(x, w, algorithm="direct"))
+        np.testing.assert_array_equal(cl.conv2d(x, w), cl.conv2d(x, w, algorithm="direct"))
+    finally:
+        unregister("cheap")
+    assert cl.plan(*shapes) == before
+    with pytest.raises(ValueError, match="register: algorithm.name .*'gemm'"):
+        register(type("Twin", (Direct,), {"name": "gemm"})())
+    with pytest.raises(ValueError, match="register: algorithm.automatic needs an estimate"):
+        register(type("Guess", (Algorithm,), {"name": "guess", "automatic": True})())
+    with pytest.raises(TypeError, match="register: algorithm must be"):
+        register(Direct)
+    assert set(cl.ALGORITHMS) == set(ALGORITHMS)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_inputs_not_modified(algorithm):
     for case in cases_for(algorithm, 20):
@@ -309,7 +343,7 @@ def test_winograd_agrees_with_direct(case, algorithm):
 @pytest.mark.parametrize("tile", [2, 4])
 def test_winograd_transforms_are_exact_identities(tile):
     """sum_t A^T[i,t] G[t,k] B^T[t,j] == [j == i + k], checked in float64 on the generated matrices."""
-    from convolab.winograd import winograd_matrices
+    from convolab.algorithms.winograd import winograd_matrices
 
     a_t, g, b_t = winograd_matrices(tile, 3)
     product = np.einsum("it,tk,tj->ikj", a_t, g, b_t)

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import _conv, algorithms
+from convolab import algorithms
+from convolab._engine import oriented_kernel
+from convolab.algorithms import Depthwise, _threads, depthwise
 from convolab._settings import current_thread_count, thread_count
 from conv_cases import ConvCase, generate_cases
 
@@ -34,9 +36,9 @@ DTYPES = [np.float32, np.float64]
 def blocking(request, monkeypatch):
     """Default blocks, or the smallest ones: one channel a block, a few rows a chunk, three threads."""
     if request.param == "blocked":
-        monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
-        monkeypatch.setattr(algorithms, "DEPTHWISE_COLUMN_BYTES", 64)
-        monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_BLOCK_BYTES", 1)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_COLUMN_BYTES", 64)
+        monkeypatch.setattr(depthwise, "DEPTHWISE_PARALLEL_WORK", 0)
         monkeypatch.setenv("CONVOLAB_THREADS", "3")
     return request.param
 
@@ -69,9 +71,9 @@ def gradients(case: ConvCase, x, w, g, algorithm_input: str, algorithm_weight: s
 def depthwise_gradients(case: ConvCase, x, w, g, flip: bool = False):
     """The depthwise formulations themselves, whatever the planner would pick for this small case."""
     spec = dataclasses.replace(spec_of(case), flip=flip)
-    kernel = _conv.oriented_kernel(w, flip)
-    grad_input = _conv.DEPTHWISE.input_grad(batched(case, g), kernel, spec)
-    grad_weight = _conv.oriented_kernel(_conv.DEPTHWISE.weight_grad(batched(case, x), batched(case, g), spec), flip)
+    kernel = oriented_kernel(w, flip)
+    grad_input = Depthwise().input_grad(batched(case, g), kernel, spec)
+    grad_weight = oriented_kernel(Depthwise().weight_grad(batched(case, x), batched(case, g), spec), flip)
     return (grad_input if case.batched else grad_input[0]), grad_weight
 
 
@@ -130,13 +132,13 @@ def test_blocks_and_threads_change_nothing(case, monkeypatch):
     x, w, _ = case.arrays(np.float64)
     g = np.random.default_rng(5).standard_normal(case.output_shape)
     whole = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
-    monkeypatch.setattr(algorithms, "DEPTHWISE_BLOCK_BYTES", 1)
-    monkeypatch.setattr(algorithms, "DEPTHWISE_PARALLEL_WORK", 0)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_PARALLEL_WORK", 0)
     monkeypatch.setenv("CONVOLAB_THREADS", "4")
     split = cl.conv(x, w, **case.kwargs(), algorithm="depthwise"), *depthwise_gradients(case, x, w, g)
     np.testing.assert_array_equal(split[0], whole[0])
     np.testing.assert_array_equal(split[1], whole[1])
-    monkeypatch.setattr(algorithms, "DEPTHWISE_COLUMN_BYTES", 1)
+    monkeypatch.setattr(depthwise, "DEPTHWISE_COLUMN_BYTES", 1)
     np.testing.assert_allclose(depthwise_gradients(case, x, w, g)[1], whole[2], rtol=1e-12, atol=1e-12)
 
 
@@ -193,8 +195,8 @@ def test_inputs_not_modified_and_views_accepted():
     np.testing.assert_allclose(out, cl.conv2d(np.ascontiguousarray(x), w, padding=1, groups=3, algorithm="direct"),
                                rtol=1e-5, atol=1e-5)
     spec = cl.conv_spec(x.shape, w.shape, padding=1, groups=3)
-    _conv.DEPTHWISE.input_grad(g, w, spec)
-    _conv.DEPTHWISE.weight_grad(x, g, spec)
+    Depthwise().input_grad(g, w, spec)
+    Depthwise().weight_grad(x, g, spec)
     for before, after in zip(kept, (x, w, g)):
         np.testing.assert_array_equal(before, after)
 
@@ -212,11 +214,11 @@ def test_non_finite_values_stay_in_their_windows(kwargs, blocking):
     spec = cl.conv_spec(x.shape, w.shape, groups=3, **kwargs)
     g = rng.standard_normal(spec.output_shape)
     with np.errstate(invalid="ignore"):
-        grad_weight = _conv.DEPTHWISE.weight_grad(x, g, spec)
+        grad_weight = Depthwise().weight_grad(x, g, spec)
         reference_weight = cl.grad.conv2d_weight(x, w.shape, g, groups=3, **kwargs, algorithm="im2col")
         np.testing.assert_allclose(grad_weight, reference_weight, rtol=1e-12, atol=1e-12)
         w[1, 0, 0, 0], w[4, 0, 2, 1] = np.inf, -np.inf
-        grad_input = _conv.DEPTHWISE.input_grad(g, w, spec)
+        grad_input = Depthwise().input_grad(g, w, spec)
         reference_input = cl.grad.conv2d_input(x.shape, w, g, groups=3, **kwargs, algorithm="scatter")
     np.testing.assert_allclose(grad_input, reference_input, rtol=1e-12, atol=1e-12)
     assert np.isfinite(reference_weight).any() and np.isfinite(reference_input).any()
@@ -232,9 +234,9 @@ def test_auto_uses_depthwise_for_its_gradients_too():
     g = rng.standard_normal(cl.output_shape(x.shape, w.shape, **kwargs)).astype(np.float32)
     spec = cl.conv_spec(x.shape, w.shape, **kwargs)
     np.testing.assert_array_equal(cl.grad.conv2d_input(x.shape, w, g, **kwargs),
-                                  _conv.DEPTHWISE.input_grad(g, w, spec))
+                                  Depthwise().input_grad(g, w, spec))
     np.testing.assert_array_equal(cl.grad.conv2d_weight(x, w.shape, g, **kwargs),
-                                  _conv.DEPTHWISE.weight_grad(x, g, spec))
+                                  Depthwise().weight_grad(x, g, spec))
     np.testing.assert_allclose(cl.grad.conv2d_input(x.shape, w, g, **kwargs, algorithm="scatter"),
                                cl.grad.conv2d_input(x.shape, w, g, **kwargs), rtol=1e-5, atol=1e-5)
 
@@ -345,7 +347,7 @@ def test_fork_while_another_thread_holds_the_pool_lock(monkeypatch):
     x = np.random.default_rng(12).standard_normal((4, 32, 40, 40))
     w = np.ones((32, 1, 3, 3))
     expected = cl.conv2d(x, w, padding=1, groups=32, algorithm="depthwise")
-    with algorithms._pool_lock:  # held, as by another thread, while the child is forked
+    with _threads._pool_lock:  # held, as by another thread, while the child is forked
         pool = multiprocessing.get_context("fork").Pool(1)
     with pool:
         result = pool.apply_async(_child_conv, (x, w)).get(timeout=60)

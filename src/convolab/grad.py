@@ -4,7 +4,7 @@
 ``conv{1,2,3}d_weight`` fix it. Every forward argument is accepted, including
 "same" padding at any stride, ``(low, high)`` pairs and the non-zero padding
 modes (whose gradient folds the border's share back onto the input). The
-derivations sit beside the forward pass in :mod:`convolab._conv`.
+derivations sit beside the forward pass in :mod:`convolab._engine`.
 
 The input gradient has two formulations, equal on every configuration:
 
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._conv import conv_input_grad, conv_weight_grad
+from ._engine import conv_input_grad, conv_weight_grad
 from ._dtypes import same_dtype
 from ._errors import fail
 from .functional import check_array
@@ -111,8 +111,10 @@ def _make_input_grad(op: str, rank: int | None):
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
     algorithm : {{"auto", "scatter", "full"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"full"`` at
-        stride 1 (through the forward planner) and ``"scatter"`` otherwise.
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
+        (``convolab.plan(...).input_grad``): depthwise's own where the forward
+        runs depthwise, else ``"full"`` at stride 1 (through the forward
+        planner) with a finite weight and ``"scatter"`` otherwise.
 
     Returns
     -------
@@ -163,8 +165,10 @@ def _make_weight_grad(op: str, rank: int | None):
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
     algorithm : {{"auto", "gemm", "folded", "im2col", "conv"}}
-        The formulation (see :mod:`convolab.grad`); ``"auto"`` is ``"gemm"``, or
-        ``"folded"`` where the forward runs folded and folding halves the copies.
+        The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
+        (``convolab.plan(...).weight_grad``): ``"gemm"``, or the forward's own
+        (depthwise's; ``"folded"``'s where folding halves the copies and the
+        input is finite).
 
     Returns
     -------

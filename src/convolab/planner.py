@@ -1,33 +1,27 @@
-"""The planner: which algorithm runs a convolution, and why.
+"""The planner: how each pass of a convolution runs (forward, input gradient, weight gradient), and why.
 
 ``algorithm="auto"`` asks :func:`plan_for` for the cheapest algorithm by a
 documented cost model; ``algorithm="measure"`` times the candidates once per
 problem signature and remembers the winner (like ``cudnn.benchmark``).
 
-The cost model estimates seconds on one machine's rates (measured on the
-project's 2-core reference machine; only their ratios matter):
+Each algorithm owns its cost model (:meth:`convolab.algorithms.Algorithm.estimate`):
+seconds on the rates of one machine (:mod:`convolab.algorithms._rates`,
+measured on the project's 2-core reference machine; only their ratios
+matter). In short:
 
-======================  =========================================================
-algorithm               estimated time
-======================  =========================================================
-gemm                    FLOPs / matmul rate (scaled down when a matrix side is
-                        short: fewer than 32 filters or taps per group, and
-                        when there are fewer taps than filters), plus the
-                        unrolled copy at memory bandwidth
-folded                  the same for its product (``K_L`` times the filters,
-                        ``1/K_L`` of the taps, every padded column), its smaller
-                        copy, one pass over the output per last-axis tap
-depthwise               per block of channels: the grid copy (the input, padded
-                        and split into stride phases, or as it is at stride 1),
-                        then every tap's run copied into columns and read back
-                        by a small product per channel; blocks shared among
-                        threads (each past the first counted at 0.6)
-fft                     forward transforms of inputs and kernels, the spectral
-                        products (summed over input channels), inverse transforms
-each                    plus a fixed cost per call (larger for the FFT), which
-                        decides tiny problems
-======================  =========================================================
+- gemm: FLOPs at the matrix-product rate (lower when a side of the product is
+  short), plus the unrolled copy at memory bandwidth;
+- folded: the same for its taller, shallower product and its smaller copy,
+  plus one pass over the output per last-axis tap;
+- depthwise: per block of channels, the grid copy, then every tap's run copied
+  into columns and read back by a small product per channel, shared among
+  threads;
+- fft: forward transforms of inputs and kernels, the spectral products, the
+  inverse transforms;
+- each: plus a fixed cost per call (larger for the FFT), which decides tiny
+  problems.
 
+Only the registered algorithms marked ``automatic`` are candidates.
 "direct" and "im2col" are references, never chosen automatically. "shifted"
 and the Winograd tiles are run only when asked for by name: in NumPy their
 extra passes over memory (accumulations, transforms) cost what they save, and
@@ -55,143 +49,108 @@ windows never read it:
 
 Integers never go to the FFT (their results must be exact). Explicitly named
 algorithms run as asked.
+
+The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
+
+- the input gradient: the forward's own pass where its algorithm has one
+  (depthwise), else "full" (a forward convolution of grad_output, so the fast
+  algorithms apply) at stride 1 with a finite weight, else "scatter"
+  (:func:`input_grad_formulation`);
+- the weight gradient: the forward's own pass where its algorithm has one and
+  takes it (depthwise; folded where folding halves the copies and the input is
+  finite), else gemm's, in the product orientation gemm chooses.
+
+Each algorithm says how its pass would run (:meth:`~convolab.algorithms.Algorithm.pass_formulation`);
+the engine (:mod:`convolab._engine`) runs what the plan says, and looks at the
+data only where their finiteness would change a pass (:attr:`PassPlan.finite_matters`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import ceil, inf, isfinite, log10, log2, prod
+from math import ceil, inf, isfinite, log10, log2
 from typing import Any, Sequence
 
 import numpy as np
-import scipy.fft
 
 from . import algorithms
 from ._dtypes import all_finite, check_supported_dtype, compute_dtype
 from ._settings import current_thread_count, current_workspace_limit
 from .spec import ConvSpec, PaddingArg, conv_spec
 
-__all__ = ["Plan", "DataTraits", "plan", "plan_for", "data_traits", "measured_choice", "input_grad_formulation", "plan_for_arrays",
-           "AUTO_CANDIDATES", "FFT_ERROR_BOUND"]
+__all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
+           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND"]
 
-#: Algorithms "auto" and "measure" choose among.
-AUTO_CANDIDATES = ("gemm", "folded", "depthwise", "fft")
 
-# Rates of the reference machine (2 cores): matrix products by dtype (FLOP/s),
-# FFT (the 2.5 L log2 L operation count per transform, per second), elementwise
-# passes (elements/s), copies (bytes/s).
-_MATMUL_RATE = {"f": {4: 150e9, 8: 75e9}, "c": {8: 40e9, 16: 20e9}, "i": {8: 0.8e9}}
-_FFT_RATE = 10e9  # reached by long transforms; short ones run slower (see _estimate)
-_ELEMENTWISE_RATE = 3e9
-_COPY_RATE = {"contiguous": 8e9, "strided": 3e9}  # cache-blocked copies
-_SHORT_SIDE = 32  # below this many filters or taps a matrix product runs far from peak
-# Fixed costs of a call (Python and NumPy dispatch): they decide tiny problems,
-# where every estimate above is microseconds and an FFT's setup dominates.
-_OVERHEAD = {"gemm": 20e-6, "folded": 30e-6, "depthwise": 40e-6, "fft": 150e-6}  # folded: a NumPy call per tap more
-# Depthwise: bytes of unrolled columns per second on one thread (each copied, then read by the
-# product), the Python and NumPy calls per block and chunk of rows, and what each thread past
-# the first adds (the threads share the caches and the memory bus).
-_DEPTHWISE_COLUMN_RATE = 16e9
-_DEPTHWISE_BLOCK_COST = 25e-6
-_THREAD_GAIN = 0.6
+def auto_candidates() -> tuple[str, ...]:
+    """The algorithms "auto" and "measure" choose among: the registered ones marked ``automatic``."""
+    return tuple(name for name, algorithm in algorithms.ALGORITHMS.items() if algorithm.automatic)
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """How a plan runs one pass, and why.
+
+    ``method`` is what runs it, named as the pass's ``algorithm`` argument
+    names it: for the forward an algorithm; for the input gradient "full" or
+    "scatter", or an algorithm whose own pass runs it ("depthwise"); for the
+    weight gradient an algorithm whose own pass runs it ("gemm", "folded",
+    "depthwise", "im2col") or "conv". ``detail`` says how (the formulation),
+    ``options`` are the keyword arguments the plan gives that algorithm's pass
+    method, and ``finite_matters`` whether an inf or NaN in the operand the
+    pass multiplies by zeros that are not data would change the pass (so the
+    engine looks at the data only then).
+    """
+
+    method: str
+    detail: str
+    reason: str
+    options: tuple[tuple[str, Any], ...] = ()
+    finite_matters: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.method} ({self.detail}): {self.reason}" if self.detail else f"{self.method}: {self.reason}"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What the planner decided for one problem.
+    """What the planner decided for one problem: the forward, and both gradients' passes.
 
+    ``algorithm`` and ``reason`` are the forward's (also as :attr:`forward`);
     ``estimates`` holds the estimated seconds of every candidate that can run
-    it; ``refused`` the reason each other candidate cannot.
+    it, ``refused`` the reason each other candidate cannot. ``input_grad`` and
+    ``weight_grad`` are the passes the gradients' "auto" runs.
     """
 
     algorithm: str
     reason: str
     flops: int
     workspace_bytes: int
+    input_grad: PassPlan
+    weight_grad: PassPlan
     estimates: dict[str, float] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def forward(self) -> PassPlan:
+        """The forward pass: :attr:`algorithm`, for :attr:`reason`."""
+        return PassPlan(self.algorithm, "", self.reason)
+
     def __str__(self) -> str:
-        lines = [f"{self.algorithm}: {self.reason}",
+        lines = [f"forward: {self.forward}",
                  f"  {self.flops / 1e9:.3g} GFLOP, workspace {self.workspace_bytes / 2**20:.3g} MiB"]
         lines += [f"  {name}: ~{seconds * 1e3:.3g} ms" for name, seconds in sorted(self.estimates.items(),
                                                                                  key=lambda item: item[1])]
         lines += [f"  {name}: cannot run ({why})" for name, why in self.refused.items()]
+        lines += [f"input gradient: {self.input_grad}", f"weight gradient: {self.weight_grad}"]
         return "\n".join(lines)
 
 
-def _matmul_rate(dtype: np.dtype) -> float:
-    kind = "i" if dtype.kind in "iu" else dtype.kind
-    return _MATMUL_RATE[kind].get(dtype.itemsize, min(_MATMUL_RATE[kind].values()))
-
-
-def _product_rate(dtype: np.dtype, rows: int, depth: int) -> float:
-    """The rate of a ``(rows, depth) @ (depth, columns)`` product with many columns.
-
-    Far from peak when a side is short (under ``_SHORT_SIDE``); somewhat below
-    it when the product is shallower than it is tall (``depth < rows``: each
-    result is written after fewer multiply-adds), which decides gemm against
-    folded (fitted on the suite's 3×3 layers: ``(depth/rows)**0.25``).
-    """
-    rows, depth = max(rows, 1), max(depth, 1)  # an empty side: no work, but no division by zero either
-    short = min(1.0, min(rows, depth) / _SHORT_SIDE)
-    return _matmul_rate(dtype) * short * min(1.0, depth / rows) ** 0.25
-
-
-def _transform_length(spec: ConvSpec) -> int:
-    """The FFT's transform length for ``spec``, as its cost model takes it (the error estimate's ``L``)."""
-    return prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)
-
-
-def _estimate(name: str, spec: ConvSpec, dtype: np.dtype) -> float:
-    if name == "gemm":
-        rate = _product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
-        copied = 0 if algorithms.Gemm().workspace_bytes(spec, dtype.itemsize) == 0 else (
-            algorithms._row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-        # Wide rows copy one contiguous run per (channel, tap); so, nearly, do small images
-        # unrolled with the batch innermost. Otherwise each output row is a strided copy.
-        fast = algorithms._gemm_wide(spec) or algorithms._batch_inner(spec, dtype.itemsize)
-        return _OVERHEAD["gemm"] + spec.flops / rate + copied / _COPY_RATE["contiguous" if fast else "strided"]
-    if name == "folded":
-        rest = algorithms._rest_spec(spec)
-        columns = spec.batch * rest.output_size[0] * prod(algorithms._grid(rest))  # every row, wide or exact
-        rows, depth = spec.kernel_size[-1] * spec.out_channels_per_group, spec.in_channels_per_group * prod(rest.kernel_size)
-        rate = _product_rate(dtype, rows, depth)
-        copied = algorithms._row_bytes(rest, dtype.itemsize) * spec.batch * rest.output_size[0]
-        layout = "contiguous" if algorithms._gemm_wide(rest) else "strided"
-        shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
-        return (_OVERHEAD["folded"] + 2 * spec.groups * rows * depth * columns / rate + copied / _COPY_RATE[layout]
-                + shares / _ELEMENTWISE_RATE)
-    if name == "depthwise":
-        return _OVERHEAD["depthwise"] + _depthwise_seconds(spec, dtype)
-    if name == "fft":
-        length = _transform_length(spec)
-        levels = log2(max(length, 2))
-        per_transform = 2.5 * length * levels / (_FFT_RATE * min(1.0, levels / 22))
-        transforms = spec.batch * spec.in_channels + spec.out_channels * spec.in_channels_per_group
-        transforms += spec.batch * spec.out_channels
-        products = 8 * spec.batch * spec.out_channels * spec.in_channels_per_group * (length / 2 + 1)
-        return _OVERHEAD["fft"] + transforms * per_transform + products / _ELEMENTWISE_RATE
-    raise ValueError(f"no cost model for {name!r}")
-
-
-def _depthwise_seconds(spec: ConvSpec, dtype: np.dtype) -> float:
-    """Depthwise's estimate past its fixed cost, from the blocks it would actually run."""
-    layout = algorithms._DepthwiseLayout(spec, dtype.itemsize, spec.padding)
-    jobs, groups = layout.blocks()
-    taps = prod(spec.kernel_size)
-    chunks = -(-spec.output_size[0] // layout.chunk_rows(groups, taps))
-    multiplier = spec.out_channels_per_group
-    columns = taps * spec.batch * spec.groups * layout.length * dtype.itemsize * (1 + (multiplier - 1) / 4)
-    grid = spec.batch * spec.in_channels * layout.phases * layout.stored * dtype.itemsize
-    work = (columns / _DEPTHWISE_COLUMN_RATE + len(jobs) * chunks * _DEPTHWISE_BLOCK_COST
-            + grid / _COPY_RATE["contiguous" if layout.direct else "strided"])
-    if not layout.in_place:  # the wide rows' real columns copied out
-        work += prod(spec.output_shape) * dtype.itemsize / _COPY_RATE["strided"]
-    threads = min(algorithms.depthwise_threads(), len(jobs)) if layout.work >= algorithms.DEPTHWISE_PARALLEL_WORK else 1
-    return work / (1 + _THREAD_GAIN * (threads - 1))
+#: The FFT's transform length for a spec (the error estimate's ``L``): the FFT's own, as its cost model takes it.
+_transform_length = algorithms.transform_length
 
 
 #: The largest estimated error, relative to the magnitude of an output's terms, that "auto" accepts
@@ -226,6 +185,8 @@ class DataTraits:
 
 #: Data that are finite and whose dynamic range has not been asked about.
 ORDINARY = DataTraits()
+#: Data holding an inf or a NaN.
+NON_FINITE = DataTraits(finite=False)
 
 
 def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1) -> DataTraits:
@@ -279,7 +240,8 @@ def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel:
 
 
 def input_grad_formulation(spec: ConvSpec, weight_finite: bool) -> tuple[str, str]:
-    """Which formulation of the input gradient "auto" runs ("full" or "scatter"), and why.
+    """Which formulation of the input gradient "auto" runs ("full" or "scatter"), and why, where the forward's
+    algorithm has no input-gradient pass of its own.
 
     "full" is a forward convolution of grad_output (the planner's fast
     algorithms apply), but it multiplies cells that are not data: the zeros of
@@ -292,6 +254,64 @@ def input_grad_formulation(spec: ConvSpec, weight_finite: bool) -> tuple[str, st
     if not weight_finite:
         return "scatter", "the weight holds inf or NaN, which the full correlation would multiply by its padding zeros"
     return "full", "stride 1: a forward convolution of grad_output, run by the planner's pick"
+
+
+#: What the input gradient's own formulations do.
+_INPUT_GRAD_DETAILS = {"full": "a forward convolution of grad_output with the kernel reversed",
+                       "scatter": "each window's gradient added back where it was read"}
+
+
+def _own_pass(name: str, algorithm: str, spec: ConvSpec, dtype: np.dtype, finite: bool, asked: bool,
+              why: str) -> PassPlan | str:
+    """``algorithm``'s own pass ``name`` for this problem, run because ``why`` (and for what the algorithm
+    says), or why it does not run it (``asked``: see :meth:`~convolab.algorithms.Algorithm.pass_formulation`)."""
+    chosen = algorithms.ALGORITHMS[algorithm].pass_formulation(name, spec, dtype, finite=finite, asked=asked)
+    if isinstance(chosen, str):
+        return chosen
+    return PassPlan(algorithm, chosen.detail, f"{why}; {chosen.reason}" if chosen.reason else why, chosen.options)
+
+
+def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str, finite: bool) -> PassPlan:
+    """Gradient pass ``name`` for ``requested`` ("auto": under a forward run by ``forward``), on an operand
+    that is ``finite`` or not (see :class:`PassPlan`)."""
+    asked = requested != "auto"
+    why = "asked for by name" if asked else f"the forward runs {forward}: its own pass"
+    if name == "input_grad":
+        if not asked:
+            own = _own_pass(name, forward, spec, dtype, finite, asked, why)
+            if isinstance(own, PassPlan):
+                return own
+            formulation, reason = input_grad_formulation(spec, finite)
+        else:
+            formulation, reason = requested, why
+        return PassPlan(formulation, _INPUT_GRAD_DETAILS[formulation], reason)
+    if requested == "conv":
+        return PassPlan("conv", "a convolution of the input with grad_output as its kernel", why)
+    own = _own_pass(name, requested if asked else forward, spec, dtype, finite, asked, why)
+    if isinstance(own, PassPlan):
+        return own
+    # gemm's weight gradient runs every problem: the fallback of every other.
+    declined = f"asked for {requested}, but {own}" if asked else own
+    return _own_pass(name, "gemm", spec, dtype, finite, True, f"{declined}: gemm's instead")
+
+
+def _gradient_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str,
+                   finite: bool) -> PassPlan:
+    """:func:`_choose_pass`, and whether the other finiteness would choose another pass."""
+    chosen = _choose_pass(name, spec, dtype, requested, forward, finite)
+    other = _choose_pass(name, spec, dtype, requested, forward, not finite)
+    changes = (chosen.method, chosen.detail, chosen.options) != (other.method, other.detail, other.options)
+    return dataclasses.replace(chosen, finite_matters=changes)
+
+
+def pass_for(name: str, spec: ConvSpec, dtype: np.dtype, requested: str = "auto", finite: bool = True) -> PassPlan:
+    """The gradient pass ``name`` ("input_grad", "weight_grad") for ``requested`` (its ``algorithm``
+    argument), on an operand that is ``finite`` or not: the plan's for "auto" (cached), else the one asked
+    for (which may still decline data it would get wrong, as folded an inf)."""
+    if requested == "auto":
+        chosen = plan_for(spec, dtype, ORDINARY if finite else NON_FINITE)
+        return chosen.input_grad if name == "input_grad" else chosen.weight_grad
+    return _gradient_pass(name, spec, np.dtype(dtype), requested, requested, finite)
 
 
 def plan_for(spec: ConvSpec, dtype: np.dtype, data: DataTraits = ORDINARY) -> Plan:
@@ -309,13 +329,13 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
     accumulate = compute_dtype(dtype)
     estimates: dict[str, float] = {}
     refused: dict[str, str] = {}
-    for name in AUTO_CANDIDATES:
+    for name in auto_candidates():
         algorithm = algorithms.ALGORITHMS[name]
         why = algorithm.why_not(spec, dtype)
         if why is None and algorithm.mixes_outputs:
             why = data.why_not_mixing()
         if why is None:
-            estimates[name] = _estimate(name, spec, accumulate)
+            estimates[name] = algorithm.estimate(spec, accumulate)
         else:
             refused[name] = why
     best = min(estimates, key=estimates.get)
@@ -325,8 +345,13 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
         reason = f"estimated {ratio:.3g}x faster than {runner_up[0]}"
     else:
         reason = "the only candidate that can run this problem"
+    # The gradients follow the forward that shapes alone choose: which data refuse a mixing forward is no
+    # reason to change theirs, and their own finiteness is asked about by pass.
+    forward = best if data == ORDINARY else _plan_cached(spec, dtype, ORDINARY, workspace_limit, threads).algorithm
     return Plan(algorithm=best, reason=reason, flops=spec.flops,
                 workspace_bytes=algorithms.ALGORITHMS[best].workspace_bytes(spec, accumulate.itemsize),
+                input_grad=_gradient_pass("input_grad", spec, dtype, "auto", forward, data.finite),
+                weight_grad=_gradient_pass("weight_grad", spec, dtype, "auto", forward, data.finite),
                 estimates=estimates, refused=refused)
 
 
@@ -342,7 +367,7 @@ def plan(
     padding_mode: str = "zeros",
     flip: bool = False,
 ) -> Plan:
-    """The algorithm ``conv(..., algorithm="auto")`` would use, why, its FLOPs and workspace.
+    """How ``conv(..., algorithm="auto")`` and its gradients would run, why, its FLOPs and workspace.
 
     Parameters
     ----------
@@ -358,7 +383,8 @@ def plan(
     Plan
         ``algorithm``, ``reason``, ``flops``, ``workspace_bytes`` (scratch memory
         beyond input and output), the estimate of each candidate and why any
-        other could not run.
+        other could not run; ``input_grad`` and ``weight_grad``, the passes the
+        gradients' "auto" runs (for data without inf or NaN), each with its reason.
 
     Examples
     --------
@@ -373,6 +399,11 @@ def plan(
     'depthwise'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "int32").refused["fft"]
     'integer inputs (int32) must give exact results, and the FFT rounds'
+    >>> chosen = cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1)
+    >>> chosen.input_grad.method, chosen.weight_grad.method
+    ('full', 'folded')
+    >>> chosen.weight_grad.reason
+    "the forward runs folded: its own pass; folding copies 384 values per position against gemm's 864"
     """
     dtype = np.dtype(dtype)
     check_supported_dtype("plan", "dtype", dtype)
@@ -382,6 +413,15 @@ def plan(
 
 
 _MEASURED: dict[tuple[Any, ...], str] = {}
+
+
+def _forget_plans() -> None:
+    """The registry changed: plans and measured winners chose among other candidates."""
+    _plan_cached.cache_clear()
+    _MEASURED.clear()
+
+
+algorithms.on_registry_change(_forget_plans)
 
 
 def measured_choice(padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> str:

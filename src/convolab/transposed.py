@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import shapes
-from ._conv import conv_forward, conv_input_grad, conv_weight_grad
+from ._engine import conv_forward, conv_input_grad, conv_weight_grad
 from ._dtypes import same_dtype
 from ._errors import fail
 from ._window import compact_reads

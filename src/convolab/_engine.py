@@ -1,0 +1,355 @@
+"""The convolution engine: every pass on a frozen spec, run as the planner says.
+
+The planner (:mod:`convolab.planner`) decides which algorithm runs the forward
+and how each gradient runs (:class:`~convolab.planner.Plan`); this module asks
+it and runs what it says: the forward through the algorithms' interface
+(:mod:`convolab.algorithms`), the gradients through an algorithm's own pass or
+through the formulations that reduce them to other convolutions ("full",
+"scatter", "conv"), derived below beside the forward.
+
+This is the one place that decides the kernel's orientation: deep learning's
+"convolution" is a cross-correlation (the kernel read as stored); ``flip=True``
+is the mathematical convolution, the kernel reversed on every spatial axis.
+Everything that convolves (the public ops, the gradients, transposed
+convolution, the SciPy-style functions) comes through :func:`oriented_kernel`.
+
+Notation for the derivations, per spatial dimension: ``x_p`` the padded input,
+``k`` the oriented kernel, ``s`` stride, ``d`` dilation, ``g`` grad_output::
+
+    y[n, o, p] = sum_{c in group(o), j} x_p[n, c, p*s + j*d] * k[o, c, j]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from math import prod
+
+import numpy as np
+
+from . import shapes
+from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
+from ._errors import fail
+from ._settings import current_workspace_limit
+from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
+from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, select_algorithm
+from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
+from .spec import ConvSpec, conv_spec
+
+__all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
+           "WEIGHT_GRAD_ALGORITHMS"]
+
+#: What the input gradient's ``algorithm`` accepts; "auto" runs the plan's pass
+#: (:attr:`convolab.planner.Plan.input_grad`).
+INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
+#: What the weight gradient's ``algorithm`` accepts; "auto" runs the plan's pass
+#: (:attr:`convolab.planner.Plan.weight_grad`).
+WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded")
+
+
+def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
+    """The kernel as the sliding window reads it: reversed on every spatial axis iff ``flip``.
+
+    Reversal is its own inverse, so the same function maps a gradient with
+    respect to the oriented kernel back to one with respect to ``weight``.
+    """
+    return reverse_spatial(weight, weight.ndim - 2) if flip else weight
+
+
+def conv_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Convolve a batched ``x`` ``(N, C_in, *spatial)`` as ``spec`` says.
+
+    Inputs are never modified: casting and padding make new arrays, and the
+    window views are read-only.
+    """
+    accumulate = compute_dtype(x.dtype)
+    check_algorithm_name(spec.op, algorithm)
+    if algorithm not in ("auto", "measure"):
+        select_algorithm(algorithm, spec, x.dtype)  # refuse before any work, even for an empty batch
+    returned = result_dtype(x.dtype)
+    _check_result_fits(spec, spec.output_shape, returned, "output")
+    if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
+        return np.zeros(spec.output_shape, dtype=returned)
+    check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
+                      offset=bias)
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, x.dtype)
+    if compact is not None:  # only the cells the windows read, never the whole padded input
+        x, spec = compact[1].gather(x), compact[0]
+    kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
+    out = _run_forward(algorithm, x.astype(accumulate, copy=False), kernel, spec, np.dtype(x.dtype))
+    if bias is not None:
+        out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
+    return out.astype(returned, copy=False)
+
+
+def _run_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    """The forward of ``name``: the plan's algorithm for "auto", the timed winner for "measure", else ``name``.
+
+    ``x`` is the input before padding, in the accumulation dtype; ``dtype`` the
+    caller's. An algorithm pads as it needs (depthwise block by block); the
+    data are looked at only where the plan's pick mixes outputs, which their
+    values can refuse (:func:`~convolab.planner.plan_for_arrays`).
+    """
+    if name == "measure":
+        padded = pad(x, spec.padding, spec.padding_mode)
+        return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)].run(padded, kernel, spec)
+    if name != "auto":
+        return ALGORITHMS[name].run_unpadded(x, kernel, spec)
+    algorithm = ALGORITHMS[plan_for(spec, dtype).algorithm]
+    if algorithm.mixes_outputs:
+        padded = pad(x, spec.padding, spec.padding_mode)
+        return ALGORITHMS[plan_for_arrays(spec, dtype, padded, kernel).algorithm].run(padded, kernel, spec)
+    return algorithm.run_unpadded(x, kernel, spec)
+
+
+def _planned_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, operand: np.ndarray) -> PassPlan:
+    """The planner's gradient pass ``name`` for ``requested``, for the data of ``operand`` (the one the pass
+    multiplies by zeros that are not data), looked at only where its finiteness would change the pass."""
+    chosen = pass_for(name, spec, dtype, requested)
+    if chosen.finite_matters and not all_finite(operand):
+        chosen = pass_for(name, spec, dtype, requested, finite=False)
+    return chosen
+
+
+def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(algorithm, str) or algorithm not in choices:
+        fail(ValueError, op, "algorithm", repr(algorithm), f"must be one of {', '.join(map(repr, choices))}")
+    return algorithm
+
+
+def _used_extent(spec: ConvSpec) -> tuple[int, ...]:
+    """Per dimension, how much of the padded input the windows reach: ``(P-1)*s + d*(K-1) + 1``."""
+    return tuple(
+        (o - 1) * s + shapes.dilated_kernel_size(k, d)
+        for o, s, k, d in zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation)
+    )
+
+
+def _bounded_steps(spec: ConvSpec) -> ConvSpec:
+    """``spec`` with a stride longer than the padded input (or a one-tap dilation) cut to that length.
+
+    Such a stride leaves one window per axis, and a single tap has no spacing,
+    so neither is ever stepped; but the algorithms' strided views multiply them
+    into byte strides, which overflow for ``stride=10**18``. A normal layer's
+    stride and dilation are within the padded input: the same spec comes back.
+    """
+    stride = tuple(min(s, size) for s, size in zip(spec.stride, spec.padded_size))
+    dilation = tuple(d if k > 1 else min(d, size) for d, k, size in zip(spec.dilation, spec.kernel_size,
+                                                                        spec.padded_size))
+    if stride == spec.stride and dilation == spec.dilation:
+        return spec
+    return replace(spec, stride=stride, dilation=dilation)
+
+
+def _compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[ConvSpec, CompactReads] | None:
+    """The problem on the cells its windows read (see :func:`convolab._window.compact_reads`), or None.
+
+    Used where padding (or a stride or dilation far past the kernel) would make
+    the padded input much larger than the input and than what the windows
+    read: every pass then runs unpadded on the gathered cells, with the compact
+    stride and dilation. An algorithm named by the caller must accept the
+    compact problem too; where it would not (folded under a compact stride
+    along the last axis), the taps keep their dilation, which any algorithm
+    that accepted the padded problem accepts.
+    """
+    reads = compact_reads(spec.input_size, spec.padding, spec.padding_mode, spec.kernel_size, spec.stride,
+                          spec.dilation)
+    if reads is None:
+        return None
+    compact = replace(spec, input_size=reads.input_size, stride=reads.stride, dilation=reads.dilation,
+                      padding=((0, 0),) * spec.rank, padding_mode="zeros")
+    if algorithm in ALGORITHMS and ALGORITHMS[algorithm].why_not(compact, np.dtype(dtype)) is not None:
+        reads = compact_reads(spec.input_size, spec.padding, spec.padding_mode, spec.kernel_size, spec.stride,
+                              spec.dilation, unfold_taps=False)
+        if reads is None:
+            return None
+        compact = replace(compact, input_size=reads.input_size, stride=reads.stride, dilation=reads.dilation)
+    return compact, reads
+
+
+def _check_result_fits(spec: ConvSpec, shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """A result larger than memory is refused before any work, naming the geometry that sets its size."""
+    check_fits_in_memory(spec.op, what, shape, dtype, lambda: describe_geometry(spec))
+
+
+def describe_geometry(spec: ConvSpec) -> str:
+    """The arguments that set a convolution's sizes, for a message about them."""
+    return (f"padding={spec.padding}, stride={spec.stride} and dilation={spec.dilation} for an input of spatial size "
+            f"{spec.input_size} and a kernel of {spec.kernel_size}")
+
+
+def conv_input_grad(
+    grad_output: np.ndarray,
+    weight: np.ndarray,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Gradient of the convolution with respect to its (batched) input.
+
+    Differentiating ``y`` above, each padded input cell collects every output
+    that read it, times the tap that read it::
+
+        dx_p[n, c, q] = sum_{o, p, j : p*s + j*d = q} g[n, o, p] * k[o, c, j]
+
+    ``"scatter"`` computes exactly that: one matrix product gives, for every
+    output position, ``g`` times the filter (the window's worth of gradient),
+    and :func:`add_windows` adds each window back where it was read.
+
+    ``"full"`` rewrites the sum over ``p*s + j*d = q``: spread ``g`` with ``s-1``
+    zeros between samples (``g_s``), then ``dx_p[q] = sum_j g_s[q - j*d] k[j]``, a
+    full correlation of ``g_s`` with the kernel reversed (rotated 180° in 2-d),
+    dilation ``d``, input and output channels swapped. Both end with the
+    transpose of the padding, which drops the zero cells' gradient or folds a
+    reflected/replicated/wrapped cell's gradient back onto its source.
+    Samples past the last window (stride not dividing the input) get zero.
+    """
+    algorithm = _check_algorithm(spec.op, algorithm, INPUT_GRAD_ALGORITHMS)
+    accumulate = compute_dtype(weight.dtype)
+    returned = result_dtype(weight.dtype)
+    # A transposed convolution is this gradient, used as an op: its result is that op's output.
+    _check_result_fits(spec, spec.input_shape, returned,
+                       "output" if spec.op.startswith("conv_transpose") else "input gradient")
+    if min(spec.input_shape) == 0:
+        return np.zeros(spec.input_shape, dtype=returned)
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, weight.dtype)
+    if compact is not None:  # the gradient on the cells the windows read, added back onto the input
+        return compact[1].scatter(conv_input_grad(grad_output, weight, compact[0], algorithm), spec.input_size)
+    check_exact_range(spec.op, ("grad_output", "weight"), grad_output, weight,
+                      spec.out_channels_per_group * prod(spec.kernel_size))
+    grad_output = grad_output.astype(accumulate, copy=False)
+    kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
+    chosen = _planned_pass("input_grad", spec, np.dtype(weight.dtype), algorithm, kernel)
+    if chosen.method == "scatter":
+        grad_padded = _input_grad_scatter(grad_output, kernel, spec)
+    elif chosen.method == "full":
+        grad_padded, on_input = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
+        if on_input:
+            return grad_padded.astype(returned, copy=False)
+    else:  # an algorithm's own pass
+        grad = ALGORITHMS[chosen.method].input_grad(grad_output, kernel, spec, **dict(chosen.options))
+        return grad.astype(returned, copy=False)
+    return pad_adjoint(grad_padded, spec.padding, spec.padding_mode, spec.input_size).astype(returned, copy=False)
+
+
+def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    rank, groups = spec.rank, spec.groups
+    taps = prod(spec.kernel_size)
+    filters = kernel.reshape(groups, spec.out_channels_per_group, -1).transpose(0, 2, 1)  # (G, C*K, O)
+    grad_padded = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
+    # Samples per block: the window gradients stay cache-sized (they are added back while still cached)
+    # and never exceed the workspace limit.
+    per_sample = spec.in_channels * taps * prod(spec.output_size) * grad_output.itemsize
+    samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample, 1))
+    out_axes = tuple(range(2 + rank, 2 + 2 * rank))
+    kernel_axes = tuple(range(2, 2 + rank))
+    for n0 in range(0, spec.batch, samples):
+        n1 = min(spec.batch, n0 + samples)
+        g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
+        window_grads = np.matmul(filters, g)  # (nb, G, C*K, P): each window's g times the filter
+        window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
+        window_grads = window_grads.transpose(0, 1, *out_axes, *kernel_axes)  # (nb, G*C, *out, *kernel), a view
+        add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad_padded[n0:n1])
+    return grad_padded  # (N, G*C, *padded)
+
+
+def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:
+    """The full-correlation input gradient, and whether it is already on the input (not the padded input).
+
+    With zero padding the padding cells' gradient is dropped anyway, so the
+    correlation's own padding is reduced by the forward padding and only the
+    input's cells are computed (when that leaves no negative padding).
+    """
+    groups = spec.groups
+    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
+    if all(s == 1 for s in spec.stride):
+        spread = grad_output
+    else:
+        spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
+        spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
+        spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
+    # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
+    swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    # Full padding d*(K-1) on both sides; cells past the last window (stride not
+    # dividing the padded input) are read by no output, hence the extra high padding.
+    unread = tuple(p - u for p, u in zip(spec.padded_size, _used_extent(spec)))
+    padding = tuple(
+        (shapes.dilated_kernel_size(k, d) - 1, shapes.dilated_kernel_size(k, d) - 1 + r)
+        for k, d, r in zip(spec.kernel_size, spec.dilation, unread)
+    )
+    on_input = False
+    if spec.padding_mode == "zeros":
+        trimmed = tuple((low - pad_low, high - pad_high)
+                        for (low, high), (pad_low, pad_high) in zip(padding, spec.padding))
+        if min(min(pair) for pair in trimmed) >= 0:
+            padding, on_input = trimmed, True
+    # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
+    full_spec = conv_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
+                          flip=not spec.flip, op=spec.op)
+    return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
+
+
+def conv_weight_grad(
+    x: np.ndarray,
+    grad_output: np.ndarray,
+    spec: ConvSpec,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """Gradient of the convolution with respect to its weight.
+
+    Differentiating ``y`` with respect to ``k``::
+
+        dk[o, c, j] = sum_{n, p} g[n, o, p] * x_p[n, c, p*s + j*d]
+
+    ``"im2col"``: the unrolled input (one row per window) times ``g`` as a
+    matrix, per group; ``"gemm"`` the same product in the forward Gemm's blocked,
+    contiguous layout (bounded workspace); ``"folded"`` the forward's fold in
+    reverse (these are the algorithms' own passes: :mod:`convolab.algorithms`).
+    ``"conv"``: the same sum is a convolution of ``x_p`` with
+    ``g`` as the kernel, the batch axis playing the channels' part, stride ``d``
+    and dilation ``s`` (their roles swap); its output may extend past ``K`` where
+    the stride leaves input unread, and is cropped. With ``flip=True`` the result
+    is reversed back (``oriented_kernel`` again).
+    """
+    algorithm = _check_algorithm(spec.op, algorithm, WEIGHT_GRAD_ALGORITHMS)
+    if algorithm == "folded":
+        select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the last axis or a 1-tap one
+    accumulate = compute_dtype(x.dtype)
+    returned = result_dtype(x.dtype)
+    _check_result_fits(spec, spec.weight_shape, returned, "weight gradient")
+    if spec.batch == 0 or min(spec.weight_shape) == 0:
+        return np.zeros(spec.weight_shape, dtype=returned)
+    check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
+    spec = _bounded_steps(spec)
+    compact = _compact_problem(spec, algorithm, x.dtype)
+    if compact is not None:  # the same sum over the cells the windows read
+        return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
+    grad_output = grad_output.astype(accumulate, copy=False)
+    dtype, x = np.dtype(x.dtype), x.astype(accumulate, copy=False)
+    chosen = _planned_pass("weight_grad", spec, dtype, algorithm, x)
+    if chosen.method == "conv":
+        grad_kernel = _weight_grad_conv(pad(x, spec.padding, spec.padding_mode), grad_output, spec)
+    else:  # an algorithm's own pass
+        grad_kernel = ALGORITHMS[chosen.method].weight_grad(x, grad_output, spec, **dict(chosen.options))
+    return np.ascontiguousarray(oriented_kernel(grad_kernel, spec.flip)).astype(returned, copy=False)
+
+
+def _weight_grad_conv(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    groups, n, c = spec.groups, spec.batch, spec.in_channels_per_group
+    # x_p as a batch of C "images" with G*N channels: (N, G*C, *padded) -> (C, G*N, *padded)
+    images = padded.reshape(n, groups, c, *spec.padded_size).transpose(2, 1, 0, *range(3, 3 + spec.rank))
+    images = images.reshape(c, groups * n, *spec.padded_size)
+    # g as G*O filters over N channels: (N, G*O, *out) -> (G*O, N, *out)
+    filters = grad_output.swapaxes(0, 1)
+    as_conv = conv_spec(images.shape, filters.shape, stride=spec.dilation, dilation=spec.stride, groups=groups,
+                        op=spec.op)
+    product = conv_forward(images, filters, None, as_conv)  # (C, G*O, *reach), reach >= kernel
+    crop = tuple(slice(0, k) for k in spec.kernel_size)
+    return product.swapaxes(0, 1)[(Ellipsis, *crop)]  # (G*O, C, *kernel)

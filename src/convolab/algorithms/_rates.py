@@ -1,0 +1,43 @@
+"""The machine rates the algorithms' cost models share (:meth:`convolab.algorithms.Algorithm.estimate`).
+
+Measured on the project's 2-core reference machine; only their ratios matter,
+since the planner compares estimates and never promises seconds. An algorithm
+with a rate of its own (depthwise's unrolled columns) keeps it in its module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Matrix products by dtype kind and item size (FLOP/s).
+MATMUL_RATE = {"f": {4: 150e9, 8: 75e9}, "c": {8: 40e9, 16: 20e9}, "i": {8: 0.8e9}}
+#: FFT: the 2.5 L log2 L operation count per transform, per second; reached by long transforms
+#: (short ones run slower, see :meth:`convolab.algorithms.fft.FFT.estimate`).
+FFT_RATE = 10e9
+#: Elementwise passes (elements/s).
+ELEMENTWISE_RATE = 3e9
+#: Cache-blocked copies (bytes/s), of contiguous runs or of strided ones.
+COPY_RATE = {"contiguous": 8e9, "strided": 3e9}
+#: Below this many filters or taps a matrix product runs far from its peak.
+SHORT_SIDE = 32
+#: What each thread past the first adds to one thread's speed (the threads share the caches and the memory bus).
+THREAD_GAIN = 0.6
+
+
+def matmul_rate(dtype: np.dtype) -> float:
+    """The peak rate of a matrix product in ``dtype`` (integers at their 64-bit rate)."""
+    kind = "i" if dtype.kind in "iu" else dtype.kind
+    return MATMUL_RATE[kind].get(dtype.itemsize, min(MATMUL_RATE[kind].values()))
+
+
+def product_rate(dtype: np.dtype, rows: int, depth: int) -> float:
+    """The rate of a ``(rows, depth) @ (depth, columns)`` product with many columns.
+
+    Far from peak when a side is short (under :data:`SHORT_SIDE`); somewhat below
+    it when the product is shallower than it is tall (``depth < rows``: each
+    result is written after fewer multiply-adds), which decides gemm against
+    folded (fitted on the suite's 3×3 layers: ``(depth/rows)**0.25``).
+    """
+    rows, depth = max(rows, 1), max(depth, 1)  # an empty side: no work, but no division by zero either
+    short = min(1.0, min(rows, depth) / SHORT_SIDE)
+    return matmul_rate(dtype) * short * min(1.0, depth / rows) ** 0.25

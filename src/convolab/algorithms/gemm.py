@@ -1,0 +1,240 @@
+"""gemm: im2col for speed, in blocks of bounded memory, and its weight gradient."""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .._dtypes import all_finite
+from .._settings import current_workspace_limit
+from .._window import pad
+from ..spec import ConvSpec
+from . import Algorithm, Formulation
+from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
+from ._rates import COPY_RATE, product_rate
+
+__all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
+
+#: Fixed cost of a call (Python and NumPy dispatch): it decides tiny problems.
+CALL_OVERHEAD = 20e-6
+
+
+class Gemm(Algorithm):
+    """im2col for speed: columns copied contiguously, one large matrix product per block.
+
+    The unrolled block is laid out ``(G, C*K, columns)`` so each output channel's
+    row of the product is already in NC(spatial) order and no transpose follows.
+    At stride 1, unless that wastes over 10% of the columns (see ``wide_rows``),
+    the columns run over the *padded* grid ("wide" rows): the tap at
+    offset ``j`` then reads one contiguous run of the flattened input, a memcpy
+    per (channel, tap); the extra columns past each output row are cropped.
+    Blocks go along the batch, then along the first output axis, so the unrolled
+    block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
+    Small images in large batches unroll with the batch innermost (``_batch_inner``).
+    A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
+    """
+
+    name = "gemm"
+    passes = frozenset({"forward", "weight_grad"})
+    automatic = True
+
+    def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
+        """FLOPs at the product's rate (:func:`~convolab.algorithms._rates.product_rate`: slower when fewer than
+        32 filters or taps per group, or fewer taps than filters), plus the unrolled copy at memory bandwidth.
+
+        Wide rows copy one contiguous run per (channel, tap); so, nearly, do small
+        images unrolled with the batch innermost. Otherwise each output row is a
+        strided copy. A 1×1 kernel copies nothing.
+        """
+        rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+        copied = 0 if self.workspace_bytes(spec, dtype.itemsize) == 0 else (
+            unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
+        fast = wide_rows(spec) or _batch_inner(spec, dtype.itemsize)
+        return CALL_OVERHEAD + spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        if _is_pointwise(spec):
+            return 0
+        return block_bytes(unrolled_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(row_grid(spec)))
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        groups, o = spec.groups, spec.out_channels_per_group
+        filters = kernel.reshape(groups, o, -1)  # (G, O, C*K)
+        if _is_pointwise(spec):
+            return _pointwise(padded, filters, spec)
+        if _batch_inner(spec, padded.itemsize):
+            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
+            product = np.matmul(filters, columns).reshape(groups, o, -1, spec.batch)  # (G, O, P, N)
+            product = product.transpose(3, 0, 1, 2)  # (N, G, O, P)
+            return np.ascontiguousarray(product).reshape(spec.output_shape)
+        out = np.empty(spec.output_shape, dtype=padded.dtype)
+        for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, spec):
+            product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
+            product = product.reshape(groups, o, n1 - n0, r1 - r0, *grid)  # (G, O, nb, rows, *rest)
+            product = product[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))]
+            product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)
+            out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
+        return out
+
+    def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
+                         asked: bool = False) -> Formulation | str:
+        """Its weight gradient's product orientation: ``columns @ g.T`` with many output positions, else
+        ``g @ columns.T`` (see :data:`TRANSPOSED_PRODUCT_MIN_POSITIONS`)."""
+        if name != "weight_grad":
+            return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)
+        positions = spec.batch * prod(spec.output_size)
+        transposed = positions >= TRANSPOSED_PRODUCT_MIN_POSITIONS
+        side = "at least" if transposed else "under"
+        return Formulation("columns @ g.T" if transposed else "g @ columns.T",
+                           f"{positions} output positions, {side} {TRANSPOSED_PRODUCT_MIN_POSITIONS}",
+                           (("transposed", transposed),))
+
+    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, *,
+                    transposed: bool | None = None) -> np.ndarray:
+        """``dk = g @ columns.T`` summed over the same blocks: ``(G*O, C, *kernel)``.
+
+        With many positions each block's product is taken as ``columns @ g.T``
+        (``transposed``, as the plan says; None: as :meth:`pass_formulation`
+        says), ``(C*K, O)``: the BLAS ran that 30-60% faster than ``g @ columns.T`` on
+        ResNet's large images. The sum then needs one transposing copy, which on
+        small images (few positions, many channels) costs more than it saves
+        (see ``TRANSPOSED_PRODUCT_MIN_POSITIONS``). A 1×1 kernel takes
+        per-sample products instead where they move less (``_per_sample_products_win``).
+        """
+        if transposed is None:
+            transposed = dict(self.pass_formulation("weight_grad", spec, x.dtype).options)["transposed"]
+        padded = pad(x, spec.padding, spec.padding_mode)
+        groups, o = spec.groups, spec.out_channels_per_group
+        if _is_pointwise(spec) and _per_sample_products_win(spec):
+            return _pointwise_weight_grad(padded, grad_output, spec)
+        # Wide rows give the extra columns a zero gradient, and 0 * inf is NaN: an input holding
+        # inf or NaN takes the exact columns, so it reaches only the taps that really read it.
+        wide = None if all_finite(padded) else False
+
+        def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+            """``rows (G, O, positions)`` times ``columns (G, C*K, positions)``, in the sum's layout."""
+            if transposed:
+                return np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
+            return np.matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
+
+        if _batch_inner(spec, padded.itemsize):
+            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
+            rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
+            total = product(rows.reshape(groups, o, -1), columns)  # rows copied into the columns' (P, N) order
+        else:
+            taps = spec.in_channels_per_group * prod(spec.kernel_size)
+            total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
+            for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, spec, wide=wide):
+                block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
+                block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
+                block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
+                if tuple(grid) != tuple(spec.output_size[1:]):  # wide rows: zero gradient on the extra columns
+                    widened = np.zeros((*block.shape[:4], *grid), dtype=block.dtype)
+                    widened[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))] = block
+                    block = widened
+                total += product(block.reshape(groups, o, -1), columns)
+        if transposed:
+            total = np.ascontiguousarray(total.transpose(0, 2, 1))
+        return total.reshape(spec.weight_shape)
+
+
+#: Fewest output positions (batch times output size) for which gemm's weight gradient takes its
+#: products as ``columns @ g.T``: each saves about a fifth of a product over ``positions`` but the
+#: result's transposing copy costs a few ns per weight, even at ~2,500 positions (8 x 7x7 with
+#: 512 channels measured 14 ms that way against 8 ms the other).
+TRANSPOSED_PRODUCT_MIN_POSITIONS = 4096
+
+
+def _is_pointwise(spec: ConvSpec) -> bool:
+    return all(k == 1 for k in spec.kernel_size)
+
+
+#: Below this many output positions per sample, a 1×1 convolution regroups the batch into one
+#: product: per-sample products that narrow run far from the BLAS's peak (7×7 ResNet-50 layers
+#: measured 15-17% faster batch-wide; at 14×14 the regrouping copies cost more than they save).
+POINTWISE_BATCH_WIDE_POSITIONS = 100
+
+
+def _pointwise_positions(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The input cells a 1×1 convolution reads, ``(N, G, C, positions)``: a view unless strided."""
+    if any(s > 1 for s in spec.stride):
+        padded = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
+    positions = prod(padded.shape[2:])  # explicit: with no input channels, -1 would be ambiguous
+    return padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, positions)
+
+
+def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies.
+
+    Small images go batch-wide instead: ``(G, O, C) @ (G, C, N*positions)``, one
+    copy of the input into that order and one of the product back.
+    """
+    groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
+    if spec.batch > 1 and positions.shape[-1] < POINTWISE_BATCH_WIDE_POSITIONS:
+        batch_wide = positions.transpose(1, 2, 0, 3).reshape(groups, c, spec.batch * positions.shape[-1])  # a copy
+        product = np.matmul(filters, batch_wide).reshape(groups, o, spec.batch, -1)  # (G, O, N, P)
+        return np.ascontiguousarray(product.transpose(2, 0, 1, 3)).reshape(spec.output_shape)
+    product = np.matmul(filters, positions)  # (N, G, O, P)
+    return product.reshape(spec.output_shape)
+
+
+def _per_sample_products_win(spec: ConvSpec) -> bool:
+    """Whether a 1×1 weight gradient is cheaper per sample than as one product over the whole batch.
+
+    Per sample, nothing is copied but ``N`` partial ``(O, C)`` results are summed;
+    one product needs ``g`` and the input regrouped as ``(O, N*P)`` and ``(N*P, C)``
+    first. Summing moves ``N*O*C`` values and regrouping ``N*P*(O + C)``; the
+    smaller wins (large images per sample, small ones batch-wide: measured 1.5×
+    faster per sample at 56×56 with 64 channels, 2× slower at 7×7 with 2048).
+    """
+    o, c = spec.out_channels_per_group, spec.in_channels_per_group
+    return prod(spec.output_size) * (o + c) >= o * c
+
+
+def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """A 1×1 convolution's weight gradient: per sample ``(G, O, P) @ (G, P, C)``, summed over the batch.
+
+    Each product runs over all of a sample's positions, straight from ``g`` and
+    the input (a transposed view; only a stride copies), with no unrolled columns.
+    """
+    positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
+    rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
+    per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
+    return per_sample.sum(axis=0).reshape(spec.weight_shape)
+
+
+#: Output rows shorter than this make gemm's strided copies slow (a short inner loop per row).
+SHORT_ROW = 16
+
+
+def _batch_inner(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether gemm unrolls with the batch as the innermost axis: small images, many of them, all in one block.
+
+    With 4×4 outputs the usual copy moves runs of 4 values; with the batch innermost
+    every run is ``N`` values long (batch-inner copies measured 2-3× faster on
+    (32, 16, 4, 4) inputs, the size of a small CNN's later layers). Only when the
+    whole unrolled input fits one cache-sized block, so no blocking is needed.
+    """
+    if _is_pointwise(spec) or wide_rows(spec):
+        return False
+    row = spec.output_size[-1]
+    unrolled = spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size) * spec.batch * itemsize
+    return row < SHORT_ROW and spec.batch >= 2 * row and unrolled <= min(CACHE_BLOCK_BYTES, current_workspace_limit())
+
+
+def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The unrolled input ``(G, C*K, P*N)`` with the batch innermost: one transpose, one strided copy."""
+    groups, c, rank = spec.groups, spec.in_channels_per_group, spec.rank
+    moved = np.ascontiguousarray(np.moveaxis(padded, 0, -1))  # (G*C, *padded, N)
+    plane_strides = moved.strides[1:1 + rank]
+    # View (G*C, *kernel, *out, N): tap j of output position p reads padded[p*s + j*d].
+    view = np.lib.stride_tricks.as_strided(
+        moved,
+        shape=(moved.shape[0], *spec.kernel_size, *spec.output_size, spec.batch),
+        strides=(moved.strides[0], *(st * d for st, d in zip(plane_strides, spec.dilation)),
+                 *(st * s for st, s in zip(plane_strides, spec.stride)), moved.strides[-1]),
+        writeable=False,
+    )
+    return np.ascontiguousarray(view).reshape(groups, c * prod(spec.kernel_size), -1)
