@@ -87,10 +87,14 @@ def test_draw_refuses_a_matrix_too_large_to_draw_before_drawing_anything(tmp_pat
     assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
 
 
-def test_animate_to_a_missing_folder_is_one_line(tmp_path, capsys):
-    assert main(["animate", "--output", str(tmp_path / "missing" / "slide.gif")]) == 2
+def test_pictures_go_into_a_new_folder_and_an_unwritable_path_is_one_line(tmp_path, capsys):
+    # The README's `draw --output pictures/classic` in a fresh checkout: the folder is made.
+    assert main(["draw", "--output", str(tmp_path / "pictures" / "classic")]) == 0
+    assert (tmp_path / "pictures" / "classic-im2col.png").is_file()
+    (tmp_path / "a-file").write_text("")
+    assert main(["animate", "--output", str(tmp_path / "a-file" / "slide.gif")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("convolab animate: error: ") and err.count("\n") == 1 and "No such file" in err
+    assert err.startswith("convolab animate: error: ") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("fps", [0, -1.0, float("nan"), "fast"])

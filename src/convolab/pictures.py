@@ -252,7 +252,15 @@ def _saved_size(path: str | os.PathLike) -> tuple[int, int]:
         return image.size
 
 
+def _make_folder(path: str | os.PathLike) -> None:
+    """Create the folder ``path`` goes in, as a learner following the README expects (``pictures/classic``)."""
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+
+
 def _save(figure: Any, path: str | os.PathLike, dpi: int) -> dict[str, Any]:
+    _make_folder(path)
     figure.savefig(os.fspath(path), dpi=dpi)
     return {"path": os.fspath(path), "size": _saved_size(path)}
 
@@ -403,6 +411,7 @@ def animate(steps: Sequence[Step], path: str | os.PathLike, *, fps: float = 1.25
     figure = _figure(layout.width, layout.height)
     filled = np.zeros(layout.outputs.shape, dtype=bool)
     writer = PillowWriter(fps=fps)
+    _make_folder(path)
     with writer.saving(figure, os.fspath(path), dpi):
         for number, step in enumerate(elements, 1):
             figure.clear()
