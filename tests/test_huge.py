@@ -311,7 +311,7 @@ def test_normal_layers_never_take_the_compact_path():
 
 
 @pytest.mark.parametrize("output_size, kernel, stride, dilation",
-                         itertools.product((1, 2, 5), (1, 2, 3), (1, 2, 3, 7, 10**6), (1, 2, 9)))
+                         list(itertools.product((1, 2, 5), (1, 2, 3), (1, 2, 3, 7, 10**6), (1, 2, 9))))
 def test_compact_axis_reads_the_same_cells_in_the_same_order(output_size, kernel, stride, dilation):
     length, compact_stride, compact_dilation = shapes.compact_axis(output_size, kernel, stride, dilation)
     extent = shapes.dilated_kernel_size(kernel, dilation)
