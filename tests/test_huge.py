@@ -11,8 +11,10 @@ normal layers never take it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import tracemalloc
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,6 +32,18 @@ NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "c
               "symmetric": "symmetric"}
 #: Peak NumPy allocation allowed for a huge case whose arrays are a few hundred bytes.
 PEAK_BYTES = 2 * 2**20
+
+
+@contextlib.contextmanager
+def stays_within_peak(limit: int = PEAK_BYTES) -> Iterator[None]:
+    """Assert that NumPy's allocations inside the block (tracemalloc traces them) peak under ``limit`` bytes."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak / 2**20:.1f} MiB, over {limit / 2**20:.1f} MiB"
 
 
 def _pairs(padding, rank):
@@ -111,17 +125,12 @@ def test_stride_too_large_for_a_byte_stride_gives_one_window():
 
 def test_padding_too_large_for_memory_is_refused_by_name_before_allocating():
     # Was NumPy's "array is too big", naming no parameter.
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         with pytest.raises(MemoryError) as error:
             cl.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)), padding=10**9)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
     message = str(error.value)
     assert message.startswith("conv2d: padding=((1000000000, 1000000000), (1000000000, 1000000000))")
     assert "output of shape (1, 3, 2000000003, 2000000003)" in message and "EiB of float64" in message
-    assert peak < PEAK_BYTES
 
 
 def test_input_gradient_too_large_for_memory_is_refused_by_name():
@@ -171,16 +180,11 @@ def test_huge_cases_stay_within_a_few_mib(input_shape, weight_shape, kwargs):
     x, w, b = _arrays(rng, input_shape, weight_shape)
     out_shape = cl.conv(x, w, **kwargs).shape
     g = rng.standard_normal(out_shape)
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         out, pullback = cl.vjp(cl.conv, x, w, b, **kwargs)
         pullback(g)
         cl.grad.conv_input(x.shape, w, g, **kwargs)
         cl.grad.conv_weight(x, w.shape, g, **kwargs)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES
 
 
 def test_huge_case_with_flip_and_unbatched_input_matches_torch():
@@ -364,14 +368,9 @@ def test_unfold_and_fold_with_huge_arguments_match_torch(input_shape, kwargs):
 @pytest.mark.parametrize("input_shape, kwargs", UNFOLD_CASES, ids=str)
 def test_unfold_and_fold_with_huge_arguments_stay_within_a_few_mib(input_shape, kwargs):
     x = np.ones(input_shape)
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         columns = cl.unfold(x, **kwargs)
         cl.fold(columns, input_shape[2:], **kwargs)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES
 
 
 def test_unfold_output_too_large_for_memory_is_refused_by_name():
@@ -402,15 +401,10 @@ def test_conv_transpose_with_huge_stride_and_padding_matches_torch(input_shape, 
     rng = np.random.default_rng(6)
     x, w, b = _arrays(rng, input_shape, weight_shape, output_bias=False)
     b = rng.standard_normal(weight_shape[1] * kwargs.get("groups", 1))
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         out, pullback = cl.vjp(cl.conv_transpose, x, w, b, **kwargs)
         g = rng.standard_normal(out.shape)
         grads = pullback(g)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     expected = TORCH_CONV_T[x.ndim - 2](xt, wt, bt, **kwargs)
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-10, atol=1e-10)
@@ -449,16 +443,11 @@ def test_max_pool_with_huge_kernel_or_stride_matches_torch(input_shape, kwargs):
     x = rng.standard_normal(input_shape)
     x.flat[::3] = x.flat[1]  # ties: the first in window order wins
     rank = x.ndim - 2
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         (values, indices), pullback = cl.vjp(cl.pooling.max_pool, x, return_indices=True,
                                              **{**kwargs, "kernel_size": _per_axis(kwargs["kernel_size"], rank)})
         g = rng.standard_normal(values.shape)
         (grad,) = pullback(g)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES
     xt = torch.tensor(x, requires_grad=True)
     expected, expected_indices = TORCH_MAX_POOL[rank](xt, return_indices=True, **kwargs)
     np.testing.assert_array_equal(values, expected.detach().numpy())
@@ -479,16 +468,11 @@ def test_avg_pool_with_huge_kernel_or_stride_matches_torch(input_shape, kwargs, 
     rng = np.random.default_rng(9)
     x = rng.standard_normal(input_shape)
     rank = x.ndim - 2
-    tracemalloc.start()
-    try:
+    with stays_within_peak():
         out, pullback = cl.vjp(cl.pooling.avg_pool, x, count_include_pad=count_include_pad,
                                **{**kwargs, "kernel_size": _per_axis(kwargs["kernel_size"], rank)})
         g = rng.standard_normal(out.shape)
         (grad,) = pullback(g)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES
     xt = torch.tensor(x, requires_grad=True)
     expected = TORCH_AVG_POOL[rank](xt, count_include_pad=count_include_pad, **kwargs)
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-12, atol=1e-300)
