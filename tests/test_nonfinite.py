@@ -19,7 +19,7 @@ import torch
 
 import convolab as cl
 from convolab import planner
-from convolab.algorithms import ALGORITHMS
+from convolab.algorithms import ALGORITHMS, transform_length
 from conv_cases import ConvCase, generate_cases
 
 CASES = [case for case in generate_cases(120, seed=13) if case.batch > 0][:48]
@@ -168,7 +168,7 @@ def test_auto_keeps_the_fft_from_data_whose_range_it_would_round_away() -> None:
     assert (np.abs(got - exact) / terms).max() < 1e-5  # the FFT in float32 was 46% off where the spike isn't read
     # Ordinary data of the same shapes still get the FFT, within the documented bound.
     x[0, 0, 10, 10] = 0.5
-    traits = planner.data_traits(x, w, transform_length=planner._transform_length(cl.spec.conv_spec(x.shape, w.shape)))
+    traits = planner.data_traits(x, w, transform_length=transform_length(cl.spec.conv_spec(x.shape, w.shape)))
     assert traits.fft_error <= planner.FFT_ERROR_BOUND
     got = cl.conv2d(x, w)
     terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64))

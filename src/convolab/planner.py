@@ -149,10 +149,6 @@ class Plan:
         return "\n".join(lines)
 
 
-#: The FFT's transform length for a spec (the error estimate's ``L``): the FFT's own, as its cost model takes it.
-_transform_length = algorithms.transform_length
-
-
 #: The largest estimated error, relative to the magnitude of an output's terms, that "auto" accepts
 #: from an algorithm that mixes values across outputs (see the module notes and :func:`data_traits`).
 FFT_ERROR_BOUND = 1e-4
@@ -235,7 +231,7 @@ def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel:
     """
     chosen = plan_for(spec, dtype)
     if algorithms.ALGORITHMS[chosen.algorithm].mixes_outputs:
-        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=_transform_length(spec)))
+        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=algorithms.transform_length(spec)))
     return chosen
 
 
@@ -431,7 +427,7 @@ def measured_choice(padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtyp
     the spec, the dtype, the data's traits (a winner measured on finite data is
     never reused for data holding an inf) and the settings.
     """
-    traits = data_traits(padded, kernel, transform_length=_transform_length(spec))
+    traits = data_traits(padded, kernel, transform_length=algorithms.transform_length(spec))
     candidates = plan_for(spec, dtype, traits)
     key = (spec, np.dtype(dtype).str, traits, current_workspace_limit(), current_thread_count())
     if key not in _MEASURED:
