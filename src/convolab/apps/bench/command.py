@@ -57,6 +57,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit", type=float, metavar="GIB", default=None,
                         help="address space the benchmark may add, in GiB (default: half the available memory; "
                              "0 for no cap)")
+    parser.add_argument("--probes", action=argparse.BooleanOptionalAction, default=None,
+                        help="also measure import time and the first compiled call (cold and warm cache), each "
+                             "in fresh processes (default: on for the whole suite, off with --quick or --filter)")
     parser.add_argument("--list", action="store_true", help="print the selected problems and exit")
 
 
@@ -77,6 +80,8 @@ def _argv_from_args(args: argparse.Namespace) -> list[str]:
             argv.append("--" + flag.replace("_", "-"))
     for substring in args.filter or []:
         argv += ["--filter", substring]
+    if getattr(args, "probes", None) is not None:
+        argv.append("--probes" if args.probes else "--no-probes")
     for flag in ("json", "results", "repeats", "budget", "threads", "memory_limit"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -116,8 +121,9 @@ def run_bench(args: argparse.Namespace) -> int:
         budget = args.budget or (protocol.QUICK_BUDGET_S if args.quick else protocol.DEFAULT_BUDGET_S)
         memory_limit = default_memory_limit_gib() if args.memory_limit is None else args.memory_limit
         command = " ".join(["convolab bench", *_argv_from_args(args)])
+        probes = args.probes if args.probes is not None else not (args.quick or args.filter)
         report = run_suite(problems, torch=torch, budget_s=budget, repeats=args.repeats, threads=args.threads,
-                           thread_method=thread_method, memory_limit_gib=memory_limit,
+                           thread_method=thread_method, memory_limit_gib=memory_limit, probes=probes,
                            settings={"quick": args.quick, "filter": args.filter, "command": command})
     print(render_table(report), end="")
     if args.json:

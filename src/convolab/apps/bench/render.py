@@ -91,6 +91,16 @@ def _format_value(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _target_value(target: dict[str, Any], summary: dict[str, Any]) -> str:
+    """A target's measured value as shown, with the problem behind a worst case."""
+    value = target["value"]
+    shown = "-" if value is None else f"{value:.3f}"
+    worst = {"forward_worst": "forward_worst_problem", "training_worst": "training_worst_problem"}.get(target["key"])
+    if worst and summary.get(worst):
+        shown += f" ({summary[worst]})"
+    return shown
+
+
 def _summary_lines(report: Report) -> list[str]:
     s = report.summary
     lines = []
@@ -104,6 +114,8 @@ def _summary_lines(report: Report) -> list[str]:
             f"{phase} {_format_value(value, 2)}" for phase, value in s["phase_geomeans"].items()))
     if s["forward_worst_problem"]:
         lines.append(f"worst forward: {s['forward_worst_problem']} ({s['forward_worst']:.2f})")
+    if s.get("training_worst_problem"):
+        lines.append(f"worst forward + gradients: {s['training_worst_problem']} ({s['training_worst']:.2f})")
     if s["layers_3x3"]:
         lines.append("3x3 layers, forward GFLOP/s and fraction of the BLAS rate (convolab | PyTorch):")
         width = max(len(layer["problem"]) for layer in s["layers_3x3"])
@@ -119,9 +131,8 @@ def _summary_lines(report: Report) -> list[str]:
     lines.append("")
     lines.append("targets:")
     for target in report.targets:
-        value = target["value"]
-        shown = "-" if value is None else (f"{value:.1%}" if target["key"] == "blas_fraction_3x3" else f"{value:.3f}")
-        lines.append(f"  [{target['status']:>12}] {target['description']}: {shown} (goal {target['goal']})")
+        lines.append(f"  [{target['status']:>12}] {target['description']}: {_target_value(target, s)} "
+                     f"(goal {target['goal']})")
     return lines
 
 
@@ -205,10 +216,7 @@ def render_results_md(report: Report) -> str:
     lines += ["## Targets", "", "Ratios are convolab's median time over the reference's; below 1 is faster.", ""]
     body = []
     for target in report.targets:
-        value = target["value"]
-        shown = "-" if value is None else (f"{value:.1%}" if target["key"] == "blas_fraction_3x3" else f"{value:.3f}")
-        if target["key"] == "forward_worst" and summary.get("forward_worst_problem"):
-            shown += f" ({summary['forward_worst_problem']})"
+        shown = _target_value(target, summary)
         if target["convolab_failed"]:
             shown += f"; convolab failed on {', '.join(target['convolab_failed'])}"
         body.append([target["description"], target["goal"], shown, target["status"]])
@@ -231,6 +239,10 @@ def render_results_md(report: Report) -> str:
                   "`scipy.signal.correlate(..., method='auto')`, float32, 2048x2048.", ""]
         lines += _md_table(["problem", "convolab ms", "SciPy ms", "ratio"], [
             [row.problem, _ms(row.convolab), _ms(row.reference_timing), _num(row.ratio)] for row in filtering_rows])
+        lines.append("")
+    if report.probes:
+        lines += ["## Start-up and compilation", ""]
+        lines += _probe_lines(report.probes)
         lines.append("")
     if report.memory:
         lines += ["## Peak memory", "", f"`{report.memory['problem']}`: one float32 forward convolution in a fresh "
@@ -267,12 +279,37 @@ def render_results_md(report: Report) -> str:
               "`torch.nn.grad.conv{1,2,3}d_input` and `_weight`.",
               "- The forward + backward ratio of a layer is the sum of its three convolab medians over the sum of "
               "PyTorch's; the target is their geometric mean.",
-              "- The 3x3 target is the geometric mean of the fraction over the dense 2-d 3x3 layers, each "
-              "against the BLAS rate timed in turns with it; the worst layer is listed beside it.",
+              "- A transposed layer's gradients are the convolutions PyTorch and convolab both compute them with: "
+              "the input gradient is `conv(grad_output, weight)`, the weight gradient `conv_weight` with the "
+              "input and grad_output swapped.",
+              "- The 3x3 table gives the fraction of the BLAS rate each dense 2-d 3x3 layer reaches, against the "
+              "BLAS rate timed in turns with it (reported, no longer a target). The wide-3x3 target is the "
+              "forward geomean over the 3x3 stride-1 layers with at least 64 channels.",
               f"- Address space capped at what the benchmark had mapped plus "
               f"{_format_value(s['memory_limit_gib'], 1)} GiB; a call that needs more is reported as out of memory.",
               ""]
     return "\n".join(lines)
+
+
+def _probe_lines(probes: dict[str, Any]) -> list[str]:
+    """The probes (:mod:`.probes`) as a list: import time, the first compiled call."""
+    lines = []
+    found = probes.get("import") or {}
+    lines.append("- `python -c 'import convolab'`: " + (found["error"] if "error" in found else
+                 f"{found['median_s']:.3f} s (median of {found['runs']}; `python -c pass` "
+                 f"{found['python_alone_s']:.3f} s)"))
+    found = probes.get("first_compiled_call") or {}
+    if "error" in found:
+        lines.append(f"- First compiled call: not measured ({found['error']})")
+    elif found:
+        layer = found["layer"]
+        lines.append(f"- First call in a fresh process, `algorithm={found['algorithm']!r}` on x{tuple(layer['input'])} "
+                     f"w{tuple(layer['weight'])} groups {layer['groups']}: {found['cold_first_s']:.2f} s with a cold "
+                     f"Numba cache, {found['warm_first_s']:.3f} s warm, against {found['numpy_first_s']:.3f} s for "
+                     f"`{found['numpy_algorithm']}` (NumPy): {found['cold_extra_s']:+.2f} s cold, "
+                     f"{found['warm_extra_s']:+.3f} s warm. Second calls: {found['compiled_second_s'] * 1e3:.2f} ms "
+                     f"compiled, {found['numpy_second_s'] * 1e3:.2f} ms NumPy.")
+    return lines
 
 
 def _matmul_size(report: Report) -> int | str:

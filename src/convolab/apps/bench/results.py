@@ -35,6 +35,8 @@ class Row:
     #: A 3x3 forward's BLAS matmul timed in turns with it (its rate is the fraction's denominator).
     blas_timing: Timing | None = None
     blas_flops: int = 0
+    #: A dense 3x3 stride-1 layer with at least 64 channels (the Winograd target's layers).
+    is_wide_3x3: bool = False
 
     @property
     def blas_gflops(self) -> float | None:
@@ -57,7 +59,7 @@ class Row:
     def to_json(self) -> dict[str, Any]:
         return {
             "problem": self.problem, "family": self.family, "phase": self.phase, "flops": self.flops,
-            "is_3x3": self.is_3x3, "convolab": asdict(self.convolab), "convolab_gflops": self.gflops(self.convolab),
+            "is_3x3": self.is_3x3, "is_wide_3x3": self.is_wide_3x3, "convolab": asdict(self.convolab), "convolab_gflops": self.gflops(self.convolab),
             "reference": self.reference,
             "reference_timing": None if self.reference_timing is None else asdict(self.reference_timing),
             "reference_gflops": self.gflops(self.reference_timing), "ratio": self.ratio,
@@ -77,35 +79,48 @@ class Report:
     memory: dict[str, Any] | None
     summary: dict[str, Any]
     targets: list[dict[str, Any]]
+    #: Import time, the first compiled call, a training epoch (:mod:`.probes`); None when not run.
+    probes: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": f"convolab-bench/{SUITE_VERSION}", "machine": self.machine, "settings": self.settings,
             "problems": self.problems, "blas": self.blas, "results": [row.to_json() for row in self.rows],
-            "memory": self.memory, "summary": self.summary, "targets": self.targets,
+            "memory": self.memory, "probes": self.probes, "summary": self.summary, "targets": self.targets,
         }
 
 
 # --------------------------------------------------------------------------- summary and targets
 
 #: (key, what is measured, comparison, goal). Ratios are convolab's time over the reference's.
+#: The goals are issue 15's ("compiled kernels"); the BLAS fraction of the 3x3 layers is still
+#: reported beside them, but is no longer a target (it was set against a half-speed pinned BLAS).
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
-    ("forward_geomean", "forward, geometric mean of convolab/PyTorch", "<=", 1.0),
     ("forward_worst", "forward, worst problem convolab/PyTorch", "<=", 1.5),
-    ("training_geomean", "forward + input grad + weight grad, geometric mean of convolab/PyTorch", "<=", 1.2),
-    ("blas_fraction_3x3", "3x3 layers forward, geometric mean of the fraction of the BLAS matmul rate", ">=", 0.8),
-    ("filtering_geomean", "image filtering 2048x2048, k 3..63, geometric mean of convolab/SciPy", "<=", 1.0),
+    ("training_worst", "forward + input grad + weight grad, worst problem convolab/PyTorch", "<=", 1.5),
+    ("forward_geomean", "forward, geometric mean of convolab/PyTorch", "<=", 0.9),
+    ("training_geomean", "forward + input grad + weight grad, geometric mean of convolab/PyTorch", "<=", 0.9),
+    ("forward_wide_3x3_geomean", "3x3 stride-1 layers with >= 64 channels, forward geometric mean of "
+     "convolab/PyTorch", "<=", 0.85),
+    ("filtering_geomean", "image filtering 2048x2048, k 3..63, geometric mean of convolab/SciPy", "<=", 0.7),
     ("memory_above_io_gib", "conv (1,64,1024,1024) * (64,64,3,3) padding 1: peak memory above input+output, GiB",
-     "<", 1.0),
+     "<=", 0.25),
+    ("import_s", "python -c 'import convolab', median wall seconds", "<=", 0.65),
+    ("first_compiled_call_extra_s", "first compiled call in a fresh process, warm cache: seconds more than a "
+     "NumPy-path first call", "<=", 0.5),
 )
+# The training target (convolab train's seconds per epoch over PyTorch's, <= 0.7) is measured by
+# benchmarks/train_torch.py, which writes its own section of the results page.
 
 
 def _geomean(values: Sequence[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str, Any] | None) -> dict[str, Any]:
+def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str, Any] | None,
+              probes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ratios the targets read, with the problems behind each and those that could not be compared."""
+    probes = probes or {}
     conv_rows = [row for row in rows if row.reference == "torch"]
     by_problem: dict[str, dict[str, Row]] = {}
     for row in conv_rows:
@@ -115,6 +130,8 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
     forward = {name: phases["forward"].ratio for name, phases in by_problem.items() if "forward" in phases}
     forward_ok = {name: r for name, r in forward.items() if r is not None}
     worst = max(forward_ok.items(), key=lambda item: item[1]) if forward_ok else None
+    wide = [phases["forward"].ratio for phases in by_problem.values()
+            if "forward" in phases and phases["forward"].is_wide_3x3 and phases["forward"].ratio is not None]
     per_phase = {}
     for phase in CONV_PHASES:
         ratios = [phases[phase].ratio for phases in by_problem.values() if phase in phases]
@@ -126,6 +143,7 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
             ours = sum(phases[p].convolab.median_s for p in CONV_PHASES)
             theirs = sum(phases[p].reference_timing.median_s for p in CONV_PHASES)
             training[name] = ours / theirs
+    training_worst = max(training.items(), key=lambda item: item[1]) if training else None
 
     blas_gflops = None if blas is None else blas.get("gflops")
     layers_3x3 = []
@@ -153,7 +171,10 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
         "forward_worst_problem": None if worst is None else worst[0],
         "phase_geomeans": per_phase,
         "training_geomean": _geomean(list(training.values())),
+        "training_worst": None if training_worst is None else training_worst[1],
+        "training_worst_problem": None if training_worst is None else training_worst[0],
         "training_ratios": training,
+        "forward_wide_3x3_geomean": _geomean(wide),
         "blas_gflops": blas_gflops,
         "layers_3x3": layers_3x3,
         "blas_fraction_3x3": _geomean(fractions),
@@ -162,6 +183,8 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
         "filtering_geomean": _geomean(list(filtering_ok.values())),
         "filtering_ratios": filtering,
         "memory_above_io_gib": memory_above,
+        "import_s": (probes.get("import") or {}).get("median_s"),
+        "first_compiled_call_extra_s": (probes.get("first_compiled_call") or {}).get("warm_extra_s"),
         "convolab_failed": failed,
         "compared_problems": {"torch": len(by_problem), "scipy": len(filtering)},
     }
@@ -185,7 +208,7 @@ def evaluate_targets(summary: dict[str, Any], measured_problems: dict[str, list[
         else:
             holds = value <= goal if comparison == "<=" else value >= goal if comparison == ">=" else value < goal
             status = "pass" if holds else "FAIL"
-        shown_goal = f"{goal:.0%}" if key == "blas_fraction_3x3" else f"{goal:g}"
+        shown_goal = f"{goal:g}"
         targets.append({"key": key, "description": description, "goal": f"{comparison} {shown_goal}",
                         "value": value, "status": status, "convolab_failed": missing})
     return targets
@@ -195,8 +218,8 @@ def target_problems(rows: Sequence[Row], memory_problem: str | None) -> dict[str
     """The problems behind each target, by its key: a target fails if convolab could not run one of them."""
     conv = sorted({row.problem for row in rows if row.reference == "torch"})
     return {
-        "forward_geomean": conv, "forward_worst": conv, "training_geomean": conv,
-        "blas_fraction_3x3": sorted({row.problem for row in rows if row.is_3x3}),
+        "forward_geomean": conv, "forward_worst": conv, "training_geomean": conv, "training_worst": conv,
+        "forward_wide_3x3_geomean": sorted({row.problem for row in rows if row.is_wide_3x3}),
         "filtering_geomean": sorted({row.problem for row in rows if row.reference == "scipy"}),
         "memory_above_io_gib": [memory_problem] if memory_problem else [],
     }

@@ -55,11 +55,19 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.
 def _convolab_calls(problem: ConvProblem, x: np.ndarray, w: np.ndarray, g: np.ndarray) -> dict[str, Callable]:
     import convolab as cl  # the package's public surface, as a user calls it
 
-    args = (problem.stride, problem.padding, problem.dilation, problem.groups)
+    stride, padding, dilation, groups = problem.stride, problem.padding, problem.dilation, problem.groups
+    if problem.transposed:
+        # y = conv_transpose(x, w) is the input gradient of conv(., w); its gradients are that conv's forward
+        # (for x) and weight gradient with the roles of input and grad_output swapped (for w).
+        return {
+            "forward": lambda: cl.conv_transpose(x, w, None, stride, padding, 0, groups, dilation),
+            "input_grad": lambda: cl.conv(g, w, None, stride, padding, dilation, groups),
+            "weight_grad": lambda: cl.grad.conv_weight(g, w.shape, x, stride, padding, dilation, groups),
+        }
     return {
-        "forward": lambda: cl.conv(x, w, None, *args),
-        "input_grad": lambda: cl.grad.conv_input(x.shape, w, g, *args),
-        "weight_grad": lambda: cl.grad.conv_weight(x, w.shape, g, *args),
+        "forward": lambda: cl.conv(x, w, None, stride, padding, dilation, groups),
+        "input_grad": lambda: cl.grad.conv_input(x.shape, w, g, stride, padding, dilation, groups),
+        "weight_grad": lambda: cl.grad.conv_weight(x, w.shape, g, stride, padding, dilation, groups),
     }
 
 
@@ -67,20 +75,35 @@ def _torch_calls(torch: Any, problem: ConvProblem, x: np.ndarray, w: np.ndarray,
                  g: np.ndarray) -> dict[str, Callable]:
     functional = torch.nn.functional
     conv = {1: functional.conv1d, 2: functional.conv2d, 3: functional.conv3d}[problem.rank]
+    conv_transpose = {1: functional.conv_transpose1d, 2: functional.conv_transpose2d,
+                      3: functional.conv_transpose3d}[problem.rank]
     conv_input = getattr(torch.nn.grad, f"conv{problem.rank}d_input")
     conv_weight = getattr(torch.nn.grad, f"conv{problem.rank}d_weight")
     tx, tw, tg = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(g)
-    args = (problem.stride, problem.padding, problem.dilation, problem.groups)
+    stride, padding, dilation, groups = problem.stride, problem.padding, problem.dilation, problem.groups
 
     def forward():
         with torch.no_grad():
-            return conv(tx, tw, None, *args)
+            if problem.transposed:
+                return conv_transpose(tx, tw, None, stride, padding, 0, groups, dilation)
+            return conv(tx, tw, None, stride, padding, dilation, groups)
 
-    calls = {
-        "forward": forward,
-        "input_grad": lambda: conv_input(list(x.shape), tw, tg, *args),
-        "weight_grad": lambda: conv_weight(tx, list(w.shape), tg, *args),
-    }
+    def transposed_input_grad():
+        with torch.no_grad():
+            return conv(tg, tw, None, stride, padding, dilation, groups)
+
+    if problem.transposed:
+        calls = {
+            "forward": forward,
+            "input_grad": transposed_input_grad,
+            "weight_grad": lambda: conv_weight(tg, list(w.shape), tx, stride, padding, dilation, groups),
+        }
+    else:
+        calls = {
+            "forward": forward,
+            "input_grad": lambda: conv_input(list(x.shape), tw, tg, stride, padding, dilation, groups),
+            "weight_grad": lambda: conv_weight(tx, list(w.shape), tg, stride, padding, dilation, groups),
+        }
     for fn in calls.values():
         fn.foreign_allocator = True  # tracemalloc cannot see PyTorch's allocations
     return calls
@@ -110,7 +133,8 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
             reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
         rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
                         "torch" if theirs is not None else None, reference_timing, problem.is_3x3,
-                        blas_timing=blas_timing, blas_flops=2 * blas_size ** 3 if with_blas else 0))
+                        blas_timing=blas_timing, blas_flops=2 * blas_size ** 3 if with_blas else 0,
+                        is_wide_3x3=problem.is_wide_3x3))
     return rows
 
 
@@ -233,11 +257,13 @@ def _progress(message: str, started: float, stream: Any) -> None:
 def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float = protocol.DEFAULT_BUDGET_S,
               repeats: int | None = None, threads: int = 2, thread_method: str | None = None,
               memory_limit_gib: float = 0.0, blas_size: int | None = None, progress: Any = sys.stderr,
-              settings: dict[str, Any] | None = None) -> Report:
+              settings: dict[str, Any] | None = None, probes: bool = False) -> Report:
     """Measure ``problems`` and summarize them against the targets.
 
     ``torch`` is the imported module or None (then convolab is timed alone);
     the memory problem also runs PyTorch's side in its subprocess when given.
+    ``probes``: also measure import time and the first compiled call
+    (:mod:`.probes`), each in fresh processes.
     """
     started = time.perf_counter()
     load_at_start = load_average()
@@ -272,12 +298,19 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
             rows.extend(new_rows)
             for row in new_rows:
                 _progress(f"{label} {row.phase}: {describe_row(row)}", started, progress)
+    probe_results = None
+    if probes:
+        from .probes import run_probes
+
+        _progress("probes: import time, first compiled call", started, progress)
+        probe_results = run_probes(child_environment(threads))
+        _progress(f"probes: {json.dumps(probe_results)}", started, progress)
     blas_after = measure_blas_rate(size=blas_size, budget_s=blas_budget, repeats=repeats)
     rates = [rate for rate in (blas_before["gflops"], blas_after["gflops"]) if rate is not None]
     blas = {"matmul_shape": blas_before["matmul_shape"], "dtype": "float32",
             "gflops": max(rates) if rates else None, "before": blas_before, "after": blas_after}
     _progress(describe_blas_rates(blas_before["gflops"], blas_after["gflops"]), started, progress)
-    summary = summarize(rows, blas, memory)
+    summary = summarize(rows, blas, memory, probe_results)
     targets = evaluate_targets(summary, target_problems(rows, memory_problem))
     run_settings = {
         "budget_s": budget_s, "repeats": repeats, "max_repeats": protocol.MAX_REPEATS, "threads": threads,
@@ -291,4 +324,4 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
     run_settings["warnings"] = (busy_machine_warnings(blas_before["gflops"], blas_after["gflops"], load_at_start)
                                 + pinned_blas_warnings(machine["blas"], cpu_flags()))
     problem_table = [describe_problem(problem) for problem in problems]
-    return Report(machine, run_settings, problem_table, blas, rows, memory, summary, targets)
+    return Report(machine, run_settings, problem_table, blas, rows, memory, summary, targets, probe_results)

@@ -1,10 +1,13 @@
 """The published suite, as data: the problems the benchmark times, and how to pick some of them.
 
 :data:`SUITE` (version :data:`SUITE_VERSION`) holds the distinct convolution
-layers of ResNet-18, ResNet-50 and VGG-16 at batch 8, MobileNetV2 depthwise
-layers, the 7×7 stride-2 stem, 1-d audio layers, a 3-d volume layer, image
-filtering of a 2048×2048 image with kernels from 3 to 63, and one peak-memory
-problem. Nothing here measures anything.
+layers of ResNet-18, ResNet-50 and VGG-16 at batch 8; the layer classes that
+are not one large matrix product: depthwise layers of MobileNetV2 and
+EfficientNet-B0 (stride 1 and 2), ResNeXt's grouped 3×3 layers, DeepLab's
+dilated layers, stems (3 input channels, 3×3/5×5/7×7, stride 2), U-Net and
+DCGAN decoders (transposed, stride 2), 3-d segmentation layers and 1-d audio
+layers; image filtering of a 2048×2048 image with kernels from 3 to 63; and
+one peak-memory problem. Nothing here measures anything.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Sequence
 
+from ... import shapes
 from ...spec import conv_spec
 
 __all__ = ["ConvProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE", "SUITE_VERSION", "CONV_PHASES",
            "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"
 #: Every convolution layer is timed in these three passes, on both sides.
 CONV_PHASES = ("forward", "input_grad", "weight_grad")
 FILTER_KERNEL_SIZES = (3, 5, 7, 11, 15, 21, 31, 47, 63)
@@ -29,6 +33,8 @@ class ConvProblem:
     """One convolution layer: ``conv(input, weight, stride, padding, dilation, groups)``.
 
     Padding is symmetric, one int per spatial dimension, so both libraries take it as is.
+    With ``transposed`` it is ``conv_transpose(input, weight, stride, padding, 0, groups,
+    dilation)``: ``weight`` is ``(C_in, C_out/groups, *k)``, as PyTorch lays it out.
     """
 
     name: str
@@ -41,6 +47,7 @@ class ConvProblem:
     groups: int = 1
     dtype: str = "float32"
     quick: bool = False
+    transposed: bool = False
     kind: str = field(default="conv", init=False)
 
     @property
@@ -48,13 +55,25 @@ class ConvProblem:
         return len(self.weight_shape) - 2
 
     def spec(self):
-        """The frozen :class:`~convolab.spec.ConvSpec`; raises if the shapes do not fit."""
-        return conv_spec(self.input_shape, self.weight_shape, stride=self.stride, padding=self.padding,
-                         dilation=self.dilation, groups=self.groups, op=self.name)
+        """The frozen :class:`~convolab.spec.ConvSpec` of the convolution computed; raises if the shapes do not fit.
+
+        For a transposed layer that is the convolution whose input gradient it is:
+        from the (larger) output back to the input.
+        """
+        if not self.transposed:
+            return conv_spec(self.input_shape, self.weight_shape, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, groups=self.groups, op=self.name)
+        batch, _, *spatial = self.input_shape
+        out_channels = self.weight_shape[1] * self.groups
+        output_size = [shapes.conv_transpose_output_size(size, k, s, (p, p), d, 0) for size, k, s, p, d in
+                       zip(spatial, self.weight_shape[2:], self.stride, self.padding, self.dilation)]
+        return conv_spec((batch, out_channels, *output_size), self.weight_shape, stride=self.stride,
+                         padding=self.padding, dilation=self.dilation, groups=self.groups, op=self.name)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.spec().output_shape
+        spec = self.spec()
+        return spec.input_shape if self.transposed else spec.output_shape
 
     @property
     def flops(self) -> int:
@@ -63,8 +82,14 @@ class ConvProblem:
 
     @property
     def is_3x3(self) -> bool:
-        """A dense (ungrouped) 2-d 3×3 layer, the kind held to the BLAS-rate target."""
-        return self.weight_shape[2:] == (3, 3) and self.groups == 1
+        """A dense (ungrouped) 2-d 3×3 convolution, the kind whose rate is set against the BLAS's."""
+        return self.weight_shape[2:] == (3, 3) and self.groups == 1 and not self.transposed
+
+    @property
+    def is_wide_3x3(self) -> bool:
+        """A dense 2-d 3×3 stride-1 layer with at least 64 channels in and out: where Winograd pays."""
+        return (self.is_3x3 and self.stride == (1, 1) and self.dilation == (1, 1)
+                and min(self.input_shape[1], self.weight_shape[0]) >= 64)
 
     def describe(self) -> str:
         parts = [f"x{self.input_shape} w{self.weight_shape}"]
@@ -74,6 +99,8 @@ class ConvProblem:
                 parts.append(f"{label} {value[0] if len(set(value)) == 1 else value}")
         if self.groups != 1:
             parts.append(f"groups {self.groups}")
+        if self.transposed:
+            parts.append("transposed")
         return ", ".join(parts)
 
 
@@ -129,14 +156,18 @@ Problem = ConvProblem | FilterProblem | MemoryProblem
 
 def _layer(name: str, family: str, batch: int, c_in: int, c_out: int, size: int | tuple[int, ...], kernel: int,
            *, rank: int = 2, stride: int = 1, padding: int | None = None, dilation: int = 1, groups: int = 1,
-           quick: bool = False) -> ConvProblem:
-    """A layer with a square (cubic) kernel; padding defaults to "same" at stride 1, ``d*(k-1)/2``."""
+           quick: bool = False, transposed: bool = False) -> ConvProblem:
+    """A layer with a square (cubic) kernel; padding defaults to "same" at stride 1, ``d*(k-1)/2``.
+
+    A transposed layer's weight is ``(c_in, c_out/groups, *k)``.
+    """
     spatial = (size,) * rank if isinstance(size, int) else tuple(size)
     pad = dilation * (kernel - 1) // 2 if padding is None else padding
+    weight = (c_in, c_out // groups) if transposed else (c_out, c_in // groups)
     return ConvProblem(
-        name=name, family=family, input_shape=(batch, c_in, *spatial),
-        weight_shape=(c_out, c_in // groups, *(kernel,) * rank),
+        name=name, family=family, input_shape=(batch, c_in, *spatial), weight_shape=(*weight, *(kernel,) * rank),
         stride=(stride,) * rank, padding=(pad,) * rank, dilation=(dilation,) * rank, groups=groups, quick=quick,
+        transposed=transposed,
     )
 
 
@@ -192,6 +223,32 @@ def _build_suite() -> tuple[Problem, ...]:
         _layer("audio1d.dilated_k3d8_64ch", "audio1d", b, 64, 64, 16000, 3, rank=1, dilation=8),
         # 3-d volume: a 3-D U-Net layer, 32 channels on a 16×64×64 patch.
         _layer("volume3d.unet_3x3x3_32ch", "volume3d", 2, 32, 32, (16, 64, 64), 3, rank=3, quick=True),
+        # --- Layer classes that are not one large matrix product (suite version 2) ---
+        # Depthwise: MobileNetV2's first block (32 channels at 112) and EfficientNet-B0's 5x5 layers.
+        _layer("mobilenet_v2.dw3x3_32ch_112", "depthwise", b, 32, 32, 112, 3, groups=32),
+        _layer("efficientnet_b0.dw5x5s2_144ch", "depthwise", b, 144, 144, 56, 5, stride=2, groups=144),
+        _layer("efficientnet_b0.dw5x5_240ch", "depthwise", b, 240, 240, 28, 5, groups=240),
+        # ResNeXt-50 (32x4d): grouped 3x3 with 4 and 8 channels per group.
+        _layer("resnext50.layer1.conv2_g32", "grouped", b, 128, 128, 56, 3, groups=32),
+        _layer("resnext50.layer2.conv2_g32", "grouped", b, 256, 256, 28, 3, groups=32, quick=True),
+        # DeepLabv3 (output stride 16/8): dilated 3x3 in the last stages, and an ASPP branch.
+        _layer("deeplabv3.layer3_3x3d2_256ch", "dilated", 2, 256, 256, 33, 3, dilation=2),
+        _layer("deeplabv3.aspp_3x3d6_256ch", "dilated", 2, 512, 256, 33, 3, dilation=6, quick=True),
+        # Stems: 3 input channels, stride 2 (MobileNet/EfficientNet's 3x3, a 5x5).
+        _layer("stem.mobilenet_3x3s2_32ch", "stem", b, 3, 32, 224, 3, stride=2, padding=1),
+        _layer("stem.5x5s2_48ch", "stem", b, 3, 48, 224, 5, stride=2, padding=2),
+        # Decoders: transposed, stride 2 (U-Net's 2x2 up-convolution, DCGAN's 4x4 padding 1).
+        _layer("unet.up2x2s2_128to64", "transposed", b, 128, 64, 56, 2, stride=2, padding=0, transposed=True),
+        _layer("dcgan.up4x4s2_256to128", "transposed", b, 256, 128, 16, 4, stride=2, padding=1, transposed=True,
+               quick=True),
+        _layer("dcgan.up4x4s2_64to3", "transposed", b, 64, 3, 64, 4, stride=2, padding=1, transposed=True),
+        # 3-d segmentation: a 3-D U-Net encoder layer, 16 -> 32 channels.
+        _layer("volume3d.unet_3x3x3_16to32", "volume3d", 2, 16, 32, (32, 64, 64), 3, rank=3),
+        # 1-d: a k=9 layer on 4000 samples (speech front ends), and a 1-d depthwise one.
+        _layer("audio1d.k9_64ch", "audio1d", b, 64, 64, 4000, 9, rank=1),
+        _layer("audio1d.dw_k9_256ch", "audio1d", b, 256, 256, 4000, 9, rank=1, groups=256),
+        # Inception-style 5x5 layer with 96 channels.
+        _layer("inception.5x5_96ch", "5x5", b, 96, 96, 28, 5),
     ]
     filters = [
         FilterProblem(name=f"filter2d.k{k:02d}", family="filtering", image_shape=(2048, 2048), kernel_shape=(k, k),
