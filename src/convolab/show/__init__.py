@@ -12,8 +12,16 @@ im2col's unroll), so what is shown is what is computed. The rooms:
 - :mod:`~convolab.show.checks`: :class:`Identity`, :class:`IdentityChain` and
   the ``check_*`` functions, which compute two or more ways of getting one
   quantity and say whether they agree;
-- ``_format`` (numbers, arrays and JSON as written above) and ``_problem``
-  (the checked spec, read-only copies, padded sources).
+- :mod:`~convolab.show.explain`: explanations as data (cases, steps with
+  their numbers and checks, one module per topic) and their renderers (text,
+  Markdown, JSON, rich); ``convolab explain`` prints them;
+- :mod:`~convolab.show.pictures`: the GIF and PNGs ``convolab animate`` and
+  ``convolab draw`` write from those steps (matplotlib, imported on use);
+- ``_format`` (numbers, arrays and JSON as all of the above write them) and
+  ``_problem`` (the checked spec, read-only copies, padded sources).
+
+Only the first three are imported here (``import convolab`` exports them);
+``explain`` and ``pictures`` load when asked for, so ``import convolab`` stays light.
 """
 
 from .checks import (
