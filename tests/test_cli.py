@@ -192,7 +192,7 @@ def test_sums_that_would_overflow_to_infinity_are_refused(capsys):
 
 
 def test_json_is_strict_and_writes_non_finite_numbers_as_strings():
-    from convolab.explain import Explanation, Step, render_json
+    from convolab.show.explain import Explanation, Step, render_json
 
     step = Step(topic="dot", title="t", formula="f", body=(), check="c", passed=True,
                 data={"values": np.array([1.5, np.nan, np.inf, -np.inf]), "scalar": np.float64(np.nan)})
@@ -218,12 +218,12 @@ def test_large_inputs_are_refused_with_the_limit_and_what_to_do(tmp_path, capsys
 
 
 def test_animate_counts_frames_before_computing_them(tmp_path, capsys, monkeypatch):
-    import convolab.explain
+    import convolab.show.explain
 
     def not_expected(*args, **kwargs):
         raise AssertionError("slide_steps ran before the frame count was checked")
 
-    monkeypatch.setattr(convolab.explain, "slide_steps", not_expected)
+    monkeypatch.setattr(convolab.show.explain, "slide_steps", not_expected)
     ones = "; ".join([" ".join(["1"] * 30)] * 30)  # 900 cells, 841 outputs: a case explain takes, too many frames
     err = refused(capsys, "animate", "--input", ones, "--kernel", "1 1; 1 1", "--output", str(tmp_path / "a.gif"))
     assert "at most 400 elements to animate" in err and "841" in err and ones not in err

@@ -19,7 +19,7 @@ import pytest
 
 import convolab as cl
 from convolab.cli import main, parse_matrix, parse_padding
-from convolab.explain import TOPICS, Case, explain, render_json, render_markdown, render_text, standard_cases
+from convolab.show.explain import TOPICS, Case, explain, render_json, render_markdown, render_text, standard_cases
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 
@@ -137,7 +137,7 @@ def test_rich_rendering_shows_the_numbers(capsys):
     pytest.importorskip("rich")
     from rich.console import Console
 
-    from convolab.explain import render_rich
+    from convolab.show.explain import render_rich
 
     buffer = io.StringIO()
     render_rich(explain(topics=["dot"]), Console(file=buffer, width=120, color_system=None))
@@ -189,7 +189,7 @@ def test_core_import_and_explain_need_neither_matplotlib_nor_rich():
     script = (
         "import sys\n"
         "sys.modules['matplotlib'] = None; sys.modules['rich'] = None; sys.modules['PIL'] = None\n"
-        "import convolab, convolab.explain, convolab.cli\n"
+        "import convolab, convolab.show.explain, convolab.cli\n"
         "code = convolab.cli.main(['explain', '--format', 'text'])\n"
         "print('exit', code)\n"
     )
@@ -197,11 +197,28 @@ def test_core_import_and_explain_need_neither_matplotlib_nor_rich():
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("exit 0")
     assert "All checks passed." in result.stdout and "[[ 83 113]" in result.stdout
-    loaded = subprocess.run([sys.executable, "-c", "import sys, convolab, convolab.cli, convolab.explain; "
+    loaded = subprocess.run([sys.executable, "-c", "import sys, convolab, convolab.cli, convolab.show.explain; "
                              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'rich', 'PIL')))"],
                             capture_output=True, text=True, timeout=120)
     assert loaded.stdout.strip() == "[]", loaded.stdout
 
+
+def test_the_old_module_paths_give_the_moved_objects():
+    # identities.py, explain.py and pictures.py moved into convolab.show (issue 14); old imports keep working.
+    import convolab.explain
+    import convolab.identities
+    import convolab.pictures
+    import convolab.show
+    import convolab.show.explain
+    import convolab.show.pictures
+
+    for old, new in ((convolab.identities, convolab.show), (convolab.explain, convolab.show.explain),
+                     (convolab.pictures, convolab.show.pictures)):
+        assert old.__all__ == new.__all__
+        assert all(getattr(old, name) is getattr(new, name) for name in old.__all__)
+    assert convolab.identities.scipy_mode is convolab.show.checks.scipy_mode
+    assert convolab.explain.strict_json is convolab.show._format.strict_json
+    assert all(getattr(cl, name) is getattr(convolab.show, name) for name in convolab.show.__all__ if name in cl.__all__)
 
 @pytest.mark.parametrize("stride, padding, output_padding, dilation", [
     (2, 1, 1, 1),      # output_padding adds a zero row/column past the scattered extent
@@ -258,20 +275,20 @@ def test_every_step_is_json_and_its_shown_arrays_exist():
 def test_the_convolution_matrix_stays_sparse_and_prints_as_the_dense_one_did():
     import scipy.sparse
 
-    from convolab.explain import _array_lines
+    from convolab.show._format import array_lines
 
     case = Case("ten", np.arange(100).reshape(1, 10, 10) % 7 - 3, np.arange(9).reshape(1, 1, 3, 3) - 4, padding=1)
     step = explain(case, ["im2col"]).steps[1]
     matrix = step.data["matrix"]
     assert scipy.sparse.issparse(matrix) and matrix.shape == (100, 100)
     # Summarized (first and last rows and columns), exactly as NumPy prints the dense matrix.
-    assert _array_lines(matrix) == _array_lines(matrix.toarray())
-    assert "..." in "\n".join(_array_lines(matrix))
+    assert array_lines(matrix) == array_lines(matrix.toarray())
+    assert "..." in "\n".join(array_lines(matrix))
     assert step.to_dict()["data"]["matrix"] == matrix.toarray().tolist()  # small enough to be dense in JSON
 
 
 def test_a_case_at_the_size_limit_walks_through_without_a_dense_matrix():
-    from convolab.explain import MAX_CELLS, MAX_DENSE_MATRIX_CELLS
+    from convolab.show.explain import MAX_CELLS, MAX_DENSE_MATRIX_CELLS
 
     side = int(MAX_CELLS ** 0.5)
     case = Case("large", np.arange(side * side).reshape(1, side, side) % 5, np.ones((1, 1, 3, 3), dtype=np.int64),
@@ -308,7 +325,7 @@ def test_a_case_is_refused_before_it_is_computed(kwargs, message):
 
 
 def test_slide_refuses_more_steps_than_its_limit():
-    from convolab.explain import MAX_SLIDE_STEPS, slide_steps
+    from convolab.show.explain import MAX_SLIDE_STEPS, slide_steps
 
     case = Case("wide", np.zeros((1, 40, 40)), np.ones((1, 1, 3, 3)), padding=1)
     assert case.output().size > MAX_SLIDE_STEPS

@@ -18,8 +18,8 @@ import pytest
 import scipy.sparse
 
 import convolab as cl
-from convolab import identities
-from convolab.identities import (
+from convolab.show import checks
+from convolab.show import (
     Identity,
     IdentityChain,
     Trace,
@@ -379,7 +379,7 @@ def test_flip_has_no_scipy_side_where_scipy_has_no_such_problem(params):
 def test_flip_check_catches_a_missing_reversal(monkeypatch):
     x, w = np.arange(16).reshape(1, 1, 4, 4), np.array([[[[1, 2], [3, 4]]]])
     assert check_flip(x, w).holds
-    monkeypatch.setattr(identities, "reverse_spatial", lambda a, rank: a)  # "forget" to reverse
+    monkeypatch.setattr(checks, "reverse_spatial", lambda a, rank: a)  # "forget" to reverse
     broken = check_flip(x, w)
     assert not broken.holds and not broken.identities[0].holds
     assert broken.max_abs_difference > 0 and "FAILS" in str(broken)
@@ -422,7 +422,7 @@ def test_input_gradient_check_catches_a_missing_rotation(monkeypatch):
     w = np.array([[[[1, 2], [3, 4]]]])
     g = np.arange(4).reshape(1, 1, 2, 2)
     assert check_input_gradient((1, 1, 3, 3), w, g, flip=True).holds
-    monkeypatch.setattr(identities, "oriented_kernel", lambda weight, flip: weight)  # conv_transpose side unflipped
+    monkeypatch.setattr(checks, "oriented_kernel", lambda weight, flip: weight)  # conv_transpose side unflipped
     broken = check_input_gradient((1, 1, 3, 3), w, g, flip=True)
     assert [identity.holds for identity in broken.identities] == [True, False] and not broken
 

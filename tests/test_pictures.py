@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from convolab.cli import main
-from convolab.explain import Case, explain, slide_steps, standard_cases
+from convolab.show.explain import Case, explain, slide_steps, standard_cases
 
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")
 
-from convolab.pictures import MAX_FRAMES, animate, draw_conv_matrix, draw_im2col  # noqa: E402
+from convolab.show.pictures import MAX_FRAMES, animate, draw_conv_matrix, draw_im2col  # noqa: E402
 
 
 def opened_gif(path):
@@ -78,7 +78,7 @@ def test_cli_animate_and_draw(tmp_path, capsys):
 
 
 def test_draw_refuses_a_matrix_too_large_to_draw_before_drawing_anything(tmp_path, capsys):
-    from convolab.pictures import MAX_DRAWN_CELLS
+    from convolab.show.pictures import MAX_DRAWN_CELLS
 
     ones = "; ".join([" ".join(["1"] * 64)] * 64)  # explain takes it; its 4096 x 4096 matrix is too many cells
     assert main(["draw", "--input", ones, "--kernel", "1", "--output", str(tmp_path / "big")]) == 2

@@ -11,7 +11,7 @@ from ._vjp import GradcheckError, gradcheck, vjp
 from ._settings import thread_count, workspace_limit
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
-from .identities import (
+from .show import (
     Trace,
     trace,
     Identity,

@@ -2,12 +2,12 @@
 
 ``explain``, ``animate`` and ``draw`` share the flags that describe a case
 (``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
-standard examples. The steps come from :mod:`convolab.explain`; this module only
-parses text into a :class:`~convolab.explain.Case` and picks a renderer.
+standard examples. The steps come from :mod:`convolab.show.explain`; this module
+only parses text into a :class:`~convolab.show.explain.Case` and picks a renderer.
 
 What the user typed is never answered with a traceback: a number the CLI cannot
 represent, a flag that does not apply, a case too large to walk through (see
-:data:`convolab.explain.MAX_CELLS` and its neighbours, checked before anything
+:data:`convolab.show.explain.MAX_CELLS` and its neighbours, checked before anything
 is computed) or a file that cannot be read is one line,
 ``convolab <command>: error: <message>``, and exit status 2.
 """
@@ -156,11 +156,11 @@ def parse_padding(text: str) -> Any:
 
 
 def _case_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~convolab.explain.Case` the flags describe, or None for the standard examples.
+    """The :class:`~convolab.show.explain.Case` the flags describe, or None for the standard examples.
 
     A flag that would change nothing is an error rather than silently ignored.
     """
-    from .explain import Case
+    from .show.explain import Case
 
     for text_flag, file_flag in (("input", "input_file"), ("kernel", "kernel_file")):
         if getattr(args, text_flag) and getattr(args, file_flag):
@@ -235,7 +235,7 @@ def _add_case_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import DEFAULT_TOPICS, explain, render_json, render_markdown, render_rich, render_text
+    from .show.explain import DEFAULT_TOPICS, explain, render_json, render_markdown, render_rich, render_text
 
     case = _case_from_args(args)
     at = parse_ints(args.at, "--at") if args.at else None
@@ -268,8 +268,8 @@ def _has_rich() -> bool:
 
 
 def _animate(args: argparse.Namespace) -> int:
-    from .explain import slide_steps, standard_cases
-    from .pictures import animate, check_frames
+    from .show.explain import slide_steps, standard_cases
+    from .show.pictures import animate, check_frames
 
     case = _case_from_args(args) or standard_cases()["classic"]
     check_frames(case.output().size)  # before computing one step per frame
@@ -280,8 +280,8 @@ def _animate(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace) -> int:
-    from .explain import explain, standard_cases
-    from .pictures import check_drawn_cells, draw_conv_matrix, draw_im2col
+    from .show.explain import explain, standard_cases
+    from .show.pictures import check_drawn_cells, draw_conv_matrix, draw_im2col
 
     case = _case_from_args(args) or standard_cases()["classic"]
     if case.transposed:
@@ -297,7 +297,7 @@ def _draw(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .apps.train import positive
-    from .explain import TOPICS
+    from .show.explain import TOPICS
 
     parser = argparse.ArgumentParser(prog="convolab", description="Convolutions of deep learning, shown with numbers.")
     parser.add_argument("--version", action="version", version=f"convolab {__version__}")

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import nn
 from .._errors import fail
-from ..explain import strict_json
+from ..show._format import strict_json
 from ..shapes import pool_output_size
 
 __all__ = ["Dataset", "load_digits", "load_npz", "stratified_split", "lenet", "batch_order", "TrainResult",
