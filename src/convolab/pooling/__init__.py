@@ -12,12 +12,15 @@ Where things live:
 - :mod:`._spec`: :class:`PoolSpec` and :func:`pool_spec` (a fixed-window
   problem's arguments checked once and frozen), and the argument checks every
   op shares;
-- :mod:`._windows`: the engines fixed windows run on (tap tables, separable
-  reductions, the phase grid, gathers, the running maximum), with the design
-  notes on why they beat the plain window view;
+- :mod:`._windows`: the engines fixed windows run on (separable reductions,
+  the phase grid, gathers, the running maximum), with the design notes on why
+  they beat the plain window view; the tap arithmetic they read is the shared
+  :class:`convolab._geometry.WindowGeometry`;
 - :mod:`.max`, :mod:`.average`, :mod:`.adaptive`, :mod:`.unpool`: one op
   family each, forward and backward side by side, with its reference;
-- :mod:`._docs`: the docstring templates and per-rank examples.
+- :mod:`._docs`: the docstring templates and per-rank words and examples, from
+  which :func:`convolab._fixed_rank.fixed_rank_ops` makes ``max_pool``,
+  ``max_pool1d``, ... each family from one N-d implementation.
 
 The max-pooling tie rule, PyTorch's: the window is read tap by tap in row-major
 order over the kernel (padding taps skipped), the first tap is taken, and a later

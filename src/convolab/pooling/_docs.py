@@ -1,33 +1,55 @@
-"""The docstring templates of the pooling ops and their per-rank examples.
+"""The docstring templates of the pooling ops and their words per rank.
 
-Each op family has one numpydoc template, filled per rank by its fixed-rank
-factory: :func:`_rank_fields` gives the words that depend on the rank (the
-spatial axes, the output axes, how the kernel or output size is typed), and
-each ``*_EXAMPLES`` table the doctests for the N-d op (key ``None``) and for
+Each op family has one numpydoc template, filled per rank by
+:func:`convolab._fixed_rank.fixed_rank_ops` with the shared words
+(``op``, ``rank_name``, ``spatial``, ``out``: :func:`convolab._fixed_rank.rank_words`)
+and the family's ``*_WORDS`` table here: per rank, the summary line, how the
+kernel or output size is typed (:func:`_rank_fields`), the family's own
+wording, and the doctests for the N-d op (key ``None``) and for
 ``1d``/``2d``/``3d``. The examples run as doctests of the module that makes
 the op.
 """
 
 from __future__ import annotations
 
-from ._spec import _spatial_names
+from typing import Mapping
+
+from .._fixed_rank import RANKS
+
+_DIMENSIONS = {1: "one spatial dimension", 2: "two spatial dimensions", 3: "three spatial dimensions"}
 
 
 def _rank_fields(rank: int | None) -> dict[str, str]:
-    """The rank-dependent fields of every template (``str.format`` ignores those a template lacks).
+    """How a template types the kernel size (``kernel_*``) or the output size (``size_*``) at ``rank``.
 
-    >>> _rank_fields(2)["out"]
-    'H_out, W_out'
+    >>> _rank_fields(2)["kernel_type"]
+    'int or tuple of int'
     """
-    spatial = "*spatial" if rank is None else _spatial_names(rank)
+    nd = rank is None
     return {
-        "spatial": spatial,
-        "out": "*out" if rank is None else ", ".join(f"{name}_out" for name in spatial.split(", ")),
-        "kernel_type": "tuple of int" if rank is None else "int or tuple of int",
-        "kernel_note": " Its length is the number of spatial dimensions." if rank is None else "",
-        "size_type": "tuple of int or None" if rank is None else "int, or tuple of int or None",
-        "size_note": " Its length is the number of spatial dimensions." if rank is None else "",
+        "kernel_type": "tuple of int" if nd else "int or tuple of int",
+        "kernel_note": " Its length is the number of spatial dimensions." if nd else "",
+        "size_type": "tuple of int or None" if nd else "int, or tuple of int or None",
+        "size_note": " Its length is the number of spatial dimensions." if nd else "",
     }
+
+
+def _summaries(family: str, title: str, nd_summary: str) -> dict[int | None, str]:
+    """The summary line per rank: ``nd_summary`` for the N-d op, else "2-d {title}: ``family`` with two ...".
+
+    >>> _summaries("max_pool", "max pooling", "N-d max pooling.")[2]
+    '2-d max pooling: ``max_pool`` with two spatial dimensions.'
+    """
+    return {None: nd_summary, **{rank: f"{rank}-d {title}: ``{family}`` with {_DIMENSIONS[rank]}."
+                                 for rank in _DIMENSIONS}}
+
+
+def _per_rank(examples: Mapping[int | None, str], summaries: Mapping[int | None, str] | None = None,
+              **family_words: str) -> dict[int | None, dict[str, str]]:
+    """A family's words for :func:`convolab._fixed_rank.fixed_rank_ops`: per rank, its examples, its summary
+    (if the template has one), :func:`_rank_fields` and the ``family_words`` every rank shares."""
+    return {rank: {**_rank_fields(rank), **family_words, "examples": examples[rank],
+                   **({"summary": summaries[rank]} if summaries else {})} for rank in RANKS}
 
 
 _MAX_POOL_DOC = """{summary}
@@ -53,7 +75,7 @@ _MAX_POOL_DOC = """{summary}
         padded input, if it starts inside the input or the left padding.
     return_indices : bool
         Also return, for each output, the flat index of the chosen element in
-        its ``(n, c)`` plane of the unpadded input (what :func:`{unpool}` takes).
+        its ``(n, c)`` plane of the unpadded input (what :func:`max_unpool{rank_name}` takes).
 
     Returns
     -------
@@ -77,7 +99,7 @@ _MAX_POOL_DOC = """{summary}
     -----
     Ties follow PyTorch: the window is read in row-major order over the kernel
     taps and the *first* maximum wins; the gradient (see the vjp and
-    :func:`{grad}`) goes entirely to that one element. NaN propagates, with
+    :func:`max_pool{rank_name}_input`) goes entirely to that one element. NaN propagates, with
     the index of the window's last NaN.
 
     Under :func:`convolab.vjp` with ``return_indices=True`` the output is the
@@ -123,9 +145,9 @@ _MAX_POOL_EXAMPLES = {
     array([21., 23., 29., 31., 53., 55., 61., 63.])""",
 }
 
-_MAX_POOL_INPUT_DOC = """{summary}
+_MAX_POOL_INPUT_DOC = """Gradient of :func:`max_pool{rank_name}` with respect to its input.
 
-    The gradient of ``{forward}(input, ...)`` with respect to ``input``, given the
+    The gradient of ``max_pool{rank_name}(input, ...)`` with respect to ``input``, given the
     gradient ``grad_output`` of its output: each output's gradient is added to the
     one input element its window selected (the first maximum in row-major window
     order, as PyTorch); overlapping windows that select the same element add up.
@@ -138,7 +160,7 @@ _MAX_POOL_INPUT_DOC = """{summary}
     input : numpy.ndarray
         The forward input ``(N, C, {spatial})`` or ``(C, {spatial})``.
     kernel_size, stride, padding, dilation, ceil_mode
-        As in :func:`{forward}`.
+        As in :func:`max_pool{rank_name}`.
 
     Returns
     -------
@@ -148,7 +170,7 @@ _MAX_POOL_INPUT_DOC = """{summary}
     Raises
     ------
     TypeError, ValueError
-        As :func:`{forward}`; also a non-floating ``grad_output`` or one not
+        As :func:`max_pool{rank_name}`; also a non-floating ``grad_output`` or one not
         shaped like the output.
 
     Shape
@@ -266,12 +288,12 @@ _AVG_POOL_EXAMPLES = {
     (2, 4, 4, 4)""",
 }
 
-_AVG_POOL_INPUT_DOC = """{summary}
+_AVG_POOL_INPUT_DOC = """Gradient of :func:`avg_pool{rank_name}` with respect to its input.
 
-    The gradient of ``{forward}(input, ...)`` with respect to ``input``, given the
+    The gradient of ``avg_pool{rank_name}(input, ...)`` with respect to ``input``, given the
     gradient ``grad_output`` of its output: each input element receives
     ``grad_output[o] / divisor[o]`` from every window ``o`` that covers it
-    (the divisor as in :func:`{forward}`).
+    (the divisor as in :func:`avg_pool{rank_name}`).
 
     Parameters
     ----------
@@ -282,7 +304,7 @@ _AVG_POOL_INPUT_DOC = """{summary}
         The forward input ``(N, C, {spatial})`` or ``(C, {spatial})`` (only its
         shape is read).
     kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-        As in :func:`{forward}`.
+        As in :func:`avg_pool{rank_name}`.
 
     Returns
     -------
@@ -292,7 +314,7 @@ _AVG_POOL_INPUT_DOC = """{summary}
     Raises
     ------
     TypeError, ValueError
-        As :func:`{forward}`; also a non-floating ``grad_output`` or one not
+        As :func:`avg_pool{rank_name}`; also a non-floating ``grad_output`` or one not
         shaped like the output.
 
     Shape
@@ -397,7 +419,7 @@ _ADAPTIVE_MAX_EXAMPLES = {
 
 _MAX_UNPOOL_DOC = """{summary}
 
-    A partial inverse of :func:`{pool}`: every input value is written at the flat
+    A partial inverse of :func:`max_pool{rank_name}`: every input value is written at the flat
     position ``indices`` gives it in its ``(n, c)`` plane of the output; every
     other output element is zero. Where indices repeat, the last value written
     wins (PyTorch leaves it unspecified).
@@ -408,7 +430,7 @@ _MAX_UNPOOL_DOC = """{summary}
         Pooled values ``(N, C, {spatial})`` or unbatched ``(C, {spatial})``.
     indices : numpy.ndarray
         Integer flat plane indices of ``input``'s shape, e.g. from
-        ``{pool}(..., return_indices=True)``; each in ``[0, prod(output size))``.
+        ``max_pool{rank_name}(..., return_indices=True)``; each in ``[0, prod(output size))``.
     kernel_size : {kernel_type}
         The pooling's window size, ``>= 1``.{kernel_note}
     stride : int or tuple of int, optional
@@ -467,3 +489,34 @@ _MAX_UNPOOL_EXAMPLES = {
     array([0., 0., 0., 0., 0., 0., 0., 1.])""",
 }
 
+
+_MAX_POOL_WORDS = _per_rank(_MAX_POOL_EXAMPLES, _summaries(
+    "max_pool", "max pooling", "N-d max pooling: the maximum of each window, per channel."))
+_MAX_POOL_INPUT_WORDS = _per_rank(_MAX_POOL_INPUT_EXAMPLES)
+_AVG_POOL_WORDS = _per_rank(_AVG_POOL_EXAMPLES, _summaries(
+    "avg_pool", "average pooling", "N-d average pooling: the mean of each window, per channel."))
+_AVG_POOL_INPUT_WORDS = _per_rank(_AVG_POOL_INPUT_EXAMPLES)
+_ADAPTIVE_AVG_WORDS = _per_rank(
+    _ADAPTIVE_AVG_EXAMPLES,
+    _summaries("adaptive_avg_pool", "adaptive average pooling", "N-d adaptive average pooling to a fixed output size."),
+    semantics="Each output is its window's mean.",
+    extra_params="",
+    returns="numpy.ndarray\n        ``(N, C, *output_size)`` (no batch axis for unbatched input); float16\n"
+            "        is summed in float32; integers are averaged and returned as float64.",
+)
+_ADAPTIVE_MAX_WORDS = _per_rank(
+    _ADAPTIVE_MAX_EXAMPLES,
+    _summaries("adaptive_max_pool", "adaptive max pooling", "N-d adaptive max pooling to a fixed output size."),
+    semantics=("Each output is its window's maximum. Ties go to the first maximum in\n"
+               "    row-major window order, which alone receives the gradient; NaN propagates\n"
+               "    with the index of the window's last NaN. Both as in PyTorch. Under\n"
+               "    ``convolab.vjp`` with ``return_indices=True`` the pullback takes the\n"
+               "    values' cotangent (or ``(grad_values, None)``)."),
+    extra_params=("\n    return_indices : bool\n        Also return the int64 flat index of each "
+                  "maximum in its ``(n, c)`` plane."),
+    returns=("numpy.ndarray, or (numpy.ndarray, numpy.ndarray)\n        ``(N, C, *output_size)`` "
+             "(no batch axis for unbatched input) in the input's dtype;\n        with ``return_indices``, "
+             "also the int64 indices."),
+)
+_MAX_UNPOOL_WORDS = _per_rank(_MAX_UNPOOL_EXAMPLES, _summaries(
+    "max_unpool", "max unpooling", "N-d max unpooling: scatter pooled maxima back into place."))

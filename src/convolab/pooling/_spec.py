@@ -3,9 +3,12 @@
 :func:`pool_spec` checks a max or average pooling's arguments against the
 input shape once (PyTorch's rules, plus one: every window reads an input
 sample) and freezes them into a :class:`PoolSpec`; :func:`_cached_pool_spec`
-remembers it for plain arguments. The helpers above it read the rank from a
-tuple argument, bring the input to ``(N, C, *in)``, check a ``grad_output``,
-and drop the batch axis again for an unbatched caller.
+remembers it for plain arguments. The spec's window arithmetic is the shared
+:class:`convolab._geometry.WindowGeometry` (:attr:`PoolSpec.geometry`); what is
+pooling's own is the output size (``ceil_mode``) and the padding its last
+window needs. The helpers above it read the rank from a tuple argument, bring
+the input to ``(N, C, *in)``, check a ``grad_output`` (the shared rule of
+:mod:`convolab._checks`) and drop the batch axis again for an unbatched caller.
 """
 
 from __future__ import annotations
@@ -17,15 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import shapes
+from .._checks import check_array, check_flag, check_grad_output, is_int, normalize_ints
 from .._errors import fail
-from ..functional import check_array
-from ..spec import check_flag, normalize_ints
-
-_SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
-
-
-def _spatial_names(rank: int) -> str:
-    return ", ".join(_SPATIAL_NAMES.get(rank, tuple(f"S{i}" for i in range(rank))))
+from .._fixed_rank import rank_words
+from .._geometry import WindowGeometry, check_window_fits, padding_for_outputs
 
 
 # ---------------------------------------------------------------------------
@@ -61,7 +59,7 @@ def _batch_input(op: str, input: Any, rank: int) -> tuple[np.ndarray, bool]:
         return input, True
     if input.ndim == rank + 1:
         return input[np.newaxis], False
-    axes = _spatial_names(rank)
+    axes = rank_words(rank)["spatial"]
     fail(ValueError, op, "input", f"shape {input.shape} ({input.ndim} dimensions)",
          f"must have {rank + 2} dimensions (N, C, {axes}) or {rank + 1} unbatched (C, {axes})")
 
@@ -73,15 +71,12 @@ def _normalize_stride(op: str, stride: Any, kernel_size: tuple[int, ...]) -> tup
     return normalize_ints(stride, len(kernel_size), "stride", op)
 
 
-def _check_grad_output(op: str, grad_output: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
-    """``grad_output`` as computed with (:func:`convolab.functional.as_array`), if float and of the output's shape."""
-    grad_output = check_array(op, "grad_output", grad_output)
-    if grad_output.dtype.kind != "f":
-        fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", "must be a floating-point array")
-    if grad_output.shape != tuple(expected_shape):
-        fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
-             f"must have the shape of the op's output {tuple(expected_shape)}")
-    return grad_output
+def _batched_grad_output(op: str, grad_output: Any, caller_output_shape: tuple[int, ...],
+                         batched: bool) -> np.ndarray:
+    """``grad_output`` checked against the output the caller got (floating point: pooling's gradients are not
+    integers), as ``(N, C, *out)``."""
+    grad_output = check_grad_output(op, grad_output, caller_output_shape, floating=True)
+    return grad_output if batched else grad_output[np.newaxis]
 
 
 def _split_values_cotangent(op: str, cotangent: Any) -> Any:
@@ -144,13 +139,35 @@ class PoolSpec:
         The high side is the nominal padding, or more where ``ceil_mode`` adds a
         window that hangs past it: ``(out - 1) * stride + k_eff - in - low``.
         """
-        pairs = []
-        for size, k, s, (low, high), d, out in zip(
-            self.input_size, self.kernel_size, self.stride, self.padding, self.dilation, self.output_size
-        ):
-            needed = (out - 1) * s + shapes.dilated_kernel_size(k, d) - size - low
-            pairs.append((low, max(high, needed)))
-        return tuple(pairs)
+        nominal = WindowGeometry(self.input_size, self.kernel_size, self.stride, self.dilation, self.padding)
+        return padding_for_outputs(nominal, self.output_size)
+
+    @cached_property
+    def geometry(self) -> WindowGeometry:
+        """The windows as the shared :class:`convolab._geometry.WindowGeometry`, of :attr:`output_size` exactly.
+
+        Every engine reads the tap arithmetic (``o*s + j*d - low``), the per-tap
+        slices and the stride phases from it. Its padding is :attr:`window_padding`,
+        except where the high side would leave room for more windows than
+        :attr:`output_size` (a spec whose output size is pinned, as a trimmed
+        kernel's, :func:`convolab.pooling._windows._trim_kernel`): there it ends
+        within a stride of the last window (below zero where the windows stop
+        short of the input's end, whose last cells no window reads).
+        """
+        padding = tuple(
+            (low, min(high, (out - 1) * s + shapes.dilated_kernel_size(k, d) - size - low + s - 1))
+            for size, k, s, d, (low, high), out in zip(self.input_size, self.kernel_size, self.stride, self.dilation,
+                                                       self.window_padding, self.output_size)
+        )
+        return WindowGeometry(self.input_size, self.kernel_size, self.stride, self.dilation, padding)
+
+    @cached_property
+    def reduction_taps(self) -> tuple[tuple[tuple[slice, slice], ...], ...]:
+        """Per spatial axis, ``geometry.axis_taps(dim, whole_first=True)``: what the separable reductions loop over.
+
+        Kept with the spec, which a training loop gets from the cache: the taps are sliced once, not every step.
+        """
+        return tuple(self.geometry.axis_taps(dim, whole_first=True) for dim in range(self.rank))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -204,21 +221,6 @@ def _cached_pool_spec(input_shape: tuple[int, ...], kernel_size: Any, stride: An
     return spec
 
 
-def _windows_reading_nothing(spec: PoolSpec, dim: int) -> np.ndarray:
-    """The outputs along ``dim`` whose window reads only padding, without a table of every tap.
-
-    Window ``o``'s first tap at or past the input's start is
-    ``j0 = max(0, ceil((low - o*s) / d))``; it reads nothing iff ``j0`` is past
-    the kernel or its cell ``o*s + j0*d - low`` past the input. (A table of every
-    tap, as :func:`convolab.pooling._windows._tap_table`, would be ``(out, k)``: 8 GiB for ``k=2*10**8``.)
-    """
-    (low, _), size = spec.padding[dim], spec.input_size[dim]
-    stride, dilation, kernel = spec.stride[dim], spec.dilation[dim], spec.kernel_size[dim]
-    start = np.arange(spec.output_size[dim]) * stride - low  # (out,): tap 0's cell
-    first = np.maximum(0, -(start // dilation))  # (out,): the first tap with a cell >= 0
-    return np.flatnonzero((first >= kernel) | (start + first * dilation >= size))
-
-
 def pool_spec(
     input_shape: Sequence[int],
     kernel_size: Any,
@@ -259,9 +261,7 @@ def pool_spec(
     (1,)
     """
     rank = _rank_from_tuple(op, "kernel_size", kernel_size, rank)
-    if not isinstance(input_shape, (tuple, list)) or not all(
-        isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n >= 0 for n in input_shape
-    ):
+    if not isinstance(input_shape, (tuple, list)) or not all(is_int(n) and n >= 0 for n in input_shape):
         fail(TypeError, op, "input_shape", repr(input_shape), "must be a sequence of non-negative ints")
     input_shape = tuple(int(n) for n in input_shape)
     if len(input_shape) == rank + 2:
@@ -269,7 +269,7 @@ def pool_spec(
     elif len(input_shape) == rank + 1:
         batched, input_shape = False, (1, *input_shape)
     else:
-        axes = _spatial_names(rank)
+        axes = rank_words(rank)["spatial"]
         fail(ValueError, op, "input", f"shape {input_shape} ({len(input_shape)} dimensions)",
              f"must have {rank + 2} dimensions (N, C, {axes}) or {rank + 1} unbatched (C, {axes})")
     kernel = normalize_ints(kernel_size, rank, "kernel_size", op)
@@ -282,30 +282,20 @@ def pool_spec(
         if size == 0:
             fail(ValueError, op, "input", f"shape {input_shape if batched else input_shape[1:]} "
                  f"(spatial dimension {dim} is empty)", "must have non-empty spatial dimensions (as in PyTorch)")
-    for dim, (size, k, s, p, d) in enumerate(zip(input_size, kernel, strides, pads, dilations)):
+    for dim, (k, p) in enumerate(zip(kernel, pads)):
         if p > k // 2:
             fail(ValueError, op, "padding", f"{p} with kernel_size {k} in spatial dimension {dim}",
                  "must be at most half the kernel size (padding <= kernel_size // 2)")
-        # PyTorch's "output size is too small": floor((padded - extent) / stride) + 1 < 1, or with
-        # ceil_mode ceil(...) + 1 < 1, which is an overhang past the padded input of a stride or more.
-        extent = shapes.dilated_kernel_size(k, d)
-        overhang = extent - (size + 2 * p)
-        if overhang > 0 and not (ceil_mode and overhang < s):
-            rule = ("must overhang the padded input by less than the stride with ceil_mode=True, to leave one window"
-                    if ceil_mode else
-                    "must fit inside the padded input (ceil_mode=True also keeps one window that overhangs it by "
-                    "less than the stride)")
-            fail(ValueError, op, "kernel_size",
-                 f"window extent {extent} (kernel {k}, dilation {d}) in spatial dimension {dim}, "
-                 f"where the padded input is {size + 2 * p} (size {size} + padding {p} + {p}) and the stride {s}",
-                 rule)
+    # PyTorch's "output size is too small": floor((padded - extent) / stride) + 1 < 1, or with
+    # ceil_mode ceil(...) + 1 < 1, which is an overhang past the padded input of a stride or more.
+    pairs = tuple((p, p) for p in pads)
+    check_window_fits(op, "kernel_size", input_size, kernel, dilations, pairs, strides, ceil_mode=ceil_mode)
     spec = PoolSpec(
         op=op, batched=batched, batch=batch, channels=channels, input_size=tuple(input_size),
-        kernel_size=kernel, stride=strides, padding=tuple((p, p) for p in pads), dilation=dilations,
-        ceil_mode=ceil_mode,
+        kernel_size=kernel, stride=strides, padding=pairs, dilation=dilations, ceil_mode=ceil_mode,
     )
     for dim in range(rank):
-        empty = _windows_reading_nothing(spec, dim)
+        empty = spec.geometry.windows_reading_nothing(dim)
         if empty.size:
             fail(ValueError, op, "dilation",
                  f"{dilations[dim]} in spatial dimension {dim}, where the window at output position "

@@ -1,4 +1,4 @@
-"""The window engines fixed-window pooling runs on: tap tables, separable reductions, the phase grid, gathers.
+"""The window engines fixed-window pooling runs on: separable reductions, the phase grid, gathers, running max.
 
 Max and average pooling are defined by the one window primitive: the input is
 padded (:func:`convolab._window.pad`) and
@@ -21,6 +21,12 @@ row at a time:
 - a huge kernel is first cut to the taps that read the input in some window
   (:func:`_trim_kernel`).
 
+Where each tap of each window reads (``o*s + j*d - low``), as a table, as one
+slice pair per tap, as the taps that ever read the input, or on the stride
+phases, comes from the spec's shared :class:`convolab._geometry.WindowGeometry`
+(:attr:`PoolSpec.geometry`); what is pooling's own here is that arithmetic in
+flat plane coordinates (:func:`_index_tables`: max pooling returns flat indices).
+
 The running maximum (:func:`_keep_max`, which carries the tie rule of
 :mod:`convolab.pooling`) and the gradient's scatter into input planes are
 shared with adaptive max pooling.
@@ -38,10 +44,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._geometry import WindowGeometry
 from ._spec import PoolSpec
 
 # ---------------------------------------------------------------------------
-# Tap arithmetic: where tap j of window o reads
+# Flat plane indices (what max pooling returns)
 # ---------------------------------------------------------------------------
 
 
@@ -50,16 +57,26 @@ def _plane_strides(size: Sequence[int]) -> tuple[int, ...]:
     return tuple(prod(size[dim + 1:]) for dim in range(len(size)))
 
 
-def _tap_table(spec: PoolSpec, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where each tap of each window lands along ``dim``: input positions ``(out, k)`` and validity.
+@lru_cache(maxsize=256)
+def _index_tables(geometry: WindowGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """How a window's chosen tap becomes its flat plane index: ``origin[o] + offset_by_code[code]``.
 
-    ``position[o, j] = o * stride + j * dilation - low``, in unpadded input
-    coordinates; ``valid`` is False where that is padding.
+    The tap arithmetic ``o*s + j*d - low`` split into the window's part and the
+    tap's, each in flat plane coordinates (pooling's own: only max pooling
+    returns flat indices). ``code`` is ``k^d - tap`` (tap in row-major window
+    order; code 0 is never chosen). Returns read-only ``offset_by_code``
+    ``(k^d + 1,)`` and ``window_origins`` ``(*out)``, the plane index of
+    ``o * stride - low``, both int64.
     """
-    (low, _), size = spec.padding[dim], spec.input_size[dim]
-    position = (np.arange(spec.output_size[dim])[:, None] * spec.stride[dim]
-                + np.arange(spec.kernel_size[dim])[None, :] * spec.dilation[dim] - low)  # (out, k)
-    return position, (position >= 0) & (position < size)
+    plane_strides = _plane_strides(geometry.input_size)
+    offsets = [sum(j * d * st for j, d, st in zip(tap, geometry.dilation, plane_strides))
+               for tap in np.ndindex(*geometry.kernel_size)]
+    offset_by_code = np.array([0, *reversed(offsets)], dtype=np.int64)
+    window_origins = reduce(np.add.outer, [(np.arange(out, dtype=np.int64) * s - low) * st for out, s, low, st
+                                           in zip(geometry.output_size, geometry.stride, geometry.low, plane_strides)])
+    offset_by_code.setflags(write=False)
+    window_origins.setflags(write=False)
+    return offset_by_code, window_origins
 
 
 # ---------------------------------------------------------------------------
@@ -75,70 +92,8 @@ def _tap_table(spec: PoolSpec, dim: int) -> tuple[np.ndarray, np.ndarray]:
 # strided view that NumPy walks one short row at a time).
 
 
-@lru_cache(maxsize=1024)
-def _axis_taps(size: int, kernel: int, stride: int, dilation: int, low: int,
-               out: int) -> tuple[tuple[slice, slice], ...]:
-    """Per tap along one axis: (the outputs it reaches, the inputs it reads), taps reaching every output first.
-
-    In 5, kernel 3, stride 2, padding 1: tap 1 reaches all three outputs, tap 0
-    misses output 0 (it would read -1), tap 2 misses output 2 (it would read 5):
-
-    >>> _axis_taps(5, 3, 2, 1, 1, 3)
-    ((slice(0, 3, None), slice(0, 5, 2)), (slice(1, 3, None), slice(1, 4, 2)), (slice(0, 2, None), slice(1, 4, 2)))
-    """
-    taps = _axis_taps_in_order(size, kernel, stride, dilation, low, out)
-    return tuple(sorted(taps, key=lambda tap: tap[0] != slice(0, out)))
-
-
-@lru_cache(maxsize=1024)
-def _axis_taps_in_order(size: int, kernel: int, stride: int, dilation: int, low: int,
-                        out: int) -> tuple[tuple[slice, slice], ...]:
-    """:func:`_axis_taps` in window order (tap ``j`` ascending), the taps that read only padding left out."""
-    taps = []
-    for run in _reaching_taps(size, kernel, stride, dilation, low, out):
-        for j in run:
-            offset = j * dilation - low  # tap j of output o reads o * stride + offset
-            lo = max(0, -(offset // stride))  # first o with o * stride + offset >= 0
-            hi = min(out, (size - 1 - offset) // stride + 1)  # past the last o with o * stride + offset < size
-            if hi > lo:
-                start = lo * stride + offset
-                taps.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
-    return tuple(taps)
-
-
-@lru_cache(maxsize=1024)
-def _reaching_taps(size: int, kernel: int, stride: int, dilation: int, low: int, out: int) -> tuple[range, ...]:
-    """The taps along one axis with which some window reads an input cell, as ascending runs.
-
-    Window ``o`` reads the input with the taps ``j`` from ``ceil((low - o*s) / d)``
-    to ``floor((low - o*s + size - 1) / d)`` (within the kernel); the other taps
-    read padding in every window. A huge kernel (``padding`` up to half of it)
-    has few such taps: one run where the windows' runs overlap, more where a
-    huge stride (``ceil_mode``'s last window) sets them apart.
-
-    >>> _reaching_taps(5, 2 * 10**8, 1, 1, 10**8, 6)
-    (range(99999995, 100000005),)
-    >>> _reaching_taps(5, 2 * 10**5, 10**5, 1, 10**5, 2)
-    (range(0, 5), range(100000, 100005))
-    """
-    # Windows last to first: their runs ascend. Python ints where a product could pass int64.
-    dtype = np.int64 if (out - 1) * stride + low + size < 2**62 else object
-    start = np.arange(out - 1, -1, -1).astype(dtype) * stride - low  # (out,): tap 0's cell, last window first
-    first = np.maximum(-(start // dilation), 0)
-    last = np.minimum((size - 1 - start) // dilation, kernel - 1)
-    reads = first <= last
-    first, last = first[reads], last[reads]
-    if not first.size:
-        return ()
-    # A new run starts where a window's first tap is past every earlier window's last tap plus one.
-    reach = np.maximum.accumulate(last)
-    breaks = np.flatnonzero(first[1:] > reach[:-1] + 1) + 1
-    starts, stops = np.split(first, breaks), np.split(reach, breaks)
-    return tuple(range(int(a[0]), int(b[-1]) + 1) for a, b in zip(starts, stops))
-
-
 def _trim_kernel(spec: PoolSpec) -> PoolSpec:
-    """``spec`` with each axis's kernel cut to its reaching taps (:func:`_reaching_taps`), or ``spec`` itself.
+    """``spec`` with each axis's kernel cut to its reaching taps (``WindowGeometry.reaching_taps``), or ``spec``.
 
     The cut taps read padding in every window, which max pooling skips, so the
     windows' values and indices are the same; every per-tap loop then runs over
@@ -148,7 +103,7 @@ def _trim_kernel(spec: PoolSpec) -> PoolSpec:
     below zero: a tap that starts inside the input is kept), the output size is
     the original's, and the high side is whatever the kept windows need.
     """
-    cut = _cut_kernel(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)
+    cut = _cut_kernel(spec.geometry)
     if cut is None:
         return spec
     kernel, padding = cut
@@ -158,22 +113,19 @@ def _trim_kernel(spec: PoolSpec) -> PoolSpec:
 
 
 @lru_cache(maxsize=256)
-def _cut_kernel(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                dilation: tuple[int, ...], padding: tuple[tuple[int, int], ...],
-                output_size: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
+def _cut_kernel(geometry: WindowGeometry) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
     """:func:`_trim_kernel`'s kernel and padding for one geometry (None: nothing to cut), cached."""
-    runs = [_reaching_taps(size, k, s, d, low, out) or (range(0, k),) for size, k, s, d, (low, _), out
-            in zip(input_size, kernel_size, stride, dilation, padding, output_size)]
-    firsts = [min(taps[0].start, low // d) for taps, (low, _), d in zip(runs, padding, dilation)]
+    runs = [geometry.reaching_taps(dim) or (range(0, k),) for dim, k in enumerate(geometry.kernel_size)]
+    firsts = [min(taps[0].start, low // d) for taps, low, d in zip(runs, geometry.low, geometry.dilation)]
     kernel = tuple(taps[-1].stop - first for taps, first in zip(runs, firsts))
-    if kernel == kernel_size:
+    if kernel == geometry.kernel_size:
         return None
-    return kernel, tuple((low - first * d, 0) for (low, _), first, d in zip(padding, firsts, dilation))
+    return kernel, tuple((low - first * d, 0) for low, first, d in zip(geometry.low, firsts, geometry.dilation))
 
 
 def _reduce_axis(y: np.ndarray, axis: int, taps: tuple[tuple[slice, slice], ...], out: int, ufunc: np.ufunc,
                  identity: Any, dtype: np.dtype) -> np.ndarray:
-    """``ufunc`` over the ``taps`` (from :func:`_axis_taps`) along ``axis``, which becomes ``out`` long."""
+    """``ufunc`` over the ``taps`` (:attr:`PoolSpec.reduction_taps`) along ``axis``, which becomes ``out`` long."""
     lead = (slice(None),) * axis
     reduced = np.empty(y.shape[:axis] + (out,) + y.shape[axis + 1:], dtype=dtype)
     full = [lead + (read,) for reached, read in taps if reached == slice(0, out)]
@@ -197,10 +149,8 @@ def _reduce_windows(x: np.ndarray, spec: PoolSpec, ufunc: np.ufunc, identity: An
     type, so integers are summed as float64, never in their own (overflowing) type.
     """
     y = x
-    for axis, (size, k, s, d, (low, _), out) in enumerate(
-            zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size),
-            start=2):
-        y = _reduce_axis(y, axis, _axis_taps(size, k, s, d, low, out), out, ufunc, identity, dtype)
+    for dim, out in enumerate(spec.output_size):
+        y = _reduce_axis(y, dim + 2, spec.reduction_taps[dim], out, ufunc, identity, dtype)
     return y
 
 
@@ -213,8 +163,10 @@ def _spread_windows(grad: np.ndarray, spec: PoolSpec, dtype: np.dtype) -> np.nda
     Returns ``(N, C, *in)`` of ``dtype``.
     """
     z = grad.astype(dtype, copy=False)
-    geometry = zip(spec.input_size, spec.kernel_size, spec.stride, spec.dilation, spec.padding, spec.output_size)
-    for axis, (size, k, s, d, (low, _), out) in reversed(list(enumerate(geometry, start=2))):
+    geometry = spec.geometry
+    axes = zip(geometry.input_size, geometry.kernel_size, geometry.stride, geometry.dilation, geometry.low,
+               geometry.output_size)
+    for axis, (size, k, s, d, low, out) in reversed(list(enumerate(axes, start=2))):
         if s == k and (d == 1 or k == 1) and low == 0 and out * k == size:
             z = np.repeat(z, k, axis=axis)
             continue
@@ -223,7 +175,7 @@ def _spread_windows(grad: np.ndarray, spec: PoolSpec, dtype: np.dtype) -> np.nda
         # Taps reading one phase (the inputs i with the same i % stride) may overlap, so they add;
         # the first tap of a phase lands on zeros only, so it copies (a write instead of a read and a write).
         phases_written = set()
-        for reached, read in _axis_taps(size, k, s, d, low, out):
+        for reached, read in spec.reduction_taps[axis - 2]:
             target = spread[lead + (read,)]
             if read.start % s in phases_written:
                 np.add(target, z[lead + (reached,)], out=target)
@@ -232,26 +184,6 @@ def _spread_windows(grad: np.ndarray, spec: PoolSpec, dtype: np.dtype) -> np.nda
                 phases_written.add(read.start % s)
         z = spread
     return z
-
-
-@lru_cache(maxsize=256)
-def _index_tables(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                  dilation: tuple[int, ...], low: tuple[int, ...],
-                  output_size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """How a window's chosen tap becomes its flat plane index: ``origin[o] + offset_by_code[code]``.
-
-    ``code`` is ``k^d - tap`` (tap in row-major window order; code 0 is never
-    chosen). Returns read-only ``offset_by_code`` ``(k^d + 1,)`` and
-    ``window_origins`` ``(*out)``, the plane index of ``o * stride - padding``, both int64.
-    """
-    plane_strides = _plane_strides(input_size)
-    offsets = [sum(j * d * st for j, d, st in zip(tap, dilation, plane_strides)) for tap in np.ndindex(*kernel_size)]
-    offset_by_code = np.array([0, *reversed(offsets)], dtype=np.int64)
-    window_origins = reduce(np.add.outer, [(np.arange(out, dtype=np.int64) * s - pad) * st
-                                           for out, s, pad, st in zip(output_size, stride, low, plane_strides)])
-    offset_by_code.setflags(write=False)
-    window_origins.setflags(write=False)
-    return offset_by_code, window_origins
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +198,8 @@ def _index_tables(input_size: tuple[int, ...], kernel_size: tuple[int, ...], str
 #
 # Along one dimension (stride s, dilation d, low padding L), tap j of window o reads
 #     o * s + j * d - L = (o + q_j) * s + a_j,  a_j = (j*d - L) mod s,  q_j = floor((j*d - L) / s),
-# the element at index o + q_j of the input's phase a_j (positions a_j, a_j + s, ...).
+# the element at index o + q_j of the input's phase a_j (positions a_j, a_j + s, ...): the shared
+# stride-phase decomposition, WindowGeometry.stride_phases.
 # Phase a's grid holds its indices m = g + min(q) for g in [0, M), M = out + max(q) - min(q);
 # cells outside the input hold a fill (-inf, or the integer minimum). Flatten a phase's
 # (N, C, *M) grid: tap j over every window at once is the slice starting at
@@ -298,20 +231,20 @@ class _PhaseGrid:
 
 
 @lru_cache(maxsize=256)
-def _phase_grid(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                dilation: tuple[int, ...], low: tuple[int, ...], output_size: tuple[int, ...]) -> _PhaseGrid:
+def _phase_grid(geometry: WindowGeometry) -> _PhaseGrid:
     """The phase grid of a pooling geometry; pure integer bookkeeping, cached."""
-    rank = len(input_size)
-    # per dimension and tap: phase a_j and grid index shift q_j
-    phase_of = [[(j * d - pad) % s for j in range(k)] for k, s, d, pad in zip(kernel_size, stride, dilation, low)]
-    shift_of = [[(j * d - pad) // s for j in range(k)] for k, s, d, pad in zip(kernel_size, stride, dilation, low)]
-    q_min = [min(q) for q in shift_of]
-    grid_size = tuple(out + max(q) - lo for out, q, lo in zip(output_size, shift_of, q_min))
+    input_size, kernel_size, stride, output_size = (geometry.input_size, geometry.kernel_size, geometry.stride,
+                                                    geometry.output_size)
+    rank = geometry.rank
+    # per dimension: phase a_j and grid index shift q_j of every tap (the shared stride-phase decomposition)
+    axes = [geometry.stride_phases(dim) for dim in range(rank)]
+    q_min = [min(axis.shift) for axis in axes]
+    grid_size = tuple(axis.span(out) for axis, out in zip(axes, output_size))
     grid_strides = _plane_strides(grid_size)
     tap_phases, shifts = [], []
-    for tap in np.ndindex(*kernel_size):
-        tap_phases.append(tuple(phase_of[dim][j] for dim, j in enumerate(tap)))
-        shifts.append(sum((shift_of[dim][j] - q_min[dim]) * grid_strides[dim] for dim, j in enumerate(tap)))
+    for phase, shift in geometry.phase_taps():  # row-major window order
+        tap_phases.append(phase)
+        shifts.append(sum((q - lo) * st for q, lo, st in zip(shift, q_min, grid_strides)))
     phases = tuple(sorted(set(tap_phases)))
     copies, borders = [], []
     for phase in phases:
@@ -328,19 +261,14 @@ def _phase_grid(input_size: tuple[int, ...], kernel_size: tuple[int, ...], strid
                      if not empty]
         copies.append((tuple(source), tuple(target)))
         borders.append(tuple(fill))
-    offset_by_code, window_origins = _index_tables(input_size, kernel_size, stride, dilation, low, output_size)
-    reads_fill = any(pad > 0 or (out - 1) * s + (k - 1) * d - pad >= size
-                     for size, k, s, d, pad, out in zip(input_size, kernel_size, stride, dilation, low, output_size))
+    offset_by_code, window_origins = _index_tables(geometry)
+    reads_fill = any(low > 0 or (out - 1) * s + (k - 1) * d - low >= size for size, k, s, d, low, out
+                     in zip(input_size, kernel_size, stride, geometry.dilation, geometry.low, output_size))
     return _PhaseGrid(
         output_size=output_size, grid_size=grid_size, phases=phases, copies=tuple(copies), borders=tuple(borders),
         taps=tuple((phases.index(a), shift) for a, shift in zip(tap_phases, shifts)), reach=max(shifts),
         reads_fill=reads_fill, offset_by_code=offset_by_code, window_origins=window_origins,
     )
-
-
-def _grid_of(spec: PoolSpec) -> _PhaseGrid:
-    return _phase_grid(spec.input_size, spec.kernel_size, spec.stride, spec.dilation,
-                       tuple(low for low, _ in spec.padding), spec.output_size)
 
 
 def _fill_grid(x: np.ndarray, grid: _PhaseGrid, fill: Any) -> np.ndarray:
@@ -380,24 +308,22 @@ class _WindowTable:
 
 
 @lru_cache(maxsize=256)
-def _window_table(input_size: tuple[int, ...], kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                  dilation: tuple[int, ...], low: tuple[int, ...], output_size: tuple[int, ...]) -> _WindowTable:
+def _window_table(geometry: WindowGeometry) -> _WindowTable:
     """The window table of a pooling geometry; integer bookkeeping, cached."""
-    count = prod(kernel_size)
-    plane_strides = _plane_strides(input_size)
-    gather = np.empty((count, prod(output_size)), dtype=np.intp)
+    count, plane = prod(geometry.kernel_size), prod(geometry.input_size)
+    plane_strides = _plane_strides(geometry.input_size)
+    positions = [geometry.tap_positions(dim) for dim in range(geometry.rank)]  # per dim: (out_d, k_d)
+    reads = [geometry.reads_input(dim) for dim in range(geometry.rank)]  # per dim: (out_d, k_d)
+    gather = np.empty((count, prod(geometry.output_size)), dtype=np.intp)
     code = np.zeros(gather.shape, dtype=np.min_scalar_type(count))
-    for number, tap in enumerate(np.ndindex(*kernel_size)):
-        # per dimension: the position this tap reads in each window, (out_d,)
-        positions = [np.arange(out) * s + j * d - pad
-                     for out, s, j, d, pad in zip(output_size, stride, tap, dilation, low)]
-        inside = reduce(np.logical_and.outer, [(p >= 0) & (p < size) for p, size in zip(positions, input_size)])
-        flat = reduce(np.add.outer, [p * st for p, st in zip(positions, plane_strides)])  # (*out)
-        gather[number] = np.where(inside, flat, prod(input_size)).ravel()
+    for number, tap in enumerate(np.ndindex(*geometry.kernel_size)):
+        inside = reduce(np.logical_and.outer, [read[:, j] for read, j in zip(reads, tap)])  # (*out)
+        flat = reduce(np.add.outer, [position[:, j] * st for position, j, st in zip(positions, tap, plane_strides)])
+        gather[number] = np.where(inside, flat, plane).ravel()
         code[number] = np.where(inside, count - number, 0).ravel()
     gather.setflags(write=False)
     code.setflags(write=False)
-    offset_by_code, window_origins = _index_tables(input_size, kernel_size, stride, dilation, low, output_size)
+    offset_by_code, window_origins = _index_tables(geometry)
     return _WindowTable(gather=gather, code=code, offset_by_code=offset_by_code, window_origins=window_origins.ravel())
 
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 from functools import lru_cache, reduce
 from math import prod
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .._errors import fail
-from .._vjp import defines_vjp
-from ..spec import check_flag, normalize_ints
-from ._docs import _ADAPTIVE_AVG_EXAMPLES, _ADAPTIVE_DOC, _ADAPTIVE_MAX_EXAMPLES, _rank_fields
-from ._spec import _batch_input, _check_grad_output, _rank_from_tuple, _split_values_cotangent, _unbatch
-from ._windows import _axis_taps, _keep_max, _plane_strides, _reduce_axis, _scatter_to_planes
+from .._checks import check_flag, normalize_ints
+from .._fixed_rank import fixed_rank_ops
+from .._geometry import WindowGeometry
+from ._docs import _ADAPTIVE_AVG_WORDS, _ADAPTIVE_DOC, _ADAPTIVE_MAX_WORDS
+from ._spec import _batch_input, _batched_grad_output, _rank_from_tuple, _split_values_cotangent, _unbatch
+from ._windows import _keep_max, _plane_strides, _reduce_axis, _scatter_to_planes
 from .average import _as_divisor, _average_dtypes
 
 __all__ = [
@@ -151,8 +152,9 @@ def _adaptive_avg_forward(x: np.ndarray, output_size: tuple[int, ...]) -> np.nda
         for axis in tiled + [axis for axis in reversed(pooled) if axis not in tiled]:
             size, out = y.shape[axis], output_size[axis - 2]
             if axis in tiled:
-                width = size // out
-                y = _reduce_axis(y, axis, _axis_taps(size, width, width, 1, 0, out), out, np.add, 0, accumulate)
+                width = size // out  # tiling windows: an average pooling's, kernel = stride = width
+                taps = WindowGeometry((size,), (width,), (width,), (1,), ((0, 0),)).axis_taps(0, whole_first=True)
+                y = _reduce_axis(y, axis, taps, out, np.add, 0, accumulate)
             else:
                 y = _along_axis(y, _adaptive_matrix(size, out, accumulate), axis)
     averaged = np.divide(y, _as_divisor(_adaptive_areas(x.shape[2:], output_size), accumulate))
@@ -209,104 +211,61 @@ def _adaptive_max_forward(x: np.ndarray, output_size: tuple[int, ...]) -> tuple[
 
 
 
-def _fixed_rank_adaptive_avg_pool(op: str, rank: int | None, summary: str) -> Callable[..., Any]:
-    """Make the adaptive average pooling op ``op`` and its vjp."""
-
-    def adaptive_avg_pool_op(input: np.ndarray, output_size: Any) -> np.ndarray:
-        x, batched, size = _adaptive_args(op, rank, input, output_size)
-        return _unbatch(batched, _adaptive_avg_forward(x, size))[0]
-
-    @defines_vjp(adaptive_avg_pool_op)
-    def _adaptive_avg_pool_vjp(input: np.ndarray, output_size: Any) -> tuple[np.ndarray, Any]:
-        # Linear and separable: per axis, out[o] = sum over window o of x / length[o];
-        # the pullback applies each axis' transpose (_adaptive_avg_backward).
-        x, batched, size = _adaptive_args(op, rank, input, output_size)
-        output = _adaptive_avg_forward(x, size)
-
-        def pullback(grad_output: np.ndarray) -> tuple[np.ndarray]:
-            expected = output.shape if batched else output.shape[1:]
-            grad_output = _check_grad_output(op, grad_output, expected)
-            batched_grad = grad_output if batched else grad_output[np.newaxis]
-            return _unbatch(batched, _adaptive_avg_backward(batched_grad, x.shape[2:]))
-
-        return _unbatch(batched, output)[0], pullback
-
-    fields = _rank_fields(rank)
-    adaptive_avg_pool_op.__name__ = adaptive_avg_pool_op.__qualname__ = op
-    adaptive_avg_pool_op.__doc__ = _ADAPTIVE_DOC.format(
-        summary=summary, **fields,
-        semantics="Each output is its window's mean.",
-        extra_params="",
-        returns="numpy.ndarray\n        ``(N, C, *output_size)`` (no batch axis for unbatched input); float16\n"
-                "        is summed in float32; integers are averaged and returned as float64.",
-        examples=_ADAPTIVE_AVG_EXAMPLES[rank],
-    )
-    return adaptive_avg_pool_op
+def _adaptive_avg_pool_op(op: str, rank: int | None, input: np.ndarray, output_size: Any) -> np.ndarray:
+    """The adaptive average pooling ops (``op`` for ``rank`` spatial dimensions, ``None``: any)."""
+    x, batched, size = _adaptive_args(op, rank, input, output_size)
+    return _unbatch(batched, _adaptive_avg_forward(x, size))[0]
 
 
-def _fixed_rank_adaptive_max_pool(op: str, rank: int | None, summary: str) -> Callable[..., Any]:
-    """Make the adaptive max pooling op ``op`` and its vjp."""
+def _adaptive_avg_pool_vjp(op: str, rank: int | None, input: np.ndarray, output_size: Any) -> tuple[np.ndarray, Any]:
+    """:func:`_adaptive_avg_pool_op`'s output and pullback."""
+    # Linear and separable: per axis, out[o] = sum over window o of x / length[o];
+    # the pullback applies each axis' transpose (_adaptive_avg_backward).
+    x, batched, size = _adaptive_args(op, rank, input, output_size)
+    output = _adaptive_avg_forward(x, size)
 
-    def _run(input: Any, output_size: Any, return_indices: Any) -> tuple[np.ndarray, np.ndarray, bool, bool, tuple]:
-        """Batched values and indices, whether batched, the checked flag, and the input's spatial size."""
-        return_indices = check_flag(return_indices, "return_indices", op)
-        x, batched, size = _adaptive_args(op, rank, input, output_size)
-        values, indices = _adaptive_max_forward(x, size)
-        return values, indices, batched, return_indices, x.shape[2:]
+    def pullback(grad_output: np.ndarray) -> tuple[np.ndarray]:
+        batched_grad = _batched_grad_output(op, grad_output, output.shape[0 if batched else 1:], batched)
+        return _unbatch(batched, _adaptive_avg_backward(batched_grad, x.shape[2:]))
 
-    def adaptive_max_pool_op(input: np.ndarray, output_size: Any, return_indices: bool = False) -> Any:
-        values, indices, batched, return_indices, _ = _run(input, output_size, return_indices)
-        values, indices = _unbatch(batched, values, indices)
-        return (values, indices) if return_indices else values
-
-    @defines_vjp(adaptive_max_pool_op)
-    def _adaptive_max_pool_vjp(input: np.ndarray, output_size: Any, return_indices: bool = False) -> tuple[Any, Any]:
-        # As for max_pool: the pullback adds grad_output[o] at the selected index[o].
-        values, indices, batched, return_indices, input_size = _run(input, output_size, return_indices)
-
-        def pullback(grad_output: Any) -> tuple[np.ndarray]:
-            if return_indices:
-                grad_output = _split_values_cotangent(op, grad_output)
-            grad_output = _check_grad_output(op, grad_output, values.shape if batched else values.shape[1:])
-            batched_grad = grad_output if batched else grad_output[np.newaxis]
-            return _unbatch(batched, _scatter_to_planes(batched_grad, indices, input_size))
-
-        caller_values, caller_indices = _unbatch(batched, values, indices)
-        return ((caller_values, caller_indices) if return_indices else caller_values), pullback
-
-    fields = _rank_fields(rank)
-    adaptive_max_pool_op.__name__ = adaptive_max_pool_op.__qualname__ = op
-    adaptive_max_pool_op.__doc__ = _ADAPTIVE_DOC.format(
-        summary=summary, **fields,
-        semantics=("Each output is its window's maximum. Ties go to the first maximum in\n"
-                   "    row-major window order, which alone receives the gradient; NaN propagates\n"
-                   "    with the index of the window's last NaN. Both as in PyTorch. Under\n"
-                   "    ``convolab.vjp`` with ``return_indices=True`` the pullback takes the\n"
-                   "    values' cotangent (or ``(grad_values, None)``)."),
-        extra_params=("\n    return_indices : bool\n        Also return the int64 flat index of each "
-                      "maximum in its ``(n, c)`` plane."),
-        returns=("numpy.ndarray, or (numpy.ndarray, numpy.ndarray)\n        ``(N, C, *output_size)`` "
-                 "(no batch axis for unbatched input) in the input's dtype;\n        with ``return_indices``, "
-                 "also the int64 indices."),
-        examples=_ADAPTIVE_MAX_EXAMPLES[rank],
-    )
-    return adaptive_max_pool_op
+    return _unbatch(batched, output)[0], pullback
 
 
-adaptive_avg_pool = _fixed_rank_adaptive_avg_pool(
-    "adaptive_avg_pool", None, "N-d adaptive average pooling to a fixed output size.")
-adaptive_avg_pool1d = _fixed_rank_adaptive_avg_pool(
-    "adaptive_avg_pool1d", 1, "1-d adaptive average pooling: ``adaptive_avg_pool`` with one spatial dimension.")
-adaptive_avg_pool2d = _fixed_rank_adaptive_avg_pool(
-    "adaptive_avg_pool2d", 2, "2-d adaptive average pooling: ``adaptive_avg_pool`` with two spatial dimensions.")
-adaptive_avg_pool3d = _fixed_rank_adaptive_avg_pool(
-    "adaptive_avg_pool3d", 3, "3-d adaptive average pooling: ``adaptive_avg_pool`` with three spatial dimensions.")
-adaptive_max_pool = _fixed_rank_adaptive_max_pool(
-    "adaptive_max_pool", None, "N-d adaptive max pooling to a fixed output size.")
-adaptive_max_pool1d = _fixed_rank_adaptive_max_pool(
-    "adaptive_max_pool1d", 1, "1-d adaptive max pooling: ``adaptive_max_pool`` with one spatial dimension.")
-adaptive_max_pool2d = _fixed_rank_adaptive_max_pool(
-    "adaptive_max_pool2d", 2, "2-d adaptive max pooling: ``adaptive_max_pool`` with two spatial dimensions.")
-adaptive_max_pool3d = _fixed_rank_adaptive_max_pool(
-    "adaptive_max_pool3d", 3, "3-d adaptive max pooling: ``adaptive_max_pool`` with three spatial dimensions.")
+def _adaptive_max(op: str, rank: int | None, input: Any, output_size: Any,
+                  return_indices: Any) -> tuple[np.ndarray, np.ndarray, bool, bool, tuple[int, ...]]:
+    """Batched values and indices, whether batched, the checked flag, and the input's spatial size."""
+    return_indices = check_flag(return_indices, "return_indices", op)
+    x, batched, size = _adaptive_args(op, rank, input, output_size)
+    values, indices = _adaptive_max_forward(x, size)
+    return values, indices, batched, return_indices, x.shape[2:]
 
+
+def _adaptive_max_pool_op(op: str, rank: int | None, input: np.ndarray, output_size: Any,
+                          return_indices: bool = False) -> Any:
+    """The adaptive max pooling ops (``op`` for ``rank`` spatial dimensions, ``None``: any)."""
+    values, indices, batched, return_indices, _ = _adaptive_max(op, rank, input, output_size, return_indices)
+    values, indices = _unbatch(batched, values, indices)
+    return (values, indices) if return_indices else values
+
+
+def _adaptive_max_pool_vjp(op: str, rank: int | None, input: np.ndarray, output_size: Any,
+                           return_indices: bool = False) -> tuple[Any, Any]:
+    """:func:`_adaptive_max_pool_op`'s output and pullback."""
+    # As for max_pool: the pullback adds grad_output[o] at the selected index[o].
+    values, indices, batched, return_indices, input_size = _adaptive_max(op, rank, input, output_size,
+                                                                         return_indices)
+
+    def pullback(grad_output: Any) -> tuple[np.ndarray]:
+        if return_indices:
+            grad_output = _split_values_cotangent(op, grad_output)
+        batched_grad = _batched_grad_output(op, grad_output, values.shape[0 if batched else 1:], batched)
+        return _unbatch(batched, _scatter_to_planes(batched_grad, indices, input_size))
+
+    caller_values, caller_indices = _unbatch(batched, values, indices)
+    return ((caller_values, caller_indices) if return_indices else caller_values), pullback
+
+
+adaptive_avg_pool, adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d = fixed_rank_ops(
+    _adaptive_avg_pool_op, "adaptive_avg_pool", _ADAPTIVE_DOC, words=_ADAPTIVE_AVG_WORDS, vjp=_adaptive_avg_pool_vjp)
+adaptive_max_pool, adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d = fixed_rank_ops(
+    _adaptive_max_pool_op, "adaptive_max_pool", _ADAPTIVE_DOC, words=_ADAPTIVE_MAX_WORDS, vjp=_adaptive_max_pool_vjp)

@@ -10,16 +10,15 @@ beside them. Integers are averaged in float64 and float16 in float32
 from __future__ import annotations
 
 from functools import lru_cache, reduce
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .._errors import fail
-from .._vjp import defines_vjp
+from .._checks import check_divisor, check_flag
+from .._fixed_rank import fixed_rank_ops
 from .._window import add_windows, pad, pad_adjoint, sliding_windows
-from ..spec import check_flag
-from ._docs import _AVG_POOL_DOC, _AVG_POOL_EXAMPLES, _AVG_POOL_INPUT_DOC, _AVG_POOL_INPUT_EXAMPLES, _rank_fields
-from ._spec import PoolSpec, _batch_input, _cached_pool_spec, _check_grad_output, _rank_from_tuple, _unbatch
+from ._docs import _AVG_POOL_DOC, _AVG_POOL_INPUT_DOC, _AVG_POOL_INPUT_WORDS, _AVG_POOL_WORDS
+from ._spec import PoolSpec, _batch_input, _batched_grad_output, _cached_pool_spec, _rank_from_tuple, _unbatch
 from ._windows import _reduce_windows, _spread_windows
 
 __all__ = [
@@ -39,17 +38,6 @@ def _average_dtypes(dtype: np.dtype) -> tuple[np.dtype, np.dtype]:
     if dtype == np.float16:
         return np.dtype(np.float32), dtype
     return dtype, dtype
-
-
-def _check_divisor(op: str, divisor_override: Any) -> int | None:
-    if divisor_override is None:
-        return None
-    if not isinstance(divisor_override, (int, np.integer)) or isinstance(divisor_override, (bool, np.bool_)):
-        fail(TypeError, op, "divisor_override", f"{divisor_override!r} of type {type(divisor_override).__name__}",
-             "must be an int or None")
-    if divisor_override == 0:
-        fail(ValueError, op, "divisor_override", "0", "must be nonzero")
-    return int(divisor_override)
 
 
 def _avg_divisor(spec: PoolSpec, count_include_pad: bool, divisor_override: int | None) -> Any:
@@ -90,7 +78,7 @@ def _avg_args(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     x, _ = _batch_input(op, input, rank)
     spec = _cached_pool_spec(input.shape, kernel_size, stride, padding, 1, ceil_mode, op, rank)
     count_include_pad = check_flag(count_include_pad, "count_include_pad", op)
-    divisor = _avg_divisor(spec, count_include_pad, _check_divisor(op, divisor_override))
+    divisor = _avg_divisor(spec, count_include_pad, check_divisor(op, divisor_override))
     return x, spec, divisor
 
 
@@ -145,80 +133,66 @@ def _avg_pool_backward_reference(grad_output: np.ndarray, spec: PoolSpec, diviso
 
 
 
-def _fixed_rank_avg_pool(op: str, rank: int | None, summary: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Make the average pooling op ``op`` for ``rank`` spatial dimensions (``None``: any) and its vjp."""
-
-    def avg_pool_op(
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-    ) -> np.ndarray:
-        x, spec, divisor = _avg_args(op, rank, input, kernel_size, stride, padding, ceil_mode,
-                                     count_include_pad, divisor_override)
-        return _unbatch(spec.batched, _avg_pool_forward(x, spec, divisor))[0]
-
-    @defines_vjp(avg_pool_op)
-    def _avg_pool_vjp(
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-    ) -> tuple[np.ndarray, Any]:
-        # Average pooling is linear; its pullback is its transpose (_avg_pool_backward).
-        x, spec, divisor = _avg_args(op, rank, input, kernel_size, stride, padding, ceil_mode,
-                                     count_include_pad, divisor_override)
-
-        def pullback(grad_output: np.ndarray) -> tuple[np.ndarray]:
-            grad_output = _check_grad_output(op, grad_output, spec.caller_output_shape)
-            batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
-            return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))
-
-        return _unbatch(spec.batched, _avg_pool_forward(x, spec, divisor))[0], pullback
-
-    fields = _rank_fields(rank)
-    avg_pool_op.__name__ = avg_pool_op.__qualname__ = op
-    avg_pool_op.__doc__ = _AVG_POOL_DOC.format(
-        summary=summary, **fields,
-        examples=_AVG_POOL_EXAMPLES[rank],
-    )
-
-    def avg_pool_input_op(
-        grad_output: np.ndarray,
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-    ) -> np.ndarray:
-        grad_op = f"{op}_input"
-        _, spec, divisor = _avg_args(grad_op, rank, input, kernel_size, stride, padding, ceil_mode,
-                                     count_include_pad, divisor_override)
-        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
-        batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
-        return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))[0]
-
-    avg_pool_input_op.__name__ = avg_pool_input_op.__qualname__ = f"{op}_input"
-    avg_pool_input_op.__doc__ = _AVG_POOL_INPUT_DOC.format(
-        summary=f"Gradient of :func:`{op}` with respect to its input.",
-        forward=op, **fields, examples=_AVG_POOL_INPUT_EXAMPLES[rank],
-    )
-    return avg_pool_op, avg_pool_input_op
+def _avg_pool_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """The average pooling ops (``op`` for ``rank`` spatial dimensions, ``None``: any); docs: ``_AVG_POOL_DOC``."""
+    x, spec, divisor = _avg_args(op, rank, input, kernel_size, stride, padding, ceil_mode,
+                                 count_include_pad, divisor_override)
+    return _unbatch(spec.batched, _avg_pool_forward(x, spec, divisor))[0]
 
 
-avg_pool, avg_pool_input = _fixed_rank_avg_pool(
-    "avg_pool", None, "N-d average pooling: the mean of each window, per channel.")
-avg_pool1d, avg_pool1d_input = _fixed_rank_avg_pool(
-    "avg_pool1d", 1, "1-d average pooling: ``avg_pool`` with one spatial dimension.")
-avg_pool2d, avg_pool2d_input = _fixed_rank_avg_pool(
-    "avg_pool2d", 2, "2-d average pooling: ``avg_pool`` with two spatial dimensions.")
-avg_pool3d, avg_pool3d_input = _fixed_rank_avg_pool(
-    "avg_pool3d", 3, "3-d average pooling: ``avg_pool`` with three spatial dimensions.")
+def _avg_pool_vjp(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> tuple[np.ndarray, Any]:
+    """:func:`_avg_pool_op`'s output and pullback."""
+    # Average pooling is linear; its pullback is its transpose (_avg_pool_backward).
+    x, spec, divisor = _avg_args(op, rank, input, kernel_size, stride, padding, ceil_mode,
+                                 count_include_pad, divisor_override)
+
+    def pullback(grad_output: np.ndarray) -> tuple[np.ndarray]:
+        batched_grad = _batched_grad_output(op, grad_output, spec.caller_output_shape, spec.batched)
+        return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))
+
+    return _unbatch(spec.batched, _avg_pool_forward(x, spec, divisor))[0], pullback
+
+
+def _avg_pool_input_op(
+    op: str,
+    rank: int | None,
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
+    """The average pooling input gradients (``op`` is ``avg_pool2d_input`` and so on)."""
+    _, spec, divisor = _avg_args(op, rank, input, kernel_size, stride, padding, ceil_mode,
+                                 count_include_pad, divisor_override)
+    batched_grad = _batched_grad_output(op, grad_output, spec.caller_output_shape, spec.batched)
+    return _unbatch(spec.batched, _avg_pool_backward(batched_grad, spec, divisor))[0]
+
+
+avg_pool, avg_pool1d, avg_pool2d, avg_pool3d = fixed_rank_ops(
+    _avg_pool_op, "avg_pool", _AVG_POOL_DOC, words=_AVG_POOL_WORDS, vjp=_avg_pool_vjp)
+avg_pool_input, avg_pool1d_input, avg_pool2d_input, avg_pool3d_input = fixed_rank_ops(
+    _avg_pool_input_op, "avg_pool", _AVG_POOL_INPUT_DOC, suffix="_input", words=_AVG_POOL_INPUT_WORDS)

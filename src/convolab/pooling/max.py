@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from functools import reduce
 from math import prod
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .._vjp import defines_vjp
+from .._checks import check_flag
+from .._fixed_rank import fixed_rank_ops
 from .._window import pad, sliding_windows
-from ..spec import check_flag
-from ._docs import _MAX_POOL_DOC, _MAX_POOL_EXAMPLES, _MAX_POOL_INPUT_DOC, _MAX_POOL_INPUT_EXAMPLES, _rank_fields
-from ._spec import (PoolSpec, _batch_input, _cached_pool_spec, _check_grad_output, _rank_from_tuple,
+from ._docs import _MAX_POOL_DOC, _MAX_POOL_INPUT_DOC, _MAX_POOL_INPUT_WORDS, _MAX_POOL_WORDS
+from ._spec import (PoolSpec, _batch_input, _batched_grad_output, _cached_pool_spec, _rank_from_tuple,
                     _split_values_cotangent, _unbatch)
-from ._windows import (_axis_taps_in_order, _crop, _fill_grid, _grid_of, _keep_max, _plane_strides,
-                       _reduce_windows, _scatter_to_planes, _tap_slices, _tap_table, _trim_kernel, _window_table)
+from ._windows import (_crop, _fill_grid, _keep_max, _phase_grid, _plane_strides, _reduce_windows,
+                       _scatter_to_planes, _tap_slices, _trim_kernel, _window_table)
 
 __all__ = [
     "max_pool", "max_pool1d", "max_pool2d", "max_pool3d",
@@ -70,7 +70,7 @@ def _max_pool_separable(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.n
 
     A box's row-major-first maximum is separable (as :func:`_adaptive_max_forward`):
     along an axis each tap, in window order, offers the cells it reads to the
-    outputs it reaches (:func:`_axis_taps_in_order`, padding never offered), kept
+    outputs it reaches (``WindowGeometry.axis_taps``, padding never offered), kept
     by :func:`_keep_max` with the flat index of the chosen cell carried along.
     """
     plane_strides = _plane_strides(spec.input_size)
@@ -78,8 +78,7 @@ def _max_pool_separable(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.n
     for axis in reversed(range(2, x.ndim)):
         dim = axis - 2
         out = spec.output_size[dim]
-        taps = _axis_taps_in_order(spec.input_size[dim], spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim],
-                                   spec.padding[dim][0], out)
+        taps = spec.geometry.axis_taps(dim)  # in window order
         lead, trailing = (slice(None),) * axis, values.ndim - axis - 1
         reduced_shape = values.shape[:axis] + (out,) + values.shape[axis + 1:]
         best = np.zeros(reduced_shape, dtype=x.dtype)
@@ -105,8 +104,7 @@ def _max_pool_gathered(x: np.ndarray, spec: PoolSpec, fill: Any,
     padding cell never wins even where the maximum is ``-inf``. Windows whose
     maximum is NaN take their last NaN tap instead.
     """
-    table = _window_table(spec.input_size, spec.kernel_size, spec.stride, spec.dilation,
-                          tuple(low for low, _ in spec.padding), spec.output_size)
+    table = _window_table(spec.geometry)
     planes = x.reshape(prod(x.shape[:2]), prod(spec.input_size))  # (N * C, plane)
     padded = np.concatenate((planes, np.full((planes.shape[0], 1), fill, dtype=x.dtype)), axis=1)  # fill last
     windows = padded[:, table.gather]  # (N * C, k^d, out)
@@ -136,7 +134,7 @@ def _max_pool_grid(x: np.ndarray, spec: PoolSpec, fill: Any) -> tuple[np.ndarray
     tap instead. If some window's maximum equals the fill, a padding cell could
     tie with it, so that rare case goes to :func:`_max_pool_reference`.
     """
-    grid = _grid_of(spec)
+    grid = _phase_grid(spec.geometry)
     if x.size == 0:
         return np.zeros(spec.output_shape, dtype=x.dtype), np.zeros(spec.output_shape, dtype=np.int64)
     lead = x.shape[:2]
@@ -184,14 +182,16 @@ def _max_pool_reference(x: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.n
     """
     padded = pad(x, spec.window_padding)  # (N, C, *in + padding); zeros, never read: masked below
     windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, C, *out, *k)
-    tables = [_tap_table(spec, dim) for dim in range(spec.rank)]  # per dim: (out_d, k_d) positions, validity
+    geometry = spec.geometry
+    positions = [geometry.tap_positions(dim) for dim in range(spec.rank)]  # per dim: (out_d, k_d)
+    reads = [geometry.reads_input(dim) for dim in range(spec.rank)]  # per dim: (out_d, k_d), False for padding
     strides = _plane_strides(spec.input_size)
     best = np.zeros(spec.output_shape, dtype=x.dtype)
     best_index = np.full(spec.output_shape, -1, dtype=np.int64)
     for tap in np.ndindex(*spec.kernel_size):
         candidate = windows[(..., *tap)]  # (N, C, *out)
-        valid = reduce(np.logical_and.outer, [table[1][:, j] for table, j in zip(tables, tap)])  # (*out)
-        flat = reduce(np.add.outer, [table[0][:, j] * st for table, j, st in zip(tables, tap, strides)])  # (*out)
+        valid = reduce(np.logical_and.outer, [read[:, j] for read, j in zip(reads, tap)])  # (*out)
+        flat = reduce(np.add.outer, [position[:, j] * st for position, j, st in zip(positions, tap, strides)])
         _keep_max(best, best_index, candidate, flat, valid)
     return best, best_index
 
@@ -208,89 +208,72 @@ def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
 
 
 
-def _fixed_rank_max_pool(op: str, rank: int | None, summary: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Make the max pooling op ``op`` for ``rank`` spatial dimensions (``None``: any) and its vjp."""
-
-    def max_pool_op(
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        ceil_mode: bool = False,
-        return_indices: bool = False,
-    ) -> Any:
-        return_indices = check_flag(return_indices, "return_indices", op)
-        values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode,
-                                          with_indices=return_indices)
-        if not return_indices:
-            return _unbatch(spec.batched, values)[0]
-        return _unbatch(spec.batched, values, indices)
-
-    @defines_vjp(max_pool_op)
-    def _max_pool_vjp(
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        ceil_mode: bool = False,
-        return_indices: bool = False,
-    ) -> tuple[Any, Any]:
-        # d out[o] / d x[i] = 1 where i is window o's selected element, else 0; so the
-        # pullback adds grad_output[o] at index[o]: a scatter-add, the transpose of a gather.
-        # With return_indices the output is (values, indices); only the values pull back.
-        return_indices = check_flag(return_indices, "return_indices", op)
-        values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
-
-        def pullback(grad_output: Any) -> tuple[np.ndarray]:
-            if return_indices:
-                grad_output = _split_values_cotangent(op, grad_output)
-            grad_output = _check_grad_output(op, grad_output, spec.caller_output_shape)
-            batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
-            grad_input = _scatter_to_planes(batched_grad, indices, spec.input_size)
-            return _unbatch(spec.batched, grad_input)
-
-        caller_values, caller_indices = _unbatch(spec.batched, values, indices)
-        return ((caller_values, caller_indices) if return_indices else caller_values), pullback
-
-    fields = _rank_fields(rank)
-    max_pool_op.__name__ = max_pool_op.__qualname__ = op
-    max_pool_op.__doc__ = _MAX_POOL_DOC.format(
-        summary=summary, **fields,
-        unpool="max_unpool" if rank is None else f"max_unpool{rank}d",
-        grad="max_pool_input" if rank is None else f"max_pool{rank}d_input",
-        examples=_MAX_POOL_EXAMPLES[rank],
-    )
-
-    def max_pool_input_op(
-        grad_output: np.ndarray,
-        input: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        ceil_mode: bool = False,
-    ) -> np.ndarray:
-        grad_op = f"{op}_input"
-        _, indices, spec = _max_pool(grad_op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
-        grad_output = _check_grad_output(grad_op, grad_output, spec.caller_output_shape)
-        batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
-        return _unbatch(spec.batched, _scatter_to_planes(batched_grad, indices, spec.input_size))[0]
-
-    max_pool_input_op.__name__ = max_pool_input_op.__qualname__ = f"{op}_input"
-    max_pool_input_op.__doc__ = _MAX_POOL_INPUT_DOC.format(
-        summary=f"Gradient of :func:`{op}` with respect to its input.",
-        forward=op, **fields, examples=_MAX_POOL_INPUT_EXAMPLES[rank],
-    )
-    return max_pool_op, max_pool_input_op
+def _max_pool_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Any:
+    """The max pooling ops (``op`` for ``rank`` spatial dimensions, ``None``: any); docs: ``_docs._MAX_POOL_DOC``."""
+    return_indices = check_flag(return_indices, "return_indices", op)
+    values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode,
+                                      with_indices=return_indices)
+    if not return_indices:
+        return _unbatch(spec.batched, values)[0]
+    return _unbatch(spec.batched, values, indices)
 
 
-max_pool, max_pool_input = _fixed_rank_max_pool(
-    "max_pool", None, "N-d max pooling: the maximum of each window, per channel.")
-max_pool1d, max_pool1d_input = _fixed_rank_max_pool(
-    "max_pool1d", 1, "1-d max pooling: ``max_pool`` with one spatial dimension.")
-max_pool2d, max_pool2d_input = _fixed_rank_max_pool(
-    "max_pool2d", 2, "2-d max pooling: ``max_pool`` with two spatial dimensions.")
-max_pool3d, max_pool3d_input = _fixed_rank_max_pool(
-    "max_pool3d", 3, "3-d max pooling: ``max_pool`` with three spatial dimensions.")
+def _max_pool_vjp(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> tuple[Any, Any]:
+    """:func:`_max_pool_op`'s output and pullback."""
+    # d out[o] / d x[i] = 1 where i is window o's selected element, else 0; so the
+    # pullback adds grad_output[o] at index[o]: a scatter-add, the transpose of a gather.
+    # With return_indices the output is (values, indices); only the values pull back.
+    return_indices = check_flag(return_indices, "return_indices", op)
+    values, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+    def pullback(grad_output: Any) -> tuple[np.ndarray]:
+        if return_indices:
+            grad_output = _split_values_cotangent(op, grad_output)
+        batched_grad = _batched_grad_output(op, grad_output, spec.caller_output_shape, spec.batched)
+        return _unbatch(spec.batched, _scatter_to_planes(batched_grad, indices, spec.input_size))
+
+    caller_values, caller_indices = _unbatch(spec.batched, values, indices)
+    return ((caller_values, caller_indices) if return_indices else caller_values), pullback
+
+
+def _max_pool_input_op(
+    op: str,
+    rank: int | None,
+    grad_output: np.ndarray,
+    input: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """The max pooling input gradients (``op`` is ``max_pool2d_input`` and so on); docs: ``_MAX_POOL_INPUT_DOC``."""
+    _, indices, spec = _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode)
+    batched_grad = _batched_grad_output(op, grad_output, spec.caller_output_shape, spec.batched)
+    return _unbatch(spec.batched, _scatter_to_planes(batched_grad, indices, spec.input_size))[0]
+
+
+max_pool, max_pool1d, max_pool2d, max_pool3d = fixed_rank_ops(
+    _max_pool_op, "max_pool", _MAX_POOL_DOC, words=_MAX_POOL_WORDS, vjp=_max_pool_vjp)
+max_pool_input, max_pool1d_input, max_pool2d_input, max_pool3d_input = fixed_rank_ops(
+    _max_pool_input_op, "max_pool", _MAX_POOL_INPUT_DOC, suffix="_input", words=_MAX_POOL_INPUT_WORDS)

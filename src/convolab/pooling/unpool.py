@@ -8,26 +8,28 @@ is the pooling's input size recovered from kernel, stride and padding
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .. import shapes
+from .._checks import as_array, normalize_ints
 from .._errors import fail
-from .._vjp import defines_vjp
-from ..functional import as_array
-from ..spec import normalize_ints
-from ._docs import _MAX_UNPOOL_DOC, _MAX_UNPOOL_EXAMPLES, _rank_fields
-from ._spec import _batch_input, _check_grad_output, _normalize_stride, _rank_from_tuple, _unbatch
+from .._fixed_rank import fixed_rank_ops
+from ._docs import _MAX_UNPOOL_DOC, _MAX_UNPOOL_WORDS
+from ._spec import _batch_input, _batched_grad_output, _normalize_stride, _rank_from_tuple, _unbatch
 
 __all__ = ["max_unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
 
 def _unpool_size(op: str, input_size: Sequence[int], kernel: tuple[int, ...], strides: tuple[int, ...],
                  pads: tuple[int, ...], output_size: Any) -> tuple[int, ...]:
-    """PyTorch's rule: the default ``(in - 1) * stride - 2 * padding + kernel_size``, or a
-    requested size strictly within ``stride`` of it (``rank`` or ``rank + 2`` entries)."""
+    """PyTorch's rule: the default ``(in - 1) * stride - 2 * padding + kernel_size`` (the transposed
+    convolution's output size), or a requested size strictly within ``stride`` of it (``rank`` or ``rank + 2``
+    entries)."""
     rank = len(kernel)
-    default = tuple((size - 1) * s - 2 * p + k for size, k, s, p in zip(input_size, kernel, strides, pads))
+    default = tuple(shapes.conv_transpose_output_size(size, k, s, (p, p))
+                    for size, k, s, p in zip(input_size, kernel, strides, pads))
     if output_size is None:
         for dim, size in enumerate(default):
             if size < 0:
@@ -92,55 +94,43 @@ def _max_unpool_backward(grad_output: np.ndarray, indices: np.ndarray) -> np.nda
 
 
 
-def _fixed_rank_max_unpool(op: str, rank: int | None, summary: str) -> Callable[..., Any]:
-    """Make the max unpooling op ``op`` and its vjp."""
-
-    def max_unpool_op(
-        input: np.ndarray,
-        indices: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        output_size: Any = None,
-    ) -> np.ndarray:
-        x, flat, batched, size = _unpool_args(op, rank, input, indices, kernel_size, stride, padding, output_size)
-        return _unbatch(batched, _max_unpool_forward(x, flat, size))[0]
-
-    @defines_vjp(max_unpool_op)
-    def _max_unpool_vjp(
-        input: np.ndarray,
-        indices: np.ndarray,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        output_size: Any = None,
-    ) -> tuple[np.ndarray, Any]:
-        # out = scatter(x at indices); its pullback is the gather grad_output[indices].
-        # indices are integers: their gradient is None.
-        x, flat, batched, size = _unpool_args(op, rank, input, indices, kernel_size, stride, padding, output_size)
-        output = _max_unpool_forward(x, flat, size)
-
-        def pullback(grad_output: np.ndarray) -> tuple[np.ndarray, None]:
-            grad_output = _check_grad_output(op, grad_output, output.shape if batched else output.shape[1:])
-            batched_grad = grad_output if batched else grad_output[np.newaxis]
-            return _unbatch(batched, _max_unpool_backward(batched_grad, flat))[0], None
-
-        return _unbatch(batched, output)[0], pullback
-
-    fields = _rank_fields(rank)
-    max_unpool_op.__name__ = max_unpool_op.__qualname__ = op
-    max_unpool_op.__doc__ = _MAX_UNPOOL_DOC.format(
-        summary=summary, **fields,
-        pool="max_pool" if rank is None else f"max_pool{rank}d",
-        examples=_MAX_UNPOOL_EXAMPLES[rank],
-    )
-    return max_unpool_op
+def _max_unpool_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    indices: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    output_size: Any = None,
+) -> np.ndarray:
+    """The max unpooling ops (``op`` for ``rank`` spatial dimensions, ``None``: any)."""
+    x, flat, batched, size = _unpool_args(op, rank, input, indices, kernel_size, stride, padding, output_size)
+    return _unbatch(batched, _max_unpool_forward(x, flat, size))[0]
 
 
-max_unpool = _fixed_rank_max_unpool("max_unpool", None, "N-d max unpooling: scatter pooled maxima back into place.")
-max_unpool1d = _fixed_rank_max_unpool(
-    "max_unpool1d", 1, "1-d max unpooling: ``max_unpool`` with one spatial dimension.")
-max_unpool2d = _fixed_rank_max_unpool(
-    "max_unpool2d", 2, "2-d max unpooling: ``max_unpool`` with two spatial dimensions.")
-max_unpool3d = _fixed_rank_max_unpool(
-    "max_unpool3d", 3, "3-d max unpooling: ``max_unpool`` with three spatial dimensions.")
+def _max_unpool_vjp(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    indices: np.ndarray,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    output_size: Any = None,
+) -> tuple[np.ndarray, Any]:
+    """:func:`_max_unpool_op`'s output and pullback."""
+    # out = scatter(x at indices); its pullback is the gather grad_output[indices].
+    # indices are integers: their gradient is None.
+    x, flat, batched, size = _unpool_args(op, rank, input, indices, kernel_size, stride, padding, output_size)
+    output = _max_unpool_forward(x, flat, size)
+
+    def pullback(grad_output: np.ndarray) -> tuple[np.ndarray, None]:
+        batched_grad = _batched_grad_output(op, grad_output, output.shape[0 if batched else 1:], batched)
+        return _unbatch(batched, _max_unpool_backward(batched_grad, flat))[0], None
+
+    return _unbatch(batched, output)[0], pullback
+
+
+max_unpool, max_unpool1d, max_unpool2d, max_unpool3d = fixed_rank_ops(
+    _max_unpool_op, "max_unpool", _MAX_UNPOOL_DOC, words=_MAX_UNPOOL_WORDS, vjp=_max_unpool_vjp)
