@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab.algorithms import fft_block_plan
+from convolab.algorithms import fft_blocks
 from convolab.algorithms.gemm import _batch_inner
 from convolab.spec import conv_spec
 
@@ -61,7 +61,7 @@ def test_blocked_fft_matches_direct(input_shape, weight_shape, params):
     rng = np.random.default_rng(len(input_shape))
     spec = conv_spec(input_shape, weight_shape, **params)
     extent = tuple((k - 1) * d + 1 for k, d in zip(spec.kernel_size, spec.dilation))
-    blocks, _ = fft_block_plan(spec.padded_size, extent, spec.stride, spec.output_size)
+    blocks, _ = fft_blocks(spec.padded_size, extent, spec.stride, spec.output_size)
     assert blocks[0] < spec.output_size[0], "the first axis must be cut into blocks"
     x = rng.standard_normal(input_shape)
     w = rng.standard_normal(weight_shape)
@@ -73,9 +73,9 @@ def test_blocked_fft_matches_direct(input_shape, weight_shape, params):
                                cl.conv(xc, w.astype(np.complex128), algorithm="direct", **params), atol=1e-8)
 
 
-def test_fft_block_plan_keeps_short_axes_whole_and_cuts_long_ones():
-    assert fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60)) == ((60, 60), (64, 64))
-    blocks, lengths = fft_block_plan((1_000_000,), (501,), (1,), (999_500,))
+def test_fft_blocks_keeps_short_axes_whole_and_cuts_long_ones():
+    assert fft_blocks((64, 64), (5, 5), (1, 1), (60, 60)) == ((60, 60), (64, 64))
+    blocks, lengths = fft_blocks((1_000_000,), (501,), (1,), (999_500,))
     assert lengths[0] < 10_000 and blocks[0] == lengths[0] - 501 + 1
 
 

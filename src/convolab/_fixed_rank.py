@@ -20,12 +20,14 @@ Each public function is compiled from a two-line source (``def conv2d(input,
 weight, ...): return implementation("conv2d", 2, input, weight, ...)``) rather
 than forwarding ``*args, **kwargs``: a call then costs what a hand-written
 wrapper costs (no signature binding), and a wrong argument is refused by
-Python with the op's own name.
+Python with the op's own name. Tracebacks show that line, from a file named
+``<module op>`` (its source is put in :mod:`linecache`).
 """
 
 from __future__ import annotations
 
 import inspect
+import linecache
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -79,8 +81,11 @@ def fixed_rank_op(
     source = (f"def {name}({_parameter_list(parameters)}):\n"
               f"    return implementation({name!r}, {rank!r}, {_argument_list(parameters)})\n")
     namespace: dict[str, Any] = {}
+    maker = _closure(source, name)
+    filename = f"<{implementation.__module__} {name}>"  # what tracebacks print; the source is in linecache
+    linecache.cache[filename] = (len(maker), None, maker.splitlines(True), filename)
     # The implementation's globals, so the new function's are its module's (doctest looks for them there).
-    exec(_closure(source, name), implementation.__globals__, namespace)
+    exec(compile(maker, filename, "exec"), implementation.__globals__, namespace)
     function = namespace["_make"](implementation)
     function.__defaults__ = implementation.__defaults__
     function.__kwdefaults__ = implementation.__kwdefaults__

@@ -32,7 +32,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from math import prod
 from typing import Sequence
 
@@ -48,6 +48,7 @@ __all__ = [
     "window_geometry",
     "resolve_padding",
     "check_window_fits",
+    "refuse_window",
     "padding_for_outputs",
     "split_phases",
     "join_phases",
@@ -111,12 +112,12 @@ class WindowGeometry:
         """Number of spatial axes."""
         return len(self.input_size)
 
-    @property
+    @cached_property
     def extent(self) -> tuple[int, ...]:
         """The dilated kernel's extent per axis, ``d*(k - 1) + 1``."""
         return tuple(shapes.dilated_kernel_size(k, d) for k, d in zip(self.kernel_size, self.dilation))
 
-    @property
+    @cached_property
     def padded_size(self) -> tuple[int, ...]:
         """``low + in + high`` per axis."""
         return tuple(size + low + high for size, (low, high) in zip(self.input_size, self.padding))
@@ -126,7 +127,7 @@ class WindowGeometry:
         """The low padding per axis: where input cell 0 sits in padded coordinates."""
         return tuple(low for low, _ in self.padding)
 
-    @property
+    @cached_property
     def output_size(self) -> tuple[int, ...]:
         """Windows per axis, ``floor((padded - extent) / stride) + 1`` (the window must fit)."""
         return tuple(shapes.conv_output_size(size, k, s, pair, d) for size, k, s, pair, d

@@ -1,6 +1,7 @@
 """The window primitive: pad, then view every kernel position without copying.
 
-Direct convolution, im2col, unfold and pooling all start here. The last
+Direct convolution, im2col, unfold and pooling all start here; where the
+windows sit (the tap arithmetic, the stride phases) is :mod:`convolab._geometry`. The last
 ``len(kernel_size)`` axes of an array are its spatial axes; anything before them
 (batch, channels) rides along untouched.
 
@@ -26,6 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import shapes
 from ._errors import fail
+from ._geometry import WindowGeometry
 
 __all__ = ["pad", "pad_adjoint", "padded_sources", "sliding_windows", "add_windows", "reverse_spatial",
            "COMPACT_SAVING", "CompactReads", "compact_reads", "check_fits_in_memory"]
@@ -286,29 +288,26 @@ def compact_reads(
     >>> compact_reads((32, 32), ((1, 1),) * 2, "zeros", (3, 3), (1, 1), (1, 1)) is None
     True
     """
-    normal = all(
-        max(low, high) < k and s <= shapes.dilated_kernel_size(k, d)
-        for (low, high), k, s, d in zip(padding, kernel_size, stride, dilation)
-    )
+    windows = WindowGeometry(tuple(input_size), tuple(kernel_size), tuple(stride), tuple(dilation), tuple(padding))
+    normal = all(max(low, high) < k and s <= extent
+                 for (low, high), k, s, extent in zip(padding, kernel_size, stride, windows.extent))
     if normal:
         return None
-    padded = [size + low + high for size, (low, high) in zip(input_size, padding)]
-    outputs = [shapes.conv_output_size(size, k, s, pair, d)
-               for size, k, s, pair, d in zip(input_size, kernel_size, stride, padding, dilation)]
-    geometry = [shapes.compact_axis(o, k, s, d, unfold_taps)
-                for o, k, s, d in zip(outputs, kernel_size, stride, dilation)]
-    lengths = tuple(length for length, _, _ in geometry)
-    if prod(padded) < COMPACT_SAVING * max(prod(input_size), prod(lengths)):
+    outputs = windows.output_size
+    compact = [shapes.compact_axis(o, k, s, d, unfold_taps)  # (length, stride, dilation) per axis
+               for o, k, s, d in zip(outputs, kernel_size, stride, dilation)]
+    lengths = tuple(length for length, _, _ in compact)
+    if prod(windows.padded_size) < COMPACT_SAVING * max(prod(input_size), prod(lengths)):
         return None
     sources = tuple(
         _axis_sources(size, pair, mode, o, k, s, d, compact_stride, compact_dilation)
         for size, pair, o, k, s, d, (_, compact_stride, compact_dilation)
-        in zip(input_size, padding, outputs, kernel_size, stride, dilation, geometry)
+        in zip(input_size, padding, outputs, kernel_size, stride, dilation, compact)
     )
     return CompactReads(
         input_size=lengths,
-        stride=tuple(compact_stride for _, compact_stride, _ in geometry),
-        dilation=tuple(compact_dilation for _, _, compact_dilation in geometry),
+        stride=tuple(compact_stride for _, compact_stride, _ in compact),
+        dilation=tuple(compact_dilation for _, _, compact_dilation in compact),
         sources=sources,
     )
 

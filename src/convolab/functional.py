@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_array, check_array  # re-exported: the ops and nn import them from here
+# as_array and check_array live in _checks; the ops and nn import them from here too
+from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
 from ._conv import conv_forward, conv_input_grad, conv_weight_grad
-from ._vjp import defines_vjp
+from ._fixed_rank import fixed_rank_ops
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays"]
@@ -29,16 +30,7 @@ def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpe
     if not same_dtype(input.dtype, weight.dtype):
         fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
-    if bias is None:
-        return None
-    bias = check_array(op, "bias", bias)
-    if bias.ndim != 1 or bias.shape[0] != spec.out_channels:
-        fail(ValueError, op, "bias", f"shape {bias.shape}",
-             f"must be 1-D of length C_out={spec.out_channels} (weight.shape[0])")
-    if not same_dtype(bias.dtype, input.dtype):
-        fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {input.dtype}",
-             "must have the same dtype as input (cast one with .astype)")
-    return bias
+    return check_bias(op, bias, spec.out_channels, input.dtype)
 
 
 def _conv(
@@ -189,64 +181,48 @@ _CONV_EXAMPLES_3D = """    >>> import numpy as np, convolab as cl
     (1, 1, 4, 2, 4)"""
 
 
-def _fixed_rank_conv(op: str, rank: int | None, doc: str):
-    """Make the public conv op ``op`` for ``rank`` spatial dimensions (``None``: any)."""
-
-    def conv_op(
-        input: np.ndarray,
-        weight: np.ndarray,
-        bias: np.ndarray | None = None,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-    ) -> np.ndarray:
-        return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                     algorithm)[0]
-
-    conv_op.__name__ = conv_op.__qualname__ = op
-    conv_op.__doc__ = doc
-
-    @defines_vjp(conv_op)
-    def _vjp(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", flip=False,
-             algorithm="auto"):
-        out, spec, (input, weight, bias) = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups,
-                                                 padding_mode, flip, algorithm)
-
-        def pullback(grad_output: np.ndarray):
-            grad_output = check_array(op, "grad_output", grad_output)
-            if grad_output.shape != spec.caller_output_shape:
-                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
-                     f"must have the output's shape {spec.caller_output_shape}")
-            g = grad_output if spec.batched else grad_output[np.newaxis]
-            x = input if spec.batched else input[np.newaxis]
-            grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _conv
-            grad_weight = conv_weight_grad(x, g, spec)
-            grad_bias = None if bias is None else g.sum(axis=(0, *range(2, g.ndim))).astype(out.dtype)
-            return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
-
-        return out, pullback
-
-    return conv_op
+def _conv_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """The public ops (:func:`convolab._fixed_rank.fixed_rank_ops` makes one per rank): the output alone."""
+    return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip, algorithm)[0]
 
 
-conv = _fixed_rank_conv("conv", None, _CONV_DOC.format(
-    summary="N-d convolution (cross-correlation by default) of a batch of multi-channel signals.",
-    spatial="*spatial", kernel="*kernel_size", out="*out", examples=_CONV_EXAMPLES_ND,
-))
-conv1d = _fixed_rank_conv("conv1d", 1, _CONV_DOC.format(
-    summary="1-d convolution: ``conv`` with one spatial dimension (audio, time series).",
-    spatial="L", kernel="kL", out="L_out", examples=_CONV_EXAMPLES_1D,
-))
-conv2d = _fixed_rank_conv("conv2d", 2, _CONV_DOC.format(
-    summary="2-d convolution: ``conv`` with two spatial dimensions (images).",
-    spatial="H, W", kernel="kH, kW", out="H_out, W_out", examples=_CONV_EXAMPLES_2D,
-))
-conv3d = _fixed_rank_conv("conv3d", 3, _CONV_DOC.format(
-    summary="3-d convolution: ``conv`` with three spatial dimensions (volumes, video).",
-    spatial="D, H, W", kernel="kD, kH, kW", out="D_out, H_out, W_out", examples=_CONV_EXAMPLES_3D,
-))
+def _conv_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+              flip=False, algorithm="auto"):
+    out, spec, (input, weight, bias) = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups,
+                                             padding_mode, flip, algorithm)
+
+    def pullback(grad_output: np.ndarray):
+        grad_output = check_grad_output(op, grad_output, spec.caller_output_shape)
+        g = grad_output if spec.batched else grad_output[np.newaxis]
+        x = input if spec.batched else input[np.newaxis]
+        grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _conv
+        grad_weight = conv_weight_grad(x, g, spec)
+        grad_bias = None if bias is None else g.sum(axis=(0, *range(2, g.ndim))).astype(out.dtype)
+        return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
+
+    return out, pullback
+
+
+conv, conv1d, conv2d, conv3d = fixed_rank_ops(_conv_op, "conv", _CONV_DOC, vjp=_conv_vjp, words={
+    None: dict(summary="N-d convolution (cross-correlation by default) of a batch of multi-channel signals.",
+               examples=_CONV_EXAMPLES_ND),
+    1: dict(summary="1-d convolution: ``conv`` with one spatial dimension (audio, time series).",
+            examples=_CONV_EXAMPLES_1D),
+    2: dict(summary="2-d convolution: ``conv`` with two spatial dimensions (images).", examples=_CONV_EXAMPLES_2D),
+    3: dict(summary="3-d convolution: ``conv`` with three spatial dimensions (volumes, video).",
+            examples=_CONV_EXAMPLES_3D),
+})

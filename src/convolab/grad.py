@@ -28,9 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._engine import conv_input_grad, conv_weight_grad
-from ._dtypes import same_dtype
-from ._errors import fail
-from .functional import check_array
+from ._checks import check_array, check_grad_output
+from ._fixed_rank import fixed_rank_ops
 from .pooling import (  # pooling's gradients live beside its forward ops
     max_pool_input,
     max_pool1d_input,
@@ -51,13 +50,9 @@ __all__ = [
 ]
 
 
-def _check_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
-    grad_output = check_array(op, "grad_output", grad_output)
-    if grad_output.shape != spec.caller_output_shape:
-        fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
-             f"must have the forward output's shape {spec.caller_output_shape}")
-    if not same_dtype(grad_output.dtype, dtype):
-        fail(TypeError, op, "grad_output", f"dtype {grad_output.dtype}", f"must have dtype {dtype}")
+def _batched_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    """``grad_output`` checked against the forward output (shape, and ``dtype``), with a batch axis."""
+    grad_output = check_grad_output(op, grad_output, spec.caller_output_shape, expected_dtype=dtype)
     return grad_output if spec.batched else grad_output[np.newaxis]
 
 
@@ -66,7 +61,7 @@ def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dila
     weight = check_array(op, "weight", weight)
     spec = conv_spec(normalize_shape(input_size, "input_size", op), weight.shape, stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
-    g = _check_grad_output(op, grad_output, spec, weight.dtype)
+    g = _batched_grad_output(op, grad_output, spec, weight.dtype)
     grad_input = conv_input_grad(g, weight, spec, algorithm)
     return grad_input if spec.batched else grad_input[0]
 
@@ -76,29 +71,31 @@ def _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dil
     input = check_array(op, "input", input)
     spec = conv_spec(input.shape, normalize_shape(weight_size, "weight_size", op), stride=stride, padding=padding,
                      dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
-    g = _check_grad_output(op, grad_output, spec, input.dtype)
+    g = _batched_grad_output(op, grad_output, spec, input.dtype)
     return conv_weight_grad(input if spec.batched else input[np.newaxis], g, spec, algorithm)
 
 
-def _make_input_grad(op: str, rank: int | None):
-    def conv_input_op(
-        input_size: Sequence[int],
-        weight: np.ndarray,
-        grad_output: np.ndarray,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-    ) -> np.ndarray:
-        return _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups,
-                           padding_mode, flip, algorithm)
+def _input_grad_op(
+    op: str,
+    rank: int | None,
+    input_size: Sequence[int],
+    weight: np.ndarray,
+    grad_output: np.ndarray,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """The public ``conv*_input`` (:func:`convolab._fixed_rank.fixed_rank_ops` makes one per rank)."""
+    return _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode,
+                       flip, algorithm)
 
-    conv_input_op.__name__ = conv_input_op.__qualname__ = op
-    conv_input_op.__doc__ = f"""Gradient of ``{op.replace('_input', '')}`` with respect to its input.
+
+_INPUT_GRAD_DOC = """Gradient of ``conv{rank_name}`` with respect to its input.
 
     Parameters
     ----------
@@ -131,28 +128,29 @@ def _make_input_grad(op: str, rank: int | None):
            [ 4., 10.,  6.],
            [ 3.,  7.,  4.]])
     """
-    return conv_input_op
 
 
-def _make_weight_grad(op: str, rank: int | None):
-    def conv_weight_op(
-        input: np.ndarray,
-        weight_size: Sequence[int],
-        grad_output: np.ndarray,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-    ) -> np.ndarray:
-        return _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups,
-                            padding_mode, flip, algorithm)
+def _weight_grad_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    weight_size: Sequence[int],
+    grad_output: np.ndarray,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+) -> np.ndarray:
+    """The public ``conv*_weight`` (:func:`convolab._fixed_rank.fixed_rank_ops` makes one per rank)."""
+    return _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
+                        flip, algorithm)
 
-    conv_weight_op.__name__ = conv_weight_op.__qualname__ = op
-    conv_weight_op.__doc__ = f"""Gradient of ``{op.replace('_weight', '')}`` with respect to its weight.
+
+_WEIGHT_GRAD_DOC = """Gradient of ``conv{rank_name}`` with respect to its weight.
 
     Parameters
     ----------
@@ -183,14 +181,9 @@ def _make_weight_grad(op: str, rank: int | None):
     array([[12., 16.],
            [24., 28.]])
     """
-    return conv_weight_op
 
 
-conv_input = _make_input_grad("conv_input", None)
-conv1d_input = _make_input_grad("conv1d_input", 1)
-conv2d_input = _make_input_grad("conv2d_input", 2)
-conv3d_input = _make_input_grad("conv3d_input", 3)
-conv_weight = _make_weight_grad("conv_weight", None)
-conv1d_weight = _make_weight_grad("conv1d_weight", 1)
-conv2d_weight = _make_weight_grad("conv2d_weight", 2)
-conv3d_weight = _make_weight_grad("conv3d_weight", 3)
+conv_input, conv1d_input, conv2d_input, conv3d_input = fixed_rank_ops(
+    _input_grad_op, "conv", _INPUT_GRAD_DOC, suffix="_input")
+conv_weight, conv1d_weight, conv2d_weight, conv3d_weight = fixed_rank_ops(
+    _weight_grad_op, "conv", _WEIGHT_GRAD_DOC, suffix="_weight")

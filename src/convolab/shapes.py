@@ -70,11 +70,7 @@ def conv_output_size(
     padded = input_size + low + high
     extent = dilated_kernel_size(kernel_size, dilation)
     if padded < extent:
-        raise ValueError(
-            f"the dilated kernel extent {extent} (kernel_size={kernel_size}, "
-            f"dilation={dilation}) is larger than the padded input size {padded} "
-            f"(input {input_size} + padding {low} + {high}); it must fit at least once"
-        )
+        _refuse_window("conv_output_size", input_size, kernel_size, dilation, padding, stride, None)
     return (padded - extent) // stride + 1
 
 
@@ -239,9 +235,13 @@ def pool_output_size(
     if ceil_mode and (output_size - 1) * stride >= input_size + padding:
         output_size -= 1
     if output_size < 1:
-        raise ValueError(
-            f"the pooling window extent {dilated_kernel_size(kernel_size, dilation)} is larger than the "
-            f"padded input size {input_size + 2 * padding}"
-            + (f" by a stride ({stride}) or more" if ceil_mode else "") + "; it must fit at least once"
-        )
+        _refuse_window("pool_output_size", input_size, kernel_size, dilation, (padding, padding), stride, ceil_mode)
     return output_size
+
+
+def _refuse_window(op: str, input_size: int, kernel_size: int, dilation: int, padding: tuple[int, int],
+                   stride: int, ceil_mode: bool | None) -> None:
+    """The one "window must fit" ValueError (:func:`convolab._geometry.refuse_window`), for one axis."""
+    from ._geometry import refuse_window  # here, not at the top: _geometry computes its sizes with this module
+
+    refuse_window(op, "kernel_size", 0, input_size, kernel_size, dilation, padding, stride, ceil_mode)

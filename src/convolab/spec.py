@@ -11,14 +11,14 @@ the raw arguments. This module is pure integer code: shapes in, shapes out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
 from typing import Sequence, Union
 
-import numpy as np
-
-from . import shapes
+# check_flag and normalize_* moved to _checks (the one module of argument checks); imported from here still
 from ._checks import check_flag, is_int as _is_int, normalize_ints, normalize_padding, normalize_shape
 from ._errors import fail
+from ._geometry import WindowGeometry, check_window_fits, resolve_padding
 
 __all__ = [
     "ConvSpec",
@@ -111,6 +111,11 @@ class ConvSpec:
         """Number of spatial dimensions."""
         return len(self.input_size)
 
+    @cached_property
+    def geometry(self) -> WindowGeometry:
+        """The windows' geometry: input and kernel size, stride, dilation and padding per spatial axis."""
+        return WindowGeometry(self.input_size, self.kernel_size, self.stride, self.dilation, self.padding)
+
     @property
     def in_channels_per_group(self) -> int:
         return self.in_channels // self.groups
@@ -121,14 +126,11 @@ class ConvSpec:
 
     @property
     def padded_size(self) -> tuple[int, ...]:
-        return tuple(size + low + high for size, (low, high) in zip(self.input_size, self.padding))
+        return self.geometry.padded_size
 
     @property
     def output_size(self) -> tuple[int, ...]:
-        return tuple(
-            shapes.conv_output_size(size, k, s, pad, d)
-            for size, k, s, pad, d in zip(self.input_size, self.kernel_size, self.stride, self.padding, self.dilation)
-        )
+        return self.geometry.output_size
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -221,24 +223,10 @@ def conv_spec(
         fail(ValueError, op, "weight", f"shape {weight_shape}", "must have kernel sizes >= 1")
     strides = normalize_ints(stride, rank, "stride", op)
     dilations = normalize_ints(dilation, rank, "dilation", op)
-    padding_arg = normalize_padding(padding, rank, op)
-    if padding_arg == "valid":
-        pads = ((0, 0),) * rank
-    elif padding_arg == "same":
-        pads = tuple(shapes.same_padding(i, k, s, d) for i, k, s, d in zip(input_size, kernel_size, strides, dilations))
-    elif padding_arg == "full":
-        pads = tuple(shapes.full_padding(k, d) for k, d in zip(kernel_size, dilations))
-    else:
-        pads = padding_arg
+    pads = resolve_padding(padding, tuple(input_size), tuple(kernel_size), strides, dilations, op)
     mode = canonical_padding_mode(padding_mode, op)
     check_padding_fits_mode(pads, tuple(input_size), mode, op)
-    for dim, (size, k, (low, high), d) in enumerate(zip(input_size, kernel_size, pads, dilations)):
-        extent = shapes.dilated_kernel_size(k, d)
-        if size + low + high < extent:
-            fail(ValueError, op, "weight",
-                 f"dilated kernel extent {extent} (kernel {k}, dilation {d}) in spatial dimension {dim}, "
-                 f"where the padded input is {size + low + high} (size {size} + padding {low} + {high})",
-                 "must fit inside the padded input")
+    check_window_fits(op, "weight", input_size, kernel_size, dilations, pads)
     return ConvSpec(
         op=op, batched=batched, batch=batch, in_channels=in_channels, out_channels=out_channels,
         groups=groups, input_size=tuple(input_size), kernel_size=tuple(kernel_size), stride=strides,

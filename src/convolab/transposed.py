@@ -14,18 +14,18 @@ import numpy as np
 
 from . import shapes
 from ._engine import conv_forward, conv_input_grad, conv_weight_grad
-from ._checks import check_bias
+from ._checks import check_array, check_bias, check_grad_output
+from ._fixed_rank import fixed_rank_ops
+from ._geometry import resolve_padding
 from ._dtypes import same_dtype
 from ._errors import fail
 from ._window import compact_reads
-from ._vjp import defines_vjp
-from .functional import check_array
-from .spec import ConvSpec, _is_int, conv_spec, normalize_ints, normalize_padding
+from .spec import ConvSpec, _is_int, conv_spec, normalize_ints
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 
-class _TransposePlan:
+class TransposeGeometry:
     """A transposed convolution as a forward spec over the full extent, plus a crop.
 
     The scatter covers ``E = (in - 1)*stride + dilation*(k - 1) + 1`` cells per
@@ -71,7 +71,7 @@ class _TransposePlan:
         return full
 
 
-def _plan(
+def _transpose_geometry(
     op: str,
     rank: int | None,
     input: Any,
@@ -82,7 +82,8 @@ def _plan(
     groups: Any,
     dilation: Any,
     output_size: Sequence[int] | None,
-) -> tuple[_TransposePlan, bool]:
+) -> tuple[TransposeGeometry, bool]:
+    """The geometry of ``conv_transpose(input, weight, ...)`` and whether the input has a batch axis."""
     if rank is None:
         rank = weight.ndim - 2
     if weight.ndim != rank + 2 or rank < 1:
@@ -100,10 +101,9 @@ def _plan(
         fail(ValueError, op, "input", f"{x_shape[1]} channels", f"must have weight.shape[0]={weight.shape[0]} channels")
     strides = normalize_ints(stride, rank, "stride", op)
     dilations = normalize_ints(dilation, rank, "dilation", op)
-    padding_pairs = normalize_padding(padding, rank, op)
-    if isinstance(padding_pairs, str):
-        fail(ValueError, op, "padding", repr(padding), "must be ints or (low, high) pairs for a transposed convolution")
     kernel = weight.shape[2:]
+    # Removed from the output, never a convolution's "same"/"full": only ints or pairs.
+    padding_pairs = resolve_padding(padding, x_shape[2:], kernel, strides, dilations, op, strings=False)
     smallest = tuple(
         shapes.conv_transpose_output_size(i, k, s, p, d)
         for i, k, s, p, d in zip(x_shape[2:], kernel, strides, padding_pairs, dilations)
@@ -129,8 +129,11 @@ def _plan(
                      dilation=dilations, groups=groups, op=op)
     cropped = _cropped_spec(spec, padding_pairs, out_size)
     if cropped is not None:
-        return _TransposePlan(cropped, None, out_size), batched
-    return _TransposePlan(spec, padding_pairs, out_size), batched
+        return TransposeGeometry(cropped, None, out_size), batched
+    return TransposeGeometry(spec, padding_pairs, out_size), batched
+
+
+_plan = _transpose_geometry  # the old name, which explain.py (moving on another branch) still imports
 
 
 def _output_padding_for(op: str, output_size: Any, smallest: tuple[int, ...], strides: tuple[int, ...],
@@ -191,16 +194,17 @@ def _groups(groups: Any) -> int:
 
 
 def _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size):
-    """The output, its plan, whether batched, and the arrays as computed with (for the pullback)."""
+    """The output, its geometry, whether batched, and the arrays as computed with (for the pullback)."""
     input = check_array(op, "input", input)
     weight = check_array(op, "weight", weight)
-    plan, batched = _plan(op, rank, input, weight, stride, padding, output_padding, groups, dilation, output_size)
-    bias = check_bias(op, bias, plan.spec.in_channels, input.dtype, channels_from="weight.shape[1] × groups")
+    geometry, batched = _transpose_geometry(op, rank, input, weight, stride, padding, output_padding, groups, dilation,
+                                            output_size)
+    bias = check_bias(op, bias, geometry.spec.in_channels, input.dtype, channels_from="weight.shape[1] × groups")
     x = input if batched else input[np.newaxis]
-    out = plan.crop(conv_input_grad(x, weight, plan.spec))
+    out = geometry.crop(conv_input_grad(x, weight, geometry.spec))
     if bias is not None:
-        out += bias.astype(out.dtype).reshape(-1, *([1] * plan.spec.rank))
-    return (out if batched else out[0]), plan, batched, (input, weight, bias)
+        out += bias.astype(out.dtype).reshape(-1, *([1] * geometry.spec.rank))
+    return (out if batched else out[0]), geometry, batched, (input, weight, bias)
 
 
 _DOC = """{summary}
@@ -248,60 +252,51 @@ _DOC = """{summary}
 """
 
 
-def _fixed_rank(op: str, rank: int | None, doc: str):
-    def conv_transpose_op(
-        input: np.ndarray,
-        weight: np.ndarray,
-        bias: np.ndarray | None = None,
-        stride: Any = 1,
-        padding: Any = 0,
-        output_padding: Any = 0,
-        groups: int = 1,
-        dilation: Any = 1,
-        *,
-        output_size: Sequence[int] | None = None,
-    ) -> np.ndarray:
-        return _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation,
-                               output_size)[0]
-
-    conv_transpose_op.__name__ = conv_transpose_op.__qualname__ = op
-    conv_transpose_op.__doc__ = doc
-
-    @defines_vjp(conv_transpose_op)
-    def _vjp(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, output_size=None):
-        out, plan, batched, (input, weight, bias) = _conv_transpose(
-            op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size)
-
-        def pullback(grad_output: np.ndarray):
-            # y = crop(T(x)) with T the input gradient of conv(., w): its adjoint is conv itself.
-            grad_output = check_array(op, "grad_output", grad_output)
-            if grad_output.shape != out.shape:
-                fail(ValueError, op, "grad_output", f"shape {grad_output.shape}",
-                     f"must have the output's shape {out.shape}")
-            batched_grad = grad_output if batched else grad_output[np.newaxis]
-            g = plan.uncrop(batched_grad).astype(out.dtype, copy=False)
-            x = input if batched else input[np.newaxis]
-            grad_input = conv_forward(g, weight, None, plan.spec)
-            grad_weight = conv_weight_grad(g, x, plan.spec)
-            # The bias reaches every output cell, including those past the scattered extent.
-            grad_bias = None if bias is None else batched_grad.sum(axis=(0, *range(2, g.ndim))).astype(bias.dtype)
-            return (grad_input if batched else grad_input[0]), grad_weight, grad_bias
-
-        return out, pullback
-
-    return conv_transpose_op
+def _conv_transpose_op(
+    op: str,
+    rank: int | None,
+    input: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+    *,
+    output_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The public ops (:func:`convolab._fixed_rank.fixed_rank_ops` makes one per rank): the output alone."""
+    return _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           output_size)[0]
 
 
-conv_transpose = _fixed_rank("conv_transpose", None, _DOC.format(
-    summary="N-d transposed convolution (the input gradient of ``conv``), PyTorch's semantics.",
-    rank_name="", spatial="*spatial", kernel="*kernel_size", out="*out", ones=", 3, 3", kernel_ones=", 3, 3",
-    shape="(1, 1, 7, 7)"))
-conv_transpose1d = _fixed_rank("conv_transpose1d", 1, _DOC.format(
-    summary="1-d transposed convolution.", rank_name="1d", spatial="L", kernel="kL", out="L_out",
-    ones=", 4", kernel_ones=", 2", shape="(1, 1, 8)"))
-conv_transpose2d = _fixed_rank("conv_transpose2d", 2, _DOC.format(
-    summary="2-d transposed convolution.", rank_name="2d", spatial="H, W", kernel="kH, kW", out="H_out, W_out",
-    ones=", 3, 3", kernel_ones=", 3, 3", shape="(1, 1, 7, 7)"))
-conv_transpose3d = _fixed_rank("conv_transpose3d", 3, _DOC.format(
-    summary="3-d transposed convolution.", rank_name="3d", spatial="D, H, W", kernel="kD, kH, kW",
-    out="D_out, H_out, W_out", ones=", 2, 2, 2", kernel_ones=", 2, 2, 2", shape="(1, 1, 4, 4, 4)"))
+def _conv_transpose_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                        dilation=1, output_size=None):
+    out, geometry, batched, (input, weight, bias) = _conv_transpose(
+        op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size)
+
+    def pullback(grad_output: np.ndarray):
+        # y = crop(T(x)) with T the input gradient of conv(., w): its adjoint is conv itself.
+        grad_output = check_grad_output(op, grad_output, out.shape)
+        batched_grad = grad_output if batched else grad_output[np.newaxis]
+        g = geometry.uncrop(batched_grad).astype(out.dtype, copy=False)
+        x = input if batched else input[np.newaxis]
+        grad_input = conv_forward(g, weight, None, geometry.spec)
+        grad_weight = conv_weight_grad(g, x, geometry.spec)
+        # The bias reaches every output cell, including those past the scattered extent.
+        grad_bias = None if bias is None else batched_grad.sum(axis=(0, *range(2, g.ndim))).astype(bias.dtype)
+        return (grad_input if batched else grad_input[0]), grad_weight, grad_bias
+
+    return out, pullback
+
+
+conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d = fixed_rank_ops(
+    _conv_transpose_op, "conv_transpose", _DOC, vjp=_conv_transpose_vjp, words={
+        None: dict(summary="N-d transposed convolution (the input gradient of ``conv``), PyTorch's semantics.",
+                   ones=", 3, 3", kernel_ones=", 3, 3", shape="(1, 1, 7, 7)"),
+        1: dict(summary="1-d transposed convolution.", ones=", 4", kernel_ones=", 2", shape="(1, 1, 8)"),
+        2: dict(summary="2-d transposed convolution.", ones=", 3, 3", kernel_ones=", 3, 3", shape="(1, 1, 7, 7)"),
+        3: dict(summary="3-d transposed convolution.", ones=", 2, 2, 2", kernel_ones=", 2, 2, 2",
+                shape="(1, 1, 4, 4, 4)"),
+    })

@@ -13,12 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import shapes
 from ._errors import fail
+from ._geometry import WindowGeometry, window_geometry
 from ._vjp import defines_vjp
 from ._window import add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, sliding_windows
 from .functional import check_array
-from .spec import normalize_ints, normalize_padding
+from .spec import normalize_ints
 
 __all__ = ["unfold", "fold"]
 
@@ -30,25 +30,11 @@ def _rank(kernel_size: Any, output_size: Any = None) -> int:
     return 2  # a bare int means 2-d, as in PyTorch
 
 
-def _geometry(op, kernel_size, dilation, padding, stride, rank):
-    kernel = normalize_ints(kernel_size, rank, "kernel_size", op)
-    dilations = normalize_ints(dilation, rank, "dilation", op)
-    strides = normalize_ints(stride, rank, "stride", op)
-    pads = normalize_padding(padding, rank, op)
-    if isinstance(pads, str):
-        fail(ValueError, op, "padding", repr(padding), "must be ints or (low, high) pairs")
-    return kernel, dilations, pads, strides
-
-
-def _blocks(op: str, spatial: Sequence[int], kernel, dilations, pads, strides) -> tuple[int, ...]:
-    blocks = []
-    for dim, (size, k, d, p, s) in enumerate(zip(spatial, kernel, dilations, pads, strides)):
-        if size + p[0] + p[1] < shapes.dilated_kernel_size(k, d):
-            fail(ValueError, op, "kernel_size",
-                 f"{tuple(kernel)} (dilated extent {shapes.dilated_kernel_size(k, d)}) in spatial dimension {dim} "
-                 f"of padded size {size + p[0] + p[1]}", "must fit inside the padded input")
-        blocks.append(shapes.conv_output_size(size, k, s, p, d))
-    return tuple(blocks)
+def _window_geometry(op: str, spatial: Sequence[int], kernel_size: Any, dilation: Any, padding: Any,
+                     stride: Any) -> WindowGeometry:
+    """The windows over ``spatial``, checked (padding as ints or (low, high) pairs; no padding strings)."""
+    return window_geometry(op, spatial, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                           strings=False)
 
 
 def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any = 0, stride: Any = 1) -> np.ndarray:
@@ -92,8 +78,9 @@ def unfold(input: np.ndarray, kernel_size: Any, dilation: Any = 1, padding: Any 
              f"or {rank + 1} unbatched, for kernel_size of {rank} dimensions")
     batched = input.ndim == rank + 2
     x = input if batched else input[np.newaxis]
-    kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)
-    blocks = _blocks(op, x.shape[2:], kernel, dilations, pads, strides)
+    geometry = _window_geometry(op, x.shape[2:], kernel_size, dilation, padding, stride)
+    kernel, dilations, pads, strides = geometry.kernel_size, geometry.dilation, geometry.padding, geometry.stride
+    blocks = geometry.output_size
     n, c = x.shape[:2]
     check_fits_in_memory(op, "output", (n, c * prod(kernel), prod(blocks)), x.dtype,
                          lambda: f"padding={pads}, stride={strides} and dilation={dilations} for an input of spatial "
@@ -147,7 +134,8 @@ def fold(
     input = check_array(op, "input", input)
     rank = _rank(kernel_size, output_size)
     size = normalize_ints(output_size, rank, "output_size", op)
-    kernel, dilations, pads, strides = _geometry(op, kernel_size, dilation, padding, stride, rank)
+    geometry = _window_geometry(op, size, kernel_size, dilation, padding, stride)
+    kernel, dilations, pads, strides = geometry.kernel_size, geometry.dilation, geometry.padding, geometry.stride
     if input.ndim not in (2, 3):
         fail(ValueError, op, "input", f"shape {input.shape}", "must be (N, C*prod(kernel_size), L) or unbatched 2-D")
     batched = input.ndim == 3
@@ -157,7 +145,7 @@ def fold(
     if rows % taps:
         fail(ValueError, op, "input", f"{rows} rows (shape {input.shape})",
              f"must have a multiple of prod(kernel_size)={taps} rows")
-    blocks = _blocks(op, size, kernel, dilations, pads, strides)
+    blocks = geometry.output_size
     if count != prod(blocks):
         fail(ValueError, op, "input", f"{count} columns (shape {input.shape})",
              f"must have one column per window, {prod(blocks)} for output_size={size} ({blocks} windows)")
@@ -168,8 +156,7 @@ def fold(
                          lambda: f"output_size={size} with stride={strides} and {count} columns")
     reads = compact_reads(size, pads, "zeros", kernel, strides, dilations)
     if reads is None:
-        padded_size = tuple(s + lo + hi for s, (lo, hi) in zip(size, pads))
-        out = pad_adjoint(add_windows(windows, padded_size, strides, dilations), pads, "zeros", size)
+        out = pad_adjoint(add_windows(windows, geometry.padded_size, strides, dilations), pads, "zeros", size)
     else:  # the transpose of unfold's compact gather
         out = reads.scatter(add_windows(windows, reads.input_size, reads.stride, reads.dilation), size)
     return out if batched else out[0]

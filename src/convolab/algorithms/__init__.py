@@ -77,7 +77,7 @@ __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Sh
            "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
-           "CACHE_BLOCK_BYTES", "depthwise_threads", "fft_block_plan", "transform_length", "unroll", "filter_matrix",
+           "CACHE_BLOCK_BYTES", "depthwise_threads", "fft_blocks", "transform_length", "unroll", "filter_matrix",
            "fold_product"]
 
 #: The passes an algorithm may implement.
@@ -233,7 +233,7 @@ def select_algorithm(name: str, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
 # The modules below subclass Algorithm, so they come after it.
 from ._blocking import CACHE_BLOCK_BYTES  # noqa: E402
 from .depthwise import Depthwise, depthwise_threads  # noqa: E402
-from .fft import FFT, fft_block_plan, transform_length  # noqa: E402
+from .fft import FFT, fft_blocks, transform_length  # noqa: E402
 from .folded import Folded  # noqa: E402
 from .gemm import Gemm  # noqa: E402
 from .reference import Direct, Im2col, filter_matrix, fold_product, unroll  # noqa: E402

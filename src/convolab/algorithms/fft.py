@@ -15,7 +15,7 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._rates import ELEMENTWISE_RATE, FFT_RATE
 
-__all__ = ["FFT", "fft_block_plan", "transform_length", "FFT_MIN_BLOCK", "FFT_BLOCK_GAIN"]
+__all__ = ["FFT", "fft_blocks", "transform_length", "FFT_MIN_BLOCK", "FFT_BLOCK_GAIN"]
 
 #: Fixed cost of a call: the transforms' setup dominates tiny problems.
 CALL_OVERHEAD = 150e-6
@@ -34,7 +34,7 @@ class FFT(Algorithm):
     (overlap-save, the valid-output form of overlap-add): a block of ``B``
     outputs reads ``(B - 1) * stride + k_eff`` inputs, overlapping its neighbour
     by ``k_eff - stride``, and is transformed at a fast length chosen to minimize
-    work per output (:func:`fft_block_plan`). The blocks are a strided view with
+    work per output (:func:`fft_blocks`). The blocks are a strided view with
     one extra axis per blocked axis, so all of them go through one batched
     transform; they share the kernel's transform, and never need adding, even at
     stride > 1.
@@ -116,7 +116,7 @@ class _FFTLayout:
     """How the FFT cuts one problem so that its spectra fit the workspace limit.
 
     Per axis, ``block_outputs`` outputs per spatial block at transform length
-    ``lengths`` (:func:`fft_block_plan`, or shorter where the limit asks).
+    ``lengths`` (:func:`fft_blocks`, or shorter where the limit asks).
     Each step transforms ``samples`` samples, ``rows`` blocks along the first
     axis (all blocks along the others), and takes ``filters`` filters per
     group at a time; the kernels' spectra are kept for every filter where they
@@ -137,8 +137,8 @@ class _FFTLayout:
         self.extent = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
         cap, previous, smallest = None, None, None
         while True:
-            self.block_outputs, self.lengths = fft_block_plan(spec.padded_size, self.extent, spec.stride,
-                                                              spec.output_size, max_length=cap)
+            self.block_outputs, self.lengths = fft_blocks(spec.padded_size, self.extent, spec.stride,
+                                                          spec.output_size, max_length=cap)
             if self._choose_counts():
                 return
             smallest = min(smallest or self.workspace_bytes, self.workspace_bytes)
@@ -240,8 +240,8 @@ FFT_BLOCK_GAIN = 0.85
 _FFT_SHORTEST = 16
 
 
-def fft_block_plan(padded_size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...],
-                   output_size: tuple[int, ...], max_length: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def fft_blocks(padded_size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...],
+               output_size: tuple[int, ...], max_length: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per axis, how many outputs one FFT block yields and the transform length it uses.
 
     An axis is transformed whole (one block) unless a shorter fast length ``L``
@@ -250,11 +250,11 @@ def fft_block_plan(padded_size: tuple[int, ...], extent: tuple[int, ...], stride
     ``max_length`` (the workspace limit's) caps ``L`` where the kernel allows:
     a block must hold at least one output, ``L >= k_eff``.
 
-    >>> fft_block_plan((100_000,), (501,), (1,), (99_500,))
+    >>> fft_blocks((100_000,), (501,), (1,), (99_500,))
     ((3550,), (4050,))
-    >>> fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60))  # short axes stay whole
+    >>> fft_blocks((64, 64), (5, 5), (1, 1), (60, 60))  # short axes stay whole
     ((60, 60), (64, 64))
-    >>> fft_block_plan((64, 64), (5, 5), (1, 1), (60, 60), max_length=32)
+    >>> fft_blocks((64, 64), (5, 5), (1, 1), (60, 60), max_length=32)
     ((28, 28), (32, 32))
     """
     blocks, lengths = [], []

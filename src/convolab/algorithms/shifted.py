@@ -7,6 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._geometry import split_phases
 from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import phase_size, stride_one
@@ -52,35 +53,28 @@ class Shifted(Algorithm):
 class _PhaseGrid:
     """The padded input as stride phases over a flattened grid, where every tap is a constant shift.
 
-    ``phases`` is ``(N, C_in, S, T)``: ``S`` residues (product of the strides;
-    1, and no copy, at stride 1) of ``T`` flattened positions each. Output
-    position ``o`` reads, for tap ``j``, phase ``(j*d) mod s`` at ``o + (j*d) div s``;
-    over "wide" rows (``length`` positions: the first output axis times the
-    phase grid's trailing size) that is one contiguous run per tap.
+    ``phases`` is ``(N, C_in, S, T)``: the ``S`` stride phases (product of the
+    strides; 1, and no copy, at stride 1; :func:`convolab._geometry.split_phases`)
+    of ``T`` flattened positions each. Output position ``o`` reads, for tap ``j``,
+    phase ``(j*d) mod s`` at ``o + (j*d) div s`` (:meth:`WindowGeometry.phase_taps`
+    in padded coordinates); over "wide" rows (``length`` positions: the first
+    output axis times the phase grid's trailing size) that is one contiguous run per tap.
     """
 
     def __init__(self, padded: np.ndarray, spec: ConvSpec):
         self.spec = spec
         self.size = phase_size(spec)
-        if stride_one(spec):
-            self.phases = padded.reshape(spec.batch, spec.in_channels, 1, -1)
-        else:
-            grid = np.zeros((spec.batch, spec.in_channels, *spec.stride, *self.size), dtype=padded.dtype)
-            for residue in np.ndindex(*spec.stride):
-                part = padded[(Ellipsis, *(slice(r, None, s) for r, s in zip(residue, spec.stride)))]
-                grid[(slice(None), slice(None), *residue, *(slice(0, n) for n in part.shape[2:]))] = part
-            self.phases = grid.reshape(spec.batch, spec.in_channels, prod(spec.stride), -1)
+        self.phases = split_phases(padded, spec.stride).reshape(spec.batch, spec.in_channels, prod(spec.stride), -1)
         self.strides = [prod(self.size[i + 1:]) for i in range(spec.rank)]
         self.length = spec.output_size[0] * self.strides[0]
 
     def taps(self) -> Iterator[tuple[int, int, int]]:
         """``(phase, offset, available)`` per kernel tap, row-major: where its run starts and how much exists."""
         spec, total = self.spec, self.phases.shape[-1]
-        for tap in np.ndindex(*spec.kernel_size):
-            reach = [j * d for j, d in zip(tap, spec.dilation)]
-            phase = int(np.ravel_multi_index([r % s for r, s in zip(reach, spec.stride)], spec.stride))
-            offset = sum((r // s) * st for r, s, st in zip(reach, spec.stride, self.strides))
-            yield phase, offset, max(0, min(self.length, total - offset))
+        for phase, shift in spec.geometry.phase_taps(padded=True):
+            number = int(np.ravel_multi_index(phase, spec.stride))
+            offset = sum(q * st for q, st in zip(shift, self.strides))
+            yield number, offset, max(0, min(self.length, total - offset))
 
     def crop(self, wide: np.ndarray) -> np.ndarray:
         """``(N, C_out, length)`` over wide rows to ``(N, C_out, *output_size)``."""
