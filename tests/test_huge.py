@@ -503,7 +503,8 @@ def test_max_pool_trimmed_kernel_on_the_phase_grid_matches_torch(fill_with_minus
 ])
 def test_separable_max_pool_keeps_torchs_tie_and_nan_rules(kwargs):
     # The axis-by-axis path taken for huge kernels, on small ones: first maximum in window order, last NaN.
-    from convolab.pooling import _max_pool_separable, pool_spec
+    from convolab.pooling import pool_spec
+    from convolab.pooling.max import _max_pool_separable
 
     rng = np.random.default_rng(11)
     x = rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float64)

@@ -19,6 +19,10 @@ import numpy as np
 import pytest
 
 import convolab.pooling as P
+from convolab.pooling import _spec as spec_module
+from convolab.pooling import _windows as windows
+from convolab.pooling import adaptive, average
+from convolab.pooling import max as max_pooling
 from convolab._vjp import vjp
 
 torch = pytest.importorskip("torch")
@@ -79,7 +83,7 @@ def integer_extremes(shape, dtype, seed):
 @pytest.fixture(params=["gathered", "grid"])
 def max_path(request, monkeypatch):
     """Run a max pooling test through the gathering path, or through the separable and phase-grid paths."""
-    monkeypatch.setattr(P, "_GATHER_LIMIT", 1 << 62 if request.param == "gathered" else 0)
+    monkeypatch.setattr(max_pooling, "_GATHER_LIMIT", 1 << 62 if request.param == "gathered" else 0)
     return request.param
 
 
@@ -96,12 +100,12 @@ def test_max_pool_fast_paths_match_the_reference(geometry, kind, dtype, max_path
     shape, kernel, stride, padding, dilation, ceil_mode = geometry
     x = values_of(kind, shape, dtype, seed=len(shape))
     spec = P.pool_spec(shape, kernel, stride, padding, dilation, ceil_mode)
-    want_values, want_indices = P._max_pool_reference(x, spec)
-    values, indices = P._max_pool_forward(x, spec, with_indices=True)
+    want_values, want_indices = max_pooling._max_pool_reference(x, spec)
+    values, indices = max_pooling._max_pool_forward(x, spec, with_indices=True)
     assert values.dtype == dtype and indices.dtype == np.int64
     np.testing.assert_array_equal(values, want_values)  # NaN where NaN
     np.testing.assert_array_equal(indices, want_indices)
-    alone, none = P._max_pool_forward(x, spec, with_indices=False)
+    alone, none = max_pooling._max_pool_forward(x, spec, with_indices=False)
     assert none is None and alone.dtype == dtype
     np.testing.assert_array_equal(alone, want_values)
 
@@ -113,12 +117,12 @@ def test_max_pool_integer_extremes_match_the_reference(geometry, dtype, max_path
     shape, kernel, stride, padding, dilation, ceil_mode = geometry
     x = integer_extremes(shape, dtype, seed=len(shape))
     spec = P.pool_spec(shape, kernel, stride, padding, dilation, ceil_mode)
-    want_values, want_indices = P._max_pool_reference(x, spec)
-    values, indices = P._max_pool_forward(x, spec)
+    want_values, want_indices = max_pooling._max_pool_reference(x, spec)
+    values, indices = max_pooling._max_pool_forward(x, spec)
     assert values.dtype == dtype
     np.testing.assert_array_equal(values, want_values)
     np.testing.assert_array_equal(indices, want_indices)
-    np.testing.assert_array_equal(P._max_pool_forward(x, spec, with_indices=False)[0], want_values)
+    np.testing.assert_array_equal(max_pooling._max_pool_forward(x, spec, with_indices=False)[0], want_values)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
@@ -161,8 +165,8 @@ def test_many_taps_use_a_wider_code_type(max_path):
     # 16 * 17 = 272 taps: more than a uint8 code holds
     x = values_of("ties", (1, 2, 20, 19), np.float64, seed=3)
     spec = P.pool_spec(x.shape, (16, 17), 1, (8, 8), 1, True)
-    want_values, want_indices = P._max_pool_reference(x, spec)
-    values, indices = P._max_pool_forward(x, spec)
+    want_values, want_indices = max_pooling._max_pool_reference(x, spec)
+    values, indices = max_pooling._max_pool_forward(x, spec)
     np.testing.assert_array_equal(values, want_values)
     np.testing.assert_array_equal(indices, want_indices)
 
@@ -182,15 +186,15 @@ def test_avg_pool_separable_paths_match_the_window_references(geometry, dtype, c
     shape, kernel, stride, padding, ceil_mode = geometry
     x = values_of("distinct", shape, np.float64, seed=2).astype(dtype)
     spec = P.pool_spec(shape, kernel, stride, padding, 1, ceil_mode, op="avg_pool")
-    divisor = P._avg_divisor(spec, count_include_pad, divisor_override)
-    want = P._avg_pool_reference(x, spec, divisor)
-    got = P._avg_pool_forward(x, spec, divisor)
+    divisor = average._avg_divisor(spec, count_include_pad, divisor_override)
+    want = average._avg_pool_reference(x, spec, divisor)
+    got = average._avg_pool_forward(x, spec, divisor)
     assert got.dtype == want.dtype == (np.float32 if dtype == np.float32 else np.float64)
     tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(got, want, **tolerance)
     grad_output = values_of("distinct", want.shape, np.float64, seed=3).astype(got.dtype)
-    np.testing.assert_allclose(P._avg_pool_backward(grad_output, spec, divisor),
-                               P._avg_pool_backward_reference(grad_output, spec, divisor), **tolerance)
+    np.testing.assert_allclose(average._avg_pool_backward(grad_output, spec, divisor),
+                               average._avg_pool_backward_reference(grad_output, spec, divisor), **tolerance)
 
 
 @pytest.mark.parametrize("shape, kernel", [((2, 3, 8, 6), (2, 2)), ((2, 3, 9, 6), (3, 2)), ((2, 3, 9, 7), (2, 2)),
@@ -199,14 +203,13 @@ def test_avg_pool_tiled_axes_spread_by_repeat(shape, kernel):
     # stride = kernel: where the windows tile an axis exactly its transpose is a repeat, else the slice adds
     x = values_of("distinct", shape, np.float64, seed=8)
     spec = P.pool_spec(shape, kernel, op="avg_pool")
-    divisor = P._avg_divisor(spec, True, None)
+    divisor = average._avg_divisor(spec, True, None)
     grad_output = values_of("distinct", spec.caller_output_shape, np.float64, seed=2)
     batched_grad = grad_output if spec.batched else grad_output[np.newaxis]
-    np.testing.assert_allclose(P._avg_pool_backward(batched_grad, spec, divisor),
-                               P._avg_pool_backward_reference(batched_grad, spec, divisor), rtol=1e-12)
-    np.testing.assert_allclose(P.avg_pool(x, kernel), P._avg_pool_reference(x.reshape(spec.input_shape), spec,
-                                                                              divisor).reshape(spec.caller_output_shape),
-                               rtol=1e-12)
+    np.testing.assert_allclose(average._avg_pool_backward(batched_grad, spec, divisor),
+                               average._avg_pool_backward_reference(batched_grad, spec, divisor), rtol=1e-12)
+    reference = average._avg_pool_reference(x.reshape(spec.input_shape), spec, divisor)
+    np.testing.assert_allclose(P.avg_pool(x, kernel), reference.reshape(spec.caller_output_shape), rtol=1e-12)
 
 
 @pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [
@@ -218,7 +221,7 @@ def test_medium_inputs_take_the_grid_and_separable_paths_and_match_torch(kernel,
     x[0, 0, 3, :7] = np.nan
     kw = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     values, indices = P.max_pool2d(x, **kw, return_indices=True)
-    assert values.size * prod((kernel,) * 2 if isinstance(kernel, int) else kernel) > P._GATHER_LIMIT
+    assert values.size * prod((kernel,) * 2 if isinstance(kernel, int) else kernel) > max_pooling._GATHER_LIMIT
     xt = t(x).requires_grad_(True)
     want, want_indices = F.max_pool2d(xt, **kw, return_indices=True)
     np.testing.assert_array_equal(values, want.detach().numpy())
@@ -241,7 +244,8 @@ def test_medium_inputs_take_the_grid_and_separable_paths_and_match_torch(kernel,
 
 def test_avg_pool_window_reaching_no_output_along_an_axis_starts_from_zero():
     # in 4, kernel 2, stride 2, padding 1: no tap reaches all three outputs, so the sum starts at 0
-    assert all(reached != slice(0, 3) for reached, _ in P._axis_taps(4, 2, 2, 1, 1, 3))
+    geometry = P.pool_spec((1, 1, 4), (2,), 2, 1, op="avg_pool").geometry  # the per-tap slices live there now
+    assert all(reached != slice(0, 3) for reached, _ in geometry.axis_taps(0, whole_first=True))
     x = np.arange(1., 5.).reshape(1, 1, 4)
     np.testing.assert_array_equal(P.avg_pool1d(x, 2, stride=2, padding=1), F.avg_pool1d(t(x), 2, 2, 1).numpy())
     np.testing.assert_array_equal(P.max_pool1d(-x, 2, stride=2, padding=1), F.max_pool1d(t(-x), 2, 2, 1).numpy())
@@ -258,7 +262,7 @@ def test_max_pool_backward_ufunc_at_and_bincount_agree(monkeypatch):
     x = values_of("ties", (2, 3, 9, 8), np.float32, seed=4)
     grad_output = values_of("distinct", (2, 3, 5, 5), np.float64, seed=5).astype(np.float32)
     fast = P.max_pool2d_input(grad_output, x, 3, stride=2, padding=1, ceil_mode=True)
-    monkeypatch.setattr(P, "_FAST_UFUNC_AT", False)
+    monkeypatch.setattr(windows, "_FAST_UFUNC_AT", False)
     slow = P.max_pool2d_input(grad_output, x, 3, stride=2, padding=1, ceil_mode=True)
     assert fast.dtype == slow.dtype == np.float32
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
@@ -339,7 +343,7 @@ def adaptive_reference(x, output_size):
     """A loop over output positions, each the mean of its window (float64)."""
     out = np.zeros(x.shape[:2] + tuple(output_size))
     for o in np.ndindex(*output_size):
-        box = tuple(slice(*(int(b[i]) for b in P._adaptive_bounds(n, m))) for i, n, m in
+        box = tuple(slice(*(int(b[i]) for b in adaptive._adaptive_bounds(n, m))) for i, n, m in
                     zip(o, x.shape[2:], output_size))
         out[(..., *o)] = x[(..., *box)].mean(axis=tuple(range(2, x.ndim)))
     return out
@@ -352,8 +356,8 @@ def adaptive_reference(x, output_size):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_adaptive_avg_pool_matches_loop_reference_and_torch(spatial, output_size, sparse, monkeypatch):
     if sparse:  # every axis through scipy.sparse
-        monkeypatch.setattr(P, "_DENSE_ADAPTIVE_OUTPUTS", 0)
-        P._adaptive_matrix.cache_clear()
+        monkeypatch.setattr(adaptive, "_DENSE_ADAPTIVE_OUTPUTS", 0)
+        adaptive._adaptive_matrix.cache_clear()
     x = values_of("distinct", (2, 3) + spatial, np.float64, seed=len(spatial))
     out, pullback = vjp(P.adaptive_avg_pool, x, output_size=output_size)
     np.testing.assert_allclose(out, adaptive_reference(x, output_size), rtol=1e-12, atol=1e-12)
@@ -364,7 +368,7 @@ def test_adaptive_avg_pool_matches_loop_reference_and_torch(spatial, output_size
         grad_output = values_of("distinct", out.shape, np.float64, seed=9)
         want.backward(t(grad_output))
         np.testing.assert_allclose(pullback(grad_output)[0], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
-    P._adaptive_matrix.cache_clear()
+    adaptive._adaptive_matrix.cache_clear()
 
 
 def test_adaptive_avg_pool_float32_stays_float32():
@@ -408,15 +412,15 @@ def test_spec_cache_never_accepts_what_the_check_rejects():
     P.avg_pool2d(x, 1)
     with pytest.raises(TypeError, match="kernel_size"):
         P.avg_pool2d(x, True)  # True == 1
-    assert P._plain_key(((1, 2), 2, None, [1, 1], False, "op", 2)) is not None
-    assert P._plain_key(((1, 2), np.int64(2))) is None  # numpy scalars are checked every time
-    assert P._plain_key(((1, 2), (2, 2.0))) is None
+    assert spec_module._plain_key(((1, 2), 2, None, [1, 1], False, "op", 2)) is not None
+    assert spec_module._plain_key(((1, 2), np.int64(2))) is None  # numpy scalars are checked every time
+    assert spec_module._plain_key(((1, 2), (2, 2.0))) is None
 
 
 def test_spec_cache_returns_the_same_spec_for_numpy_and_python_ints():
     x = np.zeros((1, 2, 6, 6))
     np.testing.assert_array_equal(P.max_pool2d(x, np.int64(3), stride=(2, 2), padding=[1, 1]),
                                   P.max_pool2d(x, 3, stride=2, padding=1))
-    first = P._cached_pool_spec((1, 2, 6, 6), 3, 2, 1, 1, False, "max_pool2d", 2)
-    assert P._cached_pool_spec((1, 2, 6, 6), 3, 2, 1, 1, False, "max_pool2d", 2) is first
+    first = spec_module._cached_pool_spec((1, 2, 6, 6), 3, 2, 1, 1, False, "max_pool2d", 2)
+    assert spec_module._cached_pool_spec((1, 2, 6, 6), 3, 2, 1, 1, False, "max_pool2d", 2) is first
     assert first == P.pool_spec((1, 2, 6, 6), 3, 2, 1, op="max_pool2d", rank=2)
