@@ -83,7 +83,7 @@ from . import functional as _functional
 from . import grad as _grad
 from . import pooling as _pooling
 from . import shapes
-from ._conv import _compact_problem, describe_geometry
+from ._engine import compact_problem, describe_geometry
 from ._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from ._errors import fail
 from ._window import check_fits_in_memory, padded_sources
@@ -506,11 +506,11 @@ def _take_cells(x: da.Array, axis: int, source: np.ndarray) -> da.Array:
 def _compact(x: da.Array, spec: Any, algorithm: str) -> tuple[da.Array, Any]:
     """The batched ``x`` and ``spec``, or, where the eager ops would run on the cells the windows read, those.
 
-    The same rule and index map as the eager ops (:func:`convolab._conv._compact_problem`):
+    The same rule and index map as the eager ops (:func:`convolab._engine.compact_problem`):
     a huge padding (or a stride far past the kernel) is never sliced into slabs, and the
     blocks run the compact problem, unpadded, with its stride and dilation.
     """
-    compact = _compact_problem(spec, algorithm, x.dtype)
+    compact = compact_problem(spec, algorithm, x.dtype)
     if compact is None:
         return x, spec
     compact_spec, reads = compact
@@ -1291,7 +1291,7 @@ def _conv_input(op: str, rank: int | None, input_size: Any, weight: Any, grad_ou
 
     input_chunks = _input_chunks(op, chunks, spec, g, spatial_from_g)
     g = g.rechunk({0: input_chunks[0], 1: -1})
-    compact = _compact_problem(spec, algorithm, weight_proxy.dtype)
+    compact = compact_problem(spec, algorithm, weight_proxy.dtype)
     if compact is None:
         grad_input = _input_grad(op, spec, weight, weight_proxy, g, algorithm, input_chunks)
     else:  # as the eager op: the gradient on the cells the windows read (one chunk per axis), added back
