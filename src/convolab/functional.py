@@ -11,86 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from ._dtypes import check_supported_dtype, same_dtype
+from ._checks import as_array, check_array  # re-exported: the ops and nn import them from here
+from ._dtypes import same_dtype
 from ._errors import fail
 from ._conv import conv_forward, conv_input_grad, conv_weight_grad
 from ._vjp import defines_vjp
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays"]
-
-
-def as_array(op: str, name: str, value: Any, *, array_like: bool = False) -> np.ndarray:
-    """The one place an array argument of a public op becomes the array the op computes with.
-
-    The policy, the same for every op:
-
-    - a masked array (``numpy.ma.MaskedArray``) is refused with a TypeError
-      naming ``name``: the ops would silently ignore its mask;
-    - any other ndarray subclass (``numpy.memmap``, ``numpy.matrix``...) is
-      read as its plain ndarray data (a view, no copy), so results are plain
-      ndarrays and ``*`` never means a matrix product inside an op;
-    - a non-native byte order (``>f8`` on a little-endian machine) is storage,
-      not a dtype: the data is converted to native order once, here, so dtypes
-      compare equal and results are native-order;
-    - anything else that is not an ndarray is refused, unless ``array_like``
-      (the SciPy-style ops), where :func:`numpy.asarray` converts it.
-
-    The caller's array is never modified; it is returned as is when it is
-    already a plain native-order ndarray.
-
-    Parameters
-    ----------
-    op, name : str
-        The op and the parameter, for messages.
-    value : object
-        The caller's argument.
-    array_like : bool
-        Whether non-arrays are converted (SciPy's semantics) rather than refused.
-
-    Returns
-    -------
-    numpy.ndarray
-        A plain ndarray in native byte order.
-
-    Raises
-    ------
-    TypeError
-        A masked array; a non-array unless ``array_like``.
-
-    Examples
-    --------
-    >>> as_array("conv2d", "input", np.arange(3, dtype=">i4")).dtype.isnative
-    True
-    >>> as_array("conv2d", "input", np.ma.ones(2))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    TypeError: conv2d: input must not be a numpy.ma.MaskedArray: its mask would be ignored ...
-    """
-    if isinstance(value, np.ma.MaskedArray):
-        fail(TypeError, op, name, f"a masked array of type {type(value).__name__}",
-             "must not be a numpy.ma.MaskedArray: its mask would be ignored "
-             "(pass value.filled(fill_value), or value.data to drop the mask)")
-    if not isinstance(value, np.ndarray):
-        if not array_like:
-            fail(TypeError, op, name, f"an object of type {type(value).__name__}",
-                 "must be a numpy.ndarray (convert with numpy.asarray)")
-        value = np.asarray(value)
-    elif type(value) is not np.ndarray:
-        value = value.view(np.ndarray)
-    if not value.dtype.isnative:
-        value = value.astype(value.dtype.newbyteorder("="))
-    return value
-
-
-def check_array(op: str, name: str, value: Any) -> np.ndarray:
-    """``value`` through :func:`as_array`, if it is of a supported dtype, else a TypeError naming it.
-
-    Callers compute with the returned array (native byte order, plain ndarray).
-    """
-    value = as_array(op, name, value)
-    check_supported_dtype(op, name, value.dtype)
-    return value
 
 
 def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpec) -> np.ndarray | None:

@@ -17,6 +17,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from . import shapes
+from ._checks import check_flag, is_int as _is_int, normalize_ints, normalize_padding, normalize_shape
 from ._errors import fail
 
 __all__ = [
@@ -44,122 +45,6 @@ PADDING_MODES = {
     "wrap": "circular",  # NumPy's name
     "symmetric": "symmetric",  # NumPy's; PyTorch has no such mode
 }
-
-_PADDING_STRINGS = ("valid", "same", "full")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_flag(value: object, name: str, op: str) -> bool:
-    """A boolean flag (``flip``, ``ceil_mode``, ``return_indices``...) as a Python bool.
-
-    Only ``bool`` and ``numpy.bool_`` are flags: ``"False"`` is a non-empty (true)
-    string and ``0``/``1`` are counts, so each is refused rather than guessed at,
-    as PyTorch refuses them.
-
-    >>> check_flag(np.True_, "flip", "conv2d")
-    True
-    >>> check_flag("False", "flip", "conv2d")
-    Traceback (most recent call last):
-    ...
-    TypeError: conv2d: flip must be a bool (True or False), got 'False' of type str
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", "must be a bool (True or False)")
-    return bool(value)
-
-
-def normalize_shape(value: object, name: str, op: str) -> tuple[int, ...]:
-    """A shape: a sequence of non-negative ints, as a tuple of Python ints.
-
-    >>> normalize_shape((1, 3.5), "input_shape", "output_shape")
-    Traceback (most recent call last):
-    ...
-    TypeError: output_shape: input_shape must be a sequence of ints, got (1, 3.5)
-    """
-    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
-        value = value.tolist()
-    if not isinstance(value, (tuple, list)) or not all(_is_int(n) for n in value):
-        fail(TypeError, op, name, repr(value), "must be a sequence of ints")
-    if any(n < 0 for n in value):
-        fail(ValueError, op, name, repr(tuple(value)), "must have no negative sizes")
-    return tuple(int(n) for n in value)
-
-
-def normalize_ints(value: object, rank: int, name: str, op: str, minimum: int = 1) -> tuple[int, ...]:
-    """An int or ``rank`` ints, each ``>= minimum``, as a tuple of Python ints.
-
-    >>> normalize_ints(2, 3, "stride", "conv3d")
-    (2, 2, 2)
-    >>> normalize_ints((1, 2), 3, "stride", "conv3d")
-    Traceback (most recent call last):
-    ...
-    ValueError: conv3d: stride must be one int or 3 ints (one per spatial dimension), got (1, 2) (2 values)
-    """
-    if _is_int(value):
-        values = (int(value),) * rank
-    elif isinstance(value, (tuple, list)):
-        if len(value) != rank:
-            fail(
-                ValueError, op, name, f"{tuple(value)!r} ({len(value)} values)",
-                f"must be one int or {rank} ints (one per spatial dimension)",
-            )
-        for item in value:
-            if not _is_int(item):
-                fail(TypeError, op, name, f"{tuple(value)!r}", "must hold integers only")
-        values = tuple(int(item) for item in value)
-    else:
-        fail(TypeError, op, name, f"{value!r} of type {type(value).__name__}", f"must be an int or a tuple of {rank} ints")
-    for item in values:
-        if item < minimum:
-            fail(ValueError, op, name, repr(value), f"must be >= {minimum} in every dimension")
-    return values
-
-
-def normalize_padding(padding: object, rank: int, op: str) -> str | tuple[tuple[int, int], ...]:
-    """A padding string, or ``rank`` ``(low, high)`` pairs of non-negative ints.
-
-    Accepted forms: an int; ``rank`` ints; ``rank`` ``(low, high)`` pairs;
-    ``"valid"``, ``"same"`` or ``"full"``.
-
-    >>> normalize_padding(1, 2, "conv2d")
-    ((1, 1), (1, 1))
-    >>> normalize_padding((1, (0, 2)), 2, "conv2d")
-    ((1, 1), (0, 2))
-    >>> normalize_padding("same", 2, "conv2d")
-    'same'
-    """
-    if isinstance(padding, str):
-        if padding not in _PADDING_STRINGS:
-            fail(ValueError, op, "padding", repr(padding), f"string must be one of {', '.join(map(repr, _PADDING_STRINGS))}")
-        return padding
-    if _is_int(padding):
-        per_dim: list[object] = [padding] * rank
-    elif isinstance(padding, (tuple, list)):
-        if len(padding) != rank:
-            fail(
-                ValueError, op, "padding", f"{padding!r} ({len(padding)} values)",
-                f"must be an int, {rank} ints, or {rank} (low, high) pairs (one per spatial dimension)",
-            )
-        per_dim = list(padding)
-    else:
-        fail(TypeError, op, "padding", f"{padding!r} of type {type(padding).__name__}",
-             "must be an int, a tuple of ints or (low, high) pairs, or 'valid'/'same'/'full'")
-    pairs = []
-    for item in per_dim:
-        if _is_int(item):
-            pair = (int(item), int(item))
-        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(_is_int(v) for v in item):
-            pair = (int(item[0]), int(item[1]))
-        else:
-            fail(TypeError, op, "padding", repr(padding), "entries must be ints or (low, high) pairs of ints")
-        if min(pair) < 0:
-            fail(ValueError, op, "padding", repr(padding), "must be >= 0 (negative padding is not supported)")
-        pairs.append(pair)
-    return tuple(pairs)
-
 
 def canonical_padding_mode(padding_mode: object, op: str) -> str:
     """PyTorch's name for a padding mode given by its PyTorch or NumPy name.

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import shapes
 from ._engine import conv_forward, conv_input_grad, conv_weight_grad
+from ._checks import check_bias
 from ._dtypes import same_dtype
 from ._errors import fail
 from ._window import compact_reads
@@ -189,23 +190,12 @@ def _groups(groups: Any) -> int:
     return int(groups) if _is_int(groups) else 1
 
 
-def _check_bias(op: str, bias: Any, channels: int, dtype: np.dtype) -> np.ndarray | None:
-    if bias is None:
-        return None
-    bias = check_array(op, "bias", bias)
-    if bias.ndim != 1 or bias.shape[0] != channels:
-        fail(ValueError, op, "bias", f"shape {bias.shape}", f"must be 1-D of length C_out={channels}")
-    if not same_dtype(bias.dtype, dtype):
-        fail(TypeError, op, "bias", f"dtype {bias.dtype} with input dtype {dtype}", "must have the same dtype as input")
-    return bias
-
-
 def _conv_transpose(op, rank, input, weight, bias, stride, padding, output_padding, groups, dilation, output_size):
     """The output, its plan, whether batched, and the arrays as computed with (for the pullback)."""
     input = check_array(op, "input", input)
     weight = check_array(op, "weight", weight)
     plan, batched = _plan(op, rank, input, weight, stride, padding, output_padding, groups, dilation, output_size)
-    bias = _check_bias(op, bias, plan.spec.in_channels, input.dtype)
+    bias = check_bias(op, bias, plan.spec.in_channels, input.dtype, channels_from="weight.shape[1] × groups")
     x = input if batched else input[np.newaxis]
     out = plan.crop(conv_input_grad(x, weight, plan.spec))
     if bias is not None:
