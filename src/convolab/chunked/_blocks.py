@@ -14,7 +14,10 @@ receptive field), or padding at a true edge::
 
 For the input gradient the same record lists, per block of the padded input
 (the low padding, each input chunk, the high padding), the outputs whose
-windows reach it.
+windows reach it. The window itself (its arguments, the padding resolved to
+``(low, high)`` pairs, the output size and the rule that it must fit the
+padded input) is :func:`convolab._geometry.window_geometry`'s, as for every
+eager op.
 
 ``AxisPlan``, ``plan_axis`` and ``plan_chunks`` are the names ``convolab.dask``
 gave these; :mod:`convolab.dask` still exports them.
@@ -28,8 +31,10 @@ from itertools import accumulate, pairwise
 from typing import Any, Callable, Sequence
 
 from .. import shapes
+from .._checks import normalize_shape
 from .._errors import fail
-from ..spec import PaddingArg, normalize_ints, normalize_padding, normalize_shape
+from .._geometry import window_geometry
+from ..spec import PaddingArg
 
 __all__ = ["AxisBlocks", "axis_blocks", "chunk_blocks"]
 
@@ -106,14 +111,6 @@ class AxisBlocks:
         return tuple(accumulate(self.grad_chunks[:-1], initial=0))
 
 
-def _padding_pair(op: str, padding: Any) -> tuple[int, int]:
-    if isinstance(padding, (tuple, list)) and len(padding) == 2:
-        return normalize_padding((tuple(padding),), 1, op)[0]
-    if isinstance(padding, str):
-        fail(TypeError, op, "padding", repr(padding), "must be an int or a (low, high) pair of ints")
-    return normalize_padding(padding, 1, op)[0]
-
-
 def axis_blocks(
     input_chunks: Sequence[int],
     kernel_size: int,
@@ -177,17 +174,13 @@ def axis_blocks(
     chunks = normalize_shape(input_chunks, "input_chunks", op)
     if not chunks:
         fail(ValueError, op, "input_chunks", "()", "must hold at least one chunk size")
-    (k,) = normalize_ints(kernel_size, 1, "kernel_size", op)
-    (s,) = normalize_ints(stride, 1, "stride", op)
-    (d,) = normalize_ints(dilation, 1, "dilation", op)
-    low, high = _padding_pair(op, padding)
+    if isinstance(padding, str):  # "same" and the like depend on every axis: chunk_blocks resolves them
+        fail(TypeError, op, "padding", repr(padding), "must be an int or a (low, high) pair of ints")
+    pair = (tuple(padding),) if isinstance(padding, (tuple, list)) and len(padding) == 2 else padding
     size = sum(chunks)
-    extent = shapes.dilated_kernel_size(k, d)
-    if size + low + high < extent:
-        fail(ValueError, op, "kernel_size",
-             f"dilated extent {extent} (kernel {k}, dilation {d}) with a padded input of {size + low + high} "
-             f"(size {size} + padding {low} + {high})", "must fit inside the padded input")
-    out = (size + low + high - extent) // s + 1
+    geometry = window_geometry(op, (size,), kernel_size, stride=stride, padding=pair, dilation=dilation)
+    (k,), (s,), (d,), ((low, high),) = geometry.kernel_size, geometry.stride, geometry.dilation, geometry.padding
+    (extent,), (out,) = geometry.extent, geometry.output_size
     inner = list(accumulate(chunks[:-1]))  # input chunk boundaries strictly inside the axis (and repeats)
 
     # Forward: output boundary ceil((b + low - c) / s) for each input boundary b, clipped and deduplicated.
@@ -219,7 +212,6 @@ def chunk_blocks(
     dilation: int | Sequence[int] = 1,
     *,
     op: str = "chunk_blocks",
-    axis_op: str = "axis_blocks",
 ) -> tuple[AxisBlocks, ...]:
     """Every spatial axis of a chunked N-d convolution: one :func:`axis_blocks` per axis.
 
@@ -231,9 +223,10 @@ def chunk_blocks(
         One value for every axis, or one per axis.
     padding : int, tuple, or {"valid", "same", "full"}
         As in :func:`convolab.conv`: an int, one per axis, ``(low, high)``
-        pairs, or a string resolved against the axis sizes.
-    op, axis_op : str
-        The functions the error messages name: for the arguments, and for one axis's geometry.
+        pairs, or a string resolved against the axis sizes
+        (:func:`convolab._geometry.resolve_padding`).
+    op : str
+        The function the error messages name.
 
     Returns
     -------
@@ -251,20 +244,10 @@ def chunk_blocks(
     """
     if not isinstance(chunks, (tuple, list)) or not chunks:
         fail(TypeError, op, "chunks", repr(chunks), "must be a non-empty sequence of per-axis chunk sizes")
-    rank = len(chunks)
     sizes = tuple(sum(normalize_shape(c, "chunks", op)) for c in chunks)
-    kernel = normalize_ints(kernel_size, rank, "kernel_size", op)
-    strides = normalize_ints(stride, rank, "stride", op)
-    dilations = normalize_ints(dilation, rank, "dilation", op)
-    pads = normalize_padding(padding, rank, op)
-    if pads == "valid":
-        pads = ((0, 0),) * rank
-    elif pads == "same":
-        pads = tuple(shapes.same_padding(n, k, s, d) for n, k, s, d in zip(sizes, kernel, strides, dilations))
-    elif pads == "full":
-        pads = tuple(shapes.full_padding(k, d) for k, d in zip(kernel, dilations))
-    return tuple(axis_blocks(c, k, s, p, d, op=axis_op)
-                 for c, k, s, p, d in zip(chunks, kernel, strides, pads, dilations))
+    geometry = window_geometry(op, sizes, kernel_size, stride=stride, padding=padding, dilation=dilation)
+    return tuple(axis_blocks(c, k, s, p, d, op=op) for c, k, s, p, d in
+                 zip(chunks, geometry.kernel_size, geometry.stride, geometry.padding, geometry.dilation))
 
 
 def _former_name(current: Callable[..., Any], name: str, **ops: str) -> Callable[..., Any]:
@@ -282,4 +265,4 @@ def _former_name(current: Callable[..., Any], name: str, **ops: str) -> Callable
 # The names convolab.dask gave these (in its __all__).
 AxisPlan = AxisBlocks
 plan_axis = _former_name(axis_blocks, "plan_axis", op="plan_axis")
-plan_chunks = _former_name(chunk_blocks, "plan_chunks", op="plan_chunks", axis_op="plan_axis")
+plan_chunks = _former_name(chunk_blocks, "plan_chunks", op="plan_chunks")
