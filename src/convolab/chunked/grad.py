@@ -21,6 +21,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import grad as _grad
+from .._checks import check_grad_output_shape
 from .._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from .._engine import compact_problem
 from .._errors import fail
@@ -36,12 +37,9 @@ __all__ = ["conv_input", "conv1d_input", "conv2d_input", "conv3d_input", "conv_w
 
 
 def _check_grad_output(op: str, grad_output: Any, expected_shape: tuple[int, ...], dtype: np.dtype) -> da.Array:
+    """``grad_output`` if it is a dask array passing the eager ops' shape and dtype rule."""
     g = check_dask(op, "grad_output", grad_output)
-    if g.shape != expected_shape:
-        fail(ValueError, op, "grad_output", f"shape {g.shape}",
-             f"must have the forward output's shape {expected_shape}")
-    if g.dtype != dtype:
-        fail(TypeError, op, "grad_output", f"dtype {g.dtype}", f"must have dtype {dtype}")
+    check_grad_output_shape(op, g.shape, g.dtype, expected_shape, expected_dtype=dtype)
     return g
 
 

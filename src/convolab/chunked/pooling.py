@@ -19,8 +19,8 @@ import dask.array as da
 import numpy as np
 
 from .. import pooling as _pooling
+from .._checks import check_divisor, check_flag
 from .._errors import fail
-from ..spec import check_flag
 from ._blocks import axis_blocks
 from ._docs import AVG_POOL_EXAMPLES, MAX_POOL_EXAMPLES, POOL_DOC, spatial_axes
 from ._slabs import clipped_slabs, padded_slabs
@@ -151,7 +151,7 @@ def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     block = functools.partial(_avg_pool_block, kernel_size=spec.kernel_size, stride=spec.stride,
                               summed_in=summed_in, returned=returned, windows=windows,
                               count_include_pad=bool(count_include_pad),
-                              divisor_override=None if divisor_override is None else int(divisor_override),
+                              divisor_override=check_divisor(op, divisor_override),
                               offsets=tuple(blocks.output_offsets for blocks in grid))
     chunks = (x.chunks[0], x.chunks[1], *(blocks.output_chunks for blocks in grid))
     if clipped:  # slabs would be mostly padding: cut it off them
