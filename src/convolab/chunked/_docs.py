@@ -1,14 +1,22 @@
-"""The docstrings of the chunked ops: one template per op family, the per-rank examples, the axis names.
+"""The docstrings of the chunked ops: one template per op family, and what each rank fills in.
 
-Each template is filled in by the op's module (``op``, the spatial axes'
-names, the examples of its rank); the examples run as doctests on the ops
-they end up on.
+The fixed-rank ops are made by :func:`convolab._fixed_rank.fixed_rank_ops`,
+which fills a template with the op's name, the axis names of its rank
+(:func:`convolab._fixed_rank.rank_words`: ``spatial``, ``kernel``, ``out``,
+``rank_name``) and the fields :func:`per_rank` gathers here (summary,
+examples...); the examples run as doctests on the ops they end up on.
 """
 
 from __future__ import annotations
 
-__all__ = ["CONV_DOC", "CONV_EXAMPLES", "SIGNAL_DOC", "SIGNAL_EXAMPLES", "POOL_DOC", "MAX_POOL_EXAMPLES",
-           "AVG_POOL_EXAMPLES", "INPUT_GRAD_DOC", "WEIGHT_GRAD_DOC", "GRAD_EXAMPLES", "spatial_axes", "kernel_axes"]
+from typing import Mapping
+
+from .._fixed_rank import RANKS
+
+__all__ = ["CONV_DOC", "CONV_SUMMARIES", "CONV_EXAMPLES", "SIGNAL_DOC", "SIGNAL_EXAMPLES", "POOL_DOC",
+           "MAX_POOL_SUMMARIES", "AVG_POOL_SUMMARIES", "MAX_POOL_FIELDS", "AVG_POOL_FIELDS", "MAX_POOL_EXAMPLES",
+           "AVG_POOL_EXAMPLES", "INPUT_GRAD_DOC", "INPUT_GRAD_EXAMPLES", "WEIGHT_GRAD_DOC", "WEIGHT_GRAD_EXAMPLES",
+           "per_rank"]
 
 CONV_DOC = """{summary}
 
@@ -57,6 +65,13 @@ CONV_DOC = """{summary}
     --------
 {examples}
 """
+
+CONV_SUMMARIES = {
+    None: "N-d convolution of a dask array (cross-correlation by default).",
+    1: "1-d convolution of a dask array: ``conv`` with one spatial dimension.",
+    2: "2-d convolution of a dask array: ``conv`` with two spatial dimensions.",
+    3: "3-d convolution of a dask array: ``conv`` with three spatial dimensions.",
+}
 
 CONV_EXAMPLES = {
     None: """    >>> import numpy as np, dask.array as da, convolab as cl, convolab.chunked as cld
@@ -177,6 +192,26 @@ POOL_DOC = """{summary}
 {examples}
 """
 
+MAX_POOL_SUMMARIES = {rank: f"{'N' if rank is None else rank}-d max pooling of a dask array." for rank in RANKS}
+AVG_POOL_SUMMARIES = {rank: f"{'N' if rank is None else rank}-d average pooling of a dask array." for rank in RANKS}
+
+#: What differs between the two pools' docstrings (beside the summaries and examples).
+MAX_POOL_FIELDS = {
+    "extent": "dilation * (kernel_size - 1) - 1",
+    "params": "kernel_size, stride, padding, dilation, ceil_mode",
+    "extra_raises": " ``return_indices=True`` (indices are not computed on chunks: use the eager op);",
+    "notes": "Padding cells are filled with ``-inf`` (an integer dtype's minimum), which the maximum never\n"
+             "    prefers over an input cell, so the values equal the eager op's (padding taps are masked there).",
+}
+AVG_POOL_FIELDS = {
+    "extent": "kernel_size",
+    "params": "kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override",
+    "extra_raises": "",
+    "notes": "Each block sums its windows with the eager op and divides by the divisor of the window's place\n"
+             "    in the whole array (PyTorch's rule). Integer inputs give the eager op's exact numbers; floating\n"
+             "    point sums may differ from it in the last bit (the window sums are added in another order).",
+}
+
 MAX_POOL_EXAMPLES = {
     None: """    >>> import numpy as np, dask.array as da, convolab as cl, convolab.chunked as cld
     >>> x = da.random.default_rng(0).standard_normal((2, 3, 9, 11), chunks=(1, 2, 4, 3))
@@ -219,7 +254,7 @@ AVG_POOL_EXAMPLES = {
     (2, 4, 4, 4)""",
 }
 
-INPUT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its input, on dask arrays.
+INPUT_GRAD_DOC = """Gradient of :func:`convolab.chunked.conv{rank_name}` with respect to its input, on dask arrays.
 
     The chunked counterpart of :func:`convolab.grad.{op}`. Each chunk of the
     result is computed from the ``grad_output`` rows whose windows reach it;
@@ -263,7 +298,7 @@ INPUT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its input, on 
 {examples}
 """
 
-WEIGHT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its weight, on dask arrays.
+WEIGHT_GRAD_DOC = """Gradient of :func:`convolab.chunked.conv{rank_name}` with respect to its weight, on dask arrays.
 
     The chunked counterpart of :func:`convolab.grad.{op}`: each block of the
     input (batch and spatial chunks alike) gives its share of the weight
@@ -310,51 +345,51 @@ WEIGHT_GRAD_DOC = """Gradient of :func:`{forward}` with respect to its weight, o
 {examples}
 """
 
-GRAD_EXAMPLES = {
-    "conv_input": """    >>> w = np.arange(8).reshape(2, 1, 2, 2)
+INPUT_GRAD_EXAMPLES = {
+    None: """    >>> w = np.arange(8).reshape(2, 1, 2, 2)
     >>> g = da.ones((3, 2, 6, 6), dtype=int, chunks=(1, 2, 3, 2))
     >>> dx = cld.conv_input((3, 1, 5, 5), w, g, padding=1, padding_mode="circular", chunks=(1, 1, 2, 3))
     >>> dx.chunks[2:], np.array_equal(dx.compute(), cl.grad.conv_input(
     ...     (3, 1, 5, 5), w, g.compute(), padding=1, padding_mode="circular"))
     (((2, 2, 1), (3, 2)), True)""",
-    "conv1d_input": """    >>> g = da.ones((1, 1, 3), chunks=1)
+    1: """    >>> g = da.ones((1, 1, 3), chunks=1)
     >>> cld.conv1d_input((1, 1, 4), np.array([[[1., 2.]]]), g).compute()
     array([[[1., 3., 3., 2.]]])""",
-    "conv2d_input": """    >>> w = np.array([[[[1., 2.], [3., 4.]]]])
+    2: """    >>> w = np.array([[[[1., 2.], [3., 4.]]]])
     >>> cld.conv2d_input((1, 1, 3, 3), w, da.ones((1, 1, 2, 2), chunks=1)).compute()[0, 0]
     array([[ 1.,  3.,  2.],
            [ 4., 10.,  6.],
            [ 3.,  7.,  4.]])""",
-    "conv3d_input": """    >>> g = da.ones((1, 1, 2, 2, 2), chunks=1)
+    3: """    >>> g = da.ones((1, 1, 2, 2, 2), chunks=1)
     >>> cld.conv3d_input((1, 1, 3, 3, 3), np.ones((1, 1, 2, 2, 2)), g).compute()[0, 0, 1]
     array([[2., 4., 2.],
            [4., 8., 4.],
            [2., 4., 2.]])""",
-    "conv_weight": """    >>> x = da.arange(4 * 2 * 36).reshape(4, 2, 6, 6).rechunk((1, 2, 4, 3))
+}
+
+WEIGHT_GRAD_EXAMPLES = {
+    None: """    >>> x = da.arange(4 * 2 * 36).reshape(4, 2, 6, 6).rechunk((1, 2, 4, 3))
     >>> g = da.ones((4, 3, 4, 4), dtype=int, chunks=1)
     >>> dw = cld.conv_weight(x, (3, 2, 2, 2), g, stride=2, padding=1, padding_mode="reflect")
     >>> np.array_equal(dw.compute(), cl.grad.conv_weight(
     ...     x.compute(), (3, 2, 2, 2), g.compute(), stride=2, padding=1, padding_mode="reflect"))
     True""",
-    "conv1d_weight": """    >>> x = da.from_array(np.array([[[1., 2., 3.]], [[4., 5., 6.]]]), chunks=1)
+    1: """    >>> x = da.from_array(np.array([[[1., 2., 3.]], [[4., 5., 6.]]]), chunks=1)
     >>> cld.conv1d_weight(x, (1, 1, 2), da.ones((2, 1, 2), chunks=1)).compute()
     array([[[12., 16.]]])""",
-    "conv2d_weight": """    >>> x = da.arange(1., 10.).reshape(1, 1, 3, 3).rechunk(2)
+    2: """    >>> x = da.arange(1., 10.).reshape(1, 1, 3, 3).rechunk(2)
     >>> cld.conv2d_weight(x, (1, 1, 2, 2), da.ones((1, 1, 2, 2), chunks=1)).compute()[0, 0]
     array([[12., 16.],
            [24., 28.]])""",
-    "conv3d_weight": """    >>> x = da.ones((2, 1, 3, 3, 3), chunks=(1, 1, 2, 2, 2))
+    3: """    >>> x = da.ones((2, 1, 3, 3, 3), chunks=(1, 1, 2, 2, 2))
     >>> cld.conv3d_weight(x, (1, 1, 2, 2, 2), da.ones((2, 1, 2, 2, 2), chunks=1)).compute().ravel()
     array([16., 16., 16., 16., 16., 16., 16., 16.])""",
 }
 
 
-def spatial_axes(rank: int | None) -> tuple[str, str]:
-    """The names of the input's and the output's spatial axes at ``rank`` (``None``: N-d)."""
-    names = {None: "*spatial", 1: "L", 2: "H, W", 3: "D, H, W"}[rank]
-    return names, ("*out" if rank is None else ", ".join(f"{n}_out" for n in names.split(", ")))
 
-
-def kernel_axes(rank: int | None) -> str:
-    """The names of the kernel's spatial axes at ``rank`` (``None``: N-d)."""
-    return {None: "*kernel_size", 1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}[rank]
+def per_rank(examples: Mapping[int | None, str], summaries: Mapping[int | None, str] | None = None,
+             **fields: str) -> dict[int | None, dict[str, str]]:
+    """The fields a family's template takes at each rank: its examples, its summary, and ``fields`` (every rank)."""
+    return {rank: {**fields, "examples": examples[rank], **({"summary": summaries[rank]} if summaries else {})}
+            for rank in RANKS}

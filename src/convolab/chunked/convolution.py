@@ -17,9 +17,10 @@ import numpy as np
 
 from .. import functional as _functional
 from .._dtypes import result_dtype
+from .._fixed_rank import fixed_rank_ops
 from ..spec import PaddingArg, conv_spec
 from ._blocks import axis_blocks
-from ._docs import CONV_DOC, CONV_EXAMPLES
+from ._docs import CONV_DOC, CONV_EXAMPLES, CONV_SUMMARIES, per_rank
 from ._slabs import compact_input, padded_slabs
 from ._tasks import (check_blocks_fit, check_dask, check_small, empty_slab, map_blocks, probe, shared_task,
                      with_batch_axis, without_batch_axis)
@@ -33,8 +34,22 @@ def _conv_block(slab: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *
     return eager(slab, weight, bias, stride, 0, dilation, groups, flip=flip, algorithm=algorithm)
 
 
-def _conv(op: str, rank: int | None, input: Any, weight: Any, bias: Any, stride: Any, padding: PaddingArg,
-          dilation: Any, groups: Any, padding_mode: str, flip: bool, algorithm: str) -> da.Array:
+def _conv(
+    op: str,
+    rank: int | None,
+    input: da.Array,
+    weight: np.ndarray | da.Array,
+    bias: np.ndarray | da.Array | None = None,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+) -> da.Array:
+    """``op`` (``conv`` or ``conv1d/2d/3d``, ``rank`` spatial dimensions or ``None``) on a dask array."""
     x = check_dask(op, "input", input)
     weight_proxy = check_small(op, "weight", weight)
     bias_proxy = None if bias is None else check_small(op, "bias", bias)
@@ -55,33 +70,4 @@ def _conv(op: str, rank: int | None, input: Any, weight: Any, bias: Any, stride:
     return without_batch_axis(out, batched)
 
 
-def _make_conv(op: str, rank: int | None, summary: str, spatial: str, kernel: str, out: str) -> Callable[..., da.Array]:
-    def conv_op(
-        input: da.Array,
-        weight: np.ndarray | da.Array,
-        bias: np.ndarray | da.Array | None = None,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-    ) -> da.Array:
-        return _conv(op, rank, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip, algorithm)
-
-    conv_op.__name__ = conv_op.__qualname__ = op
-    conv_op.__doc__ = CONV_DOC.format(summary=summary, op=op, spatial=spatial, kernel=kernel, out=out,
-                                      examples=CONV_EXAMPLES[rank])
-    return conv_op
-
-
-conv = _make_conv("conv", None, "N-d convolution of a dask array (cross-correlation by default).",
-                  "*spatial", "*kernel_size", "*out")
-conv1d = _make_conv("conv1d", 1, "1-d convolution of a dask array: ``conv`` with one spatial dimension.",
-                    "L", "kL", "L_out")
-conv2d = _make_conv("conv2d", 2, "2-d convolution of a dask array: ``conv`` with two spatial dimensions.",
-                    "H, W", "kH, kW", "H_out, W_out")
-conv3d = _make_conv("conv3d", 3, "3-d convolution of a dask array: ``conv`` with three spatial dimensions.",
-                    "D, H, W", "kD, kH, kW", "D_out, H_out, W_out")
+conv, conv1d, conv2d, conv3d = fixed_rank_ops(_conv, "conv", CONV_DOC, words=per_rank(CONV_EXAMPLES, CONV_SUMMARIES))

@@ -25,9 +25,10 @@ from .._checks import check_grad_output_shape
 from .._dtypes import check_exact_range, compute_dtype, is_exact, result_dtype
 from .._engine import compact_problem
 from .._errors import fail
+from .._fixed_rank import fixed_rank_ops
 from ..spec import PaddingArg, conv_spec, normalize_shape
 from ._blocks import AxisBlocks, axis_blocks
-from ._docs import GRAD_EXAMPLES, INPUT_GRAD_DOC, WEIGHT_GRAD_DOC, kernel_axes, spatial_axes
+from ._docs import INPUT_GRAD_DOC, INPUT_GRAD_EXAMPLES, WEIGHT_GRAD_DOC, WEIGHT_GRAD_EXAMPLES, per_rank
 from ._slabs import compact_input, fold_padding, gather, padded_slabs, scatter_cells
 from ._tasks import (check_dask, check_small, empty_slab, map_blocks, probe, shared_task, with_batch_axis,
                      without_batch_axis)
@@ -53,9 +54,23 @@ def _weight_grad_block(slab: np.ndarray, grad_output: np.ndarray, *, eager: Call
     return share.reshape((1,) * slab.ndim + share.shape)  # (1, 1, *1, *weight_size): one cell per block
 
 
-def _conv_weight(op: str, rank: int | None, input: Any, weight_size: Any, grad_output: Any, stride: Any,
-                 padding: PaddingArg, dilation: Any, groups: Any, padding_mode: str, flip: bool, algorithm: str,
-                 split_every: Any) -> da.Array:
+def _conv_weight(
+    op: str,
+    rank: int | None,
+    input: da.Array,
+    weight_size: Sequence[int],
+    grad_output: da.Array,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+    split_every: int | None = None,
+) -> da.Array:
+    """``op`` (``conv_weight`` or ``conv1d/2d/3d_weight``): the weight gradient from dask arrays."""
     x = check_dask(op, "input", input)
     size = normalize_shape(weight_size, "weight_size", op)
     spec = conv_spec(x.shape, size, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -165,9 +180,23 @@ def _input_chunks(op: str, chunks: Any, spec: Any, g: da.Array,
     return normalized if spec.batched else ((1,), *normalized)
 
 
-def _conv_input(op: str, rank: int | None, input_size: Any, weight: Any, grad_output: Any, stride: Any,
-                padding: PaddingArg, dilation: Any, groups: Any, padding_mode: str, flip: bool, algorithm: str,
-                chunks: Any) -> da.Array:
+def _conv_input(
+    op: str,
+    rank: int | None,
+    input_size: Sequence[int],
+    weight: np.ndarray | da.Array,
+    grad_output: da.Array,
+    stride: Any = 1,
+    padding: PaddingArg = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    flip: bool = False,
+    algorithm: str = "auto",
+    chunks: Any = None,
+) -> da.Array:
+    """``op`` (``conv_input`` or ``conv1d/2d/3d_input``): the input gradient as a dask array."""
     weight_proxy = check_small(op, "weight", weight)
     spec = conv_spec(normalize_shape(input_size, "input_size", op), weight_proxy.shape, stride=stride,
                      padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip,
@@ -217,63 +246,7 @@ def _input_grad(op: str, spec: Any, weight: Any, weight_proxy: np.ndarray, g: da
     return grad_padded
 
 
-def _make_input_grad(op: str, rank: int | None) -> Callable[..., da.Array]:
-    def conv_input_op(
-        input_size: Sequence[int],
-        weight: np.ndarray | da.Array,
-        grad_output: da.Array,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-        chunks: Any = None,
-    ) -> da.Array:
-        return _conv_input(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups,
-                           padding_mode, flip, algorithm, chunks)
-
-    spatial, _ = spatial_axes(rank)
-    kernel = kernel_axes(rank)
-    conv_input_op.__name__ = conv_input_op.__qualname__ = op
-    conv_input_op.__doc__ = INPUT_GRAD_DOC.format(op=op, forward=f"convolab.chunked.{op[:-len('_input')]}",
-                                                  spatial=spatial, kernel=kernel, examples=GRAD_EXAMPLES[op])
-    return conv_input_op
-
-
-def _make_weight_grad(op: str, rank: int | None) -> Callable[..., da.Array]:
-    def conv_weight_op(
-        input: da.Array,
-        weight_size: Sequence[int],
-        grad_output: da.Array,
-        stride: Any = 1,
-        padding: PaddingArg = 0,
-        dilation: Any = 1,
-        groups: int = 1,
-        *,
-        padding_mode: str = "zeros",
-        flip: bool = False,
-        algorithm: str = "auto",
-        split_every: int | None = None,
-    ) -> da.Array:
-        return _conv_weight(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups,
-                            padding_mode, flip, algorithm, split_every)
-
-    spatial, _ = spatial_axes(rank)
-    kernel = kernel_axes(rank)
-    conv_weight_op.__name__ = conv_weight_op.__qualname__ = op
-    conv_weight_op.__doc__ = WEIGHT_GRAD_DOC.format(op=op, forward=f"convolab.chunked.{op[:-len('_weight')]}",
-                                                    spatial=spatial, kernel=kernel, examples=GRAD_EXAMPLES[op])
-    return conv_weight_op
-
-
-conv_input = _make_input_grad("conv_input", None)
-conv1d_input = _make_input_grad("conv1d_input", 1)
-conv2d_input = _make_input_grad("conv2d_input", 2)
-conv3d_input = _make_input_grad("conv3d_input", 3)
-conv_weight = _make_weight_grad("conv_weight", None)
-conv1d_weight = _make_weight_grad("conv1d_weight", 1)
-conv2d_weight = _make_weight_grad("conv2d_weight", 2)
-conv3d_weight = _make_weight_grad("conv3d_weight", 3)
+conv_input, conv1d_input, conv2d_input, conv3d_input = fixed_rank_ops(
+    _conv_input, "conv", INPUT_GRAD_DOC, suffix="_input", words=per_rank(INPUT_GRAD_EXAMPLES))
+conv_weight, conv1d_weight, conv2d_weight, conv3d_weight = fixed_rank_ops(
+    _conv_weight, "conv", WEIGHT_GRAD_DOC, suffix="_weight", words=per_rank(WEIGHT_GRAD_EXAMPLES))

@@ -21,8 +21,10 @@ import numpy as np
 from .. import pooling as _pooling
 from .._checks import check_divisor, check_flag
 from .._errors import fail
+from .._fixed_rank import fixed_rank_ops
 from ._blocks import axis_blocks
-from ._docs import AVG_POOL_EXAMPLES, MAX_POOL_EXAMPLES, POOL_DOC, spatial_axes
+from ._docs import (AVG_POOL_EXAMPLES, AVG_POOL_FIELDS, AVG_POOL_SUMMARIES, MAX_POOL_EXAMPLES, MAX_POOL_FIELDS,
+                    MAX_POOL_SUMMARIES, POOL_DOC, per_rank)
 from ._slabs import clipped_slabs, padded_slabs
 from ._tasks import check_dask, empty_slab, map_blocks, probe, with_batch_axis, without_batch_axis
 
@@ -70,8 +72,18 @@ def _lowest(dtype: np.dtype) -> Any:
     return 0  # refused by the eager op's checks
 
 
-def _max_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-              ceil_mode: Any, return_indices: Any) -> da.Array:
+def _max_pool(
+    op: str,
+    rank: int | None,
+    input: da.Array,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> da.Array:
+    """``op`` (``max_pool`` or ``max_pool1d/2d/3d``) on a dask array."""
     x = check_dask(op, "input", input)
     spec = _pooling.pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, op=op,
                               rank=_pool_rank(op, kernel_size, rank))
@@ -128,8 +140,18 @@ def _avg_pool_block(slab: np.ndarray, *, kernel_size: tuple[int, ...], stride: t
     return (sums / reduce(np.multiply.outer, counts).astype(summed_in)).astype(returned, copy=False)
 
 
-def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any,
-              count_include_pad: Any, divisor_override: Any) -> da.Array:
+def _avg_pool(
+    op: str,
+    rank: int | None,
+    input: da.Array,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> da.Array:
+    """``op`` (``avg_pool`` or ``avg_pool1d/2d/3d``) on a dask array."""
     x = check_dask(op, "input", input)
     rank = _pool_rank(op, kernel_size, rank)
     spec = _pooling.pool_spec(x.shape, kernel_size, stride, padding, 1, ceil_mode, op=op, rank=rank)
@@ -162,62 +184,7 @@ def _avg_pool(op: str, rank: int | None, input: Any, kernel_size: Any, stride: A
     return without_batch_axis(out, batched)
 
 
-def _make_max_pool(op: str, rank: int | None, summary: str) -> Callable[..., da.Array]:
-    def max_pool_op(
-        input: da.Array,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        ceil_mode: bool = False,
-        return_indices: bool = False,
-    ) -> da.Array:
-        return _max_pool(op, rank, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-
-    spatial, out = spatial_axes(rank)
-    max_pool_op.__name__ = max_pool_op.__qualname__ = op
-    max_pool_op.__doc__ = POOL_DOC.format(
-        summary=summary, op=op, spatial=spatial, out=out, examples=MAX_POOL_EXAMPLES[rank],
-        extent="dilation * (kernel_size - 1) - 1",
-        params="kernel_size, stride, padding, dilation, ceil_mode",
-        extra_raises=" ``return_indices=True`` (indices are not computed on chunks: use the eager op);",
-        notes="Padding cells are filled with ``-inf`` (an integer dtype's minimum), which the maximum never\n"
-              "    prefers over an input cell, so the values equal the eager op's (padding taps are masked there).",
-    )
-    return max_pool_op
-
-
-def _make_avg_pool(op: str, rank: int | None, summary: str) -> Callable[..., da.Array]:
-    def avg_pool_op(
-        input: da.Array,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-    ) -> da.Array:
-        return _avg_pool(op, rank, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                         divisor_override)
-
-    spatial, out = spatial_axes(rank)
-    avg_pool_op.__name__ = avg_pool_op.__qualname__ = op
-    avg_pool_op.__doc__ = POOL_DOC.format(
-        summary=summary, op=op, spatial=spatial, out=out, examples=AVG_POOL_EXAMPLES[rank],
-        extent="kernel_size", params="kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override",
-        extra_raises="",
-        notes="Each block sums its windows with the eager op and divides by the divisor of the window's place\n"
-              "    in the whole array (PyTorch's rule). Integer inputs give the eager op's exact numbers; floating\n"
-              "    point sums may differ from it in the last bit (the window sums are added in another order).",
-    )
-    return avg_pool_op
-
-
-max_pool = _make_max_pool("max_pool", None, "N-d max pooling of a dask array.")
-max_pool1d = _make_max_pool("max_pool1d", 1, "1-d max pooling of a dask array.")
-max_pool2d = _make_max_pool("max_pool2d", 2, "2-d max pooling of a dask array.")
-max_pool3d = _make_max_pool("max_pool3d", 3, "3-d max pooling of a dask array.")
-avg_pool = _make_avg_pool("avg_pool", None, "N-d average pooling of a dask array.")
-avg_pool1d = _make_avg_pool("avg_pool1d", 1, "1-d average pooling of a dask array.")
-avg_pool2d = _make_avg_pool("avg_pool2d", 2, "2-d average pooling of a dask array.")
-avg_pool3d = _make_avg_pool("avg_pool3d", 3, "3-d average pooling of a dask array.")
+max_pool, max_pool1d, max_pool2d, max_pool3d = fixed_rank_ops(
+    _max_pool, "max_pool", POOL_DOC, words=per_rank(MAX_POOL_EXAMPLES, MAX_POOL_SUMMARIES, **MAX_POOL_FIELDS))
+avg_pool, avg_pool1d, avg_pool2d, avg_pool3d = fixed_rank_ops(
+    _avg_pool, "avg_pool", POOL_DOC, words=per_rank(AVG_POOL_EXAMPLES, AVG_POOL_SUMMARIES, **AVG_POOL_FIELDS))
