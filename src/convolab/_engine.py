@@ -35,8 +35,8 @@ from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, sel
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
-__all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "INPUT_GRAD_ALGORITHMS",
-           "WEIGHT_GRAD_ALGORITHMS"]
+__all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
+           "describe_geometry", "INPUT_GRAD_ALGORITHMS", "WEIGHT_GRAD_ALGORITHMS"]
 
 #: What the input gradient's ``algorithm`` accepts; "auto" runs the plan's pass
 #: (:attr:`convolab.planner.Plan.input_grad`).
@@ -78,7 +78,7 @@ def conv_forward(
     check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
                       offset=bias)
     spec = _bounded_steps(spec)
-    compact = _compact_problem(spec, algorithm, x.dtype)
+    compact = compact_problem(spec, algorithm, x.dtype)
     if compact is not None:  # only the cells the windows read, never the whole padded input
         x, spec = compact[1].gather(x), compact[0]
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
@@ -147,13 +147,13 @@ def _bounded_steps(spec: ConvSpec) -> ConvSpec:
     return replace(spec, stride=stride, dilation=dilation)
 
 
-def _compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[ConvSpec, CompactReads] | None:
+def compact_problem(spec: ConvSpec, algorithm: str, dtype: np.dtype) -> tuple[ConvSpec, CompactReads] | None:
     """The problem on the cells its windows read (see :func:`convolab._window.compact_reads`), or None.
 
     Used where padding (or a stride or dilation far past the kernel) would make
     the padded input much larger than the input and than what the windows
     read: every pass then runs unpadded on the gathered cells, with the compact
-    stride and dilation. An algorithm named by the caller must accept the
+    stride and dilation (here, and in :mod:`convolab.chunked`'s blocks). An algorithm named by the caller must accept the
     compact problem too; where it would not (folded under a compact stride
     along the last axis), the taps keep their dilation, which any algorithm
     that accepted the padded problem accepts.
@@ -218,7 +218,7 @@ def conv_input_grad(
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
     spec = _bounded_steps(spec)
-    compact = _compact_problem(spec, algorithm, weight.dtype)
+    compact = compact_problem(spec, algorithm, weight.dtype)
     if compact is not None:  # the gradient on the cells the windows read, added back onto the input
         return compact[1].scatter(conv_input_grad(grad_output, weight, compact[0], algorithm), spec.input_size)
     check_exact_range(spec.op, ("grad_output", "weight"), grad_output, weight,
@@ -328,7 +328,7 @@ def conv_weight_grad(
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
     spec = _bounded_steps(spec)
-    compact = _compact_problem(spec, algorithm, x.dtype)
+    compact = compact_problem(spec, algorithm, x.dtype)
     if compact is not None:  # the same sum over the cells the windows read
         return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
     grad_output = grad_output.astype(accumulate, copy=False)
