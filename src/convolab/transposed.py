@@ -133,9 +133,6 @@ def _transpose_geometry(
     return TransposeGeometry(spec, padding_pairs, out_size), batched
 
 
-_plan = _transpose_geometry  # the old name, which explain.py (moving on another branch) still imports
-
-
 def _output_padding_for(op: str, output_size: Any, smallest: tuple[int, ...], strides: tuple[int, ...],
                         input_size: tuple[int, ...]) -> tuple[int, ...]:
     """The output_padding that gives ``output_size``: PyTorch's rule, sizes from ``smallest`` to ``+ stride - 1``.

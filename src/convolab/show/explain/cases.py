@@ -18,7 +18,7 @@ from ..._dtypes import _largest_magnitude, result_dtype
 from ..._errors import fail
 from ...functional import check_array, conv
 from ...spec import PaddingArg, conv_spec, normalize_ints, normalize_padding
-from ...transposed import _plan as _transpose_plan
+from ...transposed import _transpose_geometry
 from ...transposed import conv_transpose
 from .._format import number, strict_json
 
@@ -160,8 +160,8 @@ def _check_case(case: Case) -> None:
         fail(ValueError, "explain", "input", f"shape {x.shape}", "must be one unbatched image (C_in, H, W)")
     kernel = prod(w.shape[2:])
     if case.transposed:
-        plan, _ = _transpose_plan(op, 2, x, w, case.stride, case.padding, case.output_padding, case.groups,
-                                  case.dilation, None)
+        plan, _ = _transpose_geometry(op, 2, x, w, case.stride, case.padding, case.output_padding, case.groups,
+                                      case.dilation, None)
         forward = plan.spec  # the convolution this one transposes: its input is our output's extent
         out_shape = (forward.in_channels, *plan.output_size)
         # What the kernel slides over: the output's extent plus the dilated kernel's, per axis.
