@@ -279,9 +279,12 @@ def parse_controls(values: Mapping[str, Any]) -> Config:
     input_from = values.get("input_from", "size") if isinstance(values.get("input_from"), str) else "size"
     try:
         return _parse(values)
-    except UsageError as error:  # the CLI parsers' messages start with the name they were given: the control
-        text = str(error)
-        raise ControlError(text, text.split(":", 1)[0]) from None
+    except UsageError as error:
+        # The CLI parsers' messages start with the name they were given (parse_padding always says "--padding"):
+        # that is the control.
+        head, rest = str(error).split(":", 1)
+        control = head.lstrip("-").replace("-", "_")
+        raise ControlError(control + ":" + rest, control) from None
     except (ValueError, TypeError) as error:
         raise ControlError(str(error), control_for(str(error), input_from)) from None
 
