@@ -65,6 +65,7 @@
     clearErrors();
     const slot = form.querySelector(`[data-error-for="${control || ""}"]`) || form.querySelector('[data-error-for=""]');
     slot.textContent = message;
+    viewEl.classList.add("stale");  // what is drawn is the last configuration that worked
     const element = control && form.elements[control];
     if (element && element.setAttribute) element.setAttribute("aria-invalid", "true");
   }
@@ -91,6 +92,7 @@
       return;
     }
     clearErrors();
+    viewEl.classList.remove("stale");
     accept(answer, query(values));
     history.replaceState(null, "", "?" + state.query);
   }
@@ -154,9 +156,10 @@
   function grids(values, options) {
     const wrap = el("div", { class: "channels" });
     const first = values.length ? values[0] : [];
+    const caption = options.caption || ((c) => `channel ${c}`);
     values.forEach((plane, c) => {
       const grid = el("div", {
-        class: "grid", role: "grid", "aria-label": `${options.label}, ${options.caption || "channel"} ${c}`,
+        class: "grid", role: "grid", "aria-label": `${options.label}, ${caption(c)}`,
       });
       // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
       grid.style.gridTemplateColumns = `repeat(${plane.length ? plane[0].length : 0}, minmax(var(--cell), auto))`;
@@ -173,7 +176,7 @@
       const start = grid.querySelector(".cell");
       if (start) start.setAttribute("tabindex", "0");
       if (options.onSelect) wire(grid, options.onSelect);
-      wrap.append(el("figure", { class: "channel" }, el("figcaption", { text: `${options.caption || "channel"} ${c}` }), grid));
+      wrap.append(el("figure", { class: "channel" }, el("figcaption", { text: caption(c) }), grid));
     });
     if (!first.length) wrap.append(el("p", { class: "hint", text: "(empty)" }));
     return wrap;
@@ -313,7 +316,7 @@
         label: canvasTitle, cell: (i, v, at) => Object.assign(canvasCell(p.canvas, "input")(i, v, at), { "data-testid": "in-cell" }),
       })),
       panel(transposed ? "Kernel, rotated 180°" : "Kernel", p.kernel.orientation, grids(flattenKernel(p.kernel.applied), {
-        label: "kernel", caption: "filter, channel", cell: (i) => ({ "data-testid": "k-cell", "data-index": kernelIndex(i, p.kernel.applied_shape[1]) }),
+        label: "kernel", caption: kernelCaption(p.kernel.applied_shape[1]), cell: (i) => ({ "data-testid": "k-cell", "data-index": kernelIndex(i, p.kernel.applied_shape[1]) }),
       })),
       panel("Output", `${p.op} output, ${p.output.shape.join(" × ")}`, grids(p.output.values, {
         label: "output", cell: () => ({ "data-testid": "out-cell" }), onSelect: (at) => selectOutput(at),
@@ -334,6 +337,11 @@
     const planes = [];
     kernel.forEach((filter) => filter.forEach((plane) => planes.push(plane)));
     return planes;
+  }
+
+  // The caption of flattenKernel's plane c: "filter o, channel c" (channels counted within the group).
+  function kernelCaption(channels, outer = "filter", inner = "channel") {
+    return (plane) => `${outer} ${Math.floor(plane / channels)}, ${inner} ${plane % channels}`;
   }
 
   // A cell "plane,i,j" of flattenKernel's grids as the kernel's own index "o,c,i,j".
@@ -423,28 +431,29 @@
 
   function renderBackward(p) {
     const b = p.backward;
-    const panels = el("div", { class: "panels" },
+    const gradients = el("div", { class: "panels" },
       panel("grad_output", b.grad_output_default ? "ones (set your own in the Backward control)" : "as given",
         grids(b.grad_output.values, { label: "grad_output", cell: () => ({ "data-testid": "out-cell" }) })),
       panel("Input gradient ∂L/∂x", "hover or focus a sample: every output that read it, and its gradient two ways",
         grids(b.grad_input.values, { label: "input gradient", cell: () => ({ "data-testid": "in-cell" }), onSelect: (at) => selectInput(at) })),
       panel("Weight gradient ∂L/∂w", "hover or focus a weight: its gradient as a correlation of the input with grad_output",
         grids(flattenKernel(b.grad_weight.values), {
-          label: "weight gradient", caption: "filter, channel",
+          label: "weight gradient", caption: kernelCaption(b.grad_weight.shape[1]),
           cell: (i) => ({ "data-testid": "w-cell", "data-index": kernelIndex(i, b.grad_weight.shape[1]) }),
           onSelect: (at) => selectWeight(at),
-        })),
-      panel("Input, padded", "the cells a weight's gradient reads",
+        })));
+    const sources = el("div", { class: "panels" },
+      panel("Input, padded", "the hovered sample (and its copies in the padding); the cells a weight's gradient reads",
         grids(p.canvas.values, { label: "padded input", cell: (i, v, at) => Object.assign(canvasCell(p.canvas, "input")(i, v, at), { "data-testid": "x-cell" }) })),
       panel("grad_output, spread by the stride and padded", "the full correlation slides the rotated kernel over this",
         grids(b.full_canvas.values, { label: "spread grad_output", cell: (i, v, at) => Object.assign(canvasCell(b.full_canvas, "grad_output")(i, v, at), { "data-testid": "g-cell" }) })),
       panel("Kernel rotated 180°", "channels swapped: (C_in, C_out/groups, kH, kW)",
-        grids(flattenKernel(b.rotated.values), { label: "rotated kernel", caption: "input channel, output channel" })));
+        grids(flattenKernel(b.rotated.values), { label: "rotated kernel", caption: kernelCaption(b.rotated.shape[1], "input channel", "output channel") })));
     const detailEl = el("div", { class: "detail", id: "detail", "aria-live": "polite" },
       el("p", { class: "hint", text: "Hover or focus a cell of the input gradient or of the weight gradient." }));
-    viewEl.append(panels, legend([["reads", "outputs that read the sample"], ["in-window", "cells of the window"],
-      ["role-padding", "padding"], ["role-inserted", "zero inserted by the stride"], ["unread", "never read"]]),
-    ...b.checks.map((c) => check(c.holds, c.text)), detailEl);
+    viewEl.append(gradients, ...b.checks.map((c) => check(c.holds, c.text)), detailEl, sources,
+      legend([["reads", "outputs that read the sample"], ["selected", "the sample or weight"], ["in-window", "cells of the window"],
+        ["role-padding", "padding"], ["role-inserted", "zero inserted by the stride"], ["unread", "never read"]]));
   }
 
   async function selectInput(at) {
@@ -453,7 +462,8 @@
     if (!d) return;
     mark('[data-testid="out-cell"]', "reads", d.readers);
     mark('[data-testid="g-cell"]', "in-window", d.full.window);
-    mark('[data-testid="x-cell"]', "in-window", d.copies);
+    mark('[data-testid="x-cell"]', "in-window", []);
+    mark('[data-testid="x-cell"]', "selected", d.copies);  // where the sample sits in the padded input
     mark('[data-testid="w-cell"]', "selected", []);
     document.getElementById("detail").replaceChildren(
       el("h3", { text: `∂L/∂x[${at}] = ${d.value}` }),
@@ -475,6 +485,7 @@
     mark('[data-testid="w-cell"]', "selected", [at]);
     const d = await current("weight", at);
     if (!d) return;
+    mark('[data-testid="x-cell"]', "selected", []);
     mark('[data-testid="x-cell"]', "in-window", d.window);
     mark('[data-testid="out-cell"]', "reads", d.terms.map((t) => t.out));
     mark('[data-testid="g-cell"]', "in-window", []);
