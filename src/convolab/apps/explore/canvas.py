@@ -18,8 +18,8 @@ import numpy as np
 
 from ... import conv2d
 
-__all__ = ["ROLES", "SAMPLE", "PADDING", "INSERTED", "Canvas", "padded_canvas", "spread_canvas", "read_mask",
-           "rotated_swapped"]
+__all__ = ["ROLES", "SAMPLE", "PADDING", "INSERTED", "Canvas", "padded_canvas", "spread_canvas", "tap_positions",
+           "read_mask", "rotated_swapped"]
 
 #: Role codes of canvas cells, by name as the page shows them.
 ROLES = ("sample", "padding", "inserted")
@@ -89,9 +89,18 @@ def spread_canvas(a: np.ndarray, stride: Sequence[int], low: Sequence[int], high
     return Canvas(values, roles, sources)
 
 
+def tap_positions(output: int, kernel: int, stride: int, dilation: int) -> np.ndarray:
+    """``(output, kernel)``: the canvas coordinate tap ``i`` of output ``p`` reads, ``p*stride + i*dilation``.
+
+    >>> tap_positions(2, 3, 2, 1).tolist()
+    [[0, 1, 2], [2, 3, 4]]
+    """
+    return np.arange(output)[:, None] * stride + np.arange(kernel)[None, :] * dilation
+
+
 def read_mask(extent: Sequence[int], output: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
               dilation: Sequence[int]) -> np.ndarray:
-    """``(H, W)`` bools: the canvas cells some window reads (tap ``i`` of output ``p`` reads ``p*stride + i*dilation``).
+    """``(H, W)`` bools: the canvas cells some window reads (see :func:`tap_positions`).
 
     The cells read form a product of one set per axis.
 
@@ -101,7 +110,7 @@ def read_mask(extent: Sequence[int], output: Sequence[int], kernel: Sequence[int
     axes = []
     for size, out, k, s, d in zip(extent, output, kernel, stride, dilation):
         read = np.zeros(size, dtype=bool)
-        read[(np.arange(out)[:, None] * s + np.arange(k)[None, :] * d).ravel()] = True
+        read[tap_positions(out, k, s, d).ravel()] = True
         axes.append(read)
     return axes[0][:, None] & axes[1][None, :]
 

@@ -88,7 +88,7 @@ def controls_from_args(args: argparse.Namespace) -> dict[str, str]:
 
 def run_explore(args: argparse.Namespace) -> int:
     """Write the snapshot (``--output``), or serve the page until Ctrl-C."""
-    from .controls import parse_controls
+    from .model import problem
 
     controls = controls_from_args(args)
     if args.output:
@@ -99,9 +99,9 @@ def run_explore(args: argparse.Namespace) -> int:
 
         path = Path(args.output)
         path.write_text(snapshot_html(controls), encoding="utf-8")
-        print(f"wrote {path}: an offline page of {parse_controls(controls).op}, {path.stat().st_size:,} bytes")
+        print(f"wrote {path}: an offline page of {problem(controls).config.op}, {path.stat().st_size:,} bytes")
         return 0
-    parse_controls(controls)  # a bad flag is one line and exit status 2 now, not a page that opens with an error
+    problem(controls)  # a bad flag is one line and exit status 2 now, not a page that opens with an error
     from .server import DEFAULT_HOST, DEFAULT_PORT, make_server, serve
 
     host = DEFAULT_HOST if args.host is None else args.host

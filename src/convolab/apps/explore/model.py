@@ -39,8 +39,8 @@ import numpy as np
 from ... import conv2d, conv_matrix, conv_output_size, conv_transpose2d, grad, im2col_matrices, shapes, trace
 from ..._errors import fail
 from ...spec import conv_spec
-from .canvas import ROLES, Canvas, padded_canvas, read_mask, rotated_swapped, spread_canvas
-from .controls import CONTROLS, MAX_TEXT_CHARS, Config, ControlError, control_for, parse_controls
+from .canvas import ROLES, Canvas, padded_canvas, read_mask, rotated_swapped, spread_canvas, tap_positions
+from .controls import CONTROLS, Config, ControlError, control_for, parse_controls
 
 __all__ = ["number", "problem", "Problem", "MAX_EQUATION_TERMS", "MAX_DENSE_ROW", "SNAPSHOT_MAX_TERMS"]
 
@@ -143,10 +143,9 @@ def problem(values: Mapping[str, Any]) -> Problem:
         arguments the op refuses when it runs.
     """
     texts = {name: values.get(name, default) for name, default in CONTROLS.items()}
-    unknown = set(values) - set(CONTROLS)
-    if unknown or not all(isinstance(t, str) and len(t) <= MAX_TEXT_CHARS for t in texts.values()):
-        return Problem(parse_controls(values))  # it refuses them, with the message
-    return _cached_problem(tuple(sorted(texts.items())))
+    if set(values) <= set(CONTROLS) and all(isinstance(text, str) for text in texts.values()):
+        return _cached_problem(tuple(sorted(texts.items())))  # refusals raise, and are not cached
+    return Problem(parse_controls(values))  # it refuses them, with the message
 
 
 @lru_cache(maxsize=CACHED_PROBLEMS)
@@ -462,8 +461,8 @@ class Problem:
         group = channel // spec.in_channels_per_group
         local = channel - group * spec.in_channels_per_group
         # Scatter: output p's tap (i, j) reads canvas cell p*stride + (i, j)*dilation; keep those holding `at`.
-        rows = np.arange(spec.output_size[0])[:, None] * spec.stride[0] + np.arange(spec.kernel_size[0]) * spec.dilation[0]
-        cols = np.arange(spec.output_size[1])[:, None] * spec.stride[1] + np.arange(spec.kernel_size[1]) * spec.dilation[1]
+        rows, cols = (tap_positions(*sizes) for sizes in zip(spec.output_size, spec.kernel_size, spec.stride,
+                                                                spec.dilation))
         reads = canvas.sources[channel][rows[:, None, :, None], cols[None, :, None, :]]  # (Ho, Wo, kH, kW)
         scatter, products = [], []
         for oy, ox, i, j in np.argwhere(reads == flat):
@@ -503,7 +502,7 @@ class Problem:
         }
 
     def _detail_weight(self, at: tuple[int, ...]) -> dict[str, Any]:
-        """A weight's gradient: the padded input, read at the tap's offset with the stride as dilation, times grad_output."""
+        """A weight's gradient: the padded input from the tap's offset in steps of the stride, times grad_output."""
         c, spec = self.config, self.spec
         o, local, i, j = at
         channel = o // spec.out_channels_per_group * spec.in_channels_per_group + local
@@ -515,7 +514,8 @@ class Problem:
                   dilation=spec.stride, padding=spec.padding, padding_mode=spec.padding_mode)
         cells, terms = [], []
         for _, oy, ox in np.ndindex(*t.window.shape):
-            place = (channel, tap[0] * spec.dilation[0] + oy * spec.stride[0], tap[1] * spec.dilation[1] + ox * spec.stride[1])
+            place = (channel, tap[0] * spec.dilation[0] + oy * spec.stride[0],
+                     tap[1] * spec.dilation[1] + ox * spec.stride[1])
             cells.append(_label(place))
             terms.append({"cell": cells[-1], "out": _label((o, oy, ox)), "x": number(t.window[0, oy, ox]),
                           "grad": number(t.kernel[0, oy, ox]), "product": number(t.product[0, oy, ox])})

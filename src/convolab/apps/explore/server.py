@@ -25,6 +25,7 @@ message>, "control": <the control it is about, or null>}``.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -51,6 +52,8 @@ class ExploreServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], initial: Mapping[str, str], quiet: bool = True):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6  # "::1", "::": the socket TCPServer makes must be IPv6
         super().__init__(address, _Handler)
         self.initial = dict(initial)
         self.quiet = quiet
@@ -58,7 +61,7 @@ class ExploreServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # "all": this machine's
         return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
 
 
