@@ -334,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(commands)
     add_bench_parser(commands)
+
+    # explore: the flags only; its model, page and server load when it runs.
+    from .apps.explore.command import add_explore_parser
+
+    add_explore_parser(commands)
     return parser
 
 
