@@ -113,7 +113,7 @@ def test_agrees_with_torch(case, dtype, compiled_everywhere):
 
 
 #: Larger problems: runs of several rows and of part of a row, jobs shared among threads, a stride
-#: along every axis, a flipped kernel, an input that is not contiguous.
+#: along every axis, a flipped kernel, read-only arrays and an input that is not contiguous.
 LARGER = [
     ((2, 4, 70, 70), (6, 2, 3, 3), dict(padding=1, groups=2)),
     ((3, 8, 41, 37), (8, 1, 5, 3), dict(padding=(2, 1), stride=2, dilation=(1, 2), groups=8)),
@@ -130,6 +130,8 @@ def test_larger_problems_threaded_and_not_contiguous(input_shape, weight_shape, 
     w = rng.standard_normal(weight_shape)
     out_shape = cl.conv(x, w, **params, algorithm="direct").shape
     g = rng.standard_normal(out_shape)
+    for array in (x, w, g):
+        array.flags.writeable = False
     with cl.thread_count(3):
         out = cl.conv(x, w, **params)
         grad_input = cl.grad.conv_input(x.shape, w, g, **params)

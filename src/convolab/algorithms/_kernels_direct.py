@@ -22,7 +22,7 @@ The contract every kernel shares (the Python wrapper in :mod:`.compiled` lays
 the arrays out and makes the tables):
 
 - three spatial axes: lower ranks come as rank 3 with leading unit axes;
-- every array C-contiguous, native byte order, one dtype (float32 or float64);
+- every array C-contiguous, native byte order, writeable, one dtype (float32 or float64);
   the kernel (and the weight gradient) as ``(C_out, C*KD*KH*KW)``, its
   columns the taps ``t`` in C order;
 - the input padded (by :func:`copy_phases` or the caller) and split into phases;

@@ -72,15 +72,20 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (*shape[:2], *(1,) * (KERNEL_RANK + 2 - len(shape)), *shape[2:])
 
 
+def _as_kernels_take(a: np.ndarray) -> np.ndarray:
+    """``a`` as the kernels' contract has it: C-contiguous, in native byte order, and writeable (Numba would
+    compile every kernel again for a read-only array, so one is copied), a view where it already is."""
+    return np.require(a, dtype=a.dtype.newbyteorder("="), requirements=["C_CONTIGUOUS", "WRITEABLE"])
+
+
 def _rank3(a: np.ndarray) -> np.ndarray:
-    """``a`` with three spatial axes (:func:`_shape3`), C-contiguous and in native byte order (the kernels'
-    contract): a view where it already is."""
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")).reshape(_shape3(a.shape))
+    """``a`` with three spatial axes (:func:`_shape3`), laid out as the kernels take it."""
+    return _as_kernels_take(a).reshape(_shape3(a.shape))
 
 
 def _filters(kernel: np.ndarray) -> np.ndarray:
     """The kernel ``(C_out, C, *k)`` as the kernels take it: ``(C_out, T)``, the taps in C order."""
-    return np.ascontiguousarray(kernel, dtype=kernel.dtype.newbyteorder("=")).reshape(kernel.shape[0], -1)
+    return _as_kernels_take(kernel).reshape(kernel.shape[0], -1)
 
 
 def _steps(values: tuple[int, ...], fill: int = 1) -> tuple[int, ...]:
