@@ -34,7 +34,7 @@ import convolab as cl
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import compiled as compiled_module
 from convolab.algorithms.compiled import Compiled
-from conv_cases import ConvCase, generate_cases
+from conv_cases import generate_cases
 from test_depthwise import assert_like_torch, batched
 
 #: Generated cases, every fourth made depthwise (with a channel multiplier of 1 or 2), rank 1 to 3.
@@ -50,8 +50,6 @@ def compiled_everywhere():
     """The planner picks "compiled" for every problem it can run (its estimate is zero)."""
 
     class Everywhere(Compiled):
-        automatic = True
-
         def estimate(self, spec, dtype):
             return 0.0
 

@@ -53,7 +53,6 @@ dilation.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 __all__ = ["copy_phases", "forward", "input_grad_scatter", "weight_grad", "OUT_BLOCK", "TAP_BLOCK"]
