@@ -21,15 +21,20 @@ import convolab as cl
 from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
-ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft")
+ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
+              "compiled")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled")
+#: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
+FLOAT_ONLY = ("compiled",)
 
 
-def runs(case: ConvCase, algorithm: str) -> bool:
-    """Whether ``algorithm`` can run ``case`` (depthwise needs one input channel per group;
+def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:
+    """Whether ``algorithm`` can run ``case`` in ``dtype`` (depthwise needs one input channel per group;
     Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below; folded stride 1
-    and more than one tap along the last axis)."""
+    and more than one tap along the last axis; compiled float32 and float64)."""
+    if algorithm in FLOAT_ONLY and np.dtype(dtype) not in (np.float32, np.float64):
+        return False
     if algorithm.startswith("winograd"):
         return False
     if algorithm == "folded":
@@ -91,7 +96,7 @@ def assert_fft_close(actual, expected, x, w, b, dtype) -> None:
 def test_algorithms_agree(case, dtype):
     x, w, b = case.arrays(dtype)
     scale = magnitude(case, x, w, b)
-    results = {name: run(case, x, w, b, name) for name in ALGORITHMS if runs(case, name)}
+    results = {name: run(case, x, w, b, name) for name in ALGORITHMS if runs(case, name, dtype)}
     for name, out in results.items():
         assert out.dtype == dtype and out.shape == case.output_shape, name
     for name in SUMMING:
@@ -122,7 +127,7 @@ def test_algorithms_agree_on_complex(case, dtype):
     assert direct.dtype == dtype
     # a complex product is 4 real products, 2 additions: allow 4x the real bound
     for name in SUMMING:
-        if runs(case, name):
+        if runs(case, name, dtype):
             assert_within_summation_bound(run(case, x, w, b, name), direct, case, 4 * scale, dtype)
     assert_fft_close(run(case, x, w, b, "fft"), direct, x, w, b, dtype)
 
@@ -149,7 +154,7 @@ def test_integer_inputs_identical_in_direct_and_im2col(case):
     direct = run(case, x, w, b, "direct")
     assert direct.dtype == np.int64
     for name in SUMMING:
-        if runs(case, name):
+        if runs(case, name, dtype):
             np.testing.assert_array_equal(run(case, x, w, b, name), direct, err_msg=name)
     f64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
     np.testing.assert_array_equal(direct, run(case, f64(x), f64(w), f64(b), "direct"))  # small values: exact in float64
@@ -204,14 +209,14 @@ def test_integer_results_beyond_int64_are_exact_or_refused(dtype, x, w, algorith
 # -- float16: accumulated in float32, returned as float16 ----------------------------------------
 
 
-def cases_for(algorithm: str, count: int) -> list[ConvCase]:
-    """``count`` generated cases ``algorithm`` can run."""
+def cases_for(algorithm: str, count: int, dtype=np.float64) -> list[ConvCase]:
+    """``count`` generated cases ``algorithm`` can run in ``dtype``."""
     if algorithm.startswith("winograd"):
         return winograd_cases(count)
-    return [case for case in CASES if runs(case, algorithm)][:count]
+    return [case for case in CASES if runs(case, algorithm, dtype)][:count]
 
 
-@pytest.mark.parametrize("algorithm, case", [(name, case) for name in ALGORITHMS for case in cases_for(name, 30)[::3]],
+@pytest.mark.parametrize("algorithm, case", [(name, case) for name in ALGORITHMS for case in cases_for(name, 30, np.float16)[::3]],
                          ids=str)
 def test_float16_is_float32_computation_rounded(case, algorithm):
     x, w, b = case.arrays(np.float16)
@@ -221,7 +226,7 @@ def test_float16_is_float32_computation_rounded(case, algorithm):
     np.testing.assert_array_equal(out, run(case, f32(x), f32(w), f32(b), algorithm).astype(np.float16))
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)  # a 3-tap kernel: every algorithm runs it
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name not in FLOAT_ONLY])  # a 3-tap kernel
 def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     """60000 + 60000 overflows float16 (max 65504); accumulated in float32, the sum comes back."""
     x = np.array([[[60000.0, 60000.0, -60000.0]]], dtype=np.float16)
@@ -231,7 +236,8 @@ def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     np.testing.assert_array_equal(out, np.array([[[60000.0]]], dtype=np.float16))
 
 
-@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")])
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")
+                                       and name not in FLOAT_ONLY])
 def test_float16_small_terms_are_not_lost(algorithm):
     """2048 + 1 + 1 + ... : in float16 each +1 would round away; float32 keeps them."""
     x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 65)

@@ -224,6 +224,7 @@ def test_non_finite_values_stay_in_their_windows(kwargs, blocking):
     assert np.isfinite(reference_weight).any() and np.isfinite(reference_input).any()
 
 
+@pytest.mark.usefixtures("without_numba")  # where it can, compiled takes these (test_compiled.py)
 def test_auto_uses_depthwise_for_its_gradients_too():
     """A MobileNet-like layer: the planner picks depthwise, and "auto" gradients are depthwise's own."""
     rng = np.random.default_rng(8)
@@ -241,6 +242,7 @@ def test_auto_uses_depthwise_for_its_gradients_too():
                                cl.grad.conv2d_input(x.shape, w, g, **kwargs), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("without_numba")  # where it can, compiled takes these (test_compiled.py)
 def test_plan_prefers_depthwise_for_mobilenet_layers():
     for input_shape, weight_shape, kwargs in [
         ((8, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144)),
@@ -305,18 +307,24 @@ def torch_padded(torch, x, case: ConvCase):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", [case for case in CASES if case.batch > 0][::2], ids=str)
 def test_against_torch(case, dtype):
+    x, w, _ = case.arrays(dtype)
+    g = np.random.default_rng(9).standard_normal(case.output_shape).astype(dtype)
+    out = cl.conv(x, w, **case.kwargs(), algorithm="depthwise")
+    assert_like_torch(case, x, w, g, (out, *depthwise_gradients(case, x, w, g)))
+
+
+def assert_like_torch(case: ConvCase, x, w, g, passes) -> None:
+    """``passes``, the forward and both gradients for grad_output ``g``, are PyTorch's (padding through
+    :func:`torch_padded`) to the dtype's rounding."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
     functional = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
-    x, w, _ = case.arrays(dtype)
-    g = np.random.default_rng(9).standard_normal(case.output_shape).astype(dtype)
     xt = torch.tensor(batched(case, x), requires_grad=True)
     wt = torch.tensor(w, requires_grad=True)
     out_t = functional[case.rank](torch_padded(torch, xt, case), wt, None, case.strides, 0, case.dilations, case.groups)
     out_t.backward(torch.tensor(batched(case, g)))
-    out = cl.conv(x, w, **case.kwargs(), algorithm="depthwise")
-    grad_input, grad_weight = depthwise_gradients(case, x, w, g)
-    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    out, grad_input, grad_weight = passes
+    tolerance = dict(rtol=1e-5, atol=1e-5) if x.dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(batched(case, out), out_t.detach().numpy(), **tolerance)
     np.testing.assert_allclose(batched(case, grad_input), xt.grad.numpy(), **tolerance)
     np.testing.assert_allclose(grad_weight, wt.grad.numpy(), **tolerance)

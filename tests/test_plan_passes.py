@@ -1,7 +1,9 @@
 """The planner decides every pass (forward, input gradient, weight gradient) and the engine runs what it says.
 
 Each case checks *which* path the plan chose and that the gradient functions ran exactly that one (a
-spy on the pass), not only the values.
+spy on the pass), not only the values. The NumPy paths' planning is pinned here, as where Numba cannot be
+imported (the compiled algorithm, which takes the depthwise layers where it can, is planned in
+test_compiled.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ MOBILENET = ((4, 32, 40, 40), (32, 1, 3, 3), dict(padding=1, groups=32))  # dept
 MOBILENET_STRIDED = ((4, 32, 40, 40), (64, 1, 3, 3), dict(stride=2, padding=1, groups=32))
 STRIDED = ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2))  # gemm forward
 LARGE_KERNEL = ((1, 1, 300, 300), (1, 1, 41, 41), {})  # fft forward
+
+pytestmark = pytest.mark.usefixtures("without_numba")
 
 
 def passes(shapes) -> tuple[str, str, str, str, str]:

@@ -18,6 +18,8 @@ matter). In short:
   threads;
 - fft: forward transforms of inputs and kernels, the spectral products, the
   inverse transforms;
+- compiled: the loads and stores of its compiled inner loops at the cache's
+  rate, the loops' starts, and its passes over memory (the phase grid's copy);
 - each: plus a fixed cost per call (larger for the FFT), which decides tiny
   problems.
 
@@ -53,11 +55,11 @@ algorithms run as asked.
 The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
 
 - the input gradient: the forward's own pass where its algorithm has one
-  (depthwise), else "full" (a forward convolution of grad_output, so the fast
+  (depthwise, compiled), else "full" (a forward convolution of grad_output, so the fast
   algorithms apply) at stride 1 with a finite weight, else "scatter"
   (:func:`input_grad_formulation`);
 - the weight gradient: the forward's own pass where its algorithm has one and
-  takes it (depthwise; folded where folding halves the copies and the input is
+  takes it (depthwise, compiled; folded where folding halves the copies and the input is
   finite), else gemm's, in the product orientation gemm chooses.
 
 Each algorithm says how its pass would run (:meth:`~convolab.algorithms.Algorithm.pass_formulation`);
@@ -392,7 +394,7 @@ def plan(
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "float32").algorithm
     'fft'
     >>> cl.plan((8, 32, 112, 112), (32, 1, 3, 3), "float32", padding=1, groups=32).algorithm
-    'depthwise'
+    'compiled'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "int32").refused["fft"]
     'integer inputs (int32) must give exact results, and the FFT rounds'
     >>> chosen = cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1)

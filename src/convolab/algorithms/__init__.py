@@ -27,7 +27,8 @@ the problem (or why it should not), so that the planner
 
 Modules: :mod:`.reference` ("direct", "im2col"), :mod:`.gemm`, :mod:`.folded`,
 :mod:`.shifted`, :mod:`.depthwise`, :mod:`.winograd` ("winograd2",
-"winograd4"), :mod:`.fft`; shared support in :mod:`._blocking` (unrolled
+"winograd4"), :mod:`.fft`, :mod:`.compiled` (compiled loops: Numba, imported
+on first use through :mod:`._compiled`); shared support in :mod:`._blocking` (unrolled
 columns in blocks of bounded size), :mod:`._threads` (the thread pool) and
 :mod:`._rates` (the reference machine's rates).
 
@@ -74,6 +75,7 @@ from .._window import pad
 from ..spec import ConvSpec
 
 __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT",
+           "Compiled",
            "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
@@ -232,6 +234,7 @@ def select_algorithm(name: str, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
 
 # The modules below subclass Algorithm, so they come after it.
 from ._blocking import CACHE_BLOCK_BYTES  # noqa: E402
+from .compiled import Compiled  # noqa: E402
 from .depthwise import Depthwise, depthwise_threads  # noqa: E402
 from .fft import FFT, fft_blocks, transform_length  # noqa: E402
 from .folded import Folded  # noqa: E402
@@ -241,6 +244,7 @@ from .shifted import Shifted  # noqa: E402
 from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
-for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT()):
+for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT(),
+                   Compiled()):
     register(_algorithm)
 del _algorithm

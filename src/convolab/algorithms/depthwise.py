@@ -26,6 +26,7 @@ from .._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
 from ._blocking import phase_size, stride_one
+from ._input_grad import FullOrScatter, full_padding
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
 
@@ -337,17 +338,7 @@ def _zero_padded_source(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tupl
     return np.ascontiguousarray(pad(x, spec.padding, spec.padding_mode)), tuple((0, 0) for _ in spec.padding)
 
 
-def _full_padding(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:
-    """The padding of grad_output for :meth:`Depthwise._input_grad_full` (the dilated kernel's extent less
-    one, less the forward's zero padding), or None where the forward's zero padding is wider than that,
-    so that the cells would need cropping."""
-    zeros = spec.padding_mode == "zeros"
-    extents = [d * (k - 1) for k, d in zip(spec.kernel_size, spec.dilation)]
-    padding = tuple((e - low, e - high) if zeros else (e, e) for e, (low, high) in zip(extents, spec.padding))
-    return padding if min(min(pair) for pair in padding) >= 0 else None
-
-
-class Depthwise(Algorithm):
+class Depthwise(FullOrScatter, Algorithm):
     """Depthwise convolution (one input channel per group): a small matrix product per channel.
 
     For a block of channels (:class:`_DepthwiseLayout`), every tap's run over
@@ -448,46 +439,19 @@ class Depthwise(Algorithm):
         the kernel, else as the forward's passes transposed (:meth:`_input_grad_scatter`)."""
         if name == "weight_grad":
             return Formulation("every tap's run against grad_output", "blocked and threaded like the forward")
-        if name != "input_grad":
-            return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)
-        if not stride_one(spec):
-            formulation, why = "scatter", f"stride {spec.stride}: the full correlation would read spread zeros"
-        elif not finite:
-            formulation, why = "scatter", "the weight holds inf or NaN, which the full correlation would multiply " \
-                                          "by its padding zeros"
-        elif _full_padding(spec) is None:
-            formulation, why = "scatter", "the padding is wider than the kernel reaches: the full correlation " \
-                                          "would need cropping"
-        else:
-            formulation, why = "full", "stride 1: its own forward on grad_output"
-        return Formulation(formulation, why, (("formulation", formulation),))
-
-    def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec, *,
-                   formulation: str | None = None) -> np.ndarray:
-        """The gradient with respect to the input, ``(N, C_in, *input)``, for the oriented ``kernel``.
-
-        ``formulation``: "full" (:meth:`_input_grad_full`) or "scatter"
-        (:meth:`_input_grad_scatter`), as the plan says; None: as
-        :meth:`pass_formulation` says for this kernel.
-        """
-        if formulation is None:
-            formulation = dict(self.pass_formulation("input_grad", spec, kernel.dtype,
-                                                     finite=all_finite(kernel)).options)["formulation"]
-        if formulation == "full":
-            return self._input_grad_full(grad_output, kernel, spec)
-        return self._input_grad_scatter(grad_output, kernel, spec)
+        return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
 
     def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """At stride 1: ``dx_p[q] = sum_{m, j} g[q - j*d] * k[m, j]``, a full correlation with the kernel reversed.
 
         grad_output, padded by the dilated kernel's extent less one (less the
         forward's zero padding, so that only the input's cells come out, see
-        :func:`_full_padding`), is correlated with the reversed kernel; each
+        :func:`._input_grad.full_padding`), is correlated with the reversed kernel; each
         group's ``M`` output channels become the ``M`` input channels of a
         group with one output (the forward's few-channels case).
         """
         zeros = spec.padding_mode == "zeros"
-        padding = _full_padding(spec)
+        padding = full_padding(spec)
         groups, multiplier = spec.groups, spec.out_channels_per_group
         swapped = reverse_spatial(kernel.reshape(groups, multiplier, *spec.kernel_size), spec.rank)  # (G, M, *k)
         full = conv_spec(grad_output.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,

@@ -1,0 +1,436 @@
+"""compiled: the direct sum as compiled loops (Numba), for the layers that are not one big matrix product.
+
+Depthwise and grouped layers with few channels per group, small-channel stems,
+strided, dilated and 3-d layers spend most of a NumPy path's time copying
+(unrolled columns, padded grids) for products too small for the BLAS to reach
+its rate. A plain loop over the sum reads the padded input where it lies (split
+into its stride phases at a stride); compiled, it runs at the speed of the cache. The loops live in
+:mod:`._kernels_direct` (imported, with Numba, only on first use:
+:mod:`._compiled`); this module lays the arrays out for them, shares their
+jobs among threads (:func:`._threads.in_parallel`), and holds the cost model.
+
+Axis legend: N samples, G groups, C input channels per group, O output
+channels per group, K kernel taps.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .._dtypes import all_finite
+from .._settings import current_thread_count, current_workspace_limit
+from .._window import pad_adjoint, reverse_spatial
+from ..spec import ConvSpec, conv_spec
+from . import Algorithm, Formulation
+from ._compiled import kernels, numba_missing
+from ._input_grad import FullOrScatter, full_padding
+from ._rates import THREAD_GAIN
+from ._threads import in_parallel
+from .depthwise import _zero_padded_source
+
+__all__ = ["Compiled", "COMPILED_PARALLEL_WORK", "OUT_BLOCK"]
+
+#: Output channels one job of the forward (and of the weight gradient) computes, and taps read together: the
+#: inner loops add into four channels' sums from three taps at once (as in :mod:`._kernels_direct`, which
+#: cannot be imported here before Numba is wanted).
+OUT_BLOCK, TAP_BLOCK = 4, 3
+#: Bytes of one thread's scratch sums (a run of wide positions per channel): within the L1 cache...
+SCRATCH_BYTES = 32 * 2**10
+#: ... and positions per run: at most this many (the runs the taps read stay in the L2 cache), ...
+MOST_POSITIONS = 2048
+#: ... at least this many (a shorter run spends its time starting the loop).
+LEAST_POSITIONS = 64
+#: Below this many multiply-adds a pass runs on the calling thread alone (handing out jobs costs tens of
+#: microseconds).
+COMPILED_PARALLEL_WORK = 2**18
+#: Jobs per thread: enough that threads finish together though jobs differ in length.
+JOBS_PER_THREAD = 4
+#: Every kernel works on three spatial axes.
+KERNEL_RANK = 3
+
+# The cost model (:meth:`Compiled.estimate`), fitted to forward timings against today's algorithms on the
+# layer classes of issue 15 (see the estimate), in the reference machine's seconds like theirs.
+#: Fixed cost of a call: the layout's tables, the jobs handed out, the kernel's dispatch.
+CALL_OVERHEAD = 22e-6
+#: Loads and stores of float32 values per second that the inner loops issue on one thread (float64: half as
+#: many values, in vectors of the same width).
+CACHE_RATE = 20e9
+#: Seconds to start one inner loop (a run of one tap group for one block of channels).
+LOOP_COST = 36e-9
+#: Bytes per second of the kernel's passes over memory: the grid read once per block of output channels, the
+#: output written...
+MEMORY_RATE = 16e9
+#: ... and of the phase grid's copy (the input padded, and split at a stride: strided reads).
+GRID_COPY_RATE = 3.6e9
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``(A, B, *spatial)`` as ``(A, B, 1, ..., *spatial)``: three spatial axes."""
+    return (*shape[:2], *(1,) * (KERNEL_RANK + 2 - len(shape)), *shape[2:])
+
+
+def _as_kernels_take(a: np.ndarray) -> np.ndarray:
+    """``a`` as the kernels' contract has it: C-contiguous, in native byte order, and writeable (Numba would
+    compile every kernel again for a read-only array, so one is copied), a view where it already is."""
+    return np.require(a, dtype=a.dtype.newbyteorder("="), requirements=["C_CONTIGUOUS", "WRITEABLE"])
+
+
+def _rank3(a: np.ndarray) -> np.ndarray:
+    """``a`` with three spatial axes (:func:`_shape3`), laid out as the kernels take it."""
+    return _as_kernels_take(a).reshape(_shape3(a.shape))
+
+
+def _filters(kernel: np.ndarray) -> np.ndarray:
+    """The kernel ``(C_out, C, *k)`` as the kernels take it: ``(C_out, T)``, the taps in C order."""
+    return _as_kernels_take(kernel).reshape(kernel.shape[0], -1)
+
+
+def _steps(values: tuple[int, ...], fill: int = 1) -> tuple[int, ...]:
+    """Per-axis strides, dilations (or, with ``fill=0``, paddings) as the kernels' three: a missing axis steps
+    by 1 (is not padded)."""
+    return (fill,) * (KERNEL_RANK - len(values)) + tuple(values)
+
+
+def _threads(work: int) -> int:
+    """Threads for a pass of ``work`` multiply-adds: one below :data:`COMPILED_PARALLEL_WORK`."""
+    return current_thread_count() if work >= COMPILED_PARALLEL_WORK else 1
+
+
+def _run_jobs(jobs: int, work: int, call: Callable[[int, int, np.ndarray], None],
+              scratch: Callable[[], np.ndarray]) -> None:
+    """``call(first, last, scratch)`` over jobs ``0:jobs`` in contiguous ranges, shared among threads.
+
+    Each range is one call of a compiled kernel (which releases the GIL); each
+    thread makes its own scratch once.
+    """
+    threads = min(_threads(work), jobs)
+    pieces = min(jobs, threads * JOBS_PER_THREAD) if threads > 1 else 1
+    ranges = [(jobs * i // pieces, jobs * (i + 1) // pieces) for i in range(pieces)]
+
+    def make_worker() -> Callable[[tuple[int, int]], None]:
+        own = scratch()
+        return lambda piece: call(piece[0], piece[1], own)
+
+    in_parallel(ranges, make_worker, threads)
+
+
+def _block_for(count: int, outer: int, work: int, most: int) -> int:
+    """Channels per job out of ``count`` (at most ``most``), with ``outer`` jobs per channel block: fewer
+    where that is needed for two jobs per thread."""
+    wanted = 2 * _threads(work)
+    block = min(count, most)
+    while block > 1 and outer * -(-count // block) < wanted:
+        block = -(-block // 2)
+    return block
+
+
+def _macs(spec: ConvSpec) -> int:
+    """Multiply-adds of the forward (each gradient has as many)."""
+    return prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)
+
+
+def _positions(itemsize: int, scratch_rows: int) -> int:
+    """Wide positions in one run: ``scratch_rows`` channels' sums within :data:`SCRATCH_BYTES`, within bounds."""
+    return min(MOST_POSITIONS, max(LEAST_POSITIONS, SCRATCH_BYTES // (max(scratch_rows, 1) * itemsize)))
+
+
+def _tap_groups(rows: int, kw_size: int) -> list[tuple[int, int]]:
+    """``(first tap, count)`` for ``rows`` rows of ``kw_size`` taps along the last axis: three taps where three
+    are left in the row (read together by the inner loops), else one."""
+    groups = []
+    for row in range(rows):
+        kw = 0
+        while kw < kw_size:
+            count = TAP_BLOCK if kw + TAP_BLOCK <= kw_size else 1
+            groups.append((row * kw_size + kw, count))
+            kw += count
+    return groups
+
+
+class _Layout:
+    """How the kernels see a problem (:mod:`._kernels_direct`): the phase grid, the taps, the runs.
+
+    The grid is the padded input with its last two axes split into their
+    stride phases (a view at stride 1). Each tap reads one contiguous run of
+    its phase plane per run of output positions: ``rows`` wide rows of ``wq``
+    positions, or ``cols`` positions of one row where rows are long, so that
+    ``scratch_rows`` channels' sums of one run stay within
+    :data:`SCRATCH_BYTES`. ``wide=False``: one row per run, no extra columns
+    (where an inf or NaN would meet their zeros).
+    """
+
+    def __init__(self, spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool = True):
+        self.spec = spec
+        depth, height, width = _shape3((1, 1, *spec.padded_size))[2:]
+        self.depth_stride, sh, sw = _steps(spec.stride)
+        out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+        self.split = (sh, sw) != (1, 1)
+        self.grid = (depth, sh, sw, -(-height // sh), -(-width // sw))  # (D, SH, SW, Hq, Wq)
+        positions = _positions(itemsize, scratch_rows)
+        self.rows = max(1, min(out_h, positions // self.grid[-1])) if wide else 1
+        self.cols = out_w if self.rows > 1 else min(out_w, positions)
+        self.run_count = out_d * -(-out_h // self.rows) * -(-out_w // self.cols)
+        self.scratch_shape = (max(scratch_rows, 1), (self.rows - 1) * self.grid[-1] + self.cols)
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(taps, tap_groups, runs)`` as the kernels take them (see :mod:`._kernels_direct`)."""
+        spec, wq = self.spec, self.grid[-1]
+        _, sh, sw = _steps(spec.stride)
+        dd, dh, dw = _steps(spec.dilation)
+        kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
+        out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+        # (c, kd*dd, rh, rw, offset in the phase plane) per tap, taps in the kernel's C order
+        taps = np.array([(c, kd * dd, kh * dh % sh, kw * dw % sw, (kh * dh // sh) * wq + kw * dw // sw)
+                         for c in range(spec.in_channels_per_group) for kd in range(kd_size)
+                         for kh in range(kh_size) for kw in range(kw_size)], dtype=np.int64)
+        tap_groups = np.array(_tap_groups(len(taps) // kw_size, kw_size), dtype=np.int64)
+        rows, cols = self.rows, self.cols
+        # (od, r0, r1, w0, width) per run
+        runs = np.array([(od, r0, min(out_h, r0 + rows), w0, min(cols, out_w - w0)) for od in range(out_d)
+                         for r0 in range(0, out_h, rows) for w0 in range(0, out_w, cols)], dtype=np.int64)
+        return taps, tap_groups, runs
+
+    def grid_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """The phase grid's bytes where it is a copy (a stride along the last two axes), else 0 (the padded
+        input is read in place)."""
+        return spec.batch * spec.in_channels * prod(self.grid) * itemsize if self.split else 0
+
+    def to_grid(self, source: np.ndarray, padding: Sequence[tuple[int, int]], work: int) -> np.ndarray:
+        """The phase grid ``(N, C, D, SH, SW, Hq, Wq)`` of ``source`` ``(N, C, D, H, W)`` zero-padded by
+        ``padding`` (per spatial axis): ``source`` itself where that is the padded input at stride 1, else a
+        copy (padded and split in one threaded pass)."""
+        lows = _steps(tuple(low for low, _ in padding), fill=0)
+        if not self.split and not any(low or high for low, high in padding):
+            return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
+        grid = np.zeros((*source.shape[:2], *self.grid), dtype=source.dtype)  # padding, and a phase's short end
+        self._copy(source, grid, True, lows, work)
+        return grid
+
+    def from_grid(self, grid: np.ndarray, shape: tuple[int, ...], padding: Sequence[tuple[int, int]],
+                  work: int) -> np.ndarray:
+        """The array ``shape`` ``(N, C, D, H, W)`` inside ``padding`` of the phase grid ``grid`` (the transpose of
+        :meth:`to_grid`: the padding's cells dropped)."""
+        if not self.split and not any(low or high for low, high in padding):
+            return grid.reshape(shape)
+        array = np.empty(shape, dtype=grid.dtype)
+        self._copy(array, grid, False, _steps(tuple(low for low, _ in padding), fill=0), work)
+        return array
+
+    @staticmethod
+    def _copy(array: np.ndarray, grid: np.ndarray, split: bool, lows: tuple[int, ...], work: int) -> None:
+        copy = kernels("direct").copy_phases
+        _run_jobs(array.shape[0] * array.shape[1], work,
+                  lambda first, last, _: copy(array, grid, first, last, split, *lows), lambda: None)
+
+
+def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, float]:
+    """What :meth:`Compiled.estimate` charges for: the inner loops' loads and stores (in float32 values: a
+    float64 counts twice), the inner loops started, the bytes the kernel passes over in memory, the bytes of
+    the phase grid's copy, and the threads' speedup."""
+    work, out_per_group = _macs(spec), spec.out_channels_per_group
+    block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
+    full, rest = divmod(out_per_group, block)
+    blocks = [block] * full + ([rest] if rest else [])  # the output-channel blocks of one group
+    in_fours = sum(OUT_BLOCK * (b // OUT_BLOCK) for b in blocks) / out_per_group
+    kw_size = spec.kernel_size[-1]
+    in_threes = TAP_BLOCK * (kw_size // TAP_BLOCK) / kw_size
+    per_mac = (in_fours * (in_threes * 11 / 12 + (1 - in_threes) * 9 / 4)
+               + (1 - in_fours) * (in_threes * 5 / 3 + (1 - in_threes) * 3))
+    layout = _Layout(spec, itemsize, block)
+    rows, out_w = layout.rows, spec.output_size[-1]
+    waste = ((rows - 1) * layout.grid[-1] + out_w) / (rows * out_w)  # a wide row's extra columns
+    taps = spec.in_channels_per_group * prod(spec.kernel_size)
+    tap_groups = taps // kw_size * (kw_size // TAP_BLOCK + kw_size % TAP_BLOCK)
+    loops = spec.batch * spec.groups * layout.run_count * tap_groups * sum(b // OUT_BLOCK + b % OUT_BLOCK
+                                                                            for b in blocks)
+    grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
+    copied = grid if layout.split or any(map(any, spec.padding)) else 0  # written by copy_phases
+    moved = grid * len(blocks) + prod(spec.output_shape) * itemsize
+    threads = min(_threads(work), spec.batch * spec.groups * len(blocks))
+    return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
+
+
+class Compiled(FullOrScatter, Algorithm):
+    """The direct sum, compiled: per output row, every input channel and tap adds into a few channels' rows.
+
+    Runs any groups (depthwise and few channels per group are what it is for),
+    strides and dilations, one to three spatial dimensions, float32 and
+    float64. Its own passes: the input gradient as its forward on grad_output
+    (stride 1: a full correlation with the kernel reversed) or as the forward's
+    windows written back (each window's gradient added where it was read), and
+    the weight gradient as one dot product per filter tap and output row.
+    """
+
+    name = "compiled"
+    passes = frozenset({"forward", "input_grad", "weight_grad"})
+    automatic = True
+
+    def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
+        """Refuses other dtypes, ranks and a phase grid over the workspace limit before it imports Numba; then
+        whether Numba imports."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            return f"compiled kernels run float32 and float64 only, not {dtype} (the NumPy paths do)"
+        if spec.rank > KERNEL_RANK:
+            return f"compiled kernels run 1 to {KERNEL_RANK} spatial dimensions, not {spec.rank}"
+        grid = _Layout(spec, dtype.itemsize, OUT_BLOCK).grid_bytes(spec, dtype.itemsize)
+        limit = current_workspace_limit()
+        if grid > limit:
+            return f"its phase grid of the strided input ({grid / 2**20:.3g} MiB) exceeds the workspace limit " \
+                   f"({limit / 2**20:.3g} MiB)"
+        return numba_missing()
+
+    def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
+        """The inner loops' loads and stores at the cache's rate, the loops' starts, and the passes over memory.
+
+        Per multiply-add an inner loop loads and stores ``11/12`` values where
+        it adds three taps into four output channels, ``9/4`` with one tap,
+        ``5/3`` into one channel (depthwise) from three taps, and ``3`` with
+        one: those values at :data:`CACHE_RATE`, over every wide position (a
+        wide row's extra columns included). Each inner loop costs
+        :data:`LOOP_COST` to start (short rows, many small groups); the grid's
+        reads (once per block of output channels) and the output's writes go
+        at :data:`MEMORY_RATE`, the phase grid's copy at
+        :data:`GRID_COPY_RATE`. Jobs are shared among threads, each past the
+        first counted at :data:`~convolab.algorithms._rates.THREAD_GAIN`.
+
+        The constants were fitted (least squares on the logarithm) so that, on
+        32 forward problems (depthwise 3x3 and 5x5 at stride 1 and 2, grouped
+        with 4 and 8 channels per group, stems, dilated, 3-d, 1-d, dense 3x3
+        and 1x1, tiny) in float32 and float64, the ratio of this estimate to
+        the estimate of the algorithm "auto" chose before follows the ratio of
+        their measured times on a 2-core Xeon (this project's machine at the
+        time, itself noisy within about 30%). The clear cases come out as
+        measured: depthwise at stride 1 and 5x5, grouped with few channels per
+        group, small depthwise layers go to this algorithm (measured 0.3-0.8
+        of the time of depthwise or folded); dense layers, 1x1, 3-d and 1-d
+        with tens of channels stay with folded or gemm (measured 1.2-8x
+        slower here). Near parity (0.9-1.3: depthwise at stride 2, 7x7 stems,
+        tiny problems) either may win.
+        """
+        if _macs(spec) == 0:  # no channels, or an empty batch: nothing but the call
+            return CALL_OVERHEAD
+        values, loops, moved, copied, speedup = _cost_terms(spec, dtype.itemsize)
+        return CALL_OVERHEAD + (values / CACHE_RATE + loops * LOOP_COST + moved / MEMORY_RATE
+                                + copied / GRID_COPY_RATE) / speedup
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
+        each thread's scratch sums."""
+        work, out_per_group = _macs(spec), spec.out_channels_per_group
+        block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
+        layout = _Layout(spec, itemsize, block)
+        threads = min(_threads(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
+        return layout.grid_bytes(spec, itemsize) + threads * prod(layout.scratch_shape) * itemsize
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        return self._forward(padded, ((0, 0),) * spec.rank, kernel, spec)
+
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: zero padding is added as the phase grid is made."""
+        return self._forward(*_zero_padded_source(x, spec), kernel, spec)
+
+    def _forward(self, source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
+                 spec: ConvSpec) -> np.ndarray:
+        """:func:`._kernels_direct.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding`` to the
+        padded input, in jobs of (sample, group, block of :data:`OUT_BLOCK` output channels)."""
+        groups, work = spec.groups, _macs(spec)
+        source = _rank3(source)
+        filters = _filters(kernel.astype(source.dtype, copy=False))
+        block = _block_for(spec.out_channels_per_group, spec.batch * groups, work, OUT_BLOCK)
+        layout = _Layout(spec, source.itemsize, block)
+        grid = layout.to_grid(source, padding, work)
+        out = np.empty(spec.output_shape, dtype=source.dtype)
+        out3 = out.reshape(_shape3(out.shape))
+        forward, tables = kernels("direct").forward, layout.tables()
+        _run_jobs(spec.batch * groups * -(-spec.out_channels_per_group // block), work,
+                  lambda first, last, scratch: forward(grid, filters, out3, scratch, *tables, first, last, groups,
+                                                       block, layout.depth_stride),
+                  lambda: np.empty(layout.scratch_shape, dtype=source.dtype))
+        return out
+
+    def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
+                         asked: bool = False) -> Formulation | str:
+        """The input gradient as its forward on grad_output ("full") at stride 1 with a finite weight where the
+        padding fits the kernel, else as the windows written back ("scatter"); the weight gradient as one
+        dot product per filter tap and output row.
+
+        It declines neither: on the layers where "auto" picks its forward,
+        both passes measured faster than the passes the planner would run
+        instead (gemm's weight gradient, the generic "full" and "scatter"),
+        by 1.1-3x, except depthwise's own weight gradient at stride 2 (1.1-1.2x
+        faster than this one), which the planner runs only under depthwise's
+        forward.
+        """
+        if name == "weight_grad":
+            return Formulation("a dot product per filter tap and output row", "compiled loops")
+        return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
+
+    def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """At stride 1: ``dx_p[n, g*C+c, q] = sum_{o, j} g[n, g*O+o, q - j*d] * k[g*O+o, c, j]``, the forward on
+        grad_output padded by the dilated kernel's extent less one, with the kernel reversed and each group's
+        input and output channels swapped. With zero padding the forward's padding is taken off that
+        (:func:`._input_grad.full_padding`), so only the input's cells are computed; otherwise the gradient on
+        the padded input is folded back by :func:`pad_adjoint`."""
+        groups, channels, out_per_group = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+        swapped = kernel.reshape(groups, out_per_group, channels, *spec.kernel_size).swapaxes(1, 2)  # (G, C, O, *k)
+        swapped = reverse_spatial(swapped.reshape(spec.in_channels, out_per_group, *spec.kernel_size), spec.rank)
+        full = conv_spec(grad_output.shape, swapped.shape, padding=full_padding(spec), dilation=spec.dilation,
+                         groups=groups, op=spec.op)
+        grad = self._forward(grad_output, full.padding, swapped, full)  # (N, G*C, *input or *padded)
+        return grad if spec.padding_mode == "zeros" else pad_adjoint(grad, spec.padding, spec.padding_mode,
+                                                                     spec.input_size)
+
+    def _input_grad_scatter(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """``dx_p[n, g*C+c, p*s + j*d] += sum_o g[n, g*O+o, p] * k[g*O+o, c, j]``
+        (:func:`._kernels_direct.input_grad_scatter`) into the phase grid, in jobs of (sample, group, block of
+        input channels); then the grid merged back and the transpose of the padding (:func:`pad_adjoint`:
+        cropped, or folded back onto its sources). A kernel holding an inf or NaN takes one row per run, so
+        that no zero of a wide row's extra columns meets it."""
+        groups, channels, work = spec.groups, spec.in_channels_per_group, _macs(spec)
+        grad_output = _rank3(grad_output)
+        filters = _filters(kernel.astype(grad_output.dtype, copy=False))
+        layout = _Layout(spec, grad_output.itemsize, spec.out_channels_per_group, wide=all_finite(filters))
+        taps, _, runs = layout.tables()
+        block = _block_for(channels, spec.batch * groups, work, channels)
+        grid = np.empty((spec.batch, spec.in_channels, *layout.grid), dtype=grad_output.dtype)
+        scatter = kernels("direct").input_grad_scatter
+        _run_jobs(spec.batch * groups * -(-channels // block), work,
+                  lambda first, last, scratch: scatter(grad_output, filters, grid, scratch, taps, runs, first, last,
+                                                       groups, block, layout.depth_stride),
+                  lambda: np.empty(layout.scratch_shape, dtype=grad_output.dtype))
+        if spec.padding_mode == "zeros":  # the input's cells straight from the grid
+            grad = layout.from_grid(grid, _shape3(spec.input_shape), spec.padding, work)
+            return grad.reshape(spec.input_shape)
+        grad_padded = layout.from_grid(grid, _shape3((spec.batch, spec.in_channels, *spec.padded_size)),
+                                       ((0, 0),) * spec.rank, work)
+        return pad_adjoint(grad_padded.reshape(spec.batch, spec.in_channels, *spec.padded_size), spec.padding,
+                           spec.padding_mode, spec.input_size)
+
+    def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``
+        (:func:`._kernels_direct.weight_grad`) on the input before padding, in jobs of (block of samples,
+        group, block of output channels): each block of samples sums into its own slot, and the slots are
+        added in a fixed order, so the result does not depend on the threads. An input holding an inf or NaN
+        takes one row per run, so that no zero of a wide row's extra columns meets it. ``(G*O, C,
+        *kernel)``."""
+        groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
+        source, padding = _zero_padded_source(x, spec)
+        source = _rank3(source)
+        grad_output = _rank3(grad_output.astype(source.dtype, copy=False))
+        block = _block_for(out_per_group, groups, work, OUT_BLOCK)
+        layout = _Layout(spec, source.itemsize, block, wide=all_finite(source))
+        grid = layout.to_grid(source, padding, work)
+        per_sample_block = groups * -(-out_per_group // block)
+        sample_blocks = min(spec.batch, max(1, -(-2 * _threads(work) // per_sample_block)))
+        partial = np.empty((sample_blocks, spec.out_channels, spec.in_channels_per_group * prod(spec.kernel_size)),
+                           dtype=source.dtype)  # (B, G*O, T)
+        weight_grad, tables = kernels("direct").weight_grad, layout.tables()
+        _run_jobs(sample_blocks * per_sample_block, work,
+                  lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, *tables, first, last,
+                                                           groups, block, sample_blocks, layout.depth_stride),
+                  lambda: np.empty(layout.scratch_shape, dtype=source.dtype))
+        return partial.sum(axis=0).reshape(spec.weight_shape)
