@@ -489,7 +489,8 @@ def test_import_convolab_loads_no_app_and_the_command_line_loads_only_the_bench_
     after_import, after_parser = json.loads(loaded)
     assert after_import == []
     assert after_parser == ["convolab.apps", "convolab.apps.bench", "convolab.apps.bench.command",
-                            "convolab.apps.bench.protocol", "convolab.apps.train"]
+                            "convolab.apps.bench.protocol", "convolab.apps.explore", "convolab.apps.explore.command",
+                            "convolab.apps.train"]
     assert [line.split()[0] for line in listing] == [p.name for p in bench.select_problems(bench.SUITE, quick=True)]
 
 
