@@ -15,7 +15,7 @@ import numpy as np
 from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
-from ._conv import conv_forward, conv_input_grad, conv_weight_grad
+from ._engine import conv_forward, conv_input_grad, conv_weight_grad
 from ._fixed_rank import fixed_rank_ops
 from .spec import ConvSpec, PaddingArg, conv_spec
 
@@ -209,7 +209,7 @@ def _conv_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, dilation=
         grad_output = check_grad_output(op, grad_output, spec.caller_output_shape)
         g = grad_output if spec.batched else grad_output[np.newaxis]
         x = input if spec.batched else input[np.newaxis]
-        grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _conv
+        grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _engine
         grad_weight = conv_weight_grad(x, g, spec)
         grad_bias = None if bias is None else g.sum(axis=(0, *range(2, g.ndim))).astype(out.dtype)
         return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias

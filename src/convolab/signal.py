@@ -15,7 +15,7 @@ import numpy as np
 
 from ._dtypes import check_supported_dtype
 from ._errors import fail
-from ._conv import conv_forward
+from ._engine import conv_forward
 from ._window import reverse_spatial
 from .algorithms import ALGORITHMS
 from .functional import as_array

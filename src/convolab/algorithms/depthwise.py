@@ -285,15 +285,15 @@ class _Unroller:
         self.rows, self.chunk = spec.output_size[0], layout.chunk_rows(groups, self.taps)
         self.buffer = layout.grid_buffer(groups * self.per_group, dtype)  # (B*C, S, stored)
         self.columns = _offset_empty((groups, self.per_group * self.taps, self.chunk * layout.row), dtype, self.buffer)
-        self._plans: dict[int, list[tuple[int, int, int, np.ndarray, list, list]]] = {}
+        self._copy_lists: dict[int, list[tuple[int, int, int, np.ndarray, list, list]]] = {}
 
-    def _plan(self, size: int) -> list[tuple[int, int, int, np.ndarray, list, list]]:
+    def _copy_list(self, size: int) -> list[tuple[int, int, int, np.ndarray, list, list]]:
         """For blocks of ``size`` groups: ``(first row, rows, chunks, columns, copies, masks)`` per chunk shape."""
         layout, channels = self.layout, size * self.per_group
         grid = self.buffer[:channels]
         item = grid.itemsize
         full, rest = divmod(self.rows, self.chunk)
-        plan = []
+        copy_list = []
         for first, rows, number in ((0, self.chunk, full), (full * self.chunk, rest, 1 if rest else 0)):
             if not number:
                 continue
@@ -308,8 +308,8 @@ class _Unroller:
                                            *(step * item for step in steps), item), writeable=False)
                 copies.append((by_channel[:, row:row + len(indices)].reshape(channels, *counts, count), runs))
                 row += len(indices)
-            plan.append((first, rows, number, block, copies, layout.masked_columns(by_channel, rows)))
-        return plan
+            copy_list.append((first, rows, number, block, copies, layout.masked_columns(by_channel, rows)))
+        return copy_list
 
     def chunks(self, source: np.ndarray, n: int, g0: int, g1: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """Copy groups ``g0:g1`` of sample ``n`` into the grid, then yield ``(r0, r1, columns)`` chunk by chunk.
@@ -318,10 +318,10 @@ class _Unroller:
         rows ``r0:r1`` until the next chunk is asked for.
         """
         self.layout.grid(source, n, g0 * self.per_group, g1 * self.per_group, self.buffer)
-        plan = self._plans.get(g1 - g0)
-        if plan is None:
-            plan = self._plans[g1 - g0] = self._plan(g1 - g0)
-        for first, rows, number, block, copies, masks in plan:
+        copy_list = self._copy_lists.get(g1 - g0)
+        if copy_list is None:
+            copy_list = self._copy_lists[g1 - g0] = self._copy_list(g1 - g0)
+        for first, rows, number, block, copies, masks in copy_list:
             for index in range(number):
                 for destination, runs in copies:
                     np.copyto(destination, runs[index])

@@ -36,7 +36,7 @@ class Shifted(Algorithm):
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, c, o = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
-        grid = _PhaseGrid(padded, spec)
+        grid = _PhasedInput(padded, spec)
         phases = grid.phases.reshape(spec.batch, groups, c, *grid.phases.shape[2:])  # (N, G, C, S, T)
         weights = kernel.reshape(groups, o, c, -1)  # (G, O, C, K)
         accumulated = np.zeros((spec.batch, groups, o, grid.length), dtype=padded.dtype)  # (N, G, O, L)
@@ -50,7 +50,7 @@ class Shifted(Algorithm):
         return grid.crop(accumulated.reshape(spec.batch, spec.out_channels, grid.length))
 
 
-class _PhaseGrid:
+class _PhasedInput:
     """The padded input as stride phases over a flattened grid, where every tap is a constant shift.
 
     ``phases`` is ``(N, C_in, S, T)``: the ``S`` stride phases (product of the

@@ -210,7 +210,7 @@ def _spread_windows(grad: np.ndarray, spec: PoolSpec, dtype: np.dtype) -> np.nda
 
 
 @dataclass(frozen=True, eq=False)
-class _PhaseGrid:
+class _PhaseGridLayout:
     """The phase-grid layout of one pooling geometry (see the comment above)."""
 
     output_size: tuple[int, ...]
@@ -231,7 +231,7 @@ class _PhaseGrid:
 
 
 @lru_cache(maxsize=256)
-def _phase_grid(geometry: WindowGeometry) -> _PhaseGrid:
+def _phase_grid(geometry: WindowGeometry) -> _PhaseGridLayout:
     """The phase grid of a pooling geometry; pure integer bookkeeping, cached."""
     input_size, kernel_size, stride, output_size = (geometry.input_size, geometry.kernel_size, geometry.stride,
                                                     geometry.output_size)
@@ -264,14 +264,14 @@ def _phase_grid(geometry: WindowGeometry) -> _PhaseGrid:
     offset_by_code, window_origins = _index_tables(geometry)
     reads_fill = any(low > 0 or (out - 1) * s + (k - 1) * d - low >= size for size, k, s, d, low, out
                      in zip(input_size, kernel_size, stride, geometry.dilation, geometry.low, output_size))
-    return _PhaseGrid(
+    return _PhaseGridLayout(
         output_size=output_size, grid_size=grid_size, phases=phases, copies=tuple(copies), borders=tuple(borders),
         taps=tuple((phases.index(a), shift) for a, shift in zip(tap_phases, shifts)), reach=max(shifts),
         reads_fill=reads_fill, offset_by_code=offset_by_code, window_origins=window_origins,
     )
 
 
-def _fill_grid(x: np.ndarray, grid: _PhaseGrid, fill: Any) -> np.ndarray:
+def _fill_grid(x: np.ndarray, grid: _PhaseGridLayout, fill: Any) -> np.ndarray:
     """``x`` ``(N, C, *in)`` rearranged into its phase grids, ``(phases, N * C * prod(M))``."""
     cells = np.empty((len(grid.phases), *x.shape[:2], *grid.grid_size), dtype=x.dtype)  # (P, N, C, *M)
     for phase, (source, target), borders in zip(cells, grid.copies, grid.borders):
@@ -281,13 +281,13 @@ def _fill_grid(x: np.ndarray, grid: _PhaseGrid, fill: Any) -> np.ndarray:
     return cells.reshape(len(grid.phases), -1)
 
 
-def _tap_slices(cells: np.ndarray, grid: _PhaseGrid) -> list[np.ndarray]:
+def _tap_slices(cells: np.ndarray, grid: _PhaseGridLayout) -> list[np.ndarray]:
     """Each tap of every window, in row-major window order: contiguous 1-d slices of ``cells``."""
     span = cells.shape[1] - grid.reach
     return [cells[phase, shift:shift + span] for phase, shift in grid.taps]
 
 
-def _crop(flat: np.ndarray, grid: _PhaseGrid, lead: tuple[int, ...]) -> np.ndarray:
+def _crop(flat: np.ndarray, grid: _PhaseGridLayout, lead: tuple[int, ...]) -> np.ndarray:
     """The window cells of a flat ``(N * C * prod(M),)`` grid array, as an ``(N, C, *out)`` view."""
     return flat.reshape(*lead, *grid.grid_size)[(..., *grid.crop)]
 

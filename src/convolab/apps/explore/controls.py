@@ -6,7 +6,7 @@ flag). Numbers use ``convolab explain``'s syntax, read by the CLI's own parsers
 :func:`~convolab.cli.parse_padding`): rows split by ``;``, channels by ``|``;
 the kernel holds one filter per line. Then convolab's own checks run
 (:func:`convolab.spec.conv_spec`, the ops), and the CLI's size caps
-(:data:`convolab.explain.MAX_CELLS` and its neighbours) are applied before
+(:data:`convolab.show.explain.MAX_CELLS` and its neighbours) are applied before
 anything is computed, so that one request takes milliseconds.
 
 A control that cannot be used raises :class:`ControlError`, a ``ValueError``
@@ -34,7 +34,7 @@ import numpy as np
 from ... import shapes
 from ..._errors import fail
 from ...cli import UsageError, parse_ints, parse_matrix, parse_padding
-from ...explain import MAX_CANVAS_CELLS, MAX_CELLS, MAX_PRODUCTS
+from ...show.explain import MAX_CANVAS_CELLS, MAX_CELLS, MAX_PRODUCTS
 from ...spec import conv_spec, normalize_ints, normalize_padding
 
 __all__ = ["CONTROLS", "MAX_TEXT_CHARS", "ControlError", "Config", "parse_controls", "control_for"]
