@@ -121,3 +121,27 @@ def test_building_the_parser_and_the_gallery_module_import_no_matplotlib():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_docs_gallery_frames_exist_and_are_small():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    pictures = re.findall(r"\]\(([\w-]+\.png)\)", (docs / "gallery.md").read_text())
+    assert len(pictures) == 2
+    for name in pictures:
+        assert (docs / name).is_file() and (docs / name).stat().st_size < 100 * 1024, name
+
+
+def test_each_index_command_draws_the_same_case():
+    import shlex
+
+    from convolab.cli import _case_from_args, build_parser
+    from convolab.show.gallery import _command
+
+    for entry in gallery_cases():
+        words = shlex.split(_command(entry.case))
+        assert words[:2] == ["convolab", "animate"]
+        case = _case_from_args(build_parser().parse_args(words[1:]))
+        assert case.transposed == entry.case.transposed and case.describe() == entry.case.describe()
+        np.testing.assert_array_equal(case.output(), entry.case.output())

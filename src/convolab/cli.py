@@ -269,7 +269,7 @@ def _has_rich() -> bool:
 
 def _animate(args: argparse.Namespace) -> int:
     from .show.explain import slide_steps, standard_cases
-    from .show.pictures import FRAME_LIMIT, animate, check_frames
+    from .show.pictures import FRAME_LIMIT, animate, check_frames, kilobytes
 
     case = _case_from_args(args) or standard_cases()["classic"]
     elements = case.output().size
@@ -284,20 +284,19 @@ def _animate(args: argparse.Namespace) -> int:
         print(f"drawing {frames} frames, one per output element: about half a second each")
     result = animate(slide_steps(case), args.output, fps=args.fps, frames=frames)
     width, height = result["size"]
-    print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels, {_kilobytes(result)}")
+    print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels, "
+          f"{kilobytes(result['bytes'])}")
     return 0
-
-
-def _kilobytes(result: dict[str, Any]) -> str:
-    return f"{(result['bytes'] + 1023) // 1024:,} KB"
 
 
 def _gallery(args: argparse.Namespace) -> int:
     from .show.gallery import write_gallery
+    from .show.pictures import kilobytes
 
     def written(gif: dict[str, Any]) -> None:
         width, height = gif["size"]
-        print(f"wrote {gif['path']}: {gif['frames']} frames, {width}x{height} pixels, {_kilobytes(gif)}", flush=True)
+        print(f"wrote {gif['path']}: {gif['frames']} frames, {width}x{height} pixels, {kilobytes(gif['bytes'])}",
+              flush=True)
 
     result = write_gallery(args.output, names=args.only, fps=args.fps, progress=written)
     print(f"wrote {result['index']}: what each GIF shows")

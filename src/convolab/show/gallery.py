@@ -179,6 +179,8 @@ def write_gallery(folder: str | os.PathLike, *, names: Sequence[str] | None = No
 
 def index_text(entries: Sequence[GalleryCase], gifs: Sequence[dict[str, Any]]) -> str:
     """The index, in Markdown: per GIF, what it shows, the case, its frames and size, and the command for it."""
+    from .pictures import kilobytes
+
     lines = [
         "# The convolution gallery",
         "",
@@ -196,7 +198,7 @@ def index_text(entries: Sequence[GalleryCase], gifs: Sequence[dict[str, Any]]) -
             entry.shows,
             "",
             f"`{entry.case.describe()}`: {gif['frames']} frames, {gif['size'][0]}x{gif['size'][1]} pixels, "
-            f"{gif['bytes'] // 1024} KB.",
+            f"{kilobytes(gif['bytes'])}.",
             "",
             f"![{entry.title}]({entry.name}.gif)",
             "",

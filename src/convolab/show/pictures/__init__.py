@@ -24,8 +24,8 @@ convolab`` never needs them. Install them with ``pip install "convolab[viz]"``.
 """
 
 from ._grid import MAX_LABELLED_CELLS  # noqa: F401 (convolab.pictures re-exports it)
-from .animation import FRAME_LIMIT, MAX_FRAMES, animate, check_frames, frame_elements
+from .animation import FRAME_LIMIT, MAX_FRAMES, animate, check_frames, frame_elements, kilobytes
 from .matrix_views import MAX_DRAWN_CELLS, check_drawn_cells, draw_conv_matrix, draw_im2col, window_colours
 
 __all__ = ["animate", "draw_im2col", "draw_conv_matrix", "check_frames", "MAX_FRAMES", "MAX_DRAWN_CELLS",
-           "check_drawn_cells", "frame_elements", "window_colours", "FRAME_LIMIT"]
+           "check_drawn_cells", "frame_elements", "kilobytes", "window_colours", "FRAME_LIMIT"]

@@ -28,7 +28,7 @@ from ._grid import (DONE, EDGE, KERNEL, ROLE_COLOURS, ROLE_LABELS, WINDOW, _axes
                     _cells, _figure, _font_size, _label_space, _layout, _make_folder, _matplotlib, _numbered, _Panel,
                     _saved_size, _wrapped)
 
-__all__ = ["animate", "check_frames", "frame_elements", "MAX_FRAMES", "FRAME_LIMIT"]
+__all__ = ["animate", "check_frames", "frame_elements", "kilobytes", "MAX_FRAMES", "FRAME_LIMIT"]
 
 #: ``animate`` refuses to draw more frames than this (each takes about half a second and tens of KB).
 MAX_FRAMES = 400
@@ -75,6 +75,15 @@ def frame_elements(elements: int, frames: int | None = None) -> list[int]:
         return [0]
     # Steps of (elements - 1) / (frames - 1) > 1 apart, so no two round to the same element.
     return [int(i) for i in np.linspace(0, elements - 1, frames).round()]
+
+
+def kilobytes(size: int) -> str:
+    """A file's size as the CLI and the gallery's index write it, rounded up.
+
+    >>> kilobytes(1), kilobytes(66_560)
+    ('1 KB', '65 KB')
+    """
+    return f"{(size + 1023) // 1024:,} KB"
 
 
 class _Animation:
