@@ -1,4 +1,4 @@
-"""The ``convolab`` command line: ``explain``, ``animate``, ``draw``, ``train`` and ``bench``.
+"""The ``convolab`` command line: ``explain``, ``animate``, ``draw``, ``gallery``, ``train`` and ``bench``.
 
 ``explain``, ``animate`` and ``draw`` share the flags that describe a case
 (``--input``, ``--kernel``, ``--stride``...); with none of them, they use the
@@ -269,14 +269,45 @@ def _has_rich() -> bool:
 
 def _animate(args: argparse.Namespace) -> int:
     from .show.explain import slide_steps, standard_cases
-    from .show.pictures import animate, check_frames
+    from .show.pictures import FRAME_LIMIT, animate, check_frames, kilobytes
 
     case = _case_from_args(args) or standard_cases()["classic"]
-    check_frames(case.output().size)  # before computing one step per frame
-    result = animate(slide_steps(case), args.output, fps=args.fps)
+    elements = case.output().size
+    if args.frames is None:  # past MAX_FRAMES refused, naming --frames; past FRAME_LIMIT an evenly spread subset
+        check_frames(elements)
+    frames = elements if args.frames == "all" else min(args.frames or FRAME_LIMIT, elements)
+    check_frames(frames)  # before computing one step per element
+    if frames < elements:
+        print(f"the output has {elements} elements; drawing {frames} of them, evenly spread (--frames all draws "
+              "every one)")
+    elif frames > FRAME_LIMIT:
+        print(f"drawing {frames} frames, one per output element: about half a second each")
+    result = animate(slide_steps(case), args.output, fps=args.fps, frames=frames)
     width, height = result["size"]
-    print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels")
+    print(f"wrote {result['path']}: {result['frames']} frames, {width}x{height} pixels, "
+          f"{kilobytes(result['bytes'])}")
     return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from .show.gallery import write_gallery
+    from .show.pictures import kilobytes
+
+    def written(gif: dict[str, Any]) -> None:
+        width, height = gif["size"]
+        print(f"wrote {gif['path']}: {gif['frames']} frames, {width}x{height} pixels, {kilobytes(gif['bytes'])}",
+              flush=True)
+
+    result = write_gallery(args.output, names=args.only, fps=args.fps, progress=written)
+    print(f"wrote {result['index']}: what each GIF shows")
+    return 0
+
+
+def _frame_count(text: str) -> int | str:
+    """``--frames``: 'all', or an int > 0."""
+    from .apps.train import positive
+
+    return "all" if text.strip() == "all" else positive(int)(text)
 
 
 def _draw(args: argparse.Namespace) -> int:
@@ -321,12 +352,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_case_flags(animate)
     animate.add_argument("--output", required=True, help="the GIF to write")
     animate.add_argument("--fps", type=positive(float), default=1.25, help="frames per second")
+    animate.add_argument("--frames", type=_frame_count,
+                         help="draw this many output elements, evenly spread, or 'all' (default: every element up "
+                              "to 64, an evenly spread 64 up to 400 elements; at most 400 frames either way)")
     animate.set_defaults(run=_animate)
 
     draw = commands.add_parser("draw", help="write PNGs of the im2col product and of the convolution matrix")
     _add_case_flags(draw)
     draw.add_argument("--output", required=True, help="path stem: writes STEM-im2col.png and STEM-conv-matrix.png")
     draw.set_defaults(run=_draw)
+
+    from .show.gallery import GALLERY_NAMES
+
+    gallery = commands.add_parser(
+        "gallery", help="write GIFs of the standard cases (padding, stride, dilation, transposed) and an index",
+        description="The standard convolution cases as GIFs with real numbers: no padding, half (same) padding, "
+                    "full padding, stride 2, stride 2 with padding, dilation 2, and each one's transposed "
+                    "counterpart, with index.md saying what each shows.")
+    gallery.add_argument("--output", required=True, help="the folder to write into (created if need be)")
+    gallery.add_argument("--only", action="append", choices=GALLERY_NAMES, metavar="NAME",
+                         help=f"only this case (repeat for more): {', '.join(GALLERY_NAMES)}")
+    gallery.add_argument("--fps", type=positive(float), default=1.0, help="frames per second")
+    gallery.set_defaults(run=_gallery)
 
     # The apps register their flags; the benchmark harness itself loads only when `bench` runs.
     from .apps.bench.command import add_bench_parser

@@ -60,7 +60,10 @@ def im2col_step(case: Case, intro: str | None = None) -> Step:
         case=case.name,
         data={"unrolled": m.unrolled, "filters": m.filters, "product": product, "output": out,
               "from_padding": ones.unrolled == 0, "row_labels": [list(label[1:]) for label in m.row_labels],
-              "column_labels": column_labels, "groups": spec.groups},
+              "column_labels": column_labels, "groups": spec.groups,
+              # What the pictures need to draw each row's window on the input it came from.
+              "input": case.input, "padding": [list(p) for p in spec.padding], "stride": list(spec.stride),
+              "dilation": list(spec.dilation), "kernel_size": list(spec.kernel_size)},
     )
 
 

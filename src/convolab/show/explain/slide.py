@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -16,11 +16,26 @@ from .cases import MAX_SLIDE_STEPS, Case
 from .shape import read_sets
 from .steps import Show, Step, same, show_arrays
 
-__all__ = ["ROLE_NAMES", "INPUT", "PADDING", "INSERTED", "UNREAD", "slide_steps"]
+__all__ = ["ROLE_NAMES", "INPUT", "PADDING", "INSERTED", "UNREAD", "slide_steps", "window_taps"]
 
 #: Cell roles on the canvas the kernel slides over (``slide`` steps): codes 0..4.
 ROLE_NAMES = ("input", "padding", "inserted zero", "never read")
 INPUT, PADDING, INSERTED, UNREAD = range(4)
+
+
+def window_taps(position: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+                kernel_size: Sequence[int]) -> list[list[int]]:
+    """The cells ``[row, col]`` of the padded input that output position ``(y, x)``'s window reads, tap by tap.
+
+    Along each axis, output position ``p`` with kernel offset ``k`` reads
+    ``p * stride + k * dilation``. In the kernel's order (row-major), so tap
+    ``i * kW + j`` meets ``kernel[..., i, j]``.
+
+    >>> window_taps((1, 0), stride=(2, 2), dilation=(1, 1), kernel_size=(2, 2))
+    [[2, 0], [2, 1], [3, 0], [3, 1]]
+    """
+    return [[int(p * s + k * d) for p, s, k, d in zip(position, stride, offset, dilation)]
+            for offset in np.ndindex(*kernel_size)]
 
 
 def _transposed_axis(size: int, k: int, s: int, low: int, high: int, d: int, extra: int) -> np.ndarray:
@@ -138,16 +153,14 @@ def slide_steps(case: Case) -> list[Step]:
               "description": case.describe(), "shapes": case.shapes(), "parameters": case.parameters()},
     )
     steps = [first]
-    (kh, kw) = kernel.shape[2:]
-    (sh, sw), (dh, dw) = c["stride"], c["dilation"]
     (top, _), (left, _) = c["padding"]
     for index, at in enumerate(np.ndindex(*out.shape)):
         if case.transposed:
             t = trace(canvas, kernel, at=at, dilation=c["dilation"], groups=c["groups"])
         else:
             t = trace(case.input, case.weight, at=at, **case.params)
-        row0, col0 = at[1] * sh, at[2] * sw  # the window's first cell, in canvas coordinates
-        taps = [[row0 + i * dh, col0 + j * dw] for i in range(kh) for j in range(kw)]
+        taps = window_taps(at[1:], c["stride"], c["dilation"], kernel.shape[2:])
+        row0, col0 = taps[0]  # the window's first cell, in canvas coordinates
         # The trace's own first tap, moved onto the canvas, must be where the frame draws the window.
         offset = (0, 0) if case.transposed else (top, left)
         same_place = (t.first_tap[0] + offset[0], t.first_tap[1] + offset[1]) == (row0, col0)
