@@ -28,6 +28,10 @@ __all__ = ["render_text", "render_markdown", "render_json", "render_rich"]
 
 INDENT = "   "
 
+#: What every rendering says first: how to read the equations.
+INTRODUCTION = ("Every step shows its numbers and the checks that ran. In each line a = b = ..., every side is "
+                "NumPy over the step's arrays, and all sides are equal.")
+
 
 class _Walk:
     """One pass over the steps: what each shows in the short or the long form."""
@@ -182,8 +186,8 @@ def render_text(explanation: Explanation, width: int = DEFAULT_WIDTH, verbose: b
     The short form (default) introduces each case once and says each repeated
     idea once; ``verbose=True`` gives the long form.
     """
-    out = [explanation.title, *textwrap.wrap("Every step shows its numbers and the checks that ran; each = line is "
-                                             "NumPy you can run on the arrays named in the step.", width), ""]
+    out = [*textwrap.wrap(explanation.title, width, subsequent_indent=INDENT, break_on_hyphens=False),
+           *textwrap.wrap(INTRODUCTION, width), ""]
     prose = textwrap.TextWrapper(width=width, initial_indent=INDENT, subsequent_indent=INDENT, break_on_hyphens=False)
     top = textwrap.TextWrapper(width=width, subsequent_indent=INDENT, break_on_hyphens=False)
     inner = width - len(INDENT)
@@ -219,8 +223,7 @@ def render_text(explanation: Explanation, width: int = DEFAULT_WIDTH, verbose: b
 def render_markdown(explanation: Explanation, verbose: bool = False) -> str:
     """Markdown: questions as sections, steps as subsections, numbers in fenced blocks."""
     out = [f"# {explanation.title}", "",
-           "Every step shows its numbers and the checks that ran; each `=` line is NumPy you can run on the arrays "
-           "named in the step.", ""]
+           INTRODUCTION, ""]
     for step_number, step, heading, case, formula, items in _Walk(explanation, verbose):
         if heading is not None:
             out += [f"## {heading}", ""]
@@ -238,7 +241,7 @@ def render_markdown(explanation: Explanation, verbose: bool = False) -> str:
         status = "**Check passed:**" if step.passed else "**CHECK FAILED:**"
         out += [f"{status} {step.check}", ""]
         claims = _claims_shown(step)
-        out += ["```python", *claims, "```", ""] if claims else []
+        out += ["```text", *claims, "```", ""] if claims else []
     verdict = "All checks passed." if explanation.passed else "**Some checks failed.**"
     out.append(f"{verdict} ({_steps_count(explanation)})")
     return "\n".join(out) + "\n"
@@ -294,8 +297,7 @@ def render_rich(explanation: Explanation, console: Any = None, verbose: bool = F
         return Group(Text(label, style="bold"), grid(_for_display(value)))
 
     console.print(Text(explanation.title, style="bold"))
-    console.print("Every step shows its numbers and the checks that ran; each = line is NumPy you can run on the "
-                  "arrays named in the step.\n")
+    console.print(INTRODUCTION + "\n")
     for step_number, step, heading, case, formula, items in _Walk(explanation, verbose):
         if heading is not None:
             console.print(Rule(Text(heading, style="bold magenta")))
