@@ -159,7 +159,8 @@ def backprop_steps(case: Case, grad_output: np.ndarray, crop_only: bool = False)
         claims.append(claim(data, f"spread[:, ::{spec.stride[0]}, ::{spec.stride[1]}]", "grad_output"))
     (low_h, _), (low_w, _) = rotated["padding"]
     claims.append(claim(data, f"padded_grad[:, {low_h}:{low_h + rotated['spread'].shape[1]}, "
-                              f"{low_w}:{low_w + rotated['spread'].shape[2]}]", "spread"))
+                              f"{low_w}:{low_w + rotated['spread'].shape[2]}]",
+                        "spread" if strided else "grad_output"))
     if spec.groups == 1:
         claims.append(claim(data, "rotated_kernel", "weight[..., ::-1, ::-1].swapaxes(0, 1)"))
     if "conv_transpose" in chain.labels:
@@ -255,8 +256,7 @@ def weight_gradient_step(case: Case, grad_output: np.ndarray) -> Step:
         "dL/dw[o, c, i, j] sums grad_output[o, y, x] times that cell over the outputs: a correlation of the input "
         "(padded as in the forward) with grad_output as the kernel"
         + (f", its samples {spec.stride} apart (the forward's stride becomes the dilation)" if sh > 1 or sw > 1
-           else "") + ".",
-        f"For the first tap, (0, 0), the cells it met are in [brackets]: {written}.",
+           else "") + f". Tap (0, 0) met the cells in [brackets]: {written}.",
         show_arrays(("padded_input", "input" + (" (padded)" if padded.shape != case.input.shape else "")),
                     ("grad_output", f"grad_output {shape_text(grad_output)}"),
                     ("grad_weight", f"grad_weight {shape_text(grad_weight)}"), marks={"padded_input": "in_tap"}),

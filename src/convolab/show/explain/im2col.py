@@ -67,10 +67,9 @@ def im2col_step(case: Case, intro: str | None = None) -> Step:
         show_arrays(("unrolled", f"unrolled input {shape_text(m.unrolled)}"),
                     ("filters", f"filters {shape_text(m.filters)}")),
         f"Row r is the window of output position r, laid flat (the checks slice each from the input). A row times "
-        "a column is one window dotted with one filter (question 1): one matrix product computes every output.",
+        "a column is one window dotted with one filter (question 1): one matrix product computes every output, "
+        f"column o, read row by row, being output channel o ({height}x{width}):",
         Detail(show_arrays(("product", f"unrolled @ filters {shape_text(product)}"))),
-        Once("im2col-fold", f"Column o of unrolled @ filters, read row by row, is output channel o, "
-                            f"{height}x{width}:"),
         show_arrays(("output", f"output {shape_text(out)}")),
     ]
     data: dict[str, Any] = {"input": case.input, "weight": case.weight, "padded_input": pad(case.input, spec.padding),

@@ -100,10 +100,10 @@ def shape_step(case: Case) -> Step:
         body.append(Once("course-formula", "The course formula (W - K + 2P)/S + 1 is this with low = high = P and "
                                            "d = 1, its division rounded down: (W - K + 2P) // S + 1."))
         claims.append(claim(data, f"({n} - {k} + 2*{p}) // {s} + 1", f"output.shape[{axis + 1}]"))
-    everything_read = not any(unread)
     shown = show_arrays(("read_count", f"reads per input sample {shape_text(read_count)}"))
-    body += [Detail("How many times the windows read each input sample:"), Detail(shown)] if everything_read else [
-        "How many times the windows read each input sample:", shown]
+    # The read counts show never-read rows and columns as zeros; when all are read, only the long form shows them.
+    counts = ["How many times the windows read each input sample:", shown]
+    body += counts if any(unread) else [Detail(item) for item in counts]
     reasons: dict[str, list[str]] = {}
     for axis, cells in enumerate(unread):
         size, k, s, (low, high), d = (spec.input_size[axis], spec.kernel_size[axis], spec.stride[axis],
