@@ -52,7 +52,8 @@ def flip_step(case: Case) -> Step:
         body.append("Here the two agree, because this kernel reads the same rotated.")
     elif sign_flip:
         body.append("Rotating this kernel only flips its sign (kernel[..., ::-1, ::-1] = -kernel), so here "
-                    "convolution = -correlation: this kernel's symmetry, not a rule ([[9, 8], [7, 6]] rotates to [[6, 7], [8, 9]]).")
+                    "convolution = -correlation: this kernel's symmetry, not a rule ([[9, 8], [7, 6]] rotates to "
+                    "[[6, 7], [8, 9]]).")
         claims += [claim(data, "kernel[..., ::-1, ::-1]", "-kernel"), claim(data, "convolution", "-correlation")]
     else:
         body.append("The numbers differ, though each is right by its own definition.")
