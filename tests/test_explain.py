@@ -477,3 +477,10 @@ def test_flags_alone_apply_to_the_classic_example(capsys):
                                    padding=1, output_padding=1)
     assert expected.shape == (1, 5, 5)
     assert "(3 - 1)*2 - 1 - 1 + 1*(2 - 1) + 1 + 1 = output.shape[1] = 5" in out and "All checks passed" in out
+
+
+def test_animate_transposed_alone_takes_the_classic_example(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("PIL")
+    assert main(["animate", "--output", str(tmp_path / "slide.gif"), "--transposed"]) == 0
+    assert "16 frames" in capsys.readouterr().out  # conv_transpose2d of the 3x3 classic input: a 4x4 output
