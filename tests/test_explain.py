@@ -31,7 +31,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("style, golden", [("text", "explain.txt"), ("markdown", "explain.md")])
-def test_standard_walkthrough_matches_golden(capsys, style, golden):
+def test_standard_walkthrough_matches_golden(capsys, monkeypatch, style, golden):
+    monkeypatch.setenv("COLUMNS", "80")  # the golden text is wrapped to 80 columns, whatever the terminal
     code, out, err = run(capsys, "explain", "--format", style)
     assert code == 0 and err == ""
     assert out == (GOLDEN / golden).read_text()
@@ -157,7 +158,6 @@ def test_markdown_rendering_has_headings_and_checks():
         (["--input", "1 2; 3 x", "--kernel", "1"], "--input: 'x'"),
         (["--input", "1 2; 3 4", "--kernel", "1 1 1; 1 1 1; 1 1 1"], "weight must fit inside the padded input"),
         (["--input", "1 2; 3 4"], "give both --input"),
-        (["--stride", "2"], "need --input and --kernel"),
         (["--input", "1 2; 3 4", "--kernel", "1", "--stride", "two"], "--stride"),
         (["--input", "1 2; 3 4", "--kernel", "1", "--padding", "sideways"], "--padding"),
         (["--input", "1 2; 3 4", "--kernel", "1 1", "--kernel", "1; 1"], "--kernel: every kernel needs the same shape"),
@@ -331,3 +331,156 @@ def test_slide_refuses_more_steps_than_its_limit():
     assert case.output().size > MAX_SLIDE_STEPS
     with pytest.raises(ValueError, match=f"at most {MAX_SLIDE_STEPS:,} elements to slide over"):
         slide_steps(case)
+
+
+# -- issue 16: every statement true, every case visible, a shorter first run ------------------------------------
+
+CLAIM_CASES = {
+    "stride 2, padding 1": Case("s2p1", np.arange(1, 17).reshape(1, 4, 4), np.array([[[[1, 2], [3, -1]]]]), stride=2,
+                                padding=1),
+    "dilation": Case("dilated", np.arange(1, 26).reshape(1, 5, 5), np.array([[[[1, 0], [2, -1]]]]), dilation=2),
+    "groups, channels": Case("grouped", np.arange(1, 33).reshape(2, 4, 4), np.array([[[[1, 2], [0, 1]]],
+                                                                                     [[[0, 1], [3, 0]]]]), groups=2),
+    "channels, floats": Case("floats", np.arange(1.0, 19.0).reshape(2, 3, 3) / 4,
+                             np.array([[[[0.5, 1], [2, 0]], [[1, 0], [0, -1.5]]]]), padding="same"),
+}
+
+
+def _printed_equations(step) -> list[str]:
+    """The formula line and the lines under the check, as the text renderer printed them (continuations joined)."""
+    from convolab.show.explain import Explanation
+
+    lines = render_text(Explanation("one step", (), (step,)), width=10**4, verbose=True).splitlines()
+    equations = [lines[lines.index(next(line for line in lines if line.startswith("1. "))) + 1].strip()]
+    check = next(i for i, line in enumerate(lines) if line.startswith("[check passed]"))
+    for line in lines[check + 1:]:
+        if not line.strip():
+            break
+        equations.append(line.strip())
+    return equations
+
+
+def _evaluate_printed(equation: str, step) -> None:
+    import ast
+
+    from convolab.show.explain.steps import NAMESPACE
+
+    sides = equation.split(" = ")
+    try:
+        printed = ast.literal_eval(sides[-1])
+        sides = sides[:-1]
+    except (ValueError, SyntaxError):
+        printed = None
+    values = [np.asarray(eval(side, {**NAMESPACE, **step.data})) for side in sides]  # noqa: S307 - our own text
+    for side, value in zip(sides, values):
+        assert value.shape == values[0].shape and np.allclose(value, values[0], rtol=1e-12, atol=1e-12), (
+            equation, side)
+        if printed is not None:
+            assert np.allclose(value, np.asarray(printed), rtol=1e-5, atol=1e-9), (equation, side, value)
+
+
+@pytest.mark.parametrize("name", ["standard", *CLAIM_CASES, "transposed"])
+def test_every_printed_equation_is_numpy_that_gives_the_printed_value(name):
+    if name == "standard":
+        explanation = explain()
+    elif name == "transposed":
+        explanation = explain(Case("t", np.arange(1, 10).reshape(1, 3, 3), np.arange(1, 10).reshape(1, 1, 3, 3),
+                                   stride=2, padding=1, output_padding=1, transposed=True), ["shape"])
+    else:
+        explanation = explain(CLAIM_CASES[name])
+    assert explanation.passed
+    checked = 0
+    for step in explanation.steps:
+        if step.topic == "slide":
+            continue
+        equations = _printed_equations(step)
+        assert len(equations) == len(step.claims) >= 1, (step.title, equations)
+        for equation in equations:
+            _evaluate_printed(equation, step)
+            checked += 1
+    assert checked >= 3
+
+
+def test_the_statements_the_issue_found_wrong_are_true_now():
+    text = " ".join(render_text(explain(), verbose=True).split())
+    assert "trace(window.T @ kernel) = 79" not in text  # a 3-D window: the trace is taken per channel
+    assert "np.sum([np.trace(window[c].T @ kernel[c]) for c in range(2)])" in text
+    assert "on every axis" not in text and "on its two spatial axes" in text
+    assert "x[y + i, x + j]" not in text
+    assert "spread(g) has stride - 1 zeros between its samples" in text
+    assert "Yet the means agree (true 33.3333, unrotated 33.3333)" in text
+    assert "true first" in text
+    # The strided backprop explains the extra row and the crop.
+    strided = " ".join(render_text(explain(standard_cases()["stride-2-padding-1"], ["backprop"])).split())
+    assert ("on both axes 1 before (dilation*(k - 1)) and 2 after (1 more for the padded input's last row and "
+            "column, which no window read: gradient 0)") in strided
+    assert "crop it away to leave the input's 3x3" in strided
+
+
+def test_plurals_are_right():
+    case = Case("one", np.arange(1, 5).reshape(1, 2, 2), np.ones((1, 1, 2, 2), dtype=np.int64))
+    for text in (render_text(explain(case)), render_text(explain(), verbose=True)):
+        for wrong in ("1 rows", "1 steps", "1 channels", "1 filters", "1 columns", "1 numbers"):
+            assert wrong not in text, wrong
+    assert "(1 step)" in render_text(explain(case, ["flip"]))
+
+
+def test_the_first_run_is_short_wraps_and_verbose_keeps_the_long_form(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["explain", "--format", "text"]) == 0
+    short = capsys.readouterr().out
+    words = " ".join(short.split())
+    assert main(["explain", "--format", "text", "--verbose"]) == 0
+    long = capsys.readouterr().out
+    assert len(short.splitlines()) < len(long.splitlines())
+    assert max(len(line) for line in short.splitlines()) <= 80
+    # Said once: the general size formula, the Hadamard remark; each case introduced once.
+    assert words.count("fits (n + low + high - d*(k - 1) - 1) // s + 1 times") == 1
+    assert words.count("name one computation") == 1
+    assert short.count("Case 'classic':") == 1
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["explain", "dot", "--format", "text"]) == 0
+    narrow = capsys.readouterr().out
+    prose = [line for line in narrow.splitlines() if " " in line.strip() and not line.startswith("   [")]
+    assert max(len(line) for line in prose if "=" not in line) <= 60
+
+
+def test_each_case_is_shown_with_its_window_marked_and_im2col_named():
+    text = render_text(explain())
+    words = " ".join(text.split())
+    assert "Case 'sobel':" in text and "Case 'two-channel':" in text
+    assert "[1] [2]  3" in text  # the classic input with the window of output[0, 0, 0] in brackets
+    assert "im2col ('image to columns'" in words
+    assert "unrolled[0] = padded_input[0:1, 0:2, 0:2].ravel() = [1, 2, 4, 5]" in text
+    assert "kernel[..., ::-1, ::-1] = -kernel" in text  # sobel's rotation is a sign flip, said so
+    assert "(W - K + 2P)/S + 1" in words and "PyTorch refuses padding='same'" in words
+
+
+def test_the_weight_gradient_is_a_correlation_of_the_input_with_grad_output():
+    step = next(s for s in explain(topics=["backprop"]).steps if "grad_weight" in s.data)
+    expected = cl.grad.conv2d_weight(np.arange(1, 10).reshape(1, 1, 3, 3), (1, 1, 2, 2), np.array([[[[1, 2], [3, 4]]]]))
+    np.testing.assert_array_equal(step.data["grad_weight"], expected)
+    assert step.passed and step.data["grad_weight"][0, 0, 0, 0] == 1 * 1 + 2 * 2 + 4 * 3 + 5 * 4
+    strided = explain(standard_cases()["stride-2-padding-1"], ["backprop"]).steps[-1]
+    assert strided.passed and "dilation=(2, 2)" in strided.formula
+
+
+def test_flags_alone_apply_to_the_classic_example(capsys):
+    code, out, _ = run(capsys, "explain", "--stride", "2", "--format", "json")
+    assert code == 0
+    case = json.loads(out)["cases"][0]
+    assert case["input"] == [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]] and case["output"] == [[[83]]]
+    code, out, _ = run(capsys, "explain", "shape", "--transposed", "--stride", "2", "--padding", "1",
+                       "--output-padding", "1", "--format", "text")
+    assert code == 0
+    expected = cl.conv_transpose2d(np.arange(1, 10).reshape(1, 3, 3), np.array([[[[9, 8], [7, 6]]]]), stride=2,
+                                   padding=1, output_padding=1)
+    assert expected.shape == (1, 5, 5)
+    assert "(3 - 1)*2 - 1 - 1 + 1*(2 - 1) + 1 + 1 = output.shape[1] = 5" in out and "All checks passed" in out
+
+
+def test_animate_transposed_alone_takes_the_classic_example(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("PIL")
+    assert main(["animate", "--output", str(tmp_path / "slide.gif"), "--transposed"]) == 0
+    assert "16 frames" in capsys.readouterr().out  # conv_transpose2d of the 3x3 classic input: a 4x4 output

@@ -158,9 +158,10 @@ def parse_padding(text: str) -> Any:
 def _case_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~convolab.show.explain.Case` the flags describe, or None for the standard examples.
 
-    A flag that would change nothing is an error rather than silently ignored.
+    Case flags without --input and --kernel (``--transposed``, ``--stride 2``...) apply to the classic
+    example's input and kernel. A flag that would change nothing is an error rather than silently ignored.
     """
-    from .show.explain import Case
+    from .show.explain import Case, standard_cases
 
     for text_flag, file_flag in (("input", "input_file"), ("kernel", "kernel_file")):
         if getattr(args, text_flag) and getattr(args, file_flag):
@@ -169,14 +170,40 @@ def _case_from_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--output-padding {_short(args.output_padding)}: applies only to a transposed "
                          "convolution; add --transposed or drop it")
     given = [args.input, args.input_file, args.kernel, args.kernel_file]
+    name = "yours"
     if not any(given):
         case_flags = ("stride", "padding", "dilation", "groups", "transposed", "output_padding")
-        if any(getattr(args, name) is not None and getattr(args, name) is not False for name in case_flags):
-            raise UsageError("--stride/--padding/--dilation/--groups/--transposed/--output-padding need --input "
-                             "and --kernel")
-        return None
-    if not (args.input or args.input_file) or not (args.kernel or args.kernel_file):
+        if not any(getattr(args, flag) is not None and getattr(args, flag) is not False for flag in case_flags):
+            return None
+        # Flags alone apply to the classic example, 1..9 under [[9, 8], [7, 6]]: `--transposed` or `--stride 2`
+        # then shows what that flag does to numbers the walk-through has already taken apart.
+        classic = standard_cases()["classic"]
+        name, image, weight = "classic", classic.input, classic.weight
+    elif not (args.input or args.input_file) or not (args.kernel or args.kernel_file):
         raise UsageError("give both --input (or --input-file) and --kernel (or --kernel-file)")
+    else:
+        image, weight = _arrays_from_args(args)
+    params = dict(stride=parse_ints(args.stride, "--stride") if args.stride else 1,
+                  padding=parse_padding(args.padding) if args.padding else 0,
+                  dilation=parse_ints(args.dilation, "--dilation") if args.dilation else 1,
+                  groups=1 if args.groups is None else args.groups)  # --groups 0 goes to the op, which refuses it
+    if args.transposed:
+        params["output_padding"] = parse_ints(args.output_padding, "--output-padding") if args.output_padding else 0
+    try:
+        return Case(name, image, weight, transposed=args.transposed, **params)
+    except (ValueError, TypeError) as error:
+        # The library's message names the parameter ("conv2d: weight must fit ..."); say which flag set it.
+        match = re.match(r"^[\w.]+: (\w+) ", str(error))
+        flag = _FLAG_FOR.get(match.group(1) if match else "")
+        if flag is None:  # the output, the multiply-adds...: no one flag set it, and the message names it
+            raise UsageError(str(error)) from None
+        value = {"--input": args.input or args.input_file, "--kernel": " / ".join(args.kernel or [])
+                 or args.kernel_file}.get(flag) or getattr(args, flag[2:].replace("-", "_"), None)
+        raise UsageError(f"{flag} {_short(value)}: {error}") from None
+
+
+def _arrays_from_args(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The input ``(C, H, W)`` and weight ``(C_out, C_in/groups, kH, kW)`` the flags give, in one dtype."""
     image = parse_matrix(args.input, "--input") if args.input else _load_array(args.input_file, "--input-file")
     if image.ndim == 2:
         image = image[np.newaxis]
@@ -191,23 +218,7 @@ def _case_from_args(args: argparse.Namespace) -> Any:
     if image.dtype != weight.dtype:  # e.g. one of them has decimals: both float64
         common = np.result_type(image.dtype, weight.dtype)
         image, weight = image.astype(common), weight.astype(common)
-    params = dict(stride=parse_ints(args.stride, "--stride") if args.stride else 1,
-                  padding=parse_padding(args.padding) if args.padding else 0,
-                  dilation=parse_ints(args.dilation, "--dilation") if args.dilation else 1,
-                  groups=1 if args.groups is None else args.groups)  # --groups 0 goes to the op, which refuses it
-    if args.transposed:
-        params["output_padding"] = parse_ints(args.output_padding, "--output-padding") if args.output_padding else 0
-    try:
-        return Case("yours", image, weight, transposed=args.transposed, **params)
-    except (ValueError, TypeError) as error:
-        # The library's message names the parameter ("conv2d: weight must fit ..."); say which flag set it.
-        match = re.match(r"^[\w.]+: (\w+) ", str(error))
-        flag = _FLAG_FOR.get(match.group(1) if match else "")
-        if flag is None:  # the output, the multiply-adds...: no one flag set it, and the message names it
-            raise UsageError(str(error)) from None
-        value = {"--input": args.input or args.input_file, "--kernel": " / ".join(args.kernel or [])
-                 or args.kernel_file}.get(flag) or getattr(args, flag[2:].replace("-", "_"), None)
-        raise UsageError(f"{flag} {_short(value)}: {error}") from None
+    return image, weight
 
 
 #: A library error names the parameter; this is the flag that set it.
@@ -216,7 +227,8 @@ _FLAG_FOR = {"input": "--input", "weight": "--kernel", "stride": "--stride", "pa
 
 
 def _add_case_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("the case (default: the standard examples)")
+    group = parser.add_argument_group("the case (default: the standard examples; flags without --input and --kernel "
+                                              "apply to the classic example, 1..9 under [[9, 8], [7, 6]])")
     group.add_argument("--input", help="the input, rows split by ';', channels by '|': \"1 2 3; 4 5 6; 7 8 9\"")
     group.add_argument("--input-file", help="the input from a .npy or text file, (H, W) or (C, H, W)")
     group.add_argument("--kernel", action="append",
@@ -235,6 +247,7 @@ def _add_case_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from .show._format import terminal_width
     from .show.explain import DEFAULT_TOPICS, explain, render_json, render_markdown, render_rich, render_text
 
     case = _case_from_args(args)
@@ -252,10 +265,13 @@ def _explain(args: argparse.Namespace) -> int:
     if style == "auto":
         style = "rich" if sys.stdout.isatty() and _has_rich() else "text"
     if style == "rich":
-        render_rich(explanation)
+        render_rich(explanation, verbose=args.verbose)
+    elif style == "text":
+        sys.stdout.write(render_text(explanation, width=terminal_width(), verbose=args.verbose))
+    elif style == "markdown":
+        sys.stdout.write(render_markdown(explanation, verbose=args.verbose))
     else:
-        renderer = {"text": render_text, "markdown": render_markdown, "json": render_json}[style]
-        sys.stdout.write(renderer(explanation))
+        sys.stdout.write(render_json(explanation))
     return 0 if explanation.passed else 1
 
 
@@ -346,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--format", choices=("auto", "text", "rich", "markdown", "json"), default="auto",
                          help="auto: rich text in a terminal, plain text when piped; json is strict JSON "
                               "(a non-finite number would be the string \"nan\", \"inf\" or \"-inf\")")
+    explain.add_argument("--verbose", action="store_true",
+                         help="the long form: every case's every paragraph and array, at every step (the default "
+                              "says a repeated idea once, and wraps text to COLUMNS or the terminal, 80 when piped)")
     explain.set_defaults(run=_explain)
 
     animate = commands.add_parser("animate", help="write a GIF of the kernel sliding over the input")

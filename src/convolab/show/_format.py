@@ -20,10 +20,15 @@ writes non-finite floats as strings and sparse matrices dense up to a limit
 ('1*9 + 2*(-8) = -7', '0-2, 5')
 >>> grid_lines(marked(np.array([1, 22]), np.array([True, False])), 4)
 [' [1]  22 ']
+>>> counted(1, "row"), counted(3, "row"), counted(2, "entry", "entries")
+('1 row', '3 rows', '2 entries')
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from math import prod
 from typing import Any, Sequence
 
@@ -43,6 +48,9 @@ __all__ = [
     "terms",
     "shape_text",
     "ranges",
+    "counted",
+    "DEFAULT_WIDTH",
+    "terminal_width",
     "array_lines",
     "grid_lines",
     "marked",
@@ -132,6 +140,28 @@ def ranges(indices: Sequence[int]) -> str:
     if run:
         parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
     return ", ".join(parts)
+
+
+def counted(count: int, word: str, plural: str | None = None) -> str:
+    """``1 row``, ``3 rows``: a count with its noun in the right number."""
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+#: The width text is wrapped to when stdout is not a terminal and ``COLUMNS`` is unset.
+DEFAULT_WIDTH = 80
+
+
+def terminal_width() -> int:
+    """The width to wrap text to: ``COLUMNS`` when set, else the terminal's, else :data:`DEFAULT_WIDTH`.
+
+    Piped output (not a terminal) is :data:`DEFAULT_WIDTH` wide whatever
+    window it came from, so a saved walk-through reads the same everywhere.
+    """
+    if os.environ.get("COLUMNS", "").strip().isdigit():
+        return max(int(os.environ["COLUMNS"]), 40)
+    if sys.stdout is not None and sys.stdout.isatty():
+        return max(shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns, 40)
+    return DEFAULT_WIDTH
 
 
 # -- whole arrays ----------------------------------------------------------------------------------

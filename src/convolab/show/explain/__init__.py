@@ -23,12 +23,14 @@ The topics (:data:`TOPICS`):
   times the filter matrix), or, the other way round, one sparse matrix times
   the flattened input;
 - ``backprop``: the input gradient three ways (scatter-add, full correlation
-  with the filter rotated 180°, ``conv_transpose``), and what goes wrong without
-  the rotation;
+  with the filter rotated 180°, ``conv_transpose``), what goes wrong without
+  the rotation, why the full correlation pads and then crops, and the weight
+  gradient (a correlation of the input with grad_output);
 - ``flip``: deep learning's "convolution" is cross-correlation; the textbook's
   and SciPy's reverses the kernel;
-- ``shape``: the output-size arithmetic, and which input rows and columns no
-  window ever reads;
+- ``shape``: the output-size arithmetic (the course formula, ``same`` at a
+  stride), which input rows and columns no window ever reads, and a transposed
+  convolution's output size;
 - ``slide``: the kernel sliding over the padded input, one output element per
   step (the frames of ``convolab animate``), also for transposed convolution.
 
@@ -53,14 +55,14 @@ from typing import Sequence
 import numpy as np
 
 from .._format import MAX_DENSE_MATRIX_CELLS
-from .backprop import backprop_steps
+from .backprop import backprop_steps, weight_gradient_step
 from .cases import (MAX_CANVAS_CELLS, MAX_CELLS, MAX_PRODUCTS, MAX_SLIDE_STEPS, Case, example_grad_output,
                     standard_cases)
 from .dot import dot_step
 from .flip import flip_step
 from .im2col import conv_matrix_step, im2col_step
 from .render import render_json, render_markdown, render_rich, render_text
-from .shape import shape_step
+from .shape import shape_step, transposed_shape_step
 from .slide import ROLE_NAMES, slide_steps
 from .steps import DEFAULT_TOPICS, TOPICS, Explanation, Show, Step
 
@@ -94,11 +96,12 @@ def _topic_steps(topic: str, case: Case, at: tuple[int, int, int]) -> list[Step]
     if topic == "im2col":
         return [im2col_step(case), conv_matrix_step(case)]
     if topic == "backprop":
-        return backprop_steps(case, example_grad_output(case))
+        grad_output = example_grad_output(case)
+        return [*backprop_steps(case, grad_output), weight_gradient_step(case, grad_output)]
     if topic == "flip":
         return [flip_step(case)]
     if topic == "shape":
-        return [shape_step(case)]
+        return [transposed_shape_step(case) if case.transposed else shape_step(case)]
     return slide_steps(case)
 
 
@@ -107,18 +110,17 @@ def _standard_steps(topic: str, cases: dict[str, Case]) -> list[Step]:
     if topic == "dot":
         return [dot_step(classic, (0, 0, 0)), dot_step(cases["two-channel"], (0, 0, 0))]
     if topic == "im2col":
-        return [
-            im2col_step(classic),
-            im2col_step(cases["two-filters"], intro="More filters are more columns: the same unrolled input "
-                                                     "times a second filter, [[1, 0], [0, -1]], as a second column."),
-            conv_matrix_step(classic),
-        ]
+        return [im2col_step(classic), conv_matrix_step(classic)]
     if topic == "backprop":
-        return backprop_steps(classic, np.array([[[1, 2], [3, 4]]]))
+        grad_output = np.array([[[1, 2], [3, 4]]])
+        strided = cases["stride-2-padding-1"]
+        # The classic case for the rotation, the strided, padded one for the padding and the crop.
+        return [*backprop_steps(classic, grad_output), *backprop_steps(strided, example_grad_output(strided), True),
+                weight_gradient_step(classic, grad_output)]
     if topic == "flip":
         return [flip_step(cases["sobel"])]
     if topic == "shape":
-        return [shape_step(cases[name]) for name in ("classic", "sobel", "strided")]
+        return [shape_step(cases["strided"])]
     return slide_steps(classic)
 
 
@@ -128,8 +130,9 @@ def _check_topics(topics: Sequence[str] | None, transposed: bool) -> tuple[str, 
     unknown = [t for t in topics if t not in TOPICS]
     if unknown:
         raise ValueError(f"explain: topic must be one of {', '.join(map(repr, TOPICS))}, got {unknown[0]!r}")
-    if transposed and set(topics) - {"slide"}:
-        raise ValueError(f"explain: topics for a transposed convolution must be 'slide' only, got {list(topics)}")
+    if transposed and set(topics) - {"slide", "shape"}:
+        raise ValueError(f"explain: topics for a transposed convolution must be 'slide' or 'shape', got "
+                         f"{list(topics)}")
     # In the order of TOPICS, each once.
     return tuple(t for t in TOPICS if t in topics)
 

@@ -121,6 +121,22 @@ class Case:
         shown = f"{self.padding!r} = {padding}" if isinstance(self.padding, str) else f"{padding}"
         return f"stride {stride}, padding {shown}, dilation {dilation}, groups {self.groups}{extra}"
 
+    def keywords(self) -> str:
+        """The parameters that differ from the defaults, as Python keyword arguments: ``", stride=2, padding=1"``.
+
+        What a printed claim passes to ``conv2d`` (or ``conv_transpose2d``) so that it reads as the call it is.
+        """
+        defaults = dict(stride=1, padding=0, dilation=1, groups=1)
+        given = dict(self.params)
+        if self.transposed:
+            defaults["output_padding"], given["output_padding"] = 0, self.output_padding
+        return "".join(f", {name}={value!r}" for name, value in given.items() if value != defaults[name])
+
+    def call(self) -> str:
+        """The op applied to the case, as Python over the names ``input`` and ``weight``."""
+        op = "conv_transpose2d" if self.transposed else "conv2d"
+        return f"{op}(input, weight{self.keywords()})"
+
     def shapes(self) -> str:
         """``conv2d: input (1, 3, 3), weight (1, 1, 2, 2) -> output (1, 2, 2)``."""
         op = "conv_transpose2d" if self.transposed else "conv2d"
@@ -237,6 +253,7 @@ def standard_cases() -> dict[str, Case]:
     - ``two-channel``: the same with a second channel (``10..18`` under ``[[1, 0], [0, -1]]``), a 3-D window;
     - ``two-filters``: ``1..9`` under both kernels, two output channels;
     - ``sobel``: ``[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]`` over ``1..9`` with padding 1;
+    - ``stride-2-padding-1``: the classic at stride 2 with padding 1, where backprop pads, then crops;
     - ``strided``: a 3x3 box filter over ``1..36`` (6x6) at stride 2, where the last row and column go unread.
     """
     image = np.arange(1, 10).reshape(1, 3, 3)
@@ -247,6 +264,7 @@ def standard_cases() -> dict[str, Case]:
         "two-channel": Case("two-channel", np.arange(1, 19).reshape(2, 3, 3), np.stack([kernel, diagonal])[None]),
         "two-filters": Case("two-filters", image, np.stack([kernel, diagonal])[:, None]),
         "sobel": Case("sobel", image, np.array([[[[-1, -2, -1], [0, 0, 0], [1, 2, 1]]]]), padding=1),
+        "stride-2-padding-1": Case("stride-2-padding-1", image, kernel[None, None], stride=2, padding=1),
         "strided": Case("strided", np.arange(1, 37).reshape(1, 6, 6), np.ones((1, 1, 3, 3), dtype=np.int64),
                         stride=2),
     }

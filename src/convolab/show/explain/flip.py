@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
 from ..._window import reverse_spatial
 from ...spec import conv_spec
 from ..checks import check_flip, scipy_mode
 from .cases import Case
-from .steps import Show, Step, same, show_arrays
+from .steps import Once, Step, claim, same, show_arrays
 
 __all__ = ["flip_step"]
 
@@ -25,45 +24,50 @@ def flip_step(case: Case) -> Step:
     mode = scipy_mode(spec)
     data: dict[str, Any] = {"input": case.input, "kernel": case.weight, "rotated_kernel": rotated,
                             "correlation": correlation, "convolution": convolution}
-    body: list[str | Show] = [
-        "PyTorch's conv2d (like TensorFlow's, and convolab's by default) slides the kernel over the input as it is "
-        "stored: that is cross-correlation. The convolution of mathematics and signal processing (the textbook's, "
-        "scipy.signal.convolve2d) first reverses the kernel on every axis, a 180-degree rotation in 2-D.",
-        show_arrays(("kernel", "kernel"), ("rotated_kernel", "kernel rotated 180 degrees")),
+    keywords = case.keywords()
+    body: list[Any] = [
+        Once("flip", "PyTorch's conv2d (and TensorFlow's, and convolab's by default) slides the kernel as stored: "
+                     "cross-correlation, output[r, c] = sum over i, j of input[r + i, c + j] * k[i, j]. The "
+                     "textbook's convolution (scipy.signal.convolve2d) reverses the kernel on its two spatial axes "
+                     "first, k[kH-1-i, kW-1-j]: a 180-degree rotation, kernel[..., ::-1, ::-1], channels untouched."),
+        show_arrays(("input", "input"), ("kernel", "kernel"), ("rotated_kernel", "kernel[..., ::-1, ::-1]")),
         show_arrays(("correlation", "cross-correlation (PyTorch's conv2d)"), ("convolution", "true convolution")),
     ]
-    scipy_checked = ""
+    formula = claim(data, f"conv2d(input, kernel{keywords}, flip=True)", f"conv2d(input, rotated_kernel{keywords})",
+                    "convolution")
+    claims = [formula, claim(data, "rotated_kernel", "kernel[..., ::-1, ::-1]")]
     passed = chain.holds
     single = case.input.shape[0] == 1 and case.weight.shape[0] == 1
     if mode is not None and any(label.startswith("scipy") for label in chain.labels) and single:
-        by_convolve = scipy.signal.convolve2d(case.input[0], case.weight[0, 0], mode=mode)
-        by_correlate = scipy.signal.correlate2d(case.input[0], case.weight[0, 0], mode=mode)
-        data["scipy_convolve2d"], data["scipy_correlate2d"] = by_convolve, by_correlate
-        body += [
-            f"SciPy, with the same padding (mode={mode!r}), agrees with each:",
-            show_arrays(("scipy_convolve2d", f"scipy.signal.convolve2d(mode={mode!r})"),
-                  ("scipy_correlate2d", f"scipy.signal.correlate2d(mode={mode!r})")),
-        ]
-        passed = passed and same(by_convolve, convolution[0]) and same(by_correlate, correlation[0])
-        scipy_checked = f"; scipy.signal.convolve2d and correlate2d (mode={mode!r}) match them"
+        body.append(f"SciPy's convolve2d and correlate2d (mode={mode!r}, the same padding) give the same two arrays.")
+        claims += [claim(data, f"signal.convolve2d(input[0], kernel[0, 0], mode={mode!r})", "convolution[0]"),
+                   claim(data, f"signal.correlate2d(input[0], kernel[0, 0], mode={mode!r})", "correlation[0]")]
     else:
-        body.append("(SciPy's convolve2d has no stride, dilation, channels or asymmetric padding, so it is compared "
-                    "only on single-channel cases at stride 1 whose padding is 'valid', 'same' or 'full'.)")
+        body.append(Once("flip-scipy", "(SciPy's convolve2d has no stride, dilation, channels or asymmetric "
+                                       "padding, so it is compared only on single-channel cases at stride 1 whose "
+                                       "padding is 'valid', 'same' or 'full'.)"))
     agree = same(correlation, convolution)
-    body.append(
-        ("Here the two agree, because this kernel reads the same rotated." if agree else
-         "The numbers differ, though each is right by its own definition.")
-        + " For a learned filter the choice does not matter: training would simply learn the rotated kernel. "
-        "It matters when a kernel is written down by hand, as in an edge detector or a signal-processing text."
-    )
+    sign_flip = not agree and same(rotated, -case.weight)
+    if agree:
+        body.append("Here the two agree, because this kernel reads the same rotated.")
+    elif sign_flip:
+        body.append("Rotating this kernel only flips its sign (kernel[..., ::-1, ::-1] = -kernel), so here "
+                    "convolution = -correlation: this kernel's symmetry, not a rule ([[9, 8], [7, 6]] rotates to "
+                    "[[6, 7], [8, 9]]).")
+        claims += [claim(data, "kernel[..., ::-1, ::-1]", "-kernel"), claim(data, "convolution", "-correlation")]
+    else:
+        body.append("The numbers differ, though each is right by its own definition.")
+    body.append(Once("flip-learned", "For a learned filter the choice does not matter (training learns it rotated); "
+                                     "for a kernel written by hand, an edge detector, it does."))
     return Step(
         topic="flip",
-        title=f"Deep learning's 'convolution' is cross-correlation; the textbook's flips the kernel ({case.name})",
-        formula="correlation: out[y, x] = sum_ij x[y + i, x + j] * k[i, j];  "
-                "convolution: out[y, x] = sum_ij x[y + i, x + j] * k[kH-1-i, kW-1-j]",
+        title=f"PyTorch's 'convolution' is correlation; the textbook's flips ({case.name})",
+        formula=formula.text(),
         body=tuple(body),
-        check=f"conv2d(flip=True) equals conv2d with the kernel rotated 180 degrees{scipy_checked}",
-        passed=passed,
+        check="flip=True is the rotated kernel" + (", and SciPy agrees" if len(claims) > 2 and "signal" in
+                                                   claims[2].sides[0] else "") + ":",
+        passed=passed and all(c.holds for c in claims),
         case=case.name,
         data=data,
+        claims=tuple(claims),
     )
