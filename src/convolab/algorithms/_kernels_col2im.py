@@ -33,7 +33,7 @@ Axis legend: N samples, C input channels (all groups), ``K*`` kernel taps,
 
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, uint64
 
 __all__ = ["add_columns"]
 
@@ -49,14 +49,20 @@ def _inside(offset, step, size, count):
 @njit(cache=True, nogil=True)
 def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
     """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[n, c, j, p]``, for planes
-    ``first:last``: each window's tap added into the cell it read, taps in C order."""
-    channels, depth, height, width = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    ``first:last``: each window's tap added into the cell it read, taps in C order.
+
+    Both arrays are addressed flat, so that a short row of outputs costs a few
+    integer operations besides its additions.
+    """
+    depth, height, width = out.shape[2], out.shape[3], out.shape[4]
     kd_size, kh_size, kw_size = columns.shape[2], columns.shape[3], columns.shape[4]
     od_size, oh_size, ow_size = columns.shape[5], columns.shape[6], columns.shape[7]
+    flat_columns, flat = columns.reshape(columns.size), out.reshape(out.size)
+    positions, volume = od_size * oh_size * ow_size, depth * height * width
     for plane in range(first, last):
-        n, c = plane // channels, plane % channels
-        target = out[n, c]
-        target[:] = 0
+        target = plane * volume  # the plane's first cell in flat
+        flat[target:target + volume] = 0
+        tap = plane * kd_size * kh_size * kw_size  # the plane's first tap, counted over all planes
         for kd in range(kd_size):
             od0, od1 = _inside(kd * dd - low_d, sd, depth, od_size)
             for kh in range(kh_size):
@@ -66,15 +72,18 @@ def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h,
                     for od in range(od0, od1):
                         z = od * sd + kd * dd - low_d
                         for oh in range(oh0, oh1):
-                            row = target[z, oh * sh + kh * dh - low_h]
-                            source = columns[n, c, kd, kh, kw, od, oh]
-                            start = ow0 * sw + kw * dw - low_w
-                            if sw == 1:  # the common strides as constants, so that the loop vectorizes
-                                for ow in range(ow0, ow1):
-                                    row[start + ow - ow0] += source[ow]
+                            h = oh * sh + kh * dh - low_h
+                            write = uint64(target + (z * height + h) * width + ow0 * sw + kw * dw - low_w)
+                            read = uint64(tap * positions + (od * oh_size + oh) * ow_size + ow0)
+                            # indexed unsigned (no wraparound test per value, so that the loops vectorize)
+                            count = uint64(ow1 - ow0)
+                            if sw == 1:  # the common strides as constants
+                                for i in range(count):
+                                    flat[write + i] += flat_columns[read + i]
                             elif sw == 2:
-                                for ow in range(ow0, ow1):
-                                    row[start + 2 * (ow - ow0)] += source[ow]
+                                for i in range(count):
+                                    flat[write + uint64(2) * i] += flat_columns[read + i]
                             else:
-                                for ow in range(ow0, ow1):
-                                    row[start + sw * (ow - ow0)] += source[ow]
+                                for i in range(count):
+                                    flat[write + uint64(sw) * i] += flat_columns[read + i]
+                    tap += 1
