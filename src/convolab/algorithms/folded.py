@@ -36,6 +36,8 @@ class Folded(Algorithm):
     with 32 filters ran 1.5-2x faster), at the cost of the ``(K_L - 1)*d``
     columns computed past each row's end (gemm's wide rows compute them too)
     and ``K_L - 1`` additions over the output. Needs stride 1 along the last axis.
+    Where Numba runs, its columns are copied straight from the input before
+    padding (:mod:`._columns`), with no padded copy of the input first.
     """
 
     name = "folded"

@@ -35,6 +35,9 @@ class Gemm(Algorithm):
     block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
     Small images in large batches unroll with the batch innermost (``_batch_inner``).
     A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
+    Where Numba runs, the forward and the weight gradient take exact columns
+    copied straight from the input before padding (:mod:`._columns`), so no
+    padded copy of the input is made.
     """
 
     name = "gemm"
