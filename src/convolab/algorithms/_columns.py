@@ -35,10 +35,15 @@ from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps,
 
 __all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds"]
 
-#: Fixed cost of the compiled add-back: the kernel's dispatch and the jobs handed out, per block.
+# The add-back's cost model (:func:`scatter_add_seconds`), set from its two paths timed alone on the
+# decoders' and a strided ResNet layer's shapes in float32: the estimates came within 0.6-1.5x of those
+# times, which varied by about as much from run to run on the shared 2-core machine.
+#: Fixed cost of the compiled add-back: the kernel's dispatch and the jobs handed out.
 CALL_OVERHEAD = 15e-6
-#: Bytes per second of the compiled passes (the columns read once, the gradient written once; one thread).
-COMPILED_RATE = 6e9
+#: Bytes per second of the compiled pass (the columns read once, the gradient written once; one thread).
+COMPILED_RATE = 8e9
+#: NumPy's cost per kernel tap beyond its bytes: a strided slice-add's call.
+NUMPY_TAP_COST = 4e-6
 
 
 def compiled_columns_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
@@ -118,11 +123,12 @@ def scatter_add_seconds(spec: ConvSpec, dtype: np.dtype) -> tuple[float, float]:
 
     NumPy (:func:`convolab._window.add_windows`) zeroes the padded gradient,
     then per tap reads a window's worth of columns and reads and writes the
-    cells they land on, strided (three values moved per column value), and
-    the padding's transpose copies the input's cells out; all at the strided
-    copy rate. The compiled pass reads each column value once and writes each
-    cell of the input's gradient once, at :data:`COMPILED_RATE`, shared among
-    threads; plus its call per block.
+    cells they land on (three values moved per column value), and the
+    padding's transpose copies the input's cells out: those bytes at the
+    contiguous copy rate (NumPy's strided adds ran at about that), and
+    :data:`NUMPY_TAP_COST` per tap. The compiled pass reads each column value
+    once and writes each cell of the input's gradient once, at
+    :data:`COMPILED_RATE`, shared among threads; plus its call.
     """
     itemsize = np.dtype(dtype).itemsize
     column_values = spec.batch * spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size)
@@ -131,4 +137,5 @@ def scatter_add_seconds(spec: ConvSpec, dtype: np.dtype) -> tuple[float, float]:
     compiled_bytes = (column_values + padded) * itemsize
     threads = min(_threads(column_values), spec.batch * spec.in_channels)
     speedup = 1 + THREAD_GAIN * max(threads - 1, 0)
-    return numpy_bytes / COPY_RATE["strided"], CALL_OVERHEAD + compiled_bytes / COMPILED_RATE / speedup
+    numpy_seconds = prod(spec.kernel_size) * NUMPY_TAP_COST + numpy_bytes / COPY_RATE["contiguous"]
+    return numpy_seconds, CALL_OVERHEAD + compiled_bytes / COMPILED_RATE / speedup
