@@ -25,7 +25,7 @@ from convolab.algorithms import ALGORITHMS
 from convolab.algorithms._blocking import unrolled_blocks
 from convolab.algorithms._columns import unrolled_blocks_unpadded
 from conv_cases import generate_cases
-from test_compiled import assert_within, summation_bound
+from test_compiled import HIDE_NUMBA, assert_within, run_python, summation_bound
 from test_depthwise import assert_like_torch, batched, spec_of
 
 #: Generated cases of every rank, padding kind and mode (strides, dilations, groups, empty batches, unbatched),
@@ -178,3 +178,24 @@ def test_float16_and_integers_keep_the_numpy_scatter():
     for dtype in ("float16", "int32"):
         chosen = cl.plan((2, 8, 16, 16), (8, 8, 4, 4), dtype, stride=2, padding=1)
         assert chosen.input_grad.method == "scatter" and chosen.input_grad.options == (), dtype
+
+
+def test_with_numba_hidden_in_a_fresh_process_everything_falls_back():
+    out = run_python(HIDE_NUMBA, """
+        import sys
+        import numpy as np
+        import convolab as cl
+        chosen = cl.plan((8, 128, 32, 32), (256, 128, 4, 4), "float32", stride=2, padding=1)
+        assert chosen.input_grad.options == (), chosen.input_grad
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((2, 8, 13, 11)), rng.standard_normal((6, 8, 4, 3))
+        params = dict(stride=2, padding=(1, 2), padding_mode="circular")
+        g = rng.standard_normal(cl.conv2d(x, w, **params, algorithm="direct").shape)
+        assert np.allclose(cl.conv2d(x, w, **params, algorithm="gemm"), cl.conv2d(x, w, **params, algorithm="direct"))
+        assert np.allclose(cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="gemm"),
+                           cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="im2col"))
+        assert np.allclose(cl.grad.conv2d_input(x.shape, w, g, **params),
+                           cl.grad.conv2d_input(x.shape, w, g, **params, algorithm="scatter"))
+        print("numba" in sys.modules)
+        """)
+    assert out.split() == ["False"]
