@@ -32,6 +32,7 @@ from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, select_algorithm
+from .algorithms._columns import add_columns
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -199,7 +200,9 @@ def conv_input_grad(
 
     ``"scatter"`` computes exactly that: one matrix product gives, for every
     output position, ``g`` times the filter (the window's worth of gradient),
-    and :func:`add_windows` adds each window back where it was read.
+    and :func:`add_windows` adds each window back where it was read (under
+    "auto", where the plan says so, a compiled col2im does: the same sums in the
+    same order, in one pass, zero padding's cells dropped as it goes).
 
     ``"full"`` rewrites the sum over ``p*s + j*d = q``: spread ``g`` with ``s-1``
     zeros between samples (``g_s``), then ``dx_p[q] = sum_j g_s[q - j*d] k[j]``, a
@@ -226,6 +229,8 @@ def conv_input_grad(
     grad_output = grad_output.astype(accumulate, copy=False)
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
     chosen = _planned_pass("input_grad", spec, np.dtype(weight.dtype), algorithm, kernel)
+    if chosen.method == "scatter" and dict(chosen.options).get("col2im") == "compiled":
+        return _input_grad_scatter(grad_output, kernel, spec, compiled=True).astype(returned, copy=False)
     if chosen.method == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
     elif chosen.method == "full":
@@ -238,11 +243,19 @@ def conv_input_grad(
     return pad_adjoint(grad_padded, spec.padding, spec.padding_mode, spec.input_size).astype(returned, copy=False)
 
 
-def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec, compiled: bool = False,
+                        ) -> np.ndarray:
+    """The "scatter" formulation: per block of samples, one product gives every window's gradient, and the
+    windows are added back where they were read: ``(N, G*C, *padded)``, or with ``compiled`` (the compiled
+    col2im, :func:`convolab.algorithms._columns.add_columns`, the same sums in the same order) the input's
+    gradient ``(N, G*C, *input)``, the padding's transpose done."""
     rank, groups = spec.rank, spec.groups
     taps = prod(spec.kernel_size)
     filters = kernel.reshape(groups, spec.out_channels_per_group, -1).transpose(0, 2, 1)  # (G, C*K, O)
-    grad_padded = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
+    # zero padding's cells dropped by the compiled add-back itself; other modes folded back after it
+    cropped = compiled and spec.padding_mode == "zeros"
+    size = spec.input_size if cropped else spec.padded_size
+    grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
     # Samples per block: the window gradients stay cache-sized (they are added back while still cached)
     # and never exceed the workspace limit.
     per_sample = spec.in_channels * taps * prod(spec.output_size) * grad_output.itemsize
@@ -254,9 +267,15 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
         g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
         window_grads = np.matmul(filters, g)  # (nb, G, C*K, P): each window's g times the filter
         window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
+        if compiled:
+            add_columns(window_grads, grad[n0:n1], spec.stride, spec.dilation,
+                        [low for low, _ in spec.padding] if cropped else [0] * rank)
+            continue
         window_grads = window_grads.transpose(0, 1, *out_axes, *kernel_axes)  # (nb, G*C, *out, *kernel), a view
-        add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad_padded[n0:n1])
-    return grad_padded  # (N, G*C, *padded)
+        add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad[n0:n1])
+    if compiled and not cropped:
+        return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
+    return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
 def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:

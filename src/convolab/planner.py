@@ -57,7 +57,8 @@ The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
 - the input gradient: the forward's own pass where its algorithm has one
   (depthwise, compiled), else "full" (a forward convolution of grad_output, so the fast
   algorithms apply) at stride 1 with a finite weight, else "scatter"
-  (:func:`input_grad_formulation`);
+  (:func:`input_grad_formulation`), its windows added back by a compiled
+  col2im where Numba can run it and its estimate beats NumPy's strided adds;
 - the weight gradient: the forward's own pass where its algorithm has one and
   takes it (depthwise, compiled; folded where folding halves the copies and the input is
   finite), else gemm's, in the product orientation gemm chooses.
@@ -81,6 +82,7 @@ import numpy as np
 from . import algorithms
 from ._dtypes import all_finite, check_supported_dtype, compute_dtype
 from ._settings import current_thread_count, current_workspace_limit
+from .algorithms._columns import compiled_columns_missing, scatter_add_seconds
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
@@ -259,6 +261,20 @@ _INPUT_GRAD_DETAILS = {"full": "a forward convolution of grad_output with the ke
                        "scatter": "each window's gradient added back where it was read"}
 
 
+def _scatter_pass(spec: ConvSpec, dtype: np.dtype, reason: str) -> PassPlan:
+    """The "scatter" formulation under "auto", chosen for ``reason``: its add-back by the compiled col2im
+    (:func:`~convolab.algorithms._columns.add_columns`: the same sums in the same order, in one pass per plane)
+    where that can run and is estimated faster than NumPy's strided adds, one pass per tap
+    (:func:`~convolab.algorithms._columns.scatter_add_seconds`). Asked for by name, "scatter" runs NumPy's."""
+    if compiled_columns_missing(spec, dtype) is None:
+        numpy_seconds, compiled_seconds = scatter_add_seconds(spec, compute_dtype(dtype))
+        if compiled_seconds < numpy_seconds:
+            return PassPlan("scatter", f"{_INPUT_GRAD_DETAILS['scatter']}, by a compiled col2im",
+                            f"{reason}; the compiled add-back estimated {numpy_seconds / compiled_seconds:.3g}x "
+                            "faster than NumPy's strided adds", (("col2im", "compiled"),))
+    return PassPlan("scatter", _INPUT_GRAD_DETAILS["scatter"], reason)
+
+
 def _own_pass(name: str, algorithm: str, spec: ConvSpec, dtype: np.dtype, finite: bool, asked: bool,
               why: str) -> PassPlan | str:
     """``algorithm``'s own pass ``name`` for this problem, run because ``why`` (and for what the algorithm
@@ -280,6 +296,8 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
             if isinstance(own, PassPlan):
                 return own
             formulation, reason = input_grad_formulation(spec, finite)
+            if formulation == "scatter":
+                return _scatter_pass(spec, dtype, reason)
         else:
             formulation, reason = requested, why
         return PassPlan(formulation, _INPUT_GRAD_DETAILS[formulation], reason)

@@ -78,6 +78,27 @@ def unrolled_row_bytes(spec: ConvSpec, itemsize: int, wide: bool | None = None) 
     return spec.in_channels * prod(spec.kernel_size) * prod(row_grid(spec, wide)) * itemsize
 
 
+def block_ranges(spec: ConvSpec, itemsize: int, wide: bool, scratch_per_column: int = 0,
+                 ) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
+    """The blocks :func:`unrolled_blocks` makes, ``(n0, n1, r0, r1)`` (samples, indexes of the first output
+    axis), and the trailing positions of a row (:func:`row_grid`): whole samples while one fits, else rows of
+    one sample."""
+    grid = row_grid(spec, wide)
+    per_row = unrolled_row_bytes(spec, itemsize, wide) + scratch_per_column * prod(grid)
+    rows_fit = rows_per_block(per_row, prod(grid))
+    rows_total, batch = spec.output_size[0], spec.batch
+    if rows_fit >= rows_total:
+        samples = max(1, min(batch, rows_fit // rows_total))
+        return [(n, min(n + samples, batch), 0, rows_total) for n in range(0, batch, samples)], grid
+    return [(n, n + 1, r, min(r + rows_fit, rows_total)) for n in range(batch)
+            for r in range(0, rows_total, rows_fit)], grid
+
+
+def largest_block(blocks: list[tuple[int, int, int, int]], grid: tuple[int, ...]) -> int:
+    """Columns of the largest of ``blocks`` (:func:`block_ranges`)."""
+    return max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks) * prod(grid)
+
+
 def unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0, wide: bool | None = None,
                     ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
     """Yield ``((n0, n1, r0, r1), columns, grid)`` blocks of the unrolled input.
@@ -92,17 +113,9 @@ def unrolled_blocks(padded: np.ndarray, spec: ConvSpec, scratch_per_column: int 
     groups, c = spec.groups, spec.in_channels_per_group
     taps = prod(spec.kernel_size)
     wide = wide_rows(spec) and wide is not False
-    grid = row_grid(spec, wide)
-    per_row = unrolled_row_bytes(spec, padded.itemsize, wide) + scratch_per_column * prod(grid)
-    rows_fit = rows_per_block(per_row, prod(grid))
-    rows_total, batch = spec.output_size[0], spec.batch
-    if rows_fit >= rows_total:
-        samples = max(1, min(batch, rows_fit // rows_total))
-        blocks = [(n, min(n + samples, batch), 0, rows_total) for n in range(0, batch, samples)]
-    else:
-        blocks = [(n, n + 1, r, min(r + rows_fit, rows_total)) for n in range(batch) for r in range(0, rows_total, rows_fit)]
-    largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks) * prod(grid)
-    buffer = np.empty(groups * c * taps * largest, dtype=padded.dtype)
+    blocks, grid = block_ranges(spec, padded.itemsize, wide, scratch_per_column)
+    batch = spec.batch
+    buffer = np.empty(groups * c * taps * largest_block(blocks, grid), dtype=padded.dtype)
     if wide:
         plane = prod(spec.padded_size[1:])  # positions in one row of the first axis
         flat = padded.reshape(batch, groups, c, prod(spec.padded_size))  # (N, G, C, T); explicit: C may be 0

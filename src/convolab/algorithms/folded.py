@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from math import prod
+from typing import Iterator
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from .._window import pad
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
+from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, ELEMENTWISE_RATE, product_rate
 
 __all__ = ["Folded"]
@@ -34,6 +36,8 @@ class Folded(Algorithm):
     with 32 filters ran 1.5-2x faster), at the cost of the ``(K_L - 1)*d``
     columns computed past each row's end (gemm's wide rows compute them too)
     and ``K_L - 1`` additions over the output. Needs stride 1 along the last axis.
+    Where Numba runs, its columns are copied straight from the input before
+    padding (:mod:`._columns`), with no padded copy of the input first.
     """
 
     name = "folded"
@@ -68,36 +72,14 @@ class Folded(Algorithm):
         return block_bytes(per_row, spec.batch * rest.output_size[0], prod(row_grid(rest))) + filters
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        groups, o, rank = spec.groups, spec.out_channels_per_group, spec.rank
-        taps, reach = spec.kernel_size[-1], spec.dilation[-1]
-        rest = _rest_spec(spec)
-        filters = _folded_filters(kernel, spec)  # (G, K_L*O, C*K_rest)
-        out = np.empty(spec.output_shape, dtype=padded.dtype)
-        grouped = out.reshape(spec.batch, groups, o, *spec.output_size)  # a view: results are written through it
-        buffer = None
-        for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
-            if buffer is None:
-                buffer = np.empty((groups, taps * o, columns.shape[-1]), dtype=padded.dtype)
-            product = np.matmul(filters, columns, out=buffer[..., :columns.shape[-1]])
-            shares = product.reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)  # (G, K_L, O, nb, rows, *grid)
-            if rank == 1:  # the folded axis is the blocked one: shares cross blocks
-                for f in range(taps):
-                    rows, source = _crossing_share(spec, f, r0, r1)
-                    target = grouped[n0:n1, :, :, rows]
-                    share = shares[:, f, :, :, source].transpose(2, 0, 1, 3)  # (nb, G, O, positions)
-                    # Output x's f = 0 share comes first (its block is never later, and f = 0 goes
-                    # first within a block): assign it, add the rest.
-                    if f == 0:
-                        np.copyto(target, share)
-                    else:
-                        np.add(target, share, out=target)
-                continue
-            # Add the shares up in the product's own layout (contiguous runs), then one copy into the output.
-            total = shares[:, 0][_share(spec, 0)]
-            for f in range(1, taps):
-                total += shares[:, f][_share(spec, f * reach)]
-            np.copyto(grouped[n0:n1, :, :, r0:r1], total.transpose(2, 0, 1, *range(3, 3 + rank)))
-        return out
+        return _folded_products(_rest_blocks(padded, spec, False), kernel, spec, padded.dtype)
+
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: where the compiled unroll runs, the columns are copied
+        straight from ``x``, the padding filled as they are, and no padded copy of the input is made."""
+        if compiled_columns_missing(spec, x.dtype) is not None:
+            return super().run_unpadded(x, kernel, spec)
+        return _folded_products(_rest_blocks(x, spec, True), kernel, spec, x.dtype)
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
                          asked: bool = False) -> Formulation | str:
@@ -130,15 +112,16 @@ class Folded(Algorithm):
         meet every input value, so the input must be finite (the planner keeps
         others from this pass: :meth:`pass_formulation`).
         """
-        padded = pad(x, spec.padding, spec.padding_mode)
+        unpadded = compiled_columns_missing(spec, x.dtype) is None
         groups, o, c, rank = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.rank
         taps, reach = spec.kernel_size[-1], spec.dilation[-1]
         rest = _rest_spec(spec)
-        total = np.zeros((groups, c * prod(rest.kernel_size), taps * o), dtype=padded.dtype)  # columns @ moved.T
+        total = np.zeros((groups, c * prod(rest.kernel_size), taps * o), dtype=x.dtype)  # columns @ moved.T
         buffer = None
-        for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, rest, _folded_product_bytes(spec, padded.itemsize)):
+        for (n0, n1, r0, r1), columns, grid in _rest_blocks(
+                x if unpadded else pad(x, spec.padding, spec.padding_mode), spec, unpadded):
             if buffer is None:
-                buffer = np.zeros(groups * taps * o * columns.shape[-1], dtype=padded.dtype)
+                buffer = np.zeros(groups * taps * o * columns.shape[-1], dtype=x.dtype)
             count = columns.shape[-1]
             moved = buffer[:groups * taps * o * count].reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)
             if rank > 1:
@@ -155,6 +138,53 @@ class Folded(Algorithm):
             total += np.matmul(columns, moved.reshape(groups, taps * o, count).transpose(0, 2, 1))
         grad = total.reshape(groups, c, prod(rest.kernel_size), taps, o).transpose(0, 4, 1, 2, 3)  # (G, O, C, K_rest, K_L)
         return np.ascontiguousarray(grad).reshape(spec.weight_shape)
+
+
+def _rest_blocks(array: np.ndarray, spec: ConvSpec, unpadded: bool,
+                 ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
+    """The unrolled blocks of the problem :class:`Folded` unrolls (:func:`_rest_spec`: one tap along the last
+    axis, every padded column out): from the padded input, or with ``unpadded`` from ``array`` before padding
+    by the compiled unroll (which fills the padding as it copies, so no padded copy is made)."""
+    scratch = _folded_product_bytes(spec, array.itemsize)
+    if unpadded:  # the padding stays in the spec: every padded column of the last axis is one output
+        rest = dataclasses.replace(spec, kernel_size=(*spec.kernel_size[:-1], 1), dilation=(*spec.dilation[:-1], 1))
+        return unrolled_blocks_unpadded(array, rest, scratch)
+    return unrolled_blocks(array, _rest_spec(spec), scratch)
+
+
+def _folded_products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]],
+                     kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    """:class:`Folded`'s forward from the unrolled ``blocks`` of :func:`_rest_blocks`: per block one product
+    with the folded filters, each last-axis tap's share added where it lands."""
+    groups, o, rank = spec.groups, spec.out_channels_per_group, spec.rank
+    taps, reach = spec.kernel_size[-1], spec.dilation[-1]
+    filters = _folded_filters(kernel, spec)  # (G, K_L*O, C*K_rest)
+    out = np.empty(spec.output_shape, dtype=dtype)
+    grouped = out.reshape(spec.batch, groups, o, *spec.output_size)  # a view: results are written through it
+    buffer = None
+    for (n0, n1, r0, r1), columns, grid in blocks:
+        if buffer is None:
+            buffer = np.empty((groups, taps * o, columns.shape[-1]), dtype=dtype)
+        product = np.matmul(filters, columns, out=buffer[..., :columns.shape[-1]])
+        shares = product.reshape(groups, taps, o, n1 - n0, r1 - r0, *grid)  # (G, K_L, O, nb, rows, *grid)
+        if rank == 1:  # the folded axis is the blocked one: shares cross blocks
+            for f in range(taps):
+                rows, source = _crossing_share(spec, f, r0, r1)
+                target = grouped[n0:n1, :, :, rows]
+                share = shares[:, f, :, :, source].transpose(2, 0, 1, 3)  # (nb, G, O, positions)
+                # Output x's f = 0 share comes first (its block is never later, and f = 0 goes
+                # first within a block): assign it, add the rest.
+                if f == 0:
+                    np.copyto(target, share)
+                else:
+                    np.add(target, share, out=target)
+            continue
+        # Add the shares up in the product's own layout (contiguous runs), then one copy into the output.
+        total = shares[:, 0][_share(spec, 0)]
+        for f in range(1, taps):
+            total += shares[:, f][_share(spec, f * reach)]
+        np.copyto(grouped[n0:n1, :, :, r0:r1], total.transpose(2, 0, 1, *range(3, 3 + rank)))
+    return out
 
 
 def _share(spec: ConvSpec, shift: int) -> tuple[slice, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from math import prod
+from typing import Iterator
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from .._window import pad
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
+from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, product_rate
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
@@ -33,6 +35,9 @@ class Gemm(Algorithm):
     block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
     Small images in large batches unroll with the batch innermost (``_batch_inner``).
     A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
+    Where Numba runs, the forward and the weight gradient take exact columns
+    copied straight from the input before padding (:mod:`._columns`), so no
+    padded copy of the input is made.
     """
 
     name = "gemm"
@@ -68,14 +73,16 @@ class Gemm(Algorithm):
             product = np.matmul(filters, columns).reshape(groups, o, -1, spec.batch)  # (G, O, P, N)
             product = product.transpose(3, 0, 1, 2)  # (N, G, O, P)
             return np.ascontiguousarray(product).reshape(spec.output_shape)
-        out = np.empty(spec.output_shape, dtype=padded.dtype)
-        for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, spec):
-            product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
-            product = product.reshape(groups, o, n1 - n0, r1 - r0, *grid)  # (G, O, nb, rows, *rest)
-            product = product[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))]
-            product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)
-            out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
-        return out
+        return _products(unrolled_blocks(padded, spec), filters, spec, padded.dtype)
+
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: where the compiled unroll runs (:func:`_unrolls_unpadded`),
+        the columns are copied straight from ``x``, the padding filled as they are, and no padded copy of the
+        input is made."""
+        if not _unrolls_unpadded(spec, x.dtype):
+            return super().run_unpadded(x, kernel, spec)
+        filters = kernel.reshape(spec.groups, spec.out_channels_per_group, -1)  # (G, O, C*K)
+        return _products(unrolled_blocks_unpadded(x, spec), filters, spec, x.dtype)
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
                          asked: bool = False) -> Formulation | str:
@@ -104,13 +111,15 @@ class Gemm(Algorithm):
         """
         if transposed is None:
             transposed = dict(self.pass_formulation("weight_grad", spec, x.dtype).options)["transposed"]
-        padded = pad(x, spec.padding, spec.padding_mode)
         groups, o = spec.groups, spec.out_channels_per_group
+        unpadded = _unrolls_unpadded(spec, x.dtype)
+        padded = x if unpadded else pad(x, spec.padding, spec.padding_mode)
         if _is_pointwise(spec) and _per_sample_products_win(spec):
             return _pointwise_weight_grad(padded, grad_output, spec)
         # Wide rows give the extra columns a zero gradient, and 0 * inf is NaN: an input holding
-        # inf or NaN takes the exact columns, so it reaches only the taps that really read it.
-        wide = None if all_finite(padded) else False
+        # inf or NaN takes the exact columns, so it reaches only the taps that really read it
+        # (the compiled unroll's columns are always exact).
+        wide = None if unpadded or all_finite(padded) else False
 
         def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
             """``rows (G, O, positions)`` times ``columns (G, C*K, positions)``, in the sum's layout."""
@@ -125,7 +134,8 @@ class Gemm(Algorithm):
         else:
             taps = spec.in_channels_per_group * prod(spec.kernel_size)
             total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
-            for (n0, n1, r0, r1), columns, grid in unrolled_blocks(padded, spec, wide=wide):
+            blocks = unrolled_blocks_unpadded(x, spec) if unpadded else unrolled_blocks(padded, spec, wide=wide)
+            for (n0, n1, r0, r1), columns, grid in blocks:
                 block = grad_output[n0:n1, :, r0:r1]  # (nb, G*O, rows, *out_rest)
                 block = block.reshape(n1 - n0, groups, o, r1 - r0, *spec.output_size[1:])
                 block = block.transpose(1, 2, 0, *range(3, 3 + spec.rank))  # (G, O, nb, rows, *out_rest)
@@ -137,6 +147,29 @@ class Gemm(Algorithm):
         if transposed:
             total = np.ascontiguousarray(total.transpose(0, 2, 1))
         return total.reshape(spec.weight_shape)
+
+
+def _products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]], filters: np.ndarray,
+              spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
+    """The forward from unrolled ``blocks`` (:func:`._blocking.unrolled_blocks`): one product per block with
+    ``filters`` ``(G, O, C*K)``, its rows' real columns copied into the output."""
+    groups, o = spec.groups, spec.out_channels_per_group
+    out = np.empty(spec.output_shape, dtype=dtype)
+    for (n0, n1, r0, r1), columns, grid in blocks:
+        product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
+        product = product.reshape(groups, o, n1 - n0, r1 - r0, *grid)  # (G, O, nb, rows, *rest)
+        product = product[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))]
+        product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)
+        out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
+    return out
+
+
+def _unrolls_unpadded(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether gemm's columns come from the compiled unroll, straight from the input before padding
+    (:func:`._columns.unrolled_blocks_unpadded`): not for a 1×1 kernel (no columns) nor small images unrolled
+    with the batch innermost (their own layout), and only where the compiled kernels run."""
+    return (not _is_pointwise(spec) and not _batch_inner(spec, dtype.itemsize)
+            and compiled_columns_missing(spec, dtype) is None)
 
 
 #: Fewest output positions (batch times output size) for which gemm's weight gradient takes its

@@ -1,0 +1,141 @@
+"""Unrolled columns by compiled loops: the fused pad + unroll, and its adjoint, the col2im scatter-add.
+
+gemm and folded multiply the unrolled input (im2col's columns,
+:func:`._blocking.unrolled_blocks`); in NumPy that needs the padded input first,
+a copy of the whole input. :func:`unrolled_blocks_unpadded` writes the same
+blocks straight from the input before padding, filling the padding as it
+copies (:mod:`._kernels_unroll`).
+
+The input gradient's "scatter" formulation (:func:`convolab._engine.conv_input_grad`,
+and so transposed convolution) takes one matrix product per block of samples
+for every window's gradient, then adds each window back where it was read. In
+NumPy that is :func:`convolab._window.add_windows`, one strided pass over the
+gradient per kernel tap; :func:`add_columns` does it in one compiled pass per
+plane, dropping zero padding's cells as it goes (:mod:`._kernels_col2im`), with
+the same sums in the same order.
+
+Both run only where :func:`compiled_columns_missing` says they can (float32 and
+float64, one to three spatial dimensions, Numba importable); the callers keep
+their NumPy paths otherwise.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .._window import padded_sources
+from ..spec import ConvSpec
+from ._blocking import block_ranges, largest_block
+from ._compiled import kernels, numba_missing
+from ._rates import COPY_RATE, THREAD_GAIN
+from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps, _threads
+
+__all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds"]
+
+# The add-back's cost model (:func:`scatter_add_seconds`), set from its two paths timed alone on the
+# decoders' and a strided ResNet layer's shapes in float32: the estimates came within 0.6-1.5x of those
+# times, which varied by about as much from run to run on the shared 2-core machine.
+#: Fixed cost of the compiled add-back: the kernel's dispatch and the jobs handed out.
+CALL_OVERHEAD = 15e-6
+#: Bytes per second of the compiled pass (the columns read once, the gradient written once; one thread).
+COMPILED_RATE = 8e9
+#: NumPy's cost per kernel tap beyond its bytes: a strided slice-add's call.
+NUMPY_TAP_COST = 4e-6
+
+
+def compiled_columns_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
+    """None if the compiled unroll and col2im can run the problem in ``dtype`` (the accumulation dtype), else
+    why not; Numba is imported (by :func:`._compiled.numba_missing`) only after the cheaper refusals."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        return f"compiled kernels run float32 and float64 only, not {dtype}"
+    if spec.rank > KERNEL_RANK:
+        return f"compiled kernels run 1 to {KERNEL_RANK} spatial dimensions, not {spec.rank}"
+    return numba_missing()
+
+
+def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0,
+                             ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
+    """:func:`._blocking.unrolled_blocks` with exact columns (never wide rows), from ``x`` ``(N, G*C, *input)``
+    before padding: ``spec``'s padding (any mode) is filled as the columns are copied
+    (:func:`._kernels_unroll.unroll`), in jobs of (channel, leading taps) shared among threads.
+
+    Yields ``((n0, n1, r0, r1), columns, grid)``, ``columns`` ``(G, C*K, nb*rows*prod(grid))``, as that does.
+    Only where :func:`compiled_columns_missing` says it can run.
+    """
+    groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
+    blocks, grid = block_ranges(spec, x.itemsize, False, scratch_per_column)
+    source = _as_kernels_take(x).reshape(_shape3(x.shape))  # (N, G*C, D, H, W)
+    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
+    padded3 = _shape3((1, 1, *spec.padded_size))[2:]
+    input3, padding3 = source.shape[2:], (((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding))
+    tables = [padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
+              else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3)]
+    buffer = np.empty(groups * channels * taps * largest_block(blocks, grid), dtype=x.dtype)
+    unroll = kernels("unroll").unroll
+    jobs = spec.in_channels * kernel3[0] * kernel3[1]  # (channel, kd, kh)
+    lead = KERNEL_RANK - spec.rank  # unit axes before the problem's first
+    for n0, n1, r0, r1 in blocks:
+        nb, rows = n1 - n0, r1 - r0
+        count = nb * rows * prod(grid)
+        block_out = _shape3((1, 1, rows, *spec.output_size[1:]))[2:]  # (A, B, E)
+        origin = tuple(r0 if axis == lead else 0 for axis in range(KERNEL_RANK))
+        columns = buffer[:groups * channels * taps * count].reshape(spec.in_channels, *kernel3, nb, *block_out)
+        _run_jobs(jobs, count * groups * channels * taps,
+                  lambda first, last, _: unroll(source, columns, first, last, n0, *origin, *_steps(spec.stride),
+                                                *_steps(spec.dilation), *tables, padding3[-1][0]),
+                  lambda: None)
+        yield (n0, n1, r0, r1), columns.reshape(groups, channels * taps, count), grid
+
+
+def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],
+                lows: Sequence[int]) -> np.ndarray:
+    """Each window's gradient added into the cell it read (:func:`._kernels_col2im.add_columns`), written to
+    ``out`` and returned.
+
+    ``columns`` ``(nb, C, *kernel, *out)`` C-contiguous (one matrix product's
+    result, reshaped); ``out`` ``(nb, C, *size)`` C-contiguous and writeable,
+    any contents: the gradient of the input padded by ``lows`` on the low
+    side, cut to ``size`` (zero padding's cells dropped; ``lows`` zero and
+    ``size`` the padded size for the whole padded gradient). Jobs of planes
+    ``(n, c)`` shared among threads. Only where
+    :func:`compiled_columns_missing` says it can run.
+    """
+    rank = len(stride)
+    columns = _as_kernels_take(columns)
+    columns3 = columns.reshape(*columns.shape[:2], *_shape3((1, 1, *columns.shape[2:2 + rank]))[2:],
+                               *_shape3((1, 1, *columns.shape[2 + rank:]))[2:])  # (nb, C, KD, KH, KW, OD, OH, OW)
+    out3 = out.reshape(_shape3(out.shape))  # a view: out is C-contiguous
+    add = kernels("col2im").add_columns
+    _run_jobs(out.shape[0] * out.shape[1], columns.size,
+              lambda first, last, _: add(columns3, out3, first, last, *_steps(tuple(stride)),
+                                         *_steps(tuple(dilation)), *_steps(tuple(lows), fill=0)),
+              lambda: None)
+    return out
+
+
+def scatter_add_seconds(spec: ConvSpec, dtype: np.dtype) -> tuple[float, float]:
+    """Estimated seconds of the add-back of the "scatter" input gradient: NumPy's strided adds, and the
+    compiled col2im.
+
+    NumPy (:func:`convolab._window.add_windows`) zeroes the padded gradient,
+    then per tap reads a window's worth of columns and reads and writes the
+    cells they land on (three values moved per column value), and the
+    padding's transpose copies the input's cells out: those bytes at the
+    contiguous copy rate (NumPy's strided adds ran at about that), and
+    :data:`NUMPY_TAP_COST` per tap. The compiled pass reads each column value
+    once and writes each cell of the input's gradient once, at
+    :data:`COMPILED_RATE`, shared among threads; plus its call.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    column_values = spec.batch * spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size)
+    padded = spec.batch * spec.in_channels * prod(spec.padded_size)
+    numpy_bytes = (3 * column_values + 2 * padded) * itemsize
+    compiled_bytes = (column_values + padded) * itemsize
+    threads = min(_threads(column_values), spec.batch * spec.in_channels)
+    speedup = 1 + THREAD_GAIN * max(threads - 1, 0)
+    numpy_seconds = prod(spec.kernel_size) * NUMPY_TAP_COST + numpy_bytes / COPY_RATE["contiguous"]
+    return numpy_seconds, CALL_OVERHEAD + compiled_bytes / COMPILED_RATE / speedup

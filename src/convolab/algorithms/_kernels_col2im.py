@@ -1,0 +1,89 @@
+"""The compiled col2im: every window's gradient added back into the input cell it read (the unroll's adjoint).
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use; the wrapper that lays the arrays out and shares the jobs among
+threads is :func:`._columns.add_columns`.
+
+The contract of :func:`add_columns`:
+
+- three spatial axes: lower ranks come as rank 3 with leading unit axes;
+- ``columns`` ``(N, C, KD, KH, KW, OD, OH, OW)``: the gradient of each window's
+  tap ``(kd, kh, kw)`` at output position ``(od, oh, ow)``, as one matrix
+  product lays it out (``(G, C*K, O) @ (G, O, P)`` reshaped, no copy);
+- ``out`` ``(N, C, D, H, W)``: the gradient of the input padded by ``lows``
+  on the low side, cropped to ``(D, H, W)`` (the padded cells past that are
+  dropped: zero padding's gradient). With ``lows`` zero and ``out`` the padded
+  size it is the padded input's gradient, which the caller folds back onto a
+  padding mode's sources;
+- every array C-contiguous, native byte order, writeable, one dtype (float32
+  or float64); ``out``'s contents on entry do not matter: each plane is zeroed
+  before it is summed into;
+- ``first, last``: the planes (``n*C + c``) this call writes; no other call
+  writes them, so threads never share a cell.
+
+Each cell's sum starts at zero and adds its taps in the kernel's C order, one
+term per tap (a tap reads a cell from at most one output position), exactly as
+:func:`convolab._window.add_windows` adds its strided slices: the results are
+the same bits. No ``fastmath``, so that the additions stay in that order.
+
+Axis legend: N samples, C input channels (all groups), ``K*`` kernel taps,
+``O*`` output positions, ``(D, H, W)`` the gradient's extent; ``s*`` stride,
+``d*`` dilation.
+"""
+
+from __future__ import annotations
+
+from numba import njit, uint64
+
+__all__ = ["add_columns"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _inside(offset, step, size, count):
+    """The range ``[first, last)`` of the ``count`` positions ``i`` with ``0 <= i*step + offset < size``."""
+    first = 0 if offset >= 0 else (-offset + step - 1) // step
+    last = 0 if size - 1 - offset < 0 else min(count, (size - 1 - offset) // step + 1)
+    return first, max(first, last)
+
+
+@njit(cache=True, nogil=True)
+def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+    """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[n, c, j, p]``, for planes
+    ``first:last``: each window's tap added into the cell it read, taps in C order.
+
+    Both arrays are addressed flat, so that a short row of outputs costs a few
+    integer operations besides its additions.
+    """
+    depth, height, width = out.shape[2], out.shape[3], out.shape[4]
+    kd_size, kh_size, kw_size = columns.shape[2], columns.shape[3], columns.shape[4]
+    od_size, oh_size, ow_size = columns.shape[5], columns.shape[6], columns.shape[7]
+    flat_columns, flat = columns.reshape(columns.size), out.reshape(out.size)
+    positions, volume = od_size * oh_size * ow_size, depth * height * width
+    for plane in range(first, last):
+        target = plane * volume  # the plane's first cell in flat
+        flat[target:target + volume] = 0
+        tap = plane * kd_size * kh_size * kw_size  # the plane's first tap, counted over all planes
+        for kd in range(kd_size):
+            od0, od1 = _inside(kd * dd - low_d, sd, depth, od_size)
+            for kh in range(kh_size):
+                oh0, oh1 = _inside(kh * dh - low_h, sh, height, oh_size)
+                for kw in range(kw_size):
+                    ow0, ow1 = _inside(kw * dw - low_w, sw, width, ow_size)
+                    for od in range(od0, od1):
+                        z = od * sd + kd * dd - low_d
+                        for oh in range(oh0, oh1):
+                            h = oh * sh + kh * dh - low_h
+                            write = uint64(target + (z * height + h) * width + ow0 * sw + kw * dw - low_w)
+                            read = uint64(tap * positions + (od * oh_size + oh) * ow_size + ow0)
+                            # indexed unsigned (no wraparound test per value, so that the loops vectorize)
+                            count = uint64(ow1 - ow0)
+                            if sw == 1:  # the common strides as constants
+                                for i in range(count):
+                                    flat[write + i] += flat_columns[read + i]
+                            elif sw == 2:
+                                for i in range(count):
+                                    flat[write + uint64(2) * i] += flat_columns[read + i]
+                            else:
+                                for i in range(count):
+                                    flat[write + uint64(sw) * i] += flat_columns[read + i]
+                    tap += 1

@@ -1,0 +1,97 @@
+"""The compiled unroll: im2col's columns written straight from the input before padding (pad + unroll fused).
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use; the wrapper that lays the arrays out, makes the tables and shares
+the jobs among threads is :func:`._columns.unrolled_blocks_unpadded`.
+
+The contract of :func:`unroll`:
+
+- three spatial axes: lower ranks come as rank 3 with leading unit axes;
+- ``x`` ``(N, C, D, H, W)``: the input *before* padding;
+- ``columns`` ``(C, KD, KH, KW, nb, A, B, E)``: one block of the unrolled
+  input, as gemm and folded multiply it (``(G, C/G*K, nb*A*B*E)`` reshaped):
+  samples ``n0:n0+nb`` and output positions ``origin + (a, b, e)``;
+- ``source_d, source_h, source_w``: per padded cell of each axis, the input
+  position it copies, ``-1`` for a zero
+  (:func:`convolab._window.padded_sources`: every padding mode's map);
+  ``low_w`` the last axis's low padding. Inside the input a padded cell
+  ``p`` copies ``p - low``, so the tables are read only at the edges;
+- every array C-contiguous, native byte order; ``columns`` writeable;
+  ``x`` and ``columns`` of one dtype (float32 or float64), the tables int64;
+- ``first, last``: the jobs (``(c*KD + kd)*KH + kh``) this call writes; each
+  writes its own rows of ``columns``, so threads never share a cell.
+
+Copies are exact: the columns hold the same values as the padded input's
+windows (:func:`convolab._window.sliding_windows`), zeros as zeros (never
+``0 * x``).
+
+Axis legend: N samples, C input channels (all groups), ``K*`` kernel taps,
+``(A, B, E)`` the block's output positions, ``(D, H, W)`` the input; ``s*``
+stride, ``d*`` dilation.
+"""
+
+from __future__ import annotations
+
+from numba import njit, uint64
+
+__all__ = ["unroll"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell(flat, start, source_w, padded):
+    """The value padded cell ``padded`` of the row at ``flat[start:]`` holds: the input cell its table names,
+    or zero."""
+    column = source_w[padded]
+    return flat[start + column] if column >= 0 else flat.dtype.type(0)
+
+
+@njit(cache=True, nogil=True)
+def unroll(x, columns, first, last, n0, origin_d, origin_h, origin_w, sd, sh, sw, dd, dh, dw, source_d, source_h,
+           source_w, low_w):
+    """``columns[c, kd, kh, kw, n, a, b, e] = x_p[n0 + n, c, (origin_d + a)*sd + kd*dd, (origin_h + b)*sh + kh*dh,
+    (origin_w + e)*sw + kw*dw]`` (``x_p``: ``x`` padded as the tables say), for jobs ``first:last``.
+
+    A job's rows ``(kw, n, a, b)`` are one contiguous stretch of ``columns``,
+    written in order; both arrays are addressed flat, so that a short row
+    costs a few integer operations besides its copy.
+    """
+    channels, depth, height, width = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    kd_size, kh_size, kw_size = columns.shape[1], columns.shape[2], columns.shape[3]
+    samples, a_size, b_size, e_size = columns.shape[4], columns.shape[5], columns.shape[6], columns.shape[7]
+    flat_x, flat = x.reshape(x.size), columns.reshape(columns.size)
+    plane, volume = height * width, depth * height * width
+    for job in range(first, last):
+        c, kd, kh = job // (kd_size * kh_size), job // kh_size % kd_size, job % kh_size
+        position = job * kw_size * samples * a_size * b_size * e_size  # the job's first row
+        for kw in range(kw_size):
+            offset = origin_w * sw + kw * dw - low_w  # the input column position e = 0 reads, if inside
+            # e0:e1, the positions that read inside the input (0 <= offset + e*sw < width)
+            e0 = 0 if offset >= 0 else min(e_size, (-offset + sw - 1) // sw)
+            e1 = max(e0, 0 if width - 1 - offset < 0 else min(e_size, (width - 1 - offset) // sw + 1))
+            for n in range(samples):
+                sample = ((n0 + n) * channels + c) * volume
+                for a in range(a_size):
+                    z = source_d[(origin_d + a) * sd + kd * dd]
+                    for b in range(b_size):
+                        h = source_h[(origin_h + b) * sh + kh * dh]
+                        if z < 0 or h < 0:  # a row of zero padding
+                            flat[position:position + e_size] = 0
+                            position += e_size
+                            continue
+                        row = sample + z * plane + h * width  # the input row's first cell in flat_x
+                        for e in range(e0):
+                            flat[position + e] = _cell(flat_x, row, source_w, (origin_w + e) * sw + kw * dw)
+                        # the inside, indexed unsigned (no wraparound test per value, so that the loops vectorize)
+                        write, read, count = uint64(position + e0), uint64(row + offset + sw * e0), uint64(e1 - e0)
+                        if sw == 1:  # the common strides as constants
+                            for i in range(count):
+                                flat[write + i] = flat_x[read + i]
+                        elif sw == 2:
+                            for i in range(count):
+                                flat[write + i] = flat_x[read + uint64(2) * i]
+                        else:
+                            for i in range(count):
+                                flat[write + i] = flat_x[read + uint64(sw) * i]
+                        for e in range(e1, e_size):
+                            flat[position + e] = _cell(flat_x, row, source_w, (origin_w + e) * sw + kw * dw)
+                        position += e_size

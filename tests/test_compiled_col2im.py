@@ -1,0 +1,201 @@
+"""The compiled col2im (the "scatter" input gradient's add-back) and the fused pad + unroll (gemm's and folded's
+columns straight from the input before padding), against the NumPy paths they replace and against PyTorch.
+
+Tolerances. The col2im adds each cell's taps in the same order as NumPy's
+``add_windows`` (from zero, one term per tap, in the kernel's C order), and
+the unroll copies values: both are compared for *equality* with the NumPy
+path. Only the forward and weight gradient through gemm and folded change
+their matrix products' shapes (exact columns instead of wide rows, other
+blocks), so the BLAS may sum in another order: those are compared within the
+bound of any summation order (as in test_compiled.py), and with PyTorch to
+the dtype's rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab import _engine
+from convolab._window import pad, pad_adjoint
+from convolab.algorithms import ALGORITHMS
+from convolab.algorithms._blocking import unrolled_blocks
+from convolab.algorithms._columns import unrolled_blocks_unpadded
+from conv_cases import generate_cases
+from test_compiled import HIDE_NUMBA, assert_within, run_python, summation_bound
+from test_depthwise import assert_like_torch, batched, spec_of
+
+#: Generated cases of every rank, padding kind and mode (strides, dilations, groups, empty batches, unbatched),
+#: every third one made strided along every axis (where col2im is what "auto" runs).
+CASES = [dataclasses.replace(case, stride=2) if index % 3 == 0 else case
+         for index, case in enumerate(generate_cases(60, seed=151))]
+DTYPES = [np.float32, np.float64]
+
+
+def draw(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_col2im_gives_the_numpy_scatter_bit_for_bit(case, dtype):
+    spec = spec_of(case)
+    kernel = draw(spec.weight_shape, dtype, 1)
+    g = draw(spec.output_shape, dtype, 2)
+    expected = pad_adjoint(_engine._input_grad_scatter(g, kernel, spec), spec.padding, spec.padding_mode,
+                           spec.input_size)
+    actual = _engine._input_grad_scatter(g, kernel, spec, compiled=True)
+    assert actual.shape == spec.input_shape and actual.dtype == dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES[::2], ids=str)
+def test_unrolled_columns_are_the_padded_inputs(case, dtype):
+    """Every block of the fused unroll holds exactly NumPy's exact columns of the padded input, also in
+    blocks of rows (a workspace limit a few rows wide)."""
+    spec = spec_of(case)
+    if spec.batch == 0:
+        return  # no blocks
+    x = draw(spec.input_shape, dtype, 3)
+    for limit in (2**30, 3 * spec.in_channels * int(np.prod(spec.kernel_size)) * dtype().itemsize):
+        with cl.workspace_limit(limit):
+            pairs = zip(unrolled_blocks_unpadded(x, spec), unrolled_blocks(pad(x, spec.padding, spec.padding_mode),
+                                                                           spec, wide=False))
+            for (block, columns, grid), (expected_block, expected, expected_grid) in pairs:
+                assert (block, grid) == (expected_block, expected_grid)
+                np.testing.assert_array_equal(columns, expected)
+
+
+def three_passes(x, w, g, algorithm, **kwargs):
+    return (cl.conv(x, w, **kwargs, algorithm=algorithm), cl.grad.conv_input(x.shape, w, g, **kwargs),
+            cl.grad.conv_weight(x, w.shape, g, **kwargs, algorithm=algorithm))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES[::3], ids=str)
+def test_gemm_and_folded_unpadded_against_the_references_and_torch(case, dtype):
+    x, w, _ = case.arrays(dtype)
+    g = draw(case.output_shape, dtype, 4)
+    kwargs = case.kwargs()
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    for algorithm in ("gemm", "folded"):
+        if ALGORITHMS[algorithm].why_not(spec_of(case), np.dtype(dtype)) is not None:
+            continue
+        out, grad_input, grad_weight = passes = three_passes(x, w, g, algorithm, **kwargs)
+        assert_within(out, cl.conv(x, w, **kwargs, algorithm="direct"),
+                      summation_bound(case.terms_per_output, cl.conv(f64(x), f64(w), **kwargs, algorithm="direct"),
+                                      dtype))
+        terms = case.batch * int(np.prod(case.output_size))
+        assert_within(grad_weight, cl.grad.conv_weight(x, w.shape, g, **kwargs, algorithm="im2col"),
+                      summation_bound(terms, cl.grad.conv_weight(f64(x), w.shape, f64(g), **kwargs,
+                                                                 algorithm="im2col"), dtype))
+        if case.batch > 0:
+            assert_like_torch(case, x, w, g, passes)
+
+
+def test_the_plan_reports_the_compiled_col2im_and_auto_runs_it():
+    chosen = cl.plan((8, 128, 32, 32), (256, 128, 4, 4), "float32", stride=2, padding=1)  # DCGAN's decoder conv
+    assert chosen.input_grad.method == "scatter"
+    assert dict(chosen.input_grad.options) == {"col2im": "compiled"}
+    assert "compiled col2im" in str(chosen.input_grad) and "faster than NumPy's" in chosen.input_grad.reason
+    x, w = draw((2, 64, 17, 15), np.float32, 5), draw((64, 32, 4, 3), np.float32, 6)
+    params = dict(stride=2, padding=(1, 2), groups=2)
+    assert dict(cl.plan(x.shape, w.shape, "float32", **params).input_grad.options) == {"col2im": "compiled"}
+    g = draw(cl.conv2d(x, w, **params).shape, np.float32, 7)
+    auto = cl.grad.conv2d_input(x.shape, w, g, **params)
+    np.testing.assert_array_equal(auto, cl.grad.conv2d_input(x.shape, w, g, **params, algorithm="scatter"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("rank, size, kernel, padding", [(2, 9, 4, 1), (2, 7, 2, 0), (1, 20, 4, 1), (3, 5, 2, 0)])
+def test_transposed_decoders_like_torch(rank, size, kernel, padding, dtype):
+    """The decoders' transposed convolutions (stride 2) run the compiled col2im, threaded, and match PyTorch."""
+    torch = pytest.importorskip("torch")
+    x = draw((3, 16, *(size,) * rank), dtype, 8)
+    w = draw((16, 6, *(kernel,) * rank), dtype, 9)
+    with cl.thread_count(2):
+        out = cl.conv_transpose(x, w, stride=2, padding=padding)
+    functional = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+                  3: torch.nn.functional.conv_transpose3d}[rank]
+    expected = functional(torch.tensor(x), torch.tensor(w), stride=2, padding=padding).numpy()
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out, expected, **tolerance)
+
+
+def test_threaded_and_not_contiguous_with_a_padding_mode():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 40, 2 * 37))[..., ::2]  # every other column: a view
+    w = rng.standard_normal((8, 2, 5, 3))
+    params = dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=2, padding_mode="reflect")
+    g = rng.standard_normal(cl.conv2d(x, w, **params, algorithm="direct").shape)
+    for array in (x, w, g):
+        array.flags.writeable = False
+    with cl.thread_count(2):
+        for algorithm in ("gemm", "folded"):
+            np.testing.assert_allclose(cl.conv2d(x, w, **params, algorithm=algorithm),
+                                       cl.conv2d(x, w, **params, algorithm="direct"), rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm=algorithm),
+                                       cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="im2col"),
+                                       rtol=1e-10, atol=1e-10)
+        spec = cl.conv_spec(x.shape, w.shape, **params)
+        np.testing.assert_array_equal(
+            _engine._input_grad_scatter(g, w, spec, compiled=True),
+            pad_adjoint(_engine._input_grad_scatter(g, w, spec), spec.padding, spec.padding_mode, spec.input_size))
+
+
+def test_nonfinite_pattern_of_the_direct_sum():
+    """An inf or NaN reaches only what its windows reach: the col2im adds real products only, and the unroll's
+    padding cells are zeros, never ``0 * x``."""
+    x = np.ones((1, 2, 9, 9))
+    x[0, 1, 4, 4] = np.inf
+    w = np.ones((3, 2, 3, 3))
+    w[1, 0, 1, 1] = np.nan
+    g = np.ones(cl.conv2d(x, w, stride=2, padding=1, algorithm="direct").shape)
+    for algorithm in ("gemm", "folded"):
+        if ALGORITHMS[algorithm].why_not(cl.conv_spec(x.shape, w.shape, stride=2, padding=1), x.dtype) is None:
+            np.testing.assert_array_equal(cl.conv2d(x, w, stride=2, padding=1, algorithm=algorithm),
+                                          cl.conv2d(x, w, stride=2, padding=1, algorithm="direct"))
+    np.testing.assert_array_equal(cl.grad.conv2d_input(x.shape, w, g, stride=2, padding=1),
+                                  cl.grad.conv2d_input(x.shape, w, g, stride=2, padding=1, algorithm="scatter"))
+
+
+def test_without_numba_the_numpy_paths_run(without_numba):
+    chosen = cl.plan((8, 128, 32, 32), (256, 128, 4, 4), "float32", stride=2, padding=1)
+    assert chosen.input_grad.method == "scatter" and chosen.input_grad.options == ()
+    x, w = draw((2, 3, 11, 11), np.float64, 10), draw((4, 3, 3, 3), np.float64, 11)
+    g = draw(cl.conv2d(x, w, stride=2, padding=1).shape, np.float64, 12)
+    np.testing.assert_allclose(cl.conv2d(x, w, stride=2, padding=1, algorithm="gemm"),
+                               cl.conv2d(x, w, stride=2, padding=1, algorithm="direct"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cl.grad.conv2d_input(x.shape, w, g, stride=2, padding=1),
+                                  cl.grad.conv2d_input(x.shape, w, g, stride=2, padding=1, algorithm="scatter"))
+
+
+def test_float16_and_integers_keep_the_numpy_scatter():
+    for dtype in ("float16", "int32"):
+        chosen = cl.plan((2, 8, 16, 16), (8, 8, 4, 4), dtype, stride=2, padding=1)
+        assert chosen.input_grad.method == "scatter" and chosen.input_grad.options == (), dtype
+
+
+def test_with_numba_hidden_in_a_fresh_process_everything_falls_back():
+    out = run_python(HIDE_NUMBA, """
+        import sys
+        import numpy as np
+        import convolab as cl
+        chosen = cl.plan((8, 128, 32, 32), (256, 128, 4, 4), "float32", stride=2, padding=1)
+        assert chosen.input_grad.options == (), chosen.input_grad
+        rng = np.random.default_rng(0)
+        x, w = rng.standard_normal((2, 8, 13, 11)), rng.standard_normal((6, 8, 4, 3))
+        params = dict(stride=2, padding=(1, 2), padding_mode="circular")
+        g = rng.standard_normal(cl.conv2d(x, w, **params, algorithm="direct").shape)
+        assert np.allclose(cl.conv2d(x, w, **params, algorithm="gemm"), cl.conv2d(x, w, **params, algorithm="direct"))
+        assert np.allclose(cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="gemm"),
+                           cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="im2col"))
+        assert np.allclose(cl.grad.conv2d_input(x.shape, w, g, **params),
+                           cl.grad.conv2d_input(x.shape, w, g, **params, algorithm="scatter"))
+        print("numba" in sys.modules)
+        """)
+    assert out.split() == ["False"]
