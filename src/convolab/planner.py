@@ -154,6 +154,9 @@ class Plan:
 #: The largest estimated error, relative to the magnitude of an output's terms, that "auto" accepts
 #: from an algorithm that mixes values across outputs (see the module notes and :func:`data_traits`).
 FFT_ERROR_BOUND = 1e-4
+#: The same for Winograd's tiles: the largest estimated error ``error_growth * eps * max|x| / m`` "auto" accepts
+#: (see the module notes and :class:`DataTraits`).
+WINOGRAD_ERROR_BOUND = 1e-4
 #: Elements the median of :func:`data_traits` looks at: an evenly spaced sample, not a sort of everything.
 _MEDIAN_SAMPLE = 2**14
 
@@ -165,16 +168,31 @@ class DataTraits:
     ``finite``: no operand holds an inf or NaN. ``fft_error``: the estimated
     error of a transform-based algorithm relative to the magnitude of an
     output's terms, rounded up to a power of ten (so plans stay few and cached);
-    0 where nothing was estimated.
+    0 where nothing was estimated. ``tile_error``: ``eps * max|x| / m``, the
+    error a tile transform makes per unit of its growth (:attr:`Winograd.error_growth
+    <convolab.algorithms.winograd.Winograd.error_growth>`), rounded up alike.
     """
 
     finite: bool = True
     fft_error: float = 0.0
+    tile_error: float = 0.0
 
-    def why_not_mixing(self) -> str | None:
-        """Why an algorithm that mixes values across outputs must not run on these data, if it must not."""
+    def why_not_mixing(self, tile_growth: float | None = None) -> str | None:
+        """Why an algorithm that mixes values across outputs must not run on these data, if it must not.
+
+        ``tile_growth``: the algorithm mixes values within small tiles
+        (Winograd), with this error growth, and is held to
+        :data:`WINOGRAD_ERROR_BOUND`; None: across whole transforms (the FFT),
+        held to :data:`FFT_ERROR_BOUND`.
+        """
         if not self.finite:
             return "the data hold inf or NaN, which a transform would spread to every output"
+        if tile_growth is not None:
+            error = tile_growth * self.tile_error
+            if error > WINOGRAD_ERROR_BOUND:
+                return (f"the data's dynamic range gives an estimated error of {error:.0e} of the outputs' terms "
+                        f"in the tile transforms, over the bound of {WINOGRAD_ERROR_BOUND:.0e}")
+            return None
         if self.fft_error > FFT_ERROR_BOUND:
             return (f"the data's dynamic range gives an estimated error of {self.fft_error:.0e} of the outputs' "
                     f"terms, over the bound of {FFT_ERROR_BOUND:.0e}")
@@ -190,10 +208,11 @@ NON_FINITE = DataTraits(finite=False)
 def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1) -> DataTraits:
     """The traits of ``signal`` (the array slid over) and ``others`` (the kernel), for the planner.
 
-    The error estimate is ``eps * log2(L) * rms / m``: ``rms`` the largest
+    The FFT's error estimate is ``eps * log2(L) * rms / m``: ``rms`` the largest
     root-mean-square value of one sample's channel (a transform's input), ``m``
     the median magnitude of the nonzero values (of an evenly spaced sample), ``L``
-    ``transform_length``.
+    ``transform_length``. The tiles' is ``eps * max|x| / m``: a tile mixes few
+    values, so its error follows the largest one it may hold, not the mean.
 
     >>> import numpy as np
     >>> x = np.ones((1, 1, 64, 64), np.float32)
@@ -201,9 +220,9 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     1e-05
     >>> x[0, 0, 5, 5] = 1e9
     >>> data_traits(x, transform_length=4096)
-    DataTraits(finite=True, fft_error=100.0)
+    DataTraits(finite=True, fft_error=100.0, tile_error=1000.0)
     >>> data_traits(x, np.array([np.nan], np.float32))
-    DataTraits(finite=False, fft_error=0.0)
+    DataTraits(finite=False, fft_error=0.0, tile_error=0.0)
     """
     if not all(all_finite(a) for a in others):
         return DataTraits(finite=False)
@@ -220,16 +239,22 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     nonzero = sample[sample != 0]
     if rms == 0 or nonzero.size == 0:
         return ORDINARY  # all zeros: nothing to round
-    error = float(np.finfo(signal.dtype).eps) * log2(max(transform_length, 2)) * rms / float(np.median(nonzero))
-    # Rounded up to a power of ten: the plan cache sees a handful of values, never one per array.
-    return DataTraits(fft_error=10.0 ** ceil(log10(error)) if isfinite(error) else inf)
+    eps, median = float(np.finfo(signal.dtype).eps), float(np.median(nonzero))
+    peak = max(max(float(part.max()), -float(part.min())) for part in parts) * (2**0.5 if len(parts) > 1 else 1)
+    return DataTraits(fft_error=_power_of_ten_above(eps * log2(max(transform_length, 2)) * rms / median),
+                      tile_error=_power_of_ten_above(eps * peak / median))
+
+
+def _power_of_ten_above(error: float) -> float:
+    """``error`` rounded up to a power of ten: the plan cache sees a handful of values, never one per array."""
+    return 10.0 ** ceil(log10(error)) if isfinite(error) else inf
 
 
 def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel: np.ndarray) -> Plan:
     """The plan for these arrays: the shapes' plan, refined by the data's traits where its pick mixes outputs.
 
     Looking at the values costs passes over them, so only a plan whose pick
-    could spread an inf or lose accuracy (the FFT) pays for it.
+    could spread an inf or lose accuracy (the FFT, Winograd) pays for it.
     """
     chosen = plan_for(spec, dtype)
     if algorithms.ALGORITHMS[chosen.algorithm].mixes_outputs:
@@ -331,7 +356,7 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
         algorithm = algorithms.ALGORITHMS[name]
         why = algorithm.why_not(spec, dtype)
         if why is None and algorithm.mixes_outputs:
-            why = data.why_not_mixing()
+            why = data.why_not_mixing(algorithm.error_growth if isinstance(algorithm, algorithms.Winograd) else None)
         if why is None:
             estimates[name] = algorithm.estimate(spec, accumulate)
         else:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from math import prod
+from math import inf, prod
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +39,10 @@ from .._window import sliding_windows
 from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES  # also the target size of one block of transformed tiles
+from ._compiled import kernels, numba_missing
+from ._rates import product_rate
+from .compiled import KERNEL_RANK, _rank3, _run_jobs, _shape3, _steps
+from .depthwise import _zero_padded_source
 
 __all__ = ["Winograd", "POINTS", "winograd_matrices"]
 
@@ -155,6 +159,121 @@ def winograd_conv(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.nd
     return out
 
 
+#: Per output tile size, the worst error measured (relative to an output's terms ``sum |x*w|``) over ``eps *
+#: max|x| / m`` (``m`` the median magnitude of the nonzero inputs): see the module notes.
+ERROR_GROWTH = {2: 10.0, 4: 100.0}
+
+# The cost model (:meth:`Winograd.estimate`), fitted to forward timings of the compiled path on the reference
+# machine (see the estimate).
+#: Fixed cost of a call: the matrices, the filter transform's dispatch, the first block's buffers.
+CALL_OVERHEAD = 60e-6
+#: Cost of each block of tile rows: two rounds of jobs handed to the threads, the products' dispatch.
+BLOCK_OVERHEAD = 40e-6
+#: Transformed input values (float32) written per second by the input transform, threads included; ...
+INPUT_TRANSFORM_RATE = 2e9
+#: ... products read per second by the output transform; ...
+OUTPUT_TRANSFORM_RATE = 2e9
+#: ... transformed filter values written per second (one matrix product, bound by memory).
+FILTER_TRANSFORM_RATE = 1e9
+
+#: A block of transformed tiles holds at least this many tiles (the columns of each tile position's matrix
+#: product), so that the BLAS runs its products near its rate, ...
+BLOCK_TILES = 512
+#: ... within this many bytes of transformed input and products (the workspace limit comes on top).
+MAX_TILE_BLOCK_BYTES = 32 * 2**20
+
+
+def _axis_matrices(m: int, rank: int, dtype: np.dtype) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per kernel axis (three: a missing leading axis has the 1x1 identity), ``A^T`` and ``B^T`` as the
+    kernels take them; and the filter transform of all axes at once, ``G ⊗ ... ⊗ G`` ``(a^d, 3^d)``."""
+    a_t, g, b_t = (np.ascontiguousarray(matrix, dtype=dtype) for matrix in winograd_matrices(m, 3))
+    unit = np.ones((1, 1), dtype=dtype)
+    filters = np.ones((1, 1), dtype=dtype)
+    for _ in range(rank):
+        filters = np.kron(filters, g)  # exact: G's entries are powers of the points, of two
+    missing = KERNEL_RANK - rank
+    return [unit] * missing + [a_t] * rank, [unit] * missing + [b_t] * rank, filters
+
+
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, filter_transform: np.ndarray) -> np.ndarray:
+    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, O, C)``, one matrix product per group
+    (``(P, K) @ (K, O*C)``: a group's kernel rows are already in (o, c) order)."""
+    taps = prod(spec.kernel_size)
+    flat = kernel.reshape(spec.groups, -1, taps)  # (G, O*C, K)
+    filters = np.matmul(filter_transform, flat.transpose(0, 2, 1))  # (G, P, O*C)
+    return filters.reshape(spec.groups, filter_transform.shape[0], spec.out_channels_per_group,
+                           spec.in_channels_per_group)
+
+
+def _tile_rows_per_block(spec: ConvSpec, m: int, itemsize: int) -> tuple[int, tuple[int, ...]]:
+    """Tile rows in one block of transformed tiles, and the tiles per sample along the three axes (each tile
+    row has one spare column: see :mod:`._kernels_winograd`)."""
+    a = m + 2
+    tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
+    columns = tiles[2] + 1
+    per_row = a**spec.rank * (spec.in_channels + spec.out_channels) * columns * itemsize  # input and products
+    wanted = max(-(-BLOCK_TILES // columns), CACHE_BLOCK_BYTES // max(per_row, 1))
+    fit = min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_row, 1)
+    return max(1, min(wanted, fit, spec.batch * tiles[0] * tiles[1])), tiles
+
+
+def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
+                           spec: ConvSpec, m: int) -> np.ndarray:
+    """:func:`winograd_conv` with the compiled, fused transforms of :mod:`._kernels_winograd` (1 to 3 spatial
+    axes, float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as
+    ``(low, high)``) to the padded input as the tiles are read.
+
+    Per block of tile rows (:func:`_tile_rows_per_block`): the input
+    transform of the block's tiles into ``(P, G*C, T)``, one product per
+    tile position and group ``(P, O, C) @ (P, C, T)`` on the BLAS, and the
+    output transform straight into the output; the transforms' jobs (a
+    channel each) are shared among threads.
+    """
+    rank, groups = spec.rank, spec.groups
+    dtype = source.dtype
+    source = _rank3(source)  # (N, G*C, D, H, W)
+    a_ts, b_ts, filter_transform = _axis_matrices(m, rank, dtype)
+    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, filter_transform)  # (G, P, O, C)
+    positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
+    rows_per_block, tiles = _tile_rows_per_block(spec, m, dtype.itemsize)
+    stride = tiles[2] + 1  # columns per tile row: its tiles and a spare
+    steps = np.array(_steps((m,) * rank), dtype=np.int64)
+    lows = np.array(_steps(tuple(low for low, _ in padding), fill=0), dtype=np.int64)
+    tile_counts = np.array(tiles, dtype=np.int64)
+    out = np.empty(spec.output_shape, dtype=dtype)
+    out3 = out.reshape(_shape3(out.shape))
+    rows_total = spec.batch * tiles[0] * tiles[1]
+    most = rows_per_block * stride
+    inputs = np.empty(positions * spec.in_channels * most, dtype=dtype)
+    products = np.empty(positions * spec.out_channels * most, dtype=dtype)
+    kernels_module = kernels("winograd")
+    (ad, ah, aw), (md, mh, mw) = (b.shape[0] for b in b_ts), (a.shape[0] for a in a_ts)
+    wide = stride * mw
+
+    def input_scratch() -> tuple[np.ndarray, ...]:
+        return (np.empty((ad, ah, wide), dtype=dtype), np.empty((ah + 1, wide), dtype=dtype),
+                np.empty((ad, ah, mw, most + 1), dtype=dtype))
+
+    def output_scratch() -> tuple[np.ndarray, ...]:
+        return (np.empty((md, ah, aw, most) if ad > 1 else (1, 1, 1, 1), dtype=dtype),
+                np.empty((md, mh, aw, most), dtype=dtype), np.empty((md, mh, mw, most), dtype=dtype))
+
+    for row0 in range(0, rows_total, rows_per_block):
+        count = min(rows_per_block, rows_total - row0) * stride
+        block_in = inputs[:positions * spec.in_channels * count].reshape(positions, spec.in_channels, count)
+        _run_jobs(spec.in_channels, positions * spec.in_channels * count * a_ts[2].shape[1],
+                  lambda first, last, scratch: kernels_module.input_tiles(
+                      source, block_in, *b_ts, steps, lows, tile_counts, row0, first, last, *scratch), input_scratch)
+        block_out = products[:positions * spec.out_channels * count].reshape(positions, spec.out_channels, count)
+        for g in range(groups):  # (P, O, C) @ (P, C, T) per group: stacks of 2-d products, each one BLAS call
+            np.matmul(filters[g], block_in[:, g * channels:(g + 1) * channels],
+                      out=block_out[:, g * out_channels:(g + 1) * out_channels])
+        _run_jobs(spec.out_channels, positions * spec.out_channels * count * a_ts[2].shape[1],
+                  lambda first, last, scratch: kernels_module.output_tiles(
+                      block_out, out3, *a_ts, tile_counts, row0, first, last, *scratch), output_scratch)
+    return out
+
+
 def supports(spec, r: Sequence[int] = (3,)) -> str | None:
     """Why Winograd cannot run ``spec`` (or None)."""
     if any(s != 1 for s in spec.stride):
@@ -178,10 +297,14 @@ class Winograd(Algorithm):
     """
 
     mixes_outputs = True
+    automatic = False  # until its estimate is fitted (next commit)
 
     def __init__(self, tile: int):
         self.tile = tile
         self.name = f"winograd{tile}"
+        #: The largest error measured, relative to the magnitude of an output's terms, per unit of ``eps *
+        #: max|x| / m`` (the planner's :attr:`~convolab.planner.DataTraits.tile_error`): see :data:`ERROR_GROWTH`.
+        self.error_growth = ERROR_GROWTH[tile]
 
     def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
         if is_exact(dtype):
@@ -190,12 +313,57 @@ class Winograd(Algorithm):
             return "complex inputs are not supported by the Winograd transforms here"
         return supports(spec)
 
-    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+    def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
+        """The products at the BLAS's rate for their shape, the transforms' values at their rates, a fixed cost.
+
+        Per tile position a ``(O, C) @ (C, T)`` product over every tile
+        (:func:`~convolab.algorithms._rates.product_rate`); the input
+        transform's values written at :data:`INPUT_TRANSFORM_RATE`, the
+        output transform's read at :data:`OUTPUT_TRANSFORM_RATE`, the
+        transformed filters at :data:`FILTER_TRANSFORM_RATE`, and
+        :data:`CALL_OVERHEAD` plus :data:`BLOCK_OVERHEAD` per block of tile
+        rows. Without the compiled transforms (no Numba, or a rank or dtype
+        they do not run) "auto" never picks it: the NumPy transforms' passes
+        over memory cost what the products save (``inf``).
+        """
+        if not _compiles(dtype, spec):
+            return inf
         a = self.tile + 2
-        tiles = prod(-(-o // self.tile) for o in spec.output_size)
-        whole = 2 * a**spec.rank * spec.batch * tiles * (spec.in_channels + spec.out_channels) * itemsize
-        return min(whole, current_workspace_limit())
+        positions = a**spec.rank
+        rows, tiles = _tile_rows_per_block(spec, self.tile, dtype.itemsize)
+        tile_count = spec.batch * prod(tiles)
+        products = 2 * positions * spec.out_channels * spec.in_channels_per_group * tile_count
+        rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group)
+        scale = dtype.itemsize / 4  # the transforms' rates are float32 values per second
+        transforms = (positions * tile_count * (spec.in_channels / INPUT_TRANSFORM_RATE
+                                                + spec.out_channels / OUTPUT_TRANSFORM_RATE)
+                      + positions * spec.out_channels * spec.in_channels_per_group / FILTER_TRANSFORM_RATE)
+        blocks = -(-spec.batch * tiles[0] * tiles[1] // rows)
+        return CALL_OVERHEAD + blocks * BLOCK_OVERHEAD + products / rate + transforms * scale
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """The transformed filters and one block of transformed tiles (input and products)."""
+        a = self.tile + 2
+        filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
+        rows, tiles = _tile_rows_per_block(spec, self.tile, itemsize)
+        block = a**spec.rank * (spec.in_channels + spec.out_channels) * rows * (tiles[2] + 1) * itemsize
+        return filters + block
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        if _compiles(padded.dtype, spec):
+            return compiled_winograd_conv(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
         return winograd_conv(padded, kernel, spec, self.tile)
 
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: the compiled transforms read zero padding as they go."""
+        if _compiles(x.dtype, spec):
+            return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
+        return super().run_unpadded(x, kernel, spec)
+
+
+def _compiles(dtype: np.dtype, spec: ConvSpec) -> bool:
+    """Whether the compiled transforms run this problem: float32 or float64, 1 to 3 spatial axes, and Numba
+    imports (else the NumPy transforms of :func:`winograd_conv` do)."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize in (4, 8) and spec.rank <= KERNEL_RANK
+            and numba_missing() is None)
