@@ -104,9 +104,11 @@ def test_padding_read_as_the_tiles_go_is_the_padded_input(case, tile):
 
 
 @pytest.fixture
-def winograd_everywhere(request):
-    """The planner picks ``winograd{tile}`` for every problem it can run (its estimate is zero)."""
+def winograd_everywhere(request, monkeypatch):
+    """The planner picks ``winograd{tile}`` for every problem it can run (its estimate is zero), whatever its
+    channels (the planner's accuracy rule would keep these small cases from it)."""
     tile = request.param
+    monkeypatch.setattr(planner, "WINOGRAD_MIN_CHANNELS", 1)
 
     class Everywhere(Winograd):
         automatic = True

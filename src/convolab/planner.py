@@ -84,7 +84,8 @@ from ._settings import current_thread_count, current_workspace_limit
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
-           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND"]
+           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
+           "WINOGRAD_MIN_CHANNELS"]
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -157,6 +158,8 @@ FFT_ERROR_BOUND = 1e-4
 #: The same for Winograd's tiles: the largest estimated error ``error_growth * eps * max|x| / m`` "auto" accepts
 #: (see the module notes and :class:`DataTraits`).
 WINOGRAD_ERROR_BOUND = 1e-4
+#: "auto" runs Winograd only with at least this many input channels per group (see the module notes).
+WINOGRAD_MIN_CHANNELS = 16
 #: Elements the median of :func:`data_traits` looks at: an evenly spaced sample, not a sort of everything.
 _MEDIAN_SAMPLE = 2**14
 
@@ -248,6 +251,17 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
 def _power_of_ten_above(error: float) -> float:
     """``error`` rounded up to a power of ten: the plan cache sees a handful of values, never one per array."""
     return 10.0 ** ceil(log10(error)) if isfinite(error) else inf
+
+
+def _why_not_mixing(algorithm: algorithms.Algorithm, spec: ConvSpec, data: DataTraits) -> str | None:
+    """Why "auto" must not run ``algorithm``, which mixes values across outputs, on this problem and these data:
+    the FFT's bound, or Winograd's (enough channels, and its error growth for the rank)."""
+    if not isinstance(algorithm, algorithms.Winograd):
+        return data.why_not_mixing()
+    if spec.in_channels_per_group < WINOGRAD_MIN_CHANNELS:
+        return (f"{spec.in_channels_per_group} input channels per group: with fewer than {WINOGRAD_MIN_CHANNELS}, "
+                f"an output whose own terms are small takes the rounding of its tile's larger values")
+    return data.why_not_mixing(algorithm.error_growth(spec.rank))
 
 
 def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel: np.ndarray) -> Plan:
@@ -356,7 +370,7 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
         algorithm = algorithms.ALGORITHMS[name]
         why = algorithm.why_not(spec, dtype)
         if why is None and algorithm.mixes_outputs:
-            why = data.why_not_mixing(algorithm.error_growth if isinstance(algorithm, algorithms.Winograd) else None)
+            why = _why_not_mixing(algorithm, spec, data)
         if why is None:
             estimates[name] = algorithm.estimate(spec, accumulate)
         else:

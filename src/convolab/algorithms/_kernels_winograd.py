@@ -3,29 +3,18 @@
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use. The algorithm (:mod:`.winograd`) splits F(m, r) as NNPACK does: the
 input transform ``B^T d B`` of every tile (:func:`input_tiles`), one matrix
-product per tile position on the BLAS (``(P, O, C) @ (P, C, T)``, in the
+product per tile position on the BLAS (``(P, T, C) @ (P, C, O)``, in the
 caller), and the output transform ``A^T M A`` (:func:`output_tiles`). The two
 transforms are the memory-bound loops: each reads its source once and writes
-its result once (no padded copy, no transposes), in blocks of tile rows sized by
-the caller to stay in cache.
+its result once (no padded copy), in blocks of tile rows sized by the caller to
+stay in cache.
 
-Every step is a sum of long contiguous vectors, so that the loops vectorize
-(a tile is 4 or 6 values wide, and a row holds few tiles on small images):
-
-- input: a tile row's input rows (zero-padded as they are copied) are
-  combined along the first axes over the whole row; the combined rows are
-  split into their ``m`` phases (``phase[r][q] = row[q*m + r]``), so that
-  tap ``j`` of every tile of the row is the run ``phase[j % m][j // m:]``;
-  once every row of the block is done, the last axis's transform is one
-  sum of such runs per tile position, over all the block's tiles at once;
-- output: the transform along each axis is a sum of runs over all the
-  block's tiles; the results are stored at a stride of ``m`` into the output.
-
-*Wide tile rows*: each tile row has ``TW + 1`` columns (``stride``), the last
-one a spare whose runs read into the next row's phase (a tap ``j >= m`` of
-the last tile reads ``q = TW``, inside the row). The spare column's values are
-garbage that no output reads: the products treat columns independently, and
-the output transform stores only the first ``TW`` of each row.
+Every channel goes through the same transforms, so every step is a sum of
+vectors over the channels (tens to hundreds long, contiguous: the loops
+vectorize), tiles are laid out channels last: the transformed tiles as
+``(P, T, C)``, the products as ``(P, T, O)``. A tile row's input rows are
+gathered once into that layout (``band``, zero padding included), and each
+output value is stored once, from its channel vector, into the output.
 
 The contract both kernels share (the wrapper in :mod:`.winograd` lays the
 arrays out):
@@ -34,21 +23,19 @@ arrays out):
   whose tile is 1 wide with the 1x1 identity as its transform;
 - every array C-contiguous, native byte order, writeable, one dtype (float32 or float64);
 - per axis ``(D, H, W)`` a transform matrix (``bt_*`` ``(a, a)`` for the
-  input, ``at_*`` ``(m, a)`` for the output); the last axis is a real one
-  (``2 <= m_w``, ``a_w <= 2 m_w``); the tiles per sample ``tiles = (TD, TH, TW)``;
+  input, ``at_*`` ``(m, a)`` for the output); the tiles per sample
+  ``tiles = (TD, TH, TW)``;
 - the source is the input before zero padding: ``lows`` are the zero cells
   added below it on each axis, and a tile reading past its end reads zeros;
 - a *tile row* is ``(n, td, th)``, numbered ``(n*TD + td)*TH + th``; a call
-  handles the block of tile rows from ``row0``, whose transformed tiles are
-  ``(P, C, rows*(TW+1))`` with ``P = a_d*a_h*a_w`` tile positions, column
-  ``(row - row0)*(TW+1) + tw``;
-- ``first, last``: the channels this call transforms, for every tile row of
-  the block (a channel's cells are written by its job alone, so threads never
-  share a cell);
-- the scratch buffers are the calling thread's own (shapes in each kernel).
+  handles tile rows ``row0 + first : row0 + last`` of the block that starts
+  at ``row0``, whose tiles are numbered ``(row - row0)*TW + tw``;
+- each tile row's cells are written by its job alone, so threads never share
+  a cell; the scratch buffers are the calling thread's own.
 
-Axis legend: N samples, C channels, P tile positions, T tiles; ``(D, H, W)``
-the input before padding, ``(OD, OH, OW)`` the output.
+Axis legend: N samples, C input channels, O output channels, P tile
+positions, T tiles; ``(D, H, W)`` the input before padding, ``(OD, OH, OW)``
+the output.
 """
 
 from __future__ import annotations
@@ -66,123 +53,105 @@ def _tile_row(row, tiles):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _axpy(target, coefficient, source, count):
-    """``target[:count] += coefficient * source[:count]``, skipped for a zero coefficient."""
-    if coefficient != 0:
-        for q in range(count):
-            target[q] += coefficient * source[q]
+def _combine(target, matrix, row, vectors, first, step):
+    """``target[:] = sum_j matrix[row, j] * vectors[first + j*step]``, zero coefficients skipped (``vectors``:
+    rows of channels, so that every vector is contiguous)."""
+    target[:] = 0
+    for j in range(matrix.shape[1]):
+        coefficient = matrix[row, j]
+        if coefficient != 0:
+            source = vectors[first + j * step]
+            for c in range(target.shape[0]):
+                target[c] += coefficient * source[c]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def input_tiles(source, transformed, bt_d, bt_h, bt_w, steps, lows, tiles, row0, first, last, rows_in, mixed,
-                phases):
-    """``transformed[(s*ah + u)*aw + v, c, col] = sum_{k,i,j} bt_d[s,k] bt_h[u,i] bt_w[v,j] * x_p[n, c, td*md + k,
-    th*mh + i, tw*mw + j]`` for channels ``first:last`` (``x_p``: the source zero-padded by ``lows`` below and
-    without end above; ``col = (row - row0)*(TW+1) + tw``).
+def input_tiles(source, transformed, bt_d, bt_h, bt_w, steps, lows, tiles, row0, first, last, band, along_w,
+                along_h):
+    """``transformed[(s*ah + u)*aw + v, (row - row0)*TW + tw, c] = sum_{k,i,j} bt_d[s,k] bt_h[u,i] bt_w[v,j] *
+    x_p[n, c, td*md + k, th*mh + i, tw*mw + j]`` for the tile rows of jobs ``first:last`` (``x_p``: the source
+    zero-padded by ``lows`` below and without end above).
 
-    Scratch: ``rows_in`` ``(ad, ah, (TW+1)*mw)``, a tile row's input rows;
-    ``mixed`` ``(ah + 1, (TW+1)*mw)``, those combined along the first axis
-    (for one index of it), and the last row for one combined along the
-    second; ``phases`` ``(ad, ah, mw, cols + 1)``, every tile row of the block
-    combined along the first two axes and split into its phases.
+    Scratch: ``band`` ``(ad, ah, (TW-1)*mw + aw, C)``, a tile row's input
+    rows, channels last; ``along_w`` ``(ad, ah, aw, C)`` and ``along_h``
+    ``(ad, ah, aw, C)``, one tile transformed along the last axis, and along
+    the last two.
     """
-    depth, height, width = source.shape[2], source.shape[3], source.shape[4]
+    channels, depth, height, width = source.shape[1], source.shape[2], source.shape[3], source.shape[4]
     ad, ah, aw = bt_d.shape[0], bt_h.shape[0], bt_w.shape[0]
     md, mh, mw = steps[0], steps[1], steps[2]
     low_d, low_h, low_w = lows[0], lows[1], lows[2]
-    stride = tiles[2] + 1
-    wide = stride * mw  # a padded row: every tile's reads, and the spare column's
-    cols = transformed.shape[2]
-    q0 = max(0, low_w)
-    q1 = max(q0, min(wide, width + low_w))  # where the input row lands in the padded row
-    combined = mixed[ah]
-    for c in range(first, last):
-        for r in range(cols // stride):
-            n, td, th = _tile_row(row0 + r, tiles)
+    tw_count, wide = tiles[2], band.shape[2]
+    q0, q1 = max(0, low_w), max(max(0, low_w), min(wide, width + low_w))  # where an input row lands in the band
+    by_tile_w = along_w.reshape(ad * ah * aw, channels)
+    by_tile_h = along_h.reshape(ad * ah * aw, channels)
+    positions = transformed.reshape(transformed.shape[0] * transformed.shape[1], channels)
+    tile_count = transformed.shape[1]
+    for job in range(first, last):
+        n, td, th = _tile_row(row0 + job, tiles)
+        for k in range(ad):
+            z = td * md + k - low_d
+            for i in range(ah):
+                h = th * mh + i - low_h
+                rows = band[k, i]
+                rows[:] = 0
+                if 0 <= z < depth and 0 <= h < height:
+                    for c in range(channels):  # to channels last: each input value read once per band
+                        plane_row = source[n, c, z, h]
+                        for q in range(q0, q1):
+                            rows[q, c] = plane_row[q - low_w]
+        for t in range(tw_count):
+            column = job * tw_count + t
             for k in range(ad):
-                z = td * md + k - low_d
                 for i in range(ah):
-                    h = th * mh + i - low_h
-                    target = rows_in[k, i]
-                    target[:] = 0
-                    if 0 <= z < depth and 0 <= h < height:
-                        target[q0:q1] = source[n, c, z, h, q0 - low_w:q1 - low_w]
+                    for v in range(aw):
+                        _combine(along_w[k, i, v], bt_w, v, band[k, i], t * mw, 1)
+            for k in range(ad):
+                for u in range(ah):
+                    for v in range(aw):
+                        _combine(along_h[k, u, v], bt_h, u, by_tile_w, k * ah * aw + v, aw)
             for s in range(ad):
-                if ad > 1:  # along the first axis (in 2-d and 1-d, the identity: the rows as they are)
-                    for i in range(ah):
-                        target = mixed[i]
-                        target[:] = 0
-                        for k in range(ad):
-                            _axpy(target, bt_d[s, k], rows_in[k, i], wide)
-                for u in range(ah):  # along the second axis, then split into the phases of the last
-                    combined[:] = 0
-                    for i in range(ah):
-                        _axpy(combined, bt_h[u, i], mixed[i] if ad > 1 else rows_in[0, i], wide)
-                    for p in range(mw):
-                        target = phases[s, u, p, r * stride:(r + 1) * stride]
-                        for q in range(stride):
-                            target[q] = combined[q * mw + p]
-        for s in range(ad):
-            for u in range(ah):
-                for p in range(mw):
-                    phases[s, u, p, cols] = 0  # read by the last spare column only
-                for v in range(aw):  # along the last axis: tap j of every tile is a run of phase j % mw
-                    target = transformed[(s * ah + u) * aw + v, c]
-                    target[:] = 0
-                    for j in range(aw):
-                        _axpy(target, bt_w[v, j], phases[s, u, j % mw, j // mw:], cols)
+                for u in range(ah):
+                    for v in range(aw):
+                        _combine(positions[((s * ah + u) * aw + v) * tile_count + column], bt_d, s, by_tile_h,
+                                 u * aw + v, ah * aw)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def output_tiles(products, out, at_d, at_h, at_w, tiles, row0, first, last, along_d, along_h, along_w):
     """``out[n, o, td*md + s, th*mh + u, tw*mw + v] = sum_{k,i,j} at_d[s,k] at_h[u,i] at_w[v,j] *
-    products[(k*ah + i)*aw + j, o, col]`` for output channels ``first:last``, the cells past the output's end
-    dropped (``col = (row - row0)*(TW+1) + tw``, ``m* = at_*.shape[0]``).
+    products[(k*ah + i)*aw + j, (row - row0)*TW + tw, o]`` for the tile rows of jobs ``first:last``, the cells
+    past the output's end dropped (``m* = at_*.shape[0]``).
 
-    Scratch: ``along_d`` ``(md, ah, aw, cols)``, ``along_h`` ``(md, mh, aw,
-    cols)``, ``along_w`` ``(md, mh, mw, cols)``: the products transformed
+    Scratch: ``along_d`` ``(md, ah, aw, O)``, ``along_h`` ``(md, mh, aw,
+    O)``, ``along_w`` ``(md, mh, mw, O)``: one tile's products transformed
     along the first axis, the first two, all three.
     """
-    out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
+    channels, out_d, out_h, out_w = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     md, mh, mw = at_d.shape[0], at_h.shape[0], at_w.shape[0]
     ad, ah, aw = at_d.shape[1], at_h.shape[1], at_w.shape[1]
-    stride = tiles[2] + 1
-    cols = products.shape[2]
-    for o in range(first, last):
-        for s in range(md):
-            for i in range(ah):
-                for j in range(aw):
-                    if ad > 1:
-                        target = along_d[s, i, j, :cols]
-                        target[:] = 0
-                        for k in range(ad):
-                            _axpy(target, at_d[s, k], products[(k * ah + i) * aw + j, o], cols)
-            for u in range(mh):
-                for j in range(aw):
-                    target = along_h[s, u, j, :cols]
-                    target[:] = 0
-                    for i in range(ah):
-                        if ad > 1:
-                            _axpy(target, at_h[u, i], along_d[s, i, j], cols)
-                        else:  # the first axis's identity: the products themselves
-                            _axpy(target, at_h[u, i], products[i * aw + j, o], cols)
-                for v in range(mw):
-                    target = along_w[s, u, v, :cols]
-                    target[:] = 0
-                    for j in range(aw):
-                        _axpy(target, at_w[v, j], along_h[s, u, j], cols)
-        for r in range(cols // stride):
-            n, td, th = _tile_row(row0 + r, tiles)
+    tw_count, tile_count = tiles[2], products.shape[1]
+    positions = products.reshape(products.shape[0] * tile_count, channels)
+    by_tile_d = along_d.reshape(md * ah * aw, channels)
+    by_tile_h = along_h.reshape(md * mh * aw, channels)
+    for job in range(first, last):
+        n, td, th = _tile_row(row0 + job, tiles)
+        for t in range(tw_count):
+            column = job * tw_count + t
             for s in range(md):
-                z = td * md + s
-                if z >= out_d:
-                    break
+                for i in range(ah):
+                    for j in range(aw):
+                        _combine(along_d[s, i, j], at_d, s, positions, (i * aw + j) * tile_count + column,
+                                 ah * aw * tile_count)
+            for s in range(md):
                 for u in range(mh):
-                    h = th * mh + u
-                    if h >= out_h:
-                        break
-                    row = out[n, o, z, h]
+                    for j in range(aw):
+                        _combine(along_h[s, u, j], at_h, u, by_tile_d, s * ah * aw + j, aw)
                     for v in range(mw):
-                        sums = along_w[s, u, v, r * stride:(r + 1) * stride]
-                        for t in range(min(stride - 1, (out_w - v + mw - 1) // mw)):  # tiles whose column is inside
-                            row[t * mw + v] = sums[t]
+                        _combine(along_w[s, u, v], at_w, v, by_tile_h, (s * mh + u) * aw, 1)
+            for s in range(min(md, out_d - td * md)):
+                for u in range(min(mh, out_h - th * mh)):
+                    for v in range(min(mw, out_w - t * mw)):
+                        values = along_w[s, u, v]
+                        for o in range(channels):
+                            out[n, o, td * md + s, th * mh + u, t * mw + v] = values[o]
