@@ -199,3 +199,63 @@ def test_without_numba_the_numpy_transforms_run(tile, without_numba):
     padded = pad(x, spec.padding, spec.padding_mode)
     np.testing.assert_array_equal(cl.conv2d(x, w, padding=1, algorithm=f"winograd{tile}"),
                                   winograd_conv(padded, w, spec, tile))
+
+
+# -- the plan: where "auto" takes Winograd, and the data it keeps from it -------------------------------------
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params, winograd", [
+    ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), True),  # ResNet-18 layer2: measured 1.5x folded's speed
+    ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), True),  # layer3
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), False),  # layer4: the filter transform costs more (gemm)
+    ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), False),  # strided: no tiles
+    ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), False),  # few channels: the accuracy rule
+    ((2, 32, 16, 32, 32), (32, 32, 3, 3, 3), dict(padding=1), False),  # 3-d: no cost model fitted
+])
+def test_auto_picks_winograd_where_it_measured_faster(input_shape, weight_shape, params, winograd):
+    chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+    assert chosen.algorithm.startswith("winograd") == winograd, str(chosen)
+
+
+WIDE = ((2, 128, 28, 28), (128, 128, 3, 3))
+
+
+def wide_problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random(WIDE[0]).astype(np.float32)
+    w = (rng.standard_normal(WIDE[1]) / 34).astype(np.float32)
+    return x, w
+
+
+def relative_to_terms(got, x, w):
+    exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algorithm="gemm")
+    terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=1, algorithm="gemm")
+    return float((np.abs(got - exact) / terms).max())
+
+
+def test_ordinary_data_get_winograd_within_the_bound():
+    x, w = wide_problem()
+    spec = cl.conv_spec(x.shape, w.shape, padding=1)
+    from convolab._window import pad
+
+    chosen = planner.plan_for_arrays(spec, np.dtype(np.float32), pad(x, spec.padding, spec.padding_mode), w)
+    assert chosen.algorithm.startswith("winograd")
+    assert relative_to_terms(cl.conv2d(x, w, padding=1), x, w) <= planner.WINOGRAD_ERROR_BOUND
+
+
+@pytest.mark.parametrize("spike", [1e4, np.inf, np.nan])
+def test_a_spike_or_a_non_finite_value_keeps_auto_from_winograd(spike):
+    x, w = wide_problem(1)
+    x[1, 5, 7, 9] = spike
+    spec = cl.conv_spec(x.shape, w.shape, padding=1)
+    from convolab._window import pad
+
+    assert cl.plan(x.shape, w.shape, "float32", padding=1).algorithm.startswith("winograd")  # by shapes alone
+    chosen = planner.plan_for_arrays(spec, np.dtype(np.float32), pad(x, spec.padding, spec.padding_mode), w)
+    assert not chosen.algorithm.startswith("winograd"), str(chosen)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got, direct = cl.conv2d(x, w, padding=1), cl.conv2d(x, w, padding=1, algorithm="direct")
+    for mask in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(mask(got), mask(direct))
+    if np.isfinite(spike):
+        assert relative_to_terms(got, x, w) < 1e-5  # a summing algorithm's rounding, not the tiles'

@@ -20,14 +20,18 @@ matter). In short:
   inverse transforms;
 - compiled: the loads and stores of its compiled inner loops at the cache's
   rate, the loops' starts, and its passes over memory (the phase grid's copy);
+- winograd2/winograd4: one product per tile position at a measured fraction
+  of the matrix-product rate, its compiled transforms' values at their rates,
+  and the padded copy and data check "auto" makes before a mixing algorithm;
 - each: plus a fixed cost per call (larger for the FFT), which decides tiny
   problems.
 
 Only the registered algorithms marked ``automatic`` are candidates.
 "direct" and "im2col" are references, never chosen automatically. "shifted"
-and the Winograd tiles are run only when asked for by name: in NumPy their
-extra passes over memory (accumulations, transforms) cost what they save, and
-on the suite's layers they measured no faster than "gemm".
+runs only when asked for by name: in NumPy its extra passes over memory
+(accumulations) cost what they save. The Winograd tiles are candidates in 2-d
+with their compiled transforms (Numba); their NumPy transforms, like
+"shifted", measured no faster than "gemm", and run only when asked for.
 
 What the data hold can change the choice (:class:`DataTraits`). An algorithm
 whose ``mixes_outputs`` is true (the FFT, the Winograd tiles) computes every
@@ -49,8 +53,22 @@ windows never read it:
   about 1e-7), while a single 1e9 pixel (estimate 8.4) put 46% errors on
   outputs that never read it: such data go to a direct algorithm instead.
 
-Integers never go to the FFT (their results must be exact). Explicitly named
-algorithms run as asked.
+- Winograd mixes values only within a tile (``m + 2`` inputs a side), so
+  its error follows the largest value a tile may hold: about ``growth * eps
+  * max|x| / m`` of an output's terms (:attr:`DataTraits.tile_error`, with
+  the growth measured per tile size and rank:
+  :meth:`~convolab.algorithms.winograd.Winograd.error_growth`). ``auto``
+  takes it only while that is at most ``WINOGRAD_ERROR_BOUND`` (1e-4), and
+  only with at least ``WINOGRAD_MIN_CHANNELS`` (16) input channels per
+  group: with fewer, an output whose own terms are small takes the rounding
+  of its tile's larger values (measured up to 2e-3 of its terms in float32
+  on a 3-d F(4) input gradient with one channel). In float32 that admits
+  data whose largest value is up to about 80 (F(4)) or 800 (F(2)) times
+  their median, which ordinary activations and images are; measured, see
+  ``docs/winograd.md``.
+
+Integers never go to the FFT or Winograd (their results must be exact).
+Explicitly named algorithms run as asked.
 
 The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
 
@@ -426,7 +444,9 @@ def plan(
     Examples
     --------
     >>> import convolab as cl
-    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1).algorithm
+    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1).algorithm  # 4x fewer multiplications
+    'winograd4'
+    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1, stride=2).algorithm
     'gemm'
     >>> cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1).algorithm  # 32 filters
     'folded'
