@@ -226,7 +226,7 @@ ORDINARY = DataTraits()
 NON_FINITE = DataTraits(finite=False)
 
 
-def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1) -> DataTraits:
+def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1, fft: bool = True) -> DataTraits:
     """The traits of ``signal`` (the array slid over) and ``others`` (the kernel), for the planner.
 
     The FFT's error estimate is ``eps * log2(L) * rms / m``: ``rms`` the largest
@@ -234,6 +234,8 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     the median magnitude of the nonzero values (of an evenly spaced sample), ``L``
     ``transform_length``. The tiles' is ``eps * max|x| / m``: a tile mixes few
     values, so its error follows the largest one it may hold, not the mean.
+    ``fft=False``: the tiles' estimate only (no pass for the root-mean-squares;
+    ``fft_error`` stays 0, so only for a plan that will not take the FFT).
 
     >>> import numpy as np
     >>> x = np.ones((1, 1, 64, 64), np.float32)
@@ -251,19 +253,24 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
         return ORDINARY
     rows = signal.reshape(signal.shape[0] * signal.shape[1], -1) if signal.ndim > 2 else signal.reshape(1, -1)
     parts = (rows.real, rows.imag) if signal.dtype.kind == "c" else (rows,)
-    with np.errstate(over="ignore", invalid="ignore"):  # one pass, no copy: squares summed row by row
-        squares = sum((part[:, None, :] @ part[:, :, None]).reshape(-1) for part in parts)  # a BLAS dot per row
-    if not np.isfinite(squares).all():  # an inf or NaN (or squares past the dtype's range: judged alike)
+    with np.errstate(invalid="ignore"):  # two passes, no copy; an inf or NaN makes the peak one
+        peak = max(max(float(part.max()), -float(part.min())) for part in parts) * (2**0.5 if len(parts) > 1 else 1)
+    if not isfinite(peak):
         return DataTraits(finite=False)
-    rms = float(np.sqrt(squares.max() / rows.shape[1]))
+    rms = 0.0
+    if fft:
+        with np.errstate(over="ignore", invalid="ignore"):  # one pass, no copy: squares summed row by row
+            squares = sum((part[:, None, :] @ part[:, :, None]).reshape(-1) for part in parts)  # a BLAS dot per row
+        if not np.isfinite(squares).all():  # squares past the dtype's range: judged as an inf
+            return DataTraits(finite=False)
+        rms = float(np.sqrt(squares.max() / rows.shape[1]))
     sample = np.abs(signal.reshape(-1)[:: max(1, signal.size // _MEDIAN_SAMPLE)])
     nonzero = sample[sample != 0]
-    if rms == 0 or nonzero.size == 0:
+    if peak == 0 or nonzero.size == 0:
         return ORDINARY  # all zeros: nothing to round
     eps, median = float(np.finfo(signal.dtype).eps), float(np.median(nonzero))
-    peak = max(max(float(part.max()), -float(part.min())) for part in parts) * (2**0.5 if len(parts) > 1 else 1)
-    return DataTraits(fft_error=_power_of_ten_above(eps * log2(max(transform_length, 2)) * rms / median),
-                      tile_error=_power_of_ten_above(eps * peak / median))
+    fft_error = _power_of_ten_above(eps * log2(max(transform_length, 2)) * rms / median) if fft else 0.0
+    return DataTraits(fft_error=fft_error, tile_error=_power_of_ten_above(eps * peak / median))
 
 
 def _power_of_ten_above(error: float) -> float:
@@ -286,11 +293,20 @@ def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel:
     """The plan for these arrays: the shapes' plan, refined by the data's traits where its pick mixes outputs.
 
     Looking at the values costs passes over them, so only a plan whose pick
-    could spread an inf or lose accuracy (the FFT, Winograd) pays for it.
+    could spread an inf or lose accuracy (the FFT, Winograd) pays for it, and
+    a Winograd pick only for the passes its own rule needs (the FFT's estimate
+    is made too if the data send the plan to the FFT).
     """
     chosen = plan_for(spec, dtype)
-    if algorithms.ALGORITHMS[chosen.algorithm].mixes_outputs:
-        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=algorithms.transform_length(spec)))
+    picked = algorithms.ALGORITHMS[chosen.algorithm]
+    if not picked.mixes_outputs:
+        return chosen
+    length = algorithms.transform_length(spec)
+    tiles_only = isinstance(picked, algorithms.Winograd)
+    chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=length, fft=not tiles_only))
+    replanned = algorithms.ALGORITHMS[chosen.algorithm]
+    if tiles_only and replanned.mixes_outputs and not isinstance(replanned, algorithms.Winograd):
+        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=length))
     return chosen
 
 
