@@ -15,7 +15,7 @@ from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_w
     "input_shape, weight_shape, params, expected",
     [
         ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "folded"),  # ResNet 3x3, 64 filters
-        ((8, 256, 28, 28), (512, 256, 3, 3), dict(padding=1), "gemm"),  # VGG 3x3, 512 filters
+        ((8, 256, 28, 28), (512, 256, 3, 3), dict(padding=1), "winograd4"),  # VGG 3x3: 4x fewer multiplications
         ((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), dict(padding=1), "folded"),  # 3-d U-Net, 32 filters
         ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "gemm"),  # strided: folded refuses
         ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),  # 7x7: folding adds 2/7 more rows
@@ -37,7 +37,10 @@ def test_plan_picks(input_shape, weight_shape, params, expected):
 def test_plan_flops_and_refusals():
     chosen = cl.plan((2, 4, 10, 10), (6, 4, 3, 3), np.float64)
     assert chosen.flops == 2 * (2 * 6 * 8 * 8) * (4 * 3 * 3)
-    assert chosen.refused == {"depthwise": "each group has 4 input channels; depthwise needs exactly 1"}
+    few = ("4 input channels per group: with fewer than 16, an output whose own terms are small takes the rounding "
+           "of its tile's larger values")  # the planner's accuracy rule for Winograd
+    assert chosen.refused == {"depthwise": "each group has 4 input channels; depthwise needs exactly 1",
+                              "winograd2": few, "winograd4": few}
     integer = cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), np.int32)
     assert integer.algorithm != "fft" and "fft" in integer.refused
 

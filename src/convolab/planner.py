@@ -20,14 +20,18 @@ matter). In short:
   inverse transforms;
 - compiled: the loads and stores of its compiled inner loops at the cache's
   rate, the loops' starts, and its passes over memory (the phase grid's copy);
+- winograd2/winograd4: one product per tile position at a measured fraction
+  of the matrix-product rate, its compiled transforms' values at their rates,
+  and the padded copy and data check "auto" makes before a mixing algorithm;
 - each: plus a fixed cost per call (larger for the FFT), which decides tiny
   problems.
 
 Only the registered algorithms marked ``automatic`` are candidates.
 "direct" and "im2col" are references, never chosen automatically. "shifted"
-and the Winograd tiles are run only when asked for by name: in NumPy their
-extra passes over memory (accumulations, transforms) cost what they save, and
-on the suite's layers they measured no faster than "gemm".
+runs only when asked for by name: in NumPy its extra passes over memory
+(accumulations) cost what they save. The Winograd tiles are candidates in 2-d
+with their compiled transforms (Numba); their NumPy transforms, like
+"shifted", measured no faster than "gemm", and run only when asked for.
 
 What the data hold can change the choice (:class:`DataTraits`). An algorithm
 whose ``mixes_outputs`` is true (the FFT, the Winograd tiles) computes every
@@ -49,8 +53,22 @@ windows never read it:
   about 1e-7), while a single 1e9 pixel (estimate 8.4) put 46% errors on
   outputs that never read it: such data go to a direct algorithm instead.
 
-Integers never go to the FFT (their results must be exact). Explicitly named
-algorithms run as asked.
+- Winograd mixes values only within a tile (``m + 2`` inputs a side), so
+  its error follows the largest value a tile may hold: about ``growth * eps
+  * max|x| / m`` of an output's terms (:attr:`DataTraits.tile_error`, with
+  the growth measured per tile size and rank:
+  :meth:`~convolab.algorithms.winograd.Winograd.error_growth`). ``auto``
+  takes it only while that is at most ``WINOGRAD_ERROR_BOUND`` (1e-4), and
+  only with at least ``WINOGRAD_MIN_CHANNELS`` (16) input channels per
+  group: with fewer, an output whose own terms are small takes the rounding
+  of its tile's larger values (measured up to 2e-3 of its terms in float32
+  on a 3-d F(4) input gradient with one channel). In float32 that admits
+  data whose largest value is up to about 80 (F(4)) or 800 (F(2)) times
+  their median, which ordinary activations and images are; measured, see
+  ``docs/winograd.md``.
+
+Integers never go to the FFT or Winograd (their results must be exact).
+Explicitly named algorithms run as asked.
 
 The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
 
@@ -86,7 +104,8 @@ from .algorithms._columns import compiled_columns_missing, scatter_add_seconds
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
-           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND"]
+           "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
+           "WINOGRAD_MIN_CHANNELS"]
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -156,6 +175,11 @@ class Plan:
 #: The largest estimated error, relative to the magnitude of an output's terms, that "auto" accepts
 #: from an algorithm that mixes values across outputs (see the module notes and :func:`data_traits`).
 FFT_ERROR_BOUND = 1e-4
+#: The same for Winograd's tiles: the largest estimated error ``error_growth * eps * max|x| / m`` "auto" accepts
+#: (see the module notes and :class:`DataTraits`).
+WINOGRAD_ERROR_BOUND = 1e-4
+#: "auto" runs Winograd only with at least this many input channels per group (see the module notes).
+WINOGRAD_MIN_CHANNELS = 16
 #: Elements the median of :func:`data_traits` looks at: an evenly spaced sample, not a sort of everything.
 _MEDIAN_SAMPLE = 2**14
 
@@ -167,16 +191,31 @@ class DataTraits:
     ``finite``: no operand holds an inf or NaN. ``fft_error``: the estimated
     error of a transform-based algorithm relative to the magnitude of an
     output's terms, rounded up to a power of ten (so plans stay few and cached);
-    0 where nothing was estimated.
+    0 where nothing was estimated. ``tile_error``: ``eps * max|x| / m``, the
+    error a tile transform makes per unit of its growth (:attr:`Winograd.error_growth
+    <convolab.algorithms.winograd.Winograd.error_growth>`), rounded up alike.
     """
 
     finite: bool = True
     fft_error: float = 0.0
+    tile_error: float = 0.0
 
-    def why_not_mixing(self) -> str | None:
-        """Why an algorithm that mixes values across outputs must not run on these data, if it must not."""
+    def why_not_mixing(self, tile_growth: float | None = None) -> str | None:
+        """Why an algorithm that mixes values across outputs must not run on these data, if it must not.
+
+        ``tile_growth``: the algorithm mixes values within small tiles
+        (Winograd), with this error growth, and is held to
+        :data:`WINOGRAD_ERROR_BOUND`; None: across whole transforms (the FFT),
+        held to :data:`FFT_ERROR_BOUND`.
+        """
         if not self.finite:
             return "the data hold inf or NaN, which a transform would spread to every output"
+        if tile_growth is not None:
+            error = tile_growth * self.tile_error
+            if error > WINOGRAD_ERROR_BOUND:
+                return (f"the data's dynamic range gives an estimated error of {error:.0e} of the outputs' terms "
+                        f"in the tile transforms, over the bound of {WINOGRAD_ERROR_BOUND:.0e}")
+            return None
         if self.fft_error > FFT_ERROR_BOUND:
             return (f"the data's dynamic range gives an estimated error of {self.fft_error:.0e} of the outputs' "
                     f"terms, over the bound of {FFT_ERROR_BOUND:.0e}")
@@ -189,13 +228,16 @@ ORDINARY = DataTraits()
 NON_FINITE = DataTraits(finite=False)
 
 
-def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1) -> DataTraits:
+def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int = 1, fft: bool = True) -> DataTraits:
     """The traits of ``signal`` (the array slid over) and ``others`` (the kernel), for the planner.
 
-    The error estimate is ``eps * log2(L) * rms / m``: ``rms`` the largest
+    The FFT's error estimate is ``eps * log2(L) * rms / m``: ``rms`` the largest
     root-mean-square value of one sample's channel (a transform's input), ``m``
     the median magnitude of the nonzero values (of an evenly spaced sample), ``L``
-    ``transform_length``.
+    ``transform_length``. The tiles' is ``eps * max|x| / m``: a tile mixes few
+    values, so its error follows the largest one it may hold, not the mean.
+    ``fft=False``: the tiles' estimate only (no pass for the root-mean-squares;
+    ``fft_error`` stays 0, so only for a plan that will not take the FFT).
 
     >>> import numpy as np
     >>> x = np.ones((1, 1, 64, 64), np.float32)
@@ -203,9 +245,9 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     1e-05
     >>> x[0, 0, 5, 5] = 1e9
     >>> data_traits(x, transform_length=4096)
-    DataTraits(finite=True, fft_error=100.0)
+    DataTraits(finite=True, fft_error=100.0, tile_error=1000.0)
     >>> data_traits(x, np.array([np.nan], np.float32))
-    DataTraits(finite=False, fft_error=0.0)
+    DataTraits(finite=False, fft_error=0.0, tile_error=0.0)
     """
     if not all(all_finite(a) for a in others):
         return DataTraits(finite=False)
@@ -213,29 +255,60 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
         return ORDINARY
     rows = signal.reshape(signal.shape[0] * signal.shape[1], -1) if signal.ndim > 2 else signal.reshape(1, -1)
     parts = (rows.real, rows.imag) if signal.dtype.kind == "c" else (rows,)
-    with np.errstate(over="ignore", invalid="ignore"):  # one pass, no copy: squares summed row by row
-        squares = sum((part[:, None, :] @ part[:, :, None]).reshape(-1) for part in parts)  # a BLAS dot per row
-    if not np.isfinite(squares).all():  # an inf or NaN (or squares past the dtype's range: judged alike)
+    with np.errstate(invalid="ignore"):  # two passes, no copy; an inf or NaN makes the peak one
+        peak = max(max(float(part.max()), -float(part.min())) for part in parts) * (2**0.5 if len(parts) > 1 else 1)
+    if not isfinite(peak):
         return DataTraits(finite=False)
-    rms = float(np.sqrt(squares.max() / rows.shape[1]))
+    rms = 0.0
+    if fft:
+        with np.errstate(over="ignore", invalid="ignore"):  # one pass, no copy: squares summed row by row
+            squares = sum((part[:, None, :] @ part[:, :, None]).reshape(-1) for part in parts)  # a BLAS dot per row
+        if not np.isfinite(squares).all():  # squares past the dtype's range: judged as an inf
+            return DataTraits(finite=False)
+        rms = float(np.sqrt(squares.max() / rows.shape[1]))
     sample = np.abs(signal.reshape(-1)[:: max(1, signal.size // _MEDIAN_SAMPLE)])
     nonzero = sample[sample != 0]
-    if rms == 0 or nonzero.size == 0:
+    if peak == 0 or nonzero.size == 0:
         return ORDINARY  # all zeros: nothing to round
-    error = float(np.finfo(signal.dtype).eps) * log2(max(transform_length, 2)) * rms / float(np.median(nonzero))
-    # Rounded up to a power of ten: the plan cache sees a handful of values, never one per array.
-    return DataTraits(fft_error=10.0 ** ceil(log10(error)) if isfinite(error) else inf)
+    eps, median = float(np.finfo(signal.dtype).eps), float(np.median(nonzero))
+    fft_error = _power_of_ten_above(eps * log2(max(transform_length, 2)) * rms / median) if fft else 0.0
+    return DataTraits(fft_error=fft_error, tile_error=_power_of_ten_above(eps * peak / median))
+
+
+def _power_of_ten_above(error: float) -> float:
+    """``error`` rounded up to a power of ten: the plan cache sees a handful of values, never one per array."""
+    return 10.0 ** ceil(log10(error)) if isfinite(error) else inf
+
+
+def _why_not_mixing(algorithm: algorithms.Algorithm, spec: ConvSpec, data: DataTraits) -> str | None:
+    """Why "auto" must not run ``algorithm``, which mixes values across outputs, on this problem and these data:
+    the FFT's bound, or Winograd's (enough channels, and its error growth for the rank)."""
+    if not isinstance(algorithm, algorithms.Winograd):
+        return data.why_not_mixing()
+    if spec.in_channels_per_group < WINOGRAD_MIN_CHANNELS:
+        return (f"{spec.in_channels_per_group} input channels per group: with fewer than {WINOGRAD_MIN_CHANNELS}, "
+                f"an output whose own terms are small takes the rounding of its tile's larger values")
+    return data.why_not_mixing(algorithm.error_growth(spec.rank))
 
 
 def plan_for_arrays(spec: ConvSpec, dtype: np.dtype, signal: np.ndarray, kernel: np.ndarray) -> Plan:
     """The plan for these arrays: the shapes' plan, refined by the data's traits where its pick mixes outputs.
 
     Looking at the values costs passes over them, so only a plan whose pick
-    could spread an inf or lose accuracy (the FFT) pays for it.
+    could spread an inf or lose accuracy (the FFT, Winograd) pays for it, and
+    a Winograd pick only for the passes its own rule needs (the FFT's estimate
+    is made too if the data send the plan to the FFT).
     """
     chosen = plan_for(spec, dtype)
-    if algorithms.ALGORITHMS[chosen.algorithm].mixes_outputs:
-        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=algorithms.transform_length(spec)))
+    picked = algorithms.ALGORITHMS[chosen.algorithm]
+    if not picked.mixes_outputs:
+        return chosen
+    length = algorithms.transform_length(spec)
+    tiles_only = isinstance(picked, algorithms.Winograd)
+    chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=length, fft=not tiles_only))
+    replanned = algorithms.ALGORITHMS[chosen.algorithm]
+    if tiles_only and replanned.mixes_outputs and not isinstance(replanned, algorithms.Winograd):
+        chosen = plan_for(spec, dtype, data_traits(signal, kernel, transform_length=length))
     return chosen
 
 
@@ -349,7 +422,7 @@ def _plan_cached(spec: ConvSpec, dtype: np.dtype, data: DataTraits, workspace_li
         algorithm = algorithms.ALGORITHMS[name]
         why = algorithm.why_not(spec, dtype)
         if why is None and algorithm.mixes_outputs:
-            why = data.why_not_mixing()
+            why = _why_not_mixing(algorithm, spec, data)
         if why is None:
             estimates[name] = algorithm.estimate(spec, accumulate)
         else:
@@ -405,7 +478,9 @@ def plan(
     Examples
     --------
     >>> import convolab as cl
-    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1).algorithm
+    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1).algorithm  # 4x fewer multiplications
+    'winograd4'
+    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1, stride=2).algorithm
     'gemm'
     >>> cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1).algorithm  # 32 filters
     'folded'

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from math import prod
+from math import inf, prod
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +39,10 @@ from .._window import sliding_windows
 from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES  # also the target size of one block of transformed tiles
+from ._compiled import kernels, numba_missing
+from ._rates import product_rate
+from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps
+from .depthwise import _zero_padded_source
 
 __all__ = ["Winograd", "POINTS", "winograd_matrices"]
 
@@ -155,6 +159,158 @@ def winograd_conv(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.nd
     return out
 
 
+#: Per output tile size and rank (1-d, 2-d, 3-d), the worst error measured in float32, relative to an output's
+#: terms ``sum |x*w|``, over ``eps * max|x| / m`` (``m`` the median magnitude of the nonzero inputs), on layers
+#: with 16 and 64 input channels and uniform, normal, rectified, log-normal and spiked data, rounded up about
+#: twice: see the module notes.
+ERROR_GROWTH = {2: (1.0, 1.0, 1.0), 4: (3.0, 5.0, 10.0)}
+
+# The cost model (:meth:`Winograd.estimate`), fitted to single-threaded forward timings of its parts (thread CPU
+# time: the machine was shared) on ResNet-18's 3x3 layers, scaled as the other algorithms' estimates compare
+# with the same timings (about 0.85 of them).
+#: Fixed cost of a call: the matrices, the filter transform's dispatch, the buffers.
+CALL_OVERHEAD = 60e-6
+#: Cost of each block of tiles: two rounds of jobs handed to the threads, the products' dispatch.
+BLOCK_OVERHEAD = 40e-6
+#: Transformed input values (float32) written per second by the input transform, per output tile size: F(4)'s
+#: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16; ...
+INPUT_TRANSFORM_RATE = {2: 2.0e9, 4: 0.6e9}
+#: ... products read per second by the output transform; ...
+OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.0e9}
+#: ... transformed filter values written per second (one matrix product, bound by memory); ...
+FILTER_TRANSFORM_RATE = 1.0e9
+#: ... input values laid out channels last per second (a NumPy transposing copy); ...
+CHANNELS_LAST_RATE = 2.4e9
+#: ... and padded input values per second that "auto" spends before it runs a mixing algorithm (the engine's
+#: padded copy, then :func:`convolab.planner.data_traits`' passes).
+DATA_CHECK_RATE = 0.7e9
+#: The per-position products ``(T, C) @ (C, O)`` reach this fraction of
+#: :func:`~convolab.algorithms._rates.product_rate` with enough tiles and channels (measured 0.6-0.8), less with
+#: fewer tiles per block than :data:`FULL_RATE_TILES` (0.4 with 32: a 7x7 image's four F(4) tiles per sample)
+#: or fewer input channels than :data:`FULL_RATE_CHANNELS` (0.7 with 64).
+PRODUCT_EFFICIENCY = 0.78
+FULL_RATE_TILES, FULL_RATE_CHANNELS = 128, 128
+
+#: A block of transformed tiles holds at least this many tiles (the columns of each tile position's matrix
+#: product), so that the BLAS runs its products near its rate, ...
+BLOCK_TILES = 512
+#: ... within this many bytes of transformed input and products (the workspace limit comes on top).
+MAX_TILE_BLOCK_BYTES = 32 * 2**20
+
+
+def _axis_matrices(m: int, rank: int, dtype: np.dtype) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per kernel axis (three: a missing leading axis has the 1x1 identity), ``A^T`` and ``B^T`` as the
+    kernels take them; and the filter transform of all axes at once, ``G ⊗ ... ⊗ G`` ``(a^d, 3^d)``."""
+    a_t, g, b_t = (np.ascontiguousarray(matrix, dtype=dtype) for matrix in winograd_matrices(m, 3))
+    unit = np.ones((1, 1), dtype=dtype)
+    filters = np.ones((1, 1), dtype=dtype)
+    for _ in range(rank):
+        filters = np.kron(filters, g)  # exact: G's entries are powers of the points, of two
+    missing = KERNEL_RANK - rank
+    return [unit] * missing + [a_t] * rank, [unit] * missing + [b_t] * rank, filters
+
+
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, filter_transform: np.ndarray) -> np.ndarray:
+    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` (a transposed view), one
+    matrix product per group (``(P, K) @ (K, O*C)``: a group's kernel rows are already in (o, c) order)."""
+    taps = prod(spec.kernel_size)
+    flat = kernel.reshape(spec.groups, -1, taps)  # (G, O*C, K)
+    filters = np.matmul(filter_transform, flat.transpose(0, 2, 1))  # (G, P, O*C)
+    filters = filters.reshape(spec.groups, filter_transform.shape[0], spec.out_channels_per_group,
+                              spec.in_channels_per_group)
+    return filters.transpose(0, 1, 3, 2)  # (G, P, C, O): the BLAS reads it transposed, no copy
+
+
+def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
+    """The blocks of transformed tiles ``(n0, n1, r0, r1)`` (samples, and tile rows of each: a block holds
+    whole samples where one sample's tile rows fit, else some rows of one sample), and the tiles per sample
+    along the three axes.
+
+    A block holds at least :data:`BLOCK_TILES` tiles where that fits (the
+    products' columns), else about :data:`~._blocking.CACHE_BLOCK_BYTES` of
+    transformed input and products, within :data:`MAX_TILE_BLOCK_BYTES` and
+    the workspace limit.
+    """
+    a = m + 2
+    tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
+    per_row = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles[2] * itemsize  # input and products
+    wanted = max(-(-BLOCK_TILES // tiles[2]), CACHE_BLOCK_BYTES // max(per_row, 1))
+    fit = max(1, min(wanted, min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_row, 1)))
+    rows = tiles[0] * tiles[1]  # tile rows of one sample
+    if fit >= rows:
+        samples = fit // rows
+        return [(n, min(n + samples, spec.batch), 0, rows) for n in range(0, spec.batch, samples)], tiles
+    return [(n, n + 1, r, min(r + fit, rows)) for n in range(spec.batch) for r in range(0, rows, fit)], tiles
+
+
+def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple[int, ...]:
+    """``(D, H, W)`` of the padded input laid out channels last: every tile's reads (unit leading axes)."""
+    return _shape3((1, 1, *(t * m + 2 for t in tiles[KERNEL_RANK - spec.rank:])))[2:]
+
+
+def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
+                           spec: ConvSpec, m: int) -> np.ndarray:
+    """:func:`winograd_conv` with the compiled transforms of :mod:`._kernels_winograd` (1 to 3 spatial axes,
+    float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as ``(low,
+    high)``) to the padded input.
+
+    Per block of tiles (:func:`_tile_blocks`): its samples copied channels
+    last into a zero-padded buffer (one NumPy transposing copy, the zeros
+    written once), the input transform of the block's tiles into ``(P, T,
+    G*C)``, one product per tile position and group ``(P, T, C) @ (P, C, O)``
+    on the BLAS, and the output transform straight into the output; the
+    transforms' jobs (a tile row each) are shared among threads.
+    """
+    rank, groups = spec.rank, spec.groups
+    dtype = source.dtype
+    source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
+    _, _, filter_transform = _axis_matrices(m, rank, dtype)
+    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, filter_transform)  # (G, P, C, O)
+    positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
+    blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
+    rows_per_sample = tiles[0] * tiles[1]
+    tile_counts = np.array(tiles, dtype=np.int64)
+    out = np.empty(spec.output_shape, dtype=dtype)
+    out3 = out.reshape(_shape3(out.shape))
+    most_samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
+    most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
+    lows = _steps(tuple(low for low, _ in padding), fill=0)
+    inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
+    channels_last = np.zeros((most_samples, *_channels_last_size(spec, m, tiles), spec.in_channels), dtype=dtype)
+    inputs = np.empty(positions * most * spec.in_channels, dtype=dtype)
+    products = np.empty(positions * most * spec.out_channels, dtype=dtype)
+    input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    a = m + 2
+    ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
+    md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
+
+    def input_scratch() -> tuple[np.ndarray, ...]:
+        return tuple(np.empty((ad, ah, a, spec.in_channels), dtype=dtype) for _ in range(2))
+
+    def output_scratch() -> tuple[np.ndarray, ...]:
+        return (np.empty((md, ah, a, spec.out_channels), dtype=dtype),
+                np.empty((md, mh, a, spec.out_channels), dtype=dtype),
+                np.empty((md, mh, m, spec.out_channels), dtype=dtype))
+
+    work = positions * (spec.in_channels + spec.out_channels) * most * a
+    copied = None
+    for n0, n1, r0, r1 in blocks:
+        if copied != (n0, n1):  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
+            np.copyto(channels_last[(slice(0, n1 - n0), *inside)], source[n0:n1].transpose(0, 2, 3, 4, 1))
+            copied = (n0, n1)
+        count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
+        block_in = inputs[:positions * count * spec.in_channels].reshape(positions, count, spec.in_channels)
+        _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
+            channels_last, block_in, tile_counts, r0, first, last, *scratch), input_scratch)
+        block_out = products[:positions * count * spec.out_channels].reshape(positions, count, spec.out_channels)
+        for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
+            np.matmul(block_in[:, :, g * channels:(g + 1) * channels], filters[g],
+                      out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
+        _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
+            block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
+    return out
+
+
 def supports(spec, r: Sequence[int] = (3,)) -> str | None:
     """Why Winograd cannot run ``spec`` (or None)."""
     if any(s != 1 for s in spec.stride):
@@ -178,10 +334,18 @@ class Winograd(Algorithm):
     """
 
     mixes_outputs = True
+    automatic = True
 
     def __init__(self, tile: int):
         self.tile = tile
         self.name = f"winograd{tile}"
+
+    def error_growth(self, rank: int) -> float:
+        """The worst error measured, relative to the magnitude of an output's terms, per unit of ``eps * max|x| /
+        m`` (the planner's :attr:`~convolab.planner.DataTraits.tile_error`), for ``rank`` spatial axes: see
+        :data:`ERROR_GROWTH`."""
+        growths = ERROR_GROWTH[self.tile]
+        return growths[min(rank, len(growths)) - 1]
 
     def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
         if is_exact(dtype):
@@ -190,12 +354,77 @@ class Winograd(Algorithm):
             return "complex inputs are not supported by the Winograd transforms here"
         return supports(spec)
 
+    def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
+        """The products at their rate, the transforms' values at theirs, the data check "auto" pays, a fixed cost.
+
+        Per tile position a ``(T, C) @ (C, O)`` product over every tile, at
+        :func:`~convolab.algorithms._rates.product_rate` times
+        :data:`PRODUCT_EFFICIENCY` (lower for few tiles per block or few
+        channels); the input transform's values at
+        :data:`INPUT_TRANSFORM_RATE`, the output transform's at
+        :data:`OUTPUT_TRANSFORM_RATE`, the transformed filters at
+        :data:`FILTER_TRANSFORM_RATE`, the channels-last copy at
+        :data:`CHANNELS_LAST_RATE`, the padded copy and data check of "auto"
+        at :data:`DATA_CHECK_RATE`; :data:`CALL_OVERHEAD` plus
+        :data:`BLOCK_OVERHEAD` per block. Without the compiled transforms (no
+        Numba, or a rank or dtype they do not run) "auto" never picks it: the
+        NumPy transforms' passes over memory cost what the products save
+        (``inf``); nor in 1-d and 3-d, where this model was not fitted.
+
+        Fitted on ResNet-18's 3x3 layers (batch 8; single-threaded parts,
+        scaled like the other estimates): F(2) or F(4) measured 1.3-1.6x
+        faster than folded on 56x56, 28x28 and 14x14 with 64-256 channels,
+        and slower than gemm on 7x7 with 512 (the filter transform writes
+        four times the weights, and four tiles per sample leave the
+        products short), where this estimate keeps gemm.
+        """
+        if not _compiles(dtype, spec) or spec.rank != 2:
+            return inf
+        m, a = self.tile, self.tile + 2
+        positions = a**spec.rank
+        blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
+        tile_count = spec.batch * prod(tiles)
+        block_tiles = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
+        channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+        efficiency = (PRODUCT_EFFICIENCY * min(1.0, block_tiles / FULL_RATE_TILES) ** 0.45
+                      * min(1.0, channels / FULL_RATE_CHANNELS) ** 0.15)
+        rate = product_rate(dtype, out_channels, channels) * max(efficiency, 1e-3)
+        products = 2 * positions * spec.out_channels * channels * tile_count
+        values = (positions * tile_count * (spec.in_channels / INPUT_TRANSFORM_RATE[m]
+                                            + spec.out_channels / OUTPUT_TRANSFORM_RATE[m])
+                  + positions * spec.out_channels * channels / FILTER_TRANSFORM_RATE
+                  + spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
+                  + spec.batch * spec.in_channels * prod(spec.padded_size) / DATA_CHECK_RATE)
+        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate
+                + values * dtype.itemsize / 4)  # the rates count float32 values
+
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """The transformed filters, one block of transformed tiles (input and products) and its samples laid
+        out channels last."""
         a = self.tile + 2
-        tiles = prod(-(-o // self.tile) for o in spec.output_size)
-        whole = 2 * a**spec.rank * spec.batch * tiles * (spec.in_channels + spec.out_channels) * itemsize
-        return min(whole, current_workspace_limit())
+        filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
+        blocks, tiles = _tile_blocks(spec, self.tile, itemsize)
+        tiles_most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
+        samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
+        block = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles_most * itemsize
+        channels_last = samples * prod(_channels_last_size(spec, self.tile, tiles)) * spec.in_channels * itemsize
+        return filters + block + channels_last
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        if _compiles(padded.dtype, spec):
+            return compiled_winograd_conv(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
         return winograd_conv(padded, kernel, spec, self.tile)
 
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: the compiled transforms read zero padding as they go."""
+        if _compiles(x.dtype, spec):
+            return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
+        return super().run_unpadded(x, kernel, spec)
+
+
+def _compiles(dtype: np.dtype, spec: ConvSpec) -> bool:
+    """Whether the compiled transforms run this problem: float32 or float64, 1 to 3 spatial axes, and Numba
+    imports (else the NumPy transforms of :func:`winograd_conv` do)."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize in (4, 8) and spec.rank <= KERNEL_RANK
+            and numba_missing() is None)

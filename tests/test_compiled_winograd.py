@@ -1,0 +1,261 @@
+"""Winograd with compiled transforms (Numba): against its NumPy transforms, direct and PyTorch, and the planner's
+accuracy policy for it.
+
+The compiled path (:func:`convolab.algorithms.winograd.compiled_winograd_conv`)
+computes the same sums as the NumPy path (:func:`~convolab.algorithms.winograd.winograd_conv`):
+the same generated matrices, the same products per tile position; only the
+order of the additions differs (the transforms one axis at a time, zero
+coefficients skipped; the filter transform as one product). Two evaluations of
+one sum of ``n`` terms in different orders differ by at most ``n * eps`` times
+the sum of the terms' magnitudes. Here the magnitudes are those of every
+intermediate value, which the NumPy path computes itself when given the
+absolute values of the data and of the matrices (:func:`transform_magnitude`);
+``n`` counts the terms each output collects through the chain: the channels of
+the products, and each transform's taps along each axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab import planner
+from convolab.algorithms import ALGORITHMS, register, unregister
+from convolab.algorithms import winograd as winograd_module
+from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, winograd_conv
+from conv_cases import generate_cases
+from test_depthwise import batched, torch_padded
+
+TILES = (2, 4)
+DTYPES = [np.float32, np.float64]
+
+
+def winograd_cases(count: int, seed: int) -> list:
+    """Generated cases with every kernel axis 3 taps, stride 1, dilation 1 (where the padding still fits): every
+    rank, padding kind and mode, groups, zero-size batches and unbatched inputs."""
+    chosen = []
+    for case in generate_cases(4 * count, seed=seed):
+        candidate = dataclasses.replace(case, kernel_size=(3,) * case.rank, stride=1, dilation=1)
+        if all(p >= 3 for p in candidate.padded_size):
+            chosen.append(candidate)
+    return chosen[:count]
+
+
+CASES = winograd_cases(40, seed=15)
+
+
+def transform_magnitude(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.ndarray:
+    """The NumPy path run on absolute values with absolute matrices: per output, the sum of the magnitudes of
+    every term any order of evaluation adds up."""
+    original = winograd_module.winograd_matrices
+
+    def absolute(*args, **kwargs):
+        return tuple(np.abs(matrix) for matrix in original(*args, **kwargs))
+
+    winograd_module.winograd_matrices = absolute
+    try:
+        return winograd_conv(np.abs(padded).astype(np.float64), np.abs(kernel).astype(np.float64), spec, m)
+    finally:
+        winograd_module.winograd_matrices = original
+
+
+def order_bound(spec, m: int, magnitude: np.ndarray, dtype) -> np.ndarray:
+    """What two orders of the same sums may differ by: ``n * eps`` times the terms' magnitudes."""
+    a = m + 2
+    terms = spec.in_channels_per_group + spec.rank * (2 * a + 3)  # products, input/output/filter transforms
+    return 2 * terms * float(np.finfo(dtype).eps) * magnitude
+
+
+def padded_problem(case, dtype):
+    x, w, _ = case.arrays(dtype)
+    x = batched(case, x)
+    spec = cl.conv_spec(x.shape, w.shape, **case.kwargs())
+    from convolab._window import pad
+
+    return pad(x, spec.padding, spec.padding_mode), w, spec
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_compiled_transforms_agree_with_the_numpy_transforms(case, tile, dtype):
+    padded, w, spec = padded_problem(case, dtype)
+    got = compiled_winograd_conv(padded, ((0, 0),) * spec.rank, w, spec, tile)
+    expected = winograd_conv(padded, w, spec, tile)
+    assert got.dtype == expected.dtype == dtype and got.shape == expected.shape
+    bound = order_bound(spec, tile, transform_magnitude(padded, w, spec, tile), dtype)
+    error = np.abs(got.astype(np.float64) - expected)
+    assert np.all(error <= bound), f"error {np.max(error - bound)} over the bound"
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", [case for case in CASES if case.padding_mode == "zeros"][:12], ids=str)
+def test_padding_read_as_the_tiles_go_is_the_padded_input(case, tile):
+    """``run_unpadded`` reads zero padding where the tiles reach it: exactly ``run`` on the padded input."""
+    x, w, _ = case.arrays(np.float64)
+    x = batched(case, x)
+    spec = cl.conv_spec(x.shape, w.shape, **case.kwargs())
+    padded, _, _ = padded_problem(case, np.float64)
+    np.testing.assert_array_equal(ALGORITHMS[f"winograd{tile}"].run_unpadded(x, w, spec),
+                                  ALGORITHMS[f"winograd{tile}"].run(padded, w, spec))
+
+
+@pytest.fixture
+def winograd_everywhere(request, monkeypatch):
+    """The planner picks ``winograd{tile}`` for every problem it can run (its estimate is zero), whatever its
+    channels (the planner's accuracy rule would keep these small cases from it)."""
+    tile = request.param
+    monkeypatch.setattr(planner, "WINOGRAD_MIN_CHANNELS", 1)
+
+    class Everywhere(Winograd):
+        automatic = True
+
+        def estimate(self, spec, dtype):
+            return 0.0
+
+    name = f"winograd{tile}"
+    original = ALGORITHMS[name]
+    unregister(name)
+    register(Everywhere(tile))
+    try:
+        yield name
+    finally:
+        unregister(name)
+        register(original)
+
+
+def three_passes(x, w, g, **kwargs):
+    return (cl.conv(x, w, **kwargs), cl.grad.conv_input(x.shape, w, g, **kwargs),
+            cl.grad.conv_weight(x, w.shape, g, **kwargs))
+
+
+#: Error allowed against PyTorch, relative to the largest magnitude of an output's terms (normwise: with these
+#: few channels an output whose own terms are small takes the rounding of its tile's larger values): the
+#: planner's bound for float32, the rounding of a few hundred terms through the transforms for float64.
+RELATIVE_TO_TERMS = {np.float32: planner.WINOGRAD_ERROR_BOUND, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("winograd_everywhere", TILES, indirect=True)
+@pytest.mark.parametrize("case", [case for case in CASES if case.batch > 0][::3], ids=str)
+def test_forward_and_gradients_agree_with_torch(case, dtype, winograd_everywhere):
+    """Through the public ops: the forward, and the input gradient's "full" correlation, run Winograd."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    x, w, _ = case.arrays(dtype)
+    g = np.random.default_rng(9).standard_normal(case.output_shape).astype(dtype)
+    kwargs = case.kwargs()
+    chosen = cl.plan(batched(case, x).shape, w.shape, dtype, **kwargs)
+    assert chosen.algorithm == winograd_everywhere
+    functional = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+    xt = torch.tensor(batched(case, x), requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    out_t = functional[case.rank](torch_padded(torch, xt, case), wt, None, case.strides, 0, case.dilations, case.groups)
+    out_t.backward(torch.tensor(batched(case, g)))
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    with cl.thread_count(2):
+        got = (cl.conv(x, w, **kwargs), cl.grad.conv_input(x.shape, w, g, **kwargs),
+               cl.grad.conv_weight(x, w.shape, g, **kwargs))
+    terms = (cl.conv(f64(x), f64(w), **kwargs, algorithm="direct"),
+             cl.grad.conv_input(x.shape, f64(w), f64(g), **kwargs, algorithm="scatter"),
+             cl.grad.conv_weight(f64(x), w.shape, f64(g), **kwargs, algorithm="im2col"))
+    expected = (out_t.detach().numpy(), xt.grad.numpy(), wt.grad.numpy())
+    for actual, reference, magnitude, unbatch in zip(got, expected, terms, (True, True, False)):
+        if unbatch:
+            reference = reference if case.batched else reference[0]
+        assert actual.dtype == dtype and actual.shape == reference.shape
+        error = np.abs(actual.astype(np.float64) - reference)
+        assert np.all(error <= RELATIVE_TO_TERMS[dtype] * magnitude.max()), np.max(error) / magnitude.max()
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_larger_blocks_threads_groups_and_a_view(tile):
+    """Several blocks of tile rows (a small workspace), jobs shared among threads, groups, 3-d and 1-d, an
+    input that is not contiguous and read-only arrays."""
+    rng = np.random.default_rng(tile)
+    problems = [((3, 8, 37, 45), (12, 4, 3, 3), dict(padding=(1, 2), groups=2)),
+                ((2, 4, 9, 10, 11), (6, 4, 3, 3, 3), dict(padding=1)),
+                ((2, 6, 301), (4, 6, 3), dict(padding=((0, 3),)))]
+    for input_shape, weight_shape, params in problems:
+        x = rng.standard_normal((*input_shape[:-1], 2 * input_shape[-1]))[..., ::2]  # every other column: a view
+        w = rng.standard_normal(weight_shape)
+        x.flags.writeable = w.flags.writeable = False
+        expected = cl.conv(x, w, **params, algorithm="direct")
+        with cl.workspace_limit(64 * 2**10), cl.thread_count(3):
+            got = cl.conv(x, w, **params, algorithm=f"winograd{tile}")
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_without_numba_the_numpy_transforms_run(tile, without_numba):
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 10, 9)), rng.standard_normal((4, 3, 3, 3))
+    spec = cl.conv_spec(x.shape, w.shape, padding=1)
+    from convolab._window import pad
+
+    padded = pad(x, spec.padding, spec.padding_mode)
+    np.testing.assert_array_equal(cl.conv2d(x, w, padding=1, algorithm=f"winograd{tile}"),
+                                  winograd_conv(padded, w, spec, tile))
+
+
+# -- the plan: where "auto" takes Winograd, and the data it keeps from it -------------------------------------
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params, winograd", [
+    ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), True),  # ResNet-18 layer2: measured 1.5x folded's speed
+    ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), True),  # layer3
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), False),  # layer4: the filter transform costs more (gemm)
+    ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), False),  # strided: no tiles
+    ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), False),  # few channels: the accuracy rule
+    ((2, 32, 16, 32, 32), (32, 32, 3, 3, 3), dict(padding=1), False),  # 3-d: no cost model fitted
+])
+def test_auto_picks_winograd_where_it_measured_faster(input_shape, weight_shape, params, winograd):
+    chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+    assert chosen.algorithm.startswith("winograd") == winograd, str(chosen)
+
+
+WIDE = ((2, 128, 28, 28), (128, 128, 3, 3))
+
+
+def wide_problem(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random(WIDE[0]).astype(np.float32)
+    w = (rng.standard_normal(WIDE[1]) / 34).astype(np.float32)
+    return x, w
+
+
+def relative_to_terms(got, x, w):
+    exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algorithm="gemm")
+    terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=1, algorithm="gemm")
+    return float((np.abs(got - exact) / terms).max())
+
+
+def test_ordinary_data_get_winograd_within_the_bound():
+    x, w = wide_problem()
+    spec = cl.conv_spec(x.shape, w.shape, padding=1)
+    from convolab._window import pad
+
+    chosen = planner.plan_for_arrays(spec, np.dtype(np.float32), pad(x, spec.padding, spec.padding_mode), w)
+    assert chosen.algorithm.startswith("winograd")
+    assert relative_to_terms(cl.conv2d(x, w, padding=1), x, w) <= planner.WINOGRAD_ERROR_BOUND
+
+
+@pytest.mark.parametrize("spike", [1e4, np.inf, np.nan])
+def test_a_spike_or_a_non_finite_value_keeps_auto_from_winograd(spike):
+    x, w = wide_problem(1)
+    x[1, 5, 7, 9] = spike
+    spec = cl.conv_spec(x.shape, w.shape, padding=1)
+    from convolab._window import pad
+
+    assert cl.plan(x.shape, w.shape, "float32", padding=1).algorithm.startswith("winograd")  # by shapes alone
+    chosen = planner.plan_for_arrays(spec, np.dtype(np.float32), pad(x, spec.padding, spec.padding_mode), w)
+    assert not chosen.algorithm.startswith("winograd"), str(chosen)
+    with np.errstate(invalid="ignore", over="ignore"):
+        got, direct = cl.conv2d(x, w, padding=1), cl.conv2d(x, w, padding=1, algorithm="direct")
+    for mask in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(mask(got), mask(direct))
+    if np.isfinite(spike):
+        assert relative_to_terms(got, x, w) < 1e-5  # a summing algorithm's rounding, not the tiles'
