@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._geometry import WindowGeometry
+from ._compiled_windows import compiled_pool_missing, scatter_compiled
 from ._spec import PoolSpec
 
 # ---------------------------------------------------------------------------
@@ -352,9 +353,13 @@ _FAST_UFUNC_AT = np.lib.NumpyVersion(np.__version__) >= "1.25.0"
 def _scatter_to_planes(grad_output: np.ndarray, indices: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
     """Add each ``grad_output`` element at its flat ``indices`` position of its (n, c) plane.
 
-    ``grad_output`` and ``indices`` are ``(N, C, *out)``; the result is
-    ``(N, C, *input_size)`` in ``grad_output``'s dtype.
+    ``grad_output`` and ``indices`` are ``(N, C, *out)``, the indices max
+    pooling's own (each inside its plane); the result is ``(N, C, *input_size)``
+    in ``grad_output``'s dtype. The compiled scatter
+    (:func:`._compiled_windows.scatter_compiled`) runs where it can.
     """
+    if compiled_pool_missing(grad_output.dtype, len(input_size)) is None:
+        return scatter_compiled(grad_output, indices, input_size)  # one pass per plane, the same sums
     batch, channels = indices.shape[:2]
     plane = prod(input_size)
     plane_start = (np.arange(batch * channels) * plane).reshape(batch, channels, *[1] * (indices.ndim - 2))

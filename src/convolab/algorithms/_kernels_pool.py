@@ -1,0 +1,119 @@
+"""The compiled max pooling: each window's maximum with its flat index, and the gradient's scatter back.
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use; the wrappers that lay the arrays out and share the planes among
+threads are in :mod:`convolab.pooling._compiled_windows`.
+
+The contract of both kernels:
+
+- three spatial axes: lower ranks come as rank 3 with leading unit axes
+  (kernel 1, stride 1, dilation 1, no padding there);
+- planes: the ``(n, c)`` pairs flattened, ``x`` ``(P, D, H, W)``; every array
+  C-contiguous, native byte order, writeable; ``x`` and ``values`` one dtype,
+  ``grad`` and ``out`` one dtype (float32 or float64), indices int64;
+- nobody pads: a window's taps are cut to those inside the input (padding
+  never wins a maximum), so the caller passes the low padding only; the
+  output size is the caller's (``ceil_mode``'s last window may hang past the
+  input: its outside taps are cut the same way). Every window must hold at
+  least one input cell (:func:`convolab.pooling.pool_spec` guarantees it);
+- ``first, last``: the planes this call writes; no other call writes them,
+  so threads never share a cell.
+
+The tie rule is PyTorch's, as :func:`convolab.pooling._windows._keep_max`
+has it: taps in row-major window order, the first taken, a later one only if
+strictly greater, or NaN (so the last NaN wins). The scatter adds a plane's
+gradients in output order, as ``np.add.at`` does: the same sums in the same
+order, the same bits. No ``fastmath``: it would drop the NaN tests.
+
+Axis legend: P planes (``n*C + c``), ``(D, H, W)`` input, ``(OD, OH, OW)``
+output, ``K*`` kernel taps; ``s*`` stride, ``d*`` dilation, ``low_*`` low padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, uint64
+
+from ._kernels_col2im import _inside
+
+__all__ = ["max_pool_planes", "scatter_planes"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep_max_run(row, best, best_index, with_indices, ow0, ow1, step, offset, row_start):
+    """One tap over a row of windows ``ow0:ow1``: it reads ``row[ow*step + offset]``, and replaces
+    ``best[ow]`` where it is the first tap (``best_index < 0``), strictly greater, or NaN.
+
+    Branch-free selects, indexed unsigned (no wraparound test per value), so that the loop vectorizes.
+    """
+    for ow in range(uint64(ow0), uint64(ow1)):
+        w = ow * step + offset
+        value = row[w]
+        kept = best[ow]
+        if with_indices:
+            kept_index = best_index[ow]
+            take = (kept_index < 0) | (value > kept) | (value != value)  # value != value: NaN
+            best[ow] = value if take else kept
+            best_index[ow] = row_start + w if take else kept_index
+        else:
+            best[ow] = value if (value > kept) | (value != value) else kept
+
+
+@njit(cache=True, nogil=True)
+def max_pool_planes(x, values, indices, with_indices, first, last, kd_size, kh_size, kw_size, sd, sh, sw,
+                    dd, dh, dw, low_d, low_h, low_w):
+    """``values[p, o]``: the maximum of window ``o`` of plane ``p``, for planes ``first:last``; with
+    ``with_indices``, ``indices[p, o]`` its flat index ``(z*H + h)*W + w`` in the plane (else ``indices``
+    is not touched: any int64 array with three spatial axes).
+
+    Window ``o`` reads ``o*s + k*d - low`` along each axis, its taps cut to the input. A row of outputs
+    keeps its running maxima in place (in ``values`` and ``indices``) while the taps pass over it in
+    window order, each tap one strided run along an input row.
+    """
+    depth, height, width = x.shape[1], x.shape[2], x.shape[3]
+    od_size, oh_size, ow_size = values.shape[1], values.shape[2], values.shape[3]
+    for plane in range(first, last):
+        for od in range(od_size):
+            start_d = od * sd - low_d
+            kd0, kd1 = _inside(start_d, dd, depth, kd_size)
+            for oh in range(oh_size):
+                start_h = oh * sh - low_h
+                kh0, kh1 = _inside(start_h, dh, height, kh_size)
+                best = values[plane, od, oh]  # (OW,)
+                best_index = indices[plane, od, oh] if with_indices else indices[0, 0, 0]
+                best[:] = -np.inf  # never kept over a first tap, even an input's -inf: best_index < 0 then
+                best_index[:] = -1
+                for kd in range(kd0, kd1):
+                    z = start_d + kd * dd
+                    for kh in range(kh0, kh1):
+                        h = start_h + kh * dh
+                        row = x[plane, z, h]  # (W,)
+                        row_start = uint64((z * height + h) * width)
+                        for kw in range(kw_size):
+                            offset = kw * dw - low_w
+                            ow0, ow1 = _inside(offset, sw, width, ow_size)
+                            start = uint64(offset)  # wraps below zero: ow*step + start is in the row for ow >= ow0
+                            if sw == 1:  # the common strides as constants
+                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(1), start,
+                                              row_start)
+                            elif sw == 2:
+                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(2), start,
+                                              row_start)
+                            else:
+                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(sw), start,
+                                              row_start)
+
+
+@njit(cache=True, nogil=True)
+def scatter_planes(grad, indices, out, first, last):
+    """``out[p] = 0``, then ``out[p, indices[p, o]] += grad[p, o]`` over the outputs ``o`` in order, for planes
+    ``first:last``.
+
+    ``grad`` and ``indices`` are ``(P, O)``, ``out`` ``(P, V)``; every index is in ``[0, V)`` (the caller's:
+    max pooling's own, never a user's).
+    """
+    outputs = grad.shape[1]
+    for plane in range(first, last):
+        out[plane, :] = 0
+        for o in range(outputs):
+            out[plane, indices[plane, o]] += grad[plane, o]

@@ -1,0 +1,78 @@
+"""Max pooling by compiled loops: the windows' maxima with their indices, and the gradient's scatter.
+
+The NumPy engines of :mod:`._windows` make several whole-array passes per
+kernel tap to find a window's first maximum (a running ``np.maximum``, then an
+``np.equal`` and a product per tap for the index), and ``np.add.at`` scatters
+the gradient one element at a time through a generic loop. One compiled pass
+per plane does each (:mod:`convolab.algorithms._kernels_pool`): it reads every
+tap once and writes each value and index once. The results are the same:
+the same tie rule and NaN rule, and the same sums in the same order.
+
+These run only where :func:`compiled_pool_missing` says they can (float32 and
+float64, one to three spatial dimensions, Numba importable); the callers keep
+their NumPy paths otherwise.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Sequence
+
+import numpy as np
+
+from ..algorithms._compiled import kernels, numba_missing
+from ..algorithms.compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps
+from ._spec import PoolSpec
+
+__all__ = ["compiled_pool_missing", "max_pool_compiled", "scatter_compiled"]
+
+
+def compiled_pool_missing(dtype: np.dtype, rank: int) -> str | None:
+    """None if the compiled max pooling can run ``rank`` spatial dimensions in ``dtype``, else why not.
+
+    Numba is imported (by :func:`convolab.algorithms._compiled.numba_missing`)
+    only after the cheaper refusals.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        return f"compiled kernels run float32 and float64 only, not {dtype}"
+    if rank > KERNEL_RANK:
+        return f"compiled kernels run 1 to {KERNEL_RANK} spatial dimensions, not {rank}"
+    return numba_missing()
+
+
+def max_pool_compiled(x: np.ndarray, spec: PoolSpec,
+                      with_indices: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`convolab.pooling.max._max_pool_forward` by :func:`._kernels_pool.max_pool_planes`.
+
+    ``x`` ``(N, C, *in)``; returns values and (with ``with_indices``, else None)
+    flat plane indices, both ``(N, C, *out)``. Planes are shared among threads.
+    """
+    planes = spec.batch * spec.channels
+    source = _as_kernels_take(x).reshape(_shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
+    shape3 = _shape3((1, planes, *spec.output_size))[1:]  # (P, OD, OH, OW)
+    values = np.empty(shape3, dtype=source.dtype)
+    indices = np.empty(shape3 if with_indices else (1, 1, 1, 1), dtype=np.int64)
+    geometry = spec.geometry
+    kernel3, stride3 = _steps(geometry.kernel_size), _steps(geometry.stride)
+    dilation3, low3 = _steps(geometry.dilation), _steps(geometry.low, fill=0)
+    run = kernels("pool").max_pool_planes
+    _run_jobs(planes, values.size * prod(geometry.kernel_size),
+              lambda first, last, _: run(source, values, indices, with_indices, first, last, *kernel3, *stride3,
+                                         *dilation3, *low3),
+              lambda: None)
+    return (values.reshape(spec.output_shape),
+            indices.reshape(spec.output_shape) if with_indices else None)
+
+
+def scatter_compiled(grad_output: np.ndarray, indices: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
+    """:func:`._windows._scatter_to_planes` by :func:`._kernels_pool.scatter_planes`: ``(N, C, *input_size)``
+    in ``grad_output``'s dtype. ``indices`` must be max pooling's own (each in its plane)."""
+    batch, channels = indices.shape[:2]
+    planes, plane, outputs = batch * channels, prod(input_size), prod(indices.shape[2:])
+    grad = _as_kernels_take(grad_output).reshape(planes, outputs)  # (P, O)
+    flat_indices = _as_kernels_take(indices).reshape(planes, outputs)  # (P, O)
+    out = np.empty((planes, plane), dtype=grad.dtype)  # (P, V); each plane zeroed by the kernel
+    run = kernels("pool").scatter_planes
+    _run_jobs(planes, grad.size, lambda first, last, _: run(grad, flat_indices, out, first, last), lambda: None)
+    return out.reshape(batch, channels, *input_size)
