@@ -18,7 +18,7 @@ import pytest
 
 import convolab as cl
 from convolab.apps import bench
-from convolab.apps.bench.suite import ConvProblem, FilterProblem, MemoryProblem
+from convolab.apps.bench.suite import ConvProblem, FilterProblem, MemoryProblem, PoolProblem
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -139,6 +139,69 @@ def test_image_filtering_covers_kernels_3_to_63_on_2048_squared():
         assert problem.flops == 2 * 2048 * 2048 * problem.kernel_shape[0] ** 2
 
 
+POOL_OPS = {"max_pool": "max_pool", "avg_pool": "avg_pool", "adaptive_avg_pool": "adaptive_avg_pool"}
+
+
+@pytest.mark.parametrize("problem", conv_problems(PoolProblem), ids=lambda p: p.name)
+def test_every_pool_has_valid_shapes(problem):
+    """Each pool's output shape and arguments are convolab's own (a tiny batch of it, one channel)."""
+    assert problem.dtype == "float32" and problem.family == "pool" and problem.op in POOL_OPS
+    small = (1, 1, *problem.input_shape[2:])
+    out = getattr(cl, problem.op)(np.zeros(small, dtype=np.float32), **problem.pool_arguments())
+    assert problem.output_shape == (*problem.input_shape[:2], *out.shape[2:])
+    assert problem.flops > 0
+
+
+def test_the_suite_has_the_pooling_layers():
+    pools = {p.name: p for p in conv_problems(PoolProblem)}
+    assert pools["resnet.maxpool3x3s2"].pool_arguments() == {"kernel_size": (3, 3), "stride": (2, 2),
+                                                             "padding": (1, 1)}
+    assert pools["inception.avgpool3x3s1_nopad"].pool_arguments()["count_include_pad"] is False
+    assert pools["resnet.global_avgpool"].output_shape == (8, 512, 1, 1)
+    assert {p.rank for p in pools.values()} == {1, 2, 3}
+    assert "pool" in bench.list_problems(list(pools.values()))
+
+
+TINY_POOLS = (
+    PoolProblem(name="tiny.maxpool", family="pool", op="max_pool", input_shape=(2, 3, 9, 9), kernel_size=(3, 3),
+                stride=(2, 2), padding=(1, 1)),
+    PoolProblem(name="tiny.avgpool1d", family="pool", op="avg_pool", input_shape=(2, 3, 16), kernel_size=(3,),
+                stride=(1,), padding=(1,), count_include_pad=False),
+    PoolProblem(name="tiny.global", family="pool", op="adaptive_avg_pool", input_shape=(2, 3, 5, 5),
+                output_size=(1, 1)),
+)
+
+
+def test_tiny_pools_against_torch():
+    """Pools are timed forward and for the input gradient, and count in the ratios' targets."""
+    torch = pytest.importorskip("torch")
+    report = run_tiny(torch, problems=TINY_POOLS[:1] + TINY_POOLS[2:])
+    data = json.loads(json.dumps(report.to_json()))
+    assert [(r["problem"], r["phase"]) for r in data["results"]] == [
+        (p.name, phase) for p in TINY_POOLS[:1] + TINY_POOLS[2:] for phase in bench.POOL_PHASES]
+    assert all(r["ratio"] > 0 and r["reference"] == "torch" for r in data["results"])
+    summary = data["summary"]
+    assert set(summary["training_ratios"]) == {"tiny.maxpool", "tiny.global"}
+    assert summary["phase_geomeans"]["weight_grad"] is None
+    assert {t["key"]: t["status"] for t in data["targets"]}["training_worst"] in ("pass", "FAIL")
+    assert "tiny.maxpool" in bench.render_table(report)
+
+
+def test_tiny_pool_calls_compute_what_torch_does():
+    """The timed calls agree: each phase's convolab result equals PyTorch's."""
+    torch = pytest.importorskip("torch")
+    from convolab.apps.bench.run import _pool_calls, _torch_pool_calls
+
+    rng = np.random.default_rng(3)
+    for problem in TINY_POOLS:
+        x = rng.standard_normal(problem.input_shape, dtype=np.float32)
+        g = rng.standard_normal(problem.output_shape, dtype=np.float32)
+        ours, theirs = _pool_calls(problem, x, g), _torch_pool_calls(torch, problem, x, g)
+        for phase in bench.POOL_PHASES:
+            np.testing.assert_allclose(ours[phase](), theirs[phase]().numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{problem.name} {phase}")
+
+
 def test_memory_problem_is_the_target_configuration():
     (memory,) = conv_problems(MemoryProblem)
     assert memory.input_shape == (1, 64, 1024, 1024) and memory.weight_shape == (64, 64, 3, 3)
@@ -148,7 +211,7 @@ def test_memory_problem_is_the_target_configuration():
 def test_quick_subset_and_filter():
     quick = bench.select_problems(bench.SUITE, quick=True)
     assert 0 < len(quick) < len(bench.SUITE)
-    assert {type(p) for p in quick} == {ConvProblem, FilterProblem, MemoryProblem}
+    assert {type(p) for p in quick} == {ConvProblem, PoolProblem, FilterProblem, MemoryProblem}
     assert [p.name for p in bench.select_problems(bench.SUITE, filters=["vgg16.conv1"])] == \
         ["vgg16.conv1_1", "vgg16.conv1_2"]
     assert bench.select_problems(bench.SUITE, filters=["no such problem"]) == []

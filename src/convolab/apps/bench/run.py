@@ -42,7 +42,8 @@ from .machine import (address_space_limit, busy_machine_warnings, child_environm
                       machine_info, pinned_blas_warnings)
 from .render import describe_blas_rates, describe_memory, describe_row
 from .results import Report, Row, evaluate_targets, summarize, target_problems
-from .suite import CONV_PHASES, ConvProblem, FilterProblem, MemoryProblem, Problem, describe_problem
+from .suite import (CONV_PHASES, POOL_PHASES, ConvProblem, FilterProblem, MemoryProblem, PoolProblem, Problem,
+                    describe_problem)
 from .timing import PeakMeter, Timing, time_call, time_turns
 
 __all__ = ["run_suite", "measure_blas_rate"]
@@ -135,6 +136,81 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
                         "torch" if theirs is not None else None, reference_timing, problem.is_3x3,
                         blas_timing=blas_timing, blas_flops=2 * blas_size ** 3 if with_blas else 0,
                         is_wide_3x3=problem.is_wide_3x3))
+    return rows
+
+
+def _pool_calls(problem: PoolProblem, x: np.ndarray, g: np.ndarray) -> dict[str, Callable]:
+    import convolab as cl
+
+    arguments = problem.pool_arguments()
+    if problem.op == "adaptive_avg_pool":
+        # No public input-gradient function: the pullback, whose forward is made once, outside the timing
+        # (a linear op's pullback keeps nothing of it).
+        _, pullback = cl.vjp(cl.adaptive_avg_pool, x, **arguments)
+        return {"forward": lambda: cl.adaptive_avg_pool(x, **arguments), "input_grad": lambda: pullback(g)[0]}
+    forward, input_grad = getattr(cl, problem.op), getattr(cl.grad, f"{problem.op}_input")
+    return {"forward": lambda: forward(x, **arguments), "input_grad": lambda: input_grad(g, x, **arguments)}
+
+
+def _torch_pool_calls(torch: Any, problem: PoolProblem, x: np.ndarray, g: np.ndarray) -> dict[str, Callable]:
+    """PyTorch's pooling forward, and the input gradient from ``grad_output`` and the input, as convolab's:
+    a max pool's is its forward with indices (autograd's) and their scatter; an average's, its backward op."""
+    functional, aten = torch.nn.functional, torch.ops.aten
+    tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+    arguments = problem.pool_arguments()
+    rank = problem.rank
+    forward_op = getattr(functional, f"{problem.op}{rank}d")
+
+    def forward():
+        with torch.no_grad():
+            return forward_op(tx, **arguments)
+
+    if problem.op == "max_pool":
+        def input_grad():
+            leaf = tx.detach().requires_grad_()
+            return torch.autograd.grad(forward_op(leaf, **arguments), leaf, tg)[0]
+    else:
+        # ATen has average pooling backward ops for 2-d and 3-d; a 1-d pool is a 2-d one of height 1, as there.
+        lift = (lambda t: t.unsqueeze(-2)) if rank == 1 else (lambda t: t)
+        lifted_x, lifted_g, lifted = lift(tx), lift(tg), (1,) * (rank == 1)
+        if problem.op == "avg_pool":
+            backward_op = getattr(aten, f"avg_pool{max(rank, 2)}d_backward")
+
+            def lifted_input_grad():
+                return backward_op(lifted_g, lifted_x, [*lifted, *problem.kernel_size],
+                                   [*lifted, *problem.stride], [*(0,) * len(lifted), *problem.padding], False,
+                                   problem.count_include_pad, None)
+        else:
+            backward_op = getattr(aten, f"_adaptive_avg_pool{max(rank, 2)}d_backward")
+
+            def lifted_input_grad():
+                return backward_op(lifted_g, lifted_x)
+
+        def input_grad():
+            return lifted_input_grad().reshape(tx.shape)
+    calls = {"forward": forward, "input_grad": input_grad}
+    for fn in calls.values():
+        fn.foreign_allocator = True  # tracemalloc cannot see PyTorch's allocations
+    return calls
+
+
+def _run_pool(problem: PoolProblem, torch: Any, budget_s: float, repeats: int | None, meter: PeakMeter,
+              rng: np.random.Generator) -> list[Row]:
+    """Each phase of :data:`~.suite.POOL_PHASES` timed on its own, then PyTorch's, as a convolution's are."""
+    x = _random(rng, problem.input_shape, problem.dtype)
+    g = _random(rng, problem.output_shape, problem.dtype)
+    ours = _pool_calls(problem, x, g)
+    theirs = _torch_pool_calls(torch, problem, x, g) if torch is not None else None
+    rows = []
+    for phase in POOL_PHASES:
+        time.sleep(protocol.SETTLE_S)
+        convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+        reference_timing = None
+        if theirs is not None:
+            time.sleep(protocol.SETTLE_S)
+            reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+        rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
+                        "torch" if theirs is not None else None, reference_timing))
     return rows
 
 
@@ -281,6 +357,8 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
             label = f"{index}/{len(problems)} {problem.name}"
             if isinstance(problem, ConvProblem):
                 new_rows = _run_conv(problem, torch, budget_s, repeats, meter, rng, blas_size)
+            elif isinstance(problem, PoolProblem):
+                new_rows = _run_pool(problem, torch, budget_s, repeats, meter, rng)
             elif isinstance(problem, FilterProblem):
                 new_rows = _run_filter(problem, budget_s, repeats, meter, rng)
             else:

@@ -6,8 +6,9 @@ are not one large matrix product: depthwise layers of MobileNetV2 and
 EfficientNet-B0 (stride 1 and 2), ResNeXt's grouped 3×3 layers, DeepLab's
 dilated layers, stems (3 input channels, 3×3/5×5/7×7, stride 2), U-Net and
 DCGAN decoders (transposed, stride 2), 3-d segmentation layers and 1-d audio
-layers; image filtering of a 2048×2048 image with kernels from 3 to 63; and
-one peak-memory problem. Nothing here measures anything.
+layers; the pooling layers of ResNet, VGG, Inception and 3-d and 1-d nets
+(suite version 3); image filtering of a 2048×2048 image with kernels from 3
+to 63; and one peak-memory problem. Nothing here measures anything.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any, Sequence
 from ... import shapes
 from ...spec import conv_spec
 
-__all__ = ["ConvProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE", "SUITE_VERSION", "CONV_PHASES",
-           "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
+__all__ = ["ConvProblem", "PoolProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE", "SUITE_VERSION",
+           "CONV_PHASES", "POOL_PHASES", "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
 
-SUITE_VERSION = "2"
+SUITE_VERSION = "3"
 #: Every convolution layer is timed in these three passes, on both sides.
 CONV_PHASES = ("forward", "input_grad", "weight_grad")
+#: A pooling layer has no weight: its forward and its input gradient.
+POOL_PHASES = ("forward", "input_grad")
 FILTER_KERNEL_SIZES = (3, 5, 7, 11, 15, 21, 31, 47, 63)
 
 
@@ -105,6 +108,81 @@ class ConvProblem:
 
 
 @dataclass(frozen=True)
+class PoolProblem:
+    """One pooling layer: ``max_pool``, ``avg_pool`` (``kernel_size``, ``stride``, ``padding``,
+    ``count_include_pad``) or ``adaptive_avg_pool`` (``output_size``), N-d, timed in :data:`POOL_PHASES`.
+
+    The input gradient is computed from ``grad_output`` and the input on both sides,
+    so a max pool's includes finding each window's maximum again (convolab's
+    ``max_pool_input``; PyTorch's forward with indices and its backward).
+    """
+
+    name: str
+    family: str
+    op: str
+    input_shape: tuple[int, ...]
+    kernel_size: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    count_include_pad: bool = True
+    output_size: tuple[int, ...] = ()
+    dtype: str = "float32"
+    quick: bool = False
+    kind: str = field(default="pool", init=False)
+
+    @property
+    def rank(self) -> int:
+        return len(self.input_shape) - 2
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        if self.op == "adaptive_avg_pool":
+            return (*self.input_shape[:2], *self.output_size)
+        return (*self.input_shape[:2], *(shapes.pool_output_size(size, k, s, p) for size, k, s, p in
+                                         zip(self.input_shape[2:], self.kernel_size, self.stride, self.padding)))
+
+    @property
+    def flops(self) -> int:
+        """One comparison or addition per window tap (an adaptive window's taps: the input, once)."""
+        if self.op == "adaptive_avg_pool":
+            return prod(self.input_shape)
+        return prod(self.output_shape) * prod(self.kernel_size)
+
+    def pool_arguments(self) -> dict[str, Any]:
+        """The keyword arguments both libraries' pooling functions take for this problem."""
+        if self.op == "adaptive_avg_pool":
+            return {"output_size": self.output_size}
+        arguments: dict[str, Any] = {"kernel_size": self.kernel_size, "stride": self.stride,
+                                     "padding": self.padding}
+        if self.op == "avg_pool":
+            arguments["count_include_pad"] = self.count_include_pad
+        return arguments
+
+    def describe(self) -> str:
+        if self.op == "adaptive_avg_pool":
+            return f"{self.op} x{self.input_shape} to {self.output_size}"
+        parts = [f"{self.op} x{self.input_shape} k{self.kernel_size}"]
+        for label, value, default in (("stride", self.stride, self.kernel_size), ("padding", self.padding, None)):
+            if value != default and any(value):
+                parts.append(f"{label} {value[0] if len(set(value)) == 1 else value}")
+        if self.op == "avg_pool" and not self.count_include_pad:
+            parts.append("count_include_pad False")
+        return ", ".join(parts)
+
+
+def _pool(name: str, op: str, input_shape: tuple[int, ...], kernel: int = 0, *, stride: int | None = None,
+          padding: int = 0, count_include_pad: bool = True, output_size: int = 0, quick: bool = False) -> PoolProblem:
+    """A pooling layer with a square (cubic) window; the stride defaults to the kernel size, as in PyTorch."""
+    rank = len(input_shape) - 2
+    if op == "adaptive_avg_pool":
+        return PoolProblem(name=name, family="pool", op=op, input_shape=input_shape,
+                           output_size=(output_size,) * rank, quick=quick)
+    return PoolProblem(name=name, family="pool", op=op, input_shape=input_shape, kernel_size=(kernel,) * rank,
+                       stride=(kernel if stride is None else stride,) * rank, padding=(padding,) * rank,
+                       count_include_pad=count_include_pad, quick=quick)
+
+
+@dataclass(frozen=True)
 class FilterProblem:
     """Image filtering: ``correlate(image, kernel, mode)`` on one 2-d channel, against SciPy."""
 
@@ -151,7 +229,7 @@ class MemoryProblem:
         return f"x{self.input_shape} w{self.weight_shape}, padding {self.padding}"
 
 
-Problem = ConvProblem | FilterProblem | MemoryProblem
+Problem = ConvProblem | PoolProblem | FilterProblem | MemoryProblem
 
 
 def _layer(name: str, family: str, batch: int, c_in: int, c_out: int, size: int | tuple[int, ...], kernel: int,
@@ -250,6 +328,19 @@ def _build_suite() -> tuple[Problem, ...]:
         # Inception-style 5x5 layer with 96 channels.
         _layer("inception.5x5_96ch", "5x5", b, 96, 96, 28, 5),
     ]
+    pools = [
+        # --- Pooling layers (suite version 3) ---
+        # ResNet's stem max pool (3x3, stride 2, padding 1, 112 -> 56) and VGG's 2x2 stride-2 max pool.
+        _pool("resnet.maxpool3x3s2", "max_pool", (b, 64, 112, 112), 3, stride=2, padding=1, quick=True),
+        _pool("vgg16.maxpool2x2s2", "max_pool", (b, 128, 112, 112), 2),
+        # Inception's 3x3 stride-1 average pool, the padding not counted; ResNet's global average pool.
+        _pool("inception.avgpool3x3s1_nopad", "avg_pool", (b, 192, 28, 28), 3, stride=1, padding=1,
+              count_include_pad=False),
+        _pool("resnet.global_avgpool", "adaptive_avg_pool", (b, 512, 7, 7), output_size=1),
+        # A 3-D U-Net's 2x2x2 max pool, and a 1-d max pool (k 3, stride 2) on 16 kHz audio features.
+        _pool("volume3d.maxpool2x2x2", "max_pool", (2, 32, 32, 64, 64), 2),
+        _pool("audio1d.maxpool_k3s2", "max_pool", (b, 64, 16000), 3, stride=2),
+    ]
     filters = [
         FilterProblem(name=f"filter2d.k{k:02d}", family="filtering", image_shape=(2048, 2048), kernel_shape=(k, k),
                       quick=k in (3, 7))
@@ -257,7 +348,7 @@ def _build_suite() -> tuple[Problem, ...]:
     ]
     memory = [MemoryProblem(name="memory.conv3x3_64ch_1024x1024", family="memory", input_shape=(1, 64, 1024, 1024),
                             weight_shape=(64, 64, 3, 3), padding=1)]
-    return (*layers, *filters, *memory)
+    return (*layers, *pools, *filters, *memory)
 
 
 #: The published suite, version :data:`SUITE_VERSION`.
@@ -285,6 +376,9 @@ def describe_problem(problem: Problem) -> dict[str, Any]:
         described.update(input_shape=problem.input_shape, weight_shape=problem.weight_shape, stride=problem.stride,
                          padding=problem.padding, dilation=problem.dilation, groups=problem.groups,
                          output_shape=problem.output_shape, flops=problem.flops)
+    elif isinstance(problem, PoolProblem):
+        described.update(op=problem.op, input_shape=problem.input_shape, output_shape=problem.output_shape,
+                         **problem.pool_arguments(), flops=problem.flops)
     elif isinstance(problem, FilterProblem):
         described.update(image_shape=problem.image_shape, kernel_shape=problem.kernel_shape, mode=problem.mode,
                          flops=problem.flops)
