@@ -40,7 +40,8 @@ from typing import Any
 #: Each public name of the harness, and the module that defines it.
 _HOMES = {
     **dict.fromkeys(["ConvProblem", "PoolProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE",
-                     "SUITE_VERSION", "CONV_PHASES", "POOL_PHASES", "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"],
+                     "SUITE_VERSION", "CONV_PHASES", "POOL_PHASES", "FILTER_KERNEL_SIZES", "select_problems",
+                     "describe_problem", "list_problems"],
                     "suite"),
     **dict.fromkeys(["MAX_REPEATS", "SETTLE_S", "DEFAULT_BUDGET_S", "QUICK_BUDGET_S", "BLAS_MIN_BUDGET_S",
                      "BLAS_MATMUL_SIZE", "GIB", "MIB", "THREAD_VARIABLES"], "protocol"),
