@@ -16,6 +16,9 @@ Where things live:
   the phase grid, gathers, the running maximum), with the design notes on why
   they beat the plain window view; the tap arithmetic they read is the shared
   :class:`convolab._geometry.WindowGeometry`;
+- :mod:`._compiled_windows`: max pooling's argmax and the gradient's scatter
+  as compiled loops (float32/float64, up to three spatial dimensions, where
+  Numba imports), with the NumPy engines' results;
 - :mod:`.max`, :mod:`.average`, :mod:`.adaptive`, :mod:`.unpool`: one op
   family each, forward and backward side by side, with its reference;
 - :mod:`._docs`: the docstring templates and per-rank words and examples, from
