@@ -91,6 +91,20 @@ def test_compiled_scatter_equals_numpys(config, without_numba):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("config", CONFIGS[1::3], ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}")
+def test_fused_gradient_equals_argmax_then_scatter(config, without_numba):
+    shape, kernel, stride, padding, dilation, ceil_mode, dtype = config
+    rng = np.random.default_rng(3)
+    x = awkward_input(shape, dtype, rng)
+    spec = pool_spec(shape, kernel, stride, padding, dilation, ceil_mode)
+    _, indices = max_pooling._max_pool_reference(x, spec)
+    grad = rng.standard_normal(indices.shape).astype(np.float32)  # another dtype than x's, now and then
+    want = windows._scatter_to_planes(grad, indices, spec.input_size)  # Numba hidden: np.add.at
+    got = _compiled_windows.max_pool_grad_compiled(x, grad, spec)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
 def big_pool(dtype=np.float32, shape=(2, 8, 64, 64)):
     """A problem past the gather limit (with a 3x3 stride-2 window), where the compiled path runs."""
     return np.random.default_rng(4).standard_normal(shape).astype(dtype)
@@ -109,16 +123,19 @@ def test_the_public_ops_take_the_compiled_path_and_give_numpys_results(monkeypat
         want_grad = cl.grad.max_pool2d_input(grad, x, **arguments)  # and np.add.at
 
     calls = []
-    for name in ("max_pool_compiled", "scatter_compiled"):
+    for name in ("max_pool_compiled", "max_pool_grad_compiled", "scatter_compiled"):
         real = getattr(_compiled_windows, name)
-        monkeypatch.setattr(max_pooling if name == "max_pool_compiled" else windows, name,
+        monkeypatch.setattr(windows if name == "scatter_compiled" else max_pooling, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     values, indices = cl.max_pool2d(x, return_indices=True, **arguments)
-    got_grad = cl.grad.max_pool2d_input(grad, x, **arguments)
-    assert calls == ["max_pool_compiled", "max_pool_compiled", "scatter_compiled"]
+    got_grad = cl.grad.max_pool2d_input(grad, x, **arguments)  # one fused pass
+    _, pullback = cl.vjp(cl.max_pool2d, x, **arguments)  # the indices kept, then scattered
+    (pulled,) = pullback(grad)
+    assert calls == ["max_pool_compiled", "max_pool_grad_compiled", "max_pool_compiled", "scatter_compiled"]
     np.testing.assert_array_equal(values, want_values)
     np.testing.assert_array_equal(indices, want_indices)
     np.testing.assert_array_equal(got_grad, want_grad)
+    np.testing.assert_array_equal(pulled, want_grad)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.int32])

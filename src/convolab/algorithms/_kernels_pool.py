@@ -36,7 +36,7 @@ from numba import njit, uint64
 
 from ._kernels_col2im import _inside
 
-__all__ = ["max_pool_planes", "scatter_planes"]
+__all__ = ["max_pool_planes", "max_pool_grad_planes", "scatter_planes"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -59,6 +59,41 @@ def _keep_max_run(row, best, best_index, with_indices, ow0, ow1, step, offset, r
             best[ow] = value if (value > kept) | (value != value) else kept
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_of_windows(x, plane, od, oh, best, best_index, with_indices, kd_size, kh_size, kw_size, sd, sh, sw,
+                    dd, dh, dw, low_d, low_h, low_w):
+    """The maxima of the windows ``(od, oh, :)`` of ``plane`` into ``best`` ``(OW,)`` and, with
+    ``with_indices``, their flat indices into ``best_index`` ``(OW,)``.
+
+    The row keeps its running maxima in place while the taps pass over it in window order, each tap
+    one strided run along an input row.
+    """
+    depth, height, width = x.shape[1], x.shape[2], x.shape[3]
+    ow_size = best.shape[0]
+    start_d = od * sd - low_d
+    kd0, kd1 = _inside(start_d, dd, depth, kd_size)
+    start_h = oh * sh - low_h
+    kh0, kh1 = _inside(start_h, dh, height, kh_size)
+    best[:] = -np.inf  # never kept over a first tap, even an input's -inf: best_index < 0 then
+    best_index[:] = -1
+    for kd in range(kd0, kd1):
+        z = start_d + kd * dd
+        for kh in range(kh0, kh1):
+            h = start_h + kh * dh
+            row = x[plane, z, h]  # (W,)
+            row_start = uint64((z * height + h) * width)
+            for kw in range(kw_size):
+                offset = kw * dw - low_w
+                ow0, ow1 = _inside(offset, sw, width, ow_size)
+                start = uint64(offset)  # wraps below zero: ow*step + start is in the row for ow >= ow0
+                if sw == 1:  # the common strides as constants
+                    _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(1), start, row_start)
+                elif sw == 2:
+                    _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(2), start, row_start)
+                else:
+                    _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(sw), start, row_start)
+
+
 @njit(cache=True, nogil=True)
 def max_pool_planes(x, values, indices, with_indices, first, last, kd_size, kh_size, kw_size, sd, sh, sw,
                     dd, dh, dw, low_d, low_h, low_w):
@@ -66,42 +101,35 @@ def max_pool_planes(x, values, indices, with_indices, first, last, kd_size, kh_s
     ``with_indices``, ``indices[p, o]`` its flat index ``(z*H + h)*W + w`` in the plane (else ``indices``
     is not touched: any int64 array with three spatial axes).
 
-    Window ``o`` reads ``o*s + k*d - low`` along each axis, its taps cut to the input. A row of outputs
-    keeps its running maxima in place (in ``values`` and ``indices``) while the taps pass over it in
-    window order, each tap one strided run along an input row.
+    Window ``o`` reads ``o*s + k*d - low`` along each axis, its taps cut to the input.
     """
-    depth, height, width = x.shape[1], x.shape[2], x.shape[3]
-    od_size, oh_size, ow_size = values.shape[1], values.shape[2], values.shape[3]
     for plane in range(first, last):
-        for od in range(od_size):
-            start_d = od * sd - low_d
-            kd0, kd1 = _inside(start_d, dd, depth, kd_size)
-            for oh in range(oh_size):
-                start_h = oh * sh - low_h
-                kh0, kh1 = _inside(start_h, dh, height, kh_size)
-                best = values[plane, od, oh]  # (OW,)
+        for od in range(values.shape[1]):
+            for oh in range(values.shape[2]):
                 best_index = indices[plane, od, oh] if with_indices else indices[0, 0, 0]
-                best[:] = -np.inf  # never kept over a first tap, even an input's -inf: best_index < 0 then
-                best_index[:] = -1
-                for kd in range(kd0, kd1):
-                    z = start_d + kd * dd
-                    for kh in range(kh0, kh1):
-                        h = start_h + kh * dh
-                        row = x[plane, z, h]  # (W,)
-                        row_start = uint64((z * height + h) * width)
-                        for kw in range(kw_size):
-                            offset = kw * dw - low_w
-                            ow0, ow1 = _inside(offset, sw, width, ow_size)
-                            start = uint64(offset)  # wraps below zero: ow*step + start is in the row for ow >= ow0
-                            if sw == 1:  # the common strides as constants
-                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(1), start,
-                                              row_start)
-                            elif sw == 2:
-                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(2), start,
-                                              row_start)
-                            else:
-                                _keep_max_run(row, best, best_index, with_indices, ow0, ow1, uint64(sw), start,
-                                              row_start)
+                _row_of_windows(x, plane, od, oh, values[plane, od, oh], best_index, with_indices, kd_size,
+                                kh_size, kw_size, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w)
+
+
+@njit(cache=True, nogil=True)
+def max_pool_grad_planes(x, grad, out, best, best_index, first, last, kd_size, kh_size, kw_size, sd, sh, sw,
+                         dd, dh, dw, low_d, low_h, low_w):
+    """``out[p] = 0``, then ``grad[p, o]`` added at the flat index of window ``o``'s maximum, over the
+    outputs in order, for planes ``first:last``: the forward's argmax and the scatter fused, no index kept.
+
+    ``grad`` is ``(P, OD, OH, OW)``, ``out`` ``(P, D*H*W)``; ``best`` (``x``'s dtype) and ``best_index``
+    (int64) are ``(OW,)`` scratch, the calling thread's own.
+    """
+    for plane in range(first, last):
+        target = out[plane]
+        target[:] = 0
+        for od in range(grad.shape[1]):
+            for oh in range(grad.shape[2]):
+                _row_of_windows(x, plane, od, oh, best, best_index, True, kd_size, kh_size, kw_size, sd, sh, sw,
+                                dd, dh, dw, low_d, low_h, low_w)
+                row = grad[plane, od, oh]
+                for ow in range(row.shape[0]):
+                    target[best_index[ow]] += row[ow]
 
 
 @njit(cache=True, nogil=True)

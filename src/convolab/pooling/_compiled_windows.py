@@ -24,7 +24,7 @@ from ..algorithms._compiled import kernels, numba_missing
 from ..algorithms.compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps
 from ._spec import PoolSpec
 
-__all__ = ["compiled_pool_missing", "max_pool_compiled", "scatter_compiled"]
+__all__ = ["compiled_pool_missing", "max_pool_compiled", "max_pool_grad_compiled", "scatter_compiled"]
 
 
 def compiled_pool_missing(dtype: np.dtype, rank: int) -> str | None:
@@ -63,6 +63,25 @@ def max_pool_compiled(x: np.ndarray, spec: PoolSpec,
               lambda: None)
     return (values.reshape(spec.output_shape),
             indices.reshape(spec.output_shape) if with_indices else None)
+
+
+def max_pool_grad_compiled(x: np.ndarray, grad_output: np.ndarray, spec: PoolSpec) -> np.ndarray:
+    """The max pooling input gradient in one pass (:func:`._kernels_pool.max_pool_grad_planes`): each window's
+    maximum found and its gradient added there, ``(N, C, *in)`` in ``grad_output``'s dtype; the same as the
+    argmax then :func:`scatter_compiled`, without writing the values and indices."""
+    planes = spec.batch * spec.channels
+    source = _as_kernels_take(x).reshape(_shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
+    grad = _as_kernels_take(grad_output).reshape(_shape3((1, planes, *spec.output_size))[1:])  # (P, OD, OH, OW)
+    out = np.empty((planes, prod(spec.input_size)), dtype=grad.dtype)  # (P, V); each plane zeroed by the kernel
+    geometry = spec.geometry
+    steps = (*_steps(geometry.kernel_size), *_steps(geometry.stride), *_steps(geometry.dilation),
+             *_steps(geometry.low, fill=0))
+    width = grad.shape[-1]
+    run = kernels("pool").max_pool_grad_planes
+    _run_jobs(planes, grad.size * prod(geometry.kernel_size),
+              lambda first, last, scratch: run(source, grad, out, scratch[0], scratch[1], first, last, *steps),
+              lambda: (np.empty(width, dtype=source.dtype), np.empty(width, dtype=np.int64)))
+    return out.reshape(spec.input_shape)
 
 
 def scatter_compiled(grad_output: np.ndarray, indices: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
