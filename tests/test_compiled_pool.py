@@ -217,3 +217,14 @@ def test_numba_hidden_falls_back_in_a_fresh_process():
               "numba" in sys.modules)
         """)
     assert out.split() == ["True", str(float(2 * 8 * 32 * 32)), "False"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_empty_batch_through_each_wrapper(dtype):
+    spec = pool_spec((0, 3, 9, 9), (3, 3), 2, 1)
+    x = np.zeros(spec.input_shape, dtype=dtype)
+    grad = np.zeros(spec.output_shape, dtype=dtype)
+    values, indices = _compiled_windows.max_pool_compiled(x, spec, with_indices=True)
+    assert values.shape == indices.shape == (0, 3, 5, 5) and values.dtype == dtype
+    assert _compiled_windows.max_pool_grad_compiled(x, grad, spec).shape == (0, 3, 9, 9)
+    assert _compiled_windows.scatter_compiled(grad, indices, spec.input_size).shape == (0, 3, 9, 9)
