@@ -183,7 +183,15 @@ def test_tiny_pools_against_torch():
     summary = data["summary"]
     assert set(summary["training_ratios"]) == {"tiny.maxpool", "tiny.global"}
     assert summary["phase_geomeans"]["weight_grad"] is None
+    # Pools count in the worst-problem targets, but the geometric means that are targets are the convolutions'.
+    assert summary["forward_geomean"] is None and summary["training_geomean"] is None
+    assert summary["phase_geomeans"]["forward"] is None
+    ratios = summary["training_ratios"]
+    assert summary["pool_training_geomean"] == pytest.approx((ratios["tiny.maxpool"] * ratios["tiny.global"]) ** 0.5)
+    assert summary["pool_forward_geomean"] > 0
+    assert summary["training_worst_problem"] in ratios
     assert {t["key"]: t["status"] for t in data["targets"]}["training_worst"] in ("pass", "FAIL")
+    assert "pooling layers (not in the geomeans above)" in bench.render_table(report)
     assert "tiny.maxpool" in bench.render_table(report)
 
 

@@ -112,6 +112,10 @@ def _summary_lines(report: Report) -> list[str]:
     if s["phase_geomeans"] and any(v is not None for v in s["phase_geomeans"].values()):
         lines.append("geomean convolab/PyTorch by phase: " + ", ".join(
             f"{phase} {_format_value(value, 2)}" for phase, value in s["phase_geomeans"].items()))
+    if s.get("pool_forward_geomean") is not None:
+        lines.append(f"pooling layers (not in the geomeans above), geomean convolab/PyTorch: forward "
+                     f"{_format_value(s['pool_forward_geomean'], 2)}, forward + input grad "
+                     f"{_format_value(s.get('pool_training_geomean'), 2)}")
     if s["forward_worst_problem"]:
         lines.append(f"worst forward: {s['forward_worst_problem']} ({s['forward_worst']:.2f})")
     if s.get("training_worst_problem"):

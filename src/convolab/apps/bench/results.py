@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from . import protocol
-from .suite import CONV_PHASES, SUITE_VERSION
+from .suite import CONV_PHASES, POOL_FAMILY, SUITE_VERSION
 from .timing import Timing
 
 __all__ = ["Row", "Report", "TARGETS", "summarize", "evaluate_targets", "target_problems"]
@@ -99,9 +99,9 @@ TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("forward_worst", "forward, worst problem convolab/PyTorch", "<=", 1.5),
     ("training_worst", "forward + input grad + weight grad (a pool: forward + input grad), worst problem "
      "convolab/PyTorch", "<=", 1.5),
-    ("forward_geomean", "forward, geometric mean of convolab/PyTorch", "<=", 0.9),
-    ("training_geomean", "forward + input grad + weight grad (a pool: forward + input grad), geometric mean of "
-     "convolab/PyTorch", "<=", 0.9),
+    ("forward_geomean", "forward, geometric mean of convolab/PyTorch over the convolution layers", "<=", 0.9),
+    ("training_geomean", "forward + input grad + weight grad, geometric mean of convolab/PyTorch over the "
+     "convolution layers", "<=", 0.9),
     ("forward_wide_3x3_geomean", "3x3 stride-1 layers with >= 64 channels, forward geometric mean of "
      "convolab/PyTorch", "<=", 0.85),
     ("filtering_geomean", "image filtering 2048x2048, k 3..63, geometric mean of convolab/SciPy", "<=", 0.7),
@@ -128,6 +128,10 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
     for row in conv_rows:
         by_problem.setdefault(row.problem, {})[row.phase] = row
     failed = sorted({row.problem for row in rows if not row.convolab.ok})
+    # The geometric means (the targets' and the per-phase ones) are taken over the convolution layers only: the
+    # issue set them on a suite of convolutions, and pooling problems (where PyTorch's CPU kernels are slow)
+    # would flatter them. The pools count in the worst-problem targets and get geometric means of their own.
+    pools = {row.problem for row in conv_rows if row.family == POOL_FAMILY}
 
     forward = {name: phases["forward"].ratio for name, phases in by_problem.items() if "forward" in phases}
     forward_ok = {name: r for name, r in forward.items() if r is not None}
@@ -136,7 +140,7 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
             if "forward" in phases and phases["forward"].is_wide_3x3 and phases["forward"].ratio is not None]
     per_phase = {}
     for phase in CONV_PHASES:
-        ratios = [phases[phase].ratio for phases in by_problem.values() if phase in phases]
+        ratios = [phases[phase].ratio for name, phases in by_problem.items() if phase in phases and name not in pools]
         per_phase[phase] = _geomean([r for r in ratios if r is not None])
 
     training = {}  # every phase a problem has: a convolution's three, a pool's forward and input gradient
@@ -168,11 +172,13 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
     if memory and memory.get("convolab") and "above_input_output_bytes" in memory["convolab"]:
         memory_above = memory["convolab"]["above_input_output_bytes"] / protocol.GIB
     return {
-        "forward_geomean": _geomean(list(forward_ok.values())),
+        "forward_geomean": _geomean([r for name, r in forward_ok.items() if name not in pools]),
         "forward_worst": None if worst is None else worst[1],
         "forward_worst_problem": None if worst is None else worst[0],
         "phase_geomeans": per_phase,
-        "training_geomean": _geomean(list(training.values())),
+        "training_geomean": _geomean([r for name, r in training.items() if name not in pools]),
+        "pool_forward_geomean": _geomean([r for name, r in forward_ok.items() if name in pools]),
+        "pool_training_geomean": _geomean([r for name, r in training.items() if name in pools]),
         "training_worst": None if training_worst is None else training_worst[1],
         "training_worst_problem": None if training_worst is None else training_worst[0],
         "training_ratios": training,
@@ -218,9 +224,10 @@ def evaluate_targets(summary: dict[str, Any], measured_problems: dict[str, list[
 
 def target_problems(rows: Sequence[Row], memory_problem: str | None) -> dict[str, list[str]]:
     """The problems behind each target, by its key: a target fails if convolab could not run one of them."""
-    conv = sorted({row.problem for row in rows if row.reference == "torch"})
+    compared = sorted({row.problem for row in rows if row.reference == "torch"})
+    conv = sorted({row.problem for row in rows if row.reference == "torch" and row.family != POOL_FAMILY})
     return {
-        "forward_geomean": conv, "forward_worst": conv, "training_geomean": conv, "training_worst": conv,
+        "forward_geomean": conv, "forward_worst": compared, "training_geomean": conv, "training_worst": compared,
         "forward_wide_3x3_geomean": sorted({row.problem for row in rows if row.is_wide_3x3}),
         "filtering_geomean": sorted({row.problem for row in rows if row.reference == "scipy"}),
         "memory_above_io_gib": [memory_problem] if memory_problem else [],

@@ -21,11 +21,13 @@ from ... import shapes
 from ...spec import conv_spec
 
 __all__ = ["ConvProblem", "PoolProblem", "FilterProblem", "MemoryProblem", "Problem", "SUITE", "SUITE_VERSION",
-           "CONV_PHASES", "POOL_PHASES", "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
+           "POOL_FAMILY", "CONV_PHASES", "POOL_PHASES", "FILTER_KERNEL_SIZES", "select_problems", "describe_problem", "list_problems"]
 
 SUITE_VERSION = "3"
 #: Every convolution layer is timed in these three passes, on both sides.
 CONV_PHASES = ("forward", "input_grad", "weight_grad")
+#: The family of every pooling problem: the results page keeps them out of the convolution layers' geometric means.
+POOL_FAMILY = "pool"
 #: A pooling layer has no weight: its forward and its input gradient.
 POOL_PHASES = ("forward", "input_grad")
 FILTER_KERNEL_SIZES = (3, 5, 7, 11, 15, 21, 31, 47, 63)
@@ -128,7 +130,7 @@ class PoolProblem:
     output_size: tuple[int, ...] = ()
     dtype: str = "float32"
     quick: bool = False
-    kind: str = field(default="pool", init=False)
+    kind: str = field(default=POOL_FAMILY, init=False)
 
     @property
     def rank(self) -> int:
@@ -175,9 +177,9 @@ def _pool(name: str, op: str, input_shape: tuple[int, ...], kernel: int = 0, *, 
     """A pooling layer with a square (cubic) window; the stride defaults to the kernel size, as in PyTorch."""
     rank = len(input_shape) - 2
     if op == "adaptive_avg_pool":
-        return PoolProblem(name=name, family="pool", op=op, input_shape=input_shape,
+        return PoolProblem(name=name, family=POOL_FAMILY, op=op, input_shape=input_shape,
                            output_size=(output_size,) * rank, quick=quick)
-    return PoolProblem(name=name, family="pool", op=op, input_shape=input_shape, kernel_size=(kernel,) * rank,
+    return PoolProblem(name=name, family=POOL_FAMILY, op=op, input_shape=input_shape, kernel_size=(kernel,) * rank,
                        stride=(kernel if stride is None else stride,) * rank, padding=(padding,) * rank,
                        count_include_pad=count_include_pad, quick=quick)
 
