@@ -80,12 +80,16 @@ def _dots_4x4(sums, o, t, g0, g1, g2, g3, s0, s1, s2, s3, length):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dot(g0, s0, length):
-    """``dot(g0, s0)`` over ``length`` positions."""
-    total = g0.dtype.type(0)
+def _dots_1x4(sums, o, t, g0, s0, s1, s2, s3, length):
+    """``sums[o, t+j] += dot(g0, s_j)``: one output channel (depthwise, or a group's last few), four taps."""
+    t0 = t1 = t2 = t3 = g0.dtype.type(0)
     for m in range(length):
-        total += g0[m] * s0[m]
-    return total
+        a0 = g0[m]
+        t0, t1, t2, t3 = t0 + a0 * s0[m], t1 + a0 * s1[m], t2 + a0 * s2[m], t3 + a0 * s3[m]
+    sums[o, t] += t0
+    sums[o, t + 1] += t1
+    sums[o, t + 2] += t2
+    sums[o, t + 3] += t3
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -126,7 +130,4 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
                               s0, s1, s2, s3, length)
                     o += OUT_BLOCK
                 for o in range(o, out_per_group):  # the last few channels, one at a time
-                    sums[o, t] += _dot(scratch[o], s0, length)
-                    sums[o, t + 1] += _dot(scratch[o], s1, length)
-                    sums[o, t + 2] += _dot(scratch[o], s2, length)
-                    sums[o, t + 3] += _dot(scratch[o], s3, length)
+                    _dots_1x4(sums, o, t, scratch[o], s0, s1, s2, s3, length)

@@ -358,9 +358,11 @@ class Compiled(FullOrScatter, Algorithm):
         The two constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
         time to gemm's weight gradient on 15 layers of the benchmark (stems, a DCGAN decoder, grouped, 3-d,
         1-d, dilated, strided, dense 3x3, 2x2 and 1x1), in float32, one thread, CPU time (the shared 2-core
-        machine's wall clock was too noisy). It comes out faster on 3-channel stems with 3x3 and 5x5 kernels
-        and on ResNeXt's groups (measured 0.8-0.87 of gemm's time), slower on dense, dilated and 1x1 layers
-        with hundreds of channels (1.4-3x), near parity on 3-d layers and a 7x7 stem.
+        machine's wall clock was too noisy). Measured against gemm's: 0.71 of its time on a 3x3 stride-2 stem
+        (estimated 0.82) and on ResNeXt's 8-channel groups (0.42), 0.89 on a 5x5 stem (0.86); near parity on
+        3-d layers (0.97-1.10; 1.11), a 7x7 stem (1.21; 0.96) and a DCGAN decoder's 3-channel layer (0.94;
+        1.02); 1.2-3x on 1-d, dense, dilated and 1x1 layers with 64 to 512 channels (1.5-3.2). The planner
+        takes it in gemm's place only below 0.9 of gemm's estimate (:data:`convolab.planner.OWN_PASS_MARGIN`).
         """
         if name != "weight_grad":
             return None
