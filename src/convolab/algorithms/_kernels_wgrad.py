@@ -36,29 +36,12 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._kernels_direct import _run
+from ._kernels_direct import _run, _wide
 
 __all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK"]
 
 #: Output channels and taps one pass of the inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 4
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _wide_rows(grad_output, n, o0, o1, od, r0, r1, w0, width, wq, scratch):
-    """grad_output's rows ``r0:r1`` (columns ``w0:w0+width``) of channels ``o0:o1`` laid out as wide rows in
-    ``scratch``, zero on the extra columns, so that they line up with the input's runs. Element by element:
-    Numba's slice assignment checks for overlap and may copy through a temporary, which made the copy take
-    most of the pass (measured 5x slower on a 3-channel stem's)."""
-    for o in range(o0, o1):
-        target = scratch[o - o0]
-        for r in range(r0, r1):
-            start, row = (r - r0) * wq, grad_output[n, o, od, r]
-            for w in range(width):
-                target[start + w] = row[w0 + w]
-            if r + 1 < r1:
-                for w in range(width, wq):
-                    target[start + w] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -118,7 +101,7 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
             n, run = pair // runs.shape[0], pair % runs.shape[0]
             od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
             start, length = r0 * wq + w0, (r1 - r0 - 1) * wq + width
-            _wide_rows(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, scratch)
+            _wide(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, scratch)
             for t in range(0, tap_count, TAP_BLOCK):
                 s0 = _run(flat, n, g * channels, od * sd, taps, t, start, length)
                 s1 = _run(flat, n, g * channels, od * sd, taps, t + 1, start, length)
