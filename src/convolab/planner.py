@@ -79,7 +79,11 @@ The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
   col2im where Numba can run it and its estimate beats NumPy's strided adds;
 - the weight gradient: the forward's own pass where its algorithm has one and
   takes it (depthwise, compiled; folded where folding halves the copies and the input is
-  finite), else gemm's, in the product orientation gemm chooses.
+  finite), else gemm's, in the product orientation gemm chooses, or another
+  algorithm's own pass where its estimate for that pass
+  (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is lower than gemm's:
+  compiled's dot products, read in place from the phase grid, on few-channel
+  stems and small groups.
 
 Each algorithm says how its pass would run (:meth:`~convolab.algorithms.Algorithm.pass_formulation`);
 the engine (:mod:`convolab._engine`) runs what the plan says, and looks at the
@@ -105,7 +109,7 @@ from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
            "input_grad_formulation", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
-           "WINOGRAD_MIN_CHANNELS"]
+           "WINOGRAD_MIN_CHANNELS", "OWN_PASS_MARGIN"]
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -377,11 +381,45 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
     if requested == "conv":
         return PassPlan("conv", "a convolution of the input with grad_output as its kernel", why)
     own = _own_pass(name, requested if asked else forward, spec, dtype, finite, asked, why)
-    if isinstance(own, PassPlan):
+    if isinstance(own, PassPlan) and (asked or own.method != "gemm"):
         return own
-    # gemm's weight gradient runs every problem: the fallback of every other.
-    declined = f"asked for {requested}, but {own}" if asked else own
-    return _own_pass(name, "gemm", spec, dtype, finite, True, f"{declined}: gemm's instead")
+    # gemm's weight gradient runs every problem: the fallback of every other, unless another's own pass is
+    # estimated faster.
+    if isinstance(own, PassPlan):
+        gemm_pass = own
+    else:
+        declined = f"asked for {requested}, but {own}" if asked else own
+        gemm_pass = _own_pass(name, "gemm", spec, dtype, finite, True, f"{declined}: gemm's instead")
+    return gemm_pass if asked else _cheapest_weight_grad(gemm_pass, spec, dtype, finite)
+
+
+#: Another algorithm's own weight-gradient pass replaces gemm's only where its estimate is below this fraction
+#: of gemm's: the pass estimates' fit to measured times scatters by about 15% (compiled's against gemm's, see
+#: :meth:`convolab.algorithms.compiled.Compiled.pass_estimate`), so nearer parity gemm's stays.
+OWN_PASS_MARGIN = 0.9
+
+
+def _cheapest_weight_grad(gemm_pass: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
+    """``gemm_pass``, gemm's weight gradient, or the own pass of an automatic algorithm that can run the problem
+    and whose :meth:`~convolab.algorithms.Algorithm.pass_estimate` for it is below :data:`OWN_PASS_MARGIN` of
+    gemm's (compiled's, where Numba runs)."""
+    accumulate = compute_dtype(dtype)
+    best, best_seconds = "gemm", algorithms.ALGORITHMS["gemm"].pass_estimate("weight_grad", spec, accumulate)
+    for name in auto_candidates():
+        algorithm = algorithms.ALGORITHMS[name]
+        if name == "gemm" or "weight_grad" not in algorithm.passes:
+            continue
+        if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate or algorithm.why_not(spec, dtype):
+            continue  # no cost model for the pass (it runs under its own forward only), or cannot run it
+        seconds = algorithm.pass_estimate("weight_grad", spec, accumulate)
+        if seconds is not None and best_seconds is not None and seconds < OWN_PASS_MARGIN * best_seconds:
+            best, best_seconds = name, seconds
+    if best == "gemm":
+        return gemm_pass
+    gemm_seconds = algorithms.ALGORITHMS["gemm"].pass_estimate("weight_grad", spec, accumulate)
+    why = f"{best}'s own pass estimated {gemm_seconds / max(best_seconds, 1e-12):.3g}x faster than gemm's"
+    chosen = _own_pass("weight_grad", best, spec, dtype, finite, False, why)
+    return chosen if isinstance(chosen, PassPlan) else gemm_pass
 
 
 def _gradient_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str,

@@ -129,6 +129,11 @@ class Algorithm:
         """Scratch memory of the forward beyond the padded input and the output, in bytes."""
         return 0
 
+    def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
+        """The estimated seconds of its own gradient pass ``name``, in the units of :meth:`estimate`, or None
+        where it has no cost model for that pass (the planner then runs it only under its own forward)."""
+        return None
+
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
                          asked: bool = False) -> Formulation | str:
         """How its own gradient pass ``name`` would run the problem, or why it should not run it.

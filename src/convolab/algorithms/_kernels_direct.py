@@ -1,4 +1,5 @@
-"""The compiled loops of the "compiled" algorithm: the direct sum, its input gradient and its weight gradient.
+"""The compiled loops of the "compiled" algorithm: the direct sum and its input gradient (its weight gradient:
+:mod:`._kernels_wgrad`).
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use. Every loop is the textbook sum, written plainly and compiled with
@@ -42,8 +43,7 @@ the arrays out and makes the tables):
 - ``scratch``: the calling thread's own buffer of one run per row.
 
 Inner loops are blocked in registers: four output channels and three taps at
-once (:func:`_add_4x3`, :func:`_dots_4x3`), so that each value loaded is used
-several times.
+once (:func:`_add_4x3`), so that each value loaded is used several times.
 
 Axis legend: N samples, G groups, C input channels per group, O output
 channels per group, T taps of one group's filters (``C*KD*KH*KW``);
@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from numba import njit
 
-__all__ = ["copy_phases", "forward", "input_grad_scatter", "weight_grad", "OUT_BLOCK", "TAP_BLOCK"]
+__all__ = ["copy_phases", "forward", "input_grad_scatter", "OUT_BLOCK", "TAP_BLOCK"]
 
 #: Output channels and taps one pass of an inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 3
@@ -249,78 +249,3 @@ def input_grad_scatter(grad_output, kernel, grid, scratch, taps, runs, first, la
                     i += OUT_BLOCK
                 for i in range(i, out_per_group):
                     _add_1x1(target, scratch[i], kernel[first_out + i, t], length)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _dots_4x3(sums, g0, g1, g2, g3, s0, s1, s2, length):
-    """``sums[i, j] += dot(g_i, s_j)`` over ``length`` positions: four output channels, three taps."""
-    t00 = t01 = t02 = t10 = t11 = t12 = t20 = t21 = t22 = t30 = t31 = t32 = g0.dtype.type(0)
-    for m in range(length):  # twelve sums in registers: each value loaded serves three or four of them
-        v0, v1, v2 = s0[m], s1[m], s2[m]
-        a0, a1, a2, a3 = g0[m], g1[m], g2[m], g3[m]
-        t00, t01, t02 = t00 + a0 * v0, t01 + a0 * v1, t02 + a0 * v2
-        t10, t11, t12 = t10 + a1 * v0, t11 + a1 * v1, t12 + a1 * v2
-        t20, t21, t22 = t20 + a2 * v0, t21 + a2 * v1, t22 + a2 * v2
-        t30, t31, t32 = t30 + a3 * v0, t31 + a3 * v1, t32 + a3 * v2
-    for i, (first, second, third) in enumerate(((t00, t01, t02), (t10, t11, t12), (t20, t21, t22), (t30, t31, t32))):
-        sums[i, 0] += first
-        sums[i, 1] += second
-        sums[i, 2] += third
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _dot(g0, s0, length):
-    """``dot(g0, s0)`` over ``length`` positions."""
-    total = g0.dtype.type(0)
-    for m in range(length):
-        total += g0[m] * s0[m]
-    return total
-
-
-@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
-def weight_grad(grid, grad_output, partial, scratch, taps, tap_groups, runs, first, last, groups, block,
-                sample_blocks, sd):
-    """``partial[b, g*O+o, t] = sum_{n in b, p} grad_output[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]`` (tap ``t``
-    is ``(c, j)``), for jobs ``first:last``.
-
-    A job is (block ``b`` of samples, group ``g``, block of ``block`` output
-    channels); it writes those channels' filters in the sample block's own
-    slice of ``partial`` ``(B, G*O, T)``, which the caller sums over ``b`` in
-    a fixed order. Per run, the channels' grad_output rows go to ``scratch``
-    as wide rows (zero on the extra columns: where the input holds an inf or
-    NaN the caller asks for one row per run, so that no zero meets it), and
-    each term is a dot product with the run a tap read, summed in any order
-    (``reassoc``, so that it vectorizes: an inf or NaN still gives the direct
-    sum's inf or NaN, in every order).
-    """
-    samples, channels, wq = grid.shape[0], grid.shape[1] // groups, grid.shape[6]
-    per_block = (samples + sample_blocks - 1) // sample_blocks
-    flat = grid.reshape(*grid.shape[:5], grid.shape[5] * wq)
-    for job in range(first, last):
-        b, g, o0, o1 = _job(job, groups, block, partial.shape[1] // groups)
-        sums = partial[b]
-        sums[o0:o1] = 0
-        for n in range(b * per_block, min(samples, (b + 1) * per_block)):
-            for run in range(runs.shape[0]):
-                od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
-                start, length = r0 * wq + w0, (r1 - r0 - 1) * wq + width
-                _wide(grad_output, n, o0, o1, od, r0, r1, w0, width, wq, scratch)
-                for group in range(tap_groups.shape[0]):
-                    t, count = tap_groups[group, 0], tap_groups[group, 1]
-                    s0 = _run(flat, n, g * channels, od * sd, taps, t, start, length)
-                    if count == TAP_BLOCK:
-                        s1 = _run(flat, n, g * channels, od * sd, taps, t + 1, start, length)
-                        s2 = _run(flat, n, g * channels, od * sd, taps, t + 2, start, length)
-                        o = o0
-                        while o + OUT_BLOCK <= o1:
-                            i = o - o0
-                            _dots_4x3(sums[o:o + 4, t:t + 3], scratch[i], scratch[i + 1], scratch[i + 2],
-                                      scratch[i + 3], s0, s1, s2, length)
-                            o += OUT_BLOCK
-                        for o in range(o, o1):
-                            sums[o, t] += _dot(scratch[o - o0], s0, length)
-                            sums[o, t + 1] += _dot(scratch[o - o0], s1, length)
-                            sums[o, t + 2] += _dot(scratch[o - o0], s2, length)
-                    else:
-                        for o in range(o0, o1):
-                            sums[o, t] += _dot(scratch[o - o0], s0, length)

@@ -65,6 +65,10 @@ LOOP_COST = 36e-9
 MEMORY_RATE = 16e9
 #: ... and of the phase grid's copy (the input padded, and split at a stride: strided reads).
 GRID_COPY_RATE = 3.6e9
+#: The weight gradient's multiply-adds per second (float32; float64 half as many) and the seconds of each of its
+#: inner loops (sixteen horizontal sums at its end): fitted, like the forward's, to the ratio of its measured
+#: times to gemm's weight gradient on 15 layers (:meth:`Compiled.pass_estimate`).
+WGRAD_MAC_RATE, WGRAD_LOOP_COST = 37e9, 51e-9
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -135,6 +139,20 @@ def _macs(spec: ConvSpec) -> int:
 def _positions(itemsize: int, scratch_rows: int) -> int:
     """Wide positions in one run: ``scratch_rows`` channels' sums within :data:`SCRATCH_BYTES`, within bounds."""
     return min(MOST_POSITIONS, max(LEAST_POSITIONS, SCRATCH_BYTES // (max(scratch_rows, 1) * itemsize)))
+
+
+#: The weight gradient's runs: the eight rows its inner loop reads (four taps', four channels') fit
+#: :data:`SCRATCH_BYTES` (in the L1 cache: the inner loop alone ran 1,024 float32 positions 2x faster than
+#: 2,048, which spill it; the whole pass on a stem about 10% faster), and all of a group's grad_output rows
+#: at most this many bytes (in the L2 cache).
+WGRAD_ROWS, WGRAD_SCRATCH_BYTES = 8, 512 * 2**10
+#: Taps the weight gradient's inner loop reads together (as :mod:`._kernels_wgrad`'s TAP_BLOCK).
+WGRAD_TAP_BLOCK = 4
+
+
+def _wgrad_run_rows(out_per_group: int) -> int:
+    """The rows :func:`_positions` fits a weight-gradient run to (:data:`WGRAD_ROWS`, more with many channels)."""
+    return max(WGRAD_ROWS, -(-out_per_group * SCRATCH_BYTES // WGRAD_SCRATCH_BYTES))
 
 
 def _tap_groups(rows: int, kw_size: int) -> list[tuple[int, int]]:
@@ -253,6 +271,22 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
 
 
+def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int]:
+    """What :meth:`Compiled.pass_estimate` charges the weight gradient for: the multiply-adds (in float32
+    values, over every wide position and the padded taps), the inner loops started (each ends in sixteen
+    horizontal sums), and the bytes of the phase grid's copy."""
+    out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
+    layout = _Layout(spec, itemsize, _wgrad_run_rows(out_per_group))
+    out_w = spec.output_size[-1]
+    waste = ((layout.rows - 1) * layout.grid[-1] + out_w) / (layout.rows * out_w)  # a wide row's extra columns
+    padded_taps = -(-taps // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK
+    values = _macs(spec) * waste * padded_taps / max(taps, 1) * itemsize / 4
+    loops = (spec.batch * layout.run_count * spec.groups * (padded_taps // WGRAD_TAP_BLOCK)
+             * -(-out_per_group // OUT_BLOCK))
+    grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
+    return values, loops, grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
+
+
 class Compiled(FullOrScatter, Algorithm):
     """The direct sum, compiled: per output row, every input channel and tap adds into a few channels' rows.
 
@@ -261,7 +295,7 @@ class Compiled(FullOrScatter, Algorithm):
     float64. Its own passes: the input gradient as its forward on grad_output
     (stride 1: a full correlation with the kernel reversed) or as the forward's
     windows written back (each window's gradient added where it was read), and
-    the weight gradient as one dot product per filter tap and output row.
+    the weight gradient as dot products of each tap's runs with grad_output's rows (:mod:`._kernels_wgrad`).
     """
 
     name = "compiled"
@@ -317,6 +351,27 @@ class Compiled(FullOrScatter, Algorithm):
         return CALL_OVERHEAD + (values / CACHE_RATE + loops * LOOP_COST + moved / MEMORY_RATE
                                 + copied / GRID_COPY_RATE) / speedup
 
+    def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
+        """Its weight gradient's seconds: the multiply-adds at :data:`WGRAD_MAC_RATE` (every wide position, the
+        taps padded to a multiple of four), :data:`WGRAD_LOOP_COST` per inner loop, the phase grid's copy at
+        :data:`GRID_COPY_RATE`; no thread speedup, as gemm's has none (both passes share out their work).
+
+        The two constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
+        time to gemm's weight gradient on 15 layers of the benchmark (stems, a DCGAN decoder, grouped, 3-d,
+        1-d, dilated, strided, dense 3x3, 2x2 and 1x1), in float32, one thread, CPU time (the shared 2-core
+        machine's wall clock was too noisy). Measured against gemm's: 0.71 of its time on a 3x3 stride-2 stem
+        (estimated 0.82) and on ResNeXt's 8-channel groups (0.42), 0.89 on a 5x5 stem (0.86); near parity on
+        3-d layers (0.97-1.10; 1.11), a 7x7 stem (1.21; 0.96) and a DCGAN decoder's 3-channel layer (0.94;
+        1.02); 1.2-3x on 1-d, dense, dilated and 1x1 layers with 64 to 512 channels (1.5-3.2). The planner
+        takes it in gemm's place only below 0.9 of gemm's estimate (:data:`convolab.planner.OWN_PASS_MARGIN`).
+        """
+        if name != "weight_grad":
+            return None
+        if _macs(spec) == 0:
+            return CALL_OVERHEAD
+        values, loops, copied = _wgrad_cost_terms(spec, dtype.itemsize)
+        return CALL_OVERHEAD + values / WGRAD_MAC_RATE + loops * WGRAD_LOOP_COST + copied / GRID_COPY_RATE
+
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
         each thread's scratch sums."""
@@ -356,7 +411,7 @@ class Compiled(FullOrScatter, Algorithm):
                          asked: bool = False) -> Formulation | str:
         """The input gradient as its forward on grad_output ("full") at stride 1 with a finite weight where the
         padding fits the kernel, else as the windows written back ("scatter"); the weight gradient as one
-        dot product per filter tap and output row.
+        dot product per filter tap and output channel (:mod:`._kernels_wgrad`).
 
         It declines neither: on the layers where "auto" picks its forward,
         both passes measured faster than the passes the planner would run
@@ -366,7 +421,8 @@ class Compiled(FullOrScatter, Algorithm):
         forward.
         """
         if name == "weight_grad":
-            return Formulation("a dot product per filter tap and output row", "compiled loops")
+            return Formulation("a dot product per filter tap and output channel, read in place from the input",
+                               "compiled loops")
         return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
 
     def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -412,25 +468,24 @@ class Compiled(FullOrScatter, Algorithm):
 
     def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``
-        (:func:`._kernels_direct.weight_grad`) on the input before padding, in jobs of (block of samples,
-        group, block of output channels): each block of samples sums into its own slot, and the slots are
-        added in a fixed order, so the result does not depend on the threads. An input holding an inf or NaN
-        takes one row per run, so that no zero of a wide row's extra columns meets it. ``(G*O, C,
-        *kernel)``."""
+        (:func:`._kernels_wgrad.weight_grad`) on the input before padding, in jobs of (slot, group): a slot is a
+        range of (sample, run of positions) pairs and sums into its own slice, and the slices are added in a
+        fixed order, so the result does not depend on the threads. An input holding an inf or NaN takes one row
+        per run, so that no zero of a wide row's extra columns meets it. ``(G*O, C, *kernel)``."""
         groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
         source, padding = _zero_padded_source(x, spec)
         source = _rank3(source)
         grad_output = _rank3(grad_output.astype(source.dtype, copy=False))
-        block = _block_for(out_per_group, groups, work, OUT_BLOCK)
-        layout = _Layout(spec, source.itemsize, block, wide=all_finite(source))
+        layout = _Layout(spec, source.itemsize, _wgrad_run_rows(out_per_group), wide=all_finite(source))
         grid = layout.to_grid(source, padding, work)
-        per_sample_block = groups * -(-out_per_group // block)
-        sample_blocks = min(spec.batch, max(1, -(-2 * _threads(work) // per_sample_block)))
-        partial = np.empty((sample_blocks, spec.out_channels, spec.in_channels_per_group * prod(spec.kernel_size)),
-                           dtype=source.dtype)  # (B, G*O, T)
-        weight_grad, tables = kernels("direct").weight_grad, layout.tables()
-        _run_jobs(sample_blocks * per_sample_block, work,
-                  lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, *tables, first, last,
-                                                           groups, block, sample_blocks, layout.depth_stride),
-                  lambda: np.empty(layout.scratch_shape, dtype=source.dtype))
-        return partial.sum(axis=0).reshape(spec.weight_shape)
+        taps, _, runs = layout.tables()
+        tap_count = len(taps)
+        taps = taps[np.minimum(np.arange(-(-tap_count // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK), tap_count - 1)]
+        slots = min(spec.batch * len(runs), max(1, -(-JOBS_PER_THREAD * _threads(work) // groups)))
+        partial = np.empty((slots, spec.out_channels, len(taps)), dtype=source.dtype)  # (S, G*O, T padded)
+        weight_grad = kernels("wgrad").weight_grad
+        _run_jobs(slots * groups, work,
+                  lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, taps, runs, first,
+                                                           last, groups, layout.depth_stride),
+                  lambda: np.empty((max(out_per_group, 1), layout.scratch_shape[1]), dtype=source.dtype))
+        return partial.sum(axis=0)[:, :tap_count].reshape(spec.weight_shape)

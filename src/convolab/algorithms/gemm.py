@@ -58,6 +58,11 @@ class Gemm(Algorithm):
         fast = wide_rows(spec) or _batch_inner(spec, dtype.itemsize)
         return CALL_OVERHEAD + spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
 
+    def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
+        """Its weight gradient: the forward's :meth:`estimate`, the same product's FLOPs over the same unrolled
+        columns (summed over positions rather than taps)."""
+        return self.estimate(spec, dtype) if name == "weight_grad" else None
+
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if _is_pointwise(spec):
             return 0

@@ -1,0 +1,116 @@
+"""The compiled weight gradient: every filter tap's dot product with grad_output, read in place from the phase grid.
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use (see :mod:`._kernels_direct` for the compilation and threading rules
+every kernel module shares).
+
+``dk[g*O+o, t] = sum_{n, m} g[n, g*O+o, m] * x_t[n, m]``: tap ``t`` of a
+group's filters reads, over a run of wide output positions ``m``, one
+contiguous run of its phase plane (:mod:`._kernels_direct`'s layout and
+tables), so the sum is a dot product of two rows and no column matrix is made.
+Per run, *all* the group's grad_output rows are laid out in ``scratch`` (in
+the L2 cache), and each block of four taps' runs (in the L1 cache) meets them
+four output channels at a time: sixteen sums in registers, each value loaded
+serving four of them. The input is read once per pass, not once per block of
+output channels.
+
+Contract (besides :mod:`._kernels_direct`'s: three spatial axes, C-contiguous,
+native byte order, writeable, one dtype, float32 or float64; the input padded
+and split into phases by its ``copy_phases``; grad_output at its exact size;
+the ``taps`` and ``runs`` tables):
+
+- ``taps`` padded to a multiple of :data:`TAP_BLOCK` rows (the caller repeats
+  a real tap: those columns of ``partial`` are sums it drops), so that every
+  tap goes through the blocked loop;
+- ``partial`` ``(S, G*O, T)``, ``T`` the padded tap count: one slice per *slot*, a contiguous range of the
+  ``N * len(runs)`` pairs (sample, run); a job is (slot, group) and writes its
+  group's rows of its slot's slice only, so threads never share a cell and the
+  caller sums the slots in a fixed order;
+- ``scratch`` ``(O, run)``: the calling thread's own.
+
+Axis legend: N samples, G groups, O output channels per group, T taps of one
+group's filters (``C*KD*KH*KW``), S slots.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from ._kernels_direct import _run, _wide
+
+__all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK"]
+
+#: Output channels and taps one pass of the inner loop handles.
+OUT_BLOCK, TAP_BLOCK = 4, 4
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dots_4x4(sums, o, t, g0, g1, g2, g3, s0, s1, s2, s3, length):
+    """``sums[o+i, t+j] += dot(g_i, s_j)`` over ``length`` positions: four output channels, four taps."""
+    t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = g0.dtype.type(0)
+    t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = g0.dtype.type(0)
+    for m in range(length):  # sixteen sums in registers: each value loaded serves four of them
+        v0, v1, v2, v3 = s0[m], s1[m], s2[m], s3[m]
+        a0, a1, a2, a3 = g0[m], g1[m], g2[m], g3[m]
+        t00, t01, t02, t03 = t00 + a0 * v0, t01 + a0 * v1, t02 + a0 * v2, t03 + a0 * v3
+        t10, t11, t12, t13 = t10 + a1 * v0, t11 + a1 * v1, t12 + a1 * v2, t13 + a1 * v3
+        t20, t21, t22, t23 = t20 + a2 * v0, t21 + a2 * v1, t22 + a2 * v2, t23 + a2 * v3
+        t30, t31, t32, t33 = t30 + a3 * v0, t31 + a3 * v1, t32 + a3 * v2, t33 + a3 * v3
+    for i, row in enumerate(((t00, t01, t02, t03), (t10, t11, t12, t13), (t20, t21, t22, t23),
+                             (t30, t31, t32, t33))):
+        for j in range(TAP_BLOCK):
+            sums[o + i, t + j] += row[j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dots_1x4(sums, o, t, g0, s0, s1, s2, s3, length):
+    """``sums[o, t+j] += dot(g0, s_j)``: one output channel (depthwise, or a group's last few), four taps."""
+    t0 = t1 = t2 = t3 = g0.dtype.type(0)
+    for m in range(length):
+        a0 = g0[m]
+        t0, t1, t2, t3 = t0 + a0 * s0[m], t1 + a0 * s1[m], t2 + a0 * s2[m], t3 + a0 * s3[m]
+    sums[o, t] += t0
+    sums[o, t + 1] += t1
+    sums[o, t + 2] += t2
+    sums[o, t + 3] += t3
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, groups, sd):
+    """``partial[s, g*O+o, t] = sum_{(n, run) in s} sum_m grad_output[n, g*O+o, m] * x_t[n, m]`` for jobs
+    ``first:last``, a job being (slot ``s``, group ``g``).
+
+    Per (sample, run), the group's grad_output rows go to ``scratch`` as wide
+    rows (zero on the extra columns: where the input holds an inf or NaN the
+    caller asks for one row per run, so that no zero meets it); then for each
+    block of four taps, every block of four output channels takes its sixteen
+    dot products. Each dot product is summed in any order (``reassoc``, so that
+    it vectorizes: an inf or NaN still gives the direct sum's inf or NaN, in
+    every order).
+    """
+    samples, channels, wq = grid.shape[0], grid.shape[1] // groups, grid.shape[6]
+    slots, out_per_group, tap_count = partial.shape[0], partial.shape[1] // groups, taps.shape[0]
+    pairs = samples * runs.shape[0]
+    flat = grid.reshape(*grid.shape[:5], grid.shape[5] * wq)
+    for job in range(first, last):
+        s, g = job // groups, job % groups
+        o0 = g * out_per_group
+        sums = partial[s, o0:o0 + out_per_group]
+        sums[:] = 0
+        for pair in range(s * pairs // slots, (s + 1) * pairs // slots):
+            n, run = pair // runs.shape[0], pair % runs.shape[0]
+            od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
+            start, length = r0 * wq + w0, (r1 - r0 - 1) * wq + width
+            _wide(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, scratch)
+            for t in range(0, tap_count, TAP_BLOCK):
+                s0 = _run(flat, n, g * channels, od * sd, taps, t, start, length)
+                s1 = _run(flat, n, g * channels, od * sd, taps, t + 1, start, length)
+                s2 = _run(flat, n, g * channels, od * sd, taps, t + 2, start, length)
+                s3 = _run(flat, n, g * channels, od * sd, taps, t + 3, start, length)
+                o = 0
+                while o + OUT_BLOCK <= out_per_group:
+                    _dots_4x4(sums, o, t, scratch[o], scratch[o + 1], scratch[o + 2], scratch[o + 3],
+                              s0, s1, s2, s3, length)
+                    o += OUT_BLOCK
+                for o in range(o, out_per_group):  # the last few channels, one at a time
+                    _dots_1x4(sums, o, t, scratch[o], s0, s1, s2, s3, length)

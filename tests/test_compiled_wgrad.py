@@ -1,0 +1,142 @@
+"""The compiled weight gradient (:mod:`convolab.algorithms._kernels_wgrad`, compiled's own pass), against the NumPy
+path it replaces (im2col's product), against PyTorch, and the planner's choice of it.
+
+Tolerance. Each filter tap's sum over the batch and positions is taken in
+another order than im2col's product (four-wide vector sums, in slots of
+samples and runs added at the end), so the two are compared within the bound
+of any summation order of the same ``N * prod(output_size)`` terms
+(``test_compiled.summation_bound``), and with PyTorch to the dtype's rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab import planner
+from convolab.algorithms import ALGORITHMS
+from conv_cases import generate_cases
+from test_compiled import assert_within, summation_bound
+from test_depthwise import assert_like_torch, batched, spec_of
+
+#: Generated cases of every rank, padding kind and mode (strides, dilations, groups, empty batches, unbatched),
+#: every third one made strided along every axis.
+CASES = [dataclasses.replace(case, stride=2) if index % 3 == 0 else case
+         for index, case in enumerate(generate_cases(40, seed=173))]
+DTYPES = [np.float32, np.float64]
+#: A 3-channel stem (stride 2) and a small DCGAN-like strided layer: taps (27, 48) and channels (5) that are not
+#: all multiples of the kernel's blocks of four.
+STEM = ((2, 3, 30, 28), (5, 3, 3, 3), dict(stride=2, padding=1))
+DECODER = ((2, 3, 18, 18), (8, 3, 4, 4), dict(stride=2, padding=1))
+
+
+def draw(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def within_any_order(actual, x, g, weight_shape, **kwargs):
+    """``actual`` is the weight gradient up to the summation order (im2col's, bounded from its float64 terms)."""
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    terms = g.shape[0] * int(np.prod(g.shape[2:]))
+    reference = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
+    assert_within(actual, reference, summation_bound(terms, cl.grad.conv_weight(f64(x), weight_shape, f64(g), **kwargs,
+                                                                              algorithm="im2col"), x.dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_against_im2col_and_torch(case, dtype):
+    spec = spec_of(case)
+    x, w, _ = case.arrays(dtype)
+    g = draw(case.output_shape, dtype, 2)
+    grad_weight = ALGORITHMS["compiled"].weight_grad(batched(case, x), batched(case, g), spec)
+    assert grad_weight.shape == spec.weight_shape and grad_weight.dtype == dtype
+    within_any_order(grad_weight, batched(case, x), batched(case, g), w.shape, **case.kwargs())
+    if case.batch > 0:
+        kwargs = case.kwargs()
+        passes = (cl.conv(x, w, **kwargs, algorithm="direct"), cl.grad.conv_input(x.shape, w, g, **kwargs),
+                  grad_weight)
+        assert_like_torch(case, x, w, g, passes)
+
+
+@pytest.mark.parametrize("shapes", [STEM, DECODER, ((3, 8, 6, 7, 5), (6, 4, 2, 3, 3), dict(padding=(1, 0, 2),
+                                                                                           groups=2)),
+                                    ((2, 5, 40), (7, 5, 4), dict(stride=3, padding=2, dilation=2))],
+                         ids=["stem", "decoder", "3d-groups", "1d"])
+def test_threads_and_views_give_the_same_sums(shapes):
+    """Non-contiguous, read-only input; one thread or two (other slots: the same sums in another order, within
+    the bound); two threads twice give the same bits (slots are summed in a fixed order)."""
+    input_shape, weight_shape, params = shapes
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((*input_shape[:-1], 2 * input_shape[-1]))[..., ::2]  # every other column: a view
+    x.flags.writeable = False
+    spec = cl.conv_spec(x.shape, weight_shape, **params)
+    g = rng.standard_normal(spec.output_shape)
+    with cl.thread_count(1):
+        one = ALGORITHMS["compiled"].weight_grad(x, g, spec)
+    with cl.thread_count(2):
+        two = ALGORITHMS["compiled"].weight_grad(x, g, spec)
+        again = ALGORITHMS["compiled"].weight_grad(x, g, spec)
+    np.testing.assert_array_equal(two, again)
+    within_any_order(one, x, g, weight_shape, **params)
+    within_any_order(two, x, g, weight_shape, **params)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_an_inf_or_nan_in_the_input_reaches_only_the_taps_that_read_it(value):
+    """The direct sum's pattern: the wide rows' extra columns (zero gradient) never meet the input's inf."""
+    x, g = draw(STEM[0], np.float64, 6), None
+    x[1, 2, 7, 27] = value  # the last column: wide rows would read it past a row's end
+    x[0, 0, 0, 3] = value
+    spec = cl.conv_spec(x.shape, STEM[1], **STEM[2])
+    g = draw(spec.output_shape, np.float64, 7)
+    with np.errstate(invalid="ignore"):
+        actual = ALGORITHMS["compiled"].weight_grad(x, g, spec)
+        expected = cl.grad.conv_weight(x, STEM[1], g, **STEM[2], algorithm="im2col")
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
+def test_empty_batch_and_no_channels():
+    spec = cl.conv_spec((0, 3, 9, 9), (4, 3, 3, 3), stride=2)
+    assert not ALGORITHMS["compiled"].weight_grad(np.ones((0, 3, 9, 9)), np.ones(spec.output_shape), spec).any()
+    assert cl.grad.conv2d_weight(np.ones((0, 3, 9, 9)), (4, 3, 3, 3), np.ones(spec.output_shape), stride=2).shape == (
+        4, 3, 3, 3)
+
+
+def test_auto_takes_it_where_its_estimate_beats_gemms():
+    """A 3-channel stem at stride 2 (ImageNet's size) gets compiled's pass under a gemm forward, with the
+    estimates in its reason; a ResNet 3x3 layer keeps gemm's; and the public op runs what the plan says."""
+    stem = cl.plan((8, 3, 224, 224), (32, 3, 3, 3), "float32", stride=2, padding=1)
+    assert stem.weight_grad.method == "compiled", str(stem)
+    assert "estimated" in stem.weight_grad.reason and "faster than gemm's" in stem.weight_grad.reason
+    seconds = ALGORITHMS["compiled"].pass_estimate("weight_grad", cl.conv_spec((8, 3, 224, 224), (32, 3, 3, 3),
+                                                                               stride=2, padding=1),
+                                                   np.dtype(np.float32))
+    assert 0 < seconds < ALGORITHMS["gemm"].pass_estimate(
+        "weight_grad", cl.conv_spec((8, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1), np.dtype(np.float32))
+    assert cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).weight_grad.method == "gemm"
+    input_shape, weight_shape, params = STEM
+    assert cl.plan(input_shape, weight_shape, "float32", **params).weight_grad.method == "compiled"
+    x = draw(input_shape, np.float32, 8)
+    g = draw(cl.conv_spec(input_shape, weight_shape, **params).output_shape, np.float32, 9)
+    within_any_order(cl.grad.conv2d_weight(x, weight_shape, g, **params), x, g, weight_shape, **params)
+
+
+def test_without_numba_auto_keeps_gemms(without_numba):
+    stem = cl.plan((8, 3, 224, 224), (32, 3, 3, 3), "float32", stride=2, padding=1)
+    assert stem.weight_grad.method == "gemm"
+    assert ALGORITHMS["compiled"].why_not(cl.conv_spec((8, 3, 224, 224), (32, 3, 3, 3)), np.dtype(np.float32))
+    assert planner.pass_for("weight_grad", cl.conv_spec(*STEM[:2], **STEM[2]), np.dtype(np.float32)).method == "gemm"
+
+
+def test_integers_and_names_keep_their_passes():
+    """Integer data never reach the kernel; a pass asked for by name runs as asked."""
+    spec = cl.conv_spec(*STEM[:2], **STEM[2])
+    assert cl.plan(*STEM[:2], "int32", **STEM[2]).weight_grad.method == "gemm"
+    assert planner.pass_for("weight_grad", spec, np.dtype(np.float32), "gemm").method == "gemm"
