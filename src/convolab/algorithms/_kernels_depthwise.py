@@ -107,9 +107,9 @@ def _copy(plane, grid, sh, sw, low_h, low_w, wq, to_grid):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _run(grid, taps, t, length):
-    """The contiguous run tap ``t`` reads (or writes) over the plane's wide rows."""
-    offset = taps[t, 2]
+def _run(grid, taps, t, start, length):
+    """The contiguous run tap ``t`` reads (or writes) for wide positions ``start:start+length``."""
+    offset = start + taps[t, 2]
     return grid[taps[t, 0], taps[t, 1], offset:offset + length]
 
 
@@ -136,35 +136,39 @@ def _taps1(sums, s0, w0, length, first):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h, low_w, wq):
+def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h, low_w, wq, chunk):
     """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, (c, j)]`` for jobs
     ``first:last``.
 
-    Per job the group's planes go into ``grid``; per output channel the taps
-    add their runs, three at a time, into ``sums`` (one plane's wide rows, the
-    thread's own), whose real columns are then copied to ``out`` (measured
-    faster than adding the last taps straight into the output row by row).
+    Per job the group's planes go into ``grid``; per output channel and
+    chunk of ``chunk`` output rows the taps add their runs, three at a time,
+    into ``sums`` (the chunk's wide rows, the thread's own, sized for the L1
+    cache), whose real columns are then copied to ``out`` (measured faster
+    than adding the last taps straight into the output row by row).
     """
     channels, out_h, out_w = x.shape[1] // groups, out.shape[2], out.shape[3]
     out_per_group, count = out.shape[1] // groups, taps.shape[0]
-    length = (out_h - 1) * wq + out_w
     for job in range(first, last):
         n, g = job // groups, job % groups
         for c in range(channels):
             _copy(x[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, True)
         for o in range(g * out_per_group, (g + 1) * out_per_group):
             weights = kernel[o]
-            t = 0
-            while t + 3 <= count:
-                _taps3(sums, _run(grid, taps, t, length), _run(grid, taps, t + 1, length),
-                       _run(grid, taps, t + 2, length), weights[t], weights[t + 1], weights[t + 2], length, t == 0)
-                t += 3
-            for t in range(t, count):
-                _taps1(sums, _run(grid, taps, t, length), weights[t], length, t == 0)
-            for oh in range(out_h):
-                row = out[n, o, oh]
-                for ow in range(out_w):
-                    row[ow] = sums[oh * wq + ow]
+            for r0 in range(0, out_h, chunk):
+                r1 = min(out_h, r0 + chunk)
+                start, length = r0 * wq, (r1 - r0 - 1) * wq + out_w
+                t = 0
+                while t + 3 <= count:
+                    _taps3(sums, _run(grid, taps, t, start, length), _run(grid, taps, t + 1, start, length),
+                           _run(grid, taps, t + 2, start, length), weights[t], weights[t + 1], weights[t + 2],
+                           length, t == 0)
+                    t += 3
+                for t in range(t, count):
+                    _taps1(sums, _run(grid, taps, t, start, length), weights[t], length, t == 0)
+                for oh in range(r0, r1):
+                    row, wide_row = out[n, o, oh], (oh - r0) * wq
+                    for ow in range(out_w):
+                        row[ow] = sums[wide_row + ow]
 
 
 @njit(cache=True, nogil=True, inline="always")

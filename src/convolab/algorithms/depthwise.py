@@ -353,6 +353,9 @@ PLANE_LOOP_RATE = 75e9
 PLANE_MEMORY_RATE = 16e9
 #: ... and seconds per job (one sample's group: its planes filled, the loops started).
 PLANE_JOB_COST = 0.2e-6
+#: Bytes of the forward's sums for one chunk of output rows: within the L1 cache with the runs it reads
+#: (larger planes' sums measured slower from the L2 cache).
+PLANE_SUMS_BYTES = 16 * 2**10
 
 
 def _as_plane(values: tuple[int, ...], fill: int) -> tuple[int, ...]:
@@ -419,6 +422,10 @@ class _Planes:
         work = values * itemsize / PLANE_LOOP_RATE + memory / PLANE_MEMORY_RATE + self.jobs * PLANE_JOB_COST
         return PLANE_CALL_OVERHEAD + work / (1 + THREAD_GAIN * (self.threads() - 1))
 
+    def chunk_rows(self, itemsize: int) -> int:
+        """Output rows the forward sums at once: their wide rows within :data:`PLANE_SUMS_BYTES`."""
+        return max(1, min(self.output_shape[2], PLANE_SUMS_BYTES // (self.wq * itemsize)))
+
     def filters(self, kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
         return compiled_support._as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
@@ -459,7 +466,7 @@ def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], ke
     planes = _Planes(spec, padding)
     source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
     out = np.empty(planes.output_shape, dtype=source.dtype)
-    planes.run("forward", (source, planes.filters(kernel, source.dtype), out))
+    planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
     return out.reshape(spec.output_shape)
 
 
