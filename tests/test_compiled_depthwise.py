@@ -208,3 +208,35 @@ def test_auto_runs_the_compiled_planes_for_every_pass(input_shape, weight_shape,
         chosen = cl.plan(input_shape, weight_shape, dtype, **params)
         assert (chosen.algorithm, chosen.input_grad.method, chosen.weight_grad.method) == ("depthwise",) * 3
         assert chosen.estimates["depthwise"] < chosen.estimates["compiled"]
+
+
+STRIDED = ((4, 32, 40, 40), (32, 1, 3, 3), dict(padding=1, groups=32, stride=2))
+
+
+def _strided_passes(x, w, g):
+    with cl.thread_count(2):
+        return three_passes(x, w, g, **STRIDED[2])
+
+
+def test_many_python_threads_at_once_and_a_forked_child():
+    """Six threads, each running all three passes (each pass shares its jobs among pool threads too), then a
+    forked child after the parent has used the kernels and the pool: the same bits as one thread alone."""
+    import multiprocessing
+    import threading
+
+    rng = np.random.default_rng(5)
+    x, w, g = rng.standard_normal(STRIDED[0]), rng.standard_normal(STRIDED[1]), rng.standard_normal((4, 32, 20, 20))
+    expected = _strided_passes(x, w, g)
+    results: list = [None] * 6
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _strided_passes(x, w, g)))
+               for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    if "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            results.append(pool.apply_async(_strided_passes, (x, w, g)).get(timeout=120))
+    for result in results:
+        for got, want in zip(result, expected):
+            np.testing.assert_array_equal(got, want)  # the same jobs, summed in the same order
