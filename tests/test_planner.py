@@ -21,7 +21,7 @@ from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_w
         ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),  # 7x7: folding adds 2/7 more rows
         ((64, 32, 4, 4), (64, 32, 3, 3), dict(padding=1), "gemm"),  # tiny images: batch-inner gemm
         ((8, 256, 14, 14), (1024, 256, 1, 1), {}, "gemm"),  # 1x1: a plain matrix product
-        ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "compiled"),  # MobileNet (Numba's loops)
+        ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # MobileNet (compiled planes)
         ((1, 1, 2048, 2048), (1, 1, 63, 63), {}, "fft"),  # large-kernel image filtering
         ((1, 1, 5, 5), (1, 1, 3, 3), {}, "gemm"),  # tiny: the FFT's setup cost decides
     ],

@@ -525,7 +525,7 @@ def plan(
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "float32").algorithm
     'fft'
     >>> cl.plan((8, 32, 112, 112), (32, 1, 3, 3), "float32", padding=1, groups=32).algorithm
-    'compiled'
+    'depthwise'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "int32").refused["fft"]
     'integer inputs (int32) must give exact results, and the FFT rounds'
     >>> chosen = cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1)

@@ -59,6 +59,8 @@ def import_seconds(env: dict[str, str], runs: int = 5) -> dict[str, Any]:
 
 _FIRST_CALL = """
 import json, sys, time
+if sys.argv[3:] == ["numpy"]:
+    sys.modules["numba"] = None  # Numba cannot be imported: every algorithm keeps to its NumPy path
 import numpy as np
 import convolab as cl
 layer = json.loads(sys.argv[1])
@@ -86,10 +88,10 @@ def compile_seconds(env: dict[str, str], algorithm: str = COMPILED_ALGORITHM,
         child = dict(env)
         if cache_dir is not None:
             child["NUMBA_CACHE_DIR"] = cache_dir
-        return json.loads(_python(_FIRST_CALL, child, layer, name)[1])
+        return json.loads(_python(_FIRST_CALL, child, layer, name, *(() if cache_dir else ("numpy",)))[1])
 
     try:
-        numpy_path = first_call(numpy_algorithm, None)
+        numpy_path = first_call(numpy_algorithm, None)  # Numba hidden: depthwise also has compiled kernels
         with tempfile.TemporaryDirectory(prefix="convolab-numba-cache-") as cache_dir:
             cold = first_call(algorithm, cache_dir)
             warm = first_call(algorithm, cache_dir)

@@ -1,0 +1,290 @@
+"""The compiled loops of the "depthwise" algorithm: a few channels per group, one plane at a time, in cache.
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use; the wrapper that lays the arrays out and shares the jobs among
+threads is :mod:`.depthwise`.
+
+A job is one (sample, group): its ``C`` input planes (1 for a depthwise
+forward, the channel multiplier for its "full" input gradient) are copied into
+the calling thread's *plane grid* ``(C, SH*SW, Hq*Wq)``, the padded planes
+split into their stride phases (``grid[c, rh*SW + rw, u*Wq + v] =
+padded[c, u*SH + rh, v*SW + rw]``, :func:`_copy`), small enough to stay in the
+L1 or L2 cache. Tap ``(c, kh, kw)`` reads phase ``(kh*dh mod SH, kw*dw mod
+SW)`` from offset ``(kh*dh div SH)*Wq + kw*dw div SW``: over *wide* rows (output
+position ``m = oh*Wq + ow`` for every ``ow < Wq``) each tap's reads for the
+whole plane are one contiguous run of ``(OH-1)*Wq + OW`` values, so a plane
+costs a few long vectorized loops. The wide rows' extra columns are computed
+and dropped: in the forward they are sums of their own; in the gradients, where
+an extra column's zero could meet an inf or NaN, a plane whose sums come out
+non-finite is done again over the real columns only.
+
+The contract every kernel shares:
+
+- two spatial axes: one-dimensional problems come as ``H = 1``;
+- every array C-contiguous, native byte order, writeable, one dtype (float32
+  or float64); the kernel as ``(G*O, T)``, its taps ``t`` in C order of
+  ``(c, kh, kw)``;
+- ``taps`` ``(T, 3)``: per tap, its input channel in the group, phase
+  ``rh*SW + rw`` and offset in the phase plane;
+- the input (and grad_output) unpadded, as they are: the kernels pad (zeros)
+  as they fill the grid; the grid's padding cells are zero on entry and never
+  written (the wrapper allocates it zeroed, and only data cells change);
+- ``first, last``: the jobs ``(n, g) = divmod(job, G)`` this call runs; each
+  writes a part of the result no other job writes, so threads never share a
+  cell.
+
+Axis legend: N samples, G groups, C input channels per group, O output
+channels per group, T taps of one filter (``C*KH*KW``); ``(H, W)`` input,
+``(OH, OW)`` output, ``(Hq, Wq)`` a phase plane; ``s*`` stride, ``d*``
+dilation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._kernels_direct import _dot
+
+__all__ = ["forward", "input_grad_scatter", "weight_grad"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pairs(plane_row, phase0, phase1, first, to_grid):
+    """At stride 2 along the row: its columns from ``first`` on into phases 0 and 1 (``to_grid``), or back,
+    one pair at a time (the two phases' loads or stores interleave, so that the loop vectorizes)."""
+    width = plane_row.shape[0]
+    pairs = (width - first) // 2
+    if to_grid:
+        for i in range(pairs):
+            phase0[i] = plane_row[first + 2 * i]
+            phase1[i] = plane_row[first + 2 * i + 1]
+        if (width - first) % 2:  # the last column, in phase 0
+            phase0[pairs] = plane_row[width - 1]
+    else:
+        for i in range(pairs):
+            plane_row[first + 2 * i] = phase0[i]
+            plane_row[first + 2 * i + 1] = phase1[i]
+        if (width - first) % 2:
+            plane_row[width - 1] = phase0[pairs]
+
+
+@njit(cache=True, nogil=True)
+def _copy(plane, grid, sh, sw, low_h, low_w, wq, to_grid):
+    """``grid[(h + low_h) % SH * SW + (w + low_w) % SW, (h + low_h) // SH * Wq + (w + low_w) // SW] =
+    plane[h, w]`` (``to_grid``): one plane zero-padded by the lows and split into phases, the other cells left
+    as they are; else the other way round, the padding's cells dropped."""
+    height, width = plane.shape
+    for h in range(height):
+        row, padded_h = plane[h], h + low_h
+        rh, u = padded_h % sh, padded_h // sh
+        if sw == 2:
+            first = low_w % 2  # the first column in phase 0; one before it (odd padding) is in phase 1
+            start = u * wq + (first + low_w) // 2  # the cell of the first pair, in both phases
+            _pairs(row, grid[rh * 2, start:], grid[rh * 2 + 1, start:], first, to_grid)
+            if first and width:
+                if to_grid:
+                    grid[rh * 2 + 1, start - 1] = row[0]
+                else:
+                    row[0] = grid[rh * 2 + 1, start - 1]
+            continue
+        for rw in range(sw):
+            w0 = (rw - low_w) % sw  # the first column of the row that lands in phase rw
+            count = (width - w0 + sw - 1) // sw
+            if count <= 0:
+                continue
+            start = u * wq + (w0 + low_w) // sw
+            target = grid[rh * sw + rw, start:start + count]
+            if to_grid and sw == 1:  # the common stride as a constant, so that the copy vectorizes
+                for i in range(count):
+                    target[i] = row[w0 + i]
+            elif to_grid:
+                for i in range(count):
+                    target[i] = row[w0 + i * sw]
+            else:
+                for i in range(count):
+                    row[w0 + i * sw] = target[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run(grid, taps, t, start, length):
+    """The contiguous run tap ``t`` reads (or writes) for wide positions ``start:start+length``."""
+    offset = start + taps[t, 2]
+    return grid[taps[t, 0], taps[t, 1], offset:offset + length]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _taps3(sums, s0, s1, s2, w0, w1, w2, length, first):
+    """``sums (+)= w0*s0 + w1*s1 + w2*s2`` over ``length`` positions (``=`` for the first taps of a sum)."""
+    if first:
+        for m in range(length):
+            sums[m] = w0 * s0[m] + w1 * s1[m] + w2 * s2[m]
+    else:
+        for m in range(length):
+            sums[m] += w0 * s0[m] + w1 * s1[m] + w2 * s2[m]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _taps1(sums, s0, w0, length, first):
+    """``sums (+)= w0*s0`` over ``length`` positions."""
+    if first:
+        for m in range(length):
+            sums[m] = w0 * s0[m]
+    else:
+        for m in range(length):
+            sums[m] += w0 * s0[m]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h, low_w, wq, chunk):
+    """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, (c, j)]`` for jobs
+    ``first:last``.
+
+    Per job the group's planes go into ``grid``; per output channel and
+    chunk of ``chunk`` output rows the taps add their runs, three at a time,
+    into ``sums`` (the chunk's wide rows, the thread's own, sized for the L1
+    cache), whose real columns are then copied to ``out`` (measured faster
+    than adding the last taps straight into the output row by row).
+    """
+    channels, out_h, out_w = x.shape[1] // groups, out.shape[2], out.shape[3]
+    out_per_group, count = out.shape[1] // groups, taps.shape[0]
+    for job in range(first, last):
+        n, g = job // groups, job % groups
+        for c in range(channels):
+            _copy(x[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, True)
+        for o in range(g * out_per_group, (g + 1) * out_per_group):
+            weights = kernel[o]
+            for r0 in range(0, out_h, chunk):
+                r1 = min(out_h, r0 + chunk)
+                start, length = r0 * wq, (r1 - r0 - 1) * wq + out_w
+                t = 0
+                while t + 3 <= count:
+                    _taps3(sums, _run(grid, taps, t, start, length), _run(grid, taps, t + 1, start, length),
+                           _run(grid, taps, t + 2, start, length), weights[t], weights[t + 1], weights[t + 2],
+                           length, t == 0)
+                    t += 3
+                for t in range(t, count):
+                    _taps1(sums, _run(grid, taps, t, start, length), weights[t], length, t == 0)
+                for oh in range(r0, r1):
+                    row, wide_row = out[n, o, oh], (oh - r0) * wq
+                    for ow in range(out_w):
+                        row[ow] = sums[wide_row + ow]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wide(plane, wide, wq):
+    """``plane`` ``(OH, OW)`` laid out as wide rows in ``wide``; its extra columns are left as they are (zero)."""
+    out_h, out_w = plane.shape
+    for oh in range(out_h):
+        row = plane[oh]
+        for ow in range(out_w):
+            wide[oh * wq + ow] = row[ow]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dots3(g, s0, s1, s2, length):
+    """``(dot(g, s0), dot(g, s1), dot(g, s2))`` over ``length`` positions."""
+    t0 = t1 = t2 = g.dtype.type(0)
+    for m in range(length):
+        v = g[m]
+        t0 += v * s0[m]
+        t1 += v * s1[m]
+        t2 += v * s2[m]
+    return t0, t1, t2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _plane_dots(sums, g, grid, taps, wq, out_w, rows, wide):
+    """``sums[t] = sum_p g[p] * run_t[p]`` per tap: over the wide rows at once (``wide``), or row by row over
+    the real columns only."""
+    count = taps.shape[0]
+    length = (rows - 1) * wq + out_w if wide else out_w
+    for t in range(count):
+        sums[t] = 0
+    for oh in range(rows if not wide else 1):
+        start = oh * wq
+        g_run = g[start:start + length]
+        t = 0
+        while t + 3 <= count:
+            o0, o1, o2 = start + taps[t, 2], start + taps[t + 1, 2], start + taps[t + 2, 2]
+            d0, d1, d2 = _dots3(g_run, grid[taps[t, 0], taps[t, 1], o0:o0 + length],
+                                grid[taps[t + 1, 0], taps[t + 1, 1], o1:o1 + length],
+                                grid[taps[t + 2, 0], taps[t + 2, 1], o2:o2 + length], length)
+            sums[t] += d0
+            sums[t + 1] += d1
+            sums[t + 2] += d2
+            t += 3
+        for t in range(t, count):
+            o0 = start + taps[t, 2]
+            sums[t] += _dot(g_run, grid[taps[t, 0], taps[t, 1], o0:o0 + length], length)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def weight_grad(x, grad_output, partial, grid, wide, taps, first, last, groups, sh, sw, low_h, low_w, wq):
+    """``partial[n, g*O+o, t] = sum_p grad_output[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]`` (tap ``t`` is
+    ``(c, j)``) for jobs ``first:last``; the caller sums over ``n`` in a fixed order.
+
+    Per job the group's planes go into ``grid``; per output channel its
+    grad_output plane goes into ``wide`` (wide rows, the extra columns zero),
+    and each tap's sum is one dot product with its run, summed in any order
+    (``reassoc``, so that it vectorizes). A channel whose sums are not all
+    finite is summed again over the real columns only, so that an extra
+    column's zero never meets an inf or NaN: the result keeps the direct sum's
+    inf and NaN.
+    """
+    channels, out_h, out_w = x.shape[1] // groups, grad_output.shape[2], grad_output.shape[3]
+    out_per_group = grad_output.shape[1] // groups
+    for job in range(first, last):
+        n, g = job // groups, job % groups
+        for c in range(channels):
+            _copy(x[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, True)
+        for o in range(g * out_per_group, (g + 1) * out_per_group):
+            sums = partial[n, o]
+            _wide(grad_output[n, o], wide, wq)
+            _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, True)
+            if not np.all(np.isfinite(sums)):
+                _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, False)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scatter(grid, g, taps, kernel_row, channel, wq, out_w, rows, wide):
+    """``grid[c, run_t] += kernel_row[t] * g`` for channel ``channel``'s taps: over the wide rows at once
+    (``wide``), or row by row over the real columns only."""
+    length = (rows - 1) * wq + out_w if wide else out_w
+    for oh in range(rows if not wide else 1):
+        start = oh * wq
+        g_run = g[start:start + length]
+        for t in range(taps.shape[0]):
+            if taps[t, 0] != channel:
+                continue
+            weight, offset = kernel_row[t], start + taps[t, 2]
+            target = grid[channel, taps[t, 1], offset:offset + length]
+            for m in range(length):
+                target[m] += weight * g_run[m]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def input_grad_scatter(grad_output, kernel, grad, grid, wide, taps, first, last, groups, sh, sw, low_h, low_w,
+                       wq, wide_rows):
+    """``dx_p[n, g*C+c, p*s + j*d] += sum_o grad_output[n, g*O+o, p] * kernel[g*O+o, (c, j)]`` for jobs
+    ``first:last``: each window's gradient added back where the forward read it.
+
+    Per job the group's planes of the padded input's gradient are summed in
+    ``grid`` (zeroed first), each output channel's grad_output plane laid out
+    in ``wide`` (extra columns zero) and added, times each tap's weight, into
+    the run the tap read; then the data cells go to ``grad`` (the padding's
+    are dropped). ``wide_rows``: add over the wide rows at once; the caller
+    passes False where the kernel holds an inf or NaN, which an extra column's
+    zero would turn into a NaN in a real cell.
+    """
+    channels, out_h, out_w = grad.shape[1] // groups, grad_output.shape[2], grad_output.shape[3]
+    out_per_group = grad_output.shape[1] // groups
+    for job in range(first, last):
+        n, g = job // groups, job % groups
+        grid[:channels] = 0
+        for o in range(g * out_per_group, (g + 1) * out_per_group):
+            _wide(grad_output[n, o], wide, wq)
+            for c in range(channels):
+                _scatter(grid, wide, taps, kernel[o], c, wq, out_w, out_h, wide_rows)
+        for c in range(channels):
+            _copy(grad[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, False)
