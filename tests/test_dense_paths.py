@@ -64,3 +64,14 @@ def test_each_tile_size_and_rank_has_a_kernel_of_its_own_cached_with_the_module(
             assert kernel.py_func.__code__.co_filename == _kernels_winograd.__file__
             names.add(kernel.py_func.__name__)
     assert len(names) == 4
+
+
+def test_auto_keeps_winograd_within_the_workspace_limit():
+    """A large image's channels-last copy and "auto"'s padded copy would exceed the limit: the summing algorithms'
+    blocks stay within it (the peak-memory problem of the benchmark); with room, Winograd is faster."""
+    image = ((1, 64, 1024, 1024), (64, 64, 3, 3))
+    assert not cl.plan(*image, "float32", padding=1).algorithm.startswith("winograd")
+    with cl.workspace_limit(2**30):
+        assert cl.plan(*image, "float32", padding=1).algorithm.startswith("winograd")
+    resnet = ((8, 64, 56, 56), (64, 64, 3, 3))
+    assert cl.plan(*resnet, "float32", padding=1).algorithm == "winograd4"

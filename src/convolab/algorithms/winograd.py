@@ -387,8 +387,14 @@ class Winograd(Algorithm):
         and slower than gemm on 7x7 with 512 (the filter transform writes
         four times the weights, and four tiles per sample leave the
         products short), where this estimate keeps gemm.
+
+        Nor where the memory it needs under "auto" exceeds the workspace
+        limit (:func:`_auto_bytes`: its channels-last samples are whole
+        images, and "auto" checks a padded copy of the input first): a
+        (1, 64, 1024, 1024) image would take 0.5 GiB beside its input, and
+        the summing algorithms' blocks 8 MiB.
         """
-        if not _compiles(dtype, spec) or spec.rank != 2:
+        if not _compiles(dtype, spec) or spec.rank != 2 or _auto_bytes(self, spec, dtype) > current_workspace_limit():
             return inf
         m, a = self.tile, self.tile + 2
         positions = a**spec.rank
@@ -430,6 +436,13 @@ class Winograd(Algorithm):
         if _compiles(x.dtype, spec):
             return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
         return super().run_unpadded(x, kernel, spec)
+
+
+def _auto_bytes(winograd: Winograd, spec: ConvSpec, dtype: np.dtype) -> int:
+    """The memory a Winograd forward needs beside its input and output when "auto" runs it: its workspace
+    (:meth:`Winograd.workspace_bytes`) and the padded copy of the input the data check reads."""
+    padded = spec.batch * spec.in_channels * prod(spec.padded_size) * dtype.itemsize
+    return winograd.workspace_bytes(spec, dtype.itemsize) + padded
 
 
 def _compiles(dtype: np.dtype, spec: ConvSpec) -> bool:
