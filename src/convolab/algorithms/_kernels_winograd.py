@@ -60,7 +60,7 @@ from typing import Callable, Sequence
 import numpy as np
 from numba import njit, uint64
 
-from .winograd import winograd_matrices
+from .winograd import STORE_TILES, winograd_matrices
 
 __all__ = ["transforms"]
 
@@ -144,55 +144,62 @@ def transforms(m: int, rank: int, dtype: str) -> tuple[Callable, Callable]:
         ``first:last``, the cells past the output's end dropped.
 
         Scratch: ``along_d`` ``(MD, AH, A, O)``, ``along_h`` ``(MD, MH, A,
-        O)``, ``along_w`` ``(MD, MH, m, O)``: one tile's products transformed
-        along the first axis, the first two, all three.
+        O)``: one tile's products transformed along the first axis, the first
+        two; ``along_w`` ``(STORE_TILES, MD, MH, m, O)``: a group of
+        neighbouring tiles transformed along all three, then stored channel
+        by channel, each output row's ``STORE_TILES * m`` cells in one run
+        (tile by tile, every store went to another cache line, four values
+        each, and the stores took most of the pass).
         """
         channels, out_d, out_h, out_w = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
         tw_count = tiles[2]
         for job in range(first, last):
             n, td, th = _tile_row(row0 + job, tiles)
-            for t in range(tw_count):
-                column = job * tw_count + t
-                if AD > 1:
-                    for s in range(MD):
-                        for i in range(AH):
-                            for j in range(A):
-                                target = along_d[s, i, j]
-                                for c in range(channels):
-                                    total = ZERO
-                                    for k in range(AD):
-                                        total += AT[s][k] * products[(k * AH + i) * A + j, column, c]
-                                    target[c] = total
-                for s in range(MD):
-                    for u in range(MH):
-                        for j in range(A):
-                            target = along_h[s, u, j]
-                            if AH > 1:
-                                for c in range(channels):
-                                    total = ZERO
-                                    for i in range(AH):
-                                        if AD > 1:
-                                            total += AT[u][i] * along_d[s, i, j, c]
-                                        else:
-                                            total += AT[u][i] * products[i * A + j, column, c]
-                                    target[c] = total
-                            elif AD > 1:
-                                target[:] = along_d[s, 0, j]
-                            else:
-                                target[:] = products[j, column]
-                        for v in range(m):
-                            target = along_w[s, u, v]
-                            for c in range(channels):
-                                total = ZERO
+            for t0 in range(0, tw_count, STORE_TILES):
+                group = min(STORE_TILES, tw_count - t0)
+                for g in range(group):
+                    column = job * tw_count + t0 + g
+                    if AD > 1:
+                        for s in range(MD):
+                            for i in range(AH):
                                 for j in range(A):
-                                    total += AT[v][j] * along_h[s, u, j, c]
-                                target[c] = total
+                                    target = along_d[s, i, j]
+                                    for c in range(channels):
+                                        total = ZERO
+                                        for k in range(AD):
+                                            total += AT[s][k] * products[(k * AH + i) * A + j, column, c]
+                                        target[c] = total
+                    for s in range(MD):
+                        for u in range(MH):
+                            for j in range(A):
+                                target = along_h[s, u, j]
+                                if AH > 1:
+                                    for c in range(channels):
+                                        total = ZERO
+                                        for i in range(AH):
+                                            if AD > 1:
+                                                total += AT[u][i] * along_d[s, i, j, c]
+                                            else:
+                                                total += AT[u][i] * products[i * A + j, column, c]
+                                        target[c] = total
+                                elif AD > 1:
+                                    target[:] = along_d[s, 0, j]
+                                else:
+                                    target[:] = products[j, column]
+                            for v in range(m):
+                                target = along_w[g, s, u, v]
+                                for c in range(channels):
+                                    total = ZERO
+                                    for j in range(A):
+                                        total += AT[v][j] * along_h[s, u, j, c]
+                                    target[c] = total
+                first_w = t0 * m
+                width = min(group * m, out_w - first_w)
                 for s in range(min(MD, out_d - td * MD)):
                     for u in range(min(MH, out_h - th * MH)):
-                        for v in range(min(m, out_w - t * m)):
-                            values = along_w[s, u, v]
-                            for o in range(channels):
-                                out[n, o, td * MD + s, th * MH + u, t * m + v] = values[o]
+                        for o in range(channels):
+                            for e in range(width):
+                                out[n, o, td * MD + s, th * MH + u, first_w + e] = along_w[e // m, s, u, e % m, o]
 
     if rank <= 2:
         input_tiles = _straight_input_tiles(m, rank, dtype)

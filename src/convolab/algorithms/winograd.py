@@ -44,7 +44,7 @@ from ._rates import product_rate
 from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps
 from .depthwise import _zero_padded_source
 
-__all__ = ["Winograd", "POINTS", "winograd_matrices"]
+__all__ = ["Winograd", "POINTS", "STORE_TILES", "winograd_matrices"]
 
 #: Interpolation points per output tile size (infinity is always added). Small
 #: magnitudes and reciprocals keep the transforms' rounding error low.
@@ -192,6 +192,9 @@ DATA_CHECK_RATE = 0.7e9
 PRODUCT_EFFICIENCY = 0.78
 FULL_RATE_TILES, FULL_RATE_CHANNELS = 128, 128
 
+#: Neighbouring tiles whose outputs the output transform stores together, row by row (:mod:`._kernels_winograd`).
+STORE_TILES = 4
+
 #: A block of transformed tiles holds at least this many tiles (the columns of each tile position's matrix
 #: product), so that the BLAS runs its products near its rate, ...
 BLOCK_TILES = 256
@@ -300,7 +303,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     def output_scratch() -> tuple[np.ndarray, ...]:
         return (np.empty((md, ah, a, spec.out_channels), dtype=dtype),
                 np.empty((md, mh, a, spec.out_channels), dtype=dtype),
-                np.empty((md, mh, m, spec.out_channels), dtype=dtype))
+                np.empty((STORE_TILES, md, mh, m, spec.out_channels), dtype=dtype))
 
     work = positions * (spec.in_channels + spec.out_channels) * most * a
     copied = None
