@@ -37,6 +37,15 @@ arrays out):
 - each tile row's cells are written by its job alone, so threads never share
   a cell; the scratch buffers are the calling thread's own.
 
+In one and two dimensions the input transform is straight-line code instead
+(:func:`_straight_input_tiles`, generated from the same matrices): per channel
+it reads the tile's ``a^d`` values once into locals and writes every transformed
+value once, the nonzero coefficients only, so the compiler vectorizes one loop
+over a block of channels with no scratch passes between the axes (measured 3x
+faster than the loops for F(4x4), 1.3x for F(2x2), 64 channels in float32). In
+three dimensions a tile holds 216 values, more than such code keeps in
+registers, and the loops stay.
+
 Axis legend: N samples, C input channels, O output channels, P tile
 positions, T tiles; ``(D, H, W)`` the input before padding, ``(OD, OH, OW)``
 the output.
@@ -44,13 +53,14 @@ the output.
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
-from .winograd import winograd_matrices
+from .winograd import STORE_TILES, winograd_matrices
 
 __all__ = ["transforms"]
 
@@ -134,54 +144,159 @@ def transforms(m: int, rank: int, dtype: str) -> tuple[Callable, Callable]:
         ``first:last``, the cells past the output's end dropped.
 
         Scratch: ``along_d`` ``(MD, AH, A, O)``, ``along_h`` ``(MD, MH, A,
-        O)``, ``along_w`` ``(MD, MH, m, O)``: one tile's products transformed
-        along the first axis, the first two, all three.
+        O)``: one tile's products transformed along the first axis, the first
+        two; ``along_w`` ``(STORE_TILES, MD, MH, m, O)``: a group of
+        neighbouring tiles transformed along all three, then stored channel
+        by channel, each output row's ``STORE_TILES * m`` cells in one run
+        (tile by tile, every store went to another cache line, four values
+        each, and the stores took most of the pass).
         """
         channels, out_d, out_h, out_w = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
         tw_count = tiles[2]
         for job in range(first, last):
             n, td, th = _tile_row(row0 + job, tiles)
-            for t in range(tw_count):
-                column = job * tw_count + t
-                if AD > 1:
-                    for s in range(MD):
-                        for i in range(AH):
-                            for j in range(A):
-                                target = along_d[s, i, j]
-                                for c in range(channels):
-                                    total = ZERO
-                                    for k in range(AD):
-                                        total += AT[s][k] * products[(k * AH + i) * A + j, column, c]
-                                    target[c] = total
-                for s in range(MD):
-                    for u in range(MH):
-                        for j in range(A):
-                            target = along_h[s, u, j]
-                            if AH > 1:
-                                for c in range(channels):
-                                    total = ZERO
-                                    for i in range(AH):
-                                        if AD > 1:
-                                            total += AT[u][i] * along_d[s, i, j, c]
-                                        else:
-                                            total += AT[u][i] * products[i * A + j, column, c]
-                                    target[c] = total
-                            elif AD > 1:
-                                target[:] = along_d[s, 0, j]
-                            else:
-                                target[:] = products[j, column]
-                        for v in range(m):
-                            target = along_w[s, u, v]
-                            for c in range(channels):
-                                total = ZERO
+            for t0 in range(0, tw_count, STORE_TILES):
+                group = min(STORE_TILES, tw_count - t0)
+                for g in range(group):
+                    column = job * tw_count + t0 + g
+                    if AD > 1:
+                        for s in range(MD):
+                            for i in range(AH):
                                 for j in range(A):
-                                    total += AT[v][j] * along_h[s, u, j, c]
-                                target[c] = total
+                                    target = along_d[s, i, j]
+                                    for c in range(channels):
+                                        total = ZERO
+                                        for k in range(AD):
+                                            total += AT[s][k] * products[(k * AH + i) * A + j, column, c]
+                                        target[c] = total
+                    for s in range(MD):
+                        for u in range(MH):
+                            for j in range(A):
+                                target = along_h[s, u, j]
+                                if AH > 1:
+                                    for c in range(channels):
+                                        total = ZERO
+                                        for i in range(AH):
+                                            if AD > 1:
+                                                total += AT[u][i] * along_d[s, i, j, c]
+                                            else:
+                                                total += AT[u][i] * products[i * A + j, column, c]
+                                        target[c] = total
+                                elif AD > 1:
+                                    target[:] = along_d[s, 0, j]
+                                else:
+                                    target[:] = products[j, column]
+                            for v in range(m):
+                                target = along_w[g, s, u, v]
+                                for c in range(channels):
+                                    total = ZERO
+                                    for j in range(A):
+                                        total += AT[v][j] * along_h[s, u, j, c]
+                                    target[c] = total
+                first_w = t0 * m
+                width = min(group * m, out_w - first_w)
                 for s in range(min(MD, out_d - td * MD)):
                     for u in range(min(MH, out_h - th * MH)):
-                        for v in range(min(m, out_w - t * m)):
-                            values = along_w[s, u, v]
-                            for o in range(channels):
-                                out[n, o, td * MD + s, th * MH + u, t * m + v] = values[o]
+                        for o in range(channels):
+                            for e in range(width):
+                                out[n, o, td * MD + s, th * MH + u, first_w + e] = along_w[e // m, s, u, e % m, o]
 
+    if rank <= 2:
+        input_tiles = _straight_input_tiles(m, rank, dtype)
     return input_tiles, output_tiles
+
+
+#: Channels one pass of the straight-line input transform handles: its results go through a scratch block of
+#: ``P * CHANNEL_BLOCK`` values (in the L1 cache), and the block's loop has a constant length, so that the
+#: compiler can tell the scratch rows apart and vectorize it (8 and 16 measured slower, 64 no faster).
+CHANNEL_BLOCK = 32
+
+
+def _combination(coefficients: Sequence[float], names: Sequence[str]) -> str:
+    """The expression ``sum(coefficient * name)`` over the nonzero coefficients, a ``1`` or ``-1`` as a plain sign
+    (the rest as ``S(coefficient)``, ``S`` the kernel's scalar type)."""
+    terms = []
+    for coefficient, name in zip(coefficients, names):
+        if coefficient == 0:
+            continue
+        factor = "" if abs(coefficient) == 1 else f"S({abs(float(coefficient))!r}) * "
+        terms.append(("- " if coefficient < 0 else "+ ") + factor + name)
+    text = " ".join(terms) or "+ S(0)"
+    return text[2:] if text.startswith("+") else "-" + text[2:]
+
+
+def _straight_transform_lines(m: int, rank: int, count: str) -> list[str]:
+    """The body of the straight-line input transform's channel loop ``for c in range(count)``: load the tile's
+    ``a^rank`` values of channel ``base + c``, apply ``B^T`` along each axis (the last first), store every
+    result to ``scratch[p * CHANNEL_BLOCK + c]``."""
+    _, _, b_t = winograd_matrices(m, 3)
+    a = m + 2
+    sizes = (a if rank == 3 else 1, a if rank >= 2 else 1, a)  # (AD, AH, A)
+    cells = list(itertools.product(*(range(size) for size in sizes)))
+    lines = [f"d_{k}_{i}_{j} = source[base + uint64({k} * step_d + {i} * step_h + {j} * step_w) + c]"
+             for k, i, j in cells]
+    names = {cell: "d_{}_{}_{}".format(*cell) for cell in cells}
+    for axis in (2, 1, 0):
+        if sizes[axis] == 1:
+            continue
+        along = {}
+        for cell in cells:
+            reads = [names[(*cell[:axis], q, *cell[axis + 1:])] for q in range(a)]
+            along[cell] = "t{}_{}_{}_{}".format(axis, *cell)
+            lines.append(f"{along[cell]} = {_combination(b_t[cell[axis]], reads)}")
+        names = along
+    lines += [f"scratch[uint64({p * CHANNEL_BLOCK}) + uint64(c)] = {names[cell]}" for p, cell in enumerate(cells)]
+    return [f"for c in range({count}):"] + ["    " + line for line in lines]
+
+
+def _straight_input_source(m: int, rank: int, name: str) -> str:
+    """The source of :func:`_straight_input_tiles`'s kernel ``name``: the contract of ``input_tiles`` (the
+    scratch arguments unused)."""
+    a = m + 2
+    positions = a ** rank
+    block = CHANNEL_BLOCK
+    copy_out = [f"for p in range({positions}):",
+                "    into = uint64(p * plane + column + c0)",
+                "    for c in range(uint64(width)):",
+                f"        target[into + c] = scratch[uint64(p * {block}) + c]"]
+    full = _straight_transform_lines(m, rank, f"uint64({block})")
+    rest = _straight_transform_lines(m, rank, "uint64(width)")
+    head = f"""def {name}(padded, transformed, tiles, row0, first, last, along_w, along_h):
+    depth, height, width_in, channels = padded.shape[1], padded.shape[2], padded.shape[3], padded.shape[4]
+    source, target = padded.reshape(padded.size), transformed.reshape(transformed.size)
+    scratch = np.empty({positions * block}, dtype=padded.dtype)
+    step_w, step_h, step_d = channels, width_in * channels, height * width_in * channels
+    plane, tw_count, per_sample = transformed.shape[1] * channels, tiles[2], tiles[0] * tiles[1]
+    for job in range(first, last):
+        row = row0 + job
+        n, td, th = row // per_sample, row % per_sample // tiles[1], row % tiles[1]
+        corner = n * depth * step_d + td * {m if rank == 3 else 0} * step_d + th * {m if rank >= 2 else 0} * step_h
+        for t in range(tw_count):
+            column = (job * tw_count + t) * channels
+            for c0 in range(0, channels, {block}):
+                base = uint64(corner + t * {m} * step_w + c0)
+                width = min({block}, channels - c0)
+                if width == {block}:
+"""
+    indent = " " * 20
+    body = [indent + line for line in full] + [" " * 16 + "else:"] + [indent + line for line in rest]
+    return head + "\n".join(body + [" " * 16 + line for line in copy_out]) + "\n"
+
+
+def _straight_input_tiles(m: int, rank: int, dtype: str) -> Callable:
+    """The input transform of F(m, 3) over ``rank`` (1 or 2) axes as generated straight-line code: the contract
+    of ``input_tiles`` in :func:`transforms`.
+
+    Per tile and block of :data:`CHANNEL_BLOCK` channels, one loop over the
+    channels reads the tile's values into locals, applies ``B^T`` along each
+    axis with its nonzero coefficients written out, and writes the results
+    to a scratch block, copied to ``transformed`` row by row (the stores of
+    one loop then have distances the compiler knows, and it vectorizes it).
+    The source is compiled under this module's file name, so that Numba
+    caches it with the module's other kernels; each tile size and rank has a
+    kernel name of its own, so their caches never meet.
+    """
+    name = f"input_tiles_f{m}_{rank}d"
+    namespace = {"__name__": __name__, "np": np, "uint64": uint64, "S": np.dtype(dtype).type}
+    exec(compile(_straight_input_source(m, rank, name), __file__, "exec"), namespace)  # noqa: S102 - generated
+    return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])

@@ -38,13 +38,13 @@ from .._settings import current_workspace_limit
 from .._window import sliding_windows
 from ..spec import ConvSpec
 from . import Algorithm
-from ._blocking import CACHE_BLOCK_BYTES  # also the target size of one block of transformed tiles
+from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import kernels, numba_missing
 from ._rates import product_rate
 from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps
 from .depthwise import _zero_padded_source
 
-__all__ = ["Winograd", "POINTS", "winograd_matrices"]
+__all__ = ["Winograd", "POINTS", "STORE_TILES", "winograd_matrices"]
 
 #: Interpolation points per output tile size (infinity is always added). Small
 #: magnitudes and reciprocals keep the transforms' rounding error low.
@@ -173,8 +173,9 @@ CALL_OVERHEAD = 60e-6
 #: Cost of each block of tiles: two rounds of jobs handed to the threads, the products' dispatch.
 BLOCK_OVERHEAD = 40e-6
 #: Transformed input values (float32) written per second by the input transform, per output tile size: F(4)'s
-#: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16; ...
-INPUT_TRANSFORM_RATE = {2: 2.0e9, 4: 0.6e9}
+#: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16 (the straight-line kernels of 1-2 axes, measured on ResNet-18's
+#: 56x56 and 28x28 layers; the loops ran F(4) at 0.6e9, F(2) at 2.0e9); ...
+INPUT_TRANSFORM_RATE = {2: 2.3e9, 4: 1.5e9}
 #: ... products read per second by the output transform; ...
 OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.0e9}
 #: ... transformed filter values written per second (one matrix product, bound by memory); ...
@@ -191,10 +192,17 @@ DATA_CHECK_RATE = 0.7e9
 PRODUCT_EFFICIENCY = 0.78
 FULL_RATE_TILES, FULL_RATE_CHANNELS = 128, 128
 
+#: Neighbouring tiles whose outputs the output transform stores together, row by row (:mod:`._kernels_winograd`).
+STORE_TILES = 4
+
 #: A block of transformed tiles holds at least this many tiles (the columns of each tile position's matrix
 #: product), so that the BLAS runs its products near its rate, ...
-BLOCK_TILES = 512
-#: ... within this many bytes of transformed input and products (the workspace limit comes on top).
+BLOCK_TILES = 256
+#: ... else about this many bytes of transformed input and products (half the L2 cache of one core here: the
+#: products read what the input transform has just written; 8 MiB blocks ran ResNet-18's 56x56 and 28x28
+#: layers about 10% slower, single-threaded), ...
+TILE_BLOCK_BYTES = 4 * 2**20
+#: ... within this many (the workspace limit comes on top).
 MAX_TILE_BLOCK_BYTES = 32 * 2**20
 
 
@@ -211,14 +219,19 @@ def _axis_matrices(m: int, rank: int, dtype: np.dtype) -> tuple[list[np.ndarray]
 
 
 def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, filter_transform: np.ndarray) -> np.ndarray:
-    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` (a transposed view), one
-    matrix product per group (``(P, K) @ (K, O*C)``: a group's kernel rows are already in (o, c) order)."""
+    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, one matrix
+    product per group (``(P, K) @ (K, C*O)``, from the kernel's rows reordered (c, o): a copy of the weights,
+    a quarter of the transformed filters for F(4x4)).
+
+    Contiguous, not a transposed view: the BLAS ran the products ``(T, C) @ (C, O)`` over a block of 100-200
+    tiles up to 1.8x faster so (64 channels, float32), and no slower with more tiles.
+    """
     taps = prod(spec.kernel_size)
-    flat = kernel.reshape(spec.groups, -1, taps)  # (G, O*C, K)
-    filters = np.matmul(filter_transform, flat.transpose(0, 2, 1))  # (G, P, O*C)
-    filters = filters.reshape(spec.groups, filter_transform.shape[0], spec.out_channels_per_group,
-                              spec.in_channels_per_group)
-    return filters.transpose(0, 1, 3, 2)  # (G, P, C, O): the BLAS reads it transposed, no copy
+    by_input = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, taps)
+    flat = np.ascontiguousarray(by_input.transpose(0, 3, 2, 1)).reshape(spec.groups, taps, -1)  # (G, K, C*O)
+    filters = np.matmul(filter_transform, flat)  # (G, P, C*O)
+    return filters.reshape(spec.groups, filter_transform.shape[0], spec.in_channels_per_group,
+                           spec.out_channels_per_group)
 
 
 def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
@@ -227,14 +240,14 @@ def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int,
     along the three axes.
 
     A block holds at least :data:`BLOCK_TILES` tiles where that fits (the
-    products' columns), else about :data:`~._blocking.CACHE_BLOCK_BYTES` of
+    products' columns), else about :data:`TILE_BLOCK_BYTES` of
     transformed input and products, within :data:`MAX_TILE_BLOCK_BYTES` and
     the workspace limit.
     """
     a = m + 2
     tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
     per_row = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles[2] * itemsize  # input and products
-    wanted = max(-(-BLOCK_TILES // tiles[2]), CACHE_BLOCK_BYTES // max(per_row, 1))
+    wanted = max(-(-BLOCK_TILES // tiles[2]), TILE_BLOCK_BYTES // max(per_row, 1))
     fit = max(1, min(wanted, min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_row, 1)))
     rows = tiles[0] * tiles[1]  # tile rows of one sample
     if fit >= rows:
@@ -290,7 +303,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     def output_scratch() -> tuple[np.ndarray, ...]:
         return (np.empty((md, ah, a, spec.out_channels), dtype=dtype),
                 np.empty((md, mh, a, spec.out_channels), dtype=dtype),
-                np.empty((md, mh, m, spec.out_channels), dtype=dtype))
+                np.empty((STORE_TILES, md, mh, m, spec.out_channels), dtype=dtype))
 
     work = positions * (spec.in_channels + spec.out_channels) * most * a
     copied = None
@@ -377,8 +390,14 @@ class Winograd(Algorithm):
         and slower than gemm on 7x7 with 512 (the filter transform writes
         four times the weights, and four tiles per sample leave the
         products short), where this estimate keeps gemm.
+
+        Nor where the memory it needs under "auto" exceeds the workspace
+        limit (:func:`_auto_bytes`: its channels-last samples are whole
+        images, and "auto" checks a padded copy of the input first): a
+        (1, 64, 1024, 1024) image would take 0.5 GiB beside its input, and
+        the summing algorithms' blocks 8 MiB.
         """
-        if not _compiles(dtype, spec) or spec.rank != 2:
+        if not _compiles(dtype, spec) or spec.rank != 2 or _auto_bytes(self, spec, dtype) > current_workspace_limit():
             return inf
         m, a = self.tile, self.tile + 2
         positions = a**spec.rank
@@ -420,6 +439,13 @@ class Winograd(Algorithm):
         if _compiles(x.dtype, spec):
             return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
         return super().run_unpadded(x, kernel, spec)
+
+
+def _auto_bytes(winograd: Winograd, spec: ConvSpec, dtype: np.dtype) -> int:
+    """The memory a Winograd forward needs beside its input and output when "auto" runs it: its workspace
+    (:meth:`Winograd.workspace_bytes`) and the padded copy of the input the data check reads."""
+    padded = spec.batch * spec.in_channels * prod(spec.padded_size) * dtype.itemsize
+    return winograd.workspace_bytes(spec, dtype.itemsize) + padded
 
 
 def _compiles(dtype: np.dtype, spec: ConvSpec) -> bool:

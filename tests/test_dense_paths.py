@@ -1,0 +1,77 @@
+"""The dense layers' fast paths: the straight-line Winograd input transform (:mod:`convolab.algorithms._kernels_winograd`).
+
+The straight-line kernel computes the loops' sums with the zero coefficients
+left out and, per output, the same terms in an order of its own: against the
+NumPy transforms it is held to :func:`test_compiled_winograd.order_bound`
+(``n * eps`` times the magnitudes of every intermediate term). The channel
+counts cover whole blocks of :data:`~convolab.algorithms._kernels_winograd.CHANNEL_BLOCK`
+channels, a block and a remainder, and fewer channels than one block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab._window import pad
+from convolab.algorithms import _kernels_winograd
+from convolab.algorithms.winograd import compiled_winograd_conv, winograd_conv
+from test_compiled_winograd import order_bound, transform_magnitude
+
+BLOCK = _kernels_winograd.CHANNEL_BLOCK
+PROBLEMS = [  # (input shape, weight shape, padding, groups): channels per group around the channel block
+    ((2, BLOCK, 11, 13), (5, BLOCK, 3, 3), ((1, 1), (1, 1)), 1),
+    ((3, 2 * BLOCK + 7, 9, 10), (6, 2 * BLOCK + 7, 3, 3), ((0, 2), (1, 0)), 1),
+    ((1, 2 * (BLOCK - 3), 7, 8), (4, BLOCK - 3, 3, 3), ((1, 1), (2, 1)), 2),
+    ((2, BLOCK + 1, 40), (3, BLOCK + 1, 3), ((1, 2),), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", (2, 4))
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda problem: f"{problem[0]}-g{problem[3]}")
+def test_straight_input_transform_agrees_with_the_numpy_transforms(problem, tile, dtype):
+    input_shape, weight_shape, padding, groups = problem
+    rng = np.random.default_rng(len(input_shape) * 10 + tile)
+    x = rng.standard_normal(input_shape).astype(dtype)
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(x.shape, w.shape, padding=padding, groups=groups)
+    padded = pad(x, spec.padding, spec.padding_mode)
+    with cl.thread_count(2):
+        got = compiled_winograd_conv(padded, ((0, 0),) * spec.rank, w, spec, tile)
+    expected = winograd_conv(padded, w, spec, tile)
+    bound = order_bound(spec, tile, transform_magnitude(padded, w, spec, tile), dtype)
+    assert got.dtype == dtype and got.shape == expected.shape
+    assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
+
+
+def test_straight_input_transform_keeps_only_the_nonzero_coefficients():
+    """F(2)'s ``B^T`` rows have two nonzeros each: every transformed value of a 1-d tile reads two inputs."""
+    source = _kernels_winograd._straight_input_source(2, 1, "probe")
+    sums = [line.split("=", 1)[1] for line in source.splitlines() if line.strip().startswith("t2_")]
+    assert len(sums) == 2 * 4  # the full block's loop and the remainder's, four positions each
+    assert all(expression.count("d_") == 2 for expression in sums)
+
+
+def test_each_tile_size_and_rank_has_a_kernel_of_its_own_cached_with_the_module():
+    """Numba keys its on-disk cache by the function's file and name: a kernel per (tile, rank), under the module's
+    file, so the cache is found again and two kernels never share an entry."""
+    names = set()
+    for tile in (2, 4):
+        for rank in (1, 2):
+            kernel = _kernels_winograd._straight_input_tiles(tile, rank, "float64")
+            assert kernel.py_func.__code__.co_filename == _kernels_winograd.__file__
+            names.add(kernel.py_func.__name__)
+    assert len(names) == 4
+
+
+def test_auto_keeps_winograd_within_the_workspace_limit():
+    """A large image's channels-last copy and "auto"'s padded copy would exceed the limit: the summing algorithms'
+    blocks stay within it (the peak-memory problem of the benchmark); with room, Winograd is faster."""
+    image = ((1, 64, 1024, 1024), (64, 64, 3, 3))
+    assert not cl.plan(*image, "float32", padding=1).algorithm.startswith("winograd")
+    with cl.workspace_limit(2**30):
+        assert cl.plan(*image, "float32", padding=1).algorithm.startswith("winograd")
+    resnet = ((8, 64, 56, 56), (64, 64, 3, 3))
+    assert cl.plan(*resnet, "float32", padding=1).algorithm == "winograd4"
