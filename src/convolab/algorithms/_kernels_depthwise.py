@@ -44,9 +44,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels_direct import _dot
-
 __all__ = ["forward", "input_grad_scatter", "weight_grad"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot(g0, s0, length):
+    """``dot(g0, s0)`` over ``length`` positions."""
+    total = g0.dtype.type(0)
+    for m in range(length):
+        total += g0[m] * s0[m]
+    return total
 
 
 @njit(cache=True, nogil=True, inline="always")
