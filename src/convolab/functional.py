@@ -15,9 +15,9 @@ import numpy as np
 from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
-from ._engine import conv_forward, conv_input_grad, conv_weight_grad
+from ._engine import conv_forward, conv_input_grad, conv_weight_grad, frozen_spec
 from ._fixed_rank import fixed_rank_ops
-from .spec import ConvSpec, PaddingArg, conv_spec
+from .spec import ConvSpec, PaddingArg
 
 __all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays"]
 
@@ -50,8 +50,8 @@ def _conv(
     """The output, the spec, and the arrays as computed with (for the pullback)."""
     input = check_array(op, "input", input)
     weight = check_array(op, "weight", weight)
-    spec = conv_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
-                     groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    spec = frozen_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
+                       groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     bias = check_conv_arrays(op, input, weight, bias, spec)
     batched_input = input if spec.batched else input[np.newaxis]
     out = conv_forward(batched_input, weight, bias, spec, algorithm)
