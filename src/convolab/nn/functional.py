@@ -18,7 +18,7 @@ import numpy as np
 
 from .._dtypes import same_dtype
 from .._errors import fail
-from ..functional import as_array
+from ..functional import as_array, channel_sums
 from .._vjp import defines_vjp
 from ..spec import _is_int, check_flag
 from .init import generator_from
@@ -331,26 +331,11 @@ def _statistics_and_deviations(input: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean.astype(input.dtype, copy=False), var.astype(input.dtype, copy=False), deviations
 
 
-def _channel_sums(values: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
-    """Per-channel sums of ``values`` (times ``other``, elementwise) ``(N, C, *spatial)`` over every axis but 1.
-
-    One ``einsum`` over the ``(N, C, S)`` view: no product array, and several times faster than NumPy's
-    strided reduction over ``(0, 2, ...)`` at a small layer's sizes. float16 keeps that reduction (its
-    sums round at every step, so their order is kept as it was).
-    """
-    if values.dtype == np.float16:
-        return (values if other is None else values * other).sum(axis=(0, *range(2, values.ndim)))
-    rows = values.reshape(values.shape[0], values.shape[1], -1)  # (N, C, S)
-    if other is None:
-        return np.einsum("ncs->c", rows)
-    return np.einsum("ncs,ncs->c", rows, other.reshape(rows.shape))
-
-
 def _channel_means(values: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
     """Per-channel means of ``values`` (times ``other``), as ``.mean(axis=(0, 2, ...))`` gives them."""
     if values.dtype == np.float16:
         return (values if other is None else values * other).mean(axis=(0, *range(2, values.ndim)))
-    return _channel_sums(values, other) / (values.size // values.shape[1])
+    return channel_sums(values, other) / (values.size // values.shape[1])
 
 
 def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bias=None, training=False, eps=1e-5):
@@ -383,8 +368,8 @@ def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bi
 
     def pullback(grad_output):
         g = _check_grad("batch_norm", grad_output, out.shape)
-        grad_weight = None if weight is None else _channel_sums(g, normalized)
-        grad_bias = None if bias is None else _channel_sums(g)
+        grad_weight = None if weight is None else channel_sums(g, normalized)
+        grad_bias = None if bias is None else channel_sums(g)
         grad_normalized = g if weight is None else g * _channel_view(weight, ndim)
         if training:
             # x̂ = (x - μ)/σ with μ, σ functions of the batch: removing the mean and the
