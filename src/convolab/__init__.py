@@ -6,23 +6,13 @@ array([[[[ 83, 113],
          [173, 203]]]])
 """
 
+import importlib
+
 from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
 from ._settings import thread_count, workspace_limit
 from .algorithms import ALGORITHMS
 from .functional import conv, conv1d, conv2d, conv3d
-from .show import (
-    Trace,
-    trace,
-    Identity,
-    IdentityChain,
-    Im2colMatrices,
-    im2col_matrices,
-    check_direct_equals_im2col,
-    check_flip,
-    check_input_gradient,
-    conv_matrix,
-)
 from .planner import Plan, plan
 from .pooling import (
     max_pool,
@@ -54,19 +44,31 @@ from .unfold import fold, unfold
 
 __version__ = "0.1.0"
 
+# Showing the work needs scipy.signal and scipy.sparse (half a second to import), so the
+# show package loads on first use of one of its names (PEP 562), not with ``import convolab``.
+_SHOW_NAMES = ("Trace", "trace", "Identity", "IdentityChain", "Im2colMatrices", "im2col_matrices",
+               "check_direct_equals_im2col", "check_flip", "check_input_gradient", "conv_matrix")
+
+
+def __getattr__(name: str):
+    """Load :mod:`convolab.show` the first time it, or one of its exported names, is asked for."""
+    if name == "show" or name in _SHOW_NAMES:
+        show = importlib.import_module(".show", __name__)  # not `from . import`: that would ask this hook again
+
+        value = show if name == "show" else getattr(show, name)
+        globals()[name] = value  # later look-ups find it without this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SHOW_NAMES, "show"})
+
+
 __all__ = [
     "Plan",
     "plan",
-    "Trace",
-    "trace",
-    "Identity",
-    "IdentityChain",
-    "Im2colMatrices",
-    "im2col_matrices",
-    "check_direct_equals_im2col",
-    "check_flip",
-    "check_input_gradient",
-    "conv_matrix",
+    *_SHOW_NAMES,
     "max_pool",
     "max_pool1d",
     "max_pool2d",

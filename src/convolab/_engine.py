@@ -22,6 +22,7 @@ Notation for the derivations, per spatial dimension: ``x_p`` the padded input,
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from math import prod
 
 import numpy as np
@@ -31,12 +32,12 @@ from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, select_algorithm
+from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, on_registry_change, select_algorithm
 from .algorithms._columns import add_columns
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
-__all__ = ["oriented_kernel", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
+__all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
            "describe_geometry", "INPUT_GRAD_ALGORITHMS", "WEIGHT_GRAD_ALGORITHMS"]
 
 #: What the input gradient's ``algorithm`` accepts; "auto" runs the plan's pass
@@ -54,6 +55,63 @@ def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
     respect to the oriented kernel back to one with respect to ``weight``.
     """
     return reverse_spatial(weight, weight.ndim - 2) if flip else weight
+
+
+#: How many distinct argument lists :func:`frozen_spec` remembers (a network has a few per layer).
+SPEC_CACHE_SIZE = 4096
+_specs: dict[str, ConvSpec] = {}
+
+
+def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, stride: object = 1,
+                padding: object = 0, dilation: object = 1, groups: object = 1, padding_mode: object = "zeros",
+                flip: object = False, op: str = "conv", rank: int | None = None) -> ConvSpec:
+    """:func:`convolab.spec.conv_spec`, remembered for arguments seen before.
+
+    A layer calls with the same arguments at every step, and checking them costs
+    more than a small layer's arithmetic. Only arguments built from plain ints,
+    bools, strings, None and tuples are remembered, keyed by their ``repr`` (which,
+    unlike ``==``, tells ``True`` from ``1``); anything else, and any argument list
+    that is refused, goes through ``conv_spec`` every time, so errors are unchanged.
+    """
+    arguments = (input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, flip, op, rank)
+    key = repr(arguments) if _is_plain(arguments) else None
+    spec = _specs.get(key) if key is not None else None
+    if spec is None:
+        spec = conv_spec(input_shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+        if key is not None:
+            if len(_specs) >= SPEC_CACHE_SIZE:
+                _specs.clear()
+            _specs[key] = spec
+    return spec
+
+
+def _is_plain(value: object) -> bool:
+    """Whether ``value`` is an int, bool, str or None, or a tuple of such values (nested), whose repr says it all."""
+    kind = type(value)
+    if kind is tuple:
+        return all(map(_is_plain, value))  # type: ignore[arg-type]
+    return kind is int or kind is str or kind is bool or value is None
+
+
+@lru_cache(maxsize=4096)
+def _planned_problem(spec: ConvSpec) -> tuple[ConvSpec, tuple[ConvSpec, CompactReads] | None]:
+    """:func:`_bounded_steps` and then :func:`compact_problem` for "auto" (which no algorithm's refusal changes):
+    pure functions of the spec, remembered for repeated calls."""
+    spec = _bounded_steps(spec)
+    return spec, compact_problem(spec, "auto", np.dtype(np.float64))
+
+
+def _bounded_and_compact(spec: ConvSpec, algorithm: str, dtype: np.dtype,
+                         ) -> tuple[ConvSpec, tuple[ConvSpec, CompactReads] | None]:
+    """The spec with bounded steps, and its compact problem (or None), for ``algorithm`` and ``dtype``."""
+    if algorithm in ALGORITHMS:  # a named algorithm's refusal decides the compact problem's taps
+        spec = _bounded_steps(spec)
+        return spec, compact_problem(spec, algorithm, dtype)
+    return _planned_problem(spec)
+
+
+on_registry_change(_planned_problem.cache_clear)
 
 
 def conv_forward(
@@ -78,8 +136,7 @@ def conv_forward(
         return np.zeros(spec.output_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
                       offset=bias)
-    spec = _bounded_steps(spec)
-    compact = compact_problem(spec, algorithm, x.dtype)
+    spec, compact = _bounded_and_compact(spec, algorithm, x.dtype)
     if compact is not None:  # only the cells the windows read, never the whole padded input
         x, spec = compact[1].gather(x), compact[0]
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
@@ -220,8 +277,7 @@ def conv_input_grad(
                        "output" if spec.op.startswith("conv_transpose") else "input gradient")
     if min(spec.input_shape) == 0:
         return np.zeros(spec.input_shape, dtype=returned)
-    spec = _bounded_steps(spec)
-    compact = compact_problem(spec, algorithm, weight.dtype)
+    spec, compact = _bounded_and_compact(spec, algorithm, weight.dtype)
     if compact is not None:  # the gradient on the cells the windows read, added back onto the input
         return compact[1].scatter(conv_input_grad(grad_output, weight, compact[0], algorithm), spec.input_size)
     check_exact_range(spec.op, ("grad_output", "weight"), grad_output, weight,
@@ -310,7 +366,7 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
         if min(min(pair) for pair in trimmed) >= 0:
             padding, on_input = trimmed, True
     # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
-    full_spec = conv_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
+    full_spec = frozen_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
                           flip=not spec.flip, op=spec.op)
     return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
 
@@ -346,8 +402,7 @@ def conv_weight_grad(
     if spec.batch == 0 or min(spec.weight_shape) == 0:
         return np.zeros(spec.weight_shape, dtype=returned)
     check_exact_range(spec.op, ("input", "grad_output"), x, grad_output, spec.batch * prod(spec.output_size))
-    spec = _bounded_steps(spec)
-    compact = compact_problem(spec, algorithm, x.dtype)
+    spec, compact = _bounded_and_compact(spec, algorithm, x.dtype)
     if compact is not None:  # the same sum over the cells the windows read
         return conv_weight_grad(compact[1].gather(x), grad_output, compact[0], algorithm)
     grad_output = grad_output.astype(accumulate, copy=False)
@@ -367,7 +422,7 @@ def _weight_grad_conv(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpe
     images = images.reshape(c, groups * n, *spec.padded_size)
     # g as G*O filters over N channels: (N, G*O, *out) -> (G*O, N, *out)
     filters = grad_output.swapaxes(0, 1)
-    as_conv = conv_spec(images.shape, filters.shape, stride=spec.dilation, dilation=spec.stride, groups=groups,
+    as_conv = frozen_spec(images.shape, filters.shape, stride=spec.dilation, dilation=spec.stride, groups=groups,
                         op=spec.op)
     product = conv_forward(images, filters, None, as_conv)  # (C, G*O, *reach), reach >= kernel
     crop = tuple(slice(0, k) for k in spec.kernel_size)

@@ -7,6 +7,7 @@ weight of the wrong rank is caught with a message naming the expected axes.
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,11 @@ import numpy as np
 from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
-from ._engine import conv_forward, conv_input_grad, conv_weight_grad
+from ._engine import conv_forward, conv_input_grad, conv_weight_grad, frozen_spec
 from ._fixed_rank import fixed_rank_ops
-from .spec import ConvSpec, PaddingArg, conv_spec
+from .spec import ConvSpec, PaddingArg
 
-__all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays"]
+__all__ = ["conv", "conv1d", "conv2d", "conv3d", "as_array", "check_array", "check_conv_arrays", "channel_sums"]
 
 
 def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpec) -> np.ndarray | None:
@@ -31,6 +32,26 @@ def check_conv_arrays(op: str, input: Any, weight: Any, bias: Any, spec: ConvSpe
         fail(TypeError, op, "weight", f"dtype {weight.dtype} with input dtype {input.dtype}",
              "must have the same dtype as input (cast one with .astype)")
     return check_bias(op, bias, spec.out_channels, input.dtype)
+
+
+def channel_sums(values: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """Sums of ``values`` (times ``other``, elementwise) ``(N, C, *spatial)`` over every axis but 1: ``(C,)``.
+
+    A bias's gradient, and batch normalization's statistics. For float32 and
+    float64, one ``einsum`` over the ``(N, C, S)`` view: no product array, and
+    several times faster than NumPy's strided reduction over ``(0, 2, ...)`` at
+    a small layer's sizes, as accurate. Other dtypes keep that reduction (float16's
+    sums round at every step, so their order is kept as it was).
+
+    >>> channel_sums(np.arange(12.).reshape(2, 3, 2))
+    array([14., 22., 30.])
+    """
+    if values.dtype not in (np.float32, np.float64):
+        return (values if other is None else values * other).sum(axis=(0, *range(2, values.ndim)))
+    rows = values.reshape(*values.shape[:2], prod(values.shape[2:]))  # (N, C, S); N may be 0
+    if other is None:
+        return np.einsum("ncs->c", rows)
+    return np.einsum("ncs,ncs->c", rows, other.reshape(rows.shape))
 
 
 def _conv(
@@ -50,8 +71,8 @@ def _conv(
     """The output, the spec, and the arrays as computed with (for the pullback)."""
     input = check_array(op, "input", input)
     weight = check_array(op, "weight", weight)
-    spec = conv_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
-                     groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    spec = frozen_spec(input.shape, weight.shape, stride=stride, padding=padding, dilation=dilation,
+                       groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     bias = check_conv_arrays(op, input, weight, bias, spec)
     batched_input = input if spec.batched else input[np.newaxis]
     out = conv_forward(batched_input, weight, bias, spec, algorithm)
@@ -211,7 +232,7 @@ def _conv_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, dilation=
         x = input if spec.batched else input[np.newaxis]
         grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _engine
         grad_weight = conv_weight_grad(x, g, spec)
-        grad_bias = None if bias is None else g.sum(axis=(0, *range(2, g.ndim))).astype(out.dtype)
+        grad_bias = None if bias is None else channel_sums(g).astype(out.dtype)
         return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
 
     return out, pullback

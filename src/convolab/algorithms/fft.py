@@ -6,7 +6,6 @@ import itertools
 from math import log2, prod
 
 import numpy as np
-import scipy.fft
 
 from .._dtypes import is_exact
 from .._settings import current_workspace_limit
@@ -81,6 +80,8 @@ class FFT(Algorithm):
             spread = np.zeros((*kernel.shape[:2], *layout.extent), dtype=kernel.dtype)
             spread[(Ellipsis, *(slice(None, None, d) for d in spec.dilation))] = kernel
             kernel = spread
+        import scipy.fft  # on first use: it takes a fifth of a second, and `import convolab` should not
+
         complex_input = np.iscomplexobj(padded)
         forward = scipy.fft.fftn if complex_input else scipy.fft.rfftn
         inverse = scipy.fft.ifftn if complex_input else scipy.fft.irfftn
@@ -257,6 +258,8 @@ def fft_blocks(padded_size: tuple[int, ...], extent: tuple[int, ...], stride: tu
     >>> fft_blocks((64, 64), (5, 5), (1, 1), (60, 60), max_length=32)
     ((28, 28), (32, 32))
     """
+    import scipy.fft
+
     blocks, lengths = [], []
     for size, e, st, o in zip(padded_size, extent, stride, output_size):
         whole = scipy.fft.next_fast_len(size, real=True)
@@ -281,4 +284,6 @@ def fft_blocks(padded_size: tuple[int, ...], extent: tuple[int, ...], stride: tu
 
 def transform_length(spec: ConvSpec) -> int:
     """The FFT's transform length for ``spec``, as its cost model takes it (the planner's error estimate's ``L``)."""
+    import scipy.fft
+
     return prod(scipy.fft.next_fast_len(size, real=True) for size in spec.padded_size)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import pooling
 from ..grad import conv_weight
 from .._errors import fail
-from ..functional import as_array, conv1d, conv2d, conv3d
+from ..functional import as_array, channel_sums, conv1d, conv2d, conv3d
 from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
@@ -110,7 +110,8 @@ class _ConvNd(VjpModule):
         self.weight.accumulate(conv_weight(input, self.weight.shape, grad_output, **self.op_kwargs()))
         if self.bias is not None:
             channel_axis = input.ndim - self.rank - 1
-            self.bias.accumulate(grad_output.sum(axis=tuple(a for a in range(grad_output.ndim) if a != channel_axis)))
+            self.bias.accumulate(channel_sums(grad_output) if channel_axis == 1 else
+                                 grad_output.sum(axis=tuple(a for a in range(grad_output.ndim) if a != channel_axis)))
         self._release_saved()
         return None
 
