@@ -188,7 +188,6 @@ def forward(flat, packed, out, scratch, offsets, runs, first, last, groups, tile
                 column += LANES
             for o in range(o0, o1):  # plain loops: a slice's assignment may copy through a temporary
                 for r in range(r0, r1):
-                    target, source = out[n, o, od, r], sums[o - o0]
                     to, at = np.uint64(w0), np.uint64((r - r0) * wq)
                     for w in range(np.uint64(width)):
-                        target[to + w] = source[at + w]
+                        out[n, o, od, r, to + w] = sums[o - o0, at + w]
