@@ -47,11 +47,15 @@ SOURCE_ROOT = str(Path(cl.__file__).resolve().parents[1])
 
 @pytest.fixture
 def compiled_everywhere():
-    """The planner picks "compiled" for every problem it can run (its estimate is zero)."""
+    """The planner picks "compiled" for every problem it can run (its estimate is zero), and runs its own
+    gradient passes (as if asked for by name: it never declines one)."""
 
     class Everywhere(Compiled):
         def estimate(self, spec, dtype):
             return 0.0
+
+        def pass_formulation(self, name, spec, dtype, *, finite=True, asked=False):
+            return super().pass_formulation(name, spec, dtype, finite=finite, asked=True)
 
     original = ALGORITHMS["compiled"]
     unregister("compiled")

@@ -280,16 +280,22 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
 
 
+def _tiling(spec: ConvSpec, itemsize: int, tile: int) -> tuple[int, int, _Layout]:
+    """How the tiled forward splits a problem: tiles of ``tile`` output channels per group, tiles per job, and
+    the layout, its runs as long as one tile's sums allow (the scratch is written once per stretch, so it need
+    not stay in the L1 cache, and a run under LANES positions is summed one position at a time)."""
+    work, out_per_group = _macs(spec), spec.out_channels_per_group
+    tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
+    return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile)
+
+
 def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
     """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
     every tile's multiply-adds (the zero channels and a run's recomputed end included) at
     :data:`TILED_MAC_RATE`; per stretch of a tile, :data:`STRETCH_COST` and its distinct input lines past the
     L1 cache's share at :data:`STRETCH_READ_RATE`; the grid's reads (once per job) and the output's writes at
     :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`."""
-    work, out_per_group = _macs(spec), spec.out_channels_per_group
-    tiles_per_group = -(-out_per_group // tile)
-    tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
-    layout = _Layout(spec, itemsize, tile)
+    tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
     out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
     # the runs of one depth: full ones, and a last one with the rows (or columns) left
     full_runs, rest = divmod(out_h, layout.rows) if layout.rows > 1 else divmod(out_w, layout.cols)
@@ -391,8 +397,15 @@ class Compiled(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
-        each thread's scratch sums."""
+        each thread's scratch sums (with the register tiles, also the weights laid out by tile)."""
         work, out_per_group = _macs(spec), spec.out_channels_per_group
+        tile = _tile_for(out_per_group, itemsize)
+        if tile:
+            tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
+            threads = min(_threads(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
+            packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
+            scratch = tiles_per_job * tile * layout.scratch_shape[1]
+            return layout.grid_bytes(spec, itemsize) + (threads * scratch + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
         layout = _Layout(spec, itemsize, block)
         threads = min(_threads(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
@@ -433,11 +446,7 @@ class Compiled(FullOrScatter, Algorithm):
         """:func:`._kernels_tiled.forward`: :meth:`_forward` with tiles of ``tile`` output channels by
         :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles)."""
         groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
-        tiles_per_group = -(-out_per_group // tile)
-        tiles_per_job = -(-_block_for(out_per_group, spec.batch * groups, work, TILED_BLOCK) // tile)
-        # runs as long as one tile's sums allow: the scratch is written once per stretch, so it need not stay in
-        # the L1 cache, and a short run (under LANES positions) is summed one position at a time
-        layout = _Layout(spec, source.itemsize, tile)
+        tiles_per_group, tiles_per_job, layout = _tiling(spec, source.itemsize, tile)
         scratch_shape = (tiles_per_job * tile, layout.scratch_shape[1])
         grid = layout.to_grid(source, padding, work)
         # (G*O, T) -> (G, B, tile, T), the channels past the group's last zero -> (G*B, T, tile)
@@ -467,16 +476,29 @@ class Compiled(FullOrScatter, Algorithm):
         padding fits the kernel, else as the windows written back ("scatter"); the weight gradient as one
         dot product per filter tap and output row.
 
-        It declines neither: on the layers where "auto" picks its forward,
-        both passes measured faster than the passes the planner would run
-        instead (gemm's weight gradient, the generic "full" and "scatter"),
-        by 1.1-3x, except depthwise's own weight gradient at stride 2 (1.1-1.2x
+        It declines the scatter where a group has four or more output
+        channels (where its forward runs the register tiles: stems,
+        transposed layers' gradients), unless asked for by name: there the
+        generic scatter (columns by the BLAS, the compiled col2im) measured
+        1.4-2.2x faster (one thread: 17 against 24 ms on a 5x5 stem, 33
+        against 63 ms on a 7x7 stem, 6.1 against 13.1 ms for a 64 -> 3
+        transposed layer's gradient). Otherwise it declines neither: on the
+        layers where "auto" picked its forward before the tiles, both passes
+        measured faster than the passes the planner would run instead
+        (gemm's weight gradient, the generic "full" and "scatter"), by
+        1.1-3x, except depthwise's own weight gradient at stride 2 (1.1-1.2x
         faster than this one), which the planner runs only under depthwise's
-        forward.
+        forward; with the tiles, its weight gradient measured 1.1-2x faster
+        than gemm's or folded's on stems, 3-d and 1-d layers.
         """
         if name == "weight_grad":
             return Formulation("a dot product per filter tap and output row", "compiled loops")
-        return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
+        own = super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
+        if (not asked and isinstance(own, Formulation) and dict(own.options)["formulation"] == "scatter"
+                and _tile_for(spec.out_channels_per_group, np.dtype(dtype).itemsize)):
+            return "with four or more output channels per group, the windows written back by its memory-bound " \
+                   "loop measured slower than the scatter through the BLAS and the compiled col2im"
+        return own
 
     def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """At stride 1: ``dx_p[n, g*C+c, q] = sum_{o, j} g[n, g*O+o, q - j*d] * k[g*O+o, c, j]``, the forward on
