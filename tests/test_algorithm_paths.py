@@ -188,7 +188,9 @@ def test_folded_in_whole_samples_and_row_chunks_matches_direct(seed, blocks, mon
     ((2, 8, 20, 20), (8, 8, 7, 7), True),
     ((8, 64, 56, 56), (64, 64, 3, 3), False),  # ResNet 3x3: 576 -> 384, under half saved
 ])
-def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_shape, weight_shape, folds):
+def test_auto_weight_gradient_follows_a_folded_forward_where_copies_halve(input_shape, weight_shape, folds,
+                                                                         without_numba):
+    """Among the NumPy paths (the compiled register tiles now run these forwards faster than folded)."""
     padding = weight_shape[-1] // 2
     spec = conv_spec(input_shape, weight_shape, padding=padding)
     assert cl.plan(input_shape, weight_shape, "float32", padding=padding).algorithm == "folded"

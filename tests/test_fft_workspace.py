@@ -57,7 +57,8 @@ def test_an_fft_that_cannot_fit_is_refused_by_name_and_skipped_by_auto() -> None
         assert "workspace limit" in cl.plan((1, 1, 256, 256), (1, 1, 63, 63)).refused["fft"]
 
 
-def test_plans_are_cached_with_the_settings_they_were_made_under() -> None:
+def test_plans_are_cached_with_the_settings_they_were_made_under(without_numba: None) -> None:
+    """Among the NumPy paths, whose workspaces these numbers are (compiled's tiles now run the 3x3 layer)."""
     shapes = ((8, 64, 56, 56), (64, 64, 3, 3))
     default = cl.plan(*shapes, padding=1)
     with cl.workspace_limit(2**16):

@@ -4,8 +4,9 @@ Depthwise and grouped layers with few channels per group, small-channel stems,
 strided, dilated and 3-d layers spend most of a NumPy path's time copying
 (unrolled columns, padded grids) for products too small for the BLAS to reach
 its rate. A plain loop over the sum reads the padded input where it lies (split
-into its stride phases at a stride); compiled, it runs at the speed of the cache. The loops live in
-:mod:`._kernels_direct` (imported, with Numba, only on first use:
+into its stride phases at a stride); compiled, it runs at the speed of the cache, or, where a group has
+four or more output channels, at the FMA units' (sums held in registers across all taps:
+:mod:`._kernels_tiled`). The other loops live in :mod:`._kernels_direct` (imported, with Numba, only on first use:
 :mod:`._compiled`); this module lays the arrays out for them, shares their
 jobs among threads (:func:`._threads.in_parallel`), and holds the cost model.
 
@@ -37,6 +38,12 @@ __all__ = ["Compiled", "COMPILED_PARALLEL_WORK", "OUT_BLOCK"]
 #: inner loops add into four channels' sums from three taps at once (as in :mod:`._kernels_direct`, which
 #: cannot be imported here before Numba is wanted).
 OUT_BLOCK, TAP_BLOCK = 4, 3
+#: Output channels of one register tile of the tiled forward (:mod:`._kernels_tiled`), wide (float32) or
+#: narrow (float64, or a group with fewer channels), and the most channels one of its jobs computes (their
+#: tiles reuse each stretch of input while it is in the L1 cache).
+TILE_WIDE, TILE_NARROW, TILED_BLOCK = 8, 4, 64
+#: Positions of a tile (:data:`._kernels_tiled.LANES`).
+LANES = 32
 #: Bytes of one thread's scratch sums (a run of wide positions per channel): within the L1 cache...
 SCRATCH_BYTES = 32 * 2**10
 #: ... and positions per run: at most this many (the runs the taps read stay in the L2 cache), ...
@@ -69,6 +76,18 @@ GRID_COPY_RATE = 3.6e9
 #: inner loops (sixteen horizontal sums at its end): fitted, like the forward's, to the ratio of its measured
 #: times to gemm's weight gradient on 15 layers (:meth:`Compiled.pass_estimate`).
 WGRAD_MAC_RATE, WGRAD_LOOP_COST = 37e9, 51e-9
+#: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread's inner loop, float32
+#: (float64: half), tile channels past a group's last and recomputed positions included (two 512-bit FMAs a
+#: cycle: 86e9 measured on one thread of the reference machine, 75-864 taps; the constants of the tiled cost
+#: are that machine's rates over 1.4, so that the ratios of its estimates to the other algorithms' follow the
+#: measured ratios of their times)...
+TILED_MAC_RATE = 60e9
+#: ... seconds per stretch of one tile (its sums zeroed, stored, copied to the output; the views made), ...
+STRETCH_COST = 230e-9
+#: ... and bytes per second of the distinct input lines a stretch of one tile reads beyond
+#: :data:`STRETCH_L1_BYTES` (those come from the L2 cache, once per tile: fitted on 3x3 layers with 128-256
+#: input channels, 3-d and transposed layers, where this bounds the kernel).
+STRETCH_READ_RATE, STRETCH_L1_BYTES = 15e9, 24 * 2**10
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -129,6 +148,14 @@ def _block_for(count: int, outer: int, work: int, most: int) -> int:
     while block > 1 and outer * -(-count // block) < wanted:
         block = -(-block // 2)
     return block
+
+
+def _tile_for(out_per_group: int, itemsize: int) -> int:
+    """Output channels per register tile of :mod:`._kernels_tiled` (8 for float32, else 4), or 0 where a group
+    has fewer than 4 output channels (most of a tile would be zeros: :mod:`._kernels_direct` runs those)."""
+    if out_per_group < TILE_NARROW:
+        return 0
+    return TILE_WIDE if itemsize == 4 and out_per_group >= TILE_WIDE else TILE_NARROW
 
 
 def _macs(spec: ConvSpec) -> int:
@@ -287,6 +314,50 @@ def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int]:
     return values, loops, grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
 
 
+def _tiling(spec: ConvSpec, itemsize: int, tile: int) -> tuple[int, int, _Layout]:
+    """How the tiled forward splits a problem: tiles of ``tile`` output channels per group, tiles per job, and
+    the layout, its runs as long as one tile's sums allow (the scratch is written once per stretch, so it need
+    not stay in the L1 cache, and a run under LANES positions is summed one position at a time)."""
+    work, out_per_group = _macs(spec), spec.out_channels_per_group
+    tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
+    return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile)
+
+
+def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
+    """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
+    every tile's multiply-adds (the zero channels and a run's recomputed end included) at
+    :data:`TILED_MAC_RATE`; per stretch of a tile, :data:`STRETCH_COST` and its distinct input lines past the
+    L1 cache's share at :data:`STRETCH_READ_RATE`; the grid's reads (once per job) and the output's writes at
+    :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`."""
+    tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
+    out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+    # the runs of one depth: full ones, and a last one with the rows (or columns) left
+    full_runs, rest = divmod(out_h, layout.rows) if layout.rows > 1 else divmod(out_w, layout.cols)
+    run_lengths = [(layout.rows - 1) * layout.grid[-1] + out_w if layout.rows > 1 else layout.cols] * full_runs
+    if rest:
+        run_lengths.append((rest - 1) * layout.grid[-1] + out_w if layout.rows > 1 else rest)
+    if layout.rows == 1 and out_w > layout.cols:
+        run_lengths *= out_h
+    positions = sum(-(-length // LANES) * LANES if length >= LANES else length for length in run_lengths)
+    stretches = sum(-(-length // LANES) for length in run_lengths)
+    tiles = spec.batch * spec.groups * tiles_per_group * out_d
+    taps = spec.in_channels_per_group * prod(spec.kernel_size)
+    # per input channel, a stretch reads one row per (kd, kh) and, per column phase its taps use, LANES positions
+    # and the kernel's extent along the row
+    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
+    _, _, sw = _steps(spec.stride)
+    extent = (kw_size - 1) * _steps(spec.dilation)[-1] // sw
+    read = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, sw) * (LANES + extent) * itemsize
+    jobs_per_group = -(-tiles_per_group // tiles_per_job)
+    grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
+    copied = grid if layout.split or any(map(any, spec.padding)) else 0
+    moved = grid * jobs_per_group + prod(spec.output_shape) * itemsize
+    return (tiles * positions * tile * taps * itemsize / 4 / TILED_MAC_RATE
+            + tiles * stretches * (STRETCH_COST + max(0, read - STRETCH_L1_BYTES) / STRETCH_READ_RATE)
+            + moved / MEMORY_RATE
+            + copied / GRID_COPY_RATE)
+
+
 class Compiled(FullOrScatter, Algorithm):
     """The direct sum, compiled: per output row, every input channel and tap adds into a few channels' rows.
 
@@ -318,7 +389,9 @@ class Compiled(FullOrScatter, Algorithm):
         return numba_missing()
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
-        """The inner loops' loads and stores at the cache's rate, the loops' starts, and the passes over memory.
+        """With four or more output channels per group, the register tiles' cost (:func:`_tiled_cost`, over the
+        threads' speedup); else the inner loops' loads and stores at the cache's rate, the loops' starts, and
+        the passes over memory.
 
         Per multiply-add an inner loop loads and stores ``11/12`` values where
         it adds three taps into four output channels, ``9/4`` with one tap,
@@ -347,6 +420,11 @@ class Compiled(FullOrScatter, Algorithm):
         """
         if _macs(spec) == 0:  # no channels, or an empty batch: nothing but the call
             return CALL_OVERHEAD
+        tile = _tile_for(spec.out_channels_per_group, dtype.itemsize)
+        if tile:
+            tiles = spec.batch * spec.groups * -(-spec.out_channels_per_group // tile)
+            threads = min(_threads(_macs(spec)), tiles)
+            return CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) / (1 + THREAD_GAIN * (threads - 1))
         values, loops, moved, copied, speedup = _cost_terms(spec, dtype.itemsize)
         return CALL_OVERHEAD + (values / CACHE_RATE + loops * LOOP_COST + moved / MEMORY_RATE
                                 + copied / GRID_COPY_RATE) / speedup
@@ -374,8 +452,15 @@ class Compiled(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
-        each thread's scratch sums."""
+        each thread's scratch sums (with the register tiles, also the weights laid out by tile)."""
         work, out_per_group = _macs(spec), spec.out_channels_per_group
+        tile = _tile_for(out_per_group, itemsize)
+        if tile:
+            tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
+            threads = min(_threads(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
+            packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
+            scratch = tiles_per_job * tile * layout.scratch_shape[1]
+            return layout.grid_bytes(spec, itemsize) + (threads * scratch + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
         layout = _Layout(spec, itemsize, block)
         threads = min(_threads(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
@@ -395,6 +480,9 @@ class Compiled(FullOrScatter, Algorithm):
         groups, work = spec.groups, _macs(spec)
         source = _rank3(source)
         filters = _filters(kernel.astype(source.dtype, copy=False))
+        tile = _tile_for(spec.out_channels_per_group, source.dtype.itemsize)
+        if tile:
+            return self._forward_tiled(source, padding, filters, spec, tile)
         block = _block_for(spec.out_channels_per_group, spec.batch * groups, work, OUT_BLOCK)
         layout = _Layout(spec, source.itemsize, block)
         grid = layout.to_grid(source, padding, work)
@@ -407,23 +495,66 @@ class Compiled(FullOrScatter, Algorithm):
                   lambda: np.empty(layout.scratch_shape, dtype=source.dtype))
         return out
 
+    @staticmethod
+    def _forward_tiled(source: np.ndarray, padding: Sequence[tuple[int, int]], filters: np.ndarray,
+                       spec: ConvSpec, tile: int) -> np.ndarray:
+        """:func:`._kernels_tiled.forward`: :meth:`_forward` with tiles of ``tile`` output channels by
+        :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles)."""
+        groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
+        tiles_per_group, tiles_per_job, layout = _tiling(spec, source.itemsize, tile)
+        scratch_shape = (tiles_per_job * tile, layout.scratch_shape[1])
+        grid = layout.to_grid(source, padding, work)
+        # (G*O, T) -> (G, B, tile, T), the channels past the group's last zero -> (G*B, T, tile)
+        packed = np.zeros((groups, tiles_per_group * tile, filters.shape[1]), dtype=filters.dtype)
+        packed[:, :out_per_group] = filters.reshape(groups, out_per_group, -1)
+        packed = np.ascontiguousarray(packed.reshape(groups * tiles_per_group, tile, -1).transpose(0, 2, 1))
+        depth, sh, sw, hq, wq = layout.grid
+        depth_size = sh * sw * hq * wq
+        taps, _, runs = layout.tables()
+        # (c, kd*dd, rh, rw, offset) -> the tap's flat offset from channel g*C, depth od*sd, phase (0, 0)
+        offsets = taps[:, 0] * depth * depth_size + taps[:, 1] * depth_size + (taps[:, 2] * sw + taps[:, 3]) * hq * wq \
+            + taps[:, 4]
+        out = np.empty(spec.output_shape, dtype=source.dtype)
+        out3 = out.reshape(_shape3(out.shape))
+        flat = grid.reshape(-1)
+        forward = kernels("tiled").forward
+        _run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
+                  lambda first, last, scratch: forward(flat, packed, out3, scratch, offsets, runs, first, last,
+                                                       groups, tiles_per_group, tiles_per_job, depth * depth_size,
+                                                       depth_size, wq, layout.depth_stride),
+                  lambda: np.empty(scratch_shape, dtype=source.dtype))
+        return out
+
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
                          asked: bool = False) -> Formulation | str:
         """The input gradient as its forward on grad_output ("full") at stride 1 with a finite weight where the
         padding fits the kernel, else as the windows written back ("scatter"); the weight gradient as one
         dot product per filter tap and output channel (:mod:`._kernels_wgrad`).
 
-        It declines neither: on the layers where "auto" picks its forward,
-        both passes measured faster than the passes the planner would run
-        instead (gemm's weight gradient, the generic "full" and "scatter"),
-        by 1.1-3x, except depthwise's own weight gradient at stride 2 (1.1-1.2x
+        It declines the scatter where a group has four or more output
+        channels (where its forward runs the register tiles: stems,
+        transposed layers' gradients), unless asked for by name: there the
+        generic scatter (columns by the BLAS, the compiled col2im) measured
+        1.4-2.2x faster (one thread: 17 against 24 ms on a 5x5 stem, 33
+        against 63 ms on a 7x7 stem, 6.1 against 13.1 ms for a 64 -> 3
+        transposed layer's gradient). Otherwise it declines neither: on the
+        layers where "auto" picked its forward before the tiles, both passes
+        measured faster than the passes the planner would run instead
+        (gemm's weight gradient, the generic "full" and "scatter"), by
+        1.1-3x, except depthwise's own weight gradient at stride 2 (1.1-1.2x
         faster than this one), which the planner runs only under depthwise's
-        forward.
+        forward; with the tiles, its weight gradient measured 1.1-2x faster
+        than gemm's or folded's on stems, 3-d and 1-d layers.
         """
         if name == "weight_grad":
             return Formulation("a dot product per filter tap and output channel, read in place from the input",
                                "compiled loops")
-        return super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
+        own = super().pass_formulation(name, spec, dtype, finite=finite, asked=asked)  # FullOrScatter's
+        if (not asked and isinstance(own, Formulation) and dict(own.options)["formulation"] == "scatter"
+                and _tile_for(spec.out_channels_per_group, np.dtype(dtype).itemsize)):
+            return "with four or more output channels per group, the windows written back by its memory-bound " \
+                   "loop measured slower than the scatter through the BLAS and the compiled col2im"
+        return own
 
     def _input_grad_full(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """At stride 1: ``dx_p[n, g*C+c, q] = sum_{o, j} g[n, g*O+o, q - j*d] * k[g*O+o, c, j]``, the forward on
