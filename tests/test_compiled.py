@@ -48,7 +48,7 @@ SOURCE_ROOT = str(Path(cl.__file__).resolve().parents[1])
 @pytest.fixture
 def compiled_everywhere():
     """The planner picks "compiled" for every problem it can run (its estimate is zero), and runs its own
-    gradient passes (as if asked for by name: it never declines one)."""
+    gradient passes (as if asked for by name: it never declines one; its weight gradient is estimated free)."""
 
     class Everywhere(Compiled):
         def estimate(self, spec, dtype):
@@ -56,6 +56,9 @@ def compiled_everywhere():
 
         def pass_formulation(self, name, spec, dtype, *, finite=True, asked=False):
             return super().pass_formulation(name, spec, dtype, finite=finite, asked=True)
+
+        def pass_estimate(self, name, spec, dtype):  # nor does auto trade its weight gradient for gemm's
+            return 0.0 if name == "weight_grad" else None
 
     original = ALGORITHMS["compiled"]
     unregister("compiled")
@@ -183,12 +186,16 @@ def test_refusals_name_the_rule():
 def test_workspace_is_the_phase_grid_and_the_scratch_sums():
     compiled = ALGORITHMS["compiled"]
     strided = cl.conv_spec((2, 3, 20, 20), (4, 3, 3, 3), stride=2, padding=1)  # a grid of 2*3 * (2*2 * 11*11)
-    unit = cl.conv_spec((2, 3, 20, 20), (4, 3, 3, 3), padding=1)  # the padded input read in place
+    unit = cl.conv_spec((2, 3, 20, 20), (4, 3, 3, 3))  # the input read in place
+    padded = cl.conv_spec((2, 3, 20, 20), (4, 3, 3, 3), padding=1)  # a grid of 2*3 * 22*22: padded as copied
     with cl.thread_count(1):
         assert compiled.workspace_bytes(unit, 4) < compiled_module.SCRATCH_BYTES + 4 * 22
         assert compiled.workspace_bytes(strided, 4) - 2 * 3 * 4 * 11 * 11 * 4 < compiled_module.SCRATCH_BYTES + 4 * 11
+        assert compiled.workspace_bytes(padded, 4) - 2 * 3 * 22 * 22 * 4 < compiled_module.SCRATCH_BYTES + 4 * 22
     with cl.workspace_limit(2 * 3 * 4 * 11 * 11 * 4 - 1):  # the grid would not fit
-        assert compiled.why_not(strided, np.dtype(np.float32)).startswith("its phase grid of the strided input")
+        assert compiled.why_not(strided, np.dtype(np.float32)).startswith(
+            "its phase grid (the input padded, split at a stride")
+        assert compiled.why_not(padded, np.dtype(np.float32)).startswith("its phase grid")
         assert compiled.why_not(unit, np.dtype(np.float32)) is None  # read in place
 
 

@@ -79,7 +79,8 @@ The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
   col2im where Numba can run it and its estimate beats NumPy's strided adds;
 - the weight gradient: the forward's own pass where its algorithm has one and
   takes it (depthwise, compiled; folded where folding halves the copies and the input is
-  finite), else gemm's, in the product orientation gemm chooses, or another
+  finite) and gemm's is not estimated faster by :data:`OWN_PASS_MARGIN` (compiled's
+  dot products lose to gemm's product on dense layers its tiled forward wins), else gemm's, in the product orientation gemm chooses, or another
   algorithm's own pass where its estimate for that pass
   (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is lower than gemm's:
   compiled's dot products, read in place from the phase grid, on few-channel
@@ -382,7 +383,7 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
         return PassPlan("conv", "a convolution of the input with grad_output as its kernel", why)
     own = _own_pass(name, requested if asked else forward, spec, dtype, finite, asked, why)
     if isinstance(own, PassPlan) and (asked or own.method != "gemm"):
-        return own
+        return own if asked else _unless_gemm_is_faster(own, spec, dtype, finite)
     # gemm's weight gradient runs every problem: the fallback of every other, unless another's own pass is
     # estimated faster.
     if isinstance(own, PassPlan):
@@ -397,6 +398,23 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
 #: of gemm's: the pass estimates' fit to measured times scatters by about 15% (compiled's against gemm's, see
 #: :meth:`convolab.algorithms.compiled.Compiled.pass_estimate`), so nearer parity gemm's stays.
 OWN_PASS_MARGIN = 0.9
+
+
+def _unless_gemm_is_faster(own: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
+    """The forward's own weight-gradient pass ``own``, unless its algorithm has a cost model for the pass and
+    gemm's is estimated faster by the margin :data:`OWN_PASS_MARGIN` (compiled's dot products under its tiled
+    forward lose to gemm's product on a 7x7 stem, say)."""
+    algorithm, accumulate = algorithms.ALGORITHMS[own.method], compute_dtype(dtype)
+    if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate:
+        return own
+    own_seconds = algorithm.pass_estimate("weight_grad", spec, accumulate)
+    gemm_seconds = algorithms.ALGORITHMS["gemm"].pass_estimate("weight_grad", spec, accumulate)
+    if own_seconds is None or gemm_seconds is None or gemm_seconds >= OWN_PASS_MARGIN * own_seconds:
+        return own
+    why = (f"{own.reason.split(';')[0]}, but gemm's pass estimated {own_seconds / max(gemm_seconds, 1e-12):.3g}x "
+           "faster than it")
+    gemm_pass = _own_pass("weight_grad", "gemm", spec, dtype, finite, True, why)
+    return gemm_pass if isinstance(gemm_pass, PassPlan) else own
 
 
 def _cheapest_weight_grad(gemm_pass: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:

@@ -239,9 +239,10 @@ class _Layout:
         return taps, tap_groups, runs
 
     def grid_bytes(self, spec: ConvSpec, itemsize: int) -> int:
-        """The phase grid's bytes where it is a copy (a stride along the last two axes), else 0 (the padded
-        input is read in place)."""
-        return spec.batch * spec.in_channels * prod(self.grid) * itemsize if self.split else 0
+        """The phase grid's bytes where it is a copy (a stride along the last two axes, or padding: the input
+        padded as it is copied, :meth:`to_grid`), else 0 (the input is read in place)."""
+        copied = self.split or any(low or high for low, high in spec.padding)
+        return spec.batch * spec.in_channels * prod(self.grid) * itemsize if copied else 0
 
     def to_grid(self, source: np.ndarray, padding: Sequence[tuple[int, int]], work: int) -> np.ndarray:
         """The phase grid ``(N, C, D, SH, SW, Hq, Wq)`` of ``source`` ``(N, C, D, H, W)`` zero-padded by
@@ -336,7 +337,7 @@ def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
     run_lengths = [(layout.rows - 1) * layout.grid[-1] + out_w if layout.rows > 1 else layout.cols] * full_runs
     if rest:
         run_lengths.append((rest - 1) * layout.grid[-1] + out_w if layout.rows > 1 else rest)
-    if layout.rows == 1 and out_w > layout.cols:
+    if layout.rows == 1:  # runs within one row: as many in every row
         run_lengths *= out_h
     positions = sum(-(-length // LANES) * LANES if length >= LANES else length for length in run_lengths)
     stretches = sum(-(-length // LANES) for length in run_lengths)
@@ -384,8 +385,8 @@ class Compiled(FullOrScatter, Algorithm):
         grid = _Layout(spec, dtype.itemsize, OUT_BLOCK).grid_bytes(spec, dtype.itemsize)
         limit = current_workspace_limit()
         if grid > limit:
-            return f"its phase grid of the strided input ({grid / 2**20:.3g} MiB) exceeds the workspace limit " \
-                   f"({limit / 2**20:.3g} MiB)"
+            return f"its phase grid (the input padded, split at a stride: {grid / 2**20:.3g} MiB) exceeds the " \
+                   f"workspace limit ({limit / 2**20:.3g} MiB)"
         return numba_missing()
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
