@@ -36,11 +36,19 @@ WORKER_MEMORY = 448 * 2**20
 def client():
     # No spilling to disk and no pausing: a worker that outgrows 95% of its limit is killed and restarted.
     memory = {"distributed.worker.memory." + key: False for key in ("target", "spill", "pause")}
-    with dask.config.set(memory):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           memory_limit=WORKER_MEMORY, dashboard_address=None)
-    with cluster, distributed.Client(cluster) as client:
-        yield client
+    # A nanny writes its workers' environment (OMP_NUM_THREADS=1 and the BLAS's) into this process's
+    # os.environ and leaves it there; convolab reads those variables for its thread count, so every later
+    # test module would plan for one thread.
+    environment = dict(os.environ)
+    try:
+        with dask.config.set(memory):
+            cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                               memory_limit=WORKER_MEMORY, dashboard_address=None)
+        with cluster, distributed.Client(cluster) as client:
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 # ---------------------------------------------------------------------------

@@ -538,8 +538,8 @@ def plan(
     'winograd4'
     >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1, stride=2).algorithm
     'gemm'
-    >>> cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1).algorithm  # 32 filters
-    'folded'
+    >>> cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1).algorithm  # 32 filters: register tiles
+    'compiled'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "float32").algorithm
     'fft'
     >>> cl.plan((8, 32, 112, 112), (32, 1, 3, 3), "float32", padding=1, groups=32).algorithm
