@@ -548,9 +548,11 @@ def plan(
     'integer inputs (int32) must give exact results, and the FFT rounds'
     >>> chosen = cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1)
     >>> chosen.input_grad.method, chosen.weight_grad.method
-    ('full', 'folded')
+    ('compiled', 'compiled')
     >>> chosen.weight_grad.reason
-    "the forward runs folded: its own pass; folding copies 384 values per position against gemm's 864"
+    'the forward runs compiled: its own pass; compiled loops'
+    >>> cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).weight_grad.reason[:77]
+    "the forward runs compiled: its own pass, but gemm's pass estimated 1.59x fast"
     """
     dtype = np.dtype(dtype)
     check_supported_dtype("plan", "dtype", dtype)
