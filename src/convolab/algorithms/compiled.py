@@ -16,6 +16,7 @@ channels per group, K kernel taps.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Callable, Sequence
 
@@ -60,8 +61,12 @@ KERNEL_RANK = 3
 
 # The cost model (:meth:`Compiled.estimate`), fitted to forward timings against today's algorithms on the
 # layer classes of issue 15 (see the estimate), in the reference machine's seconds like theirs.
-#: Fixed cost of a call: the layout's tables, the jobs handed out, the kernel's dispatch.
+#: Fixed cost of a call: the layout's tables, the jobs handed out, the kernel's dispatch...
 CALL_OVERHEAD = 22e-6
+#: ... and of the tiled forward's (the weights packed by tile, the grid copied, two hand-outs of jobs):
+#: measured 86 us against gemm's 26 on a (1, 8, 2, 2) x (8, 8, 1, 1) layer, 138 against 103 on
+#: (1, 32, 4, 4) x (16, 32, 3, 3), so that tiny layers (a digits CNN's) stay with the NumPy paths.
+TILED_CALL_OVERHEAD = 100e-6
 #: Loads and stores of float32 values per second that the inner loops issue on one thread (float64: half as
 #: many values, in vectors of the same width).
 CACHE_RATE = 20e9
@@ -208,7 +213,7 @@ class _Layout:
     """
 
     def __init__(self, spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool = True):
-        self.spec = spec
+        self.spec, self._key = spec, (spec, itemsize, scratch_rows, wide)
         depth, height, width = _shape3((1, 1, *spec.padded_size))[2:]
         self.depth_stride, sh, sw = _steps(spec.stride)
         out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
@@ -221,7 +226,12 @@ class _Layout:
         self.scratch_shape = (max(scratch_rows, 1), (self.rows - 1) * self.grid[-1] + self.cols)
 
     def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(taps, tap_groups, runs)`` as the kernels take them (see :mod:`._kernels_direct`)."""
+        """``(taps, tap_groups, runs)`` as the kernels take them (see :mod:`._kernels_direct`), made once per
+        layout: building them in Python cost more than a small layer's whole kernel (about 0.1 ms of 0.3 ms on
+        a 4x4 image). The kernels only read them; nothing else may write them."""
+        return _tables(*self._key)
+
+    def _build_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         spec, wq = self.spec, self.grid[-1]
         _, sh, sw = _steps(spec.stride)
         dd, dh, dw = _steps(spec.dilation)
@@ -270,6 +280,13 @@ class _Layout:
         copy = kernels("direct").copy_phases
         _run_jobs(array.shape[0] * array.shape[1], work,
                   lambda first, last, _: copy(array, grid, first, last, split, *lows), lambda: None)
+
+
+@lru_cache(maxsize=512)
+def _tables(spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool) -> tuple[np.ndarray, ...]:
+    """:meth:`_Layout.tables` of the layout these arguments make, remembered (the layout is a pure function of
+    them)."""
+    return _Layout(spec, itemsize, scratch_rows, wide)._build_tables()
 
 
 def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, float]:
@@ -425,7 +442,7 @@ class Compiled(FullOrScatter, Algorithm):
         if tile:
             tiles = spec.batch * spec.groups * -(-spec.out_channels_per_group // tile)
             threads = min(_threads(_macs(spec)), tiles)
-            return CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) / (1 + THREAD_GAIN * (threads - 1))
+            return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) / (1 + THREAD_GAIN * (threads - 1))
         values, loops, moved, copied, speedup = _cost_terms(spec, dtype.itemsize)
         return CALL_OVERHEAD + (values / CACHE_RATE + loops * LOOP_COST + moved / MEMORY_RATE
                                 + copied / GRID_COPY_RATE) / speedup
