@@ -74,9 +74,13 @@ def _stack_run(typingctx, dtype):
     def codegen(context, builder, signature, args):
         # LLVM's tuning for AVX-512 CPUs prefers 256-bit vectors, half of what the FMA units take: ask the
         # kernel calling this for 512-bit ones (a string attribute, which llvmlite's checked ``add`` does not
-        # know; without AVX-512 the backend splits the vectors again).
+        # know; without AVX-512 the backend splits the vectors again). That reaches past llvmlite's API: where
+        # its attribute set is built otherwise, the kernel keeps LLVM's default width rather than failing.
         for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
-            set.add(builder.function.attributes, attribute)
+            try:
+                set.add(builder.function.attributes, attribute)
+            except TypeError:
+                break
         return cgutils.alloca_once(builder, context.get_value_type(item), size=LANES)
 
     return types.CPointer(item)(dtype), codegen
