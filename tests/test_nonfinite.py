@@ -46,12 +46,13 @@ def poison(a: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def assert_same_pattern(got: np.ndarray, expected: np.ndarray) -> None:
-    """The same NaN, +inf and -inf cells, and the finite cells equal to rounding."""
+def assert_same_pattern(got: np.ndarray, expected: np.ndarray, tolerance: float = 1e-9) -> None:
+    """The same NaN, +inf and -inf cells, and the finite cells equal within ``tolerance`` (relative and
+    absolute: rounding)."""
     for mask in (np.isnan, np.isposinf, np.isneginf):
         np.testing.assert_array_equal(mask(got), mask(expected), err_msg=mask.__name__)
     finite = np.isfinite(expected)
-    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=tolerance, atol=tolerance)
 
 
 def operands(case: ConvCase, poisoned: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
