@@ -10,8 +10,10 @@ import dataclasses
 import json
 import math
 import pathlib
+import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -267,6 +269,43 @@ def test_time_turns_times_the_others_alone_when_one_fails():
     assert timed_second.ok and len(timed_second.times_s) == 4 and len(calls) == 5
 
 
+def test_time_in_rounds_alternates_blocks_and_takes_the_median_of_their_medians(monkeypatch):
+    calls, rests = [], []
+    monkeypatch.setattr(bench.timing.time, "sleep", rests.append)
+    ours = lambda: calls.append("ours")  # noqa: E731
+    theirs = lambda: calls.append("theirs")  # noqa: E731
+    timed_ours, timed_theirs = bench.time_in_rounds([ours, theirs], rounds=3, budget_s=0.01, repeats=2,
+                                                    settle_s=0.25)
+    # each block: a warm-up and two timed calls, after a rest; the libraries alternate block for block
+    assert calls == (["ours"] * 3 + ["theirs"] * 3) * 3
+    assert rests == [0.25] * 6
+    assert len(timed_ours.times_s) == len(timed_theirs.times_s) == 6
+    block_medians = [statistics.median(timed_ours.times_s[i:i + 2]) for i in (0, 2, 4)]
+    assert timed_ours.median_s == statistics.median(block_medians)
+    assert timed_ours.peak_bytes is not None and timed_theirs.ok
+
+
+def test_time_in_rounds_stops_a_side_at_its_first_failure():
+    def fails():
+        raise MemoryError("Unable to allocate 66.0 GiB")
+
+    calls = []
+    failed, fine = bench.time_in_rounds([fails, lambda: calls.append(1)], rounds=2, budget_s=0.01, repeats=3)
+    assert not failed.ok and failed.error.startswith("out of memory")
+    assert fine.ok and len(fine.times_s) == 6 and len(calls) == 8
+
+
+def test_a_slow_warm_up_leaves_at_least_min_repeats():
+    first = []
+
+    def slow_once():
+        if not first:
+            first.append(time.sleep(0.05))  # a one-time cost: the warm-up alone exceeds the budget
+
+    timing = bench.time_call(slow_once, budget_s=0.01)
+    assert len(timing.times_s) == bench.protocol.MIN_REPEATS
+
+
 def test_tracemalloc_meter_sees_numpy_allocations():
     meter = bench.PeakMeter()
     meter.method, meter.sees_foreign = "tracemalloc", False
@@ -385,14 +424,14 @@ def test_results_md_with_torch_lists_the_3x3_layers(torch_report):
     section = text.split("## 3x3 layers against the BLAS rate", 1)[1].split("##", 1)[0]
     assert "tiny.conv3x3" in section and "tiny.dw1d" not in section
     assert "Partial run" not in text
-    # the fraction divides by the BLAS rate timed in turns with that layer's forward, not the run's
+    # the fraction divides by the BLAS rate timed right after that layer's forward, not the run's
     (row,) = [row for row in report.rows if row.is_3x3 and row.phase == "forward"]
     assert row.blas_timing is not None and row.blas_gflops > 0
     assert all(r.blas_timing is None for r in report.rows if r is not row)
     (layer,) = report.summary["layers_3x3"]
     assert layer["blas_gflops"] == row.blas_gflops
     assert layer["convolab_fraction"] == pytest.approx(row.gflops(row.convolab) / row.blas_gflops)
-    assert report.to_json()["results"][report.rows.index(row)]["blas_gflops_in_turns"] == row.blas_gflops
+    assert report.to_json()["results"][report.rows.index(row)]["blas_gflops_beside"] == row.blas_gflops
 
 
 def test_a_busy_machine_is_reported(plain_report):

@@ -15,7 +15,7 @@ This is an application built on convolab, not part of the library:
 :mod:`.protocol`
     The numbers of the measuring protocol: budgets, repeats, pauses.
 :mod:`.timing`
-    Timing one call or several in turns, and a call's peak memory.
+    Timing one call, several in turns or in alternating blocks, and a call's peak memory.
 :mod:`.machine`
     Probes and controls of the machine: CPU, BLAS, load, threads, the memory guard.
 :mod:`.run`
@@ -45,7 +45,7 @@ _HOMES = {
                     "suite"),
     **dict.fromkeys(["MAX_REPEATS", "SETTLE_S", "DEFAULT_BUDGET_S", "QUICK_BUDGET_S", "BLAS_MIN_BUDGET_S",
                      "BLAS_MATMUL_SIZE", "GIB", "MIB", "THREAD_VARIABLES"], "protocol"),
-    **dict.fromkeys(["Timing", "PeakMeter", "time_call", "time_turns"], "timing"),
+    **dict.fromkeys(["Timing", "PeakMeter", "time_call", "time_turns", "time_in_rounds"], "timing"),
     **dict.fromkeys(["machine_info", "default_memory_limit_gib", "CORETYPE_VARIABLE"], "machine"),
     **dict.fromkeys(["run_suite", "measure_blas_rate"], "run"),
     **dict.fromkeys(["Row", "Report", "TARGETS", "summarize", "evaluate_targets"], "results"),

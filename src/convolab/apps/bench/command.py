@@ -49,6 +49,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="PATH", help="write the results page (benchmarks/RESULTS.md) to PATH")
     parser.add_argument("--repeats", type=_positive_int, metavar="N",
                         help="timed calls per measurement after the warm-up (default: as many as fit the budget)")
+    parser.add_argument("--rounds", type=_positive_int, metavar="N",
+                        help=f"alternating blocks per library and phase, each after a rest; the budget is split "
+                             f"among them (default {protocol.ROUNDS})")
     parser.add_argument("--budget", type=_positive_float, metavar="SECONDS",
                         help=f"time budget per measurement (default {protocol.DEFAULT_BUDGET_S}, {protocol.QUICK_BUDGET_S} with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="time convolab alone, even if PyTorch is installed")
@@ -82,7 +85,7 @@ def _argv_from_args(args: argparse.Namespace) -> list[str]:
         argv += ["--filter", substring]
     if getattr(args, "probes", None) is not None:
         argv.append("--probes" if args.probes else "--no-probes")
-    for flag in ("json", "results", "repeats", "budget", "threads", "memory_limit"):
+    for flag in ("json", "results", "repeats", "rounds", "budget", "threads", "memory_limit"):
         value = getattr(args, flag, None)
         if value is not None:
             argv += ["--" + flag.replace("_", "-"), str(value)]
@@ -124,7 +127,7 @@ def run_bench(args: argparse.Namespace) -> int:
         probes = args.probes if args.probes is not None else not (args.quick or args.filter)
         report = run_suite(problems, torch=torch, budget_s=budget, repeats=args.repeats, threads=args.threads,
                            thread_method=thread_method, memory_limit_gib=memory_limit, probes=probes,
-                           settings={"quick": args.quick, "filter": args.filter, "command": command})
+                           rounds=args.rounds or protocol.ROUNDS, settings={"quick": args.quick, "filter": args.filter, "command": command})
     print(render_table(report), end="")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")

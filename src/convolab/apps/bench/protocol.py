@@ -9,10 +9,17 @@ one here changes every place it matters: the timing loop and the method text of
 
 from __future__ import annotations
 
-__all__ = ["MAX_REPEATS", "SETTLE_S", "DEFAULT_BUDGET_S", "QUICK_BUDGET_S", "BLAS_MIN_BUDGET_S", "BLAS_MATMUL_SIZE",
+__all__ = ["MAX_REPEATS", "MIN_REPEATS", "ROUNDS", "SETTLE_S", "DEFAULT_BUDGET_S", "QUICK_BUDGET_S",
+           "BLAS_MIN_BUDGET_S", "BLAS_MATMUL_SIZE",
            "GIB", "MIB", "THREAD_VARIABLES"]
 
 MAX_REPEATS = 100
+#: Timed calls per block at least, when the count follows the budget: a warm-up that paid a one-time cost
+#: (the first compiled call's loading) must not leave a block with one sample.
+MIN_REPEATS = 3
+#: Blocks per library and phase, alternating (ours, theirs, ours, ...) after a rest each: a slow spell of the
+#: machine then falls on both sides, and the reported time is the median of the blocks' medians.
+ROUNDS = 3
 #: Seconds of rest before each library's timing: the BLAS's and OpenMP's worker threads spin for a
 #: while after a call, and take the cores from whatever runs next (PyTorch right after convolab's
 #: calls measured 9.5-12 ms on a layer it runs in 5 ms alone).

@@ -228,9 +228,9 @@ def render_results_md(report: Report) -> str:
     lines.append("")
     if summary["layers_3x3"]:
         lines += ["## 3x3 layers against the BLAS rate", "",
-                  "Achieved forward GFLOP/s (2 x multiply-adds / median) over the float32 matmul rate, "
-                  "each layer's timed in turns with it and with PyTorch (a slow spell of the machine "
-                  "falls on all three).", ""]
+                  "Achieved forward GFLOP/s (2 x multiply-adds / median) over the float32 matmul rate "
+                  "timed in a block of its own right after the layer's (a slow spell of the machine falls "
+                  "on all three).", ""]
         lines += _md_table(["layer", "BLAS GFLOP/s", "convolab GFLOP/s", "fraction", "PyTorch GFLOP/s", "fraction"], [
             [layer["problem"], _num(layer.get("blas_gflops"), 1), _num(layer["convolab_gflops"], 1),
              _pct(layer["convolab_fraction"]), _num(layer["torch_gflops"], 1), _pct(layer["torch_fraction"])]
@@ -273,11 +273,14 @@ def render_results_md(report: Report) -> str:
     lines += _md_table(["problem", "family", "shapes"],
                        [[p["name"], p["family"], p["summary"]] for p in report.problems], right_from=3)
     lines += ["", "## Method", "",
-              f"- Timing: one warm-up call, then repeats until {s['budget_s']} s is spent (at least 1, at most "
-              f"{s['max_repeats']}{'; fixed at ' + str(s['repeats']) if s['repeats'] else ''}); the median is "
-              f"reported. The garbage collector is off while timing. Each library is timed on its own after "
-              f"{protocol.SETTLE_S} s of rest (the other's worker threads spin for a while after its calls); a 3x3 "
-              "forward takes turns, call for call, with the BLAS matmul whose rate it is divided by.",
+              f"- Timing: each library in its own blocks, {_rounds(s)} per phase, alternating (convolab, PyTorch, "
+              f"convolab, ...), each after {protocol.SETTLE_S} s of rest (the other's worker threads spin for a "
+              f"while after its calls: convolab right after a BLAS matmul measured 1.8x slower). A block is one "
+              f"warm-up call, then repeats until {s['budget_s']} s / {_rounds(s)} is spent (at least "
+              f"{s.get('min_repeats', 1)}, at most {s['max_repeats']}"
+              f"{'; fixed at ' + str(s['repeats']) if s['repeats'] else ''}); a library's time is the median of "
+              f"its blocks' medians. The garbage collector is off while timing. A 3x3 forward is followed by a "
+              f"block of the BLAS matmul its fraction divides by.",
               "- convolab: `convolab.conv`, `convolab.grad.conv_input`, `convolab.grad.conv_weight` with "
               "`algorithm='auto'`; PyTorch: `torch.nn.functional.conv{1,2,3}d` under `no_grad`, "
               "`torch.nn.grad.conv{1,2,3}d_input` and `_weight`.",
@@ -287,12 +290,17 @@ def render_results_md(report: Report) -> str:
               "the input gradient is `conv(grad_output, weight)`, the weight gradient `conv_weight` with the "
               "input and grad_output swapped.",
               "- The 3x3 table gives the fraction of the BLAS rate each dense 2-d 3x3 layer reaches, against the "
-              "BLAS rate timed in turns with it (reported, no longer a target). The wide-3x3 target is the "
+              "BLAS rate timed right after it (reported, no longer a target). The wide-3x3 target is the "
               "forward geomean over the 3x3 stride-1 layers with at least 64 channels.",
               f"- Address space capped at what the benchmark had mapped plus "
               f"{_format_value(s['memory_limit_gib'], 1)} GiB; a call that needs more is reported as out of memory.",
               ""]
     return "\n".join(lines)
+
+
+def _rounds(settings: dict[str, Any]) -> int:
+    """Blocks per library and phase (runs before rounds existed had one)."""
+    return settings.get("rounds") or 1
 
 
 def _probe_lines(probes: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ class Row:
     reference: str | None = None
     reference_timing: Timing | None = None
     is_3x3: bool = False
-    #: A 3x3 forward's BLAS matmul timed in turns with it (its rate is the fraction's denominator).
+    #: A 3x3 forward's BLAS matmul, timed in a block right after it (its rate is the fraction's denominator).
     blas_timing: Timing | None = None
     blas_flops: int = 0
     #: A dense 3x3 stride-1 layer with at least 64 channels (the Winograd target's layers).
@@ -63,7 +63,7 @@ class Row:
             "reference": self.reference,
             "reference_timing": None if self.reference_timing is None else asdict(self.reference_timing),
             "reference_gflops": self.gflops(self.reference_timing), "ratio": self.ratio,
-            "blas_gflops_in_turns": self.blas_gflops,
+            "blas_gflops_beside": self.blas_gflops,
         }
 
 
@@ -156,7 +156,7 @@ def summarize(rows: Sequence[Row], blas: dict[str, Any] | None, memory: dict[str
     for row in rows:
         if row.is_3x3 and row.phase == "forward":
             ours, theirs = row.gflops(row.convolab), row.gflops(row.reference_timing)
-            rate = row.blas_gflops or blas_gflops  # measured in turns with the layer, else the run's
+            rate = row.blas_gflops or blas_gflops  # measured right after the layer, else the run's
             layers_3x3.append({
                 "problem": row.problem, "convolab_gflops": ours, "torch_gflops": theirs, "blas_gflops": rate,
                 "convolab_fraction": None if ours is None or not rate else ours / rate,

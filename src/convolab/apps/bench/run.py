@@ -4,13 +4,15 @@ How things are measured
 -----------------------
 Timing
     :mod:`.timing`: a warm-up, then repeats until a per-problem budget is spent;
-    the median. Each library is timed on its own after a pause of
+    the median. Each library is timed in its own blocks after a pause of
     :data:`~.protocol.SETTLE_S` (the other library's worker threads keep
     spinning for a while after its last call: PyTorch alternated call for call
-    with convolab ran 2x slower). A 3x3 layer's convolab forward takes turns
-    (:func:`~.timing.time_turns`) with the BLAS matmul whose rate its fraction
-    target divides by: the same BLAS, the same moments. SciPy's FFTs run on one
-    thread (``workers=1``, their default) on both sides.
+    with convolab ran 2x slower, and convolab right after a BLAS matmul 1.8x),
+    :data:`~.protocol.ROUNDS` blocks each, alternating; a library's time is the
+    median of its blocks' medians (:func:`~.timing.time_in_rounds`). A 3x3
+    layer's forward is followed by a block of the BLAS matmul whose rate its
+    fraction divides by, after the same rest. SciPy's FFTs run on one thread
+    (``workers=1``, their default) on both sides.
 Peak memory, the memory target
     A fresh subprocess allocates the ``(1, 64, 1024, 1024)`` float32 input and
     the weight, runs one small convolution (BLAS buffers, lazy imports), reads
@@ -44,7 +46,7 @@ from .render import describe_blas_rates, describe_memory, describe_row
 from .results import Report, Row, evaluate_targets, summarize, target_problems
 from .suite import (CONV_PHASES, POOL_PHASES, ConvProblem, FilterProblem, MemoryProblem, PoolProblem, Problem,
                     describe_problem)
-from .timing import PeakMeter, Timing, time_call, time_turns
+from .timing import PeakMeter, Timing, time_call, time_in_rounds
 
 __all__ = ["run_suite", "measure_blas_rate"]
 
@@ -110,9 +112,18 @@ def _torch_calls(torch: Any, problem: ConvProblem, x: np.ndarray, w: np.ndarray,
     return calls
 
 
+def _timed_sides(ours: Callable, theirs: Callable | None, budget_s: float, repeats: int | None, meter: PeakMeter,
+                 rounds: int) -> tuple[Timing, Timing | None]:
+    """convolab's and the reference's timings of one phase, in alternating blocks (:func:`.time_in_rounds`)."""
+    timings = time_in_rounds([ours] if theirs is None else [ours, theirs], rounds=rounds, budget_s=budget_s,
+                             repeats=repeats, meter=meter, settle_s=protocol.SETTLE_S)
+    return timings[0], (timings[1] if theirs is not None else None)
+
+
 def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | None, meter: PeakMeter,
-              rng: np.random.Generator, blas_size: int = protocol.BLAS_MATMUL_SIZE) -> list[Row]:
-    """Each phase timed in turns with PyTorch's; a 3x3 forward also with the BLAS matmul of the fraction target."""
+              rng: np.random.Generator, blas_size: int = protocol.BLAS_MATMUL_SIZE,
+              rounds: int = protocol.ROUNDS) -> list[Row]:
+    """Each phase timed in blocks alternating with PyTorch's; a 3x3 forward then the BLAS matmul of its fraction."""
     x = _random(rng, problem.input_shape, problem.dtype)
     w = _random(rng, problem.weight_shape, problem.dtype)
     g = _random(rng, problem.output_shape, problem.dtype)
@@ -121,17 +132,13 @@ def _run_conv(problem: ConvProblem, torch: Any, budget_s: float, repeats: int | 
     rows = []
     for phase in CONV_PHASES:
         with_blas = problem.is_3x3 and phase == "forward"
-        time.sleep(protocol.SETTLE_S)
+        convolab_timing, reference_timing = _timed_sides(ours[phase], theirs[phase] if theirs else None, budget_s,
+                                                         repeats, meter, rounds)
+        blas_timing = None
         if with_blas:
-            convolab_timing, blas_timing = time_turns([ours[phase], _blas_matmul(blas_size)], budget_s=budget_s,
-                                                      repeats=repeats, meter=meter, measure_memory=[True, False])
-        else:
-            convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
-            blas_timing = None
-        reference_timing = None
-        if theirs is not None:
             time.sleep(protocol.SETTLE_S)
-            reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+            blas_timing = time_call(_blas_matmul(blas_size), budget_s=budget_s / rounds, repeats=repeats,
+                                    meter=meter, measure_memory=False)
         rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
                         "torch" if theirs is not None else None, reference_timing, problem.is_3x3,
                         blas_timing=blas_timing, blas_flops=2 * blas_size ** 3 if with_blas else 0,
@@ -195,7 +202,7 @@ def _torch_pool_calls(torch: Any, problem: PoolProblem, x: np.ndarray, g: np.nda
 
 
 def _run_pool(problem: PoolProblem, torch: Any, budget_s: float, repeats: int | None, meter: PeakMeter,
-              rng: np.random.Generator) -> list[Row]:
+              rng: np.random.Generator, rounds: int = protocol.ROUNDS) -> list[Row]:
     """Each phase of :data:`~.suite.POOL_PHASES` timed on its own, then PyTorch's, as a convolution's are."""
     x = _random(rng, problem.input_shape, problem.dtype)
     g = _random(rng, problem.output_shape, problem.dtype)
@@ -203,12 +210,8 @@ def _run_pool(problem: PoolProblem, torch: Any, budget_s: float, repeats: int | 
     theirs = _torch_pool_calls(torch, problem, x, g) if torch is not None else None
     rows = []
     for phase in POOL_PHASES:
-        time.sleep(protocol.SETTLE_S)
-        convolab_timing = time_call(ours[phase], budget_s=budget_s, repeats=repeats, meter=meter)
-        reference_timing = None
-        if theirs is not None:
-            time.sleep(protocol.SETTLE_S)
-            reference_timing = time_call(theirs[phase], budget_s=budget_s, repeats=repeats, meter=meter)
+        convolab_timing, reference_timing = _timed_sides(ours[phase], theirs[phase] if theirs else None, budget_s,
+                                                         repeats, meter, rounds)
         rows.append(Row(problem.name, problem.family, phase, problem.flops, convolab_timing,
                         "torch" if theirs is not None else None, reference_timing))
     return rows
@@ -223,19 +226,16 @@ def _blas_matmul(size: int) -> Callable[[], Any]:
 
 
 def _run_filter(problem: FilterProblem, budget_s: float, repeats: int | None, meter: PeakMeter,
-                rng: np.random.Generator) -> list[Row]:
+                rng: np.random.Generator, rounds: int = protocol.ROUNDS) -> list[Row]:
     import scipy.signal
 
     import convolab as cl
 
     image = _random(rng, problem.image_shape, problem.dtype)
     kernel = _random(rng, problem.kernel_shape, problem.dtype)
-    time.sleep(protocol.SETTLE_S)
-    ours = time_call(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
-                     budget_s=budget_s, repeats=repeats, meter=meter)
-    time.sleep(protocol.SETTLE_S)
-    theirs = time_call(lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
-                       budget_s=budget_s, repeats=repeats, meter=meter)
+    ours, theirs = _timed_sides(lambda: cl.correlate(image, kernel, mode=problem.mode, method="auto"),
+                                lambda: scipy.signal.correlate(image, kernel, mode=problem.mode, method="auto"),
+                                budget_s, repeats, meter, rounds)
     return [Row(problem.name, problem.family, "forward", problem.flops, ours, "scipy", theirs)]
 
 
@@ -333,13 +333,14 @@ def _progress(message: str, started: float, stream: Any) -> None:
 def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float = protocol.DEFAULT_BUDGET_S,
               repeats: int | None = None, threads: int = 2, thread_method: str | None = None,
               memory_limit_gib: float = 0.0, blas_size: int | None = None, progress: Any = sys.stderr,
-              settings: dict[str, Any] | None = None, probes: bool = False) -> Report:
+              settings: dict[str, Any] | None = None, probes: bool = False, rounds: int = protocol.ROUNDS) -> Report:
     """Measure ``problems`` and summarize them against the targets.
 
     ``torch`` is the imported module or None (then convolab is timed alone);
     the memory problem also runs PyTorch's side in its subprocess when given.
     ``probes``: also measure import time and the first compiled call
-    (:mod:`.probes`), each in fresh processes.
+    (:mod:`.probes`), each in fresh processes. ``rounds``: blocks per library
+    and phase (``budget_s`` is split among them).
     """
     started = time.perf_counter()
     load_at_start = load_average()
@@ -356,11 +357,11 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
         for index, problem in enumerate(problems, 1):
             label = f"{index}/{len(problems)} {problem.name}"
             if isinstance(problem, ConvProblem):
-                new_rows = _run_conv(problem, torch, budget_s, repeats, meter, rng, blas_size)
+                new_rows = _run_conv(problem, torch, budget_s, repeats, meter, rng, blas_size, rounds)
             elif isinstance(problem, PoolProblem):
-                new_rows = _run_pool(problem, torch, budget_s, repeats, meter, rng)
+                new_rows = _run_pool(problem, torch, budget_s, repeats, meter, rng, rounds)
             elif isinstance(problem, FilterProblem):
-                new_rows = _run_filter(problem, budget_s, repeats, meter, rng)
+                new_rows = _run_filter(problem, budget_s, repeats, meter, rng, rounds)
             else:
                 memory_problem = problem.name
                 env = child_environment(threads)
@@ -392,6 +393,7 @@ def run_suite(problems: Sequence[Problem], *, torch: Any = None, budget_s: float
     targets = evaluate_targets(summary, target_problems(rows, memory_problem))
     run_settings = {
         "budget_s": budget_s, "repeats": repeats, "max_repeats": protocol.MAX_REPEATS, "threads": threads,
+        "rounds": rounds, "min_repeats": protocol.MIN_REPEATS,
         "blas_threads": thread_method, "torch_threads": None if torch is None else torch.get_num_threads(),
         "peak_memory_method": meter.method, "memory_limit_gib": memory_limit_gib or None,
         "wall_s": round(time.perf_counter() - started, 1),

@@ -1,8 +1,11 @@
 """Timing one call, or several in turns, and the peak memory of a call.
 
 One warm-up call (its peak memory measured), then repeats until a time budget
-is spent (at least one, at most :data:`~.protocol.MAX_REPEATS`; or a fixed
-count); the median is reported. The garbage collector is off while timing.
+is spent (at least :data:`~.protocol.MIN_REPEATS`, at most
+:data:`~.protocol.MAX_REPEATS`; or a fixed count); the median is reported. The
+garbage collector is off while timing. :func:`time_in_rounds` times two
+libraries in alternating blocks after a rest each, and reports the median of
+each one's block medians.
 
 Peak memory of a call is the resident-set high-water mark (Linux ``VmHWM``,
 reset before the warm-up by writing 5 to ``/proc/self/clear_refs``, after
@@ -24,7 +27,7 @@ from typing import Any, Callable, Sequence
 from . import protocol
 from .machine import proc_status_bytes
 
-__all__ = ["Timing", "PeakMeter", "time_call", "time_turns"]
+__all__ = ["Timing", "PeakMeter", "time_call", "time_turns", "time_in_rounds"]
 
 
 @dataclass
@@ -113,7 +116,8 @@ def time_call(fn: Callable[[], Any], *, budget_s: float, repeats: int | None = N
     """Warm up once (measuring peak memory), then time ``fn`` and take the median.
 
     Without ``repeats``, the count adapts: as many calls as fit in ``budget_s``
-    judging by the warm-up, at least 1 and at most :data:`~.protocol.MAX_REPEATS`. A call
+    judging by the warm-up, at least :data:`~.protocol.MIN_REPEATS` and at most
+    :data:`~.protocol.MAX_REPEATS`. A call
     that raises (``MemoryError`` under the memory guard, say) gives a Timing
     with ``error`` set and no median. (:func:`time_turns` of one call.)
     """
@@ -156,7 +160,7 @@ def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: in
             gc.collect()
             warmups.append(Timing(None, [], None, _failure(error)))
     counts = [0 if isinstance(w, Timing) else repeats if repeats is not None else
-              max(1, min(protocol.MAX_REPEATS, int(budget_s / max(w[0], 1e-9)))) for w in warmups]
+              max(protocol.MIN_REPEATS, min(protocol.MAX_REPEATS, int(budget_s / max(w[0], 1e-9)))) for w in warmups]
     times: list[list[float]] = [[] for _ in fns]
     errors: list[str | None] = [None for _ in fns]
     gc.collect()
@@ -185,4 +189,35 @@ def time_turns(fns: Sequence[Callable[[], Any]], *, budget_s: float, repeats: in
             timings.append(Timing(None, [], None, error))
         else:
             timings.append(Timing(statistics.median(taken), taken, warmup[1]))
+    return timings
+
+
+def time_in_rounds(fns: Sequence[Callable[[], Any]], *, rounds: int, budget_s: float, repeats: int | None = None,
+                   meter: PeakMeter | None = None, settle_s: float = 0.0) -> list[Timing]:
+    """Time each call in its own block after ``settle_s`` of rest, ``rounds`` times over, the calls alternating.
+
+    Round after round: rest, a block of the first call (:func:`time_call`, a
+    warm-up and ``budget_s / rounds`` of repeats), rest, a block of the second,
+    and so on. Each call's median is the median of its blocks' medians, its
+    peak memory the first block's warm-up's, and ``times_s`` every timed call
+    in order. A block that fails ends that call's timing with its error. So a
+    slow spell of the machine falls on every call's blocks alike, and no call
+    runs while another's worker threads still spin.
+    """
+    meter = meter or PeakMeter()
+    blocks: list[list[Timing]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for side, fn in enumerate(fns):
+            if blocks[side] and not blocks[side][-1].ok:
+                continue
+            time.sleep(settle_s)
+            blocks[side].append(time_call(fn, budget_s=budget_s / rounds, repeats=repeats, meter=meter))
+    timings = []
+    for taken in blocks:
+        if not taken[-1].ok:
+            timings.append(Timing(None, [t for block in taken for t in block.times_s], taken[0].peak_bytes,
+                                  taken[-1].error))
+        else:
+            timings.append(Timing(statistics.median(block.median_s for block in taken),
+                                  [t for block in taken for t in block.times_s], taken[0].peak_bytes))
     return timings
