@@ -178,8 +178,19 @@ def _positions(itemsize: int, scratch_rows: int) -> int:
 #: 2,048, which spill it; the whole pass on a stem about 10% faster), and all of a group's grad_output rows
 #: at most this many bytes (in the L2 cache).
 WGRAD_ROWS, WGRAD_SCRATCH_BYTES = 8, 512 * 2**10
-#: Taps the weight gradient's inner loop reads together (as :mod:`._kernels_wgrad`'s TAP_BLOCK).
-WGRAD_TAP_BLOCK = 4
+#: Taps the weight gradient's inner loop reads together, and the values its rows are padded to a multiple of
+#: (as :mod:`._kernels_wgrad`'s TAP_BLOCK and LANES).
+WGRAD_TAP_BLOCK, WGRAD_LANES = 4, 16
+#: Bytes of a cache line: the weight gradient's scratch rows start on one.
+CACHE_LINE = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose first value starts a cache line (:data:`CACHE_LINE`)."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.empty(prod(shape) * itemsize + CACHE_LINE, dtype=np.uint8)
+    skip = -buffer.ctypes.data % CACHE_LINE
+    return buffer[skip:skip + prod(shape) * itemsize].view(dtype).reshape(shape)
 
 
 def _wgrad_run_rows(out_per_group: int) -> int:
@@ -637,8 +648,10 @@ class Compiled(FullOrScatter, Algorithm):
         slots = min(spec.batch * len(runs), max(1, -(-JOBS_PER_THREAD * _threads(work) // groups)))
         partial = np.empty((slots, spec.out_channels, len(taps)), dtype=source.dtype)  # (S, G*O, T padded)
         weight_grad = kernels("wgrad").weight_grad
+        # per thread: the group's grad_output rows, then a block of taps' runs; rows of whole cache lines
+        scratch_shape = (out_per_group + WGRAD_TAP_BLOCK, -(-layout.scratch_shape[1] // WGRAD_LANES) * WGRAD_LANES)
         _run_jobs(slots * groups, work,
                   lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, taps, runs, first,
                                                            last, groups, layout.depth_stride),
-                  lambda: np.empty((max(out_per_group, 1), layout.scratch_shape[1]), dtype=source.dtype))
+                  lambda: _aligned_empty(scratch_shape, source.dtype))
         return partial.sum(axis=0)[:, :tap_count].reshape(spec.weight_shape)
