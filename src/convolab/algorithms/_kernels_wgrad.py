@@ -34,9 +34,9 @@ group's filters (``C*KD*KH*KW``), S slots.
 
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, uint64
 
-from ._kernels_direct import _run, _wide
+from ._kernels_direct import _run
 from ._kernels_tiled import _stack_run
 
 __all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK", "LANES"]
@@ -83,11 +83,33 @@ def _dots_1x4(sums, o, t, g0, s0, s1, s2, s3, length):
 def _aligned_run(flat, n, channel, z, taps, t, start, length, padded, target):
     """Tap ``t``'s run (:func:`._kernels_direct._run`) copied to ``target[:length]``, zero up to ``padded``."""
     source = _run(flat, n, channel, z, taps, t, start, length)
-    for m in range(length):
+    for m in range(uint64(length)):  # unsigned: no wraparound test per value, so that the loops vectorize
         target[m] = source[m]
-    for m in range(length, padded):
+    for m in range(uint64(length), uint64(padded)):
         target[m] = 0
     return target[:padded]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wide_rows(grad_output, n, o0, o1, od, r0, r1, w0, width, wq, padded, scratch):
+    """grad_output's rows ``r0:r1`` (columns ``w0:w0+width``) of channels ``o0:o1`` as wide rows of ``wq``
+    positions in ``scratch``, zero on the extra columns and up to ``padded``: :func:`._kernels_direct._wide`,
+    by plain loops (a row's slice and its assignment cost as much as copying a short row)."""
+    plane = grad_output.shape[3] * grad_output.shape[4]
+    rows = grad_output.reshape(grad_output.shape[0], grad_output.shape[1], grad_output.shape[2] * plane)
+    for o in range(o0, o1):
+        source, target = rows[n, o], scratch[o - o0]
+        position = uint64(0)
+        for r in range(r0, r1):
+            read = uint64(od * plane + r * grad_output.shape[4] + w0)
+            for i in range(uint64(width)):
+                target[position + i] = source[read + i]
+            end = position + uint64(wq if r + 1 < r1 else width)
+            for i in range(position + uint64(width), end):
+                target[i] = 0
+            position = end
+        for i in range(position, uint64(padded)):
+            target[i] = 0
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -121,8 +143,7 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
             od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
             start, length = r0 * wq + w0, (r1 - r0 - 1) * wq + width
             padded = -(-length // LANES) * LANES
-            _wide(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, scratch)
-            scratch[:out_per_group, length:padded] = 0
+            _wide_rows(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, padded, scratch)
             z = od * sd
             for t in range(0, tap_count, TAP_BLOCK):
                 s0 = _aligned_run(flat, n, g * channels, z, taps, t, start, length, padded, scratch[out_per_group])
