@@ -1,4 +1,4 @@
-"""The compiled weight gradient: every filter tap's dot product with grad_output, read in place from the phase grid.
+"""The compiled weight gradient: every filter tap's dot product with grad_output, over runs of the phase grid.
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use (see :mod:`._kernels_direct` for the compilation and threading rules
@@ -9,10 +9,14 @@ group's filters reads, over a run of wide output positions ``m``, one
 contiguous run of its phase plane (:mod:`._kernels_direct`'s layout and
 tables), so the sum is a dot product of two rows and no column matrix is made.
 Per run, *all* the group's grad_output rows are laid out in ``scratch`` (in
-the L2 cache), and each block of four taps' runs (in the L1 cache) meets them
-four output channels at a time: sixteen sums in registers, each value loaded
-serving four of them. The input is read once per pass, not once per block of
-output channels.
+the L2 cache); each block of four taps' runs is copied below them (in the L1
+cache), and meets them four output channels at a time: sixteen sums in
+registers, each value loaded serving four of them. Every row of ``scratch``
+starts on a cache line and is padded with zeros to a multiple of
+:data:`LANES` values, so that the inner loop's vector loads are aligned (a
+tap's run starts anywhere in its plane, and a 512-bit load across two cache
+lines ran the loop 1.6x slower) and the loop has no remainder. The input is
+read once per pass, not once per block of output channels.
 
 Contract (besides :mod:`._kernels_direct`'s: three spatial axes, C-contiguous,
 native byte order, writeable, one dtype, float32 or float64; the input padded
@@ -26,7 +30,9 @@ the ``taps`` and ``runs`` tables):
   ``N * len(runs)`` pairs (sample, run); a job is (slot, group) and writes its
   group's rows of its slot's slice only, so threads never share a cell and the
   caller sums the slots in a fixed order;
-- ``scratch`` ``(O, run)``: the calling thread's own.
+- ``scratch`` ``(O + TAP_BLOCK, P)``, ``P`` a multiple of :data:`LANES` at
+  least the longest run, its first value on a cache line: the calling
+  thread's own.
 
 Axis legend: N samples, G groups, O output channels per group, T taps of one
 group's filters (``C*KD*KH*KW``), S slots.
