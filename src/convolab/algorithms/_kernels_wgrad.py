@@ -1,4 +1,4 @@
-"""The compiled weight gradient: every filter tap's dot product with grad_output, read in place from the phase grid.
+"""The compiled weight gradient: every filter tap's dot product with grad_output, over runs of the phase grid.
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use (see :mod:`._kernels_direct` for the compilation and threading rules
@@ -9,10 +9,14 @@ group's filters reads, over a run of wide output positions ``m``, one
 contiguous run of its phase plane (:mod:`._kernels_direct`'s layout and
 tables), so the sum is a dot product of two rows and no column matrix is made.
 Per run, *all* the group's grad_output rows are laid out in ``scratch`` (in
-the L2 cache), and each block of four taps' runs (in the L1 cache) meets them
-four output channels at a time: sixteen sums in registers, each value loaded
-serving four of them. The input is read once per pass, not once per block of
-output channels.
+the L2 cache); each block of four taps' runs is copied below them (in the L1
+cache), and meets them four output channels at a time: sixteen sums in
+registers, each value loaded serving four of them. Every row of ``scratch``
+starts on a cache line and is padded with zeros to a multiple of
+:data:`LANES` values, so that the inner loop's vector loads are aligned (a
+tap's run starts anywhere in its plane, and a 512-bit load across two cache
+lines ran the loop 1.6x slower) and the loop has no remainder. The input is
+read once per pass, not once per block of output channels.
 
 Contract (besides :mod:`._kernels_direct`'s: three spatial axes, C-contiguous,
 native byte order, writeable, one dtype, float32 or float64; the input padded
@@ -26,7 +30,9 @@ the ``taps`` and ``runs`` tables):
   ``N * len(runs)`` pairs (sample, run); a job is (slot, group) and writes its
   group's rows of its slot's slice only, so threads never share a cell and the
   caller sums the slots in a fixed order;
-- ``scratch`` ``(O, run)``: the calling thread's own.
+- ``scratch`` ``(O + TAP_BLOCK, P)``, ``P`` a multiple of :data:`LANES` at
+  least the longest run, its first value on a cache line: the calling
+  thread's own.
 
 Axis legend: N samples, G groups, O output channels per group, T taps of one
 group's filters (``C*KD*KH*KW``), S slots.
@@ -34,14 +40,18 @@ group's filters (``C*KD*KH*KW``), S slots.
 
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, uint64
 
-from ._kernels_direct import _run, _wide
+from ._kernels_direct import _run
+from ._kernels_tiled import _stack_run
 
-__all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK"]
+__all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK", "LANES"]
 
 #: Output channels and taps one pass of the inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 4
+#: The rows of ``scratch`` start at multiples of this many values, and every inner loop runs over a multiple of
+#: it (the rows padded with zeros): 64 bytes of float32, one cache line and one 512-bit vector.
+LANES = 16
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,6 +85,39 @@ def _dots_1x4(sums, o, t, g0, s0, s1, s2, s3, length):
     sums[o, t + 3] += t3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _aligned_run(flat, n, channel, z, taps, t, start, length, padded, target):
+    """Tap ``t``'s run (:func:`._kernels_direct._run`) copied to ``target[:length]``, zero up to ``padded``."""
+    source = _run(flat, n, channel, z, taps, t, start, length)
+    for m in range(uint64(length)):  # unsigned: no wraparound test per value, so that the loops vectorize
+        target[m] = source[m]
+    for m in range(uint64(length), uint64(padded)):
+        target[m] = 0
+    return target[:padded]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wide_rows(grad_output, n, o0, o1, od, r0, r1, w0, width, wq, padded, scratch):
+    """grad_output's rows ``r0:r1`` (columns ``w0:w0+width``) of channels ``o0:o1`` as wide rows of ``wq``
+    positions in ``scratch``, zero on the extra columns and up to ``padded``: :func:`._kernels_direct._wide`,
+    by plain loops (a row's slice and its assignment cost as much as copying a short row)."""
+    plane = grad_output.shape[3] * grad_output.shape[4]
+    rows = grad_output.reshape(grad_output.shape[0], grad_output.shape[1], grad_output.shape[2] * plane)
+    for o in range(o0, o1):
+        source, target = rows[n, o], scratch[o - o0]
+        position = uint64(0)
+        for r in range(r0, r1):
+            read = uint64(od * plane + r * grad_output.shape[4] + w0)
+            for i in range(uint64(width)):
+                target[position + i] = source[read + i]
+            end = position + uint64(wq if r + 1 < r1 else width)
+            for i in range(position + uint64(width), end):
+                target[i] = 0
+            position = end
+        for i in range(position, uint64(padded)):
+            target[i] = 0
+
+
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, groups, sd):
     """``partial[s, g*O+o, t] = sum_{(n, run) in s} sum_m grad_output[n, g*O+o, m] * x_t[n, m]`` for jobs
@@ -82,12 +125,16 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
 
     Per (sample, run), the group's grad_output rows go to ``scratch`` as wide
     rows (zero on the extra columns: where the input holds an inf or NaN the
-    caller asks for one row per run, so that no zero meets it); then for each
-    block of four taps, every block of four output channels takes its sixteen
-    dot products. Each dot product is summed in any order (``reassoc``, so that
-    it vectorizes: an inf or NaN still gives the direct sum's inf or NaN, in
-    every order).
+    caller asks for one row per run, so that no zero meets it), padded with
+    zeros to a multiple of :data:`LANES`; then for each block of four taps,
+    their runs are copied below them (so that every vector load of the inner
+    loop is aligned: a tap's run starts anywhere in its plane, and a load
+    across two cache lines measured 1.6x slower), and every block of four
+    output channels takes its sixteen dot products. Each dot product is summed
+    in any order (``reassoc``, so that it vectorizes: an inf or NaN still
+    gives the direct sum's inf or NaN, in every order).
     """
+    _stack_run(grid.dtype)  # unused: making it asks LLVM for 512-bit vectors in this kernel (see its docstring)
     samples, channels, wq = grid.shape[0], grid.shape[1] // groups, grid.shape[6]
     slots, out_per_group, tap_count = partial.shape[0], partial.shape[1] // groups, taps.shape[0]
     pairs = samples * runs.shape[0]
@@ -101,16 +148,21 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
             n, run = pair // runs.shape[0], pair % runs.shape[0]
             od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
             start, length = r0 * wq + w0, (r1 - r0 - 1) * wq + width
-            _wide(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, scratch)
+            padded = -(-length // LANES) * LANES
+            _wide_rows(grad_output, n, o0, o0 + out_per_group, od, r0, r1, w0, width, wq, padded, scratch)
+            z = od * sd
             for t in range(0, tap_count, TAP_BLOCK):
-                s0 = _run(flat, n, g * channels, od * sd, taps, t, start, length)
-                s1 = _run(flat, n, g * channels, od * sd, taps, t + 1, start, length)
-                s2 = _run(flat, n, g * channels, od * sd, taps, t + 2, start, length)
-                s3 = _run(flat, n, g * channels, od * sd, taps, t + 3, start, length)
+                s0 = _aligned_run(flat, n, g * channels, z, taps, t, start, length, padded, scratch[out_per_group])
+                s1 = _aligned_run(flat, n, g * channels, z, taps, t + 1, start, length, padded,
+                                  scratch[out_per_group + 1])
+                s2 = _aligned_run(flat, n, g * channels, z, taps, t + 2, start, length, padded,
+                                  scratch[out_per_group + 2])
+                s3 = _aligned_run(flat, n, g * channels, z, taps, t + 3, start, length, padded,
+                                  scratch[out_per_group + 3])
                 o = 0
                 while o + OUT_BLOCK <= out_per_group:
                     _dots_4x4(sums, o, t, scratch[o], scratch[o + 1], scratch[o + 2], scratch[o + 3],
-                              s0, s1, s2, s3, length)
+                              s0, s1, s2, s3, padded)
                     o += OUT_BLOCK
                 for o in range(o, out_per_group):  # the last few channels, one at a time
-                    _dots_1x4(sums, o, t, scratch[o], s0, s1, s2, s3, length)
+                    _dots_1x4(sums, o, t, scratch[o], s0, s1, s2, s3, padded)

@@ -79,8 +79,10 @@ MEMORY_RATE = 16e9
 GRID_COPY_RATE = 3.6e9
 #: The weight gradient's multiply-adds per second (float32; float64 half as many) and the seconds of each of its
 #: inner loops (sixteen horizontal sums at its end): fitted, like the forward's, to the ratio of its measured
-#: times to gemm's weight gradient on 15 layers (:meth:`Compiled.pass_estimate`).
-WGRAD_MAC_RATE, WGRAD_LOOP_COST = 37e9, 51e-9
+#: times to gemm's weight gradient on 37 layers (:meth:`Compiled.pass_estimate`), ...
+WGRAD_MAC_RATE, WGRAD_LOOP_COST = 94e9, 43e-9
+#: ... and the float32 values per second it copies into its scratch (grad_output's rows, the taps' runs).
+WGRAD_COPY_RATE = 6.6e9
 #: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread's inner loop, float32
 #: (float64: half), tile channels past a group's last and recomputed positions included (two 512-bit FMAs a
 #: cycle: 86e9 measured on one thread of the reference machine, 75-864 taps; the constants of the tiled cost
@@ -178,8 +180,19 @@ def _positions(itemsize: int, scratch_rows: int) -> int:
 #: 2,048, which spill it; the whole pass on a stem about 10% faster), and all of a group's grad_output rows
 #: at most this many bytes (in the L2 cache).
 WGRAD_ROWS, WGRAD_SCRATCH_BYTES = 8, 512 * 2**10
-#: Taps the weight gradient's inner loop reads together (as :mod:`._kernels_wgrad`'s TAP_BLOCK).
-WGRAD_TAP_BLOCK = 4
+#: Taps the weight gradient's inner loop reads together, and the values its rows are padded to a multiple of
+#: (as :mod:`._kernels_wgrad`'s TAP_BLOCK and LANES).
+WGRAD_TAP_BLOCK, WGRAD_LANES = 4, 16
+#: Bytes of a cache line: the weight gradient's scratch rows start on one.
+CACHE_LINE = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose first value starts a cache line (:data:`CACHE_LINE`)."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.empty(prod(shape) * itemsize + CACHE_LINE, dtype=np.uint8)
+    skip = -buffer.ctypes.data % CACHE_LINE
+    return buffer[skip:skip + prod(shape) * itemsize].view(dtype).reshape(shape)
 
 
 def _wgrad_run_rows(out_per_group: int) -> int:
@@ -316,20 +329,24 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
 
 
-def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int]:
+def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float, int]:
     """What :meth:`Compiled.pass_estimate` charges the weight gradient for: the multiply-adds (in float32
-    values, over every wide position and the padded taps), the inner loops started (each ends in sixteen
-    horizontal sums), and the bytes of the phase grid's copy."""
+    values: a float64 counts twice; over every run as the kernel pads it, wide and to whole vectors, and the
+    taps padded to a multiple of four), the inner loops started (each ends in sixteen horizontal sums), the
+    values the kernel copies into its scratch (per run grad_output's rows once, each block of taps' runs),
+    and the bytes of the phase grid's copy."""
     out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
     layout = _Layout(spec, itemsize, _wgrad_run_rows(out_per_group))
-    out_w = spec.output_size[-1]
-    waste = ((layout.rows - 1) * layout.grid[-1] + out_w) / (layout.rows * out_w)  # a wide row's extra columns
+    _, runs = layout.tables()[1:]
+    lengths = (runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]
+    positions = int((-(-lengths // WGRAD_LANES) * WGRAD_LANES).sum())  # one sample's, padded
     padded_taps = -(-taps // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK
-    values = _macs(spec) * waste * padded_taps / max(taps, 1) * itemsize / 4
-    loops = (spec.batch * layout.run_count * spec.groups * (padded_taps // WGRAD_TAP_BLOCK)
-             * -(-out_per_group // OUT_BLOCK))
+    scale = spec.batch * spec.groups * positions * itemsize / 4
+    values = scale * out_per_group * padded_taps
+    loops = spec.batch * len(runs) * spec.groups * (padded_taps // WGRAD_TAP_BLOCK) * -(-out_per_group // OUT_BLOCK)
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
-    return values, loops, grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
+    copied = grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
+    return values, loops, scale * (out_per_group + padded_taps), copied
 
 
 def _tiling(spec: ConvSpec, itemsize: int, tile: int) -> tuple[int, int, _Layout]:
@@ -452,25 +469,30 @@ class Compiled(FullOrScatter, Algorithm):
                                 + copied / GRID_COPY_RATE) / speedup
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
-        """Its weight gradient's seconds: the multiply-adds at :data:`WGRAD_MAC_RATE` (every wide position, the
-        taps padded to a multiple of four), :data:`WGRAD_LOOP_COST` per inner loop, the phase grid's copy at
+        """Its weight gradient's seconds: the multiply-adds at :data:`WGRAD_MAC_RATE` (every wide position, runs
+        padded to whole vectors, the taps to a multiple of four), :data:`WGRAD_LOOP_COST` per inner loop, the
+        values copied into its scratch at :data:`WGRAD_COPY_RATE` and the phase grid's copy at
         :data:`GRID_COPY_RATE`; no thread speedup, as gemm's has none (both passes share out their work).
 
-        The two constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
-        time to gemm's weight gradient on 15 layers of the benchmark (stems, a DCGAN decoder, grouped, 3-d,
-        1-d, dilated, strided, dense 3x3, 2x2 and 1x1), in float32, one thread, CPU time (the shared 2-core
-        machine's wall clock was too noisy). Measured against gemm's: 0.71 of its time on a 3x3 stride-2 stem
-        (estimated 0.82) and on ResNeXt's 8-channel groups (0.42), 0.89 on a 5x5 stem (0.86); near parity on
-        3-d layers (0.97-1.10; 1.11), a 7x7 stem (1.21; 0.96) and a DCGAN decoder's 3-channel layer (0.94;
-        1.02); 1.2-3x on 1-d, dense, dilated and 1x1 layers with 64 to 512 channels (1.5-3.2). The planner
+        The three constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
+        time to gemm's weight gradient on the benchmark's 37 convolution layers below 1.5e9 multiply-adds that
+        are not depthwise (stems, ResNet-18/50's 3x3, strided and 1x1 layers, VGG's first, grouped, dilated,
+        decoders, 1-d), in float32, one thread, CPU time (the shared 2-core machine's wall clock was too
+        noisy); the fit's residual is 0.24 in the logarithm (27%). Measured against gemm's (estimated):
+        0.35-0.55 on wav2vec's first layer, ResNeXt's 8-channel groups, 3x3 and 5x5 stems and VGG's first layer
+        (0.36-0.89), 0.66-0.80 on the 7x7 stem, a 64 -> 3 decoder, a 1-d k=9 layer, a 5x5 96-channel layer and
+        ResNet-18's 56x56 3x3 layer (0.56-0.91); near parity on 3x3 stride-2 layers at 56x56 (0.99-1.03;
+        0.84-0.85); 1.4-5.5x on dilated, 1x1 and layers of 14x14 or 7x7 positions with 256 to 512 channels
+        (1.1-6.1), where short runs padded to whole vectors and few positions per loop cost most. The planner
         takes it in gemm's place only below 0.9 of gemm's estimate (:data:`convolab.planner.OWN_PASS_MARGIN`).
         """
         if name != "weight_grad":
             return None
         if _macs(spec) == 0:
             return CALL_OVERHEAD
-        values, loops, copied = _wgrad_cost_terms(spec, dtype.itemsize)
-        return CALL_OVERHEAD + values / WGRAD_MAC_RATE + loops * WGRAD_LOOP_COST + copied / GRID_COPY_RATE
+        values, loops, scratch, copied = _wgrad_cost_terms(spec, dtype.itemsize)
+        return (CALL_OVERHEAD + values / WGRAD_MAC_RATE + loops * WGRAD_LOOP_COST + scratch / WGRAD_COPY_RATE
+                + copied / GRID_COPY_RATE)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
@@ -637,8 +659,10 @@ class Compiled(FullOrScatter, Algorithm):
         slots = min(spec.batch * len(runs), max(1, -(-JOBS_PER_THREAD * _threads(work) // groups)))
         partial = np.empty((slots, spec.out_channels, len(taps)), dtype=source.dtype)  # (S, G*O, T padded)
         weight_grad = kernels("wgrad").weight_grad
+        # per thread: the group's grad_output rows, then a block of taps' runs; rows of whole cache lines
+        scratch_shape = (out_per_group + WGRAD_TAP_BLOCK, -(-layout.scratch_shape[1] // WGRAD_LANES) * WGRAD_LANES)
         _run_jobs(slots * groups, work,
                   lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, taps, runs, first,
                                                            last, groups, layout.depth_stride),
-                  lambda: np.empty((max(out_per_group, 1), layout.scratch_shape[1]), dtype=source.dtype))
+                  lambda: _aligned_empty(scratch_shape, source.dtype))
         return partial.sum(axis=0)[:, :tap_count].reshape(spec.weight_shape)
