@@ -414,8 +414,8 @@ class _Planes:
         return np.zeros(self.grid_shape, dtype=dtype)
 
     def scratch_bytes(self, itemsize: int) -> int:
-        """One thread's grid and its run of sums (or of grad_output's wide rows)."""
-        return (prod(self.grid_shape) + self.output_shape[2] * self.wq) * itemsize
+        """One thread's grid and its run of sums (or of grad_output's wide rows: the input gradient's, at most)."""
+        return (prod(self.grid_shape) + max(self.output_shape[2] * self.wq, self.gather_size())) * itemsize
 
     def threads(self) -> int:
         """Threads the kernels' jobs are shared among."""
@@ -448,16 +448,24 @@ class _Planes:
         """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
         return compiled_support._as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
 
-    def run(self, name: str, arrays: tuple[np.ndarray, ...], options: tuple[bool, ...] = ()) -> None:
+    def gather_size(self) -> int:
+        """The input gradient's wide rows (:func:`._kernels_depthwise.input_grad`): per output channel of a
+        group, a grid plane's values after as many zeros as the largest tap offset."""
+        return self.spec.out_channels_per_group * (self.stored + int(self.taps[:, 2].max()))
+
+    def run(self, name: str, arrays: tuple[np.ndarray, ...], options: tuple[int, ...] = (),
+            scratch_size: int | None = None) -> None:
         """Kernel ``name`` of :mod:`._kernels_depthwise` over every job, the jobs shared among threads in ranges:
         ``name(*arrays, grid, scratch, taps, first, last, groups, sh, sw, low_h, low_w, wq, *options)``, each
-        thread with its own zeroed grid and scratch run (one plane of wide rows)."""
+        thread with its own zeroed grid and scratch run of ``scratch_size`` values (one plane of wide rows
+        unless given)."""
         kernel, dtype = getattr(kernels("depthwise"), name), arrays[0].dtype
         geometry = (self.spec.groups, *self.stride, *self.lows, self.wq, *options)
+        size = self.output_shape[2] * self.wq if scratch_size is None else scratch_size
         compiled_support._run_jobs(
             self.jobs, compiled_support._macs(self.spec),
             lambda first, last, own: kernel(*arrays, *own, self.taps, first, last, *geometry),
-            lambda: (self.grid(dtype), np.zeros(self.output_shape[2] * self.wq, dtype=dtype)))
+            lambda: (self.grid(dtype), np.zeros(size, dtype=dtype)))
 
 
 def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
@@ -507,8 +515,10 @@ def _compiled_input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, sp
     grad_output = compiled_support._as_kernels_take(grad_output).reshape(planes.output_shape)
     weights = planes.filters(kernel, grad_output.dtype)
     grad = np.empty(planes.source_shape, dtype=grad_output.dtype)
-    # an extra column's zero times an inf would be a NaN in a real cell: real columns only, then
-    planes.run("input_grad_scatter", (grad_output, weights, grad), (all_finite(weights),))
+    if all_finite(weights):
+        planes.run("input_grad", (grad_output, weights, grad), scratch_size=planes.gather_size())
+    else:  # an extra column's zero times an inf would be a NaN in a real cell: the scatter, real columns only
+        planes.run("input_grad_scatter", (grad_output, weights, grad))
     grad = grad.reshape(spec.batch, spec.in_channels, *(spec.input_size if zeros else spec.padded_size))
     return grad if zeros else pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
 
