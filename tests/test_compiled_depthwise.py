@@ -29,7 +29,7 @@ import pytest
 import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS, register, unregister
-from convolab.algorithms import depthwise as depthwise_module
+from convolab.algorithms import _depthwise_compiled
 from convolab.algorithms.depthwise import Depthwise, compiled_missing
 from conv_cases import generate_cases
 from test_compiled import assert_within, summation_bound, three_passes
@@ -105,7 +105,7 @@ def numpy_path_passes(monkeypatch):
 
     def passes(x, w, g, **kwargs):
         with monkeypatch.context() as hidden:
-            hidden.setattr(depthwise_module, "numba_missing", lambda: "numba is not installed (hidden by the test)")
+            hidden.setattr(_depthwise_compiled, "numba_missing", lambda: "numba is not installed (hidden by the test)")
             planner._forget_plans()
             try:
                 return three_passes(x, w, g, **kwargs)
