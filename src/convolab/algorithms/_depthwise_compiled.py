@@ -38,8 +38,9 @@ PLANE_RANK = 2
 # depthwise layers of the benchmark suite (MobileNet, EfficientNet, 1-d audio) on the 2-core reference machine.
 #: Fixed cost of a call: the tables, the jobs handed out, the kernel's dispatch.
 PLANE_CALL_OVERHEAD = 25e-6
-#: Bytes per second the inner loops load and store (in the L1 cache) on one thread...
-PLANE_LOOP_RATE = 75e9
+#: Bytes per second the inner loops load and store (in the L1 cache) on one thread: refitted to the sums
+#: held in registers (one load per tap and position), within 10% of the suite layers' forward times...
+PLANE_LOOP_RATE = 47e9
 #: ... bytes per second of the input's read and the output's write (memory)...
 PLANE_MEMORY_RATE = 16e9
 #: ... bytes per second of the input split into stride phases as it is copied...
@@ -100,18 +101,18 @@ class Planes:
         return min(compiled_support._threads(compiled_support._macs(self.spec)), max(self.jobs, 1))
 
     def seconds(self, itemsize: int) -> float:
-        """The cost model of the compiled passes (:meth:`Depthwise.estimate`).
+        """The cost model of the compiled passes (:meth:`.depthwise.Depthwise.estimate`).
 
-        Per output channel and wide position, a pass of three taps loads four
-        values and stores one, a pass of one tap loads two and stores one:
-        those values at :data:`PLANE_LOOP_RATE`; the input read and the output
+        Per output channel and wide position, every tap loads one value into
+        the sums held in registers, which are stored once: those values at
+        :data:`PLANE_LOOP_RATE`; the input read and the output
         written once at :data:`PLANE_MEMORY_RATE`, and at a stride the input
         split into phases at :data:`PLANE_SPLIT_RATE`; :data:`PLANE_JOB_COST`
         per job. Jobs are shared among threads, each past the first counted at
         :data:`~convolab.algorithms._rates.THREAD_GAIN`.
         """
         taps = len(self.taps)
-        values = self.length * self.spec.batch * self.spec.out_channels * (5 * (taps // 3) + 3 * (taps % 3))
+        values = self.length * self.spec.batch * self.spec.out_channels * (taps + 1)
         memory = (prod(self.source_shape) + prod(self.output_shape)) * itemsize
         work = values * itemsize / PLANE_LOOP_RATE + memory / PLANE_MEMORY_RATE + self.jobs * PLANE_JOB_COST
         if self.grid_shape[1] > 1:  # the input split into stride phases as it is copied
@@ -165,7 +166,7 @@ def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
 
 
 def compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                      spec: ConvSpec) -> np.ndarray:
+                     spec: ConvSpec) -> np.ndarray:
     """:func:`._kernels_depthwise.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``."""
     planes = Planes(spec, padding)
     source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
