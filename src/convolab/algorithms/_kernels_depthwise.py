@@ -1,8 +1,8 @@
 """The compiled loops of the "depthwise" algorithm: a few channels per group, one plane at a time, in cache.
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
-first use; the wrapper that lays the arrays out and shares the jobs among
-threads is :mod:`.depthwise`.
+first use; the wrappers that lay the arrays out and share the jobs among
+threads are in :mod:`._depthwise_compiled`.
 
 A job is one (sample, group): its ``C`` input planes (1 for a depthwise
 forward, the channel multiplier for its "full" input gradient) are copied into
@@ -12,11 +12,15 @@ padded[c, u*SH + rh, v*SW + rw]``, :func:`_copy`), small enough to stay in the
 L1 or L2 cache. Tap ``(c, kh, kw)`` reads phase ``(kh*dh mod SH, kw*dw mod
 SW)`` from offset ``(kh*dh div SH)*Wq + kw*dw div SW``: over *wide* rows (output
 position ``m = oh*Wq + ow`` for every ``ow < Wq``) each tap's reads for the
-whole plane are one contiguous run of ``(OH-1)*Wq + OW`` values, so a plane
-costs a few long vectorized loops. The wide rows' extra columns are computed
-and dropped: in the forward they are sums of their own; in the gradients, where
-an extra column's zero could meet an inf or NaN, a plane whose sums come out
-non-finite is done again over the real columns only.
+whole plane are one contiguous run of ``(OH-1)*Wq + OW`` values. The forward
+(and the input gradient, as a gather) sums stretch after stretch of wide
+positions with the sums in registers while every tap adds its run
+(:func:`_plane_sums`; measured about 30e9 multiply-adds per second on one
+thread, float32). The wide rows' extra columns are computed and dropped: in
+the forward they are sums of their own; in the gradients, where an extra
+column's zero could meet an inf or NaN, the weight gradient sums a plane
+whose sums come out non-finite again over the real columns only, and a
+kernel holding an inf or NaN takes the scatter over real columns.
 
 The contract every kernel shares:
 
@@ -28,7 +32,9 @@ The contract every kernel shares:
   ``rh*SW + rw`` and offset in the phase plane;
 - the input (and grad_output) unpadded, as they are: the kernels pad (zeros)
   as they fill the grid; the grid's padding cells are zero on entry and never
-  written (the wrapper allocates it zeroed, and only data cells change);
+  written (the wrapper allocates it zeroed for each call, and only data cells
+  change), except by :func:`input_grad`, which sums every cell of its planes
+  and reads back only the data cells;
 - ``first, last``: the jobs ``(n, g) = divmod(job, G)`` this call runs; each
   writes a part of the result no other job writes, so threads never share a
   cell.
@@ -51,6 +57,8 @@ __all__ = ["forward", "input_grad", "input_grad_scatter", "weight_grad", "STRETC
 #: Wide positions the forward's sums hold in registers at once: four runs of :data:`LANES` (eight 512-bit
 #: vectors of float32, sixteen of float64), so that eight or more multiply-adds are under way per tap.
 STRETCH = 4 * LANES
+#: Bytes of grad_output's wide rows the weight gradient's dot products take at once.
+DOTS_CHUNK_BYTES = 8 * 2**10
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -291,9 +299,9 @@ def _wide(plane, wide, wq):
     """``plane`` ``(OH, OW)`` laid out as wide rows in ``wide``; its extra columns are left as they are (zero)."""
     out_h, out_w = plane.shape
     for oh in range(out_h):
-        row = plane[oh]
+        row, at = plane[oh], np.uint64(oh * wq)  # unsigned: no check for wrapping around (as in _copy)
         for ow in range(out_w):
-            wide[oh * wq + ow] = row[ow]
+            wide[at + np.uint64(ow)] = row[ow]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -310,14 +318,15 @@ def _dots3(g, s0, s1, s2, length):
 
 @njit(cache=True, nogil=True, inline="always")
 def _plane_dots(sums, g, grid, taps, wq, out_w, rows, wide):
-    """``sums[t] = sum_p g[p] * run_t[p]`` per tap: over the wide rows at once (``wide``), or row by row over
-    the real columns only."""
+    """``sums[t] = sum_p g[p] * run_t[p]`` per tap: over the wide rows (``wide``), in chunks of rows whose
+    grad_output and three runs fit the L1 cache (:data:`DOTS_CHUNK_BYTES` each: the 112x112 planes' whole
+    runs, from the L2 cache, measured about half as fast), or row by row over the real columns only."""
     count = taps.shape[0]
-    length = (rows - 1) * wq + out_w if wide else out_w
     for t in range(count):
         sums[t] = 0
-    for oh in range(rows if not wide else 1):
-        start = oh * wq
+    step = max(1, DOTS_CHUNK_BYTES // (wq * g.itemsize)) if wide else 1
+    for r0 in range(0, rows, step):
+        start, length = r0 * wq, (min(rows, r0 + step) - r0 - 1) * wq + out_w
         g_run = g[start:start + length]
         t = 0
         while t + 3 <= count:
@@ -332,6 +341,15 @@ def _plane_dots(sums, g, grid, taps, wq, out_w, rows, wide):
         for t in range(t, count):
             o0 = start + taps[t, 2]
             sums[t] += _dot(g_run, grid[taps[t, 0], taps[t, 1], o0:o0 + length], length)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finite(values):
+    """Whether every value is finite: a loop, where ``np.isfinite`` would allocate an array per call."""
+    for value in values:
+        if not np.isfinite(value):
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -357,7 +375,7 @@ def weight_grad(x, grad_output, partial, grid, wide, taps, first, last, groups, 
             sums = partial[n, o]
             _wide(grad_output[n, o], wide, wq)
             _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, True)
-            if not np.all(np.isfinite(sums)):
+            if not _finite(sums):
                 _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, False)
 
 
