@@ -13,10 +13,11 @@ reach them. They are compared
   (both are sums of the same products in two orders);
 - with PyTorch, to the dtype's rounding.
 
-Besides: threads, read-only and non-contiguous arrays, the direct sum's inf
-and NaN pattern (the wide rows' extra columns never meet one), the refusals
-that send a problem to the NumPy path, and the plans of the benchmark's
-depthwise layers.
+Besides: the input gradient's gather against its scatter (kept for a kernel
+holding an inf or NaN), threads, read-only and non-contiguous arrays, the
+direct sum's inf and NaN pattern (the wide rows' extra columns never meet
+one), the refusals that send a problem to the NumPy path, and the plans of
+the benchmark's depthwise layers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pytest
 import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS, register, unregister
-from convolab.algorithms import depthwise as depthwise_module
+from convolab.algorithms import _depthwise_compiled
 from convolab.algorithms.depthwise import Depthwise, compiled_missing
 from conv_cases import generate_cases
 from test_compiled import assert_within, summation_bound, three_passes
@@ -105,7 +106,7 @@ def numpy_path_passes(monkeypatch):
 
     def passes(x, w, g, **kwargs):
         with monkeypatch.context() as hidden:
-            hidden.setattr(depthwise_module, "numba_missing", lambda: "numba is not installed (hidden by the test)")
+            hidden.setattr(_depthwise_compiled, "numba_missing", lambda: "numba is not installed (hidden by the test)")
             planner._forget_plans()
             try:
                 return three_passes(x, w, g, **kwargs)
@@ -164,6 +165,32 @@ def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned, params, depth
         expected = [reference for reference, _ in reference_passes(x, w, g, **params)]
     for actual, reference in zip(got, expected):
         assert_same_pattern(actual, reference, 1e-12)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", [
+    ((2, 3, 13, 15), (6, 1, 5, 5), dict(padding=2, stride=2, groups=3)),
+    ((2, 3, 12, 11), (3, 1, 3, 3), dict(padding=((1, 2), (3, 0)), stride=(2, 3), dilation=(1, 2), groups=3)),
+    ((1, 2, 1, 40), (4, 1, 1, 4), dict(padding=((0, 0), (1, 2)), stride=(1, 3), groups=2)),
+], ids=["5x5 s2 x2", "odd padding s2x3", "one row"])
+def test_the_gather_equals_the_scatter(input_shape, weight_shape, params):
+    """With a finite kernel the input gradient is the gather (:func:`_kernels_depthwise.input_grad`); the
+    scatter runs only for a kernel holding an inf or NaN, so it is checked against the gather here, on the same
+    arrays: the same products, summed in another order (float64, so 1e-12 covers any order)."""
+    from convolab.algorithms._compiled import kernels
+
+    spec = cl.conv_spec(input_shape, weight_shape, **params)
+    planes = _depthwise_compiled.Planes(spec, spec.padding)
+    rng = np.random.default_rng(2)
+    g, w = rng.standard_normal(planes.output_shape), rng.standard_normal(weight_shape)
+    weights, geometry = planes.filters(w, g.dtype), (spec.groups, *planes.stride, *planes.lows, planes.wq)
+    got = {}
+    for name, scratch in (("input_grad", planes.gather_size()), ("input_grad_scatter", None)):
+        grad = np.empty(planes.source_shape)
+        size = planes.output_shape[2] * planes.wq if scratch is None else scratch
+        getattr(kernels("depthwise"), name)(g, weights, grad, planes.grid(g.dtype), np.zeros(size), planes.taps,
+                                            0, planes.jobs, *geometry)
+        got[name] = grad
+    np.testing.assert_allclose(got["input_grad"], got["input_grad_scatter"], rtol=1e-12, atol=1e-12)
 
 
 def test_refusals_send_the_problem_to_the_numpy_path():

@@ -1,8 +1,8 @@
 """The compiled loops of the "depthwise" algorithm: a few channels per group, one plane at a time, in cache.
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
-first use; the wrapper that lays the arrays out and shares the jobs among
-threads is :mod:`.depthwise`.
+first use; the wrappers that lay the arrays out and share the jobs among
+threads are in :mod:`._depthwise_compiled`.
 
 A job is one (sample, group): its ``C`` input planes (1 for a depthwise
 forward, the channel multiplier for its "full" input gradient) are copied into
@@ -12,11 +12,15 @@ padded[c, u*SH + rh, v*SW + rw]``, :func:`_copy`), small enough to stay in the
 L1 or L2 cache. Tap ``(c, kh, kw)`` reads phase ``(kh*dh mod SH, kw*dw mod
 SW)`` from offset ``(kh*dh div SH)*Wq + kw*dw div SW``: over *wide* rows (output
 position ``m = oh*Wq + ow`` for every ``ow < Wq``) each tap's reads for the
-whole plane are one contiguous run of ``(OH-1)*Wq + OW`` values, so a plane
-costs a few long vectorized loops. The wide rows' extra columns are computed
-and dropped: in the forward they are sums of their own; in the gradients, where
-an extra column's zero could meet an inf or NaN, a plane whose sums come out
-non-finite is done again over the real columns only.
+whole plane are one contiguous run of ``(OH-1)*Wq + OW`` values. The forward
+(and the input gradient, as a gather) sums stretch after stretch of wide
+positions with the sums in registers while every tap adds its run
+(:func:`_plane_sums`; measured about 30e9 multiply-adds per second on one
+thread, float32). The wide rows' extra columns are computed and dropped: in
+the forward they are sums of their own; in the gradients, where an extra
+column's zero could meet an inf or NaN, the weight gradient sums a plane
+whose sums come out non-finite again over the real columns only, and a
+kernel holding an inf or NaN takes the scatter over real columns.
 
 The contract every kernel shares:
 
@@ -28,7 +32,9 @@ The contract every kernel shares:
   ``rh*SW + rw`` and offset in the phase plane;
 - the input (and grad_output) unpadded, as they are: the kernels pad (zeros)
   as they fill the grid; the grid's padding cells are zero on entry and never
-  written (the wrapper allocates it zeroed, and only data cells change);
+  written (the wrapper allocates it zeroed for each call, and only data cells
+  change), except by :func:`input_grad`, which sums every cell of its planes
+  and reads back only the data cells;
 - ``first, last``: the jobs ``(n, g) = divmod(job, G)`` this call runs; each
   writes a part of the result no other job writes, so threads never share a
   cell.
@@ -42,9 +48,17 @@ dilation.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
 
-__all__ = ["forward", "input_grad_scatter", "weight_grad"]
+from ._kernels_tiled import LANES, _stack_run  # sums held in registers, in 512-bit vectors
+
+__all__ = ["forward", "input_grad", "input_grad_scatter", "weight_grad", "STRETCH"]
+
+#: Wide positions the forward's sums hold in registers at once: four runs of :data:`LANES` (eight 512-bit
+#: vectors of float32, sixteen of float64), so that eight or more multiply-adds are under way per tap.
+STRETCH = 4 * LANES
+#: Bytes of grad_output's wide rows the weight gradient's dot products take at once.
+DOTS_CHUNK_BYTES = 8 * 2**10
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -57,89 +71,196 @@ def _dot(g0, s0, length):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pairs(plane_row, phase0, phase1, first, to_grid):
-    """At stride 2 along the row: its columns from ``first`` on into phases 0 and 1 (``to_grid``), or back,
-    one pair at a time (the two phases' loads or stores interleave, so that the loop vectorizes)."""
-    width = plane_row.shape[0]
+def _pairs(row, cells, phase0, phase1, first, to_grid):
+    """At stride 2 along the row: its columns from ``first`` on into the cells from ``phase0`` and ``phase1`` on
+    (``to_grid``), or back, one pair at a time (the two phases' loads or stores interleave, so that the loop
+    vectorizes)."""
+    width = row.shape[0]
     pairs = (width - first) // 2
     if to_grid:
         for i in range(pairs):
-            phase0[i] = plane_row[first + 2 * i]
-            phase1[i] = plane_row[first + 2 * i + 1]
+            cells[phase0 + np.uint64(i)] = row[first + 2 * i]
+            cells[phase1 + np.uint64(i)] = row[first + 2 * i + 1]
         if (width - first) % 2:  # the last column, in phase 0
-            phase0[pairs] = plane_row[width - 1]
+            cells[phase0 + np.uint64(pairs)] = row[width - 1]
     else:
         for i in range(pairs):
-            plane_row[first + 2 * i] = phase0[i]
-            plane_row[first + 2 * i + 1] = phase1[i]
+            row[first + 2 * i] = cells[phase0 + np.uint64(i)]
+            row[first + 2 * i + 1] = cells[phase1 + np.uint64(i)]
         if (width - first) % 2:
-            plane_row[width - 1] = phase0[pairs]
+            row[width - 1] = cells[phase0 + np.uint64(pairs)]
 
 
-@njit(cache=True, nogil=True)
-def _copy(plane, grid, sh, sw, low_h, low_w, wq, to_grid):
+@njit(cache=True, nogil=True, inline="always")
+def _copy(plane, phases, sh, sw, low_h, low_w, wq, to_grid):
     """``grid[(h + low_h) % SH * SW + (w + low_w) % SW, (h + low_h) // SH * Wq + (w + low_w) // SW] =
     plane[h, w]`` (``to_grid``): one plane zero-padded by the lows and split into phases, the other cells left
-    as they are; else the other way round, the padding's cells dropped."""
+    as they are; else the other way round, the padding's cells dropped.
+
+    ``phases`` is one channel's grid ``(SH*SW, stored)``, indexed as one
+    flat run at unsigned positions (no check for wrapping around); rows step
+    through their phases without a division, and each column stride has its
+    own row loop. (Each of these measured 1.5-5x faster for the copy, as did
+    taking ``stored`` from the grid's shape rather than dividing the flat
+    run's length.)
+    """
+    cells, stored = phases.reshape(-1), phases.shape[1]
+    if sw == 1:
+        _rows_stride_1(plane, cells, stored, sh, low_h, low_w, wq, to_grid)
+    elif sw == 2:
+        _rows_stride_2(plane, cells, stored, sh, low_h, low_w, wq, to_grid)
+    else:
+        _rows_strided(plane, cells, stored, sh, sw, low_h, low_w, wq, to_grid)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_stride_1(plane, cells, stored, sh, low_h, low_w, wq, to_grid):
+    """:func:`_copy` at column stride 1."""
     height, width = plane.shape
+    rh, u = low_h % sh, low_h // sh  # row 0's phase and row in it, then one step per row
     for h in range(height):
-        row, padded_h = plane[h], h + low_h
-        rh, u = padded_h % sh, padded_h // sh
-        if sw == 2:
-            first = low_w % 2  # the first column in phase 0; one before it (odd padding) is in phase 1
-            start = u * wq + (first + low_w) // 2  # the cell of the first pair, in both phases
-            _pairs(row, grid[rh * 2, start:], grid[rh * 2 + 1, start:], first, to_grid)
-            if first and width:
-                if to_grid:
-                    grid[rh * 2 + 1, start - 1] = row[0]
-                else:
-                    row[0] = grid[rh * 2 + 1, start - 1]
-            continue
+        row, at = plane[h], np.uint64(rh * stored + u * wq + low_w)
+        if to_grid:
+            for w in range(width):
+                cells[at + np.uint64(w)] = row[w]
+        else:
+            for w in range(width):
+                row[w] = cells[at + np.uint64(w)]
+        rh += 1
+        if rh == sh:
+            rh, u = 0, u + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_stride_2(plane, cells, stored, sh, low_h, low_w, wq, to_grid):
+    """:func:`_copy` at column stride 2."""
+    height, width = plane.shape
+    first = low_w % 2  # the first column in phase 0; one before it (odd padding) is in phase 1
+    rh, u = low_h % sh, low_h // sh
+    for h in range(height):
+        row = plane[h]
+        phase0 = np.uint64((rh * 2) * stored + u * wq + (first + low_w) // 2)  # the first pair's cell, per phase
+        _pairs(row, cells, phase0, phase0 + np.uint64(stored), first, to_grid)
+        rh += 1
+        if rh == sh:
+            rh, u = 0, u + 1
+    if first and width:  # column 0 in phase 1, before the first pair; in a loop of its own (in the one above,
+        rh, u = low_h % sh, low_h // sh  # its store measured to keep the pairs' loop 4x slower)
+        for h in range(height):
+            cell = np.uint64((rh * 2 + 1) * stored + u * wq + (first + low_w) // 2 - 1)
+            if to_grid:
+                cells[cell] = plane[h, 0]
+            else:
+                plane[h, 0] = cells[cell]
+            rh += 1
+            if rh == sh:
+                rh, u = 0, u + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows_strided(plane, cells, stored, sh, sw, low_h, low_w, wq, to_grid):
+    """:func:`_copy` at any other column stride, phase after phase of each row."""
+    height, width = plane.shape
+    rh, u = low_h % sh, low_h // sh
+    for h in range(height):
+        row = plane[h]
         for rw in range(sw):
             w0 = (rw - low_w) % sw  # the first column of the row that lands in phase rw
             count = (width - w0 + sw - 1) // sw
-            if count <= 0:
-                continue
-            start = u * wq + (w0 + low_w) // sw
-            target = grid[rh * sw + rw, start:start + count]
-            if to_grid and sw == 1:  # the common stride as a constant, so that the copy vectorizes
+            at = (rh * sw + rw) * stored + u * wq + (w0 + low_w) // sw
+            if to_grid:
                 for i in range(count):
-                    target[i] = row[w0 + i]
-            elif to_grid:
-                for i in range(count):
-                    target[i] = row[w0 + i * sw]
+                    cells[np.uint64(at + i)] = row[w0 + i * sw]
             else:
                 for i in range(count):
-                    row[w0 + i * sw] = target[i]
+                    row[w0 + i * sw] = cells[np.uint64(at + i)]
+        rh += 1
+        if rh == sh:
+            rh, u = 0, u + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _run(grid, taps, t, start, length):
-    """The contiguous run tap ``t`` reads (or writes) for wide positions ``start:start+length``."""
-    offset = start + taps[t, 2]
-    return grid[taps[t, 0], taps[t, 1], offset:offset + length]
+def _zero(s0, s1, s2, s3):
+    """Four stack runs of :data:`LANES` sums set to zero."""
+    for m in range(LANES):
+        s0[m] = s1[m] = s2[m] = s3[m] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _taps3(sums, s0, s1, s2, w0, w1, w2, length, first):
-    """``sums (+)= w0*s0 + w1*s1 + w2*s2`` over ``length`` positions (``=`` for the first taps of a sum)."""
-    if first:
-        for m in range(length):
-            sums[m] = w0 * s0[m] + w1 * s1[m] + w2 * s2[m]
-    else:
-        for m in range(length):
-            sums[m] += w0 * s0[m] + w1 * s1[m] + w2 * s2[m]
+def _store(sums, column, run):
+    """``sums[column:column+LANES] = run``: plain stores at unsigned indices (Numba checks a signed index for
+    wrapping around)."""
+    c = np.uint64(column)
+    for m in range(LANES):
+        sums[c + np.uint64(m)] = run[m]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _taps1(sums, s0, w0, length, first):
-    """``sums (+)= w0*s0`` over ``length`` positions."""
-    if first:
+def _stretch(flat, offsets, weights, sums, start, column):
+    """``sums[column + m] = sum_t weights[t] * flat[start + column + offsets[t] + m]`` for ``m <``
+    :data:`STRETCH`: four runs of :data:`LANES` sums held in registers while every tap adds into them."""
+    s0, s1, s2, s3 = (carray(_stack_run(flat.dtype), LANES), carray(_stack_run(flat.dtype), LANES),
+                      carray(_stack_run(flat.dtype), LANES), carray(_stack_run(flat.dtype), LANES))
+    _zero(s0, s1, s2, s3)
+    for t in range(offsets.shape[0]):
+        at = start + column + offsets[t]
+        run, weight = flat[at:at + STRETCH], weights[t]
+        for m in range(LANES):
+            s0[m] += weight * run[m]
+            s1[m] += weight * run[LANES + m]
+            s2[m] += weight * run[2 * LANES + m]
+            s3[m] += weight * run[3 * LANES + m]
+    _store(sums, column, s0)
+    _store(sums, column + LANES, s1)
+    _store(sums, column + 2 * LANES, s2)
+    _store(sums, column + 3 * LANES, s3)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lanes(flat, offsets, weights, sums, start, column):
+    """:func:`_stretch` for one run of :data:`LANES` sums (a run shorter than :data:`STRETCH`)."""
+    s0 = carray(_stack_run(flat.dtype), LANES)
+    for m in range(LANES):
+        s0[m] = 0
+    for t in range(offsets.shape[0]):
+        at = start + column + offsets[t]
+        run, weight = flat[at:at + LANES], weights[t]
+        for m in range(LANES):
+            s0[m] += weight * run[m]
+    _store(sums, column, s0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _plane_sums(flat, offsets, weights, sums, start, length):
+    """``sums[m] = sum_t weights[t] * flat[start + offsets[t] + m]`` for ``m < length``: stretch by stretch,
+    the last one moved back to end with the run (recomputing a few sums), positions one at a time where the
+    run is shorter than :data:`LANES`."""
+    step = STRETCH if length >= STRETCH else LANES
+    if length < LANES:
         for m in range(length):
-            sums[m] = w0 * s0[m]
-    else:
-        for m in range(length):
-            sums[m] += w0 * s0[m]
+            total = flat.dtype.type(0)
+            for t in range(offsets.shape[0]):
+                total += weights[t] * flat[start + offsets[t] + m]
+            sums[m] = total
+        return
+    column = 0
+    while column < length:
+        column = min(column, length - step)
+        if step == STRETCH:
+            _stretch(flat, offsets, weights, sums, start, column)
+        else:
+            _lanes(flat, offsets, weights, sums, start, column)
+        column += step
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _crop(sums, plane, r0, r1, wq, out_w):
+    """Output rows ``r0:r1`` of a flat ``plane`` ``(OH*OW,)`` from their wide rows in ``sums``: the real
+    columns only, at unsigned positions (as :func:`_copy`)."""
+    for oh in range(r0, r1):
+        at, wide = np.uint64(oh * out_w), np.uint64((oh - r0) * wq)
+        for ow in range(out_w):
+            plane[at + np.uint64(ow)] = sums[wide + np.uint64(ow)]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -148,13 +269,19 @@ def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h
     ``first:last``.
 
     Per job the group's planes go into ``grid``; per output channel and
-    chunk of ``chunk`` output rows the taps add their runs, three at a time,
-    into ``sums`` (the chunk's wide rows, the thread's own, sized for the L1
-    cache), whose real columns are then copied to ``out`` (measured faster
-    than adding the last taps straight into the output row by row).
+    chunk of ``chunk`` output rows, stretch after stretch of :data:`STRETCH`
+    wide positions, the sums stay in registers while every tap adds its run
+    into them (one load and one multiply-add per tap and position, tap after
+    tap, rounded once each with ``contract``), and are stored once into
+    ``sums`` (the chunk's wide rows, the thread's own, sized for the L1
+    cache); the chunk's real columns are then copied to ``out``. Each
+    position's sum reads only its own window, so the extra columns' sums
+    never reach an inf or NaN of a real one.
     """
     channels, out_h, out_w = x.shape[1] // groups, out.shape[2], out.shape[3]
-    out_per_group, count = out.shape[1] // groups, taps.shape[0]
+    out_per_group = out.shape[1] // groups
+    flat = grid.reshape(-1)  # the grid as one run, each tap a flat offset in it
+    offsets = (taps[:, 0] * grid.shape[1] + taps[:, 1]) * grid.shape[2] + taps[:, 2]
     for job in range(first, last):
         n, g = job // groups, job % groups
         for c in range(channels):
@@ -163,19 +290,8 @@ def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h
             weights = kernel[o]
             for r0 in range(0, out_h, chunk):
                 r1 = min(out_h, r0 + chunk)
-                start, length = r0 * wq, (r1 - r0 - 1) * wq + out_w
-                t = 0
-                while t + 3 <= count:
-                    _taps3(sums, _run(grid, taps, t, start, length), _run(grid, taps, t + 1, start, length),
-                           _run(grid, taps, t + 2, start, length), weights[t], weights[t + 1], weights[t + 2],
-                           length, t == 0)
-                    t += 3
-                for t in range(t, count):
-                    _taps1(sums, _run(grid, taps, t, start, length), weights[t], length, t == 0)
-                for oh in range(r0, r1):
-                    row, wide_row = out[n, o, oh], (oh - r0) * wq
-                    for ow in range(out_w):
-                        row[ow] = sums[wide_row + ow]
+                _plane_sums(flat, offsets, weights, sums, r0 * wq, (r1 - r0 - 1) * wq + out_w)
+                _crop(sums, out[n, o].reshape(-1), r0, r1, wq, out_w)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -183,9 +299,9 @@ def _wide(plane, wide, wq):
     """``plane`` ``(OH, OW)`` laid out as wide rows in ``wide``; its extra columns are left as they are (zero)."""
     out_h, out_w = plane.shape
     for oh in range(out_h):
-        row = plane[oh]
+        row, at = plane[oh], np.uint64(oh * wq)  # unsigned: no check for wrapping around (as in _copy)
         for ow in range(out_w):
-            wide[oh * wq + ow] = row[ow]
+            wide[at + np.uint64(ow)] = row[ow]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -202,14 +318,15 @@ def _dots3(g, s0, s1, s2, length):
 
 @njit(cache=True, nogil=True, inline="always")
 def _plane_dots(sums, g, grid, taps, wq, out_w, rows, wide):
-    """``sums[t] = sum_p g[p] * run_t[p]`` per tap: over the wide rows at once (``wide``), or row by row over
-    the real columns only."""
+    """``sums[t] = sum_p g[p] * run_t[p]`` per tap: over the wide rows (``wide``), in chunks of rows whose
+    grad_output and three runs fit the L1 cache (:data:`DOTS_CHUNK_BYTES` each: the 112x112 planes' whole
+    runs, from the L2 cache, measured about half as fast), or row by row over the real columns only."""
     count = taps.shape[0]
-    length = (rows - 1) * wq + out_w if wide else out_w
     for t in range(count):
         sums[t] = 0
-    for oh in range(rows if not wide else 1):
-        start = oh * wq
+    step = max(1, DOTS_CHUNK_BYTES // (wq * g.itemsize)) if wide else 1
+    for r0 in range(0, rows, step):
+        start, length = r0 * wq, (min(rows, r0 + step) - r0 - 1) * wq + out_w
         g_run = g[start:start + length]
         t = 0
         while t + 3 <= count:
@@ -224,6 +341,15 @@ def _plane_dots(sums, g, grid, taps, wq, out_w, rows, wide):
         for t in range(t, count):
             o0 = start + taps[t, 2]
             sums[t] += _dot(g_run, grid[taps[t, 0], taps[t, 1], o0:o0 + length], length)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finite(values):
+    """Whether every value is finite: a loop, where ``np.isfinite`` would allocate an array per call."""
+    for value in values:
+        if not np.isfinite(value):
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -249,40 +375,39 @@ def weight_grad(x, grad_output, partial, grid, wide, taps, first, last, groups, 
             sums = partial[n, o]
             _wide(grad_output[n, o], wide, wq)
             _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, True)
-            if not np.all(np.isfinite(sums)):
+            if not _finite(sums):
                 _plane_dots(sums, wide, grid, taps, wq, out_w, out_h, False)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _scatter(grid, g, taps, kernel_row, channel, wq, out_w, rows, wide):
-    """``grid[c, run_t] += kernel_row[t] * g`` for channel ``channel``'s taps: over the wide rows at once
-    (``wide``), or row by row over the real columns only."""
-    length = (rows - 1) * wq + out_w if wide else out_w
-    for oh in range(rows if not wide else 1):
+def _scatter(grid, g, taps, kernel_row, channel, wq, out_w, rows):
+    """``grid[c, run_t] += kernel_row[t] * g`` for channel ``channel``'s taps, row by row over the real columns
+    only."""
+    for oh in range(rows):
         start = oh * wq
-        g_run = g[start:start + length]
+        g_run = g[start:start + out_w]
         for t in range(taps.shape[0]):
             if taps[t, 0] != channel:
                 continue
             weight, offset = kernel_row[t], start + taps[t, 2]
-            target = grid[channel, taps[t, 1], offset:offset + length]
-            for m in range(length):
+            target = grid[channel, taps[t, 1], offset:offset + out_w]
+            for m in range(out_w):
                 target[m] += weight * g_run[m]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def input_grad_scatter(grad_output, kernel, grad, grid, wide, taps, first, last, groups, sh, sw, low_h, low_w,
-                       wq, wide_rows):
+                       wq):
     """``dx_p[n, g*C+c, p*s + j*d] += sum_o grad_output[n, g*O+o, p] * kernel[g*O+o, (c, j)]`` for jobs
-    ``first:last``: each window's gradient added back where the forward read it.
+    ``first:last``: each window's gradient added back where the forward read it, for a kernel holding an inf
+    or NaN (:func:`input_grad` otherwise).
 
     Per job the group's planes of the padded input's gradient are summed in
     ``grid`` (zeroed first), each output channel's grad_output plane laid out
-    in ``wide`` (extra columns zero) and added, times each tap's weight, into
-    the run the tap read; then the data cells go to ``grad`` (the padding's
-    are dropped). ``wide_rows``: add over the wide rows at once; the caller
-    passes False where the kernel holds an inf or NaN, which an extra column's
-    zero would turn into a NaN in a real cell.
+    in ``wide`` and added, times each tap's weight, into the run the tap read,
+    over the real columns only (an extra column's zero times an inf would be
+    a NaN in a real cell); then the data cells go to ``grad`` (the padding's
+    are dropped).
     """
     channels, out_h, out_w = grad.shape[1] // groups, grad_output.shape[2], grad_output.shape[3]
     out_per_group = grad_output.shape[1] // groups
@@ -292,6 +417,68 @@ def input_grad_scatter(grad_output, kernel, grad, grid, wide, taps, first, last,
         for o in range(g * out_per_group, (g + 1) * out_per_group):
             _wide(grad_output[n, o], wide, wq)
             for c in range(channels):
-                _scatter(grid, wide, taps, kernel[o], c, wq, out_w, out_h, wide_rows)
+                _scatter(grid, wide, taps, kernel[o], c, wq, out_w, out_h)
+        for c in range(channels):
+            _copy(grad[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, False)
+
+
+@njit(cache=True, nogil=True)
+def _gather_terms(taps, phases, planes, out_per_group, plane_size, lead):
+    """The input gradient's terms ``(o, t)`` grouped by the grid plane ``c*SH*SW + phase`` they add into:
+    ``(terms (E, 2), offsets (E,), starts (planes + 1,))``. Term ``e`` of plane ``k`` (``starts[k] <= e <
+    starts[k+1]``) reads output channel ``o``'s wide rows, laid out ``plane_size`` apart after ``lead`` zeros,
+    at ``offsets[e]`` past the position it adds into."""
+    count = taps.shape[0]
+    terms = np.empty((out_per_group * count, 2), dtype=np.int64)
+    offsets = np.empty(out_per_group * count, dtype=np.int64)
+    starts = np.empty(planes + 1, dtype=np.int64)
+    e = 0
+    for k in range(planes):
+        starts[k] = e
+        for o in range(out_per_group):
+            for t in range(count):
+                if taps[t, 0] * phases + taps[t, 1] == k:
+                    terms[e, 0], terms[e, 1] = o, t
+                    offsets[e] = o * plane_size + lead - taps[t, 2]
+                    e += 1
+    starts[planes] = e
+    return terms, offsets, starts
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def input_grad(grad_output, kernel, grad, grid, wide, taps, first, last, groups, sh, sw, low_h, low_w, wq):
+    """``dx_p[n, g*C+c, q] = sum_{o, j: p*s + j*d = q} grad_output[n, g*O+o, p] * kernel[g*O+o, (c, j)]`` for
+    jobs ``first:last``, for a finite kernel.
+
+    The scatter of each window's gradient turned into a gather: tap ``t``
+    read phase plane cell ``m + offset_t`` for wide position ``m``, so phase
+    cell ``q`` takes ``kernel[o, t] * wide_o[q - offset_t]`` from every tap
+    of its phase. Per job, each output channel's grad_output plane goes into
+    ``wide`` as wide rows after ``lead`` (the largest tap offset) zeros, its
+    extra columns and the rest zero; then every phase plane of the grid is
+    summed as the forward sums an output plane (:func:`_plane_sums`, sums in
+    registers over all of its terms), and the data cells go to ``grad``.
+    Each cell takes the same products as the scatter's, and zeros: extra
+    columns' and the leading ones, which the finite kernel keeps zero.
+    ``wide`` holds ``O`` planes of ``stored + lead`` values.
+    """
+    channels, out_per_group = grad.shape[1] // groups, grad_output.shape[1] // groups
+    phases, stored = grid.shape[1], grid.shape[2]
+    planes = channels * phases
+    lead = np.max(taps[:, 2])
+    plane_size = wide.shape[0] // out_per_group
+    rows = (grad.shape[2] - 1 + low_h) // sh + 1  # phase rows that hold data cells
+    terms, offsets, starts = _gather_terms(taps, phases, planes, out_per_group, plane_size, lead)
+    weights = np.empty(terms.shape[0], dtype=kernel.dtype)
+    cells = grid.reshape(-1)
+    for job in range(first, last):
+        n, g = job // groups, job % groups
+        for o in range(out_per_group):
+            _wide(grad_output[n, g * out_per_group + o], wide[o * plane_size + lead:], wq)
+        for e in range(terms.shape[0]):
+            weights[e] = kernel[g * out_per_group + terms[e, 0], terms[e, 1]]
+        for k in range(planes):
+            e0, e1 = starts[k], starts[k + 1]
+            _plane_sums(wide, offsets[e0:e1], weights[e0:e1], cells[k * stored:], 0, rows * wq)
         for c in range(channels):
             _copy(grad[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, False)

@@ -2,15 +2,13 @@
 
 Two paths run the same passes. Where Numba imports and the problem is float32
 or float64 with one or two spatial dimensions (:func:`compiled_missing`), the
-compiled kernels of :mod:`._kernels_depthwise` do: a job is one (sample,
-group), its plane padded and split into stride phases in the thread's own grid
-(:class:`_Planes`), every tap one contiguous run over the plane's wide rows.
-Single-threaded, in one process, they took 0.3-0.65 of the time of the
-"compiled" algorithm's general loops on every pass of the benchmark's depthwise
-layers, and 0.13-0.96 of PyTorch's, except EfficientNet's 5x5 at stride 1
-(forward 1.56, input gradient 1.28): its 25 taps are bound by the inner loops'
-loads (256-bit vectors; four loads and a store per three taps, half of them
-unaligned).
+compiled kernels of :mod:`._kernels_depthwise` do, through the wrappers of
+:mod:`._depthwise_compiled`: a job is one (sample, group), its plane padded
+and split into stride phases in the thread's own grid, every tap one
+contiguous run over the plane's wide rows, the sums held in registers over
+all taps. Single-threaded, they took 0.1-1.05 of PyTorch's time on every
+pass of the benchmark's depthwise layers but EfficientNet's 5x5 240-channel
+forward (1.2; ``docs/compiled.md``).
 
 Otherwise (integers, float16, complex, 3-d, Numba missing) the NumPy path runs.
 Nothing there is a matrix product over one tiny matrix per group: per block of
@@ -34,13 +32,13 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._dtypes import all_finite
-from .._settings import current_thread_count, current_workspace_limit
+from .._settings import current_thread_count
 from .._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
-from . import compiled as compiled_support  # the job runner and array layout the compiled kernels share
-from ._compiled import kernels, numba_missing
 from ._blocking import phase_size, stride_one
+from ._depthwise_compiled import (Planes, compiled_forward, compiled_input_grad, compiled_missing,
+                                  compiled_weight_grad)
 from ._input_grad import FullOrScatter, full_padding
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
@@ -353,173 +351,13 @@ def _zero_padded_source(x: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, tupl
     return np.ascontiguousarray(pad(x, spec.padding, spec.padding_mode)), tuple((0, 0) for _ in spec.padding)
 
 
-#: Spatial axes of the compiled kernels (:mod:`._kernels_depthwise`): a 1-d problem comes as one row.
-PLANE_RANK = 2
-
-# The compiled kernels' cost model (:meth:`_Planes.seconds`), fitted to their single-thread times on the
-# depthwise layers of the benchmark suite (MobileNet, EfficientNet, 1-d audio) on the 2-core reference machine.
-#: Fixed cost of a call: the tables, the jobs handed out, the kernel's dispatch.
-PLANE_CALL_OVERHEAD = 25e-6
-#: Bytes per second the inner loops load and store (in the L1 cache) on one thread...
-PLANE_LOOP_RATE = 75e9
-#: ... bytes per second of the input's read and the output's write (memory)...
-PLANE_MEMORY_RATE = 16e9
-#: ... bytes per second of the input split into stride phases as it is copied...
-PLANE_SPLIT_RATE = 12e9
-#: ... and seconds per job (one sample's group: its planes filled, the loops started).
-PLANE_JOB_COST = 0.2e-6
-#: Bytes of the forward's sums for one chunk of output rows: within the L1 cache with the runs it reads
-#: (larger planes' sums measured slower from the L2 cache).
-PLANE_SUMS_BYTES = 16 * 2**10
-
-
-def _as_plane(values: tuple[int, ...], fill: int) -> tuple[int, ...]:
-    """Per-axis values of a 1-d or 2-d problem as the compiled kernels' two (a missing row axis: ``fill``)."""
-    return (fill,) * (PLANE_RANK - len(values)) + tuple(values)
-
-
-class _Planes:
-    """How the compiled kernels (:mod:`._kernels_depthwise`) see a problem: one thread's plane grid and the taps.
-
-    A job is one (sample, group); its ``C`` planes, zero-padded by ``padding``
-    and split into stride phases, fill a grid ``(C, SH*SW, stored)`` of phase
-    planes ``(Hq, Wq)``; tap ``(c, kh, kw)`` reads one contiguous run of
-    ``length`` wide positions of its phase plane, at its offset.
-    """
-
-    def __init__(self, spec: ConvSpec, padding: Sequence[tuple[int, int]]):
-        self.spec = spec
-        source = tuple(p - low - high for p, (low, high) in zip(spec.padded_size, padding))
-        self.lows = _as_plane(tuple(low for low, _ in padding), 0)
-        self.stride, dilation = _as_plane(spec.stride, 1), _as_plane(spec.dilation, 1)
-        self.source_shape = (spec.batch, spec.in_channels, *_as_plane(source, 1))
-        self.output_shape = (*spec.output_shape[:2], *_as_plane(spec.output_size, 1))
-        sh, sw = self.stride
-        padded_h, padded_w = _as_plane(spec.padded_size, 1)
-        self.wq = -(-padded_w // sw)
-        out_h, out_w = self.output_shape[2:]
-        self.length = (out_h - 1) * self.wq + out_w  # a tap's run: every output row as a wide row
-        kh_size, kw_size = _as_plane(spec.kernel_size, 1)
-        # (input channel in the group, phase, offset in the phase plane) per tap, taps in the kernel's C order
-        self.taps = np.array([(c, (kh * dilation[0] % sh) * sw + kw * dilation[1] % sw,
-                               (kh * dilation[0] // sh) * self.wq + kw * dilation[1] // sw)
-                              for c in range(spec.in_channels_per_group) for kh in range(kh_size)
-                              for kw in range(kw_size)], dtype=np.int64)
-        self.stored = max(-(-padded_h // sh) * self.wq, int(self.taps[:, 2].max()) + self.length)
-        self.grid_shape = (spec.in_channels_per_group, sh * sw, self.stored)
-        self.jobs = spec.batch * spec.groups
-
-    def grid(self, dtype: np.dtype) -> np.ndarray:
-        """One thread's grid, zeroed: the padding's cells are never written after this."""
-        return np.zeros(self.grid_shape, dtype=dtype)
-
-    def scratch_bytes(self, itemsize: int) -> int:
-        """One thread's grid and its run of sums (or of grad_output's wide rows)."""
-        return (prod(self.grid_shape) + self.output_shape[2] * self.wq) * itemsize
-
-    def threads(self) -> int:
-        """Threads the kernels' jobs are shared among."""
-        return min(compiled_support._threads(compiled_support._macs(self.spec)), max(self.jobs, 1))
-
-    def seconds(self, itemsize: int) -> float:
-        """The cost model of the compiled passes (:meth:`Depthwise.estimate`).
-
-        Per output channel and wide position, a pass of three taps loads four
-        values and stores one, a pass of one tap loads two and stores one:
-        those values at :data:`PLANE_LOOP_RATE`; the input read and the output
-        written once at :data:`PLANE_MEMORY_RATE`, and at a stride the input
-        split into phases at :data:`PLANE_SPLIT_RATE`; :data:`PLANE_JOB_COST`
-        per job. Jobs are shared among threads, each past the first counted at
-        :data:`~convolab.algorithms._rates.THREAD_GAIN`.
-        """
-        taps = len(self.taps)
-        values = self.length * self.spec.batch * self.spec.out_channels * (5 * (taps // 3) + 3 * (taps % 3))
-        memory = (prod(self.source_shape) + prod(self.output_shape)) * itemsize
-        work = values * itemsize / PLANE_LOOP_RATE + memory / PLANE_MEMORY_RATE + self.jobs * PLANE_JOB_COST
-        if self.grid_shape[1] > 1:  # the input split into stride phases as it is copied
-            work += prod(self.source_shape) * itemsize / PLANE_SPLIT_RATE
-        return PLANE_CALL_OVERHEAD + work / (1 + THREAD_GAIN * (self.threads() - 1))
-
-    def chunk_rows(self, itemsize: int) -> int:
-        """Output rows the forward sums at once: their wide rows within :data:`PLANE_SUMS_BYTES`."""
-        return max(1, min(self.output_shape[2], PLANE_SUMS_BYTES // (self.wq * itemsize)))
-
-    def filters(self, kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
-        return compiled_support._as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
-
-    def run(self, name: str, arrays: tuple[np.ndarray, ...], options: tuple[bool, ...] = ()) -> None:
-        """Kernel ``name`` of :mod:`._kernels_depthwise` over every job, the jobs shared among threads in ranges:
-        ``name(*arrays, grid, scratch, taps, first, last, groups, sh, sw, low_h, low_w, wq, *options)``, each
-        thread with its own zeroed grid and scratch run (one plane of wide rows)."""
-        kernel, dtype = getattr(kernels("depthwise"), name), arrays[0].dtype
-        geometry = (self.spec.groups, *self.stride, *self.lows, self.wq, *options)
-        compiled_support._run_jobs(
-            self.jobs, compiled_support._macs(self.spec),
-            lambda first, last, own: kernel(*arrays, *own, self.taps, first, last, *geometry),
-            lambda: (self.grid(dtype), np.zeros(self.output_shape[2] * self.wq, dtype=dtype)))
-
-
-def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
-    """None if the compiled kernels (:mod:`._kernels_depthwise`) run this problem, else why they do not.
-
-    They run float32 and float64, one or two spatial dimensions, where a
-    thread's plane grid fits the workspace limit, and where Numba imports;
-    everything else takes the NumPy path.
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
-        return f"the compiled kernels run float32 and float64 only, not {dtype}"
-    if spec.rank > PLANE_RANK:
-        return f"the compiled kernels run 1 or {PLANE_RANK} spatial dimensions, not {spec.rank}"
-    per_thread = _Planes(spec, spec.padding).scratch_bytes(dtype.itemsize)
-    if per_thread > current_workspace_limit():
-        return f"a plane grid ({per_thread / 2**20:.3g} MiB) exceeds the workspace limit"
-    return numba_missing()
-
-
-def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                      spec: ConvSpec) -> np.ndarray:
-    """:func:`._kernels_depthwise.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``."""
-    planes = _Planes(spec, padding)
-    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
-    out = np.empty(planes.output_shape, dtype=source.dtype)
-    planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
-    return out.reshape(spec.output_shape)
-
-
-def _compiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """:func:`._kernels_depthwise.weight_grad`: per sample, then summed over the batch in a fixed order."""
-    source, padding = _zero_padded_source(x, spec)
-    planes = _Planes(spec, padding)
-    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
-    grad_output = compiled_support._as_kernels_take(grad_output.astype(source.dtype, copy=False))
-    partial = np.empty((spec.batch, spec.out_channels, len(planes.taps)), dtype=source.dtype)  # (N, G*O, T)
-    planes.run("weight_grad", (source, grad_output.reshape(planes.output_shape), partial))
-    return partial.sum(axis=0).reshape(spec.weight_shape)
-
-
-def _compiled_input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """:func:`._kernels_depthwise.input_grad_scatter`: the gradient of the input before zero padding, or of
-    the padded input folded back onto a padding mode's sources. ``(N, C_in, *input)``."""
-    zeros = spec.padding_mode == "zeros"
-    planes = _Planes(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
-    grad_output = compiled_support._as_kernels_take(grad_output).reshape(planes.output_shape)
-    weights = planes.filters(kernel, grad_output.dtype)
-    grad = np.empty(planes.source_shape, dtype=grad_output.dtype)
-    # an extra column's zero times an inf would be a NaN in a real cell: real columns only, then
-    planes.run("input_grad_scatter", (grad_output, weights, grad), (all_finite(weights),))
-    grad = grad.reshape(spec.batch, spec.in_channels, *(spec.input_size if zeros else spec.padded_size))
-    return grad if zeros else pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
-
-
 class Depthwise(FullOrScatter, Algorithm):
     """Depthwise convolution (one input channel per group): compiled plane loops, or a small matrix product
     per channel.
 
     Where :func:`compiled_missing` says None, every pass runs the compiled
-    kernels (:func:`_compiled_forward`, :func:`_compiled_input_grad_scatter`,
-    :func:`_compiled_weight_grad`; the "full" input gradient is the compiled
+    kernels (:mod:`._depthwise_compiled`: :func:`compiled_forward`, :func:`compiled_input_grad`,
+    :func:`compiled_weight_grad`; the "full" input gradient is the compiled
     forward on grad_output). Otherwise, for a block of channels (:class:`_DepthwiseLayout`), every tap's run over
     the wide rows is one contiguous stretch of the block's grid; copied side by
     side, the runs make ``(B, K, positions)`` columns, and ``(B, M, K) @ (B, K,
@@ -548,7 +386,7 @@ class Depthwise(FullOrScatter, Algorithm):
         read back by a small product per channel; blocks shared among threads (each past the first counted
         at :data:`~convolab.algorithms._rates.THREAD_GAIN`)."""
         if compiled_missing(spec, dtype) is None:
-            return _Planes(spec, spec.padding).seconds(dtype.itemsize)
+            return Planes(spec, spec.padding).seconds(dtype.itemsize)
         layout = _DepthwiseLayout(spec, dtype.itemsize, spec.padding)
         jobs, groups = layout.blocks()
         taps = prod(spec.kernel_size)
@@ -565,7 +403,7 @@ class Depthwise(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if compiled_missing(spec, np.dtype(f"f{itemsize}")) is None:
-            planes = _Planes(spec, spec.padding)
+            planes = Planes(spec, spec.padding)
             return planes.threads() * planes.scratch_bytes(itemsize)
         layout = _DepthwiseLayout(spec, itemsize, spec.padding)
         jobs, channels = layout.blocks()
@@ -591,7 +429,7 @@ class Depthwise(FullOrScatter, Algorithm):
         ``(O, C*K) @ (C*K, count)``.
         """
         if compiled_missing(spec, source.dtype) is None:
-            return _compiled_forward(source, padding, kernel, spec)
+            return compiled_forward(source, padding, kernel, spec)
         layout = _DepthwiseLayout(spec, source.itemsize, padding)
         taps, dtype = len(layout.order), source.dtype
         per_group, multiplier = spec.in_channels_per_group, spec.out_channels_per_group
@@ -658,7 +496,7 @@ class Depthwise(FullOrScatter, Algorithm):
         :func:`pad_adjoint`. Returns ``(N, C_in, *input)``.
         """
         if compiled_missing(spec, grad_output.dtype) is None:
-            return _compiled_input_grad_scatter(grad_output, kernel, spec)
+            return compiled_input_grad(grad_output, kernel, spec)
         zeros = spec.padding_mode == "zeros"
         padding = spec.padding if zeros else tuple((0, 0) for _ in spec.padding)
         layout = _DepthwiseLayout(spec, grad_output.itemsize, padding)
@@ -718,9 +556,9 @@ class Depthwise(FullOrScatter, Algorithm):
         zeros times an inf would be NaN on every tap). Returns ``(G*M, 1,
         *kernel)`` for the oriented kernel.
         """
-        if compiled_missing(spec, x.dtype) is None:
-            return _compiled_weight_grad(x, grad_output, spec)
         source, padding = _zero_padded_source(x, spec)
+        if compiled_missing(spec, x.dtype) is None:
+            return compiled_weight_grad(source, padding, grad_output, spec)
         layout = _DepthwiseLayout(spec, source.itemsize, padding)
         dtype, multiplier, taps = source.dtype, spec.out_channels_per_group, prod(spec.kernel_size)
         grad_output = np.ascontiguousarray(grad_output)

@@ -1,0 +1,204 @@
+"""depthwise's compiled passes: how :mod:`._kernels_depthwise` sees a problem, and the wrappers that call it.
+
+A job is one (sample, group): its planes, zero-padded and split into stride
+phases, fill the calling thread's grid (:class:`Planes`), and every tap
+reads one contiguous run of the plane's wide rows. The wrappers lay the
+arrays out as the kernels' contract says (C-contiguous, native byte order,
+one float dtype, two spatial axes), share the jobs among threads and give
+the result the public shape. :func:`compiled_missing` says where they run;
+:mod:`.depthwise` (the algorithm, and its NumPy path for everything else)
+calls them.
+
+The kernels are imported through the lazy seam (:func:`._compiled.kernels`),
+so importing this module imports no Numba.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Sequence
+
+import numpy as np
+
+from .._dtypes import all_finite
+from .._settings import current_workspace_limit
+from .._window import pad_adjoint
+from ..spec import ConvSpec
+from . import compiled as compiled_support  # the job runner and array layout the compiled kernels share
+from ._compiled import kernels, numba_missing
+from ._rates import THREAD_GAIN
+
+__all__ = ["Planes", "compiled_missing", "compiled_forward", "compiled_input_grad", "compiled_weight_grad",
+           "PLANE_RANK"]
+
+#: Spatial axes of the compiled kernels (:mod:`._kernels_depthwise`): a 1-d problem comes as one row.
+PLANE_RANK = 2
+
+# The compiled kernels' cost model (:meth:`Planes.seconds`), fitted to their single-thread times on the
+# depthwise layers of the benchmark suite (MobileNet, EfficientNet, 1-d audio) on the 2-core reference machine.
+#: Fixed cost of a call: the tables, the jobs handed out, the kernel's dispatch.
+PLANE_CALL_OVERHEAD = 25e-6
+#: Bytes per second the inner loops load and store (in the L1 cache) on one thread: refitted to the sums
+#: held in registers (one load per tap and position), within 10% of the suite layers' forward times...
+PLANE_LOOP_RATE = 47e9
+#: ... bytes per second of the input's read and the output's write (memory)...
+PLANE_MEMORY_RATE = 16e9
+#: ... bytes per second of the input split into stride phases as it is copied...
+PLANE_SPLIT_RATE = 12e9
+#: ... and seconds per job (one sample's group: its planes filled, the loops started).
+PLANE_JOB_COST = 0.2e-6
+#: Bytes of the forward's sums for one chunk of output rows: within the L1 cache with the runs it reads
+#: (larger planes' sums measured slower from the L2 cache).
+PLANE_SUMS_BYTES = 16 * 2**10
+
+
+def as_plane(values: tuple[int, ...], fill: int) -> tuple[int, ...]:
+    """Per-axis values of a 1-d or 2-d problem as the compiled kernels' two (a missing row axis: ``fill``)."""
+    return (fill,) * (PLANE_RANK - len(values)) + tuple(values)
+
+
+class Planes:
+    """How the compiled kernels (:mod:`._kernels_depthwise`) see a problem: one thread's plane grid and the taps.
+
+    A job is one (sample, group); its ``C`` planes, zero-padded by ``padding``
+    and split into stride phases, fill a grid ``(C, SH*SW, stored)`` of phase
+    planes ``(Hq, Wq)``; tap ``(c, kh, kw)`` reads one contiguous run of
+    ``length`` wide positions of its phase plane, at its offset.
+    """
+
+    def __init__(self, spec: ConvSpec, padding: Sequence[tuple[int, int]]):
+        self.spec = spec
+        source = tuple(p - low - high for p, (low, high) in zip(spec.padded_size, padding))
+        self.lows = as_plane(tuple(low for low, _ in padding), 0)
+        self.stride, dilation = as_plane(spec.stride, 1), as_plane(spec.dilation, 1)
+        self.source_shape = (spec.batch, spec.in_channels, *as_plane(source, 1))
+        self.output_shape = (*spec.output_shape[:2], *as_plane(spec.output_size, 1))
+        sh, sw = self.stride
+        padded_h, padded_w = as_plane(spec.padded_size, 1)
+        self.wq = -(-padded_w // sw)
+        out_h, out_w = self.output_shape[2:]
+        self.length = (out_h - 1) * self.wq + out_w  # a tap's run: every output row as a wide row
+        kh_size, kw_size = as_plane(spec.kernel_size, 1)
+        # (input channel in the group, phase, offset in the phase plane) per tap, taps in the kernel's C order
+        self.taps = np.array([(c, (kh * dilation[0] % sh) * sw + kw * dilation[1] % sw,
+                               (kh * dilation[0] // sh) * self.wq + kw * dilation[1] // sw)
+                              for c in range(spec.in_channels_per_group) for kh in range(kh_size)
+                              for kw in range(kw_size)], dtype=np.int64)
+        self.stored = max(-(-padded_h // sh) * self.wq, int(self.taps[:, 2].max()) + self.length)
+        self.grid_shape = (spec.in_channels_per_group, sh * sw, self.stored)
+        self.jobs = spec.batch * spec.groups
+
+    def grid(self, dtype: np.dtype) -> np.ndarray:
+        """One thread's grid, zeroed: the padding's cells are never written after this."""
+        return np.zeros(self.grid_shape, dtype=dtype)
+
+    def scratch_bytes(self, itemsize: int) -> int:
+        """One thread's grid and its run of sums (or of grad_output's wide rows: the input gradient's, at most)."""
+        return (prod(self.grid_shape) + max(self.output_shape[2] * self.wq, self.gather_size())) * itemsize
+
+    def threads(self) -> int:
+        """Threads the kernels' jobs are shared among."""
+        return min(compiled_support._threads(compiled_support._macs(self.spec)), max(self.jobs, 1))
+
+    def seconds(self, itemsize: int) -> float:
+        """The cost model of the compiled passes (:meth:`.depthwise.Depthwise.estimate`).
+
+        Per output channel and wide position, every tap loads one value into
+        the sums held in registers, which are stored once: those values at
+        :data:`PLANE_LOOP_RATE`; the input read and the output
+        written once at :data:`PLANE_MEMORY_RATE`, and at a stride the input
+        split into phases at :data:`PLANE_SPLIT_RATE`; :data:`PLANE_JOB_COST`
+        per job. Jobs are shared among threads, each past the first counted at
+        :data:`~convolab.algorithms._rates.THREAD_GAIN`.
+        """
+        taps = len(self.taps)
+        values = self.length * self.spec.batch * self.spec.out_channels * (taps + 1)
+        memory = (prod(self.source_shape) + prod(self.output_shape)) * itemsize
+        work = values * itemsize / PLANE_LOOP_RATE + memory / PLANE_MEMORY_RATE + self.jobs * PLANE_JOB_COST
+        if self.grid_shape[1] > 1:  # the input split into stride phases as it is copied
+            work += prod(self.source_shape) * itemsize / PLANE_SPLIT_RATE
+        return PLANE_CALL_OVERHEAD + work / (1 + THREAD_GAIN * (self.threads() - 1))
+
+    def chunk_rows(self, itemsize: int) -> int:
+        """Output rows the forward sums at once: their wide rows within :data:`PLANE_SUMS_BYTES`."""
+        return max(1, min(self.output_shape[2], PLANE_SUMS_BYTES // (self.wq * itemsize)))
+
+    def filters(self, kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
+        return compiled_support._as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
+
+    def gather_size(self) -> int:
+        """The input gradient's wide rows (:func:`._kernels_depthwise.input_grad`): per output channel of a
+        group, a grid plane's values after as many zeros as the largest tap offset."""
+        return self.spec.out_channels_per_group * (self.stored + int(self.taps[:, 2].max()))
+
+    def run(self, name: str, arrays: tuple[np.ndarray, ...], options: tuple[int, ...] = (),
+            scratch_size: int | None = None) -> None:
+        """Kernel ``name`` of :mod:`._kernels_depthwise` over every job, the jobs shared among threads in ranges:
+        ``name(*arrays, grid, scratch, taps, first, last, groups, sh, sw, low_h, low_w, wq, *options)``, each
+        thread with its own zeroed grid and scratch run of ``scratch_size`` values (one plane of wide rows
+        unless given)."""
+        kernel, dtype = getattr(kernels("depthwise"), name), arrays[0].dtype
+        geometry = (self.spec.groups, *self.stride, *self.lows, self.wq, *options)
+        size = self.output_shape[2] * self.wq if scratch_size is None else scratch_size
+        compiled_support._run_jobs(
+            self.jobs, compiled_support._macs(self.spec),
+            lambda first, last, own: kernel(*arrays, *own, self.taps, first, last, *geometry),
+            lambda: (self.grid(dtype), np.zeros(size, dtype=dtype)))
+
+
+def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
+    """None if the compiled kernels (:mod:`._kernels_depthwise`) run this problem, else why they do not.
+
+    They run float32 and float64, one or two spatial dimensions, where a
+    thread's plane grid fits the workspace limit, and where Numba imports;
+    everything else takes the NumPy path.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        return f"the compiled kernels run float32 and float64 only, not {dtype}"
+    if spec.rank > PLANE_RANK:
+        return f"the compiled kernels run 1 or {PLANE_RANK} spatial dimensions, not {spec.rank}"
+    per_thread = Planes(spec, spec.padding).scratch_bytes(dtype.itemsize)
+    if per_thread > current_workspace_limit():
+        return f"a plane grid ({per_thread / 2**20:.3g} MiB) exceeds the workspace limit"
+    return numba_missing()
+
+
+def compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
+                     spec: ConvSpec) -> np.ndarray:
+    """:func:`._kernels_depthwise.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``."""
+    planes = Planes(spec, padding)
+    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
+    out = np.empty(planes.output_shape, dtype=source.dtype)
+    planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
+    return out.reshape(spec.output_shape)
+
+
+def compiled_weight_grad(source: np.ndarray, padding: Sequence[tuple[int, int]], grad_output: np.ndarray,
+                         spec: ConvSpec) -> np.ndarray:
+    """:func:`._kernels_depthwise.weight_grad` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``: per
+    sample, then summed over the batch in a fixed order."""
+    planes = Planes(spec, padding)
+    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
+    grad_output = compiled_support._as_kernels_take(grad_output.astype(source.dtype, copy=False))
+    partial = np.empty((spec.batch, spec.out_channels, len(planes.taps)), dtype=source.dtype)  # (N, G*O, T)
+    planes.run("weight_grad", (source, grad_output.reshape(planes.output_shape), partial))
+    return partial.sum(axis=0).reshape(spec.weight_shape)
+
+
+def compiled_input_grad(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """:func:`._kernels_depthwise.input_grad` (with an inf or NaN in the kernel, its ``input_grad_scatter``):
+    the gradient of the input before zero padding, or of the padded input folded back onto a padding mode's
+    sources. ``(N, C_in, *input)``."""
+    zeros = spec.padding_mode == "zeros"
+    planes = Planes(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
+    grad_output = compiled_support._as_kernels_take(grad_output).reshape(planes.output_shape)
+    weights = planes.filters(kernel, grad_output.dtype)
+    grad = np.empty(planes.source_shape, dtype=grad_output.dtype)
+    if all_finite(weights):
+        planes.run("input_grad", (grad_output, weights, grad), scratch_size=planes.gather_size())
+    else:  # an extra column's zero times an inf would be a NaN in a real cell: the scatter, real columns only
+        planes.run("input_grad_scatter", (grad_output, weights, grad))
+    grad = grad.reshape(spec.batch, spec.in_channels, *(spec.input_size if zeros else spec.padded_size))
+    return grad if zeros else pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
