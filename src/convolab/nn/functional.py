@@ -18,6 +18,7 @@ import numpy as np
 
 from .._dtypes import same_dtype
 from .._errors import fail
+from ..algorithms._compiled import kernels, numba_missing
 from ..functional import as_array, channel_sums
 from .._vjp import defines_vjp
 from ..spec import _is_int, check_flag
@@ -342,10 +343,45 @@ def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bi
     """:func:`batch_norm`'s forward pass and pullback, plus the mean and biased variance it normalized by.
 
     The layer needs the batch statistics for its running averages; returning them
-    here saves computing them twice.
+    here saves computing them twice. In training mode, for float32 and float64
+    where Numba runs, both passes are compiled loops
+    (:mod:`convolab.algorithms._kernels_batchnorm`: the same steps, sums
+    accumulated in float64); elsewhere NumPy's whole-array passes.
     """
     input, running_mean, running_var, weight, bias = _batch_norm_args(input, running_mean, running_var, weight, bias,
                                                                        training, eps)
+    ndim = input.ndim
+    if training and _compiled_batch_norm_missing(input.dtype) is None:
+        out, normalized, inv_std, mean, var = _batch_norm_compiled(input, weight, bias, eps)
+    else:
+        out, normalized, inv_std, mean, var = _batch_norm_numpy(input, running_mean, running_var, weight, bias,
+                                                                training, eps)
+
+    def pullback(grad_output):
+        g = _check_grad("batch_norm", grad_output, out.shape)
+        if training and g.dtype == normalized.dtype and _compiled_batch_norm_missing(g.dtype) is None:
+            grad_input, grad_weight, grad_bias = _batch_norm_grad_compiled(g, normalized, weight, inv_std)
+            return grad_input, None, None, None if weight is None else grad_weight, None if bias is None else grad_bias
+        grad_weight = None if weight is None else channel_sums(g, normalized)
+        grad_bias = None if bias is None else channel_sums(g)
+        grad_normalized = g if weight is None else g * _channel_view(weight, ndim)
+        if training:
+            # x̂ = (x - μ)/σ with μ, σ functions of the batch: removing the mean and the
+            # component along x̂ from the gradient is what differentiating μ and σ adds.
+            mean_grad = _channel_means(grad_normalized)
+            mean_grad_x = _channel_means(grad_normalized, normalized)
+            grad_input = grad_normalized - _channel_view(mean_grad, ndim)
+            grad_input -= normalized * _channel_view(mean_grad_x, ndim)
+            grad_input *= _channel_view(inv_std, ndim)
+        else:
+            grad_input = grad_normalized * _channel_view(inv_std, ndim)
+        return grad_input, None, None, grad_weight, grad_bias
+
+    return out, pullback, mean, var
+
+
+def _batch_norm_numpy(input, running_mean, running_var, weight, bias, training, eps):
+    """:func:`batch_norm_with_statistics`'s forward by NumPy: ``(out, normalized, inv_std, mean, var)``."""
     ndim = input.ndim
     if training:
         mean, var, deviations = _statistics_and_deviations(input)
@@ -365,25 +401,43 @@ def batch_norm_with_statistics(input, running_mean, running_var, weight=None, bi
         out = normalized
     if bias is not None:
         out += _channel_view(bias, ndim)
+    return out, normalized, inv_std, mean, var
 
-    def pullback(grad_output):
-        g = _check_grad("batch_norm", grad_output, out.shape)
-        grad_weight = None if weight is None else channel_sums(g, normalized)
-        grad_bias = None if bias is None else channel_sums(g)
-        grad_normalized = g if weight is None else g * _channel_view(weight, ndim)
-        if training:
-            # x̂ = (x - μ)/σ with μ, σ functions of the batch: removing the mean and the
-            # component along x̂ from the gradient is what differentiating μ and σ adds.
-            mean_grad = _channel_means(grad_normalized)
-            mean_grad_x = _channel_means(grad_normalized, normalized)
-            grad_input = grad_normalized - _channel_view(mean_grad, ndim)
-            grad_input -= normalized * _channel_view(mean_grad_x, ndim)
-            grad_input *= _channel_view(inv_std, ndim)
-        else:
-            grad_input = grad_normalized * _channel_view(inv_std, ndim)
-        return grad_input, None, None, grad_weight, grad_bias
 
-    return out, pullback, mean, var
+def _compiled_batch_norm_missing(dtype: np.dtype) -> str | None:
+    """None if the compiled batch normalization runs ``dtype``, else why not (Numba is imported only for
+    float32 and float64)."""
+    if dtype not in (np.float32, np.float64):
+        return f"compiled kernels run float32 and float64 only, not {dtype}"
+    return numba_missing()
+
+
+def _batch_norm_compiled(input, weight, bias, eps):
+    """Training mode's forward by :func:`._kernels_batchnorm.batch_norm_forward`: as :func:`_batch_norm_numpy`."""
+    rows = np.ascontiguousarray(input).reshape(input.shape[0], input.shape[1], -1)  # (N, C, S)
+    channels, dtype = rows.shape[1], rows.dtype
+    empty = np.empty(0, dtype)  # an absent weight or bias
+    statistics = np.empty((3, channels), dtype)  # mean, var, inv_std
+    normalized = np.empty(input.shape, dtype)
+    out = normalized if weight is None and bias is None else np.empty(input.shape, dtype)
+    kernels("batchnorm").batch_norm_forward(
+        rows, empty if weight is None else np.ascontiguousarray(weight), empty if bias is None else
+        np.ascontiguousarray(bias), float(eps), *statistics, normalized.reshape(rows.shape), out.reshape(rows.shape))
+    mean, var, inv_std = statistics
+    return out, normalized, inv_std, mean, var
+
+
+def _batch_norm_grad_compiled(g, normalized, weight, inv_std):
+    """Training mode's pullback by :func:`._kernels_batchnorm.batch_norm_backward`: ``(grad_input, grad_weight,
+    grad_bias)``."""
+    rows = np.ascontiguousarray(g).reshape(normalized.shape[0], normalized.shape[1], -1)  # (N, C, S)
+    dtype = rows.dtype
+    vectors = np.empty((4, rows.shape[1]), dtype)  # grad_weight, grad_bias, and two scratch means
+    grad_input = np.empty(normalized.shape, dtype)
+    kernels("batchnorm").batch_norm_backward(
+        rows, normalized.reshape(rows.shape), np.ones(rows.shape[1], dtype) if weight is None else
+        np.ascontiguousarray(weight), inv_std, *vectors, grad_input.reshape(rows.shape))
+    return grad_input, vectors[0], vectors[1]
 
 
 def batch_norm(

@@ -1,0 +1,120 @@
+"""The compiled training-step kernels (batch normalization) against the NumPy path they replace, and PyTorch.
+
+Tolerances: the kernels sum each channel in float64 in any order where NumPy's
+``einsum`` sums in the input's dtype, and evaluate ``1 / sqrt(var + eps)`` in
+float64 before one rounding, so results agree to a few units in the last place
+of the dtype (rtol 1e-5 float32, 1e-12 float64 against NumPy; the channel sums
+of gradients are compared against their magnitude).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convolab import nn
+from convolab.nn import functional as F
+
+torch = pytest.importorskip("torch")
+
+SHAPES = [(32, 16, 8, 8), (5, 3), (4, 6, 7), (2, 3, 2, 3, 4), (3, 2, 1, 1)]
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(F, "_compiled_batch_norm_missing", lambda dtype: "the NumPy path, by the test")
+
+
+def _run(x, weight, bias, g):
+    out, pullback, mean, var = F.batch_norm_with_statistics(x, None, None, weight, bias, training=True)
+    return (out, mean, var, *pullback(g))
+
+
+def _close(actual, expected, rtol):
+    if expected is None:
+        assert actual is None
+        return
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_compiled_batch_norm_matches_numpy_path(dtype, shape, affine, monkeypatch):
+    rng = np.random.default_rng(len(shape))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    weight = rng.standard_normal(shape[1]).astype(dtype) if affine in ("both", "weight") else None
+    bias = rng.standard_normal(shape[1]).astype(dtype) if affine in ("both", "bias") else None
+    g = rng.standard_normal(shape).astype(dtype)
+    compiled = _run(x, weight, bias, g)
+    _numpy_path(monkeypatch)
+    expected = _run(x, weight, bias, g)
+    for got, want in zip(compiled, expected):
+        _close(got, want, TOLERANCE[dtype])
+
+
+def test_compiled_batch_norm_reads_non_contiguous_input_and_keeps_it(monkeypatch):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((6, 4, 5, 10)).astype(np.float32)
+    x = base[..., ::2]  # non-contiguous
+    before = x.copy()
+    g = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+    w, b = np.full(4, 2, np.float32), np.ones(4, np.float32)
+    compiled = _run(x, w, b, g)
+    assert np.array_equal(x, before)
+    _numpy_path(monkeypatch)
+    for got, want in zip(compiled, _run(x, w, b, g)):
+        _close(got, want, 1e-5)
+
+
+def test_compiled_batch_norm_keeps_the_nan_and_inf_pattern(monkeypatch):
+    x = np.arange(48, dtype=np.float32).reshape(4, 3, 4)
+    x[1, 0, 2] = np.nan
+    x[2, 2, 0] = np.inf
+    g = np.ones_like(x)
+    compiled = _run(x, None, None, g)
+    _numpy_path(monkeypatch)
+    with np.errstate(invalid="ignore"):  # NumPy's inf - inf warns; the loops do not
+        expected = _run(x, None, None, g)
+    for got, want in zip(compiled, expected):
+        if want is not None:
+            assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_compiled_batch_norm_takes_another_dtype_gradient_by_numpy():
+    x = np.random.default_rng(2).standard_normal((4, 3, 5)).astype(np.float32)
+    out, pullback, _, _ = F.batch_norm_with_statistics(x, None, None, np.ones(3, np.float32), None, training=True)
+    grad_input, *_ = pullback(np.ones((4, 3, 5), np.float64))  # NumPy's promotion, as before the kernels
+    assert grad_input.dtype == np.float64
+
+
+def test_without_numba_batch_norm_keeps_numpy(without_numba):
+    assert F._compiled_batch_norm_missing(np.dtype(np.float32)) is not None
+    x = np.random.default_rng(3).standard_normal((4, 3, 5)).astype(np.float32)
+    out, pullback, _, _ = F.batch_norm_with_statistics(x, None, None, None, None, training=True)
+    assert out.shape == x.shape and pullback(np.ones_like(x))[0].shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_batch_norm_layer_matches_torch(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 5, 6, 6)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    layer = nn.BatchNorm2d(5, dtype=dtype)
+    layer.weight.data = rng.standard_normal(5).astype(dtype)
+    layer.bias.data = rng.standard_normal(5).astype(dtype)
+    twin = torch.nn.BatchNorm2d(5).to(torch.float32 if dtype == np.float32 else torch.float64)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in layer.state_dict().items()})
+    xt = torch.from_numpy(x).requires_grad_()
+    out = layer(x)
+    expected = twin(xt)
+    expected.backward(torch.from_numpy(g))
+    grad_input = layer.backward(g)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(grad_input, xt.grad.numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.weight.grad, twin.weight.grad.numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.bias.grad, twin.bias.grad.numpy(), rtol=rtol, atol=rtol * 10)
+    np.testing.assert_allclose(layer.running_var, twin.running_var.numpy(), rtol=rtol, atol=rtol)
