@@ -118,3 +118,50 @@ def test_compiled_batch_norm_layer_matches_torch(dtype):
     np.testing.assert_allclose(layer.weight.grad, twin.weight.grad.numpy(), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(layer.bias.grad, twin.bias.grad.numpy(), rtol=rtol, atol=rtol * 10)
     np.testing.assert_allclose(layer.running_var, twin.running_var.numpy(), rtol=rtol, atol=rtol)
+
+
+# -- Adam and AdamW: the fused update gives NumPy's bits ---------------------------------------------------------
+
+
+def _adam_runs(cls, kwargs, dtype, steps, monkeypatch=None, data=None):
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((7, 5)).astype(dtype) if data is None else data
+    parameter = nn.Parameter(start.copy())
+    optimizer = cls([parameter], **kwargs)
+    for _ in range(steps):
+        parameter.grad = rng.standard_normal(start.shape).astype(dtype)
+        optimizer.step()
+    return parameter.data, optimizer.state[id(parameter)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kwargs", [
+    (nn.AdamW, dict(lr=2e-3, weight_decay=1e-4)), (nn.AdamW, dict(weight_decay=0.0)),
+    (nn.Adam, dict(lr=1e-2, weight_decay=0.1)), (nn.Adam, dict(betas=(0.5, 0.9), eps=1e-3)),
+])
+def test_compiled_adam_gives_numpys_bits(cls, kwargs, dtype, monkeypatch):
+    from convolab.nn import optim
+    assert optim._compiled_adam_runs(np.zeros(2, dtype), np.zeros(2, dtype),
+                                     dict(exp_avg=np.zeros(2, dtype), exp_avg_sq=np.zeros(2, dtype)))
+    data, state = _adam_runs(cls, kwargs, dtype, 6)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected, expected_state = _adam_runs(cls, kwargs, dtype, 6)
+    assert np.array_equal(data, expected) and data.dtype == expected.dtype
+    assert np.array_equal(state["exp_avg"], expected_state["exp_avg"])
+    assert np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
+
+
+def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
+    from convolab.nn import optim
+    arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))
+    assert not optim._compiled_adam_runs(np.zeros(4, np.float32), np.zeros(4, np.float32), arrays)  # no Numba
+
+
+def test_adam_refuses_the_loop_for_other_layouts_and_dtypes():
+    from convolab.nn import optim
+    state = dict(exp_avg=np.zeros((4, 4), np.float32), exp_avg_sq=np.zeros((4, 4), np.float32))
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float32).T, np.zeros((4, 4), np.float32), state)
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float64), state)
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float16), np.zeros((4, 4), np.float16), state)
+    data, _ = _adam_runs(nn.Adam, {}, np.float32, 2, data=np.ones((6, 4), np.float32)[:, ::2])  # NumPy's path
+    assert data.shape == (6, 2)

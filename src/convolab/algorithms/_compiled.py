@@ -55,4 +55,12 @@ def kernels(name: str) -> ModuleType:
     Only for a caller that has checked :func:`numba_missing`: it raises the
     ImportError otherwise.
     """
-    return importlib.import_module(f"{__package__}._kernels_{name}")
+    module = _loaded.get(name)
+    if module is None:  # importlib's lookup of a loaded module costs microseconds: a small layer's kernel is not
+        # much more
+        module = _loaded[name] = importlib.import_module(f"{__package__}._kernels_{name}")
+    return module
+
+
+#: The kernel modules imported so far, by name.
+_loaded: dict[str, ModuleType] = {}
