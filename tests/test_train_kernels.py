@@ -165,3 +165,44 @@ def test_adam_refuses_the_loop_for_other_layouts_and_dtypes():
     assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float16), np.zeros((4, 4), np.float16), state)
     data, _ = _adam_runs(nn.Adam, {}, np.float32, 2, data=np.ones((6, 4), np.float32)[:, ::2])  # NumPy's path
     assert data.shape == (6, 2)
+
+
+# -- max pooling's small problems: the window table in one compiled pass -----------------------------------------
+
+POOLS = [((32, 16, 8, 8), 2, None, 0, 1, False), ((3, 4, 9, 7), 3, 2, 1, 1, True), ((2, 3, 11), 4, 3, 2, 2, False),
+         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOLS)
+def test_compiled_small_max_pool_gives_the_gathered_engines_values_and_indices(shape, kernel, stride, padding,
+                                                                               dilation, ceil_mode, dtype,
+                                                                               monkeypatch):
+    from convolab.pooling import max as max_module
+    from convolab.pooling._spec import _cached_pool_spec
+    from convolab.pooling._windows import _trim_kernel
+    rng = np.random.default_rng(len(shape))
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # many ties: the first tap in window order wins
+    if x.size:
+        x.reshape(-1)[::7] = np.nan  # the last NaN tap wins
+        x.reshape(-1)[3::11] = -np.inf
+    spec = _trim_kernel(_cached_pool_spec(x.shape, kernel, stride, padding, dilation, ceil_mode, "max_pool",
+                                          len(shape) - 2))
+    assert max_module.compiled_pool_missing(x.dtype, spec.rank) is None
+    values, indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
+    monkeypatch.setattr(max_module, "compiled_pool_missing", lambda dtype, rank: "the NumPy path, by the test")
+    expected_values, expected_indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
+    assert np.array_equal(values, expected_values, equal_nan=True) and values.dtype == expected_values.dtype
+    assert np.array_equal(indices, expected_indices) and indices.dtype == expected_indices.dtype
+
+
+def test_small_max_pool_layer_matches_torch_forward_and_backward():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 4, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    layer = nn.MaxPool2d(2)
+    xt = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.max_pool2d(xt, 2)
+    expected.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(layer(x), expected.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(g), xt.grad.numpy())

@@ -23,7 +23,7 @@ import importlib
 import threading
 from types import ModuleType
 
-__all__ = ["numba_missing", "kernels"]
+__all__ = ["numba_missing", "numba_loaded", "kernels"]
 
 #: Why Numba cannot be used (None: it can), once known.
 _missing: str | None = None
@@ -47,6 +47,13 @@ def numba_missing() -> str | None:
                     _missing = f"numba is not installed ({type(error).__name__}: {error})"
                 _checked = True
     return _missing
+
+
+def numba_loaded() -> bool:
+    """Whether Numba has already been imported (by :func:`numba_missing`) and works, without importing it: for a
+    path too small to be worth the import on its own (a small pool), that takes the loops once another path
+    has paid for them."""
+    return _checked and _missing is None
 
 
 def kernels(name: str) -> ModuleType:
