@@ -104,15 +104,21 @@ def linear(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
     >>> linear(np.array([[1., 2.]]), np.array([[1., 0.], [1., 1.]]), np.array([0., 10.]))
     array([[ 1., 13.]])
     """
-    input, weight, bias = _linear_args(input, weight, bias)
+    return _affine(*_linear_args(input, weight, bias))
+
+
+def _affine(input: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """:func:`linear` on checked arrays; the bias added in place into the product, a new array."""
     out = input @ weight.T
-    return out if bias is None else out + bias
+    if bias is not None:
+        out += bias
+    return out
 
 
 @defines_vjp(linear)
 def _linear_vjp(input, weight, bias=None):
     input, weight, bias = _linear_args(input, weight, bias)
-    out = linear(input, weight, bias)
+    out = _affine(input, weight, bias)  # checked once
 
     def pullback(grad_output):
         g = _check_grad("linear", grad_output, out.shape)
@@ -135,14 +141,19 @@ def relu(input: np.ndarray) -> np.ndarray:
     >>> relu(np.array([-1., 0., 2.]))
     array([0., 0., 2.])
     """
-    input = _float_array("relu", "input", input)
-    return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(input).any() else np.maximum(input, 0)
+    return _rectified(_float_array("relu", "input", input))
+
+
+def _rectified(input: np.ndarray) -> np.ndarray:
+    """:func:`relu` on a checked array. A NaN anywhere makes the maximum NaN: one reduction, no temporary."""
+    return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(np.max(input, initial=-np.inf)) \
+        else np.maximum(input, 0)
 
 
 @defines_vjp(relu)
 def _relu_vjp(input):
     input = _float_array("relu", "input", input)
-    out = relu(input)
+    out = _rectified(input)  # checked once
 
     def pullback(grad_output):
         # The derivative at 0 is taken as 0, as in PyTorch.
