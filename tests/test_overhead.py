@@ -137,3 +137,22 @@ def test_repeated_calls_give_the_same_numbers_as_the_first(padding_mode):
     for got, want in zip(again, first):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(y, cl.conv2d(x, w, **arguments, algorithm="direct"), rtol=1e-12, atol=1e-12)
+
+
+def test_a_small_max_pool_leaves_numba_unloaded_and_takes_its_loops_once_loaded():
+    out = run_python("""
+        import sys
+        import numpy as np
+        import convolab as cl
+        x = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6)
+        values, pullback = cl.vjp(cl.max_pool2d, x, 2)
+        pullback(np.ones_like(values))
+        first = "numba" in sys.modules
+        from convolab.algorithms._compiled import numba_loaded, numba_missing
+        before = numba_loaded()
+        numba_missing()  # what a compiled convolution's plan does
+        again, _ = cl.vjp(cl.max_pool2d, x, 2)
+        print(first, before, numba_loaded(), "convolab.algorithms._kernels_pool" in sys.modules,
+              np.array_equal(values, again))
+        """)
+    assert out.split() == ["False", "False", "True", "True", "True"]

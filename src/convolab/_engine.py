@@ -334,24 +334,15 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
-def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:
-    """The full-correlation input gradient, and whether it is already on the input (not the padded input).
-
-    With zero padding the padding cells' gradient is dropped anyway, so the
-    correlation's own padding is reduced by the forward padding and only the
-    input's cells are computed (when that leaves no negative padding).
-    """
-    groups = spec.groups
-    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
-    if all(s == 1 for s in spec.stride):
-        spread = grad_output
-    else:
+@lru_cache(maxsize=4096)
+def _full_problem(spec: ConvSpec) -> tuple[ConvSpec, bool, tuple[int, ...] | None]:
+    """:func:`_input_grad_full`'s forward problem, a pure function of the spec remembered for repeated calls:
+    its spec, whether its result is already on the input, and the spread ``g_s``'s size (None at stride 1)."""
+    spread_size = None
+    if any(s != 1 for s in spec.stride):
         spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
-        spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
-        spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
-    # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
-    swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
-    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    spread_shape = (spec.batch, spec.out_channels, *(spread_size or spec.output_size))
+    swapped_shape = (spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
     # Full padding d*(K-1) on both sides; cells past the last window (stride not
     # dividing the padded input) are read by no output, hence the extra high padding.
     unread = tuple(p - u for p, u in zip(spec.padded_size, _used_extent(spec)))
@@ -366,8 +357,29 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
         if min(min(pair) for pair in trimmed) >= 0:
             padding, on_input = trimmed, True
     # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
-    full_spec = frozen_spec(spread.shape, swapped.shape, padding=padding, dilation=spec.dilation, groups=groups,
-                          flip=not spec.flip, op=spec.op)
+    full_spec = frozen_spec(spread_shape, swapped_shape, padding=padding, dilation=spec.dilation, groups=spec.groups,
+                            flip=not spec.flip, op=spec.op)
+    return full_spec, on_input, spread_size
+
+
+def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:
+    """The full-correlation input gradient, and whether it is already on the input (not the padded input).
+
+    With zero padding the padding cells' gradient is dropped anyway, so the
+    correlation's own padding is reduced by the forward padding and only the
+    input's cells are computed (when that leaves no negative padding).
+    """
+    groups = spec.groups
+    full_spec, on_input, spread_size = _full_problem(spec)
+    # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
+    if spread_size is None:
+        spread = grad_output
+    else:
+        spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
+        spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
+    # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
+    swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
     return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
 
 

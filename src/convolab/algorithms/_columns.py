@@ -21,11 +21,13 @@ their NumPy paths otherwise.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .._settings import current_workspace_limit
 from .._window import padded_sources
 from ..spec import ConvSpec
 from ._blocking import block_ranges, largest_block
@@ -67,13 +69,9 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
     Only where :func:`compiled_columns_missing` says it can run.
     """
     groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
-    blocks, grid = block_ranges(spec, x.itemsize, False, scratch_per_column)
+    blocks, grid, kernel3, padding3, tables = _unroll_layout(spec, x.itemsize, scratch_per_column,
+                                                             current_workspace_limit())
     source = _as_kernels_take(x).reshape(_shape3(x.shape))  # (N, G*C, D, H, W)
-    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
-    padded3 = _shape3((1, 1, *spec.padded_size))[2:]
-    input3, padding3 = source.shape[2:], (((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding))
-    tables = [padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
-              else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3)]
     buffer = np.empty(groups * channels * taps * largest_block(blocks, grid), dtype=x.dtype)
     unroll = kernels("unroll").unroll
     jobs = spec.in_channels * kernel3[0] * kernel3[1]  # (channel, kd, kh)
@@ -89,6 +87,25 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
                                                 *_steps(spec.dilation), *tables, padding3[-1][0]),
                   lambda: None)
         yield (n0, n1, r0, r1), columns.reshape(groups, channels * taps, count), grid
+
+
+@lru_cache(maxsize=1024)
+def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, workspace: int,
+                   ) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...], tuple[int, ...],
+                              tuple[tuple[int, int], ...], tuple[np.ndarray, ...]]:
+    """What :func:`unrolled_blocks_unpadded` derives from the problem alone, made once per problem (a small
+    layer called every step paid more for it than for its copy): the blocks and row grid
+    (:func:`._blocking.block_ranges`, which reads the ``workspace`` limit), the kernel and padding on three
+    axes, and per axis the input position each padded cell copies (shared by every call, so never written;
+    left writeable, as the kernels' contract has it: a read-only array is another type to Numba)."""
+    blocks, grid = block_ranges(spec, itemsize, False, scratch_per_column)
+    input3 = _shape3((1, 1, *spec.input_size))[2:]
+    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
+    padded3 = _shape3((1, 1, *spec.padded_size))[2:]
+    padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
+    tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
+                   else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
+    return blocks, grid, kernel3, padding3, tables
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],

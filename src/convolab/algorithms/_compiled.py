@@ -23,7 +23,7 @@ import importlib
 import threading
 from types import ModuleType
 
-__all__ = ["numba_missing", "kernels"]
+__all__ = ["numba_missing", "numba_loaded", "kernels"]
 
 #: Why Numba cannot be used (None: it can), once known.
 _missing: str | None = None
@@ -49,10 +49,25 @@ def numba_missing() -> str | None:
     return _missing
 
 
+def numba_loaded() -> bool:
+    """Whether Numba has already been imported (by :func:`numba_missing`) and works, without importing it: for a
+    path too small to be worth the import on its own (a small pool), that takes the loops once another path
+    has paid for them."""
+    return _checked and _missing is None
+
+
 def kernels(name: str) -> ModuleType:
     """The kernel module ``convolab.algorithms._kernels_<name>``, imported (with Numba) on first use.
 
     Only for a caller that has checked :func:`numba_missing`: it raises the
     ImportError otherwise.
     """
-    return importlib.import_module(f"{__package__}._kernels_{name}")
+    module = _loaded.get(name)
+    if module is None:  # importlib's lookup of a loaded module costs microseconds: a small layer's kernel is not
+        # much more
+        module = _loaded[name] = importlib.import_module(f"{__package__}._kernels_{name}")
+    return module
+
+
+#: The kernel modules imported so far, by name.
+_loaded: dict[str, ModuleType] = {}

@@ -36,7 +36,7 @@ from numba import njit, uint64
 
 from ._kernels_col2im import _inside
 
-__all__ = ["max_pool_planes", "max_pool_grad_planes", "scatter_planes"]
+__all__ = ["max_pool_planes", "max_pool_grad_planes", "scatter_planes", "max_pool_table"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -145,3 +145,31 @@ def scatter_planes(grad, indices, out, first, last):
         out[plane, :] = 0
         for o in range(outputs):
             out[plane, indices[plane, o]] += grad[plane, o]
+
+
+@njit(cache=True, nogil=True)
+def max_pool_table(planes, gather, values, indices):
+    """Small problems' max pooling by the window table: ``values[p, o]`` the maximum of window ``o`` of plane
+    ``p`` and ``indices[p, o]`` its flat index in the plane, the tie rule above, over every plane.
+
+    ``planes`` ``(P, V)``; ``gather`` ``(T, O)`` (:func:`convolab.pooling._windows._window_table`: tap ``t`` of
+    window ``o`` reads cell ``gather[t, o]``, ``V`` for padding, which is skipped); ``values`` ``(P, O)`` in the
+    planes' dtype and ``indices`` ``(P, O)`` int64, written. No per-row set-up, so it stays fast where
+    :func:`max_pool_planes`'s rows are a few windows long.
+    """
+    plane_size = planes.shape[1]
+    taps, outputs = gather.shape
+    for p in range(planes.shape[0]):
+        for o in range(outputs):
+            # One window in registers; branch-free selects (as _keep_max_run): a mispredicted branch per tap
+            # cost more than the tap.
+            kept, kept_index = planes[p, 0], -1
+            for t in range(taps):
+                cell = gather[t, o]
+                inside = cell < plane_size  # padding never wins
+                value = planes[p, cell if inside else 0]
+                take = inside & ((kept_index < 0) | (value > kept) | (value != value))  # value != value: NaN
+                kept = value if take else kept
+                kept_index = cell if take else kept_index
+            values[p, o] = kept
+            indices[p, o] = kept_index

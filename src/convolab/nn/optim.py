@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .._errors import fail
+from ..algorithms._compiled import kernels, numba_missing
 from ..spec import check_flag
 from .module import Parameter
 
@@ -136,14 +137,24 @@ class Adam(Optimizer):
     def _update(self, parameter: Parameter, state: dict[str, Any], group: dict[str, Any]) -> None:
         beta1, beta2 = group["betas"]
         grad = parameter.grad
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data),
+                         scratch=np.empty_like(parameter.data))
+        if _compiled_adam_runs(parameter.data, grad, state):
+            state["step"] += 1
+            # The same steps as below, fused: every scalar in the parameter's dtype, as NumPy casts a Python float.
+            decay = 1 - group["lr"] * group["weight_decay"] if self.decoupled and group["weight_decay"] else 1.0
+            scalars = np.array([decay, 0.0 if self.decoupled else group["weight_decay"], beta1, 1 - beta1, beta2,
+                                1 - beta2, 1 / math.sqrt(1 - beta2 ** state["step"]), group["eps"],
+                                group["lr"] / (1 - beta1 ** state["step"])]).astype(parameter.data.dtype)
+            kernels("optim").adam_update(parameter.data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
+                                         state["exp_avg_sq"].reshape(-1), scalars)
+            return
         if group["weight_decay"]:
             if self.decoupled:  # AdamW: shrink the weights directly, outside the adaptive scaling
                 parameter.data *= 1 - group["lr"] * group["weight_decay"]
             else:
                 grad = grad + group["weight_decay"] * parameter.data
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data),
-                         scratch=np.empty_like(parameter.data))
         state["step"] += 1
         exp_avg, exp_avg_sq, scratch = state["exp_avg"], state["exp_avg_sq"], state["scratch"]
         # In place through one scratch array: small layers make the per-array temporaries cost more than the math.
@@ -161,6 +172,19 @@ class Adam(Optimizer):
         np.divide(exp_avg, scratch, out=scratch)
         scratch *= step_size
         parameter.data -= scratch
+
+
+def _compiled_adam_runs(data: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> bool:
+    """Whether :func:`convolab.algorithms._kernels_optim.adam_update` can take this parameter: float32 or
+    float64, every array of its dtype and shape, C-contiguous, the written ones writeable (Numba importable)."""
+    if data.dtype not in (np.float32, np.float64):
+        return False
+    arrays = (data, grad, state["exp_avg"], state["exp_avg_sq"])
+    if any(a.dtype != data.dtype or a.shape != data.shape or not a.flags.c_contiguous for a in arrays):
+        return False
+    if not (data.flags.writeable and state["exp_avg"].flags.writeable and state["exp_avg_sq"].flags.writeable):
+        return False
+    return numba_missing() is None
 
 
 class AdamW(Adam):

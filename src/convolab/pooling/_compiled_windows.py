@@ -24,7 +24,8 @@ from ..algorithms._compiled import kernels, numba_missing
 from ..algorithms.compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps
 from ._spec import PoolSpec
 
-__all__ = ["compiled_pool_missing", "max_pool_compiled", "max_pool_grad_compiled", "scatter_compiled"]
+__all__ = ["compiled_pool_missing", "max_pool_compiled", "max_pool_table_compiled", "max_pool_grad_compiled",
+           "scatter_compiled"]
 
 
 def compiled_pool_missing(dtype: np.dtype, rank: int) -> str | None:
@@ -63,6 +64,17 @@ def max_pool_compiled(x: np.ndarray, spec: PoolSpec,
               lambda: None)
     return (values.reshape(spec.output_shape),
             indices.reshape(spec.output_shape) if with_indices else None)
+
+
+def max_pool_table_compiled(planes: np.ndarray, gather: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The gathered engine's values and indices (:func:`convolab.pooling.max._max_pool_gathered`) by
+    :func:`._kernels_pool.max_pool_table`, one pass over the window table on the calling thread (the problems
+    are small): ``planes`` ``(N*C, plane)``, ``gather`` the table's ``(taps, outputs)``."""
+    planes = _as_kernels_take(planes)
+    values = np.empty((planes.shape[0], gather.shape[1]), dtype=planes.dtype)
+    indices = np.empty(values.shape, dtype=np.int64)
+    kernels("pool").max_pool_table(planes, gather, values, indices)
+    return values.reshape(spec.output_shape), indices.reshape(spec.output_shape)
 
 
 def max_pool_grad_compiled(x: np.ndarray, grad_output: np.ndarray, spec: PoolSpec) -> np.ndarray:

@@ -19,7 +19,9 @@ import numpy as np
 from .._checks import check_flag
 from .._fixed_rank import fixed_rank_ops
 from .._window import pad, sliding_windows
-from ._compiled_windows import compiled_pool_missing, max_pool_compiled, max_pool_grad_compiled
+from ..algorithms._compiled import numba_loaded
+from ._compiled_windows import (compiled_pool_missing, max_pool_compiled, max_pool_grad_compiled,
+                                max_pool_table_compiled)
 from ._docs import _MAX_POOL_DOC, _MAX_POOL_INPUT_DOC, _MAX_POOL_INPUT_WORDS, _MAX_POOL_WORDS
 from ._spec import (PoolSpec, _batch_input, _batched_grad_output, _cached_pool_spec, _rank_from_tuple,
                     _split_values_cotangent, _unbatch)
@@ -111,6 +113,8 @@ def _max_pool_gathered(x: np.ndarray, spec: PoolSpec, fill: Any,
     """
     table = _window_table(spec.geometry)
     planes = x.reshape(prod(x.shape[:2]), prod(spec.input_size))  # (N * C, plane)
+    if with_indices and numba_loaded() and compiled_pool_missing(x.dtype, spec.rank) is None:
+        return max_pool_table_compiled(planes, table.gather, spec)  # small pools never import Numba themselves
     padded = np.concatenate((planes, np.full((planes.shape[0], 1), fill, dtype=x.dtype)), axis=1)  # fill last
     windows = padded[:, table.gather]  # (N * C, k^d, out)
     values = np.maximum.reduce(windows, axis=1)  # (N * C, out); NaN propagates

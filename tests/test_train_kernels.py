@@ -1,0 +1,208 @@
+"""The compiled training-step kernels (batch normalization) against the NumPy path they replace, and PyTorch.
+
+Tolerances: the kernels sum each channel in float64 in any order where NumPy's
+``einsum`` sums in the input's dtype, and evaluate ``1 / sqrt(var + eps)`` in
+float64 before one rounding, so results agree to a few units in the last place
+of the dtype (rtol 1e-5 float32, 1e-12 float64 against NumPy; the channel sums
+of gradients are compared against their magnitude).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convolab import nn
+from convolab.nn import functional as F
+
+torch = pytest.importorskip("torch")
+
+SHAPES = [(32, 16, 8, 8), (5, 3), (4, 6, 7), (2, 3, 2, 3, 4), (3, 2, 1, 1)]
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def _numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(F, "_compiled_batch_norm_missing", lambda dtype: "the NumPy path, by the test")
+
+
+def _run(x, weight, bias, g):
+    out, pullback, mean, var = F.batch_norm_with_statistics(x, None, None, weight, bias, training=True)
+    return (out, mean, var, *pullback(g))
+
+
+def _close(actual, expected, rtol):
+    if expected is None:
+        assert actual is None
+        return
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_compiled_batch_norm_matches_numpy_path(dtype, shape, affine, monkeypatch):
+    rng = np.random.default_rng(len(shape))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    weight = rng.standard_normal(shape[1]).astype(dtype) if affine in ("both", "weight") else None
+    bias = rng.standard_normal(shape[1]).astype(dtype) if affine in ("both", "bias") else None
+    g = rng.standard_normal(shape).astype(dtype)
+    compiled = _run(x, weight, bias, g)
+    _numpy_path(monkeypatch)
+    expected = _run(x, weight, bias, g)
+    for got, want in zip(compiled, expected):
+        _close(got, want, TOLERANCE[dtype])
+
+
+def test_compiled_batch_norm_reads_non_contiguous_input_and_keeps_it(monkeypatch):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((6, 4, 5, 10)).astype(np.float32)
+    x = base[..., ::2]  # non-contiguous
+    before = x.copy()
+    g = rng.standard_normal(x.shape).astype(np.float32).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
+    w, b = np.full(4, 2, np.float32), np.ones(4, np.float32)
+    compiled = _run(x, w, b, g)
+    assert np.array_equal(x, before)
+    _numpy_path(monkeypatch)
+    for got, want in zip(compiled, _run(x, w, b, g)):
+        _close(got, want, 1e-5)
+
+
+def test_compiled_batch_norm_keeps_the_nan_and_inf_pattern(monkeypatch):
+    x = np.arange(48, dtype=np.float32).reshape(4, 3, 4)
+    x[1, 0, 2] = np.nan
+    x[2, 2, 0] = np.inf
+    g = np.ones_like(x)
+    compiled = _run(x, None, None, g)
+    _numpy_path(monkeypatch)
+    with np.errstate(invalid="ignore"):  # NumPy's inf - inf warns; the loops do not
+        expected = _run(x, None, None, g)
+    for got, want in zip(compiled, expected):
+        if want is not None:
+            assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_compiled_batch_norm_takes_another_dtype_gradient_by_numpy():
+    x = np.random.default_rng(2).standard_normal((4, 3, 5)).astype(np.float32)
+    out, pullback, _, _ = F.batch_norm_with_statistics(x, None, None, np.ones(3, np.float32), None, training=True)
+    grad_input, *_ = pullback(np.ones((4, 3, 5), np.float64))  # NumPy's promotion, as before the kernels
+    assert grad_input.dtype == np.float64
+
+
+def test_without_numba_batch_norm_keeps_numpy(without_numba):
+    assert F._compiled_batch_norm_missing(np.dtype(np.float32)) is not None
+    x = np.random.default_rng(3).standard_normal((4, 3, 5)).astype(np.float32)
+    out, pullback, _, _ = F.batch_norm_with_statistics(x, None, None, None, None, training=True)
+    assert out.shape == x.shape and pullback(np.ones_like(x))[0].shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_batch_norm_layer_matches_torch(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 5, 6, 6)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    layer = nn.BatchNorm2d(5, dtype=dtype)
+    layer.weight.data = rng.standard_normal(5).astype(dtype)
+    layer.bias.data = rng.standard_normal(5).astype(dtype)
+    twin = torch.nn.BatchNorm2d(5).to(torch.float32 if dtype == np.float32 else torch.float64)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in layer.state_dict().items()})
+    xt = torch.from_numpy(x).requires_grad_()
+    out = layer(x)
+    expected = twin(xt)
+    expected.backward(torch.from_numpy(g))
+    grad_input = layer.backward(g)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out, expected.detach().numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(grad_input, xt.grad.numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.weight.grad, twin.weight.grad.numpy(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(layer.bias.grad, twin.bias.grad.numpy(), rtol=rtol, atol=rtol * 10)
+    np.testing.assert_allclose(layer.running_var, twin.running_var.numpy(), rtol=rtol, atol=rtol)
+
+
+# -- Adam and AdamW: the fused update gives NumPy's bits ---------------------------------------------------------
+
+
+def _adam_runs(cls, kwargs, dtype, steps, monkeypatch=None, data=None):
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((7, 5)).astype(dtype) if data is None else data
+    parameter = nn.Parameter(start.copy())
+    optimizer = cls([parameter], **kwargs)
+    for _ in range(steps):
+        parameter.grad = rng.standard_normal(start.shape).astype(dtype)
+        optimizer.step()
+    return parameter.data, optimizer.state[id(parameter)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls, kwargs", [
+    (nn.AdamW, dict(lr=2e-3, weight_decay=1e-4)), (nn.AdamW, dict(weight_decay=0.0)),
+    (nn.Adam, dict(lr=1e-2, weight_decay=0.1)), (nn.Adam, dict(betas=(0.5, 0.9), eps=1e-3)),
+])
+def test_compiled_adam_gives_numpys_bits(cls, kwargs, dtype, monkeypatch):
+    from convolab.nn import optim
+    assert optim._compiled_adam_runs(np.zeros(2, dtype), np.zeros(2, dtype),
+                                     dict(exp_avg=np.zeros(2, dtype), exp_avg_sq=np.zeros(2, dtype)))
+    data, state = _adam_runs(cls, kwargs, dtype, 6)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected, expected_state = _adam_runs(cls, kwargs, dtype, 6)
+    assert np.array_equal(data, expected) and data.dtype == expected.dtype
+    assert np.array_equal(state["exp_avg"], expected_state["exp_avg"])
+    assert np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
+
+
+def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
+    from convolab.nn import optim
+    arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))
+    assert not optim._compiled_adam_runs(np.zeros(4, np.float32), np.zeros(4, np.float32), arrays)  # no Numba
+
+
+def test_adam_refuses_the_loop_for_other_layouts_and_dtypes():
+    from convolab.nn import optim
+    state = dict(exp_avg=np.zeros((4, 4), np.float32), exp_avg_sq=np.zeros((4, 4), np.float32))
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float32).T, np.zeros((4, 4), np.float32), state)
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float64), state)
+    assert not optim._compiled_adam_runs(np.zeros((4, 4), np.float16), np.zeros((4, 4), np.float16), state)
+    data, _ = _adam_runs(nn.Adam, {}, np.float32, 2, data=np.ones((6, 4), np.float32)[:, ::2])  # NumPy's path
+    assert data.shape == (6, 2)
+
+
+# -- max pooling's small problems: the window table in one compiled pass -----------------------------------------
+
+POOLS = [((32, 16, 8, 8), 2, None, 0, 1, False), ((3, 4, 9, 7), 3, 2, 1, 1, True), ((2, 3, 11), 4, 3, 2, 2, False),
+         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOLS)
+def test_compiled_small_max_pool_gives_the_gathered_engines_values_and_indices(shape, kernel, stride, padding,
+                                                                               dilation, ceil_mode, dtype,
+                                                                               monkeypatch):
+    from convolab.pooling import max as max_module
+    from convolab.pooling._spec import _cached_pool_spec
+    from convolab.pooling._windows import _trim_kernel
+    rng = np.random.default_rng(len(shape))
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # many ties: the first tap in window order wins
+    if x.size:
+        x.reshape(-1)[::7] = np.nan  # the last NaN tap wins
+        x.reshape(-1)[3::11] = -np.inf
+    spec = _trim_kernel(_cached_pool_spec(x.shape, kernel, stride, padding, dilation, ceil_mode, "max_pool",
+                                          len(shape) - 2))
+    assert max_module.compiled_pool_missing(x.dtype, spec.rank) is None
+    values, indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
+    monkeypatch.setattr(max_module, "compiled_pool_missing", lambda dtype, rank: "the NumPy path, by the test")
+    expected_values, expected_indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
+    assert np.array_equal(values, expected_values, equal_nan=True) and values.dtype == expected_values.dtype
+    assert np.array_equal(indices, expected_indices) and indices.dtype == expected_indices.dtype
+
+
+def test_small_max_pool_layer_matches_torch_forward_and_backward():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 4, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    layer = nn.MaxPool2d(2)
+    xt = torch.from_numpy(x).requires_grad_()
+    expected = torch.nn.functional.max_pool2d(xt, 2)
+    expected.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(layer(x), expected.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(g), xt.grad.numpy())
