@@ -341,6 +341,23 @@ def _tiling(spec: ConvSpec, itemsize: int, tile: int) -> tuple[int, int, _Layout
     return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile)
 
 
+#: Bytes of input lines one block of taps of the tiled forward reads per stretch (kept in the L1 cache while every
+#: tile of the job adds them).
+BLOCK_INPUT_BYTES = 16 * 2**10
+
+
+def _block_taps(spec: ConvSpec, itemsize: int) -> int:
+    """Taps per block of the tiled forward: whole input channels, whose lines of one stretch fill at most
+    :data:`BLOCK_INPUT_BYTES` (at least one channel)."""
+    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
+    _, _, sw = _steps(spec.stride)
+    extent = (kw_size - 1) * _steps(spec.dilation)[-1] // sw
+    lines = -(-(LANES + extent) * itemsize // 64) + 1  # a run of a row, not aligned to cache lines
+    per_channel = kd_size * kh_size * min(kw_size, sw) * lines * 64
+    channels = max(1, min(spec.in_channels_per_group, BLOCK_INPUT_BYTES // per_channel))
+    return channels * kd_size * kh_size * kw_size
+
+
 def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
     """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
     every tile's multiply-adds (the zero channels and a run's recomputed end included) at
@@ -541,10 +558,12 @@ class Compiled(FullOrScatter, Algorithm):
         flat = grid.reshape(-1)
         forward = kernels("tiled").forward
         _run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
-                  lambda first, last, scratch: forward(flat, packed, out3, scratch, offsets, runs, first, last,
-                                                       groups, tiles_per_group, tiles_per_job, depth * depth_size,
+                  lambda first, last, scratch: forward(flat, packed, out3, *scratch, offsets, runs, first, last,
+                                                       groups, tiles_per_group, tiles_per_job,
+                                                       _block_taps(spec, source.itemsize), depth * depth_size,
                                                        depth_size, wq, layout.depth_stride),
-                  lambda: np.empty(scratch_shape, dtype=source.dtype))
+                  lambda: (np.empty(scratch_shape, dtype=source.dtype),
+                           np.empty(scratch_shape[0] * LANES, dtype=source.dtype)))
         return out
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
