@@ -8,16 +8,17 @@ reads).
 live in memory, so it loads and stores every sum once per three taps: load
 and store bound. Here a *tile* of sums, :data:`TILE_WIDE` (or
 :data:`TILE_NARROW`) output channels by :data:`LANES` consecutive wide
-positions, stays in vector registers while *every* tap of the group adds into
-it, and is stored once. Per tap the inner loop loads :data:`LANES` inputs and
+positions, stays in vector registers while every tap of a block (all of the
+group's, but for many input channels) adds into it, and is stored once. Per tap the inner loop loads :data:`LANES` inputs and
 one weight per channel of the tile, then does ``channels x LANES`` multiply-adds:
 LLVM keeps the tile's sums in registers because each channel's run of sums is
 its own small stack array (:func:`_stack_run`), and vectorizes the loop over
 positions (measured speed, and what bounds the rest: ``docs/compiled.md``).
 Checked in the generated code (``inspect_asm``) on an AVX-512
-Xeon: per tap two (float64: four) 512-bit loads, eight (four) broadcasts and
-sixteen 512-bit FMAs, no spill; 86e9 multiply-adds per second on one thread
-(float32), against about 20e9 for :func:`._kernels_direct.forward`.
+Xeon: per tap two (float64: four) 512-bit loads, eight (four) broadcasts,
+sixteen 512-bit FMAs and four instructions of loop and offset, no spill;
+86e9-125e9 multiply-adds per second on one thread (float32), against about
+20e9 for :func:`._kernels_direct.forward`.
 
 The contract (the Python wrapper in :mod:`.compiled` lays the arrays out):
 
@@ -31,7 +32,12 @@ The contract (the Python wrapper in :mod:`.compiled` lays the arrays out):
   last (computed, never stored);
 - ``runs``, ``first``, ``last``, ``scratch`` as in :mod:`._kernels_direct`
   (``wq`` positions per wide row); ``scratch`` holds
-  ``(tiles_per_job * tile, run)`` sums;
+  ``(tiles_per_job * tile, run)`` sums, ``partial`` (flat)
+  ``(tiles_per_job * tile, LANES)``, the sums of one stretch between
+  blocks of taps;
+- ``block_taps``: taps per block (whole input channels, chosen by the
+  wrapper so that the lines one block reads for a stretch stay in the L1
+  cache while every tile of the job adds them);
 - reads stay within each run's own positions, as the direct loop's: a run's
   last stretch is moved back to end with it, and a run shorter than
   :data:`LANES` is summed one position at a time;
@@ -39,6 +45,13 @@ The contract (the Python wrapper in :mod:`.compiled` lays the arrays out):
 
 A tile's sums are in tap order, one multiply-add at a time (rounded once each
 with ``contract``): the same terms as the direct sum, in another order. A
+block of taps after the first resumes from the sums the one before stored in
+the dtype, so the blocks change no bit of the result.
+
+The kernel runs without Numba's runtime (``_nrt=False``): it allocates
+nothing, and its views carry no reference counts, whose calls and atomic adds
+per tile cost as much as a short tap loop and kept LLVM from vectorizing the
+sums' loads and stores. A
 wide row's extra columns are computed and dropped, as in
 :mod:`._kernels_direct`: each position's sum reads only its own window, so
 an inf or NaN reaches exactly the outputs the direct sum gives it.
@@ -50,11 +63,11 @@ group's filters, B tiles of output channels per group.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
-from ._kernels_direct import _add_4x1
 
 __all__ = ["forward", "LANES", "TILE_WIDE", "TILE_NARROW"]
 
@@ -67,9 +80,11 @@ TILE_WIDE, TILE_NARROW = 8, 4
 
 @intrinsic
 def _stack_run(typingctx, dtype):
-    """A pointer to :data:`LANES` values of ``dtype`` in the function's stack frame: an array LLVM can keep in
-    registers (a NumPy array lives on the heap, so its loads and stores stay)."""
+    """An array of :data:`LANES` values of ``dtype`` in the function's stack frame: one LLVM can keep in
+    registers (a NumPy array lives on the heap, so its loads and stores stay). It has no reference count (nor
+    needs one: the kernel runs without Numba's runtime, whose counts cost a call and an atomic add per view)."""
     item = dtype.dtype
+    run_type = types.Array(item, 1, "C")
 
     def codegen(context, builder, signature, args):
         # LLVM's tuning for AVX-512 CPUs prefers 256-bit vectors, half of what the FMA units take: ask the
@@ -81,62 +96,100 @@ def _stack_run(typingctx, dtype):
                 set.add(builder.function.attributes, attribute)
             except TypeError:
                 break
-        return cgutils.alloca_once(builder, context.get_value_type(item), size=LANES)
+        data = cgutils.alloca_once(builder, context.get_value_type(item), size=LANES)
+        run = context.make_array(run_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_value_type(item)))
+        populate_array(run, data=data, shape=[context.get_constant(types.intp, LANES)], strides=[itemsize],
+                       itemsize=itemsize, meminfo=None)
+        return run._getvalue()
 
-    return types.CPointer(item)(dtype), codegen
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _four_runs(kind):
-    """Four runs of :data:`LANES` sums of dtype ``kind`` on the stack, zero."""
-    s0, s1, s2, s3 = (carray(_stack_run(kind), LANES), carray(_stack_run(kind), LANES),
-                      carray(_stack_run(kind), LANES), carray(_stack_run(kind), LANES))
-    for m in range(LANES):
-        s0[m] = s1[m] = s2[m] = s3[m] = 0
-    return s0, s1, s2, s3
+    return run_type(dtype), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store(sums, row, column, run):
-    """``sums[row, column:column+LANES] = run`` if ``sums`` has that row (a tile's channels past the job's last
-    hold zero weights' sums). Plain stores at unsigned indices: Numba checks a signed index for wrapping
-    around, and a slice's assignment costs as much as a short tap loop."""
-    if row < sums.shape[0]:
-        r, c = np.uint64(row), np.uint64(column)
+def _begin(kind, partial, at, resume):
+    """A run of :data:`LANES` sums of dtype ``kind`` on the stack: zero, or where ``resume``, the partial sums an
+    earlier block of taps left in the flat ``partial`` at ``at``."""
+    run = _stack_run(kind)
+    if resume:
+        source = partial[at:at + LANES]
         for m in range(LANES):
-            sums[r, c + np.uint64(m)] = run[m]
+            run[m] = source[m]
+    else:
+        for m in range(LANES):
+            run[m] = 0
+    return run
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store_four(sums, row, column, s0, s1, s2, s3):
-    """:func:`_store` for four channels' runs, rows ``row:row+4``."""
-    _store(sums, row, column, s0)
-    _store(sums, row + 1, column, s1)
-    _store(sums, row + 2, column, s2)
-    _store(sums, row + 3, column, s3)
+def _begin_four(kind, partial, at, resume):
+    """:func:`_begin` for four channels' runs, ``at`` the first's."""
+    return (_begin(kind, partial, at, resume), _begin(kind, partial, at + LANES, resume),
+            _begin(kind, partial, at + 2 * LANES, resume), _begin(kind, partial, at + 3 * LANES, resume))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tile_8(flat, start, offsets, weights, sums, row, column):
-    """``sums[row + o, column:column+LANES] = sum_t weights[t, o] * flat[start + offsets[t] + m]``, o < 8: the
-    run of each tap loaded once for eight channels."""
-    s0, s1, s2, s3 = _four_runs(flat.dtype)
-    s4, s5, s6, s7 = _four_runs(flat.dtype)
-    for t in range(offsets.shape[0]):
-        run, w = flat[start + offsets[t]:start + offsets[t] + LANES], weights[t:t + 1].T  # (8, 1): one tap
-        _add_4x1(s0, s1, s2, s3, run, w[:4], LANES)
-        _add_4x1(s4, s5, s6, s7, run, w[4:], LANES)
-    _store_four(sums, row, column, s0, s1, s2, s3)
-    _store_four(sums, row + 4, column, s4, s5, s6, s7)
+def _end(run, target, at, keep):
+    """``target[at:at+LANES] = run`` (``target`` flat) where ``keep`` (a tile's channels past the job's last hold
+    zero weights' sums): through a slice, as the tap loop reads, so that LLVM writes whole vectors."""
+    if keep:
+        to = target[at:at + LANES]
+        for m in range(LANES):
+            to[m] = run[m]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tile_4(flat, start, offsets, weights, sums, row, column):
+def _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish):
+    """Four channels' runs, rows ``row:row+4``, to the flat ``sums`` ``(rows, run)`` at ``column`` where
+    ``finish`` (the last block of taps), else to the flat ``partial`` ``(rows, LANES)`` for the next block."""
+    target, width = (sums, sums.shape[0] // rows) if finish else (partial, LANES)
+    at = row * width + (column if finish else 0)
+    _end(s0, target, at, row < rows)
+    _end(s1, target, at + width, row + 1 < rows)
+    _end(s2, target, at + 2 * width, row + 2 < rows)
+    _end(s3, target, at + 3 * width, row + 3 < rows)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_4(s0, s1, s2, s3, flat, at, weights, w):
+    """``s_i[m] += weights[w + i] * flat[at + m]``, i < 4: one tap into four channels' runs. Unsigned indices
+    into flat arrays (no views): a signed index is checked for wrapping around and a slice clamped, which made
+    the tap loop issue three instructions per multiply-add, more than the FMA units take."""
+    w0, w1, w2, w3 = weights[w], weights[w + np.uint64(1)], weights[w + np.uint64(2)], weights[w + np.uint64(3)]
+    for m in range(LANES):
+        v = flat[at + np.uint64(m)]
+        s0[m] += w0 * v
+        s1[m] += w1 * v
+        s2[m] += w2 * v
+        s3[m] += w3 * v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_8(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, row, column, partial, finish):
+    """``sums[row + o, column:column+LANES] = sum_t packed[tile_index, t, o] * flat[start + offsets[t] + m]`` over
+    taps ``t0:t1``, o < 8, added to ``partial`` where ``t0 > 0`` and left there unless ``finish``: the run of each
+    tap loaded once for eight channels. ``sums`` ``(rows, run)`` and ``partial`` ``(rows, LANES)`` come flat.
+    Each run written out plainly: a tuple of runs, or a view made per tile, cost reference counts and kept LLVM
+    from vectorizing the sums' loads and stores (about a short tap loop's time per tile)."""
+    s0, s1, s2, s3 = _begin_four(flat.dtype, partial, row * LANES, t0 > 0)
+    s4, s5, s6, s7 = _begin_four(flat.dtype, partial, (row + 4) * LANES, t0 > 0)
+    base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_WIDE)
+    for t in range(np.uint64(t0), np.uint64(t1)):
+        at, w = base + np.uint64(offsets[t]), first_weight + t * np.uint64(TILE_WIDE)
+        _add_4(s0, s1, s2, s3, flat, at, packed, w)
+        _add_4(s4, s5, s6, s7, flat, at, packed, w + np.uint64(4))
+    _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
+    _end_four(s4, s5, s6, s7, sums, partial, rows, row + 4, column, finish)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_4(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, row, column, partial, finish):
     """:func:`_tile_8` for four channels."""
-    s0, s1, s2, s3 = _four_runs(flat.dtype)
-    for t in range(offsets.shape[0]):
-        _add_4x1(s0, s1, s2, s3, flat[start + offsets[t]:start + offsets[t] + LANES], weights[t:t + 1].T, LANES)
-    _store_four(sums, row, column, s0, s1, s2, s3)
+    s0, s1, s2, s3 = _begin_four(flat.dtype, partial, row * LANES, t0 > 0)
+    base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_NARROW)
+    for t in range(np.uint64(t0), np.uint64(t1)):
+        _add_4(s0, s1, s2, s3, flat, base + np.uint64(offsets[t]), packed, first_weight + t * np.uint64(TILE_NARROW))
+    _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -150,19 +203,21 @@ def _short_run(flat, start, offsets, weights, sums, row, length):
             sums[row + o, m] = total
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def forward(flat, packed, out, scratch, offsets, runs, first, last, groups, tiles_per_group, tiles_per_job,
-            channel_size, depth_size, wq, sd):
+@njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
+def forward(flat, packed, out, scratch, partial, offsets, runs, first, last, groups, tiles_per_group, tiles_per_job,
+            block_taps, channel_size, depth_size, wq, sd):
     """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, c, j]``, for jobs ``first:last``.
 
     A job is (sample ``n``, group ``g``, ``tiles_per_job`` tiles of output
     channels). Per run of wide positions (``wq`` per wide row), each stretch
     of :data:`LANES` positions (the last one moved back to end with the run,
-    recomputing a few) is computed tile after tile while its inputs are in
-    the L1 cache, into ``scratch``; then the run's real columns are copied to
-    ``out``.
+    recomputing a few) is computed block of taps after block, each block
+    tile after tile while its input lines are in the L1 cache (the sums
+    carried in ``partial``), into ``scratch``; then the run's real columns
+    are copied to ``out``.
     """
-    out_per_group, tile = out.shape[1] // groups, packed.shape[2]
+    out_per_group, taps, tile = out.shape[1] // groups, packed.shape[1], packed.shape[2]
+    packed_flat = packed.reshape(-1)  # once: a reshape is a call into Numba's helpers
     channels_in = flat.shape[0] // (out.shape[0] * channel_size)
     jobs_per_group = -(-tiles_per_group // tiles_per_job)
     for job in range(first, last):
@@ -172,6 +227,7 @@ def forward(flat, packed, out, scratch, offsets, runs, first, last, groups, tile
         o0 = g * out_per_group + first_tile * tile
         o1 = min(g * out_per_group + end_tile * tile, (g + 1) * out_per_group)
         sums = scratch[:o1 - o0]
+        sums_flat = sums.reshape(-1)
         channel_base = (n * channels_in + g * (channels_in // groups)) * channel_size
         for run in range(runs.shape[0]):
             od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
@@ -184,15 +240,19 @@ def forward(flat, packed, out, scratch, offsets, runs, first, last, groups, tile
             column = 0
             while length >= LANES and column < length:
                 column = min(column, length - LANES)
-                for b in range(first_tile, end_tile):
-                    weights, row = packed[g * tiles_per_group + b], (b - first_tile) * tile
-                    if tile == TILE_WIDE:
-                        _tile_8(flat, start + column, offsets, weights, sums, row, column)
-                    else:
-                        _tile_4(flat, start + column, offsets, weights, sums, row, column)
+                for t0 in range(0, taps, block_taps):
+                    t1 = min(t0 + block_taps, taps)
+                    for b in range(first_tile, end_tile):
+                        tile_index, row = g * tiles_per_group + b, (b - first_tile) * tile
+                        if tile == TILE_WIDE:
+                            _tile_8(flat, start + column, offsets, packed_flat, taps, tile_index, t0, t1, sums_flat, o1 - o0, row,
+                                    column, partial, t1 == taps)
+                        else:
+                            _tile_4(flat, start + column, offsets, packed_flat, taps, tile_index, t0, t1, sums_flat, o1 - o0, row,
+                                    column, partial, t1 == taps)
                 column += LANES
-            for o in range(o0, o1):  # plain loops: a slice's assignment may copy through a temporary
-                for r in range(r0, r1):
-                    to, at = np.uint64(w0), np.uint64((r - r0) * wq)
-                    for w in range(np.uint64(width)):
-                        out[n, o, od, r, to + w] = sums[o - o0, at + w]
+            for o in range(o0, o1):  # plain loops over rows' views: a slice's assignment may copy through a
+                for r in range(r0, r1):  # temporary, and five indices per value kept LLVM from vectorizing
+                    target, source = out[n, o, od, r, w0:w0 + width], sums_flat[(o - o0) * sums.shape[1] + (r - r0) * wq:]
+                    for w in range(width):
+                        target[w] = source[w]

@@ -83,18 +83,14 @@ GRID_COPY_RATE = 3.6e9
 WGRAD_MAC_RATE, WGRAD_LOOP_COST = 94e9, 43e-9
 #: ... and the float32 values per second it copies into its scratch (grad_output's rows, the taps' runs).
 WGRAD_COPY_RATE = 6.6e9
-#: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread's inner loop, float32
-#: (float64: half), tile channels past a group's last and recomputed positions included (two 512-bit FMAs a
-#: cycle: 86e9 measured on one thread of the reference machine, 75-864 taps; the constants of the tiled cost
-#: are that machine's rates over 1.4, so that the ratios of its estimates to the other algorithms' follow the
-#: measured ratios of their times)...
-TILED_MAC_RATE = 60e9
-#: ... seconds per stretch of one tile (its sums zeroed, stored, copied to the output; the views made), ...
-STRETCH_COST = 230e-9
-#: ... and bytes per second of the distinct input lines a stretch of one tile reads beyond
-#: :data:`STRETCH_L1_BYTES` (those come from the L2 cache, once per tile: fitted on 3x3 layers with 128-256
-#: input channels, 3-d and transposed layers, where this bounds the kernel).
-STRETCH_READ_RATE, STRETCH_L1_BYTES = 15e9, 24 * 2**10
+#: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread, float32 (float64: half),
+#: tile channels past a group's last and recomputed positions included, and the seconds of each pass of a tile
+#: over a stretch and a block of taps (its sums zeroed or loaded, stored: about a hundred cycles, held there).
+#: Fitted (least squares on the logarithm) as the constants above were: so that on 23 layers (dense 3x3 with
+#: 64-512 channels at stride 1 and 2, dilated, 5x5, 1-d k 9, 3-d, grouped with 4 and 8 channels per group,
+#: stems 3x3-7x7, tiny images), the ratio of this estimate to the estimate of the fastest other algorithm
+#: follows the ratio of their measured times (one thread each, CONVOLAB_THREADS=1, CPU time, min of 3).
+TILED_MAC_RATE, STRETCH_COST = 65e9, 30e-9
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -270,12 +266,22 @@ class _Layout:
     def to_grid(self, source: np.ndarray, padding: Sequence[tuple[int, int]], work: int) -> np.ndarray:
         """The phase grid ``(N, C, D, SH, SW, Hq, Wq)`` of ``source`` ``(N, C, D, H, W)`` zero-padded by
         ``padding`` (per spatial axis): ``source`` itself where that is the padded input at stride 1, else a
-        copy (padded and split in one threaded pass)."""
-        lows = _steps(tuple(low for low, _ in padding), fill=0)
+        copy: one strided copy per phase, by NumPy. :func:`._kernels_direct.copy_phases` makes a view per row
+        (and may copy it through a temporary): NumPy's copies measured 1.1-3.4x faster, one thread against its
+        two (1.1 against 3.7 ms for a (8, 64, 56, 56) input padded by 1, 1.0 against 2.8 ms for (8, 128, 28, 28)
+        at stride 2, 1.0 against 1.4 ms for a 224x224 stem at stride 2). ``work`` is no longer read."""
+        low_d, low_h, low_w = _steps(tuple(low for low, _ in padding), fill=0)
         if not self.split and not any(low or high for low, high in padding):
             return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
+        _, sh, sw, _, _ = self.grid
         grid = np.zeros((*source.shape[:2], *self.grid), dtype=source.dtype)  # padding, and a phase's short end
-        self._copy(source, grid, True, lows, work)
+        for rh in range(sh):
+            for rw in range(sw):
+                # source rows h with (h + low_h) % sh == rh land in phase rh, at (h + low_h) // sh; columns alike
+                first_h, first_w = (rh - low_h) % sh, (rw - low_w) % sw
+                part = source[:, :, :, first_h::sh, first_w::sw]
+                v0, u0 = (first_h + low_h) // sh, (first_w + low_w) // sw
+                grid[:, :, low_d:low_d + source.shape[2], rh, rw, v0:v0 + part.shape[3], u0:u0 + part.shape[4]] = part
         return grid
 
     def from_grid(self, grid: np.ndarray, shape: tuple[int, ...], padding: Sequence[tuple[int, int]],
@@ -358,12 +364,26 @@ def _tiling(spec: ConvSpec, itemsize: int, tile: int) -> tuple[int, int, _Layout
     return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile)
 
 
-def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
-    """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
-    every tile's multiply-adds (the zero channels and a run's recomputed end included) at
-    :data:`TILED_MAC_RATE`; per stretch of a tile, :data:`STRETCH_COST` and its distinct input lines past the
-    L1 cache's share at :data:`STRETCH_READ_RATE`; the grid's reads (once per job) and the output's writes at
-    :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`."""
+#: Bytes of input lines one block of taps of the tiled forward reads per stretch (kept in the L1 cache while every
+#: tile of the job adds them).
+BLOCK_INPUT_BYTES = 16 * 2**10
+
+
+def _block_taps(spec: ConvSpec, itemsize: int) -> int:
+    """Taps per block of the tiled forward: whole input channels, whose lines one stretch reads (per (kd, kh) and
+    per column phase its taps use, :data:`LANES` positions and the kernel's extent along the row, not aligned to
+    cache lines) fill at most :data:`BLOCK_INPUT_BYTES` (at least one channel)."""
+    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
+    _, _, sw = _steps(spec.stride)
+    extent = (kw_size - 1) * _steps(spec.dilation)[-1] // sw
+    per_channel = kd_size * kh_size * min(kw_size, sw) * (-(-(LANES + extent) * itemsize // 64) + 1) * 64
+    channels = max(1, min(spec.in_channels_per_group, BLOCK_INPUT_BYTES // per_channel))
+    return channels * prod(spec.kernel_size)
+
+
+def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, int, int]:
+    """What :func:`_tiled_cost` charges for: the multiply-adds (in float32's: a float64 one counts twice), the
+    (tile, stretch, block of taps) passes, and the bytes passed over in memory and copied into the phase grid."""
     tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
     out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
     # the runs of one depth: full ones, and a last one with the rows (or columns) left
@@ -373,24 +393,27 @@ def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
         run_lengths.append((rest - 1) * layout.grid[-1] + out_w if layout.rows > 1 else rest)
     if layout.rows == 1:  # runs within one row: as many in every row
         run_lengths *= out_h
-    positions = sum(-(-length // LANES) * LANES if length >= LANES else length for length in run_lengths)
+    # a run shorter than a stretch is summed one position at a time, as slowly as a stretch per position
+    positions = sum(-(-length // LANES) * LANES if length >= LANES else length * LANES for length in run_lengths)
     stretches = sum(-(-length // LANES) for length in run_lengths)
     tiles = spec.batch * spec.groups * tiles_per_group * out_d
     taps = spec.in_channels_per_group * prod(spec.kernel_size)
-    # per input channel, a stretch reads one row per (kd, kh) and, per column phase its taps use, LANES positions
-    # and the kernel's extent along the row
-    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
-    _, _, sw = _steps(spec.stride)
-    extent = (kw_size - 1) * _steps(spec.dilation)[-1] // sw
-    read = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, sw) * (LANES + extent) * itemsize
-    jobs_per_group = -(-tiles_per_group // tiles_per_job)
+    blocks = -(-taps // _block_taps(spec, itemsize))
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0
-    moved = grid * jobs_per_group + prod(spec.output_shape) * itemsize
-    return (tiles * positions * tile * taps * itemsize / 4 / TILED_MAC_RATE
-            + tiles * stretches * (STRETCH_COST + max(0, read - STRETCH_L1_BYTES) / STRETCH_READ_RATE)
-            + moved / MEMORY_RATE
-            + copied / GRID_COPY_RATE)
+    return (tiles * positions * tile * taps * itemsize / 4, tiles * stretches * blocks,
+            grid * -(-tiles_per_group // tiles_per_job) + prod(spec.output_shape) * itemsize, copied)
+
+
+def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
+    """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
+    every tile's multiply-adds (the zero channels and a run's recomputed end included) at
+    :data:`TILED_MAC_RATE`; :data:`STRETCH_COST` per (tile, stretch, block of taps); the grid's reads (once
+    per job) and the output's writes at :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`.
+    The input lines a stretch reads cost nothing apart: the blocks of taps keep them in the L1 cache for every
+    tile of the job (with a term for them at the L2 cache's rate, the fit left it at zero)."""
+    macs, passes, moved, copied = _tiled_terms(spec, itemsize, tile)
+    return macs / TILED_MAC_RATE + passes * STRETCH_COST + moved / MEMORY_RATE + copied / GRID_COPY_RATE
 
 
 class Compiled(FullOrScatter, Algorithm):
@@ -424,9 +447,9 @@ class Compiled(FullOrScatter, Algorithm):
         return numba_missing()
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
-        """With four or more output channels per group, the register tiles' cost (:func:`_tiled_cost`, over the
-        threads' speedup); else the inner loops' loads and stores at the cache's rate, the loops' starts, and
-        the passes over memory.
+        """With four or more output channels per group, the register tiles' cost (:func:`_tiled_cost`, one
+        thread's, more where the jobs are too few for the threads); else the inner loops' loads and stores at
+        the cache's rate, the loops' starts, and the passes over memory.
 
         Per multiply-add an inner loop loads and stores ``11/12`` values where
         it adds three taps into four output channels, ``9/4`` with one tap,
@@ -461,9 +484,13 @@ class Compiled(FullOrScatter, Algorithm):
             # 28x28: gemm 0.6x PyTorch, the tiles 2.1x, on estimates within 2% of each other).
             return float("inf")
         if tile:
-            tiles = spec.batch * spec.groups * -(-spec.out_channels_per_group // tile)
-            threads = min(_threads(_macs(spec)), tiles)
-            return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) / (1 + THREAD_GAIN * (threads - 1))
+            # One thread's seconds, like the others' estimates, which do not change with the threads (theirs
+            # share out their work as this one's jobs do): only too few jobs for the threads cost more here.
+            tiles_per_group, tiles_per_job, _ = _tiling(spec, dtype.itemsize, tile)
+            available = _threads(_macs(spec))
+            threads = min(available, spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
+            return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) * (
+                (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1)))
         values, loops, moved, copied, speedup = _cost_terms(spec, dtype.itemsize)
         return CALL_OVERHEAD + (values / CACHE_RATE + loops * LOOP_COST + moved / MEMORY_RATE
                                 + copied / GRID_COPY_RATE) / speedup
@@ -503,7 +530,7 @@ class Compiled(FullOrScatter, Algorithm):
             tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
             threads = min(_threads(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
             packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
-            scratch = tiles_per_job * tile * layout.scratch_shape[1]
+            scratch = tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's partial
             return layout.grid_bytes(spec, itemsize) + (threads * scratch + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
         layout = _Layout(spec, itemsize, block)
@@ -563,10 +590,12 @@ class Compiled(FullOrScatter, Algorithm):
         flat = grid.reshape(-1)
         forward = kernels("tiled").forward
         _run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
-                  lambda first, last, scratch: forward(flat, packed, out3, scratch, offsets, runs, first, last,
-                                                       groups, tiles_per_group, tiles_per_job, depth * depth_size,
+                  lambda first, last, scratch: forward(flat, packed, out3, *scratch, offsets, runs, first, last,
+                                                       groups, tiles_per_group, tiles_per_job,
+                                                       _block_taps(spec, source.itemsize), depth * depth_size,
                                                        depth_size, wq, layout.depth_stride),
-                  lambda: np.empty(scratch_shape, dtype=source.dtype))
+                  lambda: (np.empty(scratch_shape, dtype=source.dtype),
+                           np.empty(scratch_shape[0] * LANES, dtype=source.dtype)))
         return out
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
