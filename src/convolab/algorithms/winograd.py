@@ -206,32 +206,32 @@ TILE_BLOCK_BYTES = 4 * 2**20
 MAX_TILE_BLOCK_BYTES = 32 * 2**20
 
 
-def _axis_matrices(m: int, rank: int, dtype: np.dtype) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Per kernel axis (three: a missing leading axis has the 1x1 identity), ``A^T`` and ``B^T`` as the
-    kernels take them; and the filter transform of all axes at once, ``G ⊗ ... ⊗ G`` ``(a^d, 3^d)``."""
-    a_t, g, b_t = (np.ascontiguousarray(matrix, dtype=dtype) for matrix in winograd_matrices(m, 3))
-    unit = np.ones((1, 1), dtype=dtype)
-    filters = np.ones((1, 1), dtype=dtype)
-    for _ in range(rank):
-        filters = np.kron(filters, g)  # exact: G's entries are powers of the points, of two
-    missing = KERNEL_RANK - rank
-    return [unit] * missing + [a_t] * rank, [unit] * missing + [b_t] * rank, filters
-
-
-def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, filter_transform: np.ndarray) -> np.ndarray:
-    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, one matrix
-    product per group (``(P, K) @ (K, C*O)``, from the kernel's rows reordered (c, o): a copy of the weights,
-    a quarter of the transformed filters for F(4x4)).
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
+    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, by the compiled
+    :func:`~._kernels_winograd.filter_transform` (rows ``(g, c)`` shared among threads), which reads the weights
+    in place and writes each transformed value once.
 
     Contiguous, not a transposed view: the BLAS ran the products ``(T, C) @ (C, O)`` over a block of 100-200
-    tiles up to 1.8x faster so (64 channels, float32), and no slower with more tiles.
+    tiles up to 1.8x faster so (64 channels, float32), and no slower with more tiles (``(O, C) @ (C, T)`` ran
+    no faster either, 256 and 512 channels). One NumPy product ``(P, K) @ (K, C*O)`` over a transposed copy of
+    the weights wrote 2-3 GB/s (18 ms of a 7x7 layer with 512 channels, single-threaded): the copy, and the
+    product's 36 rows a power of two apart, which share the caches' sets.
     """
-    taps = prod(spec.kernel_size)
-    by_input = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, taps)
-    flat = np.ascontiguousarray(by_input.transpose(0, 3, 2, 1)).reshape(spec.groups, taps, -1)  # (G, K, C*O)
-    filters = np.matmul(filter_transform, flat)  # (G, P, C*O)
-    return filters.reshape(spec.groups, filter_transform.shape[0], spec.in_channels_per_group,
-                           spec.out_channels_per_group)
+    taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
+    filters = np.empty((spec.groups, positions, channels, out_channels), dtype=kernel.dtype)
+    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name)
+    block = kernels("winograd").FILTER_BLOCK
+    width = -(-out_channels // block) * block  # the filters in whole blocks
+
+    def scratch() -> tuple[np.ndarray, np.ndarray]:
+        return (np.zeros(kernels("winograd").FILTER_CHANNELS * taps * width, dtype=kernel.dtype),
+                np.zeros(positions * width, dtype=kernel.dtype))
+
+    _run_jobs(spec.groups * channels, filters.size,
+              lambda first, last, own: transform(weight, filters, first, last, *own), scratch)
+    return filters
 
 
 def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
@@ -277,8 +277,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
-    _, _, filter_transform = _axis_matrices(m, rank, dtype)
-    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, filter_transform)  # (G, P, C, O)
+    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m)  # (G, P, C, O)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
