@@ -14,7 +14,7 @@ from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_w
 @pytest.mark.parametrize(
     "input_shape, weight_shape, params, expected",
     [
-        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "compiled"),  # ResNet 3x3, 64 filters
+        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "winograd4"),  # ResNet 3x3: 1.6x compiled's speed
         ((8, 256, 28, 28), (512, 256, 3, 3), dict(padding=1), "winograd4"),  # VGG 3x3: 4x fewer multiplications
         ((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), dict(padding=1), "compiled"),  # 3-d U-Net, 32 filters: tiles
         ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "gemm"),  # strided: folded refuses

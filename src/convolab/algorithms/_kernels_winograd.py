@@ -351,7 +351,8 @@ def _straight_filter_source(m: int, rank: int, name: str) -> str:
                         source[start + o * uint64(channels * taps) + r * uint64(taps) + k])
         for r in range(rows):
             for chunk in range(chunks):
-                into_gathered, into_block = uint64(r) * per_channel + chunk * uint64(taps * {block}), chunk * uint64({count * block})
+                into_gathered = uint64(r) * per_channel + chunk * uint64(taps * {block})
+                into_block = chunk * uint64({count * block})
                 for e in range(uint64({block})):
 {body}
             into = uint64((g * {count} * channels + c0 + r) * out_channels)
