@@ -227,9 +227,9 @@ def wide_problem(seed: int = 0):
     return x, w
 
 
-def relative_to_terms(got, x, w):
-    exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algorithm="gemm")
-    terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=1, algorithm="gemm")
+def relative_to_terms(got, x, w, padding=1):
+    exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), padding=padding, algorithm="gemm")
+    terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=padding, algorithm="gemm")
     return float((np.abs(got - exact) / terms).max())
 
 
@@ -259,3 +259,22 @@ def test_a_spike_or_a_non_finite_value_keeps_auto_from_winograd(spike):
         np.testing.assert_array_equal(mask(got), mask(direct))
     if np.isfinite(spike):
         assert relative_to_terms(got, x, w) < 1e-5  # a summing algorithm's rounding, not the tiles'
+
+
+def test_auto_reads_zero_padding_in_place_and_pads_other_modes(monkeypatch):
+    """With zero padding "auto" checks the input itself and the tiles read the zeros as they go (no padded copy);
+    with another mode the engine pads first, as before. Both within the bound of the direct sum."""
+    x, w = wide_problem(2)
+    calls = []
+    run, run_unpadded = Winograd.run, Winograd.run_unpadded
+    monkeypatch.setattr(Winograd, "run", lambda self, *args: calls.append("padded") or run(self, *args))
+    monkeypatch.setattr(Winograd, "run_unpadded",
+                        lambda self, *args: calls.append("unpadded") or run_unpadded(self, *args))
+    got = cl.conv2d(x, w, padding=1)
+    assert calls == ["unpadded"]
+    assert relative_to_terms(got, x, w) <= planner.WINOGRAD_ERROR_BOUND
+    calls.clear()
+    reflected = cl.conv2d(x, w, padding=1, padding_mode="reflect")
+    assert calls == ["padded"]
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    assert relative_to_terms(reflected, padded, w, padding=0) <= planner.WINOGRAD_ERROR_BOUND

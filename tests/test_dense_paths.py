@@ -79,3 +79,39 @@ def test_auto_keeps_winograd_within_the_workspace_limit():
     resnet = ((8, 64, 56, 56), (64, 64, 3, 3))
     resnet_plan = cl.plan(*resnet, "float32", padding=1)
     assert "winograd4" not in resnet_plan.refused and resnet_plan.estimates["winograd4"] < resnet_plan.estimates["gemm"]
+
+
+FILTER_PROBLEMS = [  # (rank, groups, filters per group, channels per group): whole and partial blocks of filters,
+    (2, 1, 64, 64),  # channels past a gathered block of FILTER_CHANNELS, groups that end inside one
+    (2, 3, 33, 20),
+    (2, 2, 3, 4),
+    (1, 1, 17, 9),
+    (3, 2, 5, 3),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", (2, 4))
+@pytest.mark.parametrize("problem", FILTER_PROBLEMS, ids=lambda problem: "-".join(map(str, problem)))
+def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
+    """``U = G g G^T`` of every filter, laid out ``(G, P, C, O)``: against ``(G ⊗ ... ⊗ G) @ taps`` in float64.
+    Each value sums at most ``3^rank`` products of the generated coefficients, whose magnitudes are at most 4:
+    the straight-line code drops the zero coefficients and adds in its own order, so the two agree within a few
+    units of rounding of those terms."""
+    from convolab.algorithms.winograd import _transformed_filters, winograd_matrices
+
+    rank, groups, out_channels, channels = problem
+    rng = np.random.default_rng(rank * 100 + groups)
+    w = rng.standard_normal((groups * out_channels, channels, *(3,) * rank)).astype(dtype)
+    spec = cl.conv_spec((1, groups * channels, *(8,) * rank), w.shape, padding=1, groups=groups)
+    with cl.thread_count(2):
+        got = _transformed_filters(w, spec, tile)
+    _, g, _ = winograd_matrices(tile, 3)
+    transform = np.ones((1, 1))
+    for _ in range(rank):
+        transform = np.kron(transform, g)
+    taps = w.astype(np.float64).reshape(groups, out_channels, channels, -1)
+    expected = np.einsum("pk,gock->gpco", transform, taps)
+    magnitude = np.einsum("pk,gock->gpco", np.abs(transform), np.abs(taps))
+    assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
+    assert np.all(np.abs(got - expected) <= 4 * 3**rank * np.finfo(dtype).eps * magnitude)

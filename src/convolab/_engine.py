@@ -32,7 +32,8 @@ from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
-from .algorithms import ALGORITHMS, CACHE_BLOCK_BYTES, check_algorithm_name, on_registry_change, select_algorithm
+from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, check_algorithm_name, on_registry_change,
+                         select_algorithm)
 from .algorithms._columns import add_columns
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
@@ -160,10 +161,16 @@ def _run_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, d
     if name != "auto":
         return ALGORITHMS[name].run_unpadded(x, kernel, spec)
     algorithm = ALGORITHMS[plan_for(spec, dtype).algorithm]
-    if algorithm.mixes_outputs:
-        padded = pad(x, spec.padding, spec.padding_mode)
-        return ALGORITHMS[plan_for_arrays(spec, dtype, padded, kernel).algorithm].run(padded, kernel, spec)
-    return algorithm.run_unpadded(x, kernel, spec)
+    if not algorithm.mixes_outputs:
+        return algorithm.run_unpadded(x, kernel, spec)
+    if isinstance(algorithm, Winograd) and spec.padding_mode == "zeros":
+        # The tiles' rule reads the data's peak and the median of the nonzero values, which zero padding leaves as
+        # they are: no padded copy to look at (with the padded run, 3 of 14 ms on ResNet-18's 56x56 layer).
+        chosen = ALGORITHMS[plan_for_arrays(spec, dtype, x, kernel).algorithm]
+        if isinstance(chosen, Winograd) or not chosen.mixes_outputs:
+            return chosen.run_unpadded(x, kernel, spec)
+    padded = pad(x, spec.padding, spec.padding_mode)
+    return ALGORITHMS[plan_for_arrays(spec, dtype, padded, kernel).algorithm].run(padded, kernel, spec)
 
 
 def _planned_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, operand: np.ndarray) -> PassPlan:

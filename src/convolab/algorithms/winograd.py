@@ -40,8 +40,8 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import kernels, numba_missing
-from ._rates import product_rate
-from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps
+from ._rates import THREAD_GAIN, product_rate
+from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps, _threads
 from .depthwise import _zero_padded_source
 
 __all__ = ["Winograd", "POINTS", "STORE_TILES", "winograd_matrices"]
@@ -165,32 +165,44 @@ def winograd_conv(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.nd
 #: twice: see the module notes.
 ERROR_GROWTH = {2: (1.0, 1.0, 1.0), 4: (3.0, 5.0, 10.0)}
 
-# The cost model (:meth:`Winograd.estimate`), fitted to single-threaded forward timings of its parts (thread CPU
-# time: the machine was shared) on ResNet-18's 3x3 layers, scaled as the other algorithms' estimates compare
-# with the same timings (about 0.85 of them).
+# The cost model (:meth:`Winograd.estimate`), fitted to single-threaded forward timings of its parts (process CPU
+# time, min of repeats: the machine was shared) on ResNet-18's and VGG-16's 3x3 layers, batch 8, float32. The
+# input and output transforms share their jobs among threads, counted as the compiled algorithm counts its loops
+# (:data:`~convolab.algorithms._rates.THREAD_GAIN`); the products are charged as gemm's are, and the filter
+# transform, bound by memory, as one thread's.
 #: Fixed cost of a call: the matrices, the filter transform's dispatch, the buffers.
 CALL_OVERHEAD = 60e-6
 #: Cost of each block of tiles: two rounds of jobs handed to the threads, the products' dispatch.
 BLOCK_OVERHEAD = 40e-6
 #: Transformed input values (float32) written per second by the input transform, per output tile size: F(4)'s
 #: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16 (the straight-line kernels of 1-2 axes, measured on ResNet-18's
-#: 56x56 and 28x28 layers; the loops ran F(4) at 0.6e9, F(2) at 2.0e9); ...
-INPUT_TRANSFORM_RATE = {2: 2.3e9, 4: 1.5e9}
-#: ... products read per second by the output transform; ...
-OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.0e9}
-#: ... transformed filter values written per second (one matrix product, bound by memory); ...
-FILTER_TRANSFORM_RATE = 1.0e9
+#: 56x56, 28x28 and 14x14 layers: F(4) 1.8-2.3e9, F(2) 2.3-2.5e9; the loops ran F(4) at 0.6e9, F(2) at 2.0e9); ...
+INPUT_TRANSFORM_RATE = {2: 2.3e9, 4: 1.8e9}
+#: ... products read per second by the output transform (1.2-1.6e9 for F(4), 1.9e9 for F(2)); ...
+OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.3e9}
+#: ... transformed filter values written per second (:func:`_transformed_filters`), and the seconds per filter and
+#: channel its gathered taps cost (fitted on 128-512 channels: 0.6 ns a value, 5-20 ns a pair, more with more
+#: channels); ...
+FILTER_TRANSFORM_RATE = 1.7e9
+FILTER_PAIR_COST = 20e-9
+#: ... transformed filters larger than this come from the operating system fresh on every call (glibc's largest
+#: threshold for serving an allocation by ``mmap``), and each page faulted in costs as if written again at
+#: :data:`FRESH_MEMORY_RATE` bytes per second (37.7 MB, F(4)'s for 512 channels: 9.2 ms to fill fresh, 4.4 ms
+#: reused); ...
+FRESH_MEMORY_BYTES = 32 * 2**20
+FRESH_MEMORY_RATE = 8e9
 #: ... input values laid out channels last per second (a NumPy transposing copy); ...
 CHANNELS_LAST_RATE = 2.4e9
-#: ... and padded input values per second that "auto" spends before it runs a mixing algorithm (the engine's
-#: padded copy, then :func:`convolab.planner.data_traits`' passes).
-DATA_CHECK_RATE = 0.7e9
+#: ... and input values per second that "auto" spends before it runs a mixing algorithm (the data check of
+#: :func:`convolab.planner.data_traits`: 0.8-1.0 ms for ResNet-18's 56x56 input; with padding of a mode other
+#: than zeros the engine's padded copy comes first, 0.9 ms more).
+DATA_CHECK_RATE = 1.8e9
 #: The per-position products ``(T, C) @ (C, O)`` reach this fraction of
-#: :func:`~convolab.algorithms._rates.product_rate` with enough tiles and channels (measured 0.6-0.8), less with
-#: fewer tiles per block than :data:`FULL_RATE_TILES` (0.4 with 32: a 7x7 image's four F(4) tiles per sample)
-#: or fewer input channels than :data:`FULL_RATE_CHANNELS` (0.7 with 64).
-PRODUCT_EFFICIENCY = 0.78
-FULL_RATE_TILES, FULL_RATE_CHANNELS = 128, 128
+#: :func:`~convolab.algorithms._rates.product_rate` with enough tiles and channels (measured 0.8-1.0 on 64-256
+#: channels), less with fewer tiles per block than :data:`FULL_RATE_TILES` (0.5 with 32: a 7x7 image's four
+#: F(4) tiles per sample, 512 channels) or fewer input channels than :data:`FULL_RATE_CHANNELS`.
+PRODUCT_EFFICIENCY = 0.8
+FULL_RATE_TILES, FULL_RATE_CHANNELS = 128, 64
 
 #: Neighbouring tiles whose outputs the output transform stores together, row by row (:mod:`._kernels_winograd`).
 STORE_TILES = 4
@@ -206,32 +218,32 @@ TILE_BLOCK_BYTES = 4 * 2**20
 MAX_TILE_BLOCK_BYTES = 32 * 2**20
 
 
-def _axis_matrices(m: int, rank: int, dtype: np.dtype) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Per kernel axis (three: a missing leading axis has the 1x1 identity), ``A^T`` and ``B^T`` as the
-    kernels take them; and the filter transform of all axes at once, ``G ⊗ ... ⊗ G`` ``(a^d, 3^d)``."""
-    a_t, g, b_t = (np.ascontiguousarray(matrix, dtype=dtype) for matrix in winograd_matrices(m, 3))
-    unit = np.ones((1, 1), dtype=dtype)
-    filters = np.ones((1, 1), dtype=dtype)
-    for _ in range(rank):
-        filters = np.kron(filters, g)  # exact: G's entries are powers of the points, of two
-    missing = KERNEL_RANK - rank
-    return [unit] * missing + [a_t] * rank, [unit] * missing + [b_t] * rank, filters
-
-
-def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, filter_transform: np.ndarray) -> np.ndarray:
-    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, one matrix
-    product per group (``(P, K) @ (K, C*O)``, from the kernel's rows reordered (c, o): a copy of the weights,
-    a quarter of the transformed filters for F(4x4)).
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
+    """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, by the compiled
+    :func:`~._kernels_winograd.filter_transform` (rows ``(g, c)`` shared among threads), which reads the weights
+    in place and writes each transformed value once.
 
     Contiguous, not a transposed view: the BLAS ran the products ``(T, C) @ (C, O)`` over a block of 100-200
-    tiles up to 1.8x faster so (64 channels, float32), and no slower with more tiles.
+    tiles up to 1.8x faster so (64 channels, float32), and no slower with more tiles (``(O, C) @ (C, T)`` ran
+    no faster either, 256 and 512 channels). One NumPy product ``(P, K) @ (K, C*O)`` over a transposed copy of
+    the weights wrote 2-3 GB/s (18 ms of a 7x7 layer with 512 channels, single-threaded): the copy, and the
+    product's 36 rows a power of two apart, which share the caches' sets.
     """
-    taps = prod(spec.kernel_size)
-    by_input = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, taps)
-    flat = np.ascontiguousarray(by_input.transpose(0, 3, 2, 1)).reshape(spec.groups, taps, -1)  # (G, K, C*O)
-    filters = np.matmul(filter_transform, flat)  # (G, P, C*O)
-    return filters.reshape(spec.groups, filter_transform.shape[0], spec.in_channels_per_group,
-                           spec.out_channels_per_group)
+    taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
+    filters = np.empty((spec.groups, positions, channels, out_channels), dtype=kernel.dtype)
+    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name)
+    block = kernels("winograd").FILTER_BLOCK
+    width = -(-out_channels // block) * block  # the filters in whole blocks
+
+    def scratch() -> tuple[np.ndarray, np.ndarray]:
+        return (np.zeros(kernels("winograd").FILTER_CHANNELS * taps * width, dtype=kernel.dtype),
+                np.zeros(positions * width, dtype=kernel.dtype))
+
+    _run_jobs(spec.groups * channels, filters.size,
+              lambda first, last, own: transform(weight, filters, first, last, *own), scratch)
+    return filters
 
 
 def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
@@ -277,8 +289,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
-    _, _, filter_transform = _axis_matrices(m, rank, dtype)
-    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, filter_transform)  # (G, P, C, O)
+    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m)  # (G, P, C, O)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
@@ -376,9 +387,14 @@ class Winograd(Algorithm):
         channels); the input transform's values at
         :data:`INPUT_TRANSFORM_RATE`, the output transform's at
         :data:`OUTPUT_TRANSFORM_RATE`, the transformed filters at
-        :data:`FILTER_TRANSFORM_RATE`, the channels-last copy at
-        :data:`CHANNELS_LAST_RATE`, the padded copy and data check of "auto"
-        at :data:`DATA_CHECK_RATE`; :data:`CALL_OVERHEAD` plus
+        :data:`FILTER_TRANSFORM_RATE` plus :data:`FILTER_PAIR_COST` and,
+        beyond :data:`FRESH_MEMORY_BYTES`, their pages at
+        :data:`FRESH_MEMORY_RATE` (bound by memory, which the threads
+        share); the input and output transforms shared among the threads as
+        the compiled algorithm's loops are; the channels-last copy at
+        :data:`CHANNELS_LAST_RATE` and the data check of "auto" (after a
+        padded copy where the padding is not zeros) at
+        :data:`DATA_CHECK_RATE`; :data:`CALL_OVERHEAD` plus
         :data:`BLOCK_OVERHEAD` per block. Without the compiled transforms (no
         Numba, or a rank or dtype they do not run) "auto" never picks it: the
         NumPy transforms' passes over memory cost what the products save
@@ -405,17 +421,24 @@ class Winograd(Algorithm):
         tile_count = spec.batch * prod(tiles)
         block_tiles = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
         channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
-        efficiency = (PRODUCT_EFFICIENCY * min(1.0, block_tiles / FULL_RATE_TILES) ** 0.45
+        efficiency = (PRODUCT_EFFICIENCY * min(1.0, block_tiles / FULL_RATE_TILES) ** 0.3
                       * min(1.0, channels / FULL_RATE_CHANNELS) ** 0.15)
         rate = product_rate(dtype, out_channels, channels) * max(efficiency, 1e-3)
         products = 2 * positions * spec.out_channels * channels * tile_count
-        values = (positions * tile_count * (spec.in_channels / INPUT_TRANSFORM_RATE[m]
-                                            + spec.out_channels / OUTPUT_TRANSFORM_RATE[m])
-                  + positions * spec.out_channels * channels / FILTER_TRANSFORM_RATE
-                  + spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
-                  + spec.batch * spec.in_channels * prod(spec.padded_size) / DATA_CHECK_RATE)
-        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate
-                + values * dtype.itemsize / 4)  # the rates count float32 values
+        filter_values = positions * spec.out_channels * channels
+        filter_bytes = filter_values * dtype.itemsize
+        fresh = filter_bytes if filter_bytes > FRESH_MEMORY_BYTES else 0
+        loops = positions * tile_count * (spec.in_channels / INPUT_TRANSFORM_RATE[m]
+                                          + spec.out_channels / OUTPUT_TRANSFORM_RATE[m])
+        # The filter transform writes its values out of the caches: bound by memory, which the threads share.
+        filter_seconds = (filter_values / FILTER_TRANSFORM_RATE * dtype.itemsize / 4
+                          + spec.out_channels * channels * FILTER_PAIR_COST + fresh / FRESH_MEMORY_RATE)
+        jobs = max(1, block_tiles // tiles[2])  # the transforms' jobs per block: its tile rows
+        threads = min(_threads(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
+        copies = (spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
+                  + spec.batch * spec.in_channels * prod(_checked_size(spec)) / DATA_CHECK_RATE)
+        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
+                + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)  # rates: float32 values
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid
@@ -441,11 +464,18 @@ class Winograd(Algorithm):
         return super().run_unpadded(x, kernel, spec)
 
 
+def _checked_size(spec: ConvSpec) -> tuple[int, ...]:
+    """The spatial size of what "auto" checks before it runs Winograd: the input itself with zero padding, else
+    the engine's padded copy (:func:`convolab._engine._run_forward`)."""
+    return spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
+
+
 def _auto_bytes(winograd: Winograd, spec: ConvSpec, dtype: np.dtype) -> int:
     """The memory a Winograd forward needs beside its input and output when "auto" runs it: its workspace
-    (:meth:`Winograd.workspace_bytes`) and the padded copy of the input the data check reads."""
+    (:meth:`Winograd.workspace_bytes`) and, where the padding is not zeros, the padded copy of the input the data
+    check reads."""
     padded = spec.batch * spec.in_channels * prod(spec.padded_size) * dtype.itemsize
-    return winograd.workspace_bytes(spec, dtype.itemsize) + padded
+    return winograd.workspace_bytes(spec, dtype.itemsize) + (0 if spec.padding_mode == "zeros" else padded)
 
 
 def _compiles(dtype: np.dtype, spec: ConvSpec) -> bool:
