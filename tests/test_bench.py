@@ -317,7 +317,7 @@ def run_tiny(torch, problems=TINY):
     settle, bench.protocol.SETTLE_S = bench.protocol.SETTLE_S, 0.0  # tiny calls leave no threads spinning worth waiting for
     try:
         return bench.run_suite(problems, torch=torch, repeats=1, budget_s=0.01, blas_size=64, progress=None,
-                               memory_limit_gib=2.0, thread_method="test")
+                               memory_limit_gib=2.0, thread_method="test", rounds=1)
     finally:
         bench.protocol.SETTLE_S = settle
 
@@ -474,13 +474,14 @@ def tiny_suite(monkeypatch):
         monkeypatch.setenv(name, "2")
 
 
-@pytest.mark.parametrize("torch_flag", [[], ["--no-torch"]], ids=["torch", "no-torch"])
-def test_run_bench_prints_the_table_and_writes_json_and_results(tiny_suite, tmp_path, capsys, torch_flag):
+@pytest.mark.parametrize("torch_flag, rounds", [([], 2), (["--no-torch"], 1)], ids=["torch", "no-torch"])
+def test_run_bench_prints_the_table_and_writes_json_and_results(tiny_suite, tmp_path, capsys, torch_flag, rounds):
     if not torch_flag:
         pytest.importorskip("torch")
     json_path, results_path = tmp_path / "bench.json", tmp_path / "RESULTS.md"
     args = bench_parser().parse_args(["bench", "--filter", "tiny", "--repeats", "1", "--memory-limit", "4",
-                                      "--json", str(json_path), "--results", str(results_path), *torch_flag])
+                                      "--rounds", str(rounds), "--json", str(json_path), "--results",
+                                      str(results_path), *torch_flag])
     assert args.run(args) == 0
     out = capsys.readouterr().out
     assert "tiny.conv3x3" in out and "targets:" in out
@@ -488,6 +489,9 @@ def test_run_bench_prints_the_table_and_writes_json_and_results(tiny_suite, tmp_
     # threadpoolctl (installed with scikit-learn) limits BLAS itself; without it, the environment does
     assert data["settings"]["blas_threads"].startswith(("environment", "threadpoolctl"))
     assert (data["machine"]["torch"] is None) == bool(torch_flag)
+    assert data["settings"]["rounds"] == rounds
+    # each library's timed calls: one per block (--repeats 1), a block per round
+    assert all(len(row["convolab"]["times_s"]) == rounds for row in data["results"] if row["convolab"]["median_s"])
     assert "## Machine" in results_path.read_text()
 
 
