@@ -69,7 +69,7 @@ from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
 
-__all__ = ["forward", "LANES", "TILE_WIDE", "TILE_NARROW"]
+__all__ = ["forward", "wide_vectors", "LANES", "TILE_WIDE", "TILE_NARROW"]
 
 #: Consecutive positions of one tile (two float32 vectors of 512 bits, four float64 ones).
 LANES = 32
@@ -78,24 +78,39 @@ LANES = 32
 TILE_WIDE, TILE_NARROW = 8, 4
 
 
+def _ask_for_512_bit_vectors(builder) -> None:
+    """Ask LLVM for 512-bit vectors in the kernel being built. Its tuning for AVX-512 CPUs prefers 256-bit ones,
+    half of what the FMA units take. A string attribute, which llvmlite's checked ``add`` does not know; without
+    AVX-512 the backend splits the vectors again. That reaches past llvmlite's API: where its attribute set is
+    built otherwise, the kernel keeps LLVM's default width rather than failing."""
+    for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
+        try:
+            set.add(builder.function.attributes, attribute)
+        except TypeError:
+            break
+
+
+@intrinsic
+def wide_vectors(typingctx, dtype):
+    """Called at the top of a kernel (any value as ``dtype``): LLVM then vectorizes it with 512-bit vectors."""
+
+    def codegen(context, builder, signature, args):
+        _ask_for_512_bit_vectors(builder)
+        return context.get_dummy_value()
+
+    return types.none(dtype), codegen
+
+
 @intrinsic
 def _stack_run(typingctx, dtype):
-    """An array of :data:`LANES` values of ``dtype`` in the function's stack frame: one LLVM can keep in
-    registers (a NumPy array lives on the heap, so its loads and stores stay). It has no reference count (nor
+    """An array of :data:`LANES` values of ``dtype`` in the function's stack frame, whose kernel it also asks for
+    512-bit vectors (as :func:`wide_vectors` does): one LLVM can keep in registers (a NumPy array lives on the heap, so its loads and stores stay). It has no reference count (nor
     needs one: the kernel runs without Numba's runtime, whose counts cost a call and an atomic add per view)."""
     item = dtype.dtype
     run_type = types.Array(item, 1, "C")
 
     def codegen(context, builder, signature, args):
-        # LLVM's tuning for AVX-512 CPUs prefers 256-bit vectors, half of what the FMA units take: ask the
-        # kernel calling this for 512-bit ones (a string attribute, which llvmlite's checked ``add`` does not
-        # know; without AVX-512 the backend splits the vectors again). That reaches past llvmlite's API: where
-        # its attribute set is built otherwise, the kernel keeps LLVM's default width rather than failing.
-        for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
-            try:
-                set.add(builder.function.attributes, attribute)
-            except TypeError:
-                break
+        _ask_for_512_bit_vectors(builder)
         data = cgutils.alloca_once(builder, context.get_value_type(item), size=LANES)
         run = context.make_array(run_type)(context, builder)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_value_type(item)))

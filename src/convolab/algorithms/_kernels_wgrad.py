@@ -43,7 +43,7 @@ from __future__ import annotations
 from numba import njit, uint64
 
 from ._kernels_direct import _run
-from ._kernels_tiled import _stack_run
+from ._kernels_tiled import wide_vectors
 
 __all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK", "LANES"]
 
@@ -134,7 +134,7 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
     in any order (``reassoc``, so that it vectorizes: an inf or NaN still
     gives the direct sum's inf or NaN, in every order).
     """
-    _stack_run(grid.dtype)  # unused: making it asks LLVM for 512-bit vectors in this kernel (see its docstring)
+    wide_vectors(grid.dtype)
     samples, channels, wq = grid.shape[0], grid.shape[1] // groups, grid.shape[6]
     slots, out_per_group, tap_count = partial.shape[0], partial.shape[1] // groups, taps.shape[0]
     pairs = samples * runs.shape[0]
