@@ -48,7 +48,7 @@ dilation.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit
+from numba import njit
 
 from ._kernels_tiled import LANES, _stack_run  # sums held in registers, in 512-bit vectors
 
@@ -199,8 +199,7 @@ def _store(sums, column, run):
 def _stretch(flat, offsets, weights, sums, start, column):
     """``sums[column + m] = sum_t weights[t] * flat[start + column + offsets[t] + m]`` for ``m <``
     :data:`STRETCH`: four runs of :data:`LANES` sums held in registers while every tap adds into them."""
-    s0, s1, s2, s3 = (carray(_stack_run(flat.dtype), LANES), carray(_stack_run(flat.dtype), LANES),
-                      carray(_stack_run(flat.dtype), LANES), carray(_stack_run(flat.dtype), LANES))
+    s0, s1, s2, s3 = _stack_run(flat.dtype), _stack_run(flat.dtype), _stack_run(flat.dtype), _stack_run(flat.dtype)
     _zero(s0, s1, s2, s3)
     for t in range(offsets.shape[0]):
         at = start + column + offsets[t]
@@ -219,7 +218,7 @@ def _stretch(flat, offsets, weights, sums, start, column):
 @njit(cache=True, nogil=True, inline="always")
 def _lanes(flat, offsets, weights, sums, start, column):
     """:func:`_stretch` for one run of :data:`LANES` sums (a run shorter than :data:`STRETCH`)."""
-    s0 = carray(_stack_run(flat.dtype), LANES)
+    s0 = _stack_run(flat.dtype)
     for m in range(LANES):
         s0[m] = 0
     for t in range(offsets.shape[0]):
