@@ -71,6 +71,19 @@ def compiled_everywhere():
         register(original)
 
 
+@pytest.mark.parametrize("kernel_module, kernel_name, wrapper_name", [
+    ("direct", "OUT_BLOCK", "OUT_BLOCK"), ("direct", "TAP_BLOCK", "TAP_BLOCK"),
+    ("tiled", "LANES", "LANES"), ("tiled", "TILE_WIDE", "TILE_WIDE"), ("tiled", "TILE_NARROW", "TILE_NARROW"),
+    ("wgrad", "TAP_BLOCK", "WGRAD_TAP_BLOCK"), ("wgrad", "LANES", "WGRAD_LANES"),
+])
+def test_the_wrapper_lays_out_the_blocks_its_kernels_loop_over(kernel_module, kernel_name, wrapper_name):
+    # compiled.py repeats the kernels' block sizes so that planning never imports Numba; a layout made for
+    # other sizes than the kernel's loops would be read wrongly, not refused
+    from convolab.algorithms._compiled import kernels
+
+    assert getattr(compiled_module, wrapper_name) == getattr(kernels(kernel_module), kernel_name)
+
+
 def summation_bound(terms: int, scale: np.ndarray, dtype) -> np.ndarray:
     """Two sums of the same ``terms`` products, in any orders, differ by at most this (see test_algorithms)."""
     return 2 * terms * float(np.finfo(dtype).eps) / 2 * scale
