@@ -84,13 +84,17 @@ WGRAD_MAC_RATE, WGRAD_LOOP_COST = 94e9, 43e-9
 #: ... and the float32 values per second it copies into its scratch (grad_output's rows, the taps' runs).
 WGRAD_COPY_RATE = 6.6e9
 #: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread, float32 (float64: half),
-#: tile channels past a group's last and recomputed positions included, and the seconds of each pass of a tile
-#: over a stretch and a block of taps (its sums zeroed or loaded, stored: about a hundred cycles, held there).
-#: Fitted (least squares on the logarithm) as the constants above were: so that on 23 layers (dense 3x3 with
-#: 64-512 channels at stride 1 and 2, dilated, 5x5, 1-d k 9, 3-d, grouped with 4 and 8 channels per group,
-#: stems 3x3-7x7, tiny images), the ratio of this estimate to the estimate of the fastest other algorithm
-#: follows the ratio of their measured times (one thread each, CONVOLAB_THREADS=1, CPU time, min of 3).
-TILED_MAC_RATE, STRETCH_COST = 65e9, 30e-9
+#: tile channels past a group's last and recomputed positions included; the seconds of each pass of a tile
+#: over a stretch and a block of taps (its sums zeroed or loaded, stored: about a hundred cycles, held there);
+#: and the seconds of each input line a tile's stretch reads (one per input channel, kernel row and column phase
+#: its taps use: the taps along a row at stride 1 share their cache lines, so a 5x5 or 1-d k 9 layer pays less
+#: per multiply-add than a 3x3 one, a stride-2 layer, whose taps alternate between two phases, more).
+#: Session 8 fitted the first two on 23 layers (the ratio to the fastest other algorithm's estimate); session 9
+#: refitted the rate with the line term (least squares on the logarithm of the measured time, one thread,
+#: CPU time, min of 5, on 17 layers: 3x3 at stride 2, dilated 2 and 6, 5x5 with 32-192 channels, 1-d k 9,
+#: 3-d, stems 3x3-7x7, grouped with 8 channels per group, 7x7 images): the rms error fell from 0.136 to 0.113,
+#: the 5x5 and k 9 layers from 15-27% over to 4-16%.
+TILED_MAC_RATE, STRETCH_COST, LINE_COST = 83e9, 30e-9, 2.25e-9
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -373,9 +377,10 @@ def _block_taps(spec: ConvSpec, itemsize: int) -> int:
     return channels * prod(spec.kernel_size)
 
 
-def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, int, int]:
+def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, int, int, int]:
     """What :func:`_tiled_cost` charges for: the multiply-adds (in float32's: a float64 one counts twice), the
-    (tile, stretch, block of taps) passes, and the bytes passed over in memory and copied into the phase grid."""
+    (tile, stretch, block of taps) passes, the bytes passed over in memory and copied into the phase grid, and
+    the (tile, stretch, input line) reads (:data:`LINE_COST`)."""
     tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
     out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
     # the runs of one depth: full ones, and a last one with the rows (or columns) left
@@ -393,19 +398,25 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     blocks = -(-taps // _block_taps(spec, itemsize))
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0
+    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
+    lines = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, _steps(spec.stride)[-1])  # per stretch
     return (tiles * positions * tile * taps * itemsize / 4, tiles * stretches * blocks,
-            grid * -(-tiles_per_group // tiles_per_job) + prod(spec.output_shape) * itemsize, copied)
+            grid * -(-tiles_per_group // tiles_per_job) + prod(spec.output_shape) * itemsize, copied,
+            tiles * stretches * lines)
 
 
 def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
     """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
     every tile's multiply-adds (the zero channels and a run's recomputed end included) at
-    :data:`TILED_MAC_RATE`; :data:`STRETCH_COST` per (tile, stretch, block of taps); the grid's reads (once
-    per job) and the output's writes at :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`.
-    The input lines a stretch reads cost nothing apart: the blocks of taps keep them in the L1 cache for every
-    tile of the job (with a term for them at the L2 cache's rate, the fit left it at zero)."""
-    macs, passes, moved, copied = _tiled_terms(spec, itemsize, tile)
-    return macs / TILED_MAC_RATE + passes * STRETCH_COST + moved / MEMORY_RATE + copied / GRID_COPY_RATE
+    :data:`TILED_MAC_RATE`; :data:`STRETCH_COST` per (tile, stretch, block of taps); :data:`LINE_COST` per
+    input line a tile's stretch reads; the grid's reads (once per job) and the output's writes at
+    :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`. The blocks of taps keep a stretch's
+    lines in the L1 cache for every tile of the job, so a line costs its loads, not a trip to the L2 cache
+    (the blocks' size changed the time within the noise, +-10%, between 18 and all 576 taps of ResNet-18
+    layer2.0's stride-2 layer)."""
+    macs, passes, moved, copied, lines = _tiled_terms(spec, itemsize, tile)
+    return (macs / TILED_MAC_RATE + passes * STRETCH_COST + lines * LINE_COST + moved / MEMORY_RATE
+            + copied / GRID_COPY_RATE)
 
 
 class Compiled(FullOrScatter, Algorithm):
