@@ -463,6 +463,9 @@ class Compiled(FullOrScatter, Algorithm):
         if spec.rank > KERNEL_RANK:
             return f"compiled kernels run 1 to {KERNEL_RANK} spatial dimensions, not {spec.rank}"
         grid = _Layout(spec, dtype.itemsize, OUT_BLOCK).grid_bytes(spec, dtype.itemsize)
+        tile = _tile_for(spec.out_channels_per_group, dtype.itemsize)
+        if tile:  # the tiles' rows may share their padding: a row more per plane, each narrower
+            grid = max(grid, _tiling(spec, dtype.itemsize, tile)[2].grid_bytes(spec, dtype.itemsize))
         limit = current_workspace_limit()
         if grid > limit:
             return f"its phase grid (the input padded, split at a stride: {grid / 2**20:.3g} MiB) exceeds the " \
