@@ -26,7 +26,10 @@ The contract (the Python wrapper in :mod:`.compiled` lays the arrays out):
   :mod:`._kernels_direct`, C-contiguous, as one flat array; the tap offsets
   ``offsets[t]`` are flat offsets from the grid cell of channel ``g*C``,
   depth ``od*sd``, phase ``(0, 0)``, position 0; ``channel_size`` and
-  ``depth_size`` the flat steps of one channel and one depth;
+  ``depth_size`` the flat steps of one channel and one depth; where the
+  wrapper's rows share their zero padding, ``Wq`` is narrower than the padded
+  row (a window that reads past its row's end reads the next row's low zeros,
+  or the plane's extra zero row);
 - ``packed``: the weights ``(G*B, T, tile)``, ``B`` tiles per group, each
   tile's weights of one tap contiguous, zero for channels past the group's
   last (computed, never stored);
