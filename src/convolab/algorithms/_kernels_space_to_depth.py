@@ -6,8 +6,7 @@ unrolling is a copy that moves each cell once (a reshape and a transpose, no
 duplication), and its adjoint is the reverse copy (no additions).
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
-first use; the wrappers that lay the arrays out and share the channels among
-threads are in :mod:`.space_to_depth`.
+first use; the wrappers that lay the arrays out are in :mod:`.space_to_depth`.
 
 The contract of :func:`move_windows`:
 
@@ -20,8 +19,8 @@ The contract of :func:`move_windows`:
   ``K* <= s*`` on every axis;
 - every array C-contiguous, native byte order, writeable, one dtype (float32
   or float64);
-- ``first, last``: the channels this call copies; no other call touches them,
-  so threads never share a cell.
+- ``first, last``: the channels this call copies; calls for other channels
+  touch none of its cells (the channels could be split among threads).
 
 Copies are exact: no arithmetic, so the columns hold the input's values bit
 for bit, and the gradient's cells the columns' (zero where no window reads).

@@ -16,8 +16,12 @@ each moved once, and
 One sample's columns at a time stay in cache for the product that reads them
 (the suite's U-Net layer: one product a sample measured 20% faster than one
 over the whole batch). The copies are compiled where Numba runs
-(:mod:`._kernels_space_to_depth`, channels shared among threads), else NumPy
-copies of a strided view. Every sum holds exactly the direct sum's terms, so
+(:mod:`._kernels_space_to_depth`), else NumPy copies of a strided view. They
+run on the calling thread, between the products, which the BLAS's threads
+share: OpenBLAS's idle workers keep spinning for a while after each product,
+so copies handed to the thread pool there competed with them for the cores
+(2 threads, U-Net's layer: 53-114 ms of CPU time a call with pooled copies,
+27-51 with copies on the calling thread, on a loaded machine). Every sum holds exactly the direct sum's terms, so
 the inf/NaN pattern is the direct sum's.
 
 Axis legend: N samples, G groups, C input channels per group, O output
@@ -37,7 +41,7 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._compiled import kernels, numba_missing
 from ._rates import COPY_RATE, product_rate
-from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps
+from .compiled import KERNEL_RANK, _as_kernels_take, _shape3, _steps
 
 __all__ = ["SpaceToDepth"]
 
@@ -164,8 +168,7 @@ def _sample_columns(padded: np.ndarray, spec: ConvSpec):
     columns = buffer.reshape(shape)
     move = kernels("space_to_depth").move_windows
     for n in range(spec.batch):
-        _run_jobs(spec.in_channels, columns.size, lambda first, last, _: move(source, columns, n, first, last,
-                                                                               *strides, True, False), lambda: None)
+        move(source, columns, n, 0, spec.in_channels, *strides, True, False)  # on this thread (see the module's notes)
         yield n, buffer
 
 
@@ -189,7 +192,5 @@ def _cells_writer(grad: np.ndarray, spec: ConvSpec) -> Callable[[int, np.ndarray
     move = kernels("space_to_depth").move_windows
 
     def put(n: int, columns: np.ndarray) -> None:
-        layout = columns.reshape(shape)
-        _run_jobs(spec.in_channels, layout.size, lambda first, last, _: move(target, layout, n, first, last,
-                                                                             *strides, False, covered), lambda: None)
+        move(target, columns.reshape(shape), n, 0, spec.in_channels, *strides, False, covered)
     return put
