@@ -129,13 +129,13 @@ class SpaceToDepth(Algorithm):
         groups, o, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
         transposed = kernel.reshape(groups, o, taps).transpose(0, 2, 1)  # (G, C*K, O)
         rows = grad_output.reshape(spec.batch, groups, o, prod(spec.output_size))  # (N, G, O, P)
-        padded = not all(low == high == 0 for low, high in spec.padding)
+        has_padding = not all(low == high == 0 for low, high in spec.padding)
         grad = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
         put = _cells_writer(grad, spec)
         columns = np.empty((groups, taps, prod(spec.output_size)), dtype=grad_output.dtype)
         for n in range(spec.batch):
             put(n, np.matmul(transposed, rows[n], out=columns))
-        if padded:
+        if has_padding:
             return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
         return grad
 
