@@ -22,9 +22,9 @@ from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
 ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
-              "compiled")
+              "compiled", "space_to_depth")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth")
 #: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
 FLOAT_ONLY = ("compiled",)
 
@@ -39,6 +39,9 @@ def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:
         return False
     if algorithm == "folded":
         return case.strides[-1] == 1 and case.kernel_size[-1] > 1
+    if algorithm == "space_to_depth":  # windows that never overlap, not 1x1 (tests/test_space_to_depth.py)
+        axes = list(zip(case.kernel_size, case.strides, case.dilations))
+        return all(k <= s and (d == 1 or k == 1) for k, s, d in axes) and any(k > 1 for k, _, _ in axes)
     return algorithm != "depthwise" or case.in_channels == case.groups
 INT_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32]
 
@@ -226,7 +229,7 @@ def test_float16_is_float32_computation_rounded(case, algorithm):
     np.testing.assert_array_equal(out, run(case, f32(x), f32(w), f32(b), algorithm).astype(np.float16))
 
 
-@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name not in FLOAT_ONLY])  # a 3-tap kernel
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if name not in FLOAT_ONLY + ("space_to_depth",)])  # 3 taps
 def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     """60000 + 60000 overflows float16 (max 65504); accumulated in float32, the sum comes back."""
     x = np.array([[[60000.0, 60000.0, -60000.0]]], dtype=np.float16)
@@ -237,7 +240,7 @@ def test_float16_partial_sums_may_exceed_float16_range(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")
-                                       and name not in FLOAT_ONLY])
+                                       and name not in FLOAT_ONLY + ("space_to_depth",)])  # 65 taps, stride 1
 def test_float16_small_terms_are_not_lost(algorithm):
     """2048 + 1 + 1 + ... : in float16 each +1 would round away; float32 keeps them."""
     x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 65)

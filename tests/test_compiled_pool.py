@@ -105,6 +105,40 @@ def test_fused_gradient_equals_argmax_then_scatter(config, without_numba):
     np.testing.assert_array_equal(got, want)
 
 
+# Each of the kernel widths and strides the values-alone loop takes as constants, and one it does not, with
+# padding (edge windows tap by tap), dilation and ceil_mode (a last window hanging past the input).
+VALUES_ALONE = [((3,), 2, 0, 1, False), ((2,), 1, 1, 1, True), ((3,), 1, 1, 1, False), ((2,), 2, 0, 1, True),
+                ((4,), 3, 2, 2, True), ((3, 3), 2, 1, 1, False), ((2, 3, 2), (1, 2, 1), (1, 1, 0), 1, False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("arguments", VALUES_ALONE, ids=lambda a: f"k{a[0]}s{a[1]}p{a[2]}d{a[3]}c{int(a[4])}")
+def test_values_alone_equal_numpys_running_maximum(arguments, dtype):
+    """The public op without indices takes the compiled loop past the gather limit; it must give the values
+    of the NumPy running maximum it replaced (no arithmetic: bit for bit), NaN and -inf included."""
+    kernel, stride, padding, dilation, ceil_mode = arguments
+    size = {1: (300,), 2: (40, 37), 3: (9, 12, 11)}[len(kernel)]
+    x = awkward_input((3, 5, *size), dtype, np.random.default_rng(10))
+    spec = pool_spec(x.shape, kernel, stride, padding, dilation, ceil_mode)
+    want = windows._reduce_windows(x, spec, np.maximum, -np.inf, x.dtype)
+    got = cl.max_pool(x, kernel, stride, padding, dilation, ceil_mode)
+    np.testing.assert_array_equal(got, want)
+    # unbatched and non-contiguous: the plane copied for the kernel
+    reversed_plane = x[1, :, ..., ::-1]
+    got = cl.max_pool(reversed_plane, kernel, stride, padding, dilation, ceil_mode)
+    one = pool_spec((1, *reversed_plane.shape), kernel, stride, padding, dilation, ceil_mode)
+    want = windows._reduce_windows(np.ascontiguousarray(reversed_plane)[np.newaxis], one, np.maximum, -np.inf,
+                                   x.dtype)
+    np.testing.assert_array_equal(got, want[0])
+
+
+def test_values_alone_against_torch_on_the_suites_audio_pool():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(11).standard_normal((2, 4, 4001)).astype(np.float32)
+    x[0, 1, 100] = np.nan
+    np.testing.assert_array_equal(cl.max_pool1d(x, 3, 2), torch.nn.functional.max_pool1d(torch.from_numpy(x), 3, 2))
+
+
 def big_pool(dtype=np.float32, shape=(2, 8, 64, 64)):
     """A problem past the gather limit (with a 3x3 stride-2 window), where the compiled path runs."""
     return np.random.default_rng(4).standard_normal(shape).astype(dtype)

@@ -44,9 +44,15 @@ class TransposeGeometry:
         self.padding = padding
         self.output_size = output_size
 
+    def _whole(self) -> bool:
+        """Whether the output is the whole extent (no padding, no output_padding): crop and uncrop copy nothing."""
+        return self.padding is None or all(
+            low == 0 and size == extent for (low, _), size, extent in
+            zip(self.padding, self.output_size, self.spec.input_size))
+
     def crop(self, full: np.ndarray) -> np.ndarray:
         """Cells ``[low, low + out)`` of the scattered extent, zero-filled past its end."""
-        if self.padding is None:
+        if self._whole():
             return full
         out = np.zeros((*full.shape[:2], *self.output_size), dtype=full.dtype)
         source, target = [], []
@@ -59,7 +65,7 @@ class TransposeGeometry:
 
     def uncrop(self, grad: np.ndarray) -> np.ndarray:
         """The transpose of :meth:`crop`: place ``grad`` back in the full extent."""
-        if self.padding is None:
+        if self._whole():
             return grad
         full = np.zeros((*grad.shape[:2], *self.spec.input_size), dtype=grad.dtype)
         source, target = [], []

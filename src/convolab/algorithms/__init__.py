@@ -75,7 +75,7 @@ from .._window import pad
 from ..spec import ConvSpec
 
 __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT",
-           "Compiled",
+           "Compiled", "SpaceToDepth",
            "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
@@ -246,10 +246,11 @@ from .folded import Folded  # noqa: E402
 from .gemm import Gemm  # noqa: E402
 from .reference import Direct, Im2col, filter_matrix, fold_product, unroll  # noqa: E402
 from .shifted import Shifted  # noqa: E402
+from .space_to_depth import SpaceToDepth  # noqa: E402
 from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
 for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT(),
-                   Compiled()):
+                   Compiled(), SpaceToDepth()):
     register(_algorithm)
 del _algorithm
