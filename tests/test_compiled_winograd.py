@@ -261,6 +261,34 @@ def test_a_spike_or_a_non_finite_value_keeps_auto_from_winograd(spike):
         assert relative_to_terms(got, x, w) < 1e-5  # a summing algorithm's rounding, not the tiles'
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("where", [0, 7, -1])
+@pytest.mark.parametrize("value", [None, -1e6, np.inf, -np.inf, np.nan, "zeros"])
+def test_the_compiled_data_check_gives_numpys_traits(value, where, dtype, monkeypatch):
+    """The one-pass compiled check of "auto" (largest magnitude from the values' bits, the median's sample taken
+    as it goes) gives the traits NumPy's passes give: the same peak, the same sample, the same inf or NaN."""
+    from convolab.algorithms._compiled import numba_missing
+
+    assert numba_missing() is None
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 64, 33, 31)).astype(dtype)  # more values than a thread's share: two threads
+    if value == "zeros":
+        x[:] = 0
+    elif value is not None:
+        x.reshape(-1)[where] = value
+    w = rng.standard_normal((4, 64, 3, 3)).astype(dtype)
+    calls = []
+    compiled_pass = planner._peak_and_sample
+    monkeypatch.setattr(planner, "_peak_and_sample", lambda *args: calls.append(1) or compiled_pass(*args))
+    monkeypatch.setattr(planner, "_CHECK_VALUES_PER_THREAD", 2**16)
+    with cl.thread_count(2):
+        got = planner.data_traits(x, w, transform_length=64)
+    assert calls and compiled_pass(x, 17) is not None  # the compiled pass ran
+    monkeypatch.setattr(planner, "_peak_and_sample", lambda *args: None)
+    assert got == planner.data_traits(x, w, transform_length=64)
+    assert compiled_pass(x[:, :, :, ::2], 17) is None  # not contiguous: NumPy's passes
+
+
 def test_auto_reads_zero_padding_in_place_and_pads_other_modes(monkeypatch):
     """With zero padding "auto" checks the input itself and the tiles read the zeros as they go (no padded copy);
     with another mode the engine pads first, as before. Both within the bound of the direct sum."""
