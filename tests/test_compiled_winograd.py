@@ -25,7 +25,7 @@ import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import winograd as winograd_module
-from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, winograd_conv
+from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, fused_winograd_conv, winograd_conv
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
 
@@ -82,13 +82,52 @@ def padded_problem(case, dtype):
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_compiled_transforms_agree_with_the_numpy_transforms(case, tile, dtype):
+    assert_numpy_transforms_sums(compiled_winograd_conv, case, tile, dtype)
+
+
+def assert_numpy_transforms_sums(winograd, case, tile: int, dtype) -> None:
+    """``winograd`` (a compiled Winograd forward on the padded input) gives the NumPy path's sums within the bound
+    of two orders of evaluation."""
     padded, w, spec = padded_problem(case, dtype)
-    got = compiled_winograd_conv(padded, ((0, 0),) * spec.rank, w, spec, tile)
+    got = winograd(padded, ((0, 0),) * spec.rank, w, spec, tile)
     expected = winograd_conv(padded, w, spec, tile)
     assert got.dtype == expected.dtype == dtype and got.shape == expected.shape
     bound = order_bound(spec, tile, transform_magnitude(padded, w, spec, tile), dtype)
     error = np.abs(got.astype(np.float64) - expected)
     assert np.all(error <= bound), f"error {np.max(error - bound)} over the bound"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", CASES[:24], ids=str)
+def test_fused_forward_agrees_with_the_numpy_transforms(case, tile, dtype):
+    """The fused forward (every step of a block of tiles in one thread, the products in registers): the same
+    sums, the channels added in their order, within the same bound of two orders."""
+    assert_numpy_transforms_sums(fused_winograd_conv, case, tile, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
+    """Several groups of samples and jobs (small blocks), two threads, groups whose filters end in a partial run
+    of lanes, odd sizes (partial tiles), asymmetric zero padding read in place, 1-d and 3-d."""
+    rng = np.random.default_rng(7)
+    problems = [((5, 8, 37, 45), (36, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
+                ((3, 64, 20, 19), (70, 64, 3, 3), dict(padding=1)),
+                ((2, 4, 9, 10, 11), (6, 4, 3, 3, 3), dict(padding=1)),
+                ((2, 6, 301), (40, 6, 3), dict(padding=((0, 3),)))]
+    for input_shape, weight_shape, params in problems:
+        x = rng.standard_normal(input_shape).astype(dtype)
+        w = rng.standard_normal(weight_shape).astype(dtype)
+        spec = cl.conv_spec(x.shape, w.shape, **params)
+        expected = cl.conv(x.astype(np.float64), w.astype(np.float64), **params, algorithm="direct")
+        for tile in TILES:
+            with cl.thread_count(2), pytest.MonkeyPatch.context() as patch:
+                patch.setattr(winograd_module, "FUSED_BLOCK_BYTES", 2**12)
+                patch.setattr(winograd_module, "FUSED_BLOCK_TILES", 1)
+                patch.setattr(winograd_module, "CHANNELS_LAST_BYTES", 2**12)
+                got = fused_winograd_conv(x, spec.padding, w, spec, tile)
+            tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("tile", TILES)
