@@ -210,6 +210,26 @@ def test_forward_and_gradients_agree_with_torch(case, dtype, winograd_everywhere
         assert np.all(error <= RELATIVE_TO_TERMS[dtype] * magnitude.max()), np.max(error) / magnitude.max()
 
 
+@pytest.mark.parametrize("threads, channels, fused", [(2, 64, True), (1, 64, False), (2, 512, False)])
+def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels, fused, monkeypatch):
+    """More than one thread and filters of at most FUSED_FILTER_BYTES per tile position: the fused forward; else
+    the products on the BLAS. Both give the direct sum within Winograd's rounding."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, channels, 12, 11)).astype(np.float32)
+    w = (rng.standard_normal((channels, channels, 3, 3)) / channels).astype(np.float32)
+    ran = []
+    for name in ("fused_winograd_conv", "compiled_winograd_conv"):
+        original = getattr(winograd_module, name)
+        monkeypatch.setattr(winograd_module, name, lambda *args, original=original, name=name: (
+            ran.append(name), original(*args))[1])
+    monkeypatch.setattr(winograd_module, "_threads", lambda work: threads)  # a small problem, shared all the same
+    with cl.thread_count(threads):
+        got = cl.conv2d(x, w, padding=1, algorithm="winograd4")
+    assert ran == ["fused_winograd_conv" if fused else "compiled_winograd_conv"]
+    expected = cl.conv2d(x, w, padding=1, algorithm="direct")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("tile", TILES)
 def test_larger_blocks_threads_groups_and_a_view(tile):
     """Several blocks of tile rows (a small workspace), jobs shared among threads, groups, 3-d and 1-d, an

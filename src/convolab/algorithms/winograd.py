@@ -342,6 +342,13 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     return out
 
 
+#: The fused forward (:func:`fused_winograd_conv`) runs where the transformed filters of one tile position take at
+#: most this many bytes (256 input and output channels in float32), ...
+FUSED_FILTER_BYTES = 256 * 2**10
+#: ... and costs this many times the unfused one's single-threaded estimate, shared among its threads (measured,
+#: one thread, process CPU time: 1.04-1.25x on ResNet-18's 56x56-14x14 and VGG-16's 56x56 layers; at two threads
+#: under load it ran 1.4-1.8x faster than the unfused path, whose BLAS threads compete with the pool's).
+FUSED_ONE_THREAD = 1.15
 #: The fused forward's block of tiles per job: about this many bytes of transformed input and products, the
 #: thread's own scratch (half the L2 cache of one core here), ...
 FUSED_BLOCK_BYTES = 1 * 2**20
@@ -400,7 +407,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
     md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
     group_size = positions * channels * out_channels
-    threads = _threads(2 * prod(spec.output_shape) * spec.in_channels_per_group)
+    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
     size, depth, height = source.shape[2:], source.shape[2], source.shape[3]
 
     def copy_worker() -> Callable[[tuple[int, int, int]], None]:
@@ -519,6 +526,9 @@ class Winograd(Algorithm):
         four times the weights, and four tiles per sample leave the
         products short), where this estimate keeps gemm.
 
+        On more than one thread, where the fused forward runs (:func:`_fused_threads`), every part is shared
+        among the threads (as many as it has jobs), at :data:`FUSED_ONE_THREAD` times the one-thread cost.
+
         Nor where the memory it needs under "auto" exceeds the workspace
         limit (:func:`_auto_bytes`: its channels-last samples are whole
         images, and "auto" checks a padded copy of the input first): a
@@ -549,12 +559,21 @@ class Winograd(Algorithm):
         threads = min(_threads(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
         copies = (spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
                   + spec.batch * spec.in_channels * prod(_checked_size(spec)) / DATA_CHECK_RATE)
+        if _fused_threads(spec, dtype) > 1:  # every part shared among the threads, at the fused path's speed
+            one_thread = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
+                          + (loops + copies) * dtype.itemsize / 4)
+            _, rows_per_job, _, _ = _fused_layout(spec, m, dtype.itemsize)
+            fused_jobs = -(-spec.batch * tiles[0] * tiles[1] // rows_per_job)
+            sharing = min(_fused_threads(spec, dtype), fused_jobs)
+            return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
         return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
                 + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)  # rates: float32 values
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid
-        out channels last."""
+        out channels last; the fused path's blocks (one per thread) where it runs."""
+        if _fused_threads(spec, np.dtype(f"f{itemsize}")) > 1:
+            return _fused_bytes(spec, self.tile, itemsize)
         a = self.tile + 2
         filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
         blocks, tiles = _tile_blocks(spec, self.tile, itemsize)
@@ -566,14 +585,46 @@ class Winograd(Algorithm):
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         if _compiles(padded.dtype, spec):
-            return compiled_winograd_conv(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
+            return _compiled_forward(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
         return winograd_conv(padded, kernel, spec, self.tile)
 
     def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """:meth:`run` on the input before padding: the compiled transforms read zero padding as they go."""
         if _compiles(x.dtype, spec):
-            return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
+            return _compiled_forward(*_zero_padded_source(x, spec), kernel, spec, self.tile)
         return super().run_unpadded(x, kernel, spec)
+
+
+def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray, spec: ConvSpec,
+                      m: int) -> np.ndarray:
+    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else the
+    products on the BLAS."""
+    if _fused_threads(spec, source.dtype) > 1:
+        return fused_winograd_conv(source, padding, kernel, spec, m)
+    return compiled_winograd_conv(source, padding, kernel, spec, m)
+
+
+def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
+    """The threads the fused forward would run on, or 1 where the products on the BLAS run instead: on one
+    thread (the BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of
+    transformed filters per tile position (512 channels: the products stream them from the L2 cache for every
+    eight tiles, 1.3-1.9x slower)."""
+    filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
+    if filter_bytes > FUSED_FILTER_BYTES:
+        return 1
+    return _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+
+
+def _fused_bytes(spec: ConvSpec, m: int, itemsize: int) -> int:
+    """The fused forward's memory: the transformed filters (and a run of lanes), the samples laid out channels
+    last, and each thread's block of transformed tiles and products."""
+    tiles, _, job_tiles, samples = _fused_layout(spec, m, itemsize)
+    positions = (m + 2)**spec.rank
+    filters = positions * spec.out_channels * spec.in_channels_per_group + 32
+    channels_last = min(samples, spec.batch) * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels
+    block = positions * (job_tiles + 1) * (spec.in_channels + spec.out_channels)
+    threads = max(1, _fused_threads(spec, np.dtype(f"f{itemsize}")))
+    return (filters + channels_last + threads * block) * itemsize
 
 
 def _checked_size(spec: ConvSpec) -> tuple[int, ...]:
