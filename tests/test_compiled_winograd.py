@@ -25,7 +25,7 @@ import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import winograd as winograd_module
-from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, winograd_conv
+from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, fused_winograd_conv, winograd_conv
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
 
@@ -82,13 +82,52 @@ def padded_problem(case, dtype):
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_compiled_transforms_agree_with_the_numpy_transforms(case, tile, dtype):
+    assert_numpy_transforms_sums(compiled_winograd_conv, case, tile, dtype)
+
+
+def assert_numpy_transforms_sums(winograd, case, tile: int, dtype) -> None:
+    """``winograd`` (a compiled Winograd forward on the padded input) gives the NumPy path's sums within the bound
+    of two orders of evaluation."""
     padded, w, spec = padded_problem(case, dtype)
-    got = compiled_winograd_conv(padded, ((0, 0),) * spec.rank, w, spec, tile)
+    got = winograd(padded, ((0, 0),) * spec.rank, w, spec, tile)
     expected = winograd_conv(padded, w, spec, tile)
     assert got.dtype == expected.dtype == dtype and got.shape == expected.shape
     bound = order_bound(spec, tile, transform_magnitude(padded, w, spec, tile), dtype)
     error = np.abs(got.astype(np.float64) - expected)
     assert np.all(error <= bound), f"error {np.max(error - bound)} over the bound"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", CASES[:24], ids=str)
+def test_fused_forward_agrees_with_the_numpy_transforms(case, tile, dtype):
+    """The fused forward (every step of a block of tiles in one thread, the products in registers): the same
+    sums, the channels added in their order, within the same bound of two orders."""
+    assert_numpy_transforms_sums(fused_winograd_conv, case, tile, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
+    """Several groups of samples and jobs (small blocks), two threads, groups whose filters end in a partial run
+    of lanes, odd sizes (partial tiles), asymmetric zero padding read in place, 1-d and 3-d."""
+    rng = np.random.default_rng(7)
+    problems = [((5, 8, 37, 45), (36, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
+                ((3, 64, 20, 19), (70, 64, 3, 3), dict(padding=1)),
+                ((2, 4, 9, 10, 11), (6, 4, 3, 3, 3), dict(padding=1)),
+                ((2, 6, 301), (40, 6, 3), dict(padding=((0, 3),)))]
+    for input_shape, weight_shape, params in problems:
+        x = rng.standard_normal(input_shape).astype(dtype)
+        w = rng.standard_normal(weight_shape).astype(dtype)
+        spec = cl.conv_spec(x.shape, w.shape, **params)
+        expected = cl.conv(x.astype(np.float64), w.astype(np.float64), **params, algorithm="direct")
+        for tile in TILES:
+            with cl.thread_count(2), pytest.MonkeyPatch.context() as patch:
+                patch.setattr(winograd_module, "FUSED_BLOCK_BYTES", 2**12)
+                patch.setattr(winograd_module, "FUSED_BLOCK_TILES", 1)
+                patch.setattr(winograd_module, "CHANNELS_LAST_BYTES", 2**12)
+                got = fused_winograd_conv(x, spec.padding, w, spec, tile)
+            tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -169,6 +208,26 @@ def test_forward_and_gradients_agree_with_torch(case, dtype, winograd_everywhere
         assert actual.dtype == dtype and actual.shape == reference.shape
         error = np.abs(actual.astype(np.float64) - reference)
         assert np.all(error <= RELATIVE_TO_TERMS[dtype] * magnitude.max()), np.max(error) / magnitude.max()
+
+
+@pytest.mark.parametrize("threads, channels, fused", [(2, 64, True), (1, 64, False), (2, 512, False)])
+def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels, fused, monkeypatch):
+    """More than one thread and filters of at most FUSED_FILTER_BYTES per tile position: the fused forward; else
+    the products on the BLAS. Both give the direct sum within Winograd's rounding."""
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, channels, 12, 11)).astype(np.float32)
+    w = (rng.standard_normal((channels, channels, 3, 3)) / channels).astype(np.float32)
+    ran = []
+    for name in ("fused_winograd_conv", "compiled_winograd_conv"):
+        original = getattr(winograd_module, name)
+        monkeypatch.setattr(winograd_module, name, lambda *args, original=original, name=name: (
+            ran.append(name), original(*args))[1])
+    monkeypatch.setattr(winograd_module, "_threads", lambda work: threads)  # a small problem, shared all the same
+    with cl.thread_count(threads):
+        got = cl.conv2d(x, w, padding=1, algorithm="winograd4")
+    assert ran == ["fused_winograd_conv" if fused else "compiled_winograd_conv"]
+    expected = cl.conv2d(x, w, padding=1, algorithm="direct")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -259,6 +318,34 @@ def test_a_spike_or_a_non_finite_value_keeps_auto_from_winograd(spike):
         np.testing.assert_array_equal(mask(got), mask(direct))
     if np.isfinite(spike):
         assert relative_to_terms(got, x, w) < 1e-5  # a summing algorithm's rounding, not the tiles'
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("where", [0, 7, -1])
+@pytest.mark.parametrize("value", [None, -1e6, np.inf, -np.inf, np.nan, "zeros"])
+def test_the_compiled_data_check_gives_numpys_traits(value, where, dtype, monkeypatch):
+    """The one-pass compiled check of "auto" (largest magnitude from the values' bits, the median's sample taken
+    as it goes) gives the traits NumPy's passes give: the same peak, the same sample, the same inf or NaN."""
+    from convolab.algorithms._compiled import numba_missing
+
+    assert numba_missing() is None
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 64, 33, 31)).astype(dtype)  # more values than a thread's share: two threads
+    if value == "zeros":
+        x[:] = 0
+    elif value is not None:
+        x.reshape(-1)[where] = value
+    w = rng.standard_normal((4, 64, 3, 3)).astype(dtype)
+    calls = []
+    compiled_pass = planner._peak_and_sample
+    monkeypatch.setattr(planner, "_peak_and_sample", lambda *args: calls.append(1) or compiled_pass(*args))
+    monkeypatch.setattr(planner, "_CHECK_VALUES_PER_THREAD", 2**16)
+    with cl.thread_count(2):
+        got = planner.data_traits(x, w, transform_length=64)
+    assert calls and compiled_pass(x, 17) is not None  # the compiled pass ran
+    monkeypatch.setattr(planner, "_peak_and_sample", lambda *args: None)
+    assert got == planner.data_traits(x, w, transform_length=64)
+    assert compiled_pass(x[:, :, :, ::2], 17) is None  # not contiguous: NumPy's passes
 
 
 def test_auto_reads_zero_padding_in_place_and_pads_other_modes(monkeypatch):

@@ -26,10 +26,11 @@ Examples
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 from functools import lru_cache
 from math import inf, prod
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import kernels, numba_missing
 from ._rates import THREAD_GAIN, product_rate
+from ._threads import in_parallel
 from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps, _threads
 from .depthwise import _zero_padded_source
 
@@ -218,7 +220,7 @@ TILE_BLOCK_BYTES = 4 * 2**20
 MAX_TILE_BLOCK_BYTES = 32 * 2**20
 
 
-def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int) -> np.ndarray:
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int = 0) -> np.ndarray:
     """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, by the compiled
     :func:`~._kernels_winograd.filter_transform` (rows ``(g, c)`` shared among threads), which reads the weights
     in place and writes each transformed value once.
@@ -228,11 +230,16 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int) -> np.ndarr
     no faster either, 256 and 512 channels). One NumPy product ``(P, K) @ (K, C*O)`` over a transposed copy of
     the weights wrote 2-3 GB/s (18 ms of a 7x7 layer with 512 channels, single-threaded): the copy, and the
     product's 36 rows a power of two apart, which share the caches' sets.
+
+    ``spare`` zeros follow the array in its buffer (``filters.base``), for a reader of whole runs past its end.
     """
     taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
     channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
     weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
-    filters = np.empty((spec.groups, positions, channels, out_channels), dtype=kernel.dtype)
+    size = spec.groups * positions * channels * out_channels
+    buffer = np.empty(size + spare, dtype=kernel.dtype)
+    buffer[size:] = 0
+    filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
     transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name)
     block = kernels("winograd").FILTER_BLOCK
     width = -(-out_channels // block) * block  # the filters in whole blocks
@@ -335,6 +342,118 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     return out
 
 
+#: The fused forward (:func:`fused_winograd_conv`) runs where the transformed filters of one tile position take at
+#: most this many bytes (256 input and output channels in float32), ...
+FUSED_FILTER_BYTES = 256 * 2**10
+#: ... and costs this many times the unfused one's single-threaded estimate, shared among its threads (measured,
+#: one thread, process CPU time: 1.04-1.25x on ResNet-18's 56x56-14x14 and VGG-16's 56x56 layers; at two threads
+#: under load it ran 1.4-1.8x faster than the unfused path, whose BLAS threads compete with the pool's).
+FUSED_ONE_THREAD = 1.15
+#: The fused forward's block of tiles per job: about this many bytes of transformed input and products, the
+#: thread's own scratch (half the L2 cache of one core here), ...
+FUSED_BLOCK_BYTES = 1 * 2**20
+#: ... but at least this many tiles, so that the filters each job reads ``(P, C, O)`` are used often enough, ...
+FUSED_BLOCK_TILES = 64
+#: ... and the input laid out channels last for this many bytes of samples at a time (within the workspace limit).
+CHANNELS_LAST_BYTES = 4 * 2**20
+
+
+def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...], int, int, int]:
+    """The fused forward's blocking: the tiles per sample along three axes, the tile rows per job, the tiles of
+    a job's scratch (whole register tiles of :mod:`._kernels_winograd_fused`) and the samples laid out channels
+    last at a time."""
+    positions = (m + 2)**spec.rank
+    tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
+    per_row = positions * (spec.in_channels + spec.out_channels) * tiles[2] * itemsize
+    rows = max(-(-FUSED_BLOCK_TILES // tiles[2]), FUSED_BLOCK_BYTES // max(per_row, 1))
+    per_sample = prod(_channels_last_size(spec, m, tiles)) * spec.in_channels * itemsize
+    budget = min(CHANNELS_LAST_BYTES, current_workspace_limit())
+    samples = max(1, min(spec.batch, budget // max(per_sample, 1)))
+    rows = max(1, min(samples * tiles[0] * tiles[1], rows))
+    job_tiles = -(-rows * tiles[2] // 8) * 8  # whole register tiles: eight (float32) or four (float64) tiles
+    return tiles, rows, job_tiles, samples
+
+
+def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
+                        spec: ConvSpec, m: int) -> np.ndarray:
+    """:func:`compiled_winograd_conv` with every step of a block of tiles in one thread: no BLAS.
+
+    The samples are laid out channels last (a NumPy transposing copy per
+    sample's rows, shared among threads); then each job, a few tile rows
+    (:data:`FUSED_BLOCK_BYTES` of transformed input and products), runs the
+    input transform into its thread's scratch, the products of every tile
+    position (:func:`._kernels_winograd_fused.tile_products`, per group), and
+    the output transform into the output. A thread's block never leaves its
+    caches between the steps, and no BLAS threads spin beside the pool's.
+    """
+    rank, groups = spec.rank, spec.groups
+    dtype = source.dtype
+    fused = kernels("winograd_fused")
+    source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
+    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m, fused.LANES)  # (G, P, C, O)
+    filters_flat = filters.base  # with LANES zeros past its end: a last run of filters reads past its row
+    positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
+    tiles, rows_per_job, job_tiles, samples = _fused_layout(spec, m, dtype.itemsize)
+    rows_per_sample = tiles[0] * tiles[1]
+    tile_counts = np.array(tiles, dtype=np.int64)
+    tile_step = fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW
+    out = np.empty(spec.output_shape, dtype=dtype)
+    out3 = out.reshape(_shape3(out.shape))
+    lows = _steps(tuple(low for low, _ in padding), fill=0)
+    channels_last = np.zeros((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
+                             dtype=dtype)
+    input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    a = m + 2
+    ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
+    md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
+    group_size = positions * channels * out_channels
+    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    size, depth, height = source.shape[2:], source.shape[2], source.shape[3]
+
+    def copy_worker() -> Callable[[tuple[int, int, int]], None]:
+        def copy(piece: tuple[int, int, int]) -> None:  # one sample's rows h0:h1, (C, D, rows, W) -> (D, rows, W, C)
+            n, h0, h1 = piece
+            target = channels_last[n % samples, lows[0]:lows[0] + depth, lows[1] + h0:lows[1] + h1,
+                                   lows[2]:lows[2] + size[2]]
+            np.copyto(target, source[n, :, :, h0:h1].transpose(1, 2, 3, 0))
+        return copy
+
+    own = threading.local()  # each thread's scratch, kept from one group of samples to the next
+
+    def tiles_worker() -> Callable[[tuple[int, int, int]], None]:
+        if not hasattr(own, "inputs"):  # the rows past a job's last tile are read: zeros at first, then finite
+            # One row more than the tiles, so that the positions' planes are not a power of two apart
+            own.inputs = np.zeros((positions, job_tiles + 1, spec.in_channels), dtype=dtype)
+            own.products = np.empty((positions, job_tiles + 1, spec.out_channels), dtype=dtype)
+            own.along = tuple(np.empty((ad, ah, a, spec.in_channels), dtype=dtype) for _ in range(2))
+            own.back = (np.empty((md, ah, a, spec.out_channels), dtype=dtype),
+                        np.empty((md, mh, a, spec.out_channels), dtype=dtype),
+                        np.empty((STORE_TILES, md, mh, m, spec.out_channels), dtype=dtype))
+        inputs, products, along, back = own.inputs, own.products, own.along, own.back
+        inputs_flat, products_flat = inputs.reshape(-1), products.reshape(-1)
+
+        def run_job(job: tuple[int, int, int]) -> None:
+            n0, r0, r1 = job  # tile rows r0:r1 of the samples laid out from n0 on
+            count = -(-(r1 - r0) * tiles[2] // tile_step) * tile_step
+            input_tiles(channels_last, inputs, tile_counts, r0, 0, r1 - r0, *along)
+            for g in range(groups):
+                fused.tile_products(inputs_flat, filters_flat[g * group_size:], products_flat, positions, count,
+                                    channels, out_channels, spec.in_channels, g * channels, spec.out_channels,
+                                    g * out_channels, tile_step, job_tiles + 1)
+            output_tiles(products, out3, tile_counts, n0 * rows_per_sample + r0, 0, r1 - r0, *back)
+        return run_job
+
+    pieces = max(1, min(height, 2 * threads))
+    for n0 in range(0, spec.batch, samples):
+        n1 = min(n0 + samples, spec.batch)
+        in_parallel([(n, height * i // pieces, height * (i + 1) // pieces) for n in range(n0, n1)
+                     for i in range(pieces)], copy_worker, threads)
+        rows = (n1 - n0) * rows_per_sample
+        in_parallel([(n0, r, min(r + rows_per_job, rows)) for r in range(0, rows, rows_per_job)],
+                    tiles_worker, threads)
+    return out
+
+
 def supports(spec, r: Sequence[int] = (3,)) -> str | None:
     """Why Winograd cannot run ``spec`` (or None)."""
     if any(s != 1 for s in spec.stride):
@@ -407,6 +526,9 @@ class Winograd(Algorithm):
         four times the weights, and four tiles per sample leave the
         products short), where this estimate keeps gemm.
 
+        On more than one thread, where the fused forward runs (:func:`_fused_threads`), every part is shared
+        among the threads (as many as it has jobs), at :data:`FUSED_ONE_THREAD` times the one-thread cost.
+
         Nor where the memory it needs under "auto" exceeds the workspace
         limit (:func:`_auto_bytes`: its channels-last samples are whole
         images, and "auto" checks a padded copy of the input first): a
@@ -437,12 +559,21 @@ class Winograd(Algorithm):
         threads = min(_threads(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
         copies = (spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
                   + spec.batch * spec.in_channels * prod(_checked_size(spec)) / DATA_CHECK_RATE)
+        if _fused_threads(spec, dtype) > 1:  # every part shared among the threads, at the fused path's speed
+            one_thread = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
+                          + (loops + copies) * dtype.itemsize / 4)
+            _, rows_per_job, _, _ = _fused_layout(spec, m, dtype.itemsize)
+            fused_jobs = -(-spec.batch * tiles[0] * tiles[1] // rows_per_job)
+            sharing = min(_fused_threads(spec, dtype), fused_jobs)
+            return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
         return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
                 + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)  # rates: float32 values
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid
-        out channels last."""
+        out channels last; the fused path's blocks (one per thread) where it runs."""
+        if _fused_threads(spec, np.dtype(f"f{itemsize}")) > 1:
+            return _fused_bytes(spec, self.tile, itemsize)
         a = self.tile + 2
         filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
         blocks, tiles = _tile_blocks(spec, self.tile, itemsize)
@@ -454,14 +585,46 @@ class Winograd(Algorithm):
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         if _compiles(padded.dtype, spec):
-            return compiled_winograd_conv(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
+            return _compiled_forward(padded, ((0, 0),) * spec.rank, kernel, spec, self.tile)
         return winograd_conv(padded, kernel, spec, self.tile)
 
     def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """:meth:`run` on the input before padding: the compiled transforms read zero padding as they go."""
         if _compiles(x.dtype, spec):
-            return compiled_winograd_conv(*_zero_padded_source(x, spec), kernel, spec, self.tile)
+            return _compiled_forward(*_zero_padded_source(x, spec), kernel, spec, self.tile)
         return super().run_unpadded(x, kernel, spec)
+
+
+def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray, spec: ConvSpec,
+                      m: int) -> np.ndarray:
+    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else the
+    products on the BLAS."""
+    if _fused_threads(spec, source.dtype) > 1:
+        return fused_winograd_conv(source, padding, kernel, spec, m)
+    return compiled_winograd_conv(source, padding, kernel, spec, m)
+
+
+def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
+    """The threads the fused forward would run on, or 1 where the products on the BLAS run instead: on one
+    thread (the BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of
+    transformed filters per tile position (512 channels: the products stream them from the L2 cache for every
+    eight tiles, 1.3-1.9x slower)."""
+    filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
+    if filter_bytes > FUSED_FILTER_BYTES:
+        return 1
+    return _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+
+
+def _fused_bytes(spec: ConvSpec, m: int, itemsize: int) -> int:
+    """The fused forward's memory: the transformed filters (and a run of lanes), the samples laid out channels
+    last, and each thread's block of transformed tiles and products."""
+    tiles, _, job_tiles, samples = _fused_layout(spec, m, itemsize)
+    positions = (m + 2)**spec.rank
+    filters = positions * spec.out_channels * spec.in_channels_per_group + 32
+    channels_last = min(samples, spec.batch) * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels
+    block = positions * (job_tiles + 1) * (spec.in_channels + spec.out_channels)
+    threads = max(1, _fused_threads(spec, np.dtype(f"f{itemsize}")))
+    return (filters + channels_last + threads * block) * itemsize
 
 
 def _checked_size(spec: ConvSpec) -> tuple[int, ...]:
