@@ -46,6 +46,16 @@ def within_any_order(actual, x, g, weight_shape, **kwargs):
                                                                               algorithm="im2col"), x.dtype))
 
 
+@pytest.mark.parametrize("kernel_name, wrapper_name", [("TAP_BLOCK", "WGRAD_TAP_BLOCK"), ("LANES", "WGRAD_LANES")])
+def test_the_wrapper_lays_out_the_blocks_its_kernel_loops_over(kernel_name, wrapper_name):
+    # the wrapper repeats the kernel's block sizes so that planning never imports Numba; a layout made for other
+    # sizes than the kernel's loops would be read wrongly, not refused
+    from convolab.algorithms import _wgrad_compiled
+    from convolab.algorithms._compiled import kernels
+
+    assert getattr(_wgrad_compiled, wrapper_name) == getattr(kernels("wgrad"), kernel_name)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_against_im2col_and_torch(case, dtype):
