@@ -224,6 +224,7 @@ def test_compiled_runs_the_kernel_estimated_faster():
     assert ALGORITHMS["compiled"].pass_estimate("weight_grad", resnet, np.dtype(np.float32)) == tiled
     assert cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).weight_grad.method == "compiled"
     resnext = cl.conv_spec((8, 256, 28, 28), (256, 8, 3, 3), padding=1, groups=32)
-    assert not _wgrad_compiled._takes_tiles(resnext)
+    assert not _wgrad_compiled._takes_tiles(resnext, 4)
+    assert not _wgrad_compiled._takes_tiles(resnet, 8)  # float64: the dot products
     assert ALGORITHMS["compiled"].pass_estimate("weight_grad", resnext, np.dtype(np.float32)) == \
         _wgrad_compiled.dots_weight_grad_seconds(resnext, 4)

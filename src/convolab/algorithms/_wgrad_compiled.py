@@ -222,19 +222,21 @@ def tiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) ->
     return np.ascontiguousarray(summed[:, :out_per_group, :tap_count]).reshape(spec.weight_shape)
 
 
-def _takes_tiles(spec: ConvSpec) -> bool:
-    """Whether the tiled kernel may run ``spec``: not with under half a tile of output channels per group (most
+def _takes_tiles(spec: ConvSpec, itemsize: int) -> bool:
+    """Whether the tiled kernel may run ``spec`` in this dtype: float32 only (its cost model was fitted there; in
+    float64, four taps per block, it measured 1.05-1.2x the dot products' time on ResNet-18's 56x56 layer and
+    inception's 5x5, 0.9x on a 3x3 stem); not with under half a tile of output channels per group (most
     of each tile's sums would be zeros: ResNeXt's 4 and 8 per group measured 1.8-2.3x slower than the dot
     products), nor a dense layer with one tap, one matrix product and the BLAS's own ground (ResNet's 1x1
     layers measured 0.9-2x gemm's time, most of them slower, on estimates within 15% of it)."""
     one_product = spec.groups == 1 and prod(spec.kernel_size) == 1
-    return 2 * spec.out_channels_per_group >= TILE_CHANNELS and not one_product
+    return itemsize == 4 and 2 * spec.out_channels_per_group >= TILE_CHANNELS and not one_product
 
 
 def weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     """compiled's weight gradient's seconds: the faster kernel's, as :func:`compiled_weight_grad` picks it."""
     dots = dots_weight_grad_seconds(spec, itemsize)
-    return min(dots, tiled_weight_grad_seconds(spec, itemsize)) if _takes_tiles(spec) else dots
+    return min(dots, tiled_weight_grad_seconds(spec, itemsize)) if _takes_tiles(spec, itemsize) else dots
 
 
 def compiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -242,6 +244,7 @@ def compiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec)
     the kernel estimated faster: the register tiles (:func:`tiled_weight_grad`) or the dot products
     (:func:`dots_weight_grad`)."""
     itemsize = x.dtype.itemsize  # float32 or float64: the planner gives this pass no other
-    if _takes_tiles(spec) and tiled_weight_grad_seconds(spec, itemsize) < dots_weight_grad_seconds(spec, itemsize):
+    if _takes_tiles(spec, itemsize) and (tiled_weight_grad_seconds(spec, itemsize)
+                                         < dots_weight_grad_seconds(spec, itemsize)):
         return tiled_weight_grad(x, grad_output, spec)
     return dots_weight_grad(x, grad_output, spec)
