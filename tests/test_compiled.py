@@ -74,8 +74,7 @@ def compiled_everywhere():
 @pytest.mark.parametrize("kernel_module, kernel_name, wrapper_name", [
     ("direct", "OUT_BLOCK", "OUT_BLOCK"), ("direct", "TAP_BLOCK", "TAP_BLOCK"),
     ("tiled", "LANES", "LANES"), ("tiled", "TILE_WIDE", "TILE_WIDE"), ("tiled", "TILE_NARROW", "TILE_NARROW"),
-    ("wgrad", "TAP_BLOCK", "WGRAD_TAP_BLOCK"), ("wgrad", "LANES", "WGRAD_LANES"),
-])
+])  # the weight gradient's: test_compiled_wgrad
 def test_the_wrapper_lays_out_the_blocks_its_kernels_loop_over(kernel_module, kernel_name, wrapper_name):
     # compiled.py repeats the kernels' block sizes so that planning never imports Numba; a layout made for
     # other sizes than the kernel's loops would be read wrongly, not refused

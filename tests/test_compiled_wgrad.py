@@ -1,11 +1,13 @@
-"""The compiled weight gradient (:mod:`convolab.algorithms._kernels_wgrad`, compiled's own pass), against the NumPy
-path it replaces (im2col's product), against PyTorch, and the planner's choice of it.
+"""The compiled weight gradient (:mod:`convolab.algorithms._kernels_wgrad`, compiled's own pass: the dot products and
+the register tiles), against the NumPy path it replaces (im2col's product), against PyTorch, and the planner's
+choice of it.
 
 Tolerance. Each filter tap's sum over the batch and positions is taken in
-another order than im2col's product (four-wide vector sums, in slots of
-samples and runs added at the end), so the two are compared within the bound
-of any summation order of the same ``N * prod(output_size)`` terms
-(``test_compiled.summation_bound``), and with PyTorch to the dtype's rounding.
+another order than im2col's product (four-wide vector sums, or one sum per
+lane position after position, in slots of samples and runs added at the end),
+so the two are compared within the bound of any summation order of the same
+``N * prod(output_size)`` terms (``test_compiled.summation_bound``), and with
+PyTorch to the dtype's rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS
+from convolab.algorithms import _wgrad_compiled
 from conv_cases import generate_cases
 from test_compiled import assert_within, summation_bound
 from test_depthwise import assert_like_torch, batched, spec_of
@@ -31,6 +34,13 @@ DTYPES = [np.float32, np.float64]
 #: all multiples of the kernel's blocks of four.
 STEM = ((2, 3, 30, 28), (5, 3, 3, 3), dict(stride=2, padding=1))
 DECODER = ((2, 3, 18, 18), (8, 3, 4, 4), dict(stride=2, padding=1))
+#: Layers with enough output channels per group for the register tiles (a tile is 32 channels: 20 and 40 leave
+#: part of one empty), strided, dilated, asymmetrically padded, grouped, 1-d to 3-d.
+TILED = [((2, 6, 11, 13), (40, 6, 3, 3), dict(padding=((1, 2), (0, 1)))),
+         ((3, 4, 17, 15), (20, 4, 3, 2), dict(stride=2, dilation=(2, 1), padding=1)),
+         ((2, 8, 9, 10), (40, 4, 3, 3), dict(groups=2, padding=1)),
+         ((2, 3, 30), (33, 3, 5), dict(stride=3, padding=((2, 1),), dilation=2)),
+         ((2, 5, 4, 7, 6), (16, 5, 2, 3, 3), dict(padding=(1, 0, 1), stride=(1, 2, 1)))]
 
 
 def draw(shape, dtype, seed):
@@ -44,6 +54,16 @@ def within_any_order(actual, x, g, weight_shape, **kwargs):
     reference = cl.grad.conv_weight(x, weight_shape, g, **kwargs, algorithm="im2col")
     assert_within(actual, reference, summation_bound(terms, cl.grad.conv_weight(f64(x), weight_shape, f64(g), **kwargs,
                                                                               algorithm="im2col"), x.dtype))
+
+
+@pytest.mark.parametrize("kernel_name, wrapper_name", [("TAP_BLOCK", "WGRAD_TAP_BLOCK"), ("LANES", "WGRAD_LANES")])
+def test_the_wrapper_lays_out_the_blocks_its_kernel_loops_over(kernel_name, wrapper_name):
+    # the wrapper repeats the kernel's block sizes so that planning never imports Numba; a layout made for other
+    # sizes than the kernel's loops would be read wrongly, not refused
+    from convolab.algorithms import _wgrad_compiled
+    from convolab.algorithms._compiled import kernels
+
+    assert getattr(_wgrad_compiled, wrapper_name) == getattr(kernels("wgrad"), kernel_name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -86,16 +106,18 @@ def test_threads_and_views_give_the_same_sums(shapes):
 
 
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_an_inf_or_nan_in_the_input_reaches_only_the_taps_that_read_it(value):
+@pytest.mark.parametrize("kernel, shapes", [("dots", STEM), ("tiled", TILED[1])])
+def test_an_inf_or_nan_in_the_input_reaches_only_the_taps_that_read_it(value, kernel, shapes):
     """The direct sum's pattern: the wide rows' extra columns (zero gradient) never meet the input's inf."""
-    x, g = draw(STEM[0], np.float64, 6), None
-    x[1, 2, 7, 27] = value  # the last column: wide rows would read it past a row's end
+    input_shape, weight_shape, params = shapes
+    x = draw(input_shape, np.float64, 6)
+    x[1, 2, 7, -1] = value  # the last column: wide rows would read it past a row's end
     x[0, 0, 0, 3] = value
-    spec = cl.conv_spec(x.shape, STEM[1], **STEM[2])
+    spec = cl.conv_spec(x.shape, weight_shape, **params)
     g = draw(spec.output_shape, np.float64, 7)
     with np.errstate(invalid="ignore"):
-        actual = ALGORITHMS["compiled"].weight_grad(x, g, spec)
-        expected = cl.grad.conv_weight(x, STEM[1], g, **STEM[2], algorithm="im2col")
+        actual = getattr(_wgrad_compiled, f"{kernel}_weight_grad")(x, g, spec)
+        expected = cl.grad.conv_weight(x, weight_shape, g, **params, algorithm="im2col")
     np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
     np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
     finite = np.isfinite(expected)
@@ -150,3 +172,59 @@ def test_integers_and_names_keep_their_passes():
     spec = cl.conv_spec(*STEM[:2], **STEM[2])
     assert cl.plan(*STEM[:2], "int32", **STEM[2]).weight_grad.method == "gemm"
     assert planner.pass_for("weight_grad", spec, np.dtype(np.float32), "gemm").method == "gemm"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES[:24], ids=str)
+def test_tiles_against_im2col_on_generated_cases(case, dtype):
+    """The register tiles on every generated case (few channels: tiles mostly zeros, every edge of the loops)."""
+    spec = spec_of(case)
+    x, w, _ = case.arrays(dtype)
+    g = draw(case.output_shape, dtype, 3)
+    grad_weight = _wgrad_compiled.tiled_weight_grad(batched(case, x), batched(case, g), spec)
+    assert grad_weight.shape == spec.weight_shape and grad_weight.dtype == dtype
+    within_any_order(grad_weight, batched(case, x), batched(case, g), w.shape, **case.kwargs())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shapes", TILED, ids=["asymmetric", "strided-dilated", "groups", "1d", "3d"])
+def test_tiles_against_im2col_and_torch(shapes, dtype):
+    """Non-contiguous input; one thread and two give the sums within the bound, and like PyTorch's."""
+    torch = pytest.importorskip("torch")
+    input_shape, weight_shape, params = shapes
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((*input_shape[:-1], 2 * input_shape[-1])).astype(dtype)[..., ::2]  # a view
+    spec = cl.conv_spec(x.shape, weight_shape, **params)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    for threads in (1, 2):
+        with cl.thread_count(threads):
+            grad_weight = _wgrad_compiled.tiled_weight_grad(x, g, spec)
+        within_any_order(grad_weight, x, g, weight_shape, **params)
+    conv_weight = getattr(torch.nn.grad, f"conv{spec.rank}d_weight")
+    padded = np.pad(x, ((0, 0), (0, 0), *spec.padding))  # PyTorch pads both sides alike: pad here instead
+    expected = conv_weight(torch.from_numpy(padded), list(weight_shape), torch.from_numpy(g), spec.stride, 0,
+                           spec.dilation, spec.groups).numpy()
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(grad_weight, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+def test_tiles_on_an_empty_batch():
+    spec = cl.conv_spec((0, 4, 9, 9), (32, 4, 3, 3), stride=2)
+    grad_weight = _wgrad_compiled.tiled_weight_grad(np.ones((0, 4, 9, 9)), np.ones(spec.output_shape), spec)
+    assert grad_weight.shape == (32, 4, 3, 3) and not grad_weight.any()
+
+
+def test_compiled_runs_the_kernel_estimated_faster():
+    """ResNet-18's 56x56 3x3 layer (measured 0.8x gemm's pass with the tiles, 0.9x with the dot products) gets the
+    tiles, and its weight gradient under "auto"; ResNeXt's 8 channels per group (tiles mostly zeros, measured 2x
+    slower) and a 3-channel output keep the dot products."""
+    resnet = cl.conv_spec((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    tiled = _wgrad_compiled.tiled_weight_grad_seconds(resnet, 4)
+    assert tiled < _wgrad_compiled.dots_weight_grad_seconds(resnet, 4)
+    assert ALGORITHMS["compiled"].pass_estimate("weight_grad", resnet, np.dtype(np.float32)) == tiled
+    assert cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).weight_grad.method == "compiled"
+    resnext = cl.conv_spec((8, 256, 28, 28), (256, 8, 3, 3), padding=1, groups=32)
+    assert not _wgrad_compiled._takes_tiles(resnext, 4)
+    assert not _wgrad_compiled._takes_tiles(resnet, 8)  # float64: the dot products
+    assert ALGORITHMS["compiled"].pass_estimate("weight_grad", resnext, np.dtype(np.float32)) == \
+        _wgrad_compiled.dots_weight_grad_seconds(resnext, 4)

@@ -80,11 +80,12 @@ The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
 - the weight gradient: the forward's own pass where its algorithm has one and
   takes it (depthwise, compiled; folded where folding halves the copies and the input is
   finite) and gemm's is not estimated faster by :data:`OWN_PASS_MARGIN` (compiled's
-  dot products lose to gemm's product on dense layers its tiled forward wins), else gemm's, in the product orientation gemm chooses, or another
-  algorithm's own pass where its estimate for that pass
-  (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is lower than gemm's:
-  compiled's dot products, read in place from the phase grid, on few-channel
-  stems and small groups.
+  passes lose to gemm's product on 7x7-14x14 layers with hundreds of channels), else gemm's, in the
+  product orientation gemm chooses; then, under either, another algorithm's own pass where its estimate
+  for that pass (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is lower by the same margin:
+  compiled's dot products or register tiles, read in place from the phase grid, on stems, small groups
+  and 3x3-5x5 layers of 28x28 positions and more (under a folded forward too: inception's 5x5), or
+  folded's on long kernels.
 
 Each algorithm says how its pass would run (:meth:`~convolab.algorithms.Algorithm.pass_formulation`);
 the engine (:mod:`convolab._engine`) runs what the plan says, and looks at the
@@ -423,7 +424,10 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
         return PassPlan("conv", "a convolution of the input with grad_output as its kernel", why)
     own = _own_pass(name, requested if asked else forward, spec, dtype, finite, asked, why)
     if isinstance(own, PassPlan) and (asked or own.method != "gemm"):
-        return own if asked else _unless_gemm_is_faster(own, spec, dtype, finite)
+        if asked:
+            return own
+        # the forward's own pass, unless gemm's or another algorithm's is estimated faster by the margin
+        return _cheapest_weight_grad(_unless_gemm_is_faster(own, spec, dtype, finite), spec, dtype, finite)
     # gemm's weight gradient runs every problem: the fallback of every other, unless another's own pass is
     # estimated faster.
     if isinstance(own, PassPlan):
@@ -457,27 +461,30 @@ def _unless_gemm_is_faster(own: PassPlan, spec: ConvSpec, dtype: np.dtype, finit
     return gemm_pass if isinstance(gemm_pass, PassPlan) else own
 
 
-def _cheapest_weight_grad(gemm_pass: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
-    """``gemm_pass``, gemm's weight gradient, or the own pass of an automatic algorithm that can run the problem
-    and whose :meth:`~convolab.algorithms.Algorithm.pass_estimate` for it is below :data:`OWN_PASS_MARGIN` of
-    gemm's (compiled's, where Numba runs)."""
-    accumulate = compute_dtype(dtype)
-    best, best_seconds = "gemm", algorithms.ALGORITHMS["gemm"].pass_estimate("weight_grad", spec, accumulate)
+def _cheapest_weight_grad(base: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
+    """``base`` (gemm's weight gradient, or the forward's own pass), or the own pass of another automatic
+    algorithm that can run the problem and whose :meth:`~convolab.algorithms.Algorithm.pass_estimate` for it is
+    below :data:`OWN_PASS_MARGIN` of the best so far (compiled's, where Numba runs). A ``base`` whose algorithm
+    has no cost model for the pass (depthwise's) stays."""
+    accumulate, algorithm = compute_dtype(dtype), algorithms.ALGORITHMS[base.method]
+    if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate:
+        return base
+    best, best_seconds = base.method, algorithm.pass_estimate("weight_grad", spec, accumulate)
+    base_seconds = best_seconds
     for name in auto_candidates():
         algorithm = algorithms.ALGORITHMS[name]
-        if name == "gemm" or "weight_grad" not in algorithm.passes:
+        if name == base.method or "weight_grad" not in algorithm.passes:
             continue
         if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate or algorithm.why_not(spec, dtype):
             continue  # no cost model for the pass (it runs under its own forward only), or cannot run it
         seconds = algorithm.pass_estimate("weight_grad", spec, accumulate)
         if seconds is not None and best_seconds is not None and seconds < OWN_PASS_MARGIN * best_seconds:
-            best, best_seconds = name, seconds
-    if best == "gemm":
-        return gemm_pass
-    gemm_seconds = algorithms.ALGORITHMS["gemm"].pass_estimate("weight_grad", spec, accumulate)
-    why = f"{best}'s own pass estimated {gemm_seconds / max(best_seconds, 1e-12):.3g}x faster than gemm's"
-    chosen = _own_pass("weight_grad", best, spec, dtype, finite, False, why)
-    return chosen if isinstance(chosen, PassPlan) else gemm_pass
+            if isinstance(_own_pass("weight_grad", name, spec, dtype, finite, False, ""), PassPlan):
+                best, best_seconds = name, seconds  # an algorithm that declines the pass here is no candidate
+    if best == base.method:
+        return base
+    why = f"{best}'s own pass estimated {base_seconds / max(best_seconds, 1e-12):.3g}x faster than {base.method}'s"
+    return _own_pass("weight_grad", best, spec, dtype, finite, False, why)
 
 
 def _gradient_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, forward: str,
@@ -591,8 +598,8 @@ def plan(
     ('compiled', 'compiled')
     >>> chosen.weight_grad.reason
     'the forward runs compiled: its own pass; compiled loops'
-    >>> cl.plan((8, 64, 14, 14), (64, 64, 5, 5), "float32", padding=2, stride=2).weight_grad.reason[:77]
-    "the forward runs compiled: its own pass, but gemm's pass estimated 2.22x fast"
+    >>> cl.plan((8, 512, 7, 7), (512, 512, 3, 3), "float32", padding=1).weight_grad.method  # one big product
+    'gemm'
     """
     dtype = np.dtype(dtype)
     check_supported_dtype("plan", "dtype", dtype)

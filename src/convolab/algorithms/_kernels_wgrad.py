@@ -43,9 +43,10 @@ from __future__ import annotations
 from numba import njit, uint64
 
 from ._kernels_direct import _run
-from ._kernels_tiled import wide_vectors
+from ._kernels_tiled import LANES as TILE_CHANNELS
+from ._kernels_tiled import _stack_run, wide_vectors
 
-__all__ = ["weight_grad", "OUT_BLOCK", "TAP_BLOCK", "LANES"]
+__all__ = ["weight_grad", "weight_grad_tiled", "OUT_BLOCK", "TAP_BLOCK", "LANES", "TILE_CHANNELS"]
 
 #: Output channels and taps one pass of the inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 4
@@ -166,3 +167,163 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
                     o += OUT_BLOCK
                 for o in range(o, out_per_group):  # the last few channels, one at a time
                     _dots_1x4(sums, o, t, scratch[o], s0, s1, s2, s3, padded)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load_sums(sums, at):
+    """A run of :data:`TILE_CHANNELS` sums on the stack (kept in registers), loaded from the flat ``sums``."""
+    run = _stack_run(sums)
+    source = sums[at:at + TILE_CHANNELS]
+    for lane in range(TILE_CHANNELS):
+        run[lane] = source[lane]
+    return run
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _load_four(sums, at):
+    """Four taps' runs of sums (:func:`_load_sums`), the first at ``at``."""
+    return (_load_sums(sums, at), _load_sums(sums, at + TILE_CHANNELS), _load_sums(sums, at + 2 * TILE_CHANNELS),
+            _load_sums(sums, at + 3 * TILE_CHANNELS))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_sums(run, sums, at):
+    """``sums[at:at+TILE_CHANNELS] = run`` (``sums`` flat), through a slice so that LLVM writes whole vectors."""
+    target = sums[at:at + TILE_CHANNELS]
+    for lane in range(TILE_CHANNELS):
+        target[lane] = run[lane]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_four(a0, a1, a2, a3, sums, at):
+    """Four taps' runs of sums back to ``sums`` (:func:`_store_sums`), the first at ``at``."""
+    _store_sums(a0, sums, at)
+    _store_sums(a1, sums, at + TILE_CHANNELS)
+    _store_sums(a2, sums, at + 2 * TILE_CHANNELS)
+    _store_sums(a3, sums, at + 3 * TILE_CHANNELS)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _starts_four(base, offsets, t):
+    """Where taps ``t:t+4`` read a run's first position in the flat grid: unsigned (no wraparound tests)."""
+    return (uint64(base + offsets[t]), uint64(base + offsets[t + 1]), uint64(base + offsets[t + 2]),
+            uint64(base + offsets[t + 3]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_4(a0, a1, a2, a3, v0, v1, v2, v3, rows, at):
+    """``a_j[lane] += v_j * rows[at + lane]``: four taps' input values, each broadcast, times one position's
+    :data:`TILE_CHANNELS` grad_output values."""
+    for lane in range(TILE_CHANNELS):
+        d = rows[at + uint64(lane)]
+        a0[lane] += v0 * d
+        a1[lane] += v1 * d
+        a2[lane] += v2 * d
+        a3[lane] += v3 * d
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_4(flat, base, offsets, t, rows, sums, row_count, width, wq):
+    """Taps ``t:t+4`` into one tile of output channels, over one run: ``sums[t+j, lane] += sum_{r, w}
+    flat[base + offsets[t+j] + r*wq + w] * rows[(r*width + w)*TILE_CHANNELS + lane]``."""
+    a0, a1, a2, a3 = _load_four(sums, t * TILE_CHANNELS)
+    x0, x1, x2, x3 = _starts_four(base, offsets, t)
+    at = uint64(0)
+    for r in range(uint64(row_count)):
+        line = r * uint64(wq)
+        for w in range(line, line + uint64(width)):
+            _add_4(a0, a1, a2, a3, flat[x0 + w], flat[x1 + w], flat[x2 + w], flat[x3 + w], rows, at)
+            at += uint64(TILE_CHANNELS)
+    _store_four(a0, a1, a2, a3, sums, t * TILE_CHANNELS)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tile_8(flat, base, offsets, t, rows, sums, row_count, width, wq):
+    """:func:`_tile_4` for taps ``t:t+8``: each position's grad_output values loaded once for eight taps."""
+    a0, a1, a2, a3 = _load_four(sums, t * TILE_CHANNELS)
+    a4, a5, a6, a7 = _load_four(sums, (t + 4) * TILE_CHANNELS)
+    x0, x1, x2, x3 = _starts_four(base, offsets, t)
+    x4, x5, x6, x7 = _starts_four(base, offsets, t + 4)
+    at = uint64(0)
+    for r in range(uint64(row_count)):
+        line = r * uint64(wq)
+        for w in range(line, line + uint64(width)):
+            _add_4(a0, a1, a2, a3, flat[x0 + w], flat[x1 + w], flat[x2 + w], flat[x3 + w], rows, at)
+            _add_4(a4, a5, a6, a7, flat[x4 + w], flat[x5 + w], flat[x6 + w], flat[x7 + w], rows, at)
+            at += uint64(TILE_CHANNELS)
+    _store_four(a0, a1, a2, a3, sums, t * TILE_CHANNELS)
+    _store_four(a4, a5, a6, a7, sums, (t + 4) * TILE_CHANNELS)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _channels_last(grad_output, n, o0, lanes, od, r0, r1, w0, width, wq, rows):
+    """grad_output's positions of one run (rows ``r0:r1``, columns ``w0:w0+width``) for the ``lanes`` channels
+    from ``o0`` of one tile, transposed into the flat ``rows`` ``(positions, TILE_CHANNELS)``: a position's
+    channels side by side, zero past the tile's last real channel. With ``wq > 0``, as wide rows of ``wq``
+    positions, zero on the extra columns. Position by position, so that the writes run on and the reads are
+    the tile's channels' streams (a channel at a time wrote one value per cache line of ``rows``, slower than
+    the sums on a 3-channel stem)."""
+    channel_size = grad_output.shape[2] * grad_output.shape[3] * grad_output.shape[4]
+    plane, out_w = grad_output.shape[3] * grad_output.shape[4], grad_output.shape[4]
+    values = grad_output.reshape(-1)
+    first = uint64((n * grad_output.shape[1] + o0) * channel_size + od * plane + w0)
+    at = uint64(0)
+    for r in range(r0, r1):
+        line = first + uint64(r * out_w)
+        for w in range(uint64(width)):
+            for lane in range(uint64(lanes)):
+                rows[at + lane] = values[line + w + lane * uint64(channel_size)]
+            for lane in range(uint64(lanes), uint64(TILE_CHANNELS)):
+                rows[at + lane] = 0
+            at += uint64(TILE_CHANNELS)
+        if wq > 0 and r + 1 < r1:  # a wide row's extra columns
+            for i in range(uint64((wq - width) * TILE_CHANNELS)):
+                rows[at + i] = 0
+            at += uint64((wq - width) * TILE_CHANNELS)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
+def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, last, groups, channel_size,
+                      depth_size, wq, sd, tap_block, wide):
+    """``partial[s, g, b, t, lane] = sum_{(n, run) in s} sum_p grad_output[n, g*O + b*TILE_CHANNELS + lane, p]
+    * x_t[n, p]`` for jobs ``first:last``, a job being (slot ``s``, group ``g``, tile ``b``): GEMM-style, with
+    no horizontal sums.
+
+    Per (sample, run), the tile's grad_output values of the run are
+    transposed into ``rows`` (a position's channels side by side: one
+    run's, in the L1 cache while every block of taps reads them); then for
+    each block of ``tap_block`` (4 or 8) taps, the block's sums stay in
+    registers while every position of the run adds into them: one vector
+    load of the tile's grad_output values, one broadcast input value per tap,
+    and a multiply-add per tap and vector. The sums are stored in
+    ``partial`` between runs. With ``wide``, a run of several rows is one loop
+    over wide rows of ``wq`` positions (the extra columns' grad_output zero:
+    short rows cost a loop each otherwise); the caller asks for it only where
+    the input is finite, since an extra column's inf or NaN times that zero
+    would reach a sum the direct sum keeps finite. Else only a run's real
+    positions are read.
+    """
+    samples, out_per_group = grad_output.shape[0], grad_output.shape[1] // groups
+    slots, tiles, taps = partial.shape[0], partial.shape[2], partial.shape[3]
+    channels_in = flat.shape[0] // (samples * channel_size)
+    pairs = samples * runs.shape[0]
+    for job in range(first, last):
+        s, g, b = job // (groups * tiles), job // tiles % groups, job % tiles
+        o0 = g * out_per_group + b * TILE_CHANNELS
+        lanes = min(TILE_CHANNELS, out_per_group - b * TILE_CHANNELS)
+        sums = partial[s, g, b].reshape(-1)
+        for i in range(sums.shape[0]):
+            sums[i] = 0
+        for pair in range(s * pairs // slots, (s + 1) * pairs // slots):
+            n, run = pair // runs.shape[0], pair % runs.shape[0]
+            od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
+            _channels_last(grad_output, n, o0, lanes, od, r0, r1, w0, width, wq if wide else 0, rows)
+            base = ((n * channels_in + g * (channels_in // groups)) * channel_size + od * sd * depth_size
+                    + r0 * wq + w0)
+            # wide: the run as one line of wide positions (the extra columns' grad_output is zero)
+            line_count, line_length = (1, (r1 - r0 - 1) * wq + width) if wide else (r1 - r0, width)
+            for t in range(0, taps, tap_block):
+                if tap_block == 8:
+                    _tile_8(flat, base, offsets, t, rows, sums, line_count, line_length, wq)
+                else:
+                    _tile_4(flat, base, offsets, t, rows, sums, line_count, line_length, wq)

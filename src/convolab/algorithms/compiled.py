@@ -27,6 +27,7 @@ from .._settings import current_thread_count, current_workspace_limit
 from .._window import pad_adjoint, reverse_spatial
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
+from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost model
 from ._compiled import kernels, numba_missing
 from ._input_grad import FullOrScatter, full_padding
 from ._rates import THREAD_GAIN
@@ -77,12 +78,6 @@ LOOP_COST = 36e-9
 MEMORY_RATE = 16e9
 #: ... and of the phase grid's copy (the input padded, and split at a stride: strided reads).
 GRID_COPY_RATE = 3.6e9
-#: The weight gradient's multiply-adds per second (float32; float64 half as many) and the seconds of each of its
-#: inner loops (sixteen horizontal sums at its end): fitted, like the forward's, to the ratio of its measured
-#: times to gemm's weight gradient on 37 layers (:meth:`Compiled.pass_estimate`), ...
-WGRAD_MAC_RATE, WGRAD_LOOP_COST = 94e9, 43e-9
-#: ... and the float32 values per second it copies into its scratch (grad_output's rows, the taps' runs).
-WGRAD_COPY_RATE = 6.6e9
 #: The tiled forward (:mod:`._kernels_tiled`): multiply-adds per second of one thread, float32 (float64: half),
 #: tile channels past a group's last and recomputed positions included; the seconds of each pass of a tile
 #: over a stretch and a block of taps (its sums zeroed or loaded, stored: about a hundred cycles, held there);
@@ -173,31 +168,6 @@ def _macs(spec: ConvSpec) -> int:
 def _positions(itemsize: int, scratch_rows: int) -> int:
     """Wide positions in one run: ``scratch_rows`` channels' sums within :data:`SCRATCH_BYTES`, within bounds."""
     return min(MOST_POSITIONS, max(LEAST_POSITIONS, SCRATCH_BYTES // (max(scratch_rows, 1) * itemsize)))
-
-
-#: The weight gradient's runs: the eight rows its inner loop reads (four taps', four channels') fit
-#: :data:`SCRATCH_BYTES` (in the L1 cache: the inner loop alone ran 1,024 float32 positions 2x faster than
-#: 2,048, which spill it; the whole pass on a stem about 10% faster), and all of a group's grad_output rows
-#: at most this many bytes (in the L2 cache).
-WGRAD_ROWS, WGRAD_SCRATCH_BYTES = 8, 512 * 2**10
-#: Taps the weight gradient's inner loop reads together, and the values its rows are padded to a multiple of
-#: (as :mod:`._kernels_wgrad`'s TAP_BLOCK and LANES).
-WGRAD_TAP_BLOCK, WGRAD_LANES = 4, 16
-#: Bytes of a cache line: the weight gradient's scratch rows start on one.
-CACHE_LINE = 64
-
-
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialized C-contiguous array whose first value starts a cache line (:data:`CACHE_LINE`)."""
-    itemsize = np.dtype(dtype).itemsize
-    buffer = np.empty(prod(shape) * itemsize + CACHE_LINE, dtype=np.uint8)
-    skip = -buffer.ctypes.data % CACHE_LINE
-    return buffer[skip:skip + prod(shape) * itemsize].view(dtype).reshape(shape)
-
-
-def _wgrad_run_rows(out_per_group: int) -> int:
-    """The rows :func:`_positions` fits a weight-gradient run to (:data:`WGRAD_ROWS`, more with many channels)."""
-    return max(WGRAD_ROWS, -(-out_per_group * SCRATCH_BYTES // WGRAD_SCRATCH_BYTES))
 
 
 def _tap_groups(rows: int, kw_size: int) -> list[tuple[int, int]]:
@@ -345,26 +315,6 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     moved = grid * len(blocks) + prod(spec.output_shape) * itemsize
     threads = min(_threads(work), spec.batch * spec.groups * len(blocks))
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
-
-
-def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float, int]:
-    """What :meth:`Compiled.pass_estimate` charges the weight gradient for: the multiply-adds (in float32
-    values: a float64 counts twice; over every run as the kernel pads it, wide and to whole vectors, and the
-    taps padded to a multiple of four), the inner loops started (each ends in sixteen horizontal sums), the
-    values the kernel copies into its scratch (per run grad_output's rows once, each block of taps' runs),
-    and the bytes of the phase grid's copy."""
-    out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
-    layout = _Layout(spec, itemsize, _wgrad_run_rows(out_per_group))
-    _, runs = layout.tables()[1:]
-    lengths = (runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]
-    positions = int((-(-lengths // WGRAD_LANES) * WGRAD_LANES).sum())  # one sample's, padded
-    padded_taps = -(-taps // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK
-    scale = spec.batch * spec.groups * positions * itemsize / 4
-    values = scale * out_per_group * padded_taps
-    loops = spec.batch * len(runs) * spec.groups * (padded_taps // WGRAD_TAP_BLOCK) * -(-out_per_group // OUT_BLOCK)
-    grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
-    copied = grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
-    return values, loops, scale * (out_per_group + padded_taps), copied
 
 
 def _tiling(spec: ConvSpec, itemsize: int, tile: int,
@@ -522,30 +472,8 @@ class Compiled(FullOrScatter, Algorithm):
                                 + copied / GRID_COPY_RATE) / speedup
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
-        """Its weight gradient's seconds: the multiply-adds at :data:`WGRAD_MAC_RATE` (every wide position, runs
-        padded to whole vectors, the taps to a multiple of four), :data:`WGRAD_LOOP_COST` per inner loop, the
-        values copied into its scratch at :data:`WGRAD_COPY_RATE` and the phase grid's copy at
-        :data:`GRID_COPY_RATE`; no thread speedup, as gemm's has none (both passes share out their work).
-
-        The three constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
-        time to gemm's weight gradient on the benchmark's 37 convolution layers below 1.5e9 multiply-adds that
-        are not depthwise (stems, ResNet-18/50's 3x3, strided and 1x1 layers, VGG's first, grouped, dilated,
-        decoders, 1-d), in float32, one thread, CPU time (the shared 2-core machine's wall clock was too
-        noisy); the fit's residual is 0.24 in the logarithm (27%). Measured against gemm's (estimated):
-        0.35-0.55 on wav2vec's first layer, ResNeXt's 8-channel groups, 3x3 and 5x5 stems and VGG's first layer
-        (0.36-0.89), 0.66-0.80 on the 7x7 stem, a 64 -> 3 decoder, a 1-d k=9 layer, a 5x5 96-channel layer and
-        ResNet-18's 56x56 3x3 layer (0.56-0.91); near parity on 3x3 stride-2 layers at 56x56 (0.99-1.03;
-        0.84-0.85); 1.4-5.5x on dilated, 1x1 and layers of 14x14 or 7x7 positions with 256 to 512 channels
-        (1.1-6.1), where short runs padded to whole vectors and few positions per loop cost most. The planner
-        takes it in gemm's place only below 0.9 of gemm's estimate (:data:`convolab.planner.OWN_PASS_MARGIN`).
-        """
-        if name != "weight_grad":
-            return None
-        if _macs(spec) == 0:
-            return CALL_OVERHEAD
-        values, loops, scratch, copied = _wgrad_cost_terms(spec, dtype.itemsize)
-        return (CALL_OVERHEAD + values / WGRAD_MAC_RATE + loops * WGRAD_LOOP_COST + scratch / WGRAD_COPY_RATE
-                + copied / GRID_COPY_RATE)
+        """Its weight gradient's seconds (:func:`._wgrad_compiled.weight_grad_seconds`)."""
+        return wgrad.weight_grad_seconds(spec, dtype.itemsize) if name == "weight_grad" else None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
@@ -698,26 +626,5 @@ class Compiled(FullOrScatter, Algorithm):
 
     def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``
-        (:func:`._kernels_wgrad.weight_grad`) on the input before padding, in jobs of (slot, group): a slot is a
-        range of (sample, run of positions) pairs and sums into its own slice, and the slices are added in a
-        fixed order, so the result does not depend on the threads. An input holding an inf or NaN takes one row
-        per run, so that no zero of a wide row's extra columns meets it. ``(G*O, C, *kernel)``."""
-        groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
-        source, padding = _zero_padded_source(x, spec)
-        source = _rank3(source)
-        grad_output = _rank3(grad_output.astype(source.dtype, copy=False))
-        layout = _Layout(spec, source.itemsize, _wgrad_run_rows(out_per_group), wide=all_finite(source))
-        grid = layout.to_grid(source, padding, work)
-        taps, _, runs = layout.tables()
-        tap_count = len(taps)
-        taps = taps[np.minimum(np.arange(-(-tap_count // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK), tap_count - 1)]
-        slots = min(spec.batch * len(runs), max(1, -(-JOBS_PER_THREAD * _threads(work) // groups)))
-        partial = np.empty((slots, spec.out_channels, len(taps)), dtype=source.dtype)  # (S, G*O, T padded)
-        weight_grad = kernels("wgrad").weight_grad
-        # per thread: the group's grad_output rows, then a block of taps' runs; rows of whole cache lines
-        scratch_shape = (out_per_group + WGRAD_TAP_BLOCK, -(-layout.scratch_shape[1] // WGRAD_LANES) * WGRAD_LANES)
-        _run_jobs(slots * groups, work,
-                  lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, taps, runs, first,
-                                                           last, groups, layout.depth_stride),
-                  lambda: _aligned_empty(scratch_shape, source.dtype))
-        return partial.sum(axis=0)[:, :tap_count].reshape(spec.weight_shape)
+        (:func:`._wgrad_compiled.compiled_weight_grad`). ``(G*O, C, *kernel)``."""
+        return wgrad.compiled_weight_grad(x, grad_output, spec)

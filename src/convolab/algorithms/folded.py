@@ -22,6 +22,11 @@ __all__ = ["Folded"]
 #: compiled unroll's tables and jobs, and one share addition per last-axis tap over rows a few values long).
 #: With 30 us it was picked for a 4x4 layer it ran 1.7x slower than gemm; no suite problem's plan changed.
 CALL_OVERHEAD = 180e-6
+#: Its weight gradient's time over its forward's estimate (the same product and copies, and ``g`` moved once per
+#: last-axis tap into zeroed blocks): as a ratio to gemm's weight gradient's, its measured time was 1.0-1.3x
+#: (median 1.24) of this estimate's on 12 suite layers (3x3 at 7x7 to 56x56 positions, 5x5, dilated, 1-d k 9,
+#: 3-d; one thread, CPU time, float32).
+WEIGHT_GRAD_OVER_FORWARD = 1.25
 
 
 class Folded(Algorithm):
@@ -67,6 +72,11 @@ class Folded(Algorithm):
         shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
         return (CALL_OVERHEAD + 2 * spec.groups * rows * depth * columns / rate + copied / COPY_RATE[layout]
                 + shares / ELEMENTWISE_RATE)
+
+    def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
+        """Its weight gradient: the forward's :meth:`estimate` times :data:`WEIGHT_GRAD_OVER_FORWARD`, so that
+        the planner weighs it against gemm's and compiled's."""
+        return WEIGHT_GRAD_OVER_FORWARD * self.estimate(spec, dtype) if name == "weight_grad" else None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         rest = _rest_spec(spec)
