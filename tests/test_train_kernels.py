@@ -206,3 +206,35 @@ def test_small_max_pool_layer_matches_torch_forward_and_backward():
     expected.backward(torch.from_numpy(g))
     np.testing.assert_array_equal(layer(x), expected.detach().numpy())
     np.testing.assert_array_equal(layer.backward(g), xt.grad.numpy())
+
+
+# -- the digits CNN's convolutions: the compiled stride-1 "scatter" input gradient ----------------------------------
+
+TRAIN_CONVS = [((32, 16, 4, 4), (32, 16, 3, 3)), ((32, 1, 8, 8), (16, 1, 3, 3))]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape", TRAIN_CONVS)
+def test_small_layers_input_gradient_takes_the_compiled_scatter_at_stride_one(input_shape, weight_shape):
+    """Few input channels: the full correlation's products are thin, and the compiled scatter is estimated (and
+    measured) faster; its sums are the same products as "full"'s in another order (the bound of test_compiled)."""
+    import convolab as cl
+    from test_compiled import assert_within, summation_bound
+    chosen = cl.plan(input_shape, weight_shape, "float32", padding=1).input_grad
+    assert (chosen.method, dict(chosen.options)) == ("scatter", {"col2im": "compiled"})
+    assert "faster than the full correlation" in chosen.reason
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        w = rng.standard_normal(weight_shape).astype(dtype)
+        g = rng.standard_normal((input_shape[0], weight_shape[0], *input_shape[2:])).astype(dtype)
+        auto = cl.grad.conv2d_input(input_shape, w, g, padding=1)
+        full = cl.grad.conv2d_input(input_shape, w, g, padding=1, algorithm="full")
+        magnitude = cl.grad.conv2d_input(input_shape, np.abs(w).astype(np.float64), np.abs(g).astype(np.float64),
+                                         padding=1, algorithm="full")
+        assert_within(auto, full, summation_bound(weight_shape[0] * 9, magnitude, dtype))
+        expected = torch.nn.grad.conv2d_input(input_shape, torch.from_numpy(w), torch.from_numpy(g), padding=1)
+        assert_within(auto, expected.numpy(), summation_bound(weight_shape[0] * 9, magnitude, dtype))
+
+
+def test_without_numba_small_layers_keep_the_full_input_gradient(without_numba):
+    import convolab as cl
+    assert cl.plan(*TRAIN_CONVS[0], "float32", padding=1).input_grad.method == "full"
