@@ -83,8 +83,7 @@ def test_plane_by_plane_unroll_copies_what_the_row_unroll_does(input_shape, weig
     loop (and so as NumPy's, above), for every padding mode, stride and dilation."""
     spec = cl.spec.conv_spec(input_shape, weight_shape, **params)
     x = draw((*spec.input_shape[:-1], 2 * spec.input_shape[-1]), dtype, 8)[..., ::2]  # not contiguous
-    *_, by_planes = _unroll_layout(spec, x.itemsize, 0, 2**30)
-    assert by_planes, "the case must be unrolled plane by plane"
+    assert _unroll_layout(spec, x.itemsize, 0, 2**30).by_planes, "the case must be unrolled plane by plane"
     (block, columns, grid), = unrolled_blocks_unpadded(x, spec)
     (expected_block, expected, expected_grid), = unrolled_blocks(pad(x, spec.padding, spec.padding_mode), spec,
                                                                  wide=False)
