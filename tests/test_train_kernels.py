@@ -238,3 +238,37 @@ def test_small_layers_input_gradient_takes_the_compiled_scatter_at_stride_one(in
 def test_without_numba_small_layers_keep_the_full_input_gradient(without_numba):
     import convolab as cl
     assert cl.plan(*TRAIN_CONVS[0], "float32", padding=1).input_grad.method == "full"
+
+
+# -- ReLU's compiled loops ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 16, 8, 8), (5,), (3, 0, 2)])
+def test_compiled_relu_gives_numpys_bits(shape, dtype, monkeypatch):
+    """``x if x > 0 else 0`` and ``g * (x > 0)`` bit for bit, with a NaN, an inf, -0 and zeros among the values:
+    the NumPy path's numbers (a NaN input gives 0, an infinite gradient at a non-positive input NaN)."""
+    from convolab.algorithms._compiled import numba_missing
+    assert numba_missing() is None  # imported, so that the loops run
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    if x.size > 8:
+        x.flat[:4] = [np.nan, -0.0, 0.0, -1.0]
+        g.flat[:4] = [1.0, np.inf, -2.0, np.inf]
+    out, pullback = F._relu_vjp(x)
+    (grad,) = pullback(g)
+    monkeypatch.setattr(F, "numba_loaded", lambda: False)
+    expected_out, expected_pullback = F._relu_vjp(x)
+    with np.errstate(invalid="ignore"):
+        (expected_grad,) = expected_pullback(g)
+    for actual, expected in ((out, expected_out), (grad, expected_grad)):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape
+        np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"))
+
+
+def test_relu_takes_numpy_for_other_layouts_and_dtypes():
+    x = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
+    np.testing.assert_array_equal(F.relu(x[:, ::2]), np.maximum(x[:, ::2], 0))  # not contiguous
+    np.testing.assert_array_equal(F.relu(x.astype(np.float16)), np.maximum(x.astype(np.float16), 0))
+    out, pullback = F._relu_vjp(x)
+    np.testing.assert_array_equal(pullback(np.ones((4, 6)))[0], np.ones((4, 6)) * (x > 0))  # a float64 gradient
