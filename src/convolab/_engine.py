@@ -59,7 +59,7 @@ def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
 
 #: How many distinct argument lists :func:`frozen_spec` remembers (a network has a few per layer).
 SPEC_CACHE_SIZE = 4096
-_specs: dict[str, ConvSpec] = {}
+_specs: dict[tuple[object, tuple[type, ...]], ConvSpec] = {}
 
 
 def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, stride: object = 1,
@@ -69,12 +69,12 @@ def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, 
 
     A layer calls with the same arguments at every step, and checking them costs
     more than a small layer's arithmetic. Only arguments built from plain ints,
-    bools, strings, None and tuples are remembered, keyed by their ``repr`` (which,
-    unlike ``==``, tells ``True`` from ``1``); anything else, and any argument list
-    that is refused, goes through ``conv_spec`` every time, so errors are unchanged.
+    bools, strings, None and tuples are remembered, keyed by their values and the
+    types of those (which, unlike ``==``, tell ``True`` from ``1``:
+    :func:`_plain_key`); anything else, and any argument list that is refused,
+    goes through ``conv_spec`` every time, so errors are unchanged.
     """
-    arguments = (input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, flip, op, rank)
-    key = repr(arguments) if _is_plain(arguments) else None
+    key = _plain_key((input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, flip, op, rank))
     spec = _specs.get(key) if key is not None else None
     if spec is None:
         spec = conv_spec(input_shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
@@ -86,12 +86,29 @@ def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, 
     return spec
 
 
-def _is_plain(value: object) -> bool:
-    """Whether ``value`` is an int, bool, str or None, or a tuple of such values (nested), whose repr says it all."""
-    kind = type(value)
-    if kind is tuple:
-        return all(map(_is_plain, value))  # type: ignore[arg-type]
-    return kind is int or kind is str or kind is bool or value is None
+#: The leaf types a remembered argument list may hold (in tuples, nested), see :func:`_plain_key`.
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+
+
+def _plain_key(value: object) -> tuple[object, tuple[type, ...]] | None:
+    """``value`` with the types of its leaves, if it is an int, bool, str or None, or a tuple of such values
+    (nested), else None.
+
+    Equal keys mean equal arguments: the types tell ``True`` from ``1``, which compare and hash alike. A loop
+    over a stack rather than a call per value: a layer's arguments hold a score of them, checked on every call.
+    """
+    kinds = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is tuple:
+            pending.extend(item)  # type: ignore[arg-type]
+        elif kind in _PLAIN_TYPES:
+            kinds.append(kind)
+        else:
+            return None
+    return value, tuple(kinds)
 
 
 @lru_cache(maxsize=4096)
