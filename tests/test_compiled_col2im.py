@@ -23,7 +23,7 @@ from convolab import _engine, planner
 from convolab._window import pad, pad_adjoint
 from convolab.algorithms import ALGORITHMS
 from convolab.algorithms._blocking import unrolled_blocks
-from convolab.algorithms._columns import unrolled_blocks_unpadded
+from convolab.algorithms._columns import _unroll_layout, unrolled_blocks_unpadded
 from conv_cases import generate_cases
 from test_compiled import HIDE_NUMBA, assert_within, run_python, summation_bound
 from test_depthwise import assert_like_torch, batched, spec_of
@@ -68,6 +68,27 @@ def test_unrolled_columns_are_the_padded_inputs(case, dtype):
             for (block, columns, grid), (expected_block, expected, expected_grid) in pairs:
                 assert (block, grid) == (expected_block, expected_grid)
                 np.testing.assert_array_equal(columns, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", [
+    ((32, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),  # the digits CNN's second layer
+    ((5, 3, 9, 7), (4, 3, 3, 2), dict(stride=(2, 1), dilation=(1, 2), padding=((2, 0), (1, 3)))),
+    ((3, 2, 6, 5), (2, 2, 3, 3), dict(padding=2, padding_mode="reflect")),
+    ((2, 4, 5), (2, 2, 3), dict(padding=1, padding_mode="circular", groups=2, stride=3)),
+    ((2, 2, 4, 3, 5), (3, 2, 2, 3, 2), dict(padding=(1, 0, 2), padding_mode="replicate", dilation=(2, 1, 1))),
+])
+def test_plane_by_plane_unroll_copies_what_the_row_unroll_does(input_shape, weight_shape, params, dtype):
+    """Short rows are unrolled plane by plane through a padded scratch plane: the same columns as the row by row
+    loop (and so as NumPy's, above), for every padding mode, stride and dilation."""
+    spec = cl.spec.conv_spec(input_shape, weight_shape, **params)
+    x = draw((*spec.input_shape[:-1], 2 * spec.input_shape[-1]), dtype, 8)[..., ::2]  # not contiguous
+    assert _unroll_layout(spec, x.itemsize, 0, 2**30).by_planes, "the case must be unrolled plane by plane"
+    (block, columns, grid), = unrolled_blocks_unpadded(x, spec)
+    (expected_block, expected, expected_grid), = unrolled_blocks(pad(x, spec.padding, spec.padding_mode), spec,
+                                                                 wide=False)
+    assert (block, grid) == (expected_block, expected_grid)
+    np.testing.assert_array_equal(columns, expected)
 
 
 def three_passes(x, w, g, algorithm, **kwargs):

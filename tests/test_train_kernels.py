@@ -206,3 +206,69 @@ def test_small_max_pool_layer_matches_torch_forward_and_backward():
     expected.backward(torch.from_numpy(g))
     np.testing.assert_array_equal(layer(x), expected.detach().numpy())
     np.testing.assert_array_equal(layer.backward(g), xt.grad.numpy())
+
+
+# -- the digits CNN's convolutions: the compiled stride-1 "scatter" input gradient ----------------------------------
+
+TRAIN_CONVS = [((32, 16, 4, 4), (32, 16, 3, 3)), ((32, 1, 8, 8), (16, 1, 3, 3))]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape", TRAIN_CONVS)
+def test_small_layers_input_gradient_takes_the_compiled_scatter_at_stride_one(input_shape, weight_shape):
+    """Few input channels: the full correlation's products are thin, and the compiled scatter is estimated (and
+    measured) faster; its sums are the same products as "full"'s in another order (the bound of test_compiled)."""
+    import convolab as cl
+    from test_compiled import assert_within, summation_bound
+    chosen = cl.plan(input_shape, weight_shape, "float32", padding=1).input_grad
+    assert (chosen.method, dict(chosen.options)) == ("scatter", {"col2im": "compiled"})
+    assert "faster than the full correlation" in chosen.reason
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        w = rng.standard_normal(weight_shape).astype(dtype)
+        g = rng.standard_normal((input_shape[0], weight_shape[0], *input_shape[2:])).astype(dtype)
+        auto = cl.grad.conv2d_input(input_shape, w, g, padding=1)
+        full = cl.grad.conv2d_input(input_shape, w, g, padding=1, algorithm="full")
+        magnitude = cl.grad.conv2d_input(input_shape, np.abs(w).astype(np.float64), np.abs(g).astype(np.float64),
+                                         padding=1, algorithm="full")
+        assert_within(auto, full, summation_bound(weight_shape[0] * 9, magnitude, dtype))
+        expected = torch.nn.grad.conv2d_input(input_shape, torch.from_numpy(w), torch.from_numpy(g), padding=1)
+        assert_within(auto, expected.numpy(), summation_bound(weight_shape[0] * 9, magnitude, dtype))
+
+
+def test_without_numba_small_layers_keep_the_full_input_gradient(without_numba):
+    import convolab as cl
+    assert cl.plan(*TRAIN_CONVS[0], "float32", padding=1).input_grad.method == "full"
+
+
+# -- ReLU's compiled loops ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 16, 8, 8), (5,), (3, 0, 2)])
+def test_compiled_relu_gives_numpys_bits(shape, dtype, monkeypatch):
+    """``x if x > 0 else 0`` and ``g * (x > 0)`` bit for bit, with a NaN, an inf, -0 and zeros among the values:
+    the NumPy path's numbers (a NaN input gives 0, an infinite gradient at a non-positive input NaN)."""
+    from convolab.algorithms._compiled import numba_missing
+    assert numba_missing() is None  # imported, so that the loops run
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    if x.size > 8:
+        x.flat[:4] = [np.nan, -0.0, 0.0, -1.0]
+        g.flat[:4] = [1.0, np.inf, -2.0, np.inf]
+    out, pullback = F._relu_vjp(x)
+    (grad,) = pullback(g)
+    monkeypatch.setattr(F, "numba_loaded", lambda: False)
+    expected_out, expected_pullback = F._relu_vjp(x)
+    with np.errstate(invalid="ignore"):
+        (expected_grad,) = expected_pullback(g)
+    for actual, expected in ((out, expected_out), (grad, expected_grad)):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape
+        np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"))
+
+
+def test_relu_takes_numpy_for_other_layouts_and_dtypes():
+    x = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
+    np.testing.assert_array_equal(F.relu(x[:, ::2]), np.maximum(x[:, ::2], 0))  # not contiguous
+    np.testing.assert_array_equal(F.relu(x.astype(np.float16)), np.maximum(x.astype(np.float16), 0))
+    out, pullback = F._relu_vjp(x)
+    np.testing.assert_array_equal(pullback(np.ones((4, 6)))[0], np.ones((4, 6)) * (x > 0))  # a float64 gradient

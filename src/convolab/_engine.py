@@ -27,7 +27,6 @@ from math import prod
 
 import numpy as np
 
-from . import shapes
 from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
@@ -35,7 +34,7 @@ from ._window import CompactReads, add_windows, check_fits_in_memory, compact_re
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, check_algorithm_name, on_registry_change,
                          select_algorithm)
 from .algorithms._columns import add_columns
-from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
+from .planner import PassPlan, full_problem, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
@@ -60,7 +59,7 @@ def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
 
 #: How many distinct argument lists :func:`frozen_spec` remembers (a network has a few per layer).
 SPEC_CACHE_SIZE = 4096
-_specs: dict[str, ConvSpec] = {}
+_specs: dict[tuple[object, tuple[type, ...]], ConvSpec] = {}
 
 
 def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, stride: object = 1,
@@ -70,12 +69,12 @@ def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, 
 
     A layer calls with the same arguments at every step, and checking them costs
     more than a small layer's arithmetic. Only arguments built from plain ints,
-    bools, strings, None and tuples are remembered, keyed by their ``repr`` (which,
-    unlike ``==``, tells ``True`` from ``1``); anything else, and any argument list
-    that is refused, goes through ``conv_spec`` every time, so errors are unchanged.
+    bools, strings, None and tuples are remembered, keyed by their values and the
+    types of those (which, unlike ``==``, tell ``True`` from ``1``:
+    :func:`_plain_key`); anything else, and any argument list that is refused,
+    goes through ``conv_spec`` every time, so errors are unchanged.
     """
-    arguments = (input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, flip, op, rank)
-    key = repr(arguments) if _is_plain(arguments) else None
+    key = _plain_key((input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, flip, op, rank))
     spec = _specs.get(key) if key is not None else None
     if spec is None:
         spec = conv_spec(input_shape, weight_shape, stride=stride, padding=padding, dilation=dilation,
@@ -87,12 +86,29 @@ def frozen_spec(input_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, 
     return spec
 
 
-def _is_plain(value: object) -> bool:
-    """Whether ``value`` is an int, bool, str or None, or a tuple of such values (nested), whose repr says it all."""
-    kind = type(value)
-    if kind is tuple:
-        return all(map(_is_plain, value))  # type: ignore[arg-type]
-    return kind is int or kind is str or kind is bool or value is None
+#: The leaf types a remembered argument list may hold (in tuples, nested), see :func:`_plain_key`.
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+
+
+def _plain_key(value: object) -> tuple[object, tuple[type, ...]] | None:
+    """``value`` with the types of its leaves, if it is an int, bool, str or None, or a tuple of such values
+    (nested), else None.
+
+    Equal keys mean equal arguments: the types tell ``True`` from ``1``, which compare and hash alike. A loop
+    over a stack rather than a call per value: a layer's arguments hold a score of them, checked on every call.
+    """
+    kinds = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is tuple:
+            pending.extend(item)  # type: ignore[arg-type]
+        elif kind in _PLAIN_TYPES:
+            kinds.append(kind)
+        else:
+            return None
+    return value, tuple(kinds)
 
 
 @lru_cache(maxsize=4096)
@@ -186,14 +202,6 @@ def _check_algorithm(op: str, algorithm: object, choices: tuple[str, ...]) -> st
     if not isinstance(algorithm, str) or algorithm not in choices:
         fail(ValueError, op, "algorithm", repr(algorithm), f"must be one of {', '.join(map(repr, choices))}")
     return algorithm
-
-
-def _used_extent(spec: ConvSpec) -> tuple[int, ...]:
-    """Per dimension, how much of the padded input the windows reach: ``(P-1)*s + d*(K-1) + 1``."""
-    return tuple(
-        (o - 1) * s + shapes.dilated_kernel_size(k, d)
-        for o, s, k, d in zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation)
-    )
 
 
 def _bounded_steps(spec: ConvSpec) -> ConvSpec:
@@ -341,34 +349,6 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
-@lru_cache(maxsize=4096)
-def _full_problem(spec: ConvSpec) -> tuple[ConvSpec, bool, tuple[int, ...] | None]:
-    """:func:`_input_grad_full`'s forward problem, a pure function of the spec remembered for repeated calls:
-    its spec, whether its result is already on the input, and the spread ``g_s``'s size (None at stride 1)."""
-    spread_size = None
-    if any(s != 1 for s in spec.stride):
-        spread_size = tuple((o - 1) * s + 1 for o, s in zip(spec.output_size, spec.stride))
-    spread_shape = (spec.batch, spec.out_channels, *(spread_size or spec.output_size))
-    swapped_shape = (spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
-    # Full padding d*(K-1) on both sides; cells past the last window (stride not
-    # dividing the padded input) are read by no output, hence the extra high padding.
-    unread = tuple(p - u for p, u in zip(spec.padded_size, _used_extent(spec)))
-    padding = tuple(
-        (shapes.dilated_kernel_size(k, d) - 1, shapes.dilated_kernel_size(k, d) - 1 + r)
-        for k, d, r in zip(spec.kernel_size, spec.dilation, unread)
-    )
-    on_input = False
-    if spec.padding_mode == "zeros":
-        trimmed = tuple((low - pad_low, high - pad_high)
-                        for (low, high), (pad_low, pad_high) in zip(padding, spec.padding))
-        if min(min(pair) for pair in trimmed) >= 0:
-            padding, on_input = trimmed, True
-    # The reversal is the forward's orientation negated, so it still comes from oriented_kernel.
-    full_spec = frozen_spec(spread_shape, swapped_shape, padding=padding, dilation=spec.dilation, groups=spec.groups,
-                            flip=not spec.flip, op=spec.op)
-    return full_spec, on_input, spread_size
-
-
 def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:
     """The full-correlation input gradient, and whether it is already on the input (not the padded input).
 
@@ -377,7 +357,7 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
     input's cells are computed (when that leaves no negative padding).
     """
     groups = spec.groups
-    full_spec, on_input, spread_size = _full_problem(spec)
+    full_spec, on_input, spread_size = full_problem(spec)
     # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
     if spread_size is None:
         spread = grad_output

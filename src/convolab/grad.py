@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._engine import conv_input_grad, conv_weight_grad
+from ._engine import conv_input_grad, conv_weight_grad, frozen_spec
 from ._checks import check_array, check_grad_output
 from ._fixed_rank import fixed_rank_ops
 from .pooling import (  # pooling's gradients live beside its forward ops
@@ -40,7 +40,7 @@ from .pooling import (  # pooling's gradients live beside its forward ops
     avg_pool2d_input,
     avg_pool3d_input,
 )
-from .spec import ConvSpec, PaddingArg, conv_spec, normalize_shape
+from .spec import ConvSpec, PaddingArg, normalize_shape
 
 __all__ = [
     "conv_input", "conv1d_input", "conv2d_input", "conv3d_input",
@@ -59,8 +59,8 @@ def _batched_grad_output(op: str, grad_output: Any, spec: ConvSpec, dtype: np.dt
 def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                 algorithm):
     weight = check_array(op, "weight", weight)
-    spec = conv_spec(normalize_shape(input_size, "input_size", op), weight.shape, stride=stride, padding=padding,
-                     dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    spec = frozen_spec(normalize_shape(input_size, "input_size", op), weight.shape, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _batched_grad_output(op, grad_output, spec, weight.dtype)
     grad_input = conv_input_grad(g, weight, spec, algorithm)
     return grad_input if spec.batched else grad_input[0]
@@ -69,8 +69,8 @@ def _input_grad(op, rank, input_size, weight, grad_output, stride, padding, dila
 def _weight_grad(op, rank, input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode, flip,
                  algorithm):
     input = check_array(op, "input", input)
-    spec = conv_spec(input.shape, normalize_shape(weight_size, "weight_size", op), stride=stride, padding=padding,
-                     dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
+    spec = frozen_spec(input.shape, normalize_shape(weight_size, "weight_size", op), stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, padding_mode=padding_mode, flip=flip, op=op, rank=rank)
     g = _batched_grad_output(op, grad_output, spec, input.dtype)
     return conv_weight_grad(input if spec.batched else input[np.newaxis], g, spec, algorithm)
 
@@ -111,7 +111,8 @@ _INPUT_GRAD_DOC = """Gradient of ``conv{rank_name}`` with respect to its input.
         The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
         (``convolab.plan(...).input_grad``): depthwise's own where the forward
         runs depthwise, else ``"full"`` at stride 1 (through the forward
-        planner) with a finite weight and ``"scatter"`` otherwise.
+        planner) with a finite weight, unless the compiled ``"scatter"`` is
+        estimated faster, and ``"scatter"`` otherwise.
 
     Returns
     -------

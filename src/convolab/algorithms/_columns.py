@@ -21,6 +21,7 @@ their NumPy paths otherwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
 from typing import Iterator, Sequence
@@ -62,50 +63,114 @@ def compiled_columns_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
 def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: int = 0,
                              ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]]:
     """:func:`._blocking.unrolled_blocks` with exact columns (never wide rows), from ``x`` ``(N, G*C, *input)``
-    before padding: ``spec``'s padding (any mode) is filled as the columns are copied
-    (:func:`._kernels_unroll.unroll`), in jobs of (channel, leading taps) shared among threads.
+    before padding: ``spec``'s padding (any mode) is filled as the columns are copied, in jobs shared among
+    threads: of (channel, leading taps) by rows (:func:`._kernels_unroll.unroll`), or, where rows are short
+    and blocks hold whole samples (:func:`_by_planes`), of (channel, sample) through a padded scratch plane
+    (:func:`._kernels_unroll.unroll_planes`).
 
     Yields ``((n0, n1, r0, r1), columns, grid)``, ``columns`` ``(G, C*K, nb*rows*prod(grid))``, as that does.
     Only where :func:`compiled_columns_missing` says it can run.
     """
-    groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
-    blocks, grid, kernel3, padding3, tables = _unroll_layout(spec, x.itemsize, scratch_per_column,
-                                                             current_workspace_limit())
-    source = _as_kernels_take(x).reshape(_shape3(x.shape))  # (N, G*C, D, H, W)
-    buffer = np.empty(groups * channels * taps * largest_block(blocks, grid), dtype=x.dtype)
-    unroll = kernels("unroll").unroll
-    jobs = spec.in_channels * kernel3[0] * kernel3[1]  # (channel, kd, kh)
-    lead = KERNEL_RANK - spec.rank  # unit axes before the problem's first
-    for n0, n1, r0, r1 in blocks:
-        nb, rows = n1 - n0, r1 - r0
-        count = nb * rows * prod(grid)
-        block_out = _shape3((1, 1, rows, *spec.output_size[1:]))[2:]  # (A, B, E)
-        origin = tuple(r0 if axis == lead else 0 for axis in range(KERNEL_RANK))
-        columns = buffer[:groups * channels * taps * count].reshape(spec.in_channels, *kernel3, nb, *block_out)
-        _run_jobs(jobs, count * groups * channels * taps,
-                  lambda first, last, _: unroll(source, columns, first, last, n0, *origin, *_steps(spec.stride),
-                                                *_steps(spec.dilation), *tables, padding3[-1][0]),
-                  lambda: None)
-        yield (n0, n1, r0, r1), columns.reshape(groups, channels * taps, count), grid
+    layout = _unroll_layout(spec, x.itemsize, scratch_per_column, current_workspace_limit())
+    source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
+    buffer = np.empty(layout.buffer_values, dtype=x.dtype)
+    if layout.by_planes:
+        planes = kernels("unroll").unroll_planes
+    else:
+        unroll = kernels("unroll").unroll
+    for block in layout.blocks:
+        columns = buffer[:block.values].reshape(block.shape)  # (C, KD, KH, KW, nb, A, B, E)
+        if layout.by_planes:
+            run = lambda first, last, plane: planes(source, columns, plane, first, last, block.bounds[0],  # noqa: E731
+                                                    *layout.steps, *layout.tables)
+            scratch = lambda: np.empty(layout.plane_shape, dtype=x.dtype)  # noqa: E731
+        else:
+            run = lambda first, last, _: unroll(source, columns, first, last, block.bounds[0], *block.origin,  # noqa: E731
+                                                *layout.steps, *layout.tables, layout.low_w)
+            scratch = lambda: None  # noqa: E731
+        if _threads(block.work) == 1:  # on the calling thread: a small layer's unroll costs tens of microseconds
+            run(0, block.jobs, scratch())
+        else:
+            _run_jobs(block.jobs, block.work, run, scratch)
+        yield block.bounds, columns.reshape(block.matrix_shape), layout.grid
+
+
+#: Output rows shorter than this unroll plane by plane (:func:`_by_planes`).
+PLANE_ROW = 16
+#: ... where a padded plane (the scratch each thread fills) holds at most this many cells.
+PLANE_CELLS = 4096
+
+
+def _by_planes(spec: ConvSpec, blocks: list[tuple[int, int, int, int]]) -> bool:
+    """Whether the columns are copied plane by plane (:func:`._kernels_unroll.unroll_planes`): short output
+    rows, where the row-by-row loop's arithmetic per row costs more than its copy, blocks of whole samples, and
+    a padded plane small enough for a cached scratch."""
+    return (spec.output_size[-1] < PLANE_ROW and prod(spec.padded_size) <= PLANE_CELLS
+            and all(r0 == 0 and r1 == spec.output_size[0] for _, _, r0, r1 in blocks))
+
+
+@dataclass(frozen=True)
+class _UnrollBlock:
+    """One block of :func:`unrolled_blocks_unpadded`: its ``(n0, n1, r0, r1)``, its columns' shape for the
+    kernels (``(C, KD, KH, KW, nb, A, B, E)``, ``values`` of them) and for the product (``(G, C*K, count)``),
+    the first output position it copies (three axes), its jobs and their work (the values copied)."""
+
+    bounds: tuple[int, int, int, int]
+    shape: tuple[int, ...]
+    values: int
+    matrix_shape: tuple[int, int, int]
+    origin: tuple[int, int, int]
+    jobs: int
+    work: int
+
+
+@dataclass(frozen=True)
+class _UnrollLayout:
+    """What :func:`unrolled_blocks_unpadded` derives from the problem alone (:func:`_unroll_layout`)."""
+
+    blocks: tuple[_UnrollBlock, ...]
+    grid: tuple[int, ...]
+    buffer_values: int
+    source_shape: tuple[int, ...]
+    steps: tuple[int, ...]
+    tables: tuple[np.ndarray, ...]
+    low_w: int
+    by_planes: bool
+    plane_shape: tuple[int, int, int]
 
 
 @lru_cache(maxsize=1024)
-def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, workspace: int,
-                   ) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...], tuple[int, ...],
-                              tuple[tuple[int, int], ...], tuple[np.ndarray, ...]]:
+def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, workspace: int) -> _UnrollLayout:
     """What :func:`unrolled_blocks_unpadded` derives from the problem alone, made once per problem (a small
     layer called every step paid more for it than for its copy): the blocks and row grid
-    (:func:`._blocking.block_ranges`, which reads the ``workspace`` limit), the kernel and padding on three
-    axes, and per axis the input position each padded cell copies (shared by every call, so never written;
-    left writeable, as the kernels' contract has it: a read-only array is another type to Numba)."""
-    blocks, grid = block_ranges(spec, itemsize, False, scratch_per_column)
+    (:func:`._blocking.block_ranges`, which reads the ``workspace`` limit), the shapes and jobs of each block,
+    the steps on three axes, per axis the input position each padded cell copies (shared by every call, so never
+    written; left writeable, as the kernels' contract has it: a read-only array is another type to Numba), and
+    whether it goes plane by plane (:func:`_by_planes`)."""
+    ranges, grid = block_ranges(spec, itemsize, False, scratch_per_column)
+    groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
     input3 = _shape3((1, 1, *spec.input_size))[2:]
     kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
     padded3 = _shape3((1, 1, *spec.padded_size))[2:]
     padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
     tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
                    else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
-    return blocks, grid, kernel3, padding3, tables
+    by_planes = _by_planes(spec, ranges)
+    lead = KERNEL_RANK - spec.rank  # unit axes before the problem's first
+    blocks = []
+    for n0, n1, r0, r1 in ranges:
+        nb, rows = n1 - n0, r1 - r0
+        count = nb * rows * prod(grid)
+        block_out = _shape3((1, 1, rows, *spec.output_size[1:]))[2:]  # (A, B, E)
+        # jobs: (channel, sample) planes, or (channel, kd, kh) by rows
+        jobs = spec.in_channels * (nb if by_planes else kernel3[0] * kernel3[1])
+        blocks.append(_UnrollBlock((n0, n1, r0, r1), (spec.in_channels, *kernel3, nb, *block_out),
+                                   groups * channels * taps * count, (groups, channels * taps, count),
+                                   tuple(r0 if axis == lead else 0 for axis in range(KERNEL_RANK)), jobs,
+                                   count * groups * channels * taps))
+    return _UnrollLayout(tuple(blocks), grid, groups * channels * taps * largest_block(ranges, grid),
+                         _shape3(spec.input_shape), (*_steps(spec.stride), *_steps(spec.dilation)), tables,
+                         padding3[-1][0], by_planes, tuple(len(table) for table in tables))
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],

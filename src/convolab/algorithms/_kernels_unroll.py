@@ -1,5 +1,10 @@
 """The compiled unroll: im2col's columns written straight from the input before padding (pad + unroll fused).
 
+Two loops write the same columns: :func:`unroll` copies row by row from the
+input, for images of any size; :func:`unroll_planes`, for small images, pads
+one sample's channel into a scratch plane and copies every tap's windows from
+it, which costs no edge arithmetic per row (a 4x4 output is rows of 4 values).
+
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use; the wrapper that lays the arrays out, makes the tables and shares
 the jobs among threads is :func:`._columns.unrolled_blocks_unpadded`.
@@ -32,9 +37,10 @@ stride, ``d*`` dilation.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, uint64
 
-__all__ = ["unroll"]
+__all__ = ["unroll", "unroll_planes"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -95,3 +101,54 @@ def unroll(x, columns, first, last, n0, origin_d, origin_h, origin_w, sd, sh, sw
                         for e in range(e1, e_size):
                             flat[position + e] = _cell(flat_x, row, source_w, (origin_w + e) * sw + kw * dw)
                         position += e_size
+
+
+@njit(cache=True, nogil=True)
+def unroll_planes(x, columns, plane, first, last, n0, sd, sh, sw, dd, dh, dw, source_d, source_h, source_w):
+    """``columns[c, kd, kh, kw, n, a, b, e] = x_p[n0 + n, c, a*sd + kd*dd, b*sh + kh*dh, e*sw + kw*dw]``, for jobs
+    ``first:last``, job ``c*nb + n`` one plane (sample, channel).
+
+    The contract is :func:`unroll`'s with whole planes: ``columns``
+    ``(C, KD, KH, KW, nb, A, B, E)`` holds every output position of samples
+    ``n0:n0+nb``; ``plane`` is this thread's scratch, ``(len(source_d),
+    len(source_h), len(source_w))``, the padded plane, overwritten. Each
+    plane is padded into it (the tables say which input cell, or zero, each
+    padded cell holds), then every tap's windows are copied out of it.
+
+    Small planes make short loops, and a loop's setup costs more than a few
+    copies: so two tables, made once per call, turn each into one loop: the
+    input cell (or -1) of every padded cell, and where in the padded plane
+    every output position's window starts.
+    """
+    channels, depth, height, width = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    samples = columns.shape[4]
+    kd_size, kh_size, kw_size = columns.shape[1], columns.shape[2], columns.shape[3]
+    a_size, b_size, e_size = columns.shape[5], columns.shape[6], columns.shape[7]
+    pd, ph, pw = plane.shape[0], plane.shape[1], plane.shape[2]
+    flat_x, flat, padded = x.reshape(x.size), columns.reshape(columns.size), plane.reshape(plane.size)
+    cells, window = pd * ph * pw, a_size * b_size * e_size
+    sources = np.empty(cells, dtype=np.int64)  # per padded cell: its input cell in the plane, -1 for a zero
+    for i in range(pd):
+        for j in range(ph):
+            for k in range(pw):
+                z, h, w = source_d[i], source_h[j], source_w[k]
+                sources[(i * ph + j) * pw + k] = (z * height + h) * width + w if z >= 0 and h >= 0 and w >= 0 else -1
+    starts = np.empty(window, dtype=np.uint64)  # per output position: the padded cell its window starts at
+    for a in range(a_size):
+        for b in range(b_size):
+            for e in range(e_size):
+                starts[(a * b_size + b) * e_size + e] = ((a * sd) * ph + b * sh) * pw + e * sw
+    zero = plane.dtype.type(0)
+    for job in range(first, last):
+        c, n = job // samples, job % samples
+        sample = ((n0 + n) * channels + c) * depth * height * width  # the plane's first cell in flat_x
+        for cell in range(cells):
+            source = sources[cell]
+            padded[cell] = flat_x[sample + source] if source >= 0 else zero
+        for kd in range(kd_size):
+            for kh in range(kh_size):
+                for kw in range(kw_size):
+                    tap = uint64((kd * dd * ph + kh * dh) * pw + kw * dw)  # the tap's offset in the padded plane
+                    position = uint64(((((c * kd_size + kd) * kh_size + kh) * kw_size + kw) * samples + n) * window)
+                    for p in range(window):
+                        flat[position + uint64(p)] = padded[tap + starts[p]]

@@ -132,7 +132,7 @@ class Gemm(Algorithm):
                 return np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
             return np.matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
 
-        if _batch_inner(spec, padded.itemsize):
+        if not unpadded and _batch_inner(spec, padded.itemsize):
             columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
             rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
             total = product(rows.reshape(groups, o, -1), columns)  # rows copied into the columns' (P, N) order
@@ -171,10 +171,11 @@ def _products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tupl
 
 def _unrolls_unpadded(spec: ConvSpec, dtype: np.dtype) -> bool:
     """Whether gemm's columns come from the compiled unroll, straight from the input before padding
-    (:func:`._columns.unrolled_blocks_unpadded`): not for a 1×1 kernel (no columns) nor small images unrolled
-    with the batch innermost (their own layout), and only where the compiled kernels run."""
-    return (not _is_pointwise(spec) and not _batch_inner(spec, dtype.itemsize)
-            and compiled_columns_missing(spec, dtype) is None)
+    (:func:`._columns.unrolled_blocks_unpadded`): not for a 1×1 kernel (no columns), and only where the
+    compiled kernels run. Small images, which NumPy unrolls with the batch innermost, take it too: it copies
+    them plane by plane, and the product's rows then come out in whole samples, cheaper to put in the
+    output's order than the batch-inner product's single values."""
+    return not _is_pointwise(spec) and compiled_columns_missing(spec, dtype) is None
 
 
 #: Fewest output positions (batch times output size) for which gemm's weight gradient takes its

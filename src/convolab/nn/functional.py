@@ -18,7 +18,7 @@ import numpy as np
 
 from .._dtypes import same_dtype
 from .._errors import fail
-from ..algorithms._compiled import kernels, numba_missing
+from ..algorithms._compiled import kernels, numba_loaded, numba_missing
 from ..functional import as_array, channel_sums
 from .._vjp import defines_vjp
 from ..spec import _is_int, check_flag
@@ -145,7 +145,13 @@ def relu(input: np.ndarray) -> np.ndarray:
 
 
 def _rectified(input: np.ndarray) -> np.ndarray:
-    """:func:`relu` on a checked array. A NaN anywhere makes the maximum NaN: one reduction, no temporary."""
+    """:func:`relu` on a checked array: ``input if input > 0 else 0`` (a NaN gives 0), by one compiled loop
+    (:func:`convolab.algorithms._kernels_activation.relu_forward`) where it runs. In NumPy, a NaN anywhere makes
+    the maximum NaN: one reduction, no temporary, picks the rule's ``where``."""
+    if _compiled_loops_run(input):
+        out = np.empty(input.shape, input.dtype)
+        kernels("activation").relu_forward(input.reshape(-1), out.reshape(-1))
+        return out
     return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(np.max(input, initial=-np.inf)) \
         else np.maximum(input, 0)
 
@@ -157,9 +163,22 @@ def _relu_vjp(input):
 
     def pullback(grad_output):
         # The derivative at 0 is taken as 0, as in PyTorch.
-        return (_check_grad("relu", grad_output, out.shape) * (input > 0),)
+        g = _check_grad("relu", grad_output, out.shape)
+        if g.dtype == input.dtype and _compiled_loops_run(g, input):
+            grad = np.empty(g.shape, g.dtype)
+            kernels("activation").relu_backward(g.reshape(-1), input.reshape(-1), grad.reshape(-1))
+            return (grad,)
+        return (g * (input > 0),)
 
     return out, pullback
+
+
+def _compiled_loops_run(*arrays: np.ndarray) -> bool:
+    """Whether an elementwise compiled loop takes ``arrays`` as they are: C-contiguous, float32 or float64, once
+    Numba has been imported by another path (:func:`convolab.algorithms._compiled.numba_loaded`: a pass this
+    cheap is not worth the import on its own)."""
+    return (arrays[0].dtype in (np.float32, np.float64) and all(array.flags.c_contiguous for array in arrays)
+            and numba_loaded())
 
 
 def leaky_relu(input: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:

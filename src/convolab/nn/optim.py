@@ -142,13 +142,9 @@ class Adam(Optimizer):
                          scratch=np.empty_like(parameter.data))
         if _compiled_adam_runs(parameter.data, grad, state):
             state["step"] += 1
-            # The same steps as below, fused: every scalar in the parameter's dtype, as NumPy casts a Python float.
-            decay = 1 - group["lr"] * group["weight_decay"] if self.decoupled and group["weight_decay"] else 1.0
-            scalars = np.array([decay, 0.0 if self.decoupled else group["weight_decay"], beta1, 1 - beta1, beta2,
-                                1 - beta2, 1 / math.sqrt(1 - beta2 ** state["step"]), group["eps"],
-                                group["lr"] / (1 - beta1 ** state["step"])]).astype(parameter.data.dtype)
             kernels("optim").adam_update(parameter.data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
-                                         state["exp_avg_sq"].reshape(-1), scalars)
+                                         state["exp_avg_sq"].reshape(-1),
+                                         self._scalars(group, state["step"], parameter.data.dtype))
             return
         if group["weight_decay"]:
             if self.decoupled:  # AdamW: shrink the weights directly, outside the adaptive scaling
@@ -174,15 +170,37 @@ class Adam(Optimizer):
         parameter.data -= scratch
 
 
+    def step(self) -> None:
+        self._step_scalars: dict[tuple[int, int, str], np.ndarray] = {}  # this step's, shared by its parameters
+        super().step()
+
+    def _scalars(self, group: dict[str, Any], step: int, dtype: np.dtype) -> np.ndarray:
+        """The compiled update's scalars (:func:`convolab.algorithms._kernels_optim.adam_update`) for ``group``
+        at ``step`` in ``dtype``: the same steps as NumPy's below, each scalar in the parameter's dtype, as NumPy
+        casts a Python float. Made once per step for all the group's parameters of that dtype (a small network's
+        ten parameters paid more for making them than for their update)."""
+        key = (id(group), step, dtype.str)
+        scalars = self._step_scalars.get(key)
+        if scalars is None:
+            beta1, beta2 = group["betas"]
+            decay = 1 - group["lr"] * group["weight_decay"] if self.decoupled and group["weight_decay"] else 1.0
+            scalars = self._step_scalars[key] = np.array(
+                [decay, 0.0 if self.decoupled else group["weight_decay"], beta1, 1 - beta1, beta2, 1 - beta2,
+                 1 / math.sqrt(1 - beta2 ** step), group["eps"], group["lr"] / (1 - beta1 ** step)]).astype(dtype)
+        return scalars
+
+
 def _compiled_adam_runs(data: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> bool:
     """Whether :func:`convolab.algorithms._kernels_optim.adam_update` can take this parameter: float32 or
     float64, every array of its dtype and shape, C-contiguous, the written ones writeable (Numba importable)."""
-    if data.dtype not in (np.float32, np.float64):
+    dtype, shape = data.dtype, data.shape
+    if dtype != np.float32 and dtype != np.float64:
         return False
-    arrays = (data, grad, state["exp_avg"], state["exp_avg_sq"])
-    if any(a.dtype != data.dtype or a.shape != data.shape or not a.flags.c_contiguous for a in arrays):
-        return False
-    if not (data.flags.writeable and state["exp_avg"].flags.writeable and state["exp_avg_sq"].flags.writeable):
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    for array in (data, grad, exp_avg, exp_avg_sq):  # a loop, not any(generator): this runs per parameter and step
+        if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+            return False
+    if not (data.flags.writeable and exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
         return False
     return numba_missing() is None
 
