@@ -246,8 +246,9 @@ def test_without_numba_small_layers_keep_the_full_input_gradient(without_numba):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(32, 16, 8, 8), (5,), (3, 0, 2)])
 def test_compiled_relu_gives_numpys_bits(shape, dtype, monkeypatch):
-    """``x if x > 0 else 0`` and ``g * (x > 0)`` bit for bit, with a NaN, an inf, -0 and zeros among the values:
-    the NumPy path's numbers (a NaN input gives 0, an infinite gradient at a non-positive input NaN)."""
+    """``x if x > 0 else 0`` and ``g * (x > 0)`` (a NaN ``x`` kept, its gradient passed) bit for bit, with a
+    NaN, an inf, -0 and zeros among the values: the NumPy path's numbers (a NaN input stays NaN, an infinite
+    gradient at a non-positive input gives NaN)."""
     from convolab.algorithms._compiled import numba_missing
     assert numba_missing() is None  # imported, so that the loops run
     rng = np.random.default_rng(4)
@@ -266,9 +267,27 @@ def test_compiled_relu_gives_numpys_bits(shape, dtype, monkeypatch):
         np.testing.assert_array_equal(actual.view(f"u{actual.itemsize}"), expected.view(f"u{expected.itemsize}"))
 
 
+@pytest.mark.parametrize("loaded", [True, False])
+def test_relu_keeps_nan_as_pytorch_does(loaded, monkeypatch):
+    """``relu(NaN)`` is NaN in PyTorch, and its gradient there passes ``grad_output`` (at 0 and below it is 0): on
+    the compiled loop and on NumPy's path."""
+    torch = pytest.importorskip("torch")
+    from convolab.algorithms._compiled import numba_missing
+    assert numba_missing() is None
+    if not loaded:
+        monkeypatch.setattr(F, "numba_loaded", lambda: False)
+    x = np.array([np.nan, -1.0, 0.0, 2.0, -np.inf, np.inf] * 4, dtype=np.float32).reshape(2, 3, 4)
+    out, pullback = F._relu_vjp(x)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    expected = torch.relu(xt)
+    expected.backward(torch.ones_like(xt))
+    np.testing.assert_array_equal(out, expected.detach().numpy())
+    np.testing.assert_array_equal(pullback(np.ones_like(x))[0], xt.grad.numpy())
+
+
 def test_relu_takes_numpy_for_other_layouts_and_dtypes():
     x = np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32)
     np.testing.assert_array_equal(F.relu(x[:, ::2]), np.maximum(x[:, ::2], 0))  # not contiguous
     np.testing.assert_array_equal(F.relu(x.astype(np.float16)), np.maximum(x.astype(np.float16), 0))
     out, pullback = F._relu_vjp(x)
-    np.testing.assert_array_equal(pullback(np.ones((4, 6)))[0], np.ones((4, 6)) * (x > 0))  # a float64 gradient
+    np.testing.assert_array_equal(pullback(np.ones((4, 6)))[0], np.ones((4, 6)) * ~(x <= 0))  # a float64 gradient

@@ -145,14 +145,15 @@ def relu(input: np.ndarray) -> np.ndarray:
 
 
 def _rectified(input: np.ndarray) -> np.ndarray:
-    """:func:`relu` on a checked array: ``input if input > 0 else 0`` (a NaN gives 0), by one compiled loop
-    (:func:`convolab.algorithms._kernels_activation.relu_forward`) where it runs. In NumPy, a NaN anywhere makes
-    the maximum NaN: one reduction, no temporary, picks the rule's ``where``."""
+    """:func:`relu` on a checked array: ``input if input > 0 else 0``, a NaN kept (PyTorch's ``relu``), by one
+    compiled loop (:func:`convolab.algorithms._kernels_activation.relu_forward`) where it runs. In NumPy, a NaN
+    anywhere makes the maximum NaN: one reduction, no temporary, picks the ``where`` that keeps it (``maximum``
+    keeps it too, but gives -0 where the loop gives +0)."""
     if _compiled_loops_run(input):
         out = np.empty(input.shape, input.dtype)
         kernels("activation").relu_forward(input.reshape(-1), out.reshape(-1))
         return out
-    return np.where(input > 0, input, np.zeros((), input.dtype)) if np.isnan(np.max(input, initial=-np.inf)) \
+    return np.where(input <= 0, np.zeros((), input.dtype), input) if np.isnan(np.max(input, initial=-np.inf)) \
         else np.maximum(input, 0)
 
 
@@ -162,13 +163,13 @@ def _relu_vjp(input):
     out = _rectified(input)  # checked once
 
     def pullback(grad_output):
-        # The derivative at 0 is taken as 0, as in PyTorch.
+        # The derivative at 0 is taken as 0, and at a NaN as 1, as in PyTorch.
         g = _check_grad("relu", grad_output, out.shape)
         if g.dtype == input.dtype and _compiled_loops_run(g, input):
             grad = np.empty(g.shape, g.dtype)
             kernels("activation").relu_backward(g.reshape(-1), input.reshape(-1), grad.reshape(-1))
             return (grad,)
-        return (g * (input > 0),)
+        return (g * ~(input <= 0),)
 
     return out, pullback
 
