@@ -47,15 +47,16 @@ class Gemm(Algorithm):
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """FLOPs at the product's rate (:func:`~convolab.algorithms._rates.product_rate`: slower when fewer than
         32 filters or taps per group, or fewer taps than filters), plus the unrolled copy at memory bandwidth,
-        plus the product's results written at :data:`~convolab.algorithms._rates.RESULT_RATE`.
+        plus the results moved into the output (:func:`~convolab.algorithms._rates.results_seconds`).
 
         Wide rows copy one contiguous run per (channel, tap); so, nearly, do small
         images unrolled with the batch innermost. Otherwise each output row is a
-        strided copy. A 1×1 kernel copies nothing. The results' term is what makes
-        a shallow product (a stem's 27 taps) slow: each result is stored after few
-        multiply-adds.
+        strided copy. A 1×1 kernel copies nothing, and its product is the output.
+        The results' term is what makes a shallow product (a stem's 27 taps)
+        slow: each result is stored after few multiply-adds, then copied out of
+        the product's ``(G, O, columns)`` layout.
         """
-        results = spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
+        results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
         return _product_and_copy_seconds(self, spec, dtype) + results_seconds(results)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
