@@ -13,7 +13,7 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, ELEMENTWISE_RATE, product_rate
+from ._rates import COPY_RATE, product_rate
 
 __all__ = ["Folded"]
 
@@ -22,6 +22,10 @@ __all__ = ["Folded"]
 #: compiled unroll's tables and jobs, and one share addition per last-axis tap over rows a few values long).
 #: With 30 us it was picked for a 4x4 layer it ran 1.7x slower than gemm; no suite problem's plan changed.
 CALL_OVERHEAD = 180e-6
+#: Values of the last-axis taps' shares added into the output per second: each is a strided slice of the
+#: product's layout, about half the rate of a contiguous elementwise pass (fitted on 39 layers, one thread:
+#: at the elementwise rate, 3e9, Inception's 5x5 adds were estimated 1 ms against about 3 measured).
+SHARE_RATE = 1.5e9
 
 
 class Folded(Algorithm):
@@ -66,7 +70,7 @@ class Folded(Algorithm):
         layout = "contiguous" if wide_rows(rest) else "strided"
         shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
         return (CALL_OVERHEAD + 2 * spec.groups * rows * depth * columns / rate + copied / COPY_RATE[layout]
-                + shares / ELEMENTWISE_RATE)
+                + shares / SHARE_RATE)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         rest = _rest_spec(spec)
