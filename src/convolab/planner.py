@@ -10,7 +10,8 @@ measured on the project's 2-core reference machine; only their ratios
 matter). In short:
 
 - gemm: FLOPs at the matrix-product rate (lower when a side of the product is
-  short), plus the unrolled copy at memory bandwidth;
+  short), plus the unrolled copy at memory bandwidth and the results' copy
+  into the output (what bounds a shallow product);
 - folded: the same for its taller, shallower product and its smaller copy,
   plus one pass over the output per last-axis tap;
 - depthwise: per block of channels, the grid copy, then every tap's run copied

@@ -18,6 +18,12 @@ FFT_RATE = 10e9
 ELEMENTWISE_RATE = 3e9
 #: Cache-blocked copies (bytes/s), of contiguous runs or of strided ones.
 COPY_RATE = {"contiguous": 8e9, "strided": 3e9}
+#: A product's results moved from its own layout into the output's (bytes/s): stored by the BLAS after
+#: ``depth`` multiply-adds each, then copied, so a shallow product (a stem's 27 taps) is bound by its results
+#: rather than by its FLOPs (fitted on 65 layers, one thread: VGG conv1_1 measured 3-4x its FLOPs' time).
+RESULT_RATE = 3e9
+#: Results up to this many bytes stay in a core's own cache (256 KiB), where storing them costs next to nothing.
+RESULT_CACHE_BYTES = 2**18
 #: Below this many filters or taps a matrix product runs far from its peak.
 SHORT_SIDE = 32
 #: What each thread past the first adds to one thread's speed (the threads share the caches and the memory bus).
@@ -28,6 +34,12 @@ def matmul_rate(dtype: np.dtype) -> float:
     """The peak rate of a matrix product in ``dtype`` (integers at their 64-bit rate)."""
     kind = "i" if dtype.kind in "iu" else dtype.kind
     return MATMUL_RATE[kind].get(dtype.itemsize, min(MATMUL_RATE[kind].values()))
+
+
+def results_seconds(results_bytes: int) -> float:
+    """The time a product's ``results_bytes`` of results take to reach the output: those past a core's cache
+    (:data:`RESULT_CACHE_BYTES`) at :data:`RESULT_RATE`."""
+    return max(results_bytes - RESULT_CACHE_BYTES, 0) / RESULT_RATE
 
 
 def product_rate(dtype: np.dtype, rows: int, depth: int) -> float:

@@ -13,7 +13,7 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, ELEMENTWISE_RATE, product_rate
+from ._rates import COPY_RATE, product_rate
 
 __all__ = ["Folded"]
 
@@ -27,6 +27,10 @@ CALL_OVERHEAD = 180e-6
 #: (median 1.24) of this estimate's on 12 suite layers (3x3 at 7x7 to 56x56 positions, 5x5, dilated, 1-d k 9,
 #: 3-d; one thread, CPU time, float32).
 WEIGHT_GRAD_OVER_FORWARD = 1.25
+#: Values of the last-axis taps' shares added into the output per second: each is a strided slice of the
+#: product's layout, about half the rate of a contiguous elementwise pass (fitted on 39 layers, one thread:
+#: at the elementwise rate, 3e9, Inception's 5x5 adds were estimated 1 ms against about 3 measured).
+SHARE_RATE = 1.5e9
 
 
 class Folded(Algorithm):
@@ -71,7 +75,7 @@ class Folded(Algorithm):
         layout = "contiguous" if wide_rows(rest) else "strided"
         shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
         return (CALL_OVERHEAD + 2 * spec.groups * rows * depth * columns / rate + copied / COPY_RATE[layout]
-                + shares / ELEMENTWISE_RATE)
+                + shares / SHARE_RATE)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's :meth:`estimate` times :data:`WEIGHT_GRAD_OVER_FORWARD`, so that

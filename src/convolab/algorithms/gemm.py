@@ -14,7 +14,7 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, product_rate
+from ._rates import COPY_RATE, product_rate, results_seconds
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
 
@@ -46,22 +46,23 @@ class Gemm(Algorithm):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """FLOPs at the product's rate (:func:`~convolab.algorithms._rates.product_rate`: slower when fewer than
-        32 filters or taps per group, or fewer taps than filters), plus the unrolled copy at memory bandwidth.
+        32 filters or taps per group, or fewer taps than filters), plus the unrolled copy at memory bandwidth,
+        plus the results moved into the output (:func:`~convolab.algorithms._rates.results_seconds`).
 
         Wide rows copy one contiguous run per (channel, tap); so, nearly, do small
         images unrolled with the batch innermost. Otherwise each output row is a
-        strided copy. A 1×1 kernel copies nothing.
+        strided copy. A 1×1 kernel copies nothing, and its product is the output.
+        The results' term is what makes a shallow product (a stem's 27 taps)
+        slow: each result is stored after few multiply-adds, then copied out of
+        the product's ``(G, O, columns)`` layout.
         """
-        rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
-        copied = 0 if self.workspace_bytes(spec, dtype.itemsize) == 0 else (
-            unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-        fast = wide_rows(spec) or _batch_inner(spec, dtype.itemsize)
-        return CALL_OVERHEAD + spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
+        results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
+        return _product_and_copy_seconds(self, spec, dtype) + results_seconds(results)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
-        """Its weight gradient: the forward's :meth:`estimate`, the same product's FLOPs over the same unrolled
-        columns (summed over positions rather than taps)."""
-        return self.estimate(spec, dtype) if name == "weight_grad" else None
+        """Its weight gradient: the forward's product (the same FLOPs over the same unrolled columns, summed
+        over positions rather than taps) and copy; its results are the weights' gradient, which stays in cache."""
+        return _product_and_copy_seconds(self, spec, dtype) if name == "weight_grad" else None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if _is_pointwise(spec):
@@ -152,6 +153,15 @@ class Gemm(Algorithm):
         if transposed:
             total = np.ascontiguousarray(total.transpose(0, 2, 1))
         return total.reshape(spec.weight_shape)
+
+
+def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> float:
+    """:meth:`Gemm.estimate` less the results: the call, the product's FLOPs at its rate, the unrolled copy."""
+    rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+    copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
+        unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
+    fast = wide_rows(spec) or _batch_inner(spec, dtype.itemsize)
+    return CALL_OVERHEAD + spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
 
 
 def _products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple[int, ...]]], filters: np.ndarray,
