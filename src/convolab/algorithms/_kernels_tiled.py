@@ -169,17 +169,19 @@ def _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_4(s0, s1, s2, s3, flat, at, weights, w):
-    """``s_i[m] += weights[w + i] * flat[at + m]``, i < 4: one tap into four channels' runs. Unsigned indices
-    into flat arrays (no views): a signed index is checked for wrapping around and a slice clamped, which made
-    the tap loop issue three instructions per multiply-add, more than the FMA units take."""
-    w0, w1, w2, w3 = weights[w], weights[w + np.uint64(1)], weights[w + np.uint64(2)], weights[w + np.uint64(3)]
+def _add_4(s0, s1, s2, s3, v0, v1, v2, v3, run, at):
+    """``s_i[m] += v_i * run[at + m]``, i < 4, m < :data:`LANES`: four values, each broadcast, times one run.
+    The step of every register tile: this module's forward (four channels' weights times one tap's inputs), the
+    fused Winograd's (four tiles' inputs times one channel's filters) and the weight gradient's (four taps' inputs
+    times one position's grad_output). ``at`` unsigned, into a flat array (no views): a signed index is checked
+    for wrapping around and a slice clamped, which made the tap loop issue three instructions per multiply-add,
+    more than the FMA units take."""
     for m in range(LANES):
-        v = flat[at + np.uint64(m)]
-        s0[m] += w0 * v
-        s1[m] += w1 * v
-        s2[m] += w2 * v
-        s3[m] += w3 * v
+        v = run[at + np.uint64(m)]
+        s0[m] += v0 * v
+        s1[m] += v1 * v
+        s2[m] += v2 * v
+        s3[m] += v3 * v
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -194,8 +196,10 @@ def _tile_8(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, 
     base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_WIDE)
     for t in range(np.uint64(t0), np.uint64(t1)):
         at, w = base + np.uint64(offsets[t]), first_weight + t * np.uint64(TILE_WIDE)
-        _add_4(s0, s1, s2, s3, flat, at, packed, w)
-        _add_4(s4, s5, s6, s7, flat, at, packed, w + np.uint64(4))
+        _add_4(s0, s1, s2, s3, packed[w], packed[w + np.uint64(1)], packed[w + np.uint64(2)],
+               packed[w + np.uint64(3)], flat, at)
+        _add_4(s4, s5, s6, s7, packed[w + np.uint64(4)], packed[w + np.uint64(5)], packed[w + np.uint64(6)],
+               packed[w + np.uint64(7)], flat, at)
     _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
     _end_four(s4, s5, s6, s7, sums, partial, rows, row + 4, column, finish)
 
@@ -206,7 +210,9 @@ def _tile_4(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, 
     s0, s1, s2, s3 = _begin_four(flat.dtype, partial, row * LANES, t0 > 0)
     base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_NARROW)
     for t in range(np.uint64(t0), np.uint64(t1)):
-        _add_4(s0, s1, s2, s3, flat, base + np.uint64(offsets[t]), packed, first_weight + t * np.uint64(TILE_NARROW))
+        w = first_weight + t * np.uint64(TILE_NARROW)
+        _add_4(s0, s1, s2, s3, packed[w], packed[w + np.uint64(1)], packed[w + np.uint64(2)],
+               packed[w + np.uint64(3)], flat, base + np.uint64(offsets[t]))
     _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
 
 

@@ -44,7 +44,7 @@ from numba import njit, uint64
 
 from ._kernels_direct import _run
 from ._kernels_tiled import LANES as TILE_CHANNELS
-from ._kernels_tiled import _stack_run, wide_vectors
+from ._kernels_tiled import _add_4, _stack_run, wide_vectors
 
 __all__ = ["weight_grad", "weight_grad_tiled", "OUT_BLOCK", "TAP_BLOCK", "LANES", "TILE_CHANNELS"]
 
@@ -208,18 +208,6 @@ def _starts_four(base, offsets, t):
     """Where taps ``t:t+4`` read a run's first position in the flat grid: unsigned (no wraparound tests)."""
     return (uint64(base + offsets[t]), uint64(base + offsets[t + 1]), uint64(base + offsets[t + 2]),
             uint64(base + offsets[t + 3]))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_4(a0, a1, a2, a3, v0, v1, v2, v3, rows, at):
-    """``a_j[lane] += v_j * rows[at + lane]``: four taps' input values, each broadcast, times one position's
-    :data:`TILE_CHANNELS` grad_output values."""
-    for lane in range(TILE_CHANNELS):
-        d = rows[at + uint64(lane)]
-        a0[lane] += v0 * d
-        a1[lane] += v1 * d
-        a2[lane] += v2 * d
-        a3[lane] += v3 * d
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels_tiled import LANES, _stack_run
+from ._kernels_tiled import LANES, _add_4, _stack_run
 
 __all__ = ["tile_products", "TILES_WIDE", "TILES_NARROW"]
 
@@ -85,22 +85,9 @@ def _store_4(s0, s1, s2, s3, products, at, step, valid):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_4(s0, s1, s2, s3, filters, w_at, inputs, i_at, step):
-    """``s_k[m] += inputs[i_at + k*step] * filters[w_at + m]``, k < 4: one channel into four tiles' runs. Unsigned
-    indices (no wrap-around checks, which cost an instruction per multiply-add)."""
-    x0, x1 = inputs[i_at], inputs[i_at + step]
-    x2, x3 = inputs[i_at + np.uint64(2) * step], inputs[i_at + np.uint64(3) * step]
-    for m in range(LANES):
-        v = filters[w_at + np.uint64(m)]
-        s0[m] += x0 * v
-        s1[m] += x1 * v
-        s2[m] += x2 * v
-        s3[m] += x3 * v
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _add_8(s0, s1, s2, s3, s4, s5, s6, s7, filters, w_at, inputs, i_at, step):
-    """:func:`_add_4` for eight tiles, the filters' run loaded once for all eight."""
+    """:func:`._kernels_tiled._add_4` for eight tiles (``s_k[m] += inputs[i_at + k*step] * filters[w_at + m]``),
+    the filters' run loaded once for all eight."""
     x0, x1 = inputs[i_at], inputs[i_at + step]
     x2, x3 = inputs[i_at + np.uint64(2) * step], inputs[i_at + np.uint64(3) * step]
     x4, x5 = inputs[i_at + np.uint64(4) * step], inputs[i_at + np.uint64(5) * step]
@@ -148,6 +135,7 @@ def tile_products(inputs, filters, products, positions, tiles, channels, out_cha
                 else:
                     s0, s1, s2, s3 = _zeros(kind), _zeros(kind), _zeros(kind), _zeros(kind)
                     for c in range(np.uint64(channels)):
-                        _add_4(s0, s1, s2, s3, filters, w_first + c * np.uint64(out_channels), inputs, i_first + c,
-                               step)
+                        i_at = i_first + c
+                        _add_4(s0, s1, s2, s3, inputs[i_at], inputs[i_at + step], inputs[i_at + np.uint64(2) * step],
+                               inputs[i_at + np.uint64(3) * step], filters, w_first + c * np.uint64(out_channels))
                 _store_4(s0, s1, s2, s3, products, at, o_step, valid)
