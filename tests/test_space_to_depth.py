@@ -158,3 +158,14 @@ def test_the_direct_sums_inf_and_nan_pattern(config, poisoned):
         for got, want in zip(passes(spec, x, w, g), expected):
             for mask in (np.isnan, np.isposinf, np.isneginf):
                 np.testing.assert_array_equal(mask(got), mask(want), err_msg=mask.__name__)
+
+
+def test_the_workspace_check_counts_the_dtype_the_sums_are_made_in():
+    """Integers sum in int64 and float16 in float32: one sample's columns are sized in those, not the input's."""
+    from convolab.algorithms.space_to_depth import _columns_bytes
+    spec = cl.conv_spec((1, 4, 64, 64), (8, 4, 2, 2), stride=2)
+    with cl.workspace_limit(_columns_bytes(spec, 4)):  # float32's columns fit exactly; int64's are twice that
+        refused = {dtype: cl.plan((1, 4, 64, 64), (8, 4, 2, 2), dtype, stride=2).refused.get("space_to_depth")
+                   for dtype in (np.int16, np.float16, np.float32)}
+    assert refused[np.int16] == "one sample's columns exceed the workspace limit"
+    assert refused[np.float16] is None and refused[np.float32] is None

@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._dtypes import compute_dtype
 from .._settings import current_workspace_limit
 from .._window import pad, pad_adjoint, sliding_windows
 from ..spec import ConvSpec
@@ -76,7 +77,7 @@ class SpaceToDepth(Algorithm):
                     "overlap (space to depth needs kernel <= stride, undilated, on every axis)")
         if all(k == 1 for k in spec.kernel_size):
             return "a 1x1 kernel: gemm's product reads its cells with no columns at all"
-        if _columns_bytes(spec, np.dtype(dtype).itemsize) > current_workspace_limit():
+        if _columns_bytes(spec, compute_dtype(dtype).itemsize) > current_workspace_limit():  # integers sum in int64
             return "one sample's columns exceed the workspace limit"
         return None
 
