@@ -246,9 +246,9 @@ def test_without_numba_small_layers_keep_the_full_input_gradient(without_numba):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(32, 16, 8, 8), (5,), (3, 0, 2)])
 def test_compiled_relu_gives_numpys_bits(shape, dtype, monkeypatch):
-    """``x if x > 0 else 0`` and ``g * (x > 0)`` (a NaN ``x`` kept, its gradient passed) bit for bit, with a
-    NaN, an inf, -0 and zeros among the values: the NumPy path's numbers (a NaN input stays NaN, an infinite
-    gradient at a non-positive input gives NaN)."""
+    """``x if x > 0 else 0`` and ``g if x > 0 else 0`` (a NaN ``x`` kept, its gradient passed) bit for bit, with
+    a NaN, an inf, -0 and zeros among the values: the NumPy path's numbers (a NaN input stays NaN, an infinite
+    gradient at a non-positive input gives 0)."""
     from convolab.algorithms._compiled import numba_missing
     assert numba_missing() is None  # imported, so that the loops run
     rng = np.random.default_rng(4)
@@ -283,6 +283,11 @@ def test_relu_keeps_nan_as_pytorch_does(loaded, monkeypatch):
     expected.backward(torch.ones_like(xt))
     np.testing.assert_array_equal(out, expected.detach().numpy())
     np.testing.assert_array_equal(pullback(np.ones_like(x))[0], xt.grad.numpy())
+    # an infinite or NaN gradient where the input is not positive: PyTorch selects, so 0 there
+    g = np.resize(np.array([np.inf, np.nan, -np.inf, 1.0], dtype=np.float32), x.shape)
+    xt.grad = None
+    torch.relu(xt).backward(torch.from_numpy(g.copy()))
+    np.testing.assert_array_equal(pullback(g)[0], xt.grad.numpy())
 
 
 def test_relu_takes_numpy_for_other_layouts_and_dtypes():

@@ -169,7 +169,7 @@ def _relu_vjp(input):
             grad = np.empty(g.shape, g.dtype)
             kernels("activation").relu_backward(g.reshape(-1), input.reshape(-1), grad.reshape(-1))
             return (grad,)
-        return (g * ~(input <= 0),)
+        return (np.where(input <= 0, np.zeros((), g.dtype), g),)  # a select: an inf or NaN g at x <= 0 gives 0
 
     return out, pullback
 
