@@ -84,26 +84,6 @@ def _store_4(s0, s1, s2, s3, products, at, step, valid):
             products[at + np.uint64(3) * step + np.uint64(m)] = s3[m]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _add_8(s0, s1, s2, s3, s4, s5, s6, s7, filters, w_at, inputs, i_at, step):
-    """:func:`._kernels_tiled._add_4` for eight tiles (``s_k[m] += inputs[i_at + k*step] * filters[w_at + m]``),
-    the filters' run loaded once for all eight."""
-    x0, x1 = inputs[i_at], inputs[i_at + step]
-    x2, x3 = inputs[i_at + np.uint64(2) * step], inputs[i_at + np.uint64(3) * step]
-    x4, x5 = inputs[i_at + np.uint64(4) * step], inputs[i_at + np.uint64(5) * step]
-    x6, x7 = inputs[i_at + np.uint64(6) * step], inputs[i_at + np.uint64(7) * step]
-    for m in range(LANES):
-        v = filters[w_at + np.uint64(m)]
-        s0[m] += x0 * v
-        s1[m] += x1 * v
-        s2[m] += x2 * v
-        s3[m] += x3 * v
-        s4[m] += x4 * v
-        s5[m] += x5 * v
-        s6[m] += x6 * v
-        s7[m] += x7 * v
-
-
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
 def tile_products(inputs, filters, products, positions, tiles, channels, out_channels, in_width, in_offset,
                   out_width, out_offset, tile_count, block_tiles):
@@ -129,8 +109,12 @@ def tile_products(inputs, filters, products, positions, tiles, channels, out_cha
                     s0, s1, s2, s3 = _zeros(kind), _zeros(kind), _zeros(kind), _zeros(kind)
                     s4, s5, s6, s7 = _zeros(kind), _zeros(kind), _zeros(kind), _zeros(kind)
                     for c in range(np.uint64(channels)):
-                        _add_8(s0, s1, s2, s3, s4, s5, s6, s7, filters, w_first + c * np.uint64(out_channels),
-                               inputs, i_first + c, step)
+                        # eight tiles' inputs times one run of filters: LLVM loads the run once for both calls
+                        i_at, w_at = i_first + c, w_first + c * np.uint64(out_channels)
+                        _add_4(s0, s1, s2, s3, inputs[i_at], inputs[i_at + step], inputs[i_at + np.uint64(2) * step],
+                               inputs[i_at + np.uint64(3) * step], filters, w_at)
+                        _add_4(s4, s5, s6, s7, inputs[i_at + np.uint64(4) * step], inputs[i_at + np.uint64(5) * step],
+                               inputs[i_at + np.uint64(6) * step], inputs[i_at + np.uint64(7) * step], filters, w_at)
                     _store_4(s4, s5, s6, s7, products, at + np.uint64(4) * o_step, o_step, valid)
                 else:
                     s0, s1, s2, s3 = _zeros(kind), _zeros(kind), _zeros(kind), _zeros(kind)
