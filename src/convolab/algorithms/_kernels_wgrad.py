@@ -130,8 +130,8 @@ def weight_grad(grid, grad_output, partial, scratch, taps, runs, first, last, gr
     ``first:last``, a job being (slot ``s``, group ``g``).
 
     Per (sample, run), the group's grad_output rows go to ``scratch`` as wide
-    rows (zero on the extra columns: where the input holds an inf or NaN the
-    caller asks for one row per run, so that no zero meets it), padded with
+    rows (zero on the extra columns: where a sum came out inf or NaN the
+    caller asks again for one row per run, so that no zero meets one), padded with
     zeros to a multiple of :data:`LANES`; then for each block of four taps,
     their runs are copied below them (so that every vector load of the inner
     loop is aligned: a tap's run starts anywhere in its plane, and a load
@@ -301,9 +301,10 @@ def _channels_last(grad_output, n, o0, lanes, od, r0, r1, w0, width, wq, rows):
     """grad_output's positions of one run (rows ``r0:r1``, columns ``w0:w0+width``) for the ``lanes`` channels
     from ``o0`` of one tile, transposed into the flat ``rows`` ``(positions, TILE_CHANNELS)``: a position's
     channels side by side, zero past the tile's last real channel. With ``wq > 0``, as wide rows of ``wq``
-    positions, zero on the extra columns. Position by position, so that the writes run on and the reads are
-    the tile's channels' streams (a channel at a time wrote one value per cache line of ``rows``, slower than
-    the sums on a 3-channel stem)."""
+    positions, zero on the extra columns. Sixteen positions of sixteen channels at a time, transposed in
+    registers (:func:`_transpose_square`); a row's last few positions, and the lanes past a part-filled tile's
+    last whole square, a value at a time (position by position, so that the writes run on: a channel at a
+    time wrote one value per cache line of ``rows``)."""
     channel_size = grad_output.shape[2] * grad_output.shape[3] * grad_output.shape[4]
     plane, out_w = grad_output.shape[3] * grad_output.shape[4], grad_output.shape[4]
     values = grad_output.reshape(-1)
@@ -353,10 +354,10 @@ def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, la
     and a multiply-add per tap and vector. The sums are stored in
     ``partial`` between runs. With ``wide``, a run of several rows is one loop
     over wide rows of ``wq`` positions (the extra columns' grad_output zero:
-    short rows cost a loop each otherwise); the caller asks for it only where
-    the input is finite, since an extra column's inf or NaN times that zero
-    would reach a sum the direct sum keeps finite. Else only a run's real
-    positions are read.
+    short rows cost a loop each otherwise); the caller keeps those sums only
+    where all are finite, since an extra column's inf or NaN times that zero
+    would reach a sum the direct sum keeps finite, and asks again without
+    ``wide`` otherwise: then only a run's real positions are read.
     """
     samples, out_per_group = grad_output.shape[0], grad_output.shape[1] // groups
     slots, tiles, taps = partial.shape[0], partial.shape[2], partial.shape[3]
