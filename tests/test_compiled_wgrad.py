@@ -251,3 +251,7 @@ def test_compiled_runs_the_kernel_estimated_faster():
     assert not _wgrad_compiled._takes_tiles(resnet, 8)  # float64: the dot products
     assert ALGORITHMS["compiled"].pass_estimate("weight_grad", resnext, np.dtype(np.float32)) == \
         _wgrad_compiled.dots_weight_grad_seconds(resnext, 4)
+    # DCGAN's 64 -> 3 decoder's weight gradient (a 3-channel 128x128 input, 64 output channels, 48 taps): with
+    # grad_output transposed in squares the tiles measured 20-30% faster than the dot products (2.4 against 3.0 ms)
+    decoder = cl.conv_spec((8, 3, 128, 128), (64, 3, 4, 4), stride=2, padding=1)
+    assert _wgrad_compiled.tiled_weight_grad_seconds(decoder, 4) < _wgrad_compiled.dots_weight_grad_seconds(decoder, 4)
