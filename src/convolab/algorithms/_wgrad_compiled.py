@@ -17,10 +17,10 @@ channels per group, T taps of one group's filters, S slots.
 from __future__ import annotations
 
 from math import prod
+from typing import Callable
 
 import numpy as np
 
-from .._dtypes import all_finite
 from ..spec import ConvSpec
 from . import compiled as compiled_support  # the layout and job runner the compiled kernels share
 from ._compiled import kernels
@@ -53,8 +53,10 @@ TILE_CHANNELS = 32
 #: grad_output, 64 KiB per tile, stays in the L2 cache while every block of taps reads it).
 TILED_RUN_ROWS = 16
 #: Its cost model (:func:`tiled_weight_grad_seconds`): multiply-adds per second (float32), seconds per loop of
-#: a tile and a block of taps over a run, and values of grad_output transposed per second.
-TILED_WGRAD_MAC_RATE, TILED_WGRAD_LOOP_COST, TRANSPOSE_RATE = 68e9, 33e-9, 9e9
+#: a tile and a block of taps over a run, and values of grad_output transposed per second (2x the 9e9 fitted
+#: with a value at a time: the kernel's transposing part, without its sums, measured 2.0x faster in squares of
+#: sixteen on a 3x3 stem, 2.6x on a 64 -> 3 decoder's gradient).
+TILED_WGRAD_MAC_RATE, TILED_WGRAD_LOOP_COST, TRANSPOSE_RATE = 68e9, 33e-9, 18e9
 
 
 def _tiled_tap_block(itemsize: int) -> int:
@@ -98,13 +100,22 @@ def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float,
     return values, loops, scale * (out_per_group + padded_taps), copied
 
 
+def _tiled_layout(spec: ConvSpec, itemsize: int) -> compiled_support._Layout:
+    """The tiled weight gradient's layout: runs of :data:`TILED_RUN_ROWS` float32 rows' worth, its wide rows
+    sharing the zero padding the grid's copy adds along the last axis (a row's high padding the next row's
+    low: 30 instead of 32 positions per row of a 5x5 layer at 28x28, 39 instead of 45 of ASPP's, which multiply
+    grad_output's zeros)."""
+    padding = spec.padding if spec.padding_mode == "zeros" else ((0, 0),) * spec.rank  # as _zero_padded_source
+    return compiled_support._Layout(spec, itemsize, TILED_RUN_ROWS * 4 // itemsize, shared_padding=padding[-1])
+
+
 def _tiled_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float, int]:
     """What :func:`tiled_weight_grad_seconds` charges for: the multiply-adds (in float32's: a float64 one counts
     twice; every tile's :data:`TILE_CHANNELS` channels, the taps padded to whole blocks, every wide position of
     a run), the (run, tile, block of taps) loops, the values of grad_output transposed, and the bytes of the
     phase grid's copy."""
     out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
-    layout = compiled_support._Layout(spec, itemsize, TILED_RUN_ROWS * 4 // itemsize)
+    layout = _tiled_layout(spec, itemsize)
     runs = layout.tables()[2]
     positions = int(((runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]).sum())  # one sample's, wide
     tap_block = _tiled_tap_block(itemsize)
@@ -153,18 +164,38 @@ def dots_weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
             + scratch / WGRAD_COPY_RATE + copied / compiled_support.GRID_COPY_RATE)
 
 
+def _wide_unless_not_finite(weight_grad: Callable[[bool], np.ndarray]) -> np.ndarray:
+    """``weight_grad(wide)`` over wide rows (``True``: each run one loop over several rows, their extra columns'
+    grad_output zero), taken again over the real positions alone (``False``) where a sum is not finite.
+
+    A wide run multiplies the input of a row's extra columns by zeros, and an
+    inf or NaN there would make a sum NaN that the direct sum keeps finite.
+    Every sum is finite only where every value it read was (an inf or NaN
+    read gives an inf or NaN sum in any order), so then no extra column held
+    one, and the wide sums are the direct sum's up to the order. Else the
+    real positions' sums give the direct sum's pattern. That costs a second
+    pass on such data only, where a look at the whole input (for finiteness,
+    before the pass) cost a fifth of a 3-channel stem's pass."""
+    sums = weight_grad(True)
+    return sums if np.isfinite(sums).all() else weight_grad(False)
+
+
 def dots_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``
     (:func:`._kernels_wgrad.weight_grad`: dot products) on the input before padding, in jobs of (slot, group): a slot is a
     range of (sample, run of positions) pairs and sums into its own slice, and the slices are added in a
-    fixed order, so the result does not depend on the threads. An input holding an inf or NaN takes one row
-    per run, so that no zero of a wide row's extra columns meets it. ``(G*O, C, *kernel)``."""
+    fixed order, so the result does not depend on the threads. Over wide rows unless a sum is not finite
+    (:func:`_wide_unless_not_finite`). ``(G*O, C, *kernel)``."""
+    return _wide_unless_not_finite(lambda wide: _dots(x, grad_output, spec, wide))
+
+
+def _dots(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -> np.ndarray:
+    """:func:`dots_weight_grad` over wide rows or (``wide=False``) one row per run."""
     groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
     source, padding = _zero_padded_source(x, spec)
     source = compiled_support._rank3(source)
     grad_output = compiled_support._rank3(grad_output.astype(source.dtype, copy=False))
-    layout = compiled_support._Layout(spec, source.itemsize, _wgrad_run_rows(out_per_group),
-                                      wide=all_finite(source))
+    layout = compiled_support._Layout(spec, source.itemsize, _wgrad_run_rows(out_per_group), wide=wide)
     grid = layout.to_grid(source, padding, work)
     taps, _, runs = layout.tables()
     tap_count = len(taps)
@@ -185,14 +216,20 @@ def dots_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> 
 def tiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dk[g*O+o, c, j]`` as :func:`dots_weight_grad`, by :func:`._kernels_wgrad.weight_grad_tiled`: tiles
     of :data:`TILE_CHANNELS` output channels by a block of taps held in registers over each run's positions
-    (grad_output transposed per run, a position's channels side by side). ``(G*O, C, *kernel)``."""
+    (grad_output transposed per run, a position's channels side by side). Over wide rows unless a sum is not
+    finite (:func:`_wide_unless_not_finite`). ``(G*O, C, *kernel)``."""
     if compiled_support._macs(spec) == 0:  # an empty batch, or no positions: nothing to sum
         return np.zeros(spec.weight_shape, dtype=np.result_type(x.dtype, grad_output.dtype))
+    return _wide_unless_not_finite(lambda wide: _tiled(x, grad_output, spec, wide))
+
+
+def _tiled(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -> np.ndarray:
+    """:func:`tiled_weight_grad` over wide rows or (``wide=False``) a run's real positions alone."""
     groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
     source, padding = _zero_padded_source(x, spec)
     source = compiled_support._rank3(source)
     grad_output = compiled_support._rank3(grad_output.astype(source.dtype, copy=False))
-    layout = compiled_support._Layout(spec, source.itemsize, TILED_RUN_ROWS * 4 // source.itemsize)
+    layout = _tiled_layout(spec, source.itemsize)
     grid = layout.to_grid(source, padding, work)
     taps, _, runs = layout.tables()
     depth, sh, sw, hq, wq = layout.grid
@@ -207,7 +244,6 @@ def tiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) ->
     jobs_wanted = compiled_support.JOBS_PER_THREAD * compiled_support._threads(work)
     slots = min(spec.batch * len(runs), max(1, -(-jobs_wanted // (groups * tiles))))
     partial = np.empty((slots, groups, tiles, len(offsets), TILE_CHANNELS), dtype=source.dtype)
-    wide = all_finite(source)
     capacity = int(((runs[:, 2] - runs[:, 1]) * wq).max())  # wide positions of the longest run
     weight_grad = kernels("wgrad").weight_grad_tiled
     flat = grid.reshape(-1)
