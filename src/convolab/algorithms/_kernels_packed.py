@@ -7,14 +7,18 @@ is :mod:`.packed`.
 
 A job is one sample, one group and a block of ``T`` consecutive output
 positions (the output's axes flattened, so a block may start or end mid-row).
-It packs the block's columns ``col[k, t]`` (``k``: input channel and tap,
-``K`` of them) into its scratch, the zero padding, stride and dilation done as
-it copies, then computes ``out[n, g*O + o, p0 + t] = sum_k w[g*O + o, k] *
-col[k, t]`` with :func:`._kernels_winograd_fused.tile_products` (the filters'
-rows as its tiles, the columns as its filters), which stores each register
-tile of sums straight into the output's rows: no transposing copy, no
-product's result moved. The block (``K x T`` values) is sized by the wrapper to
-stay in the core's L2 cache while every tile of output channels reads it.
+Chunk by chunk of input channels, it packs the block's columns ``col[k, t]``
+(``k``: input channel and tap) into its scratch as panels of :data:`LANES`
+positions (:func:`pack`: the zero padding, stride and dilation done as it
+copies), then adds ``sum_k w[g*O + o, k] * col[k, t]`` into ``out[n, g*O + o,
+p0 + t]`` with register tiles (:func:`tile_sums`), which store their sums
+straight into the output's rows: no transposing copy, no product's result
+moved. The tiles are :func:`._kernels_winograd_fused.tile_products`' (the
+filters' rows broadcast, a run of the panel loaded) with one difference: a
+chunk after the first resumes from the sums the one before stored, which that
+function, storing fresh sums, does not do. A chunk's panels (at most
+:data:`~.packed.CHUNK_ROWS` rows by ``T``) are sized by the wrapper to stay in
+the core's L2 cache while every tile of output channels reads them.
 
 The contract of :func:`forward`:
 
@@ -24,9 +28,10 @@ The contract of :func:`forward`:
   reach past the input reads zero);
 - ``weights`` ``(G*O, K)`` with ``K = C*KD*KH*KW``, taps in C order;
 - ``out`` ``(N, G*O, A, B, E)``, written where the jobs say;
-- ``col``: the thread's scratch, at least ``K * block + LANES`` values (the
-  block's panels; a last panel of fewer than ``LANES`` positions is read as
-  whole runs, past its end: those lanes are computed and dropped);
+- ``col``: the thread's scratch, at least ``chunk * KD*KH*KW * block +
+  LANES`` values (one chunk's panels; a last panel of fewer than ``LANES``
+  positions is read as whole runs, past its end: those lanes are computed and
+  dropped);
 - every array C-contiguous, native byte order, writeable, of one dtype
   (float32 or float64); ``first, last``: the jobs ``((n*G + g)*blocks + b)``
   this call computes.

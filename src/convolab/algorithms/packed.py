@@ -6,11 +6,14 @@ take a core from the pool's copies (ResNet-18 layer2.0's stride-2 3x3: 7.3 ms
 wall, 14.8 ms of CPU, against 11.5 ms on one thread with a one-thread BLAS),
 and its thread count is the process's, not a call's. Here each job of the
 pool (:func:`._threads.in_parallel`) packs the columns of one block of output
-positions into its thread's own scratch, sized to stay in the L2 cache, and
-multiplies them by the filters with register tiles (:mod:`._kernels_packed`,
-the products of :func:`._kernels_winograd_fused.tile_products`), storing each
-tile of sums straight into the output's rows: nothing spins, nothing is
-transposed, and the columns never leave the core's cache.
+positions into its thread's own scratch, chunk of input channels by chunk,
+sized to stay in the L2 cache, and multiplies them by the filters with
+register tiles (:mod:`._kernels_packed`: the tiles of
+:func:`._kernels_winograd_fused.tile_products`, resumed from the output for a
+chunk after the first), storing each tile of sums straight into the output's
+rows: nothing spins, nothing is transposed, and the columns never leave the
+core's cache. Measured speed, what bounds it and when "auto" picks it:
+``docs/compiled.md``, "packed".
 
 Axis legend: N samples, G groups, C input channels and O output channels per
 group, K = C x kernel taps, T output positions of one block.
