@@ -22,11 +22,11 @@ from conv_cases import ConvCase, generate_cases
 
 CASES = generate_cases(300, seed=2)
 ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
-              "compiled", "space_to_depth")
+              "compiled", "space_to_depth", "packed")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed")
 #: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
-FLOAT_ONLY = ("compiled",)
+FLOAT_ONLY = ("compiled", "packed")
 
 
 def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:

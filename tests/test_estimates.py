@@ -72,3 +72,36 @@ def test_folded_against_gemm_where_they_measured_far_apart():
     shallow = _estimate("folded", (8, 3, 224, 224), (64, 3, 3, 3), padding=1) / _estimate(
         "gemm", (8, 3, 224, 224), (64, 3, 3, 3), padding=1)
     assert 0.5 < wide < 0.95 and 1.2 < shallow < 3.5, (wide, shallow)
+
+
+def test_packed_against_gemm_where_they_measured_apart():
+    """packed's register tiles against the BLAS, one thread (session 10, ms): even on ResNet-18 layer2.0's stride-2
+    layer (10.5 against 11.6), well behind where 512 channels' filters outgrow the L2 cache (ResNet-50 layer4.0's
+    stride 2: 21.8 against 16.6, 1.31) and on tiny images, whose rows it copies in short pieces (a CNN's 8x8
+    images, 32 -> 32 channels at batch 32: 0.53 against 0.40; 4x4: 0.50-0.76 against 0.24-0.29)."""
+    even = _estimate("packed", (8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1) / _estimate(
+        "gemm", (8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    deep = _estimate("packed", (8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1) / _estimate(
+        "gemm", (8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
+    tiny = _estimate("packed", (32, 32, 4, 4), (32, 32, 3, 3), padding=1) / _estimate(
+        "gemm", (32, 32, 4, 4), (32, 32, 3, 3), padding=1)
+    assert 0.8 < even < 1.1 and 1.15 < deep < 2 and tiny > 1.3, (even, deep, tiny)
+
+
+def test_two_threads_charge_the_blas_products_not_the_pools_jobs():
+    """At two threads gemm's call gains less than the pool's jobs (its workers spin beside the pool's copies):
+    its estimate grows by _rates.beside_pool_factor, packed's does not; a small product (which OpenBLAS keeps on
+    one thread) is not charged."""
+    from convolab.algorithms._rates import beside_pool_factor
+
+    spec = conv_spec((8, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)
+    small = conv_spec((32, 32, 4, 4), (32, 32, 3, 3), padding=1)
+    estimates = {}
+    for threads in (1, 2):
+        with cl.thread_count(threads):
+            estimates[threads] = {"gemm": ALGORITHMS["gemm"].estimate(spec, F32),
+                                  "packed": ALGORITHMS["packed"].estimate(spec, F32),
+                                  "small": ALGORITHMS["gemm"].estimate(small, F32)}
+    assert estimates[2]["gemm"] == pytest.approx(estimates[1]["gemm"] * beside_pool_factor(2, spec.flops // 2))
+    assert beside_pool_factor(2, spec.flops // 2) > 1.1 and estimates[2]["packed"] == estimates[1]["packed"]
+    assert estimates[2]["small"] == estimates[1]["small"]

@@ -123,7 +123,7 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
         ``"folded"`` gemm with the last kernel axis folded into the product's
@@ -131,8 +131,10 @@ _CONV_DOC = """{summary}
         input channel per group; ``"winograd2"``/``"winograd4"`` Winograd tiles
         for 3-tap stride-1 kernels; ``"fft"`` products of Fourier transforms
         (the last three floating point only); ``"compiled"`` Numba loops with
-        sums held in registers, and ``"space_to_depth"`` one product per sample
-        where windows never overlap (kernel <= stride). ``"compiled"`` needs
+        sums held in registers, ``"space_to_depth"`` one product per sample
+        where windows never overlap (kernel <= stride), and ``"packed"``
+        gemm's columns packed block by block and multiplied in compiled
+        register tiles, without the BLAS. ``"compiled"`` and ``"packed"`` need
         Numba and float32/float64 data; ``"space_to_depth"`` copies with
         NumPy where Numba is missing. ``"auto"`` takes the planner's
         pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its

@@ -28,6 +28,28 @@ RESULT_CACHE_BYTES = 2**18
 SHORT_SIDE = 32
 #: What each thread past the first adds to one thread's speed (the threads share the caches and the memory bus).
 THREAD_GAIN = 0.6
+#: ... and to a call of gemm or folded, whose products run on the BLAS's threads beside the pool's copies:
+#: OpenBLAS's workers spin after each product and take cores from the copies, and its thread count is the
+#: process's. Issue 15's baseline (2 threads, wall) against one thread's CPU time: gemm's strided and 7x7
+#: layers 1.07-1.67x faster at two threads (median 1.29), compiled's 1.37-1.75x (median 1.7); ResNet-18
+#: layer2.0's stride-2 layer took 14.8 ms of CPU at two threads against 11.5 on one.
+BLAS_THREAD_GAIN = 0.3
+
+
+#: Multiply-adds below which a call's products are not charged for the BLAS's threads: small layers (a CNN's
+#: 4x4 images, 19e6) measured fastest under gemm with the BLAS as it is; the strided layers that lose a core to
+#: its spinning workers have 1e8 to 3e9.
+BLAS_SHARED_WORK = 2**26
+
+
+def beside_pool_factor(threads: int, work: int) -> float:
+    """How much longer, in one thread's seconds, a call whose products of ``work`` multiply-adds run on the BLAS
+    takes than its one-thread estimate says, relative to the pool's algorithms, on ``threads`` threads
+    (:data:`BLAS_THREAD_GAIN` against :data:`THREAD_GAIN`): 1 on one thread, and below
+    :data:`BLAS_SHARED_WORK`."""
+    if work < BLAS_SHARED_WORK:
+        return 1.0
+    return (1 + THREAD_GAIN * (threads - 1)) / (1 + BLAS_THREAD_GAIN * (threads - 1))
 
 
 def matmul_rate(dtype: np.dtype) -> float:

@@ -13,7 +13,8 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, product_rate
+from ._rates import COPY_RATE, beside_pool_factor, product_rate
+from .compiled import _threads
 
 __all__ = ["Folded"]
 
@@ -31,6 +32,20 @@ WEIGHT_GRAD_OVER_FORWARD = 1.25
 #: product's layout, about half the rate of a contiguous elementwise pass (fitted on 39 layers, one thread:
 #: at the elementwise rate, 3e9, Inception's 5x5 adds were estimated 1 ms against about 3 measured).
 SHARE_RATE = 1.5e9
+
+
+def _seconds(spec: ConvSpec, dtype: np.dtype) -> float:
+    """:meth:`Folded.estimate` on one thread: the call, the product at its rate, the copy, the taps' shares."""
+    rest = _rest_spec(spec)
+    columns = spec.batch * rest.output_size[0] * prod(row_grid(rest))  # every row, wide or exact
+    rows = spec.kernel_size[-1] * spec.out_channels_per_group
+    depth = spec.in_channels_per_group * prod(rest.kernel_size)
+    rate = product_rate(dtype, rows, depth)
+    copied = unrolled_row_bytes(rest, dtype.itemsize) * spec.batch * rest.output_size[0]
+    layout = "contiguous" if wide_rows(rest) else "strided"
+    shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
+    return (CALL_OVERHEAD + 2 * spec.groups * rows * depth * columns / rate + copied / COPY_RATE[layout]
+            + shares / SHARE_RATE)
 
 
 class Folded(Algorithm):
@@ -65,22 +80,16 @@ class Folded(Algorithm):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """gemm's model for its product (``K_L`` times the filters, ``1/K_L`` of the taps, every padded
-        column) and its smaller copy, plus one pass over the output per last-axis tap."""
-        rest = _rest_spec(spec)
-        columns = spec.batch * rest.output_size[0] * prod(row_grid(rest))  # every row, wide or exact
-        rows = spec.kernel_size[-1] * spec.out_channels_per_group
-        depth = spec.in_channels_per_group * prod(rest.kernel_size)
-        rate = product_rate(dtype, rows, depth)
-        copied = unrolled_row_bytes(rest, dtype.itemsize) * spec.batch * rest.output_size[0]
-        layout = "contiguous" if wide_rows(rest) else "strided"
-        shares = spec.kernel_size[-1] * prod(spec.output_shape)  # each tap's share written or added once
-        return (CALL_OVERHEAD + 2 * spec.groups * rows * depth * columns / rate + copied / COPY_RATE[layout]
-                + shares / SHARE_RATE)
+        column) and its smaller copy, plus one pass over the output per last-axis tap (:func:`_seconds`); on
+        more than one thread, as gemm's, less gain than the pool's algorithms
+        (:func:`~convolab.algorithms._rates.beside_pool_factor`)."""
+        return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
-        """Its weight gradient: the forward's :meth:`estimate` times :data:`WEIGHT_GRAD_OVER_FORWARD`, so that
-        the planner weighs it against gemm's and compiled's."""
-        return WEIGHT_GRAD_OVER_FORWARD * self.estimate(spec, dtype) if name == "weight_grad" else None
+        """Its weight gradient: the forward's one-thread seconds (:func:`_seconds`) times
+        :data:`WEIGHT_GRAD_OVER_FORWARD`, so that the planner weighs it against gemm's and compiled's (theirs
+        are one thread's too)."""
+        return WEIGHT_GRAD_OVER_FORWARD * _seconds(spec, dtype) if name == "weight_grad" else None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         rest = _rest_spec(spec)

@@ -14,7 +14,8 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, product_rate, results_seconds
+from ._rates import COPY_RATE, beside_pool_factor, product_rate, results_seconds
+from .compiled import _threads
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
 
@@ -54,10 +55,13 @@ class Gemm(Algorithm):
         strided copy. A 1×1 kernel copies nothing, and its product is the output.
         The results' term is what makes a shallow product (a stem's 27 taps)
         slow: each result is stored after few multiply-adds, then copied out of
-        the product's ``(G, O, columns)`` layout.
+        the product's ``(G, O, columns)`` layout. On more than one thread the
+        whole call gains less than the pool's algorithms do
+        (:func:`~convolab.algorithms._rates.beside_pool_factor`).
         """
         results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
-        return _product_and_copy_seconds(self, spec, dtype) + results_seconds(results)
+        return ((_product_and_copy_seconds(self, spec, dtype) + results_seconds(results))
+                * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2))
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's product (the same FLOPs over the same unrolled columns, summed

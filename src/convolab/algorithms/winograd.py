@@ -41,7 +41,7 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import kernels, numba_missing
-from ._rates import THREAD_GAIN, product_rate
+from ._rates import THREAD_GAIN, beside_pool_factor, product_rate
 from ._threads import in_parallel
 from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps, _threads
 from .depthwise import _zero_padded_source
@@ -566,8 +566,9 @@ class Winograd(Algorithm):
             fused_jobs = -(-spec.batch * tiles[0] * tiles[1] // rows_per_job)
             sharing = min(_fused_threads(spec, dtype), fused_jobs)
             return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
-        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
-                + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)  # rates: float32 values
+        # the products on the BLAS's threads beside the transforms' jobs: as gemm's (_rates.beside_pool_factor)
+        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate * beside_pool_factor(threads, products // 2)
+                + filter_seconds + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid

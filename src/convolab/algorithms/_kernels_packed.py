@@ -1,0 +1,278 @@
+"""The "packed" forward: per job, one block of output positions' columns packed into the thread's scratch, then
+multiplied by the filters in registers, with no BLAS.
+
+This module imports Numba at its top, so only :mod:`._compiled` imports it, on
+first use; the wrapper that sizes the blocks and shares the jobs among threads
+is :mod:`.packed`.
+
+A job is one sample, one group and a block of ``T`` consecutive output
+positions (the output's axes flattened, so a block may start or end mid-row).
+Chunk by chunk of input channels, it packs the block's columns ``col[k, t]``
+(``k``: input channel and tap) into its scratch as panels of :data:`LANES`
+positions (:func:`pack`: the zero padding, stride and dilation done as it
+copies), then adds ``sum_k w[g*O + o, k] * col[k, t]`` into ``out[n, g*O + o,
+p0 + t]`` with register tiles (:func:`tile_sums`), which store their sums
+straight into the output's rows: no transposing copy, no product's result
+moved. The tiles are :func:`._kernels_winograd_fused.tile_products`' (the
+filters' rows broadcast, a run of the panel loaded) with one difference: a
+chunk after the first resumes from the sums the one before stored, which that
+function, storing fresh sums, does not do. A chunk's panels (at most
+:data:`~.packed.CHUNK_ROWS` rows by ``T``) are sized by the wrapper to stay in
+the core's L2 cache while every tile of output channels reads them.
+
+The contract of :func:`forward`:
+
+- three spatial axes: lower ranks come as rank 3 with leading unit axes;
+- ``x`` ``(N, G*C, D, H, W)``: the input *before* its zero padding, whose low
+  sides are ``low_d, low_h, low_w`` (the high sides: whatever the windows
+  reach past the input reads zero);
+- ``weights`` ``(G*O, K)`` with ``K = C*KD*KH*KW``, taps in C order;
+- ``out`` ``(N, G*O, A, B, E)``, written where the jobs say;
+- ``col``: the thread's scratch, at least ``chunk * KD*KH*KW * block +
+  LANES`` values (one chunk's panels; a last panel of fewer than ``LANES``
+  positions is read as whole runs, past its end: those lanes are computed and
+  dropped);
+- every array C-contiguous, native byte order, writeable, of one dtype
+  (float32 or float64); ``first, last``: the jobs ``((n*G + g)*blocks + b)``
+  this call computes.
+
+Each sum adds its ``K`` terms in (channel, tap) order, one multiply-add at a
+time (rounded once each with ``contract``): the direct sum's terms, padding's
+zeros included, so an inf or NaN reaches exactly the outputs the direct sum
+gives it.
+
+Axis legend: N samples, G groups, C input channels and O output channels of
+one group, K = C x taps, T positions of one block; ``(A, B, E)`` the output,
+``(D, H, W)`` the input; ``s*`` stride, ``d*`` dilation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, uint64
+
+from ._kernels_tiled import LANES, _add_4, _stack_run, wide_vectors
+from ._kernels_winograd_fused import TILES_NARROW, TILES_WIDE
+
+__all__ = ["forward", "pack", "tile_sums"]
+
+
+#: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64).
+COPY_STEP = 16
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _zero(col, to, count):
+    """``col[to:to + count] = 0`` (``to`` unsigned: no test per value for a negative index)."""
+    for i in range(uint64(count)):
+        col[to + i] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy(col, to, flat_x, read, count, sw):
+    """``col[to + i] = flat_x[read + i*sw]`` for ``i < count`` (``to``, ``read`` unsigned). In steps of
+    :data:`COPY_STEP` values, whose fixed count LLVM turns into whole vectors (a strided step: two loads and a
+    shuffle), then one value at a time: a row's part in a panel is at most :data:`LANES` values, too short for
+    the vector loop LLVM makes of a loop of any length (it copied them one value at a time)."""
+    done, step = uint64(0), uint64(sw)
+    while done + uint64(COPY_STEP) <= uint64(count):
+        if sw == 1:
+            for m in range(COPY_STEP):
+                col[to + done + uint64(m)] = flat_x[read + done + uint64(m)]
+        elif sw == 2:
+            for m in range(COPY_STEP):
+                col[to + done + uint64(m)] = flat_x[read + uint64(2) * (done + uint64(m))]
+        else:
+            for m in range(COPY_STEP):
+                col[to + done + uint64(m)] = flat_x[read + step * (done + uint64(m))]
+        done += uint64(COPY_STEP)
+    for i in range(done, uint64(count)):
+        col[to + i] = flat_x[read + step * i]
+
+
+@njit(cache=True, nogil=True)
+def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+    """The block of positions ``p0:p1`` packed as panels: ``col[(t // LANES) * K * LANES + k * width + t % LANES] =
+    x_p[n, channel0 + c, a*sd + kd*dd, b*sh + kh*dh, e*sw + kw*dw]`` for ``k = ((c*KD + kd)*KH + kh)*KW + kw`` and
+    the ``t``-th position ``(a, b, e)`` of the block (``x_p``: ``x`` zero-padded; ``width`` :data:`LANES`, or in
+    the last panel the positions left); ``kernel3`` ``(KD, KH, KW)``, ``out3`` ``(A, B, E)``.
+
+    Per (channel, kd, kh) the block is walked one output row (or the part of
+    it in one panel) at a time, and each tap along the row copies its part:
+    zeros where the window lies in the padding, a strided copy inside.
+    """
+    depth, height, width = x.shape[2], x.shape[3], x.shape[4]
+    kd_size, kh_size, kw_size = kernel3
+    b_size, e_size = out3[1], out3[2]
+    flat_x, count = x.reshape(x.size), p1 - p0
+    taps = channels * kd_size * kh_size * kw_size
+    full = count // LANES * LANES  # positions in whole panels; the rest make the last, narrower one
+    wide_vectors(col)
+    a_first, b_first, e_first = p0 // (b_size * e_size), p0 // e_size % b_size, p0 % e_size  # where p0 lies
+    # per tap along the row: e_lo:e_hi, the positions whose reads lie inside the row (0 <= offset + e*sw < width)
+    e_lo, e_hi = np.empty(kw_size, dtype=np.int64), np.empty(kw_size, dtype=np.int64)
+    for kw in range(kw_size):
+        offset = kw * dw - low_w  # the input column position e = 0 reads
+        e_lo[kw] = 0 if offset >= 0 else min(e_size, (-offset + sw - 1) // sw)
+        e_hi[kw] = max(e_lo[kw], 0 if width - 1 - offset < 0 else min(e_size, (width - 1 - offset) // sw + 1))
+    k = 0  # the row of the first tap along the row (kw = 0)
+    for c in range(channels):
+        plane = ((n * x.shape[1]) + channel0 + c) * depth * height * width
+        for kd in range(kd_size):
+            for kh in range(kh_size):
+                a, b, e, t = a_first, b_first, e_first, 0
+                while t < count:
+                    # this output row's positions in the block, within one panel, for every tap along the row
+                    if t < full:
+                        length = min(count - t, e_size - e, LANES - t % LANES)
+                        write, step = t // LANES * taps * LANES + k * LANES + t % LANES, LANES
+                    else:
+                        length = min(count - t, e_size - e)
+                        write, step = full * taps + k * (count - full) + t - full, count - full
+                    z, h = a * sd + kd * dd - low_d, b * sh + kh * dh - low_h
+                    if z < 0 or z >= depth or h < 0 or h >= height:  # a row of zero padding
+                        for kw in range(kw_size):
+                            _zero(col, uint64(write + kw * step), length)
+                    else:
+                        row = plane + (z * height + h) * width - low_w
+                        for kw in range(kw_size):
+                            lo = min(max(e, e_lo[kw]), e + length)
+                            hi = max(min(e + length, e_hi[kw]), lo)
+                            at = write + kw * step - e
+                            _zero(col, uint64(at + e), lo - e)
+                            # the inside, indexed unsigned (no wraparound test per value: the loops vectorize)
+                            _copy(col, uint64(at + lo), flat_x, uint64(row + kw * dw + lo * sw), hi - lo, sw)
+                            _zero(col, uint64(at + hi), e + length - hi)
+                    t += length
+                    e += length
+                    if e == e_size:
+                        e, b = 0, b + 1
+                        if b == b_size:
+                            a, b = a + 1, 0
+                k += kw_size
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _resume(kind, out, at, valid, resume):
+    """A run of :data:`LANES` sums of dtype ``kind`` on the stack: the ``valid`` sums an earlier block of channels
+    left in the flat ``out`` at ``at`` where ``resume``, else (and past ``valid``) zeros."""
+    run = _stack_run(kind)
+    if resume and valid == LANES:  # whole runs in one loop, which LLVM writes as vectors
+        for m in range(LANES):
+            run[m] = out[at + np.uint64(m)]
+    else:
+        for m in range(LANES):
+            run[m] = 0
+        if resume:
+            for m in range(valid):
+                run[m] = out[at + np.uint64(m)]
+    return run
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep(run, out, at, valid):
+    """``out[at:at+valid] = run[:valid]`` (``out`` flat), whole runs as vectors."""
+    if valid == LANES:
+        for m in range(LANES):
+            out[at + np.uint64(m)] = run[m]
+    else:
+        for m in range(valid):
+            out[at + np.uint64(m)] = run[m]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
+def tile_sums(weights, w_at, row_step, panel, panel_at, width, count, out, o_at, out_step, rows, resume):
+    """``out[o_at + r*out_step + m] (+)= sum_{k < count} weights[w_at + r*row_step + k] * panel[panel_at + k*width
+    + m]`` for ``r < rows`` (:data:`~._kernels_winograd_fused.TILES_WIDE` or
+    :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m < width``, added to what ``out`` holds where
+    ``resume``: one register tile of ``rows`` channels by :data:`LANES` positions (a panel narrower than that is
+    read past its end; those lanes are dropped). Every array flat; the sums in ``k`` order, one multiply-add at
+    a time."""
+    kind, step = panel.dtype, np.uint64(row_step)
+    w_first, p_first, o_first = np.uint64(w_at), np.uint64(panel_at), np.uint64(o_at)
+    o_step = np.uint64(out_step)
+    s0 = _resume(kind, out, o_first, width, resume)
+    s1 = _resume(kind, out, o_first + o_step, width, resume)
+    s2 = _resume(kind, out, o_first + np.uint64(2) * o_step, width, resume)
+    s3 = _resume(kind, out, o_first + np.uint64(3) * o_step, width, resume)
+    if rows == TILES_WIDE:
+        s4 = _resume(kind, out, o_first + np.uint64(4) * o_step, width, resume)
+        s5 = _resume(kind, out, o_first + np.uint64(5) * o_step, width, resume)
+        s6 = _resume(kind, out, o_first + np.uint64(6) * o_step, width, resume)
+        s7 = _resume(kind, out, o_first + np.uint64(7) * o_step, width, resume)
+        for k in range(np.uint64(count)):
+            # eight channels' weights times one run of the panel: LLVM loads the run once for both calls
+            w, at = w_first + k, p_first + k * np.uint64(width)
+            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                   weights[w + np.uint64(3) * step], panel, at)
+            _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
+                   weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
+        _keep(s4, out, o_first + np.uint64(4) * o_step, width)
+        _keep(s5, out, o_first + np.uint64(5) * o_step, width)
+        _keep(s6, out, o_first + np.uint64(6) * o_step, width)
+        _keep(s7, out, o_first + np.uint64(7) * o_step, width)
+    else:
+        for k in range(np.uint64(count)):
+            w = w_first + k
+            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                   weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
+    _keep(s0, out, o_first, width)
+    _keep(s1, out, o_first + o_step, width)
+    _keep(s2, out, o_first + np.uint64(2) * o_step, width)
+    _keep(s3, out, o_first + np.uint64(3) * o_step, width)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, kernel3, sd, sh, sw, dd, dh, dw,
+            low_d, low_h, low_w):
+    """The convolution of jobs ``first:last`` (the module's contract): job ``(n*G + g)*blocks + b`` computes
+    positions ``b*block : (b + 1)*block`` (fewer in a sample's last block) of sample ``n``, group ``g``;
+    ``kernel3`` ``(KD, KH, KW)``.
+
+    The group's input channels go ``chunk`` at a time: their columns packed
+    as panels (:func:`pack`), then each tile of output channels
+    (:data:`~._kernels_winograd_fused.TILES_WIDE` at a time in float32, then
+    :data:`~._kernels_winograd_fused.TILES_NARROW`) takes every panel in turn
+    (:func:`tile_sums`) while its filters' rows for the chunk stay in the L1
+    cache, adding to the sums the chunks before stored in the output. The
+    last ``O mod 4`` channels, too few for a tile, are summed one filter row
+    at a time.
+    """
+    out_channels, taps = weights.shape[0] // groups, weights.shape[1]
+    channels = x.shape[1] // groups
+    kernel_taps = kernel3[0] * kernel3[1] * kernel3[2]
+    out3 = (out.shape[2], out.shape[3], out.shape[4])
+    positions = out3[0] * out3[1] * out3[2]
+    flat_w, flat_out = weights.reshape(weights.size), out.reshape(out.size)
+    wide = TILES_WIDE if col.itemsize == 4 else TILES_NARROW
+    for job in range(first, last):
+        sample_group, b = job // blocks, job % blocks
+        n, g = sample_group // groups, sample_group % groups
+        p0 = b * block
+        p1 = min(positions, p0 + block)
+        for c0 in range(0, channels, chunk):
+            count = min(chunk, channels - c0) * kernel_taps  # the chunk's rows of columns
+            pack(x, col, n, g * channels + c0, min(chunk, channels - c0), p0, p1, kernel3, out3, sd, sh, sw, dd, dh,
+                 dw, low_d, low_h, low_w)
+            row0 = 0
+            for tile_count in (wide, TILES_NARROW):
+                rows = (out_channels - row0) // tile_count * tile_count
+                for t0 in range(row0, row0 + rows, tile_count):
+                    w_at = (g * out_channels + t0) * taps + c0 * kernel_taps
+                    o_at = ((n * groups + g) * out_channels + t0) * positions
+                    for r0 in range(p0, p1, LANES):
+                        tile_sums(flat_w, w_at, taps, col, (r0 - p0) * count, min(LANES, p1 - r0), count, flat_out,
+                                  o_at + r0, positions, tile_count, c0 > 0)
+                row0 += rows
+            for o in range(row0, out_channels):  # too few channels left for a tile
+                w_at = (g * out_channels + o) * taps + c0 * kernel_taps
+                o_at = ((n * groups + g) * out_channels + o) * positions
+                for r0 in range(p0, p1, LANES):
+                    width, panel = min(LANES, p1 - r0), (r0 - p0) * count
+                    if c0 == 0:
+                        for t in range(width):
+                            flat_out[o_at + r0 + t] = 0
+                    for k in range(count):
+                        weight = flat_w[w_at + k]
+                        for t in range(width):
+                            flat_out[o_at + r0 + t] += weight * col[panel + k * width + t]

@@ -1,0 +1,182 @@
+"""packed: gemm's columns and products without the BLAS, a block of output positions per job of the thread pool.
+
+gemm unrolls a block of the input into columns, then asks the BLAS for one
+product. At two threads the BLAS's worker threads spin after each product and
+take a core from the pool's copies (ResNet-18 layer2.0's stride-2 3x3: 7.3 ms
+wall, 14.8 ms of CPU, against 11.5 ms on one thread with a one-thread BLAS),
+and its thread count is the process's, not a call's. Here each job of the
+pool (:func:`._threads.in_parallel`) packs the columns of one block of output
+positions into its thread's own scratch, chunk of input channels by chunk,
+sized to stay in the L2 cache, and multiplies them by the filters with
+register tiles (:mod:`._kernels_packed`: the tiles of
+:func:`._kernels_winograd_fused.tile_products`, resumed from the output for a
+chunk after the first), storing each tile of sums straight into the output's
+rows: nothing spins, nothing is transposed, and the columns never leave the
+core's cache. Measured speed, what bounds it and when "auto" picks it:
+``docs/compiled.md``, "packed".
+
+Axis legend: N samples, G groups, C input channels and O output channels per
+group, K = C x kernel taps, T output positions of one block.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from ..spec import ConvSpec
+from . import Algorithm
+from ._compiled import kernels
+from ._columns import compiled_columns_missing
+from ._rates import THREAD_GAIN, results_seconds
+from .compiled import LANES, _as_kernels_take, _macs, _rank3, _run_jobs, _shape3, _steps, _threads
+
+__all__ = ["Packed", "BLOCK_BYTES"]
+
+#: Rows of columns (input channel x tap) one chunk packs: a register tile's filter rows for the chunk (eight rows
+#: of float32, four of float64: 16 KiB) stay in the L1 cache while it takes every panel of the block.
+CHUNK_ROWS = 512
+#: Bytes of one chunk's packed columns (``chunk rows x T``): within a core's L2 cache (2 MiB here), ...
+BLOCK_BYTES = 2**19
+#: ... in whole runs of :data:`LANES` positions (a register tile's width), at least one.
+LEAST_BLOCK = LANES
+
+
+# The cost model (:meth:`Packed.estimate`), in one thread's seconds like the other algorithms'.
+#: Fixed cost of a call: the layout, the jobs handed out, the kernel's dispatch (measured 70-80 us for 4x4 and
+#: 2x2 images at batch 1, where gemm took 37-58).
+CALL_OVERHEAD = 60e-6
+#: Multiply-adds per second of the register tiles, float32 (float64: half as many).
+MAC_RATE = 59.5e9
+#: The channels left over after the tiles (``O mod 4``) are summed this many times slower.
+TAIL_SLOWDOWN = 8
+#: Seconds per piece of an output row the packing copies for every tap along the row (its bounds, its loops'
+#: starts: short rows cost more per value).
+PIECE_COST = 25e-9
+
+
+def _chunk_channels(spec: ConvSpec) -> int:
+    """Input channels per chunk: whole channels' taps within :data:`CHUNK_ROWS` rows (at least one channel), as
+    many in every chunk as can be (64 channels of 3x3 taps: two chunks of 32, not 56 and 8)."""
+    channels = spec.in_channels_per_group
+    most = max(1, min(channels, CHUNK_ROWS // prod(spec.kernel_size)))
+    return -(-channels // -(-channels // most))
+
+
+def _block_positions(spec: ConvSpec, itemsize: int) -> int:
+    """Output positions per job (``T``): the most whole runs of :data:`LANES` whose chunk of columns fits
+    :data:`BLOCK_BYTES` (at least one run), no more than a sample's positions; fewer where that leaves too few
+    jobs for two per thread."""
+    positions = prod(spec.output_size)
+    rows = _chunk_channels(spec) * prod(spec.kernel_size)
+    block = max(LEAST_BLOCK, BLOCK_BYTES // max(rows * itemsize, 1) // LANES * LANES)
+    wanted = 2 * _threads(_macs(spec))
+    while block > LEAST_BLOCK and spec.batch * spec.groups * -(-positions // block) < wanted:
+        block = max(LEAST_BLOCK, block // 2 // LANES * LANES)
+    return min(block, max(positions, 1))
+
+
+class Packed(Algorithm):
+    """gemm's columns and products in one compiled job per block of output positions, on the library's threads.
+
+    Runs any groups, strides, dilations, padding (zero padding is filled as
+    the columns are packed; other modes pad first), one to three spatial
+    dimensions, float32 and float64. Forward only: its gradients are the
+    planner's other passes (the "full" input gradient is a forward, which
+    this algorithm may serve).
+    """
+
+    name = "packed"
+    automatic = True
+
+    def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
+        """Refuses other dtypes and ranks before it imports Numba; then whether Numba imports."""
+        return compiled_columns_missing(spec, dtype)
+
+    def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
+        """One thread's seconds (as the other estimates), more where the jobs are too few for the threads: the
+        register tiles' multiply-adds over whole runs of :data:`LANES` positions (a block's last, narrower panel
+        costs a whole run; the ``O mod 4`` channels left over go at an eighth of the rate) at
+        :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and leading taps:
+        each output row and each panel boundary starts one, for every tap along the row) at :data:`PIECE_COST`;
+        and the output's writes past a core's cache (:func:`~convolab.algorithms._rates.results_seconds`: VGG
+        conv1_1's 103 MB of output).
+
+        The constants were fitted (least squares on the logarithm) to one
+        thread's CPU time, min of 5-30, on 21 float32 layers (3x3 at stride 2
+        with 64-512 channels, dilated 2 and 6, 5x5, stems 3x3 and 5x5, VGG
+        conv1_1, 1-d k 10 stride 5, 1x1 at stride 2, 7x7 images, 3-d, and
+        4x4 to 8x8 images at batch 1 and 32) on the shared 2-core machine:
+        rms error of the logarithm 0.17 (ASPP's dilated 6 35% under, the 1-d
+        layer 30% over). A term per packed value fitted to nothing beside the
+        pieces'. A 1x1 kernel at stride 1 is left to gemm, whose product reads
+        the input as its columns.
+        """
+        macs = _macs(spec)
+        if macs == 0:
+            return CALL_OVERHEAD
+        if prod(spec.kernel_size) == 1 and all(s == 1 for s in spec.stride):
+            # gemm's product reads the input itself as its columns, where this copies them (ResNet-50's 1x1
+            # layers, one thread: 1.15-1.4x gemm's time)
+            return float("inf")
+        itemsize = dtype.itemsize
+        block, positions = _block_positions(spec, itemsize), prod(spec.output_size)
+        full, rest = divmod(positions, block)
+        runs = full * -(-block // LANES) + -(-rest // LANES)  # register tiles' runs per sample and group
+        out_per_group = spec.out_channels_per_group
+        tiled, tail = out_per_group - out_per_group % 4, out_per_group % 4
+        rows = spec.in_channels_per_group * prod(spec.kernel_size)  # K
+        samples = spec.batch * spec.groups
+        tile_macs = samples * runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail)
+        out3 = _shape3((1, 1, *spec.output_size))[2:]
+        pieces = samples * rows // spec.kernel_size[-1] * (out3[0] * out3[1] + runs)
+        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST
+                   + results_seconds(prod(spec.output_shape) * itemsize))
+        available = _threads(macs)
+        threads = min(available, samples * (full + (rest > 0)))
+        return CALL_OVERHEAD + seconds * (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1))
+
+    def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """Each thread's packed columns (one block), and the input's padded copy for a padding mode other than
+        zeros."""
+        taps = _chunk_channels(spec) * prod(spec.kernel_size)
+        jobs = spec.batch * spec.groups * -(-prod(spec.output_size) // _block_positions(spec, itemsize))
+        threads = max(1, min(_threads(_macs(spec)), jobs))
+        columns = threads * (taps * _block_positions(spec, itemsize) + LANES) * itemsize
+        padded = 0 if spec.padding_mode == "zeros" else spec.batch * spec.in_channels * prod(spec.padded_size) * itemsize
+        return columns + padded
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        return self._forward(padded, ((0, 0),) * spec.rank, kernel, spec)
+
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: zero padding is filled as the columns are packed."""
+        if spec.padding_mode != "zeros":
+            return super().run_unpadded(x, kernel, spec)
+        return self._forward(x, spec.padding, kernel, spec)
+
+    @staticmethod
+    def _forward(source: np.ndarray, padding: tuple[tuple[int, int], ...], kernel: np.ndarray,
+                 spec: ConvSpec) -> np.ndarray:
+        """:func:`._kernels_packed.forward` on ``source`` ``(N, G*C, *size)``, zero-padded by ``padding`` (its
+        low sides given; the high ones are where the windows read past it), in jobs of (sample, group, block of
+        positions)."""
+        out = np.empty(spec.output_shape, dtype=source.dtype)
+        if _macs(spec) == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
+            out[...] = 0
+            return out
+        source = _rank3(source)
+        weights = _as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
+        block, chunk = _block_positions(spec, source.itemsize), _chunk_channels(spec)
+        blocks = -(-prod(spec.output_size) // block)
+        out3 = out.reshape(_shape3(out.shape))
+        kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
+        lows = _steps(tuple(low for low, _ in padding), fill=0)
+        forward = kernels("packed").forward
+        _run_jobs(spec.batch * spec.groups * blocks, _macs(spec),
+                  lambda first, last, col: forward(source, weights, out3, col, first, last, spec.groups, blocks,
+                                                   block, chunk, kernel3, *_steps(spec.stride), *_steps(spec.dilation),
+                                                   *lows),
+                  lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
+        return out

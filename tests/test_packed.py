@@ -1,0 +1,158 @@
+"""The packed algorithm (gemm's columns and products in compiled jobs, no BLAS): against direct, gemm and PyTorch,
+its inf/NaN pattern, its refusals, its fallback without Numba, and what "auto" makes of its estimate.
+
+Its sums are the direct sum's terms in another order (each output's ``K`` terms in (channel, tap) order, one
+multiply-add at a time, in chunks of channels resumed from the output), so results agree with "direct" within
+the bound of any summation order of those terms (as in test_algorithms.py): ``terms * eps`` times the sum of
+their magnitudes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab.algorithms import ALGORITHMS
+from convolab.algorithms import packed as packed_module
+from conv_cases import generate_cases
+from test_compiled import assert_within, run_python, summation_bound
+from test_depthwise import batched, torch_padded
+from test_nonfinite import assert_same_pattern
+
+PACKED = ALGORITHMS["packed"]
+DTYPES = [np.float32, np.float64]
+#: Generated cases: every rank, padding kind and mode, groups, strides, dilations, empty batches, unbatched inputs.
+CASES = generate_cases(80, seed=21)
+
+
+def _magnitude(x, w, **kwargs):
+    """Per output, the sum of its terms' magnitudes (gemm on absolute values, in float64)."""
+    return cl.conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), **kwargs, algorithm="gemm")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_agrees_with_direct(case, dtype):
+    x, w, _ = case.arrays(dtype)
+    kwargs = case.kwargs()
+    out = cl.conv(x, w, **kwargs, algorithm="packed")
+    assert_within(out, cl.conv(x, w, **kwargs, algorithm="direct"),
+                  summation_bound(case.terms_per_output, _magnitude(x, w, **kwargs), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("case", [case for case in CASES if case.batch > 0][::3], ids=str)
+def test_agrees_with_torch(case, dtype):
+    torch = pytest.importorskip("torch")
+    x, w, _ = case.arrays(dtype)
+    functional = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+    expected = functional[case.rank](torch_padded(torch, torch.tensor(batched(case, x)), case), torch.tensor(w),
+                                     None, case.strides, 0, case.dilations, case.groups).numpy()
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(batched(case, cl.conv(x, w, **case.kwargs(), algorithm="packed")), expected,
+                               **tolerance)
+
+
+#: Larger problems: channels in several chunks (3x3 kernels: at most 56 channels per chunk), output channels left over
+#: after the register tiles (O mod 8, O mod 4), blocks that end mid-row and panels narrower than a run, jobs
+#: shared among threads, a stride along every axis, a padding mode other than zeros, a flipped kernel.
+LARGER = [
+    ((2, 70, 13, 11), (14, 70, 3, 3), dict(padding=(2, 1))),
+    ((3, 8, 41, 37), (12, 4, 5, 3), dict(padding=(2, 1), stride=2, dilation=(1, 2), groups=2)),
+    ((2, 3, 500), (5, 3, 9), dict(padding=4, stride=2, dilation=2)),
+    ((1, 3, 64, 64), (16, 3, 7, 7), dict(padding=3, stride=2, padding_mode="reflect")),
+    ((2, 20, 9, 18, 20), (9, 20, 3, 3, 3), dict(padding=1, stride=(2, 1, 3), flip=True)),
+    ((4, 130, 7, 7), (33, 130, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", LARGER)
+def test_larger_problems_threaded_and_not_contiguous(input_shape, weight_shape, params):
+    rng = np.random.default_rng(sum(input_shape))
+    x = rng.standard_normal((*input_shape[:-1], 2 * input_shape[-1]))[..., ::2]  # every other column: a view
+    w = rng.standard_normal(weight_shape)
+    for array in (x, w):
+        array.flags.writeable = False
+    with cl.thread_count(3):
+        out = cl.conv(x, w, **params, algorithm="packed")
+        out32 = cl.conv(x.astype(np.float32), w.astype(np.float32), **params, algorithm="packed")
+    expected = cl.conv(x, w, **params, algorithm="gemm")
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out32, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("poisoned", ["input", "weight"])
+def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned):
+    """Zero padding is packed as zeros, so an inf weight meets it as the direct sum's does (NaN); a panel's lanes
+    past its positions are computed from whatever the scratch holds and never stored."""
+    rng = np.random.default_rng(3)
+    params = dict(padding=1, stride=(1, 2), groups=2)
+    x, w = rng.standard_normal((2, 120, 12, 14)), rng.standard_normal((10, 60, 3, 3))
+    operand = {"input": x, "weight": w}[poisoned]
+    operand[0, 1, 2, 1], operand[1, 0, 1, 2] = np.inf, np.nan
+    operand[1, 59, 0, 0] = -np.inf
+    for dtype in DTYPES:
+        with np.errstate(invalid="ignore", over="ignore"):
+            got = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
+            expected = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct")
+        assert_same_pattern(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.complex64])
+def test_other_dtypes_are_refused_by_name(dtype):
+    spec = cl.conv_spec((1, 2, 5, 5), (2, 2, 3, 3))
+    assert PACKED.why_not(spec, np.dtype(dtype)).startswith("compiled kernels run float32 and float64 only")
+    with pytest.raises(ValueError, match="conv2d: algorithm cannot run this problem: compiled kernels run float32"):
+        cl.conv2d(np.ones((1, 2, 5, 5), dtype), np.ones((2, 2, 3, 3), dtype), algorithm="packed")
+    assert "1 to 3 spatial dimensions" in PACKED.why_not(cl.conv_spec((1, 1, 3, 3, 3, 3), (1, 1, 1, 1, 1, 1)),
+                                                        np.dtype(np.float32))
+
+
+def test_without_numba_it_says_so_and_auto_falls_back(without_numba):
+    spec = cl.conv_spec((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    assert PACKED.why_not(spec, np.dtype(np.float32)).startswith("numba is not installed")
+    chosen = cl.plan(spec.input_shape, spec.weight_shape, "float32", stride=2, padding=1)
+    assert chosen.algorithm != "packed" and chosen.refused["packed"].startswith("numba is not installed")
+
+
+def test_import_loads_neither_numba_nor_its_kernels():
+    out = run_python("""
+        import sys
+        import convolab as cl
+        cl.plan((1, 2, 5, 5), (2, 2, 3, 3), "float16")
+        print("numba" in sys.modules, "convolab.algorithms._kernels_packed" in sys.modules)
+        """)
+    assert out.split() == ["False", "False"]
+
+
+def test_the_wrapper_lays_out_the_panels_its_kernel_reads():
+    # packed.py takes the kernel's run width from compiled.py, so that planning never imports Numba
+    from convolab.algorithms._compiled import kernels
+
+    assert packed_module.LANES == kernels("packed").LANES
+
+
+def test_workspace_is_each_threads_chunk_of_columns():
+    spec = cl.conv_spec((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    with cl.thread_count(2):
+        workspace = PACKED.workspace_bytes(spec, 4)
+    chunk = 32 * 9  # whole channels' taps within CHUNK_ROWS, the 64 channels in two even chunks
+    assert packed_module._chunk_channels(spec) == 32
+    block = packed_module._block_positions(spec, 4)
+    assert block % packed_module.LANES == 0 and chunk * block * 4 <= packed_module.BLOCK_BYTES
+    assert workspace == 2 * (chunk * block + packed_module.LANES) * 4
+
+
+def test_empty_problems():
+    x = np.ones((0, 3, 5, 5), np.float32)
+    assert cl.conv(x, np.ones((4, 3, 3, 3), np.float32), algorithm="packed").shape == (0, 4, 3, 3)
+    out = cl.conv(np.ones((2, 0, 5, 5)), np.ones((4, 0, 3, 3)), algorithm="packed")
+    assert out.shape == (2, 4, 3, 3) and not out.any()
+
+
+def test_auto_leaves_pointwise_layers_at_stride_one_to_gemm():
+    spec = cl.conv_spec((8, 64, 56, 56), (256, 64, 1, 1))
+    assert PACKED.estimate(spec, np.dtype(np.float32)) == float("inf")
+    with cl.thread_count(1):
+        assert cl.plan(spec.input_shape, spec.weight_shape, "float32").algorithm == "gemm"
