@@ -187,6 +187,9 @@ OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.3e9}
 #: channels); ...
 FILTER_TRANSFORM_RATE = 1.7e9
 FILTER_PAIR_COST = 20e-9
+#: ... transformed filter values written per second in panels (:func:`_filter_panels`, no cost per pair: 1.2-1.3e9
+#: on 512 x 512 channels, F(2) and F(4), one thread); ...
+PANEL_TRANSFORM_RATE = 1.2e9
 #: ... transformed filters larger than this come from the operating system fresh on every call (glibc's largest
 #: threshold for serving an allocation by ``mmap``), and each page faulted in costs as if written again at
 #: :data:`FRESH_MEMORY_RATE` bytes per second (37.7 MB, F(4)'s for 512 channels: 9.2 ms to fill fresh, 4.4 ms
@@ -253,6 +256,33 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     return filters
 
 
+def _filter_panels(weight: np.ndarray, spec: ConvSpec, m: int, lanes: int, swapped: bool = False) -> np.ndarray:
+    """``U = G g G^T`` of every filter of ``spec``'s kernel in panels of ``lanes`` filters, ``(G, P, R, C,
+    lanes)`` (``R = ceil(O / lanes)``, the lanes past the last filter zeros), for
+    :func:`._kernels_winograd_fused.panel_products`, by the compiled
+    :func:`~._kernels_winograd.filter_panels` (jobs: a panel of a group each, shared among threads).
+
+    ``weight`` is the kernel ``(G*O, C, *3)``, or with ``swapped`` ``(G*C, O, *3)``: the kernel is its
+    channels swapped per group and its taps reversed (the full correlation of an input gradient, read from the
+    forward's weight as it is). 1-2 axes.
+    """
+    taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    shape = (channels, out_channels) if swapped else (out_channels, channels)
+    weight = np.ascontiguousarray(weight).reshape(spec.groups, *shape, taps)
+    runs = -(-out_channels // lanes)
+    panels = np.empty((spec.groups, positions, runs, channels, lanes), dtype=weight.dtype)
+    transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped)
+
+    def scratch() -> tuple[np.ndarray, np.ndarray]:
+        return (np.empty(kernels("winograd").FILTER_CHANNELS * taps * lanes, dtype=weight.dtype),
+                np.empty(positions * lanes, dtype=weight.dtype))
+
+    _run_jobs(spec.groups * runs, panels.size, lambda first, last, own: transform(weight, panels, first, last, *own),
+              scratch)
+    return panels
+
+
 def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
     """The blocks of transformed tiles ``(n0, n1, r0, r1)`` (samples, and tile rows of each: a block holds
     whole samples where one sample's tile rows fit, else some rows of one sample), and the tiles per sample
@@ -281,7 +311,7 @@ def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                           spec: ConvSpec, m: int) -> np.ndarray:
+                           spec: ConvSpec, m: int, blas: bool = True) -> np.ndarray:
     """:func:`winograd_conv` with the compiled transforms of :mod:`._kernels_winograd` (1 to 3 spatial axes,
     float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as ``(low,
     high)``) to the padded input.
@@ -292,11 +322,18 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     G*C)``, one product per tile position and group ``(P, T, C) @ (P, C, O)``
     on the BLAS, and the output transform straight into the output; the
     transforms' jobs (a tile row each) are shared among threads.
+
+    Without ``blas`` the products are :func:`._kernels_winograd_fused.tile_products`' instead, the tile
+    positions shared among the pool's threads: a position's filters (1 MiB for 512 channels) stay in its
+    core's L2 cache while the block's tiles stream through, and no BLAS threads spin beside the pool's
+    (:func:`_pooled_products`).
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
-    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m)  # (G, P, C, O)
+    fused = None if blas else kernels("winograd_fused")
+    kernel = kernel.astype(dtype, copy=False)  # (G, P, C, O) for the BLAS, else (G, P, R, C, LANES)
+    filters = _transformed_filters(kernel, spec, m) if blas else _filter_panels(kernel, spec, m, fused.LANES)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
@@ -308,8 +345,12 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     channels_last = np.zeros((most_samples, *_channels_last_size(spec, m, tiles), spec.in_channels), dtype=dtype)
-    inputs = np.empty(positions * most * spec.in_channels, dtype=dtype)
-    products = np.empty(positions * most * spec.out_channels, dtype=dtype)
+    # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
+    # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
+    tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
+    layout_most = most if blas else -(-most // tile_step) * tile_step + 1
+    inputs = (np.empty if blas else np.zeros)(positions * layout_most * spec.in_channels, dtype=dtype)
+    products = np.empty(positions * layout_most * spec.out_channels, dtype=dtype)
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
@@ -330,21 +371,47 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
             np.copyto(channels_last[(slice(0, n1 - n0), *inside)], source[n0:n1].transpose(0, 2, 3, 4, 1))
             copied = (n0, n1)
         count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
-        block_in = inputs[:positions * count * spec.in_channels].reshape(positions, count, spec.in_channels)
+        layout = count if blas else -(-count // tile_step) * tile_step + 1
+        block_in = inputs[:positions * layout * spec.in_channels].reshape(positions, layout, spec.in_channels)
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
             channels_last, block_in, tile_counts, r0, first, last, *scratch), input_scratch)
-        block_out = products[:positions * count * spec.out_channels].reshape(positions, count, spec.out_channels)
-        for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
-            np.matmul(block_in[:, :, g * channels:(g + 1) * channels], filters[g],
-                      out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
+        block_out = products[:positions * layout * spec.out_channels].reshape(positions, layout, spec.out_channels)
+        if blas:
+            for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
+                np.matmul(block_in[:, :, g * channels:(g + 1) * channels], filters[g],
+                          out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
+        else:
+            _pooled_products(fused, block_in, filters, block_out, layout - 1, tile_step, spec)
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
             block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
     return out
 
 
+def _pooled_products(fused, block_in: np.ndarray, filters: np.ndarray, block_out: np.ndarray, tiles: int,
+                     tile_step: int, spec: ConvSpec) -> None:
+    """``block_out[p, :tiles, group's O] = block_in[p, :tiles, group's C] @ filters[g, p]`` for every tile
+    position ``p`` and group ``g`` by :func:`._kernels_winograd_fused.panel_products`, the positions shared
+    among the pool's threads. ``block_in`` ``(P, T, G*C)`` and ``block_out`` ``(P, T, G*O)`` with ``T >
+    tiles``, ``tiles`` a multiple of ``tile_step``; ``filters`` in panels, ``(G, P, R, C, LANES)``."""
+    positions, layout = block_in.shape[0], block_in.shape[1]
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    inputs_flat, products_flat, filters_flat = block_in.reshape(-1), block_out.reshape(-1), filters.reshape(-1)
+    plane_in, plane_out, per_position = layout * spec.in_channels, layout * spec.out_channels, prod(filters.shape[2:])
+
+    def multiply(first: int, last: int, _) -> None:  # tile positions first:last of every group
+        for g in range(spec.groups):
+            fused.panel_products(inputs_flat[first * plane_in:], filters_flat[(g * positions + first) * per_position:],
+                                products_flat[first * plane_out:], last - first, tiles, channels, out_channels,
+                                spec.in_channels, g * channels, spec.out_channels, g * out_channels, tile_step,
+                                layout)
+
+    _run_jobs(positions, 2 * positions * tiles * spec.in_channels * out_channels, multiply, lambda: None)
+
+
 #: The fused forward (:func:`fused_winograd_conv`) runs where the transformed filters of one tile position take at
-#: most this many bytes (256 input and output channels in float32), ...
-FUSED_FILTER_BYTES = 256 * 2**10
+#: most this many bytes (128 input and output channels in float32: with 256 the products on the pool ran 1.05-1.2x
+#: faster at one thread, ResNet-18's 14x14 and VGG-16's 56x56 layers), ...
+FUSED_FILTER_BYTES = 64 * 2**10
 #: ... and costs this many times the unfused one's single-threaded estimate, shared among its threads (measured,
 #: one thread, process CPU time: 1.04-1.25x on ResNet-18's 56x56-14x14 and VGG-16's 56x56 layers; at two threads
 #: under load it ran 1.4-1.8x faster than the unfused path, whose BLAS threads compete with the pool's).
@@ -356,6 +423,15 @@ FUSED_BLOCK_BYTES = 1 * 2**20
 FUSED_BLOCK_TILES = 64
 #: ... and the input laid out channels last for this many bytes of samples at a time (within the workspace limit).
 CHANNELS_LAST_BYTES = 4 * 2**20
+#: The products run on the pool at one thread where one tile position's transformed filters take at least this many
+#: bytes (512 x 512 channels in float32: ResNet-18's 7x7 and VGG-16's 14x14 layers ran 1.05-1.3x faster so, one
+#: thread, most of it the panels' filter transform; with 256 channels, or 512 on 28x28 images, the BLAS's
+#: products ran 1.05-1.2x faster).
+POOLED_FILTER_BYTES = 2**20
+#: The products on the pool cost this many times the unfused one-thread estimate (with the panels' filter
+#: transform), shared among the threads: measured over estimated at one thread, ResNet-18's and VGG-16's 3x3
+#: layers, F(2) and F(4), 0.9-1.4 (mean 1.18) against the BLAS's products' 1.0-1.5 (mean 1.14).
+POOLED_ONE_THREAD = 1.04
 
 
 def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...], int, int, int]:
@@ -566,6 +642,11 @@ class Winograd(Algorithm):
             fused_jobs = -(-spec.batch * tiles[0] * tiles[1] // rows_per_job)
             sharing = min(_fused_threads(spec, dtype), fused_jobs)
             return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
+        if _pooled(spec, dtype):  # filters in panels; the transforms, the panels and the products on the pool
+            panels = (filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4 + fresh / FRESH_MEMORY_RATE)
+            shared = CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels + loops * dtype.itemsize / 4
+            sharing = min(threads, positions)
+            return shared * POOLED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1)) + copies * dtype.itemsize / 4
         return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
                 + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)  # rates: float32 values
 
@@ -601,7 +682,17 @@ def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], ke
     products on the BLAS."""
     if _fused_threads(spec, source.dtype) > 1:
         return fused_winograd_conv(source, padding, kernel, spec, m)
-    return compiled_winograd_conv(source, padding, kernel, spec, m)
+    return compiled_winograd_conv(source, padding, kernel, spec, m, blas=not _pooled(spec, source.dtype))
+
+
+def _pooled(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether :func:`compiled_winograd_conv` runs its products on the pool (:func:`_pooled_products`), not the
+    BLAS: in 1-2 dimensions (the panels' filter transform), on more than one thread (the BLAS's threads, spinning
+    after each product, take the cores from the pool's), and on one thread where one tile position's
+    transformed filters take at least :data:`POOLED_FILTER_BYTES`."""
+    filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
+    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    return spec.rank <= 2 and (threads > 1 or filter_bytes >= POOLED_FILTER_BYTES)
 
 
 def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
