@@ -23,6 +23,7 @@ import pytest
 
 import convolab as cl
 from convolab import planner
+from convolab._engine import oriented_kernel
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import winograd as winograd_module
 from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, fused_winograd_conv, winograd_conv
@@ -168,6 +169,18 @@ def test_pooled_products_over_blocks_threads_groups_and_partial_panels(dtype):
             np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
             empty = cl.conv2d(np.zeros((0, 40, 9, 9), dtype), w, padding=1, algorithm=f"winograd{tile}")
             assert empty.shape == (0, 33, 9, 9) and empty.dtype == dtype
+            # the input gradient's full correlation, as the engine makes it: its kernel a swapped, reversed view of
+            # the forward's weight, which the filter transform reads as it is
+            g = rng.standard_normal((2, 33, 19, 23)).astype(dtype)
+            spec = cl.conv_spec((2, *x.shape), w.shape, padding=1)
+            full_spec, on_input, _ = planner.full_problem(spec)
+            kernel = oriented_kernel(w.reshape(1, 33, 40, 3, 3).swapaxes(1, 2).reshape(40, 33, 3, 3), full_spec.flip)
+            assert on_input and winograd_module._swapped_source(kernel, full_spec) is not None
+            got = ALGORITHMS[f"winograd{tile}"].run_unpadded(g, kernel, full_spec)
+            expected = cl.grad.conv_input((2, *x.shape), w.astype(np.float64), g.astype(np.float64), padding=1,
+                                          algorithm="scatter")
+            tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("tile", TILES)

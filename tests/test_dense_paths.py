@@ -124,28 +124,32 @@ def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
                          ids=lambda problem: "-".join(map(str, problem)))
 def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swapped):
     """The filters in panels of LANES, ``(G, P, R, C, LANES)``: the same values as ``(G ⊗ ... ⊗ G) @ taps`` (within
-    the same bound as above), zeros past the last filter (panels partly filled: 70 filters, 33, 3); ``swapped``
-    reads the kernel as its channels swapped per group and its taps reversed (the input gradient's full
-    correlation), from the forward's weight as it is."""
+    the same bound as above), zeros past the last filter (panels partly filled: 70 filters, 33, 3). ``swapped``:
+    the kernel is the forward's weight with its channels swapped per group and its taps reversed, as the input
+    gradient's full correlation makes it (a view with one group, read as it is; a copy with more)."""
     from convolab.algorithms._kernels_tiled import LANES
-    from convolab.algorithms.winograd import _filter_panels, winograd_matrices
+    from convolab.algorithms.winograd import _filter_panels, _swapped_source, winograd_matrices
 
     rank, groups, out_channels, channels = problem
     rng = np.random.default_rng(rank * 100 + groups + swapped)
     stored = (channels, out_channels) if swapped else (out_channels, channels)
     w = rng.standard_normal((groups * stored[0], stored[1], *(3,) * rank)).astype(dtype)
-    kernel = w.reshape(groups, *stored, *(3,) * rank)
-    if swapped:  # the kernel the panels hold: (G, O, C, *3), each channel's taps reversed
-        kernel = np.flip(kernel.swapaxes(1, 2), axis=tuple(range(3, 3 + rank)))
+    kernel = w
+    if swapped:  # (G*C, O, *3) -> (G*O, C, *3), reversed
+        kernel = w.reshape(groups, *stored, *(3,) * rank).swapaxes(1, 2).reshape(w.shape[1] * groups, -1,
+                                                                                 *(3,) * rank)
+        kernel = np.flip(kernel, axis=tuple(range(2, 2 + rank)))
     spec = cl.conv_spec((1, groups * channels, *(8,) * rank), (groups * out_channels, channels, *(3,) * rank),
                         padding=1, groups=groups)
+    source = _swapped_source(kernel, spec)
+    assert (source is not None and np.shares_memory(source, w)) == (swapped and groups == 1)
     with cl.thread_count(2):
-        got = _filter_panels(w, spec, tile, LANES, swapped)
+        got = _filter_panels(kernel, spec, tile, LANES)
     _, g, _ = winograd_matrices(tile, 3)
     transform = np.ones((1, 1))
     for _ in range(rank):
         transform = np.kron(transform, g)
-    taps = kernel.astype(np.float64).reshape(groups, out_channels, channels, -1)
+    taps = kernel.astype(np.float64).reshape(groups, out_channels, channels, -1)  # the kernel's own taps
     runs = -(-out_channels // LANES)
     expected, magnitude = (np.zeros((groups, transform.shape[0], channels, runs * LANES)) for _ in range(2))
     expected[..., :out_channels] = np.einsum("pk,gock->gpco", transform, taps)
