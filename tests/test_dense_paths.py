@@ -117,18 +117,20 @@ def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
     assert np.all(np.abs(got - expected) <= 4 * 3**rank * np.finfo(dtype).eps * magnitude)
 
 
+@pytest.mark.parametrize("in_panels", [True, False], ids=["panels", "rows"])
 @pytest.mark.parametrize("swapped", [False, True], ids=["forward", "swapped"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("tile", (2, 4))
 @pytest.mark.parametrize("problem", [p for p in FILTER_PROBLEMS if p[0] < 3] + [(2, 1, 70, 40)],
                          ids=lambda problem: "-".join(map(str, problem)))
-def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swapped):
-    """The filters in panels of LANES, ``(G, P, R, C, LANES)``: the same values as ``(G ⊗ ... ⊗ G) @ taps`` (within
-    the same bound as above), zeros past the last filter (panels partly filled: 70 filters, 33, 3). ``swapped``:
-    the kernel is the forward's weight with its channels swapped per group and its taps reversed, as the input
-    gradient's full correlation makes it (a view with one group, read as it is; a copy with more)."""
+def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swapped, in_panels):
+    """The filters in panels of LANES, ``(G, P, R, C, LANES)`` (or ``(G, P, C, O)`` for the BLAS): the same values
+    as ``(G ⊗ ... ⊗ G) @ taps`` (within the same bound as above), zeros past the last filter (panels partly
+    filled: 70 filters, 33, 3). ``swapped``: the kernel is the forward's weight with its channels swapped per
+    group and its taps reversed, as the input gradient's full correlation makes it (a view with one group, read
+    as it is; a copy with more)."""
     from convolab.algorithms._kernels_tiled import LANES
-    from convolab.algorithms.winograd import _filter_panels, _swapped_source, winograd_matrices
+    from convolab.algorithms.winograd import _filter_panels, _swapped_source, _transformed_filters, winograd_matrices
 
     rank, groups, out_channels, channels = problem
     rng = np.random.default_rng(rank * 100 + groups + swapped)
@@ -144,18 +146,20 @@ def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swap
     source = _swapped_source(kernel, spec)
     assert (source is not None and np.shares_memory(source, w)) == (swapped and groups == 1)
     with cl.thread_count(2):
-        got = _filter_panels(kernel, spec, tile, LANES)
+        got = _filter_panels(kernel, spec, tile, LANES) if in_panels else _transformed_filters(kernel, spec, tile)
     _, g, _ = winograd_matrices(tile, 3)
     transform = np.ones((1, 1))
     for _ in range(rank):
         transform = np.kron(transform, g)
     taps = kernel.astype(np.float64).reshape(groups, out_channels, channels, -1)  # the kernel's own taps
-    runs = -(-out_channels // LANES)
-    expected, magnitude = (np.zeros((groups, transform.shape[0], channels, runs * LANES)) for _ in range(2))
+    runs = -(-out_channels // LANES) if in_panels else 1
+    lanes = LANES if in_panels else out_channels
+    expected, magnitude = (np.zeros((groups, transform.shape[0], channels, runs * lanes)) for _ in range(2))
     expected[..., :out_channels] = np.einsum("pk,gock->gpco", transform, taps)
     magnitude[..., :out_channels] = np.einsum("pk,gock->gpco", np.abs(transform), np.abs(taps))
-    as_panels = (groups, transform.shape[0], channels, runs, LANES)
-    expected, magnitude = (a.reshape(as_panels).transpose(0, 1, 3, 2, 4) for a in (expected, magnitude))
+    if in_panels:
+        as_panels = (groups, transform.shape[0], channels, runs, LANES)
+        expected, magnitude = (a.reshape(as_panels).transpose(0, 1, 3, 2, 4) for a in (expected, magnitude))
     assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
     assert np.all(np.abs(got - expected) <= 4 * 3**rank * np.finfo(dtype).eps * magnitude)
 

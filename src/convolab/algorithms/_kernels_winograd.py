@@ -333,15 +333,34 @@ def _filter_lines(m: int, rank: int, load: str, store: str) -> list[str]:
     return lines + [f"{store.format(p=p)} = {names[cell]}" for p, cell in enumerate(positions)]
 
 
-def _straight_filter_source(m: int, rank: int, name: str) -> str:
+def _straight_filter_source(m: int, rank: int, name: str, swapped: bool = False) -> str:
     """The source of :func:`filter_transform`'s kernel ``name`` for 1 or 2 axes (:func:`_filter_lines` per
     filter)."""
     block, count = FILTER_BLOCK, (m + 2)**rank
     lines = _filter_lines(m, rank, f"gathered[into_gathered + uint64({{k}} * {block}) + e]",
                          f"block[into_block + uint64({{p}} * {block}) + e]")
     body = "\n".join(" " * 20 + line for line in lines)
+    into_gathered = f"r * per_channel + (chunk * uint64(taps) + k) * uint64({block}) + e"
+    if swapped:  # weight (G, C, O, K), each filter's taps reversed: the rows' runs read in order
+        shape = "channels, out_channels, taps"
+        gather = f"""        start = uint64((g * channels + c0) * out_channels * taps)
+        for r in range(uint64(rows)):
+            for o in range(uint64(out_channels)):
+                chunk, e = o // uint64({block}), o % uint64({block})
+                for k in range(uint64(taps)):
+                    gathered[{into_gathered}] = (
+                        source[start + r * uint64(out_channels * taps) + o * uint64(taps) + uint64(taps - 1) - k])"""
+    else:
+        shape = "out_channels, channels, taps"
+        gather = f"""        start = uint64((g * out_channels * channels + c0) * taps)
+        for o in range(uint64(out_channels)):
+            chunk, e = o // uint64({block}), o % uint64({block})
+            for r in range(uint64(rows)):
+                for k in range(uint64(taps)):
+                    gathered[{into_gathered}] = (
+                        source[start + o * uint64(channels * taps) + r * uint64(taps) + k])"""
     return f"""def {name}(weight, transformed, first, last, gathered, block):
-    out_channels, channels, taps = weight.shape[1], weight.shape[2], weight.shape[3]
+    {shape} = weight.shape[1], weight.shape[2], weight.shape[3]
     source, target = weight.reshape(weight.size), transformed.reshape(transformed.size)
     plane, chunks = channels * out_channels, uint64(block.size // ({count} * {block}))
     per_channel = chunks * uint64(taps * {block})
@@ -350,13 +369,7 @@ def _straight_filter_source(m: int, rank: int, name: str) -> str:
         g, c0 = row0 // channels, row0 % channels
         rows = min({FILTER_CHANNELS}, last - row0, channels - c0)
         row0 += rows
-        start = uint64((g * out_channels * channels + c0) * taps)
-        for o in range(uint64(out_channels)):
-            chunk, e = o // uint64({block}), o % uint64({block})
-            for r in range(uint64(rows)):
-                for k in range(uint64(taps)):
-                    gathered[r * per_channel + (chunk * uint64(taps) + k) * uint64({block}) + e] = (
-                        source[start + o * uint64(channels * taps) + r * uint64(taps) + k])
+{gather}
         for r in range(rows):
             for chunk in range(chunks):
                 into_gathered = uint64(r) * per_channel + chunk * uint64(taps * {block})
@@ -476,7 +489,7 @@ def _loop_filter_tiles(weight, transform, transformed, first, last, gathered, bl
 
 
 @lru_cache(maxsize=None)
-def filter_transform(m: int, rank: int, dtype: str) -> Callable:
+def filter_transform(m: int, rank: int, dtype: str, swapped: bool = False) -> Callable:
     """The filter transform of F(m, 3) over ``rank`` axes in ``dtype``: ``kernel(weight, transformed, first, last,
     gathered, block)`` writes ``transformed[g, p, c, o] = (G g G^T)[p]`` of filter ``weight[g, o, c]`` for the rows
     ``(g, c)`` numbered ``g*C + c`` in ``first:last``.
@@ -490,7 +503,12 @@ def filter_transform(m: int, rank: int, dtype: str) -> Callable:
     each tile position's ``O`` results copied out as one run. Writing each block's 36 runs as it went, 16
     values each, 1 MiB apart for 512 channels, ran 4x slower, and scratch rows of ``W`` values 2 KiB apart 10x:
     rows a power of two apart share the caches' sets and evict each other. A row is written by its job alone.
+
+    With ``swapped`` (1-2 axes), ``weight`` is ``(G, C, O, 3^rank)`` and filter ``o``'s channel ``c`` is
+    ``weight[g, c, o]`` reversed (as :func:`filter_panels` reads it).
     """
+    if swapped and rank == 3:
+        raise ValueError("the swapped filter transform is generated for 1 or 2 axes, got 3")
     if rank == 3:
         _, g, _ = winograd_matrices(m, 3)
         transform = np.kron(np.kron(g, g), g).astype(dtype)
@@ -500,7 +518,7 @@ def filter_transform(m: int, rank: int, dtype: str) -> Callable:
                                .reshape(weight.shape[3], FILTER_BLOCK), block)
 
         return loops
-    name = f"filter_tiles_f{m}_{rank}d"
+    name = f"filter_tiles_f{m}_{rank}d{'_swapped' if swapped else ''}"
     namespace = {"__name__": __name__, "uint64": uint64, "S": np.dtype(dtype).type}
-    exec(compile(_straight_filter_source(m, rank, name), __file__, "exec"), namespace)  # noqa: S102 - generated
+    exec(compile(_straight_filter_source(m, rank, name, swapped), __file__, "exec"), namespace)  # noqa: S102
     return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])

@@ -235,15 +235,20 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     product's 36 rows a power of two apart, which share the caches' sets.
 
     ``spare`` zeros follow the array in its buffer (``filters.base``), for a reader of whole runs past its end.
+    An input gradient's kernel, a swapped and reversed view of the forward's weight, is read as it is
+    (:func:`_swapped_source`), not copied.
     """
     taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
     channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
-    weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
+    weight = _swapped_source(kernel, spec) if spec.rank <= 2 else None  # (G, C, O, K), read swapped and reversed
+    swapped = weight is not None
+    if not swapped:
+        weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
     buffer = np.empty(size + spare, dtype=kernel.dtype)
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
-    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name)
+    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
     block = kernels("winograd").FILTER_BLOCK
     width = -(-out_channels // block) * block  # the filters in whole blocks
 
