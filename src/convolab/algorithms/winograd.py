@@ -627,6 +627,9 @@ class Winograd(Algorithm):
 
         On more than one thread, where the fused forward runs (:func:`_fused_threads`), every part is shared
         among the threads (as many as it has jobs), at :data:`FUSED_ONE_THREAD` times the one-thread cost.
+        Where the products run on the pool (:func:`_pooled`), the filters in panels cost their values at
+        :data:`PANEL_TRANSFORM_RATE` (no cost per pair), and every part but the copies is shared among the
+        threads, at :data:`POOLED_ONE_THREAD` times the one-thread cost.
 
         Nor where the memory it needs under "auto" exceeds the workspace
         limit (:func:`_auto_bytes`: its channels-last samples are whole
@@ -675,13 +678,17 @@ class Winograd(Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid
-        out channels last; the fused path's blocks (one per thread) where it runs."""
-        if _fused_threads(spec, np.dtype(f"f{itemsize}")) > 1:
+        out channels last (with the products on the pool, the filters in whole panels and the block in whole
+        register tiles and a row more); the fused path's blocks (one per thread) where it runs."""
+        dtype = np.dtype(f"f{itemsize}")
+        if _fused_threads(spec, dtype) > 1:
             return _fused_bytes(spec, self.tile, itemsize)
-        a = self.tile + 2
-        filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
+        a, pooled = self.tile + 2, _pooled(spec, dtype)
+        per_group = -(-spec.out_channels_per_group // 32) * 32 if pooled else spec.out_channels_per_group
+        filters = a**spec.rank * spec.groups * per_group * spec.in_channels_per_group * itemsize
         blocks, tiles = _tile_blocks(spec, self.tile, itemsize)
         tiles_most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
+        tiles_most = -(-tiles_most // 8) * 8 + 1 if pooled else tiles_most
         samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
         block = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles_most * itemsize
         channels_last = samples * prod(_channels_last_size(spec, self.tile, tiles)) * spec.in_channels * itemsize
@@ -701,8 +708,8 @@ class Winograd(Algorithm):
 
 def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray, spec: ConvSpec,
                       m: int) -> np.ndarray:
-    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else the
-    products on the BLAS."""
+    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else unfused,
+    the products on the pool (:func:`_pooled`) or on the BLAS."""
     if _fused_threads(spec, source.dtype) > 1:
         return fused_winograd_conv(source, padding, kernel, spec, m)
     return compiled_winograd_conv(source, padding, kernel, spec, m, blas=not _pooled(spec, source.dtype))
@@ -719,10 +726,10 @@ def _pooled(spec: ConvSpec, dtype: np.dtype) -> bool:
 
 
 def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
-    """The threads the fused forward would run on, or 1 where the products on the BLAS run instead: on one
-    thread (the BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of
-    transformed filters per tile position (512 channels: the products stream them from the L2 cache for every
-    eight tiles, 1.3-1.9x slower)."""
+    """The threads the fused forward would run on, or 1 where the unfused one runs instead: on one thread (the
+    BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of transformed
+    filters per tile position (the fused products stream them from the L2 cache for every eight tiles: 1.1-1.5x
+    slower than the pool's with 256 channels, 1.3-1.9x with 512)."""
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
     if filter_bytes > FUSED_FILTER_BYTES:
         return 1
