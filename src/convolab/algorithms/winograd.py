@@ -670,7 +670,8 @@ class Winograd(Algorithm):
             return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
         if _pooled(spec, dtype):  # filters in panels; the transforms, the panels and the products on the pool
             panels = (filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4 + fresh / FRESH_MEMORY_RATE)
-            shared = CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels + loops * dtype.itemsize / 4
+            shared = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels
+                      + loops * dtype.itemsize / 4)
             sharing = min(threads, positions)
             return shared * POOLED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1)) + copies * dtype.itemsize / 4
         return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + filter_seconds
