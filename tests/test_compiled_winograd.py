@@ -23,6 +23,7 @@ import pytest
 
 import convolab as cl
 from convolab import planner
+from convolab._engine import oriented_kernel
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import winograd as winograd_module
 from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, fused_winograd_conv, winograd_conv
@@ -106,26 +107,78 @@ def test_fused_forward_agrees_with_the_numpy_transforms(case, tile, dtype):
     assert_numpy_transforms_sums(fused_winograd_conv, case, tile, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
-    """Several groups of samples and jobs (small blocks), two threads, groups whose filters end in a partial run
-    of lanes, odd sizes (partial tiles), asymmetric zero padding read in place, 1-d and 3-d."""
-    rng = np.random.default_rng(7)
-    problems = [((5, 8, 37, 45), (36, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
+#: Odd sizes (partial tiles), asymmetric zero padding read in place, groups whose filters end inside a run of
+#: lanes, 70 filters (past a whole run), 1-d and 3-d.
+ODD_PROBLEMS = [((5, 8, 37, 45), (36, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
                 ((3, 64, 20, 19), (70, 64, 3, 3), dict(padding=1)),
                 ((2, 4, 9, 10, 11), (6, 4, 3, 3, 3), dict(padding=1)),
                 ((2, 6, 301), (40, 6, 3), dict(padding=((0, 3),)))]
+
+
+def assert_direct_sums(forward, problems, dtype, seed: int) -> None:
+    """``forward(x, padding, w, spec, tile)`` gives the direct sum in float64 within Winograd's rounding (1e-4
+    relative to the largest output in float32, 1e-12 in float64), for every problem and tile size."""
+    rng = np.random.default_rng(seed)
     for input_shape, weight_shape, params in problems:
         x = rng.standard_normal(input_shape).astype(dtype)
         w = rng.standard_normal(weight_shape).astype(dtype)
         spec = cl.conv_spec(x.shape, w.shape, **params)
         expected = cl.conv(x.astype(np.float64), w.astype(np.float64), **params, algorithm="direct")
         for tile in TILES:
-            with cl.thread_count(2), pytest.MonkeyPatch.context() as patch:
-                patch.setattr(winograd_module, "FUSED_BLOCK_BYTES", 2**12)
-                patch.setattr(winograd_module, "FUSED_BLOCK_TILES", 1)
-                patch.setattr(winograd_module, "CHANNELS_LAST_BYTES", 2**12)
-                got = fused_winograd_conv(x, spec.padding, w, spec, tile)
+            got = forward(x, spec.padding, w, spec, tile)
+            tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
+    """Several groups of samples and jobs (small blocks), two threads, the odd problems."""
+    with cl.thread_count(2), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd_module, "FUSED_BLOCK_BYTES", 2**12)
+        patch.setattr(winograd_module, "FUSED_BLOCK_TILES", 1)
+        patch.setattr(winograd_module, "CHANNELS_LAST_BYTES", 2**12)
+        assert_direct_sums(fused_winograd_conv, ODD_PROBLEMS, dtype, seed=7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("case", [case for case in CASES if case.rank <= 2][:20], ids=str)
+def test_pooled_products_agree_with_the_numpy_transforms(case, tile, dtype):
+    """The products on the pool (the filters in panels, the channels added in their order): the same sums within
+    the bound of two orders."""
+    assert_numpy_transforms_sums(lambda *args: compiled_winograd_conv(*args, blas=False), case, tile, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_pooled_products_over_blocks_threads_groups_and_partial_panels(dtype):
+    """Several blocks of tiles (a small workspace), three threads sharing the tile positions, the odd problems in
+    1-2 dimensions (filters ending inside a panel, 70 filters past a whole one); and through the public op, a
+    view of an unbatched input and an empty batch."""
+    with cl.thread_count(3), cl.workspace_limit(2**16):
+        assert_direct_sums(lambda *args: compiled_winograd_conv(*args, blas=False),
+                           [problem for problem in ODD_PROBLEMS if len(problem[0]) <= 4], dtype, seed=8)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 19, 2 * 23)).astype(dtype)[:, :, ::2]  # unbatched, every other column
+    w = rng.standard_normal((33, 40, 3, 3)).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd_module, "_pooled", lambda spec, dtype: spec.rank <= 2)
+        for tile in TILES:
+            got = cl.conv2d(x, w, padding=1, algorithm=f"winograd{tile}")
+            expected = cl.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, algorithm="direct")
+            tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+            empty = cl.conv2d(np.zeros((0, 40, 9, 9), dtype), w, padding=1, algorithm=f"winograd{tile}")
+            assert empty.shape == (0, 33, 9, 9) and empty.dtype == dtype
+            # the input gradient's full correlation, as the engine makes it: its kernel a swapped, reversed view of
+            # the forward's weight, which the filter transform reads as it is
+            g = rng.standard_normal((2, 33, 19, 23)).astype(dtype)
+            spec = cl.conv_spec((2, *x.shape), w.shape, padding=1)
+            full_spec, on_input, _ = planner.full_problem(spec)
+            kernel = oriented_kernel(w.reshape(1, 33, 40, 3, 3).swapaxes(1, 2).reshape(40, 33, 3, 3), full_spec.flip)
+            assert on_input and winograd_module._swapped_source(kernel, full_spec) is not None
+            got = ALGORITHMS[f"winograd{tile}"].run_unpadded(g, kernel, full_spec)
+            expected = cl.grad.conv_input((2, *x.shape), w.astype(np.float64), g.astype(np.float64), padding=1,
+                                          algorithm="scatter")
             tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
             np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
 
@@ -210,22 +263,26 @@ def test_forward_and_gradients_agree_with_torch(case, dtype, winograd_everywhere
         assert np.all(error <= RELATIVE_TO_TERMS[dtype] * magnitude.max()), np.max(error) / magnitude.max()
 
 
-@pytest.mark.parametrize("threads, channels, fused", [(2, 64, True), (1, 64, False), (2, 512, False)])
-def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels, fused, monkeypatch):
+@pytest.mark.parametrize("threads, channels, path", [(2, 64, "fused"), (1, 64, "blas"), (2, 256, "pool"),
+                                                     (2, 512, "pool"), (1, 512, "pool"), (1, 256, "blas")])
+def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels, path, monkeypatch):
     """More than one thread and filters of at most FUSED_FILTER_BYTES per tile position: the fused forward; else
-    the products on the BLAS. Both give the direct sum within Winograd's rounding."""
+    the products on the pool on more than one thread or with POOLED_FILTER_BYTES of filters per position, else on
+    the BLAS. All give the direct sum within Winograd's rounding."""
     rng = np.random.default_rng(channels)
     x = rng.standard_normal((2, channels, 12, 11)).astype(np.float32)
     w = (rng.standard_normal((channels, channels, 3, 3)) / channels).astype(np.float32)
     ran = []
-    for name in ("fused_winograd_conv", "compiled_winograd_conv"):
+    paths = {"fused_winograd_conv": lambda **options: "fused",
+             "compiled_winograd_conv": lambda blas=True: "blas" if blas else "pool"}
+    for name, which in paths.items():
         original = getattr(winograd_module, name)
-        monkeypatch.setattr(winograd_module, name, lambda *args, original=original, name=name: (
-            ran.append(name), original(*args))[1])
+        monkeypatch.setattr(winograd_module, name, lambda *args, original=original, which=which, **options: (
+            ran.append(which(**options)), original(*args, **options))[1])
     monkeypatch.setattr(winograd_module, "_threads", lambda work: threads)  # a small problem, shared all the same
     with cl.thread_count(threads):
         got = cl.conv2d(x, w, padding=1, algorithm="winograd4")
-    assert ran == ["fused_winograd_conv" if fused else "compiled_winograd_conv"]
+    assert ran == [path]
     expected = cl.conv2d(x, w, padding=1, algorithm="direct")
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
@@ -266,7 +323,9 @@ def test_without_numba_the_numpy_transforms_run(tile, without_numba):
 @pytest.mark.parametrize("input_shape, weight_shape, params, winograd", [
     ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), True),  # ResNet-18 layer2: measured 1.5x folded's speed
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), True),  # layer3
-    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), False),  # layer4: the filter transform costs more (gemm)
+    # layer4: F(2), its filters in panels and its products on the pool: at parity with gemm on one thread (16.7
+    # against 16.1 ms), ahead of it on two, where gemm's estimate does not share its products among threads
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), True),
     ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), False),  # strided: no tiles
     ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), False),  # few channels: the accuracy rule
     ((2, 32, 16, 32, 32), (32, 32, 3, 3, 3), dict(padding=1), False),  # 3-d: no cost model fitted

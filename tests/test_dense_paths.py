@@ -115,3 +115,80 @@ def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
     magnitude = np.einsum("pk,gock->gpco", np.abs(transform), np.abs(taps))
     assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
     assert np.all(np.abs(got - expected) <= 4 * 3**rank * np.finfo(dtype).eps * magnitude)
+
+
+@pytest.mark.parametrize("in_panels", [True, False], ids=["panels", "rows"])
+@pytest.mark.parametrize("swapped", [False, True], ids=["forward", "swapped"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", (2, 4))
+@pytest.mark.parametrize("problem", [p for p in FILTER_PROBLEMS if p[0] < 3] + [(2, 1, 70, 40)],
+                         ids=lambda problem: "-".join(map(str, problem)))
+def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swapped, in_panels):
+    """The filters in panels of LANES, ``(G, P, R, C, LANES)`` (or ``(G, P, C, O)`` for the BLAS): the same values
+    as ``(G ⊗ ... ⊗ G) @ taps`` (within the same bound as above), zeros past the last filter (panels partly
+    filled: 70 filters, 33, 3). ``swapped``: the kernel is the forward's weight with its channels swapped per
+    group and its taps reversed, as the input gradient's full correlation makes it (a view with one group, read
+    as it is; a copy with more)."""
+    from convolab.algorithms._kernels_tiled import LANES
+    from convolab.algorithms.winograd import _filter_panels, _swapped_source, _transformed_filters, winograd_matrices
+
+    rank, groups, out_channels, channels = problem
+    rng = np.random.default_rng(rank * 100 + groups + swapped)
+    stored = (channels, out_channels) if swapped else (out_channels, channels)
+    w = rng.standard_normal((groups * stored[0], stored[1], *(3,) * rank)).astype(dtype)
+    kernel = w
+    if swapped:  # (G*C, O, *3) -> (G*O, C, *3), reversed
+        kernel = w.reshape(groups, *stored, *(3,) * rank).swapaxes(1, 2).reshape(w.shape[1] * groups, -1,
+                                                                                 *(3,) * rank)
+        kernel = np.flip(kernel, axis=tuple(range(2, 2 + rank)))
+    spec = cl.conv_spec((1, groups * channels, *(8,) * rank), (groups * out_channels, channels, *(3,) * rank),
+                        padding=1, groups=groups)
+    source = _swapped_source(kernel, spec)
+    assert (source is not None and np.shares_memory(source, w)) == (swapped and groups == 1)
+    with cl.thread_count(2):
+        got = _filter_panels(kernel, spec, tile, LANES) if in_panels else _transformed_filters(kernel, spec, tile)
+    _, g, _ = winograd_matrices(tile, 3)
+    transform = np.ones((1, 1))
+    for _ in range(rank):
+        transform = np.kron(transform, g)
+    taps = kernel.astype(np.float64).reshape(groups, out_channels, channels, -1)  # the kernel's own taps
+    runs = -(-out_channels // LANES) if in_panels else 1
+    lanes = LANES if in_panels else out_channels
+    expected, magnitude = (np.zeros((groups, transform.shape[0], channels, runs * lanes)) for _ in range(2))
+    expected[..., :out_channels] = np.einsum("pk,gock->gpco", transform, taps)
+    magnitude[..., :out_channels] = np.einsum("pk,gock->gpco", np.abs(transform), np.abs(taps))
+    if in_panels:
+        as_panels = (groups, transform.shape[0], channels, runs, LANES)
+        expected, magnitude = (a.reshape(as_panels).transpose(0, 1, 3, 2, 4) for a in (expected, magnitude))
+    assert got.dtype == dtype and got.shape == expected.shape and got.flags.c_contiguous
+    assert np.all(np.abs(got - expected) <= 4 * 3**rank * np.finfo(dtype).eps * magnitude)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("channels, out_channels, tiles", [(64, 64, 16), (37, 70, 24), (5, 3, 8), (300, 33, 8)])
+def test_panel_products_are_the_matrix_products(channels, out_channels, tiles, dtype):
+    """``panel_products`` against NumPy's ``(P, T, C) @ (P, C, O)`` in float64, within the summation-order bound
+    ``C * eps * sum |terms|`` (both add the same C products per value, in another order), where the filters'
+    panels are only partly filled and the tiles' rows and the products' rows are wider than one group's, at an
+    offset (a second group); tiles past ``tiles`` in the layout are left as they were."""
+    from convolab.algorithms._compiled import kernels
+
+    fused = kernels("winograd_fused")
+    step = fused.TILES_WIDE if dtype == np.float32 else fused.TILES_NARROW
+    rng = np.random.default_rng(channels)
+    positions, layout, in_width, out_width = 3, tiles + 1, 2 * channels, 2 * out_channels
+    inputs = rng.standard_normal((positions, layout, in_width)).astype(dtype)
+    filters = rng.standard_normal((positions, channels, out_channels)).astype(dtype)
+    runs = -(-out_channels // fused.LANES)
+    panels = np.zeros((positions, channels, runs * fused.LANES), dtype=dtype)
+    panels[..., :out_channels] = filters
+    panels = np.ascontiguousarray(panels.reshape(positions, channels, runs, fused.LANES).transpose(0, 2, 1, 3))
+    products = np.full((positions, layout, out_width), 7.0, dtype=dtype)
+    fused.panel_products(inputs.reshape(-1), panels.reshape(-1), products.reshape(-1), positions, tiles, channels,
+                         out_channels, in_width, channels, out_width, out_channels, step, layout)
+    block = inputs[:, :tiles, channels:].astype(np.float64)
+    expected = block @ filters.astype(np.float64)
+    magnitude = np.abs(block) @ np.abs(filters.astype(np.float64))
+    assert np.all(np.abs(products[:, :tiles, out_channels:] - expected)
+                  <= channels * np.finfo(dtype).eps * magnitude)
+    assert np.all(products[:, :tiles, :out_channels] == 7) and np.all(products[:, tiles:] == 7)

@@ -62,7 +62,7 @@ from numba import njit, uint64
 
 from .winograd import STORE_TILES, winograd_matrices
 
-__all__ = ["transforms", "filter_transform"]
+__all__ = ["transforms", "filter_transform", "filter_panels"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -310,15 +310,16 @@ FILTER_BLOCK = 16
 FILTER_CHANNELS = 8
 
 
-def _straight_filter_source(m: int, rank: int, name: str) -> str:
-    """The source of :func:`filter_transform`'s kernel ``name`` for 1 or 2 axes: per filter, its ``3^rank`` taps
-    into locals, ``G`` applied along each axis (the last first) with its nonzero coefficients written out, each of
-    the ``a^rank`` results stored once."""
+def _filter_lines(m: int, rank: int, load: str, store: str) -> list[str]:
+    """The straight-line transform of one filter for 1 or 2 axes: its ``3^rank`` taps into locals (``load``
+    formatted with the tap's number ``k``), ``G`` applied along each axis (the last first) with its nonzero
+    coefficients written out, each of the ``a^rank`` results stored once (``store`` formatted with the
+    position's number ``p``, row-major)."""
     _, g, _ = winograd_matrices(m, 3)
-    a, block = m + 2, FILTER_BLOCK
+    a = m + 2
     taps = list(itertools.product(range(3), repeat=rank))
     names = {cell: "g_" + "_".join(map(str, cell)) for cell in taps}
-    lines = [f"{names[cell]} = gathered[into_gathered + uint64({k * block}) + e]" for k, cell in enumerate(taps)]
+    lines = [f"{names[cell]} = {load.format(k=k)}" for k, cell in enumerate(taps)]
     cells = taps
     for axis in reversed(range(rank)):  # axis by axis: taps (3) become positions (a)
         cells = [(*cell[:axis], q, *cell[axis + 1:]) for cell in cells if cell[axis] == 0 for q in range(a)]
@@ -329,11 +330,37 @@ def _straight_filter_source(m: int, rank: int, name: str) -> str:
             lines.append(f"{along[cell]} = {_combination(g[cell[axis]], reads)}")
         names = {**names, **along}
     positions = sorted(cells)  # row-major: the order of G ⊗ ... ⊗ G's rows
-    lines += [f"block[into_block + uint64({p * block}) + e] = {names[cell]}" for p, cell in enumerate(positions)]
+    return lines + [f"{store.format(p=p)} = {names[cell]}" for p, cell in enumerate(positions)]
+
+
+def _straight_filter_source(m: int, rank: int, name: str, swapped: bool = False) -> str:
+    """The source of :func:`filter_transform`'s kernel ``name`` for 1 or 2 axes (:func:`_filter_lines` per
+    filter)."""
+    block, count = FILTER_BLOCK, (m + 2)**rank
+    lines = _filter_lines(m, rank, f"gathered[into_gathered + uint64({{k}} * {block}) + e]",
+                         f"block[into_block + uint64({{p}} * {block}) + e]")
     body = "\n".join(" " * 20 + line for line in lines)
-    count = len(positions)
+    into_gathered = f"r * per_channel + (chunk * uint64(taps) + k) * uint64({block}) + e"
+    if swapped:  # weight (G, C, O, K), each filter's taps reversed: the rows' runs read in order
+        shape = "channels, out_channels, taps"
+        gather = f"""        start = uint64((g * channels + c0) * out_channels * taps)
+        for r in range(uint64(rows)):
+            for o in range(uint64(out_channels)):
+                chunk, e = o // uint64({block}), o % uint64({block})
+                for k in range(uint64(taps)):
+                    gathered[{into_gathered}] = (
+                        source[start + r * uint64(out_channels * taps) + o * uint64(taps) + uint64(taps - 1) - k])"""
+    else:
+        shape = "out_channels, channels, taps"
+        gather = f"""        start = uint64((g * out_channels * channels + c0) * taps)
+        for o in range(uint64(out_channels)):
+            chunk, e = o // uint64({block}), o % uint64({block})
+            for r in range(uint64(rows)):
+                for k in range(uint64(taps)):
+                    gathered[{into_gathered}] = (
+                        source[start + o * uint64(channels * taps) + r * uint64(taps) + k])"""
     return f"""def {name}(weight, transformed, first, last, gathered, block):
-    out_channels, channels, taps = weight.shape[1], weight.shape[2], weight.shape[3]
+    {shape} = weight.shape[1], weight.shape[2], weight.shape[3]
     source, target = weight.reshape(weight.size), transformed.reshape(transformed.size)
     plane, chunks = channels * out_channels, uint64(block.size // ({count} * {block}))
     per_channel = chunks * uint64(taps * {block})
@@ -342,13 +369,7 @@ def _straight_filter_source(m: int, rank: int, name: str) -> str:
         g, c0 = row0 // channels, row0 % channels
         rows = min({FILTER_CHANNELS}, last - row0, channels - c0)
         row0 += rows
-        start = uint64((g * out_channels * channels + c0) * taps)
-        for o in range(uint64(out_channels)):
-            chunk, e = o // uint64({block}), o % uint64({block})
-            for r in range(uint64(rows)):
-                for k in range(uint64(taps)):
-                    gathered[r * per_channel + (chunk * uint64(taps) + k) * uint64({block}) + e] = (
-                        source[start + o * uint64(channels * taps) + r * uint64(taps) + k])
+{gather}
         for r in range(rows):
             for chunk in range(chunks):
                 into_gathered = uint64(r) * per_channel + chunk * uint64(taps * {block})
@@ -368,6 +389,81 @@ def _straight_filter_source(m: int, rank: int, name: str) -> str:
                         for e in range(run):
                             target[into_p + e] = block[from_p + e]
 """
+
+
+def _panel_filter_source(m: int, rank: int, name: str, lanes: int, swapped: bool) -> str:
+    """The source of :func:`filter_panels`' kernel ``name`` (:func:`_filter_lines` per filter, ``lanes`` filters
+    in one vectorized loop)."""
+    count = (m + 2)**rank
+    taps = 3**rank
+    lines = _filter_lines(m, rank, f"gathered[uint64((cc * {taps} + {{k}}) * {lanes}) + e]",
+                          f"block[uint64({{p}} * {lanes}) + e]")
+    body = "\n".join(" " * 20 + line for line in lines)
+    if swapped:  # lanes along the weight's channels, channels along its filters, taps reversed: contiguous runs
+        gather = f"""            for cc in range(rows):
+                start = ((g * height + c0 + cc) * width + o0) * {taps}
+                for e in range(valid):
+                    for k in range({taps}):
+                        gathered[(cc * {taps} + k) * {lanes} + e] = source[start + e * {taps} + {taps - 1} - k]"""
+    else:  # lanes along the filters, channels along their channels
+        gather = f"""            for e in range(valid):
+                start = ((g * height + o0 + e) * width + c0) * {taps}
+                for cc in range(rows):
+                    for k in range({taps}):
+                        gathered[(cc * {taps} + k) * {lanes} + e] = source[start + cc * {taps} + k]"""
+    return f"""def {name}(weight, panels, first, last, gathered, block):
+    height, width = weight.shape[1], weight.shape[2]
+    out_channels, channels = (width, height) if {swapped} else (height, width)
+    runs = panels.shape[2]
+    source, target = weight.reshape(weight.size), panels.reshape(panels.size)
+    plane = uint64(runs * channels * {lanes})
+    for job in range(first, last):
+        g, run = job // runs, job % runs
+        o0 = run * {lanes}
+        valid = min({lanes}, out_channels - o0)
+        for c0 in range(0, channels, {FILTER_CHANNELS}):
+            rows = min({FILTER_CHANNELS}, channels - c0)
+            if valid < {lanes}:  # the lanes past the last filter: zeros
+                for q in range(rows * {taps}):
+                    for e in range(valid, {lanes}):
+                        gathered[q * {lanes} + e] = 0
+{gather}
+            for cc in range(rows):
+                for e in range(uint64({lanes})):
+{body}
+                into = uint64(((g * {count} * runs + run) * channels + c0 + cc) * {lanes})
+                for p in range(uint64({count})):  # the block's runs copied out (its stores' distances are known)
+                    for e in range(uint64({lanes})):
+                        target[into + p * plane + e] = block[p * uint64({lanes}) + e]
+"""
+
+
+@lru_cache(maxsize=None)
+def filter_panels(m: int, rank: int, dtype: str, lanes: int, swapped: bool = False) -> Callable:
+    """The filter transform of F(m, 3) over ``rank`` (1 or 2) axes in ``dtype``, into panels of ``lanes``
+    filters: ``kernel(weight, panels, first, last, gathered)`` writes ``panels[g, p, r, c, e] = (G w G^T)[p]``
+    of filter ``o = r*lanes + e`` of group ``g`` and its channel ``c`` (zeros for ``o`` past the last filter),
+    for the jobs ``(g, r)`` numbered ``g*R + r`` in ``first:last``.
+
+    ``weight`` ``(G, O, C, 3^rank)``, whose filter ``o``'s channel ``c`` is ``weight[g, o, c]``; with
+    ``swapped`` (the full correlation of the input gradient) ``weight`` is ``(G, C, O, 3^rank)``, filter ``o``'s
+    channel ``c`` is ``weight[g, c, o]`` reversed, so the transform reads the forward's weight as it is (no
+    swapped, reversed copy). ``panels`` ``(G, P, R, C, lanes)``, ``R = ceil(O / lanes)``, and scratch
+    ``gathered`` ``(FILTER_CHANNELS * 3^rank * lanes)`` and ``block`` ``(P * lanes)``, C-contiguous, of
+    ``dtype``; each job writes its panels alone.
+
+    Per job, :data:`FILTER_CHANNELS` channels at a time: their taps gathered for the panel's filters (runs the
+    weight holds contiguously), then per channel one loop over the ``lanes`` filters applies ``G`` as
+    straight-line code into ``block`` (stores a known distance apart: the loop vectorizes) and each tile
+    position's ``lanes`` values are copied out as one run: the panels are written front to back, ``P``
+    streams.
+    """
+    if rank == 3:
+        raise ValueError("filter panels are generated for 1 or 2 axes, got 3")
+    name = f"filter_panels_f{m}_{rank}d_{lanes}{'_swapped' if swapped else ''}"
+    namespace = {"__name__": __name__, "uint64": uint64, "S": np.dtype(dtype).type}
+    exec(compile(_panel_filter_source(m, rank, name, lanes, swapped), __file__, "exec"), namespace)  # noqa: S102
+    return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -393,7 +489,7 @@ def _loop_filter_tiles(weight, transform, transformed, first, last, gathered, bl
 
 
 @lru_cache(maxsize=None)
-def filter_transform(m: int, rank: int, dtype: str) -> Callable:
+def filter_transform(m: int, rank: int, dtype: str, swapped: bool = False) -> Callable:
     """The filter transform of F(m, 3) over ``rank`` axes in ``dtype``: ``kernel(weight, transformed, first, last,
     gathered, block)`` writes ``transformed[g, p, c, o] = (G g G^T)[p]`` of filter ``weight[g, o, c]`` for the rows
     ``(g, c)`` numbered ``g*C + c`` in ``first:last``.
@@ -407,7 +503,12 @@ def filter_transform(m: int, rank: int, dtype: str) -> Callable:
     each tile position's ``O`` results copied out as one run. Writing each block's 36 runs as it went, 16
     values each, 1 MiB apart for 512 channels, ran 4x slower, and scratch rows of ``W`` values 2 KiB apart 10x:
     rows a power of two apart share the caches' sets and evict each other. A row is written by its job alone.
+
+    With ``swapped`` (1-2 axes), ``weight`` is ``(G, C, O, 3^rank)`` and filter ``o``'s channel ``c`` is
+    ``weight[g, c, o]`` reversed (as :func:`filter_panels` reads it).
     """
+    if swapped and rank == 3:
+        raise ValueError("the swapped filter transform is generated for 1 or 2 axes, got 3")
     if rank == 3:
         _, g, _ = winograd_matrices(m, 3)
         transform = np.kron(np.kron(g, g), g).astype(dtype)
@@ -417,7 +518,7 @@ def filter_transform(m: int, rank: int, dtype: str) -> Callable:
                                .reshape(weight.shape[3], FILTER_BLOCK), block)
 
         return loops
-    name = f"filter_tiles_f{m}_{rank}d"
+    name = f"filter_tiles_f{m}_{rank}d{'_swapped' if swapped else ''}"
     namespace = {"__name__": __name__, "uint64": uint64, "S": np.dtype(dtype).type}
-    exec(compile(_straight_filter_source(m, rank, name), __file__, "exec"), namespace)  # noqa: S102 - generated
+    exec(compile(_straight_filter_source(m, rank, name, swapped), __file__, "exec"), namespace)  # noqa: S102
     return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])

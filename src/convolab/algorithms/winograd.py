@@ -187,6 +187,9 @@ OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.3e9}
 #: channels); ...
 FILTER_TRANSFORM_RATE = 1.7e9
 FILTER_PAIR_COST = 20e-9
+#: ... transformed filter values written per second in panels (:func:`_filter_panels`, no cost per pair: 1.2-1.3e9
+#: on 512 x 512 channels, F(2) and F(4), one thread); ...
+PANEL_TRANSFORM_RATE = 1.2e9
 #: ... transformed filters larger than this come from the operating system fresh on every call (glibc's largest
 #: threshold for serving an allocation by ``mmap``), and each page faulted in costs as if written again at
 #: :data:`FRESH_MEMORY_RATE` bytes per second (37.7 MB, F(4)'s for 512 channels: 9.2 ms to fill fresh, 4.4 ms
@@ -232,15 +235,20 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     product's 36 rows a power of two apart, which share the caches' sets.
 
     ``spare`` zeros follow the array in its buffer (``filters.base``), for a reader of whole runs past its end.
+    An input gradient's kernel, a swapped and reversed view of the forward's weight, is read as it is
+    (:func:`_swapped_source`), not copied.
     """
     taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
     channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
-    weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
+    weight = _swapped_source(kernel, spec) if spec.rank <= 2 else None  # (G, C, O, K), read swapped and reversed
+    swapped = weight is not None
+    if not swapped:
+        weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
     buffer = np.empty(size + spare, dtype=kernel.dtype)
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
-    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name)
+    transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
     block = kernels("winograd").FILTER_BLOCK
     width = -(-out_channels // block) * block  # the filters in whole blocks
 
@@ -251,6 +259,51 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     _run_jobs(spec.groups * channels, filters.size,
               lambda first, last, own: transform(weight, filters, first, last, *own), scratch)
     return filters
+
+
+def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np.ndarray:
+    """``U = G g G^T`` of every filter of ``kernel`` ``(G*O, C, *3)`` in panels of ``lanes`` filters, ``(G, P, R,
+    C, lanes)`` (``R = ceil(O / lanes)``, the lanes past the last filter zeros), for
+    :func:`._kernels_winograd_fused.panel_products`, by the compiled
+    :func:`~._kernels_winograd.filter_panels` (jobs: a panel of a group each, shared among threads). 1-2 axes.
+
+    The kernel of an input gradient's full correlation is a view of the forward's weight, its channels swapped
+    and its taps reversed (:func:`_swapped_source`): the transform reads that weight as it is, where a contiguous
+    copy of the view, a gather, took 7.7 ms for 512 x 512 channels (more than the transform).
+    """
+    taps, positions = prod(spec.kernel_size), (m + 2)**spec.rank
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    weight = _swapped_source(kernel, spec)
+    swapped = weight is not None
+    if not swapped:
+        weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)
+    runs = -(-out_channels // lanes)
+    panels = np.empty((spec.groups, positions, runs, channels, lanes), dtype=weight.dtype)
+    transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped)
+
+    def scratch() -> tuple[np.ndarray, np.ndarray]:
+        return (np.empty(kernels("winograd").FILTER_CHANNELS * taps * lanes, dtype=weight.dtype),
+                np.empty(positions * lanes, dtype=weight.dtype))
+
+    _run_jobs(spec.groups * runs, panels.size, lambda first, last, own: transform(weight, panels, first, last, *own),
+              scratch)
+    return panels
+
+
+def _swapped_source(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray | None:
+    """The contiguous ``(G, C, O, K)`` array ``w`` with ``kernel[g*O + o, c] = w[g, c, o]`` reversed, where
+    ``kernel`` is such a view of it (the full correlation's kernel: :func:`convolab._engine._input_grad_full`
+    swaps the forward's weight per group, a view with one group, and reverses it), else None."""
+    if kernel.flags.c_contiguous:
+        return None
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    unreversed = np.flip(kernel, axis=tuple(range(2, kernel.ndim)))
+    try:  # a view, or no use: a copy here would cost what reading the kernel as it is saves
+        grouped = np.reshape(unreversed, (spec.groups, out_channels, channels, prod(spec.kernel_size)), copy=False)
+    except ValueError:
+        return None
+    weight = grouped.swapaxes(1, 2)
+    return weight if weight.flags.c_contiguous else None
 
 
 def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int, int, int, int]], tuple[int, ...]]:
@@ -281,7 +334,7 @@ def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                           spec: ConvSpec, m: int) -> np.ndarray:
+                           spec: ConvSpec, m: int, blas: bool = True) -> np.ndarray:
     """:func:`winograd_conv` with the compiled transforms of :mod:`._kernels_winograd` (1 to 3 spatial axes,
     float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as ``(low,
     high)``) to the padded input.
@@ -292,11 +345,18 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     G*C)``, one product per tile position and group ``(P, T, C) @ (P, C, O)``
     on the BLAS, and the output transform straight into the output; the
     transforms' jobs (a tile row each) are shared among threads.
+
+    Without ``blas`` the products are :func:`._kernels_winograd_fused.tile_products`' instead, the tile
+    positions shared among the pool's threads: a position's filters (1 MiB for 512 channels) stay in its
+    core's L2 cache while the block's tiles stream through, and no BLAS threads spin beside the pool's
+    (:func:`_pooled_products`).
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
-    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m)  # (G, P, C, O)
+    fused = None if blas else kernels("winograd_fused")
+    kernel = kernel.astype(dtype, copy=False)  # (G, P, C, O) for the BLAS, else (G, P, R, C, LANES)
+    filters = _transformed_filters(kernel, spec, m) if blas else _filter_panels(kernel, spec, m, fused.LANES)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
@@ -308,8 +368,12 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     channels_last = np.zeros((most_samples, *_channels_last_size(spec, m, tiles), spec.in_channels), dtype=dtype)
-    inputs = np.empty(positions * most * spec.in_channels, dtype=dtype)
-    products = np.empty(positions * most * spec.out_channels, dtype=dtype)
+    # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
+    # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
+    tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
+    layout_most = most if blas else -(-most // tile_step) * tile_step + 1
+    inputs = (np.empty if blas else np.zeros)(positions * layout_most * spec.in_channels, dtype=dtype)
+    products = np.empty(positions * layout_most * spec.out_channels, dtype=dtype)
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
@@ -330,21 +394,47 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
             np.copyto(channels_last[(slice(0, n1 - n0), *inside)], source[n0:n1].transpose(0, 2, 3, 4, 1))
             copied = (n0, n1)
         count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
-        block_in = inputs[:positions * count * spec.in_channels].reshape(positions, count, spec.in_channels)
+        layout = count if blas else -(-count // tile_step) * tile_step + 1
+        block_in = inputs[:positions * layout * spec.in_channels].reshape(positions, layout, spec.in_channels)
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
             channels_last, block_in, tile_counts, r0, first, last, *scratch), input_scratch)
-        block_out = products[:positions * count * spec.out_channels].reshape(positions, count, spec.out_channels)
-        for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
-            np.matmul(block_in[:, :, g * channels:(g + 1) * channels], filters[g],
-                      out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
+        block_out = products[:positions * layout * spec.out_channels].reshape(positions, layout, spec.out_channels)
+        if blas:
+            for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
+                np.matmul(block_in[:, :, g * channels:(g + 1) * channels], filters[g],
+                          out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
+        else:
+            _pooled_products(fused, block_in, filters, block_out, layout - 1, tile_step, spec)
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
             block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
     return out
 
 
+def _pooled_products(fused, block_in: np.ndarray, filters: np.ndarray, block_out: np.ndarray, tiles: int,
+                     tile_step: int, spec: ConvSpec) -> None:
+    """``block_out[p, :tiles, group's O] = block_in[p, :tiles, group's C] @ filters[g, p]`` for every tile
+    position ``p`` and group ``g`` by :func:`._kernels_winograd_fused.panel_products`, the positions shared
+    among the pool's threads. ``block_in`` ``(P, T, G*C)`` and ``block_out`` ``(P, T, G*O)`` with ``T >
+    tiles``, ``tiles`` a multiple of ``tile_step``; ``filters`` in panels, ``(G, P, R, C, LANES)``."""
+    positions, layout = block_in.shape[0], block_in.shape[1]
+    channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
+    inputs_flat, products_flat, filters_flat = block_in.reshape(-1), block_out.reshape(-1), filters.reshape(-1)
+    plane_in, plane_out, per_position = layout * spec.in_channels, layout * spec.out_channels, prod(filters.shape[2:])
+
+    def multiply(first: int, last: int, _) -> None:  # tile positions first:last of every group
+        for g in range(spec.groups):
+            fused.panel_products(inputs_flat[first * plane_in:], filters_flat[(g * positions + first) * per_position:],
+                                products_flat[first * plane_out:], last - first, tiles, channels, out_channels,
+                                spec.in_channels, g * channels, spec.out_channels, g * out_channels, tile_step,
+                                layout)
+
+    _run_jobs(positions, 2 * positions * tiles * spec.in_channels * out_channels, multiply, lambda: None)
+
+
 #: The fused forward (:func:`fused_winograd_conv`) runs where the transformed filters of one tile position take at
-#: most this many bytes (256 input and output channels in float32), ...
-FUSED_FILTER_BYTES = 256 * 2**10
+#: most this many bytes (128 input and output channels in float32: with 256 the products on the pool ran 1.05-1.2x
+#: faster at one thread, ResNet-18's 14x14 and VGG-16's 56x56 layers), ...
+FUSED_FILTER_BYTES = 64 * 2**10
 #: ... and costs this many times the unfused one's single-threaded estimate, shared among its threads (measured,
 #: one thread, process CPU time: 1.04-1.25x on ResNet-18's 56x56-14x14 and VGG-16's 56x56 layers; at two threads
 #: under load it ran 1.4-1.8x faster than the unfused path, whose BLAS threads compete with the pool's).
@@ -356,6 +446,15 @@ FUSED_BLOCK_BYTES = 1 * 2**20
 FUSED_BLOCK_TILES = 64
 #: ... and the input laid out channels last for this many bytes of samples at a time (within the workspace limit).
 CHANNELS_LAST_BYTES = 4 * 2**20
+#: The products run on the pool at one thread where one tile position's transformed filters take at least this many
+#: bytes (512 x 512 channels in float32: ResNet-18's 7x7 and VGG-16's 14x14 layers ran 1.05-1.3x faster so, one
+#: thread, most of it the panels' filter transform; with 256 channels, or 512 on 28x28 images, the BLAS's
+#: products ran 1.05-1.2x faster).
+POOLED_FILTER_BYTES = 2**20
+#: The products on the pool cost this many times the unfused one-thread estimate (with the panels' filter
+#: transform), shared among the threads: measured over estimated at one thread, ResNet-18's and VGG-16's 3x3
+#: layers, F(2) and F(4), 0.9-1.4 (mean 1.18) against the BLAS's products' 1.0-1.5 (mean 1.14).
+POOLED_ONE_THREAD = 1.04
 
 
 def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...], int, int, int]:
@@ -528,6 +627,9 @@ class Winograd(Algorithm):
 
         On more than one thread, where the fused forward runs (:func:`_fused_threads`), every part is shared
         among the threads (as many as it has jobs), at :data:`FUSED_ONE_THREAD` times the one-thread cost.
+        Where the products run on the pool (:func:`_pooled`), the filters in panels cost their values at
+        :data:`PANEL_TRANSFORM_RATE` (no cost per pair), and every part but the copies is shared among the
+        threads, at :data:`POOLED_ONE_THREAD` times the one-thread cost.
 
         Nor where the memory it needs under "auto" exceeds the workspace
         limit (:func:`_auto_bytes`: its channels-last samples are whole
@@ -566,19 +668,29 @@ class Winograd(Algorithm):
             fused_jobs = -(-spec.batch * tiles[0] * tiles[1] // rows_per_job)
             sharing = min(_fused_threads(spec, dtype), fused_jobs)
             return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
+        if _pooled(spec, dtype):  # filters in panels; the transforms, the panels and the products on the pool
+            panels = (filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4 + fresh / FRESH_MEMORY_RATE)
+            shared = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels
+                      + loops * dtype.itemsize / 4)
+            sharing = min(threads, positions)
+            return shared * POOLED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1)) + copies * dtype.itemsize / 4
         # the products on the BLAS's threads beside the transforms' jobs: as gemm's (_rates.beside_pool_factor)
         return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate * beside_pool_factor(threads, products // 2)
                 + filter_seconds + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The transformed filters, one block of transformed tiles (input and products) and its samples laid
-        out channels last; the fused path's blocks (one per thread) where it runs."""
-        if _fused_threads(spec, np.dtype(f"f{itemsize}")) > 1:
+        out channels last (with the products on the pool, the filters in whole panels and the block in whole
+        register tiles and a row more); the fused path's blocks (one per thread) where it runs."""
+        dtype = np.dtype(f"f{itemsize}")
+        if _fused_threads(spec, dtype) > 1:
             return _fused_bytes(spec, self.tile, itemsize)
-        a = self.tile + 2
-        filters = a**spec.rank * spec.out_channels * spec.in_channels_per_group * itemsize
+        a, pooled = self.tile + 2, _pooled(spec, dtype)
+        per_group = -(-spec.out_channels_per_group // 32) * 32 if pooled else spec.out_channels_per_group
+        filters = a**spec.rank * spec.groups * per_group * spec.in_channels_per_group * itemsize
         blocks, tiles = _tile_blocks(spec, self.tile, itemsize)
         tiles_most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
+        tiles_most = -(-tiles_most // 8) * 8 + 1 if pooled else tiles_most
         samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
         block = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles_most * itemsize
         channels_last = samples * prod(_channels_last_size(spec, self.tile, tiles)) * spec.in_channels * itemsize
@@ -598,18 +710,28 @@ class Winograd(Algorithm):
 
 def _compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray, spec: ConvSpec,
                       m: int) -> np.ndarray:
-    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else the
-    products on the BLAS."""
+    """The compiled forward: fused where it runs on more than one thread (:func:`_fused_threads`), else unfused,
+    the products on the pool (:func:`_pooled`) or on the BLAS."""
     if _fused_threads(spec, source.dtype) > 1:
         return fused_winograd_conv(source, padding, kernel, spec, m)
-    return compiled_winograd_conv(source, padding, kernel, spec, m)
+    return compiled_winograd_conv(source, padding, kernel, spec, m, blas=not _pooled(spec, source.dtype))
+
+
+def _pooled(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether :func:`compiled_winograd_conv` runs its products on the pool (:func:`_pooled_products`), not the
+    BLAS: in 1-2 dimensions (the panels' filter transform), on more than one thread (the BLAS's threads, spinning
+    after each product, take the cores from the pool's), and on one thread where one tile position's
+    transformed filters take at least :data:`POOLED_FILTER_BYTES`."""
+    filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
+    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    return spec.rank <= 2 and (threads > 1 or filter_bytes >= POOLED_FILTER_BYTES)
 
 
 def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
-    """The threads the fused forward would run on, or 1 where the products on the BLAS run instead: on one
-    thread (the BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of
-    transformed filters per tile position (512 channels: the products stream them from the L2 cache for every
-    eight tiles, 1.3-1.9x slower)."""
+    """The threads the fused forward would run on, or 1 where the unfused one runs instead: on one thread (the
+    BLAS's products measured 4-25% faster there), or with more than :data:`FUSED_FILTER_BYTES` of transformed
+    filters per tile position (the fused products stream them from the L2 cache for every eight tiles: 1.1-1.5x
+    slower than the pool's with 256 channels, 1.3-1.9x with 512)."""
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
     if filter_bytes > FUSED_FILTER_BYTES:
         return 1
