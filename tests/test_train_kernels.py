@@ -151,6 +151,31 @@ def test_compiled_adam_gives_numpys_bits(cls, kwargs, dtype, monkeypatch):
     assert np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_gives_numpys_bits_through_its_vector_loop(dtype, monkeypatch):
+    # 1,003 values: the vectorized body and its scalar tail both run (the 35 above fit in the tail).
+    from convolab.nn import optim
+    start = np.random.default_rng(6).standard_normal((17, 59)).astype(dtype)
+    data, state = _adam_runs(nn.AdamW, dict(lr=2e-3, weight_decay=1e-4), dtype, 4, data=start)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected, expected_state = _adam_runs(nn.AdamW, dict(lr=2e-3, weight_decay=1e-4), dtype, 4, data=start)
+    assert np.array_equal(data, expected) and np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
+
+
+def test_compiled_adam_divides_by_zero_as_numpy_does(monkeypatch):
+    # eps=0 with a zero gradient: 0 / 0 is NaN on both paths (the loop once raised ZeroDivisionError there).
+    from convolab.nn import optim
+    parameter = nn.Parameter(np.ones(40, np.float32))
+    parameter.grad = np.zeros(40, np.float32)
+    nn.Adam([parameter], eps=0.0).step()
+    with np.errstate(invalid="ignore"):
+        monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+        expected = nn.Parameter(np.ones(40, np.float32))
+        expected.grad = np.zeros(40, np.float32)
+        nn.Adam([expected], eps=0.0).step()
+    assert np.isnan(expected.data).all() and np.isnan(parameter.data).all()
+
+
 def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
     from convolab.nn import optim
     arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))
