@@ -195,7 +195,10 @@ def test_adam_refuses_the_loop_for_other_layouts_and_dtypes():
 # -- max pooling's small problems: the window table in one compiled pass -----------------------------------------
 
 POOLS = [((32, 16, 8, 8), 2, None, 0, 1, False), ((3, 4, 9, 7), 3, 2, 1, 1, True), ((2, 3, 11), 4, 3, 2, 2, False),
-         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False)]
+         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False),
+         # no window reaches padding: max_pool_inner_windows, four taps unrolled or any other count looped
+         ((32, 32, 4, 4), 2, None, 0, 1, False), ((4, 3, 9, 9), 3, 2, 0, 1, False), ((2, 3, 13), 4, 4, 0, 1, False),
+         ((2, 2, 4, 6, 5), 2, None, 0, 1, False), ((5, 2, 7, 8), 2, 2, 0, 2, False), ((3, 2, 6), 1, 2, 0, 1, False)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -219,6 +222,21 @@ def test_compiled_small_max_pool_gives_the_gathered_engines_values_and_indices(s
     expected_values, expected_indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
     assert np.array_equal(values, expected_values, equal_nan=True) and values.dtype == expected_values.dtype
     assert np.array_equal(indices, expected_indices) and indices.dtype == expected_indices.dtype
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOLS)
+def test_window_table_lists_the_windows_only_where_none_reads_padding(shape, kernel, stride, padding, dilation,
+                                                                       ceil_mode):
+    from convolab.pooling._spec import _cached_pool_spec
+    from convolab.pooling._windows import _trim_kernel, _window_table
+    spec = _trim_kernel(_cached_pool_spec(shape, kernel, stride, padding, dilation, ceil_mode, "max_pool",
+                                          len(shape) - 2))
+    table = _window_table(spec.geometry)
+    plane = int(np.prod(spec.input_size))
+    if (table.gather < plane).all() and table.gather.size:
+        assert np.array_equal(table.windows, table.gather.T) and table.windows.dtype == np.int64
+    else:
+        assert table.windows is None
 
 
 def test_small_max_pool_layer_matches_torch_forward_and_backward():
