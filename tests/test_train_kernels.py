@@ -176,6 +176,29 @@ def test_compiled_adam_divides_by_zero_as_numpy_does(monkeypatch):
     assert np.isnan(expected.data).all() and np.isnan(parameter.data).all()
 
 
+def _adam_with_data_replaced(dtype):
+    rng = np.random.default_rng(9)
+    parameter = nn.Parameter(rng.standard_normal(30).astype(dtype))
+    optimizer = nn.AdamW([parameter], lr=1e-2, weight_decay=1e-2)
+    for step in range(4):
+        if step == 2:  # a new array (load_state_dict makes one): the loop must write that one, not the old
+            parameter.data = (parameter.data * 2).reshape(5, 6)
+            optimizer.state[id(parameter)]["exp_avg"] = optimizer.state[id(parameter)]["exp_avg"].reshape(5, 6)
+            optimizer.state[id(parameter)]["exp_avg_sq"] = optimizer.state[id(parameter)]["exp_avg_sq"].reshape(5, 6)
+            optimizer.state[id(parameter)]["scratch"] = np.empty((5, 6), dtype)
+        parameter.grad = rng.standard_normal(parameter.shape).astype(dtype)
+        optimizer.step()
+    return parameter.data
+
+
+def test_compiled_adam_follows_a_replaced_data_array(monkeypatch):
+    from convolab.nn import optim
+    data = _adam_with_data_replaced(np.float32)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected = _adam_with_data_replaced(np.float32)
+    assert data.shape == (5, 6) and np.array_equal(data, expected)
+
+
 def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
     from convolab.nn import optim
     arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))
