@@ -199,6 +199,22 @@ def test_cross_entropy_matches_torch(shape, reduction, label_smoothing):
     np.testing.assert_allclose(loss_fn.backward(cotangent), tlogits.grad.numpy(), **TOL)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_of_flat_logits_gives_the_bits_of_the_spatial_path(reduction, label_smoothing, dtype):
+    # (N, C) picks each label by an index pair; (N, C, 1) by take_along_axis: the same steps, the same bits.
+    logits = (RNG.standard_normal((9, 6)) * 4).astype(dtype)
+    target = RNG.integers(0, 6, 9)
+    flat, flat_pullback = cl.vjp(F.cross_entropy, logits, target, reduction=reduction, label_smoothing=label_smoothing)
+    spatial, spatial_pullback = cl.vjp(F.cross_entropy, logits[..., np.newaxis], target[:, np.newaxis],
+                                       reduction=reduction, label_smoothing=label_smoothing)
+    assert np.array_equal(flat, np.reshape(spatial, np.shape(flat))) and flat.dtype == dtype
+    cotangent = RNG.standard_normal(np.shape(flat))
+    grad = flat_pullback(cotangent)[0]
+    assert np.array_equal(grad, spatial_pullback(np.reshape(cotangent, np.shape(spatial)))[0][..., 0])
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 0.0]], dtype=np.float32)
     loss = F.cross_entropy(logits, np.array([0, 0]), reduction="none")

@@ -151,6 +151,54 @@ def test_compiled_adam_gives_numpys_bits(cls, kwargs, dtype, monkeypatch):
     assert np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_adam_gives_numpys_bits_through_its_vector_loop(dtype, monkeypatch):
+    # 1,003 values: the vectorized body and its scalar tail both run (the 35 above fit in the tail).
+    from convolab.nn import optim
+    start = np.random.default_rng(6).standard_normal((17, 59)).astype(dtype)
+    data, state = _adam_runs(nn.AdamW, dict(lr=2e-3, weight_decay=1e-4), dtype, 4, data=start)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected, expected_state = _adam_runs(nn.AdamW, dict(lr=2e-3, weight_decay=1e-4), dtype, 4, data=start)
+    assert np.array_equal(data, expected) and np.array_equal(state["exp_avg_sq"], expected_state["exp_avg_sq"])
+
+
+def test_compiled_adam_divides_by_zero_as_numpy_does(monkeypatch):
+    # eps=0 with a zero gradient: 0 / 0 is NaN on both paths (the loop once raised ZeroDivisionError there).
+    from convolab.nn import optim
+    parameter = nn.Parameter(np.ones(40, np.float32))
+    parameter.grad = np.zeros(40, np.float32)
+    nn.Adam([parameter], eps=0.0).step()
+    with np.errstate(invalid="ignore"):
+        monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+        expected = nn.Parameter(np.ones(40, np.float32))
+        expected.grad = np.zeros(40, np.float32)
+        nn.Adam([expected], eps=0.0).step()
+    assert np.isnan(expected.data).all() and np.isnan(parameter.data).all()
+
+
+def _adam_with_data_replaced(dtype):
+    rng = np.random.default_rng(9)
+    parameter = nn.Parameter(rng.standard_normal(30).astype(dtype))
+    optimizer = nn.AdamW([parameter], lr=1e-2, weight_decay=1e-2)
+    for step in range(4):
+        if step == 2:  # a new array (load_state_dict makes one): the loop must write that one, not the old
+            parameter.data = (parameter.data * 2).reshape(5, 6)
+            optimizer.state[id(parameter)]["exp_avg"] = optimizer.state[id(parameter)]["exp_avg"].reshape(5, 6)
+            optimizer.state[id(parameter)]["exp_avg_sq"] = optimizer.state[id(parameter)]["exp_avg_sq"].reshape(5, 6)
+            optimizer.state[id(parameter)]["scratch"] = np.empty((5, 6), dtype)
+        parameter.grad = rng.standard_normal(parameter.shape).astype(dtype)
+        optimizer.step()
+    return parameter.data
+
+
+def test_compiled_adam_follows_a_replaced_data_array(monkeypatch):
+    from convolab.nn import optim
+    data = _adam_with_data_replaced(np.float32)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected = _adam_with_data_replaced(np.float32)
+    assert data.shape == (5, 6) and np.array_equal(data, expected)
+
+
 def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
     from convolab.nn import optim
     arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))
@@ -170,7 +218,10 @@ def test_adam_refuses_the_loop_for_other_layouts_and_dtypes():
 # -- max pooling's small problems: the window table in one compiled pass -----------------------------------------
 
 POOLS = [((32, 16, 8, 8), 2, None, 0, 1, False), ((3, 4, 9, 7), 3, 2, 1, 1, True), ((2, 3, 11), 4, 3, 2, 2, False),
-         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False)]
+         ((2, 2, 5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True), ((0, 3, 4, 4), 2, None, 0, 1, False),
+         # no window reaches padding: max_pool_inner_windows, four taps unrolled or any other count looped
+         ((32, 32, 4, 4), 2, None, 0, 1, False), ((4, 3, 9, 9), 3, 2, 0, 1, False), ((2, 3, 13), 4, 4, 0, 1, False),
+         ((2, 2, 4, 6, 5), 2, None, 0, 1, False), ((5, 2, 7, 8), 2, 2, 0, 2, False), ((3, 2, 6), 1, 2, 0, 1, False)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -194,6 +245,21 @@ def test_compiled_small_max_pool_gives_the_gathered_engines_values_and_indices(s
     expected_values, expected_indices = max_module._max_pool_gathered(x, spec, -np.inf, True)
     assert np.array_equal(values, expected_values, equal_nan=True) and values.dtype == expected_values.dtype
     assert np.array_equal(indices, expected_indices) and indices.dtype == expected_indices.dtype
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOLS)
+def test_window_table_lists_the_windows_only_where_none_reads_padding(shape, kernel, stride, padding, dilation,
+                                                                       ceil_mode):
+    from convolab.pooling._spec import _cached_pool_spec
+    from convolab.pooling._windows import _trim_kernel, _window_table
+    spec = _trim_kernel(_cached_pool_spec(shape, kernel, stride, padding, dilation, ceil_mode, "max_pool",
+                                          len(shape) - 2))
+    table = _window_table(spec.geometry)
+    plane = int(np.prod(spec.input_size))
+    if (table.gather < plane).all() and table.gather.size:
+        assert np.array_equal(table.windows, table.gather.T) and table.windows.dtype == np.int64
+    else:
+        assert table.windows is None
 
 
 def test_small_max_pool_layer_matches_torch_forward_and_backward():

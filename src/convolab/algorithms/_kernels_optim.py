@@ -12,6 +12,10 @@ same length; the scalars come in one array of that dtype (the caller casts:
 Numba's dispatcher reads an array's type at once, a NumPy scalar's slowly), so each step
 rounds exactly as NumPy's in-place step with a Python float does in that dtype:
 the results are the same bits. No ``fastmath``: it could fuse or reorder them.
+``error_model="numpy"``: Numba's default (Python's) tests every division for a
+zero divisor, to raise ZeroDivisionError, and that branch kept the loop from
+vectorizing (2.4 ns per float32 value, against 0.3 without it); with NumPy's
+model a zero divisor gives inf or NaN, as NumPy's update does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from numba import njit
 __all__ = ["adam_update"]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def adam_update(param, grad, exp_avg, exp_avg_sq, scalars):
     """One Adam step per value, in :meth:`convolab.nn.optim.Adam._update`'s order, with ``scalars``
     ``(decay, l2, beta1, rest1, beta2, rest2, inv_correction2, eps, step_size)``::

@@ -12,6 +12,7 @@ Axis legend: ``N`` batch, ``C`` channels or classes, ``*`` any trailing axes.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -520,8 +521,7 @@ def log_softmax(input: np.ndarray, axis: int = 1) -> np.ndarray:
     if not _is_int(axis) or not -input.ndim <= axis < input.ndim:
         fail(TypeError if not _is_int(axis) else ValueError, "log_softmax", "axis",
              f"{axis!r} for {input.ndim}-D input", f"must be an int in [-{input.ndim}, {input.ndim})")
-    shifted = input - input.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return _log_softmax_along(input, axis)
 
 
 def _cross_entropy_args(input: Any, target: Any, reduction: Any,
@@ -550,14 +550,38 @@ def _cross_entropy_args(input: Any, target: Any, reduction: Any,
     return input, target, classes
 
 
+def _log_softmax_along(input: np.ndarray, axis: int) -> np.ndarray:
+    """:func:`log_softmax` of a checked array, each step after the shift in place on the one new array (the
+    loss runs it every training step, on a few hundred values, where a temporary costs more than its
+    arithmetic)."""
+    shifted = input - input.max(axis=axis, keepdims=True)  # the largest exponent is 0: no overflow
+    sums = np.exp(shifted).sum(axis=axis, keepdims=True)
+    return np.subtract(shifted, np.log(sums, out=sums), out=shifted)
+
+
+@lru_cache(maxsize=64)
+def _rows(count: int) -> np.ndarray:
+    """``arange(count)``, the row index paired with each row's label (made once per batch size; never written)."""
+    rows = np.arange(count)
+    rows.setflags(write=False)
+    return rows
+
+
+def _at_labels(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``values[n, labels[n], ...]`` ``(N, *)``: each sample's entry for its class (labels checked in range)."""
+    if values.ndim == 2:
+        return values[_rows(len(labels)), labels]
+    return np.take_along_axis(values, labels[:, np.newaxis].astype(np.intp), axis=1)[:, 0]
+
+
 def _cross_entropy(input, target, reduction, label_smoothing):
     """The loss, and what the pullback needs: log-probabilities, labels, classes and the input as computed with."""
     input, target, classes = _cross_entropy_args(input, target, reduction, label_smoothing)
     logits = input if input.ndim != 1 else input[np.newaxis]
     labels = target.reshape((-1, *target.shape[1:])) if input.ndim != 1 else target.reshape(1)
-    log_probs = log_softmax(logits, axis=1)  # (N, C, *)
+    log_probs = _log_softmax_along(logits, 1)  # (N, C, *)
     # The smoothed target puts 1 - s + s/C on the label and s/C on every other class.
-    picked = np.take_along_axis(log_probs, labels[:, np.newaxis].astype(np.intp), axis=1)[:, 0]  # (N, *)
+    picked = _at_labels(log_probs, labels)  # (N, *)
     losses = (1 - label_smoothing) * (0.0 - picked)  # 0 - x rather than -x: a sure prediction costs +0, not -0
     if label_smoothing:
         losses = losses - label_smoothing / classes * log_probs.sum(axis=1)
@@ -605,8 +629,11 @@ def _cross_entropy_vjp(input, target, reduction="mean", label_smoothing=0.0):
         g = _check_grad("cross_entropy", grad_output, out.shape)
         # d loss / d logits = softmax - smoothed one-hot, per element.
         grad = np.exp(log_probs)
-        picked = np.take_along_axis(grad, labels[:, np.newaxis].astype(np.intp), axis=1) - (1 - label_smoothing)
-        np.put_along_axis(grad, labels[:, np.newaxis].astype(np.intp), picked, axis=1)
+        if grad.ndim == 2:  # one class axis: an index pair, not take/put_along_axis's index arrays (their calls cost more)
+            grad[_rows(len(labels)), labels] -= 1 - label_smoothing
+        else:
+            picked = np.take_along_axis(grad, labels[:, np.newaxis].astype(np.intp), axis=1) - (1 - label_smoothing)
+            np.put_along_axis(grad, labels[:, np.newaxis].astype(np.intp), picked, axis=1)
         if label_smoothing:
             grad -= label_smoothing / classes
         if reduction == "none":

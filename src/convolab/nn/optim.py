@@ -142,8 +142,8 @@ class Adam(Optimizer):
                          scratch=np.empty_like(parameter.data))
         if _compiled_adam_runs(parameter.data, grad, state):
             state["step"] += 1
-            kernels("optim").adam_update(parameter.data.reshape(-1), grad.reshape(-1), state["exp_avg"].reshape(-1),
-                                         state["exp_avg_sq"].reshape(-1),
+            flat = state["flat_views"]  # the 1-d views of the arrays checked once (_compiled_adam_runs)
+            kernels("optim").adam_update(flat[0], grad.reshape(-1), flat[1], flat[2],
                                          self._scalars(group, state["step"], parameter.data.dtype))
             return
         if group["weight_decay"]:
@@ -196,12 +196,17 @@ def _compiled_adam_runs(data: np.ndarray, grad: np.ndarray, state: dict[str, Any
     dtype, shape = data.dtype, data.shape
     if dtype != np.float32 and dtype != np.float64:
         return False
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    for array in (data, grad, exp_avg, exp_avg_sq):  # a loop, not any(generator): this runs per parameter and step
-        if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+    if state.get("checked_data") is not data:  # once per data array: the moments are the optimizer's, made alike
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        for array in (data, exp_avg, exp_avg_sq):  # a loop, not any(generator): it runs per parameter
+            if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
+                return False
+        if not (exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
             return False
-    if not (data.flags.writeable and exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
-        return False
+        state["checked_data"] = data
+        state["flat_views"] = (data.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1))  # (values,) each
+    if not data.flags.writeable or grad.dtype != dtype or grad.shape != shape or not grad.flags.c_contiguous:
+        return False  # every step: a new gradient, and writeable is a flag a caller may clear
     return numba_missing() is None
 
 

@@ -66,14 +66,19 @@ def max_pool_compiled(x: np.ndarray, spec: PoolSpec,
             indices.reshape(spec.output_shape) if with_indices else None)
 
 
-def max_pool_table_compiled(planes: np.ndarray, gather: np.ndarray, spec: PoolSpec) -> tuple[np.ndarray, np.ndarray]:
+def max_pool_table_compiled(planes: np.ndarray, gather: np.ndarray, spec: PoolSpec,
+                            windows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The gathered engine's values and indices (:func:`convolab.pooling.max._max_pool_gathered`) by
     :func:`._kernels_pool.max_pool_table`, one pass over the window table on the calling thread (the problems
-    are small): ``planes`` ``(N*C, plane)``, ``gather`` the table's ``(taps, outputs)``."""
+    are small): ``planes`` ``(N*C, plane)``, ``gather`` the table's ``(taps, outputs)``; where no window reaches
+    padding, the table's ``windows`` ``(outputs, taps)``, by :func:`._kernels_pool.max_pool_inner_windows`."""
     planes = _as_kernels_take(planes)
     values = np.empty((planes.shape[0], gather.shape[1]), dtype=planes.dtype)
     indices = np.empty(values.shape, dtype=np.int64)
-    kernels("pool").max_pool_table(planes, gather, values, indices)
+    if windows is not None:  # no padding to skip: window by window
+        kernels("pool").max_pool_inner_windows(planes, windows, values, indices)
+    else:
+        kernels("pool").max_pool_table(planes, gather, values, indices)
     return values.reshape(spec.output_shape), indices.reshape(spec.output_shape)
 
 

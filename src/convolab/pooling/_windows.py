@@ -306,6 +306,7 @@ class _WindowTable:
     code: np.ndarray  # (k^d, out): k^d - t where tap t is an input sample, 0 for padding (never chosen)
     offset_by_code: np.ndarray  # from _index_tables
     window_origins: np.ndarray  # from _index_tables, flattened to (out,)
+    windows: np.ndarray | None  # (out, k^d) int64, gather window by window, where no tap reads padding; else None
 
 
 @lru_cache(maxsize=256)
@@ -324,8 +325,13 @@ def _window_table(geometry: WindowGeometry) -> _WindowTable:
         code[number] = np.where(inside, count - number, 0).ravel()
     gather.setflags(write=False)
     code.setflags(write=False)
+    windows = None
+    if gather.size and int(gather.max()) < plane:  # the compiled pass's layout, taken where no window pads
+        windows = np.ascontiguousarray(gather.T, dtype=np.int64)
+        windows.setflags(write=False)
     offset_by_code, window_origins = _index_tables(geometry)
-    return _WindowTable(gather=gather, code=code, offset_by_code=offset_by_code, window_origins=window_origins.ravel())
+    return _WindowTable(gather=gather, code=code, offset_by_code=offset_by_code, window_origins=window_origins.ravel(),
+                        windows=windows)
 
 
 # ---------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def _max_pool_gathered(x: np.ndarray, spec: PoolSpec, fill: Any,
     table = _window_table(spec.geometry)
     planes = x.reshape(prod(x.shape[:2]), prod(spec.input_size))  # (N * C, plane)
     if with_indices and numba_loaded() and compiled_pool_missing(x.dtype, spec.rank) is None:
-        return max_pool_table_compiled(planes, table.gather, spec)  # small pools never import Numba themselves
+        return max_pool_table_compiled(planes, table.gather, spec, table.windows)  # small pools never import Numba
     padded = np.concatenate((planes, np.full((planes.shape[0], 1), fill, dtype=x.dtype)), axis=1)  # fill last
     windows = padded[:, table.gather]  # (N * C, k^d, out)
     values = np.maximum.reduce(windows, axis=1)  # (N * C, out); NaN propagates
