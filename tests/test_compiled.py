@@ -162,6 +162,46 @@ def test_larger_problems_threaded_and_not_contiguous(input_shape, weight_shape, 
                                **tolerance)
 
 
+@pytest.mark.parametrize("shape, stride, padding, shared", [
+    ((2, 3, 1, 7, 9), (2, 2), ((0, 0), (1, 1), (1, 2)), 0),  # the stem's case: odd padding at stride 2
+    ((1, 2, 3, 5, 6), (3, 2), ((1, 1), (2, 0), (0, 3)), 0),  # depth padding; a stride above the padded size's
+    ((1, 1, 2, 4, 4), (1, 3), ((0, 2), (3, 1), (4, 0)), 0),  # rows no sample lands on
+    ((1, 1, 1, 5, 5), (4, 4), ((0, 0), (2, 3), (3, 2)), 0),
+    ((2, 2, 1, 5, 7), (1, 1), ((0, 0), (1, 1), (1, 1)), 1),  # shared padding: a shorter pitch, a row of zeros
+    ((1, 2, 2, 4, 6), (2, 1), ((1, 1), (2, 2), (3, 1)), 1),
+])
+def test_the_phase_grid_copy_writes_every_cell(shape, stride, padding, shared):
+    """copy_phases pads as it copies: its grid needs no zeroing first (to_grid allocates it empty), and
+    copying back gives the input."""
+    from convolab.algorithms._compiled import kernels
+
+    copy_phases = kernels("direct").copy_phases
+    x = np.random.default_rng(len(shape) + sum(shape)).standard_normal(shape).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (0, 0), *padding))
+    (sh, sw), (low_d, low_h, low_w) = stride, (low for low, _ in padding)
+    # (N, C, D, SH, SW, Hq, Wq); shared: rows stride 1 apart share min(low, high) padding columns
+    grid_shape = (*shape[:2], padded.shape[2], sh, sw, -(-padded.shape[3] // sh) + shared,
+                  -(-padded.shape[4] // sw) - shared * min(padding[2]))
+    expected = np.zeros(grid_shape, np.float32)
+    for rh in range(sh):
+        for rw in range(sw):
+            phase = padded[..., rh::sh, rw::sw]
+            if shared:  # each row's cells run on into the next row's: as one flat run of the pitch
+                runs = np.zeros((*phase.shape[:3], grid_shape[5] * grid_shape[6] + padding[2][1]), np.float32)
+                for u in range(phase.shape[3]):
+                    runs[..., u * grid_shape[6]:u * grid_shape[6] + phase.shape[4]] += phase[..., u, :]
+                expected[:, :, :, rh, rw] = runs[..., :grid_shape[5] * grid_shape[6]].reshape(
+                    *phase.shape[:3], *grid_shape[5:])
+            else:
+                expected[:, :, :, rh, rw, :phase.shape[3], :phase.shape[4]] = phase
+    grid = np.full(grid_shape, np.nan, np.float32)
+    copy_phases(x, grid, 0, shape[0] * shape[1], True, low_d, low_h, low_w)
+    np.testing.assert_array_equal(grid, expected)
+    back = np.full_like(x, np.nan)
+    copy_phases(back, grid, 0, shape[0] * shape[1], False, low_d, low_h, low_w)
+    np.testing.assert_array_equal(back, x)
+
+
 @pytest.mark.parametrize("poisoned", ["input", "weight", "grad_output"])
 def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned, compiled_everywhere):
     """Wide rows' extra columns never meet an inf or NaN: the gradients take one row per run then."""

@@ -131,6 +131,7 @@ LARGER = [
     ((2, 12, 3000), (12, 1, 9), dict(padding=4, groups=12, flip=True)),
     ((2, 12, 3001), (36, 1, 4), dict(padding=((5, 2),), stride=3, dilation=2, groups=12)),
     ((2, 8, 20, 20), (8, 1, 3, 3), dict(padding=3, groups=8, padding_mode="reflect")),
+    ((1, 4, 5, 1100), (4, 1, 3, 3), dict(padding=1, groups=4)),  # rows too long for two: each summed in place
 ]
 
 

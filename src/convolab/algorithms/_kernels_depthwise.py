@@ -201,14 +201,13 @@ def _stretch(flat, offsets, weights, sums, start, column):
     :data:`STRETCH`: four runs of :data:`LANES` sums held in registers while every tap adds into them."""
     s0, s1, s2, s3 = _stack_run(flat.dtype), _stack_run(flat.dtype), _stack_run(flat.dtype), _stack_run(flat.dtype)
     _zero(s0, s1, s2, s3)
-    for t in range(offsets.shape[0]):
-        at = start + column + offsets[t]
-        run, weight = flat[at:at + STRETCH], weights[t]
+    for t in range(offsets.shape[0]):  # unsigned flat indices, not a slice per tap (2-9% faster, one thread)
+        at, weight = np.uint64(start + column + offsets[t]), weights[t]
         for m in range(LANES):
-            s0[m] += weight * run[m]
-            s1[m] += weight * run[LANES + m]
-            s2[m] += weight * run[2 * LANES + m]
-            s3[m] += weight * run[3 * LANES + m]
+            s0[m] += weight * flat[at + np.uint64(m)]
+            s1[m] += weight * flat[at + np.uint64(LANES + m)]
+            s2[m] += weight * flat[at + np.uint64(2 * LANES + m)]
+            s3[m] += weight * flat[at + np.uint64(3 * LANES + m)]
     _store(sums, column, s0)
     _store(sums, column + LANES, s1)
     _store(sums, column + 2 * LANES, s2)
@@ -221,11 +220,14 @@ def _lanes(flat, offsets, weights, sums, start, column):
     s0 = _stack_run(flat.dtype)
     for m in range(LANES):
         s0[m] = 0
+    # LANES, as a trip count LLVM cannot see: with the constant it unrolled the loop in full before vectorizing,
+    # and the unrolled sums stayed scalar (32 vfmadd231ss per tap; now two 512-bit ones). Unsigned flat indices,
+    # not a slice per tap: (8, 1152, 7, 7) 5x5 planes 6.6 -> 4.2 ms, one thread
+    lanes = np.uint64(min(LANES, sums.shape[0] - column))
     for t in range(offsets.shape[0]):
-        at = start + column + offsets[t]
-        run, weight = flat[at:at + LANES], weights[t]
-        for m in range(LANES):
-            s0[m] += weight * run[m]
+        at, weight = np.uint64(start + column + offsets[t]), weights[t]
+        for m in range(lanes):
+            s0[m] += weight * flat[at + m]
     _store(sums, column, s0)
 
 
@@ -273,7 +275,9 @@ def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h
     into them (one load and one multiply-add per tap and position, tap after
     tap, rounded once each with ``contract``), and are stored once into
     ``sums`` (the chunk's wide rows, the thread's own, sized for the L1
-    cache); the chunk's real columns are then copied to ``out``. Each
+    cache); the chunk's real columns are then copied to ``out``. A chunk of
+    one row has no extra columns: its sums are stored straight into ``out``
+    (a 1-d layer's (8, 256, 4000) k 9: 11.0 -> 7.1 ms, one thread). Each
     position's sum reads only its own window, so the extra columns' sums
     never reach an inf or NaN of a real one.
     """
@@ -289,8 +293,11 @@ def forward(x, kernel, out, grid, sums, taps, first, last, groups, sh, sw, low_h
             weights = kernel[o]
             for r0 in range(0, out_h, chunk):
                 r1 = min(out_h, r0 + chunk)
-                _plane_sums(flat, offsets, weights, sums, r0 * wq, (r1 - r0 - 1) * wq + out_w)
-                _crop(sums, out[n, o].reshape(-1), r0, r1, wq, out_w)
+                if r1 - r0 == 1:  # one row (a 1-d problem's): its run is its real columns, summed into place
+                    _plane_sums(flat, offsets, weights, out[n, o, r0], r0 * wq, out_w)
+                else:
+                    _plane_sums(flat, offsets, weights, sums, r0 * wq, (r1 - r0 - 1) * wq + out_w)
+                    _crop(sums, out[n, o].reshape(-1), r0, r1, wq, out_w)
 
 
 @njit(cache=True, nogil=True, inline="always")
