@@ -199,6 +199,27 @@ def test_compiled_adam_follows_a_replaced_data_array(monkeypatch):
     assert data.shape == (5, 6) and np.array_equal(data, expected)
 
 
+def _adam_with_moments_replaced(dtype):
+    rng = np.random.default_rng(10)
+    parameter = nn.Parameter(rng.standard_normal((4, 5)).astype(dtype))
+    optimizer = nn.Adam([parameter], lr=0.1)
+    for step in range(4):
+        if step == 2:  # a restored checkpoint's moments, the data array kept: the loop must use the new moments
+            optimizer.state[id(parameter)]["exp_avg"] = np.full((4, 5), 5, dtype)
+            optimizer.state[id(parameter)]["exp_avg_sq"] = np.ones((4, 5), dtype)
+        parameter.grad = rng.standard_normal(parameter.shape).astype(dtype)
+        optimizer.step()
+    return parameter.data, optimizer.state[id(parameter)]["exp_avg"]
+
+
+def test_compiled_adam_follows_replaced_moments(monkeypatch):
+    from convolab.nn import optim
+    data, exp_avg = _adam_with_moments_replaced(np.float32)
+    monkeypatch.setattr(optim, "_compiled_adam_runs", lambda *arrays: False)
+    expected_data, expected_exp_avg = _adam_with_moments_replaced(np.float32)
+    assert np.array_equal(data, expected_data) and np.array_equal(exp_avg, expected_exp_avg)
+
+
 def test_adam_keeps_numpy_for_what_the_loop_does_not_take(without_numba):
     from convolab.nn import optim
     arrays = dict(exp_avg=np.zeros(4, np.float32), exp_avg_sq=np.zeros(4, np.float32))

@@ -196,17 +196,19 @@ def _compiled_adam_runs(data: np.ndarray, grad: np.ndarray, state: dict[str, Any
     dtype, shape = data.dtype, data.shape
     if dtype != np.float32 and dtype != np.float64:
         return False
-    if state.get("checked_data") is not data:  # once per data array: the moments are the optimizer's, made alike
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    checked = state.get("checked_arrays")
+    # once per set of arrays (a restored checkpoint may replace the moments and keep the data): layout and views
+    if checked is None or checked[0] is not data or checked[1] is not exp_avg or checked[2] is not exp_avg_sq:
         for array in (data, exp_avg, exp_avg_sq):  # a loop, not any(generator): it runs per parameter
             if array.dtype != dtype or array.shape != shape or not array.flags.c_contiguous:
                 return False
-        if not (exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
-            return False
-        state["checked_data"] = data
+        state["checked_arrays"] = (data, exp_avg, exp_avg_sq)
         state["flat_views"] = (data.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1))  # (values,) each
-    if not data.flags.writeable or grad.dtype != dtype or grad.shape != shape or not grad.flags.c_contiguous:
-        return False  # every step: a new gradient, and writeable is a flag a caller may clear
+    if not (data.flags.writeable and exp_avg.flags.writeable and exp_avg_sq.flags.writeable):
+        return False  # every step: writeable is a flag a caller may clear
+    if grad.dtype != dtype or grad.shape != shape or not grad.flags.c_contiguous:
+        return False  # every step: a new gradient
     return numba_missing() is None
 
 
