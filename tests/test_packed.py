@@ -144,6 +144,21 @@ def test_workspace_is_each_threads_chunk_of_columns():
     assert workspace == 2 * (chunk * block + packed_module.LANES) * 4
 
 
+def test_columns_stay_within_the_workspace_limit_or_it_is_refused():
+    shapes = ((1, 64, 56, 56), (64, 64, 3, 3))
+    spec = cl.conv_spec(*shapes, stride=2, padding=1)
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(shapes[0]).astype(np.float32), rng.standard_normal(shapes[1]).astype(np.float32)
+    with cl.thread_count(2), cl.workspace_limit(300_000):  # smaller blocks than the L2 cache's
+        assert PACKED.workspace_bytes(spec, 4) <= 300_000 and PACKED.why_not(spec, np.dtype(np.float32)) is None
+        got = cl.conv(x, w, stride=2, padding=1, algorithm="packed")
+    assert_within(got, cl.conv(x, w, stride=2, padding=1, algorithm="direct"),
+                  summation_bound(64 * 9, _magnitude(x, w, stride=2, padding=1), np.float32))
+    with cl.thread_count(2), cl.workspace_limit(2**16):  # one run of 32 positions per thread does not fit
+        assert "exceed the workspace limit (0.0625 MiB)" in PACKED.why_not(spec, np.dtype(np.float32))
+        assert cl.plan(*shapes, stride=2, padding=1).algorithm != "packed"
+
+
 def test_empty_problems():
     x = np.ones((0, 3, 5, 5), np.float32)
     assert cl.conv(x, np.ones((4, 3, 3, 3), np.float32), algorithm="packed").shape == (0, 4, 3, 3)

@@ -25,6 +25,7 @@ from math import prod
 
 import numpy as np
 
+from .._settings import current_workspace_limit
 from ..spec import ConvSpec
 from . import Algorithm
 from ._compiled import kernels
@@ -59,8 +60,8 @@ PIECE_COST = 25e-9
 def _chunk_channels(spec: ConvSpec) -> int:
     """Input channels per chunk: whole channels' taps within :data:`CHUNK_ROWS` rows (at least one channel), as
     many in every chunk as can be (64 channels of 3x3 taps: two chunks of 32, not 56 and 8)."""
-    channels = spec.in_channels_per_group
-    most = max(1, min(channels, CHUNK_ROWS // prod(spec.kernel_size)))
+    channels = max(1, spec.in_channels_per_group)  # no channels: nothing is packed, one empty chunk
+    most = max(1, min(channels, CHUNK_ROWS // max(prod(spec.kernel_size), 1)))
     return -(-channels // -(-channels // most))
 
 
@@ -70,11 +71,21 @@ def _block_positions(spec: ConvSpec, itemsize: int) -> int:
     jobs for two per thread."""
     positions = prod(spec.output_size)
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
-    block = max(LEAST_BLOCK, BLOCK_BYTES // max(rows * itemsize, 1) // LANES * LANES)
+    # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
+    budget = min(BLOCK_BYTES, current_workspace_limit() // _threads(_macs(spec)) - LANES * itemsize)
+    block = max(LEAST_BLOCK, budget // max(rows * itemsize, 1) // LANES * LANES)
     wanted = 2 * _threads(_macs(spec))
     while block > LEAST_BLOCK and spec.batch * spec.groups * -(-positions // block) < wanted:
         block = max(LEAST_BLOCK, block // 2 // LANES * LANES)
     return min(block, max(positions, 1))
+
+
+def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
+    block = _block_positions(spec, itemsize)
+    jobs = spec.batch * spec.groups * -(-prod(spec.output_size) // block)
+    threads = max(1, min(_threads(_macs(spec)), jobs))
+    return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
 
 class Packed(Algorithm):
@@ -91,8 +102,16 @@ class Packed(Algorithm):
     automatic = True
 
     def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
-        """Refuses other dtypes and ranks before it imports Numba; then whether Numba imports."""
-        return compiled_columns_missing(spec, dtype)
+        """Refuses other dtypes and ranks before it imports Numba; then whether Numba imports, and whether the
+        threads' packed columns fit the workspace limit."""
+        why = compiled_columns_missing(spec, dtype)
+        if why is not None:
+            return why
+        columns, limit = _columns_bytes(spec, np.dtype(dtype).itemsize), current_workspace_limit()
+        if columns > limit:
+            return (f"its packed columns (a block per thread: {columns / 2**20:.3g} MiB) exceed the workspace limit "
+                    f"({limit / 2**20:.3g} MiB)")
+        return None
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """One thread's seconds (as the other estimates), more where the jobs are too few for the threads: the
@@ -140,12 +159,8 @@ class Packed(Algorithm):
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """Each thread's packed columns (one block), and the input's padded copy for a padding mode other than
         zeros."""
-        taps = _chunk_channels(spec) * prod(spec.kernel_size)
-        jobs = spec.batch * spec.groups * -(-prod(spec.output_size) // _block_positions(spec, itemsize))
-        threads = max(1, min(_threads(_macs(spec)), jobs))
-        columns = threads * (taps * _block_positions(spec, itemsize) + LANES) * itemsize
         padded = 0 if spec.padding_mode == "zeros" else spec.batch * spec.in_channels * prod(spec.padded_size) * itemsize
-        return columns + padded
+        return _columns_bytes(spec, itemsize) + padded
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return self._forward(padded, ((0, 0),) * spec.rank, kernel, spec)
