@@ -195,6 +195,13 @@ def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, param
     assert S2B.workspace_bytes(cl.conv_spec(input_shape, weight_shape, **params), 4) > 0
 
 
+def test_auto_keeps_its_phases_within_the_workspace_limit():
+    shapes, params = ((2, 256, 33, 33), (256, 256, 3, 3)), dict(padding=2, dilation=2)
+    phases = 4 * np.prod(phase_spec(cl.conv_spec(*shapes, **params)).input_shape)  # the phases alone, in float32
+    with cl.thread_count(1), cl.workspace_limit(int(phases)):
+        assert cl.plan(*shapes, "float32", **params).estimates["space_to_batch"] == np.inf
+
+
 def dilated_problem(seed: int = 0):
     rng = np.random.default_rng(seed)
     return (rng.random((2, 64, 21, 21)).astype(np.float32),

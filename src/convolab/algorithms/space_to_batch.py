@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._settings import current_workspace_limit
 from ..spec import ConvSpec
 from ._rates import COPY_RATE
 from .winograd import Winograd
@@ -77,9 +78,9 @@ class SpaceToBatch(Winograd):
         """The inner Winograd's estimate on the phases' problem, plus the split (every phase cell written, at
         NumPy's strided copy rate, and :data:`ROW_COST` per row) and the interleave (every output, likewise), a
         fixed cost and one per phase. ``inf`` where neither inner Winograd has a finite estimate (their NumPy
-        transforms, 1-d, 3-d)."""
+        transforms, 1-d, 3-d), or where its memory (:meth:`workspace_bytes`) exceeds the workspace limit."""
         inner, seconds = _inner_choice(self._inner, spec, dtype)
-        if seconds == inf:
+        if seconds == inf or self.workspace_bytes(spec, dtype.itemsize) > current_workspace_limit():
             return inf
         sub = phase_spec(spec)
         copied = (prod(sub.input_shape) + prod(spec.output_shape)) * dtype.itemsize
