@@ -22,7 +22,8 @@ first, then split).
 It mixes values across outputs as its inner Winograd does (within a tile of a
 phase), so it is a :class:`~.winograd.Winograd` to the planner: "auto" takes
 it only for finite data, within Winograd's error bound (with the larger growth
-of F(2) and F(4), whichever runs) and with enough channels.
+of F(2) and F(4), whichever runs) and with enough channels; and only on one
+thread, where it measured faster (:meth:`SpaceToBatch.estimate`).
 
 Axis legend: N samples, R phases (``prod(dilation)``), C input channels, O
 output channels, M a phase's cells per axis.
@@ -39,6 +40,7 @@ import numpy as np
 from .._settings import current_workspace_limit
 from ..spec import ConvSpec
 from ._rates import COPY_RATE
+from .compiled import _threads
 from .winograd import Winograd
 
 __all__ = ["SpaceToBatch"]
@@ -63,7 +65,7 @@ class SpaceToBatch(Winograd):
         self._inner = (Winograd(2), Winograd(4))
 
     def error_growth(self, rank: int) -> float:
-        """The larger of its inner Winogards' error growths: a tile's values are a phase's, the input's own."""
+        """The larger of its inner Winograds' error growths: a tile's values are a phase's, the input's own."""
         return max(inner.error_growth(rank) for inner in self._inner)
 
     def why_not(self, spec: ConvSpec, dtype: np.dtype) -> str | None:
@@ -78,7 +80,16 @@ class SpaceToBatch(Winograd):
         """The inner Winograd's estimate on the phases' problem, plus the split (every phase cell written, at
         NumPy's strided copy rate, and :data:`ROW_COST` per row) and the interleave (every output, likewise), a
         fixed cost and one per phase. ``inf`` where neither inner Winograd has a finite estimate (their NumPy
-        transforms, 1-d, 3-d), or where its memory (:meth:`workspace_bytes`) exceeds the workspace limit."""
+        transforms, 1-d, 3-d), or where its memory (:meth:`workspace_bytes`) exceeds the workspace limit.
+
+        ``inf`` too where it would run on more than one thread. There it measured slower than what "auto" picks
+        otherwise (two threads, wall, min of 25 calls in shuffled order: DeepLab's forward 15.3 ms against 14.5,
+        its input gradient 20.5 against 15.4, ASPP's forward 39.4 against 30.5): its copies stay on the calling
+        thread (NumPy holds the GIL in them) and its inner Winograd on many small phase images gained little
+        from the second thread (DeepLab 15.3 ms wall against 17-20 at one), while the summing algorithms'
+        estimates do not count their own gain from it, so a shared estimate here would win where it loses."""
+        if _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)) > 1:
+            return inf  # see the docstring: measured slower than the other picks on two threads
         inner, seconds = _inner_choice(self._inner, spec, dtype)
         if seconds == inf or self.workspace_bytes(spec, dtype.itemsize) > current_workspace_limit():
             return inf
