@@ -4,7 +4,7 @@ The policy (module notes of :mod:`convolab.planner`): an algorithm that sums
 products of the values its windows read gives, for data holding inf or NaN,
 exactly the pattern of the direct sum, whatever its summation order (``inf +
 x = inf``, ``inf - inf = NaN``, ``0 * inf = NaN`` in every order). Algorithms
-that mix values across outputs (``mixes_outputs``: the FFT, Winograd) and the
+that mix values across outputs (``mixes_outputs``: the FFT, Winograd, space_to_batch) and the
 "full" input gradient (which multiplies zeros that are not data) cannot, so the
 planner keeps them from such data. Each generated case below puts an inf, a
 -inf or a NaN into one operand of one pass and compares NaN, +inf and -inf
@@ -104,7 +104,7 @@ def test_weight_gradient_patterns_match_im2col(case: ConvCase, poisoned: str) ->
 
 
 def test_the_algorithms_that_mix_outputs_say_so() -> None:
-    assert set(MIXING) == {"fft", "winograd2", "winograd4"}
+    assert set(MIXING) == {"fft", "winograd2", "winograd4", "space_to_batch"}
     assert planner.DataTraits(finite=False).why_not_mixing() is not None
     assert planner.DataTraits(fft_error=10 * planner.FFT_ERROR_BOUND).why_not_mixing() is not None
     assert planner.DataTraits().why_not_mixing() is None

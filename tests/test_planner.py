@@ -48,7 +48,9 @@ def test_plan_flops_and_refusals():
     assert chosen.refused == {"depthwise": "each group has 4 input channels; depthwise needs exactly 1",
                               "winograd2": few, "winograd4": few,
                               "space_to_depth": "kernel (3, 3), stride (1, 1), dilation (1, 1): the windows overlap "
-                                                "(space to depth needs kernel <= stride, undilated, on every axis)"}
+                                                "(space to depth needs kernel <= stride, undilated, on every axis)",
+                              "space_to_batch": "dilation (1, 1): nothing to split (Winograd runs undilated problems "
+                                                "itself)"}
     integer = cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), np.int32)
     assert integer.algorithm != "fft" and "fft" in integer.refused
 

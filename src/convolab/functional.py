@@ -123,7 +123,7 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
         ``"folded"`` gemm with the last kernel axis folded into the product's
@@ -134,7 +134,9 @@ _CONV_DOC = """{summary}
         sums held in registers, ``"space_to_depth"`` one product per sample
         where windows never overlap (kernel <= stride), and ``"packed"``
         gemm's columns packed block by block and multiplied in compiled
-        register tiles, without the BLAS. ``"compiled"`` and ``"packed"`` need
+        register tiles, without the BLAS; ``"space_to_batch"`` runs a stride-1
+        dilated 3-tap convolution as Winograd tiles on its phase sub-images
+        (every ``d``-th input cell). ``"compiled"`` and ``"packed"`` need
         Numba and float32/float64 data; ``"space_to_depth"`` copies with
         NumPy where Numba is missing. ``"auto"`` takes the planner's
         pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its

@@ -24,6 +24,8 @@ matter). In short:
 - winograd2/winograd4: one product per tile position at a measured fraction
   of the matrix-product rate, its compiled transforms' values at their rates,
   and the padded copy and data check "auto" makes before a mixing algorithm;
+  space_to_batch (dilated layers, one thread only): Winograd's estimate on
+  its phases plus their split and interleave (strided copies);
 - each: plus a fixed cost per call (larger for the FFT), which decides tiny
   problems.
 
