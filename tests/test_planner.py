@@ -22,9 +22,9 @@ from convolab._settings import DEFAULT_WORKSPACE_BYTES, WORKSPACE_ENV, current_w
         # strided (folded refuses): gemm's columns multiplied in the pool's own register tiles, no BLAS (one
         # thread: 10.2-11.0 against gemm's 12.2-12.8 ms; at two threads on a loaded machine 35 against 55)
         ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "packed"),
-        # 7x7 x 512: folding adds 2/7 more rows; F(2)'s filters in panels, products on the pool, at parity with
-        # gemm on one thread (16.7 against 16.1 ms), 10-13 against 13-18 ms on two
-        ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd2"),
+        # 7x7 x 512: folding adds 2/7 more rows; F(2)'s panels on the pool and gemm are at parity on one thread
+        # (18.0 against 16.4 ms), and with 512 filters per copied value the BLAS scales: 12.8 against 9.4 on two
+        ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),
         ((64, 32, 4, 4), (64, 32, 3, 3), dict(padding=1), "gemm"),  # tiny images: batch-inner gemm
         ((8, 256, 14, 14), (1024, 256, 1, 1), {}, "gemm"),  # 1x1: a plain matrix product
         ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # MobileNet (compiled planes)

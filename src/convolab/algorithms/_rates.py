@@ -40,14 +40,18 @@ BLAS_THREAD_GAIN = 0.3
 #: 4x4 images, 19e6) measured fastest under gemm with the BLAS as it is; the strided layers that lose a core to
 #: its spinning workers have 1e8 to 3e9.
 BLAS_SHARED_WORK = 2**26
+#: Filters per copied value at which the product is most of the call and the BLAS's threads gain as the pool's:
+#: ResNet-18 layer4's 512-filter 7x7 layer under gemm, 16.4 -> 9.4 ms from one thread to two (1.74x), VGG-16
+#: conv5_1 62.7 -> 39.4 ms (1.6x), where 128-256 filters on strided layers gained 1.07-1.67x.
+BLAS_SCALING_FILTERS = 512
 
 
-def beside_pool_factor(threads: int, work: int) -> float:
+def beside_pool_factor(threads: int, work: int, filters: int = 0) -> float:
     """How much longer, in one thread's seconds, a call whose products of ``work`` multiply-adds run on the BLAS
     takes than its one-thread estimate says, relative to the pool's algorithms, on ``threads`` threads
-    (:data:`BLAS_THREAD_GAIN` against :data:`THREAD_GAIN`): 1 on one thread, and below
-    :data:`BLAS_SHARED_WORK`."""
-    if work < BLAS_SHARED_WORK:
+    (:data:`BLAS_THREAD_GAIN` against :data:`THREAD_GAIN`): 1 on one thread, below :data:`BLAS_SHARED_WORK`, and
+    where each copied value meets ``filters`` >= :data:`BLAS_SCALING_FILTERS` filters (one group's)."""
+    if work < BLAS_SHARED_WORK or filters >= BLAS_SCALING_FILTERS:
         return 1.0
     return (1 + THREAD_GAIN * (threads - 1)) / (1 + BLAS_THREAD_GAIN * (threads - 1))
 

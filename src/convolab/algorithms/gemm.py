@@ -61,7 +61,7 @@ class Gemm(Algorithm):
         """
         results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
         return ((_product_and_copy_seconds(self, spec, dtype) + results_seconds(results))
-                * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2))
+                * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group))
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's product (the same FLOPs over the same unrolled columns, summed

@@ -455,6 +455,10 @@ POOLED_FILTER_BYTES = 2**20
 #: transform), shared among the threads: measured over estimated at one thread, ResNet-18's and VGG-16's 3x3
 #: layers, F(2) and F(4), 0.9-1.4 (mean 1.18) against the BLAS's products' 1.0-1.5 (mean 1.14).
 POOLED_ONE_THREAD = 1.04
+#: What a second thread adds to the pooled path, measured (wall, min of 10, quiet machine): ResNet-18 layer4's
+#: F(2) 18.0 -> 12.8 ms (1.4x), layer3's 12.0 -> 8.7 (1.38x), VGG-16 conv5_1's 46.4 -> 28.5 (1.63x); less than
+#: :data:`~convolab.algorithms._rates.THREAD_GAIN`, which the other estimates' one-thread seconds stand for.
+POOLED_THREAD_GAIN = 0.45
 
 
 def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...], int, int, int]:
@@ -672,10 +676,12 @@ class Winograd(Algorithm):
             panels = (filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4 + fresh / FRESH_MEMORY_RATE)
             shared = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels
                       + loops * dtype.itemsize / 4)
-            sharing = min(threads, positions)
-            return shared * POOLED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1)) + copies * dtype.itemsize / 4
+            # in one thread's seconds, as compiled's and packed's: their threads gain THREAD_GAIN, these less
+            available, sharing = _threads(products // 2), min(threads, positions)
+            return (shared * POOLED_ONE_THREAD * (1 + THREAD_GAIN * (available - 1)) / (1 + POOLED_THREAD_GAIN * (sharing - 1))
+                    + copies * dtype.itemsize / 4)
         # the products on the BLAS's threads beside the transforms' jobs: as gemm's (_rates.beside_pool_factor)
-        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate * beside_pool_factor(threads, products // 2)
+        return (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate * beside_pool_factor(threads, products // 2, out_channels)
                 + filter_seconds + (loops / (1 + THREAD_GAIN * (threads - 1)) + copies) * dtype.itemsize / 4)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
