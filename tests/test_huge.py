@@ -11,10 +11,7 @@ normal layers never take it.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import tracemalloc
-from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pytest
@@ -22,6 +19,7 @@ import pytest
 import convolab as cl
 from convolab import shapes
 from convolab._window import compact_reads, sliding_windows, add_windows
+from peak_memory import stays_within_peak, within_peak
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -30,35 +28,6 @@ F = torch.nn.functional
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap",
               "symmetric": "symmetric"}
-#: Peak NumPy allocation allowed for a huge case whose arrays are a few hundred bytes.
-PEAK_BYTES = 2 * 2**20
-T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def stays_within_peak(limit: int = PEAK_BYTES) -> Iterator[None]:
-    """Assert that NumPy's allocations inside the block (tracemalloc traces them) peak under ``limit`` bytes."""
-    tracemalloc.start()
-    try:
-        yield
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < limit, f"peak {peak / 2**20:.1f} MiB, over {limit / 2**20:.1f} MiB"
-
-
-def within_peak(run: Callable[[], T], limit: int = PEAK_BYTES) -> T:
-    """``run()``'s result, having asserted that its second call peaks under ``limit`` bytes.
-
-    The first call, untraced, pays what a process pays once: imports, Numba's
-    compiled kernels and the per-problem caches. Traced, those are megabytes
-    that have nothing to do with the memory a huge argument would take.
-    """
-    run()
-    with stays_within_peak(limit):
-        return run()
-
-
 def _pairs(padding, rank):
     if isinstance(padding, int):
         return ((padding, padding),) * rank

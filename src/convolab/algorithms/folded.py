@@ -83,6 +83,7 @@ class Folded(Algorithm):
         column) and its smaller copy, plus one pass over the output per last-axis tap (:func:`_seconds`); on
         more than one thread, as gemm's, less gain than the pool's algorithms
         (:func:`~convolab.algorithms._rates.beside_pool_factor`)."""
+        # no filter count: unlike gemm's 512-filter layers, folded's were not measured to scale at two threads
         return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
