@@ -25,8 +25,10 @@ import convolab as cl
 from convolab import planner
 from convolab._engine import oriented_kernel
 from convolab.algorithms import ALGORITHMS, register, unregister
+from convolab.algorithms import _winograd_compiled
 from convolab.algorithms import winograd as winograd_module
-from convolab.algorithms.winograd import Winograd, compiled_winograd_conv, fused_winograd_conv, winograd_conv
+from convolab.algorithms._winograd_compiled import compiled_winograd_conv, fused_winograd_conv
+from convolab.algorithms.winograd import Winograd, winograd_conv
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
 
@@ -134,9 +136,9 @@ def assert_direct_sums(forward, problems, dtype, seed: int) -> None:
 def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
     """Several groups of samples and jobs (small blocks), two threads, the odd problems."""
     with cl.thread_count(2), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(winograd_module, "FUSED_BLOCK_BYTES", 2**12)
-        patch.setattr(winograd_module, "FUSED_BLOCK_TILES", 1)
-        patch.setattr(winograd_module, "CHANNELS_LAST_BYTES", 2**12)
+        patch.setattr(_winograd_compiled, "FUSED_BLOCK_BYTES", 2**12)
+        patch.setattr(_winograd_compiled, "FUSED_BLOCK_TILES", 1)
+        patch.setattr(_winograd_compiled, "CHANNELS_LAST_BYTES", 2**12)
         assert_direct_sums(fused_winograd_conv, ODD_PROBLEMS, dtype, seed=7)
 
 
@@ -175,7 +177,7 @@ def test_pooled_products_over_blocks_threads_groups_and_partial_panels(dtype):
             spec = cl.conv_spec((2, *x.shape), w.shape, padding=1)
             full_spec, on_input, _ = planner.full_problem(spec)
             kernel = oriented_kernel(w.reshape(1, 33, 40, 3, 3).swapaxes(1, 2).reshape(40, 33, 3, 3), full_spec.flip)
-            assert on_input and winograd_module._swapped_source(kernel, full_spec) is not None
+            assert on_input and _winograd_compiled._swapped_source(kernel, full_spec) is not None
             got = ALGORITHMS[f"winograd{tile}"].run_unpadded(g, kernel, full_spec)
             expected = cl.grad.conv_input((2, *x.shape), w.astype(np.float64), g.astype(np.float64), padding=1,
                                           algorithm="scatter")
@@ -279,7 +281,8 @@ def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels,
         original = getattr(winograd_module, name)
         monkeypatch.setattr(winograd_module, name, lambda *args, original=original, which=which, **options: (
             ran.append(which(**options)), original(*args, **options))[1])
-    monkeypatch.setattr(winograd_module, "_threads", lambda work: threads)  # a small problem, shared all the same
+    # a small problem, shared all the same: the path's choice reads the thread count where the wrappers live
+    monkeypatch.setattr(_winograd_compiled, "_threads", lambda work: threads)
     with cl.thread_count(threads):
         got = cl.conv2d(x, w, padding=1, algorithm="winograd4")
     assert ran == [path]

@@ -16,7 +16,8 @@ import pytest
 import convolab as cl
 from convolab._window import pad
 from convolab.algorithms import _kernels_winograd
-from convolab.algorithms.winograd import compiled_winograd_conv, winograd_conv
+from convolab.algorithms._winograd_compiled import compiled_winograd_conv
+from convolab.algorithms.winograd import winograd_conv
 from test_compiled_winograd import order_bound, transform_magnitude
 
 BLOCK = _kernels_winograd.CHANNEL_BLOCK
@@ -98,7 +99,8 @@ def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
     Each value sums at most ``3^rank`` products of the generated coefficients, whose magnitudes are at most 4:
     the straight-line code drops the zero coefficients and adds in its own order, so the two agree within a few
     units of rounding of those terms."""
-    from convolab.algorithms.winograd import _transformed_filters, winograd_matrices
+    from convolab.algorithms._winograd_compiled import _transformed_filters
+    from convolab.algorithms.winograd import winograd_matrices
 
     rank, groups, out_channels, channels = problem
     rng = np.random.default_rng(rank * 100 + groups)
@@ -130,7 +132,8 @@ def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swap
     group and its taps reversed, as the input gradient's full correlation makes it (a view with one group, read
     as it is; a copy with more)."""
     from convolab.algorithms._kernels_tiled import LANES
-    from convolab.algorithms.winograd import _filter_panels, _swapped_source, _transformed_filters, winograd_matrices
+    from convolab.algorithms._winograd_compiled import _filter_panels, _swapped_source, _transformed_filters
+    from convolab.algorithms.winograd import winograd_matrices
 
     rank, groups, out_channels, channels = problem
     rng = np.random.default_rng(rank * 100 + groups + swapped)
