@@ -88,6 +88,25 @@ def test_compiled_transforms_agree_with_the_numpy_transforms(case, tile, dtype):
     assert_numpy_transforms_sums(compiled_winograd_conv, case, tile, dtype)
 
 
+def test_straight_output_transform_keeps_only_the_nonzero_coefficients():
+    """F(2)'s ``A^T`` rows have three nonzeros each: along each axis every output of a 2-d tile reads three values,
+    and the kernel of each tile size and rank is its own, compiled under the module's file (its cache)."""
+    from convolab.algorithms import _kernels_winograd
+
+    source = _kernels_winograd._straight_output_source(2, 2, "probe")
+    sums = [line.split("=", 1)[1] for line in source.splitlines()
+            if line.strip().startswith(("h_", "stage[group_at"))]
+    assert len(sums) == 2 * (2 * 4 + 2 * 2)  # the full block's loop and the remainder's: 8 along H, 4 along W
+    assert all(expression.count("p_") + expression.count("h_") == 3 for expression in sums)
+    names = set()
+    for tile in TILES:
+        for rank in (1, 2):
+            kernel = _kernels_winograd._straight_output_tiles(tile, rank, "float64")
+            assert kernel.py_func.__code__.co_filename == _kernels_winograd.__file__
+            names.add(kernel.py_func.__name__)
+    assert len(names) == 4
+
+
 def assert_numpy_transforms_sums(winograd, case, tile: int, dtype) -> None:
     """``winograd`` (a compiled Winograd forward on the padded input) gives the NumPy path's sums within the bound
     of two orders of evaluation."""

@@ -180,8 +180,11 @@ BLOCK_OVERHEAD = 40e-6
 #: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16 (the straight-line kernels of 1-2 axes, measured on ResNet-18's
 #: 56x56, 28x28 and 14x14 layers: F(4) 1.8-2.3e9, F(2) 2.3-2.5e9; the loops ran F(4) at 0.6e9, F(2) at 2.0e9); ...
 INPUT_TRANSFORM_RATE = {2: 2.3e9, 4: 1.8e9}
-#: ... products read per second by the output transform (1.2-1.6e9 for F(4), 1.9e9 for F(2)); ...
-OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 1.3e9}
+#: ... products read per second by the output transform (its straight-line kernels of 1-2 axes, one thread, on
+#: ResNet-18's and VGG-16's layers: F(4) 2.2-2.6e9, where the loops ran 1.1-1.3e9; F(2) 2.5-3.5e9 against
+#: 1.9-2.7e9, kept at the loops' rate: on tiny images, 64 x (32 -> 64) channels of 4x4, F(2) and gemm are
+#: estimated at parity and gemm measured faster, 0.91 against 1.19 ms at one thread); ...
+OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 2.2e9}
 #: ... transformed filter values written per second (:func:`~._winograd_compiled._transformed_filters`), and the seconds per filter and
 #: channel its gathered taps cost (fitted on 128-512 channels: 0.6 ns a value, 5-20 ns a pair, more with more
 #: channels); ...
