@@ -99,6 +99,36 @@ def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned):
         assert_same_pattern(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
 
 
+#: Padding wide enough that whole panels' leading taps read only zeros (the first and last rows under dilation 6,
+#: ASPP's shape; a 3-d one with rows and planes of padding; a 1-d one, whose single row never skips).
+SKIPPING = [
+    ((2, 6, 33, 33), (9, 6, 3, 3), dict(padding=6, dilation=6)),
+    ((1, 3, 7, 6, 40), (4, 3, 3, 3, 3), dict(padding=(4, 3, 1), dilation=(4, 3, 1), stride=(1, 2, 1))),
+    ((2, 3, 90), (5, 3, 5), dict(padding=8, dilation=4)),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", SKIPPING)
+def test_padding_rows_are_left_out_only_where_every_weight_is_finite(input_shape, weight_shape, params):
+    """A panel's taps whose rows lie in the padding for all its positions are left out of its sums where every
+    weight is finite (zeros add nothing), and summed where one is not (0 x inf is NaN, as in the direct sum)."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(input_shape), rng.standard_normal(weight_shape)
+    skips = packed_module._live_share(cl.conv_spec(input_shape, weight_shape, **params)) < 1
+    assert skips == (len(input_shape) > 3)
+    for dtype in DTYPES:
+        out = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
+        assert_within(out, cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct"),
+                      summation_bound(w[0].size, _magnitude(x, w, **params), dtype))
+    w[1, 2, 0], w[2, 0, -1] = np.inf, -np.inf  # a first and a last leading tap: those a panel may leave out
+    for dtype in DTYPES:
+        with np.errstate(invalid="ignore", over="ignore"):
+            got = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
+            expected = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct")
+        assert np.isnan(expected).any()
+        assert_same_pattern(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.float16, np.complex64])
 def test_other_dtypes_are_refused_by_name(dtype):
     spec = cl.conv_spec((1, 2, 5, 5), (2, 2, 3, 3))

@@ -54,7 +54,7 @@ from numba import njit, uint64
 from ._kernels_tiled import LANES, _add_4, _stack_run, wide_vectors
 from ._kernels_winograd_fused import TILES_NARROW, TILES_WIDE
 
-__all__ = ["forward", "pack", "tile_sums"]
+__all__ = ["forward", "live_taps", "pack", "tile_sums"]
 
 
 #: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64).
@@ -181,13 +181,16 @@ def _keep(run, out, at, valid):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
-def tile_sums(weights, w_at, row_step, panel, panel_at, width, count, out, o_at, out_step, rows, resume):
-    """``out[o_at + r*out_step + m] (+)= sum_{k < count} weights[w_at + r*row_step + k] * panel[panel_at + k*width
-    + m]`` for ``r < rows`` (:data:`~._kernels_winograd_fused.TILES_WIDE` or
-    :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m < width``, added to what ``out`` holds where
-    ``resume``: one register tile of ``rows`` channels by :data:`LANES` positions (a panel narrower than that is
-    read past its end; those lanes are dropped). Every array flat; the sums in ``k`` order, one multiply-add at
-    a time."""
+def tile_sums(weights, w_at, row_step, panel, panel_at, width, runs, run_step, count, out, o_at, out_step, rows,
+              resume):
+    """``out[o_at + r*out_step + m] (+)= sum_{i < runs, k < count} weights[w_at + r*row_step + i*run_step + k] *
+    panel[panel_at + (i*run_step + k)*width + m]`` for ``r < rows``
+    (:data:`~._kernels_winograd_fused.TILES_WIDE` or :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m <
+    width``, added to what ``out`` holds where ``resume``: one register tile of ``rows`` channels by
+    :data:`LANES` positions (a panel narrower than that is read past its end; those lanes are dropped). Every
+    array flat; the sums in ``(i, k)`` order, one multiply-add at a time. A chunk's rows are one run (``runs``
+    1, ``count`` its rows), or per channel the run of taps that read inside the input (``runs`` its channels,
+    ``run_step`` the taps of one)."""
     kind, step = panel.dtype, np.uint64(row_step)
     w_first, p_first, o_first = np.uint64(w_at), np.uint64(panel_at), np.uint64(o_at)
     o_step = np.uint64(out_step)
@@ -200,31 +203,58 @@ def tile_sums(weights, w_at, row_step, panel, panel_at, width, count, out, o_at,
         s5 = _resume(kind, out, o_first + np.uint64(5) * o_step, width, resume)
         s6 = _resume(kind, out, o_first + np.uint64(6) * o_step, width, resume)
         s7 = _resume(kind, out, o_first + np.uint64(7) * o_step, width, resume)
-        for k in range(np.uint64(count)):
-            # eight channels' weights times one run of the panel: LLVM loads the run once for both calls
-            w, at = w_first + k, p_first + k * np.uint64(width)
-            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
-                   weights[w + np.uint64(3) * step], panel, at)
-            _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
-                   weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
+        for i in range(np.uint64(runs)):
+            run = i * np.uint64(run_step)
+            for k in range(run, run + np.uint64(count)):
+                # eight channels' weights times one run of the panel: LLVM loads the run once for both calls
+                w, at = w_first + k, p_first + k * np.uint64(width)
+                _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                       weights[w + np.uint64(3) * step], panel, at)
+                _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
+                       weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
         _keep(s4, out, o_first + np.uint64(4) * o_step, width)
         _keep(s5, out, o_first + np.uint64(5) * o_step, width)
         _keep(s6, out, o_first + np.uint64(6) * o_step, width)
         _keep(s7, out, o_first + np.uint64(7) * o_step, width)
     else:
-        for k in range(np.uint64(count)):
-            w = w_first + k
-            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
-                   weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
+        for i in range(np.uint64(runs)):
+            run = i * np.uint64(run_step)
+            for k in range(run, run + np.uint64(count)):
+                w = w_first + k
+                _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                       weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
     _keep(s0, out, o_first, width)
     _keep(s1, out, o_first + o_step, width)
     _keep(s2, out, o_first + np.uint64(2) * o_step, width)
     _keep(s3, out, o_first + np.uint64(3) * o_step, width)
 
 
+@njit(cache=True, nogil=True)
+def live_taps(r0, r1, out3, kernel3, depth, height, sd, sh, dd, dh, low_d, low_h):
+    """The taps ``tap_lo:tap_hi`` (in C order) that a panel of positions ``r0:r1`` of one sample needs: from the
+    first leading tap ``(kd, kh)`` whose row lies inside the input for one of the panel's output rows to the
+    last, with every tap along the row (``(0, 0)`` where every row of every tap lies in the padding). Outside
+    that range each of its rows reads zero padding only."""
+    kd_size, kh_size, kw_size = kernel3
+    b_size, e_size = out3[1], out3[2]
+    first, last = kd_size * kh_size, -1
+    for q in range(r0 // e_size, (r1 - 1) // e_size + 1):  # the output rows (a, b) the panel touches
+        a, b = q // b_size, q % b_size
+        for kd in range(kd_size):
+            z = a * sd + kd * dd - low_d
+            if 0 <= z < depth:
+                for kh in range(kh_size):
+                    h = b * sh + kh * dh - low_h
+                    if 0 <= h < height:
+                        first, last = min(first, kd * kh_size + kh), max(last, kd * kh_size + kh)
+    if last < first:
+        return 0, 0
+    return first * kw_size, (last + 1) * kw_size
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, kernel3, sd, sh, sw, dd, dh, dw,
-            low_d, low_h, low_w):
+            low_d, low_h, low_w, skip):
     """The convolution of jobs ``first:last`` (the module's contract): job ``(n*G + g)*blocks + b`` computes
     positions ``b*block : (b + 1)*block`` (fewer in a sample's last block) of sample ``n``, group ``g``;
     ``kernel3`` ``(KD, KH, KW)``.
@@ -237,6 +267,13 @@ def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, ker
     cache, adding to the sums the chunks before stored in the output. The
     last ``O mod 4`` channels, too few for a tile, are summed one filter row
     at a time.
+
+    Where ``skip`` (the wrapper's promise that every weight is finite), a
+    tile leaves out of a panel's sums the leading taps whose rows lie in the
+    padding for all of its positions (:func:`live_taps`: ASPP's dilation 6
+    on 33x33 rows, 12% of the terms): zeros times finite weights add
+    nothing. Otherwise every term is summed, as the direct sum does (an inf
+    weight times a padding zero is NaN).
     """
     out_channels, taps = weights.shape[0] // groups, weights.shape[1]
     channels = x.shape[1] // groups
@@ -250,9 +287,17 @@ def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, ker
         n, g = sample_group // groups, sample_group % groups
         p0 = b * block
         p1 = min(positions, p0 + block)
+        panels = -(-(p1 - p0) // LANES)
+        tap_lo, tap_hi = np.zeros(panels, dtype=np.int64), np.full(panels, kernel_taps, dtype=np.int64)
+        if skip:
+            for j in range(panels):
+                r0 = p0 + j * LANES
+                tap_lo[j], tap_hi[j] = live_taps(r0, min(p1, r0 + LANES), out3, kernel3, x.shape[2], x.shape[3],
+                                                 sd, sh, dd, dh, low_d, low_h)
         for c0 in range(0, channels, chunk):
-            count = min(chunk, channels - c0) * kernel_taps  # the chunk's rows of columns
-            pack(x, col, n, g * channels + c0, min(chunk, channels - c0), p0, p1, kernel3, out3, sd, sh, sw, dd, dh,
+            chunk_channels = min(chunk, channels - c0)
+            count = chunk_channels * kernel_taps  # the chunk's rows of columns
+            pack(x, col, n, g * channels + c0, chunk_channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh,
                  dw, low_d, low_h, low_w)
             row0 = 0
             for tile_count in (wide, TILES_NARROW):
@@ -261,8 +306,14 @@ def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, ker
                     w_at = (g * out_channels + t0) * taps + c0 * kernel_taps
                     o_at = ((n * groups + g) * out_channels + t0) * positions
                     for r0 in range(p0, p1, LANES):
-                        tile_sums(flat_w, w_at, taps, col, (r0 - p0) * count, min(LANES, p1 - r0), count, flat_out,
-                                  o_at + r0, positions, tile_count, c0 > 0)
+                        width, panel = min(LANES, p1 - r0), (r0 - p0) * count
+                        lo, hi = tap_lo[(r0 - p0) // LANES], tap_hi[(r0 - p0) // LANES]
+                        if lo == 0 and hi == kernel_taps:  # the chunk's rows in one run
+                            tile_sums(flat_w, w_at, taps, col, panel, width, 1, count, count, flat_out, o_at + r0,
+                                      positions, tile_count, c0 > 0)
+                        else:  # per channel, its taps lo:hi
+                            tile_sums(flat_w, w_at + lo, taps, col, panel + lo * width, width, chunk_channels,
+                                      kernel_taps, hi - lo, flat_out, o_at + r0, positions, tile_count, c0 > 0)
                 row0 += rows
             for o in range(row0, out_channels):  # too few channels left for a tile
                 w_at = (g * out_channels + o) * taps + c0 * kernel_taps

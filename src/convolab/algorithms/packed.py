@@ -21,10 +21,12 @@ group, K = C x kernel taps, T output positions of one block.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 
 import numpy as np
 
+from .._dtypes import all_finite
 from .._settings import current_workspace_limit
 from ..spec import ConvSpec
 from . import Algorithm
@@ -78,6 +80,40 @@ def _block_positions(spec: ConvSpec, itemsize: int) -> int:
     while block > LEAST_BLOCK and spec.batch * spec.groups * -(-positions // block) < wanted:
         block = max(LEAST_BLOCK, block // 2 // LANES * LANES)
     return min(block, max(positions, 1))
+
+
+@lru_cache(maxsize=256)
+def _live_share(spec: ConvSpec) -> float:
+    """The share of the register tiles' rows a sample's panels sum where every weight is finite: per panel of
+    :data:`LANES` positions, the leading taps ``(kd, kh)`` from the first whose row lies inside the input for
+    one of the panel's output rows to the last (:func:`._kernels_packed.live_taps`, here for all panels at
+    once); 1 where the padding is filled by another mode than zeros (the kernel then reads a padded copy)."""
+    if spec.padding_mode != "zeros" or _macs(spec) == 0:
+        return 1.0
+    out3 = _shape3((1, 1, *spec.output_size))[2:]
+    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
+    size3 = _shape3((1, 1, *spec.input_size))[2:]
+    strides, dilations = _steps(spec.stride), _steps(spec.dilation)
+    lows = _steps(tuple(low for low, _ in spec.padding), fill=0)
+
+    def inside(axis: int, outputs: np.ndarray) -> np.ndarray:
+        """``(outputs, taps)``: whether each tap's input index along a leading ``axis`` lies inside the input."""
+        index = (outputs[:, None] * strides[axis] + np.arange(kernel3[axis]) * dilations[axis] - lows[axis])
+        return (index >= 0) & (index < size3[axis])
+
+    rows = np.arange(out3[0] * out3[1])  # the output rows (a, b), one per row of E positions
+    live = (inside(0, rows // out3[1])[:, :, None] & inside(1, rows % out3[1])[:, None, :]).reshape(len(rows), -1)
+    order = np.arange(live.shape[1])
+    first = np.where(live, order, live.shape[1]).min(axis=1)
+    last = np.where(live, order, -1).max(axis=1)
+    positions = len(rows) * out3[2]
+    starts = np.arange(0, positions, LANES)
+    top, bottom = starts // out3[2], (np.minimum(starts + LANES, positions) - 1) // out3[2]
+    lo, hi = np.full(len(starts), live.shape[1]), np.full(len(starts), -1)
+    for step in range(int((bottom - top).max()) + 1):  # every row a panel touches
+        row = np.minimum(top + step, bottom)
+        lo, hi = np.minimum(lo, first[row]), np.maximum(hi, last[row])
+    return float(np.maximum(hi - lo + 1, 0).mean() / live.shape[1])
 
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -188,10 +224,12 @@ class Packed(Algorithm):
         out3 = out.reshape(_shape3(out.shape))
         kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
         lows = _steps(tuple(low for low, _ in padding), fill=0)
+        # padding's zeros are left out of a panel's sums only where no weight is inf or NaN (0 x inf is NaN)
+        skip = _live_share(spec) < 1 and all_finite(weights)
         forward = kernels("packed").forward
         _run_jobs(spec.batch * spec.groups * blocks, _macs(spec),
                   lambda first, last, col: forward(source, weights, out3, col, first, last, spec.groups, blocks,
                                                    block, chunk, kernel3, *_steps(spec.stride), *_steps(spec.dilation),
-                                                   *lows),
+                                                   *lows, skip),
                   lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
         return out
