@@ -64,7 +64,23 @@ LARGER = [
     ((1, 3, 64, 64), (16, 3, 7, 7), dict(padding=3, stride=2, padding_mode="reflect")),
     ((2, 20, 9, 18, 20), (9, 20, 3, 3, 3), dict(padding=1, stride=(2, 1, 3), flip=True)),
     ((4, 130, 7, 7), (33, 130, 3, 3), dict(padding=1)),
+    ((5, 12, 13, 14), (18, 4, 3, 3), dict(padding=(1, 2), stride=2, groups=3)),
 ]
+
+
+def test_blocks_span_samples_where_a_samples_last_run_would_waste_lanes():
+    """7x7 and 14x14 outputs leave 31% and 14% of their last runs' lanes unused within one sample, so blocks
+    span samples (the larger problems above check the results: 7x7, and 7x7 with three groups); 33x33 (3%) and
+    one sample do not."""
+    def spans(*shapes, **params):
+        with cl.thread_count(2):
+            return packed_module._layout(cl.conv_spec(*shapes, **params), 4)[0]
+
+    assert spans((8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
+    assert spans((8, 256, 28, 28), (256, 256, 3, 3), stride=2, padding=1)
+    assert spans((5, 12, 13, 14), (18, 4, 3, 3), padding=(1, 2), stride=2, groups=3)
+    assert not spans((2, 512, 33, 33), (256, 512, 3, 3), padding=6, dilation=6)
+    assert not spans((1, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
 
 
 @pytest.mark.parametrize("input_shape, weight_shape, params", LARGER)

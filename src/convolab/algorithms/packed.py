@@ -42,8 +42,10 @@ __all__ = ["Packed", "BLOCK_BYTES"]
 CHUNK_ROWS = 512
 #: Bytes of one chunk's packed columns (``chunk rows x T``): within a core's L2 cache (2 MiB here), ...
 BLOCK_BYTES = 2**19
-#: ... in whole runs of :data:`LANES` positions (a register tile's width), at least one.
-LEAST_BLOCK = LANES
+#: Lanes a sample's last run of :data:`LANES` leaves unused, as a share of its positions, from which a block spans
+#: samples (ResNet's 14x14 outputs: 14%, 7x7: 31%; ASPP's 33x33: 3%): the output is then computed with its channel
+#: axis first and moved once.
+SPAN_WASTE = 0.05
 
 
 # The cost model (:meth:`Packed.estimate`), in one thread's seconds like the other algorithms'.
@@ -54,6 +56,8 @@ CALL_OVERHEAD = 60e-6
 MAC_RATE = 59.5e9
 #: The channels left over after the tiles (``O mod 4``) are summed this many times slower.
 TAIL_SLOWDOWN = 8
+#: Bytes per second of moving the output's axes where blocks span samples (a copy within the cache).
+SPAN_MOVE_RATE = 4e9
 #: Seconds per piece of an output row the packing copies for every tap along the row (its bounds, its loops'
 #: starts: short rows cost more per value).
 PIECE_COST = 25e-9
@@ -67,19 +71,30 @@ def _chunk_channels(spec: ConvSpec) -> int:
     return -(-channels // -(-channels // most))
 
 
-def _block_positions(spec: ConvSpec, itemsize: int) -> int:
-    """Output positions per job (``T``): the most whole runs of :data:`LANES` whose chunk of columns fits
-    :data:`BLOCK_BYTES` (at least one run), no more than a sample's positions; fewer where that leaves too few
-    jobs for two per thread."""
+def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
+    """``(spans, blocks, block)``: whether a job's block spans samples (where a sample's last run of
+    :data:`LANES` would leave at least :data:`SPAN_WASTE` of its positions' lanes unused), how many blocks split
+    the runs of a sample's (or all samples') positions evenly, and the most positions in one. A block holds the
+    most whole runs whose chunk of columns fits :data:`BLOCK_BYTES` (at least one run); more blocks where that
+    leaves too few jobs for two per thread."""
     positions = prod(spec.output_size)
+    spans = spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
+    span = positions * spec.batch if spans else positions
+    runs = -(-span // LANES)
+    outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
     budget = min(BLOCK_BYTES, current_workspace_limit() // _threads(_macs(spec)) - LANES * itemsize)
-    block = max(LEAST_BLOCK, budget // max(rows * itemsize, 1) // LANES * LANES)
+    blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
     wanted = 2 * _threads(_macs(spec))
-    while block > LEAST_BLOCK and spec.batch * spec.groups * -(-positions // block) < wanted:
-        block = max(LEAST_BLOCK, block // 2 // LANES * LANES)
-    return min(block, max(positions, 1))
+    if outer * blocks < wanted:
+        blocks = max(1, min(runs, -(-wanted // max(outer, 1))))
+    return spans, blocks, min(-(-runs // blocks) * LANES, max(span, 1))
+
+
+def _block_positions(spec: ConvSpec, itemsize: int) -> int:
+    """Output positions per job at most (``T``): :func:`_layout`'s block."""
+    return _layout(spec, itemsize)[2]
 
 
 @lru_cache(maxsize=256)
@@ -118,8 +133,8 @@ def _live_share(spec: ConvSpec) -> float:
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
     """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
-    block = _block_positions(spec, itemsize)
-    jobs = spec.batch * spec.groups * -(-prod(spec.output_size) // block)
+    spans, blocks, block = _layout(spec, itemsize)
+    jobs = spec.groups * (1 if spans else spec.batch) * blocks
     threads = max(1, min(_threads(_macs(spec)), jobs))
     return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
@@ -176,20 +191,21 @@ class Packed(Algorithm):
             # layers, one thread: 1.15-1.4x gemm's time)
             return float("inf")
         itemsize = dtype.itemsize
-        block, positions = _block_positions(spec, itemsize), prod(spec.output_size)
-        full, rest = divmod(positions, block)
-        runs = full * -(-block // LANES) + -(-rest // LANES)  # register tiles' runs per sample and group
+        spans, blocks, _ = _layout(spec, itemsize)
+        positions = prod(spec.output_size) * (spec.batch if spans else 1)
+        outer = spec.groups * (1 if spans else spec.batch)
+        runs = outer * -(-positions // LANES)  # the register tiles' runs, all jobs
         out_per_group = spec.out_channels_per_group
         tiled, tail = out_per_group - out_per_group % 4, out_per_group % 4
         rows = spec.in_channels_per_group * prod(spec.kernel_size)  # K
-        samples = spec.batch * spec.groups
-        tile_macs = samples * runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail)
+        tile_macs = runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail) * _live_share(spec)
         out3 = _shape3((1, 1, *spec.output_size))[2:]
-        pieces = samples * rows // spec.kernel_size[-1] * (out3[0] * out3[1] + runs)
-        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST
-                   + results_seconds(prod(spec.output_shape) * itemsize))
+        pieces = rows // spec.kernel_size[-1] * (spec.batch * spec.groups * out3[0] * out3[1] + runs)
+        output_bytes = prod(spec.output_shape) * itemsize
+        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST + results_seconds(output_bytes)
+                   + spans * output_bytes / SPAN_MOVE_RATE)
         available = _threads(macs)
-        threads = min(available, samples * (full + (rest > 0)))
+        threads = min(available, outer * blocks)
         return CALL_OVERHEAD + seconds * (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1))
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
@@ -213,23 +229,25 @@ class Packed(Algorithm):
         """:func:`._kernels_packed.forward` on ``source`` ``(N, G*C, *size)``, zero-padded by ``padding`` (its
         low sides given; the high ones are where the windows read past it), in jobs of (sample, group, block of
         positions)."""
-        out = np.empty(spec.output_shape, dtype=source.dtype)
         if _macs(spec) == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
-            out[...] = 0
-            return out
+            return np.zeros(spec.output_shape, dtype=source.dtype)
         source = _rank3(source)
         weights = _as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
-        block, chunk = _block_positions(spec, source.itemsize), _chunk_channels(spec)
-        blocks = -(-prod(spec.output_size) // block)
-        out3 = out.reshape(_shape3(out.shape))
+        spans, blocks, block = _layout(spec, source.itemsize)
+        chunk = _chunk_channels(spec)
+        # (G*O, N, *size) where blocks span samples, moved to (N, G*O, *size) below
+        computed = np.empty((spec.out_channels, spec.batch, *spec.output_size) if spans else spec.output_shape,
+                            dtype=source.dtype)
+        out3 = _shape3((1, 1, *spec.output_size))[2:]
         kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
         lows = _steps(tuple(low for low, _ in padding), fill=0)
         # padding's zeros are left out of a panel's sums only where no weight is inf or NaN (0 x inf is NaN)
         skip = _live_share(spec) < 1 and all_finite(weights)
         forward = kernels("packed").forward
-        _run_jobs(spec.batch * spec.groups * blocks, _macs(spec),
-                  lambda first, last, col: forward(source, weights, out3, col, first, last, spec.groups, blocks,
-                                                   block, chunk, kernel3, *_steps(spec.stride), *_steps(spec.dilation),
-                                                   *lows, skip),
+        flat = computed.reshape(-1)
+        _run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, _macs(spec),
+                  lambda first, last, col: forward(source, weights, flat, out3, col, first, last, spec.groups, spans,
+                                                   blocks, chunk, kernel3, *_steps(spec.stride),
+                                                   *_steps(spec.dilation), *lows, skip),
                   lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
-        return out
+        return np.ascontiguousarray(computed.swapaxes(0, 1)) if spans else computed
