@@ -53,14 +53,15 @@ SPAN_WASTE = 0.05
 #: 2x2 images at batch 1, where gemm took 37-58).
 CALL_OVERHEAD = 60e-6
 #: Multiply-adds per second of the register tiles, float32 (float64: half as many).
-MAC_RATE = 59.5e9
+MAC_RATE = 63e9
 #: The channels left over after the tiles (``O mod 4``) are summed this many times slower.
 TAIL_SLOWDOWN = 8
-#: Bytes per second of moving the output's axes where blocks span samples (a copy within the cache).
-SPAN_MOVE_RATE = 4e9
+#: Bytes per second of moving the output's axes where blocks span samples (NumPy's copy: 11-15e9 measured on
+#: ResNet's 7x7 and 14x14 outputs, one thread).
+SPAN_MOVE_RATE = 12e9
 #: Seconds per piece of an output row the packing copies for every tap along the row (its bounds, its loops'
 #: starts: short rows cost more per value).
-PIECE_COST = 25e-9
+PIECE_COST = 22e-9
 
 
 def _chunk_channels(spec: ConvSpec) -> int:
@@ -166,22 +167,25 @@ class Packed(Algorithm):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """One thread's seconds (as the other estimates), more where the jobs are too few for the threads: the
-        register tiles' multiply-adds over whole runs of :data:`LANES` positions (a block's last, narrower panel
-        costs a whole run; the ``O mod 4`` channels left over go at an eighth of the rate) at
-        :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and leading taps:
-        each output row and each panel boundary starts one, for every tap along the row) at :data:`PIECE_COST`;
-        and the output's writes past a core's cache (:func:`~convolab.algorithms._rates.results_seconds`: VGG
-        conv1_1's 103 MB of output).
+        register tiles' multiply-adds over whole runs of :data:`LANES` positions (a sample's last, narrower
+        panel costs a whole run, unless blocks span samples: :func:`_layout`; the ``O mod 4`` channels left
+        over go at an eighth of the rate; the leading taps a panel leaves out, :func:`_live_share`, cost
+        nothing) at :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and
+        leading taps: each output row and each panel boundary starts one, for every tap along the row) at
+        :data:`PIECE_COST`; the output's writes past a core's cache
+        (:func:`~convolab.algorithms._rates.results_seconds`: VGG conv1_1's 103 MB of output), and where
+        blocks span samples, the output's move at :data:`SPAN_MOVE_RATE`.
 
-        The constants were fitted (least squares on the logarithm) to one
-        thread's CPU time, min of 5-30, on 21 float32 layers (3x3 at stride 2
-        with 64-512 channels, dilated 2 and 6, 5x5, stems 3x3 and 5x5, VGG
-        conv1_1, 1-d k 10 stride 5, 1x1 at stride 2, 7x7 images, 3-d, and
-        4x4 to 8x8 images at batch 1 and 32) on the shared 2-core machine:
-        rms error of the logarithm 0.17 (ASPP's dilated 6 35% under, the 1-d
-        layer 30% over). A term per packed value fitted to nothing beside the
-        pieces'. A 1x1 kernel at stride 1 is left to gemm, whose product reads
-        the input as its columns.
+        The constants were refitted in session 11 (least squares on the
+        logarithm, two runs) to one thread's CPU time, min of 5, on 21 float32
+        layers (3x3 at stride 2 with 64-512 channels, dilated 2 and 6, 3x3 at
+        stride 1 on 56x56 to 7x7, 5x5, stems 3x3 and 5x5, VGG conv1_1, 1-d k 10
+        stride 5, 1x1 at stride 2, 3-d, and 4x4 and 8x8 images) on the shared
+        2-core machine: rms error of the logarithm 0.18, the 3x3 and 5x5
+        layers within 10% (the 1-d layer 1.9x and VGG conv1_1 at batch 1 1.5x
+        over: the results' term, shared with gemm). A term per packed value
+        fitted to nothing beside the pieces'. A 1x1 kernel at stride 1 is left
+        to gemm, whose product reads the input as its columns.
         """
         macs = _macs(spec)
         if macs == 0:
