@@ -68,6 +68,19 @@ LARGER = [
 ]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_threads_share_the_jobs_evenly(threads):
+    """ResNet-50 layer3.0 (49 runs of all samples' positions, 7 blocks by the cache) and ResNet-18 layer3.0 (5) in
+    as many jobs of equal runs (within one) as make a multiple of the threads; ASPP's 2 x 5 already do at two."""
+    for shapes, params in [(((8, 256, 28, 28), (256, 256, 3, 3)), dict(stride=2, padding=1)),
+                           (((8, 128, 28, 28), (256, 128, 3, 3)), dict(stride=2, padding=1)),
+                           (((2, 512, 33, 33), (256, 512, 3, 3)), dict(padding=6, dilation=6))]:
+        spec = cl.conv_spec(*shapes, **params)
+        with cl.thread_count(threads):
+            spans, blocks, _ = packed_module._layout(spec, 4)
+        assert (blocks * (1 if spans else spec.batch)) % threads == 0, (shapes, blocks)
+
+
 def test_blocks_span_samples_where_a_samples_last_run_would_waste_lanes():
     """7x7 and 14x14 outputs leave 31% and 14% of their last runs' lanes unused within one sample, so blocks
     span samples (the larger problems above check the results: 7x7, and 7x7 with three groups); 33x33 (3%) and

@@ -77,7 +77,8 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     :data:`LANES` would leave at least :data:`SPAN_WASTE` of its positions' lanes unused), how many blocks split
     the runs of a sample's (or all samples') positions evenly, and the most positions in one. A block holds the
     most whole runs whose chunk of columns fits :data:`BLOCK_BYTES` (at least one run); more blocks where that
-    leaves too few jobs for two per thread."""
+    leaves too few jobs for two per thread, or a count of jobs the threads cannot share evenly (ResNet-50
+    layer3.0's 49 runs at two threads: 8 blocks, not 7, of which one thread would run 4)."""
     positions = prod(spec.output_size)
     spans = spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
     span = positions * spec.batch if spans else positions
@@ -87,9 +88,11 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
     budget = min(BLOCK_BYTES, current_workspace_limit() // _threads(_macs(spec)) - LANES * itemsize)
     blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
-    wanted = 2 * _threads(_macs(spec))
-    if outer * blocks < wanted:
-        blocks = max(1, min(runs, -(-wanted // max(outer, 1))))
+    threads = _threads(_macs(spec))
+    if outer * blocks < 2 * threads:
+        blocks = max(1, min(runs, -(-2 * threads // max(outer, 1))))
+    while outer * blocks % threads and blocks < runs:
+        blocks += 1
     return spans, blocks, min(-(-runs // blocks) * LANES, max(span, 1))
 
 
