@@ -54,7 +54,7 @@ def test_agrees_with_torch(case, dtype):
                                **tolerance)
 
 
-#: Larger problems: channels in several chunks (3x3 kernels: at most 56 channels per chunk), output channels left over
+#: Larger problems: channels in several chunks (3x3 kernels: at most 113 channels per chunk), output channels left over
 #: after the register tiles (O mod 8, O mod 4), blocks that end mid-row and panels narrower than a run, jobs
 #: shared among threads, a stride along every axis, a padding mode other than zeros, a flipped kernel.
 LARGER = [
@@ -193,11 +193,11 @@ def test_the_wrapper_lays_out_the_panels_its_kernel_reads():
 
 
 def test_workspace_is_each_threads_chunk_of_columns():
-    spec = cl.conv_spec((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    spec = cl.conv_spec((8, 128, 56, 56), (128, 128, 3, 3), stride=2, padding=1)
     with cl.thread_count(2):
         workspace = PACKED.workspace_bytes(spec, 4)
-    chunk = 32 * 9  # whole channels' taps within CHUNK_ROWS, the 64 channels in two even chunks
-    assert packed_module._chunk_channels(spec) == 32
+    chunk = 64 * 9  # whole channels' taps within CHUNK_ROWS (1024), the 128 channels in two even chunks
+    assert packed_module._chunk_channels(spec) == 64
     block = packed_module._block_positions(spec, 4)
     assert block % packed_module.LANES == 0 and chunk * block * 4 <= packed_module.BLOCK_BYTES
     assert workspace == 2 * (chunk * block + packed_module.LANES) * 4
