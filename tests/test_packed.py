@@ -54,7 +54,7 @@ def test_agrees_with_torch(case, dtype):
                                **tolerance)
 
 
-#: Larger problems: channels in several chunks (3x3 kernels: at most 56 channels per chunk), output channels left over
+#: Larger problems: channels in several chunks (3x3 kernels: at most 113 channels per chunk), output channels left over
 #: after the register tiles (O mod 8, O mod 4), blocks that end mid-row and panels narrower than a run, jobs
 #: shared among threads, a stride along every axis, a padding mode other than zeros, a flipped kernel.
 LARGER = [
@@ -64,7 +64,36 @@ LARGER = [
     ((1, 3, 64, 64), (16, 3, 7, 7), dict(padding=3, stride=2, padding_mode="reflect")),
     ((2, 20, 9, 18, 20), (9, 20, 3, 3, 3), dict(padding=1, stride=(2, 1, 3), flip=True)),
     ((4, 130, 7, 7), (33, 130, 3, 3), dict(padding=1)),
+    ((5, 12, 13, 14), (18, 4, 3, 3), dict(padding=(1, 2), stride=2, groups=3)),
 ]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_threads_share_the_jobs_evenly(threads):
+    """ResNet-50 layer3.0 (49 runs of all samples' positions, 7 blocks by the cache) and ResNet-18 layer3.0 (5) in
+    as many jobs of equal runs (within one) as make a multiple of the threads; ASPP's 2 x 5 already do at two."""
+    for shapes, params in [(((8, 256, 28, 28), (256, 256, 3, 3)), dict(stride=2, padding=1)),
+                           (((8, 128, 28, 28), (256, 128, 3, 3)), dict(stride=2, padding=1)),
+                           (((2, 512, 33, 33), (256, 512, 3, 3)), dict(padding=6, dilation=6))]:
+        spec = cl.conv_spec(*shapes, **params)
+        with cl.thread_count(threads):
+            spans, blocks, _ = packed_module._layout(spec, 4)
+        assert (blocks * (1 if spans else spec.batch)) % threads == 0, (shapes, blocks)
+
+
+def test_blocks_span_samples_where_a_samples_last_run_would_waste_lanes():
+    """7x7 and 14x14 outputs leave 31% and 14% of their last runs' lanes unused within one sample, so blocks
+    span samples (the larger problems above check the results: 7x7, and 7x7 with three groups); 33x33 (3%) and
+    one sample do not."""
+    def spans(*shapes, **params):
+        with cl.thread_count(2):
+            return packed_module._layout(cl.conv_spec(*shapes, **params), 4)[0]
+
+    assert spans((8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
+    assert spans((8, 256, 28, 28), (256, 256, 3, 3), stride=2, padding=1)
+    assert spans((5, 12, 13, 14), (18, 4, 3, 3), padding=(1, 2), stride=2, groups=3)
+    assert not spans((2, 512, 33, 33), (256, 512, 3, 3), padding=6, dilation=6)
+    assert not spans((1, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
 
 
 @pytest.mark.parametrize("input_shape, weight_shape, params", LARGER)
@@ -96,6 +125,36 @@ def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned):
         with np.errstate(invalid="ignore", over="ignore"):
             got = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
             expected = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct")
+        assert_same_pattern(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
+
+
+#: Padding wide enough that whole panels' leading taps read only zeros (the first and last rows under dilation 6,
+#: ASPP's shape; a 3-d one with rows and planes of padding; a 1-d one, whose single row never skips).
+SKIPPING = [
+    ((2, 6, 33, 33), (9, 6, 3, 3), dict(padding=6, dilation=6)),
+    ((1, 3, 7, 6, 40), (4, 3, 3, 3, 3), dict(padding=(4, 3, 1), dilation=(4, 3, 1), stride=(1, 2, 1))),
+    ((2, 3, 90), (5, 3, 5), dict(padding=8, dilation=4)),
+]
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params", SKIPPING)
+def test_padding_rows_are_left_out_only_where_every_weight_is_finite(input_shape, weight_shape, params):
+    """A panel's taps whose rows lie in the padding for all its positions are left out of its sums where every
+    weight is finite (zeros add nothing), and summed where one is not (0 x inf is NaN, as in the direct sum)."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(input_shape), rng.standard_normal(weight_shape)
+    skips = packed_module._live_share(cl.conv_spec(input_shape, weight_shape, **params)) < 1
+    assert skips == (len(input_shape) > 3)
+    for dtype in DTYPES:
+        out = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
+        assert_within(out, cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct"),
+                      summation_bound(w[0].size, _magnitude(x, w, **params), dtype))
+    w[1, 2, 0], w[2, 0, -1] = np.inf, -np.inf  # a first and a last leading tap: those a panel may leave out
+    for dtype in DTYPES:
+        with np.errstate(invalid="ignore", over="ignore"):
+            got = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="packed")
+            expected = cl.conv(x.astype(dtype), w.astype(dtype), **params, algorithm="direct")
+        assert np.isnan(expected).any()
         assert_same_pattern(got, expected, 1e-4 if dtype == np.float32 else 1e-10)
 
 
@@ -134,11 +193,11 @@ def test_the_wrapper_lays_out_the_panels_its_kernel_reads():
 
 
 def test_workspace_is_each_threads_chunk_of_columns():
-    spec = cl.conv_spec((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
+    spec = cl.conv_spec((8, 128, 56, 56), (128, 128, 3, 3), stride=2, padding=1)
     with cl.thread_count(2):
         workspace = PACKED.workspace_bytes(spec, 4)
-    chunk = 32 * 9  # whole channels' taps within CHUNK_ROWS, the 64 channels in two even chunks
-    assert packed_module._chunk_channels(spec) == 32
+    chunk = 64 * 9  # whole channels' taps within CHUNK_ROWS (1024), the 128 channels in two even chunks
+    assert packed_module._chunk_channels(spec) == 64
     block = packed_module._block_positions(spec, 4)
     assert block % packed_module.LANES == 0 and chunk * block * 4 <= packed_module.BLOCK_BYTES
     assert workspace == 2 * (chunk * block + packed_module.LANES) * 4

@@ -5,13 +5,16 @@ This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use; the wrapper that sizes the blocks and shares the jobs among threads
 is :mod:`.packed`.
 
-A job is one sample, one group and a block of ``T`` consecutive output
-positions (the output's axes flattened, so a block may start or end mid-row).
+A job is one group and a block of ``T`` consecutive output positions of one
+sample (the output's axes flattened, so a block may start or end mid-row), or,
+where a sample's positions are too few for whole runs of :data:`LANES` (7x7 and
+14x14 outputs), of all samples one after another, so that a panel spans
+samples and computes no lanes it drops.
 Chunk by chunk of input channels, it packs the block's columns ``col[k, t]``
 (``k``: input channel and tap) into its scratch as panels of :data:`LANES`
 positions (:func:`pack`: the zero padding, stride and dilation done as it
-copies), then adds ``sum_k w[g*O + o, k] * col[k, t]`` into ``out[n, g*O + o,
-p0 + t]`` with register tiles (:func:`tile_sums`), which store their sums
+copies), then adds ``sum_k w[g*O + o, k] * col[k, t]`` into the output with
+register tiles (:func:`tile_sums`), which store their sums
 straight into the output's rows: no transposing copy, no product's result
 moved. The tiles are :func:`._kernels_winograd_fused.tile_products`' (the
 filters' rows broadcast, a run of the panel loaded) with one difference: a
@@ -27,19 +30,19 @@ The contract of :func:`forward`:
   sides are ``low_d, low_h, low_w`` (the high sides: whatever the windows
   reach past the input reads zero);
 - ``weights`` ``(G*O, K)`` with ``K = C*KD*KH*KW``, taps in C order;
-- ``out`` ``(N, G*O, A, B, E)``, written where the jobs say;
+- ``out`` flat: ``(N, G*O, A, B, E)``, or ``(G*O, N, A, B, E)`` where blocks
+  span samples (the wrapper moves its axes), written where the jobs say;
 - ``col``: the thread's scratch, at least ``chunk * KD*KH*KW * block +
   LANES`` values (one chunk's panels; a last panel of fewer than ``LANES``
   positions is read as whole runs, past its end: those lanes are computed and
   dropped);
 - every array C-contiguous, native byte order, writeable, of one dtype
-  (float32 or float64); ``first, last``: the jobs ``((n*G + g)*blocks + b)``
-  this call computes.
+  (float32 or float64); ``first, last``: the jobs this call computes.
 
 Each sum adds its ``K`` terms in (channel, tap) order, one multiply-add at a
 time (rounded once each with ``contract``): the direct sum's terms, padding's
-zeros included, so an inf or NaN reaches exactly the outputs the direct sum
-gives it.
+zeros included (left out only where every weight is finite), so an inf or NaN
+reaches exactly the outputs the direct sum gives it.
 
 Axis legend: N samples, G groups, C input channels and O output channels of
 one group, K = C x taps, T positions of one block; ``(A, B, E)`` the output,
@@ -54,7 +57,7 @@ from numba import njit, uint64
 from ._kernels_tiled import LANES, _add_4, _stack_run, wide_vectors
 from ._kernels_winograd_fused import TILES_NARROW, TILES_WIDE
 
-__all__ = ["forward", "pack", "tile_sums"]
+__all__ = ["forward", "live_taps", "pack", "tile_sums"]
 
 
 #: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64).
@@ -91,11 +94,12 @@ def _copy(col, to, flat_x, read, count, sw):
 
 
 @njit(cache=True, nogil=True)
-def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+def pack(x, col, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
     """The block of positions ``p0:p1`` packed as panels: ``col[(t // LANES) * K * LANES + k * width + t % LANES] =
     x_p[n, channel0 + c, a*sd + kd*dd, b*sh + kh*dh, e*sw + kw*dw]`` for ``k = ((c*KD + kd)*KH + kh)*KW + kw`` and
-    the ``t``-th position ``(a, b, e)`` of the block (``x_p``: ``x`` zero-padded; ``width`` :data:`LANES`, or in
-    the last panel the positions left); ``kernel3`` ``(KD, KH, KW)``, ``out3`` ``(A, B, E)``.
+    the ``t``-th position ``(n, a, b, e)`` of the block (``x_p``: ``x`` zero-padded; ``width`` :data:`LANES`, or
+    in the last panel the positions left); ``kernel3`` ``(KD, KH, KW)``, ``out3`` ``(A, B, E)``; positions
+    count the samples' ``(A, B, E)`` one after another, so a block may span samples.
 
     Per (channel, kd, kh) the block is walked one output row (or the part of
     it in one panel) at a time, and each tap along the row copies its part:
@@ -108,7 +112,9 @@ def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, d
     taps = channels * kd_size * kh_size * kw_size
     full = count // LANES * LANES  # positions in whole panels; the rest make the last, narrower one
     wide_vectors(col)
-    a_first, b_first, e_first = p0 // (b_size * e_size), p0 // e_size % b_size, p0 % e_size  # where p0 lies
+    a_size, sample = out3[0], out3[0] * b_size * e_size
+    n_first, a_first = p0 // sample, p0 % sample // (b_size * e_size)  # where p0 lies
+    b_first, e_first = p0 // e_size % b_size, p0 % e_size
     # per tap along the row: e_lo:e_hi, the positions whose reads lie inside the row (0 <= offset + e*sw < width)
     e_lo, e_hi = np.empty(kw_size, dtype=np.int64), np.empty(kw_size, dtype=np.int64)
     for kw in range(kw_size):
@@ -117,10 +123,9 @@ def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, d
         e_hi[kw] = max(e_lo[kw], 0 if width - 1 - offset < 0 else min(e_size, (width - 1 - offset) // sw + 1))
     k = 0  # the row of the first tap along the row (kw = 0)
     for c in range(channels):
-        plane = ((n * x.shape[1]) + channel0 + c) * depth * height * width
         for kd in range(kd_size):
             for kh in range(kh_size):
-                a, b, e, t = a_first, b_first, e_first, 0
+                n, a, b, e, t = n_first, a_first, b_first, e_first, 0
                 while t < count:
                     # this output row's positions in the block, within one panel, for every tap along the row
                     if t < full:
@@ -134,6 +139,7 @@ def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, d
                         for kw in range(kw_size):
                             _zero(col, uint64(write + kw * step), length)
                     else:
+                        plane = ((n * x.shape[1]) + channel0 + c) * depth * height * width
                         row = plane + (z * height + h) * width - low_w
                         for kw in range(kw_size):
                             lo = min(max(e, e_lo[kw]), e + length)
@@ -149,6 +155,8 @@ def pack(x, col, n, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, d
                         e, b = 0, b + 1
                         if b == b_size:
                             a, b = a + 1, 0
+                            if a == a_size:
+                                n, a = n + 1, 0
                 k += kw_size
 
 
@@ -181,13 +189,16 @@ def _keep(run, out, at, valid):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
-def tile_sums(weights, w_at, row_step, panel, panel_at, width, count, out, o_at, out_step, rows, resume):
-    """``out[o_at + r*out_step + m] (+)= sum_{k < count} weights[w_at + r*row_step + k] * panel[panel_at + k*width
-    + m]`` for ``r < rows`` (:data:`~._kernels_winograd_fused.TILES_WIDE` or
-    :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m < width``, added to what ``out`` holds where
-    ``resume``: one register tile of ``rows`` channels by :data:`LANES` positions (a panel narrower than that is
-    read past its end; those lanes are dropped). Every array flat; the sums in ``k`` order, one multiply-add at
-    a time."""
+def tile_sums(weights, w_at, row_step, panel, panel_at, width, runs, run_step, count, out, o_at, out_step, rows,
+              resume):
+    """``out[o_at + r*out_step + m] (+)= sum_{i < runs, k < count} weights[w_at + r*row_step + i*run_step + k] *
+    panel[panel_at + (i*run_step + k)*width + m]`` for ``r < rows``
+    (:data:`~._kernels_winograd_fused.TILES_WIDE` or :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m <
+    width``, added to what ``out`` holds where ``resume``: one register tile of ``rows`` channels by
+    :data:`LANES` positions (a panel narrower than that is read past its end; those lanes are dropped). Every
+    array flat; the sums in ``(i, k)`` order, one multiply-add at a time. A chunk's rows are one run (``runs``
+    1, ``count`` its rows), or per channel the run of taps that read inside the input (``runs`` its channels,
+    ``run_step`` the taps of one)."""
     kind, step = panel.dtype, np.uint64(row_step)
     w_first, p_first, o_first = np.uint64(w_at), np.uint64(panel_at), np.uint64(o_at)
     o_step = np.uint64(out_step)
@@ -200,34 +211,63 @@ def tile_sums(weights, w_at, row_step, panel, panel_at, width, count, out, o_at,
         s5 = _resume(kind, out, o_first + np.uint64(5) * o_step, width, resume)
         s6 = _resume(kind, out, o_first + np.uint64(6) * o_step, width, resume)
         s7 = _resume(kind, out, o_first + np.uint64(7) * o_step, width, resume)
-        for k in range(np.uint64(count)):
-            # eight channels' weights times one run of the panel: LLVM loads the run once for both calls
-            w, at = w_first + k, p_first + k * np.uint64(width)
-            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
-                   weights[w + np.uint64(3) * step], panel, at)
-            _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
-                   weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
+        for i in range(np.uint64(runs)):
+            run = i * np.uint64(run_step)
+            for k in range(run, run + np.uint64(count)):
+                # eight channels' weights times one run of the panel: LLVM loads the run once for both calls
+                w, at = w_first + k, p_first + k * np.uint64(width)
+                _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                       weights[w + np.uint64(3) * step], panel, at)
+                _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
+                       weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
         _keep(s4, out, o_first + np.uint64(4) * o_step, width)
         _keep(s5, out, o_first + np.uint64(5) * o_step, width)
         _keep(s6, out, o_first + np.uint64(6) * o_step, width)
         _keep(s7, out, o_first + np.uint64(7) * o_step, width)
     else:
-        for k in range(np.uint64(count)):
-            w = w_first + k
-            _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
-                   weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
+        for i in range(np.uint64(runs)):
+            run = i * np.uint64(run_step)
+            for k in range(run, run + np.uint64(count)):
+                w = w_first + k
+                _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
+                       weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
     _keep(s0, out, o_first, width)
     _keep(s1, out, o_first + o_step, width)
     _keep(s2, out, o_first + np.uint64(2) * o_step, width)
     _keep(s3, out, o_first + np.uint64(3) * o_step, width)
 
 
+@njit(cache=True, nogil=True)
+def live_taps(r0, r1, out3, kernel3, depth, height, sd, sh, dd, dh, low_d, low_h):
+    """The taps ``tap_lo:tap_hi`` (in C order) that a panel of positions ``r0:r1`` (the samples' positions one
+    after another) needs: from the first leading tap ``(kd, kh)`` whose row lies inside the input for one of the
+    panel's output rows to the last, with every tap along the row (``(0, 0)`` where every row of every tap lies
+    in the padding). Outside that range each of its rows reads zero padding only."""
+    kd_size, kh_size, kw_size = kernel3
+    a_size, b_size, e_size = out3
+    first, last = kd_size * kh_size, -1
+    for q in range(r0 // e_size, (r1 - 1) // e_size + 1):  # the output rows (n, a, b) the panel touches
+        a, b = q // b_size % a_size, q % b_size
+        for kd in range(kd_size):
+            z = a * sd + kd * dd - low_d
+            if 0 <= z < depth:
+                for kh in range(kh_size):
+                    h = b * sh + kh * dh - low_h
+                    if 0 <= h < height:
+                        first, last = min(first, kd * kh_size + kh), max(last, kd * kh_size + kh)
+    if last < first:
+        return 0, 0
+    return first * kw_size, (last + 1) * kw_size
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, kernel3, sd, sh, sw, dd, dh, dw,
-            low_d, low_h, low_w):
-    """The convolution of jobs ``first:last`` (the module's contract): job ``(n*G + g)*blocks + b`` computes
-    positions ``b*block : (b + 1)*block`` (fewer in a sample's last block) of sample ``n``, group ``g``;
-    ``kernel3`` ``(KD, KH, KW)``.
+def forward(x, weights, out, out3, col, first, last, groups, spans, blocks, chunk, kernel3, sd, sh, sw, dd, dh, dw,
+            low_d, low_h, low_w, skip):
+    """The convolution of jobs ``first:last`` (the module's contract, but ``out`` flat): where ``spans``, job
+    ``g*blocks + b`` computes block ``b`` of group ``g``'s positions of every sample, one after another, into
+    ``out`` laid out ``(G*O, N, A, B, E)``; else job ``(n*G + g)*blocks + b`` block ``b`` of sample ``n``'s
+    positions into ``out`` ``(N, G*O, A, B, E)``. The blocks split the runs of :data:`LANES` positions evenly
+    (a block ``b`` starts at run ``b * runs // blocks``); ``kernel3`` ``(KD, KH, KW)``, ``out3`` ``(A, B, E)``.
 
     The group's input channels go ``chunk`` at a time: their columns packed
     as panels (:func:`pack`), then each tile of output channels
@@ -237,42 +277,68 @@ def forward(x, weights, out, col, first, last, groups, blocks, block, chunk, ker
     cache, adding to the sums the chunks before stored in the output. The
     last ``O mod 4`` channels, too few for a tile, are summed one filter row
     at a time.
+
+    Where ``skip`` (the wrapper's promise that every weight is finite), a
+    tile leaves out of a panel's sums the leading taps whose rows lie in the
+    padding for all of its positions (:func:`live_taps`: ASPP's dilation 6
+    on 33x33 rows, 12% of the terms): zeros times finite weights add
+    nothing. Otherwise every term is summed, as the direct sum does (an inf
+    weight times a padding zero is NaN).
     """
     out_channels, taps = weights.shape[0] // groups, weights.shape[1]
-    channels = x.shape[1] // groups
+    channels, samples = x.shape[1] // groups, x.shape[0]
     kernel_taps = kernel3[0] * kernel3[1] * kernel3[2]
-    out3 = (out.shape[2], out.shape[3], out.shape[4])
     positions = out3[0] * out3[1] * out3[2]
-    flat_w, flat_out = weights.reshape(weights.size), out.reshape(out.size)
+    span = positions * samples if spans else positions  # the positions a job's blocks split
+    runs = -(-span // LANES)
+    flat_w = weights.reshape(weights.size)
     wide = TILES_WIDE if col.itemsize == 4 else TILES_NARROW
     for job in range(first, last):
-        sample_group, b = job // blocks, job % blocks
-        n, g = sample_group // groups, sample_group % groups
-        p0 = b * block
-        p1 = min(positions, p0 + block)
+        outer, b = job // blocks, job % blocks
+        p0, p1 = b * runs // blocks * LANES, min(span, (b + 1) * runs // blocks * LANES)
+        if spans:  # out[g*O + o, q] for the q-th position of all samples
+            g, o_first, o_step = outer, outer * out_channels * span, span
+        else:  # out[n, g*O + o, q - n*positions]: the sample's positions
+            n, g = outer // groups, outer % groups
+            p0, p1 = p0 + n * positions, p1 + n * positions
+            o_first, o_step = outer * out_channels * positions - n * positions, positions
+        panels = -(-(p1 - p0) // LANES)
+        tap_lo, tap_hi = np.zeros(panels, dtype=np.int64), np.full(panels, kernel_taps, dtype=np.int64)
+        if skip:
+            for j in range(panels):
+                r0 = p0 + j * LANES
+                tap_lo[j], tap_hi[j] = live_taps(r0, min(p1, r0 + LANES), out3, kernel3, x.shape[2], x.shape[3],
+                                                 sd, sh, dd, dh, low_d, low_h)
         for c0 in range(0, channels, chunk):
-            count = min(chunk, channels - c0) * kernel_taps  # the chunk's rows of columns
-            pack(x, col, n, g * channels + c0, min(chunk, channels - c0), p0, p1, kernel3, out3, sd, sh, sw, dd, dh,
-                 dw, low_d, low_h, low_w)
+            chunk_channels = min(chunk, channels - c0)
+            count = chunk_channels * kernel_taps  # the chunk's rows of columns
+            pack(x, col, g * channels + c0, chunk_channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, dw, low_d,
+                 low_h, low_w)
             row0 = 0
             for tile_count in (wide, TILES_NARROW):
                 rows = (out_channels - row0) // tile_count * tile_count
                 for t0 in range(row0, row0 + rows, tile_count):
                     w_at = (g * out_channels + t0) * taps + c0 * kernel_taps
-                    o_at = ((n * groups + g) * out_channels + t0) * positions
+                    o_at = o_first + t0 * o_step
                     for r0 in range(p0, p1, LANES):
-                        tile_sums(flat_w, w_at, taps, col, (r0 - p0) * count, min(LANES, p1 - r0), count, flat_out,
-                                  o_at + r0, positions, tile_count, c0 > 0)
+                        width, panel = min(LANES, p1 - r0), (r0 - p0) * count
+                        lo, hi = tap_lo[(r0 - p0) // LANES], tap_hi[(r0 - p0) // LANES]
+                        if lo == 0 and hi == kernel_taps:  # the chunk's rows in one run
+                            tile_sums(flat_w, w_at, taps, col, panel, width, 1, count, count, out, o_at + r0,
+                                      o_step, tile_count, c0 > 0)
+                        else:  # per channel, its taps lo:hi
+                            tile_sums(flat_w, w_at + lo, taps, col, panel + lo * width, width, chunk_channels,
+                                      kernel_taps, hi - lo, out, o_at + r0, o_step, tile_count, c0 > 0)
                 row0 += rows
             for o in range(row0, out_channels):  # too few channels left for a tile
                 w_at = (g * out_channels + o) * taps + c0 * kernel_taps
-                o_at = ((n * groups + g) * out_channels + o) * positions
+                o_at = o_first + o * o_step
                 for r0 in range(p0, p1, LANES):
                     width, panel = min(LANES, p1 - r0), (r0 - p0) * count
                     if c0 == 0:
                         for t in range(width):
-                            flat_out[o_at + r0 + t] = 0
+                            out[o_at + r0 + t] = 0
                     for k in range(count):
                         weight = flat_w[w_at + k]
                         for t in range(width):
-                            flat_out[o_at + r0 + t] += weight * col[panel + k * width + t]
+                            out[o_at + r0 + t] += weight * col[panel + k * width + t]

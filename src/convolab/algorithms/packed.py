@@ -21,10 +21,12 @@ group, K = C x kernel taps, T output positions of one block.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 
 import numpy as np
 
+from .._dtypes import all_finite
 from .._settings import current_workspace_limit
 from ..spec import ConvSpec
 from . import Algorithm
@@ -36,12 +38,18 @@ from .compiled import LANES, _as_kernels_take, _macs, _rank3, _run_jobs, _shape3
 __all__ = ["Packed", "BLOCK_BYTES"]
 
 #: Rows of columns (input channel x tap) one chunk packs: a register tile's filter rows for the chunk (eight rows
-#: of float32, four of float64: 16 KiB) stay in the L1 cache while it takes every panel of the block.
-CHUNK_ROWS = 512
-#: Bytes of one chunk's packed columns (``chunk rows x T``): within a core's L2 cache (2 MiB here), ...
-BLOCK_BYTES = 2**19
-#: ... in whole runs of :data:`LANES` positions (a register tile's width), at least one.
-LEAST_BLOCK = LANES
+#: of float32, four of float64: 32 KiB) stay in the L1 cache (48 KiB) while it takes every panel of the block.
+#: Fewer chunks, fewer passes over the output's sums (one thread, CPU, min of 7, against 512 rows: ASPP -4.5%,
+#: ResNet-50 layer4.0 -6%, layer3.0 and DeepLab -2 to -3%, the rest alike or better; 1536 rows no better).
+CHUNK_ROWS = 1024
+#: Bytes of one chunk's packed columns (``chunk rows x T``): half a core's L2 cache (2 MiB here), beside the
+#: filters' rows the tiles stream (one thread, CPU, min of 7: ASPP 41.1 ms at 512 KiB, 39.7 at 1 MiB, 41.7 at
+#: 1.5 MiB; the strided 3x3 layers alike within 2%).
+BLOCK_BYTES = 2**20
+#: Lanes a sample's last run of :data:`LANES` leaves unused, as a share of its positions, from which a block spans
+#: samples (ResNet's 14x14 outputs: 14%, 7x7: 31%; ASPP's 33x33: 3%): the output is then computed with its channel
+#: axis first and moved once.
+SPAN_WASTE = 0.05
 
 
 # The cost model (:meth:`Packed.estimate`), in one thread's seconds like the other algorithms'.
@@ -49,12 +57,15 @@ LEAST_BLOCK = LANES
 #: 2x2 images at batch 1, where gemm took 37-58).
 CALL_OVERHEAD = 60e-6
 #: Multiply-adds per second of the register tiles, float32 (float64: half as many).
-MAC_RATE = 59.5e9
+MAC_RATE = 63e9
 #: The channels left over after the tiles (``O mod 4``) are summed this many times slower.
 TAIL_SLOWDOWN = 8
+#: Bytes per second of moving the output's axes where blocks span samples (NumPy's copy: 11-15e9 measured on
+#: ResNet's 7x7 and 14x14 outputs, one thread).
+SPAN_MOVE_RATE = 12e9
 #: Seconds per piece of an output row the packing copies for every tap along the row (its bounds, its loops'
 #: starts: short rows cost more per value).
-PIECE_COST = 25e-9
+PIECE_COST = 22e-9
 
 
 def _chunk_channels(spec: ConvSpec) -> int:
@@ -65,25 +76,74 @@ def _chunk_channels(spec: ConvSpec) -> int:
     return -(-channels // -(-channels // most))
 
 
-def _block_positions(spec: ConvSpec, itemsize: int) -> int:
-    """Output positions per job (``T``): the most whole runs of :data:`LANES` whose chunk of columns fits
-    :data:`BLOCK_BYTES` (at least one run), no more than a sample's positions; fewer where that leaves too few
-    jobs for two per thread."""
+def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
+    """``(spans, blocks, block)``: whether a job's block spans samples (where a sample's last run of
+    :data:`LANES` would leave at least :data:`SPAN_WASTE` of its positions' lanes unused), how many blocks split
+    the runs of a sample's (or all samples') positions evenly, and the most positions in one. A block holds the
+    most whole runs whose chunk of columns fits :data:`BLOCK_BYTES` (at least one run); more blocks where that
+    leaves too few jobs for two per thread, or a count of jobs the threads cannot share evenly (ResNet-50
+    layer3.0's 49 runs at two threads: 8 blocks, not 7, of which one thread would run 4)."""
     positions = prod(spec.output_size)
+    spans = spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
+    span = positions * spec.batch if spans else positions
+    runs = -(-span // LANES)
+    outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
     budget = min(BLOCK_BYTES, current_workspace_limit() // _threads(_macs(spec)) - LANES * itemsize)
-    block = max(LEAST_BLOCK, budget // max(rows * itemsize, 1) // LANES * LANES)
-    wanted = 2 * _threads(_macs(spec))
-    while block > LEAST_BLOCK and spec.batch * spec.groups * -(-positions // block) < wanted:
-        block = max(LEAST_BLOCK, block // 2 // LANES * LANES)
-    return min(block, max(positions, 1))
+    blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
+    threads = _threads(_macs(spec))
+    if outer * blocks < 2 * threads:
+        blocks = max(1, min(runs, -(-2 * threads // max(outer, 1))))
+    while outer * blocks % threads and blocks < runs:
+        blocks += 1
+    # whole runs (the last one's lanes past the positions are computed and dropped), but for fewer positions
+    return spans, blocks, -(-runs // blocks) * LANES if span >= LANES else max(span, 1)
+
+
+def _block_positions(spec: ConvSpec, itemsize: int) -> int:
+    """Output positions per job at most (``T``): :func:`_layout`'s block."""
+    return _layout(spec, itemsize)[2]
+
+
+@lru_cache(maxsize=256)
+def _live_share(spec: ConvSpec) -> float:
+    """The share of the register tiles' rows a sample's panels sum where every weight is finite: per panel of
+    :data:`LANES` positions, the leading taps ``(kd, kh)`` from the first whose row lies inside the input for
+    one of the panel's output rows to the last (:func:`._kernels_packed.live_taps`, here for all panels at
+    once); 1 where the padding is filled by another mode than zeros (the kernel then reads a padded copy)."""
+    if spec.padding_mode != "zeros" or _macs(spec) == 0:
+        return 1.0
+    out3 = _shape3((1, 1, *spec.output_size))[2:]
+    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
+    size3 = _shape3((1, 1, *spec.input_size))[2:]
+    strides, dilations = _steps(spec.stride), _steps(spec.dilation)
+    lows = _steps(tuple(low for low, _ in spec.padding), fill=0)
+
+    def inside(axis: int, outputs: np.ndarray) -> np.ndarray:
+        """``(outputs, taps)``: whether each tap's input index along a leading ``axis`` lies inside the input."""
+        index = (outputs[:, None] * strides[axis] + np.arange(kernel3[axis]) * dilations[axis] - lows[axis])
+        return (index >= 0) & (index < size3[axis])
+
+    rows = np.arange(out3[0] * out3[1])  # the output rows (a, b), one per row of E positions
+    live = (inside(0, rows // out3[1])[:, :, None] & inside(1, rows % out3[1])[:, None, :]).reshape(len(rows), -1)
+    order = np.arange(live.shape[1])
+    first = np.where(live, order, live.shape[1]).min(axis=1)
+    last = np.where(live, order, -1).max(axis=1)
+    positions = len(rows) * out3[2]
+    starts = np.arange(0, positions, LANES)
+    top, bottom = starts // out3[2], (np.minimum(starts + LANES, positions) - 1) // out3[2]
+    lo, hi = np.full(len(starts), live.shape[1]), np.full(len(starts), -1)
+    for step in range(int((bottom - top).max()) + 1):  # every row a panel touches
+        row = np.minimum(top + step, bottom)
+        lo, hi = np.minimum(lo, first[row]), np.maximum(hi, last[row])
+    return float(np.maximum(hi - lo + 1, 0).mean() / live.shape[1])
 
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
     """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
-    block = _block_positions(spec, itemsize)
-    jobs = spec.batch * spec.groups * -(-prod(spec.output_size) // block)
+    spans, blocks, block = _layout(spec, itemsize)
+    jobs = spec.groups * (1 if spans else spec.batch) * blocks
     threads = max(1, min(_threads(_macs(spec)), jobs))
     return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
@@ -115,22 +175,25 @@ class Packed(Algorithm):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """One thread's seconds (as the other estimates), more where the jobs are too few for the threads: the
-        register tiles' multiply-adds over whole runs of :data:`LANES` positions (a block's last, narrower panel
-        costs a whole run; the ``O mod 4`` channels left over go at an eighth of the rate) at
-        :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and leading taps:
-        each output row and each panel boundary starts one, for every tap along the row) at :data:`PIECE_COST`;
-        and the output's writes past a core's cache (:func:`~convolab.algorithms._rates.results_seconds`: VGG
-        conv1_1's 103 MB of output).
+        register tiles' multiply-adds over whole runs of :data:`LANES` positions (a sample's last, narrower
+        panel costs a whole run, unless blocks span samples: :func:`_layout`; the ``O mod 4`` channels left
+        over go at an eighth of the rate; the leading taps a panel leaves out, :func:`_live_share`, cost
+        nothing) at :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and
+        leading taps: each output row and each panel boundary starts one, for every tap along the row) at
+        :data:`PIECE_COST`; the output's writes past a core's cache
+        (:func:`~convolab.algorithms._rates.results_seconds`: VGG conv1_1's 103 MB of output), and where
+        blocks span samples, the output's move at :data:`SPAN_MOVE_RATE`.
 
-        The constants were fitted (least squares on the logarithm) to one
-        thread's CPU time, min of 5-30, on 21 float32 layers (3x3 at stride 2
-        with 64-512 channels, dilated 2 and 6, 5x5, stems 3x3 and 5x5, VGG
-        conv1_1, 1-d k 10 stride 5, 1x1 at stride 2, 7x7 images, 3-d, and
-        4x4 to 8x8 images at batch 1 and 32) on the shared 2-core machine:
-        rms error of the logarithm 0.17 (ASPP's dilated 6 35% under, the 1-d
-        layer 30% over). A term per packed value fitted to nothing beside the
-        pieces'. A 1x1 kernel at stride 1 is left to gemm, whose product reads
-        the input as its columns.
+        The constants were refitted in session 11 (least squares on the
+        logarithm, two runs) to one thread's CPU time, min of 5, on 21 float32
+        layers (3x3 at stride 2 with 64-512 channels, dilated 2 and 6, 3x3 at
+        stride 1 on 56x56 to 7x7, 5x5, stems 3x3 and 5x5, VGG conv1_1, 1-d k 10
+        stride 5, 1x1 at stride 2, 3-d, and 4x4 and 8x8 images) on the shared
+        2-core machine: rms error of the logarithm 0.18, the 3x3 and 5x5
+        layers within 10% (the 1-d layer 1.9x and VGG conv1_1 at batch 1 1.5x
+        over: the results' term, shared with gemm). A term per packed value
+        fitted to nothing beside the pieces'. A 1x1 kernel at stride 1 is left
+        to gemm, whose product reads the input as its columns.
         """
         macs = _macs(spec)
         if macs == 0:
@@ -140,20 +203,21 @@ class Packed(Algorithm):
             # layers, one thread: 1.15-1.4x gemm's time)
             return float("inf")
         itemsize = dtype.itemsize
-        block, positions = _block_positions(spec, itemsize), prod(spec.output_size)
-        full, rest = divmod(positions, block)
-        runs = full * -(-block // LANES) + -(-rest // LANES)  # register tiles' runs per sample and group
+        spans, blocks, _ = _layout(spec, itemsize)
+        positions = prod(spec.output_size) * (spec.batch if spans else 1)
+        outer = spec.groups * (1 if spans else spec.batch)
+        runs = outer * -(-positions // LANES)  # the register tiles' runs, all jobs
         out_per_group = spec.out_channels_per_group
         tiled, tail = out_per_group - out_per_group % 4, out_per_group % 4
         rows = spec.in_channels_per_group * prod(spec.kernel_size)  # K
-        samples = spec.batch * spec.groups
-        tile_macs = samples * runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail)
+        tile_macs = runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail) * _live_share(spec)
         out3 = _shape3((1, 1, *spec.output_size))[2:]
-        pieces = samples * rows // spec.kernel_size[-1] * (out3[0] * out3[1] + runs)
-        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST
-                   + results_seconds(prod(spec.output_shape) * itemsize))
+        pieces = rows // spec.kernel_size[-1] * (spec.batch * spec.groups * out3[0] * out3[1] + runs)
+        output_bytes = prod(spec.output_shape) * itemsize
+        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST + results_seconds(output_bytes)
+                   + spans * output_bytes / SPAN_MOVE_RATE)
         available = _threads(macs)
-        threads = min(available, samples * (full + (rest > 0)))
+        threads = min(available, outer * blocks)
         return CALL_OVERHEAD + seconds * (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1))
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
@@ -177,21 +241,25 @@ class Packed(Algorithm):
         """:func:`._kernels_packed.forward` on ``source`` ``(N, G*C, *size)``, zero-padded by ``padding`` (its
         low sides given; the high ones are where the windows read past it), in jobs of (sample, group, block of
         positions)."""
-        out = np.empty(spec.output_shape, dtype=source.dtype)
         if _macs(spec) == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
-            out[...] = 0
-            return out
+            return np.zeros(spec.output_shape, dtype=source.dtype)
         source = _rank3(source)
         weights = _as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
-        block, chunk = _block_positions(spec, source.itemsize), _chunk_channels(spec)
-        blocks = -(-prod(spec.output_size) // block)
-        out3 = out.reshape(_shape3(out.shape))
+        spans, blocks, block = _layout(spec, source.itemsize)
+        chunk = _chunk_channels(spec)
+        # (G*O, N, *size) where blocks span samples, moved to (N, G*O, *size) below
+        computed = np.empty((spec.out_channels, spec.batch, *spec.output_size) if spans else spec.output_shape,
+                            dtype=source.dtype)
+        out3 = _shape3((1, 1, *spec.output_size))[2:]
         kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
         lows = _steps(tuple(low for low, _ in padding), fill=0)
+        # padding's zeros are left out of a panel's sums only where no weight is inf or NaN (0 x inf is NaN)
+        skip = _live_share(spec) < 1 and all_finite(weights)
         forward = kernels("packed").forward
-        _run_jobs(spec.batch * spec.groups * blocks, _macs(spec),
-                  lambda first, last, col: forward(source, weights, out3, col, first, last, spec.groups, blocks,
-                                                   block, chunk, kernel3, *_steps(spec.stride), *_steps(spec.dilation),
-                                                   *lows),
+        flat = computed.reshape(-1)
+        _run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, _macs(spec),
+                  lambda first, last, col: forward(source, weights, flat, out3, col, first, last, spec.groups, spans,
+                                                   blocks, chunk, kernel3, *_steps(spec.stride),
+                                                   *_steps(spec.dilation), *lows, skip),
                   lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
-        return out
+        return np.ascontiguousarray(computed.swapaxes(0, 1)) if spans else computed
