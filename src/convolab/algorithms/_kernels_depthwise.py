@@ -189,10 +189,12 @@ def _zero(s0, s1, s2, s3):
 @njit(cache=True, nogil=True, inline="always")
 def _store(sums, column, run):
     """``sums[column:column+LANES] = run``: plain stores at unsigned indices (Numba checks a signed index for
-    wrapping around)."""
+    wrapping around). The position counts in unsigned integers too: with a signed ``m`` converted per store,
+    LLVM took the vectors apart and stored the sums one at a time, with shuffles (about 150 instructions
+    per stretch, more than a 3x3 kernel's whole tap loop); now it writes two 512-bit vectors per run."""
     c = np.uint64(column)
-    for m in range(LANES):
-        sums[c + np.uint64(m)] = run[m]
+    for m in range(np.uint64(LANES)):
+        sums[c + m] = run[m]
 
 
 @njit(cache=True, nogil=True, inline="always")
