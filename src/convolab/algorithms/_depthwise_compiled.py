@@ -15,6 +15,7 @@ so importing this module imports no Numba.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Sequence
 
@@ -28,7 +29,8 @@ from . import compiled as compiled_support  # the job runner and array layout th
 from ._compiled import kernels, numba_missing
 from ._rates import THREAD_GAIN
 
-__all__ = ["Planes", "compiled_missing", "compiled_forward", "compiled_input_grad", "compiled_weight_grad",
+__all__ = ["Planes", "planes_for", "compiled_missing", "compiled_forward", "compiled_input_grad",
+           "compiled_weight_grad",
            "PLANE_RANK"]
 
 #: Spatial axes of the compiled kernels (:mod:`._kernels_depthwise`): a 1-d problem comes as one row.
@@ -147,6 +149,19 @@ class Planes:
             lambda: (self.grid(dtype), np.zeros(size, dtype=dtype)))
 
 
+@lru_cache(maxsize=1024)
+def _remembered_planes(spec: ConvSpec, padding: tuple[tuple[int, int], ...]) -> Planes:
+    """:func:`planes_for`'s store, keyed on hashable arguments."""
+    return Planes(spec, padding)
+
+
+def planes_for(spec: ConvSpec, padding: Sequence[tuple[int, int]]) -> Planes:
+    """The :class:`Planes` of ``spec`` zero-padded by ``padding``, made once per problem: a pass asked for it
+    two or three times (its check, its cost, its run), each time building the tap table in Python (tens of
+    microseconds, against a small layer's 1-3 ms). Shared among calls, so never written."""
+    return _remembered_planes(spec, tuple((int(low), int(high)) for low, high in padding))
+
+
 def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
     """None if the compiled kernels (:mod:`._kernels_depthwise`) run this problem, else why they do not.
 
@@ -159,7 +174,7 @@ def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
         return f"the compiled kernels run float32 and float64 only, not {dtype}"
     if spec.rank > PLANE_RANK:
         return f"the compiled kernels run 1 or {PLANE_RANK} spatial dimensions, not {spec.rank}"
-    per_thread = Planes(spec, spec.padding).scratch_bytes(dtype.itemsize)
+    per_thread = planes_for(spec, spec.padding).scratch_bytes(dtype.itemsize)
     if per_thread > current_workspace_limit():
         return f"a plane grid ({per_thread / 2**20:.3g} MiB) exceeds the workspace limit"
     return numba_missing()
@@ -168,7 +183,7 @@ def compiled_missing(spec: ConvSpec, dtype: np.dtype) -> str | None:
 def compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
                      spec: ConvSpec) -> np.ndarray:
     """:func:`._kernels_depthwise.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``."""
-    planes = Planes(spec, padding)
+    planes = planes_for(spec, padding)
     source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
     out = np.empty(planes.output_shape, dtype=source.dtype)
     planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
@@ -179,7 +194,7 @@ def compiled_weight_grad(source: np.ndarray, padding: Sequence[tuple[int, int]],
                          spec: ConvSpec) -> np.ndarray:
     """:func:`._kernels_depthwise.weight_grad` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``: per
     sample, then summed over the batch in a fixed order."""
-    planes = Planes(spec, padding)
+    planes = planes_for(spec, padding)
     source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
     grad_output = compiled_support._as_kernels_take(grad_output.astype(source.dtype, copy=False))
     partial = np.empty((spec.batch, spec.out_channels, len(planes.taps)), dtype=source.dtype)  # (N, G*O, T)
@@ -192,7 +207,7 @@ def compiled_input_grad(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     the gradient of the input before zero padding, or of the padded input folded back onto a padding mode's
     sources. ``(N, C_in, *input)``."""
     zeros = spec.padding_mode == "zeros"
-    planes = Planes(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
+    planes = planes_for(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
     grad_output = compiled_support._as_kernels_take(grad_output).reshape(planes.output_shape)
     weights = planes.filters(kernel, grad_output.dtype)
     grad = np.empty(planes.source_shape, dtype=grad_output.dtype)

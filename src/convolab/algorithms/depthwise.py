@@ -37,8 +37,8 @@ from .._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
 from ._blocking import phase_size, stride_one
-from ._depthwise_compiled import (Planes, compiled_forward, compiled_input_grad, compiled_missing,
-                                  compiled_weight_grad)
+from ._depthwise_compiled import (compiled_forward, compiled_input_grad, compiled_missing,
+                                  compiled_weight_grad, planes_for)
 from ._input_grad import FullOrScatter, full_padding
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
@@ -386,7 +386,7 @@ class Depthwise(FullOrScatter, Algorithm):
         read back by a small product per channel; blocks shared among threads (each past the first counted
         at :data:`~convolab.algorithms._rates.THREAD_GAIN`)."""
         if compiled_missing(spec, dtype) is None:
-            return Planes(spec, spec.padding).seconds(dtype.itemsize)
+            return planes_for(spec, spec.padding).seconds(dtype.itemsize)
         layout = _DepthwiseLayout(spec, dtype.itemsize, spec.padding)
         jobs, groups = layout.blocks()
         taps = prod(spec.kernel_size)
@@ -403,7 +403,7 @@ class Depthwise(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if compiled_missing(spec, np.dtype(f"f{itemsize}")) is None:
-            planes = Planes(spec, spec.padding)
+            planes = planes_for(spec, spec.padding)
             return planes.threads() * planes.scratch_bytes(itemsize)
         layout = _DepthwiseLayout(spec, itemsize, spec.padding)
         jobs, channels = layout.blocks()
