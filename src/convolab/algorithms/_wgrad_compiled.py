@@ -16,6 +16,7 @@ channels per group, T taps of one group's filters, S slots.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Callable
 
@@ -269,18 +270,27 @@ def _takes_tiles(spec: ConvSpec, itemsize: int) -> bool:
     return itemsize == 4 and 2 * spec.out_channels_per_group >= TILE_CHANNELS and not one_product
 
 
+@lru_cache(maxsize=1024)
+def _kernel_choice(spec: ConvSpec, itemsize: int) -> tuple[bool, float]:
+    """Whether the tiled kernel runs ``spec`` (else the dot products), and the seconds of the one that does:
+    remembered per problem, since each estimate lays out the runs (a tenth of a millisecond a call, against a
+    stem's 2 ms pass). Both estimates are pure functions of their arguments."""
+    dots = dots_weight_grad_seconds(spec, itemsize)
+    if _takes_tiles(spec, itemsize):
+        tiled = tiled_weight_grad_seconds(spec, itemsize)
+        if tiled < dots:
+            return True, tiled
+    return False, dots
+
+
 def weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     """compiled's weight gradient's seconds: the faster kernel's, as :func:`compiled_weight_grad` picks it."""
-    dots = dots_weight_grad_seconds(spec, itemsize)
-    return min(dots, tiled_weight_grad_seconds(spec, itemsize)) if _takes_tiles(spec, itemsize) else dots
+    return _kernel_choice(spec, itemsize)[1]
 
 
 def compiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``, ``(G*O, C, *kernel)``, by
     the kernel estimated faster: the register tiles (:func:`tiled_weight_grad`) or the dot products
     (:func:`dots_weight_grad`)."""
-    itemsize = x.dtype.itemsize  # float32 or float64: the planner gives this pass no other
-    if _takes_tiles(spec, itemsize) and (tiled_weight_grad_seconds(spec, itemsize)
-                                         < dots_weight_grad_seconds(spec, itemsize)):
-        return tiled_weight_grad(x, grad_output, spec)
-    return dots_weight_grad(x, grad_output, spec)
+    tiled, _ = _kernel_choice(spec, x.dtype.itemsize)  # float32 or float64: the planner gives this pass no other
+    return tiled_weight_grad(x, grad_output, spec) if tiled else dots_weight_grad(x, grad_output, spec)
