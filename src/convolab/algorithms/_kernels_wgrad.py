@@ -348,7 +348,8 @@ def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, la
     Per (sample, run), the tile's grad_output values of the run are
     transposed into ``rows`` (a position's channels side by side: one
     run's, in the L1 cache while every block of taps reads them); then for
-    each block of ``tap_block`` (4 or 8) taps, the block's sums stay in
+    each block of ``tap_block`` (4 or 8; ``partial``'s taps, a multiple of
+    :data:`TAP_BLOCK`, end in a block of 4 where eight would pass them) taps, the block's sums stay in
     registers while every position of the run adds into them: one vector
     load of the tile's grad_output values, one broadcast input value per tap,
     and a multiply-add per tap and vector. The sums are stored in
@@ -378,8 +379,11 @@ def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, la
                     + r0 * wq + w0)
             # wide: the run as one line of wide positions (the extra columns' grad_output is zero)
             line_count, line_length = (1, (r1 - r0 - 1) * wq + width) if wide else (r1 - r0, width)
-            for t in range(0, taps, tap_block):
-                if tap_block == 8:
+            t = 0
+            while t < taps:  # blocks of tap_block, the last four taps (of eight: 27 taps padded to 28, not 32) of 4
+                if tap_block == 8 and t + 8 <= taps:
                     _tile_8(flat, base, offsets, t, rows, sums, line_count, line_length, wq)
+                    t += 8
                 else:
                     _tile_4(flat, base, offsets, t, rows, sums, line_count, line_length, wq)
+                    t += TAP_BLOCK
