@@ -6,9 +6,11 @@ compiled kernels of :mod:`._kernels_depthwise` do, through the wrappers of
 :mod:`._depthwise_compiled`: a job is one (sample, group), its plane padded
 and split into stride phases in the thread's own grid, every tap one
 contiguous run over the plane's wide rows, the sums held in registers over
-all taps. Single-threaded, they took 0.1-1.05 of PyTorch's time on every
+all taps (at stride 1, for whole blocks of 16 channels with small planes,
+the forward holds 16 channels in the vector lanes instead: every load
+aligned). Single-threaded, they took 0.1-1.05 of PyTorch's time on every
 pass of the benchmark's depthwise layers but EfficientNet's 5x5 240-channel
-forward (1.2; ``docs/compiled.md``).
+forward (1.2 before the channels went into the lanes; ``docs/compiled.md``).
 
 Otherwise (integers, float16, complex, 3-d, Numba missing) the NumPy path runs.
 Nothing there is a matrix product over one tiny matrix per group: per block of
