@@ -52,9 +52,10 @@ PLANE_JOB_COST = 0.2e-6
 #: Channels side by side and output positions per block of the forward with the channels in the vector lanes
 #: (as :mod:`._kernels_depthwise`'s CHANNEL_BLOCK and POSITION_BLOCK, repeated so that planning imports no Numba).
 LANES_CHANNELS, LANES_POSITIONS = 16, 8
-#: Most bytes of one thread's grid and sums for that form: within the L2 cache. Measured, one thread: 5-15% faster
-#: than the plane loops on 28x28 and 56x56 planes (0.1 and 0.4 MiB), no faster on 112x112 (1.6 MiB).
-LANES_SCRATCH_BYTES = 2**20
+#: Most bytes of one thread's grid and sums for that form. Measured, one thread, in runs under load: 13-30%
+#: faster than the plane loops on 28x28 planes (0.1 MiB) every time; on 56x56 (0.4 MiB) 15% faster to 15% slower
+#: from run to run, on 112x112 (1.6 MiB) no faster.
+LANES_SCRATCH_BYTES = 256 * 2**10
 #: Bytes of the forward's sums for one chunk of output rows: within the L1 cache with the runs it reads
 #: (larger planes' sums measured slower from the L2 cache).
 PLANE_SUMS_BYTES = 16 * 2**10
