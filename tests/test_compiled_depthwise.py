@@ -194,6 +194,82 @@ def test_the_gather_equals_the_scatter(input_shape, weight_shape, params):
     np.testing.assert_allclose(got["input_grad"], got["input_grad_scatter"], rtol=1e-12, atol=1e-12)
 
 
+#: Problems the forward runs with the channels in the vector lanes (:func:`_kernels_depthwise.forward_lanes`):
+#: rows of exactly eight output positions, planes whose size is no multiple of sixteen (the transposes' last
+#: positions one at a time), uneven padding, dilation, a kernel wider than tall, three blocks of channels.
+LANES = [((2, 16, 9, 6), (16, 1, 3, 3), dict(padding=(1, 2), groups=16)),
+         ((3, 32, 13, 19), (32, 1, 3, 5), dict(padding=((1, 2), (0, 3)), dilation=(2, 1), groups=32)),
+         ((1, 48, 28, 28), (48, 1, 5, 5), dict(padding=2, groups=48))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", LANES, ids=["rows of 8", "dilated", "5x5"])
+def test_the_channels_in_lanes_equal_the_plane_loops(input_shape, weight_shape, params, dtype, monkeypatch,
+                                                    depthwise_everywhere):
+    """The same products added in the same order as the plane loops: the same bits, on one thread and two,
+    from an input that is not contiguous; within any order's bound of "direct", and like PyTorch. Also the
+    stride-1 input gradient, which is this forward on grad_output."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((*input_shape[:-1], 2 * input_shape[-1])).astype(dtype)[..., ::2]  # a view
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(x.shape, w.shape, **params)
+    assert _depthwise_compiled.takes_lanes(spec, spec.padding, np.dtype(dtype).itemsize)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    passes = lambda: (cl.conv(x, w, **params, algorithm="depthwise"),  # noqa: E731
+                      cl.grad.conv_input(x.shape, w, g, **params))  # depthwise's, planned: the forward on g
+    got = []
+    for threads in (1, 2):
+        with cl.thread_count(threads):
+            got.append(passes())
+    with monkeypatch.context() as planes_only:
+        planes_only.setattr(_depthwise_compiled, "takes_lanes", lambda *args: False)
+        planes = passes()
+    for by_threads in got:
+        for lanes, plane in zip(by_threads, planes):
+            np.testing.assert_array_equal(lanes, plane)
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    scale = cl.conv(f64(x), f64(w), **params, algorithm="gemm")
+    assert_within(got[0][0], cl.conv(x, w, **params, algorithm="direct"),
+                  summation_bound(int(np.prod(weight_shape[2:])), scale, dtype))
+    padded = np.pad(x, ((0, 0), (0, 0), *spec.padding))  # PyTorch pads both sides alike: pad here instead
+    expected = torch.nn.functional.conv2d(torch.from_numpy(padded), torch.from_numpy(w), None, 1, 0,
+                                          spec.dilation, spec.groups).numpy()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[0][0], expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("poisoned", ["input", "weight"])
+def test_the_channels_in_lanes_keep_the_direct_sums_inf_and_nan(poisoned):
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 16, 10, 12)), rng.standard_normal((16, 1, 3, 3))
+    operand = {"input": x, "weight": w}[poisoned]
+    operand.reshape(-1)[[25, 100, -7]] = np.inf, np.nan, -np.inf  # a view: both are C-contiguous
+    spec = cl.conv_spec(x.shape, w.shape, padding=1, groups=16)
+    assert _depthwise_compiled.takes_lanes(spec, spec.padding, 8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_same_pattern(cl.conv(x, w, padding=1, groups=16, algorithm="depthwise"),
+                            cl.conv(x, w, padding=1, groups=16, algorithm="direct"), 1e-12)
+
+
+def test_what_the_channels_in_lanes_refuse():
+    """Strides, a channel multiplier, part-filled blocks of channels, short rows, 1-d problems and scratch past
+    the L2 cache's share go to the plane loops; the wrapper's block sizes are the kernel's."""
+    from convolab.algorithms._compiled import kernels
+
+    assert (kernels("depthwise").CHANNEL_BLOCK, kernels("depthwise").POSITION_BLOCK) == (
+        _depthwise_compiled.LANES_CHANNELS, _depthwise_compiled.LANES_POSITIONS)
+    refused = [((1, 16, 12, 12), (16, 1, 3, 3), dict(stride=2, groups=16)),
+               ((1, 16, 12, 12), (32, 1, 3, 3), dict(groups=16)),
+               ((1, 24, 12, 12), (24, 1, 3, 3), dict(groups=24)),
+               ((1, 16, 12, 9), (16, 1, 3, 3), dict(groups=16)),
+               ((1, 16, 40), (16, 1, 3), dict(groups=16)),
+               ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144))]
+    for input_shape, weight_shape, params in refused:
+        spec = cl.conv_spec(input_shape, weight_shape, **params)
+        assert not _depthwise_compiled.takes_lanes(spec, spec.padding, 4), (input_shape, weight_shape, params)
+
+
 def test_refusals_send_the_problem_to_the_numpy_path():
     spec = cl.conv_spec((1, 2, 5, 5), (2, 1, 3, 3), groups=2)
     for dtype in (np.int32, np.float16, np.complex64):

@@ -39,6 +39,13 @@ The contract every kernel shares:
   writes a part of the result no other job writes, so threads never share a
   cell.
 
+:func:`forward_lanes` (stride 1, one output channel per input channel, whole
+blocks of 16 channels) holds a block's 16 channels in the vector lanes
+instead: every tap's loads are whole, aligned vectors. It inlines
+:mod:`._kernels_wgrad`'s ``_transpose_square`` (as every kernel here inlines
+:mod:`._kernels_tiled`'s stack runs), and Numba's on-disk cache checks only
+this file: after changing either, test with an empty ``NUMBA_CACHE_DIR``.
+
 Axis legend: N samples, G groups, C input channels per group, O output
 channels per group, T taps of one filter (``C*KH*KW``); ``(H, W)`` input,
 ``(OH, OW)`` output, ``(Hq, Wq)`` a phase plane; ``s*`` stride, ``d*``
@@ -51,12 +58,17 @@ import numpy as np
 from numba import njit
 
 from ._kernels_tiled import LANES, _stack_run  # sums held in registers, in 512-bit vectors
+from ._kernels_wgrad import SQUARE, _transpose_square  # sixteen by sixteen values transposed in registers
 
-__all__ = ["forward", "input_grad", "input_grad_scatter", "weight_grad", "STRETCH"]
+__all__ = ["forward", "forward_lanes", "input_grad", "input_grad_scatter", "weight_grad", "STRETCH",
+           "CHANNEL_BLOCK", "POSITION_BLOCK"]
 
 #: Wide positions the forward's sums hold in registers at once: four runs of :data:`LANES` (eight 512-bit
 #: vectors of float32, sixteen of float64), so that eight or more multiply-adds are under way per tap.
 STRETCH = 4 * LANES
+#: Channels a job of :func:`forward_lanes` holds side by side (one 512-bit vector of float32), and the output
+#: positions one of its blocks sums in registers (four stack runs of two positions' channels).
+CHANNEL_BLOCK, POSITION_BLOCK = SQUARE, 8
 #: Bytes of grad_output's wide rows the weight gradient's dot products take at once.
 DOTS_CHUNK_BYTES = 8 * 2**10
 
@@ -189,10 +201,12 @@ def _zero(s0, s1, s2, s3):
 @njit(cache=True, nogil=True, inline="always")
 def _store(sums, column, run):
     """``sums[column:column+LANES] = run``: plain stores at unsigned indices (Numba checks a signed index for
-    wrapping around)."""
+    wrapping around). The position counts in unsigned integers too: with a signed ``m`` converted per store,
+    LLVM took the vectors apart and stored the sums one at a time, with shuffles (about 150 instructions
+    per stretch, more than a 3x3 kernel's whole tap loop); now it writes two 512-bit vectors per run."""
     c = np.uint64(column)
-    for m in range(LANES):
-        sums[c + np.uint64(m)] = run[m]
+    for m in range(np.uint64(LANES)):
+        sums[c + m] = run[m]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -488,3 +502,98 @@ def input_grad(grad_output, kernel, grad, grid, wide, taps, first, last, groups,
             _plane_sums(wide, offsets[e0:e1], weights[e0:e1], cells[k * stored:], 0, rows * wq)
         for c in range(channels):
             _copy(grad[n, g * channels + c], grid[c], sh, sw, low_h, low_w, wq, False)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lanes_from_planes(values, first, plane, lanes):
+    """``lanes[p*16 + c] = values[first + c*plane + p]``: 16 planes of ``plane`` values each (``plane`` apart
+    in the flat ``values``) with a position's 16 channels side by side, sixteen positions at a time in
+    registers (:func:`._kernels_wgrad._transpose_square`), the last few a value at a time."""
+    p = 0
+    while p + SQUARE <= plane:
+        _transpose_square(values, np.uint64(first + p), plane, lanes, np.uint64(p * CHANNEL_BLOCK), CHANNEL_BLOCK)
+        p += SQUARE
+    for q in range(p, plane):
+        for c in range(CHANNEL_BLOCK):
+            lanes[np.uint64(q * CHANNEL_BLOCK + c)] = values[np.uint64(first + c * plane + q)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _planes_from_lanes(lanes, plane, values, first):
+    """The inverse of :func:`_lanes_from_planes`: ``values[first + c*plane + p] = lanes[p*16 + c]``."""
+    p = 0
+    while p + SQUARE <= plane:
+        _transpose_square(lanes, np.uint64(p * CHANNEL_BLOCK), CHANNEL_BLOCK, values, np.uint64(first + p), plane)
+        p += SQUARE
+    for q in range(p, plane):
+        for c in range(CHANNEL_BLOCK):
+            values[np.uint64(first + c * plane + q)] = lanes[np.uint64(q * CHANNEL_BLOCK + c)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _position_block(grid, weights, first_weight, sums, read, write, taps_h, taps_w, row_step, column_step):
+    """``sums[write + i*16 + c] = sum_{kh, kw} weights[t, c] * grid[read + kh*row_step + kw*column_step + i*16
+    + c]`` for :data:`POSITION_BLOCK` positions ``i`` and 16 channels ``c`` (``t = kh*taps_w + kw``, from
+    ``first_weight`` in the flat ``weights``, whose run of :data:`LANES` holds a tap's 16 weights twice): four
+    stack runs of two positions' channels held in registers while every tap adds its eight aligned vectors."""
+    s0, s1, s2, s3 = _stack_run(grid.dtype), _stack_run(grid.dtype), _stack_run(grid.dtype), _stack_run(grid.dtype)
+    _zero(s0, s1, s2, s3)
+    t = np.uint64(first_weight)
+    for kh in range(taps_h):
+        row = np.uint64(read + kh * row_step)
+        for kw in range(taps_w):
+            at = row + np.uint64(kw * column_step)
+            for m in range(LANES):
+                weight = weights[t + np.uint64(m)]
+                s0[m] += weight * grid[at + np.uint64(m)]
+                s1[m] += weight * grid[at + np.uint64(LANES + m)]
+                s2[m] += weight * grid[at + np.uint64(2 * LANES + m)]
+                s3[m] += weight * grid[at + np.uint64(3 * LANES + m)]
+            t += np.uint64(LANES)
+    _store(sums, write, s0)
+    _store(sums, write + LANES, s1)
+    _store(sums, write + 2 * LANES, s2)
+    _store(sums, write + 3 * LANES, s3)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def forward_lanes(x, weights, out, grid, sums, first, last, low_h, low_w, wp, taps_h, taps_w, dh, dw):
+    """``out[n, c, oh, ow] = sum_{kh, kw} x_p[n, c, oh + kh*dh, ow + kw*dw] * k[c, kh, kw]`` at stride 1, one
+    output channel per input channel, for jobs ``first:last``, a job being (sample ``n``, block ``b`` of
+    :data:`CHANNEL_BLOCK` channels): the channels in the vector lanes.
+
+    The block's planes go, transposed (a position's 16 channels side by
+    side), into ``grid`` ``(Hp*Wp*16,)``, zero-padded by the lows (its
+    padding cells zero on entry, never written); each block of
+    :data:`POSITION_BLOCK` output positions of a row is summed with its
+    sums in registers, every tap loading eight whole, aligned vectors (the
+    plane loops of :func:`forward` load across two cache lines nearly every
+    time), into ``sums`` ``(OH*OW*16,)``, a row's last block moved back to
+    end with it; the sums are then transposed back into the output. The same
+    products as :func:`forward`'s, added in the same (tap) order.
+    ``weights`` ``(channels // 16, T, LANES)``: tap ``t``'s weights of the
+    block's 16 channels, twice. The input and the output planes need at
+    least :data:`POSITION_BLOCK` output columns.
+    """
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    blocks, plane, out_plane = channels // CHANNEL_BLOCK, height * width, out_h * out_w
+    values, results, flat_weights = x.reshape(-1), out.reshape(-1), weights.reshape(-1)
+    taps = taps_h * taps_w
+    for job in range(first, last):
+        n, b = job // blocks, job % blocks
+        first_value = (n * channels + b * CHANNEL_BLOCK) * plane
+        _lanes_from_planes(values, first_value, plane, sums)  # sums as the staging: (H*W, 16) before it is read
+        for h in range(height):
+            at, read = np.uint64(((h + low_h) * wp + low_w) * CHANNEL_BLOCK), np.uint64(h * width * CHANNEL_BLOCK)
+            for i in range(np.uint64(width * CHANNEL_BLOCK)):
+                grid[at + i] = sums[read + i]
+        for oh in range(out_h):
+            ow = 0
+            while ow < out_w:
+                ow = min(ow, out_w - POSITION_BLOCK)
+                _position_block(grid, flat_weights, b * taps * LANES, sums, (oh * wp + ow) * CHANNEL_BLOCK,
+                                (oh * out_w + ow) * CHANNEL_BLOCK, taps_h, taps_w, dh * wp * CHANNEL_BLOCK,
+                                dw * CHANNEL_BLOCK)
+                ow += POSITION_BLOCK
+        _planes_from_lanes(sums, out_plane, results, (n * channels + b * CHANNEL_BLOCK) * out_plane)

@@ -260,10 +260,11 @@ def _swap_masks(half: int) -> tuple[ir.Constant, ir.Constant]:
 
 
 @intrinsic
-def _transpose_square(typingctx, source, read, pitch, target, write):
-    """``target[write + i*TILE_CHANNELS + j] = source[read + j*pitch + i]`` for ``i, j < SQUARE``: sixteen rows of
+def _transpose_square(typingctx, source, read, pitch, target, write, target_pitch):
+    """``target[write + i*target_pitch + j] = source[read + j*pitch + i]`` for ``i, j < SQUARE``: sixteen rows of
     sixteen values (one per channel, ``pitch`` apart) loaded as vectors, transposed in registers and stored as
-    sixteen rows of ``target`` (one per position). Steps of half 8, 4, 2 and 1 each swap, in every pair of rows
+    sixteen rows of ``target`` (one per position; :data:`TILE_CHANNELS` apart here, and in
+    :mod:`._kernels_depthwise` one position's 16 channels side by side, or back). Steps of half 8, 4, 2 and 1 each swap, in every pair of rows
     ``half`` apart, the upper block of ``half`` values of the first row with the lower one of the second: after
     the four, row ``i`` holds column ``i``. A gather per position, or a value at a time, cost 1.2 cycles a
     value, as much as the sums on a 3-channel stem. No bounds are checked: the caller reads inside ``source``
@@ -272,12 +273,14 @@ def _transpose_square(typingctx, source, read, pitch, target, write):
         return None
 
     def codegen(context, builder, signature, args):
-        source_type, read_type, pitch_type, target_type, write_type = signature.args
+        source_type, read_type, pitch_type, target_type, write_type, target_pitch_type = signature.args
         intp = context.get_value_type(types.intp)
         data_in = context.make_array(source_type)(context, builder, args[0]).data
         data_out = context.make_array(target_type)(context, builder, args[3]).data
-        read, pitch, write = (context.cast(builder, value, kind, types.intp)
-                              for value, kind in ((args[1], read_type), (args[2], pitch_type), (args[4], write_type)))
+        read, pitch, write, target_pitch = (
+            context.cast(builder, value, kind, types.intp)
+            for value, kind in ((args[1], read_type), (args[2], pitch_type), (args[4], write_type),
+                                (args[5], target_pitch_type)))
         vector = ir.VectorType(context.get_value_type(source_type.dtype), SQUARE).as_pointer()
         rows = [builder.load(builder.bitcast(builder.gep(data_in, [builder.add(read, builder.mul(pitch, ir.Constant(
             intp, j)))]), vector), align=1) for j in range(SQUARE)]
@@ -289,11 +292,11 @@ def _transpose_square(typingctx, source, read, pitch, target, write):
                     rows[i], rows[i + half] = (builder.shuffle_vector(a, b, first_mask),
                                                builder.shuffle_vector(a, b, second_mask))
         for i, row in enumerate(rows):
-            at = builder.add(write, ir.Constant(intp, i * TILE_CHANNELS))
+            at = builder.add(write, builder.mul(target_pitch, ir.Constant(intp, i)))
             builder.store(row, builder.bitcast(builder.gep(data_out, [at]), vector), align=1)
         return context.get_dummy_value()
 
-    return types.none(source, read, pitch, target, write), codegen
+    return types.none(source, read, pitch, target, write, target_pitch), codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -317,7 +320,7 @@ def _channels_last(grad_output, n, o0, lanes, od, r0, r1, w0, width, wq, rows):
         while start + uint64(SQUARE) <= uint64(width):
             for lane in range(0, squared, SQUARE):
                 _transpose_square(values, line + start + uint64(lane * channel_size), channel_size, rows,
-                                  at + uint64(lane))
+                                  at + uint64(lane), TILE_CHANNELS)
             for i in range(uint64(SQUARE)):  # the lanes past the squares, a value at a time
                 for lane in range(uint64(squared), uint64(lanes)):
                     rows[at + i * uint64(TILE_CHANNELS) + lane] = values[line + start + i
@@ -348,7 +351,8 @@ def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, la
     Per (sample, run), the tile's grad_output values of the run are
     transposed into ``rows`` (a position's channels side by side: one
     run's, in the L1 cache while every block of taps reads them); then for
-    each block of ``tap_block`` (4 or 8) taps, the block's sums stay in
+    each block of ``tap_block`` (4 or 8; ``partial``'s taps, a multiple of
+    :data:`TAP_BLOCK`, end in a block of 4 where eight would pass them) taps, the block's sums stay in
     registers while every position of the run adds into them: one vector
     load of the tile's grad_output values, one broadcast input value per tap,
     and a multiply-add per tap and vector. The sums are stored in
@@ -378,8 +382,11 @@ def weight_grad_tiled(flat, grad_output, partial, rows, offsets, runs, first, la
                     + r0 * wq + w0)
             # wide: the run as one line of wide positions (the extra columns' grad_output is zero)
             line_count, line_length = (1, (r1 - r0 - 1) * wq + width) if wide else (r1 - r0, width)
-            for t in range(0, taps, tap_block):
-                if tap_block == 8:
+            t = 0
+            while t < taps:  # blocks of tap_block, the last four taps (of eight: 27 taps padded to 28, not 32) of 4
+                if tap_block == 8 and t + 8 <= taps:
                     _tile_8(flat, base, offsets, t, rows, sums, line_count, line_length, wq)
+                    t += 8
                 else:
                     _tile_4(flat, base, offsets, t, rows, sums, line_count, line_length, wq)
+                    t += TAP_BLOCK

@@ -16,6 +16,7 @@ channels per group, T taps of one group's filters, S slots.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Callable
 
@@ -111,7 +112,7 @@ def _tiled_layout(spec: ConvSpec, itemsize: int) -> compiled_support._Layout:
 
 def _tiled_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float, int]:
     """What :func:`tiled_weight_grad_seconds` charges for: the multiply-adds (in float32's: a float64 one counts
-    twice; every tile's :data:`TILE_CHANNELS` channels, the taps padded to whole blocks, every wide position of
+    twice; every tile's :data:`TILE_CHANNELS` channels, the taps padded to a multiple of four, every wide position of
     a run), the (run, tile, block of taps) loops, the values of grad_output transposed, and the bytes of the
     phase grid's copy."""
     out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
@@ -119,9 +120,11 @@ def _tiled_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float,
     runs = layout.tables()[2]
     positions = int(((runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]).sum())  # one sample's, wide
     tap_block = _tiled_tap_block(itemsize)
-    padded_taps, channels = -(-taps // tap_block) * tap_block, -(-out_per_group // TILE_CHANNELS) * TILE_CHANNELS
+    padded_taps = -(-taps // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK
+    channels = -(-out_per_group // TILE_CHANNELS) * TILE_CHANNELS
+    blocks = -(-padded_taps // tap_block)  # of tap_block taps, the last perhaps of four
     scale = spec.batch * spec.groups * itemsize / 4
-    loops = spec.batch * len(runs) * spec.groups * channels // TILE_CHANNELS * padded_taps // tap_block
+    loops = spec.batch * len(runs) * spec.groups * channels // TILE_CHANNELS * blocks
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0  # to_grid copies then
     return scale * positions * channels * padded_taps, loops, scale * positions * channels, copied
@@ -239,7 +242,9 @@ def _tiled(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -
                + taps[:, 4])
     tap_block = _tiled_tap_block(source.itemsize)
     tap_count = len(offsets)
-    offsets = offsets[np.minimum(np.arange(-(-tap_count // tap_block) * tap_block), tap_count - 1)]
+    # padded to whole blocks of four (a real tap repeated: sums dropped below); the kernel ends in one where eight
+    # would pass the last tap
+    offsets = offsets[np.minimum(np.arange(-(-tap_count // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK), tap_count - 1)]
     tiles = -(-out_per_group // TILE_CHANNELS)
     jobs_wanted = compiled_support.JOBS_PER_THREAD * compiled_support._threads(work)
     slots = min(spec.batch * len(runs), max(1, -(-jobs_wanted // (groups * tiles))))
@@ -269,18 +274,27 @@ def _takes_tiles(spec: ConvSpec, itemsize: int) -> bool:
     return itemsize == 4 and 2 * spec.out_channels_per_group >= TILE_CHANNELS and not one_product
 
 
+@lru_cache(maxsize=1024)
+def _kernel_choice(spec: ConvSpec, itemsize: int) -> tuple[bool, float]:
+    """Whether the tiled kernel runs ``spec`` (else the dot products), and the seconds of the one that does:
+    remembered per problem, since each estimate lays out the runs (a tenth of a millisecond a call, against a
+    stem's 2 ms pass). Both estimates are pure functions of their arguments."""
+    dots = dots_weight_grad_seconds(spec, itemsize)
+    if _takes_tiles(spec, itemsize):
+        tiled = tiled_weight_grad_seconds(spec, itemsize)
+        if tiled < dots:
+            return True, tiled
+    return False, dots
+
+
 def weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     """compiled's weight gradient's seconds: the faster kernel's, as :func:`compiled_weight_grad` picks it."""
-    dots = dots_weight_grad_seconds(spec, itemsize)
-    return min(dots, tiled_weight_grad_seconds(spec, itemsize)) if _takes_tiles(spec, itemsize) else dots
+    return _kernel_choice(spec, itemsize)[1]
 
 
 def compiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``dk[g*O+o, c, j] = sum_{n, p} g[n, g*O+o, p] * x_p[n, g*C+c, p*s + j*d]``, ``(G*O, C, *kernel)``, by
     the kernel estimated faster: the register tiles (:func:`tiled_weight_grad`) or the dot products
     (:func:`dots_weight_grad`)."""
-    itemsize = x.dtype.itemsize  # float32 or float64: the planner gives this pass no other
-    if _takes_tiles(spec, itemsize) and (tiled_weight_grad_seconds(spec, itemsize)
-                                         < dots_weight_grad_seconds(spec, itemsize)):
-        return tiled_weight_grad(x, grad_output, spec)
-    return dots_weight_grad(x, grad_output, spec)
+    tiled, _ = _kernel_choice(spec, x.dtype.itemsize)  # float32 or float64: the planner gives this pass no other
+    return tiled_weight_grad(x, grad_output, spec) if tiled else dots_weight_grad(x, grad_output, spec)

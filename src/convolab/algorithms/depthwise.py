@@ -6,9 +6,11 @@ compiled kernels of :mod:`._kernels_depthwise` do, through the wrappers of
 :mod:`._depthwise_compiled`: a job is one (sample, group), its plane padded
 and split into stride phases in the thread's own grid, every tap one
 contiguous run over the plane's wide rows, the sums held in registers over
-all taps. Single-threaded, they took 0.1-1.05 of PyTorch's time on every
+all taps (at stride 1, for whole blocks of 16 channels with small planes,
+the forward holds 16 channels in the vector lanes instead: every load
+aligned). Single-threaded, they took 0.1-1.05 of PyTorch's time on every
 pass of the benchmark's depthwise layers but EfficientNet's 5x5 240-channel
-forward (1.2; ``docs/compiled.md``).
+forward (1.2 before the channels went into the lanes; ``docs/compiled.md``).
 
 Otherwise (integers, float16, complex, 3-d, Numba missing) the NumPy path runs.
 Nothing there is a matrix product over one tiny matrix per group: per block of
@@ -37,8 +39,8 @@ from .._window import pad, pad_adjoint, reverse_spatial, sliding_windows
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
 from ._blocking import phase_size, stride_one
-from ._depthwise_compiled import (Planes, compiled_forward, compiled_input_grad, compiled_missing,
-                                  compiled_weight_grad)
+from ._depthwise_compiled import (compiled_forward, compiled_input_grad, compiled_missing,
+                                  compiled_weight_grad, planes_for)
 from ._input_grad import FullOrScatter, full_padding
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
@@ -386,7 +388,7 @@ class Depthwise(FullOrScatter, Algorithm):
         read back by a small product per channel; blocks shared among threads (each past the first counted
         at :data:`~convolab.algorithms._rates.THREAD_GAIN`)."""
         if compiled_missing(spec, dtype) is None:
-            return Planes(spec, spec.padding).seconds(dtype.itemsize)
+            return planes_for(spec, spec.padding).seconds(dtype.itemsize)
         layout = _DepthwiseLayout(spec, dtype.itemsize, spec.padding)
         jobs, groups = layout.blocks()
         taps = prod(spec.kernel_size)
@@ -403,7 +405,7 @@ class Depthwise(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if compiled_missing(spec, np.dtype(f"f{itemsize}")) is None:
-            planes = Planes(spec, spec.padding)
+            planes = planes_for(spec, spec.padding)
             return planes.threads() * planes.scratch_bytes(itemsize)
         layout = _DepthwiseLayout(spec, itemsize, spec.padding)
         jobs, channels = layout.blocks()
