@@ -178,8 +178,8 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
     """Each window's gradient added into the cell it read (:func:`._kernels_col2im.add_columns`), written to
     ``out`` and returned.
 
-    ``columns`` ``(nb, C, *kernel, *out)`` C-contiguous (one matrix product's
-    result, reshaped); ``out`` ``(nb, C, *size)`` C-contiguous and writeable,
+    ``columns`` ``(C, *kernel, nb, *out)`` C-contiguous (one matrix product's
+    result over a block of samples, reshaped); ``out`` ``(nb, C, *size)`` C-contiguous and writeable,
     any contents: the gradient of the input padded by ``lows`` on the low
     side, cut to ``size`` (zero padding's cells dropped; ``lows`` zero and
     ``size`` the padded size for the whole padded gradient). Jobs of planes
@@ -188,8 +188,9 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
     """
     rank = len(stride)
     columns = _as_kernels_take(columns)
-    columns3 = columns.reshape(*columns.shape[:2], *_shape3((1, 1, *columns.shape[2:2 + rank]))[2:],
-                               *_shape3((1, 1, *columns.shape[2 + rank:]))[2:])  # (nb, C, KD, KH, KW, OD, OH, OW)
+    columns3 = columns.reshape(columns.shape[0], *_shape3((1, 1, *columns.shape[1:1 + rank]))[2:],
+                               columns.shape[1 + rank], *_shape3((1, 1, *columns.shape[2 + rank:]))[2:])
+    # (C, KD, KH, KW, nb, OD, OH, OW)
     out3 = out.reshape(_shape3(out.shape))  # a view: out is C-contiguous
     add = kernels("col2im").add_columns
     _run_jobs(out.shape[0] * out.shape[1], columns.size,

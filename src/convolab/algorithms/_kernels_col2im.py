@@ -7,9 +7,10 @@ threads is :func:`._columns.add_columns`.
 The contract of :func:`add_columns`:
 
 - three spatial axes: lower ranks come as rank 3 with leading unit axes;
-- ``columns`` ``(N, C, KD, KH, KW, OD, OH, OW)``: the gradient of each window's
-  tap ``(kd, kh, kw)`` at output position ``(od, oh, ow)``, as one matrix
-  product lays it out (``(G, C*K, O) @ (G, O, P)`` reshaped, no copy);
+- ``columns`` ``(C, KD, KH, KW, N, OD, OH, OW)``: the gradient of each window's
+  tap ``(kd, kh, kw)`` at output position ``(od, oh, ow)`` of sample ``n``, as
+  one matrix product over a block of samples lays it out (``(G, C*K, O) @
+  (G, O, N*P)`` reshaped, no copy);
 - ``out`` ``(N, C, D, H, W)``: the gradient of the input padded by ``lows``
   on the low side, cropped to ``(D, H, W)`` (the padded cells past that are
   dropped: zero padding's gradient). With ``lows`` zero and ``out`` the padded
@@ -48,21 +49,26 @@ def _inside(offset, step, size, count):
 
 @njit(cache=True, nogil=True)
 def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
-    """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[n, c, j, p]``, for planes
+    """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[c, j, n, p]``, for planes
     ``first:last``: each window's tap added into the cell it read, taps in C order.
 
     Both arrays are addressed flat, so that a short row of outputs costs a few
     integer operations besides its additions.
     """
-    depth, height, width = out.shape[2], out.shape[3], out.shape[4]
-    kd_size, kh_size, kw_size = columns.shape[2], columns.shape[3], columns.shape[4]
+    channels, depth, height, width = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    kd_size, kh_size, kw_size = columns.shape[1], columns.shape[2], columns.shape[3]
+    samples = columns.shape[4]
     od_size, oh_size, ow_size = columns.shape[5], columns.shape[6], columns.shape[7]
     flat_columns, flat = columns.reshape(columns.size), out.reshape(out.size)
     positions, volume = od_size * oh_size * ow_size, depth * height * width
+    taps = kd_size * kh_size * kw_size
     for plane in range(first, last):
         target = plane * volume  # the plane's first cell in flat
         flat[target:target + volume] = 0
-        tap = plane * kd_size * kh_size * kw_size  # the plane's first tap, counted over all planes
+        n, c = plane // channels, plane % channels
+        # the row of positions columns[c, j, n] (rows counted over all (channel, tap, sample)), from tap 0 on;
+        # the next tap's row is one row per sample further
+        row = c * taps * samples + n
         for kd in range(kd_size):
             od0, od1 = _inside(kd * dd - low_d, sd, depth, od_size)
             for kh in range(kh_size):
@@ -74,7 +80,7 @@ def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h,
                         for oh in range(oh0, oh1):
                             h = oh * sh + kh * dh - low_h
                             write = uint64(target + (z * height + h) * width + ow0 * sw + kw * dw - low_w)
-                            read = uint64(tap * positions + (od * oh_size + oh) * ow_size + ow0)
+                            read = uint64(row * positions + (od * oh_size + oh) * ow_size + ow0)
                             # indexed unsigned (no wraparound test per value, so that the loops vectorize)
                             count = uint64(ow1 - ow0)
                             if sw == 1:  # the common strides as constants
@@ -86,4 +92,4 @@ def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h,
                             else:
                                 for i in range(count):
                                     flat[write + uint64(sw) * i] += flat_columns[read + i]
-                    tap += 1
+                    row += samples
