@@ -109,3 +109,16 @@ def test_without_numba_gemm_reshapes_the_view_itself(without_numba):
     kernel = _engine.oriented_kernel(weight.swapaxes(0, 1), full_spec.flip)
     np.testing.assert_array_equal(ALGORITHMS["gemm"].run_unpadded(g, kernel, full_spec),
                                   ALGORITHMS["gemm"].run_unpadded(g, np.ascontiguousarray(kernel), full_spec))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plans_of_the_stride_one_input_gradient(threads):
+    """ResNet-18 layer4's input gradient takes the compiled scatter (one (4608, 512) @ (512, 392) product and
+    the add-back, faster than the full correlation's forward); a 1x1 kernel never does (its full correlation
+    is the same product with no add-back)."""
+    with cl.thread_count(threads):
+        layer4 = cl.plan((8, 512, 7, 7), (512, 512, 3, 3), "float32", padding=1).input_grad
+        assert (layer4.method, dict(layer4.options)) == ("scatter", {"col2im": "compiled"})
+        for weight_shape in [(256, 64, 1, 1), (512, 128, 1, 1), (64, 256, 1, 1)]:
+            pointwise = cl.plan((8, weight_shape[1], 28, 28), weight_shape, "float32").input_grad
+            assert pointwise.method == "full", pointwise
