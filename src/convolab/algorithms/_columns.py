@@ -184,7 +184,7 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
     any contents: the gradient of the input padded by ``lows`` on the low
     side, cut to ``size`` (zero padding's cells dropped; ``lows`` zero and
     ``size`` the padded size for the whole padded gradient). Jobs of planes
-    ``(n, c)`` shared among threads. Only where
+    ``(c, n)``, in the columns' order, shared among threads. Only where
     :func:`compiled_columns_missing` says it can run.
     """
     rank = len(stride)

@@ -19,8 +19,9 @@ The contract of :func:`add_columns`:
 - every array C-contiguous, native byte order, writeable, one dtype (float32
   or float64); ``out``'s contents on entry do not matter: each plane is zeroed
   before it is summed into;
-- ``first, last``: the planes (``n*C + c``) this call writes; no other call
-  writes them, so threads never share a cell.
+- ``first, last``: the planes this call writes, counted channel by channel
+  (``c*N + n``, the columns' order); no other call writes them, so threads
+  never share a cell.
 
 Each cell's sum starts at zero and adds its taps in the kernel's C order, one
 term per tap (a tap reads a cell from at most one output position), exactly as
@@ -63,9 +64,10 @@ def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h,
     positions, volume = od_size * oh_size * ow_size, depth * height * width
     taps = kd_size * kh_size * kw_size
     for plane in range(first, last):
-        target = plane * volume  # the plane's first cell in flat
+        # planes in the columns' order, channel by channel, so that a job reads one stretch of them
+        c, n = plane // samples, plane % samples
+        target = (n * channels + c) * volume  # the plane's first cell in flat
         flat[target:target + volume] = 0
-        n, c = plane // channels, plane % channels
         # the row of positions columns[c, j, n] (rows counted over all (channel, tap, sample)), from tap 0 on;
         # the next tap's row is one row per sample further
         row = c * taps * samples + n
