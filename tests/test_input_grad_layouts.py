@@ -16,6 +16,7 @@ import pytest
 
 import convolab as cl
 from convolab import _engine, planner
+from convolab._window import pad_adjoint
 from convolab.algorithms import ALGORITHMS
 from convolab.algorithms._columns import TILED_COPY_VALUES, contiguous_filters
 from test_compiled import assert_within, summation_bound
@@ -122,3 +123,28 @@ def test_plans_of_the_stride_one_input_gradient(threads):
         for weight_shape in [(256, 64, 1, 1), (512, 128, 1, 1), (64, 256, 1, 1)]:
             pointwise = cl.plan((8, weight_shape[1], 28, 28), weight_shape, "float32").input_grad
             assert pointwise.method == "full", pointwise
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("x_shape, weight_shape, params", [
+    ((3, 4, 30, 40), (5, 4, 3, 3), dict(padding=1)),
+    ((2, 6, 700), (4, 3, 5), dict(stride=2, padding=((3, 1),), groups=2)),
+    ((2, 3, 9, 10, 12), (4, 3, 2, 3, 3), dict(dilation=(1, 2, 1), padding_mode="reflect", padding=1)),
+], ids=str)
+@pytest.mark.parametrize("samples_inside", [False, True], ids=["per sample", "samples inside"])
+def test_scatter_layouts_bit_for_bit_and_like_direct(samples_inside, x_shape, weight_shape, params, dtype,
+                                                     monkeypatch):
+    """Both layouts of the window gradients (forced by the positions' threshold), every rank: the compiled
+    add-back gives NumPy's bits, and the full correlation's gradient within any summation order."""
+    monkeypatch.setattr(_engine, "SCATTER_BATCH_WIDE_POSITIONS", 10**9 if samples_inside else 0)
+    weight = draw(weight_shape, dtype, 9)
+    spec = cl.conv_spec(x_shape, weight_shape, **params)
+    g = draw(spec.output_shape, dtype, 10)
+    compiled = _engine._input_grad_scatter(g, weight, spec, compiled=True)
+    numpy = _engine._input_grad_scatter(g, weight, spec)
+    np.testing.assert_array_equal(compiled, pad_adjoint(numpy, spec.padding, spec.padding_mode, spec.input_size))
+    # the other formulation, in float64: the float64 sums within any summation order, plus the dtype's rounding
+    full = cl.grad.conv_input(x_shape, weight.astype(np.float64), g.astype(np.float64), **params, algorithm="full")
+    bound = summation_bound(spec.out_channels_per_group * int(np.prod(weight_shape[2:])) * 2,
+                            np.abs(g).max() * np.abs(weight).max(), dtype)
+    assert_within(compiled.astype(np.float64), full, bound + np.finfo(dtype).eps * np.abs(full))

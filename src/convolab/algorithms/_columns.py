@@ -175,27 +175,31 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],
-                lows: Sequence[int]) -> np.ndarray:
+                lows: Sequence[int], samples_inside: bool) -> np.ndarray:
     """Each window's gradient added into the cell it read (:func:`._kernels_col2im.add_columns`), written to
     ``out`` and returned.
 
-    ``columns`` ``(C, *kernel, nb, *out)`` C-contiguous (one matrix product's
-    result over a block of samples, reshaped); ``out`` ``(nb, C, *size)`` C-contiguous and writeable,
-    any contents: the gradient of the input padded by ``lows`` on the low
-    side, cut to ``size`` (zero padding's cells dropped; ``lows`` zero and
-    ``size`` the padded size for the whole padded gradient). Jobs of planes
-    ``(c, n)``, in the columns' order, shared among threads. Only where
+    ``columns`` C-contiguous, one matrix product's result reshaped: over a
+    block of samples ``(C, *kernel, nb, *out)`` (``samples_inside``), else per
+    sample ``(nb, C, *kernel, *out)``; ``out`` ``(nb, C, *size)`` C-contiguous
+    and writeable, any contents: the gradient of the input padded by ``lows``
+    on the low side, cut to ``size`` (zero padding's cells dropped; ``lows``
+    zero and ``size`` the padded size for the whole padded gradient). Jobs of
+    planes ``(c, n)`` shared among threads. Only where
     :func:`compiled_columns_missing` says it can run.
     """
     rank = len(stride)
-    columns = _as_kernels_take(columns)
-    columns3 = columns.reshape(columns.shape[0], *_shape3((1, 1, *columns.shape[1:1 + rank]))[2:],
-                               columns.shape[1 + rank], *_shape3((1, 1, *columns.shape[2 + rank:]))[2:])
-    # (C, KD, KH, KW, nb, OD, OH, OW)
+    samples, channels = out.shape[:2]
+    kernel_size = columns.shape[1:1 + rank] if samples_inside else columns.shape[2:2 + rank]
+    taps = prod(kernel_size)
+    # rows of positions between channels, taps and samples
+    steps = (taps * samples, samples, 1) if samples_inside else (taps, 1, channels * taps)
+    flat = _as_kernels_take(columns).reshape(columns.size)
     out3 = out.reshape(_shape3(out.shape))  # a view: out is C-contiguous
     add = kernels("col2im").add_columns
-    _run_jobs(out.shape[0] * out.shape[1], columns.size,
-              lambda first, last, _: add(columns3, out3, first, last, *_steps(tuple(stride)),
+    _run_jobs(samples * channels, columns.size,
+              lambda first, last, _: add(flat, out3, first, last, _steps(tuple(kernel_size)),
+                                         _steps(tuple(columns.shape[-rank:])), *steps, *_steps(tuple(stride)),
                                          *_steps(tuple(dilation)), *_steps(tuple(lows), fill=0)),
               lambda: None)
     return out
