@@ -416,27 +416,41 @@ def full_problem(spec: ConvSpec) -> tuple[ConvSpec, bool, tuple[int, ...] | None
     return full_spec, on_input, spread_size
 
 
+#: The compiled "scatter" replaces the full correlation at stride 1 only where its estimate is below this
+#: fraction of the full's: DeepLab's ASPP layer (dilation 6), estimated 0.96 of the full on space_to_batch,
+#: measured 39 ms against 35.5 (one thread); ResNet-18 layer4, at 0.93 of the full on winograd2, 15-17 ms against
+#: 17-18.
+SCATTER_MARGIN = 0.95
+
+
 def _scatter_if_faster(spec: ConvSpec, dtype: np.dtype) -> PassPlan | None:
     """The compiled "scatter" at stride 1 (:func:`_scatter_pass`), where it is estimated faster than the full
-    correlation's best forward, else None.
+    correlation's best forward by the margin :data:`SCATTER_MARGIN`, else None.
 
     Its estimate: the product of every window's gradient (the forward's FLOPs,
-    ``(C*K, O) @ (O, positions)`` per group, at
+    ``(C*K, O) @ (O, positions)`` per group, at the forward product's
     :func:`~convolab.algorithms._rates.product_rate`) and the compiled add-back
-    (:func:`~convolab.algorithms._columns.scatter_add_seconds`). With few input
+    (:func:`~convolab.algorithms._columns.scatter_add_seconds`). That rate's
+    penalty for a product shallower than tall stands for a forward's results
+    moved into the output; here that move is the add-back, counted on its own:
+    the ``(C*K, O)`` products measured 124-150 GFLOP/s on the suite's shapes
+    (one thread), as fast as the forward's ``(O, C*K)`` (ResNet-18 layer4's
+    ``(4608, 512) @ (512, 392)`` 12.9 ms, its forward's 12.8). With few input
     channels the full correlation has few output channels, and its products
     run far from the BLAS's peak (the digits CNN's (32, 16, 4, 4) layer:
     measured 0.24 ms full, 0.16 ms scatter; VGG's first layer 65 and 32 ms, one
-    thread each).
+    thread each). A 1x1 kernel never takes it: its full correlation is the
+    same product with its results in place, the scatter that product and an
+    add-back (ResNet-50's 1x1 layers measured 5-50% slower by scatter).
     """
-    if compiled_columns_missing(spec, dtype) is not None:
+    if all(k == 1 for k in spec.kernel_size) or compiled_columns_missing(spec, dtype) is not None:
         return None
     accumulate = compute_dtype(dtype)
-    rate = product_rate(accumulate, spec.in_channels_per_group * prod(spec.kernel_size), spec.out_channels_per_group)
+    rate = product_rate(accumulate, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
     scatter_seconds = spec.flops / rate + scatter_add_seconds(spec, accumulate)[1]
     estimates, _ = _candidate_estimates(full_problem(spec)[0], dtype, ORDINARY)
     best = min(estimates, key=estimates.get)
-    if scatter_seconds >= estimates[best]:
+    if scatter_seconds >= SCATTER_MARGIN * estimates[best]:
         return None
     return PassPlan("scatter", f"{_INPUT_GRAD_DETAILS['scatter']}, by a compiled col2im",
                     f"stride 1, but estimated {estimates[best] / max(scatter_seconds, 1e-12):.3g}x faster than the "

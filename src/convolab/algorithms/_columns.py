@@ -36,7 +36,8 @@ from ._compiled import kernels, numba_missing
 from ._rates import COPY_RATE, THREAD_GAIN
 from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps, _threads
 
-__all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds"]
+__all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds",
+           "contiguous_filters"]
 
 # The add-back's cost model (:func:`scatter_add_seconds`), set from its two paths timed alone on the
 # decoders' and a strided ResNet layer's shapes in float32: the estimates came within 0.6-1.5x of those
@@ -174,28 +175,67 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],
-                lows: Sequence[int]) -> np.ndarray:
+                lows: Sequence[int], samples_inside: bool) -> np.ndarray:
     """Each window's gradient added into the cell it read (:func:`._kernels_col2im.add_columns`), written to
     ``out`` and returned.
 
-    ``columns`` ``(nb, C, *kernel, *out)`` C-contiguous (one matrix product's
-    result, reshaped); ``out`` ``(nb, C, *size)`` C-contiguous and writeable,
-    any contents: the gradient of the input padded by ``lows`` on the low
-    side, cut to ``size`` (zero padding's cells dropped; ``lows`` zero and
-    ``size`` the padded size for the whole padded gradient). Jobs of planes
-    ``(n, c)`` shared among threads. Only where
+    ``columns`` C-contiguous, one matrix product's result reshaped: over a
+    block of samples ``(C, *kernel, nb, *out)`` (``samples_inside``), else per
+    sample ``(nb, C, *kernel, *out)``; ``out`` ``(nb, C, *size)`` C-contiguous
+    and writeable, any contents: the gradient of the input padded by ``lows``
+    on the low side, cut to ``size`` (zero padding's cells dropped; ``lows``
+    zero and ``size`` the padded size for the whole padded gradient). Jobs of
+    planes ``(c, n)`` shared among threads. Only where
     :func:`compiled_columns_missing` says it can run.
     """
     rank = len(stride)
-    columns = _as_kernels_take(columns)
-    columns3 = columns.reshape(*columns.shape[:2], *_shape3((1, 1, *columns.shape[2:2 + rank]))[2:],
-                               *_shape3((1, 1, *columns.shape[2 + rank:]))[2:])  # (nb, C, KD, KH, KW, OD, OH, OW)
+    samples, channels = out.shape[:2]
+    kernel_size = columns.shape[1:1 + rank] if samples_inside else columns.shape[2:2 + rank]
+    taps = prod(kernel_size)
+    # rows of positions between channels, taps and samples
+    steps = (taps * samples, samples, 1) if samples_inside else (taps, 1, channels * taps)
+    flat = _as_kernels_take(columns).reshape(columns.size)
     out3 = out.reshape(_shape3(out.shape))  # a view: out is C-contiguous
     add = kernels("col2im").add_columns
-    _run_jobs(out.shape[0] * out.shape[1], columns.size,
-              lambda first, last, _: add(columns3, out3, first, last, *_steps(tuple(stride)),
+    _run_jobs(samples * channels, columns.size,
+              lambda first, last, _: add(flat, out3, first, last, _steps(tuple(kernel_size)),
+                                         _steps(tuple(columns.shape[-rank:])), *steps, *_steps(tuple(stride)),
                                          *_steps(tuple(dilation)), *_steps(tuple(lows), fill=0)),
               lambda: None)
+    return out
+
+
+#: Fewest values for which :func:`contiguous_filters` takes the compiled copy: a stem's 64 x 3 x 7 x 7 kernel
+#: NumPy copies in 4 us, less than the compiled call (9 us); 256 x 256 x 3 x 3 took 0.46 ms, against 0.32.
+TILED_COPY_VALUES = 2**16
+
+
+def contiguous_filters(kernel: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``kernel`` ``(O, C, *kernel_size)``: by the compiled tiled copy
+    (:func:`._kernels_transpose.copy_tiles`, jobs of tiles of filters shared among threads) where it is a view
+    of a contiguous weight with its first two axes swapped or not and its spatial axes reversed or not, else by
+    NumPy. Only where :func:`compiled_columns_missing` says the compiled kernels run.
+
+    The full correlation's kernel, ResNet-18 layer4's 512 x 512 x 3 x 3 weight
+    swapped and reversed, took NumPy 3.7-5 ms to copy (one thread), five to
+    seven times a contiguous copy of it.
+    """
+    if kernel.size < TILED_COPY_VALUES:
+        return np.ascontiguousarray(kernel)
+    rank = kernel.ndim - 2
+    reversed_taps = rank > 0 and all(stride < 0 for stride in kernel.strides[2:])
+    unreversed = np.flip(kernel, axis=tuple(range(2, kernel.ndim))) if reversed_taps else kernel
+    if unreversed.flags.c_contiguous:
+        source, swapped = unreversed, False
+    elif unreversed.swapaxes(0, 1).flags.c_contiguous:
+        source, swapped = unreversed.swapaxes(0, 1), True  # (C, O, *kernel_size)
+    else:
+        return np.ascontiguousarray(kernel)
+    out = np.empty(kernel.shape, dtype=kernel.dtype)
+    copy_tiles, tile = kernels("transpose").copy_tiles, kernels("transpose").TILE
+    out3 = out.reshape(*kernel.shape[:2], prod(kernel.shape[2:]))  # (O, C, K)
+    _run_jobs(-(-kernel.shape[0] // tile), out.size,
+              lambda first, last, _: copy_tiles(source, out3, first, last, swapped, reversed_taps), lambda: None)
     return out
 
 

@@ -7,9 +7,12 @@ threads is :func:`._columns.add_columns`.
 The contract of :func:`add_columns`:
 
 - three spatial axes: lower ranks come as rank 3 with leading unit axes;
-- ``columns`` ``(N, C, KD, KH, KW, OD, OH, OW)``: the gradient of each window's
-  tap ``(kd, kh, kw)`` at output position ``(od, oh, ow)``, as one matrix
-  product lays it out (``(G, C*K, O) @ (G, O, P)`` reshaped, no copy);
+- ``columns`` flat: rows of ``OD*OH*OW`` values, the gradient of each
+  window's tap ``(kd, kh, kw)`` at every output position of sample ``n`` and
+  channel ``c``, the row ``c*channel_rows + j*tap_rows + n*sample_rows`` (``j``
+  the tap's index in C order), as one matrix product lays them out: over a
+  block of samples ``(C, K, N, P)`` (``(G, C*K, O) @ (G, O, N*P)``), or per
+  sample ``(N, C, K, P)``, reshaped, no copy;
 - ``out`` ``(N, C, D, H, W)``: the gradient of the input padded by ``lows``
   on the low side, cropped to ``(D, H, W)`` (the padded cells past that are
   dropped: zero padding's gradient). With ``lows`` zero and ``out`` the padded
@@ -18,8 +21,8 @@ The contract of :func:`add_columns`:
 - every array C-contiguous, native byte order, writeable, one dtype (float32
   or float64); ``out``'s contents on entry do not matter: each plane is zeroed
   before it is summed into;
-- ``first, last``: the planes (``n*C + c``) this call writes; no other call
-  writes them, so threads never share a cell.
+- ``first, last``: the planes this call writes, counted channel by channel
+  (``c*N + n``); no other call writes them, so threads never share a cell.
 
 Each cell's sum starts at zero and adds its taps in the kernel's C order, one
 term per tap (a tap reads a cell from at most one output position), exactly as
@@ -47,22 +50,26 @@ def _inside(offset, step, size, count):
 
 
 @njit(cache=True, nogil=True)
-def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
-    """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[n, c, j, p]``, for planes
+def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, tap_rows, sample_rows,
+                sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+    """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[row(c, j, n), p]``, for planes
     ``first:last``: each window's tap added into the cell it read, taps in C order.
 
     Both arrays are addressed flat, so that a short row of outputs costs a few
     integer operations besides its additions.
     """
+    samples, channels = out.shape[0], out.shape[1]
     depth, height, width = out.shape[2], out.shape[3], out.shape[4]
-    kd_size, kh_size, kw_size = columns.shape[2], columns.shape[3], columns.shape[4]
-    od_size, oh_size, ow_size = columns.shape[5], columns.shape[6], columns.shape[7]
-    flat_columns, flat = columns.reshape(columns.size), out.reshape(out.size)
+    kd_size, kh_size, kw_size = kernel_size
+    od_size, oh_size, ow_size = out_size
+    flat = out.reshape(out.size)
     positions, volume = od_size * oh_size * ow_size, depth * height * width
     for plane in range(first, last):
-        target = plane * volume  # the plane's first cell in flat
+        # planes channel by channel, so that a job over a block's product reads one stretch of it
+        c, n = plane // samples, plane % samples
+        target = (n * channels + c) * volume  # the plane's first cell in flat
         flat[target:target + volume] = 0
-        tap = plane * kd_size * kh_size * kw_size  # the plane's first tap, counted over all planes
+        row = c * channel_rows + n * sample_rows  # the row of tap 0; each tap's is tap_rows further
         for kd in range(kd_size):
             od0, od1 = _inside(kd * dd - low_d, sd, depth, od_size)
             for kh in range(kh_size):
@@ -74,16 +81,16 @@ def add_columns(columns, out, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h,
                         for oh in range(oh0, oh1):
                             h = oh * sh + kh * dh - low_h
                             write = uint64(target + (z * height + h) * width + ow0 * sw + kw * dw - low_w)
-                            read = uint64(tap * positions + (od * oh_size + oh) * ow_size + ow0)
+                            read = uint64(row * positions + (od * oh_size + oh) * ow_size + ow0)
                             # indexed unsigned (no wraparound test per value, so that the loops vectorize)
                             count = uint64(ow1 - ow0)
                             if sw == 1:  # the common strides as constants
                                 for i in range(count):
-                                    flat[write + i] += flat_columns[read + i]
+                                    flat[write + i] += columns[read + i]
                             elif sw == 2:
                                 for i in range(count):
-                                    flat[write + uint64(2) * i] += flat_columns[read + i]
+                                    flat[write + uint64(2) * i] += columns[read + i]
                             else:
                                 for i in range(count):
-                                    flat[write + uint64(sw) * i] += flat_columns[read + i]
-                    tap += 1
+                                    flat[write + uint64(sw) * i] += columns[read + i]
+                    row += tap_rows

@@ -13,7 +13,7 @@ from .._window import pad
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
-from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
+from ._columns import compiled_columns_missing, contiguous_filters, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, beside_pool_factor, product_rate, results_seconds
 from .compiled import _threads
 
@@ -75,7 +75,7 @@ class Gemm(Algorithm):
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         groups, o = spec.groups, spec.out_channels_per_group
-        filters = kernel.reshape(groups, o, -1)  # (G, O, C*K)
+        filters = _filter_rows(kernel, spec)  # (G, O, C*K)
         if _is_pointwise(spec):
             return _pointwise(padded, filters, spec)
         if _batch_inner(spec, padded.itemsize):
@@ -91,8 +91,7 @@ class Gemm(Algorithm):
         input is made."""
         if not _unrolls_unpadded(spec, x.dtype):
             return super().run_unpadded(x, kernel, spec)
-        filters = kernel.reshape(spec.groups, spec.out_channels_per_group, -1)  # (G, O, C*K)
-        return _products(unrolled_blocks_unpadded(x, spec), filters, spec, x.dtype)
+        return _products(unrolled_blocks_unpadded(x, spec), _filter_rows(kernel, spec), spec, x.dtype)
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
                          asked: bool = False) -> Formulation | str:
@@ -157,6 +156,21 @@ class Gemm(Algorithm):
         if transposed:
             total = np.ascontiguousarray(total.transpose(0, 2, 1))
         return total.reshape(spec.weight_shape)
+
+
+def _filter_rows(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """``kernel`` ``(G*O, C, *kernel_size)`` as the product's rows ``(G, O, C*K)``: a view where there is one
+    (the BLAS reads a transposed matrix as it is: a 1x1 full correlation's swapped weight), else a copy, by the
+    compiled tiled copy where the compiled kernels run (:func:`._columns.contiguous_filters`: the input
+    gradient's full correlation hands gemm the weight swapped and reversed)."""
+    rows = (spec.groups, spec.out_channels_per_group, prod(kernel.shape[1:]))
+    try:
+        return np.reshape(kernel, rows, copy=False)
+    except ValueError:  # no view of that shape
+        pass
+    if compiled_columns_missing(spec, kernel.dtype) is None:
+        return contiguous_filters(kernel).reshape(rows)
+    return kernel.reshape(rows)
 
 
 def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> float:
