@@ -77,7 +77,9 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     try:
         drain()
     finally:  # never return, or raise, while another thread still writes the outputs
-        errors = [future.exception() for future in futures]
+        # A helper that has not started finds no job left: cancelled, it is not waited for. On a loaded machine
+        # (or inside a job of an outer call, whose pool thread is this one) it may not start for milliseconds.
+        errors = [None if future.cancel() else future.exception() for future in futures]
     for error in errors:
         if error is not None:
             raise error

@@ -1,4 +1,4 @@
-"""``_threads.small_matmul``: small products in slices the BLAS keeps on the calling thread, equal to one product.
+"""``_threads``: ``in_parallel``'s hand-out of jobs, and ``small_matmul``'s slices (equal to one product).
 
 Tolerance: each output sums the same ``K`` terms as ``np.matmul``'s, but the BLAS
 may order a slice's sums differently from the whole product's (its blocking
@@ -8,10 +8,12 @@ follows the matrix sizes), so results agree to a few units in the last place
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
-from convolab.algorithms._threads import BLAS_THREADED_MACS, SMALL_PRODUCT_MACS, small_matmul
+from convolab.algorithms._threads import BLAS_THREADED_MACS, SMALL_PRODUCT_MACS, in_parallel, small_matmul
 
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -57,3 +59,36 @@ def test_inputs_not_modified_and_vectors_passed_through():
     small_matmul(a, b)
     assert (a == before[0]).all() and (b == before[1]).all()
     np.testing.assert_array_equal(small_matmul(np.ones(3), np.ones((3, 2))), np.ones(3) @ np.ones((3, 2)))
+
+
+def test_in_parallel_runs_every_job_once_even_nested():
+    """A job that itself hands out jobs: with one pool thread busy running the outer job, the inner call's helper
+    cannot start; it is cancelled rather than waited for, and the caller runs every job itself."""
+    done, lock = [], threading.Lock()
+
+    def inner_worker():
+        def run(job):
+            with lock:
+                done.append(("inner", job))
+        return run
+
+    def outer_worker():
+        def run(job):
+            in_parallel([1, 2, 3], inner_worker, 2)
+            with lock:
+                done.append(("outer", job))
+        return run
+
+    in_parallel([1, 2], outer_worker, 2)
+    assert sorted(done) == sorted([("inner", j) for j in (1, 2, 3)] * 2 + [("outer", 1), ("outer", 2)])
+
+
+def test_in_parallel_raises_a_jobs_error():
+    def worker():
+        def run(job):
+            if job == 3:
+                raise ValueError("job 3")
+        return run
+
+    with pytest.raises(ValueError, match="job 3"):
+        in_parallel(list(range(6)), worker, 2)
