@@ -462,3 +462,25 @@ def test_cross_entropy_without_numba_keeps_numpy(without_numba):
     loss, grad = _cross_entropy_runs(logits, labels, "mean", 0.0)
     np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
     assert grad.shape == (3, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.1, None, 1.0])
+def test_compiled_running_statistics_give_numpys_bits(dtype, momentum, monkeypatch):
+    """Three training batches: the running mean and variance from the compiled update and from NumPy's steps."""
+    from convolab.nn import layers
+    F.numba_missing()  # the loop runs once Numba is loaded, as in training
+    batches = [np.random.default_rng(seed).standard_normal((6, 5, 3, 3)).astype(dtype) * (seed + 1)
+               for seed in range(3)]
+
+    def run():
+        layer = nn.BatchNorm2d(5, momentum=momentum, dtype=dtype)
+        for x in batches:
+            layer(x)
+        return layer.running_mean, layer.running_var, layer.num_batches_tracked
+
+    compiled = run()
+    monkeypatch.setattr(layers, "_compiled_running_statistics", lambda *vectors: False)
+    expected = run()
+    for got, want in zip(compiled, expected):
+        assert np.array_equal(got, want) and got.dtype == want.dtype
