@@ -383,3 +383,104 @@ def test_relu_takes_numpy_for_other_layouts_and_dtypes():
     np.testing.assert_array_equal(F.relu(x.astype(np.float16)), np.maximum(x.astype(np.float16), 0))
     out, pullback = F._relu_vjp(x)
     np.testing.assert_array_equal(pullback(np.ones((4, 6)))[0], np.ones((4, 6)) * ~(x <= 0))  # a float64 gradient
+
+
+# -- cross-entropy: one loop for the loss and the gradient's softmax part ------------------------------------------
+# Tolerance: the loop sums each row's exponentials in order where NumPy sums them pairwise, so a row's
+# logarithm, and from it the loss and the gradient, may differ in the last place (rtol 1e-6 float32, 1e-14 float64).
+
+CROSS_ENTROPY_TOLERANCE = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def _cross_entropy_runs(logits, labels, reduction, smoothing):
+    loss, pullback = F._cross_entropy_vjp(logits, labels, reduction=reduction, label_smoothing=smoothing)
+    grad_input, _ = pullback(np.full(np.shape(loss), 0.5))
+    return loss, grad_input
+
+
+def _numpy_cross_entropy(monkeypatch):
+    monkeypatch.setattr(F, "_compiled_loops_run", lambda *arrays: False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("shape, label_dtype", [((32, 10), np.int64), ((5, 3), np.int32), ((0, 4), np.int64),
+                                                 ((7, 1), np.uint8), ((3, 4, 2, 5), np.int64), ((6,), np.int64),
+                                                 ((0, 3, 4), np.int64)])
+def test_compiled_cross_entropy_matches_numpy_path(dtype, reduction, smoothing, shape, label_dtype, monkeypatch):
+    F.numba_missing()  # the loop runs once Numba is loaded, as in training
+    rng = np.random.default_rng(sum(shape))
+    logits = (rng.standard_normal(shape) * 4).astype(dtype)
+    classes = shape[1] if len(shape) > 1 else shape[0]
+    label_shape = (shape[0], *shape[2:]) if len(shape) > 1 else ()
+    labels = rng.integers(0, classes, label_shape).astype(label_dtype)
+    loss, grad = _cross_entropy_runs(logits, labels, reduction, smoothing)
+    _numpy_cross_entropy(monkeypatch)
+    expected_loss, expected_grad = _cross_entropy_runs(logits, labels, reduction, smoothing)
+    rtol = CROSS_ENTROPY_TOLERANCE[dtype]
+    assert loss.dtype == expected_loss.dtype and loss.shape == expected_loss.shape
+    assert grad.dtype == expected_grad.dtype and grad.shape == expected_grad.shape
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=rtol, equal_nan=True)
+    np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=rtol)
+
+
+def test_compiled_cross_entropy_keeps_the_nan_and_inf_pattern(monkeypatch):
+    F.numba_missing()
+    logits = np.zeros((4, 3), np.float32)
+    logits[1, 2], logits[2, 0], logits[3, 1] = np.nan, np.inf, -np.inf
+    labels = np.array([0, 1, 2, 1])
+    loss, grad = _cross_entropy_runs(logits, labels, "none", 0.0)
+    _numpy_cross_entropy(monkeypatch)
+    with np.errstate(invalid="ignore"):
+        expected_loss, expected_grad = _cross_entropy_runs(logits, labels, "none", 0.0)
+    for got, want in ((loss, expected_loss), (grad, expected_grad)):
+        assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_compiled_cross_entropy_matches_torch(dtype, smoothing):
+    F.numba_missing()
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((16, 7)) * 3).astype(dtype)
+    labels = rng.integers(0, 7, 16)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    loss = loss_fn(logits, labels)
+    grad = loss_fn.backward()
+    xt = torch.from_numpy(logits).requires_grad_()
+    expected = torch.nn.functional.cross_entropy(xt, torch.from_numpy(labels), label_smoothing=smoothing)
+    expected.backward()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss, expected.item(), rtol=rtol)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=rtol, atol=rtol)
+
+
+def test_cross_entropy_without_numba_keeps_numpy(without_numba):
+    logits, labels = np.zeros((3, 4), np.float32), np.array([0, 1, 3])
+    loss, grad = _cross_entropy_runs(logits, labels, "mean", 0.0)
+    np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
+    assert grad.shape == (3, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.1, None, 1.0])
+def test_compiled_running_statistics_give_numpys_bits(dtype, momentum, monkeypatch):
+    """Three training batches: the running mean and variance from the compiled update and from NumPy's steps."""
+    from convolab.nn import layers
+    F.numba_missing()  # the loop runs once Numba is loaded, as in training
+    batches = [np.random.default_rng(seed).standard_normal((6, 5, 3, 3)).astype(dtype) * (seed + 1)
+               for seed in range(3)]
+
+    def run():
+        layer = nn.BatchNorm2d(5, momentum=momentum, dtype=dtype)
+        for x in batches:
+            layer(x)
+        return layer.running_mean, layer.running_var, layer.num_batches_tracked
+
+    compiled = run()
+    monkeypatch.setattr(layers, "_compiled_running_statistics", lambda *vectors: False)
+    expected = run()
+    for got, want in zip(compiled, expected):
+        assert np.array_equal(got, want) and got.dtype == want.dtype

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["batch_norm_forward", "batch_norm_backward"]
+__all__ = ["batch_norm_forward", "batch_norm_backward", "running_statistics"]
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -127,3 +127,20 @@ def batch_norm_backward(g, normalized, weight, inv_std, grad_weight, grad_bias, 
         for n in range(batch):
             for s in range(positions):
                 grad_input[n, c, s] = (g[n, c, s] * w - shift - normalized[n, c, s] * slope) * scale
+
+
+@njit(cache=True, nogil=True)
+def running_statistics(running_mean, running_var, mean, var, scalars, new_mean, new_var):
+    """The layer's running averages after a training batch, into the new ``(C,)`` vectors::
+
+        new_mean = keep * running_mean + factor * mean
+        new_var = keep * running_var + factor * (var * bessel)     (the unbiased batch variance)
+
+    with ``(keep, factor, bessel) = scalars`` in the vectors' dtype, each step rounded there as NumPy's
+    whole-array steps with Python floats are (:meth:`convolab.nn.layers._BatchNorm._update_running_statistics`):
+    the same bits, in one call where NumPy made eight.
+    """
+    keep, factor, bessel = scalars[0], scalars[1], scalars[2]
+    for c in range(mean.size):
+        new_mean[c] = keep * running_mean[c] + factor * mean[c]
+        new_var[c] = keep * running_var[c] + factor * (var[c] * bessel)

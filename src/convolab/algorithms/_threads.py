@@ -1,9 +1,12 @@
-"""The thread pool the algorithms share, and running independent jobs on it.
+"""The thread pool the algorithms share, running independent jobs on it, and keeping small products off the BLAS's
+threads.
 
 NumPy and the BLAS release the GIL, so blocks of work that write disjoint parts
 of an output run in parallel on plain threads. How many threads a call uses is
 the caller's decision (:func:`convolab._settings.current_thread_count`, and
-whether the work is large enough to be worth handing out).
+whether the work is large enough to be worth handing out). The BLAS decides
+its own threads per product, by size alone: :func:`small_matmul` keeps a small
+product on the calling thread.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
-__all__ = ["in_parallel"]
+import numpy as np
+
+__all__ = ["in_parallel", "small_matmul", "BLAS_THREADED_MACS", "SMALL_PRODUCT_MACS"]
 
 Job = TypeVar("Job")
 
@@ -72,7 +77,52 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     try:
         drain()
     finally:  # never return, or raise, while another thread still writes the outputs
-        errors = [future.exception() for future in futures]
+        # A helper that has not started finds no job left: cancelled, it is not waited for. On a loaded machine
+        # (or inside a job of an outer call, whose pool thread is this one) it may not start for milliseconds.
+        errors = [None if future.cancel() else future.exception() for future in futures]
     for error in errors:
         if error is not None:
             raise error
+
+
+#: OpenBLAS (NumPy's BLAS) hands a product of this many multiply-adds or more to its threads: measured with
+#: 0.3.31 here, (32, 144) @ (144, 192) stayed on the calling thread and (32, 144) @ (144, 224), 1.03 million,
+#: woke a worker; older releases split from 2**19. A woken worker then spins for about 50 ms waiting for more
+#: work, holding a core: a small network's training step (the digits CNN's second convolution, 2.4 million)
+#: woke it every step, and on a machine whose other core was busy the two threads fought over one core (an
+#: epoch measured 1.1-2.3 s on two BLAS threads, against 0.12-0.34 s on one).
+BLAS_THREADED_MACS = 2**19
+#: Products below this many multiply-adds (about 40-80 us on one thread) run in pieces below
+#: :data:`BLAS_THREADED_MACS`: a second BLAS thread would save at most half of that, measured 9 us of 45 on
+#: (32, 144) @ (144, 512), while the pieces cost 0-10 us more than one call.
+SMALL_PRODUCT_MACS = 2**22
+
+
+def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)`` for ``a`` ``(..., M, K)`` and ``b`` ``(..., K, N)``, on the calling thread where it is small.
+
+    Below :data:`SMALL_PRODUCT_MACS` multiply-adds per matrix the product is
+    taken in slices of the wider of ``M`` and ``N``, each below
+    :data:`BLAS_THREADED_MACS`, so that the BLAS keeps every slice on the
+    calling thread; each output's sum runs over the same ``K`` terms as in one product.
+
+    >>> a, b = np.arange(6.).reshape(2, 3), np.arange(12.).reshape(3, 4)
+    >>> bool((small_matmul(a, b) == a @ b).all())
+    True
+    """
+    if a.ndim < 2 or b.ndim < 2:
+        return np.matmul(a, b)
+    rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
+    macs = rows * inner * columns
+    if not BLAS_THREADED_MACS <= macs < SMALL_PRODUCT_MACS:
+        return np.matmul(a, b)
+    out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), np.result_type(a, b))
+    if columns >= rows:  # slices of b's columns: each (M, K) @ (K, step) below the BLAS's threshold
+        step = max(1, (BLAS_THREADED_MACS - 1) // (rows * inner))
+        for first in range(0, columns, step):
+            np.matmul(a, b[..., first:first + step], out=out[..., first:first + step])
+    else:  # slices of a's rows
+        step = max(1, (BLAS_THREADED_MACS - 1) // (inner * columns))
+        for first in range(0, rows, step):
+            np.matmul(a[..., first:first + step, :], b, out=out[..., first:first + step, :])
+    return out

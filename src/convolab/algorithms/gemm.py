@@ -15,6 +15,7 @@ from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, contiguous_filters, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, beside_pool_factor, product_rate, results_seconds
+from ._threads import small_matmul
 from .compiled import _threads
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
@@ -133,8 +134,8 @@ class Gemm(Algorithm):
         def product(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
             """``rows (G, O, positions)`` times ``columns (G, C*K, positions)``, in the sum's layout."""
             if transposed:
-                return np.matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
-            return np.matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
+                return small_matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
+            return small_matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
 
         if not unpadded and _batch_inner(spec, padded.itemsize):
             columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
@@ -189,7 +190,7 @@ def _products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tupl
     groups, o = spec.groups, spec.out_channels_per_group
     out = np.empty(spec.output_shape, dtype=dtype)
     for (n0, n1, r0, r1), columns, grid in blocks:
-        product = np.matmul(filters, columns)  # (G, O, nb*rows*rest)
+        product = small_matmul(filters, columns)  # (G, O, nb*rows*rest)
         product = product.reshape(groups, o, n1 - n0, r1 - r0, *grid)  # (G, O, nb, rows, *rest)
         product = product[(Ellipsis, *(slice(0, size) for size in spec.output_size[1:]))]
         product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)

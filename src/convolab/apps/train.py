@@ -298,6 +298,7 @@ def train(data: Dataset, *, epochs: int = DEFAULTS["epochs"], batch_size: int = 
         started = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         batches = batch_order(len(data.train_images), batch_size, epoch, seed)
+        predicted = []  # each batch's predicted classes, counted once an epoch unless a progress bar wants them
         for done, indices in enumerate(batches, 1):
             images, labels = data.train_images[indices], data.train_labels[indices]
             logits = net(images)
@@ -307,12 +308,15 @@ def train(data: Dataset, *, epochs: int = DEFAULTS["epochs"], batch_size: int = 
             optimizer.step()
             seen += len(indices)
             loss_sum += float(loss) * len(indices)
-            correct += int((logits.argmax(axis=1) == labels).sum())
+            predicted.append(logits.argmax(axis=1))
             if progress is not None:
+                correct += int((predicted[-1] == labels).sum())
                 elapsed = time.perf_counter() - started
                 progress(epoch, done, dict(loss=loss_sum / seen, accuracy=correct / seen,
                                            images_per_second=seen / elapsed if elapsed else 0.0,
                                            batches=len(batches)))
+        if progress is None:
+            correct = int((np.concatenate(predicted) == data.train_labels[np.concatenate(batches)]).sum())
         train_seconds = time.perf_counter() - started
         schedule.step()
         test_loss, test_accuracy = evaluate(net, data.test_images, data.test_labels)

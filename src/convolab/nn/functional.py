@@ -13,6 +13,7 @@ Axis legend: ``N`` batch, ``C`` channels or classes, ``*`` any trailing axes.
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -575,17 +576,30 @@ def _at_labels(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _cross_entropy(input, target, reduction, label_smoothing):
-    """The loss, and what the pullback needs: log-probabilities, labels, classes and the input as computed with."""
+    """The loss, and what the pullback needs: a function giving ``softmax - smoothed one-hot`` ``(N, C, *)`` (a
+    new array), the labels and the input as computed with; by one compiled loop where it runs
+    (:func:`convolab.algorithms._kernels_loss.cross_entropy_rows`, which also makes the gradient's part)."""
     input, target, classes = _cross_entropy_args(input, target, reduction, label_smoothing)
     logits = input if input.ndim != 1 else input[np.newaxis]
     labels = target.reshape((-1, *target.shape[1:])) if input.ndim != 1 else target.reshape(1)
-    log_probs = _log_softmax_along(logits, 1)  # (N, C, *)
     # The smoothed target puts 1 - s + s/C on the label and s/C on every other class.
-    picked = _at_labels(log_probs, labels)  # (N, *)
-    losses = (1 - label_smoothing) * (0.0 - picked)  # 0 - x rather than -x: a sure prediction costs +0, not -0
-    if label_smoothing:
-        losses = losses - label_smoothing / classes * log_probs.sum(axis=1)
-    losses = losses.astype(input.dtype, copy=False)
+    if _compiled_loops_run(logits, labels):  # every shape, so that (N, C) and (N, C, 1) give the same bits
+        samples, positions = len(logits), prod(logits.shape[2:])  # explicit: with no samples, -1 is ambiguous
+        rows = logits.reshape(samples, classes, positions)  # (N, C, S)
+        losses = np.empty(labels.shape, logits.dtype)  # (N, *)
+        softmax_minus_target = np.empty(logits.shape, logits.dtype)
+        scalars = np.array([1 - label_smoothing, label_smoothing / classes]).astype(logits.dtype)
+        kernels("loss").cross_entropy_rows(rows, labels.reshape(samples, positions), scalars, bool(label_smoothing),
+                                           losses.reshape(samples, positions), softmax_minus_target.reshape(rows.shape))
+        gradient_part = lambda: softmax_minus_target  # noqa: E731  (one pullback per forward: never shared)
+    else:
+        log_probs = _log_softmax_along(logits, 1)  # (N, C, *)
+        picked = _at_labels(log_probs, labels)  # (N, *)
+        losses = (1 - label_smoothing) * (0.0 - picked)  # 0 - x rather than -x: a sure prediction costs +0, not -0
+        if label_smoothing:
+            losses = losses - label_smoothing / classes * log_probs.sum(axis=1)
+        losses = losses.astype(input.dtype, copy=False)
+        gradient_part = lambda: _softmax_minus_target(log_probs, labels, label_smoothing, classes)  # noqa: E731
     if input.ndim == 1:
         losses = losses[0]
     if reduction == "mean":
@@ -594,7 +608,21 @@ def _cross_entropy(input, target, reduction, label_smoothing):
         out = np.asarray(losses.sum(), dtype=input.dtype)
     else:
         out = losses
-    return out, log_probs, labels, classes, input
+    return out, gradient_part, labels, input
+
+
+def _softmax_minus_target(log_probs: np.ndarray, labels: np.ndarray, label_smoothing: float,
+                          classes: int) -> np.ndarray:
+    """d loss / d logits before the reduction's scale: ``softmax - smoothed one-hot``, per element (a new array)."""
+    grad = np.exp(log_probs)
+    if grad.ndim == 2:  # one class axis: an index pair, not take/put_along_axis's index arrays (their calls cost more)
+        grad[_rows(len(labels)), labels] -= 1 - label_smoothing
+    else:
+        picked = np.take_along_axis(grad, labels[:, np.newaxis].astype(np.intp), axis=1) - (1 - label_smoothing)
+        np.put_along_axis(grad, labels[:, np.newaxis].astype(np.intp), picked, axis=1)
+    if label_smoothing:
+        grad -= label_smoothing / classes
+    return grad
 
 
 def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean",
@@ -623,19 +651,11 @@ def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean"
 
 @defines_vjp(cross_entropy)
 def _cross_entropy_vjp(input, target, reduction="mean", label_smoothing=0.0):
-    out, log_probs, labels, classes, input = _cross_entropy(input, target, reduction, label_smoothing)
+    out, gradient_part, labels, input = _cross_entropy(input, target, reduction, label_smoothing)
 
     def pullback(grad_output):
         g = _check_grad("cross_entropy", grad_output, out.shape)
-        # d loss / d logits = softmax - smoothed one-hot, per element.
-        grad = np.exp(log_probs)
-        if grad.ndim == 2:  # one class axis: an index pair, not take/put_along_axis's index arrays (their calls cost more)
-            grad[_rows(len(labels)), labels] -= 1 - label_smoothing
-        else:
-            picked = np.take_along_axis(grad, labels[:, np.newaxis].astype(np.intp), axis=1) - (1 - label_smoothing)
-            np.put_along_axis(grad, labels[:, np.newaxis].astype(np.intp), picked, axis=1)
-        if label_smoothing:
-            grad -= label_smoothing / classes
+        grad = gradient_part()
         if reduction == "none":
             scale = (g if input.ndim != 1 else g[np.newaxis])[:, np.newaxis]
         else:

@@ -20,6 +20,7 @@ from ..functional import as_array, channel_sums, conv1d, conv2d, conv3d
 from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
+from ..algorithms._compiled import kernels, numba_loaded
 from .init import default_bound, generator_from, uniform
 from .module import Module, Parameter, VjpModule
 
@@ -557,13 +558,21 @@ class _BatchNorm(Module):
         return output
 
     def _update_running_statistics(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
-        # PyTorch's rule: the running variance follows the unbiased batch variance.
-        unbiased = var * (count / (count - 1))
+        # PyTorch's rule: the running variance follows the unbiased batch variance, var * count / (count - 1).
         tracked = self.num_batches_tracked + 1
         factor = 1 / float(tracked) if self.momentum is None else self.momentum
         dtype = self.running_mean.dtype
-        self._set_buffer("running_mean", ((1 - factor) * self.running_mean + factor * mean).astype(dtype))
-        self._set_buffer("running_var", ((1 - factor) * self.running_var + factor * unbiased).astype(dtype))
+        if _compiled_running_statistics(self.running_mean, self.running_var, mean, var):
+            new_mean, new_var = np.empty_like(self.running_mean), np.empty_like(self.running_var)
+            scalars = np.array([1 - factor, factor, count / (count - 1)]).astype(dtype)
+            kernels("batchnorm").running_statistics(self.running_mean, self.running_var, mean, var, scalars,
+                                                    new_mean, new_var)
+        else:
+            unbiased = var * (count / (count - 1))
+            new_mean = ((1 - factor) * self.running_mean + factor * mean).astype(dtype)
+            new_var = ((1 - factor) * self.running_var + factor * unbiased).astype(dtype)
+        self._set_buffer("running_mean", new_mean)
+        self._set_buffer("running_var", new_var)
         self._set_buffer("num_batches_tracked", np.asarray(tracked, np.int64))
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -576,6 +585,15 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+def _compiled_running_statistics(*vectors: np.ndarray) -> bool:
+    """Whether :func:`convolab.algorithms._kernels_batchnorm.running_statistics` takes ``vectors``: one dtype,
+    float32 or float64, C-contiguous, once Numba has been loaded by another path (the batch's own statistics
+    came from its forward kernel)."""
+    dtype = vectors[0].dtype
+    return (dtype in (np.float32, np.float64) and all(v.dtype == dtype and v.flags.c_contiguous for v in vectors)
+            and numba_loaded())
 
 
 class BatchNorm1d(_BatchNorm):

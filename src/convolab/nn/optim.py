@@ -135,17 +135,22 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, parameter: Parameter, state: dict[str, Any], group: dict[str, Any]) -> None:
-        beta1, beta2 = group["betas"]
         grad = parameter.grad
         if not state:
             state.update(step=0, exp_avg=np.zeros_like(parameter.data), exp_avg_sq=np.zeros_like(parameter.data),
                          scratch=np.empty_like(parameter.data))
         if _compiled_adam_runs(parameter.data, grad, state):
-            state["step"] += 1
+            step = state["step"] = state["step"] + 1
             flat = state["flat_views"]  # the 1-d views of the arrays checked once (_compiled_adam_runs)
-            kernels("optim").adam_update(flat[0], grad.reshape(-1), flat[1], flat[2],
-                                         self._scalars(group, state["step"], parameter.data.dtype))
+            scalars = self._step_scalars.get((id(group), step, flat[0].dtype))
+            if scalars is None:
+                scalars = self._scalars(group, step, flat[0].dtype)
+            update = self._adam_update
+            if update is None:
+                update = self._adam_update = kernels("optim").adam_update
+            update(flat[0], grad.reshape(-1), flat[1], flat[2], scalars)
             return
+        beta1, beta2 = group["betas"]
         if group["weight_decay"]:
             if self.decoupled:  # AdamW: shrink the weights directly, outside the adaptive scaling
                 parameter.data *= 1 - group["lr"] * group["weight_decay"]
@@ -171,7 +176,10 @@ class Adam(Optimizer):
 
 
     def step(self) -> None:
-        self._step_scalars: dict[tuple[int, int, str], np.ndarray] = {}  # this step's, shared by its parameters
+        # This step's scalars, shared by its parameters; the kernel looked up once a step, not once a parameter
+        # (a small network's ten parameters paid more for these lookups than for their update).
+        self._step_scalars: dict[tuple[int, int, np.dtype], np.ndarray] = {}
+        self._adam_update = None
         super().step()
 
     def _scalars(self, group: dict[str, Any], step: int, dtype: np.dtype) -> np.ndarray:
@@ -179,7 +187,7 @@ class Adam(Optimizer):
         at ``step`` in ``dtype``: the same steps as NumPy's below, each scalar in the parameter's dtype, as NumPy
         casts a Python float. Made once per step for all the group's parameters of that dtype (a small network's
         ten parameters paid more for making them than for their update)."""
-        key = (id(group), step, dtype.str)
+        key = (id(group), step, dtype)
         scalars = self._step_scalars.get(key)
         if scalars is None:
             beta1, beta2 = group["betas"]

@@ -1,0 +1,94 @@
+"""``_threads``: ``in_parallel``'s hand-out of jobs, and ``small_matmul``'s slices (equal to one product).
+
+Tolerance: each output sums the same ``K`` terms as ``np.matmul``'s, but the BLAS
+may order a slice's sums differently from the whole product's (its blocking
+follows the matrix sizes), so results agree to a few units in the last place
+(rtol 1e-5 float32, 1e-12 float64).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from convolab.algorithms._threads import BLAS_THREADED_MACS, SMALL_PRODUCT_MACS, in_parallel, small_matmul
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+# (batch shape of a, M, K, N): sliced by columns, by rows, batched, and outside the sliced range on both sides
+SHAPES = [((), 32, 144, 512), ((1,), 32, 144, 512), ((1,), 144, 512, 32), ((2,), 120, 32, 512),
+          ((), 32, 512, 144), ((), 16, 9, 64), ((), 300, 200, 100)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, m, k, n", SHAPES)
+def test_equals_one_product(dtype, batch, m, k, n):
+    rng = np.random.default_rng(m * n)
+    a = rng.standard_normal((*batch, m, k)).astype(dtype)
+    b = rng.standard_normal((*batch, k, n)).astype(dtype)
+    expected = np.matmul(a, b)
+    actual = small_matmul(a, b)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    np.testing.assert_allclose(actual, expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype] * k)
+
+
+def test_sizes_cover_the_slicing():
+    """The shapes above reach both branches and both sides of the sliced range."""
+    macs = [m * k * n for _, m, k, n in SHAPES]
+    assert min(macs) < BLAS_THREADED_MACS and max(macs) >= SMALL_PRODUCT_MACS
+    assert any(BLAS_THREADED_MACS <= x < SMALL_PRODUCT_MACS for x in macs)
+
+
+def test_transposed_views_and_mixed_dtypes():
+    """Operands as the callers pass them (transposed views), and NumPy's type promotion."""
+    rng = np.random.default_rng(0)
+    columns = rng.standard_normal((1, 144, 512)).astype(np.float32)
+    rows = rng.standard_normal((1, 32, 512))  # float64
+    for a, b in ((rows.astype(np.float32), columns.transpose(0, 2, 1)), (columns, rows.transpose(0, 2, 1))):
+        expected = np.matmul(a, b)
+        actual = small_matmul(a, b)
+        assert actual.dtype == expected.dtype
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_inputs_not_modified_and_vectors_passed_through():
+    a, b = np.ones((64, 128)), np.ones((128, 100))
+    before = a.copy(), b.copy()
+    small_matmul(a, b)
+    assert (a == before[0]).all() and (b == before[1]).all()
+    np.testing.assert_array_equal(small_matmul(np.ones(3), np.ones((3, 2))), np.ones(3) @ np.ones((3, 2)))
+
+
+def test_in_parallel_runs_every_job_once_even_nested():
+    """A job that itself hands out jobs: with one pool thread busy running the outer job, the inner call's helper
+    cannot start; it is cancelled rather than waited for, and the caller runs every job itself."""
+    done, lock = [], threading.Lock()
+
+    def inner_worker():
+        def run(job):
+            with lock:
+                done.append(("inner", job))
+        return run
+
+    def outer_worker():
+        def run(job):
+            in_parallel([1, 2, 3], inner_worker, 2)
+            with lock:
+                done.append(("outer", job))
+        return run
+
+    in_parallel([1, 2], outer_worker, 2)
+    assert sorted(done) == sorted([("inner", j) for j in (1, 2, 3)] * 2 + [("outer", 1), ("outer", 2)])
+
+
+def test_in_parallel_raises_a_jobs_error():
+    def worker():
+        def run(job):
+            if job == 3:
+                raise ValueError("job 3")
+        return run
+
+    with pytest.raises(ValueError, match="job 3"):
+        in_parallel(list(range(6)), worker, 2)
