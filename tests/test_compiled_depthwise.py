@@ -270,6 +270,19 @@ def test_what_the_channels_in_lanes_refuse():
         assert not _depthwise_compiled.takes_lanes(spec, spec.padding, 4), (input_shape, weight_shape, params)
 
 
+def test_the_channels_in_lanes_count_every_threads_scratch_against_the_workspace_limit():
+    """Each thread's grid and sums count in the workspace (the plane loops take over where all of them do not
+    fit the limit), and the algorithm reports them."""
+    spec = cl.conv_spec((4, 16, 28, 28), (16, 1, 3, 3), padding=1, groups=16)
+    per_thread = sum(_depthwise_compiled._lanes_scratch(spec, spec.padding)) * 4
+    with cl.thread_count(2):
+        assert _depthwise_compiled.takes_lanes(spec, spec.padding, 4)
+        assert ALGORITHMS["depthwise"].workspace_bytes(spec, 4) == 2 * per_thread
+        with cl.workspace_limit(int(1.5 * per_thread)):
+            assert not _depthwise_compiled.takes_lanes(spec, spec.padding, 4)
+            assert ALGORITHMS["depthwise"].workspace_bytes(spec, 4) <= 1.5 * per_thread
+
+
 def test_refusals_send_the_problem_to_the_numpy_path():
     spec = cl.conv_spec((1, 2, 5, 5), (2, 1, 3, 3), groups=2)
     for dtype in (np.int32, np.float16, np.complex64):

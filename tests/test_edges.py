@@ -400,3 +400,27 @@ def test_repeated_calls_give_identical_results():
     for (a1, r1), (a2, r2) in zip(results[::2], results[1::2]):
         assert a1 == a2
         np.testing.assert_array_equal(r1, r2)
+
+
+@pytest.mark.parametrize("before_2_1", [False, True])
+def test_reshaped_view_without_numpy_2_1s_copy_argument(monkeypatch, before_2_1):
+    """gemm and Winograd read a kernel through ``_window.reshaped_view``: a view or None, also on NumPy
+    before 2.1, whose ``reshape`` takes no ``copy`` (simulated: a TypeError for it)."""
+    from convolab import _window
+
+    if before_2_1:
+        plain = np.reshape
+
+        def old_reshape(a, shape, **keywords):
+            if keywords:
+                raise TypeError("reshape() got an unexpected keyword argument 'copy'")
+            return plain(a, shape)
+
+        monkeypatch.setattr(_window.np, "reshape", old_reshape)
+    a = np.arange(24.0).reshape(2, 3, 4)
+    view = _window.reshaped_view(a, (6, 4))
+    assert view is not None and np.shares_memory(view, a) and view.shape == (6, 4)
+    assert _window.reshaped_view(a.transpose(0, 2, 1), (2, 12)) is None
+    x, w = np.random.default_rng(0).standard_normal((2, 3, 8, 8)), np.random.default_rng(1).standard_normal((4, 3, 3, 3))
+    np.testing.assert_allclose(cl.conv(x, w, padding=1, algorithm="gemm"), cl.conv(x, w, padding=1, algorithm="direct"),
+                               rtol=1e-12, atol=1e-12)

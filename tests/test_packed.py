@@ -214,8 +214,27 @@ def test_columns_stay_within_the_workspace_limit_or_it_is_refused():
     assert_within(got, cl.conv(x, w, stride=2, padding=1, algorithm="direct"),
                   summation_bound(64 * 9, _magnitude(x, w, stride=2, padding=1), np.float32))
     with cl.thread_count(2), cl.workspace_limit(2**16):  # one run of 32 positions per thread does not fit
-        assert "exceed the workspace limit (0.0625 MiB)" in PACKED.why_not(spec, np.dtype(np.float32))
+        assert "exceeds the workspace limit (0.0625 MiB)" in PACKED.why_not(spec, np.dtype(np.float32))
         assert cl.plan(*shapes, stride=2, padding=1).algorithm != "packed"
+
+
+def test_spanning_blocks_sums_count_against_the_workspace_limit():
+    """Blocks that span samples write their sums to an output-sized array of their own before the move: it
+    counts in the workspace, and spanning is left off where it would take over half of the limit."""
+    shapes = ((64, 64, 7, 7), (256, 64, 3, 3))
+    spec = cl.conv_spec(*shapes, padding=1)
+    output_bytes = 64 * 256 * 7 * 7 * 4
+    with cl.thread_count(1):
+        assert packed_module._layout(spec, 4)[0]  # 7x7: a sample's last run of 32 would leave most lanes unused
+        assert PACKED.workspace_bytes(spec, 4) > output_bytes
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal(shapes[0]).astype(np.float32), rng.standard_normal(shapes[1]).astype(np.float32)
+    with cl.thread_count(1), cl.workspace_limit(2**20):
+        assert not packed_module._layout(spec, 4)[0]
+        assert PACKED.workspace_bytes(spec, 4) <= 2**20 and PACKED.why_not(spec, np.dtype(np.float32)) is None
+        got = cl.conv(x, w, padding=1, algorithm="packed")
+    assert_within(got, cl.conv(x, w, padding=1, algorithm="direct"),
+                  summation_bound(64 * 9, _magnitude(x, w, padding=1), np.float32))
 
 
 def test_empty_problems():

@@ -30,7 +30,7 @@ from ._errors import fail
 from ._geometry import WindowGeometry
 
 __all__ = ["pad", "pad_adjoint", "padded_sources", "sliding_windows", "add_windows", "reverse_spatial",
-           "COMPACT_SAVING", "CompactReads", "compact_reads", "check_fits_in_memory"]
+           "reshaped_view", "COMPACT_SAVING", "CompactReads", "compact_reads", "check_fits_in_memory"]
 
 _NUMPY_PAD_MODE = {
     "zeros": "constant",
@@ -186,6 +186,27 @@ def reverse_spatial(a: np.ndarray, rank: int) -> np.ndarray:
             [2, 1]]])
     """
     return a[(Ellipsis, *([slice(None, None, -1)] * rank))]
+
+
+def reshaped_view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``a`` as ``shape`` without copying it, or None where no view of ``a`` has that shape.
+
+    >>> reshaped_view(np.arange(6).reshape(2, 3), (3, 2)).base is not None
+    True
+    >>> reshaped_view(np.arange(6).reshape(2, 3).T, (6,)) is None
+    True
+    """
+    try:
+        return np.reshape(a, shape, copy=False)
+    except ValueError:  # no view has that shape
+        return None
+    except TypeError:  # NumPy before 2.1 has no ``copy``: a view's shape can be set only where no copy is needed
+        view = a.view()
+        try:
+            view.shape = shape
+        except AttributeError:
+            return None
+        return view
 
 
 # ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ._compiled import kernels, numba_missing
 from ._rates import THREAD_GAIN
 
 __all__ = ["Planes", "planes_for", "compiled_missing", "compiled_forward", "compiled_input_grad",
-           "compiled_weight_grad", "takes_lanes", "PLANE_RANK", "LANES_CHANNELS",
+           "compiled_weight_grad", "takes_lanes", "lanes_workspace_bytes", "PLANE_RANK", "LANES_CHANNELS",
            "LANES_POSITIONS", "LANES_SCRATCH_BYTES"]
 
 #: Spatial axes of the compiled kernels (:mod:`._kernels_depthwise`): a 1-d problem comes as one row.
@@ -202,7 +202,15 @@ def takes_lanes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: in
             or spec.out_channels_per_group != 1 or spec.groups % LANES_CHANNELS
             or spec.output_size[-1] < LANES_POSITIONS):
         return False
-    return sum(_lanes_scratch(spec, padding)) * itemsize <= min(LANES_SCRATCH_BYTES, current_workspace_limit())
+    per_thread = sum(_lanes_scratch(spec, padding)) * itemsize
+    return per_thread <= LANES_SCRATCH_BYTES and lanes_workspace_bytes(spec, padding, itemsize) <= current_workspace_limit()
+
+
+def lanes_workspace_bytes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: int) -> int:
+    """The scratch of :func:`._kernels_depthwise.forward_lanes`: each thread's grid and sums."""
+    jobs = spec.batch * (spec.in_channels // LANES_CHANNELS)
+    threads = max(1, min(compiled_support._threads(compiled_support._macs(spec)), jobs))
+    return threads * sum(_lanes_scratch(spec, padding)) * itemsize
 
 
 def _forward_lanes(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._settings import current_workspace_limit
+from .._window import reshaped_view
 from ..spec import ConvSpec
 from ._compiled import kernels
 from ._threads import in_parallel
@@ -150,9 +151,9 @@ def _swapped_source(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray | None:
         return None
     channels, out_channels = spec.in_channels_per_group, spec.out_channels_per_group
     unreversed = np.flip(kernel, axis=tuple(range(2, kernel.ndim)))
-    try:  # a view, or no use: a copy here would cost what reading the kernel as it is saves
-        grouped = np.reshape(unreversed, (spec.groups, out_channels, channels, prod(spec.kernel_size)), copy=False)
-    except ValueError:
+    # a view, or no use: a copy here would cost what reading the kernel as it is saves
+    grouped = reshaped_view(unreversed, (spec.groups, out_channels, channels, prod(spec.kernel_size)))
+    if grouped is None:
         return None
     weight = grouped.swapaxes(1, 2)
     return weight if weight.flags.c_contiguous else None

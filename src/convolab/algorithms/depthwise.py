@@ -40,7 +40,8 @@ from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
 from ._blocking import phase_size, stride_one
 from ._depthwise_compiled import (compiled_forward, compiled_input_grad, compiled_missing,
-                                  compiled_weight_grad, planes_for)
+                                  compiled_weight_grad, lanes_workspace_bytes, planes_for,
+                                  takes_lanes)
 from ._input_grad import FullOrScatter, full_padding
 from ._rates import COPY_RATE, THREAD_GAIN
 from ._threads import in_parallel
@@ -405,6 +406,8 @@ class Depthwise(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if compiled_missing(spec, np.dtype(f"f{itemsize}")) is None:
+            if takes_lanes(spec, spec.padding, itemsize):
+                return lanes_workspace_bytes(spec, spec.padding, itemsize)
             planes = planes_for(spec, spec.padding)
             return planes.threads() * planes.scratch_bytes(itemsize)
         layout = _DepthwiseLayout(spec, itemsize, spec.padding)

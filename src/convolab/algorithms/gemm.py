@@ -9,7 +9,7 @@ import numpy as np
 
 from .._dtypes import all_finite
 from .._settings import current_workspace_limit
-from .._window import pad
+from .._window import pad, reshaped_view
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
@@ -165,10 +165,9 @@ def _filter_rows(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     compiled tiled copy where the compiled kernels run (:func:`._columns.contiguous_filters`: the input
     gradient's full correlation hands gemm the weight swapped and reversed)."""
     rows = (spec.groups, spec.out_channels_per_group, prod(kernel.shape[1:]))
-    try:
-        return np.reshape(kernel, rows, copy=False)
-    except ValueError:  # no view of that shape
-        pass
+    view = reshaped_view(kernel, rows)
+    if view is not None:
+        return view
     if compiled_columns_missing(spec, kernel.dtype) is None:
         return contiguous_filters(kernel).reshape(rows)
     return kernel.reshape(rows)

@@ -76,6 +76,11 @@ def _chunk_channels(spec: ConvSpec) -> int:
     return -(-channels // -(-channels // most))
 
 
+def _spanned_bytes(spec: ConvSpec, itemsize: int) -> int:
+    """The bytes of the ``(G*O, N, *size)`` sums that blocks spanning samples write before the output's move."""
+    return prod(spec.output_shape) * itemsize
+
+
 def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     """``(spans, blocks, block)``: whether a job's block spans samples (where a sample's last run of
     :data:`LANES` would leave at least :data:`SPAN_WASTE` of its positions' lanes unused), how many blocks split
@@ -84,13 +89,18 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     leaves too few jobs for two per thread, or a count of jobs the threads cannot share evenly (ResNet-50
     layer3.0's 49 runs at two threads: 8 blocks, not 7, of which one thread would run 4)."""
     positions = prod(spec.output_size)
-    spans = spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
+    limit = current_workspace_limit()
+    # a spanning block's sums go to an output-sized array of their own, moved to the output at the end: only
+    # where that array takes at most half of cl.workspace_limit
+    moved = _spanned_bytes(spec, itemsize)
+    spans = (spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
+             and moved <= limit // 2)
     span = positions * spec.batch if spans else positions
     runs = -(-span // LANES)
     outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
-    budget = min(BLOCK_BYTES, current_workspace_limit() // _threads(_macs(spec)) - LANES * itemsize)
+    budget = min(BLOCK_BYTES, (limit - spans * moved) // _threads(_macs(spec)) - LANES * itemsize)
     blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
     threads = _threads(_macs(spec))
     if outer * blocks < 2 * threads:
@@ -141,11 +151,13 @@ def _live_share(spec: ConvSpec) -> float:
 
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
+    """The threads' scratch: each one's packed columns for one block (and a run of lanes past them), and where
+    blocks span samples, the sums' own output-sized array."""
     spans, blocks, block = _layout(spec, itemsize)
     jobs = spec.groups * (1 if spans else spec.batch) * blocks
     threads = max(1, min(_threads(_macs(spec)), jobs))
-    return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
+    columns = threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
+    return columns + spans * _spanned_bytes(spec, itemsize)
 
 
 class Packed(Algorithm):
@@ -169,7 +181,8 @@ class Packed(Algorithm):
             return why
         columns, limit = _columns_bytes(spec, np.dtype(dtype).itemsize), current_workspace_limit()
         if columns > limit:
-            return (f"its packed columns (a block per thread: {columns / 2**20:.3g} MiB) exceed the workspace limit "
+            return (f"its scratch (packed columns, a block per thread, and where blocks span samples their sums: "
+                    f"{columns / 2**20:.3g} MiB) exceeds the workspace limit "
                     f"({limit / 2**20:.3g} MiB)")
         return None
 

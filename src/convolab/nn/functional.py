@@ -640,6 +640,14 @@ def cross_entropy(input: np.ndarray, target: np.ndarray, reduction: str = "mean"
     label_smoothing : float
         Mix the one-hot target with the uniform distribution by this amount.
 
+    Notes
+    -----
+    Once Numba has been loaded by another path (a compiled convolution), one
+    compiled loop computes the loss and its gradient, adding each row's
+    exponentials in class order; before that, or without Numba, NumPy adds
+    them pairwise. The two can differ in the last bit of a loss (both within
+    the float's rounding of the exact sum).
+
     Examples
     --------
     >>> logits = np.array([[2., 0., 0.], [0., 1000., 0.]])  # no overflow at 1000
