@@ -148,3 +148,22 @@ def test_scatter_layouts_bit_for_bit_and_like_direct(samples_inside, x_shape, we
     bound = summation_bound(spec.out_channels_per_group * int(np.prod(weight_shape[2:])) * 2,
                             np.abs(g).max() * np.abs(weight).max(), dtype)
     assert_within(compiled.astype(np.float64), full, bound + np.finfo(dtype).eps * np.abs(full))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_block_wide_scatter_keeps_its_copy_of_grad_output_within_the_workspace_limit(compiled):
+    """With many more filters than window values per position (512 against 8 x 9), grad_output's block copied
+    into the wide product's order outweighs the window gradients: it counts in the block's size."""
+    from peak_memory import within_peak
+
+    spec = cl.conv_spec((16, 8, 14, 14), (512, 8, 3, 3), stride=2, padding=1)
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    g = rng.standard_normal(spec.output_shape).astype(np.float32)
+    expected = _engine._input_grad_scatter(g, w, spec, compiled=compiled)
+    limit = 2**18
+    result_bytes = 16 * 8 * 16 * 16 * 4  # the padded gradient the scatter adds into, at most
+    with cl.workspace_limit(limit):
+        got = within_peak(lambda: _engine._input_grad_scatter(g, w, spec, compiled=compiled),
+                          limit + result_bytes + 2**16)
+    np.testing.assert_array_equal(got, expected)

@@ -335,11 +335,12 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     cropped = compiled and spec.padding_mode == "zeros"
     size = spec.input_size if cropped else spec.padded_size
     grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
-    # Samples per block: the window gradients stay cache-sized (they are added back while still cached)
-    # and never exceed the workspace limit.
-    per_sample = spec.in_channels * taps * prod(spec.output_size) * grad_output.itemsize
-    samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample, 1))
     samples_inside = prod(spec.output_size) < SCATTER_BATCH_WIDE_POSITIONS
+    # Samples per block: the window gradients (and where one product spans the block, grad_output's block
+    # copied into its order) stay cache-sized, as they are added back while still cached, and never exceed
+    # the workspace limit.
+    per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
+    samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample * grad_output.itemsize, 1))
     for n0 in range(0, spec.batch, samples):
         n1 = min(spec.batch, n0 + samples)
         g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
