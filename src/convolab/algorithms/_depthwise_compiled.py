@@ -196,14 +196,15 @@ def _lanes_scratch(spec: ConvSpec, padding: Sequence[tuple[int, int]]) -> tuple[
 def takes_lanes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: int) -> bool:
     """Whether the forward runs with the channels in the vector lanes (:func:`._kernels_depthwise.forward_lanes`):
     2-d, stride 1, one output channel per input channel, whole blocks of :data:`LANES_CHANNELS` channels, rows
-    of at least :data:`LANES_POSITIONS` output positions, and a thread's scratch within
-    :data:`LANES_SCRATCH_BYTES` and the workspace limit."""
+    of at least :data:`LANES_POSITIONS` output positions, a thread's scratch within
+    :data:`LANES_SCRATCH_BYTES`, and every thread's (:func:`lanes_workspace_bytes`) within the workspace limit."""
     if (spec.rank != PLANE_RANK or any(s != 1 for s in spec.stride) or spec.in_channels_per_group != 1
             or spec.out_channels_per_group != 1 or spec.groups % LANES_CHANNELS
             or spec.output_size[-1] < LANES_POSITIONS):
         return False
-    per_thread = sum(_lanes_scratch(spec, padding)) * itemsize
-    return per_thread <= LANES_SCRATCH_BYTES and lanes_workspace_bytes(spec, padding, itemsize) <= current_workspace_limit()
+    if sum(_lanes_scratch(spec, padding)) * itemsize > LANES_SCRATCH_BYTES:
+        return False
+    return lanes_workspace_bytes(spec, padding, itemsize) <= current_workspace_limit()
 
 
 def lanes_workspace_bytes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: int) -> int:
