@@ -218,23 +218,48 @@ def test_columns_stay_within_the_workspace_limit_or_it_is_refused():
         assert cl.plan(*shapes, stride=2, padding=1).algorithm != "packed"
 
 
-def test_spanning_blocks_sums_count_against_the_workspace_limit():
-    """Blocks that span samples write their sums to an output-sized array of their own before the move: it
-    counts in the workspace, and spanning is left off where it would take over half of the limit."""
+def test_spanning_blocks_store_into_the_output_with_no_scratch_of_its_size():
+    """Blocks that span samples store each run's lanes into the output's planes, a run that reaches into the next
+    sample jumping to that sample's plane: no output-sized array, so they span at a workspace limit far below the
+    output's 3 MiB, and give direct's sums there."""
     shapes = ((64, 64, 7, 7), (256, 64, 3, 3))
     spec = cl.conv_spec(*shapes, padding=1)
     output_bytes = 64 * 256 * 7 * 7 * 4
-    with cl.thread_count(1):
-        assert packed_module._layout(spec, 4)[0]  # 7x7: a sample's last run of 32 would leave most lanes unused
-        assert PACKED.workspace_bytes(spec, 4) > output_bytes
     rng = np.random.default_rng(6)
     x, w = rng.standard_normal(shapes[0]).astype(np.float32), rng.standard_normal(shapes[1]).astype(np.float32)
     with cl.thread_count(1), cl.workspace_limit(2**20):
-        assert not packed_module._layout(spec, 4)[0]
-        assert PACKED.workspace_bytes(spec, 4) <= 2**20 and PACKED.why_not(spec, np.dtype(np.float32)) is None
+        assert packed_module._layout(spec, 4)[0]  # 7x7: a sample's last run of 32 would leave most lanes unused
+        assert PACKED.workspace_bytes(spec, 4) <= 2**20 < output_bytes
+        assert PACKED.why_not(spec, np.dtype(np.float32)) is None
         got = cl.conv(x, w, padding=1, algorithm="packed")
     assert_within(got, cl.conv(x, w, padding=1, algorithm="direct"),
                   summation_bound(64 * 9, _magnitude(x, w, padding=1), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_runs_that_pass_several_samples(dtype, threads):
+    """3x3 and 2x5 outputs (9 and 10 positions): one run of 32 lanes passes into three or four more samples, each
+    lane stored in its own sample's plane; 13 output channels (7 per group) leave one (three) for the tail after
+    the tiles; a non-contiguous input; against direct and PyTorch."""
+    rng = np.random.default_rng(11)
+    for shapes, params in [(((7, 10, 6, 6), (13, 10, 3, 3)), dict(stride=2, padding=1)),
+                           (((5, 6, 4, 9), (14, 3, 3, 2)), dict(stride=(1, 2), padding=(0, 1), groups=2))]:
+        n, c, h, w_size = shapes[0]
+        x = np.swapaxes(rng.standard_normal((n, c, w_size, h)), 2, 3).astype(dtype)  # a view, not contiguous
+        w = rng.standard_normal(shapes[1]).astype(dtype)
+        spec = cl.conv_spec(*shapes, **params)
+        with cl.thread_count(threads):
+            assert packed_module._layout(spec, np.dtype(dtype).itemsize)[0]
+            got = cl.conv(x, w, **params, algorithm="packed")
+        assert not x.flags.c_contiguous
+        assert_within(got, cl.conv(x, w, **params, algorithm="direct"),
+                      summation_bound(int(np.prod(shapes[1][1:])), _magnitude(x, w, **params), dtype))
+        torch = pytest.importorskip("torch")
+        expected = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), None, params["stride"],
+                                              params["padding"], 1, params.get("groups", 1)).numpy()
+        tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got, expected, **tolerance)
 
 
 def test_empty_problems():

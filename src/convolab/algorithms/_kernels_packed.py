@@ -9,7 +9,8 @@ A job is one group and a block of ``T`` consecutive output positions of one
 sample (the output's axes flattened, so a block may start or end mid-row), or,
 where a sample's positions are too few for whole runs of :data:`LANES` (7x7 and
 14x14 outputs), of all samples one after another, so that a panel spans
-samples and computes no lanes it drops.
+samples and computes no lanes it drops (a run of sums that reaches into the
+next sample stores those lanes in that sample's plane).
 Chunk by chunk of input channels, it packs the block's columns ``col[k, t]``
 (``k``: input channel and tap) into its scratch as panels of :data:`LANES`
 positions (:func:`pack`: the zero padding, stride and dilation done as it
@@ -30,8 +31,7 @@ The contract of :func:`forward`:
   sides are ``low_d, low_h, low_w`` (the high sides: whatever the windows
   reach past the input reads zero);
 - ``weights`` ``(G*O, K)`` with ``K = C*KD*KH*KW``, taps in C order;
-- ``out`` flat: ``(N, G*O, A, B, E)``, or ``(G*O, N, A, B, E)`` where blocks
-  span samples (the wrapper moves its axes), written where the jobs say;
+- ``out`` flat: ``(N, G*O, A, B, E)``, written where the jobs say;
 - ``col``: the thread's scratch, at least ``chunk * KD*KH*KW * block +
   LANES`` values (one chunk's panels; a last panel of fewer than ``LANES``
   positions is read as whole runs, past its end: those lanes are computed and
@@ -161,56 +161,85 @@ def pack(x, col, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, 
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _resume(kind, out, at, valid, resume):
+def _resume(kind, out, at, valid, resume, offset, positions, jump):
     """A run of :data:`LANES` sums of dtype ``kind`` on the stack: the ``valid`` sums an earlier block of channels
-    left in the flat ``out`` at ``at`` where ``resume``, else (and past ``valid``) zeros."""
+    left in the flat ``out`` where ``resume``, else (and past ``valid``) zeros. Lane ``m`` is at ``at + m``, and
+    ``jump`` further for every sample it has passed into (the run's first position is ``offset`` into a sample
+    of ``positions``)."""
     run = _stack_run(kind)
-    if resume and valid == LANES:  # whole runs in one loop, which LLVM writes as vectors
+    split = positions - offset  # the lanes left in the run's first sample
+    if resume and valid == LANES and split >= LANES:  # one loop, which LLVM writes as vectors
         for m in range(LANES):
             run[m] = out[at + np.uint64(m)]
+    elif resume and valid == LANES and positions >= LANES:  # into the next sample only: one loop per sample
+        for m in range(LANES):
+            if m < split:
+                run[m] = out[at + np.uint64(m)]
+        for m in range(LANES):
+            if m >= split:
+                run[m] = out[at + np.uint64(jump) + np.uint64(m)]
     else:
         for m in range(LANES):
             run[m] = 0
         if resume:
+            read, position = at, offset
             for m in range(valid):
-                run[m] = out[at + np.uint64(m)]
+                run[m] = out[read]
+                read, position = read + np.uint64(1), position + 1
+                if position == positions:  # the next sample's plane of this channel
+                    read, position = read + np.uint64(jump), 0
     return run
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _keep(run, out, at, valid):
-    """``out[at:at+valid] = run[:valid]`` (``out`` flat), whole runs as vectors."""
-    if valid == LANES:
+def _keep(run, out, at, valid, offset, positions, jump):
+    """``run[:valid]`` stored into the flat ``out`` where :func:`_resume` reads it; a whole run within one sample
+    as vectors."""
+    split = positions - offset
+    if valid == LANES and split >= LANES:
         for m in range(LANES):
             out[at + np.uint64(m)] = run[m]
+    elif valid == LANES and positions >= LANES:
+        for m in range(LANES):
+            if m < split:
+                out[at + np.uint64(m)] = run[m]
+        for m in range(LANES):
+            if m >= split:
+                out[at + np.uint64(jump) + np.uint64(m)] = run[m]
     else:
+        write, position = at, offset
         for m in range(valid):
-            out[at + np.uint64(m)] = run[m]
+            out[write] = run[m]
+            write, position = write + np.uint64(1), position + 1
+            if position == positions:
+                write, position = write + np.uint64(jump), 0
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
 def tile_sums(weights, w_at, row_step, panel, panel_at, width, runs, run_step, count, out, o_at, out_step, rows,
-              resume):
-    """``out[o_at + r*out_step + m] (+)= sum_{i < runs, k < count} weights[w_at + r*row_step + i*run_step + k] *
-    panel[panel_at + (i*run_step + k)*width + m]`` for ``r < rows``
+              resume, offset, positions, jump):
+    """``out[o_at + r*out_step + m + jump*((offset + m) // positions)] (+)= sum_{i < runs, k < count}
+    weights[w_at + r*row_step + i*run_step + k] * panel[panel_at + (i*run_step + k)*width + m]`` for ``r < rows``
     (:data:`~._kernels_winograd_fused.TILES_WIDE` or :data:`~._kernels_winograd_fused.TILES_NARROW`) and ``m <
     width``, added to what ``out`` holds where ``resume``: one register tile of ``rows`` channels by
     :data:`LANES` positions (a panel narrower than that is read past its end; those lanes are dropped). Every
     array flat; the sums in ``(i, k)`` order, one multiply-add at a time. A chunk's rows are one run (``runs``
     1, ``count`` its rows), or per channel the run of taps that read inside the input (``runs`` its channels,
-    ``run_step`` the taps of one)."""
+    ``run_step`` the taps of one). A run whose positions reach into the next samples (blocks that span samples:
+    its first is ``offset`` into a sample of ``positions``) stores those lanes ``jump`` further per sample
+    passed: that sample's plane of the same channel."""
     kind, step = panel.dtype, np.uint64(row_step)
     w_first, p_first, o_first = np.uint64(w_at), np.uint64(panel_at), np.uint64(o_at)
     o_step = np.uint64(out_step)
-    s0 = _resume(kind, out, o_first, width, resume)
-    s1 = _resume(kind, out, o_first + o_step, width, resume)
-    s2 = _resume(kind, out, o_first + np.uint64(2) * o_step, width, resume)
-    s3 = _resume(kind, out, o_first + np.uint64(3) * o_step, width, resume)
+    s0 = _resume(kind, out, o_first, width, resume, offset, positions, jump)
+    s1 = _resume(kind, out, o_first + o_step, width, resume, offset, positions, jump)
+    s2 = _resume(kind, out, o_first + np.uint64(2) * o_step, width, resume, offset, positions, jump)
+    s3 = _resume(kind, out, o_first + np.uint64(3) * o_step, width, resume, offset, positions, jump)
     if rows == TILES_WIDE:
-        s4 = _resume(kind, out, o_first + np.uint64(4) * o_step, width, resume)
-        s5 = _resume(kind, out, o_first + np.uint64(5) * o_step, width, resume)
-        s6 = _resume(kind, out, o_first + np.uint64(6) * o_step, width, resume)
-        s7 = _resume(kind, out, o_first + np.uint64(7) * o_step, width, resume)
+        s4 = _resume(kind, out, o_first + np.uint64(4) * o_step, width, resume, offset, positions, jump)
+        s5 = _resume(kind, out, o_first + np.uint64(5) * o_step, width, resume, offset, positions, jump)
+        s6 = _resume(kind, out, o_first + np.uint64(6) * o_step, width, resume, offset, positions, jump)
+        s7 = _resume(kind, out, o_first + np.uint64(7) * o_step, width, resume, offset, positions, jump)
         for i in range(np.uint64(runs)):
             run = i * np.uint64(run_step)
             for k in range(run, run + np.uint64(count)):
@@ -220,10 +249,10 @@ def tile_sums(weights, w_at, row_step, panel, panel_at, width, runs, run_step, c
                        weights[w + np.uint64(3) * step], panel, at)
                 _add_4(s4, s5, s6, s7, weights[w + np.uint64(4) * step], weights[w + np.uint64(5) * step],
                        weights[w + np.uint64(6) * step], weights[w + np.uint64(7) * step], panel, at)
-        _keep(s4, out, o_first + np.uint64(4) * o_step, width)
-        _keep(s5, out, o_first + np.uint64(5) * o_step, width)
-        _keep(s6, out, o_first + np.uint64(6) * o_step, width)
-        _keep(s7, out, o_first + np.uint64(7) * o_step, width)
+        _keep(s4, out, o_first + np.uint64(4) * o_step, width, offset, positions, jump)
+        _keep(s5, out, o_first + np.uint64(5) * o_step, width, offset, positions, jump)
+        _keep(s6, out, o_first + np.uint64(6) * o_step, width, offset, positions, jump)
+        _keep(s7, out, o_first + np.uint64(7) * o_step, width, offset, positions, jump)
     else:
         for i in range(np.uint64(runs)):
             run = i * np.uint64(run_step)
@@ -231,10 +260,10 @@ def tile_sums(weights, w_at, row_step, panel, panel_at, width, runs, run_step, c
                 w = w_first + k
                 _add_4(s0, s1, s2, s3, weights[w], weights[w + step], weights[w + np.uint64(2) * step],
                        weights[w + np.uint64(3) * step], panel, p_first + k * np.uint64(width))
-    _keep(s0, out, o_first, width)
-    _keep(s1, out, o_first + o_step, width)
-    _keep(s2, out, o_first + np.uint64(2) * o_step, width)
-    _keep(s3, out, o_first + np.uint64(3) * o_step, width)
+    _keep(s0, out, o_first, width, offset, positions, jump)
+    _keep(s1, out, o_first + o_step, width, offset, positions, jump)
+    _keep(s2, out, o_first + np.uint64(2) * o_step, width, offset, positions, jump)
+    _keep(s3, out, o_first + np.uint64(3) * o_step, width, offset, positions, jump)
 
 
 @njit(cache=True, nogil=True)
@@ -264,9 +293,9 @@ def live_taps(r0, r1, out3, kernel3, depth, height, sd, sh, dd, dh, low_d, low_h
 def forward(x, weights, out, out3, col, first, last, groups, spans, blocks, chunk, kernel3, sd, sh, sw, dd, dh, dw,
             low_d, low_h, low_w, skip):
     """The convolution of jobs ``first:last`` (the module's contract, but ``out`` flat): where ``spans``, job
-    ``g*blocks + b`` computes block ``b`` of group ``g``'s positions of every sample, one after another, into
-    ``out`` laid out ``(G*O, N, A, B, E)``; else job ``(n*G + g)*blocks + b`` block ``b`` of sample ``n``'s
-    positions into ``out`` ``(N, G*O, A, B, E)``. The blocks split the runs of :data:`LANES` positions evenly
+    ``g*blocks + b`` computes block ``b`` of group ``g``'s positions of every sample, one after another; else
+    job ``(n*G + g)*blocks + b`` block ``b`` of sample ``n``'s positions; ``out`` is ``(N, G*O, A, B, E)``
+    either way. The blocks split the runs of :data:`LANES` positions evenly
     (a block ``b`` starts at run ``b * runs // blocks``); ``kernel3`` ``(KD, KH, KW)``, ``out3`` ``(A, B, E)``.
 
     The group's input channels go ``chunk`` at a time: their columns packed
@@ -293,15 +322,18 @@ def forward(x, weights, out, out3, col, first, last, groups, spans, blocks, chun
     runs = -(-span // LANES)
     flat_w = weights.reshape(weights.size)
     wide = TILES_WIDE if col.itemsize == 4 else TILES_NARROW
+    # out[n, g*O + o, p] for the q-th position (n, p) of all samples, q = n*P + p, lies at
+    # (g*O + o)*P + q + n*jump: a sample's plane of every channel before the next sample's
+    jump = (weights.shape[0] - 1) * positions
     for job in range(first, last):
         outer, b = job // blocks, job % blocks
         p0, p1 = b * runs // blocks * LANES, min(span, (b + 1) * runs // blocks * LANES)
-        if spans:  # out[g*O + o, q] for the q-th position of all samples
-            g, o_first, o_step = outer, outer * out_channels * span, span
-        else:  # out[n, g*O + o, q - n*positions]: the sample's positions
+        if spans:  # block b of group g's positions of every sample
+            g = outer
+        else:  # block b of sample n's positions
             n, g = outer // groups, outer % groups
             p0, p1 = p0 + n * positions, p1 + n * positions
-            o_first, o_step = outer * out_channels * positions - n * positions, positions
+        o_first, o_step = g * out_channels * positions, positions
         panels = -(-(p1 - p0) // LANES)
         tap_lo, tap_hi = np.zeros(panels, dtype=np.int64), np.full(panels, kernel_taps, dtype=np.int64)
         if skip:
@@ -322,23 +354,26 @@ def forward(x, weights, out, out3, col, first, last, groups, spans, blocks, chun
                     o_at = o_first + t0 * o_step
                     for r0 in range(p0, p1, LANES):
                         width, panel = min(LANES, p1 - r0), (r0 - p0) * count
+                        at = o_at + r0 + r0 // positions * jump  # the run's first position, in its sample's plane
                         lo, hi = tap_lo[(r0 - p0) // LANES], tap_hi[(r0 - p0) // LANES]
                         if lo == 0 and hi == kernel_taps:  # the chunk's rows in one run
-                            tile_sums(flat_w, w_at, taps, col, panel, width, 1, count, count, out, o_at + r0,
-                                      o_step, tile_count, c0 > 0)
+                            tile_sums(flat_w, w_at, taps, col, panel, width, 1, count, count, out, at, o_step,
+                                      tile_count, c0 > 0, r0 % positions, positions, jump)
                         else:  # per channel, its taps lo:hi
                             tile_sums(flat_w, w_at + lo, taps, col, panel + lo * width, width, chunk_channels,
-                                      kernel_taps, hi - lo, out, o_at + r0, o_step, tile_count, c0 > 0)
+                                      kernel_taps, hi - lo, out, at, o_step, tile_count, c0 > 0, r0 % positions,
+                                      positions, jump)
                 row0 += rows
             for o in range(row0, out_channels):  # too few channels left for a tile
                 w_at = (g * out_channels + o) * taps + c0 * kernel_taps
                 o_at = o_first + o * o_step
                 for r0 in range(p0, p1, LANES):
                     width, panel = min(LANES, p1 - r0), (r0 - p0) * count
-                    if c0 == 0:
+                    at, offset = o_at + r0 + r0 // positions * jump, r0 % positions
+                    if c0 == 0:  # a position's place: jump further per sample passed
                         for t in range(width):
-                            out[o_at + r0 + t] = 0
+                            out[at + t + (offset + t) // positions * jump] = 0
                     for k in range(count):
                         weight = flat_w[w_at + k]
                         for t in range(width):
-                            out[o_at + r0 + t] += weight * col[panel + k * width + t]
+                            out[at + t + (offset + t) // positions * jump] += weight * col[panel + k * width + t]

@@ -47,8 +47,8 @@ CHUNK_ROWS = 1024
 #: 1.5 MiB; the strided 3x3 layers alike within 2%).
 BLOCK_BYTES = 2**20
 #: Lanes a sample's last run of :data:`LANES` leaves unused, as a share of its positions, from which a block spans
-#: samples (ResNet's 14x14 outputs: 14%, 7x7: 31%; ASPP's 33x33: 3%): the output is then computed with its channel
-#: axis first and moved once.
+#: samples (ResNet's 14x14 outputs: 14%, 7x7: 31%; ASPP's 33x33: 3%): a run that reaches into the next sample
+#: stores those lanes in its plane.
 SPAN_WASTE = 0.05
 
 
@@ -60,9 +60,6 @@ CALL_OVERHEAD = 60e-6
 MAC_RATE = 63e9
 #: The channels left over after the tiles (``O mod 4``) are summed this many times slower.
 TAIL_SLOWDOWN = 8
-#: Bytes per second of moving the output's axes where blocks span samples (NumPy's copy: 11-15e9 measured on
-#: ResNet's 7x7 and 14x14 outputs, one thread).
-SPAN_MOVE_RATE = 12e9
 #: Seconds per piece of an output row the packing copies for every tap along the row (its bounds, its loops'
 #: starts: short rows cost more per value).
 PIECE_COST = 22e-9
@@ -76,11 +73,6 @@ def _chunk_channels(spec: ConvSpec) -> int:
     return -(-channels // -(-channels // most))
 
 
-def _spanned_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """The bytes of the ``(G*O, N, *size)`` sums that blocks spanning samples write before the output's move."""
-    return prod(spec.output_shape) * itemsize
-
-
 def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     """``(spans, blocks, block)``: whether a job's block spans samples (where a sample's last run of
     :data:`LANES` would leave at least :data:`SPAN_WASTE` of its positions' lanes unused), how many blocks split
@@ -90,17 +82,13 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     layer3.0's 49 runs at two threads: 8 blocks, not 7, of which one thread would run 4)."""
     positions = prod(spec.output_size)
     limit = current_workspace_limit()
-    # a spanning block's sums go to an output-sized array of their own, moved to the output at the end: only
-    # where that array takes at most half of cl.workspace_limit
-    moved = _spanned_bytes(spec, itemsize)
-    spans = (spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
-             and moved <= limit // 2)
+    spans = spec.batch > 1 and -(-positions // LANES) * LANES - positions >= SPAN_WASTE * positions
     span = positions * spec.batch if spans else positions
     runs = -(-span // LANES)
     outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
-    budget = min(BLOCK_BYTES, (limit - spans * moved) // _threads(_macs(spec)) - LANES * itemsize)
+    budget = min(BLOCK_BYTES, limit // _threads(_macs(spec)) - LANES * itemsize)
     blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
     threads = _threads(_macs(spec))
     if outer * blocks < 2 * threads:
@@ -151,13 +139,11 @@ def _live_share(spec: ConvSpec) -> float:
 
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
-    """The threads' scratch: each one's packed columns for one block (and a run of lanes past them), and where
-    blocks span samples, the sums' own output-sized array."""
+    """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
     spans, blocks, block = _layout(spec, itemsize)
     jobs = spec.groups * (1 if spans else spec.batch) * blocks
     threads = max(1, min(_threads(_macs(spec)), jobs))
-    columns = threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
-    return columns + spans * _spanned_bytes(spec, itemsize)
+    return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
 
 class Packed(Algorithm):
@@ -181,7 +167,7 @@ class Packed(Algorithm):
             return why
         columns, limit = _columns_bytes(spec, np.dtype(dtype).itemsize), current_workspace_limit()
         if columns > limit:
-            return (f"its scratch (packed columns, a block per thread, and where blocks span samples their sums: "
+            return (f"its scratch (packed columns, a block per thread: "
                     f"{columns / 2**20:.3g} MiB) exceeds the workspace limit "
                     f"({limit / 2**20:.3g} MiB)")
         return None
@@ -194,8 +180,7 @@ class Packed(Algorithm):
         nothing) at :data:`MAC_RATE`; every piece of an output row the packing copies (per input channel and
         leading taps: each output row and each panel boundary starts one, for every tap along the row) at
         :data:`PIECE_COST`; the output's writes past a core's cache
-        (:func:`~convolab.algorithms._rates.results_seconds`: VGG conv1_1's 103 MB of output), and where
-        blocks span samples, the output's move at :data:`SPAN_MOVE_RATE`.
+        (:func:`~convolab.algorithms._rates.results_seconds`: VGG conv1_1's 103 MB of output).
 
         The constants were refitted in session 11 (least squares on the
         logarithm, two runs) to one thread's CPU time, min of 5, on 21 float32
@@ -227,8 +212,7 @@ class Packed(Algorithm):
         out3 = _shape3((1, 1, *spec.output_size))[2:]
         pieces = rows // spec.kernel_size[-1] * (spec.batch * spec.groups * out3[0] * out3[1] + runs)
         output_bytes = prod(spec.output_shape) * itemsize
-        seconds = (tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST + results_seconds(output_bytes)
-                   + spans * output_bytes / SPAN_MOVE_RATE)
+        seconds = tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST + results_seconds(output_bytes)
         available = _threads(macs)
         threads = min(available, outer * blocks)
         return CALL_OVERHEAD + seconds * (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1))
@@ -260,9 +244,7 @@ class Packed(Algorithm):
         weights = _as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
         spans, blocks, block = _layout(spec, source.itemsize)
         chunk = _chunk_channels(spec)
-        # (G*O, N, *size) where blocks span samples, moved to (N, G*O, *size) below
-        computed = np.empty((spec.out_channels, spec.batch, *spec.output_size) if spans else spec.output_shape,
-                            dtype=source.dtype)
+        computed = np.empty(spec.output_shape, dtype=source.dtype)
         out3 = _shape3((1, 1, *spec.output_size))[2:]
         kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
         lows = _steps(tuple(low for low, _ in padding), fill=0)
@@ -275,4 +257,4 @@ class Packed(Algorithm):
                                                    blocks, chunk, kernel3, *_steps(spec.stride),
                                                    *_steps(spec.dilation), *lows, skip),
                   lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
-        return np.ascontiguousarray(computed.swapaxes(0, 1)) if spans else computed
+        return computed
