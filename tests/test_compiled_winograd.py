@@ -28,7 +28,7 @@ from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import _winograd_compiled
 from convolab.algorithms import winograd as winograd_module
 from convolab.algorithms._winograd_compiled import compiled_winograd_conv, fused_winograd_conv
-from convolab.algorithms.winograd import Winograd, winograd_conv
+from convolab.algorithms.winograd import Winograd, winograd_conv, winograd_matrices
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
 
@@ -202,6 +202,56 @@ def test_pooled_products_over_blocks_threads_groups_and_partial_panels(dtype):
                                           algorithm="scatter")
             tolerance = (1e-4 if dtype == np.float32 else 1e-12) * np.abs(expected).max()
             np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("swapped", [False, True], ids=["forward", "swapped"])
+def test_filter_panels_over_spans_of_channels(swapped, tile, dtype):
+    """The panels' transform, channels taken a span (:data:`PANEL_SPAN`) at a time: ``G g G^T`` of every filter in
+    its panel, zeros past the last filter, against NumPy's product with the generated ``G``. Channels past two whole
+    spans and not a whole gather chunk (150), filters ending inside a panel (70), two groups, three threads; the
+    swapped source is the input gradient's kernel, a swapped and reversed view of the forward's weight (one group,
+    where the engine's swap is a view). Each
+    thread's scratch is within what :func:`panel_scratch_bytes` counts."""
+    groups, channels, filters = 1 if swapped else 2, 2 * _winograd_compiled.PANEL_SPAN + 22, 70
+    rng = np.random.default_rng(12)
+    if swapped:  # the full correlation's kernel (G*C, O, 3, 3) viewed on the forward's weight (G*O, C, 3, 3)
+        forward = rng.standard_normal((groups * channels, filters, 3, 3)).astype(dtype)
+        kernel = forward.reshape(groups, channels, filters, 3, 3).swapaxes(1, 2).reshape(
+            groups * filters, channels, 3, 3)[:, :, ::-1, ::-1]
+        spec = cl.conv_spec((1, groups * channels, 9, 9), kernel.shape, padding=1, groups=groups)
+        assert _winograd_compiled._swapped_source(kernel, spec) is not None
+    else:
+        kernel = rng.standard_normal((groups * filters, channels, 3, 3)).astype(dtype)
+        spec = cl.conv_spec((1, groups * channels, 9, 9), kernel.shape, padding=1, groups=groups)
+    lanes = 32
+    sizes = []
+    real_empty = np.empty
+
+    def counted_empty(shape, *args, **kwargs):  # the scratch the wrapper makes per thread: 1-d
+        array = real_empty(shape, *args, **kwargs)
+        if array.ndim == 1:
+            sizes.append(array.nbytes)
+        return array
+
+    with cl.thread_count(3), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_winograd_compiled.np, "empty", counted_empty)
+        panels = _winograd_compiled._filter_panels(kernel, spec, tile, lanes)
+    _, g_matrix, _ = winograd_matrices(tile, 3)
+    grouped = np.ascontiguousarray(kernel).astype(np.float64).reshape(groups, filters, channels, 3, 3)
+    transformed = np.einsum("pi,gocij,qj->gpqco", g_matrix, grouped, g_matrix)
+    expected = np.zeros((groups, (tile + 2)**2, -(-filters // lanes) * lanes, channels))
+    expected[:, :, :filters] = transformed.reshape(groups, (tile + 2)**2, channels, filters).swapaxes(2, 3)
+    expected = expected.reshape(groups, (tile + 2)**2, -1, lanes, channels).swapaxes(3, 4)  # (G, P, R, C, lanes)
+    tolerance = (1e-6 if dtype == np.float32 else 1e-14) * np.abs(expected).max()
+    np.testing.assert_allclose(panels, expected, rtol=0, atol=tolerance)
+    assert np.all(panels[:, :, -1, :, filters % lanes:] == 0)  # exactly zeros past the last filter
+    per_thread = _winograd_compiled.panel_scratch_bytes(spec, tile, np.dtype(dtype).itemsize)
+    assert sizes and len(sizes) % 2 == 0 and all(
+        sum(sizes[i:i + 2]) <= per_thread for i in range(0, len(sizes), 2))
+    if not swapped:  # the bound is reached where the spans are used
+        assert sum(sizes[:2]) == per_thread
 
 
 @pytest.mark.parametrize("tile", TILES)

@@ -475,26 +475,26 @@ def _straight_filter_source(m: int, rank: int, name: str, swapped: bool = False)
 """
 
 
-def _panel_filter_source(m: int, rank: int, name: str, lanes: int, swapped: bool) -> str:
+def _panel_filter_source(m: int, rank: int, name: str, lanes: int, swapped: bool, span: int, chunk: int) -> str:
     """The source of :func:`filter_panels`' kernel ``name`` (:func:`_filter_lines` per filter, ``lanes`` filters
     in one vectorized loop)."""
     count = (m + 2)**rank
     taps = 3**rank
     lines = _filter_lines(m, rank, f"gathered[uint64((cc * {taps} + {{k}}) * {lanes}) + e]",
-                          f"block[uint64({{p}} * {lanes}) + e]")
-    body = "\n".join(" " * 20 + line for line in lines)
+                          f"block[uint64({{p}} * {span * lanes}) + at + e]")
+    body = "\n".join(" " * 24 + line for line in lines)
     if swapped:  # lanes along the weight's channels, channels along its filters, taps reversed: contiguous runs
-        gather = f"""            for cc in range(rows):
-                start = ((g * height + c0 + cc) * width + o0) * {taps}
-                for e in range(valid):
-                    for k in range({taps}):
-                        gathered[(cc * {taps} + k) * {lanes} + e] = source[start + e * {taps} + {taps - 1} - k]"""
+        gather = f"""                for cc in range(rows):
+                    start = ((g * height + c0 + cc) * width + o0) * {taps}
+                    for e in range(valid):
+                        for k in range({taps}):
+                            gathered[(cc * {taps} + k) * {lanes} + e] = source[start + e * {taps} + {taps - 1} - k]"""
     else:  # lanes along the filters, channels along their channels
-        gather = f"""            for e in range(valid):
-                start = ((g * height + o0 + e) * width + c0) * {taps}
-                for cc in range(rows):
-                    for k in range({taps}):
-                        gathered[(cc * {taps} + k) * {lanes} + e] = source[start + cc * {taps} + k]"""
+        gather = f"""                for e in range(valid):
+                    start = ((g * height + o0 + e) * width + c0) * {taps}
+                    for cc in range(rows):
+                        for k in range({taps}):
+                            gathered[(cc * {taps} + k) * {lanes} + e] = source[start + cc * {taps} + k]"""
     return f"""def {name}(weight, panels, first, last, gathered, block):
     height, width = weight.shape[1], weight.shape[2]
     out_channels, channels = (width, height) if {swapped} else (height, width)
@@ -505,25 +505,28 @@ def _panel_filter_source(m: int, rank: int, name: str, lanes: int, swapped: bool
         g, run = job // runs, job % runs
         o0 = run * {lanes}
         valid = min({lanes}, out_channels - o0)
-        for c0 in range(0, channels, {FILTER_CHANNELS}):
-            rows = min({FILTER_CHANNELS}, channels - c0)
-            if valid < {lanes}:  # the lanes past the last filter: zeros
-                for q in range(rows * {taps}):
-                    for e in range(valid, {lanes}):
-                        gathered[q * {lanes} + e] = 0
+        for s0 in range(0, channels, {span}):  # a span of channels into block (P, span, lanes), then copied out
+            span = min({span}, channels - s0)
+            for c0 in range(s0, s0 + span, {chunk}):
+                rows = min({chunk}, s0 + span - c0)
+                if valid < {lanes}:  # the lanes past the last filter: zeros
+                    for q in range(rows * {taps}):
+                        for e in range(valid, {lanes}):
+                            gathered[q * {lanes} + e] = 0
 {gather}
-            for cc in range(rows):
-                for e in range(uint64({lanes})):
-{body}
-                into = uint64(((g * {count} * runs + run) * channels + c0 + cc) * {lanes})
-                for p in range(uint64({count})):  # the block's runs copied out (its stores' distances are known)
+                for cc in range(rows):
+                    at = uint64((c0 - s0 + cc) * {lanes})
                     for e in range(uint64({lanes})):
-                        target[into + p * plane + e] = block[p * uint64({lanes}) + e]
+{body}
+            into = uint64(((g * {count} * runs + run) * channels + s0) * {lanes})
+            for p in range(uint64({count})):  # each position's span of runs, contiguous in the panel: one copy
+                for q in range(uint64(span * {lanes})):
+                    target[into + p * plane + q] = block[p * uint64({span * lanes}) + q]
 """
 
 
 @lru_cache(maxsize=None)
-def filter_panels(m: int, rank: int, dtype: str, lanes: int, swapped: bool = False) -> Callable:
+def filter_panels(m: int, rank: int, dtype: str, lanes: int, swapped: bool, span: int, chunk: int) -> Callable:
     """The filter transform of F(m, 3) over ``rank`` (1 or 2) axes in ``dtype``, into panels of ``lanes``
     filters: ``kernel(weight, panels, first, last, gathered)`` writes ``panels[g, p, r, c, e] = (G w G^T)[p]``
     of filter ``o = r*lanes + e`` of group ``g`` and its channel ``c`` (zeros for ``o`` past the last filter),
@@ -533,20 +536,22 @@ def filter_panels(m: int, rank: int, dtype: str, lanes: int, swapped: bool = Fal
     ``swapped`` (the full correlation of the input gradient) ``weight`` is ``(G, C, O, 3^rank)``, filter ``o``'s
     channel ``c`` is ``weight[g, c, o]`` reversed, so the transform reads the forward's weight as it is (no
     swapped, reversed copy). ``panels`` ``(G, P, R, C, lanes)``, ``R = ceil(O / lanes)``, and scratch
-    ``gathered`` ``(FILTER_CHANNELS * 3^rank * lanes)`` and ``block`` ``(P * lanes)``, C-contiguous, of
-    ``dtype``; each job writes its panels alone.
+    ``gathered`` ``(chunk * 3^rank * lanes)`` and ``block`` ``(P * span * lanes)``, C-contiguous, of ``dtype``;
+    each job writes its panels alone. ``span`` and ``chunk`` are compile-time constants of the kernel (as scratch
+    sizes read at run time they cost the loops their vectorization: F(4) 9 -> 32 ms) and part of its name, so that
+    Numba's cache never serves a kernel made for other sizes.
 
-    Per job, :data:`FILTER_CHANNELS` channels at a time: their taps gathered for the panel's filters (runs the
+    Per job, ``chunk`` channels at a time: their taps gathered for the panel's filters (runs the
     weight holds contiguously), then per channel one loop over the ``lanes`` filters applies ``G`` as
-    straight-line code into ``block`` (stores a known distance apart: the loop vectorizes) and each tile
-    position's ``lanes`` values are copied out as one run: the panels are written front to back, ``P``
-    streams.
+    straight-line code into ``block`` (stores a known distance apart: the loop vectorizes); after every ``span``
+    channels each tile position's ``span * lanes`` values are copied out as one run: the panels are written front
+    to back, ``P`` streams.
     """
     if rank == 3:
         raise ValueError("filter panels are generated for 1 or 2 axes, got 3")
-    name = f"filter_panels_f{m}_{rank}d_{lanes}{'_swapped' if swapped else ''}"
+    name = f"filter_panels_f{m}_{rank}d_{lanes}_{span}_{chunk}{'_swapped' if swapped else ''}"
     namespace = {"__name__": __name__, "uint64": uint64, "S": np.dtype(dtype).type}
-    exec(compile(_panel_filter_source(m, rank, name, lanes, swapped), __file__, "exec"), namespace)  # noqa: S102
+    exec(compile(_panel_filter_source(m, rank, name, lanes, swapped, span, chunk), __file__, "exec"), namespace)  # noqa: S102
     return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])
 
 

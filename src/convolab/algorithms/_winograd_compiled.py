@@ -75,6 +75,20 @@ CHANNELS_LAST_BYTES = 4 * 2**20
 #: products ran 1.05-1.2x faster).
 POOLED_FILTER_BYTES = 2**20
 
+#: Channels of a panel transformed into scratch before its tile positions' runs are copied out
+#: (:func:`._kernels_winograd.filter_panels`): each position's run of ``PANEL_SPAN * lanes`` values is then one
+#: contiguous copy, where copying each channel's ``lanes`` values to the ``P`` streams in turn kept ``P`` write
+#: streams moving a line or two at a time beside the gather's 32 read streams. ResNet-18 layer4's 512 x 512
+#: filters, one thread, CPU time, median of 9, three runs alternating with main: F(2) 2.8-3.1 ms -> 2.0-2.5, F(4)
+#: 8.2-8.3 -> 6.7-8.0. 32-64 channels (scratch past the L1 cache: 64-128 KiB for F(2)) ran no faster than the
+#: channel-at-a-time copy, 8 in between; storing straight to the streams took 11 ms. The input gradient's swapped
+#: source, whose gather reads one stream, keeps one channel at a time: spans of 16 ran it 2.4-2.6 -> 2.8-3.1 ms.
+PANEL_SPAN = 16
+#: Channels whose taps the panels' transform gathers at a time, as :data:`._kernels_winograd.FILTER_CHANNELS` for the
+#: other layout. Both constants are the kernel's, given when it is made (:func:`._kernels_winograd.filter_panels`),
+#: and size its scratch here, where no Numba is imported.
+PANEL_GATHER_CHANNELS = 8
+
 
 def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int = 0) -> np.ndarray:
     """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, by the compiled
@@ -120,6 +134,8 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
     :func:`._kernels_winograd_fused.panel_products`, by the compiled
     :func:`~._kernels_winograd.filter_panels` (jobs: a panel of a group each, shared among threads). 1-2 axes.
 
+    Each thread's scratch takes :func:`panel_scratch_bytes`.
+
     The kernel of an input gradient's full correlation is a view of the forward's weight, its channels swapped
     and its taps reversed (:func:`_swapped_source`): the transform reads that weight as it is, where a contiguous
     copy of the view, a gather, took 7.7 ms for 512 x 512 channels (more than the transform).
@@ -132,15 +148,25 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)
     runs = -(-out_channels // lanes)
     panels = np.empty((spec.groups, positions, runs, channels, lanes), dtype=weight.dtype)
-    transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped)
+    span = 1 if swapped else PANEL_SPAN  # the swapped source's gather reads one stream: spans measured slower there
+    transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped, span,
+                                                  PANEL_GATHER_CHANNELS)
 
-    def scratch() -> tuple[np.ndarray, np.ndarray]:
-        return (np.empty(kernels("winograd").FILTER_CHANNELS * taps * lanes, dtype=weight.dtype),
-                np.empty(positions * lanes, dtype=weight.dtype))
+    def scratch() -> tuple[np.ndarray, np.ndarray]:  # each thread's: a chunk's gathered taps, a span's panels
+        return (np.empty(PANEL_GATHER_CHANNELS * taps * lanes, dtype=weight.dtype),
+                np.empty(positions * span * lanes, dtype=weight.dtype))
 
     _run_jobs(spec.groups * runs, panels.size, lambda first, last, own: transform(weight, panels, first, last, *own),
               scratch)
     return panels
+
+
+def panel_scratch_bytes(spec: ConvSpec, m: int, itemsize: int) -> int:
+    """One thread's scratch in :func:`_filter_panels`: a chunk of channels' gathered taps and a span of channels'
+    panels, :data:`PANEL_SPAN` channels of 32 lanes at every tile position (41 KiB for
+    F(2) in float32, 81 KiB for F(4); less for the input gradient's swapped source, one channel at a time)."""
+    taps, positions = 3**spec.rank, (m + 2)**spec.rank
+    return (PANEL_GATHER_CHANNELS * taps + positions * PANEL_SPAN) * 32 * itemsize
 
 
 def _swapped_source(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray | None:

@@ -42,7 +42,8 @@ from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import numba_missing
 from ._rates import THREAD_GAIN, beside_pool_factor, product_rate
 from ._winograd_compiled import (STORE_TILES, _channels_last_size, _fused_bytes, _fused_layout, _fused_threads,
-                                 _pooled, _tile_blocks, compiled_winograd_conv, fused_winograd_conv)
+                                 _pooled, _tile_blocks, compiled_winograd_conv, fused_winograd_conv,
+                                 panel_scratch_bytes)
 from .compiled import KERNEL_RANK, _threads
 from .depthwise import _zero_padded_source
 
@@ -372,6 +373,9 @@ class Winograd(Algorithm):
         samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
         block = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles_most * itemsize
         channels_last = samples * prod(_channels_last_size(spec, self.tile, tiles)) * spec.in_channels * itemsize
+        if pooled:  # each thread's scratch in the panels' transform
+            runs = spec.groups * -(-spec.out_channels_per_group // 32)
+            filters += min(_threads(filters // itemsize), runs) * panel_scratch_bytes(spec, self.tile, itemsize)
         return filters + block + channels_last
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
