@@ -281,3 +281,54 @@ def test_plane_by_plane_col2im_gives_the_row_by_row_bits(input_shape, weight_sha
     expected = xt.grad.numpy()
     rounding = 1e-5 if dtype == np.float32 else 1e-10  # sums of up to 288 terms, some cancelling: scaled
     np.testing.assert_allclose(by_planes, expected, rtol=rounding, atol=rounding * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_remembered_columns_are_the_same_input_s_and_never_stale(dtype, monkeypatch):
+    """A small layer's columns are remembered for the next unroll of the same input (a training step's forward
+    and weight gradient): the weight gradient is the same bits as without them, and an input changed in place
+    in one value, or in the sign of a zero, is unrolled again."""
+    monkeypatch.setattr(_columns, "_remembered", {})
+    x, w = draw((32, 16, 4, 4), dtype, 16), draw((32, 16, 3, 3), dtype, 17)
+    x[0, 0, 0, 0] = 0.0
+    g = draw((32, 32, 4, 4), dtype, 18)
+
+    def forward_and_weight_grad(array):
+        return cl.conv2d(array, w, padding=1, algorithm="gemm"), cl.grad.conv2d_weight(array, w.shape, g, padding=1,
+                                                                                      algorithm="gemm")
+
+    def unremembered(array):
+        monkeypatch.setattr(_columns, "REMEMBERED_COLUMNS_BYTES", 0)
+        try:
+            return forward_and_weight_grad(array)
+        finally:
+            monkeypatch.setattr(_columns, "REMEMBERED_COLUMNS_BYTES", 2**20)
+
+    for got, expected in zip(forward_and_weight_grad(x), unremembered(x)):
+        np.testing.assert_array_equal(got, expected)
+    assert len(_columns._remembered) == 1  # the forward's columns, found by the weight gradient
+    (_, columns, _), = _columns.unrolled_blocks_unpadded(x, cl.conv_spec(x.shape, w.shape, padding=1))
+    assert not columns.flags.writeable  # handed out again, so nobody may write into it
+    for index, value in (((3, 2, 1, 1), x[3, 2, 1, 1] + 1), ((0, 0, 0, 0), -0.0)):
+        cl.conv2d(x, w, padding=1, algorithm="gemm")
+        x[index] = value  # in place, between the forward and the weight gradient
+        weight_grad = cl.grad.conv2d_weight(x, w.shape, g, padding=1, algorithm="gemm")
+        expected = unremembered(x)[1]
+        np.testing.assert_array_equal(weight_grad, expected)
+        assert np.signbit(weight_grad).tolist() == np.signbit(expected).tolist()
+
+
+def test_remembered_columns_are_few_small_and_within_the_workspace_limit(monkeypatch):
+    monkeypatch.setattr(_columns, "_remembered", {})
+    w = draw((4, 2, 3, 3), np.float32, 19)
+    for size in range(5, 5 + 2 * _columns.REMEMBERED_UNROLLS):
+        cl.conv2d(draw((2, 2, size, size), np.float32, size), w, algorithm="gemm")
+    assert len(_columns._remembered) == _columns.REMEMBERED_UNROLLS
+    monkeypatch.setattr(_columns, "_remembered", {})
+    kept_bytes = (2 * 9 * 2 * 6 * 6 + 2 * 2 * 8 * 8) * 4  # (C*K, N*P) float32 of an 8x8 input, and its copy
+    with cl.workspace_limit(kept_bytes * _columns.REMEMBERED_UNROLLS - 1):
+        cl.conv2d(draw((2, 2, 8, 8), np.float32, 20), w, algorithm="gemm")
+    assert not _columns._remembered
+    with cl.workspace_limit(kept_bytes * _columns.REMEMBERED_UNROLLS):
+        cl.conv2d(draw((2, 2, 8, 8), np.float32, 20), w, algorithm="gemm")
+    assert len(_columns._remembered) == 1
