@@ -21,7 +21,6 @@ their NumPy paths otherwise.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -71,22 +70,10 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
     (:func:`._kernels_unroll.unroll_planes`).
 
     Yields ``((n0, n1, r0, r1), columns, grid)``, ``columns`` ``(G, C*K, nb*rows*prod(grid))``, as that does.
-    A small unroll's columns are remembered (:data:`REMEMBERED_UNROLLS`) and handed out, read-only, to the
-    next call whose input has the same bits. Only where :func:`compiled_columns_missing` says it can run.
+    Only where :func:`compiled_columns_missing` says it can run.
     """
-    workspace = current_workspace_limit()
-    layout = _unroll_layout(spec, x.itemsize, scratch_per_column, workspace)
+    layout = _unroll_layout(spec, x.itemsize, scratch_per_column, current_workspace_limit())
     source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
-    remembered = _remembers(layout, x.itemsize, workspace)
-    if remembered:
-        # what the columns depend on: not the op's name (a weight gradient's spec may name its own), nor the filters
-        key = (spec.batch, spec.in_channels, spec.groups, spec.input_size, spec.kernel_size, spec.stride, spec.padding,
-               spec.dilation, spec.padding_mode, x.dtype.str, scratch_per_column, workspace)
-        bits = _bits(source)
-        found = _remembered.get(key)
-        if found is not None and np.array_equal(found[0], bits):  # the same input, to the bit: the same columns
-            yield layout.blocks[0].bounds, found[1].reshape(layout.blocks[0].matrix_shape), layout.grid
-            return
     buffer = np.empty(layout.buffer_values, dtype=x.dtype)
     if layout.by_planes:
         planes = kernels("unroll").unroll_planes
@@ -106,49 +93,7 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
             run(0, block.jobs, scratch())
         else:
             _run_jobs(block.jobs, block.work, run, scratch)
-        matrix = columns.reshape(block.matrix_shape)
-        if remembered:
-            _remember(key, bits.copy(), buffer)
-            matrix.flags.writeable = False
-        yield block.bounds, matrix, layout.grid
-
-
-#: A small layer's columns are remembered for the next unroll of the same input: a training step unrolls each
-#: convolution's input in its forward and again in its weight gradient (the digits CNN's second layer: 31 us
-#: each, one thread; comparing the input with the remembered one's bits took about 2 us). At most this many
-#: unrolls (a small network's convolutions), each of one block, ...
-REMEMBERED_UNROLLS = 4
-#: ... of at most this many bytes of columns, and all of them, with their inputs' copies, within the workspace
-#: limit.
-REMEMBERED_COLUMNS_BYTES = 2**20
-_remembered: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
-_remembered_lock = threading.Lock()
-
-
-def _remembers(layout: _UnrollLayout, itemsize: int, workspace: int) -> bool:
-    """Whether an unroll of ``layout`` is remembered: one block, small, and the columns and the input's copy of
-    every remembered one together within ``workspace`` bytes."""
-    kept = (layout.buffer_values + prod(layout.source_shape)) * itemsize
-    return (len(layout.blocks) == 1 and layout.buffer_values * itemsize <= REMEMBERED_COLUMNS_BYTES
-            and kept <= workspace // REMEMBERED_UNROLLS)
-
-
-def _bits(x: np.ndarray) -> np.ndarray:
-    """``x`` (C-contiguous) viewed as unsigned integers of its size: equal bits, not equal values (-0.0 is
-    not 0.0, a NaN equals its own bits)."""
-    return x.view(np.dtype(f"u{x.itemsize}"))
-
-
-def _remember(key: tuple[object, ...], bits: np.ndarray, buffer: np.ndarray) -> None:
-    """Keep ``buffer``, the columns of the input whose bits are ``bits``, for :func:`unrolled_blocks_unpadded`'s
-    next call on ``key``, forgetting the oldest beyond :data:`REMEMBERED_UNROLLS`. The columns become read-only:
-    every later call that finds them hands out the same array."""
-    buffer.flags.writeable = False
-    with _remembered_lock:
-        _remembered.pop(key, None)
-        _remembered[key] = (bits, buffer)
-        while len(_remembered) > REMEMBERED_UNROLLS:
-            del _remembered[next(iter(_remembered))]
+        yield block.bounds, columns.reshape(block.matrix_shape), layout.grid
 
 
 #: Output rows shorter than this unroll plane by plane (:func:`_by_planes`).
