@@ -22,6 +22,7 @@ import convolab as cl
 from convolab import _engine, planner
 from convolab._window import pad, pad_adjoint
 from convolab.algorithms import ALGORITHMS
+from convolab.algorithms import _columns
 from convolab.algorithms._blocking import unrolled_blocks
 from convolab.algorithms._columns import _unroll_layout, unrolled_blocks_unpadded
 from conv_cases import generate_cases
@@ -224,3 +225,59 @@ def test_with_numba_hidden_in_a_fresh_process_everything_falls_back():
         print("numba" in sys.modules)
         """)
     assert out.split() == ["False"]
+
+
+#: Short rows the col2im takes plane by plane: the digits CNN's second layer, strides that do not divide, dilation,
+#: asymmetric padding, groups, a padding mode (the whole padded gradient), 1-d and 3-d, unbatched input, and a
+#: layer with the work to share among threads.
+PLANE_CASES = [
+    ((32, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),
+    ((64, 16, 8, 8), (32, 16, 3, 3), dict(padding=1)),  # work enough for two threads
+    ((5, 3, 9, 7), (4, 3, 3, 2), dict(stride=(2, 3), dilation=(1, 2), padding=((2, 0), (1, 3)))),
+    ((3, 4, 6, 5), (6, 2, 3, 3), dict(padding=2, padding_mode="reflect", groups=2)),
+    ((2, 4, 11), (2, 2, 3), dict(padding=((0, 2),), padding_mode="circular", groups=2, stride=3)),
+    ((2, 2, 4, 3, 5), (3, 2, 2, 3, 2), dict(padding=(1, 0, 2), padding_mode="replicate", dilation=(2, 1, 1))),
+    ((3, 7, 7), (5, 3, 5, 5), dict(stride=2, padding=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", PLANE_CASES)
+def test_plane_by_plane_col2im_gives_the_row_by_row_bits(input_shape, weight_shape, params, dtype, monkeypatch):
+    """Short rows are added back plane by plane through a scratch plane: the same bits as the row by row loop
+    (and so as NumPy's scatter), one thread and two, from grad_output that is not contiguous; and PyTorch's input
+    gradient to the dtype's rounding."""
+    torch = pytest.importorskip("torch")
+    spec = cl.spec.conv_spec(input_shape, weight_shape, **params)
+    kernel = draw(spec.weight_shape, dtype, 13)
+    g = draw((*spec.output_shape[:-1], 2 * spec.output_shape[-1]), dtype, 14)[..., ::2]
+    first_row = (0, 0, *(0,) * (spec.rank - 1), slice(0, 3))
+    g[first_row] = [np.inf, np.nan, -np.inf][:g.shape[-1]]  # each reaches only its windows
+    sizes = spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
+    lows = [low for low, _ in spec.padding] if spec.padding_mode == "zeros" else [0] * spec.rank
+    assert _columns._scratch_plane(sizes, spec.kernel_size, spec.output_size, spec.stride, spec.dilation,
+                                   tuple(lows)) is not None, "the case must take the plane by plane col2im"
+    finite = g.copy()
+    finite[first_row] = 1  # for PyTorch's sums to compare with
+    by_planes = _engine._input_grad_scatter(finite, kernel, spec, compiled=True)
+    results = []
+    for threads in (1, 2):
+        with cl.thread_count(threads), cl.workspace_limit(2**30), np.errstate(invalid="ignore"):  # inf - inf
+            results.append(_engine._input_grad_scatter(g, kernel, spec, compiled=True))
+    monkeypatch.setattr(_columns, "_scratch_plane", lambda *args: None)
+    with np.errstate(invalid="ignore"):
+        by_rows = _engine._input_grad_scatter(g, kernel, spec, compiled=True)
+    for result in results:
+        assert result.shape == spec.input_shape and result.dtype == dtype
+        np.testing.assert_array_equal(result, by_rows)
+    x = draw(input_shape, dtype, 15)
+    xt = torch.tensor(x if spec.batched else x[np.newaxis], requires_grad=True)
+    case_padding = [pad for pair in reversed(spec.padding) for pad in pair]
+    mode = {"zeros": "constant", "reflect": "reflect", "circular": "circular", "replicate": "replicate"}
+    padded = torch.nn.functional.pad(xt, case_padding, mode=mode[spec.padding_mode])
+    functional = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+    out = functional[spec.rank](padded, torch.tensor(kernel), None, spec.stride, 0, spec.dilation, spec.groups)
+    out.backward(torch.tensor(finite))
+    expected = xt.grad.numpy()
+    rounding = 1e-5 if dtype == np.float32 else 1e-10  # sums of up to 288 terms, some cancelling: scaled
+    np.testing.assert_allclose(by_planes, expected, rtol=rounding, atol=rounding * np.abs(expected).max())

@@ -34,6 +34,7 @@ from ._window import CompactReads, add_windows, check_fits_in_memory, compact_re
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, check_algorithm_name, on_registry_change,
                          select_algorithm)
 from .algorithms._columns import add_columns
+from .algorithms._threads import small_matmul
 from .planner import PassPlan, full_problem, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -341,16 +342,19 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # the workspace limit.
     per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
     samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample * grad_output.itemsize, 1))
+    # The products through small_matmul: a small one kept on the calling thread, where two BLAS threads would
+    # wake a worker that spins ~50 ms after it (the digits CNN's second layer, (144, 32) @ (32, 512): 80 us of
+    # CPU on two threads for 40 on one, every training step).
     for n0 in range(0, spec.batch, samples):
         n1 = min(spec.batch, n0 + samples)
         g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
         if samples_inside:  # one product per group over the block, g's block copied into its order
             g = g.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, nb*P)
-            window_grads = np.matmul(filters, g)  # (G, C*K, nb*P): each window's g times the filter
+            window_grads = small_matmul(filters, g)  # (G, C*K, nb*P): each window's g times the filter
             window_grads = window_grads.reshape(spec.in_channels, *spec.kernel_size, n1 - n0, *spec.output_size)
             window_axes = (rank + 1, 0, *range(2 + rank, 2 + 2 * rank), *range(1, 1 + rank))
         else:
-            window_grads = np.matmul(filters, g)  # (nb, G, C*K, P)
+            window_grads = small_matmul(filters, g)  # (nb, G, C*K, P)
             window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
             window_axes = (0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))
         if compiled:

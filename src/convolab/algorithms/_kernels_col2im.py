@@ -38,7 +38,9 @@ from __future__ import annotations
 
 from numba import njit, uint64
 
-__all__ = ["add_columns"]
+from ._kernels_unroll import window_starts
+
+__all__ = ["add_columns", "add_planes"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -94,3 +96,51 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
                                 for i in range(count):
                                     flat[write + uint64(sw) * i] += columns[read + i]
                     row += tap_rows
+
+
+@njit(cache=True, nogil=True)
+def add_planes(columns, out, plane, first, last, kernel_size, out_size, channel_rows, tap_rows, sample_rows,
+               sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+    """:func:`add_columns` for short rows, plane by plane through a scratch plane: the same sums, in the same
+    order, without a loop per row.
+
+    ``plane`` is this thread's scratch ``(PD, PH, PW)``, overwritten: per axis
+    at least as long as the windows reach, ``(O-1)*s + (K-1)*d + 1``, and as
+    ``low + size`` (the gradient's cells, padded by ``lows`` on the low side).
+    Every tap of every window then lands inside it, so each tap is one loop
+    over the plane's output positions with no bounds, through a table of where
+    each position's window starts (made once per call); the cells of ``out``
+    are copied out of it after. A cell's sum starts at zero and takes its taps
+    in the kernel's C order, as in :func:`add_columns`; the sums that land on
+    zero padding's cells are dropped with the scratch.
+    """
+    samples, channels = out.shape[0], out.shape[1]
+    depth, height, width = out.shape[2], out.shape[3], out.shape[4]
+    kd_size, kh_size, kw_size = kernel_size
+    od_size, oh_size, ow_size = out_size
+    pd, ph, pw = plane.shape[0], plane.shape[1], plane.shape[2]
+    flat, sums = out.reshape(out.size), plane.reshape(plane.size)
+    positions, volume, cells = od_size * oh_size * ow_size, depth * height * width, pd * ph * pw
+    starts = window_starts(od_size, oh_size, ow_size, sd, sh, sw, ph, pw)  # where each window starts
+    zero = sums.dtype.type(0)
+    for job in range(first, last):
+        # planes channel by channel, so that a job over a block's product reads one stretch of it
+        c, n = job // samples, job % samples
+        for cell in range(cells):
+            sums[cell] = zero
+        row = c * channel_rows + n * sample_rows  # the row of tap 0; each tap's is tap_rows further
+        for kd in range(kd_size):
+            for kh in range(kh_size):
+                for kw in range(kw_size):
+                    tap = uint64((kd * dd * ph + kh * dh) * pw + kw * dw)  # the tap's offset in the scratch
+                    read = uint64(row * positions)
+                    for p in range(positions):
+                        sums[tap + starts[p]] += columns[read + uint64(p)]
+                    row += tap_rows
+        target = (n * channels + c) * volume  # the plane's first cell in flat
+        for z in range(depth):
+            for h in range(height):
+                source = ((z + low_d) * ph + h + low_h) * pw + low_w
+                write = target + (z * height + h) * width
+                for w in range(width):
+                    flat[write + w] = sums[source + w]

@@ -40,7 +40,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-__all__ = ["unroll", "unroll_planes"]
+__all__ = ["unroll", "unroll_planes", "window_starts"]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def window_starts(a_size, b_size, e_size, sd, sh, sw, ph, pw):
+    """Per output position ``(a, b, e)``, C order: the cell of a plane ``(*, ph, pw)`` (flat) where its window's
+    first tap lies, ``((a*sd)*ph + b*sh)*pw + e*sw``."""
+    starts = np.empty(a_size * b_size * e_size, dtype=np.uint64)
+    for a in range(a_size):
+        for b in range(b_size):
+            for e in range(e_size):
+                starts[(a * b_size + b) * e_size + e] = ((a * sd) * ph + b * sh) * pw + e * sw
+    return starts
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -133,11 +145,7 @@ def unroll_planes(x, columns, plane, first, last, n0, sd, sh, sw, dd, dh, dw, so
             for k in range(pw):
                 z, h, w = source_d[i], source_h[j], source_w[k]
                 sources[(i * ph + j) * pw + k] = (z * height + h) * width + w if z >= 0 and h >= 0 and w >= 0 else -1
-    starts = np.empty(window, dtype=np.uint64)  # per output position: the padded cell its window starts at
-    for a in range(a_size):
-        for b in range(b_size):
-            for e in range(e_size):
-                starts[(a * b_size + b) * e_size + e] = ((a * sd) * ph + b * sh) * pw + e * sw
+    starts = window_starts(a_size, b_size, e_size, sd, sh, sw, ph, pw)
     zero = plane.dtype.type(0)
     for job in range(first, last):
         c, n = job // samples, job % samples
