@@ -341,16 +341,23 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # the workspace limit.
     per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
     samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample * grad_output.itemsize, 1))
+    samples = max(1, min(samples, spec.batch))
+    # One buffer for every block's window gradients: a new array per block is fresh memory from the system each
+    # time, and the product's first touch of its pages cost a quarter of the pass (DCGAN 256 -> 128's 2.4 MB a
+    # sample, 3 per block, one thread: 20.5 ms with a new array per block, 15.8 with this buffer).
+    block_grads = np.empty(samples * spec.in_channels * taps * prod(spec.output_size), dtype=grad_output.dtype)
     for n0 in range(0, spec.batch, samples):
         n1 = min(spec.batch, n0 + samples)
         g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
+        block = block_grads[:(n1 - n0) * block_grads.size // samples]
         if samples_inside:  # one product per group over the block, g's block copied into its order
             g = g.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, nb*P)
-            window_grads = np.matmul(filters, g)  # (G, C*K, nb*P): each window's g times the filter
+            # (G, C*K, nb*P): each window's g times the filter
+            window_grads = np.matmul(filters, g, out=block.reshape(groups, filters.shape[1], -1))
             window_grads = window_grads.reshape(spec.in_channels, *spec.kernel_size, n1 - n0, *spec.output_size)
             window_axes = (rank + 1, 0, *range(2 + rank, 2 + 2 * rank), *range(1, 1 + rank))
         else:
-            window_grads = np.matmul(filters, g)  # (nb, G, C*K, P)
+            window_grads = np.matmul(filters, g, out=block.reshape(n1 - n0, groups, filters.shape[1], -1))
             window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
             window_axes = (0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))
         if compiled:
