@@ -71,7 +71,7 @@ def check_conv_grads(case, dtype, flip):
         assert grad_b is None
     else:
         np.testing.assert_allclose(grad_b, want_b, **tol)
-    for algorithm in ("scatter", "full"):
+    for algorithm in ("scatter", "full", "phases"):
         grad_x = cl.grad.conv_input(x.shape, w, g, flip=flip, algorithm=algorithm, **case.kwargs())
         assert grad_x.dtype == dtype
         np.testing.assert_allclose(grad_x, want_x, **tol, err_msg=algorithm)
@@ -98,8 +98,10 @@ def test_input_gradient_formulations_agree_exactly_on_integers(case):
     g = np.random.default_rng(1).integers(-3, 4, size=case.output_shape).astype(np.int32)
     scatter = cl.grad.conv_input(x.shape, w, g, algorithm="scatter", **case.kwargs())
     full = cl.grad.conv_input(x.shape, w, g, algorithm="full", **case.kwargs())
+    phases = cl.grad.conv_input(x.shape, w, g, algorithm="phases", **case.kwargs())
     assert scatter.dtype == np.int64
     np.testing.assert_array_equal(scatter, full)
+    np.testing.assert_array_equal(scatter, phases)
     by_im2col = cl.grad.conv_weight(x, w.shape, g, algorithm="im2col", **case.kwargs())
     by_conv = cl.grad.conv_weight(x, w.shape, g, algorithm="conv", **case.kwargs())
     np.testing.assert_array_equal(by_im2col, by_conv)
@@ -108,7 +110,7 @@ def test_input_gradient_formulations_agree_exactly_on_integers(case):
 def test_unread_rows_get_zero_gradient():
     # 6 samples, kernel 3, stride 2: windows at 0..2 and 2..4; sample 5 is never read.
     x, w = np.ones((1, 1, 6)), np.ones((1, 1, 3))
-    for algorithm in ("scatter", "full"):
+    for algorithm in ("scatter", "full", "phases"):
         grad = cl.grad.conv1d_input(x.shape, w, np.ones((1, 1, 2)), stride=2, algorithm=algorithm)
         np.testing.assert_array_equal(grad[0, 0], [1, 1, 2, 1, 1, 0])
 

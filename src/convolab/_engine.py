@@ -35,7 +35,7 @@ from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, check_algorith
                          select_algorithm)
 from .algorithms._columns import add_columns
 from .algorithms._threads import small_matmul
-from .planner import PassPlan, full_problem, measured_choice, pass_for, plan_for, plan_for_arrays
+from .planner import PassPlan, full_problem, measured_choice, pass_for, phase_problems, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
@@ -43,7 +43,7 @@ __all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", 
 
 #: What the input gradient's ``algorithm`` accepts; "auto" runs the plan's pass
 #: (:attr:`convolab.planner.Plan.input_grad`).
-INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full")
+INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full", "phases")
 #: What the weight gradient's ``algorithm`` accepts; "auto" runs the plan's pass
 #: (:attr:`convolab.planner.Plan.weight_grad`).
 WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded")
@@ -280,8 +280,16 @@ def conv_input_grad(
     ``"full"`` rewrites the sum over ``p*s + j*d = q``: spread ``g`` with ``s-1``
     zeros between samples (``g_s``), then ``dx_p[q] = sum_j g_s[q - j*d] k[j]``, a
     full correlation of ``g_s`` with the kernel reversed (rotated 180° in 2-d),
-    dilation ``d``, input and output channels swapped. Both end with the
-    transpose of the padding, which drops the zero cells' gradient or folds a
+    dilation ``d``, input and output channels swapped.
+
+    ``"phases"`` splits the cells by their stride phase: on phase ``a`` (the
+    cells ``a + m*s``) only the taps with ``j*d - low = a (mod s)`` land, each at
+    a constant shift, so the phase is a stride-1 correlation of ``g`` with that
+    sub-kernel reversed (:func:`~convolab.planner.phase_problems`): the
+    scatter's products, run by the planner's forward, and no add-back; its
+    padding zeros meet the weight, as the full correlation's do.
+
+    All end with the transpose of the padding, which drops the zero cells' gradient or folds a
     reflected/replicated/wrapped cell's gradient back onto its source.
     Samples past the last window (stride not dividing the input) get zero.
     """
@@ -305,6 +313,11 @@ def conv_input_grad(
         return _input_grad_scatter(grad_output, kernel, spec, compiled=True).astype(returned, copy=False)
     if chosen.method == "scatter":
         grad_padded = _input_grad_scatter(grad_output, kernel, spec)
+    elif chosen.method == "phases":
+        grad = _input_grad_phases(grad_output, kernel, spec)
+        if spec.padding_mode == "zeros":
+            return grad.astype(returned, copy=False)
+        grad_padded = grad
     elif chosen.method == "full":
         grad_padded, on_input = _input_grad_full(grad_output, weight.astype(accumulate, copy=False), spec)
         if on_input:
@@ -342,19 +355,26 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # the workspace limit.
     per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
     samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample * grad_output.itemsize, 1))
+    samples = max(1, min(samples, spec.batch))
+    # One buffer for every block's window gradients: a new array per block is fresh memory from the system each
+    # time, and the product's first touch of its pages cost a quarter of the pass (DCGAN 256 -> 128's 2.4 MB a
+    # sample, 3 per block, one thread: 20.5 ms with a new array per block, 15.8 with this buffer).
+    block_grads = np.empty(samples * spec.in_channels * taps * prod(spec.output_size), dtype=grad_output.dtype)
     # The products through small_matmul: a small one kept on the calling thread, where two BLAS threads would
     # wake a worker that spins ~50 ms after it (the digits CNN's second layer, (144, 32) @ (32, 512): 80 us of
     # CPU on two threads for 40 on one, every training step).
     for n0 in range(0, spec.batch, samples):
         n1 = min(spec.batch, n0 + samples)
         g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
+        block = block_grads[:(n1 - n0) * block_grads.size // samples]
         if samples_inside:  # one product per group over the block, g's block copied into its order
             g = g.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, nb*P)
-            window_grads = small_matmul(filters, g)  # (G, C*K, nb*P): each window's g times the filter
+            # (G, C*K, nb*P): each window's g times the filter
+            window_grads = small_matmul(filters, g, out=block.reshape(groups, filters.shape[1], -1))
             window_grads = window_grads.reshape(spec.in_channels, *spec.kernel_size, n1 - n0, *spec.output_size)
             window_axes = (rank + 1, 0, *range(2 + rank, 2 + 2 * rank), *range(1, 1 + rank))
         else:
-            window_grads = small_matmul(filters, g)  # (nb, G, C*K, P)
+            window_grads = small_matmul(filters, g, out=block.reshape(n1 - n0, groups, filters.shape[1], -1))
             window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
             window_axes = (0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))
         if compiled:
@@ -366,6 +386,30 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     if compiled and not cropped:
         return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
     return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
+
+
+def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The "phases" formulation: each stride phase of the input's gradient a stride-1 forward convolution of
+    grad_output with the taps that land on it (:func:`~convolab.planner.phase_problems`), run by the planner's
+    pick and written into its phase's cells: ``(N, G*C, *input)`` for zero padding, else ``(N, G*C,
+    *padded)``."""
+    groups = spec.groups
+    size = spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
+    grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
+    # Channels swapped per group, as for the full correlation: (G*O, C, *kernel) -> (G*C, O, *kernel).
+    swapped = kernel.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    for phase in phase_problems(spec):
+        cells = (Ellipsis, *(slice(r, None, s) for r, s in zip(phase.residue, spec.stride)))
+        if phase.spec is None or spec.out_channels_per_group == 0:
+            grad[cells] = 0  # no tap lands on this phase
+            continue
+        # a phase's taps are evenly spaced: the sub-kernel is a view (a gather of them cost 3 ms a phase on DCGAN)
+        sub_kernel = swapped[(Ellipsis, *(slice(taps[0], taps[-1] + 1, taps[1] - taps[0] if len(taps) > 1 else 1)
+                                          for taps in phase.taps))]
+        reads = grad_output[(Ellipsis, *(slice(start, stop) for start, stop in phase.reads))]
+        grad[cells] = conv_forward(reads, sub_kernel, None, phase.spec)  # (N, G*C, *cells)
+    return grad
 
 
 def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec) -> tuple[np.ndarray, bool]:

@@ -6,13 +6,16 @@
 modes (whose gradient folds the border's share back onto the input). The
 derivations sit beside the forward pass in :mod:`convolab._engine`.
 
-The input gradient has two formulations, equal on every configuration:
+The input gradient has three formulations, equal on every configuration:
 
 - ``algorithm="scatter"``: for each output position, grad_output times the
   filter is added into the window that position read;
 - ``algorithm="full"``: a full correlation of the stride-spread, padded
   grad_output with the filter rotated 180° (reversed on every spatial axis),
-  input and output channels swapped.
+  input and output channels swapped;
+- ``algorithm="phases"``: each stride phase of the input (the cells ``a + m*s``)
+  a stride-1 correlation of grad_output with the filter taps that land on it,
+  reversed (no spread zeros, nothing added back).
 
 The weight gradient has two as well: ``"im2col"`` (the unrolled input times
 grad_output; ``"gemm"`` is the same product in blocks of bounded memory, and
@@ -107,12 +110,14 @@ _INPUT_GRAD_DOC = """Gradient of ``conv{rank_name}`` with respect to its input.
         Gradient of the loss with respect to the forward output, of its shape and the weight's dtype.
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
-    algorithm : {{"auto", "scatter", "full"}}
+    algorithm : {{"auto", "scatter", "full", "phases"}}
         The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
         (``convolab.plan(...).input_grad``): depthwise's own where the forward
         runs depthwise, else ``"full"`` at stride 1 (through the forward
         planner) with a finite weight, unless the compiled ``"scatter"`` is
-        estimated faster, and ``"scatter"`` otherwise.
+        estimated faster, and ``"scatter"`` otherwise, or at stride > 1 with a
+        finite weight ``"phases"`` (each stride phase a stride-1 forward
+        convolution) where that is estimated faster.
 
     Returns
     -------

@@ -88,8 +88,8 @@ The planner decides the gradients' passes too, in one place (:class:`PassPlan`):
   finite) and gemm's is not estimated faster by :data:`OWN_PASS_MARGIN` (compiled's
   passes lose to gemm's product on 7x7-14x14 layers with hundreds of channels), else gemm's, in the
   product orientation gemm chooses; then, under either, another algorithm's own pass where its estimate
-  for that pass (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is lower by the same margin:
-  compiled's dot products or register tiles, read in place from the phase grid, on stems, small groups
+  for that pass (:meth:`~convolab.algorithms.Algorithm.pass_estimate`) is below :data:`CHEAPER_PASS_MARGIN`
+  of it: compiled's dot products or register tiles, read in place from the phase grid, on stems, small groups
   and 3x3-5x5 layers of 28x28 positions and more (under a folded forward too: inception's 5x5), or
   folded's on long kernels.
 
@@ -101,11 +101,12 @@ data only where their finiteness would change a pass (:attr:`PassPlan.finite_mat
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import ceil, inf, isfinite, log10, log2, prod
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -114,13 +115,13 @@ from ._dtypes import all_finite, check_supported_dtype, compute_dtype
 from ._settings import current_thread_count, current_workspace_limit
 from .algorithms._columns import compiled_columns_missing, scatter_add_seconds
 from .algorithms._compiled import kernels, numba_loaded
-from .algorithms._rates import product_rate
+from .algorithms._rates import COPY_RATE, product_rate
 from .algorithms._threads import in_parallel
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
-           "input_grad_formulation", "full_problem", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
-           "WINOGRAD_MIN_CHANNELS", "OWN_PASS_MARGIN"]
+           "input_grad_formulation", "full_problem", "PhaseProblem", "phase_problems", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
+           "WINOGRAD_MIN_CHANNELS", "OWN_PASS_MARGIN", "CHEAPER_PASS_MARGIN"]
 
 
 def auto_candidates() -> tuple[str, ...]:
@@ -416,6 +417,97 @@ def full_problem(spec: ConvSpec) -> tuple[ConvSpec, bool, tuple[int, ...] | None
     return full_spec, on_input, spread_size
 
 
+@dataclass(frozen=True)
+class PhaseProblem:
+    """One stride phase of the "phases" input gradient (:func:`phase_problems`).
+
+    ``residue``: the phase's first cell on each axis, of the input (zero padding) or of the padded input; the
+    phase is the cells ``residue + m*stride``, ``cells`` of them per axis. ``taps``: per axis, the kernel taps
+    (of the oriented kernel) whose reads land on the phase, in order. ``reads``: per axis, the ``(start,
+    stop)`` of grad_output's cells the phase's correlation reads. ``spec``: that correlation, a stride-1 forward
+    problem on ``grad_output[..., start:stop]``; None where the phase holds no tap's read (or reads no
+    grad_output cell): its cells are zero.
+    """
+
+    residue: tuple[int, ...]
+    cells: tuple[int, ...]
+    taps: tuple[tuple[int, ...], ...]
+    reads: tuple[tuple[int, int], ...]
+    spec: ConvSpec | None
+
+
+class _AxisPhase(NamedTuple):
+    """One axis's share of a phase (:func:`phase_problems`): its residue, cells and taps, and where it reads
+    grad_output, ``reads`` ``(start, stop)`` (None: no tap, or only padding), with the correlation's
+    ``padding`` and its taps' ``step``."""
+
+    residue: int
+    cells: int
+    taps: tuple[int, ...]
+    reads: tuple[int, int] | None = None
+    padding: tuple[int, int] = (0, 0)
+    step: int = 1
+
+
+@lru_cache(maxsize=4096)
+def phase_problems(spec: ConvSpec) -> tuple[PhaseProblem, ...]:
+    """The "phases" input gradient's problems, one per stride phase of the input (or the padded input where the
+    padding is not zeros): a pure function of the spec, remembered for repeated calls.
+
+    Per axis, with ``j*d - low = shift_j*s + a`` (``0 <= a < s``; ``low`` 0 on the padded input), the cells of
+    phase ``a``, ``i = m*s + a``, collect only the taps of that phase::
+
+        dx[m*s + a] = sum_{j in taps(a)} g[m - shift_j] * k[j]
+
+    The taps of one phase are evenly spaced (``s / gcd(d, s)`` apart) and so are their shifts (``d / gcd(d,
+    s)``): a correlation of ``g`` at stride 1 with the phase's sub-kernel reversed, dilated by the shifts'
+    step, padded below by the largest shift and above to reach ``cells`` outputs (a negative padding crops
+    ``g``); input and output channels swapped per group, as in the full correlation. Every product reads a
+    grad_output cell or a padding zero, never a spread zero: the same FLOPs as the scatter's product, and no
+    add-back. A phase without taps (a kernel shorter than the stride) or past the input's end is zeros.
+    """
+    zeros = spec.padding_mode == "zeros"
+    size = spec.input_size if zeros else spec.padded_size
+    per_axis: list[list[_AxisPhase]] = []
+    for dim in range(spec.rank):
+        stride, outputs = spec.stride[dim], spec.output_size[dim]
+        phases = spec.geometry.stride_phases(dim, padded=not zeros)
+        axis = []
+        for residue in range(stride):
+            cells = max(0, -(-(size[dim] - residue) // stride))
+            taps = tuple(j for j, phase in enumerate(phases.phase) if phase == residue)
+            if not taps or cells == 0:
+                axis.append(_AxisPhase(residue, cells, taps))
+                continue
+            shifts = [phases.shift[j] for j in taps]
+            # cell m reads g[m - shift] for every shift: g[-max(shift)] to g[cells - 1 - min(shift)], cropped to g
+            low, high = max(shifts), (cells - 1 - min(shifts)) - (outputs - 1)
+            start, stop = max(0, -low), outputs + min(0, high)
+            if stop <= start:  # only padding: zeros
+                axis.append(_AxisPhase(residue, cells, taps))
+                continue
+            step = shifts[1] - shifts[0] if len(shifts) > 1 else 1
+            axis.append(_AxisPhase(residue, cells, taps, (start, stop), (max(low, 0), max(high, 0)), step))
+        per_axis.append(axis)
+    problems = []
+    for choice in itertools.product(*per_axis):
+        residue, cells = tuple(a.residue for a in choice), tuple(a.cells for a in choice)
+        if min(cells) == 0:
+            continue  # no cell of the input in this phase
+        taps = tuple(a.taps for a in choice)
+        if not spec.out_channels or any(a.reads is None for a in choice):
+            problems.append(PhaseProblem(residue, cells, taps, (), None))
+            continue
+        reads = tuple(a.reads for a in choice)
+        # The sub-kernel is taken in tap order and reversed by oriented_kernel (flip), as the full correlation's is.
+        sub = conv_spec((spec.batch, spec.out_channels, *(stop - start for start, stop in reads)),
+                        (spec.in_channels, spec.out_channels_per_group, *(len(t) for t in taps)),
+                        padding=tuple(a.padding for a in choice), dilation=tuple(a.step for a in choice),
+                        groups=spec.groups, flip=True, op=spec.op)
+        problems.append(PhaseProblem(residue, cells, taps, reads, sub))
+    return tuple(problems)
+
+
 #: The compiled "scatter" replaces the full correlation at stride 1 only where its estimate is below this
 #: fraction of the full's: DeepLab's ASPP layer (dilation 6), estimated 0.96 of the full on space_to_batch,
 #: measured 39 ms against 35.5 (one thread); ResNet-18 layer4, at 0.93 of the full on winograd2, 15-17 ms against
@@ -457,9 +549,45 @@ def _scatter_if_faster(spec: ConvSpec, dtype: np.dtype) -> PassPlan | None:
                     f"full correlation on {best}", (("col2im", "compiled"),))
 
 
+#: "phases" replaces the "scatter" at stride > 1 only where its estimate is below this fraction of the scatter's.
+#: On the suite's strided layers it is estimated and measured slower, so "auto" keeps the scatter there (one
+#: thread, CPU time, median of 7, session 12; estimates in brackets): DCGAN 256 -> 128 phases 26.4 ms [26.9]
+#: against the scatter's 15.4 [16.0]; ResNet-18 layer2.0 10.7 [16.5] against 8.0 [7.9], layer3.0 10.9 [12.4]
+#: against 7.3 [7.0], layer4.0 11.9 [10.7] against 6.7 [6.6]; DCGAN 64 -> 3 11.4 [18.1] against 3.5 [2.1].
+PHASES_MARGIN = 0.9
+
+
+def _phases_if_faster(spec: ConvSpec, dtype: np.dtype, scatter: PassPlan) -> PassPlan | None:
+    """The "phases" input gradient at stride > 1, where its estimate is below :data:`PHASES_MARGIN` of the
+    ``scatter`` pass's, else None.
+
+    The scatter's estimate is its product (the forward's FLOPs at the forward product's rate, as in
+    :func:`_scatter_if_faster`) and its add-back; the phases' the sum of their forward problems' best
+    estimates, and each phase's result copied into its strided cells.
+    """
+    accumulate = compute_dtype(dtype)
+    if accumulate.kind != "f":
+        return None
+    compiled = dict(scatter.options).get("col2im") == "compiled"
+    rate = product_rate(accumulate, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+    scatter_seconds = spec.flops / rate + scatter_add_seconds(spec, accumulate)[1 if compiled else 0]
+    phases_seconds = spec.batch * spec.in_channels * prod(spec.input_size) * accumulate.itemsize * 2 \
+        / COPY_RATE["strided"]
+    for phase in phase_problems(spec):
+        if phase.spec is not None:
+            estimates, _ = _candidate_estimates(phase.spec, dtype, ORDINARY)
+            phases_seconds += min(estimates.values())
+    if phases_seconds >= PHASES_MARGIN * scatter_seconds:
+        return None
+    return PassPlan("phases", _INPUT_GRAD_DETAILS["phases"],
+                    f"stride {spec.stride}: estimated {scatter_seconds / max(phases_seconds, 1e-12):.3g}x faster "
+                    "than the scatter")
+
+
 #: What the input gradient's own formulations do.
 _INPUT_GRAD_DETAILS = {"full": "a forward convolution of grad_output with the kernel reversed",
-                       "scatter": "each window's gradient added back where it was read"}
+                       "scatter": "each window's gradient added back where it was read",
+                       "phases": "each stride phase a stride-1 forward convolution of grad_output with its taps"}
 
 
 def _scatter_pass(spec: ConvSpec, dtype: np.dtype, reason: str) -> PassPlan:
@@ -498,7 +626,10 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
                 return own
             formulation, reason = input_grad_formulation(spec, finite)
             if formulation == "scatter":
-                return _scatter_pass(spec, dtype, reason)
+                scatter = _scatter_pass(spec, dtype, reason)
+                if not finite or all(s == 1 for s in spec.stride):
+                    return scatter  # the phases' padding zeros would meet an inf or NaN of the weight
+                return _phases_if_faster(spec, dtype, scatter) or scatter
             faster = _scatter_if_faster(spec, dtype)
             if faster is not None:
                 return faster
@@ -527,6 +658,12 @@ def _choose_pass(name: str, spec: ConvSpec, dtype: np.dtype, requested: str, for
 #: of gemm's: the pass estimates' fit to measured times scatters by about 15% (compiled's against gemm's, see
 #: :meth:`convolab.algorithms.compiled.Compiled.pass_estimate`), so nearer parity gemm's stays.
 OWN_PASS_MARGIN = 0.9
+#: Another algorithm's own weight-gradient pass replaces gemm's (or the forward's own) where its estimate is below
+#: this fraction of the best so far (:func:`_cheapest_weight_grad`). Compiled's register tiles, estimated at
+#: 0.92-0.95 of gemm's, measured 12-25% faster on every such suite layer (one thread, CPU time, median of 7,
+#: session 12: ResNet-18 layer2 3x3 11.5-12.2 -> 8.9 ms, layer3 11.4 -> 9.5, VGG-16 conv2_1 78-82 -> 64, conv2_2
+#: 153-168 -> 128, DCGAN 256 -> 128's transposed weight gradient 15.2-15.4 -> 13.5); ASPP, at 0.987, stays.
+CHEAPER_PASS_MARGIN = 0.96
 
 
 def _unless_gemm_is_faster(own: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
@@ -549,7 +686,7 @@ def _unless_gemm_is_faster(own: PassPlan, spec: ConvSpec, dtype: np.dtype, finit
 def _cheapest_weight_grad(base: PassPlan, spec: ConvSpec, dtype: np.dtype, finite: bool) -> PassPlan:
     """``base`` (gemm's weight gradient, or the forward's own pass), or the own pass of another automatic
     algorithm that can run the problem and whose :meth:`~convolab.algorithms.Algorithm.pass_estimate` for it is
-    below :data:`OWN_PASS_MARGIN` of the best so far (compiled's, where Numba runs). A ``base`` whose algorithm
+    below :data:`CHEAPER_PASS_MARGIN` of the best so far (compiled's, where Numba runs). A ``base`` whose algorithm
     has no cost model for the pass (depthwise's) stays."""
     accumulate, algorithm = compute_dtype(dtype), algorithms.ALGORITHMS[base.method]
     if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate:
@@ -563,7 +700,7 @@ def _cheapest_weight_grad(base: PassPlan, spec: ConvSpec, dtype: np.dtype, finit
         if type(algorithm).pass_estimate is algorithms.Algorithm.pass_estimate or algorithm.why_not(spec, dtype):
             continue  # no cost model for the pass (it runs under its own forward only), or cannot run it
         seconds = algorithm.pass_estimate("weight_grad", spec, accumulate)
-        if seconds is not None and best_seconds is not None and seconds < OWN_PASS_MARGIN * best_seconds:
+        if seconds is not None and best_seconds is not None and seconds < CHEAPER_PASS_MARGIN * best_seconds:
             if isinstance(_own_pass("weight_grad", name, spec, dtype, finite, False, ""), PassPlan):
                 best, best_seconds = name, seconds  # an algorithm that declines the pass here is no candidate
     if best == base.method:

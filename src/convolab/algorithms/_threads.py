@@ -98,8 +98,9 @@ BLAS_THREADED_MACS = 2**19
 SMALL_PRODUCT_MACS = 2**22
 
 
-def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b)`` for ``a`` ``(..., M, K)`` and ``b`` ``(..., K, N)``, on the calling thread where it is small.
+def small_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` for ``a`` ``(..., M, K)`` and ``b`` ``(..., K, N)``, on the calling thread where it
+    is small.
 
     Below :data:`SMALL_PRODUCT_MACS` multiply-adds per matrix the product is
     taken in slices of the wider of ``M`` and ``N``, each below
@@ -111,12 +112,13 @@ def small_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     True
     """
     if a.ndim < 2 or b.ndim < 2:
-        return np.matmul(a, b)
+        return np.matmul(a, b, out=out)
     rows, inner, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     macs = rows * inner * columns
     if not BLAS_THREADED_MACS <= macs < SMALL_PRODUCT_MACS:
-        return np.matmul(a, b)
-    out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), np.result_type(a, b))
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), np.result_type(a, b))
     if columns >= rows:  # slices of b's columns: each (M, K) @ (K, step) below the BLAS's threshold
         step = max(1, (BLAS_THREADED_MACS - 1) // (rows * inner))
         for first in range(0, columns, step):
