@@ -23,9 +23,9 @@ from test_space_to_batch import dilated_cases
 
 CASES = generate_cases(300, seed=2)
 ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
-              "compiled", "space_to_depth", "packed", "space_to_batch")
+              "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed", "row_shifts")
 #: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
 FLOAT_ONLY = ("compiled", "packed")
 
@@ -33,14 +33,16 @@ FLOAT_ONLY = ("compiled", "packed")
 def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:
     """Whether ``algorithm`` can run ``case`` in ``dtype`` (depthwise needs one input channel per group;
     Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below, and space_to_batch dilated
-    ones (tests/test_space_to_batch.py); folded stride 1 and more than one tap along the last axis; compiled
-    float32 and float64)."""
+    ones (tests/test_space_to_batch.py); folded stride 1 and more than one tap along the last axis; row_shifts two
+    axes at least and stride 1 on all but the last; compiled float32 and float64)."""
     if algorithm in FLOAT_ONLY and np.dtype(dtype) not in (np.float32, np.float64):
         return False
     if algorithm.startswith("winograd") or algorithm == "space_to_batch":
         return False
     if algorithm == "folded":
         return case.strides[-1] == 1 and case.kernel_size[-1] > 1
+    if algorithm == "row_shifts":  # tests/test_row_shifts.py
+        return case.rank >= 2 and all(s == 1 for s in case.strides[:-1])
     if algorithm == "space_to_depth":  # windows that never overlap, not 1x1 (tests/test_space_to_depth.py)
         axes = list(zip(case.kernel_size, case.strides, case.dilations))
         return all(k <= s and (d == 1 or k == 1) for k, s, d in axes) and any(k > 1 for k, _, _ in axes)
