@@ -224,3 +224,24 @@ def test_inputs_not_modified():
     cl.grad.conv2d_weight(x, w.shape, g, padding=2, dilation=2, algorithm="row_shifts")
     for array, copy in zip((x, w, g), copies):
         np.testing.assert_array_equal(array, copy)
+
+
+@pytest.mark.parametrize("input_shape, weight_shape, params, picked", [
+    # ASPP: 26.2 ms against space_to_batch's 26.3 and gemm's 28.8 (one thread, CPU); its weight gradient 27.0
+    # against gemm's 30.9
+    ((2, 512, 33, 33), (256, 512, 3, 3), dict(padding=6, dilation=6), True),
+    ((2, 256, 33, 33), (256, 256, 3, 3), dict(padding=2, dilation=2), False),  # 14.1 against space_to_batch's 11.9
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), False),  # 49 columns a product: 22.0 against gemm's 11.7
+    ((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), dict(padding=1), False),  # 3-d, 32 filters: 84.8 against 55.5
+    ((2, 32, 6, 10, 10), (32, 32, 3, 3, 3), dict(padding=1), False),  # 0.88 against folded's 0.80
+])
+def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, params, picked):
+    """At one thread, by its estimate; at two, packed's pool beats the BLAS's threads on ASPP by the estimates
+    (see docs/compiled.md, session 12)."""
+    with cl.thread_count(1):
+        chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+    assert (chosen.algorithm == "row_shifts") == picked, str(chosen)
+    if picked:
+        assert chosen.weight_grad.method == "row_shifts"
+        spec = cl.conv_spec(input_shape, weight_shape, **params)
+        assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm == "row_shifts"

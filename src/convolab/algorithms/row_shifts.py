@@ -14,14 +14,28 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import block_bytes, block_ranges, unrolled_blocks, unrolled_row_bytes
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
-from ._rates import COPY_RATE, ELEMENTWISE_RATE, beside_pool_factor, product_rate
+from ._rates import COPY_RATE, ELEMENTWISE_RATE, beside_pool_factor, product_rate, results_seconds
 from .compiled import _threads
 from .gemm import Gemm
 
 __all__ = ["RowShifts"]
 
-#: Fixed cost of a call: one product per sample and leading tap, and the filters regrouped per tap.
+#: Fixed cost of a call: the unroll's jobs and the filters' regrouping set up.
 CALL_OVERHEAD = 60e-6
+#: Fixed cost of each product (one per sample, group and leading tap) and of adding it: NumPy's dispatch of both.
+#: On the 3-d U-Net's small (2, 32, 6, 10, 10) layer (18 products) row_shifts measured 0.88 ms against folded's
+#: 0.80 where the estimates without it had them alike (one thread, CPU time).
+PRODUCT_OVERHEAD = 10e-6
+
+#: Its weight gradient's time over its forward's (the same products, transposed, and ``g`` read per tap): measured
+#: 1.03 (ASPP), 1.07 (DeepLab d2), 1.22-1.30 (Inception's 5x5, 8 x 96 x 28x28), 1.3 (3-d U-Net 6x10x10, 32 filters);
+#: one thread, CPU time, float32.
+WEIGHT_GRAD_OVER_FORWARD = 1.15
+#: Columns per product (one sample's output rows for one leading tap) below which the products run slower than
+#: the product rate says, by the square root of the shortfall: ResNet-18 layer4's 3x3 on 7x7 (35-49 columns per
+#: product, 512 filters, depth 1536) took 22.0 ms (one thread, CPU) where gemm's one product took 11.7, while
+#: ASPP's and DeepLab d2's 891-1089 columns ran at gemm's rate.
+PRODUCT_COLUMNS = 512
 
 # Axis legend: G groups, O filters and C channels per group, T leading taps (every kernel axis but the
 # last), K_L last-axis taps, R stored rows of the first axis, M positions of the middle axes' padded grid
@@ -67,14 +81,16 @@ class RowShifts(Algorithm):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """The products over the terms they multiply, at gemm's product rate for ``O`` filters of depth
-        ``C*K_L``, the copy into ``U``, and each later tap's product added into the output; on more than one
-        thread, as gemm's, less gain than the pool's algorithms."""
+        ``C*K_L`` (slower for narrow products, :data:`PRODUCT_COLUMNS`), their results stored and added, the
+        copies into ``U`` and of the filters; on more than one thread, as gemm's, less gain than the pool's
+        algorithms."""
         return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2,
                                                           spec.out_channels_per_group)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
-        """Its weight gradient: the forward's products and copy (one thread, as gemm's and folded's are)."""
-        return _seconds(spec, dtype) if name == "weight_grad" else None
+        """Its weight gradient: the forward's one-thread seconds times :data:`WEIGHT_GRAD_OVER_FORWARD` (one
+        thread, as gemm's and folded's are)."""
+        return WEIGHT_GRAD_OVER_FORWARD * _seconds(spec, dtype) if name == "weight_grad" else None
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         rows = _rows_spec(spec, skip=True)
@@ -275,8 +291,15 @@ def _seconds(spec: ConvSpec, dtype: np.dtype) -> float:
     taps = _leading_taps(spec, rows, spec.padding_mode == "zeros")
     columns = spec.batch * sum(available for _, _, available in taps)
     depth = spec.in_channels_per_group * spec.kernel_size[-1]
-    rate = product_rate(dtype, spec.out_channels_per_group, depth)
+    # one product per sample and tap: narrow ones run far below the BLAS's rate
+    narrow = min(1.0, columns / max(spec.batch * len(taps), 1) / PRODUCT_COLUMNS) ** 0.5
+    rate = product_rate(dtype, spec.out_channels_per_group, depth) * max(narrow, 1e-3)
     copied = unrolled_row_bytes(rows, dtype.itemsize, False) * spec.batch * rows.output_size[0]
     added = spec.out_channels * (columns - spec.batch * max((a for _, _, a in taps), default=0))
-    return (CALL_OVERHEAD + 2 * spec.groups * spec.out_channels_per_group * depth * columns / rate
-            + copied / COPY_RATE["strided"] + added / ELEMENTWISE_RATE)
+    # every tap's results are stored and read again by the add: what makes shallow products (3-d U-Net's 32
+    # filters of depth 96) slow, as gemm's results do its shallow ones
+    results = spec.out_channels * columns * dtype.itemsize
+    regrouped = prod(spec.weight_shape) * dtype.itemsize  # the filters copied per leading tap: runs of K_L values
+    products = spec.batch * spec.groups * len(taps)
+    return (CALL_OVERHEAD + products * PRODUCT_OVERHEAD + 2 * spec.groups * spec.out_channels_per_group * depth * columns / rate
+            + (copied + regrouped) / COPY_RATE["strided"] + added / ELEMENTWISE_RATE + results_seconds(results))
