@@ -245,3 +245,15 @@ def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, param
         assert chosen.weight_grad.method == "row_shifts"
         spec = cl.conv_spec(input_shape, weight_shape, **params)
         assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm == "row_shifts"
+
+
+def test_float16_is_accumulated_in_float32():
+    """tests/test_algorithms.py's float16 checks, in 2-d (it refuses 1-d): 60000 + 60000 overflows float16 but
+    comes back from a float32 sum, and 2048 + 64 ones would round away in float16."""
+    x = np.array([[[[60000.0, 60000.0, -60000.0]]]], dtype=np.float16)
+    out = cl.conv2d(x, np.ones((1, 1, 1, 3), dtype=np.float16), algorithm="row_shifts")
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, np.array([[[[60000.0]]]], dtype=np.float16))
+    x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 5, 13)
+    out = cl.conv2d(x, np.ones((1, 1, 5, 13), dtype=np.float16), algorithm="row_shifts")
+    assert out.dtype == np.float16 and float(out[0, 0, 0, 0]) == 2048.0 + 64.0

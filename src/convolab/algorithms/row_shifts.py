@@ -255,9 +255,7 @@ def _forward(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple
     rows = _rows_spec(spec, skip)
     taps = _leading_taps(spec, rows, skip)
     length = _sample_columns(spec, rows)
-    # (T, G, O, C*K_L): tap t's filters, depth ordered (channel, last-axis tap) as U's rows are
-    filters = np.ascontiguousarray(kernel.reshape(groups, o, c, len(taps), last).transpose(3, 0, 1, 2, 4))
-    filters = filters.reshape(len(taps), groups, o, c * last)
+    filters = _filters_by_tap(kernel, spec, len(taps))  # (T, G, O, C*K_L)
     out = np.empty(spec.output_shape, dtype=dtype)
     order = sorted(range(len(taps)), key=lambda t: taps[t][2] != length)  # a full tap first: it needs no zeroing
     scratch = np.empty(groups * o * length, dtype=dtype)
@@ -282,6 +280,23 @@ def _forward(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple
                 wide_view = wide.reshape(spec.out_channels, spec.output_size[0], *rows.output_size[1:])
                 out[n] = wide_view[(slice(None), slice(None), *(slice(0, size) for size in spec.output_size[1:]))]
     return out
+
+
+def _filters_by_tap(kernel: np.ndarray, spec: ConvSpec, taps: int) -> np.ndarray:
+    """The filters ``(G*O, C, *leading, K_L)`` as ``(T, G, O, C*K_L)``: leading tap ``t``'s, depth ordered
+    (channel, last-axis tap) as ``U``'s rows are.
+
+    A contiguous kernel is moved in whole runs of ``K_L`` values, each read as one opaque item (a void view):
+    NumPy copies those at twice the rate of the same floats moved three at a time (ASPP's 256 x 512 x 3 x 3:
+    0.61 against 1.28 ms, one thread).
+    """
+    groups, o, c, last = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[-1]
+    if kernel.flags.c_contiguous:
+        runs = kernel.reshape(groups * o, c, taps, last).view(np.dtype((np.void, last * kernel.itemsize)))
+        moved = np.ascontiguousarray(runs[..., 0].transpose(2, 0, 1))  # (T, G*O, C) runs of K_L values
+        return moved.view(kernel.dtype).reshape(taps, groups, o, c * last)
+    moved = np.ascontiguousarray(kernel.reshape(groups, o, c, taps, last).transpose(3, 0, 1, 2, 4))
+    return moved.reshape(taps, groups, o, c * last)
 
 
 def _seconds(spec: ConvSpec, dtype: np.dtype) -> float:
