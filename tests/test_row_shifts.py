@@ -236,15 +236,18 @@ def test_inputs_not_modified():
     ((2, 32, 6, 10, 10), (32, 32, 3, 3, 3), dict(padding=1), False),  # 0.88 against folded's 0.80
 ])
 def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, params, picked):
-    """At one thread, by its estimate; at two, packed's pool beats the BLAS's threads on ASPP by the estimates
-    (see docs/compiled.md, session 12)."""
+    """At one thread, by its estimate; never at two, where its BLAS products were not measured to scale."""
+    spec = cl.conv_spec(input_shape, weight_shape, **params)
     with cl.thread_count(1):
         chosen = cl.plan(input_shape, weight_shape, "float32", **params)
-    assert (chosen.algorithm == "row_shifts") == picked, str(chosen)
-    if picked:
-        assert chosen.weight_grad.method == "row_shifts"
-        spec = cl.conv_spec(input_shape, weight_shape, **params)
-        assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm == "row_shifts"
+        assert (chosen.algorithm == "row_shifts") == picked, str(chosen)
+        if picked:  # its weight gradient, and the input gradient's full correlation (25.2 against packed's 26.5)
+            assert chosen.weight_grad.method == "row_shifts"
+            assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm == "row_shifts"
+    with cl.thread_count(2):  # not measured there (docs/compiled.md, session 12): the plans stay as they were
+        chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+        assert "row_shifts" not in (chosen.algorithm, chosen.weight_grad.method), str(chosen)
+        assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm != "row_shifts"
 
 
 def test_float16_is_accumulated_in_float32():

@@ -84,8 +84,9 @@ class RowShifts(Algorithm):
         ``C*K_L`` (slower for narrow products, :data:`PRODUCT_COLUMNS`), their results stored and added, the
         copies into ``U`` and of the filters; on more than one thread, as gemm's, less gain than the pool's
         algorithms."""
-        return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2,
-                                                          spec.out_channels_per_group)
+        # no filter count: unlike gemm's 512-filter layers, its products were not measured to scale at two threads
+        # (the machine was loaded all session 12), so ASPP's full correlation (512 filters) keeps packed there
+        return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's one-thread seconds times :data:`WEIGHT_GRAD_OVER_FORWARD` (one
