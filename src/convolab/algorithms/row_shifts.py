@@ -48,7 +48,7 @@ class RowShifts(Algorithm):
     Unroll only the last kernel axis (its stride, dilation and padding), for
     every stored row of the other axes: columns ``U[(c, k_L), r, m, w]``,
     ``K_L`` copies of the input rather than gemm's ``K``, one per real output
-    column. A leading tap ``t`` then reads row ``y*1 + t*d`` for output row
+    column. A leading tap ``t`` then reads row ``y + t*d`` for output row
     ``y``: over a sample's flattened ``(r, m, w)`` grid a constant shift, so the
     tap is one product ``(G, O, C*K_L) @ (G, C*K_L, rows*M*W)`` straight from
     ``U``, and the taps' products are added. With zero padding and a finite
@@ -82,8 +82,8 @@ class RowShifts(Algorithm):
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """The products over the terms they multiply, at gemm's product rate for ``O`` filters of depth
         ``C*K_L`` (slower for narrow products, :data:`PRODUCT_COLUMNS`), their results stored and added, the
-        copies into ``U`` and of the filters; on more than one thread, as gemm's, less gain than the pool's
-        algorithms."""
+        copies into ``U`` and of the filters; on more than one thread, as folded's, less gain than the pool's
+        algorithms (:func:`~convolab.algorithms._rates.beside_pool_factor`)."""
         # no filter count: unlike gemm's 512-filter layers, its products were not measured to scale at two threads
         # (the machine was loaded all session 12), so ASPP's full correlation (512 filters) keeps packed there
         return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
@@ -164,7 +164,8 @@ class RowShifts(Algorithm):
                     if available > 0:
                         total[t] += np.matmul(g[..., target:target + available],
                                               source[..., start:start + available].transpose(0, 2, 1))
-        grad = total.reshape(len(taps), groups, o, c, spec.kernel_size[-1]).transpose(1, 2, 3, 0, 4)  # (G, O, C, T, K_L)
+        grad = total.reshape(len(taps), groups, o, c, spec.kernel_size[-1])
+        grad = grad.transpose(1, 2, 3, 0, 4)  # (G, O, C, T, K_L)
         return np.ascontiguousarray(grad).reshape(spec.weight_shape)
 
 
@@ -317,5 +318,6 @@ def _seconds(spec: ConvSpec, dtype: np.dtype) -> float:
     results = spec.out_channels * columns * dtype.itemsize
     regrouped = prod(spec.weight_shape) * dtype.itemsize  # the filters copied per leading tap: runs of K_L values
     products = spec.batch * spec.groups * len(taps)
-    return (CALL_OVERHEAD + products * PRODUCT_OVERHEAD + 2 * spec.groups * spec.out_channels_per_group * depth * columns / rate
+    multiplied = spec.groups * spec.out_channels_per_group * depth * columns  # multiply-adds
+    return (CALL_OVERHEAD + products * PRODUCT_OVERHEAD + 2 * multiplied / rate
             + (copied + regrouped) / COPY_RATE["strided"] + added / ELEMENTWISE_RATE + results_seconds(results))
