@@ -23,9 +23,9 @@ from test_space_to_batch import dilated_cases
 
 CASES = generate_cases(300, seed=2)
 ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
-              "compiled", "space_to_depth", "packed", "space_to_batch")
+              "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed", "row_shifts")
 #: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
 FLOAT_ONLY = ("compiled", "packed")
 
@@ -33,14 +33,16 @@ FLOAT_ONLY = ("compiled", "packed")
 def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:
     """Whether ``algorithm`` can run ``case`` in ``dtype`` (depthwise needs one input channel per group;
     Winograd 3-tap kernels at stride 1, dilation 1 — it has its own cases below, and space_to_batch dilated
-    ones (tests/test_space_to_batch.py); folded stride 1 and more than one tap along the last axis; compiled
-    float32 and float64)."""
+    ones (tests/test_space_to_batch.py); folded stride 1 and more than one tap along the last axis; row_shifts two
+    axes at least and stride 1 on all but the last; compiled float32 and float64)."""
     if algorithm in FLOAT_ONLY and np.dtype(dtype) not in (np.float32, np.float64):
         return False
     if algorithm.startswith("winograd") or algorithm == "space_to_batch":
         return False
     if algorithm == "folded":
         return case.strides[-1] == 1 and case.kernel_size[-1] > 1
+    if algorithm == "row_shifts":  # tests/test_row_shifts.py
+        return case.rank >= 2 and all(s == 1 for s in case.strides[:-1])
     if algorithm == "space_to_depth":  # windows that never overlap, not 1x1 (tests/test_space_to_depth.py)
         axes = list(zip(case.kernel_size, case.strides, case.dilations))
         return all(k <= s and (d == 1 or k == 1) for k, s, d in axes) and any(k > 1 for k, _, _ in axes)
@@ -233,8 +235,8 @@ def test_float16_is_float32_computation_rounded(case, algorithm):
     np.testing.assert_array_equal(out, run(case, f32(x), f32(w), f32(b), algorithm).astype(np.float16))
 
 
-@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS
-                                       if name not in FLOAT_ONLY + ("space_to_depth", "space_to_batch")])  # 3 taps
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS  # 3 taps; row_shifts refuses 1-d (its own file)
+                                       if name not in FLOAT_ONLY + ("space_to_depth", "space_to_batch", "row_shifts")])
 def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     """60000 + 60000 overflows float16 (max 65504); accumulated in float32, the sum comes back."""
     x = np.array([[[60000.0, 60000.0, -60000.0]]], dtype=np.float16)
@@ -244,8 +246,8 @@ def test_float16_partial_sums_may_exceed_float16_range(algorithm):
     np.testing.assert_array_equal(out, np.array([[[60000.0]]], dtype=np.float16))
 
 
-@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")
-                                       and name not in FLOAT_ONLY + ("space_to_depth", "space_to_batch")])  # 65 taps
+@pytest.mark.parametrize("algorithm", [name for name in ALGORITHMS if not name.startswith("winograd")  # 65 taps
+                                       and name not in FLOAT_ONLY + ("space_to_depth", "space_to_batch", "row_shifts")])
 def test_float16_small_terms_are_not_lost(algorithm):
     """2048 + 1 + 1 + ... : in float16 each +1 would round away; float32 keeps them."""
     x = np.concatenate([[2048.0], np.ones(64)]).astype(np.float16).reshape(1, 1, 65)

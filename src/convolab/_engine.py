@@ -46,7 +46,7 @@ __all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", 
 INPUT_GRAD_ALGORITHMS = ("auto", "scatter", "full", "phases")
 #: What the weight gradient's ``algorithm`` accepts; "auto" runs the plan's pass
 #: (:attr:`convolab.planner.Plan.weight_grad`).
-WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded")
+WEIGHT_GRAD_ALGORITHMS = ("auto", "im2col", "conv", "gemm", "folded", "row_shifts")
 
 
 def oriented_kernel(weight: np.ndarray, flip: bool) -> np.ndarray:
@@ -448,7 +448,8 @@ def conv_weight_grad(
     ``"im2col"``: the unrolled input (one row per window) times ``g`` as a
     matrix, per group; ``"gemm"`` the same product in the forward Gemm's blocked,
     contiguous layout (bounded workspace); ``"folded"`` the forward's fold in
-    reverse (these are the algorithms' own passes: :mod:`convolab.algorithms`).
+    reverse; ``"row_shifts"`` one product per leading tap over shifted rows
+    (these are the algorithms' own passes: :mod:`convolab.algorithms`).
     ``"conv"``: the same sum is a convolution of ``x_p`` with
     ``g`` as the kernel, the batch axis playing the channels' part, stride ``d``
     and dilation ``s`` (their roles swap); its output may extend past ``K`` where
@@ -456,8 +457,9 @@ def conv_weight_grad(
     is reversed back (``oriented_kernel`` again).
     """
     algorithm = _check_algorithm(spec.op, algorithm, WEIGHT_GRAD_ALGORITHMS)
-    if algorithm == "folded":
-        select_algorithm(algorithm, spec, x.dtype)  # refuses a stride along the last axis or a 1-tap one
+    if algorithm in ("folded", "row_shifts"):
+        select_algorithm(algorithm, spec, x.dtype)  # folded: a stride along the last axis or a 1-tap one;
+        # row_shifts: one axis, or a stride along another
     accumulate = compute_dtype(x.dtype)
     returned = result_dtype(x.dtype)
     _check_result_fits(spec, spec.weight_shape, returned, "weight gradient")

@@ -123,7 +123,7 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
         ``"folded"`` gemm with the last kernel axis folded into the product's
@@ -136,7 +136,9 @@ _CONV_DOC = """{summary}
         gemm's columns packed block by block and multiplied in compiled
         register tiles, without the BLAS; ``"space_to_batch"`` runs a stride-1
         dilated 3-tap convolution as Winograd tiles on its phase sub-images
-        (every ``d``-th input cell). ``"compiled"`` and ``"packed"`` need
+        (every ``d``-th input cell); ``"row_shifts"`` unrolls the last axis
+        only and takes one product per tap of the other axes over shifted
+        rows, leaving zero padding's rows out. ``"compiled"`` and ``"packed"`` need
         Numba and float32/float64 data; ``"space_to_depth"`` copies with
         NumPy where Numba is missing. ``"auto"`` takes the planner's
         pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its

@@ -20,7 +20,8 @@ The input gradient has three formulations, equal on every configuration:
 The weight gradient has two as well: ``"im2col"`` (the unrolled input times
 grad_output; ``"gemm"`` is the same product in blocks of bounded memory, and
 ``"folded"`` the forward's fold in reverse: grad_output moved along by each
-last-axis tap, one product for all of them) and ``"conv"`` (a convolution of
+last-axis tap, one product for all of them; ``"row_shifts"`` one product per
+tap of the other axes, over rows of the input unrolled along its last) and ``"conv"`` (a convolution of
 the input with grad_output as the kernel, stride and dilation swapped).
 """
 
@@ -168,7 +169,7 @@ _WEIGHT_GRAD_DOC = """Gradient of ``conv{rank_name}`` with respect to its weight
         Gradient of the loss with respect to the forward output, of its shape and the input's dtype.
     stride, padding, dilation, groups, padding_mode, flip
         The forward convolution's arguments.
-    algorithm : {{"auto", "gemm", "folded", "im2col", "conv"}}
+    algorithm : {{"auto", "gemm", "folded", "row_shifts", "im2col", "conv"}}
         The formulation (see :mod:`convolab.grad`); ``"auto"`` runs the plan's
         (``convolab.plan(...).weight_grad``): ``"gemm"``, or the forward's own
         (depthwise's; ``"folded"``'s where folding halves the copies and the

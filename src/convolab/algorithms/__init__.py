@@ -30,7 +30,8 @@ Modules: :mod:`.reference` ("direct", "im2col"), :mod:`.gemm`, :mod:`.folded`,
 "winograd4"), :mod:`.fft`, :mod:`.compiled` (compiled loops: Numba, imported
 on first use through :mod:`._compiled`), :mod:`.packed` (gemm's columns and
 products in compiled jobs on the thread pool, no BLAS), :mod:`.space_to_batch` (a dilated problem's phases
-as one undilated Winograd problem); shared support in :mod:`._blocking` (unrolled
+as one undilated Winograd problem), :mod:`.row_shifts` (the last axis unrolled, the
+other axes' taps as shifts of whole rows); shared support in :mod:`._blocking` (unrolled
 columns in blocks of bounded size), :mod:`._threads` (the thread pool) and
 :mod:`._rates` (the reference machine's rates).
 
@@ -77,7 +78,7 @@ from .._window import pad
 from ..spec import ConvSpec
 
 __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT",
-           "Compiled", "SpaceToDepth", "Packed", "SpaceToBatch",
+           "Compiled", "SpaceToDepth", "Packed", "SpaceToBatch", "RowShifts",
            "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
@@ -248,6 +249,7 @@ from .folded import Folded  # noqa: E402
 from .gemm import Gemm  # noqa: E402
 from .packed import Packed  # noqa: E402
 from .reference import Direct, Im2col, filter_matrix, fold_product, unroll  # noqa: E402
+from .row_shifts import RowShifts  # noqa: E402
 from .shifted import Shifted  # noqa: E402
 from .space_to_batch import SpaceToBatch  # noqa: E402
 from .space_to_depth import SpaceToDepth  # noqa: E402
@@ -255,6 +257,6 @@ from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
 for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT(),
-                   Compiled(), SpaceToDepth(), Packed(), SpaceToBatch()):
+                   Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts()):
     register(_algorithm)
 del _algorithm
