@@ -344,11 +344,16 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     gradient ``(N, G*C, *input)``, the padding's transpose done."""
     rank, groups = spec.rank, spec.groups
     taps = prod(spec.kernel_size)
-    filters = kernel.reshape(groups, spec.out_channels_per_group, -1).transpose(0, 2, 1)  # (G, C*K, O)
+    # (G, C*K, O); the explicit C*K also holds with no filters (O = 0), where -1 cannot be inferred
+    filters = kernel.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group * taps).transpose(0, 2, 1)
     # zero padding's cells dropped by the compiled add-back itself; other modes folded back after it
     cropped = compiled and spec.padding_mode == "zeros"
     size = spec.input_size if cropped else spec.padded_size
     grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
+    if not spec.out_channels:  # no filter reads the input, so its gradient is zeros (and the products are empty)
+        grad.fill(0)
+        return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size) if compiled and not cropped \
+            else grad
     samples_inside = prod(spec.output_size) < SCATTER_BATCH_WIDE_POSITIONS
     # Samples per block: the window gradients (and where one product spans the block, grad_output's block
     # copied into its order) stay cache-sized, as they are added back while still cached, and never exceed
