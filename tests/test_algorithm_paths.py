@@ -239,6 +239,8 @@ def test_weight_gradient_keeps_a_non_finite_input_where_im2col_puts_it(shape, we
                                            ((2, 0, 5), (3, 0, 3), 0)]),
     # 1x1 (folded refuses a 1-tap axis): per sample, and batch-wide on small images
     *((shape, (3, 0, 1, 1), 0, algorithm) for algorithm in ("gemm", "auto") for shape in [(2, 0, 16, 16), (3, 0, 4, 4)]),
+    # row_shifts (2-d and 3-d; it refuses 1-d)
+    ((2, 0, 6, 6), (3, 0, 3, 3), 1, "row_shifts"), ((2, 0, 4, 5, 6), (3, 0, 3, 3, 3), 1, "row_shifts"),
 ])
 def test_zero_input_channels_give_zeros(shape, weight_shape, padding, algorithm):
     out = cl.conv(np.zeros(shape), np.zeros(weight_shape), padding=padding, algorithm=algorithm)

@@ -181,6 +181,23 @@ def test_non_finite_values_give_the_direct_sums_pattern(where, value):
     np.testing.assert_allclose(got[finite], direct[finite], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_a_non_finite_grad_output_reaches_the_weight_gradient_as_in_the_direct_sum(value):
+    """Its padding rows stay in the products where ``g`` holds inf or NaN: ``0 * inf`` is NaN there, as in im2col."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    params = dict(padding=((4, 3), (2, 2)), dilation=(3, 2))
+    g = rng.standard_normal(cl.conv2d(x, w, **params, algorithm="direct").shape)
+    g[1, 2, 0, 3] = value  # the first output row: its top taps read padding rows
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="row_shifts")
+        expected = cl.grad.conv2d_weight(x, w.shape, g, **params, algorithm="im2col")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(expected).any()
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
 def test_a_non_finite_input_keeps_the_3d_weight_gradient_from_it():
     spec = cl.conv_spec((1, 2, 6, 6, 6), (2, 2, 3, 3, 3), padding=1)
     assert isinstance(ROWS.pass_formulation("weight_grad", spec, np.dtype(np.float64), finite=False), str)

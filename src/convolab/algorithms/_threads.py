@@ -110,6 +110,9 @@ def small_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
     >>> a, b = np.arange(6.).reshape(2, 3), np.arange(12.).reshape(3, 4)
     >>> bool((small_matmul(a, b) == a @ b).all())
     True
+    >>> a, b, out = np.ones((2, 64, 64)), np.ones((2, 64, 200)), np.empty((2, 64, 200))  # 819,200: sliced
+    >>> small_matmul(a, b, out=out) is out and bool((out == a @ b).all())
+    True
     """
     if a.ndim < 2 or b.ndim < 2:
         return np.matmul(a, b, out=out)

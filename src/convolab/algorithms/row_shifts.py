@@ -137,10 +137,12 @@ class RowShifts(Algorithm):
         """``dW[:, :, t] = g[rows valid for t] @ U[rows shifted by t].T`` summed over samples: ``(G*O, C, *kernel)``.
 
         Every leading tap's product reads only the rows it reads in the
-        forward, so no padding row is multiplied by ``g``. In 3-d ``g`` is
+        forward, so no padding row is multiplied by ``g``, unless ``g`` holds
+        inf or NaN: then the padding rows stay in, so that those reach the
+        weight gradient as in the direct sum (0 x inf is NaN). In 3-d ``g`` is
         widened over the middle axes' padded grid, zero on the wide columns.
         """
-        skip = spec.padding_mode == "zeros"
+        skip = spec.padding_mode == "zeros" and all_finite(grad_output)
         if not _whole_samples(spec, skip, x.itemsize):
             return Gemm().weight_grad(x, grad_output, spec)
         rows = _rows_spec(spec, skip)
@@ -254,6 +256,8 @@ def _forward(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple
     scratch and are added where they land.
     """
     groups, o, c, last = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[-1]
+    if not c:  # no input channel: nothing to sum (and columns of no rows, whose length cannot be inferred)
+        return np.zeros(spec.output_shape, dtype=dtype)
     rows = _rows_spec(spec, skip)
     taps = _leading_taps(spec, rows, skip)
     length = _sample_columns(spec, rows)
