@@ -120,8 +120,9 @@ from .algorithms._threads import in_parallel
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
-           "input_grad_formulation", "full_problem", "PhaseProblem", "phase_problems", "plan_for_arrays", "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND",
-           "WINOGRAD_MIN_CHANNELS", "OWN_PASS_MARGIN", "CHEAPER_PASS_MARGIN"]
+           "input_grad_formulation", "full_problem", "PhaseProblem", "phase_problems", "plan_for_arrays",
+           "auto_candidates", "FFT_ERROR_BOUND", "WINOGRAD_ERROR_BOUND", "WINOGRAD_MIN_CHANNELS", "OWN_PASS_MARGIN",
+           "CHEAPER_PASS_MARGIN"]
 
 
 def auto_candidates() -> tuple[str, ...]:
