@@ -184,7 +184,9 @@ def test_refuses_what_it_cannot_run(params, dtype, reason):
 
 @pytest.mark.parametrize("input_shape, weight_shape, params, picked", [
     ((2, 256, 33, 33), (256, 256, 3, 3), dict(padding=2, dilation=2), True),  # DeepLab: measured 1.4x auto's
-    ((2, 512, 33, 33), (256, 512, 3, 3), dict(padding=6, dilation=6), True),  # ASPP
+    # ASPP: row_shifts since session 12, by its estimate (measured a tie, 26.2-26.6 against 25.4-26.3 ms at one
+    # thread, and its own weight gradient 27.0 against gemm's 30.9: tests/test_row_shifts.py)
+    ((2, 512, 33, 33), (256, 512, 3, 3), dict(padding=6, dilation=6), False),
     ((8, 64, 16000), (64, 64, 3), dict(padding=8, dilation=8), False),  # 1-d: Winograd has no fitted model
     ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=2, dilation=2), False),  # few channels: Winograd's accuracy rule
 ])
