@@ -393,17 +393,21 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
+def _channels_swapped(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The kernel with input and output channels swapped per group, ``(G*O, C, *kernel)`` -> ``(G*C, O,
+    *kernel)``: the filters of the correlations that give the input gradient ("full" and "phases")."""
+    swapped = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    return swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+
+
 def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The "phases" formulation: each stride phase of the input's gradient a stride-1 forward convolution of
     grad_output with the taps that land on it (:func:`~convolab.planner.phase_problems`), run by the planner's
     pick and written into its phase's cells: ``(N, G*C, *input)`` for zero padding, else ``(N, G*C,
     *padded)``."""
-    groups = spec.groups
     size = spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
     grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
-    # Channels swapped per group, as for the full correlation: (G*O, C, *kernel) -> (G*C, O, *kernel).
-    swapped = kernel.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
-    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    swapped = _channels_swapped(kernel, spec)  # as for the full correlation
     for phase in phase_problems(spec):
         cells = (Ellipsis, *(slice(r, None, s) for r, s in zip(phase.residue, spec.stride)))
         if phase.spec is None or spec.out_channels_per_group == 0:
@@ -424,7 +428,6 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
     correlation's own padding is reduced by the forward padding and only the
     input's cells are computed (when that leaves no negative padding).
     """
-    groups = spec.groups
     full_spec, on_input, spread_size = full_problem(spec)
     # g_s: grad_output with s-1 zeros between samples, (P-1)*s + 1 long (g itself at stride 1)
     if spread_size is None:
@@ -432,9 +435,7 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
     else:
         spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
         spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
-    # Channels swapped per group: (G*O, C, *kernel) -> (G*C, O, *kernel).
-    swapped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
-    swapped = swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
+    swapped = _channels_swapped(weight, spec)
     return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
 
 
