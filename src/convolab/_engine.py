@@ -31,8 +31,8 @@ from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
-from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, check_algorithm_name, on_registry_change,
-                         select_algorithm)
+from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
+                         on_registry_change, select_algorithm)
 from .algorithms._columns import add_columns
 from .algorithms._threads import small_matmul
 from .planner import PassPlan, full_problem, measured_choice, pass_for, phase_problems, plan_for, plan_for_arrays
@@ -158,28 +158,40 @@ def conv_forward(
     if compact is not None:  # only the cells the windows read, never the whole padded input
         x, spec = compact[1].gather(x), compact[0]
     kernel = oriented_kernel(weight.astype(accumulate, copy=False), spec.flip)
-    out = _run_forward(algorithm, x.astype(accumulate, copy=False), kernel, spec, np.dtype(x.dtype))
-    if bias is not None:
-        out += bias.astype(accumulate, copy=False).reshape(-1, *([1] * spec.rank))  # out is ours to modify
+    bias = None if bias is None else bias.astype(accumulate, copy=False)
+    out = _run_forward(algorithm, x.astype(accumulate, copy=False), kernel, spec, np.dtype(x.dtype), bias)
     return out.astype(returned, copy=False)
 
 
-def _run_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype) -> np.ndarray:
-    """The forward of ``name``: the plan's algorithm for "auto", the timed winner for "measure", else ``name``.
+def _run_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype,
+                 bias: np.ndarray | None = None) -> np.ndarray:
+    """The forward of ``name``: the plan's algorithm for "auto", the timed winner for "measure", else ``name``;
+    plus ``bias`` (in the accumulation dtype, or None).
 
     ``x`` is the input before padding, in the accumulation dtype; ``dtype`` the
     caller's. An algorithm pads as it needs (depthwise block by block); the
     data are looked at only where the plan's pick mixes outputs, which their
-    values can refuse (:func:`~convolab.planner.plan_for_arrays`).
+    values can refuse (:func:`~convolab.planner.plan_for_arrays`). The plan's
+    algorithm adds the bias itself where it has a cheaper place for it
+    (:meth:`~convolab.algorithms.Algorithm.run_unpadded_with_bias`); elsewhere it is a pass over the output.
     """
+    if name == "auto":
+        algorithm = ALGORITHMS[plan_for(spec, dtype).algorithm]
+        if not algorithm.mixes_outputs:
+            return algorithm.run_unpadded_with_bias(x, kernel, spec, bias)
+    return add_bias(_run_other_forward(name, x, kernel, spec, dtype), bias, spec)  # the output is ours to modify
+
+
+def _run_other_forward(name: str, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec, dtype: np.dtype
+                       ) -> np.ndarray:
+    """:func:`_run_forward` without the bias, where the plan's algorithm is not simply run: "measure", a named
+    algorithm, or a plan whose pick mixes outputs (looked at again with the data)."""
     if name == "measure":
         padded = pad(x, spec.padding, spec.padding_mode)
         return ALGORITHMS[measured_choice(padded, kernel, spec, dtype)].run(padded, kernel, spec)
     if name != "auto":
         return ALGORITHMS[name].run_unpadded(x, kernel, spec)
     algorithm = ALGORITHMS[plan_for(spec, dtype).algorithm]
-    if not algorithm.mixes_outputs:
-        return algorithm.run_unpadded(x, kernel, spec)
     if isinstance(algorithm, Winograd) and spec.padding_mode == "zeros":
         # The tiles' rule reads the data's peak and the median of the nonzero values, which zero padding leaves as
         # they are: no padded copy to look at (with the padded run, 3 of 14 ms on ResNet-18's 56x56 layer).

@@ -83,10 +83,17 @@ __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Sh
            "select_algorithm",
            # helpers other modules use
            "CACHE_BLOCK_BYTES", "depthwise_threads", "fft_blocks", "transform_length", "unroll", "filter_matrix",
-           "fold_product"]
+           "fold_product", "add_bias"]
 
 #: The passes an algorithm may implement.
 PASSES = ("forward", "input_grad", "weight_grad")
+
+
+def add_bias(out: np.ndarray, bias: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    """``out`` ``(N, C_out, *out)``, a forward's own result, plus ``bias`` ``(C_out,)`` (or None), in place."""
+    if bias is not None:
+        out += bias.reshape(-1, *([1] * spec.rank))
+    return out
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,13 @@ class Algorithm:
     def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """The forward pass on the input before padding; an algorithm that can pads as it goes."""
         return self.run(pad(x, spec.padding, spec.padding_mode), kernel, spec)
+
+    def run_unpadded_with_bias(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec,
+                               bias: np.ndarray | None) -> np.ndarray:
+        """:meth:`run_unpadded` plus ``bias`` ``(C_out,)`` (in ``x``'s dtype, or None) on every output position:
+        here a pass of its own over the output; an algorithm whose results pass through a layout where the bias
+        is cheaper to add (gemm's product rows) adds it there, each value the same one addition."""
+        return add_bias(self.run_unpadded(x, kernel, spec), bias, spec)
 
     def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec, **options: Any) -> np.ndarray:
         """Its own input-gradient pass (``"input_grad"`` in :attr:`passes`) for the oriented ``kernel``:
