@@ -110,6 +110,28 @@ def test_unbatched_input_and_several_threads(compiled_everywhere):  # noqa: F811
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("params", [dict(stride=2, padding=1), dict(stride=2, padding=(2, 0)),
+                                    dict(stride=2, padding=1, padding_mode="reflect")], ids=str)
+def test_stems_staged_sample_by_sample_agree_with_the_direct_sum(params, threads,
+                                                                 compiled_everywhere):  # noqa: F811
+    """Three input channels on planes large enough that each job copies its own sample's phase grid into its
+    thread's stage (``_kernels_tiled.forward_staged``), with no grid of the whole input; reflect padding comes
+    padded, so that the stage only splits the phases."""
+    from convolab.spec import conv_spec
+    x = _input((4, 3, 120, 131), np.float32, 8)
+    w = np.random.default_rng(9).standard_normal((16, 3, 3, 3)).astype(np.float32)
+    spec = conv_spec(x.shape, w.shape, **params)
+    with cl.thread_count(threads):
+        tiles_per_group, tiles_per_job, layout = compiled_module._tiling(spec, 4, 8)
+        padding = compiled_module._source_padding(spec)
+        assert compiled_module._stage_shape(spec, 4, layout, padding, tiles_per_job >= tiles_per_group)[0] == 1
+        out = cl.conv(x, w, **params)
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    assert_within(out, cl.conv(x, w, **params, algorithm="direct"),
+                  summation_bound(27, cl.conv(f64(x), f64(w), **params, algorithm="gemm"), np.float32))
+
+
 @pytest.mark.parametrize("poisoned", ["input", "weight"])
 def test_inf_and_nan_land_where_the_direct_sum_puts_them(poisoned, compiled_everywhere):  # noqa: F811
     """Each position's sum reads only its own window: a wide row's extra columns, computed and dropped, and a

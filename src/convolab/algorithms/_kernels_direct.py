@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-__all__ = ["copy_phases", "forward", "input_grad_scatter", "OUT_BLOCK", "TAP_BLOCK"]
+__all__ = ["copy_phases", "stage_planes", "forward", "input_grad_scatter", "OUT_BLOCK", "TAP_BLOCK"]
 
 #: Output channels and taps one pass of an inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 3
@@ -75,15 +75,21 @@ def copy_phases(array, grid, first, last, split, low_d, low_h, low_w):
     before and after its sample's columns, and rows no sample lands on are
     zero throughout.
     """
+    # a zero LLVM cannot see: a row's few padding cells as plain stores, where a constant zero makes each a call
+    # to memset (0.85 against 1.0 ms for (8, 64, 56, 56) padded by 1, one thread)
+    _copy_phases(array, grid, first, last, split, low_d, low_h, low_w, np.zeros(1, grid.dtype)[0])
+
+
+@njit(cache=True, nogil=True)
+def _copy_phases(array, grid, first, last, split, low_d, low_h, low_w, zero):
+    """:func:`copy_phases`, its padding's cells written with ``zero`` (a value the compiler cannot see is zero:
+    :func:`stage_planes` runs without Numba's runtime, so cannot allocate one)."""
     channels, depth, height, width = array.shape[1], array.shape[2], array.shape[3], array.shape[4]
     grid_depth, sh, sw, hq, wq = grid.shape[2], grid.shape[3], grid.shape[4], grid.shape[5], grid.shape[6]
     # both addressed flat and unsigned: a row's view and slice cost more than copying a short row (80 against
     # 13 ns for 28 values), and an unsigned index needs no wraparound test, so that the loops vectorize
     flat_grid, flat = grid.reshape(grid.size), array.reshape(array.size)
     row_cells = uint64(wq)
-    # a zero LLVM cannot see: a row's few padding cells as plain stores, where a constant zero makes each a call
-    # to memset (0.85 against 1.0 ms for (8, 64, 56, 56) padded by 1, one thread)
-    zero = np.zeros(1, grid.dtype)[0]
     for plane in range(first, last):  # plane n*C_in + c of both arrays
         if split:  # the rows no sample lands on (padding rows and planes, a phase's short end), in runs
             for zp in range(grid_depth):
@@ -129,6 +135,19 @@ def copy_phases(array, grid, first, last, split, low_d, low_h, low_w):
                     else:
                         for i in range(count):
                             flat[start + uint64(sw) * i] = flat_grid[phase + i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def stage_planes(source, stage, first_plane, low_d, low_h, low_w):
+    """The phase grid ``stage`` ``(1, C, D, SH, SW, Hq, Wq)`` of planes ``first_plane:first_plane+C`` (plane
+    ``n*C_in + c``) of ``source`` ``(N, C_in, D, H, W)`` zero-padded by the lows (:func:`copy_phases`): one
+    (sample, group)'s grid, copied by the job that reads it into its thread's own buffer (the register tiles'
+    forward and weight gradient), where it stays in the cache."""
+    count, depth, height, width = stage.shape[1], source.shape[2], source.shape[3], source.shape[4]
+    plane = depth * height * width
+    planes = source.reshape(-1)[first_plane * plane:(first_plane + count) * plane]
+    _copy_phases(planes.reshape((1, count, depth, height, width)), stage, 0, count, True, low_d, low_h, low_w,
+                 stage.dtype.type(min(first_plane, 0)))  # zero: planes are counted from 0
 
 
 @njit(cache=True, nogil=True, inline="always")

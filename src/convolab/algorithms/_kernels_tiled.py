@@ -71,8 +71,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
+from ._kernels_direct import stage_planes
 
-__all__ = ["forward", "wide_vectors", "LANES", "TILE_WIDE", "TILE_NARROW"]
+
+__all__ = ["forward", "forward_staged", "wide_vectors", "LANES", "TILE_WIDE", "TILE_NARROW"]
 
 #: Consecutive positions of one tile (two float32 vectors of 512 bits, four float64 ones).
 LANES = 32
@@ -280,3 +282,18 @@ def forward(flat, packed, out, scratch, partial, offsets, runs, first, last, gro
                     target, source = out[n, o, od, r, w0:w0 + width], sums_flat[(o - o0) * sums.shape[1] + (r - r0) * wq:]
                     for w in range(width):
                         target[w] = source[w]
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def forward_staged(source, stage, packed, out, scratch, partial, offsets, runs, first, last, tiles_per_group,
+                   block_taps, channel_size, depth_size, wq, sd, low_d, low_h, low_w):
+    """:func:`forward` for one group, each job a whole sample's channels, without the phase grid of the whole
+    input: each job first copies its sample's planes of ``source`` (the input before its zero padding by the
+    lows, rank 3) into the thread's own ``stage`` (``(1, C, D, SH, SW, Hq, Wq)``,
+    :func:`._kernels_direct.stage_planes`), whose tiles then read it from the cache, rather than the whole grid
+    written to memory first and read back."""
+    stage_flat = stage.reshape(-1)
+    for n in range(first, last):
+        stage_planes(source, stage, n * source.shape[1], low_d, low_h, low_w)
+        forward(stage_flat, packed, out[n:n + 1], scratch, partial, offsets, runs, 0, 1, 1, tiles_per_group,
+                tiles_per_group, block_taps, channel_size, depth_size, wq, sd)

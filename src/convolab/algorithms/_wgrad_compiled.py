@@ -106,8 +106,8 @@ def _tiled_layout(spec: ConvSpec, itemsize: int) -> compiled_support._Layout:
     sharing the zero padding the grid's copy adds along the last axis (a row's high padding the next row's
     low: 30 instead of 32 positions per row of a 5x5 layer at 28x28, 39 instead of 45 of ASPP's, which multiply
     grad_output's zeros)."""
-    padding = spec.padding if spec.padding_mode == "zeros" else ((0, 0),) * spec.rank  # as _zero_padded_source
-    return compiled_support._Layout(spec, itemsize, TILED_RUN_ROWS * 4 // itemsize, shared_padding=padding[-1])
+    return compiled_support._Layout(spec, itemsize, TILED_RUN_ROWS * 4 // itemsize,
+                                    shared_padding=compiled_support._source_padding(spec)[-1])
 
 
 def _tiled_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float, int]:

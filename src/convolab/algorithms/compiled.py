@@ -322,6 +322,12 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
 
 
+def _source_padding(spec: ConvSpec) -> tuple[tuple[int, int], ...]:
+    """The zero padding the forward's phase grid adds to its source (:func:`.depthwise._zero_padded_source`): the
+    spec's, where that is zeros; else none (the source comes padded)."""
+    return spec.padding if spec.padding_mode == "zeros" else ((0, 0),) * spec.rank
+
+
 def _tiling(spec: ConvSpec, itemsize: int, tile: int,
             padding: Sequence[tuple[int, int]] | None = None) -> tuple[int, int, _Layout]:
     """How the tiled forward splits a problem: tiles of ``tile`` output channels per group, tiles per job, and
@@ -330,9 +336,33 @@ def _tiling(spec: ConvSpec, itemsize: int, tile: int,
     sharing the zero ``padding`` the grid's copy adds (the spec's, where that is zeros; see :class:`_Layout`)."""
     work, out_per_group = _macs(spec), spec.out_channels_per_group
     tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
-    if padding is None:
-        padding = spec.padding if spec.padding_mode == "zeros" else ((0, 0),) * spec.rank
+    padding = _source_padding(spec) if padding is None else padding
     return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile, shared_padding=padding[-1])
+
+
+#: The bytes of the phase grid of one (sample, group) that each job of the tiled forward copies into its thread's
+#: own stage, read there from the cache, rather than the whole grid copied first, written to memory and read back:
+#: at most this many (within the L2 cache, with the output's lines passing through it), ...
+STAGE_BYTES = 768 * 2**10
+#: ... and at least this many: per-job copies of small stages measured slower than one pass over the whole grid
+#: (one thread, session 13, staged inside :func:`._kernels_tiled.forward`: ResNeXt's (8, 64, 7, 7) in 8 groups
+#: 0.11 -> 0.18 ms with 2.6 KiB stages, (8, 256, 28, 28) in 32 groups 2.1 -> 2.3 ms with 29 KiB), where the
+#: 3-channel 224x224 stems' 613 KiB stages made them 5-8% faster and a 3 -> 64 decoder's 202 KiB at 128x128
+#: changed nothing; none smaller was measured.
+STAGE_LEAST_BYTES = 128 * 2**10
+
+
+def _stage_shape(spec: ConvSpec, itemsize: int, layout: _Layout, padding: Sequence[tuple[int, int]],
+                 whole_groups: bool) -> tuple[int, ...]:
+    """The tiled forward's stage, one (sample, group)'s phase grid ``(1, C, *grid)``, where each job copies the
+    planes it reads into its thread's own: where the grid is a copy at all (a stride, or the source's zero
+    ``padding``), the stage's bytes are within :data:`STAGE_LEAST_BYTES` and :data:`STAGE_BYTES`, and, in one
+    group, each job computes all the output channels (``whole_groups``), so that no two jobs copy the same
+    planes; else ``(0,) * 7`` (the whole grid copied first)."""
+    shape = (1, spec.in_channels_per_group, *layout.grid)
+    copied = layout.split or any(low or high for low, high in padding)
+    fits = STAGE_LEAST_BYTES <= prod(shape) * itemsize <= STAGE_BYTES
+    return shape if spec.groups == 1 and whole_groups and copied and fits else (0,) * len(shape)
 
 
 #: Bytes of input lines one block of taps of the tiled forward reads per stretch (kept in the L1 cache while every
@@ -482,7 +512,8 @@ class Compiled(FullOrScatter, Algorithm):
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
-        each thread's scratch sums (with the register tiles, also the weights laid out by tile)."""
+        each thread's scratch sums (with the register tiles, also the weights laid out by tile, and where they
+        stage each sample's grid, :func:`_stage_shape`, one stage per thread instead of the whole grid)."""
         work, out_per_group = _macs(spec), spec.out_channels_per_group
         tile = _tile_for(out_per_group, itemsize)
         if tile:
@@ -490,7 +521,10 @@ class Compiled(FullOrScatter, Algorithm):
             threads = min(_threads(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
             packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
             scratch = tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's partial
-            return layout.grid_bytes(spec, itemsize) + (threads * scratch + packed) * itemsize
+            whole_groups = tiles_per_job >= tiles_per_group
+            stage = prod(_stage_shape(spec, itemsize, layout, _source_padding(spec), whole_groups))  # or the grid:
+            grid = 0 if stage else layout.grid_bytes(spec, itemsize)
+            return grid + (threads * (scratch + stage) + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
         layout = _Layout(spec, itemsize, block)
         threads = min(_threads(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
@@ -529,11 +563,13 @@ class Compiled(FullOrScatter, Algorithm):
     def _forward_tiled(source: np.ndarray, padding: Sequence[tuple[int, int]], filters: np.ndarray,
                        spec: ConvSpec, tile: int) -> np.ndarray:
         """:func:`._kernels_tiled.forward`: :meth:`_forward` with tiles of ``tile`` output channels by
-        :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles)."""
+        :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles); where
+        :func:`_stage_shape` allows, :func:`._kernels_tiled.forward_staged`, in jobs of one sample, each copying
+        its sample's phase grid into its thread's stage (the 3x3 stem at 224x224, one thread: 1.51 -> 1.39 ms)."""
         groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
         tiles_per_group, tiles_per_job, layout = _tiling(spec, source.itemsize, tile, padding)
         scratch_shape = (tiles_per_job * tile, layout.scratch_shape[1])
-        grid = layout.to_grid(source, padding, work)
+        stage_shape = _stage_shape(spec, source.itemsize, layout, padding, tiles_per_job >= tiles_per_group)
         # (G*O, T) -> (G, B, tile, T), the channels past the group's last zero -> (G*B, T, tile)
         packed = np.zeros((groups, tiles_per_group * tile, filters.shape[1]), dtype=filters.dtype)
         packed[:, :out_per_group] = filters.reshape(groups, out_per_group, -1)
@@ -546,15 +582,26 @@ class Compiled(FullOrScatter, Algorithm):
             + taps[:, 4]
         out = np.empty(spec.output_shape, dtype=source.dtype)
         out3 = out.reshape(_shape3(out.shape))
-        flat = grid.reshape(-1)
-        forward = kernels("tiled").forward
+        tiled, block_taps = kernels("tiled"), _block_taps(spec, source.itemsize)
+
+        def scratch() -> tuple[np.ndarray, ...]:
+            return (np.empty(scratch_shape, dtype=source.dtype), np.empty(scratch_shape[0] * LANES, dtype=source.dtype))
+
+        if stage_shape[0]:  # each sample's planes copied by its job into the thread's stage: no grid
+            lows = _steps(tuple(low for low, _ in padding), fill=0)
+            _run_jobs(spec.batch, work,
+                      lambda first, last, own: tiled.forward_staged(source, own[2], packed, out3, own[0], own[1],
+                                                                    offsets, runs, first, last, tiles_per_group,
+                                                                    block_taps, depth * depth_size, depth_size, wq,
+                                                                    layout.depth_stride, *lows),
+                      lambda: (*scratch(), np.empty(stage_shape, dtype=source.dtype)))
+            return out
+        flat = layout.to_grid(source, padding, work).reshape(-1)
         _run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
-                  lambda first, last, scratch: forward(flat, packed, out3, *scratch, offsets, runs, first, last,
-                                                       groups, tiles_per_group, tiles_per_job,
-                                                       _block_taps(spec, source.itemsize), depth * depth_size,
-                                                       depth_size, wq, layout.depth_stride),
-                  lambda: (np.empty(scratch_shape, dtype=source.dtype),
-                           np.empty(scratch_shape[0] * LANES, dtype=source.dtype)))
+                  lambda first, last, own: tiled.forward(flat, packed, out3, *own, offsets, runs, first, last, groups,
+                                                         tiles_per_group, tiles_per_job, block_taps,
+                                                         depth * depth_size, depth_size, wq, layout.depth_stride),
+                  scratch)
         return out
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
