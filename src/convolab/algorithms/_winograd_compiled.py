@@ -246,7 +246,7 @@ def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: in
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                           spec: ConvSpec, m: int, blas: bool = True) -> np.ndarray:
+                           spec: ConvSpec, m: int, blas: bool = True, dilated: ConvSpec | None = None) -> np.ndarray:
     """:func:`.winograd.winograd_conv` with the compiled transforms of :mod:`._kernels_winograd` (1 to 3 spatial axes,
     float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as ``(low,
     high)``) to the padded input.
@@ -262,6 +262,13 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     positions shared among the pool's threads: a position's filters (1 MiB for 512 channels) stay in its
     core's L2 cache while the block's tiles stream through, and no BLAS threads spin beside the pool's
     (:func:`_pooled_products`).
+
+    With ``dilated`` (a stride-1 dilated problem of 1-2 axes whose phases' undilated problem is ``spec``:
+    :func:`.space_to_batch.phase_spec`), ``spec``'s samples are the phases of ``dilated``'s, ``(N, *d)`` in that
+    order, and neither split nor interleaved: ``source`` and ``padding`` are ``dilated``'s, its samples laid out
+    channels last as they are (``d`` times a phase's cells per axis), the input transform reads each phase's
+    cells every ``d``-th from there and the output transform writes its outputs every ``d``-th into
+    ``dilated``'s output (:func:`._kernels_winograd.dilated_transforms`).
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
@@ -273,21 +280,30 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
     tile_counts = np.array(tiles, dtype=np.int64)
-    out = np.empty(spec.output_shape, dtype=dtype)
+    phases = 1 if dilated is None else prod(dilated.dilation)
+    out = np.empty((spec if dilated is None else dilated).output_shape, dtype=dtype)
     out3 = out.reshape(_shape3(out.shape))
-    most_samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
+    held = _samples_laid_out(spec, m, dtype.itemsize, phases)
     most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    channels_last = _channels_last_buffer(most_samples, _channels_last_size(spec, m, tiles), spec.in_channels,
-                                          inside, dtype)
+    steps = _steps(() if dilated is None else dilated.dilation)
+    channels_last = _channels_last_buffer(
+        held, tuple(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
+        spec.in_channels, inside, dtype)
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
     # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
     tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
     layout_most = most if blas else -(-most // tile_step) * tile_step + 1
     inputs = np.empty(positions * layout_most * spec.in_channels, dtype=dtype)
     products = np.empty(positions * layout_most * spec.out_channels, dtype=dtype)
-    input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    if dilated is None:
+        input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    else:  # the phases' kernels, given the dilation (three axes) and the phases per sample after their scratch
+        on_phases = (np.array(steps, dtype=np.int64), phases)
+        input_phases, output_phases = kernels("winograd").dilated_transforms(m, rank, dtype.name)
+        input_tiles = lambda *arguments: input_phases(*arguments, *on_phases)  # noqa: E731
+        output_tiles = lambda *arguments: output_phases(*arguments, *on_phases)  # noqa: E731
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
     md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
@@ -301,17 +317,19 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
                 np.empty((STORE_TILES, md, mh, m, spec.out_channels), dtype=dtype))
 
     work = positions * (spec.in_channels + spec.out_channels) * most * a
-    copied = None
+    copied = (0, 0)
     for n0, n1, r0, r1 in blocks:
-        if copied != (n0, n1):  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
-            _copy_channels_last(source, channels_last, n0, n1, inside, _threads(work))
-            copied = (n0, n1)
+        s0, s1 = _source_samples(n0, n1, phases)
+        if s0 < copied[0] or s1 > copied[1]:  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
+            copied = (s0, min(source.shape[0], s0 + held))
+            _copy_channels_last(source, channels_last, *copied, inside, _threads(work))
         count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
         layout = count if blas else -(-count // tile_step) * tile_step + 1
         block_in = inputs[:positions * layout * spec.in_channels].reshape(positions, layout, spec.in_channels)
         block_in[:, count:] = 0  # multiplied past the tiles (whole register tiles), never read: zeros, not garbage
+        row0 = (n0 - copied[0] * phases) * rows_per_sample + r0  # the block's first tile row, from the first laid out
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
-            channels_last, block_in, tile_counts, r0, first, last, *scratch), input_scratch)
+            channels_last, block_in, tile_counts, row0, first, last, *scratch), input_scratch)
         block_out = products[:positions * layout * spec.out_channels].reshape(positions, layout, spec.out_channels)
         if blas:
             for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
@@ -322,6 +340,25 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
             block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
     return out
+
+
+def _source_samples(n0: int, n1: int, phases: int) -> tuple[int, int]:
+    """The samples of the source whose phases are the phase samples ``n0:n1`` (``phases`` per sample)."""
+    return n0 // phases, -(-n1 // phases)
+
+
+def _samples_laid_out(spec: ConvSpec, m: int, itemsize: int, phases: int = 1) -> int:
+    """The samples :func:`compiled_winograd_conv` lays out channels last at a time: those of its largest block of
+    tiles; with ``phases`` (its ``dilated`` problem's, ``spec`` the phases' problem) as many more as fit
+    :data:`MAX_TILE_BLOCK_BYTES` and the workspace limit, so that a sample whose phases two blocks share is laid
+    out once (ASPP's 36 phases of one sample, 4.7 MB, span two blocks)."""
+    blocks, tiles = _tile_blocks(spec, m, itemsize)
+    most = max((s1 - s0 for s0, s1 in (_source_samples(n0, n1, phases) for n0, n1, _, _ in blocks)), default=0)
+    if phases == 1:
+        return most
+    per_sample = phases * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels * itemsize
+    fit = min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_sample, 1)
+    return max(most, min(spec.batch // phases, fit))
 
 
 def _pooled_products(fused, block_in: np.ndarray, filters: np.ndarray, block_out: np.ndarray, tiles: int,
