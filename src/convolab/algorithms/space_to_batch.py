@@ -107,7 +107,7 @@ class SpaceToBatch(Winograd):
           path's: the samples laid out channels last, ``d`` times a phase's cells per axis, are every phase's
           cells). Every step then runs in the inner Winograd's jobs, shared among threads as its own estimate
           shares them: at one thread, 0.6-1.0 ms of ASPP's 18.5 and DeepLab's 11 ran outside them (the
-          buffers' zeros, the calls). Its products are the pool's at any thread count, where the inner
+          buffers' set-up, the Python between the jobs). Its products are the pool's at any thread count, where the inner
           estimate counts the BLAS's at one thread: the pool's measured 1.03-1.2x faster there on these
           phases (CPU time: ASPP 18.5 against 19.1 ms, DeepLab's F(4) 11.1 against 13.3), so the estimate
           is a little high;
