@@ -212,33 +212,36 @@ def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple
     return _shape3((1, 1, *(t * m + 2 for t in tiles[KERNEL_RANK - spec.rank:])))[2:]
 
 
-def _channels_last_buffer(samples: int, size: tuple[int, ...], channels: int, inside: tuple[slice, ...],
-                          dtype: np.dtype) -> np.ndarray:
-    """An uninitialised ``(samples, D, H, W, channels)`` buffer whose cells outside ``inside`` (per spatial axis)
-    are zeros: the padding and the high tiles' reads. The copies (:func:`_copy_channels_last`) fill the rest;
-    zeroing all of it first, on the calling thread, cost 0.1-0.3 ms of a 7 ms layer at two threads."""
-    buffer = np.empty((samples, *size, channels), dtype=dtype)
-    for axis, part in enumerate(inside, start=1):
-        before, after = [slice(None)] * buffer.ndim, [slice(None)] * buffer.ndim
-        before[axis], after[axis] = slice(0, part.start), slice(part.stop, None)
-        buffer[tuple(before)] = 0
-        buffer[tuple(after)] = 0
-    return buffer
-
-
 def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: int, last: int,
                         inside: tuple[slice, ...], threads: int) -> None:
-    """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)`` for ``first <= n
-    < last``: NumPy's transposing copies of a few rows of one sample each, shared among threads (on the calling
-    thread alone the copy was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads)."""
-    height = source.shape[3]
+    """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)``, and zeros in
+    every other cell of those samples (the padding and the high tiles' reads), for ``first <= n < last``: NumPy's
+    transposing copies and fills of a few of the buffer's rows of one sample each, shared among threads (on the
+    calling thread alone the copy was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads, and
+    the zeros, written there first into a fresh buffer, 1.1-1.2 ms of ASPP's dilated layer at one thread: 5 MB
+    of its 9.4 MB, every page faulted in).
+
+    ``channels_last`` ``(samples, D, H, W, C)``, uninitialised; ``inside`` the source's cells in it per spatial
+    axis."""
+    height = channels_last.shape[2]
     pieces = max(1, min(height, 2 * threads))
+    below, above = inside[1].start, inside[1].stop  # the rows that hold the source
 
     def copy_worker() -> Callable[[tuple[int, int, int]], None]:
-        def copy(piece: tuple[int, int, int]) -> None:  # one sample's rows h0:h1, (C, D, rows, W) -> (D, rows, W, C)
-            n, h0, h1 = piece
-            rows = slice(inside[1].start + h0, inside[1].start + h1)
-            np.copyto(channels_last[n - first, inside[0], rows, inside[2]], source[n, :, :, h0:h1].transpose(1, 2, 3, 0))
+        def copy(piece: tuple[int, int, int]) -> None:  # one sample's buffer rows b0:b1
+            n, b0, b1 = piece
+            target = channels_last[n - first, :, b0:b1]  # (D, rows, W, C)
+            r0, r1 = min(max(b0, below), b1), max(min(b1, above), b0)  # its rows that hold the source: r0:r1
+            target[:, :r0 - b0] = 0
+            target[:, r1 - b0:] = 0
+            if r0 == r1:
+                return
+            rows = target[:, r0 - b0:r1 - b0]
+            rows[:inside[0].start] = 0
+            rows[inside[0].stop:] = 0
+            rows[:, :, :inside[2].start] = 0
+            rows[:, :, inside[2].stop:] = 0
+            np.copyto(rows[inside[0], :, inside[2]], source[n, :, :, r0 - below:r1 - below].transpose(1, 2, 3, 0))
         return copy
 
     in_parallel([(n, height * i // pieces, height * (i + 1) // pieces) for n in range(first, last)
@@ -252,7 +255,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     high)``) to the padded input.
 
     Per block of tiles (:func:`_tile_blocks`): its samples copied channels
-    last into a buffer whose border alone is zeros (:func:`_copy_channels_last`,
+    last into a buffer, its border zeros written beside (:func:`_copy_channels_last`,
     shared among threads), the input transform of the block's tiles into ``(P, T,
     G*C)``, one product per tile position and group ``(P, T, C) @ (P, C, O)``
     on the BLAS, and the output transform straight into the output; the
@@ -288,9 +291,8 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     steps = _steps(() if dilated is None else dilated.dilation)
-    channels_last = _channels_last_buffer(
-        held, tuple(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
-        spec.in_channels, inside, dtype)
+    channels_last = np.empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
+                              spec.in_channels), dtype=dtype)  # every cell written by the copies
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
     # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
     tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
@@ -425,8 +427,8 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     out3 = out.reshape(_shape3(out.shape))
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    channels_last = _channels_last_buffer(min(samples, spec.batch), _channels_last_size(spec, m, tiles),
-                                          spec.in_channels, inside, dtype)
+    channels_last = np.empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
+                             dtype=dtype)  # every cell written by the copies
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
