@@ -17,7 +17,8 @@ import pytest
 import convolab as cl
 from convolab import planner
 from convolab._window import pad
-from convolab.algorithms import ALGORITHMS
+from convolab.algorithms import ALGORITHMS, space_to_batch
+from convolab.algorithms._winograd_compiled import compiled_winograd_conv
 from convolab.algorithms.space_to_batch import interleave_phases, phase_spec, split_phases
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
@@ -142,6 +143,29 @@ def test_phases_are_every_dth_padded_cell_and_outputs_go_back_in_place(size, pad
         np.testing.assert_array_equal(placed, by_phase[phase][(..., *(slice(0, n) for n in placed.shape[2:]))])
 
 
+@pytest.mark.parametrize("blas", [True, False], ids=["blas", "pool"])
+@pytest.mark.parametrize("limit", [None, 2**16], ids=["roomy", "tight"])
+@pytest.mark.parametrize("shapes, padding, dilation", [
+    (((3, 40, 23, 29), (24, 40, 3, 3)), ((3, 4), (5, 2)), (3, 5)),  # 15 phases a sample, uneven padding
+    (((2, 33, 50), (7, 33, 3)), ((6, 5),), (4,)),
+])
+def test_phases_in_place_agree_with_the_split_phases(shapes, padding, dilation, limit, blas):
+    """The compiled transforms reading the phases from the samples and writing their outputs into the output (no
+    split, no interleave) against the split path, on the BLAS's products and the pool's; with a tight workspace
+    limit the blocks of tiles hold one phase's rows at a time and one sample is laid out at a time."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    spec = cl.conv_spec(x.shape, w.shape, padding=padding, dilation=dilation)
+    sub = phase_spec(spec)
+    with cl.workspace_limit(limit) if limit else cl.thread_count(2):
+        for tile in (2, 4):
+            got = compiled_winograd_conv(x, spec.padding, w, sub, tile, blas=blas, dilated=spec)
+            split = compiled_winograd_conv(split_phases(x, spec.padding, spec), ((0, 0),) * spec.rank, w, sub, tile,
+                                           blas=blas)
+            np.testing.assert_allclose(got, interleave_phases(split, spec), rtol=1e-12, atol=1e-12)
+    assert S2B.workspace_bytes(spec, 8) > 0
+
+
 def test_a_view_and_other_padding_modes():
     """A non-contiguous input, and padding modes other than zeros (padded first by the engine, then split)."""
     rng = np.random.default_rng(3)
@@ -183,21 +207,33 @@ def test_refuses_what_it_cannot_run(params, dtype, reason):
 
 
 @pytest.mark.parametrize("input_shape, weight_shape, params, picked", [
-    ((2, 256, 33, 33), (256, 256, 3, 3), dict(padding=2, dilation=2), True),  # DeepLab: measured 1.4x auto's
-    # ASPP: row_shifts since session 12, by its estimate (measured a tie, 26.2-26.6 against 25.4-26.3 ms at one
-    # thread, and its own weight gradient 27.0 against gemm's 30.9: tests/test_row_shifts.py)
-    ((2, 512, 33, 33), (256, 512, 3, 3), dict(padding=6, dilation=6), False),
+    # DeepLab: in place 8.0-9.3 ms against compiled's and packed's 13.7-13.9 (one thread, CPU time)
+    ((2, 256, 33, 33), (256, 256, 3, 3), dict(padding=2, dilation=2), True),
+    # ASPP: in place 17.8 against row_shifts' 22.7 and packed's 24.8 (session 13: docs/compiled.md)
+    ((2, 512, 33, 33), (256, 512, 3, 3), dict(padding=6, dilation=6), True),
     ((8, 64, 16000), (64, 64, 3), dict(padding=8, dilation=8), False),  # 1-d: Winograd has no fitted model
     ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=2, dilation=2), False),  # few channels: Winograd's accuracy rule
 ])
 def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, params, picked):
-    """At one thread by its estimate; never on two, where it measured slower (see :meth:`SpaceToBatch.estimate`)."""
-    with cl.thread_count(1):
-        chosen = cl.plan(input_shape, weight_shape, "float32", **params)
-    assert (chosen.algorithm == "space_to_batch") == picked, str(chosen)
-    with cl.thread_count(2):
-        assert cl.plan(input_shape, weight_shape, "float32", **params).algorithm != "space_to_batch"
+    """At one thread and at two by its estimate: in place, every step but 3-9% of its one-thread time runs in the
+    pool's jobs (see :meth:`SpaceToBatch.estimate`)."""
+    for threads in (1, 2):
+        with cl.thread_count(threads):
+            chosen = cl.plan(input_shape, weight_shape, "float32", **params)
+        assert (chosen.algorithm == "space_to_batch") == picked, str(chosen)
     assert S2B.workspace_bytes(cl.conv_spec(input_shape, weight_shape, **params), 4) > 0
+
+
+def test_on_two_threads_it_stays_out_where_the_phases_would_be_split():
+    """Where the inner Winograd would run fused (few channels, two threads) the phases are split and interleaved on
+    the calling thread, which measured slower there (session 12): ``inf``; in place on one thread."""
+    spec = cl.conv_spec((8, 64, 56, 56), (64, 64, 3, 3), padding=2, dilation=2)
+    with cl.thread_count(2):
+        assert not space_to_batch.in_place(spec, np.dtype(np.float32))
+        assert S2B.estimate(spec, np.dtype(np.float32)) == np.inf
+    with cl.thread_count(1):
+        assert space_to_batch.in_place(spec, np.dtype(np.float32))
+        assert S2B.estimate(spec, np.dtype(np.float32)) < np.inf
 
 
 def test_auto_keeps_its_phases_within_the_workspace_limit():

@@ -24,8 +24,9 @@ matter). In short:
 - winograd2/winograd4: one product per tile position at a measured fraction
   of the matrix-product rate, its compiled transforms' values at their rates,
   and the padded copy and data check "auto" makes before a mixing algorithm;
-  space_to_batch (dilated layers, one thread only): Winograd's estimate on
-  its phases plus their split and interleave (strided copies);
+  space_to_batch (dilated layers): Winograd's estimate on its phases (read
+  and written in place; where they are split, on one thread only, plus the
+  split and interleave's strided copies);
 - each: plus a fixed cost per call (larger for the FFT), which decides tiny
   problems.
 

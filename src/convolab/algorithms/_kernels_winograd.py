@@ -67,7 +67,7 @@ from numba import njit, uint64
 
 from .winograd import STORE_TILES, winograd_matrices
 
-__all__ = ["transforms", "filter_transform", "filter_panels"]
+__all__ = ["transforms", "dilated_transforms", "filter_transform", "filter_panels"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -211,6 +211,24 @@ def transforms(m: int, rank: int, dtype: str) -> tuple[Callable, Callable]:
     return input_tiles, output_tiles
 
 
+@lru_cache(maxsize=None)
+def dilated_transforms(m: int, rank: int, dtype: str) -> tuple[Callable, Callable]:
+    """``(input_tiles, output_tiles)`` of :func:`transforms` (1 or 2 axes) for the phases of a stride-1 dilated
+    problem (:mod:`.space_to_batch`), read from the samples and written to them in place: no split, no interleave.
+
+    Each takes two more arguments after the scratch: ``dilation`` (int64, three axes, the first 1) and ``phases``
+    (its product). The tile rows' samples are the phase samples ``n = s*phases + r_h*d_w + r_w``: phase ``(r_h,
+    r_w)`` of sample ``s``. ``input_tiles`` reads ``padded`` (the samples themselves, padded and laid out
+    channels last, ``d`` times a phase's cells per axis) at ``(r_h + d_h*i, r_w + d_w*j)`` for a phase's cell
+    ``(i, j)``; ``output_tiles`` writes ``out`` (the dilated problem's output) at ``(r_h + d_h*u, r_w + d_w*v)``
+    for a phase's output ``(u, v)``, those ``u < ceil((OH - r_h) / d_h)`` and ``v < ceil((OW - r_w) / d_w)``
+    only (the phase's own outputs). With ``dilation`` all ones they are :func:`transforms`' kernels.
+    """
+    if rank == 3:
+        raise ValueError("the dilated transforms are generated for 1 or 2 axes, got 3")
+    return _straight_input_tiles(m, rank, dtype, True), _straight_output_tiles(m, rank, dtype, True)
+
+
 #: Channels one pass of the straight-line input transform handles: its results go through a scratch block of
 #: ``P * CHANNEL_BLOCK`` values (in the L1 cache), and the block's loop has a constant length, so that the
 #: compiler can tell the scratch rows apart and vectorize it (8 and 16 measured slower, 64 no faster).
@@ -254,9 +272,9 @@ def _straight_transform_lines(m: int, rank: int, count: str) -> list[str]:
     return [f"for c in range({count}):"] + ["    " + line for line in lines]
 
 
-def _straight_input_source(m: int, rank: int, name: str) -> str:
+def _straight_input_source(m: int, rank: int, name: str, dilated: bool = False) -> str:
     """The source of :func:`_straight_input_tiles`'s kernel ``name``: the contract of ``input_tiles`` (the
-    scratch arguments unused)."""
+    scratch arguments unused); ``dilated``: :func:`dilated_transforms`' contract instead."""
     a = m + 2
     positions = a ** rank
     block = CHANNEL_BLOCK
@@ -266,16 +284,26 @@ def _straight_input_source(m: int, rank: int, name: str) -> str:
                 f"        target[into + c] = scratch[uint64(p * {block}) + c]"]
     full = _straight_transform_lines(m, rank, f"uint64({block})")
     rest = _straight_transform_lines(m, rank, "uint64(width)")
-    head = f"""def {name}(padded, transformed, tiles, row0, first, last, along_w, along_h):
+    if dilated:  # a phase ``(r_h, r_w)`` of a sample: its cells every ``d``-th of the sample's, from ``(r_h, r_w)``
+        arguments = "along_w, along_h, dilation, phases"
+        steps = "dilation[2] * channels, dilation[1] * width_in * channels, height * width_in * channels"
+        corner = (f"n // phases * depth * step_d + (n % phases // dilation[2] * width_in + n % phases % dilation[2])"
+                  f" * channels + th * {m if rank >= 2 else 0} * step_h")
+    else:
+        arguments = "along_w, along_h"
+        steps = "channels, width_in * channels, height * width_in * channels"
+        corner = (f"n * depth * step_d + td * {m if rank == 3 else 0} * step_d + th * {m if rank >= 2 else 0}"
+                  " * step_h")
+    head = f"""def {name}(padded, transformed, tiles, row0, first, last, {arguments}):
     depth, height, width_in, channels = padded.shape[1], padded.shape[2], padded.shape[3], padded.shape[4]
     source, target = padded.reshape(padded.size), transformed.reshape(transformed.size)
     scratch = np.empty({positions * block}, dtype=padded.dtype)
-    step_w, step_h, step_d = channels, width_in * channels, height * width_in * channels
+    step_w, step_h, step_d = {steps}
     plane, tw_count, per_sample = transformed.shape[1] * channels, tiles[2], tiles[0] * tiles[1]
     for job in range(first, last):
         row = row0 + job
         n, td, th = row // per_sample, row % per_sample // tiles[1], row % tiles[1]
-        corner = n * depth * step_d + td * {m if rank == 3 else 0} * step_d + th * {m if rank >= 2 else 0} * step_h
+        corner = {corner}
         for t in range(tw_count):
             column = (job * tw_count + t) * channels
             for c0 in range(0, channels, {block}):
@@ -288,7 +316,7 @@ def _straight_input_source(m: int, rank: int, name: str) -> str:
     return head + "\n".join(body + [" " * 16 + line for line in copy_out]) + "\n"
 
 
-def _straight_input_tiles(m: int, rank: int, dtype: str) -> Callable:
+def _straight_input_tiles(m: int, rank: int, dtype: str, dilated: bool = False) -> Callable:
     """The input transform of F(m, 3) over ``rank`` (1 or 2) axes as generated straight-line code: the contract
     of ``input_tiles`` in :func:`transforms`.
 
@@ -301,9 +329,9 @@ def _straight_input_tiles(m: int, rank: int, dtype: str) -> Callable:
     caches it with the module's other kernels; each tile size and rank has a
     kernel name of its own, so their caches never meet.
     """
-    name = f"input_tiles_f{m}_{rank}d"
+    name = f"input_tiles_f{m}_{rank}d{'_dilated' if dilated else ''}"
     namespace = {"__name__": __name__, "np": np, "uint64": uint64, "S": np.dtype(dtype).type}
-    exec(compile(_straight_input_source(m, rank, name), __file__, "exec"), namespace)  # noqa: S102 - generated
+    exec(compile(_straight_input_source(m, rank, name, dilated), __file__, "exec"), namespace)  # noqa: S102
     return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])
 
 
@@ -331,24 +359,37 @@ def _straight_output_lines(m: int, rank: int, count: str) -> list[str]:
     return [f"for c in range({count}):"] + ["    " + line for line in lines]
 
 
-def _straight_output_source(m: int, rank: int, name: str) -> str:
+def _straight_output_source(m: int, rank: int, name: str, dilated: bool = False) -> str:
     """The source of :func:`_straight_output_tiles`'s kernel ``name``: the contract of ``output_tiles`` (the
-    scratch arguments unused)."""
+    scratch arguments unused); ``dilated``: :func:`dilated_transforms`' contract instead."""
     block, store_width = CHANNEL_BLOCK, STORE_TILES * m
     out_rows = m if rank >= 2 else 1
     full = _straight_output_lines(m, rank, f"uint64({block})")
     rest = _straight_output_lines(m, rank, "uint64(width)")
-    head = f"""def {name}(products, out, tiles, row0, first, last, along_d, along_h, along_w):
+    if dilated:  # phase (r_h, r_w) of sample n // phases: its outputs every d-th of the sample's, the rows and
+        # columns it holds (ceil((out - r) / d)) kept
+        arguments, step = "along_d, along_h, along_w, dilation, phases", "dilation[2]"
+        place = f"""        sample, r_h, r_w = n // phases, n % phases // dilation[2], n % phases % dilation[2]
+        kept_h = (out_h - r_h + dilation[1] - 1) // dilation[1]
+        kept_w = (out_w - r_w + dilation[2] - 1) // dilation[2]
+"""
+        into = (f"uint64(sample * channels * out_plane + (r_h + dilation[1] * (th * {out_rows} + u)) * out_w + r_w"
+                " + dilation[2] * first_w)")
+    else:
+        arguments, step, place = "along_d, along_h, along_w", "1", """        kept_h, kept_w = out_h, out_w
+"""
+        into = f"uint64(n * channels * out_plane + (th * {out_rows} + u) * out_w + first_w)"
+    head = f"""def {name}(products, out, tiles, row0, first, last, {arguments}):
     channels, out_h, out_w = out.shape[1], out.shape[3], out.shape[4]
     source, target = products.reshape(products.size), out.reshape(out.size)
     stage = np.empty({STORE_TILES * store_width * out_rows * block}, dtype=products.dtype)
     plane, tw_count, out_plane = products.shape[1] * channels, tiles[2], out_h * out_w
     for job in range(first, last):
         n, th = (row0 + job) // tiles[1], (row0 + job) % tiles[1]
-        for t0 in range(0, tw_count, {STORE_TILES}):
+{place}        for t0 in range(0, tw_count, {STORE_TILES}):
             group = min({STORE_TILES}, tw_count - t0)
             first_w = t0 * {m}
-            store = min(group * {m}, out_w - first_w)
+            store = min(group * {m}, kept_w - first_w)
             for o0 in range(0, channels, {block}):
                 width = min({block}, channels - o0)
                 for g in range(group):
@@ -358,16 +399,17 @@ def _straight_output_source(m: int, rank: int, name: str) -> str:
 """
     indent = " " * 24
     body = [indent + line for line in full] + [" " * 20 + "else:"] + [indent + line for line in rest]
-    store_lines = [f"for u in range(min({out_rows}, out_h - th * {out_rows})):",
-                   f"    into = uint64(n * channels * out_plane + (th * {out_rows} + u) * out_w + first_w)",
+    stride = "uint64(e)" if step == "1" else f"uint64(e * {step})"
+    store_lines = [f"for u in range(min({out_rows}, kept_h - th * {out_rows})):",
+                   f"    into = {into}",
                    "    for o in range(width):",
                    "        row_at = into + uint64((o0 + o) * out_plane)",
                    "        for e in range(store):",
-                   f"            target[row_at + uint64(e)] = stage[uint64((u * {store_width} + e) * {block} + o)]"]
+                   f"            target[row_at + {stride}] = stage[uint64((u * {store_width} + e) * {block} + o)]"]
     return head + "\n".join(body + [" " * 16 + line for line in store_lines]) + "\n"
 
 
-def _straight_output_tiles(m: int, rank: int, dtype: str) -> Callable:
+def _straight_output_tiles(m: int, rank: int, dtype: str, dilated: bool = False) -> Callable:
     """The output transform of F(m, 3) over ``rank`` (1 or 2) axes as generated straight-line code: the contract
     of ``output_tiles`` in :func:`transforms`.
 
@@ -380,9 +422,9 @@ def _straight_output_tiles(m: int, rank: int, dtype: str) -> Callable:
     under this module's file name, one kernel name per tile size and rank
     (see :func:`_straight_input_tiles`).
     """
-    name = f"output_tiles_f{m}_{rank}d"
+    name = f"output_tiles_f{m}_{rank}d{'_dilated' if dilated else ''}"
     namespace = {"__name__": __name__, "np": np, "uint64": uint64, "S": np.dtype(dtype).type}
-    exec(compile(_straight_output_source(m, rank, name), __file__, "exec"), namespace)  # noqa: S102 - generated
+    exec(compile(_straight_output_source(m, rank, name, dilated), __file__, "exec"), namespace)  # noqa: S102
     return njit(cache=True, nogil=True, fastmath={"contract"})(namespace[name])
 
 

@@ -212,33 +212,36 @@ def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple
     return _shape3((1, 1, *(t * m + 2 for t in tiles[KERNEL_RANK - spec.rank:])))[2:]
 
 
-def _channels_last_buffer(samples: int, size: tuple[int, ...], channels: int, inside: tuple[slice, ...],
-                          dtype: np.dtype) -> np.ndarray:
-    """An uninitialised ``(samples, D, H, W, channels)`` buffer whose cells outside ``inside`` (per spatial axis)
-    are zeros: the padding and the high tiles' reads. The copies (:func:`_copy_channels_last`) fill the rest;
-    zeroing all of it first, on the calling thread, cost 0.1-0.3 ms of a 7 ms layer at two threads."""
-    buffer = np.empty((samples, *size, channels), dtype=dtype)
-    for axis, part in enumerate(inside, start=1):
-        before, after = [slice(None)] * buffer.ndim, [slice(None)] * buffer.ndim
-        before[axis], after[axis] = slice(0, part.start), slice(part.stop, None)
-        buffer[tuple(before)] = 0
-        buffer[tuple(after)] = 0
-    return buffer
-
-
 def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: int, last: int,
                         inside: tuple[slice, ...], threads: int) -> None:
-    """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)`` for ``first <= n
-    < last``: NumPy's transposing copies of a few rows of one sample each, shared among threads (on the calling
-    thread alone the copy was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads)."""
-    height = source.shape[3]
+    """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)``, and zeros in
+    every other cell of those samples (the padding and the high tiles' reads), for ``first <= n < last``: NumPy's
+    transposing copies and fills of a few of the buffer's rows of one sample each, shared among threads (on the
+    calling thread alone the copy was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads, and
+    the zeros, written there first into a fresh buffer, 1.1-1.2 ms of ASPP's dilated layer at one thread: 5 MB
+    of its 9.4 MB, every page faulted in).
+
+    ``channels_last`` ``(samples, D, H, W, C)``, uninitialised; ``inside`` the source's cells in it per spatial
+    axis."""
+    height = channels_last.shape[2]
     pieces = max(1, min(height, 2 * threads))
+    below, above = inside[1].start, inside[1].stop  # the rows that hold the source
 
     def copy_worker() -> Callable[[tuple[int, int, int]], None]:
-        def copy(piece: tuple[int, int, int]) -> None:  # one sample's rows h0:h1, (C, D, rows, W) -> (D, rows, W, C)
-            n, h0, h1 = piece
-            rows = slice(inside[1].start + h0, inside[1].start + h1)
-            np.copyto(channels_last[n - first, inside[0], rows, inside[2]], source[n, :, :, h0:h1].transpose(1, 2, 3, 0))
+        def copy(piece: tuple[int, int, int]) -> None:  # one sample's buffer rows b0:b1
+            n, b0, b1 = piece
+            target = channels_last[n - first, :, b0:b1]  # (D, rows, W, C)
+            r0, r1 = min(max(b0, below), b1), max(min(b1, above), b0)  # its rows that hold the source: r0:r1
+            target[:, :r0 - b0] = 0
+            target[:, r1 - b0:] = 0
+            if r0 == r1:
+                return
+            rows = target[:, r0 - b0:r1 - b0]
+            rows[:inside[0].start] = 0
+            rows[inside[0].stop:] = 0
+            rows[:, :, :inside[2].start] = 0
+            rows[:, :, inside[2].stop:] = 0
+            np.copyto(rows[inside[0], :, inside[2]], source[n, :, :, r0 - below:r1 - below].transpose(1, 2, 3, 0))
         return copy
 
     in_parallel([(n, height * i // pieces, height * (i + 1) // pieces) for n in range(first, last)
@@ -246,13 +249,13 @@ def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: in
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
-                           spec: ConvSpec, m: int, blas: bool = True) -> np.ndarray:
+                           spec: ConvSpec, m: int, blas: bool = True, dilated: ConvSpec | None = None) -> np.ndarray:
     """:func:`.winograd.winograd_conv` with the compiled transforms of :mod:`._kernels_winograd` (1 to 3 spatial axes,
     float32 or float64): ``source`` ``(N, G*C, *size)`` is zero-padded by ``padding`` (per axis, as ``(low,
     high)``) to the padded input.
 
     Per block of tiles (:func:`_tile_blocks`): its samples copied channels
-    last into a buffer whose border alone is zeros (:func:`_copy_channels_last`,
+    last into a buffer, its border zeros written beside (:func:`_copy_channels_last`,
     shared among threads), the input transform of the block's tiles into ``(P, T,
     G*C)``, one product per tile position and group ``(P, T, C) @ (P, C, O)``
     on the BLAS, and the output transform straight into the output; the
@@ -262,6 +265,13 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     positions shared among the pool's threads: a position's filters (1 MiB for 512 channels) stay in its
     core's L2 cache while the block's tiles stream through, and no BLAS threads spin beside the pool's
     (:func:`_pooled_products`).
+
+    With ``dilated`` (a stride-1 dilated problem of 1-2 axes whose phases' undilated problem is ``spec``:
+    :func:`.space_to_batch.phase_spec`), ``spec``'s samples are the phases of ``dilated``'s, ``(N, *d)`` in that
+    order, and neither split nor interleaved: ``source`` and ``padding`` are ``dilated``'s, its samples laid out
+    channels last as they are (``d`` times a phase's cells per axis), the input transform reads each phase's
+    cells every ``d``-th from there and the output transform writes its outputs every ``d``-th into
+    ``dilated``'s output (:func:`._kernels_winograd.dilated_transforms`).
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
@@ -273,21 +283,29 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
     tile_counts = np.array(tiles, dtype=np.int64)
-    out = np.empty(spec.output_shape, dtype=dtype)
+    phases = 1 if dilated is None else prod(dilated.dilation)
+    out = np.empty((spec if dilated is None else dilated).output_shape, dtype=dtype)
     out3 = out.reshape(_shape3(out.shape))
-    most_samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)
+    held = _samples_laid_out(spec, m, dtype.itemsize, phases)
     most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    channels_last = _channels_last_buffer(most_samples, _channels_last_size(spec, m, tiles), spec.in_channels,
-                                          inside, dtype)
+    steps = _steps(() if dilated is None else dilated.dilation)
+    channels_last = np.empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
+                              spec.in_channels), dtype=dtype)  # every cell written by the copies
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
     # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
     tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
     layout_most = most if blas else -(-most // tile_step) * tile_step + 1
     inputs = np.empty(positions * layout_most * spec.in_channels, dtype=dtype)
     products = np.empty(positions * layout_most * spec.out_channels, dtype=dtype)
-    input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    if dilated is None:
+        input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
+    else:  # the phases' kernels, given the dilation (three axes) and the phases per sample after their scratch
+        on_phases = (np.array(steps, dtype=np.int64), phases)
+        input_phases, output_phases = kernels("winograd").dilated_transforms(m, rank, dtype.name)
+        input_tiles = lambda *arguments: input_phases(*arguments, *on_phases)  # noqa: E731
+        output_tiles = lambda *arguments: output_phases(*arguments, *on_phases)  # noqa: E731
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
     md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
@@ -301,17 +319,19 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
                 np.empty((STORE_TILES, md, mh, m, spec.out_channels), dtype=dtype))
 
     work = positions * (spec.in_channels + spec.out_channels) * most * a
-    copied = None
+    copied = (0, 0)
     for n0, n1, r0, r1 in blocks:
-        if copied != (n0, n1):  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
-            _copy_channels_last(source, channels_last, n0, n1, inside, _threads(work))
-            copied = (n0, n1)
+        s0, s1 = _source_samples(n0, n1, phases)
+        if s0 < copied[0] or s1 > copied[1]:  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
+            copied = (s0, min(source.shape[0], s0 + held))
+            _copy_channels_last(source, channels_last, *copied, inside, _threads(work))
         count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
         layout = count if blas else -(-count // tile_step) * tile_step + 1
         block_in = inputs[:positions * layout * spec.in_channels].reshape(positions, layout, spec.in_channels)
         block_in[:, count:] = 0  # multiplied past the tiles (whole register tiles), never read: zeros, not garbage
+        row0 = (n0 - copied[0] * phases) * rows_per_sample + r0  # the block's first tile row, from the first laid out
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
-            channels_last, block_in, tile_counts, r0, first, last, *scratch), input_scratch)
+            channels_last, block_in, tile_counts, row0, first, last, *scratch), input_scratch)
         block_out = products[:positions * layout * spec.out_channels].reshape(positions, layout, spec.out_channels)
         if blas:
             for g in range(groups):  # (P, T, C) @ (P, C, O) per group: stacks of 2-d products, one BLAS call each
@@ -322,6 +342,25 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
         _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
             block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
     return out
+
+
+def _source_samples(n0: int, n1: int, phases: int) -> tuple[int, int]:
+    """The samples of the source whose phases are the phase samples ``n0:n1`` (``phases`` per sample)."""
+    return n0 // phases, -(-n1 // phases)
+
+
+def _samples_laid_out(spec: ConvSpec, m: int, itemsize: int, phases: int = 1) -> int:
+    """The samples :func:`compiled_winograd_conv` lays out channels last at a time: those of its largest block of
+    tiles; with ``phases`` (its ``dilated`` problem's, ``spec`` the phases' problem) as many more as fit
+    :data:`MAX_TILE_BLOCK_BYTES` and the workspace limit, so that a sample whose phases two blocks share is laid
+    out once (ASPP's 36 phases of one sample, 4.7 MB, span two blocks)."""
+    blocks, tiles = _tile_blocks(spec, m, itemsize)
+    most = max((s1 - s0 for s0, s1 in (_source_samples(n0, n1, phases) for n0, n1, _, _ in blocks)), default=0)
+    if phases == 1:
+        return most
+    per_sample = phases * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels * itemsize
+    fit = min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_sample, 1)
+    return max(most, min(spec.batch // phases, fit))
 
 
 def _pooled_products(fused, block_in: np.ndarray, filters: np.ndarray, block_out: np.ndarray, tiles: int,
@@ -388,8 +427,8 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     out3 = out.reshape(_shape3(out.shape))
     lows = _steps(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    channels_last = _channels_last_buffer(min(samples, spec.batch), _channels_last_size(spec, m, tiles),
-                                          spec.in_channels, inside, dtype)
+    channels_last = np.empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
+                             dtype=dtype)  # every cell written by the copies
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)

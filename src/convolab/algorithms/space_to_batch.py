@@ -10,19 +10,30 @@ holds ``M = ceil(L_p / d)`` cells and gives ``M - K + 1 = ceil(out / d)``
 outputs (``out = L_p - d*(K - 1)``), of which phase ``r`` keeps
 ``ceil((out - r) / d)``; an axis with ``d = 1`` has one phase, itself.
 
-The ``prod(d)`` phases of every sample are laid out as extra samples, ``(D_1,
-..., D_k, N)`` in that order, one undilated problem runs them all with
-Winograd's tiles (F(2) or F(4), whichever its own estimate prefers on that
-problem: 2.25-4x fewer multiplications than the direct sum), and each phase's
-outputs are copied back to every ``d``-th output. The split reads the input
-before padding where the padding is zeros (each phase's cells of the padding
-stay zero), else the padded copy the engine makes (any padding mode: pad
-first, then split).
+The ``prod(d)`` phases of every sample are extra samples of one undilated
+problem, which runs them all with Winograd's tiles (F(2), or F(4) where its
+estimate is well below F(2)'s: :data:`F4_MARGIN`; 2.25-4x fewer
+multiplications than the direct sum).
+
+In place (:func:`in_place`: the compiled transforms, 1-2 axes, the unfused
+forward) nothing is split or interleaved: the samples are laid out channels
+last as Winograd lays out any input (a sample's padded cells are every
+phase's cells), the input transform reads a phase's tile every ``d``-th cell
+from there, and the output transform writes its outputs every ``d``-th into
+the output (:func:`~._kernels_winograd.dilated_transforms`; the phases
+``(N, D_1, ..., D_k)`` in that order), all in the pool's jobs; its products are
+the pool's (:func:`~._winograd_compiled._pooled_products`), measured faster than
+the BLAS's here at one thread too. Otherwise (3-d, no Numba, or where the
+fused forward would run) the phases are split into ``(D_1, ..., D_k, N)``
+samples by NumPy's strided copies and interleaved back after. The split reads
+the input before padding where the padding is zeros (each phase's cells of
+the padding stay zero), else the padded copy the engine makes (any padding
+mode: pad first, then split).
 
 It mixes values across outputs as its inner Winograd does (within a tile of a
 phase), so it is a :class:`~.winograd.Winograd` to the planner: "auto" takes
 it only for finite data, within Winograd's error bound (with the larger growth
-of F(2) and F(4), whichever runs) and with enough channels; and only on one
+of F(2) and F(4), whichever runs) and with enough channels; split, only on one
 thread, where it measured faster (:meth:`SpaceToBatch.estimate`).
 
 Axis legend: N samples, R phases (``prod(dilation)``), C input channels, O
@@ -32,16 +43,19 @@ output channels, M a phase's cells per axis.
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 from math import inf, prod
 from typing import Sequence
 
 import numpy as np
 
-from .._settings import current_workspace_limit
+from .._settings import current_thread_count, current_workspace_limit
 from ..spec import ConvSpec
 from ._rates import COPY_RATE
+from ._winograd_compiled import (_channels_last_size, _fused_threads, _pooled, _samples_laid_out, _tile_blocks,
+                                 compiled_winograd_conv)
 from .compiled import _threads
-from .winograd import Winograd
+from .winograd import DATA_CHECK_RATE, Winograd, _checked_size, _compiles
 
 __all__ = ["SpaceToBatch"]
 
@@ -53,6 +67,14 @@ PHASE_OVERHEAD = 4e-6
 #: copies' starts cost as much as their bytes). Fitted at one thread on ASPP's layer (split and interleave
 #: 6-8 ms: 11.6 MB at the strided copy rate and 405k rows) and DeepLab's (1.5 ms: 5.2 MB, 74k rows).
 ROW_COST = 7e-9
+#: Fixed cost of a call beside the inner Winograd's where the phases run in place (:func:`in_place`): the dilated
+#: transforms' arguments, the samples to lay out per block.
+IN_PLACE_OVERHEAD = 10e-6
+#: The phases take F(4) only where its estimate is below this fraction of F(2)'s: on DeepLab's layer (17x17 outputs
+#: a phase, F(4) estimated 0.80 of F(2)) F(4) measured 1.05-1.27x slower in place (one thread, CPU time, the pool's
+#: products: 10.1-10.7 ms against 8.0-9.3), its 5x5 tiles holding 20x20 outputs for 17x17 and its transforms dearer;
+#: on ASPP's (6x6, estimated 1.08) 1.4x slower.
+F4_MARGIN = 0.75
 
 
 class SpaceToBatch(Winograd):
@@ -77,33 +99,53 @@ class SpaceToBatch(Winograd):
         return None if reason is None else f"its phases' undilated problem: {reason}"
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
-        """The inner Winograd's estimate on the phases' problem, plus the split (every phase cell written, at
-        NumPy's strided copy rate, and :data:`ROW_COST` per row) and the interleave (every output, likewise), a
-        fixed cost and one per phase. ``inf`` where neither inner Winograd has a finite estimate (their NumPy
-        transforms, 1-d, 3-d), or where its memory (:meth:`workspace_bytes`) exceeds the workspace limit.
+        """The inner Winograd's estimate on the phases' problem, ``inf`` where neither inner Winograd has a
+        finite one (their NumPy transforms, 1-d, 3-d) or where its memory (:meth:`workspace_bytes`) exceeds the
+        workspace limit; and:
 
-        ``inf`` too where it would run on more than one thread. There it measured slower than what "auto" picks
-        otherwise (two threads, wall, min of 25 calls in shuffled order: DeepLab's forward 15.3 ms against 14.5,
-        its input gradient 20.5 against 15.4, ASPP's forward 39.4 against 30.5): its copies stay on the calling
-        thread (NumPy holds the GIL in them) and its inner Winograd on many small phase images gained little
-        from the second thread (DeepLab 15.3 ms wall against 17-20 at one), while the summing algorithms'
-        estimates do not count their own gain from it, so a shared estimate here would win where it loses."""
-        if _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)) > 1:
-            return inf  # see the docstring: measured slower than the other picks on two threads
+        - where the phases run in place (:func:`in_place`), :data:`IN_PLACE_OVERHEAD` more, and the data check
+          "auto" makes counted on the input, not on the phases' cells (the inner estimate's copies are this
+          path's: the samples laid out channels last, ``d`` times a phase's cells per axis, are every phase's
+          cells). Every step then runs in the inner Winograd's jobs, shared among threads as its own estimate
+          shares them: at one thread, 0.6-1.0 ms of ASPP's 18.5 and DeepLab's 11 ran outside them (the
+          buffers' set-up, the Python between the jobs). Its products are the pool's at any thread count, where the inner
+          estimate counts the BLAS's at one thread: the pool's measured 1.03-1.2x faster there on these
+          phases (CPU time: ASPP 18.5 against 19.1 ms, DeepLab's F(4) 11.1 against 13.3), so the estimate
+          is a little high;
+        - else the split (every phase cell written, at NumPy's strided copy rate, and :data:`ROW_COST` per row)
+          and the interleave (every output, likewise), a fixed cost and one per phase; and ``inf`` on more than one
+          thread. There the split path measured slower than what "auto" picks otherwise (two threads, wall, min of
+          25 calls in shuffled order, session 12: DeepLab's forward 15.3 ms against 14.5, its input gradient 20.5
+          against 15.4, ASPP's forward 39.4 against 30.5): its copies stay on the calling thread."""
         inner, seconds = _inner_choice(self._inner, spec, dtype)
         if seconds == inf or self.workspace_bytes(spec, dtype.itemsize) > current_workspace_limit():
             return inf
         sub = phase_spec(spec)
+        if in_place(spec, dtype):
+            phase_cells = prod(spec.dilation) * prod(sub.input_size)  # what the inner estimate checks, per channel
+            checked = spec.batch * spec.in_channels * (prod(_checked_size(spec)) - phase_cells)
+            return seconds + IN_PLACE_OVERHEAD + checked / DATA_CHECK_RATE * dtype.itemsize / 4
+        if _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)) > 1:
+            return inf  # see the docstring: measured slower than the other picks on two threads
         copied = (prod(sub.input_shape) + prod(spec.output_shape)) * dtype.itemsize
         rows = prod(sub.input_shape[:-1]) + prod(sub.output_shape[:-1])
         return (seconds + CALL_OVERHEAD + prod(spec.dilation) * PHASE_OVERHEAD + copied / COPY_RATE["strided"]
                 + rows * ROW_COST)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
-        """The phases, the inner Winograd's workspace on them, and their outputs."""
+        """The inner Winograd's workspace on the phases; split, the phases and their outputs too. In place, the
+        samples laid out channels last (:func:`~._winograd_compiled._samples_laid_out`: every phase of each), not
+        a block's phases."""
         sub = phase_spec(spec)
-        inner, _ = _inner_choice(self._inner, spec, np.dtype(f"f{itemsize}"))
-        return (prod(sub.input_shape) + prod(sub.output_shape)) * itemsize + inner.workspace_bytes(sub, itemsize)
+        dtype = np.dtype(f"f{itemsize}")
+        inner, _ = _inner_choice(self._inner, spec, dtype)
+        if not in_place(spec, dtype):
+            return (prod(sub.input_shape) + prod(sub.output_shape)) * itemsize + inner.workspace_bytes(sub, itemsize)
+        blocks, tiles = _tile_blocks(sub, inner.tile, itemsize)
+        per_phase = prod(_channels_last_size(sub, inner.tile, tiles)) * spec.in_channels * itemsize
+        phase_samples = max((n1 - n0 for n0, n1, _, _ in blocks), default=0)  # what the inner workspace counts
+        samples = _samples_laid_out(sub, inner.tile, itemsize, prod(spec.dilation))
+        return inner.workspace_bytes(sub, itemsize) + (samples * prod(spec.dilation) - phase_samples) * per_phase
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return self._run_phases(padded, ((0, 0),) * spec.rank, kernel, spec)
@@ -116,11 +158,22 @@ class SpaceToBatch(Winograd):
 
     def _run_phases(self, source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
                     spec: ConvSpec) -> np.ndarray:
-        """Split ``source`` (padded by ``padding`` zeros) into phases, run the inner Winograd, interleave."""
+        """Split ``source`` (padded by ``padding`` zeros) into phases, run the inner Winograd, interleave; where
+        :func:`in_place` says, neither: the compiled transforms read and write the phases where they are."""
         sub = phase_spec(spec)
         inner, _ = _inner_choice(self._inner, spec, source.dtype)
+        if in_place(spec, source.dtype):
+            return compiled_winograd_conv(source, padding, kernel, sub, inner.tile, blas=False, dilated=spec)
         phase_out = inner.run(split_phases(source, padding, spec), kernel, sub)  # (R*N, O, *Mo)
         return interleave_phases(phase_out, spec)
+
+
+def in_place(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether the phases run in place (:func:`~._winograd_compiled.compiled_winograd_conv` given ``dilated``,
+    no split and no interleave): the compiled transforms of 1-2 axes and their unfused forward (where the fused
+    one would run, :func:`~._winograd_compiled._fused_threads`, the phases are split and interleaved)."""
+    sub = phase_spec(spec)
+    return spec.rank <= 2 and _compiles(dtype, sub) and _fused_threads(sub, dtype) == 1
 
 
 def phase_spec(spec: ConvSpec) -> ConvSpec:
@@ -131,11 +184,21 @@ def phase_spec(spec: ConvSpec) -> ConvSpec:
 
 
 def _inner_choice(inner: Sequence[Winograd], spec: ConvSpec, dtype: np.dtype) -> tuple[Winograd, float]:
-    """The inner Winograd with the lowest estimate on the phases' problem, and that estimate (F(2) on ties)."""
+    """The inner Winograd for the phases' problem, and its estimate: F(2) unless F(4)'s estimate is below
+    :data:`F4_MARGIN` times F(2)'s. Remembered per problem and the settings its estimates read (their two
+    estimates took 0.2 ms of every call, on the calling thread)."""
+    dtype = np.dtype(dtype)
+    return _remembered_choice(tuple(inner), spec, dtype, current_thread_count(), current_workspace_limit(),
+                              _compiles(dtype, spec))
+
+
+@lru_cache(maxsize=256)
+def _remembered_choice(inner: tuple[Winograd, ...], spec: ConvSpec, dtype: np.dtype, threads: int, limit: int,
+                       compiles: bool) -> tuple[Winograd, float]:
+    """:func:`_inner_choice` for these settings (``threads``, ``limit`` and ``compiles`` only key the memory)."""
     sub = phase_spec(spec)
-    estimates = [(algorithm.estimate(sub, dtype), i) for i, algorithm in enumerate(inner)]
-    seconds, best = min(estimates)
-    return inner[best], seconds
+    (f2, f4), (two, four) = inner, (algorithm.estimate(sub, dtype) for algorithm in inner)
+    return (f4, four) if four < F4_MARGIN * two else (f2, two)
 
 
 def _phase_reads(length: int, low: int, d: int, r: int, cells: int) -> tuple[slice, slice]:
