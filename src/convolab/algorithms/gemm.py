@@ -70,9 +70,9 @@ class Gemm(Algorithm):
         On more than one thread it is charged as its forward is (:func:`_beside_pool`): the compiled unroll
         runs on the pool's threads and the product on the BLAS's, whose workers spin beside them, where
         compiled's pass (:func:`._wgrad_compiled.weight_grad_seconds`) runs all of its work on the pool. A 1x1
-        kernel's pass unrolls nothing, so nothing of it runs beside the BLAS: one thread's seconds. Session 13
-        (ResNet's stride-2 3x3 layers with 14x14 outputs, VGG-16 conv3_1 and conv3_2): see
-        ``docs/compiled.md``, "(session 13)".
+        kernel's pass unrolls nothing, so nothing of it runs beside the BLAS: one thread's seconds. At two threads
+        that gives ResNet's stride-2 layers with 14x14 outputs and VGG-16 conv3_1 and conv3_2 to compiled's pass,
+        measured faster on one thread already (``docs/compiled.md``, "Stride-2 3x3 layers, pass by pass").
         """
         if name != "weight_grad":
             return None
