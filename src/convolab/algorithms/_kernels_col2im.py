@@ -93,7 +93,9 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
     ``first:last``: each window's tap added into the cell it read, taps in C order.
 
     Both arrays are addressed flat, so that a short row of outputs costs a few
-    integer operations besides its additions.
+    integer operations besides its additions. At stride 2 with three taps
+    along the row (dilation 1: ResNet's downsampling 3x3) a row's three taps
+    are added in one pass over pairs of cells (:func:`_three_taps_at_stride_2`).
     """
     samples, channels = out.shape[0], out.shape[1]
     depth, height, width = out.shape[2], out.shape[3], out.shape[4]
