@@ -281,3 +281,28 @@ def test_plane_by_plane_col2im_gives_the_row_by_row_bits(input_shape, weight_sha
     expected = xt.grad.numpy()
     rounding = 1e-5 if dtype == np.float32 else 1e-10  # sums of up to 288 terms, some cancelling: scaled
     np.testing.assert_allclose(by_planes, expected, rtol=rounding, atol=rounding * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("width, padding", [(56, (1, 1)), (28, (1, 1)), (29, (1, 1)), (20, (0, 0)), (19, (2, 2)),
+                                            (20, (0, 3)), (21, (3, 0)), (18, (1, 2))])
+def test_three_taps_at_stride_2_give_the_numpy_scatter_bit_for_bit(width, padding, dtype):
+    """ResNet's stride-2 3x3 rows take their three taps along the row in one pass over pairs of cells, the
+    edges apart (:func:`convolab.algorithms._kernels_col2im._three_taps_at_stride_2`): each cell's taps in the
+    kernel's order, so NumPy's scatter's bits, an inf or NaN of grad_output reaching only its windows' cells;
+    on one thread and two, with a 3-d layer and a dilation along another axis."""
+    cases = [cl.spec.conv_spec((3, 4, 11, width), (5, 4, 3, 3), stride=2, padding=((1, 1), padding)),
+             cl.spec.conv_spec((2, 3, 5, 6, width), (4, 3, 2, 3, 3), stride=(1, 2, 2), dilation=(1, 2, 1),
+                               padding=((0, 1), (2, 2), padding))]
+    for spec in cases:
+        assert spec.output_size[-1] >= _columns.COL2IM_PLANE_ROW, "the case must take the row by row col2im"
+        kernel = draw(spec.weight_shape, dtype, 21)
+        g = draw(spec.output_shape, dtype, 22)
+        g[(0, 0, *(0,) * (spec.rank - 1), slice(0, 3))] = [np.inf, np.nan, -np.inf]
+        with np.errstate(invalid="ignore"):
+            expected = pad_adjoint(_engine._input_grad_scatter(g, kernel, spec), spec.padding, spec.padding_mode,
+                                   spec.input_size)
+            for threads in (1, 2):
+                with cl.thread_count(threads), cl.workspace_limit(2**30):
+                    np.testing.assert_array_equal(_engine._input_grad_scatter(g, kernel, spec, compiled=True),
+                                                  expected)

@@ -165,6 +165,23 @@ def test_auto_takes_it_where_its_estimate_beats_gemms():
     within_any_order(cl.grad.conv2d_weight(x, weight_shape, g, **params), x, g, weight_shape, **params)
 
 
+def test_gemms_pass_is_charged_beside_the_pool_as_its_forward_is():
+    """On two threads gemm's weight gradient (the pool's unroll, the BLAS's product) is charged its forward's
+    beside-pool factor, so a stride-2 layer of 14x14 outputs, at parity with compiled's pass on one thread,
+    takes compiled's on two (session 13); a 1x1 kernel's pass, which unrolls nothing, is not charged."""
+    strided = cl.conv_spec((8, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)
+    pointwise = cl.conv_spec((8, 256, 28, 28), (512, 256, 1, 1))
+    gemm, f32 = ALGORITHMS["gemm"], np.dtype(np.float32)
+    with cl.thread_count(1):
+        one = {spec: gemm.pass_estimate("weight_grad", spec, f32) for spec in (strided, pointwise)}
+        assert planner.pass_for("weight_grad", strided, f32).method == "gemm"
+    with cl.thread_count(2):
+        assert gemm.pass_estimate("weight_grad", strided, f32) > 1.2 * one[strided]
+        assert gemm.pass_estimate("weight_grad", pointwise, f32) == one[pointwise]
+        chosen = planner.pass_for("weight_grad", strided, f32)
+        assert chosen.method == "compiled" and "faster than gemm's" in chosen.reason, chosen
+
+
 def test_without_numba_auto_keeps_gemms(without_numba):
     stem = cl.plan((8, 3, 224, 224), (32, 3, 3, 3), "float32", stride=2, padding=1)
     assert stem.weight_grad.method == "gemm"

@@ -36,6 +36,7 @@ Axis legend: N samples, C input channels (all groups), ``K*`` kernel taps,
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, uint64
 
 from ._kernels_unroll import window_starts
@@ -52,13 +53,49 @@ def _inside(offset, step, size, count):
 
 
 @njit(cache=True, nogil=True)
+def _three_taps_at_stride_2(width, ow_size, low_w, tap_step):
+    """How :func:`add_columns` adds a row's three taps along the row at stride 2, dilation 1 in one pass.
+
+    In the padded row (``u = w + low_w``) an even cell ``u = 2q`` takes tap 0 of output ``q``, then tap 2 of
+    output ``q - 1``; an odd cell ``2q + 1`` tap 1 of output ``q``: each cell its taps in the kernel's order,
+    as one tap at a time adds them, so the same bits. Returns ``first, last``, the ``q`` whose two cells and
+    three outputs all lie inside the row (one step of a loop over pairs of cells each, which reads each tap's
+    row and each cell once, where a tap at a time made three strided passes), and the edges' additions in
+    order: the cell each adds to and the value it reads, from the row's first cell and its tap 0's first
+    value (``tap_step`` between taps)."""
+    first = max(1, (low_w + 1) // 2)
+    last = max(first, min(ow_size - 1, (width - 2 + low_w) // 2) + 1)
+    cells, reads = [], []
+    for q in range(ow_size + 1):
+        if first <= q < last:
+            continue
+        w = 2 * q - low_w
+        if 0 <= w < width:
+            if q < ow_size:
+                cells.append(w)
+                reads.append(q)
+            if q >= 1:
+                cells.append(w)
+                reads.append(2 * tap_step + q - 1)
+        if 0 <= w + 1 < width and q < ow_size:
+            cells.append(w + 1)
+            reads.append(tap_step + q)
+    edge_cells, edge_reads = np.empty(len(cells), dtype=np.int64), np.empty(len(reads), dtype=np.int64)
+    for e in range(len(cells)):
+        edge_cells[e], edge_reads[e] = cells[e], reads[e]
+    return first, last, edge_cells, edge_reads
+
+
+@njit(cache=True, nogil=True)
 def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, tap_rows, sample_rows,
                 sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
     """``out[n, c, z, h, w] = sum_{j, p : p*s + j*d - low = (z, h, w)} columns[row(c, j, n), p]``, for planes
     ``first:last``: each window's tap added into the cell it read, taps in C order.
 
     Both arrays are addressed flat, so that a short row of outputs costs a few
-    integer operations besides its additions.
+    integer operations besides its additions. At stride 2 with three taps
+    along the row (dilation 1: ResNet's downsampling 3x3) a row's three taps
+    are added in one pass over pairs of cells (:func:`_three_taps_at_stride_2`).
     """
     samples, channels = out.shape[0], out.shape[1]
     depth, height, width = out.shape[2], out.shape[3], out.shape[4]
@@ -66,6 +103,12 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
     od_size, oh_size, ow_size = out_size
     flat = out.reshape(out.size)
     positions, volume = od_size * oh_size * ow_size, depth * height * width
+    pairs = sw == 2 and kw_size == 3 and dw == 1  # ResNet's stride-2 3x3: a row's three taps at once
+    tap_step = tap_rows * positions
+    if pairs:
+        pair0, pair1, edge_cells, edge_reads = _three_taps_at_stride_2(width, ow_size, low_w, tap_step)
+    else:
+        pair0, pair1, edge_cells, edge_reads = 0, 0, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     for plane in range(first, last):
         # planes channel by channel, so that a job over a block's product reads one stretch of it
         c, n = plane // samples, plane % samples
@@ -76,6 +119,23 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
             od0, od1 = _inside(kd * dd - low_d, sd, depth, od_size)
             for kh in range(kh_size):
                 oh0, oh1 = _inside(kh * dh - low_h, sh, height, oh_size)
+                if pairs:
+                    for od in range(od0, od1):
+                        z = od * sd + kd * dd - low_d
+                        for oh in range(oh0, oh1):
+                            start = target + (z * height + oh * sh + kh * dh - low_h) * width
+                            read = row * positions + (od * oh_size + oh) * ow_size
+                            for e in range(len(edge_cells)):  # the row's edges: a tap or a cell outside
+                                flat[uint64(start + edge_cells[e])] += columns[uint64(read + edge_reads[e])]
+                            # between them, pairs of cells: even ones take taps 0 and 2, odd ones tap 1
+                            cell, tap0 = uint64(start + 2 * pair0 - low_w), uint64(read + pair0)
+                            tap1, tap2 = tap0 + uint64(tap_step), tap0 + uint64(2 * tap_step - 1)
+                            for i in range(uint64(pair1 - pair0)):
+                                at = cell + uint64(2) * i
+                                flat[at] = (flat[at] + columns[tap0 + i]) + columns[tap2 + i]
+                                flat[at + uint64(1)] += columns[tap1 + i]
+                    row += 3 * tap_rows
+                    continue
                 for kw in range(kw_size):
                     ow0, ow1 = _inside(kw * dw - low_w, sw, width, ow_size)
                     for od in range(od0, od1):

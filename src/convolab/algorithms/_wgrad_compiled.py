@@ -145,8 +145,9 @@ def dots_weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     """:func:`dots_weight_grad`'s seconds: the multiply-adds at :data:`WGRAD_MAC_RATE` (every wide position,
     runs padded to whole vectors, the taps to a multiple of four), :data:`WGRAD_LOOP_COST` per inner loop, the
     values copied into its scratch at :data:`WGRAD_COPY_RATE` and the phase grid's copy at
-    :data:`.compiled.GRID_COPY_RATE`; no thread speedup, as gemm's has none (both passes share out their
-    work).
+    :data:`.compiled.GRID_COPY_RATE`: one thread's seconds, as gemm's (both passes share out their work; on
+    more than one thread gemm's is charged more, for its product on the BLAS's threads beside the pool's
+    unroll: :meth:`.gemm.Gemm.pass_estimate`).
 
     The three constants were fitted (least squares on the logarithm) to the ratio of this pass's measured
     time to gemm's weight gradient on the benchmark's 37 convolution layers below 1.5e9 multiply-adds that

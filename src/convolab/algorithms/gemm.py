@@ -61,13 +61,23 @@ class Gemm(Algorithm):
         (:func:`~convolab.algorithms._rates.beside_pool_factor`).
         """
         results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
-        return ((_product_and_copy_seconds(self, spec, dtype) + results_seconds(results))
-                * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group))
+        return (_product_and_copy_seconds(self, spec, dtype) + results_seconds(results)) * _beside_pool(spec)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's product (the same FLOPs over the same unrolled columns, summed
-        over positions rather than taps) and copy; its results are the weights' gradient, which stays in cache."""
-        return _product_and_copy_seconds(self, spec, dtype) if name == "weight_grad" else None
+        over positions rather than taps) and copy; its results are the weights' gradient, which stays in cache.
+
+        On more than one thread it is charged as its forward is (:func:`_beside_pool`): the compiled unroll
+        runs on the pool's threads and the product on the BLAS's, whose workers spin beside them, where
+        compiled's pass (:func:`._wgrad_compiled.weight_grad_seconds`) runs all of its work on the pool. A 1x1
+        kernel's pass unrolls nothing, so nothing of it runs beside the BLAS: one thread's seconds. At two threads
+        that gives ResNet's stride-2 layers with 14x14 outputs and VGG-16 conv3_1 and conv3_2 to compiled's pass,
+        measured faster on one thread already (``docs/compiled.md``, "Stride-2 3x3 layers, pass by pass").
+        """
+        if name != "weight_grad":
+            return None
+        seconds = _product_and_copy_seconds(self, spec, dtype)
+        return seconds if _is_pointwise(spec) else seconds * _beside_pool(spec)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
         if _is_pointwise(spec):
@@ -181,6 +191,13 @@ def _filter_rows(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if compiled_columns_missing(spec, kernel.dtype) is None:
         return contiguous_filters(kernel).reshape(rows)
     return kernel.reshape(rows)
+
+
+def _beside_pool(spec: ConvSpec) -> float:
+    """:func:`~convolab.algorithms._rates.beside_pool_factor` for a call of ``spec``'s multiply-adds on the
+    threads the pool would give it: how much more one thread's estimate costs where the products run on the
+    BLAS's threads beside the pool's copies (1 on one thread)."""
+    return beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group)
 
 
 def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> float:
