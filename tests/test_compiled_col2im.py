@@ -306,3 +306,19 @@ def test_three_taps_at_stride_2_give_the_numpy_scatter_bit_for_bit(width, paddin
                 with cl.thread_count(threads), cl.workspace_limit(2**30):
                     np.testing.assert_array_equal(_engine._input_grad_scatter(g, kernel, spec, compiled=True),
                                                   expected)
+
+
+@pytest.mark.parametrize("kernel, padding, dilation", [(2, 0, 1), (3, 1, 1), (4, 1, 1), (5, 2, 1), (4, 3, 1),
+                                                       (7, 3, 1), (4, 1, 2)])
+def test_stride_two_rows_take_their_taps_in_pairs_with_numpys_bits(kernel, padding, dilation):
+    """At stride 2 along the last axis the compiled add-back takes taps kw and kw + 1 in one loop (rows of 9
+    outputs or more, dilation 1): the same sums in the same order as NumPy's strided adds, to the bit, where the
+    two taps' outputs start and end apart (the padding) and with an odd tap left over."""
+    rng = np.random.default_rng(kernel * 10 + padding)
+    x_shape, w = (2, 3, 6, 41), rng.standard_normal((4, 3, 3, kernel)).astype(np.float32)
+    spec = cl.conv_spec(x_shape, w.shape, stride=(1, 2), padding=(1, padding), dilation=(1, dilation))
+    assert spec.output_size[-1] >= 9  # the row path, not the plane by plane one
+    g = rng.standard_normal(spec.output_shape).astype(np.float32)
+    np.testing.assert_array_equal(
+        _engine._input_grad_scatter(g, w, spec, compiled=True),
+        pad_adjoint(_engine._input_grad_scatter(g, w, spec), spec.padding, spec.padding_mode, spec.input_size))

@@ -95,7 +95,9 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
     Both arrays are addressed flat, so that a short row of outputs costs a few
     integer operations besides its additions. At stride 2 with three taps
     along the row (dilation 1: ResNet's downsampling 3x3) a row's three taps
-    are added in one pass over pairs of cells (:func:`_three_taps_at_stride_2`).
+    are added in one pass over pairs of cells (:func:`_three_taps_at_stride_2`);
+    at stride 2 with other tap counts (DCGAN's 4, a stem's 7) taps ``kw`` and
+    ``kw + 1`` go in one loop (:func:`_add_tap_pair`).
     """
     samples, channels = out.shape[0], out.shape[1]
     depth, height, width = out.shape[2], out.shape[3], out.shape[4]
@@ -136,8 +138,19 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
                                 flat[at + uint64(1)] += columns[tap1 + i]
                     row += 3 * tap_rows
                     continue
-                for kw in range(kw_size):
+                kw = 0
+                while kw < kw_size:
                     ow0, ow1 = _inside(kw * dw - low_w, sw, width, ow_size)
+                    if sw == 2 and dw == 1 and kw + 1 < kw_size:
+                        # taps kw and kw + 1 write the even and the odd cells of a row (or the odd and the even):
+                        # one loop over both, their stores side by side, where one tap's strided stores alone do
+                        # not vectorize; each cell still takes its taps in C order (the two never meet a cell)
+                        _add_tap_pair(columns, flat, target, row, tap_rows, positions, od0, od1, oh0, oh1, ow0, ow1,
+                                      kw, sd, sh, dd, dh, kd, kh, low_d, low_h, low_w, height, width, oh_size,
+                                      ow_size)
+                        row += 2 * tap_rows
+                        kw += 2
+                        continue
                     for od in range(od0, od1):
                         z = od * sd + kd * dd - low_d
                         for oh in range(oh0, oh1):
@@ -156,6 +169,38 @@ def add_columns(columns, out, first, last, kernel_size, out_size, channel_rows, 
                                 for i in range(count):
                                     flat[write + uint64(sw) * i] += columns[read + i]
                     row += tap_rows
+                    kw += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_tap_pair(columns, flat, target, row, tap_rows, positions, od0, od1, oh0, oh1, ow0, ow1, kw, sd, sh, dd, dh,
+                  kd, kh, low_d, low_h, low_w, height, width, oh_size, ow_size):
+    """:func:`add_columns`' taps ``kw`` and ``kw + 1`` at stride 2 along the last axis (dilation 1): tap ``kw``'s
+    outputs ``ow0:ow1`` land on cells ``2*ow + kw - low_w``, the next tap's one cell further; where both have an
+    output they are added in one loop, two neighbouring cells a step, the rest one by one."""
+    pw0, pw1 = _inside(kw + 1 - low_w, 2, width, ow_size)  # the second tap's outputs
+    both0, both1 = max(ow0, pw0), min(ow1, pw1)
+    both1 = max(both0, both1)
+    for od in range(od0, od1):
+        z = od * sd + kd * dd - low_d
+        for oh in range(oh0, oh1):
+            h = oh * sh + kh * dh - low_h
+            base = target + (z * height + h) * width + kw - low_w  # cell of output 0 of tap kw (may be outside)
+            first = row * positions + (od * oh_size + oh) * ow_size  # tap kw's output 0
+            second = first + tap_rows * positions
+            for ow in range(ow0, min(both0, ow1)):
+                flat[base + 2 * ow] += columns[first + ow]
+            for ow in range(pw0, min(both0, pw1)):
+                flat[base + 2 * ow + 1] += columns[second + ow]
+            write = uint64(base + 2 * both0)
+            read_first, read_second = uint64(first + both0), uint64(second + both0)
+            for i in range(uint64(both1 - both0)):
+                flat[write + uint64(2) * i] += columns[read_first + i]
+                flat[write + uint64(2) * i + uint64(1)] += columns[read_second + i]
+            for ow in range(max(both1, ow0), ow1):
+                flat[base + 2 * ow] += columns[first + ow]
+            for ow in range(max(both1, pw0), pw1):
+                flat[base + 2 * ow + 1] += columns[second + ow]
 
 
 @njit(cache=True, nogil=True)

@@ -178,7 +178,7 @@ def _check_case(case: Case) -> None:
     if case.transposed:
         plan, _ = _transpose_geometry(op, 2, x, w, case.stride, case.padding, case.output_padding, case.groups,
                                       case.dilation, None)
-        forward = plan.spec  # the convolution this one transposes: its input is our output's extent
+        forward = plan.spec  # the convolution this one transposes: over our output (the crop its padding) or extent
         out_shape = (forward.in_channels, *plan.output_size)
         # What the kernel slides over: the output's extent plus the dilated kernel's, per axis.
         canvas = (x.shape[0], *(size + d * (k - 1) for size, d, k in zip(plan.output_size, forward.dilation,
