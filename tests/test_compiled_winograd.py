@@ -161,6 +161,22 @@ def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
         assert_direct_sums(fused_winograd_conv, ODD_PROBLEMS, dtype, seed=7)
 
 
+@pytest.mark.parametrize("job_bytes", [0, 2**10, 2**30], ids=["rows", "some-samples", "all-samples"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_channels_last_copy_by_rows_or_by_whole_samples(job_bytes, dtype):
+    """The channels-last copy's jobs (:func:`._winograd_compiled._copy_channels_last`): rows of one sample, a few
+    samples (7 samples, groups that do not divide them) or all samples in a job, on three threads, with the
+    border's zeros written in the jobs (an uninitialised buffer), in the BLAS products and (1-d and 2-d) the
+    pooled ones."""
+    with cl.thread_count(3), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_winograd_compiled, "COPY_JOB_BYTES", job_bytes)
+        problems = [((7, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),
+                    ((7, 8, 37, 45), (12, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
+                    ((7, 4, 5, 6, 7), (6, 4, 3, 3, 3), dict(padding=1))]
+        assert_direct_sums(compiled_winograd_conv, problems, dtype, seed=11)
+        assert_direct_sums(lambda *args: compiled_winograd_conv(*args, blas=False), problems[:2], dtype, seed=12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("case", [case for case in CASES if case.rank <= 2][:20], ids=str)

@@ -74,6 +74,10 @@ CHANNELS_LAST_BYTES = 4 * 2**20
 #: thread, most of it the panels' filter transform; with 256 channels, or 512 on 28x28 images, the BLAS's
 #: products ran 1.05-1.2x faster).
 POOLED_FILTER_BYTES = 2**20
+#: A job of the channels-last copy (:func:`_copy_channels_last`) takes whole samples where one sample's buffer
+#: is smaller than this, rows of one sample otherwise: the digits CNN's 4x4 layer made 42 jobs a step of a few
+#: hundred bytes each, six NumPy calls apiece (about 0.1 ms of its 0.9 ms step at two threads).
+COPY_JOB_BYTES = 64 * 2**10
 
 #: Channels of a panel transformed into scratch before its tile positions' runs are copied out
 #: (:func:`._kernels_winograd.filter_panels`): each position's run of ``PANEL_SPAN * lanes`` values is then one
@@ -216,36 +220,44 @@ def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: in
                         inside: tuple[slice, ...], threads: int) -> None:
     """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)``, and zeros in
     every other cell of those samples (the padding and the high tiles' reads), for ``first <= n < last``: NumPy's
-    transposing copies and fills of a few of the buffer's rows of one sample each, shared among threads (on the
-    calling thread alone the copy was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads, and
-    the zeros, written there first into a fresh buffer, 1.1-1.2 ms of ASPP's dilated layer at one thread: 5 MB
-    of its 9.4 MB, every page faulted in).
+    transposing copies and fills of a few of the buffer's rows of one sample each, or of whole samples where one
+    sample's buffer is under :data:`COPY_JOB_BYTES`, shared among threads (on the calling thread alone the copy
+    was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads, and the zeros, written there first
+    into a fresh buffer, 1.1-1.2 ms of ASPP's dilated layer at one thread: 5 MB of its 9.4 MB, every page
+    faulted in).
 
     ``channels_last`` ``(samples, D, H, W, C)``, uninitialised; ``inside`` the source's cells in it per spatial
     axis."""
     height = channels_last.shape[2]
-    pieces = max(1, min(height, 2 * threads))
     below, above = inside[1].start, inside[1].stop  # the rows that hold the source
 
-    def copy_worker() -> Callable[[tuple[int, int, int]], None]:
-        def copy(piece: tuple[int, int, int]) -> None:  # one sample's buffer rows b0:b1
-            n, b0, b1 = piece
-            target = channels_last[n - first, :, b0:b1]  # (D, rows, W, C)
+    def copy_worker() -> Callable[[tuple[int, int, int, int]], None]:
+        def copy(piece: tuple[int, int, int, int]) -> None:  # samples n0:n1, their buffer rows b0:b1
+            n0, n1, b0, b1 = piece
+            target = channels_last[n0 - first:n1 - first, :, b0:b1]  # (samples, D, rows, W, C)
             r0, r1 = min(max(b0, below), b1), max(min(b1, above), b0)  # its rows that hold the source: r0:r1
-            target[:, :r0 - b0] = 0
-            target[:, r1 - b0:] = 0
+            target[:, :, :r0 - b0] = 0
+            target[:, :, r1 - b0:] = 0
             if r0 == r1:
                 return
-            rows = target[:, r0 - b0:r1 - b0]
-            rows[:inside[0].start] = 0
-            rows[inside[0].stop:] = 0
-            rows[:, :, :inside[2].start] = 0
-            rows[:, :, inside[2].stop:] = 0
-            np.copyto(rows[inside[0], :, inside[2]], source[n, :, :, r0 - below:r1 - below].transpose(1, 2, 3, 0))
+            rows = target[:, :, r0 - b0:r1 - b0]
+            rows[:, :inside[0].start] = 0
+            rows[:, inside[0].stop:] = 0
+            rows[:, :, :, :inside[2].start] = 0
+            rows[:, :, :, inside[2].stop:] = 0
+            np.copyto(rows[:, inside[0], :, inside[2]],
+                      source[n0:n1, :, :, r0 - below:r1 - below].transpose(0, 2, 3, 4, 1))
         return copy
 
-    in_parallel([(n, height * i // pieces, height * (i + 1) // pieces) for n in range(first, last)
-                 for i in range(pieces)], copy_worker, threads)
+    sample_bytes = channels_last[0].nbytes
+    if sample_bytes >= COPY_JOB_BYTES:  # rows of one sample a job
+        pieces = max(1, min(height, 2 * threads))
+        jobs = [(n, n + 1, height * i // pieces, height * (i + 1) // pieces) for n in range(first, last)
+                for i in range(pieces)]
+    else:  # whole samples a job: a small layer's copy in a few jobs, not a few NumPy calls per sample and row
+        group = max(1, min(COPY_JOB_BYTES // max(sample_bytes, 1), -(-(last - first) // (2 * threads))))
+        jobs = [(n, min(n + group, last), 0, height) for n in range(first, last, group)]
+    in_parallel(jobs, copy_worker, threads)
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
