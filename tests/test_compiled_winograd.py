@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import planner
+from convolab import _grad_problems, planner
 from convolab._engine import oriented_kernel
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import _winograd_compiled
@@ -210,7 +210,7 @@ def test_pooled_products_over_blocks_threads_groups_and_partial_panels(dtype):
             # the forward's weight, which the filter transform reads as it is
             g = rng.standard_normal((2, 33, 19, 23)).astype(dtype)
             spec = cl.conv_spec((2, *x.shape), w.shape, padding=1)
-            full_spec, on_input, _ = planner.full_problem(spec)
+            full_spec, on_input, _ = _grad_problems.full_problem(spec)
             kernel = oriented_kernel(w.reshape(1, 33, 40, 3, 3).swapaxes(1, 2).reshape(40, 33, 3, 3), full_spec.flip)
             assert on_input and _winograd_compiled._swapped_source(kernel, full_spec) is not None
             got = ALGORITHMS[f"winograd{tile}"].run_unpadded(g, kernel, full_spec)

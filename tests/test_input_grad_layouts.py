@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import _engine, planner
+from convolab import _engine, _grad_problems
 from convolab._window import pad_adjoint
 from convolab.algorithms import ALGORITHMS
 from convolab.algorithms._columns import TILED_COPY_VALUES, contiguous_filters
@@ -65,7 +65,7 @@ def test_gemm_full_correlation_on_the_swapped_view_like_direct_and_torch(groups,
     x_shape, weight = (3, 128, 9, 8), draw((128, 128 // groups, 3, 3), dtype, 3)
     spec = cl.conv_spec(x_shape, weight.shape, padding=1, groups=groups)
     g = draw(spec.output_shape, dtype, 4)
-    full_spec, on_input, _ = planner.full_problem(spec)
+    full_spec, on_input, _ = _grad_problems.full_problem(spec)
     assert on_input
     grouped = weight.reshape(groups, spec.out_channels_per_group, spec.in_channels_per_group, 3, 3)
     swapped = grouped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, 3, 3)
@@ -106,7 +106,7 @@ def test_without_numba_gemm_reshapes_the_view_itself(without_numba):
     weight = draw((40, 36, 3, 3), np.float32, 7)
     spec = cl.conv_spec((2, 36, 6, 6), weight.shape, padding=1)
     g = draw(spec.output_shape, np.float32, 8)
-    full_spec = planner.full_problem(spec)[0]
+    full_spec = _grad_problems.full_problem(spec)[0]
     kernel = _engine.oriented_kernel(weight.swapaxes(0, 1), full_spec.flip)
     np.testing.assert_array_equal(ALGORITHMS["gemm"].run_unpadded(g, kernel, full_spec),
                                   ALGORITHMS["gemm"].run_unpadded(g, np.ascontiguousarray(kernel), full_spec))

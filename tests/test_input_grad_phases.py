@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import _engine, planner, transposed
+from convolab import _engine, _grad_problems, planner, transposed
 from test_compiled import assert_within, summation_bound
 
 DTYPES = [np.float32, np.float64]
@@ -156,7 +156,7 @@ def test_phase_problems_split_the_taps():
     """DCGAN's 4x4 stride 2 padding 1: four phases of 2x2 taps, together every tap once, each a stride-1
     problem with the original FLOPs split four ways."""
     spec = cl.conv_spec((8, 128, 32, 32), (256, 128, 4, 4), stride=2, padding=1)
-    phases = planner.phase_problems(spec)
+    phases = _grad_problems.phase_problems(spec)
     assert sorted(phase.residue for phase in phases) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert sorted((a, b) for phase in phases for a in phase.taps[0] for b in phase.taps[1]) == \
         [(a, b) for a in range(4) for b in range(4)]

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "convolab._checks", "convolab._geometry", "convolab._window", "convolab._vjp",
               "convolab._fixed_rank")),
     ("algorithms", ("convolab.algorithms",)),
-    ("planner", ("convolab.planner",)),
+    ("planner", ("convolab.planner", "convolab._grad_problems")),
     ("engine", ("convolab._engine",)),
     ("ops", ("convolab.functional", "convolab.transposed", "convolab.unfold", "convolab.pooling",
              "convolab.signal")),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
-from convolab import planner
+from convolab import _grad_problems, planner
 from convolab.algorithms import ALGORITHMS
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
@@ -98,7 +98,7 @@ def test_forward_and_gradients_agree_with_torch(case, dtype, everywhere):
     out_t.backward(torch.tensor(batched(case, g).astype(np.float64)))
     spec = cl.conv_spec(batched(case, x).shape, w.shape, **kwargs)
     if planner.plan_for(spec, dtype).input_grad.method == "full":
-        full = planner.full_problem(spec)[0]
+        full = _grad_problems.full_problem(spec)[0]
         if ROWS.why_not(full, np.dtype(dtype)) is None:
             assert planner.plan_for(full, dtype).algorithm == "row_shifts"
     got = (cl.conv(x, w, **kwargs, algorithm="row_shifts"), cl.grad.conv_input(x.shape, w, g, **kwargs),
@@ -261,12 +261,12 @@ def test_auto_picks_it_where_it_measured_faster(input_shape, weight_shape, param
         chosen = cl.plan(input_shape, weight_shape, "float32", **params)
         assert (chosen.algorithm == "row_shifts") == picked, str(chosen)
         assert (chosen.weight_grad.method == "row_shifts") == weight_grad, str(chosen)
-        full = planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm
+        full = planner.plan_for(_grad_problems.full_problem(spec)[0], np.float32).algorithm
         assert (full == "row_shifts") == picked, full
     with cl.thread_count(2):  # its forward not measured there (docs/compiled.md, session 12): it stays as it was
         chosen = cl.plan(input_shape, weight_shape, "float32", **params)
         assert chosen.algorithm != "row_shifts", str(chosen)
-        assert planner.plan_for(planner.full_problem(spec)[0], np.float32).algorithm != "row_shifts"
+        assert planner.plan_for(_grad_problems.full_problem(spec)[0], np.float32).algorithm != "row_shifts"
         # ASPP's weight gradient, BLAS products as gemm's own, replaces gemm's within planner.CHEAPER_PASS_MARGIN
         assert (chosen.weight_grad.method == "row_shifts") == weight_grad, str(chosen)
 

@@ -35,7 +35,8 @@ from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, chec
                          on_registry_change, select_algorithm)
 from .algorithms._columns import add_columns
 from .algorithms._threads import small_matmul
-from .planner import PassPlan, full_problem, measured_choice, pass_for, phase_problems, plan_for, plan_for_arrays
+from ._grad_problems import full_problem, phase_problems
+from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
 __all__ = ["oriented_kernel", "frozen_spec", "conv_forward", "conv_input_grad", "conv_weight_grad", "compact_problem",
@@ -297,7 +298,7 @@ def conv_input_grad(
     ``"phases"`` splits the cells by their stride phase: on phase ``a`` (the
     cells ``a + m*s``) only the taps with ``j*d - low = a (mod s)`` land, each at
     a constant shift, so the phase is a stride-1 correlation of ``g`` with that
-    sub-kernel reversed (:func:`~convolab.planner.phase_problems`): the
+    sub-kernel reversed (:func:`~convolab._grad_problems.phase_problems`): the
     scatter's products, run by the planner's forward, and no add-back; its
     padding zeros meet the weight, as the full correlation's do.
 
@@ -414,7 +415,7 @@ def _channels_swapped(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The "phases" formulation: each stride phase of the input's gradient a stride-1 forward convolution of
-    grad_output with the taps that land on it (:func:`~convolab.planner.phase_problems`), run by the planner's
+    grad_output with the taps that land on it (:func:`~convolab._grad_problems.phase_problems`), run by the planner's
     pick and written into its phase's cells: ``(N, G*C, *input)`` for zero padding, else ``(N, G*C,
     *padded)``."""
     size = spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
