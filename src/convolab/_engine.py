@@ -29,13 +29,14 @@ import numpy as np
 
 from ._dtypes import all_finite, check_exact_range, compute_dtype, result_dtype
 from ._errors import fail
+from ._grad_problems import full_problem, phase_problems
 from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
                          on_registry_change, select_algorithm)
 from .algorithms._columns import add_columns
+from .algorithms._input_grad import channels_swapped
 from .algorithms._threads import small_matmul
-from ._grad_problems import full_problem, phase_problems
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -406,13 +407,6 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     return grad  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
-def _channels_swapped(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The kernel with input and output channels swapped per group, ``(G*O, C, *kernel)`` -> ``(G*C, O,
-    *kernel)``: the filters of the correlations that give the input gradient ("full" and "phases")."""
-    swapped = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
-    return swapped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
-
-
 def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """The "phases" formulation: each stride phase of the input's gradient a stride-1 forward convolution of
     grad_output with the taps that land on it (:func:`~convolab._grad_problems.phase_problems`), run by the planner's
@@ -420,7 +414,7 @@ def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSp
     *padded)``."""
     size = spec.input_size if spec.padding_mode == "zeros" else spec.padded_size
     grad = np.empty((spec.batch, spec.in_channels, *size), dtype=grad_output.dtype)
-    swapped = _channels_swapped(kernel, spec)  # as for the full correlation
+    swapped = channels_swapped(kernel, spec)  # as for the full correlation
     for phase in phase_problems(spec):
         cells = (Ellipsis, *(slice(r, None, s) for r, s in zip(phase.residue, spec.stride)))
         if phase.spec is None or spec.out_channels_per_group == 0:
@@ -448,7 +442,7 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
     else:
         spread = np.zeros((spec.batch, spec.out_channels, *spread_size), dtype=grad_output.dtype)
         spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
-    swapped = _channels_swapped(weight, spec)
+    swapped = channels_swapped(weight, spec)
     return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
 
 

@@ -30,7 +30,23 @@ from ..spec import ConvSpec
 from . import Formulation
 from ._blocking import stride_one
 
-__all__ = ["FullOrScatter", "full_padding"]
+__all__ = ["FullOrScatter", "full_padding", "channels_swapped"]
+
+
+def channels_swapped(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The kernel with input and output channels swapped per group, ``(G*O, C, *kernel)`` -> ``(G*C, O,
+    *kernel)`` (a copy where the swap is not a view): the filters of the correlations that give the input
+    gradient ("full" and "phases", in the engine and in an algorithm's own ``_input_grad_full``).
+
+    >>> import convolab as cl
+    >>> spec = cl.conv_spec((1, 4, 5, 5), (6, 2, 3, 3), groups=2)  # 2 groups of 3 filters over 2 channels
+    >>> kernel = np.arange(6 * 2 * 3 * 3.).reshape(6, 2, 3, 3)
+    >>> swapped = channels_swapped(kernel, spec)
+    >>> swapped.shape, bool((swapped[3, 1] == kernel[4, 1]).all())  # group 1's channel 1, its filter 1
+    ((4, 3, 3, 3), True)
+    """
+    grouped = kernel.reshape(spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, *spec.kernel_size)
+    return grouped.swapaxes(1, 2).reshape(spec.in_channels, spec.out_channels_per_group, *spec.kernel_size)
 
 
 def full_padding(spec: ConvSpec) -> tuple[tuple[int, int], ...] | None:

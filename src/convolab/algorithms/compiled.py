@@ -29,7 +29,7 @@ from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
 from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost model
 from ._compiled import kernels, numba_missing
-from ._input_grad import FullOrScatter, full_padding
+from ._input_grad import FullOrScatter, channels_swapped, full_padding
 from ._rates import THREAD_GAIN
 from ._threads import in_parallel
 from .depthwise import _zero_padded_source
@@ -641,11 +641,9 @@ class Compiled(FullOrScatter, Algorithm):
         input and output channels swapped. With zero padding the forward's padding is taken off that
         (:func:`._input_grad.full_padding`), so only the input's cells are computed; otherwise the gradient on
         the padded input is folded back by :func:`pad_adjoint`."""
-        groups, channels, out_per_group = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
-        swapped = kernel.reshape(groups, out_per_group, channels, *spec.kernel_size).swapaxes(1, 2)  # (G, C, O, *k)
-        swapped = reverse_spatial(swapped.reshape(spec.in_channels, out_per_group, *spec.kernel_size), spec.rank)
+        swapped = reverse_spatial(channels_swapped(kernel, spec), spec.rank)  # (G*C, O, *k)
         full = conv_spec(grad_output.shape, swapped.shape, padding=full_padding(spec), dilation=spec.dilation,
-                         groups=groups, op=spec.op)
+                         groups=spec.groups, op=spec.op)
         grad = self._forward(grad_output, full.padding, swapped, full)  # (N, G*C, *input or *padded)
         return grad if spec.padding_mode == "zeros" else pad_adjoint(grad, spec.padding, spec.padding_mode,
                                                                      spec.input_size)
