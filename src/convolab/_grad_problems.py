@@ -3,7 +3,7 @@
 The engine computes a convolution's input gradient as a forward convolution of
 grad_output where it can (:mod:`convolab.algorithms._input_grad` says why that is
 the same sum). The problems those forwards solve are shape arithmetic alone, and
-live here, below the planner that plans them and the engine that runs them:
+live here, beside the planner that plans them and below the engine that runs them:
 
 - :func:`full_problem`: the "full" correlation, grad_output (spread by the
   stride) with the kernel reversed and each group's channels swapped;
