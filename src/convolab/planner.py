@@ -112,12 +112,12 @@ import numpy as np
 
 from . import algorithms
 from ._dtypes import all_finite, check_supported_dtype, compute_dtype
+from ._grad_problems import full_problem, phase_problems
 from ._settings import current_thread_count, current_workspace_limit
 from .algorithms._columns import compiled_columns_missing, scatter_add_seconds
 from .algorithms._compiled import kernels, numba_loaded
 from .algorithms._rates import COPY_RATE, product_rate
 from .algorithms._threads import in_parallel
-from ._grad_problems import full_problem, phase_problems
 from .spec import ConvSpec, PaddingArg, conv_spec
 
 __all__ = ["Plan", "PassPlan", "DataTraits", "plan", "plan_for", "pass_for", "data_traits", "measured_choice",
