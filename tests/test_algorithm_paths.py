@@ -11,7 +11,7 @@ import pytest
 
 import convolab as cl
 from convolab.algorithms import fft_blocks
-from convolab.algorithms.gemm import _batch_inner
+from convolab.algorithms._blocking import batch_inner as _batch_inner
 from convolab.spec import conv_spec
 
 CASES = [
@@ -28,8 +28,9 @@ CASES = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batch_inner_gemm_matches_direct_forward_and_gradients(input_shape, weight_shape, params, dtype, numba,
                                                                request):
-    """Small images in large batches: NumPy's batch-inner columns (Numba hidden), or the compiled unroll's plane
-    by plane (its own layout, so its products sum in another order: the same tolerance)."""
+    """Small images in large batches: NumPy's batch-inner columns (Numba hidden), or the compiled unroll's (with the
+    batch innermost where there are many columns per output, else plane by plane; its products may sum in
+    another order: the same tolerance)."""
     if numba == "hidden":
         request.getfixturevalue("without_numba")
     rng = np.random.default_rng(sum(input_shape))

@@ -23,6 +23,7 @@ from convolab import _engine, planner
 from convolab._window import pad, pad_adjoint
 from convolab.algorithms import ALGORITHMS
 from convolab.algorithms import _columns
+from convolab.algorithms import gemm as gemm_module
 from convolab.algorithms._blocking import unrolled_blocks
 from convolab.algorithms._columns import _unroll_layout, unrolled_blocks_unpadded
 from conv_cases import generate_cases
@@ -322,3 +323,78 @@ def test_stride_two_rows_take_their_taps_in_pairs_with_numpys_bits(kernel, paddi
     np.testing.assert_array_equal(
         _engine._input_grad_scatter(g, w, spec, compiled=True),
         pad_adjoint(_engine._input_grad_scatter(g, w, spec), spec.padding, spec.padding_mode, spec.input_size))
+
+
+#: Small images in batches at least twice their rows long, with more columns' rows than filters: the compiled
+#: batch-inner unroll and add-back (``_columns.compiled_batch_inner``). Every rank, groups, strides that do not
+#: divide the input, dilation, asymmetric padding, and each padding mode for the unroll.
+BATCH_INNER_CASES = [
+    ((32, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),  # the digits CNN's second layer
+    ((24, 6, 7, 5), (4, 3, 3, 2), dict(stride=(2, 1), padding=((1, 0), (2, 1)), groups=2)),
+    ((40, 3, 9), (2, 3, 3), dict(stride=2, dilation=2, padding=2)),
+    ((20, 2, 4, 5, 3), (3, 2, 2, 3, 2), dict(padding=1, stride=(1, 2, 1))),
+    ((16, 4, 6, 6), (8, 4, 3, 3), dict(padding=1, padding_mode="reflect")),
+    ((17, 5, 5, 3), (4, 5, 3, 3), dict(padding=(2, 1), dilation=(2, 1), padding_mode="circular")),
+    ((18, 3, 4, 4), (2, 3, 2, 2), dict(padding=((0, 3), (1, 0)), stride=3, padding_mode="replicate")),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", BATCH_INNER_CASES)
+def test_batch_inner_columns_and_add_back(input_shape, weight_shape, params, dtype, monkeypatch):
+    """The batch-inner unroll copies exactly NumPy's batch-inner columns of the padded input, and its add-back
+    gives the plane by plane (or row by row) col2im's bits from the same window gradients (zero padding: the only
+    mode it runs), on one thread and on two. The passes through them (the scatter input gradient, gemm's forward
+    and weight gradient) are within any summation order's bound of the references: the BLAS may round a product
+    over other columns otherwise."""
+    spec = cl.spec.conv_spec(input_shape, weight_shape, **params)
+    assert _columns.compiled_batch_inner(spec, np.dtype(dtype).itemsize), "the case must take the batch-inner path"
+    x, kernel = draw(input_shape, dtype, 21), draw(weight_shape, dtype, 22)
+    padded = pad(x, spec.padding, spec.padding_mode)
+    padded_spec = cl.spec.conv_spec(padded.shape, weight_shape, stride=spec.stride, dilation=spec.dilation,
+                                    groups=spec.groups)
+    expected_columns = gemm_module._batch_inner_columns(padded, padded_spec)
+    for threads in (1, 2):
+        monkeypatch.setattr(_columns, "_threads", lambda work: threads)
+        np.testing.assert_array_equal(_columns.batch_inner_columns(x, spec), expected_columns)
+    g = draw(spec.output_shape, dtype, 23)
+    zero_spec = dataclasses.replace(spec, padding_mode="zeros")
+    # The add-back alone: the same window gradients, in either layout, give the same bits.
+    taps = spec.in_channels_per_group * int(np.prod(spec.kernel_size))
+    windows = draw((spec.groups, taps, spec.batch, int(np.prod(spec.output_size))), dtype, 24)  # (G, C*K, N, P)
+    lows = [low for low, _ in spec.padding]
+    by_planes = _columns.add_columns(windows.reshape(spec.in_channels, *spec.kernel_size, spec.batch,
+                                                     *spec.output_size),
+                                     np.empty(spec.input_shape, dtype), spec.stride, spec.dilation, lows, True)
+    batch_inner = np.ascontiguousarray(windows.transpose(0, 1, 3, 2)).reshape(spec.groups, taps, -1)
+    for threads in (1, 2):
+        monkeypatch.setattr(_columns, "_threads", lambda work: threads)
+        np.testing.assert_array_equal(
+            _columns.add_batch_inner_columns(batch_inner, np.full(spec.input_shape, np.nan, dtype), zero_spec),
+            by_planes)
+        # The whole input gradient: its product is the BLAS's on other columns, so within any order's bound.
+        f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+        assert_within(_engine._input_grad_scatter(g, kernel, zero_spec, compiled=True),
+                      pad_adjoint(_engine._input_grad_scatter(g, kernel, zero_spec), spec.padding, "zeros",
+                                  spec.input_size),
+                      summation_bound(spec.out_channels_per_group * int(np.prod(spec.kernel_size)),
+                                      pad_adjoint(_engine._input_grad_scatter(f64(g), f64(kernel), zero_spec),
+                                                  spec.padding, "zeros", spec.input_size), dtype))
+    monkeypatch.undo()
+    gemm = ALGORITHMS["gemm"]
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    terms = spec.in_channels_per_group * int(np.prod(spec.kernel_size))
+    assert_within(gemm.run_unpadded(x, kernel, spec), ALGORITHMS["direct"].run(padded, kernel, padded_spec),
+                  summation_bound(terms, ALGORITHMS["direct"].run(f64(padded), f64(kernel), padded_spec), dtype))
+    terms = spec.batch * int(np.prod(spec.output_size))
+    assert_within(gemm.weight_grad(x, g, spec), cl.grad.conv_weight(x, weight_shape, g, algorithm="im2col", **params),
+                  summation_bound(terms, cl.grad.conv_weight(f64(x), weight_shape, f64(g), algorithm="im2col",
+                                                             **params), dtype))
+
+
+def test_batch_inner_is_left_to_layers_with_few_columns_per_output():
+    """The digits CNN's first layer (one input channel, 9 columns' rows for 16 filters) keeps the plane by plane
+    unroll: its output's transposing copy would cost more than its columns' copy saves."""
+    assert not _columns.compiled_batch_inner(cl.spec.conv_spec((32, 1, 8, 8), (16, 1, 3, 3), padding=1), 4)
+    assert _columns.compiled_batch_inner(cl.spec.conv_spec((32, 16, 4, 4), (32, 16, 3, 3), padding=1), 4)
+    assert not _columns.compiled_batch_inner(cl.spec.conv_spec((4, 16, 4, 4), (32, 16, 3, 3), padding=1), 4)

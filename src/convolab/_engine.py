@@ -34,7 +34,7 @@ from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
                          on_registry_change, select_algorithm)
-from .algorithms._columns import add_columns
+from .algorithms._columns import add_batch_inner_columns, add_columns, batch_last, compiled_batch_inner
 from .algorithms._input_grad import channels_swapped
 from .algorithms._threads import small_matmul
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
@@ -355,7 +355,10 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     """The "scatter" formulation: per block of samples, one product gives every window's gradient, and the
     windows are added back where they were read: ``(N, G*C, *padded)``, or with ``compiled`` (the compiled
     col2im, :func:`convolab.algorithms._columns.add_columns`, the same sums in the same order) the input's
-    gradient ``(N, G*C, *input)``, the padding's transpose done."""
+    gradient ``(N, G*C, *input)``, the padding's transpose done. Small images in large batches with zero padding
+    take the product and the add-back with the batch innermost
+    (:func:`~convolab.algorithms._columns.compiled_batch_inner`): the add-back's sums are the same, but the
+    BLAS may round the product over those columns otherwise."""
     rank, groups = spec.rank, spec.groups
     taps = prod(spec.kernel_size)
     # (G, C*K, O); the explicit C*K also holds with no filters (O = 0), where -1 cannot be inferred
@@ -368,6 +371,8 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
         grad.fill(0)
         return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size) if compiled and not cropped \
             else grad
+    if cropped and compiled_batch_inner(spec, grad_output.itemsize):  # small images, many of them: runs of N values
+        return add_batch_inner_columns(small_matmul(filters, batch_last(grad_output, spec)), grad, spec)
     samples_inside = prod(spec.output_size) < SCATTER_BATCH_WIDE_POSITIONS
     # Samples per block: the window gradients (and where one product spans the block, grad_output's block
     # copied into its order) stay cache-sized, as they are added back while still cached, and never exceed

@@ -39,9 +39,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from ._kernels_unroll import window_starts
+from ._kernels_unroll import tap_cells, window_starts
 
-__all__ = ["add_columns", "add_planes"]
+__all__ = ["add_columns", "add_planes", "add_batch_inner"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -249,3 +249,42 @@ def add_planes(columns, out, plane, first, last, kernel_size, out_size, channel_
                 write = target + (z * height + h) * width
                 for w in range(width):
                     flat[write + w] = sums[source + w]
+
+
+@njit(cache=True, nogil=True)
+def add_batch_inner(columns, out, scratch, first, last, sd, sh, sw, dd, dh, dw, low_d, low_h, low_w):
+    """:func:`add_columns` for columns with the batch innermost (the adjoint of
+    :func:`._kernels_unroll.unroll_batch_inner`), for the channels ``first:last``: the same sums, in the same
+    order, each tap one run of ``N`` additions.
+
+    ``columns`` ``(C, KD, KH, KW, A, B, E, N)``; ``out`` ``(N, C, D, H, W)``
+    as in :func:`add_columns`; ``scratch`` this thread's ``(PD, PH, PW, N)``,
+    overwritten, as :func:`add_planes`' plane is sized (as far as the windows
+    reach, and the gradient's cells padded by the ``lows``) with the samples
+    innermost. A cell's sum starts at zero and takes its taps in the kernel's
+    C order; the cells of ``out`` are copied out of the scratch after.
+    """
+    samples, channels = out.shape[0], out.shape[1]
+    depth, height, width = out.shape[2], out.shape[3], out.shape[4]
+    ph, pw = scratch.shape[1], scratch.shape[2]
+    flat, sums, flat_out = columns.reshape(columns.size), scratch.reshape(scratch.size), out.reshape(out.size)
+    cells = tap_cells(columns.shape[1:7], sd, sh, sw, dd, dh, dw, ph, pw)
+    volume = depth * height * width
+    sample_step = uint64(channels * volume)
+    zero = scratch.dtype.type(0)
+    for c in range(first, last):
+        for i in range(sums.size):
+            sums[i] = zero
+        position = uint64(c * cells.size * samples)
+        for cell in cells:  # each tap's windows, the taps in C order
+            write = cell * uint64(samples)
+            for n in range(samples):
+                sums[write + uint64(n)] += flat[position + uint64(n)]
+            position += uint64(samples)
+        for z in range(depth):
+            for h in range(height):
+                for w in range(width):
+                    read = uint64((((z + low_d) * ph + h + low_h) * pw + w + low_w) * samples)
+                    write = uint64(c * volume + (z * height + h) * width + w)
+                    for n in range(samples):
+                        flat_out[write + uint64(n) * sample_step] = sums[read + uint64(n)]

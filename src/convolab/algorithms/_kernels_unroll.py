@@ -4,6 +4,8 @@ Two loops write the same columns: :func:`unroll` copies row by row from the
 input, for images of any size; :func:`unroll_planes`, for small images, pads
 one sample's channel into a scratch plane and copies every tap's windows from
 it, which costs no edge arithmetic per row (a 4x4 output is rows of 4 values).
+A third, :func:`unroll_batch_inner`, writes them in another order, the batch
+innermost, for many small images: every copy is then a run of ``N`` values.
 
 This module imports Numba at its top, so only :mod:`._compiled` imports it, on
 first use; the wrapper that lays the arrays out, makes the tables and shares
@@ -40,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-__all__ = ["unroll", "unroll_planes", "window_starts"]
+__all__ = ["unroll", "unroll_planes", "unroll_batch_inner", "window_starts", "tap_cells"]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -53,6 +55,24 @@ def window_starts(a_size, b_size, e_size, sd, sh, sw, ph, pw):
             for e in range(e_size):
                 starts[(a * b_size + b) * e_size + e] = ((a * sd) * ph + b * sh) * pw + e * sw
     return starts
+
+
+@njit(cache=True, nogil=True, inline="always")
+def tap_cells(sizes, sd, sh, sw, dd, dh, dw, ph, pw):
+    """Per kernel tap and output position ``(kd, kh, kw, a, b, e)`` (``sizes``), C order: the cell of a padded
+    plane ``(*, ph, pw)`` (flat) that the tap reads there, ``((a*sd + kd*dd)*ph + b*sh + kh*dh)*pw + e*sw + kw*dw``."""
+    kd_size, kh_size, kw_size, a_size, b_size, e_size = sizes
+    cells = np.empty(kd_size * kh_size * kw_size * a_size * b_size * e_size, dtype=np.uint64)
+    i = 0
+    for kd in range(kd_size):
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                for a in range(a_size):
+                    for b in range(b_size):
+                        for e in range(e_size):
+                            cells[i] = ((a * sd + kd * dd) * ph + b * sh + kh * dh) * pw + e * sw + kw * dw
+                            i += 1
+    return cells
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -160,3 +180,45 @@ def unroll_planes(x, columns, plane, first, last, n0, sd, sh, sw, dd, dh, dw, so
                     position = uint64(((((c * kd_size + kd) * kh_size + kh) * kw_size + kw) * samples + n) * window)
                     for p in range(window):
                         flat[position + uint64(p)] = padded[tap + starts[p]]
+
+
+@njit(cache=True, nogil=True)
+def unroll_batch_inner(x, columns, scratch, first, last, sd, sh, sw, dd, dh, dw, source_d, source_h, source_w):
+    """``columns[c, kd, kh, kw, a, b, e, n] = x_p[n, c, a*sd + kd*dd, b*sh + kh*dh, e*sw + kw*dw]`` for the
+    channels ``first:last``: :func:`unroll`'s columns with the batch innermost, every sample at once.
+
+    ``columns`` ``(C, KD, KH, KW, A, B, E, N)`` (a product's ``(G, C/G*K, P*N)``
+    reshaped); ``scratch`` this thread's ``(PD, PH, PW, N)``, overwritten: the
+    channel's padded planes, the samples innermost (the tables say which input
+    cell, or zero, each padded cell holds). Each window's tap is then one run of
+    ``N`` values in the scratch and in the columns: small images whose rows are
+    a few values long copy in runs as long as the batch (the digits CNN's 4x4
+    layer: 27 -> 9 us against :func:`unroll_planes`).
+    """
+    samples, channels = x.shape[0], x.shape[1]
+    depth, height, width = x.shape[2], x.shape[3], x.shape[4]
+    pd, ph, pw = scratch.shape[0], scratch.shape[1], scratch.shape[2]
+    flat_x, flat, padded = x.reshape(x.size), columns.reshape(columns.size), scratch.reshape(scratch.size)
+    cells = tap_cells(columns.shape[1:7], sd, sh, sw, dd, dh, dw, ph, pw)
+    volume = depth * height * width
+    sample_step = uint64(channels * volume)
+    zero = scratch.dtype.type(0)
+    for c in range(first, last):
+        for i in range(pd):
+            for j in range(ph):
+                for k in range(pw):
+                    z, h, w = source_d[i], source_h[j], source_w[k]
+                    target = uint64(((i * ph + j) * pw + k) * samples)
+                    if z >= 0 and h >= 0 and w >= 0:
+                        read = uint64(c * volume + (z * height + h) * width + w)
+                        for n in range(samples):
+                            padded[target + uint64(n)] = flat_x[read + uint64(n) * sample_step]
+                    else:
+                        for n in range(samples):
+                            padded[target + uint64(n)] = zero
+        position = uint64(c * cells.size * samples)
+        for cell in cells:  # each tap's windows, the taps in C order
+            read = cell * uint64(samples)
+            for n in range(samples):
+                flat[position + uint64(n)] = padded[read + uint64(n)]
+            position += uint64(samples)

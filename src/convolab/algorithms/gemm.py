@@ -8,12 +8,12 @@ from typing import Iterator
 import numpy as np
 
 from .._dtypes import all_finite
-from .._settings import current_workspace_limit
 from .._window import pad, reshaped_view
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
-from ._blocking import CACHE_BLOCK_BYTES, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
-from ._columns import compiled_columns_missing, contiguous_filters, unrolled_blocks_unpadded
+from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
+from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
+                       contiguous_filters, unrolled_blocks_unpadded)
 from ._rates import COPY_RATE, beside_pool_factor, product_rate, results_seconds
 from ._threads import small_matmul
 from .compiled import _threads
@@ -35,7 +35,7 @@ class Gemm(Algorithm):
     per (channel, tap); the extra columns past each output row are cropped.
     Blocks go along the batch, then along the first output axis, so the unrolled
     block never exceeds the workspace limit (:func:`convolab.workspace_limit`).
-    Small images in large batches unroll with the batch innermost (``_batch_inner``).
+    Small images in large batches unroll with the batch innermost (:func:`._blocking.batch_inner`).
     A 1×1 kernel at stride 1 is a plain matrix product with no copy at all.
     Where Numba runs, the forward and the weight gradient take exact columns
     copied straight from the input before padding (:mod:`._columns`), so no
@@ -89,11 +89,8 @@ class Gemm(Algorithm):
         filters = _filter_rows(kernel, spec)  # (G, O, C*K)
         if _is_pointwise(spec):
             return _pointwise(padded, filters, spec)
-        if _batch_inner(spec, padded.itemsize):
-            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
-            product = np.matmul(filters, columns).reshape(groups, o, -1, spec.batch)  # (G, O, P, N)
-            product = product.transpose(3, 0, 1, 2)  # (N, G, O, P)
-            return np.ascontiguousarray(product).reshape(spec.output_shape)
+        if batch_inner(spec, padded.itemsize):
+            return _batch_inner_forward(_batch_inner_columns(padded, spec), filters, spec)
         return _products(unrolled_blocks(padded, spec), filters, spec, padded.dtype)
 
     def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -102,6 +99,8 @@ class Gemm(Algorithm):
         input is made."""
         if not _unrolls_unpadded(spec, x.dtype):
             return super().run_unpadded(x, kernel, spec)
+        if compiled_batch_inner(spec, x.itemsize):  # small images, many of them: runs of N values (digits' 4x4)
+            return _batch_inner_forward(batch_inner_columns(x, spec), _filter_rows(kernel, spec), spec)
         return _products(unrolled_blocks_unpadded(x, spec), _filter_rows(kernel, spec), spec, x.dtype)
 
     def run_unpadded_with_bias(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec,
@@ -112,6 +111,8 @@ class Gemm(Algorithm):
         2-3). The same one addition per value."""
         if type(self) is not Gemm or not _unrolls_unpadded(spec, x.dtype):  # a subclass runs its own forward
             return super().run_unpadded_with_bias(x, kernel, spec, bias)
+        if compiled_batch_inner(spec, x.itemsize):
+            return _batch_inner_forward(batch_inner_columns(x, spec), _filter_rows(kernel, spec), spec, bias)
         return _products(unrolled_blocks_unpadded(x, spec), _filter_rows(kernel, spec), spec, x.dtype, bias)
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
@@ -157,10 +158,9 @@ class Gemm(Algorithm):
                 return small_matmul(columns, rows.transpose(0, 2, 1))  # (G, C*K, O)
             return small_matmul(rows, columns.transpose(0, 2, 1))  # (G, O, C*K)
 
-        if not unpadded and _batch_inner(spec, padded.itemsize):
-            columns = _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
-            rows = grad_output.reshape(spec.batch, groups, o, -1).transpose(1, 2, 3, 0)  # (G, O, P, N)
-            total = product(rows.reshape(groups, o, -1), columns)  # rows copied into the columns' (P, N) order
+        if compiled_batch_inner(spec, x.itemsize) if unpadded else batch_inner(spec, padded.itemsize):
+            columns = batch_inner_columns(x, spec) if unpadded else _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
+            total = product(batch_last(grad_output, spec), columns)  # g copied into the columns' (P, N) order
         else:
             taps = spec.in_channels_per_group * prod(spec.kernel_size)
             total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
@@ -205,7 +205,7 @@ def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> fl
     rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
     copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
         unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-    fast = wide_rows(spec) or _batch_inner(spec, dtype.itemsize)
+    fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
     return CALL_OVERHEAD + spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
 
 
@@ -226,6 +226,16 @@ def _products(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tupl
         product = product.transpose(2, 0, 1, *range(3, 3 + spec.rank))  # (nb, G, O, rows, *out_rest)
         out[n0:n1, :, r0:r1] = product.reshape(n1 - n0, spec.out_channels, r1 - r0, *spec.output_size[1:])
     return out
+
+
+def _batch_inner_forward(columns: np.ndarray, filters: np.ndarray, spec: ConvSpec,
+                         bias: np.ndarray | None = None) -> np.ndarray:
+    """The forward from batch-inner ``columns`` ``(G, C*K, P*N)``: one product with ``filters`` ``(G, O, C*K)``,
+    plus ``bias`` ``(G*O,)`` if given (along the product's long rows), transposed into the output's order."""
+    product = small_matmul(filters, columns)  # (G, O, P*N)
+    if bias is not None:
+        product += bias.reshape(spec.groups, spec.out_channels_per_group, 1)  # the product is ours: a new array
+    return np.ascontiguousarray(product.reshape(-1, spec.batch).T).reshape(spec.output_shape)
 
 
 def _unrolls_unpadded(spec: ConvSpec, dtype: np.dtype) -> bool:
@@ -301,25 +311,6 @@ def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: Co
     rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
     per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
     return per_sample.sum(axis=0).reshape(spec.weight_shape)
-
-
-#: Output rows shorter than this make gemm's strided copies slow (a short inner loop per row).
-SHORT_ROW = 16
-
-
-def _batch_inner(spec: ConvSpec, itemsize: int) -> bool:
-    """Whether gemm unrolls with the batch as the innermost axis: small images, many of them, all in one block.
-
-    With 4×4 outputs the usual copy moves runs of 4 values; with the batch innermost
-    every run is ``N`` values long (batch-inner copies measured 2-3× faster on
-    (32, 16, 4, 4) inputs, the size of a small CNN's later layers). Only when the
-    whole unrolled input fits one cache-sized block, so no blocking is needed.
-    """
-    if _is_pointwise(spec) or wide_rows(spec):
-        return False
-    row = spec.output_size[-1]
-    unrolled = spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size) * spec.batch * itemsize
-    return row < SHORT_ROW and spec.batch >= 2 * row and unrolled <= min(CACHE_BLOCK_BYTES, current_workspace_limit())
 
 
 def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
