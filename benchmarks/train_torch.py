@@ -6,7 +6,11 @@ names match), the same batches in the same order (``convolab.train.batch_order``
 AdamW with the same hyper-parameters and the same cosine schedule. The script
 prints both test accuracies and both training times per epoch (median over the
 epochs, the update loop only), and with ``--results`` records them in
-benchmarks/RESULTS.md. Both use 2 threads.
+benchmarks/RESULTS.md. Both use 2 threads. The two runs alternate for
+``--rounds`` rounds (the first library alternating too), and each library's
+median is taken over the epochs of every round: a noisy stretch of a shared
+machine then falls on both, where one run each had put it on one library's
+median alone (its ratio moved 0.62-0.92 between runs of the same code).
 
     python benchmarks/train_torch.py --results benchmarks/RESULTS.md
 """
@@ -71,22 +75,33 @@ def torch_train(data, *, epochs: int, batch_size: int, lr: float, weight_decay: 
     model.eval()
     with torch.no_grad():
         predictions = model(torch.from_numpy(data.test_images)).argmax(dim=1).numpy()
-    return float((predictions == data.test_labels).mean()), float(np.median(epoch_seconds))
+    return float((predictions == data.test_labels).mean()), epoch_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each library (default 3)")
     parser.add_argument("--results", help="record the comparison in this results page (benchmarks/RESULTS.md)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = load_digits()
     settings = dict(epochs=args.epochs, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
                     weight_decay=DEFAULTS["weight_decay"], seed=args.seed)
-    _, ours = train(data, **settings)
-    convolab_accuracy, convolab_seconds = ours.test_accuracy, ours.seconds_per_epoch
-    torch_accuracy, torch_seconds = torch_train(data, **settings)
+    times: dict[str, list[float]] = {"convolab": [], "torch": []}
+    round_ratios = []
+    for round_index in range(args.rounds):
+        order = ("convolab", "torch") if round_index % 2 == 0 else ("torch", "convolab")
+        for library in order:
+            if library == "convolab":
+                _, ours = train(data, **settings)
+                convolab_accuracy, epochs = ours.test_accuracy, [entry["train_seconds"] for entry in ours.history]
+            else:
+                torch_accuracy, epochs = torch_train(data, **settings)
+            times[library].extend(epochs)
+        round_ratios.append(np.median(times["convolab"][-args.epochs:]) / np.median(times["torch"][-args.epochs:]))
+    convolab_seconds, torch_seconds = float(np.median(times["convolab"])), float(np.median(times["torch"]))
     gap = abs(convolab_accuracy - torch_accuracy) * 100
     ratio = convolab_seconds / torch_seconds
     rows = [("test accuracy", f"{convolab_accuracy:.4f}", f"{torch_accuracy:.4f}",
@@ -95,6 +110,8 @@ def main() -> None:
              f"ratio {ratio:.2f} (target <= 0.7)", "yes" if ratio <= 0.7 else "no")]
     for row in rows:
         print(f"{row[0]:<28} convolab {row[1]:>8}   PyTorch {row[2]:>8}   {row[3]}   met: {row[4]}")
+    rounds_text = ", ".join(f"{value:.2f}" for value in round_ratios)
+    print(f"ratio per round: {rounds_text}")
     if args.results:
         machine = machine_info(torch)
         body = "\n".join([
@@ -104,11 +121,14 @@ def main() -> None:
             f"digits (fixed stratified split, {len(data.train_images)} training / {len(data.test_images)} test "
             f"images), {args.epochs} epochs, batch {settings['batch_size']}, AdamW lr {settings['lr']} weight decay "
             f"{settings['weight_decay']}, cosine schedule, seed {args.seed}. Both runs start from the same weights "
-            "and see the same batches in the same order; time is the update loop only (no evaluation), 2 threads each.",
+            "and see the same batches in the same order; time is the update loop only (no evaluation), 2 threads each. "
+            f"The two alternate for {args.rounds} rounds; each median is over the epochs of every round.",
             "",
             "| measure | convolab | PyTorch | comparison | met |",
             "|---|---|---|---|---|",
             *(f"| {' | '.join(row)} |" for row in rows),
+            "",
+            f"The ratio of each round's medians: {rounds_text}.",
             "",
             f"Machine: {machine['cpu']}, {machine['usable_cores']} usable cores; Python {platform.python_version()}, "
             f"NumPy {machine['numpy']}, PyTorch {machine['torch']}, convolab {machine['convolab']} "

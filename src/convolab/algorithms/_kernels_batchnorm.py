@@ -5,8 +5,10 @@ first use; the wrappers are in :mod:`convolab.nn.functional`
 (``batch_norm_with_statistics``). At a small layer's sizes NumPy's version is
 about nine whole-array passes and as many temporaries, each costing more in
 calls than in arithmetic; here the forward reads the input three times (sum,
-squared deviations, output) and the backward reads ``g`` twice, one channel at
-a time, so a channel stays in cache between its passes.
+squared deviations, and one pass that writes both outputs: two passes had
+cost a fifth more on the digits CNN's first layer) and the backward reads
+``g`` twice, one channel at a time, so a channel stays in cache between its
+passes.
 
 The contract of both kernels:
 
@@ -84,24 +86,32 @@ def batch_norm_forward(x, weight, bias, eps, mean, var, inv_std, normalized, out
         var[c] = _channel_squares(x, c, centre) / count
         inv_std[c] = 1.0 / np.sqrt(np.float64(var[c]) + eps)
         scale = inv_std[c]
-        for n in range(batch):
-            for s in range(positions):
-                normalized[n, c, s] = (x[n, c, s] - centre) * scale
+        # one pass writes both: each value rounded in the dtype as NumPy's steps round it
         if weight.size and bias.size:
             w, b = weight[c], bias[c]
             for n in range(batch):
                 for s in range(positions):
-                    out[n, c, s] = normalized[n, c, s] * w + b
+                    value = (x[n, c, s] - centre) * scale
+                    normalized[n, c, s] = value
+                    out[n, c, s] = value * w + b
         elif weight.size:
             w = weight[c]
             for n in range(batch):
                 for s in range(positions):
-                    out[n, c, s] = normalized[n, c, s] * w
+                    value = (x[n, c, s] - centre) * scale
+                    normalized[n, c, s] = value
+                    out[n, c, s] = value * w
         elif bias.size:
             b = bias[c]
             for n in range(batch):
                 for s in range(positions):
-                    out[n, c, s] = normalized[n, c, s] + b
+                    value = (x[n, c, s] - centre) * scale
+                    normalized[n, c, s] = value
+                    out[n, c, s] = value + b
+        else:
+            for n in range(batch):
+                for s in range(positions):
+                    normalized[n, c, s] = (x[n, c, s] - centre) * scale
 
 
 @njit(cache=True, nogil=True)
