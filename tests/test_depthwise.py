@@ -13,6 +13,7 @@ which sum the same products in another order.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -286,6 +287,24 @@ def test_thread_count_setting(monkeypatch):
             with thread_count(bad):
                 pass
 
+
+
+def test_settings_read_the_live_environment(monkeypatch):
+    """The settings' reader (the mapping's own dictionary, its keys encoded once) answers as ``os.environ.get``
+    after every kind of change: set, changed, deleted, and ``os.environ`` replaced by another mapping."""
+    from convolab import _settings
+    monkeypatch.delenv("CONVOLAB_WORKSPACE_BYTES", raising=False)
+    assert _settings._environment("CONVOLAB_WORKSPACE_BYTES") is None
+    assert _settings.current_workspace_limit() == _settings.DEFAULT_WORKSPACE_BYTES
+    for value in ("4096", "8192"):
+        monkeypatch.setenv("CONVOLAB_WORKSPACE_BYTES", value)
+        assert _settings.current_workspace_limit() == int(value)
+    monkeypatch.setenv("CONVOLAB_THREADS", "\u00e9")  # not ASCII: decoded as os.environ decodes it
+    assert _settings._environment("CONVOLAB_THREADS") == os.environ.get("CONVOLAB_THREADS") == "\u00e9"
+    monkeypatch.delenv("CONVOLAB_WORKSPACE_BYTES")
+    assert _settings.current_workspace_limit() == _settings.DEFAULT_WORKSPACE_BYTES
+    monkeypatch.setattr(os, "environ", {"CONVOLAB_WORKSPACE_BYTES": "1024"})
+    assert _settings.current_workspace_limit() == 1024
 
 # -- against PyTorch ---------------------------------------------------------------------------
 
