@@ -262,3 +262,33 @@ def test_an_empty_batch_through_each_wrapper(dtype):
     assert values.shape == indices.shape == (0, 3, 5, 5) and values.dtype == dtype
     assert _compiled_windows.max_pool_grad_compiled(x, grad, spec).shape == (0, 3, 9, 9)
     assert _compiled_windows.scatter_compiled(grad, indices, spec.input_size).shape == (0, 3, 9, 9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 16, 8, 8), (2, 3, 6, 10), (1, 1, 2, 2), (3, 2, 4, 12), (0, 2, 4, 4)])
+def test_two_by_two_pairs_equal_the_window_by_window_kernel(shape, dtype, monkeypatch):
+    """The 2x2 stride-2 pool that tiles its planes goes by pairs (:func:`._kernels_pool.max_pool_pairs`): the
+    values and indices of the window-by-window kernel, bit for bit, ties, NaN and -inf included; the digits CNN's
+    pools, through the layer, like PyTorch's."""
+    x = awkward_input(shape, dtype, np.random.default_rng(sum(shape)))
+    spec = pool_spec(shape, (2, 2))
+    assert _compiled_windows._tiling_pairs(spec)
+    table = windows._window_table(spec.geometry)
+    planes = x.reshape(shape[0] * shape[1], shape[2] * shape[3])
+    values, indices = _compiled_windows.max_pool_table_compiled(planes, table.gather, spec, table.windows)
+    monkeypatch.setattr(_compiled_windows, "_tiling_pairs", lambda spec: False)
+    want_values, want_indices = _compiled_windows.max_pool_table_compiled(planes, table.gather, spec, table.windows)
+    np.testing.assert_array_equal(values, want_values)
+    np.testing.assert_array_equal(indices, want_indices)
+    np.testing.assert_array_equal(values, max_pooling._max_pool_reference(x, spec)[0])
+    torch = pytest.importorskip("torch")
+    expected_values, expected_indices = torch.nn.functional.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(values, expected_values.numpy())
+    np.testing.assert_array_equal(indices, expected_indices.numpy())
+
+
+def test_two_by_two_pairs_only_where_the_windows_tile_the_planes():
+    assert not _compiled_windows._tiling_pairs(pool_spec((1, 1, 5, 4), (2, 2)))  # odd height: a row left over
+    assert not _compiled_windows._tiling_pairs(pool_spec((1, 1, 4, 4), (2, 2), (1, 1)))  # overlapping windows
+    assert not _compiled_windows._tiling_pairs(pool_spec((1, 1, 4, 4), (2, 2), padding=(1, 1)))
+    assert not _compiled_windows._tiling_pairs(pool_spec((1, 1, 4, 4, 4), (2, 2, 2)))  # 3-d: the other kernels

@@ -71,15 +71,28 @@ def max_pool_table_compiled(planes: np.ndarray, gather: np.ndarray, spec: PoolSp
     """The gathered engine's values and indices (:func:`convolab.pooling.max._max_pool_gathered`) by
     :func:`._kernels_pool.max_pool_table`, one pass over the window table on the calling thread (the problems
     are small): ``planes`` ``(N*C, plane)``, ``gather`` the table's ``(taps, outputs)``; where no window reaches
-    padding, the table's ``windows`` ``(outputs, taps)``, by :func:`._kernels_pool.max_pool_inner_windows`."""
+    padding, the table's ``windows`` ``(outputs, taps)``, by :func:`._kernels_pool.max_pool_inner_windows`; and
+    where 2x2 windows at stride 2 tile the planes, by :func:`._kernels_pool.max_pool_pairs`."""
     planes = _as_kernels_take(planes)
     values = np.empty((planes.shape[0], gather.shape[1]), dtype=planes.dtype)
     indices = np.empty(values.shape, dtype=np.int64)
-    if windows is not None:  # no padding to skip: window by window
+    if _tiling_pairs(spec):  # the common 2x2 pool at stride 2: pairs along the rows, then rows of pairs
+        count, half = planes.shape[0], planes.size // 2
+        kernels("pool").max_pool_pairs(planes.reshape(count, *spec.input_size), values.reshape(count, *spec.output_size),
+                                       indices.reshape(count, *spec.output_size), np.empty(half, planes.dtype),
+                                       np.empty(half, np.int64))
+    elif windows is not None:  # no padding to skip: window by window
         kernels("pool").max_pool_inner_windows(planes, windows, values, indices)
     else:
         kernels("pool").max_pool_table(planes, gather, values, indices)
     return values.reshape(spec.output_shape), indices.reshape(spec.output_shape)
+
+
+def _tiling_pairs(spec: PoolSpec) -> bool:
+    """Whether :func:`._kernels_pool.max_pool_pairs` runs ``spec``: 2-d, 2x2 windows at stride 2, undilated and
+    unpadded, tiling an input of even height and width (so ``ceil_mode`` adds no window)."""
+    return (spec.rank == 2 and spec.kernel_size == (2, 2) and spec.stride == (2, 2) and spec.dilation == (1, 1)
+            and spec.padding == ((0, 0), (0, 0)) and spec.input_size[0] % 2 == 0 and spec.input_size[1] % 2 == 0)
 
 
 def max_pool_grad_compiled(x: np.ndarray, grad_output: np.ndarray, spec: PoolSpec) -> np.ndarray:
