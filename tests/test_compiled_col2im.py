@@ -398,3 +398,26 @@ def test_batch_inner_is_left_to_layers_with_few_columns_per_output():
     assert not _columns.compiled_batch_inner(cl.spec.conv_spec((32, 1, 8, 8), (16, 1, 3, 3), padding=1), 4)
     assert _columns.compiled_batch_inner(cl.spec.conv_spec((32, 16, 4, 4), (32, 16, 3, 3), padding=1), 4)
     assert not _columns.compiled_batch_inner(cl.spec.conv_spec((4, 16, 4, 4), (32, 16, 3, 3), padding=1), 4)
+
+
+def test_a_pullback_copies_grad_output_batch_last_once(monkeypatch):
+    """A convolution's pullback takes both gradients inside ``sharing_batch_last``: the digits CNN's second layer
+    copies grad_output batch-last once, not once per gradient, with the same bits as the two public gradients."""
+    x, w, b = draw((32, 16, 4, 4), np.float32, 31), draw((32, 16, 3, 3), np.float32, 32), draw(32, np.float32, 33)
+    g = draw((32, 32, 4, 4), np.float32, 34)
+    copies = []
+    real = np.ascontiguousarray
+    monkeypatch.setattr(_columns.np, "ascontiguousarray", lambda a, *args, **kw: copies.append(a.shape) or real(a))
+    out, pullback = cl.vjp(cl.conv2d, x, w, b, padding=1)
+    copies.clear()
+    grad_input, grad_weight, _ = pullback(g)
+    assert copies.count((32 * 4 * 4, 32)) == 1, copies  # (G*O*P, N): made once, used twice
+    monkeypatch.undo()
+    np.testing.assert_array_equal(grad_input, cl.grad.conv2d_input(x.shape, w, g, padding=1))
+    np.testing.assert_array_equal(grad_weight, cl.grad.conv2d_weight(x, w.shape, g, padding=1))
+    with _columns.sharing_batch_last():
+        spec = cl.spec.conv_spec(x.shape, w.shape, padding=1)
+        first = _columns.batch_last(g, spec)
+        assert _columns.batch_last(g, spec) is first
+        assert _columns.batch_last(g.copy(), spec) is not first  # another array: another copy
+    assert _columns.batch_last(g, spec) is not _columns.batch_last(g, spec)  # outside the block: none shared

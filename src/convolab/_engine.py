@@ -34,7 +34,8 @@ from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
                          on_registry_change, select_algorithm)
-from .algorithms._columns import add_batch_inner_columns, add_columns, batch_last, compiled_batch_inner
+from .algorithms._columns import (add_batch_inner_columns, add_columns, batch_last, compiled_batch_inner,
+                                 sharing_batch_last)
 from .algorithms._input_grad import channels_swapped
 from .algorithms._threads import small_matmul
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
@@ -449,6 +450,15 @@ def _input_grad_full(grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec
         spread[(Ellipsis, *(slice(None, None, s) for s in spec.stride))] = grad_output
     swapped = channels_swapped(weight, spec)
     return conv_forward(spread, swapped, None, full_spec), on_input  # (N, C_in, *input or *padded)
+
+
+def conv_grads(x: np.ndarray, grad_output: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`conv_input_grad` and :func:`conv_weight_grad` of one ``grad_output`` ("auto"), as a pullback asks
+    for both: where both take it with the batch innermost (small images in large batches), its copy is made
+    once (:func:`~convolab.algorithms._columns.sharing_batch_last`)."""
+    with sharing_batch_last():
+        return conv_input_grad(grad_output, weight, spec), conv_weight_grad(x, grad_output, spec)
 
 
 def conv_weight_grad(

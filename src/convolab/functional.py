@@ -16,7 +16,7 @@ import numpy as np
 from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
-from ._engine import conv_forward, conv_input_grad, conv_weight_grad, frozen_spec
+from ._engine import conv_forward, conv_grads, frozen_spec
 from ._fixed_rank import fixed_rank_ops
 from .spec import ConvSpec, PaddingArg
 
@@ -240,8 +240,7 @@ def _conv_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, dilation=
         grad_output = check_grad_output(op, grad_output, spec.caller_output_shape)
         g = grad_output if spec.batched else grad_output[np.newaxis]
         x = input if spec.batched else input[np.newaxis]
-        grad_input = conv_input_grad(g, weight, spec)  # derivations beside the forward, in _engine
-        grad_weight = conv_weight_grad(x, g, spec)
+        grad_input, grad_weight = conv_grads(x, g, weight, spec)  # derivations beside the forward, in _engine
         grad_bias = None if bias is None else channel_sums(g).astype(out.dtype)
         return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
 

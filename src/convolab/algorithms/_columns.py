@@ -26,6 +26,8 @@ their NumPy paths otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
@@ -42,7 +44,8 @@ from ._rates import COPY_RATE, THREAD_GAIN
 from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps, _threads
 
 __all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds",
-           "contiguous_filters", "compiled_batch_inner", "batch_inner_columns", "add_batch_inner_columns", "batch_last"]
+           "contiguous_filters", "compiled_batch_inner", "batch_inner_columns", "add_batch_inner_columns", "batch_last",
+           "sharing_batch_last"]
 
 # The add-back's cost model (:func:`scatter_add_seconds`), set from its two paths timed alone on the
 # decoders' and a strided ResNet layer's shapes in float32: the estimates came within 0.6-1.5x of those
@@ -160,9 +163,33 @@ def add_batch_inner_columns(columns: np.ndarray, out: np.ndarray, spec: ConvSpec
 
 def batch_last(a: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """``a`` ``(N, G*O, *out)`` (an output, or its gradient) as ``(G, O, P*N)``, the batch innermost: the rows
-    a product with batch-inner columns takes (a transposing copy)."""
-    rows = np.ascontiguousarray(a.reshape(spec.batch, -1).T)  # (G*O*P, N)
-    return rows.reshape(spec.groups, spec.out_channels_per_group, -1)
+    a product with batch-inner columns takes (a transposing copy; inside :func:`sharing_batch_last`, made once
+    for both gradients)."""
+    shared = _shared_batch_last.get()
+    if shared is not None and shared[0] is a:
+        return shared[1]
+    rows = np.ascontiguousarray(a.reshape(spec.batch, -1).T).reshape(spec.groups, spec.out_channels_per_group, -1)
+    if shared is not None:
+        _shared_batch_last.set((a, rows))
+    return rows
+
+
+#: Inside :func:`sharing_batch_last`: the last array :func:`batch_last` copied, and its copy; else None.
+_shared_batch_last: contextvars.ContextVar[tuple[object, object] | None] = contextvars.ContextVar(
+    "convolab_shared_batch_last", default=None)
+
+
+@contextlib.contextmanager
+def sharing_batch_last() -> Iterator[None]:
+    """Within the block, :func:`batch_last` of the same array is copied once: a convolution's pullback takes both
+    gradients from one ``grad_output``, and both take it batch-last on small images in large batches (the
+    digits CNN's second layer: a 7 us copy each). Only for calls that do not change the array in between, as
+    the engine's never do (it modifies no input)."""
+    token = _shared_batch_last.set((None, None))
+    try:
+        yield
+    finally:
+        _shared_batch_last.reset(token)
 
 
 def _channel_jobs(channels: int, work: int, call: Callable[[int, int, np.ndarray], None],
