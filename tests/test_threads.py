@@ -92,3 +92,9 @@ def test_in_parallel_raises_a_jobs_error():
 
     with pytest.raises(ValueError, match="job 3"):
         in_parallel(list(range(6)), worker, 2)
+
+
+def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_little():
+    from convolab.algorithms._threads import SLICE_MULTIPLE, _slice_width
+    assert [_slice_width(most) for most in (0, 1, 15, 16, 17, 31, 113, 199, 56)] == [1, 1, 15, 16, 16, 31, 112, 192, 48]
+    assert SLICE_MULTIPLE == 16

@@ -18,7 +18,7 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["in_parallel", "small_matmul", "BLAS_THREADED_MACS", "SMALL_PRODUCT_MACS"]
+__all__ = ["in_parallel", "small_matmul", "BLAS_THREADED_MACS", "BLAS_THREADED_MACS_CONTIGUOUS", "SMALL_PRODUCT_MACS"]
 
 Job = TypeVar("Job")
 
@@ -92,6 +92,12 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
 #: woke it every step, and on a machine whose other core was busy the two threads fought over one core (an
 #: epoch measured 1.1-2.3 s on two BLAS threads, against 0.12-0.34 s on one).
 BLAS_THREADED_MACS = 2**19
+#: ... where both operands are C-contiguous matrices (no transposed view): OpenBLAS 0.3.31's small-matrix
+#: kernels keep such products on one thread up to about a million (slices of 7 * 2**17 measured on one thread
+#: in float32 and float64: process CPU time equal to wall time), where a transposed operand woke a worker from
+#: 0.66 million ((32, 512) @ (512, 40) with the right one a transposed view). The digits CNN's forward product
+#: took 28 us as such slices, 34 below 2**19.
+BLAS_THREADED_MACS_CONTIGUOUS = 7 * 2**17
 #: Products below this many multiply-adds (about 40-80 us on one thread) run in pieces below
 #: :data:`BLAS_THREADED_MACS`: a second BLAS thread would save at most half of that, measured 9 us of 45 on
 #: (32, 144) @ (144, 512), while the pieces cost 0-10 us more than one call.
@@ -104,7 +110,8 @@ def small_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
 
     Below :data:`SMALL_PRODUCT_MACS` multiply-adds per matrix the product is
     taken in slices of the wider of ``M`` and ``N``, each below
-    :data:`BLAS_THREADED_MACS`, so that the BLAS keeps every slice on the
+    :data:`BLAS_THREADED_MACS` (:data:`BLAS_THREADED_MACS_CONTIGUOUS` where
+    both operands are C-contiguous), so that the BLAS keeps every slice on the
     calling thread; each output's sum runs over the same ``K`` terms as in one product.
 
     >>> a, b = np.arange(6.).reshape(2, 3), np.arange(12.).reshape(3, 4)
@@ -122,12 +129,28 @@ def small_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) ->
         return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), rows, columns), np.result_type(a, b))
+    contiguous = a.flags.c_contiguous and b.flags.c_contiguous
+    most = (BLAS_THREADED_MACS_CONTIGUOUS if contiguous else BLAS_THREADED_MACS) - 1  # per slice
     if columns >= rows:  # slices of b's columns: each (M, K) @ (K, step) below the BLAS's threshold
-        step = max(1, (BLAS_THREADED_MACS - 1) // (rows * inner))
+        step = _slice_width(most // (rows * inner))
         for first in range(0, columns, step):
             np.matmul(a, b[..., first:first + step], out=out[..., first:first + step])
     else:  # slices of a's rows
-        step = max(1, (BLAS_THREADED_MACS - 1) // (inner * columns))
+        step = _slice_width(most // (inner * columns))
         for first in range(0, rows, step):
             np.matmul(a[..., first:first + step, :], b, out=out[..., first:first + step, :])
     return out
+
+
+#: :func:`small_matmul`'s slices are whole multiples of this many rows or columns where that gives up at most a
+#: quarter of the widest: the BLAS's kernels take 16 at a time, and a slice of 113 columns ran (32, 144) @
+#: (144, 512) in 35 us where 112 took 32 (float64: 85 against 70 on (144, 32) @ (32, 512)); but 31 columns
+#: took 30 us where 16 took 41.
+SLICE_MULTIPLE = 16
+
+
+def _slice_width(most: int) -> int:
+    """The slice of at most ``most`` rows or columns (at least one): a multiple of :data:`SLICE_MULTIPLE` where
+    one is at least three quarters of ``most``, else ``most``."""
+    whole = most - most % SLICE_MULTIPLE
+    return whole if 4 * whole >= 3 * most and whole > 0 else max(1, most)
