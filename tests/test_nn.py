@@ -383,6 +383,49 @@ def test_first_layer_backward_without_input_gradient_gives_the_same_parameter_gr
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-12, err_msg=name)
 
 
+
+@pytest.mark.parametrize("in_channels, size, input_grad", [(16, 4, True), (1, 8, False), (3, 5, True)])
+def test_conv_layers_weight_gradient_reuses_the_forwards_columns(in_channels, size, input_grad, monkeypatch):
+    """A small conv layer keeps its forward's unrolled input for its weight gradient: the backward unrolls nothing
+    (the digits CNN's layers: the batch-inner columns, and plane by plane), and its gradients are the bits of the
+    public gradient ops, which unroll again. A large layer keeps nothing."""
+    from convolab.algorithms import _columns
+    from convolab.algorithms._compiled import kernels
+    conv = nn.Conv2d(in_channels, 32 if in_channels > 1 else 16, 3, padding=1, rng=0)
+    x = RNG.standard_normal((32, in_channels, size, size)).astype(np.float32)
+    out = conv(x)
+    g = RNG.standard_normal(out.shape).astype(np.float32)
+    unrolls = []
+    module = kernels("unroll")
+    for name in ("unroll_batch_inner", "unroll_planes", "unroll"):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: unrolls.append(_name) or _real(*a))
+    grad_input = conv.backward(g, input_grad=input_grad)
+    assert unrolls == [], unrolls
+    monkeypatch.undo()
+    weight, bias = conv.weight.data, conv.bias.data
+    np.testing.assert_array_equal(conv.weight.grad, cl.grad.conv2d_weight(x, weight.shape, g, padding=1))
+    if input_grad:
+        np.testing.assert_array_equal(grad_input, cl.grad.conv2d_input(x.shape, weight, g, padding=1))
+    with _columns.keeping_columns() as kept:
+        nn.Conv2d(64, 8, 3, padding=1, rng=0)(RNG.standard_normal((8, 64, 32, 32)).astype(np.float32))
+    assert kept.columns is None  # 18 MB of columns: not kept
+
+
+def test_kept_columns_serve_only_the_same_array_and_problem():
+    from convolab.algorithms import _columns
+    spec = cl.conv_spec((32, 16, 4, 4), (32, 16, 3, 3), padding=1)
+    x = RNG.standard_normal(spec.input_shape).astype(np.float32)
+    with _columns.keeping_columns() as kept:
+        columns = _columns.batch_inner_columns(x, spec)
+    assert kept.columns is columns
+    with _columns.reusing_columns(kept):
+        assert _columns.batch_inner_columns(x, spec) is columns
+        assert _columns.batch_inner_columns(x.copy(), spec) is not columns  # another array
+        strided = cl.conv_spec((32, 16, 4, 4), (32, 16, 3, 3), padding=1, stride=2)
+        assert _columns._reused(x, strided, "batch inner") is None  # another problem
+    assert _columns.batch_inner_columns(x, spec) is not columns  # outside the block
+
 def test_backward_before_forward_is_an_error():
     for layer in (nn.Conv2d(1, 1, 1), nn.BatchNorm1d(2), nn.Flatten(), nn.ReLU()):
         with pytest.raises(RuntimeError, match="backward called before forward"):

@@ -45,7 +45,7 @@ from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps,
 
 __all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds",
            "contiguous_filters", "compiled_batch_inner", "batch_inner_columns", "add_batch_inner_columns", "batch_last",
-           "sharing_batch_last"]
+           "sharing_batch_last", "keeping_columns", "reusing_columns", "KeptColumns"]
 
 # The add-back's cost model (:func:`scatter_add_seconds`), set from its two paths timed alone on the
 # decoders' and a strided ResNet layer's shapes in float32: the estimates came within 0.6-1.5x of those
@@ -80,6 +80,11 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
     Yields ``((n0, n1, r0, r1), columns, grid)``, ``columns`` ``(G, C*K, nb*rows*prod(grid))``, as that does.
     Only where :func:`compiled_columns_missing` says it can run.
     """
+    how = ("blocks", scratch_per_column)
+    kept = _reused(x, spec, how)
+    if kept is not None:  # the one block a forward kept
+        yield kept  # type: ignore[misc]
+        return
     layout = _unroll_layout(spec, x.itemsize, scratch_per_column, current_workspace_limit())
     source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
     buffer = np.empty(layout.buffer_values, dtype=x.dtype)
@@ -101,6 +106,8 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
             run(0, block.jobs, scratch())
         else:
             _run_jobs(block.jobs, block.work, run, scratch)
+        if len(layout.blocks) == 1:
+            _keep(x, spec, how, (block.bounds, columns.reshape(block.matrix_shape), layout.grid), buffer.nbytes)
         yield block.bounds, columns.reshape(block.matrix_shape), layout.grid
 
 
@@ -131,6 +138,9 @@ def batch_inner_columns(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     problems :func:`compiled_batch_inner` gives them to. Only where
     :func:`compiled_columns_missing` says it can run.
     """
+    kept = _reused(x, spec, "batch inner")
+    if kept is not None:
+        return kept  # type: ignore[return-value]
     layout = _batch_inner_layout(spec)
     source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
     columns = np.empty(layout.columns_shape, dtype=x.dtype)  # (G*C, KD, KH, KW, A, B, E, N)
@@ -139,7 +149,9 @@ def batch_inner_columns(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
                   lambda first, last, scratch: unroll(source, columns, scratch, first, last, *layout.steps,
                                                       *layout.tables),
                   layout.scratch_shape, x.dtype)
-    return columns.reshape(spec.groups, spec.in_channels_per_group * prod(spec.kernel_size), -1)
+    columns = columns.reshape(spec.groups, spec.in_channels_per_group * prod(spec.kernel_size), -1)
+    _keep(x, spec, "batch inner", columns, columns.nbytes)
+    return columns
 
 
 def add_batch_inner_columns(columns: np.ndarray, out: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -190,6 +202,77 @@ def sharing_batch_last() -> Iterator[None]:
         yield
     finally:
         _shared_batch_last.reset(token)
+
+
+#: The most bytes of columns a forward keeps for its layer's weight gradient (:func:`keeping_columns`): a small
+#: layer's (the digits CNN's are 74 and 295 KB), never a large one's.
+KEPT_COLUMNS_BYTES = 4 * 2**20
+
+
+class KeptColumns:
+    """The columns a forward unrolled from ``source`` for ``spec`` (``how``: the batch-inner columns, or the
+    blocks' layout), kept for the weight gradient of the same input (:func:`keeping_columns`)."""
+
+    __slots__ = ("source", "spec", "how", "columns")
+
+    def __init__(self) -> None:
+        self.source: object = None
+        self.spec: ConvSpec | None = None
+        self.how: object = None
+        self.columns: object = None
+
+
+_keeping: contextvars.ContextVar[KeptColumns | None] = contextvars.ContextVar("convolab_keeping", default=None)
+_reusing: contextvars.ContextVar[KeptColumns | None] = contextvars.ContextVar("convolab_reusing", default=None)
+
+
+@contextlib.contextmanager
+def keeping_columns() -> Iterator[KeptColumns]:
+    """Within the block, the compiled unroll keeps what it copies (one block of at most
+    :data:`KEPT_COLUMNS_BYTES`) in the object yielded; :func:`reusing_columns` hands it to the weight gradient
+    of the same input array and problem, which then copies nothing (a layer's forward and backward: the digits
+    CNN's two layers unrolled their inputs twice a step)."""
+    kept = KeptColumns()
+    token = _keeping.set(kept)
+    try:
+        yield kept
+    finally:
+        _keeping.reset(token)
+
+
+@contextlib.contextmanager
+def reusing_columns(kept: KeptColumns | None) -> Iterator[None]:
+    """Within the block, an unroll of ``kept.source`` (the same array object) for ``kept.spec`` returns the kept
+    columns. The caller vouches that the array has not changed since (a layer's saved input)."""
+    token = _reusing.set(kept)
+    try:
+        yield
+    finally:
+        _reusing.reset(token)
+
+
+def _reused(x: np.ndarray, spec: ConvSpec, how: object) -> object:
+    """The kept columns of ``x`` for ``spec`` and ``how`` inside :func:`reusing_columns`, else None."""
+    kept = _reusing.get()
+    if kept is None or kept.source is not x or kept.how != how or _problem(kept.spec) != _problem(spec):
+        return None
+    return kept.columns
+
+
+def _problem(spec: ConvSpec | None) -> tuple[object, ...] | None:
+    """What a spec's columns depend on: every field but the op's name (the forward's, or the gradient's
+    public op) and whether the caller's input was batched."""
+    if spec is None:
+        return None
+    return (spec.batch, spec.in_channels, spec.out_channels, spec.groups, spec.input_size, spec.kernel_size,
+            spec.stride, spec.padding, spec.dilation, spec.padding_mode, spec.flip)
+
+
+def _keep(x: np.ndarray, spec: ConvSpec, how: object, columns: object, nbytes: int) -> None:
+    """Inside :func:`keeping_columns`, keep ``columns`` (``nbytes`` of them) as unrolled from ``x``."""
+    kept = _keeping.get()
+    if kept is not None and nbytes <= KEPT_COLUMNS_BYTES:
+        kept.source, kept.spec, kept.how, kept.columns = x, spec, how, columns
 
 
 def _channel_jobs(channels: int, work: int, call: Callable[[int, int, np.ndarray], None],

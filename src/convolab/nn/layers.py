@@ -20,6 +20,7 @@ from ..functional import as_array, channel_sums, conv1d, conv2d, conv3d
 from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
+from ..algorithms._columns import keeping_columns, reusing_columns
 from ..algorithms._compiled import kernels, numba_loaded
 from .init import default_bound, generator_from, uniform
 from .module import Module, Parameter, VjpModule
@@ -103,7 +104,21 @@ class _ConvNd(VjpModule):
             "bias", Parameter(uniform((self.out_channels,), bound, dtype, generator)) if check_flag(bias, "bias", op)
             else None)
 
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        if self.transposed:
+            return super().forward(input)
+        # A small layer's unrolled input is kept for its weight gradient, which then copies nothing.
+        with keeping_columns() as kept:
+            output = super().forward(input)
+        self._for_backward["columns"] = kept
+        return output
+
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        saved = self.__dict__.get("_for_backward") or {}
+        with reusing_columns(saved.get("columns")):  # the input is the one the forward unrolled, as saved
+            return self._backward(grad_output, input_grad)
+
+    def _backward(self, grad_output: np.ndarray, input_grad: bool) -> np.ndarray | None:
         if input_grad or self.transposed:
             return super().backward(grad_output, input_grad)
         # No input gradient wanted (a first layer): the weight's and bias's alone, skipping the costlier half.
