@@ -355,7 +355,7 @@ def test_batch_inner_columns_and_add_back(input_shape, weight_shape, params, dty
                                     groups=spec.groups)
     expected_columns = gemm_module._batch_inner_columns(padded, padded_spec)
     for threads in (1, 2):
-        monkeypatch.setattr(_columns, "_threads", lambda work: threads)
+        monkeypatch.setattr(_columns, "threads_for", lambda work: threads)
         np.testing.assert_array_equal(_columns.batch_inner_columns(x, spec), expected_columns)
     g = draw(spec.output_shape, dtype, 23)
     zero_spec = dataclasses.replace(spec, padding_mode="zeros")
@@ -368,7 +368,7 @@ def test_batch_inner_columns_and_add_back(input_shape, weight_shape, params, dty
                                      np.empty(spec.input_shape, dtype), spec.stride, spec.dilation, lows, True)
     batch_inner = np.ascontiguousarray(windows.transpose(0, 1, 3, 2)).reshape(spec.groups, taps, -1)
     for threads in (1, 2):
-        monkeypatch.setattr(_columns, "_threads", lambda work: threads)
+        monkeypatch.setattr(_columns, "threads_for", lambda work: threads)
         np.testing.assert_array_equal(
             _columns.add_batch_inner_columns(batch_inner, np.full(spec.input_shape, np.nan, dtype), zero_spec),
             by_planes)

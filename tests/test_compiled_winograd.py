@@ -367,7 +367,7 @@ def test_the_fused_path_runs_on_threads_with_filters_that_fit(threads, channels,
         monkeypatch.setattr(winograd_module, name, lambda *args, original=original, which=which, **options: (
             ran.append(which(**options)), original(*args, **options))[1])
     # a small problem, shared all the same: the path's choice reads the thread count where the wrappers live
-    monkeypatch.setattr(_winograd_compiled, "_threads", lambda work: threads)
+    monkeypatch.setattr(_winograd_compiled, "threads_for", lambda work: threads)
     with cl.thread_count(threads):
         got = cl.conv2d(x, w, padding=1, algorithm="winograd4")
     assert ran == [path]

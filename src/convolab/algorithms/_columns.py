@@ -40,8 +40,9 @@ from .._window import padded_sources
 from ..spec import ConvSpec
 from ._blocking import batch_inner, block_ranges, largest_block
 from ._compiled import kernels, numba_missing
+from ._kernel_layout import KERNEL_RANK, as_kernels_take, shape3, steps3
 from ._rates import COPY_RATE, THREAD_GAIN
-from .compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps, _threads
+from ._threads import run_jobs, threads_for
 
 __all__ = ["compiled_columns_missing", "unrolled_blocks_unpadded", "add_columns", "scatter_add_seconds",
            "contiguous_filters", "compiled_batch_inner", "batch_inner_columns", "add_batch_inner_columns", "batch_last",
@@ -86,7 +87,7 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
         yield kept  # type: ignore[misc]
         return
     layout = _unroll_layout(spec, x.itemsize, scratch_per_column, current_workspace_limit())
-    source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
+    source = as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
     buffer = np.empty(layout.buffer_values, dtype=x.dtype)
     if layout.by_planes:
         planes = kernels("unroll").unroll_planes
@@ -102,10 +103,10 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
             run = lambda first, last, _: unroll(source, columns, first, last, block.bounds[0], *block.origin,  # noqa: E731
                                                 *layout.steps, *layout.tables, layout.low_w)
             scratch = lambda: None  # noqa: E731
-        if _threads(block.work) == 1:  # on the calling thread: a small layer's unroll costs tens of microseconds
+        if threads_for(block.work) == 1:  # on the calling thread: a small layer's unroll costs tens of microseconds
             run(0, block.jobs, scratch())
         else:
-            _run_jobs(block.jobs, block.work, run, scratch)
+            run_jobs(block.jobs, block.work, run, scratch)
         if len(layout.blocks) == 1:
             _keep(x, spec, how, (block.bounds, columns.reshape(block.matrix_shape), layout.grid), buffer.nbytes)
         yield block.bounds, columns.reshape(block.matrix_shape), layout.grid
@@ -142,7 +143,7 @@ def batch_inner_columns(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     if kept is not None:
         return kept  # type: ignore[return-value]
     layout = _batch_inner_layout(spec)
-    source = _as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
+    source = as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
     columns = np.empty(layout.columns_shape, dtype=x.dtype)  # (G*C, KD, KH, KW, A, B, E, N)
     unroll = kernels("unroll").unroll_batch_inner
     _channel_jobs(spec.in_channels, columns.size,
@@ -164,7 +165,7 @@ def add_batch_inner_columns(columns: np.ndarray, out: np.ndarray, spec: ConvSpec
     and where :func:`compiled_columns_missing` says it can run.
     """
     layout = _batch_inner_layout(spec)
-    flat = _as_kernels_take(columns).reshape(layout.columns_shape)
+    flat = as_kernels_take(columns).reshape(layout.columns_shape)
     out5 = out.reshape(layout.source_shape)
     add = kernels("col2im").add_batch_inner
     _channel_jobs(spec.in_channels, columns.size,
@@ -278,10 +279,10 @@ def _keep(x: np.ndarray, spec: ConvSpec, how: object, columns: object, nbytes: i
 def _channel_jobs(channels: int, work: int, call: Callable[[int, int, np.ndarray], None],
                   scratch_shape: tuple[int, ...], dtype: np.dtype) -> None:
     """``call(first, last, scratch)`` over channels, on the calling thread where the work is small."""
-    if _threads(work) == 1:  # a small layer's pass costs microseconds: no jobs handed out
+    if threads_for(work) == 1:  # a small layer's pass costs microseconds: no jobs handed out
         call(0, channels, np.empty(scratch_shape, dtype=dtype))
     else:
-        _run_jobs(channels, work, call, lambda: np.empty(scratch_shape, dtype=dtype))
+        run_jobs(channels, work, call, lambda: np.empty(scratch_shape, dtype=dtype))
 
 
 @dataclass(frozen=True)
@@ -301,18 +302,18 @@ class _BatchInnerLayout:
 def _batch_inner_layout(spec: ConvSpec) -> _BatchInnerLayout:
     """:class:`_BatchInnerLayout` of ``spec``, made once per problem (the tables are shared by every call, so
     never written; left writeable, as the kernels' contract has it)."""
-    input3 = _shape3((1, 1, *spec.input_size))[2:]
-    padded3 = _shape3((1, 1, *spec.padded_size))[2:]
+    input3 = shape3((1, 1, *spec.input_size))[2:]
+    padded3 = shape3((1, 1, *spec.padded_size))[2:]
     padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
     tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
                    else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
     reach = tuple(max((o - 1) * s + (k - 1) * d + 1, low + size) for o, s, k, d, (low, _), size in
                   zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation, spec.padding, spec.input_size))
     return _BatchInnerLayout(
-        _shape3(spec.input_shape), (spec.in_channels, *_shape3((1, 1, *spec.kernel_size))[2:],
-                                    *_shape3((1, 1, *spec.output_size))[2:], spec.batch),
-        (*padded3, spec.batch), (*_shape3((1, 1, *reach))[2:], spec.batch),
-        (*_steps(spec.stride), *_steps(spec.dilation)), tables, _steps(tuple(low for low, _ in spec.padding), fill=0))
+        shape3(spec.input_shape), (spec.in_channels, *shape3((1, 1, *spec.kernel_size))[2:],
+                                    *shape3((1, 1, *spec.output_size))[2:], spec.batch),
+        (*padded3, spec.batch), (*shape3((1, 1, *reach))[2:], spec.batch),
+        (*steps3(spec.stride), *steps3(spec.dilation)), tables, steps3(tuple(low for low, _ in spec.padding), fill=0))
 
 
 #: Output rows shorter than this unroll plane by plane (:func:`_by_planes`).
@@ -369,9 +370,9 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
     whether it goes plane by plane (:func:`_by_planes`)."""
     ranges, grid = block_ranges(spec, itemsize, False, scratch_per_column)
     groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
-    input3 = _shape3((1, 1, *spec.input_size))[2:]
-    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
-    padded3 = _shape3((1, 1, *spec.padded_size))[2:]
+    input3 = shape3((1, 1, *spec.input_size))[2:]
+    kernel3 = shape3((1, 1, *spec.kernel_size))[2:]
+    padded3 = shape3((1, 1, *spec.padded_size))[2:]
     padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
     tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
                    else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
@@ -381,7 +382,7 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
     for n0, n1, r0, r1 in ranges:
         nb, rows = n1 - n0, r1 - r0
         count = nb * rows * prod(grid)
-        block_out = _shape3((1, 1, rows, *spec.output_size[1:]))[2:]  # (A, B, E)
+        block_out = shape3((1, 1, rows, *spec.output_size[1:]))[2:]  # (A, B, E)
         # jobs: (channel, sample) planes, or (channel, kd, kh) by rows
         jobs = spec.in_channels * (nb if by_planes else kernel3[0] * kernel3[1])
         blocks.append(_UnrollBlock((n0, n1, r0, r1), (spec.in_channels, *kernel3, nb, *block_out),
@@ -389,7 +390,7 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
                                    tuple(r0 if axis == lead else 0 for axis in range(KERNEL_RANK)), jobs,
                                    count * groups * channels * taps))
     return _UnrollLayout(tuple(blocks), grid, groups * channels * taps * largest_block(ranges, grid),
-                         _shape3(spec.input_shape), (*_steps(spec.stride), *_steps(spec.dilation)), tables,
+                         shape3(spec.input_shape), (*steps3(spec.stride), *steps3(spec.dilation)), tables,
                          padding3[-1][0], by_planes, tuple(len(table) for table in tables))
 
 
@@ -415,19 +416,19 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
     taps = prod(kernel_size)
     # rows of positions between channels, taps and samples
     steps = (taps * samples, samples, 1) if samples_inside else (taps, 1, channels * taps)
-    flat = _as_kernels_take(columns).reshape(columns.size)
-    out3 = out.reshape(_shape3(out.shape))  # a view: out is C-contiguous
+    flat = as_kernels_take(columns).reshape(columns.size)
+    out3 = out.reshape(shape3(out.shape))  # a view: out is C-contiguous
     out_size = tuple(columns.shape[-rank:])
-    arguments = (_steps(tuple(kernel_size)), _steps(out_size), *steps, *_steps(tuple(stride)),
-                 *_steps(tuple(dilation)), *_steps(tuple(lows), fill=0))
+    arguments = (steps3(tuple(kernel_size)), steps3(out_size), *steps, *steps3(tuple(stride)),
+                 *steps3(tuple(dilation)), *steps3(tuple(lows), fill=0))
     plane = _scratch_plane(out.shape[2:], tuple(kernel_size), out_size, tuple(stride), tuple(dilation), tuple(lows))
     if plane is None:
         add = kernels("col2im").add_columns
-        _run_jobs(samples * channels, columns.size,
+        run_jobs(samples * channels, columns.size,
                   lambda first, last, _: add(flat, out3, first, last, *arguments), lambda: None)
         return out
     add = kernels("col2im").add_planes
-    _run_jobs(samples * channels, columns.size, lambda first, last, scratch: add(flat, out3, scratch, first, last,
+    run_jobs(samples * channels, columns.size, lambda first, last, scratch: add(flat, out3, scratch, first, last,
                                                                                  *arguments),
               lambda: np.empty(plane, dtype=out.dtype))
     return out
@@ -452,7 +453,7 @@ def _scratch_plane(size: tuple[int, ...], kernel_size: tuple[int, ...], out_size
                    for o, s, k, d, low, cells in zip(out_size, stride, kernel_size, dilation, lows, size))
     if prod(extent) > PLANE_CELLS:
         return None
-    return _shape3((1, 1, *extent))[2:]
+    return shape3((1, 1, *extent))[2:]
 
 
 #: Fewest values for which :func:`contiguous_filters` takes the compiled copy: a stem's 64 x 3 x 7 x 7 kernel
@@ -484,7 +485,7 @@ def contiguous_filters(kernel: np.ndarray) -> np.ndarray:
     out = np.empty(kernel.shape, dtype=kernel.dtype)
     copy_tiles, tile = kernels("transpose").copy_tiles, kernels("transpose").TILE
     out3 = out.reshape(*kernel.shape[:2], prod(kernel.shape[2:]))  # (O, C, K)
-    _run_jobs(-(-kernel.shape[0] // tile), out.size,
+    run_jobs(-(-kernel.shape[0] // tile), out.size,
               lambda first, last, _: copy_tiles(source, out3, first, last, swapped, reversed_taps), lambda: None)
     return out
 
@@ -507,7 +508,7 @@ def scatter_add_seconds(spec: ConvSpec, dtype: np.dtype) -> tuple[float, float]:
     padded = spec.batch * spec.in_channels * prod(spec.padded_size)
     numpy_bytes = (3 * column_values + 2 * padded) * itemsize
     compiled_bytes = (column_values + padded) * itemsize
-    threads = min(_threads(column_values), spec.batch * spec.in_channels)
+    threads = min(threads_for(column_values), spec.batch * spec.in_channels)
     speedup = 1 + THREAD_GAIN * max(threads - 1, 0)
     numpy_seconds = prod(spec.kernel_size) * NUMPY_TAP_COST + numpy_bytes / COPY_RATE["contiguous"]
     return numpy_seconds, CALL_OVERHEAD + compiled_bytes / COMPILED_RATE / speedup

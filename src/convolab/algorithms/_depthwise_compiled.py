@@ -27,7 +27,9 @@ from .._window import pad_adjoint
 from ..spec import ConvSpec
 from . import compiled as compiled_support  # the job runner and array layout the compiled kernels share
 from ._compiled import kernels, numba_missing
+from ._kernel_layout import as_kernels_take
 from ._rates import THREAD_GAIN
+from ._threads import run_jobs, threads_for
 
 __all__ = ["Planes", "planes_for", "compiled_missing", "compiled_forward", "compiled_input_grad",
            "compiled_weight_grad", "takes_lanes", "lanes_workspace_bytes", "PLANE_RANK", "LANES_CHANNELS",
@@ -107,7 +109,7 @@ class Planes:
 
     def threads(self) -> int:
         """Threads the kernels' jobs are shared among."""
-        return min(compiled_support._threads(compiled_support._macs(self.spec)), max(self.jobs, 1))
+        return min(threads_for(compiled_support._macs(self.spec)), max(self.jobs, 1))
 
     def seconds(self, itemsize: int) -> float:
         """The cost model of the compiled passes (:meth:`.depthwise.Depthwise.estimate`).
@@ -134,7 +136,7 @@ class Planes:
 
     def filters(self, kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
-        return compiled_support._as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
+        return as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
 
     def gather_size(self) -> int:
         """The input gradient's wide rows (:func:`._kernels_depthwise.input_grad`): per output channel of a
@@ -150,7 +152,7 @@ class Planes:
         kernel, dtype = getattr(kernels("depthwise"), name), arrays[0].dtype
         geometry = (self.spec.groups, *self.stride, *self.lows, self.wq, *options)
         size = self.output_shape[2] * self.wq if scratch_size is None else scratch_size
-        compiled_support._run_jobs(
+        run_jobs(
             self.jobs, compiled_support._macs(self.spec),
             lambda first, last, own: kernel(*arrays, *own, self.taps, first, last, *geometry),
             lambda: (self.grid(dtype), np.zeros(size, dtype=dtype)))
@@ -210,7 +212,7 @@ def takes_lanes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: in
 def lanes_workspace_bytes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: int) -> int:
     """The scratch of :func:`._kernels_depthwise.forward_lanes`: each thread's grid and sums."""
     jobs = spec.batch * (spec.in_channels // LANES_CHANNELS)
-    threads = max(1, min(compiled_support._threads(compiled_support._macs(spec)), jobs))
+    threads = max(1, min(threads_for(compiled_support._macs(spec)), jobs))
     return threads * sum(_lanes_scratch(spec, padding)) * itemsize
 
 
@@ -219,7 +221,7 @@ def _forward_lanes(source: np.ndarray, padding: Sequence[tuple[int, int]], kerne
     """:func:`._kernels_depthwise.forward_lanes` on ``source`` ``(N, C, H, W)`` zero-padded by ``padding``."""
     from ._wgrad_compiled import _aligned_empty  # a module that imports .depthwise, which imports this one
 
-    source = compiled_support._as_kernels_take(source)
+    source = as_kernels_take(source)
     dtype, taps = source.dtype, prod(spec.kernel_size)
     blocks = spec.in_channels // LANES_CHANNELS
     by_block = kernel.astype(dtype, copy=False).reshape(blocks, LANES_CHANNELS, taps).transpose(0, 2, 1)  # (B, T, 16)
@@ -235,7 +237,7 @@ def _forward_lanes(source: np.ndarray, padding: Sequence[tuple[int, int]], kerne
         grid[...] = 0  # the padding's cells, never written
         return grid, _aligned_empty((sums_size,), dtype)
 
-    compiled_support._run_jobs(spec.batch * blocks, compiled_support._macs(spec),
+    run_jobs(spec.batch * blocks, compiled_support._macs(spec),
                                lambda first, last, own: forward(source, weights, out, *own, first, last, *geometry),
                                scratch)
     return out
@@ -248,7 +250,7 @@ def compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], ker
     if takes_lanes(spec, padding, source.itemsize):
         return _forward_lanes(source, padding, kernel, spec)
     planes = planes_for(spec, padding)
-    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
+    source = as_kernels_take(source).reshape(planes.source_shape)
     out = np.empty(planes.output_shape, dtype=source.dtype)
     planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
     return out.reshape(spec.output_shape)
@@ -259,8 +261,8 @@ def compiled_weight_grad(source: np.ndarray, padding: Sequence[tuple[int, int]],
     """:func:`._kernels_depthwise.weight_grad` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding``: per
     sample, then summed over the batch in a fixed order."""
     planes = planes_for(spec, padding)
-    source = compiled_support._as_kernels_take(source).reshape(planes.source_shape)
-    grad_output = compiled_support._as_kernels_take(grad_output.astype(source.dtype, copy=False))
+    source = as_kernels_take(source).reshape(planes.source_shape)
+    grad_output = as_kernels_take(grad_output.astype(source.dtype, copy=False))
     partial = np.empty((spec.batch, spec.out_channels, len(planes.taps)), dtype=source.dtype)  # (N, G*O, T)
     planes.run("weight_grad", (source, grad_output.reshape(planes.output_shape), partial))
     return partial.sum(axis=0).reshape(spec.weight_shape)
@@ -272,7 +274,7 @@ def compiled_input_grad(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     sources. ``(N, C_in, *input)``."""
     zeros = spec.padding_mode == "zeros"
     planes = planes_for(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
-    grad_output = compiled_support._as_kernels_take(grad_output).reshape(planes.output_shape)
+    grad_output = as_kernels_take(grad_output).reshape(planes.output_shape)
     weights = planes.filters(kernel, grad_output.dtype)
     grad = np.empty(planes.source_shape, dtype=grad_output.dtype)
     if all_finite(weights):

@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["in_parallel", "small_matmul", "BLAS_THREADED_MACS", "BLAS_THREADED_MACS_CONTIGUOUS", "SMALL_PRODUCT_MACS"]
+from .._settings import current_thread_count
+
+__all__ = ["in_parallel", "run_jobs", "threads_for", "COMPILED_PARALLEL_WORK", "JOBS_PER_THREAD", "small_matmul", "BLAS_THREADED_MACS", "BLAS_THREADED_MACS_CONTIGUOUS", "SMALL_PRODUCT_MACS"]
 
 Job = TypeVar("Job")
 
@@ -83,6 +85,38 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     for error in errors:
         if error is not None:
             raise error
+
+
+#: Below this many multiply-adds a compiled pass runs on the calling thread alone (handing out jobs costs tens
+#: of microseconds).
+COMPILED_PARALLEL_WORK = 2**18
+#: Jobs per thread: enough that threads finish together though jobs differ in length.
+JOBS_PER_THREAD = 4
+
+
+def threads_for(work: int) -> int:
+    """Threads for a compiled pass of ``work`` multiply-adds: one below :data:`COMPILED_PARALLEL_WORK`, else
+    :func:`convolab._settings.current_thread_count`."""
+    return current_thread_count() if work >= COMPILED_PARALLEL_WORK else 1
+
+
+def run_jobs(jobs: int, work: int, call: Callable[[int, int, Any], None], scratch: Callable[[], Any]) -> None:
+    """``call(first, last, scratch)`` over jobs ``0:jobs`` in contiguous ranges, shared among
+    :func:`threads_for` ``(work)`` threads.
+
+    Each range is one call of a compiled kernel (which releases the GIL); each
+    thread makes its own scratch once. With more than one thread the jobs are
+    cut into :data:`JOBS_PER_THREAD` ranges a thread.
+    """
+    threads = min(threads_for(work), jobs)
+    pieces = min(jobs, threads * JOBS_PER_THREAD) if threads > 1 else 1
+    ranges = [(jobs * i // pieces, jobs * (i + 1) // pieces) for i in range(pieces)]
+
+    def make_worker() -> Callable[[tuple[int, int]], None]:
+        own = scratch()
+        return lambda piece: call(piece[0], piece[1], own)
+
+    in_parallel(ranges, make_worker, threads)
 
 
 #: OpenBLAS (NumPy's BLAS) hands a product of this many multiply-adds or more to its threads: measured with

@@ -3,7 +3,7 @@
 :class:`.compiled.Compiled` runs its weight-gradient pass here: the input is
 padded and split into its stride phases (:class:`.compiled._Layout`, shared
 with the forward), grad_output and the taps' runs are read by the kernel, and
-the jobs are shared among threads (:func:`.compiled._run_jobs`).
+the jobs are shared among threads (:func:`._threads.run_jobs`).
 :func:`weight_grad_seconds` is the pass's estimate that the planner weighs
 against gemm's.
 
@@ -25,6 +25,8 @@ import numpy as np
 from ..spec import ConvSpec
 from . import compiled as compiled_support  # the layout and job runner the compiled kernels share
 from ._compiled import kernels
+from ._kernel_layout import rank3
+from ._threads import JOBS_PER_THREAD, run_jobs, threads_for
 from .depthwise import _zero_padded_source
 
 __all__ = ["compiled_weight_grad", "weight_grad_seconds", "dots_weight_grad", "tiled_weight_grad",
@@ -198,20 +200,20 @@ def _dots(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) ->
     """:func:`dots_weight_grad` over wide rows or (``wide=False``) one row per run."""
     groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
     source, padding = _zero_padded_source(x, spec)
-    source = compiled_support._rank3(source)
-    grad_output = compiled_support._rank3(grad_output.astype(source.dtype, copy=False))
+    source = rank3(source)
+    grad_output = rank3(grad_output.astype(source.dtype, copy=False))
     layout = compiled_support._Layout(spec, source.itemsize, _wgrad_run_rows(out_per_group), wide=wide)
     grid = layout.to_grid(source, padding, work)
     taps, _, runs = layout.tables()
     tap_count = len(taps)
     taps = taps[np.minimum(np.arange(-(-tap_count // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK), tap_count - 1)]
-    jobs_wanted = compiled_support.JOBS_PER_THREAD * compiled_support._threads(work)
+    jobs_wanted = JOBS_PER_THREAD * threads_for(work)
     slots = min(spec.batch * len(runs), max(1, -(-jobs_wanted // groups)))
     partial = np.empty((slots, spec.out_channels, len(taps)), dtype=source.dtype)  # (S, G*O, T padded)
     weight_grad = kernels("wgrad").weight_grad
     # per thread: the group's grad_output rows, then a block of taps' runs; rows of whole cache lines
     scratch_shape = (out_per_group + WGRAD_TAP_BLOCK, -(-layout.scratch_shape[1] // WGRAD_LANES) * WGRAD_LANES)
-    compiled_support._run_jobs(slots * groups, work,
+    run_jobs(slots * groups, work,
                                lambda first, last, scratch: weight_grad(grid, grad_output, partial, scratch, taps,
                                                                         runs, first, last, groups, layout.depth_stride),
                                lambda: _aligned_empty(scratch_shape, source.dtype))
@@ -232,8 +234,8 @@ def _tiled(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -
     """:func:`tiled_weight_grad` over wide rows or (``wide=False``) a run's real positions alone."""
     groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
     source, padding = _zero_padded_source(x, spec)
-    source = compiled_support._rank3(source)
-    grad_output = compiled_support._rank3(grad_output.astype(source.dtype, copy=False))
+    source = rank3(source)
+    grad_output = rank3(grad_output.astype(source.dtype, copy=False))
     layout = _tiled_layout(spec, source.itemsize)
     grid = layout.to_grid(source, padding, work)
     taps, _, runs = layout.tables()
@@ -248,13 +250,13 @@ def _tiled(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -
     # would pass the last tap
     offsets = offsets[np.minimum(np.arange(-(-tap_count // WGRAD_TAP_BLOCK) * WGRAD_TAP_BLOCK), tap_count - 1)]
     tiles = -(-out_per_group // TILE_CHANNELS)
-    jobs_wanted = compiled_support.JOBS_PER_THREAD * compiled_support._threads(work)
+    jobs_wanted = JOBS_PER_THREAD * threads_for(work)
     slots = min(spec.batch * len(runs), max(1, -(-jobs_wanted // (groups * tiles))))
     partial = np.empty((slots, groups, tiles, len(offsets), TILE_CHANNELS), dtype=source.dtype)
     capacity = int(((runs[:, 2] - runs[:, 1]) * wq).max())  # wide positions of the longest run
     weight_grad = kernels("wgrad").weight_grad_tiled
     flat = grid.reshape(-1)
-    compiled_support._run_jobs(slots * groups * tiles, work,
+    run_jobs(slots * groups * tiles, work,
                                lambda first, last, rows: weight_grad(flat, grad_output, partial, rows, offsets, runs,
                                                                      first, last, groups, depth * depth_size,
                                                                      depth_size, wq, layout.depth_stride, tap_block,

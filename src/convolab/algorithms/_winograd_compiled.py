@@ -39,8 +39,8 @@ from .._settings import current_workspace_limit
 from .._window import reshaped_view
 from ..spec import ConvSpec
 from ._compiled import kernels
-from ._threads import in_parallel
-from .compiled import KERNEL_RANK, _run_jobs, _shape3, _steps, _threads
+from ._kernel_layout import KERNEL_RANK, shape3, steps3
+from ._threads import in_parallel, run_jobs, threads_for
 
 __all__ = ["compiled_winograd_conv", "fused_winograd_conv", "STORE_TILES"]
 
@@ -128,7 +128,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
         return (np.zeros(kernels("winograd").FILTER_CHANNELS * taps * width, dtype=kernel.dtype),
                 np.zeros(positions * width, dtype=kernel.dtype))
 
-    _run_jobs(spec.groups * channels, filters.size,
+    run_jobs(spec.groups * channels, filters.size,
               lambda first, last, own: transform(weight, filters, first, last, *own), scratch)
     return filters
 
@@ -161,7 +161,7 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
         return (np.empty(PANEL_GATHER_CHANNELS * taps * lanes, dtype=weight.dtype),
                 np.empty(positions * span * lanes, dtype=weight.dtype))
 
-    _run_jobs(spec.groups * runs, panels.size, lambda first, last, own: transform(weight, panels, first, last, *own),
+    run_jobs(spec.groups * runs, panels.size, lambda first, last, own: transform(weight, panels, first, last, *own),
               scratch)
     return panels
 
@@ -201,7 +201,7 @@ def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int,
     the workspace limit.
     """
     a = m + 2
-    tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
+    tiles = shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
     per_row = a**spec.rank * (spec.in_channels + spec.out_channels) * tiles[2] * itemsize  # input and products
     wanted = max(-(-BLOCK_TILES // tiles[2]), TILE_BLOCK_BYTES // max(per_row, 1))
     fit = max(1, min(wanted, min(current_workspace_limit(), MAX_TILE_BLOCK_BYTES) // max(per_row, 1)))
@@ -214,7 +214,7 @@ def _tile_blocks(spec: ConvSpec, m: int, itemsize: int) -> tuple[list[tuple[int,
 
 def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple[int, ...]:
     """``(D, H, W)`` of the padded input laid out channels last: every tile's reads (unit leading axes)."""
-    return _shape3((1, 1, *(t * m + 2 for t in tiles[KERNEL_RANK - spec.rank:])))[2:]
+    return shape3((1, 1, *(t * m + 2 for t in tiles[KERNEL_RANK - spec.rank:])))[2:]
 
 
 def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: int, last: int,
@@ -288,7 +288,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
-    source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
+    source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
     fused = None if blas else kernels("winograd_fused")
     kernel = kernel.astype(dtype, copy=False)  # (G, P, C, O) for the BLAS, else (G, P, R, C, LANES)
     filters = _transformed_filters(kernel, spec, m) if blas else _filter_panels(kernel, spec, m, fused.LANES)
@@ -298,12 +298,12 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     tile_counts = np.array(tiles, dtype=np.int64)
     phases = 1 if dilated is None else prod(dilated.dilation)
     out = np.empty((spec if dilated is None else dilated).output_shape, dtype=dtype)
-    out3 = out.reshape(_shape3(out.shape))
+    out3 = out.reshape(shape3(out.shape))
     held = _samples_laid_out(spec, m, dtype.itemsize, phases)
     most = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in blocks), default=0) * tiles[2]
-    lows = _steps(tuple(low for low, _ in padding), fill=0)
+    lows = steps3(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    steps = _steps(() if dilated is None else dilated.dilation)
+    steps = steps3(() if dilated is None else dilated.dilation)
     channels_last = np.empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
                               spec.in_channels), dtype=dtype)  # every cell written by the copies
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
@@ -337,13 +337,13 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
         s0, s1 = _source_samples(n0, n1, phases)
         if s0 < copied[0] or s1 > copied[1]:  # (N, C, D, H, W) -> (N, D, H, W, C), inside the zeros
             copied = (s0, min(source.shape[0], s0 + held))
-            _copy_channels_last(source, channels_last, *copied, inside, _threads(work))
+            _copy_channels_last(source, channels_last, *copied, inside, threads_for(work))
         count = ((n1 - n0) * rows_per_sample if r1 - r0 == rows_per_sample else r1 - r0) * tiles[2]
         layout = count if blas else -(-count // tile_step) * tile_step + 1
         block_in = inputs[:positions * layout * spec.in_channels].reshape(positions, layout, spec.in_channels)
         block_in[:, count:] = 0  # multiplied past the tiles (whole register tiles), never read: zeros, not garbage
         row0 = (n0 - copied[0] * phases) * rows_per_sample + r0  # the block's first tile row, from the first laid out
-        _run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
+        run_jobs(count // tiles[2], work, lambda first, last, scratch: input_tiles(
             channels_last, block_in, tile_counts, row0, first, last, *scratch), input_scratch)
         block_out = products[:positions * layout * spec.out_channels].reshape(positions, layout, spec.out_channels)
         if blas:
@@ -352,7 +352,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
                           out=block_out[:, :, g * out_channels:(g + 1) * out_channels])
         else:
             _pooled_products(fused, block_in, filters, block_out, layout - 1, tile_step, spec)
-        _run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
+        run_jobs(count // tiles[2], work, lambda first, last, scratch: output_tiles(
             block_out, out3, tile_counts, n0 * rows_per_sample + r0, first, last, *scratch), output_scratch)
     return out
 
@@ -394,7 +394,7 @@ def _pooled_products(fused, block_in: np.ndarray, filters: np.ndarray, block_out
                                 spec.in_channels, g * channels, spec.out_channels, g * out_channels, tile_step,
                                 layout)
 
-    _run_jobs(positions, 2 * positions * tiles * spec.in_channels * out_channels, multiply, lambda: None)
+    run_jobs(positions, 2 * positions * tiles * spec.in_channels * out_channels, multiply, lambda: None)
 
 
 def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...], int, int, int]:
@@ -402,7 +402,7 @@ def _fused_layout(spec: ConvSpec, m: int, itemsize: int) -> tuple[tuple[int, ...
     a job's scratch (whole register tiles of :mod:`._kernels_winograd_fused`) and the samples laid out channels
     last at a time."""
     positions = (m + 2)**spec.rank
-    tiles = _shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
+    tiles = shape3((1, 1, *(-(-o // m) for o in spec.output_size)))[2:]
     per_row = positions * (spec.in_channels + spec.out_channels) * tiles[2] * itemsize
     rows = max(-(-FUSED_BLOCK_TILES // tiles[2]), FUSED_BLOCK_BYTES // max(per_row, 1))
     per_sample = prod(_channels_last_size(spec, m, tiles)) * spec.in_channels * itemsize
@@ -428,7 +428,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     fused = kernels("winograd_fused")
-    source = source.reshape(_shape3(source.shape))  # (N, G*C, D, H, W)
+    source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
     filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m, fused.LANES)  # (G, P, C, O)
     filters_flat = filters.base  # with LANES zeros past its end: a last run of filters reads past its row
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
@@ -437,8 +437,8 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     tile_counts = np.array(tiles, dtype=np.int64)
     tile_step = fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW
     out = np.empty(spec.output_shape, dtype=dtype)
-    out3 = out.reshape(_shape3(out.shape))
-    lows = _steps(tuple(low for low, _ in padding), fill=0)
+    out3 = out.reshape(shape3(out.shape))
+    lows = steps3(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     channels_last = np.empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
                              dtype=dtype)  # every cell written by the copies
@@ -447,7 +447,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
     md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
     group_size = positions * channels * out_channels
-    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    threads = threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
 
     own = threading.local()  # each thread's scratch, kept from one group of samples to the next
 
@@ -489,7 +489,7 @@ def _pooled(spec: ConvSpec, dtype: np.dtype) -> bool:
     after each product, take the cores from the pool's), and on one thread where one tile position's
     transformed filters take at least :data:`POOLED_FILTER_BYTES`."""
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
-    threads = _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    threads = threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
     return spec.rank <= 2 and (threads > 1 or filter_bytes >= POOLED_FILTER_BYTES)
 
 
@@ -501,7 +501,7 @@ def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
     if filter_bytes > FUSED_FILTER_BYTES:
         return 1
-    return _threads(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    return threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
 
 
 def _fused_bytes(spec: ConvSpec, m: int, itemsize: int) -> int:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import prod
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .._dtypes import all_finite
-from .._settings import current_thread_count, current_workspace_limit
+from .._settings import current_workspace_limit
 from .._window import pad_adjoint, reverse_spatial
 from ..spec import ConvSpec, conv_spec
 from . import Algorithm, Formulation
@@ -31,7 +31,8 @@ from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost
 from ._compiled import kernels, numba_missing
 from ._input_grad import FullOrScatter, channels_swapped, full_padding
 from ._rates import THREAD_GAIN
-from ._threads import in_parallel
+from ._kernel_layout import KERNEL_RANK, as_kernels_take, rank3, shape3, steps3
+from ._threads import COMPILED_PARALLEL_WORK, run_jobs, threads_for
 from .depthwise import _zero_padded_source
 
 __all__ = ["Compiled", "COMPILED_PARALLEL_WORK", "OUT_BLOCK"]
@@ -52,14 +53,6 @@ SCRATCH_BYTES = 32 * 2**10
 MOST_POSITIONS = 2048
 #: ... at least this many (a shorter run spends its time starting the loop).
 LEAST_POSITIONS = 64
-#: Below this many multiply-adds a pass runs on the calling thread alone (handing out jobs costs tens of
-#: microseconds).
-COMPILED_PARALLEL_WORK = 2**18
-#: Jobs per thread: enough that threads finish together though jobs differ in length.
-JOBS_PER_THREAD = 4
-#: Every kernel works on three spatial axes.
-KERNEL_RANK = 3
-
 # The cost model (:meth:`Compiled.estimate`), fitted to forward timings against today's algorithms on the
 # layer classes of issue 15 (see the estimate), in the reference machine's seconds like theirs.
 #: Fixed cost of a call: the layout's tables, the jobs handed out, the kernel's dispatch...
@@ -92,63 +85,15 @@ GRID_COPY_RATE = 3.6e9
 TILED_MAC_RATE, STRETCH_COST, LINE_COST = 83e9, 30e-9, 2.25e-9
 
 
-def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``(A, B, *spatial)`` as ``(A, B, 1, ..., *spatial)``: three spatial axes."""
-    return (*shape[:2], *(1,) * (KERNEL_RANK + 2 - len(shape)), *shape[2:])
-
-
-def _as_kernels_take(a: np.ndarray) -> np.ndarray:
-    """``a`` as the kernels' contract has it: C-contiguous, in native byte order, and writeable (Numba would
-    compile every kernel again for a read-only array, so one is copied), a view where it already is."""
-    flags = a.flags
-    if flags.c_contiguous and flags.writeable and a.dtype.isnative:
-        return a  # the usual case, without np.require's checks (1.2 us, a dozen calls in a small network's step)
-    return np.require(a, dtype=a.dtype.newbyteorder("="), requirements=["C_CONTIGUOUS", "WRITEABLE"])
-
-
-def _rank3(a: np.ndarray) -> np.ndarray:
-    """``a`` with three spatial axes (:func:`_shape3`), laid out as the kernels take it."""
-    return _as_kernels_take(a).reshape(_shape3(a.shape))
-
-
 def _filters(kernel: np.ndarray) -> np.ndarray:
     """The kernel ``(C_out, C, *k)`` as the kernels take it: ``(C_out, T)``, the taps in C order."""
-    return _as_kernels_take(kernel).reshape(kernel.shape[0], -1)
-
-
-def _steps(values: tuple[int, ...], fill: int = 1) -> tuple[int, ...]:
-    """Per-axis strides, dilations (or, with ``fill=0``, paddings) as the kernels' three: a missing axis steps
-    by 1 (is not padded)."""
-    return (fill,) * (KERNEL_RANK - len(values)) + tuple(values)
-
-
-def _threads(work: int) -> int:
-    """Threads for a pass of ``work`` multiply-adds: one below :data:`COMPILED_PARALLEL_WORK`."""
-    return current_thread_count() if work >= COMPILED_PARALLEL_WORK else 1
-
-
-def _run_jobs(jobs: int, work: int, call: Callable[[int, int, np.ndarray], None],
-              scratch: Callable[[], np.ndarray]) -> None:
-    """``call(first, last, scratch)`` over jobs ``0:jobs`` in contiguous ranges, shared among threads.
-
-    Each range is one call of a compiled kernel (which releases the GIL); each
-    thread makes its own scratch once.
-    """
-    threads = min(_threads(work), jobs)
-    pieces = min(jobs, threads * JOBS_PER_THREAD) if threads > 1 else 1
-    ranges = [(jobs * i // pieces, jobs * (i + 1) // pieces) for i in range(pieces)]
-
-    def make_worker() -> Callable[[tuple[int, int]], None]:
-        own = scratch()
-        return lambda piece: call(piece[0], piece[1], own)
-
-    in_parallel(ranges, make_worker, threads)
+    return as_kernels_take(kernel).reshape(kernel.shape[0], -1)
 
 
 def _block_for(count: int, outer: int, work: int, most: int) -> int:
     """Channels per job out of ``count`` (at most ``most``), with ``outer`` jobs per channel block: fewer
     where that is needed for two jobs per thread."""
-    wanted = 2 * _threads(work)
+    wanted = 2 * threads_for(work)
     block = min(count, most)
     while block > 1 and outer * -(-count // block) < wanted:
         block = -(-block // 2)
@@ -210,9 +155,9 @@ class _Layout:
     def __init__(self, spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool = True,
                  shared_padding: tuple[int, int] | None = None):
         self.spec, self._key = spec, (spec, itemsize, scratch_rows, wide, shared_padding)
-        depth, height, width = _shape3((1, 1, *spec.padded_size))[2:]
-        self.depth_stride, sh, sw = _steps(spec.stride)
-        out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+        depth, height, width = shape3((1, 1, *spec.padded_size))[2:]
+        self.depth_stride, sh, sw = steps3(spec.stride)
+        out_d, out_h, out_w = shape3((1, 1, *spec.output_size))[2:]
         self.split = (sh, sw) != (1, 1)
         positions = _positions(itemsize, scratch_rows)
         # only where a run holds several wide rows (where a run is part of one row, there are no extra columns
@@ -234,10 +179,10 @@ class _Layout:
 
     def _build_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         spec, wq = self.spec, self.grid[-1]
-        _, sh, sw = _steps(spec.stride)
-        dd, dh, dw = _steps(spec.dilation)
-        kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
-        out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+        _, sh, sw = steps3(spec.stride)
+        dd, dh, dw = steps3(spec.dilation)
+        kd_size, kh_size, kw_size = shape3((1, 1, *spec.kernel_size))[2:]
+        out_d, out_h, out_w = shape3((1, 1, *spec.output_size))[2:]
         # (c, kd*dd, rh, rw, offset in the phase plane) per tap, taps in the kernel's C order
         taps = np.array([(c, kd * dd, kh * dh % sh, kw * dw % sw, (kh * dh // sh) * wq + kw * dw // sw)
                          for c in range(spec.in_channels_per_group) for kd in range(kd_size)
@@ -263,7 +208,7 @@ class _Layout:
         against 1.02 ms for a 224x224 stem at stride 2, 2.0 against 2.9 ms for a 3-d (2, 32, 16, 64, 64)). The
         copy writes the padding's zeros too, so the grid is allocated empty: one pass over it fewer (one thread,
         the stem's (8, 3) planes at stride 2: 0.55 -> 0.40 ms; (8, 64, 56, 56) padded by 1: 0.76 -> 0.64 ms)."""
-        lows = _steps(tuple(low for low, _ in padding), fill=0)
+        lows = steps3(tuple(low for low, _ in padding), fill=0)
         if not self.split and not any(low or high for low, high in padding):
             return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
         grid = np.empty((*source.shape[:2], *self.grid), dtype=source.dtype)  # copy_phases writes every cell
@@ -277,13 +222,13 @@ class _Layout:
         if not self.split and not any(low or high for low, high in padding):
             return grid.reshape(shape)
         array = np.empty(shape, dtype=grid.dtype)
-        self._copy(array, grid, False, _steps(tuple(low for low, _ in padding), fill=0), work)
+        self._copy(array, grid, False, steps3(tuple(low for low, _ in padding), fill=0), work)
         return array
 
     @staticmethod
     def _copy(array: np.ndarray, grid: np.ndarray, split: bool, lows: tuple[int, ...], work: int) -> None:
         copy = kernels("direct").copy_phases
-        _run_jobs(array.shape[0] * array.shape[1], work,
+        run_jobs(array.shape[0] * array.shape[1], work,
                   lambda first, last, _: copy(array, grid, first, last, split, *lows), lambda: None)
 
 
@@ -318,7 +263,7 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0  # written by copy_phases
     moved = grid * len(blocks) + prod(spec.output_shape) * itemsize
-    threads = min(_threads(work), spec.batch * spec.groups * len(blocks))
+    threads = min(threads_for(work), spec.batch * spec.groups * len(blocks))
     return work * waste * per_mac * itemsize / 4, loops, moved, copied, 1 + THREAD_GAIN * (threads - 1)
 
 
@@ -374,9 +319,9 @@ def _block_taps(spec: ConvSpec, itemsize: int) -> int:
     """Taps per block of the tiled forward: whole input channels, whose lines one stretch reads (per (kd, kh) and
     per column phase its taps use, :data:`LANES` positions and the kernel's extent along the row, not aligned to
     cache lines) fill at most :data:`BLOCK_INPUT_BYTES` (at least one channel)."""
-    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
-    _, _, sw = _steps(spec.stride)
-    extent = (kw_size - 1) * _steps(spec.dilation)[-1] // sw
+    kd_size, kh_size, kw_size = shape3((1, 1, *spec.kernel_size))[2:]
+    _, _, sw = steps3(spec.stride)
+    extent = (kw_size - 1) * steps3(spec.dilation)[-1] // sw
     per_channel = kd_size * kh_size * min(kw_size, sw) * (-(-(LANES + extent) * itemsize // 64) + 1) * 64
     channels = max(1, min(spec.in_channels_per_group, BLOCK_INPUT_BYTES // per_channel))
     return channels * prod(spec.kernel_size)
@@ -387,7 +332,7 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     (tile, stretch, block of taps) passes, the bytes passed over in memory and copied into the phase grid, and
     the (tile, stretch, input line) reads (:data:`LINE_COST`)."""
     tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
-    out_d, out_h, out_w = _shape3((1, 1, *spec.output_size))[2:]
+    out_d, out_h, out_w = shape3((1, 1, *spec.output_size))[2:]
     # the runs of one depth: full ones, and a last one with the rows (or columns) left
     full_runs, rest = divmod(out_h, layout.rows) if layout.rows > 1 else divmod(out_w, layout.cols)
     run_lengths = [(layout.rows - 1) * layout.grid[-1] + out_w if layout.rows > 1 else layout.cols] * full_runs
@@ -403,8 +348,8 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     blocks = -(-taps // _block_taps(spec, itemsize))
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0
-    kd_size, kh_size, kw_size = _shape3((1, 1, *spec.kernel_size))[2:]
-    lines = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, _steps(spec.stride)[-1])  # per stretch
+    kd_size, kh_size, kw_size = shape3((1, 1, *spec.kernel_size))[2:]
+    lines = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, steps3(spec.stride)[-1])  # per stretch
     return (tiles * positions * tile * taps * itemsize / 4, tiles * stretches * blocks,
             grid * -(-tiles_per_group // tiles_per_job) + prod(spec.output_shape) * itemsize, copied,
             tiles * stretches * lines)
@@ -498,7 +443,7 @@ class Compiled(FullOrScatter, Algorithm):
             # One thread's seconds, like the others' estimates, which do not change with the threads (theirs
             # share out their work as this one's jobs do): only too few jobs for the threads cost more here.
             tiles_per_group, tiles_per_job, _ = _tiling(spec, dtype.itemsize, tile)
-            available = _threads(_macs(spec))
+            available = threads_for(_macs(spec))
             threads = min(available, spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
             return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) * (
                 (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1)))
@@ -518,7 +463,7 @@ class Compiled(FullOrScatter, Algorithm):
         tile = _tile_for(out_per_group, itemsize)
         if tile:
             tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
-            threads = min(_threads(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
+            threads = min(threads_for(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
             packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
             scratch = tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's partial
             whole_groups = tiles_per_job >= tiles_per_group
@@ -527,7 +472,7 @@ class Compiled(FullOrScatter, Algorithm):
             return grid + (threads * (scratch + stage) + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
         layout = _Layout(spec, itemsize, block)
-        threads = min(_threads(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
+        threads = min(threads_for(work), spec.batch * spec.groups * -(-out_per_group // max(block, 1)))
         return layout.grid_bytes(spec, itemsize) + threads * prod(layout.scratch_shape) * itemsize
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -542,7 +487,7 @@ class Compiled(FullOrScatter, Algorithm):
         """:func:`._kernels_direct.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding`` to the
         padded input, in jobs of (sample, group, block of :data:`OUT_BLOCK` output channels)."""
         groups, work = spec.groups, _macs(spec)
-        source = _rank3(source)
+        source = rank3(source)
         filters = _filters(kernel.astype(source.dtype, copy=False))
         tile = _tile_for(spec.out_channels_per_group, source.dtype.itemsize)
         if tile:
@@ -551,9 +496,9 @@ class Compiled(FullOrScatter, Algorithm):
         layout = _Layout(spec, source.itemsize, block)
         grid = layout.to_grid(source, padding, work)
         out = np.empty(spec.output_shape, dtype=source.dtype)
-        out3 = out.reshape(_shape3(out.shape))
+        out3 = out.reshape(shape3(out.shape))
         forward, tables = kernels("direct").forward, layout.tables()
-        _run_jobs(spec.batch * groups * -(-spec.out_channels_per_group // block), work,
+        run_jobs(spec.batch * groups * -(-spec.out_channels_per_group // block), work,
                   lambda first, last, scratch: forward(grid, filters, out3, scratch, *tables, first, last, groups,
                                                        block, layout.depth_stride),
                   lambda: np.empty(layout.scratch_shape, dtype=source.dtype))
@@ -581,15 +526,15 @@ class Compiled(FullOrScatter, Algorithm):
         offsets = taps[:, 0] * depth * depth_size + taps[:, 1] * depth_size + (taps[:, 2] * sw + taps[:, 3]) * hq * wq \
             + taps[:, 4]
         out = np.empty(spec.output_shape, dtype=source.dtype)
-        out3 = out.reshape(_shape3(out.shape))
+        out3 = out.reshape(shape3(out.shape))
         tiled, block_taps = kernels("tiled"), _block_taps(spec, source.itemsize)
 
         def scratch() -> tuple[np.ndarray, ...]:
             return (np.empty(scratch_shape, dtype=source.dtype), np.empty(scratch_shape[0] * LANES, dtype=source.dtype))
 
         if stage_shape[0]:  # each sample's planes copied by its job into the thread's stage: no grid
-            lows = _steps(tuple(low for low, _ in padding), fill=0)
-            _run_jobs(spec.batch, work,
+            lows = steps3(tuple(low for low, _ in padding), fill=0)
+            run_jobs(spec.batch, work,
                       lambda first, last, own: tiled.forward_staged(source, own[2], packed, out3, own[0], own[1],
                                                                     offsets, runs, first, last, tiles_per_group,
                                                                     block_taps, depth * depth_size, depth_size, wq,
@@ -597,7 +542,7 @@ class Compiled(FullOrScatter, Algorithm):
                       lambda: (*scratch(), np.empty(stage_shape, dtype=source.dtype)))
             return out
         flat = layout.to_grid(source, padding, work).reshape(-1)
-        _run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
+        run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
                   lambda first, last, own: tiled.forward(flat, packed, out3, *own, offsets, runs, first, last, groups,
                                                          tiles_per_group, tiles_per_job, block_taps,
                                                          depth * depth_size, depth_size, wq, layout.depth_stride),
@@ -655,21 +600,21 @@ class Compiled(FullOrScatter, Algorithm):
         cropped, or folded back onto its sources). A kernel holding an inf or NaN takes one row per run, so
         that no zero of a wide row's extra columns meets it."""
         groups, channels, work = spec.groups, spec.in_channels_per_group, _macs(spec)
-        grad_output = _rank3(grad_output)
+        grad_output = rank3(grad_output)
         filters = _filters(kernel.astype(grad_output.dtype, copy=False))
         layout = _Layout(spec, grad_output.itemsize, spec.out_channels_per_group, wide=all_finite(filters))
         taps, _, runs = layout.tables()
         block = _block_for(channels, spec.batch * groups, work, channels)
         grid = np.empty((spec.batch, spec.in_channels, *layout.grid), dtype=grad_output.dtype)
         scatter = kernels("direct").input_grad_scatter
-        _run_jobs(spec.batch * groups * -(-channels // block), work,
+        run_jobs(spec.batch * groups * -(-channels // block), work,
                   lambda first, last, scratch: scatter(grad_output, filters, grid, scratch, taps, runs, first, last,
                                                        groups, block, layout.depth_stride),
                   lambda: np.empty(layout.scratch_shape, dtype=grad_output.dtype))
         if spec.padding_mode == "zeros":  # the input's cells straight from the grid
-            grad = layout.from_grid(grid, _shape3(spec.input_shape), spec.padding, work)
+            grad = layout.from_grid(grid, shape3(spec.input_shape), spec.padding, work)
             return grad.reshape(spec.input_shape)
-        grad_padded = layout.from_grid(grid, _shape3((spec.batch, spec.in_channels, *spec.padded_size)),
+        grad_padded = layout.from_grid(grid, shape3((spec.batch, spec.in_channels, *spec.padded_size)),
                                        ((0, 0),) * spec.rank, work)
         return pad_adjoint(grad_padded.reshape(spec.batch, spec.in_channels, *spec.padded_size), spec.padding,
                            spec.padding_mode, spec.input_size)

@@ -14,7 +14,7 @@ from . import Algorithm, Formulation
 from ._blocking import block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, beside_pool_factor, product_rate
-from .compiled import _threads
+from ._threads import threads_for
 
 __all__ = ["Folded"]
 
@@ -84,7 +84,7 @@ class Folded(Algorithm):
         more than one thread, as gemm's, less gain than the pool's algorithms
         (:func:`~convolab.algorithms._rates.beside_pool_factor`)."""
         # no filter count: unlike gemm's 512-filter layers, folded's were not measured to scale at two threads
-        return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
+        return _seconds(spec, dtype) * beside_pool_factor(threads_for(spec.flops // 2), spec.flops // 2)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's one-thread seconds (:func:`_seconds`) times

@@ -15,8 +15,7 @@ from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unro
 from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
                        contiguous_filters, unrolled_blocks_unpadded)
 from ._rates import COPY_RATE, beside_pool_factor, product_rate, results_seconds
-from ._threads import small_matmul
-from .compiled import _threads
+from ._threads import small_matmul, threads_for
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
 
@@ -85,7 +84,6 @@ class Gemm(Algorithm):
         return block_bytes(unrolled_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(row_grid(spec)))
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        groups, o = spec.groups, spec.out_channels_per_group
         filters = _filter_rows(kernel, spec)  # (G, O, C*K)
         if _is_pointwise(spec):
             return _pointwise(padded, filters, spec)
@@ -197,7 +195,7 @@ def _beside_pool(spec: ConvSpec) -> float:
     """:func:`~convolab.algorithms._rates.beside_pool_factor` for a call of ``spec``'s multiply-adds on the
     threads the pool would give it: how much more one thread's estimate costs where the products run on the
     BLAS's threads beside the pool's copies (1 on one thread)."""
-    return beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group)
+    return beside_pool_factor(threads_for(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group)
 
 
 def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> float:

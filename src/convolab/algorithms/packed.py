@@ -32,8 +32,10 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._compiled import kernels
 from ._columns import compiled_columns_missing
+from ._kernel_layout import as_kernels_take, rank3, shape3, steps3
 from ._rates import THREAD_GAIN, results_seconds
-from .compiled import LANES, _as_kernels_take, _macs, _rank3, _run_jobs, _shape3, _steps, _threads
+from ._threads import run_jobs, threads_for
+from .compiled import LANES, _macs
 
 __all__ = ["Packed", "BLOCK_BYTES"]
 
@@ -88,9 +90,9 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
-    budget = min(BLOCK_BYTES, limit // _threads(_macs(spec)) - LANES * itemsize)
+    budget = min(BLOCK_BYTES, limit // threads_for(_macs(spec)) - LANES * itemsize)
     blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
-    threads = _threads(_macs(spec))
+    threads = threads_for(_macs(spec))
     if outer * blocks < 2 * threads:
         blocks = max(1, min(runs, -(-2 * threads // max(outer, 1))))
     while outer * blocks % threads and blocks < runs:
@@ -112,11 +114,11 @@ def _live_share(spec: ConvSpec) -> float:
     once); 1 where the padding is filled by another mode than zeros (the kernel then reads a padded copy)."""
     if spec.padding_mode != "zeros" or _macs(spec) == 0:
         return 1.0
-    out3 = _shape3((1, 1, *spec.output_size))[2:]
-    kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
-    size3 = _shape3((1, 1, *spec.input_size))[2:]
-    strides, dilations = _steps(spec.stride), _steps(spec.dilation)
-    lows = _steps(tuple(low for low, _ in spec.padding), fill=0)
+    out3 = shape3((1, 1, *spec.output_size))[2:]
+    kernel3 = shape3((1, 1, *spec.kernel_size))[2:]
+    size3 = shape3((1, 1, *spec.input_size))[2:]
+    strides, dilations = steps3(spec.stride), steps3(spec.dilation)
+    lows = steps3(tuple(low for low, _ in spec.padding), fill=0)
 
     def inside(axis: int, outputs: np.ndarray) -> np.ndarray:
         """``(outputs, taps)``: whether each tap's input index along a leading ``axis`` lies inside the input."""
@@ -142,7 +144,7 @@ def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
     """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
     spans, blocks, block = _layout(spec, itemsize)
     jobs = spec.groups * (1 if spans else spec.batch) * blocks
-    threads = max(1, min(_threads(_macs(spec)), jobs))
+    threads = max(1, min(threads_for(_macs(spec)), jobs))
     return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
 
@@ -209,11 +211,11 @@ class Packed(Algorithm):
         tiled, tail = out_per_group - out_per_group % 4, out_per_group % 4
         rows = spec.in_channels_per_group * prod(spec.kernel_size)  # K
         tile_macs = runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail) * _live_share(spec)
-        out3 = _shape3((1, 1, *spec.output_size))[2:]
+        out3 = shape3((1, 1, *spec.output_size))[2:]
         pieces = rows // spec.kernel_size[-1] * (spec.batch * spec.groups * out3[0] * out3[1] + runs)
         output_bytes = prod(spec.output_shape) * itemsize
         seconds = tile_macs * itemsize / 4 / MAC_RATE + pieces * PIECE_COST + results_seconds(output_bytes)
-        available = _threads(macs)
+        available = threads_for(macs)
         threads = min(available, outer * blocks)
         return CALL_OVERHEAD + seconds * (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1))
 
@@ -240,21 +242,21 @@ class Packed(Algorithm):
         positions)."""
         if _macs(spec) == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
             return np.zeros(spec.output_shape, dtype=source.dtype)
-        source = _rank3(source)
-        weights = _as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
+        source = rank3(source)
+        weights = as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
         spans, blocks, block = _layout(spec, source.itemsize)
         chunk = _chunk_channels(spec)
         computed = np.empty(spec.output_shape, dtype=source.dtype)
-        out3 = _shape3((1, 1, *spec.output_size))[2:]
-        kernel3 = _shape3((1, 1, *spec.kernel_size))[2:]
-        lows = _steps(tuple(low for low, _ in padding), fill=0)
+        out3 = shape3((1, 1, *spec.output_size))[2:]
+        kernel3 = shape3((1, 1, *spec.kernel_size))[2:]
+        lows = steps3(tuple(low for low, _ in padding), fill=0)
         # padding's zeros are left out of a panel's sums only where no weight is inf or NaN (0 x inf is NaN)
         skip = _live_share(spec) < 1 and all_finite(weights)
         forward = kernels("packed").forward
         flat = computed.reshape(-1)
-        _run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, _macs(spec),
+        run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, _macs(spec),
                   lambda first, last, col: forward(source, weights, flat, out3, col, first, last, spec.groups, spans,
-                                                   blocks, chunk, kernel3, *_steps(spec.stride),
-                                                   *_steps(spec.dilation), *lows, skip),
+                                                   blocks, chunk, kernel3, *steps3(spec.stride),
+                                                   *steps3(spec.dilation), *lows, skip),
                   lambda: np.empty(chunk * prod(spec.kernel_size) * block + LANES, dtype=source.dtype))
         return computed

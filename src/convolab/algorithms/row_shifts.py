@@ -15,7 +15,7 @@ from . import Algorithm, Formulation
 from ._blocking import block_bytes, block_ranges, unrolled_blocks, unrolled_row_bytes
 from ._columns import compiled_columns_missing, unrolled_blocks_unpadded
 from ._rates import COPY_RATE, ELEMENTWISE_RATE, beside_pool_factor, product_rate, results_seconds
-from .compiled import _threads
+from ._threads import threads_for
 from .gemm import Gemm
 
 __all__ = ["RowShifts"]
@@ -86,7 +86,7 @@ class RowShifts(Algorithm):
         algorithms (:func:`~convolab.algorithms._rates.beside_pool_factor`)."""
         # no filter count: unlike gemm's 512-filter layers, its products were not measured to scale at two threads
         # (the machine was loaded all session 12), so ASPP's full correlation (512 filters) keeps packed there
-        return _seconds(spec, dtype) * beside_pool_factor(_threads(spec.flops // 2), spec.flops // 2)
+        return _seconds(spec, dtype) * beside_pool_factor(threads_for(spec.flops // 2), spec.flops // 2)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
         """Its weight gradient: the forward's one-thread seconds times :data:`WEIGHT_GRAD_OVER_FORWARD` (one

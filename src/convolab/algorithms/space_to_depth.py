@@ -41,8 +41,8 @@ from .._window import pad, pad_adjoint, sliding_windows
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._compiled import kernels, numba_missing
+from ._kernel_layout import KERNEL_RANK, as_kernels_take, shape3, steps3
 from ._rates import COPY_RATE, product_rate
-from .compiled import KERNEL_RANK, _as_kernels_take, _shape3, _steps
 
 __all__ = ["SpaceToDepth"]
 
@@ -148,7 +148,7 @@ def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
 
 def _layout(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The columns' shape as the kernels take them, ``(C, KD, KH, KW, A, B, E)``, and the three strides."""
-    return (spec.in_channels, *_steps(spec.kernel_size), *_steps(spec.output_size)), _steps(spec.stride)
+    return (spec.in_channels, *steps3(spec.kernel_size), *steps3(spec.output_size)), steps3(spec.stride)
 
 
 def _sample_columns(padded: np.ndarray, spec: ConvSpec):
@@ -164,7 +164,7 @@ def _sample_columns(padded: np.ndarray, spec: ConvSpec):
             buffer.reshape(view.shape)[...] = view
             yield n, buffer
         return
-    source = _as_kernels_take(padded).reshape(_shape3(padded.shape))  # (N, C, D, H, W)
+    source = as_kernels_take(padded).reshape(shape3(padded.shape))  # (N, C, D, H, W)
     shape, strides = _layout(spec)
     columns = buffer.reshape(shape)
     move = kernels("space_to_depth").move_windows
@@ -188,7 +188,7 @@ def _cells_writer(grad: np.ndarray, spec: ConvSpec) -> Callable[[int, np.ndarray
                               zip(tap, spec.stride, spec.output_size))
                 grad[(n, slice(None), *cells)] = by_tap[(slice(None), *tap)]
         return put_numpy
-    target = grad.reshape(_shape3(grad.shape))  # (N, C, D, H, W), a view: grad is new and contiguous
+    target = grad.reshape(shape3(grad.shape))  # (N, C, D, H, W), a view: grad is new and contiguous
     shape, strides = _layout(spec)
     move = kernels("space_to_depth").move_windows
 

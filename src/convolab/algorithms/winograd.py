@@ -40,11 +40,12 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._blocking import CACHE_BLOCK_BYTES
 from ._compiled import numba_missing
+from ._kernel_layout import KERNEL_RANK
 from ._rates import THREAD_GAIN, beside_pool_factor, product_rate
+from ._threads import threads_for
 from ._winograd_compiled import (STORE_TILES, _channels_last_size, _fused_bytes, _fused_layout, _fused_threads,
                                  _pooled, _tile_blocks, compiled_winograd_conv, fused_winograd_conv,
                                  panel_scratch_bytes)
-from .compiled import KERNEL_RANK, _threads
 from .depthwise import _zero_padded_source
 
 __all__ = ["Winograd", "POINTS", "STORE_TILES", "winograd_matrices"]
@@ -335,7 +336,7 @@ class Winograd(Algorithm):
         filter_seconds = (filter_values / FILTER_TRANSFORM_RATE * dtype.itemsize / 4
                           + spec.out_channels * channels * FILTER_PAIR_COST + fresh / FRESH_MEMORY_RATE)
         jobs = max(1, block_tiles // tiles[2])  # the transforms' jobs per block: its tile rows
-        threads = min(_threads(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
+        threads = min(threads_for(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
         copies = (spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
                   + spec.batch * spec.in_channels * prod(_checked_size(spec)) / DATA_CHECK_RATE)
         if _fused_threads(spec, dtype) > 1:  # every part shared among the threads, at the fused path's speed
@@ -350,7 +351,7 @@ class Winograd(Algorithm):
             shared = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels
                       + loops * dtype.itemsize / 4)
             # in one thread's seconds, as compiled's and packed's: their threads gain THREAD_GAIN, these less
-            available, sharing = _threads(products // 2), min(threads, positions)
+            available, sharing = threads_for(products // 2), min(threads, positions)
             return (shared * POOLED_ONE_THREAD * (1 + THREAD_GAIN * (available - 1)) / (1 + POOLED_THREAD_GAIN * (sharing - 1))
                     + copies * dtype.itemsize / 4)
         # the products on the BLAS's threads beside the transforms' jobs: as gemm's (_rates.beside_pool_factor)
@@ -375,7 +376,7 @@ class Winograd(Algorithm):
         channels_last = samples * prod(_channels_last_size(spec, self.tile, tiles)) * spec.in_channels * itemsize
         if pooled:  # each thread's scratch in the panels' transform
             runs = spec.groups * -(-spec.out_channels_per_group // 32)
-            filters += min(_threads(filters // itemsize), runs) * panel_scratch_bytes(spec, self.tile, itemsize)
+            filters += min(threads_for(filters // itemsize), runs) * panel_scratch_bytes(spec, self.tile, itemsize)
         return filters + block + channels_last
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from ..algorithms._compiled import kernels, numba_missing
-from ..algorithms.compiled import KERNEL_RANK, _as_kernels_take, _run_jobs, _shape3, _steps
+from ..algorithms._kernel_layout import KERNEL_RANK, as_kernels_take, shape3, steps3
+from ..algorithms._threads import run_jobs
 from ._spec import PoolSpec
 
 __all__ = ["compiled_pool_missing", "max_pool_compiled", "max_pool_table_compiled", "max_pool_grad_compiled",
@@ -50,15 +51,15 @@ def max_pool_compiled(x: np.ndarray, spec: PoolSpec,
     flat plane indices, both ``(N, C, *out)``. Planes are shared among threads.
     """
     planes = spec.batch * spec.channels
-    source = _as_kernels_take(x).reshape(_shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
-    shape3 = _shape3((1, planes, *spec.output_size))[1:]  # (P, OD, OH, OW)
-    values = np.empty(shape3, dtype=source.dtype)
-    indices = np.empty(shape3 if with_indices else (1, 1, 1, 1), dtype=np.int64)
+    source = as_kernels_take(x).reshape(shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
+    out_shape = shape3((1, planes, *spec.output_size))[1:]  # (P, OD, OH, OW)
+    values = np.empty(out_shape, dtype=source.dtype)
+    indices = np.empty(out_shape if with_indices else (1, 1, 1, 1), dtype=np.int64)
     geometry = spec.geometry
-    kernel3, stride3 = _steps(geometry.kernel_size), _steps(geometry.stride)
-    dilation3, low3 = _steps(geometry.dilation), _steps(geometry.low, fill=0)
+    kernel3, stride3 = steps3(geometry.kernel_size), steps3(geometry.stride)
+    dilation3, low3 = steps3(geometry.dilation), steps3(geometry.low, fill=0)
     run = kernels("pool").max_pool_planes
-    _run_jobs(planes, values.size * prod(geometry.kernel_size),
+    run_jobs(planes, values.size * prod(geometry.kernel_size),
               lambda first, last, _: run(source, values, indices, with_indices, first, last, *kernel3, *stride3,
                                          *dilation3, *low3),
               lambda: None)
@@ -73,7 +74,7 @@ def max_pool_table_compiled(planes: np.ndarray, gather: np.ndarray, spec: PoolSp
     are small): ``planes`` ``(N*C, plane)``, ``gather`` the table's ``(taps, outputs)``; where no window reaches
     padding, the table's ``windows`` ``(outputs, taps)``, by :func:`._kernels_pool.max_pool_inner_windows`; and
     where 2x2 windows at stride 2 tile the planes, by :func:`._kernels_pool.max_pool_pairs`."""
-    planes = _as_kernels_take(planes)
+    planes = as_kernels_take(planes)
     values = np.empty((planes.shape[0], gather.shape[1]), dtype=planes.dtype)
     indices = np.empty(values.shape, dtype=np.int64)
     if _tiling_pairs(spec):  # the common 2x2 pool at stride 2: pairs along the rows, then rows of pairs
@@ -100,15 +101,15 @@ def max_pool_grad_compiled(x: np.ndarray, grad_output: np.ndarray, spec: PoolSpe
     maximum found and its gradient added there, ``(N, C, *in)`` in ``grad_output``'s dtype; the same as the
     argmax then :func:`scatter_compiled`, without writing the values and indices."""
     planes = spec.batch * spec.channels
-    source = _as_kernels_take(x).reshape(_shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
-    grad = _as_kernels_take(grad_output).reshape(_shape3((1, planes, *spec.output_size))[1:])  # (P, OD, OH, OW)
+    source = as_kernels_take(x).reshape(shape3((1, planes, *spec.input_size))[1:])  # (P, D, H, W)
+    grad = as_kernels_take(grad_output).reshape(shape3((1, planes, *spec.output_size))[1:])  # (P, OD, OH, OW)
     out = np.empty((planes, prod(spec.input_size)), dtype=grad.dtype)  # (P, V); each plane zeroed by the kernel
     geometry = spec.geometry
-    steps = (*_steps(geometry.kernel_size), *_steps(geometry.stride), *_steps(geometry.dilation),
-             *_steps(geometry.low, fill=0))
+    steps = (*steps3(geometry.kernel_size), *steps3(geometry.stride), *steps3(geometry.dilation),
+             *steps3(geometry.low, fill=0))
     width = grad.shape[-1]
     run = kernels("pool").max_pool_grad_planes
-    _run_jobs(planes, grad.size * prod(geometry.kernel_size),
+    run_jobs(planes, grad.size * prod(geometry.kernel_size),
               lambda first, last, scratch: run(source, grad, out, scratch[0], scratch[1], first, last, *steps),
               lambda: (np.empty(width, dtype=source.dtype), np.empty(width, dtype=np.int64)))
     return out.reshape(spec.input_shape)
@@ -119,9 +120,9 @@ def scatter_compiled(grad_output: np.ndarray, indices: np.ndarray, input_size: S
     in ``grad_output``'s dtype. ``indices`` must be max pooling's own (each in its plane)."""
     batch, channels = indices.shape[:2]
     planes, plane, outputs = batch * channels, prod(input_size), prod(indices.shape[2:])
-    grad = _as_kernels_take(grad_output).reshape(planes, outputs)  # (P, O)
-    flat_indices = _as_kernels_take(indices).reshape(planes, outputs)  # (P, O)
+    grad = as_kernels_take(grad_output).reshape(planes, outputs)  # (P, O)
+    flat_indices = as_kernels_take(indices).reshape(planes, outputs)  # (P, O)
     out = np.empty((planes, plane), dtype=grad.dtype)  # (P, V); each plane zeroed by the kernel
     run = kernels("pool").scatter_planes
-    _run_jobs(planes, grad.size, lambda first, last, _: run(grad, flat_indices, out, first, last), lambda: None)
+    run_jobs(planes, grad.size, lambda first, last, _: run(grad, flat_indices, out, first, last), lambda: None)
     return out.reshape(batch, channels, *input_size)
