@@ -1,4 +1,5 @@
-"""``_threads``: ``in_parallel``'s hand-out of jobs, and ``small_matmul``'s slices (equal to one product).
+"""``_threads``: ``in_parallel``'s hand-out of jobs, ``run_jobs``' ranges of them, and ``small_matmul``'s slices
+(equal to one product).
 
 Tolerance: each output sums the same ``K`` terms as ``np.matmul``'s, but the BLAS
 may order a slice's sums differently from the whole product's (its blocking
@@ -13,7 +14,9 @@ import threading
 import numpy as np
 import pytest
 
-from convolab.algorithms._threads import BLAS_THREADED_MACS, SMALL_PRODUCT_MACS, in_parallel, small_matmul
+import convolab as cl
+from convolab.algorithms._threads import (BLAS_THREADED_MACS, COMPILED_PARALLEL_WORK, JOBS_PER_THREAD,
+                                          SMALL_PRODUCT_MACS, in_parallel, run_jobs, small_matmul)
 
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -98,3 +101,22 @@ def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_l
     from convolab.algorithms._threads import SLICE_MULTIPLE, _slice_width
     assert [_slice_width(most) for most in (0, 1, 15, 16, 17, 31, 113, 199, 56)] == [1, 1, 15, 16, 16, 31, 112, 192, 48]
     assert SLICE_MULTIPLE == 16
+
+
+@pytest.mark.parametrize("work, pieces", [(COMPILED_PARALLEL_WORK, 3 * JOBS_PER_THREAD),
+                                         (COMPILED_PARALLEL_WORK - 1, 1)])
+def test_run_jobs_covers_every_job_once_in_ranges(work, pieces):
+    """Enough work: ``JOBS_PER_THREAD`` contiguous ranges a thread, each thread's scratch made once; too little:
+    one range, on the calling thread."""
+    ranges, scratch_threads = [], []
+
+    def scratch():
+        scratch_threads.append(threading.get_ident())
+        return np.empty(1)
+
+    with cl.thread_count(3):
+        run_jobs(50, work, lambda first, last, own: ranges.append((first, last)), scratch)
+    ranges.sort()
+    assert len(ranges) == pieces and ranges[0][0] == 0 and ranges[-1][1] == 50
+    assert all(previous[1] == following[0] for previous, following in zip(ranges, ranges[1:]))
+    assert 1 <= len(scratch_threads) == len(set(scratch_threads)) <= (3 if pieces > 1 else 1)

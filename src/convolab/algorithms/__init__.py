@@ -32,8 +32,9 @@ on first use through :mod:`._compiled`), :mod:`.packed` (gemm's columns and
 products in compiled jobs on the thread pool, no BLAS), :mod:`.space_to_batch` (a dilated problem's phases
 as one undilated Winograd problem), :mod:`.row_shifts` (the last axis unrolled, the
 other axes' taps as shifts of whole rows); shared support in :mod:`._blocking` (unrolled
-columns in blocks of bounded size), :mod:`._threads` (the thread pool) and
-:mod:`._rates` (the reference machine's rates).
+columns in blocks of bounded size), :mod:`._threads` (the thread pool, and the
+compiled kernels' job runner), :mod:`._kernel_layout` (the arrays the compiled
+kernels take) and :mod:`._rates` (the reference machine's rates).
 
 Adding an algorithm is writing one module and registering it; nothing else
 changes. ``algorithm=`` accepts its name at once, and "auto" and "measure"
