@@ -31,7 +31,7 @@ import contextvars
 from dataclasses import dataclass
 from functools import lru_cache
 from math import prod
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -103,10 +103,7 @@ def unrolled_blocks_unpadded(x: np.ndarray, spec: ConvSpec, scratch_per_column: 
             run = lambda first, last, _: unroll(source, columns, first, last, block.bounds[0], *block.origin,  # noqa: E731
                                                 *layout.steps, *layout.tables, layout.low_w)
             scratch = lambda: None  # noqa: E731
-        if threads_for(block.work) == 1:  # on the calling thread: a small layer's unroll costs tens of microseconds
-            run(0, block.jobs, scratch())
-        else:
-            run_jobs(block.jobs, block.work, run, scratch)
+        run_jobs(block.jobs, block.work, run, scratch)
         if len(layout.blocks) == 1:
             _keep(x, spec, how, (block.bounds, columns.reshape(block.matrix_shape), layout.grid), buffer.nbytes)
         yield block.bounds, columns.reshape(block.matrix_shape), layout.grid
@@ -146,10 +143,9 @@ def batch_inner_columns(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     source = as_kernels_take(x).reshape(layout.source_shape)  # (N, G*C, D, H, W)
     columns = np.empty(layout.columns_shape, dtype=x.dtype)  # (G*C, KD, KH, KW, A, B, E, N)
     unroll = kernels("unroll").unroll_batch_inner
-    _channel_jobs(spec.in_channels, columns.size,
-                  lambda first, last, scratch: unroll(source, columns, scratch, first, last, *layout.steps,
-                                                      *layout.tables),
-                  layout.scratch_shape, x.dtype)
+    run_jobs(spec.in_channels, columns.size,  # jobs of channels
+             lambda first, last, scratch: unroll(source, columns, scratch, first, last, *layout.steps, *layout.tables),
+             lambda: np.empty(layout.scratch_shape, dtype=x.dtype))
     columns = columns.reshape(spec.groups, spec.in_channels_per_group * prod(spec.kernel_size), -1)
     _keep(x, spec, "batch inner", columns, columns.nbytes)
     return columns
@@ -168,9 +164,9 @@ def add_batch_inner_columns(columns: np.ndarray, out: np.ndarray, spec: ConvSpec
     flat = as_kernels_take(columns).reshape(layout.columns_shape)
     out5 = out.reshape(layout.source_shape)
     add = kernels("col2im").add_batch_inner
-    _channel_jobs(spec.in_channels, columns.size,
-                  lambda first, last, scratch: add(flat, out5, scratch, first, last, *layout.steps, *layout.lows),
-                  layout.sums_shape, out.dtype)
+    run_jobs(spec.in_channels, columns.size,  # jobs of channels
+             lambda first, last, scratch: add(flat, out5, scratch, first, last, *layout.steps, *layout.lows),
+             lambda: np.empty(layout.sums_shape, dtype=out.dtype))
     return out
 
 
@@ -274,15 +270,6 @@ def _keep(x: np.ndarray, spec: ConvSpec, how: object, columns: object, nbytes: i
     kept = _keeping.get()
     if kept is not None and nbytes <= KEPT_COLUMNS_BYTES:
         kept.source, kept.spec, kept.how, kept.columns = x, spec, how, columns
-
-
-def _channel_jobs(channels: int, work: int, call: Callable[[int, int, np.ndarray], None],
-                  scratch_shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """``call(first, last, scratch)`` over channels, on the calling thread where the work is small."""
-    if threads_for(work) == 1:  # a small layer's pass costs microseconds: no jobs handed out
-        call(0, channels, np.empty(scratch_shape, dtype=dtype))
-    else:
-        run_jobs(channels, work, call, lambda: np.empty(scratch_shape, dtype=dtype))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 
 from .._settings import current_thread_count
 
-__all__ = ["in_parallel", "run_jobs", "threads_for", "COMPILED_PARALLEL_WORK", "JOBS_PER_THREAD", "small_matmul", "BLAS_THREADED_MACS", "BLAS_THREADED_MACS_CONTIGUOUS", "SMALL_PRODUCT_MACS"]
+__all__ = ["in_parallel", "run_jobs", "threads_for", "COMPILED_PARALLEL_WORK", "JOBS_PER_THREAD", "small_matmul",
+           "BLAS_THREADED_MACS", "BLAS_THREADED_MACS_CONTIGUOUS", "SMALL_PRODUCT_MACS"]
 
 Job = TypeVar("Job")
 
@@ -106,10 +107,13 @@ def run_jobs(jobs: int, work: int, call: Callable[[int, int, Any], None], scratc
 
     Each range is one call of a compiled kernel (which releases the GIL); each
     thread makes its own scratch once. With more than one thread the jobs are
-    cut into :data:`JOBS_PER_THREAD` ranges a thread.
+    cut into :data:`JOBS_PER_THREAD` ranges a thread; with one, they are one call.
     """
     threads = min(threads_for(work), jobs)
-    pieces = min(jobs, threads * JOBS_PER_THREAD) if threads > 1 else 1
+    if threads <= 1:  # all on the calling thread in one call: a small layer's pass costs microseconds
+        call(0, jobs, scratch())
+        return
+    pieces = min(jobs, threads * JOBS_PER_THREAD)
     ranges = [(jobs * i // pieces, jobs * (i + 1) // pieces) for i in range(pieces)]
 
     def make_worker() -> Callable[[tuple[int, int]], None]:
