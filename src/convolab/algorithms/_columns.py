@@ -285,15 +285,22 @@ class _BatchInnerLayout:
     lows: tuple[int, ...]  # the low padding on three axes
 
 
+def _source_tables(spec: ConvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per axis of three, the input position each padded cell copies, -1 for a zero (:func:`padded_sources`:
+    every padding mode's map), int64: the tables the compiled unrolls read at the edges."""
+    input3 = shape3((1, 1, *spec.input_size))[2:]
+    padded3 = shape3((1, 1, *spec.padded_size))[2:]
+    padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
+    return tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size  # type: ignore
+                 else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
+
+
 @lru_cache(maxsize=256)
 def _batch_inner_layout(spec: ConvSpec) -> _BatchInnerLayout:
     """:class:`_BatchInnerLayout` of ``spec``, made once per problem (the tables are shared by every call, so
     never written; left writeable, as the kernels' contract has it)."""
-    input3 = shape3((1, 1, *spec.input_size))[2:]
     padded3 = shape3((1, 1, *spec.padded_size))[2:]
-    padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
-    tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
-                   else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
+    tables = _source_tables(spec)
     reach = tuple(max((o - 1) * s + (k - 1) * d + 1, low + size) for o, s, k, d, (low, _), size in
                   zip(spec.output_size, spec.stride, spec.kernel_size, spec.dilation, spec.padding, spec.input_size))
     return _BatchInnerLayout(
@@ -357,12 +364,8 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
     whether it goes plane by plane (:func:`_by_planes`)."""
     ranges, grid = block_ranges(spec, itemsize, False, scratch_per_column)
     groups, channels, taps = spec.groups, spec.in_channels_per_group, prod(spec.kernel_size)
-    input3 = shape3((1, 1, *spec.input_size))[2:]
     kernel3 = shape3((1, 1, *spec.kernel_size))[2:]
-    padded3 = shape3((1, 1, *spec.padded_size))[2:]
-    padding3 = ((0, 0),) * (KERNEL_RANK - spec.rank) + tuple(spec.padding)
-    tables = tuple(padded_sources(size, pair, spec.padding_mode).astype(np.int64) if padded > size
-                   else np.arange(size, dtype=np.int64) for size, pair, padded in zip(input3, padding3, padded3))
+    tables = _source_tables(spec)
     by_planes = _by_planes(spec, ranges)
     lead = KERNEL_RANK - spec.rank  # unit axes before the problem's first
     blocks = []
@@ -378,7 +381,7 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
                                    count * groups * channels * taps))
     return _UnrollLayout(tuple(blocks), grid, groups * channels * taps * largest_block(ranges, grid),
                          shape3(spec.input_shape), (*steps3(spec.stride), *steps3(spec.dilation)), tables,
-                         padding3[-1][0], by_planes, tuple(len(table) for table in tables))
+                         spec.padding[-1][0], by_planes, tuple(len(table) for table in tables))
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],
