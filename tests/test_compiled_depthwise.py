@@ -31,6 +31,7 @@ import convolab as cl
 from convolab import planner
 from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import _depthwise_compiled
+from convolab.algorithms._kernel_layout import filter_rows
 from convolab.algorithms.depthwise import Depthwise, compiled_missing
 from conv_cases import generate_cases
 from test_compiled import assert_within, summation_bound, three_passes
@@ -183,7 +184,7 @@ def test_the_gather_equals_the_scatter(input_shape, weight_shape, params):
     planes = _depthwise_compiled.Planes(spec, spec.padding)
     rng = np.random.default_rng(2)
     g, w = rng.standard_normal(planes.output_shape), rng.standard_normal(weight_shape)
-    weights, geometry = planes.filters(w, g.dtype), (spec.groups, *planes.stride, *planes.lows, planes.wq)
+    weights, geometry = filter_rows(w, g.dtype), (spec.groups, *planes.stride, *planes.lows, planes.wq)
     got = {}
     for name, scratch in (("input_grad", planes.gather_size()), ("input_grad_scatter", None)):
         grad = np.empty(planes.source_shape)

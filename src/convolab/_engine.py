@@ -155,7 +155,7 @@ def conv_forward(
     _check_result_fits(spec, spec.output_shape, returned, "output")
     if min(spec.output_shape) == 0:  # empty batch or no output channels: nothing to compute
         return np.zeros(spec.output_shape, dtype=returned)
-    check_exact_range(spec.op, ("input", "weight"), x, weight, spec.in_channels_per_group * prod(spec.kernel_size),
+    check_exact_range(spec.op, ("input", "weight"), x, weight, spec.terms,
                       offset=bias)
     spec, compact = _bounded_and_compact(spec, algorithm, x.dtype)
     if compact is not None:  # only the cells the windows read, never the whole padded input

@@ -415,7 +415,7 @@ def _scatter_if_faster(spec: ConvSpec, dtype: np.dtype) -> PassPlan | None:
     if all(k == 1 for k in spec.kernel_size) or compiled_columns_missing(spec, dtype) is not None:
         return None
     accumulate = compute_dtype(dtype)
-    rate = product_rate(accumulate, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+    rate = product_rate(accumulate, spec.out_channels_per_group, spec.terms)
     scatter_seconds = spec.flops / rate + scatter_add_seconds(spec, accumulate)[1]
     estimates, _ = _candidate_estimates(full_problem(spec)[0], dtype, ORDINARY)
     best = min(estimates, key=estimates.get)
@@ -446,7 +446,7 @@ def _phases_if_faster(spec: ConvSpec, dtype: np.dtype, scatter: PassPlan) -> Pas
     if accumulate.kind != "f":
         return None
     compiled = dict(scatter.options).get("col2im") == "compiled"
-    rate = product_rate(accumulate, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+    rate = product_rate(accumulate, spec.out_channels_per_group, spec.terms)
     scatter_seconds = spec.flops / rate + scatter_add_seconds(spec, accumulate)[1 if compiled else 0]
     phases_seconds = spec.batch * spec.in_channels * prod(spec.input_size) * accumulate.itemsize * 2 \
         / COPY_RATE["strided"]

@@ -152,9 +152,20 @@ class ConvSpec:
         return self.output_shape if self.batched else self.output_shape[1:]
 
     @property
+    def terms(self) -> int:
+        """Products summed into each output value: ``C_in / groups * prod(kernel_size)``, the depth of the
+        convolution's matrix product (one filter's length)."""
+        return self.in_channels_per_group * prod(self.kernel_size)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the forward; each gradient has as many."""
+        return prod(self.output_shape) * self.terms
+
+    @property
     def flops(self) -> int:
         """Multiply-adds times two, the usual FLOP count of a convolution."""
-        return 2 * prod(self.output_shape) * self.in_channels_per_group * prod(self.kernel_size)
+        return 2 * self.macs
 
 
 def _describe_weight_axes(rank: int) -> str:

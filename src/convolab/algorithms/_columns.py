@@ -146,7 +146,7 @@ def batch_inner_columns(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
     run_jobs(spec.in_channels, columns.size,  # jobs of channels
              lambda first, last, scratch: unroll(source, columns, scratch, first, last, *layout.steps, *layout.tables),
              lambda: np.empty(layout.scratch_shape, dtype=x.dtype))
-    columns = columns.reshape(spec.groups, spec.in_channels_per_group * prod(spec.kernel_size), -1)
+    columns = columns.reshape(spec.groups, spec.terms, -1)
     _keep(x, spec, "batch inner", columns, columns.nbytes)
     return columns
 

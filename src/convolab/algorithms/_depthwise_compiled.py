@@ -25,9 +25,8 @@ from .._dtypes import all_finite
 from .._settings import current_workspace_limit
 from .._window import pad_adjoint
 from ..spec import ConvSpec
-from . import compiled as compiled_support  # the job runner and array layout the compiled kernels share
 from ._compiled import kernels, numba_missing
-from ._kernel_layout import as_kernels_take
+from ._kernel_layout import as_kernels_take, filter_rows
 from ._rates import THREAD_GAIN
 from ._threads import run_jobs, threads_for
 
@@ -109,7 +108,7 @@ class Planes:
 
     def threads(self) -> int:
         """Threads the kernels' jobs are shared among."""
-        return min(threads_for(compiled_support._macs(self.spec)), max(self.jobs, 1))
+        return min(threads_for(self.spec.macs), max(self.jobs, 1))
 
     def seconds(self, itemsize: int) -> float:
         """The cost model of the compiled passes (:meth:`.depthwise.Depthwise.estimate`).
@@ -134,10 +133,6 @@ class Planes:
         """Output rows the forward sums at once: their wide rows within :data:`PLANE_SUMS_BYTES`."""
         return max(1, min(self.output_shape[2], PLANE_SUMS_BYTES // (self.wq * itemsize)))
 
-    def filters(self, kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """The kernel ``(G*O, C, *k)`` as the kernels take it: ``(G*O, T)`` in ``dtype``."""
-        return as_kernels_take(kernel.astype(dtype, copy=False)).reshape(self.spec.out_channels, -1)
-
     def gather_size(self) -> int:
         """The input gradient's wide rows (:func:`._kernels_depthwise.input_grad`): per output channel of a
         group, a grid plane's values after as many zeros as the largest tap offset."""
@@ -153,7 +148,7 @@ class Planes:
         geometry = (self.spec.groups, *self.stride, *self.lows, self.wq, *options)
         size = self.output_shape[2] * self.wq if scratch_size is None else scratch_size
         run_jobs(
-            self.jobs, compiled_support._macs(self.spec),
+            self.jobs, self.spec.macs,
             lambda first, last, own: kernel(*arrays, *own, self.taps, first, last, *geometry),
             lambda: (self.grid(dtype), np.zeros(size, dtype=dtype)))
 
@@ -212,7 +207,7 @@ def takes_lanes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: in
 def lanes_workspace_bytes(spec: ConvSpec, padding: Sequence[tuple[int, int]], itemsize: int) -> int:
     """The scratch of :func:`._kernels_depthwise.forward_lanes`: each thread's grid and sums."""
     jobs = spec.batch * (spec.in_channels // LANES_CHANNELS)
-    threads = max(1, min(threads_for(compiled_support._macs(spec)), jobs))
+    threads = max(1, min(threads_for(spec.macs), jobs))
     return threads * sum(_lanes_scratch(spec, padding)) * itemsize
 
 
@@ -237,7 +232,7 @@ def _forward_lanes(source: np.ndarray, padding: Sequence[tuple[int, int]], kerne
         grid[...] = 0  # the padding's cells, never written
         return grid, _aligned_empty((sums_size,), dtype)
 
-    run_jobs(spec.batch * blocks, compiled_support._macs(spec),
+    run_jobs(spec.batch * blocks, spec.macs,
                                lambda first, last, own: forward(source, weights, out, *own, first, last, *geometry),
                                scratch)
     return out
@@ -252,7 +247,7 @@ def compiled_forward(source: np.ndarray, padding: Sequence[tuple[int, int]], ker
     planes = planes_for(spec, padding)
     source = as_kernels_take(source).reshape(planes.source_shape)
     out = np.empty(planes.output_shape, dtype=source.dtype)
-    planes.run("forward", (source, planes.filters(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
+    planes.run("forward", (source, filter_rows(kernel, source.dtype), out), (planes.chunk_rows(source.itemsize),))
     return out.reshape(spec.output_shape)
 
 
@@ -275,7 +270,7 @@ def compiled_input_grad(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     zeros = spec.padding_mode == "zeros"
     planes = planes_for(spec, spec.padding if zeros else tuple((0, 0) for _ in spec.padding))
     grad_output = as_kernels_take(grad_output).reshape(planes.output_shape)
-    weights = planes.filters(kernel, grad_output.dtype)
+    weights = filter_rows(kernel, grad_output.dtype)
     grad = np.empty(planes.source_shape, dtype=grad_output.dtype)
     if all_finite(weights):
         planes.run("input_grad", (grad_output, weights, grad), scratch_size=planes.gather_size())

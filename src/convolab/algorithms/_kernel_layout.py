@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["KERNEL_RANK", "shape3", "steps3", "as_kernels_take", "rank3"]
+__all__ = ["KERNEL_RANK", "shape3", "steps3", "as_kernels_take", "rank3", "filter_rows"]
 
 #: Every kernel works on three spatial axes.
 KERNEL_RANK = 3
@@ -53,3 +53,13 @@ def as_kernels_take(a: np.ndarray) -> np.ndarray:
 def rank3(a: np.ndarray) -> np.ndarray:
     """``a`` with three spatial axes (:func:`shape3`), laid out as the kernels take it."""
     return as_kernels_take(a).reshape(shape3(a.shape))
+
+
+def filter_rows(kernel: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The kernel ``(C_out, C, *k)`` in ``dtype`` as the kernels take it: ``(C_out, T)``, one filter a row,
+    its taps in C order.
+
+    >>> filter_rows(np.ones((4, 2, 3, 3), dtype=np.float64), np.dtype(np.float32)).shape
+    (4, 18)
+    """
+    return as_kernels_take(kernel.astype(dtype, copy=False)).reshape(kernel.shape[0], -1)

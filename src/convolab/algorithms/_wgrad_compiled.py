@@ -88,7 +88,7 @@ def _wgrad_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float,
     taps padded to a multiple of four), the inner loops started (each ends in sixteen horizontal sums), the
     values the kernel copies into its scratch (per run grad_output's rows once, each block of taps' runs),
     and the bytes of the phase grid's copy."""
-    out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
+    out_per_group, taps = spec.out_channels_per_group, spec.terms
     layout = compiled_support._Layout(spec, itemsize, _wgrad_run_rows(out_per_group))
     _, runs = layout.tables()[1:]
     lengths = (runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]
@@ -117,7 +117,7 @@ def _tiled_cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, float,
     twice; every tile's :data:`TILE_CHANNELS` channels, the taps padded to a multiple of four, every wide position of
     a run), the (run, tile, block of taps) loops, the values of grad_output transposed, and the bytes of the
     phase grid's copy."""
-    out_per_group, taps = spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
+    out_per_group, taps = spec.out_channels_per_group, spec.terms
     layout = _tiled_layout(spec, itemsize)
     runs = layout.tables()[2]
     positions = int(((runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]).sum())  # one sample's, wide
@@ -136,7 +136,7 @@ def tiled_weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     """:func:`tiled_weight_grad`'s seconds: the multiply-adds at :data:`TILED_WGRAD_MAC_RATE`,
     :data:`TILED_WGRAD_LOOP_COST` per loop (its sums loaded and stored), the transposed values at
     :data:`TRANSPOSE_RATE` and the phase grid's copy at :data:`.compiled.GRID_COPY_RATE`."""
-    if compiled_support._macs(spec) == 0:
+    if spec.macs == 0:
         return compiled_support.CALL_OVERHEAD
     macs, loops, transposed, copied = _tiled_cost_terms(spec, itemsize)
     return (compiled_support.CALL_OVERHEAD + macs / TILED_WGRAD_MAC_RATE + loops * TILED_WGRAD_LOOP_COST
@@ -164,7 +164,7 @@ def dots_weight_grad_seconds(spec: ConvSpec, itemsize: int) -> float:
     takes it in gemm's place only below 0.96 of gemm's estimate (:data:`convolab.planner.CHEAPER_PASS_MARGIN`:
     at 0.92-0.95 it measured 12-25% faster than gemm on 3x3 layers of 28x28-112x112 positions, session 12).
     """
-    if compiled_support._macs(spec) == 0:
+    if spec.macs == 0:
         return compiled_support.CALL_OVERHEAD
     values, loops, scratch, copied = _wgrad_cost_terms(spec, itemsize)
     return (compiled_support.CALL_OVERHEAD + values / WGRAD_MAC_RATE + loops * WGRAD_LOOP_COST
@@ -198,7 +198,7 @@ def dots_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> 
 
 def _dots(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -> np.ndarray:
     """:func:`dots_weight_grad` over wide rows or (``wide=False``) one row per run."""
-    groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
+    groups, out_per_group, work = spec.groups, spec.out_channels_per_group, spec.macs
     source, padding = _zero_padded_source(x, spec)
     source = rank3(source)
     grad_output = rank3(grad_output.astype(source.dtype, copy=False))
@@ -225,14 +225,14 @@ def tiled_weight_grad(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) ->
     of :data:`TILE_CHANNELS` output channels by a block of taps held in registers over each run's positions
     (grad_output transposed per run, a position's channels side by side). Over wide rows unless a sum is not
     finite (:func:`_wide_unless_not_finite`). ``(G*O, C, *kernel)``."""
-    if compiled_support._macs(spec) == 0:  # an empty batch, or no positions: nothing to sum
+    if spec.macs == 0:  # an empty batch, or no positions: nothing to sum
         return np.zeros(spec.weight_shape, dtype=np.result_type(x.dtype, grad_output.dtype))
     return _wide_unless_not_finite(lambda wide: _tiled(x, grad_output, spec, wide))
 
 
 def _tiled(x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec, wide: bool) -> np.ndarray:
     """:func:`tiled_weight_grad` over wide rows or (``wide=False``) a run's real positions alone."""
-    groups, out_per_group, work = spec.groups, spec.out_channels_per_group, compiled_support._macs(spec)
+    groups, out_per_group, work = spec.groups, spec.out_channels_per_group, spec.macs
     source, padding = _zero_padded_source(x, spec)
     source = rank3(source)
     grad_output = rank3(grad_output.astype(source.dtype, copy=False))

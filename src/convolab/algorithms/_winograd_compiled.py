@@ -447,7 +447,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
     md, mh = (m if rank == 3 else 1), (m if rank >= 2 else 1)
     group_size = positions * channels * out_channels
-    threads = threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    threads = threads_for(spec.macs)
 
     own = threading.local()  # each thread's scratch, kept from one group of samples to the next
 
@@ -489,7 +489,7 @@ def _pooled(spec: ConvSpec, dtype: np.dtype) -> bool:
     after each product, take the cores from the pool's), and on one thread where one tile position's
     transformed filters take at least :data:`POOLED_FILTER_BYTES`."""
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
-    threads = threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    threads = threads_for(spec.macs)
     return spec.rank <= 2 and (threads > 1 or filter_bytes >= POOLED_FILTER_BYTES)
 
 
@@ -501,7 +501,7 @@ def _fused_threads(spec: ConvSpec, dtype: np.dtype) -> int:
     filter_bytes = spec.in_channels_per_group * spec.out_channels_per_group * np.dtype(dtype).itemsize
     if filter_bytes > FUSED_FILTER_BYTES:
         return 1
-    return threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size))
+    return threads_for(spec.macs)
 
 
 def _fused_bytes(spec: ConvSpec, m: int, itemsize: int) -> int:

@@ -31,7 +31,7 @@ from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost
 from ._compiled import kernels, numba_missing
 from ._input_grad import FullOrScatter, channels_swapped, full_padding
 from ._rates import THREAD_GAIN
-from ._kernel_layout import KERNEL_RANK, as_kernels_take, rank3, shape3, steps3
+from ._kernel_layout import KERNEL_RANK, as_kernels_take, filter_rows, rank3, shape3, steps3
 from ._threads import COMPILED_PARALLEL_WORK, run_jobs, threads_for
 from .depthwise import _zero_padded_source
 
@@ -85,11 +85,6 @@ GRID_COPY_RATE = 3.6e9
 TILED_MAC_RATE, STRETCH_COST, LINE_COST = 83e9, 30e-9, 2.25e-9
 
 
-def _filters(kernel: np.ndarray) -> np.ndarray:
-    """The kernel ``(C_out, C, *k)`` as the kernels take it: ``(C_out, T)``, the taps in C order."""
-    return as_kernels_take(kernel).reshape(kernel.shape[0], -1)
-
-
 def _block_for(count: int, outer: int, work: int, most: int) -> int:
     """Channels per job out of ``count`` (at most ``most``), with ``outer`` jobs per channel block: fewer
     where that is needed for two jobs per thread."""
@@ -106,11 +101,6 @@ def _tile_for(out_per_group: int, itemsize: int) -> int:
     if out_per_group < TILE_NARROW:
         return 0
     return TILE_WIDE if itemsize == 4 and out_per_group >= TILE_WIDE else TILE_NARROW
-
-
-def _macs(spec: ConvSpec) -> int:
-    """Multiply-adds of the forward (each gradient has as many)."""
-    return prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)
 
 
 def _positions(itemsize: int, scratch_rows: int) -> int:
@@ -244,7 +234,7 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     """What :meth:`Compiled.estimate` charges for: the inner loops' loads and stores (in float32 values: a
     float64 counts twice), the inner loops started, the bytes the kernel passes over in memory, the bytes of
     the phase grid's copy, and the threads' speedup."""
-    work, out_per_group = _macs(spec), spec.out_channels_per_group
+    work, out_per_group = spec.macs, spec.out_channels_per_group
     block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
     full, rest = divmod(out_per_group, block)
     blocks = [block] * full + ([rest] if rest else [])  # the output-channel blocks of one group
@@ -256,7 +246,7 @@ def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, fl
     layout = _Layout(spec, itemsize, block)
     rows, out_w = layout.rows, spec.output_size[-1]
     waste = ((rows - 1) * layout.grid[-1] + out_w) / (rows * out_w)  # a wide row's extra columns
-    taps = spec.in_channels_per_group * prod(spec.kernel_size)
+    taps = spec.terms
     tap_groups = taps // kw_size * (kw_size // TAP_BLOCK + kw_size % TAP_BLOCK)
     loops = spec.batch * spec.groups * layout.run_count * tap_groups * sum(b // OUT_BLOCK + b % OUT_BLOCK
                                                                             for b in blocks)
@@ -279,7 +269,7 @@ def _tiling(spec: ConvSpec, itemsize: int, tile: int,
     the layout, its runs as long as one tile's sums allow (the scratch is written once per stretch, so it need
     not stay in the L1 cache, and a run under LANES positions is summed one position at a time), its rows
     sharing the zero ``padding`` the grid's copy adds (the spec's, where that is zeros; see :class:`_Layout`)."""
-    work, out_per_group = _macs(spec), spec.out_channels_per_group
+    work, out_per_group = spec.macs, spec.out_channels_per_group
     tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
     padding = _source_padding(spec) if padding is None else padding
     return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile, shared_padding=padding[-1])
@@ -344,7 +334,7 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     positions = sum(-(-length // LANES) * LANES if length >= LANES else length * LANES for length in run_lengths)
     stretches = sum(-(-length // LANES) for length in run_lengths)
     tiles = spec.batch * spec.groups * tiles_per_group * out_d
-    taps = spec.in_channels_per_group * prod(spec.kernel_size)
+    taps = spec.terms
     blocks = -(-taps // _block_taps(spec, itemsize))
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0
@@ -432,7 +422,7 @@ class Compiled(FullOrScatter, Algorithm):
         slower here). Near parity (0.9-1.3: depthwise at stride 2, 7x7 stems,
         tiny problems) either may win.
         """
-        if _macs(spec) == 0:  # no channels, or an empty batch: nothing but the call
+        if spec.macs == 0:  # no channels, or an empty batch: nothing but the call
             return CALL_OVERHEAD
         tile = _tile_for(spec.out_channels_per_group, dtype.itemsize)
         if tile and spec.groups == 1 and prod(spec.kernel_size) == 1:
@@ -443,7 +433,7 @@ class Compiled(FullOrScatter, Algorithm):
             # One thread's seconds, like the others' estimates, which do not change with the threads (theirs
             # share out their work as this one's jobs do): only too few jobs for the threads cost more here.
             tiles_per_group, tiles_per_job, _ = _tiling(spec, dtype.itemsize, tile)
-            available = threads_for(_macs(spec))
+            available = threads_for(spec.macs)
             threads = min(available, spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
             return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) * (
                 (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1)))
@@ -459,12 +449,12 @@ class Compiled(FullOrScatter, Algorithm):
         """The phase grid (the padded input split into its phases, at a stride along the last two axes), and
         each thread's scratch sums (with the register tiles, also the weights laid out by tile, and where they
         stage each sample's grid, :func:`_stage_shape`, one stage per thread instead of the whole grid)."""
-        work, out_per_group = _macs(spec), spec.out_channels_per_group
+        work, out_per_group = spec.macs, spec.out_channels_per_group
         tile = _tile_for(out_per_group, itemsize)
         if tile:
             tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
             threads = min(threads_for(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
-            packed = spec.groups * tiles_per_group * tile * spec.in_channels_per_group * prod(spec.kernel_size)
+            packed = spec.groups * tiles_per_group * tile * spec.terms
             scratch = tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's partial
             whole_groups = tiles_per_job >= tiles_per_group
             stage = prod(_stage_shape(spec, itemsize, layout, _source_padding(spec), whole_groups))  # or the grid:
@@ -486,9 +476,9 @@ class Compiled(FullOrScatter, Algorithm):
                  spec: ConvSpec) -> np.ndarray:
         """:func:`._kernels_direct.forward` on ``source`` ``(N, G*C, *size)`` zero-padded by ``padding`` to the
         padded input, in jobs of (sample, group, block of :data:`OUT_BLOCK` output channels)."""
-        groups, work = spec.groups, _macs(spec)
+        groups, work = spec.groups, spec.macs
         source = rank3(source)
-        filters = _filters(kernel.astype(source.dtype, copy=False))
+        filters = filter_rows(kernel, source.dtype)
         tile = _tile_for(spec.out_channels_per_group, source.dtype.itemsize)
         if tile:
             return self._forward_tiled(source, padding, filters, spec, tile)
@@ -511,7 +501,7 @@ class Compiled(FullOrScatter, Algorithm):
         :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles); where
         :func:`_stage_shape` allows, :func:`._kernels_tiled.forward_staged`, in jobs of one sample, each copying
         its sample's phase grid into its thread's stage (the 3x3 stem at 224x224, one thread: 1.51 -> 1.39 ms)."""
-        groups, out_per_group, work = spec.groups, spec.out_channels_per_group, _macs(spec)
+        groups, out_per_group, work = spec.groups, spec.out_channels_per_group, spec.macs
         tiles_per_group, tiles_per_job, layout = _tiling(spec, source.itemsize, tile, padding)
         scratch_shape = (tiles_per_job * tile, layout.scratch_shape[1])
         stage_shape = _stage_shape(spec, source.itemsize, layout, padding, tiles_per_job >= tiles_per_group)
@@ -599,9 +589,9 @@ class Compiled(FullOrScatter, Algorithm):
         input channels); then the grid merged back and the transpose of the padding (:func:`pad_adjoint`:
         cropped, or folded back onto its sources). A kernel holding an inf or NaN takes one row per run, so
         that no zero of a wide row's extra columns meets it."""
-        groups, channels, work = spec.groups, spec.in_channels_per_group, _macs(spec)
+        groups, channels, work = spec.groups, spec.in_channels_per_group, spec.macs
         grad_output = rank3(grad_output)
-        filters = _filters(kernel.astype(grad_output.dtype, copy=False))
+        filters = filter_rows(kernel, grad_output.dtype)
         layout = _Layout(spec, grad_output.itemsize, spec.out_channels_per_group, wide=all_finite(filters))
         taps, _, runs = layout.tables()
         block = _block_for(channels, spec.batch * groups, work, channels)

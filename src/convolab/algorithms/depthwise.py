@@ -169,7 +169,7 @@ class _DepthwiseLayout:
                 self.parts.append((tuple(cells), tuple(samples)))
         # Room past the end so that every tap's run lies inside the grid, whole.
         self.stored = self.lead + max(self.total, last + self.length)
-        self.work = prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)  # multiply-adds
+        self.work = spec.macs  # multiply-adds
         self.order = [index for *_, indices in self.classes for index in indices]  # taps in column order
 
     def taps(self) -> Iterator[tuple[int, int, int, list[tuple[int, slice]]]]:

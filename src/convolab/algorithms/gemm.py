@@ -160,7 +160,7 @@ class Gemm(Algorithm):
             columns = batch_inner_columns(x, spec) if unpadded else _batch_inner_columns(padded, spec)  # (G, C*K, P*N)
             total = product(batch_last(grad_output, spec), columns)  # g copied into the columns' (P, N) order
         else:
-            taps = spec.in_channels_per_group * prod(spec.kernel_size)
+            taps = spec.terms
             total = np.zeros((groups, taps, o) if transposed else (groups, o, taps), dtype=padded.dtype)
             blocks = unrolled_blocks_unpadded(x, spec) if unpadded else unrolled_blocks(padded, spec, wide=wide)
             for (n0, n1, r0, r1), columns, grid in blocks:
@@ -200,7 +200,7 @@ def _beside_pool(spec: ConvSpec) -> float:
 
 def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype) -> float:
     """:meth:`Gemm.estimate` less the results: the call, the product's FLOPs at its rate, the unrolled copy."""
-    rate = product_rate(dtype, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size))
+    rate = product_rate(dtype, spec.out_channels_per_group, spec.terms)
     copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
         unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
     fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)

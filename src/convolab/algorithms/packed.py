@@ -32,10 +32,10 @@ from ..spec import ConvSpec
 from . import Algorithm
 from ._compiled import kernels
 from ._columns import compiled_columns_missing
-from ._kernel_layout import as_kernels_take, rank3, shape3, steps3
+from ._kernel_layout import as_kernels_take, filter_rows, rank3, shape3, steps3
 from ._rates import THREAD_GAIN, results_seconds
 from ._threads import run_jobs, threads_for
-from .compiled import LANES, _macs
+from .compiled import LANES
 
 __all__ = ["Packed", "BLOCK_BYTES"]
 
@@ -90,9 +90,9 @@ def _layout(spec: ConvSpec, itemsize: int) -> tuple[bool, int, int]:
     outer = spec.groups * (1 if spans else spec.batch)  # jobs per block
     rows = _chunk_channels(spec) * prod(spec.kernel_size)
     # each thread's columns within its share of cl.workspace_limit too (why_not refuses where one run does not fit)
-    budget = min(BLOCK_BYTES, limit // threads_for(_macs(spec)) - LANES * itemsize)
+    budget = min(BLOCK_BYTES, limit // threads_for(spec.macs) - LANES * itemsize)
     blocks = -(-runs // max(1, budget // max(rows * itemsize, 1) // LANES))
-    threads = threads_for(_macs(spec))
+    threads = threads_for(spec.macs)
     if outer * blocks < 2 * threads:
         blocks = max(1, min(runs, -(-2 * threads // max(outer, 1))))
     while outer * blocks % threads and blocks < runs:
@@ -112,7 +112,7 @@ def _live_share(spec: ConvSpec) -> float:
     :data:`LANES` positions, the leading taps ``(kd, kh)`` from the first whose row lies inside the input for
     one of the panel's output rows to the last (:func:`._kernels_packed.live_taps`, here for all panels at
     once); 1 where the padding is filled by another mode than zeros (the kernel then reads a padded copy)."""
-    if spec.padding_mode != "zeros" or _macs(spec) == 0:
+    if spec.padding_mode != "zeros" or spec.macs == 0:
         return 1.0
     out3 = shape3((1, 1, *spec.output_size))[2:]
     kernel3 = shape3((1, 1, *spec.kernel_size))[2:]
@@ -144,7 +144,7 @@ def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
     """The threads' scratch: each one's packed columns for one block (and a run of lanes past them)."""
     spans, blocks, block = _layout(spec, itemsize)
     jobs = spec.groups * (1 if spans else spec.batch) * blocks
-    threads = max(1, min(threads_for(_macs(spec)), jobs))
+    threads = max(1, min(threads_for(spec.macs), jobs))
     return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
 
@@ -195,7 +195,7 @@ class Packed(Algorithm):
         fitted to nothing beside the pieces'. A 1x1 kernel at stride 1 is left
         to gemm, whose product reads the input as its columns.
         """
-        macs = _macs(spec)
+        macs = spec.macs
         if macs == 0:
             return CALL_OVERHEAD
         if prod(spec.kernel_size) == 1 and all(s == 1 for s in spec.stride):
@@ -209,7 +209,7 @@ class Packed(Algorithm):
         runs = outer * -(-positions // LANES)  # the register tiles' runs, all jobs
         out_per_group = spec.out_channels_per_group
         tiled, tail = out_per_group - out_per_group % 4, out_per_group % 4
-        rows = spec.in_channels_per_group * prod(spec.kernel_size)  # K
+        rows = spec.terms  # K
         tile_macs = runs * LANES * rows * (tiled + TAIL_SLOWDOWN * tail) * _live_share(spec)
         out3 = shape3((1, 1, *spec.output_size))[2:]
         pieces = rows // spec.kernel_size[-1] * (spec.batch * spec.groups * out3[0] * out3[1] + runs)
@@ -240,10 +240,10 @@ class Packed(Algorithm):
         """:func:`._kernels_packed.forward` on ``source`` ``(N, G*C, *size)``, zero-padded by ``padding`` (its
         low sides given; the high ones are where the windows read past it), in jobs of (sample, group, block of
         positions)."""
-        if _macs(spec) == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
+        if spec.macs == 0:  # no samples or no channels: nothing to sum (no channels: the sums are zero)
             return np.zeros(spec.output_shape, dtype=source.dtype)
         source = rank3(source)
-        weights = as_kernels_take(kernel.astype(source.dtype, copy=False)).reshape(kernel.shape[0], -1)  # (G*O, K)
+        weights = filter_rows(kernel, source.dtype)  # (G*O, K)
         spans, blocks, block = _layout(spec, source.itemsize)
         chunk = _chunk_channels(spec)
         computed = np.empty(spec.output_shape, dtype=source.dtype)
@@ -254,7 +254,7 @@ class Packed(Algorithm):
         skip = _live_share(spec) < 1 and all_finite(weights)
         forward = kernels("packed").forward
         flat = computed.reshape(-1)
-        run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, _macs(spec),
+        run_jobs(spec.groups * (1 if spans else spec.batch) * blocks, spec.macs,
                   lambda first, last, col: forward(source, weights, flat, out3, col, first, last, spec.groups, spans,
                                                    blocks, chunk, kernel3, *steps3(spec.stride),
                                                    *steps3(spec.dilation), *lows, skip),

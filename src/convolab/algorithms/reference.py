@@ -78,7 +78,7 @@ def unroll(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
     kernel_axes = tuple(range(3 + rank, 3 + 2 * rank))
     windows = windows.transpose(1, 0, *out_axes, 2, *kernel_axes)  # (G, N, *out, C, *kernel)
     rows = n * prod(spec.output_size)
-    return windows.reshape(groups, rows, spec.in_channels_per_group * prod(spec.kernel_size))  # copies
+    return windows.reshape(groups, rows, spec.terms)  # copies
 
 
 def filter_matrix(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:

@@ -255,7 +255,7 @@ def _forward(blocks: Iterator[tuple[tuple[int, int, int, int], np.ndarray, tuple
     into the output (2-d) or the wide accumulator; the others go through a
     scratch and are added where they land.
     """
-    groups, o, c, last = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group, spec.kernel_size[-1]
+    groups, o, c = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group
     if not c:  # no input channel: nothing to sum (and columns of no rows, whose length cannot be inferred)
         return np.zeros(spec.output_shape, dtype=dtype)
     rows = _rows_spec(spec, skip)

@@ -53,7 +53,7 @@ from .._settings import current_thread_count, current_workspace_limit
 from ..spec import ConvSpec
 from ._rates import COPY_RATE
 from ._threads import threads_for
-from ._winograd_compiled import (_channels_last_size, _fused_threads, _pooled, _samples_laid_out, _tile_blocks,
+from ._winograd_compiled import (_channels_last_size, _fused_threads, _samples_laid_out, _tile_blocks,
                                  compiled_winograd_conv)
 from .winograd import DATA_CHECK_RATE, Winograd, _checked_size, _compiles
 
@@ -125,7 +125,7 @@ class SpaceToBatch(Winograd):
             phase_cells = prod(spec.dilation) * prod(sub.input_size)  # what the inner estimate checks, per channel
             checked = spec.batch * spec.in_channels * (prod(_checked_size(spec)) - phase_cells)
             return seconds + IN_PLACE_OVERHEAD + checked / DATA_CHECK_RATE * dtype.itemsize / 4
-        if threads_for(prod(spec.output_shape) * spec.in_channels_per_group * prod(spec.kernel_size)) > 1:
+        if threads_for(spec.macs) > 1:
             return inf  # see the docstring: measured slower than the other picks on two threads
         copied = (prod(sub.input_shape) + prod(spec.output_shape)) * dtype.itemsize
         rows = prod(sub.input_shape[:-1]) + prod(sub.output_shape[:-1])

@@ -87,7 +87,7 @@ class SpaceToDepth(Algorithm):
         copy rate); no copy of the product. Fitted on U-Net's 2x2 stride-2 layer at one thread: estimated
         15.2 ms against gemm's 19.5, measured 18.5 against 20.5."""
         o, positions = spec.out_channels_per_group, prod(spec.output_size)
-        rate = product_rate(dtype, min(o, positions), spec.in_channels_per_group * prod(spec.kernel_size))
+        rate = product_rate(dtype, min(o, positions), spec.terms)
         copied = spec.batch * _columns_bytes(spec, dtype.itemsize)
         copy_rate = COMPILED_COPY_RATE if _copy_missing(spec, dtype) is None else COPY_RATE["strided"]
         return CALL_OVERHEAD + spec.batch * SAMPLE_OVERHEAD + spec.flops / rate + copied / copy_rate
@@ -106,7 +106,7 @@ class SpaceToDepth(Algorithm):
         return Formulation(detail, "no two windows overlap")
 
     def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        groups, o, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
+        groups, o, taps = spec.groups, spec.out_channels_per_group, spec.terms
         filters = kernel.reshape(groups, o, taps)  # (G, O, C*K)
         out = np.empty(spec.output_shape, dtype=padded.dtype)
         for n, columns in _sample_columns(padded, spec):
@@ -117,7 +117,7 @@ class SpaceToDepth(Algorithm):
         """``sum_n g_n @ columns_n.T``: ``(G*O, C, *kernel)``, each product taken as ``columns_n @ g_n.T``
         (the BLAS ran that 15-20% faster on U-Net's layer), the sum transposed once at the end."""
         groups, o = spec.groups, spec.out_channels_per_group
-        total = np.zeros((groups, spec.in_channels_per_group * prod(spec.kernel_size), o), dtype=x.dtype)
+        total = np.zeros((groups, spec.terms, o), dtype=x.dtype)
         product = np.empty_like(total)
         rows = grad_output.reshape(spec.batch, groups, o, prod(spec.output_size))  # (N, G, O, P)
         for n, columns in _sample_columns(pad(x, spec.padding, spec.padding_mode), spec):
@@ -127,7 +127,7 @@ class SpaceToDepth(Algorithm):
     def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``filters.T @ g_n`` per sample, each column's value copied onto the cell its tap read:
         ``(N, C_in, *input)``."""
-        groups, o, taps = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group * prod(spec.kernel_size)
+        groups, o, taps = spec.groups, spec.out_channels_per_group, spec.terms
         transposed = kernel.reshape(groups, o, taps).transpose(0, 2, 1)  # (G, C*K, O)
         rows = grad_output.reshape(spec.batch, groups, o, prod(spec.output_size))  # (N, G, O, P)
         has_padding = not all(low == high == 0 for low, high in spec.padding)
@@ -154,7 +154,7 @@ def _layout(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def _sample_columns(padded: np.ndarray, spec: ConvSpec):
     """Yield ``(n, columns)`` for every sample: ``columns`` ``(G, C*K, P)``, one buffer reused (read it before
     the next)."""
-    groups, taps = spec.groups, spec.in_channels_per_group * prod(spec.kernel_size)
+    groups, taps = spec.groups, spec.terms
     buffer = np.empty((groups, taps, prod(spec.output_size)), dtype=padded.dtype)
     if _copy_missing(spec, padded.dtype) is not None:
         windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, G*C, *out, *kernel)

@@ -205,7 +205,7 @@ def check_direct_equals_im2col(
     direct = conv(input, weight, None, stride, padding, dilation, groups, padding_mode=padding_mode, flip=flip,
                   algorithm="direct")
     spec = matrices.spec
-    terms = spec.in_channels_per_group * prod(spec.kernel_size)
+    terms = spec.terms
     by_matrices = matrices.output()
     return _compare("direct == im2col", direct, by_matrices,
                     _tolerance(input.dtype, terms, (input, weight), (direct, by_matrices)))
@@ -293,7 +293,7 @@ def check_flip(
         by_scipy = by_scipy.astype(result_dtype(input.dtype)).reshape(spec.caller_output_shape)
         labels.append(f"scipy.signal.convolve(mode={mode!r})")
         sides.append(by_scipy)
-    terms = spec.in_channels_per_group * prod(spec.kernel_size)
+    terms = spec.terms
     return _chain("flip=True is correlation with the reversed kernel, the convolution of mathematics", labels, sides,
                   _tolerance(input.dtype, terms, (input, weight), sides))
 

@@ -438,7 +438,7 @@ class Problem:
                 "dot": number(row_values @ column), "agrees": _same(row_values @ column, value, len(column))}
 
     def _matrix_row(self, at: tuple[int, ...], value: Any) -> dict[str, Any]:
-        c, spec = self.config, self.spec
+        c = self.config
         row = int(np.ravel_multi_index(at, self.output.shape))
         entries = self.matrix.getrow(row)
         x = c.input.ravel()
