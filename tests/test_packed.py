@@ -274,3 +274,32 @@ def test_auto_leaves_pointwise_layers_at_stride_one_to_gemm():
     assert PACKED.estimate(spec, np.dtype(np.float32)) == float("inf")
     with cl.thread_count(1):
         assert cl.plan(spec.input_shape, spec.weight_shape, "float32").algorithm == "gemm"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_packings_vector_copies_move_exactly_the_values_asked(dtype):
+    """``_copy`` moves runs of 16 as whole vectors at strides 1 and 2, and a shorter last part as a vector whose
+    other lanes are stored back: every length around those steps, reads and writes that end at their arrays'
+    ends (where the vectors would pass them, it copies value by value), give what a slice gives, and leave every
+    other value of the scratch as it was."""
+    from numba import njit, uint64
+
+    from convolab.algorithms._compiled import kernels
+
+    copy = kernels("packed")._copy
+
+    @njit
+    def call(col, to, flat_x, read, count, sw):
+        copy(col, uint64(to), flat_x, uint64(read), count, sw)
+
+    source = np.arange(1, 301, dtype=dtype)
+    for sw in (1, 2, 3):
+        for count in range(0, 41):
+            last_read = sw * (count - 1) if count else 0
+            for read in (0, 7, source.size - 1 - last_read):
+                for room in (count, count + 3, 200):
+                    col = np.full(5 + room, -1.0, dtype=dtype)
+                    call(col, 5, source, read, count, sw)
+                    expected = np.full_like(col, -1.0)
+                    expected[5:5 + count] = source[read:read + sw * count:sw][:count]
+                    np.testing.assert_array_equal(col, expected, err_msg=f"sw {sw} count {count} read {read}")
