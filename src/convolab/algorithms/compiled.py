@@ -30,8 +30,9 @@ from . import Algorithm, Formulation
 from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost model
 from ._compiled import kernels, numba_missing
 from ._input_grad import FullOrScatter, channels_swapped, full_padding
-from ._rates import THREAD_GAIN
 from ._kernel_layout import KERNEL_RANK, as_kernels_take, filter_rows, rank3, shape3, steps3
+from ._rates import THREAD_GAIN
+from ._scratch import reused_empty
 from ._threads import COMPILED_PARALLEL_WORK, run_jobs, threads_for
 from .depthwise import _zero_padded_source
 
@@ -201,7 +202,8 @@ class _Layout:
         lows = steps3(tuple(low for low, _ in padding), fill=0)
         if not self.split and not any(low or high for low, high in padding):
             return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
-        grid = np.empty((*source.shape[:2], *self.grid), dtype=source.dtype)  # copy_phases writes every cell
+        # copy_phases writes every cell; the grid lives only in this call, so a large one reuses the thread's
+        grid = reused_empty((*source.shape[:2], *self.grid), source.dtype, "phase grid")
         self._copy(source, grid, True, lows, work)
         return grid
 
