@@ -16,6 +16,13 @@ from test_compiled import compiled_everywhere, three_passes  # noqa: F401 - a fi
 F32 = np.dtype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_buffers():
+    """The buffers these tests make in the test run's own thread are dropped after each test."""
+    yield
+    _scratch._kept.__dict__.pop("buffers", None)
+
+
 def test_only_arrays_malloc_would_map_are_kept_and_only_up_to_the_bound():
     small = reused_empty((MAPPED_BYTES // 4 - 1,), F32, "test sizes")
     assert small.base is None  # a fresh array: malloc's heap reuses it already
@@ -48,7 +55,8 @@ def test_passes_reusing_the_grid_agree_with_direct_call_after_call_and_across_th
     earlier call, or another thread's, would not)."""
     monkeypatch.setattr(_scratch, "MAPPED_BYTES", 0)
     rng = np.random.default_rng(5)
-    shapes = [((2, 3, 6, 9, 8), (4, 3, 3, 2, 3), {"padding": 1}), ((2, 4, 11, 10), (8, 4, 3, 3), {"stride": 2, "padding": 1})]
+    shapes = [((2, 3, 6, 9, 8), (4, 3, 3, 2, 3), {"padding": 1}),
+              ((2, 4, 11, 10), (8, 4, 3, 3), {"stride": 2, "padding": 1})]
     failures = []
 
     def check(seed):
