@@ -47,6 +47,30 @@ def test_a_larger_request_replaces_the_buffer_and_names_and_threads_keep_their_o
     assert not np.shares_memory(seen[0], larger)
 
 
+def test_all_threads_buffers_together_stay_within_their_bound(monkeypatch):
+    monkeypatch.setattr(_scratch, "MAPPED_BYTES", 0)
+    monkeypatch.setattr(_scratch, "KEPT_BYTES", 2**20)
+    monkeypatch.setattr(_scratch, "ALL_KEPT_BYTES", _scratch._held[0] + 3 * 2**19)  # room for 1.5 MiB more
+    reused_empty((2**18,), F32, "test bound")  # 1 MiB, kept
+    assert kept_bytes() == 2**20
+
+    def other_thread():
+        seen.append(reused_empty((2**18,), F32, "test bound").base is None)
+        seen.append(kept_bytes())
+
+    seen = []
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    assert seen == [True, 0]  # 1 MiB more would pass the bound: allocated for its call alone
+    _scratch._kept.__dict__.pop("buffers")  # freed: its bytes are released
+    seen.clear()
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    assert seen == [False, 2**20]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_passes_reusing_the_grid_agree_with_direct_call_after_call_and_across_threads(monkeypatch, dtype,
                                                                                      compiled_everywhere):

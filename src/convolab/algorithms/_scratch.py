@@ -13,7 +13,8 @@ call at two threads, varying from call to call; with the allocation kept,
 :func:`reused_empty` hands out such an array from a buffer the calling
 thread keeps, by name, between calls. Only arrays above
 :data:`MAPPED_BYTES` (smaller ones come from malloc's heap, reused already)
-and up to :data:`KEPT_BYTES` (so that what stays held is bounded) are kept.
+and up to :data:`KEPT_BYTES` are kept, and at most :data:`ALL_KEPT_BYTES` in all
+threads together (a Dask worker's many threads each keep their own).
 The array it returns is overwritten by the thread's next call for the same
 name: a caller must neither return it nor keep it past its call.
 """
@@ -21,25 +22,37 @@ name: a caller must neither return it nor keep it past its call.
 from __future__ import annotations
 
 import threading
+import weakref
 from math import prod
 
 import numpy as np
 
-__all__ = ["reused_empty", "MAPPED_BYTES", "KEPT_BYTES", "kept_bytes"]
+__all__ = ["reused_empty", "MAPPED_BYTES", "KEPT_BYTES", "ALL_KEPT_BYTES", "kept_bytes"]
 
 #: From this size glibc's malloc may map an allocation of its own (its dynamic mmap threshold stops rising at
 #: 32 MiB on 64-bit systems); below it the heap's freed memory serves the next call.
 MAPPED_BYTES = 32 * 2**20
 #: The largest scratch array a thread keeps, per name: larger ones are allocated for their call alone.
 KEPT_BYTES = 128 * 2**20
+#: The most bytes all threads' buffers hold together: past it, a thread's array is allocated for its call alone.
+ALL_KEPT_BYTES = 256 * 2**20
 
 _kept = threading.local()
+_held_lock = threading.Lock()
+_held = [0]  # bytes of every thread's buffers now alive
+
+
+def _release(size: int) -> None:
+    """A kept buffer was freed (replaced, or its thread ended)."""
+    with _held_lock:
+        _held[0] -= size
 
 
 def reused_empty(shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
     """An uninitialized array of ``shape`` and ``dtype`` for use within the calling thread's current call: from
     the buffer the thread keeps for ``name`` where its size is between :data:`MAPPED_BYTES` and
-    :data:`KEPT_BYTES` (the buffer grows to the largest asked), else a new array.
+    :data:`KEPT_BYTES` (the buffer grows to the largest asked) and the threads' buffers stay within
+    :data:`ALL_KEPT_BYTES`, else a new array.
 
     >>> a = reused_empty((64, 2**18), np.dtype(np.float32), "example")  # 64 MiB: kept
     >>> b = reused_empty((64, 2**18), np.dtype(np.float32), "example")
@@ -54,7 +67,13 @@ def reused_empty(shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarr
     buffer = buffers.get(name)
     if buffer is None or buffer.size < size:
         buffers.pop(name, None)  # freed before the larger one is made: one of them held at a time
+        del buffer
+        with _held_lock:
+            if _held[0] + size > ALL_KEPT_BYTES:
+                return np.empty(shape, dtype=dtype)
+            _held[0] += size
         buffer = buffers[name] = np.empty(size, dtype=np.uint8)  # NumPy aligns it for any dtype
+        weakref.finalize(buffer, _release, size)
     return buffer[:size].view(dtype).reshape(shape)
 
 
