@@ -30,7 +30,7 @@ from . import Algorithm, Formulation
 from . import _wgrad_compiled as wgrad  # the weight gradient's wrapper and cost model
 from ._compiled import kernels, numba_missing
 from ._input_grad import FullOrScatter, channels_swapped, full_padding
-from ._kernel_layout import KERNEL_RANK, as_kernels_take, filter_rows, rank3, shape3, steps3
+from ._kernel_layout import KERNEL_RANK, filter_rows, rank3, shape3, steps3
 from ._rates import THREAD_GAIN
 from ._scratch import reused_empty
 from ._threads import COMPILED_PARALLEL_WORK, run_jobs, threads_for
