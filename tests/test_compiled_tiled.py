@@ -123,9 +123,9 @@ def test_stems_staged_sample_by_sample_agree_with_the_direct_sum(params, threads
     w = np.random.default_rng(9).standard_normal((16, 3, 3, 3)).astype(np.float32)
     spec = conv_spec(x.shape, w.shape, **params)
     with cl.thread_count(threads):
-        tiles_per_group, tiles_per_job, layout = compiled_module._tiling(spec, 4, 8)
+        tiling = compiled_module._tiling(spec, 4, 8)
         padding = compiled_module._source_padding(spec)
-        assert compiled_module._stage_shape(spec, 4, layout, padding, tiles_per_job >= tiles_per_group)[0] == 1
+        assert compiled_module._stage_shape(spec, 4, tiling.layout, padding, tiling.whole)[0] == 1
         out = cl.conv(x, w, **params)
     f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
     assert_within(out, cl.conv(x, w, **params, algorithm="direct"),
@@ -168,7 +168,7 @@ def test_rows_share_their_padding_only_where_a_run_holds_several():
     """A 5x5 layer's rows at 28x28 padded by 2: pitch 30 (the padded width 32 less the 2 zeros two rows share),
     a zero row more per plane; a 1-d layer's run is part of its one row: nothing to save, the grid as it was."""
     from convolab.spec import conv_spec
-    grid = lambda *shapes, **params: compiled_module._tiling(conv_spec(*shapes, **params), 4, 8)[2].grid  # noqa
+    grid = lambda *shapes, **params: compiled_module._tiling(conv_spec(*shapes, **params), 4, 8).layout.grid  # noqa
     assert grid((8, 96, 28, 28), (96, 96, 5, 5), padding=2) == (1, 1, 1, 33, 30)
     assert grid((8, 96, 28, 28), (96, 96, 5, 5), padding=((2, 2), (0, 4))) == (1, 1, 1, 32, 32)
     assert grid((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1) == (1, 2, 2, 29, 29)
@@ -232,3 +232,70 @@ def test_blocks_of_taps_give_the_same_sums_bit_for_bit(dtype, monkeypatch):
         blocked = cl.conv(x, w, **params, algorithm="compiled")
     np.testing.assert_array_equal(blocked, whole)
     assert_same_pattern(whole, cl.conv(x, w, **params, algorithm="direct"), 1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", [
+    ((2, 6, 9, 20, 21), (16, 6, 3, 3, 3), dict(padding=1)),  # 3-d: bands of rows through every depth
+    ((1, 8, 320, 37), (24, 8, 3, 3), dict(padding=1, stride=(2, 1))),  # one sample, a part-empty last tile
+    ((1, 6, 8000), (8, 6, 9), dict(padding=4, dilation=2)),  # 1-d: runs of part of a row
+], ids=str)
+def test_few_samples_split_by_their_runs_give_the_same_bits_in_any_threads(input_shape, weight_shape, params,
+                                                                             dtype, monkeypatch):
+    """Fewer (sample, group) pairs than two jobs a thread: the jobs take blocks of runs, each with every
+    channel (not fewer channels, each reading the whole grid). Each position's sum is the same multiply-adds
+    in the same order whichever job computes it, so every split gives the same bits: blocks of runs for 1 to 3
+    threads, with the runs band after band through the depths, and the split by channels this replaced."""
+    from convolab.spec import conv_spec
+    x = _input(input_shape, dtype, 10)
+    w = np.random.default_rng(11).standard_normal(weight_shape).astype(dtype)
+    spec = conv_spec(x.shape, w.shape, **params)
+    tile = compiled_module._tile_for(spec.out_channels_per_group, x.itemsize)
+    outs = {}
+    for threads in (1, 2, 3):
+        with cl.thread_count(threads):
+            tiling = compiled_module._tiling(spec, x.itemsize, tile)
+            # as many blocks as make two jobs a thread, every channel in each job
+            assert tiling.run_blocks == -(-2 * threads // spec.batch) <= tiling.layout.run_count, (threads, tiling)
+            assert tiling.tiles_per_job == tiling.tiles_per_group
+            outs[threads] = cl.conv(x, w, **params, algorithm="compiled")
+    with cl.thread_count(2):
+        monkeypatch.setattr(compiled_module, "BAND_ORDER_BYTES", -1)  # runs band after band where kd > 1
+        assert compiled_module._tiling(spec, x.itemsize, tile).band_order == (len(weight_shape) == 5)
+        outs["bands"] = cl.conv(x, w, **params, algorithm="compiled")
+        by_channels = compiled_module._tiling
+        monkeypatch.setattr(compiled_module, "_tiling", lambda *args: by_channels(*args)._replace(
+            tiles_per_job=1, run_blocks=1))
+        outs["channels"] = cl.conv(x, w, **params, algorithm="compiled")
+    for out in outs.values():
+        np.testing.assert_array_equal(out, outs[1])
+    f64 = lambda a: np.abs(a).astype(np.float64)  # noqa: E731
+    assert_within(outs[1], cl.conv(x, w, **params, algorithm="direct"),
+                  summation_bound(spec.terms, cl.conv(f64(x), f64(w), **params, algorithm="gemm"), dtype))
+
+
+def test_blocks_of_runs_hold_about_as_many_positions_each():
+    """Every run once, in order; each block within one run's positions of an even share (a band's last rows
+    make a short run); a block may be empty where runs are fewer than blocks. The runs go band after band, each
+    band through every depth in order, where one depth's windows read more planes than the L2 cache holds, else
+    depth after depth, the same runs."""
+    from convolab.spec import conv_spec
+    spec = conv_spec((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), padding=1)
+    tiling = compiled_module._tiling(spec, 4, 8)
+    layout = tiling.layout
+    assert tiling.band_order  # 32 channels of 3 depths at 67x65: 1.6 MiB
+    assert not compiled_module._tiling(conv_spec((2, 8, 16, 64, 64), (32, 8, 3, 3, 3), padding=1), 4, 8).band_order
+    assert not compiled_module._tiling(conv_spec((2, 32, 16, 64, 64), (32, 32, 1, 3, 3), padding=1), 4, 8).band_order
+    runs = layout.tables(depth_inner=True)[2]
+    plain = layout.tables()[2]
+    assert sorted(map(tuple, runs)) == sorted(map(tuple, plain)) and len(runs) == layout.run_count == 80
+    assert list(runs[:16, 0]) == list(range(16)) and len(set(map(tuple, runs[:16, 1:]))) == 1  # one band, 16 depths
+    assert list(plain[:5, 0]) == [0] * 5  # depth 0's five bands first
+    lengths = (runs[:, 2] - runs[:, 1] - 1) * layout.grid[-1] + runs[:, 4]
+    for blocks in (1, 2, 3, 7, 80, 100):
+        bounds = layout.run_bounds(True, blocks)
+        assert len(bounds) == blocks + 1 and bounds[0] == 0 and bounds[-1] == len(runs)
+        assert np.all(np.diff(bounds) >= 0)
+        shares = [lengths[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]
+        assert sum(shares) == lengths.sum()
+        assert max(abs(share - lengths.sum() / blocks) for share in shares) <= lengths.max()

@@ -230,12 +230,13 @@ def _short_run(flat, start, offsets, weights, sums, row, length):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
-def forward(flat, packed, out, scratch, partial, offsets, runs, first, last, groups, tiles_per_group, tiles_per_job,
-            block_taps, channel_size, depth_size, wq, sd):
+def forward(flat, packed, out, scratch, partial, offsets, runs, run_bounds, first, last, groups, tiles_per_group,
+            tiles_per_job, block_taps, channel_size, depth_size, wq, sd):
     """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, c, j]``, for jobs ``first:last``.
 
     A job is (sample ``n``, group ``g``, ``tiles_per_job`` tiles of output
-    channels). Per run of wide positions (``wq`` per wide row), each stretch
+    channels, block ``b`` of runs: ``runs[run_bounds[b]:run_bounds[b + 1]]``).
+    Per run of wide positions (``wq`` per wide row), each stretch
     of :data:`LANES` positions (the last one moved back to end with the run,
     recomputing a few) is computed block of taps after block, each block
     tile after tile while its input lines are in the L1 cache (the sums
@@ -245,17 +246,19 @@ def forward(flat, packed, out, scratch, partial, offsets, runs, first, last, gro
     out_per_group, taps, tile = out.shape[1] // groups, packed.shape[1], packed.shape[2]
     packed_flat = packed.reshape(-1)  # once: a reshape is a call into Numba's helpers
     channels_in = flat.shape[0] // (out.shape[0] * channel_size)
-    jobs_per_group = -(-tiles_per_group // tiles_per_job)
+    run_blocks = run_bounds.shape[0] - 1
+    jobs_per_group = -(-tiles_per_group // tiles_per_job) * run_blocks
     for job in range(first, last):
         n, rest = job // (groups * jobs_per_group), job % (groups * jobs_per_group)
-        g, first_tile = rest // jobs_per_group, (rest % jobs_per_group) * tiles_per_job
+        g, rest = rest // jobs_per_group, rest % jobs_per_group
+        first_tile, block = (rest // run_blocks) * tiles_per_job, rest % run_blocks
         end_tile = min(first_tile + tiles_per_job, tiles_per_group)
         o0 = g * out_per_group + first_tile * tile
         o1 = min(g * out_per_group + end_tile * tile, (g + 1) * out_per_group)
         sums = scratch[:o1 - o0]
         sums_flat = sums.reshape(-1)
         channel_base = (n * channels_in + g * (channels_in // groups)) * channel_size
-        for run in range(runs.shape[0]):
+        for run in range(run_bounds[block], run_bounds[block + 1]):
             od, r0, r1, w0, width = runs[run, 0], runs[run, 1], runs[run, 2], runs[run, 3], runs[run, 4]
             start = channel_base + od * sd * depth_size + r0 * wq + w0
             length = (r1 - r0 - 1) * wq + width
@@ -285,15 +288,15 @@ def forward(flat, packed, out, scratch, partial, offsets, runs, first, last, gro
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def forward_staged(source, stage, packed, out, scratch, partial, offsets, runs, first, last, tiles_per_group,
-                   block_taps, channel_size, depth_size, wq, sd, low_d, low_h, low_w):
-    """:func:`forward` for one group, each job a whole sample's channels, without the phase grid of the whole
-    input: each job first copies its sample's planes of ``source`` (the input before its zero padding by the
-    lows, rank 3) into the thread's own ``stage`` (``(1, C, D, SH, SW, Hq, Wq)``,
-    :func:`._kernels_direct.stage_planes`), whose tiles then read it from the cache, rather than the whole grid
-    written to memory first and read back."""
+def forward_staged(source, stage, packed, out, scratch, partial, offsets, runs, run_bounds, first, last,
+                   tiles_per_group, block_taps, channel_size, depth_size, wq, sd, low_d, low_h, low_w):
+    """:func:`forward` for one group, each job a whole sample's channels and runs (``run_bounds`` one block),
+    without the phase grid of the whole input: each job first copies its sample's planes of ``source`` (the
+    input before its zero padding by the lows, rank 3) into the thread's own ``stage`` (``(1, C, D, SH, SW, Hq,
+    Wq)``, :func:`._kernels_direct.stage_planes`), whose tiles then read it from the cache, rather than the whole
+    grid written to memory first and read back."""
     stage_flat = stage.reshape(-1)
     for n in range(first, last):
         stage_planes(source, stage, n * source.shape[1], low_d, low_h, low_w)
-        forward(stage_flat, packed, out[n:n + 1], scratch, partial, offsets, runs, 0, 1, 1, tiles_per_group,
-                tiles_per_group, block_taps, channel_size, depth_size, wq, sd)
+        forward(stage_flat, packed, out[n:n + 1], scratch, partial, offsets, runs, run_bounds, 0, 1, 1,
+                tiles_per_group, tiles_per_group, block_taps, channel_size, depth_size, wq, sd)

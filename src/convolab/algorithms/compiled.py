@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from math import prod
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -162,13 +162,21 @@ class _Layout:
         self.run_count = out_d * -(-out_h // self.rows) * -(-out_w // self.cols)
         self.scratch_shape = (max(scratch_rows, 1), (self.rows - 1) * self.grid[-1] + self.cols)
 
-    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tables(self, depth_inner: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(taps, tap_groups, runs)`` as the kernels take them (see :mod:`._kernels_direct`), made once per
         layout: building them in Python cost more than a small layer's whole kernel (about 0.1 ms of 0.3 ms on
-        a 4x4 image). The kernels only read them; nothing else may write them."""
-        return _tables(*self._key)
+        a 4x4 image). The kernels only read them; nothing else may write them.
 
-    def _build_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        The runs go depth after depth, or, ``depth_inner``, band of rows after band, each band through every
+        output depth (:attr:`_Tiling.band_order`)."""
+        return _tables(*self._key, depth_inner)
+
+    def run_bounds(self, depth_inner: bool, blocks: int) -> np.ndarray:
+        """The first run of each of ``blocks`` blocks of the runs (:meth:`tables`), and the count: blocks of about
+        as many wide positions each (a band's last rows may be a short run), remembered like the tables."""
+        return _run_bounds(*self._key, depth_inner, blocks)
+
+    def _build_tables(self, depth_inner: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         spec, wq = self.spec, self.grid[-1]
         _, sh, sw = steps3(spec.stride)
         dd, dh, dw = steps3(spec.dilation)
@@ -183,6 +191,8 @@ class _Layout:
         # (od, r0, r1, w0, width) per run
         runs = np.array([(od, r0, min(out_h, r0 + rows), w0, min(cols, out_w - w0)) for od in range(out_d)
                          for r0 in range(0, out_h, rows) for w0 in range(0, out_w, cols)], dtype=np.int64)
+        if depth_inner:  # (r0, w0, od): a stable sort keeps each band's depths in order
+            runs = runs[np.lexsort((runs[:, 0], runs[:, 3], runs[:, 1]))]
         return taps, tap_groups, runs
 
     def grid_bytes(self, spec: ConvSpec, itemsize: int) -> int:
@@ -226,10 +236,10 @@ class _Layout:
 
 @lru_cache(maxsize=512)
 def _tables(spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool,
-            shared_padding: tuple[int, int] | None) -> tuple[np.ndarray, ...]:
+            shared_padding: tuple[int, int] | None, depth_inner: bool) -> tuple[np.ndarray, ...]:
     """:meth:`_Layout.tables` of the layout these arguments make, remembered (the layout is a pure function of
     them)."""
-    return _Layout(spec, itemsize, scratch_rows, wide, shared_padding)._build_tables()
+    return _Layout(spec, itemsize, scratch_rows, wide, shared_padding)._build_tables(depth_inner)
 
 
 def _cost_terms(spec: ConvSpec, itemsize: int) -> tuple[float, int, int, int, float]:
@@ -265,16 +275,78 @@ def _source_padding(spec: ConvSpec) -> tuple[tuple[int, int], ...]:
     return spec.padding if spec.padding_mode == "zeros" else ((0, 0),) * spec.rank
 
 
-def _tiling(spec: ConvSpec, itemsize: int, tile: int,
-            padding: Sequence[tuple[int, int]] | None = None) -> tuple[int, int, _Layout]:
-    """How the tiled forward splits a problem: tiles of ``tile`` output channels per group, tiles per job, and
-    the layout, its runs as long as one tile's sums allow (the scratch is written once per stretch, so it need
-    not stay in the L1 cache, and a run under LANES positions is summed one position at a time), its rows
-    sharing the zero ``padding`` the grid's copy adds (the spec's, where that is zeros; see :class:`_Layout`)."""
-    work, out_per_group = spec.macs, spec.out_channels_per_group
-    tiles_per_job = -(-_block_for(out_per_group, spec.batch * spec.groups, work, TILED_BLOCK) // tile)
+#: The bytes of input planes one output depth's windows read above which the tiled forward's runs go band of
+#: rows after band through every depth (:attr:`_Tiling.band_order`), not depth after depth: three quarters of
+#: the L2 cache here. Measured in-process, alternating (4 samples, 3x3x3, 16 or 32 -> 32 channels): 5-7% faster
+#: from 0.93 MiB (32 channels at 48x48) to 3.55 MiB of planes, the same at 0.44 MiB, 5% slower at 0.40 MiB (8
+#: channels at 64x64, whose planes of every depth fit the cache); a 3-d U-Net layer's forward (2 samples, 32
+#: channels at 64x64, 1.6 MiB) at two threads, with the split by runs: 40-41 -> 27-28 ms a call, in a slow phase
+#: of the machine (docs/compiled.md).
+BAND_ORDER_BYTES = 768 * 2**10
+
+
+class _Tiling(NamedTuple):
+    """How the tiled forward splits a problem (:func:`_tiling`)."""
+
+    #: Tiles of output channels per group.
+    tiles_per_group: int
+    #: Tiles per job.
+    tiles_per_job: int
+    #: Blocks of runs (bands of output positions, through every depth) per (sample, group, tiles): jobs that
+    #: read their own part of the grid, where splitting the channels would have each job read all of it.
+    run_blocks: int
+    #: The layout.
+    layout: _Layout
+    #: Whether the runs go band of rows after band, each band through every output depth (``depth_inner``
+    #: of :meth:`_Layout.tables`), where one output depth's windows read more than :data:`BAND_ORDER_BYTES`
+    #: of input planes: a band's planes then stay in the L2 cache for the next depths, which read them again.
+    band_order: bool
+
+    @property
+    def jobs(self) -> int:
+        """Jobs per (sample, group)."""
+        return -(-self.tiles_per_group // self.tiles_per_job) * self.run_blocks
+
+    @property
+    def whole(self) -> bool:
+        """Whether each job computes a whole (sample, group): all its channels, all its positions."""
+        return self.tiles_per_job >= self.tiles_per_group and self.run_blocks == 1
+
+
+def _tiling(spec: ConvSpec, itemsize: int, tile: int, padding: Sequence[tuple[int, int]] | None = None) -> _Tiling:
+    """How the tiled forward splits a problem: tiles of ``tile`` output channels, at most :data:`TILED_BLOCK`
+    channels per job; where (sample, group) jobs are fewer than two per thread, blocks of runs first (each
+    job reads a part of the grid once: a 3-d U-Net layer's 2 samples, 32 -> 32 channels, split by channels read
+    each sample's 10 MiB grid twice), then, where the runs are too few, fewer tiles per job. The layout's runs
+    are as long as one tile's sums allow (the scratch is written once per stretch, so it need not stay in the
+    L1 cache, and a run under LANES positions is summed one position at a time), its rows sharing the zero
+    ``padding`` the grid's copy adds (the spec's, where that is zeros; see :class:`_Layout`)."""
+    work, out_per_group, outer = spec.macs, spec.out_channels_per_group, spec.batch * spec.groups
     padding = _source_padding(spec) if padding is None else padding
-    return -(-out_per_group // tile), tiles_per_job, _Layout(spec, itemsize, tile, shared_padding=padding[-1])
+    layout = _Layout(spec, itemsize, tile, shared_padding=padding[-1])
+    tiles_per_group = -(-out_per_group // tile)
+    tiles_per_job = -(-min(out_per_group, TILED_BLOCK) // tile)
+    channel_jobs = -(-tiles_per_group // tiles_per_job)
+    run_blocks = max(1, min(layout.run_count, -(-2 * threads_for(work) // (outer * channel_jobs))))
+    if outer * channel_jobs * run_blocks < 2 * threads_for(work):  # too few runs: fewer channels per job too
+        tiles_per_job = -(-_block_for(out_per_group, outer * run_blocks, work, TILED_BLOCK) // tile)
+    kd_size = shape3((1, 1, *spec.kernel_size))[2]
+    window = spec.in_channels_per_group * kd_size * prod(layout.grid[1:]) * itemsize  # one output depth's planes
+    band_order = kd_size > 1 and window > BAND_ORDER_BYTES
+    return _Tiling(tiles_per_group, tiles_per_job, run_blocks, layout, band_order)
+
+
+@lru_cache(maxsize=512)
+def _run_bounds(spec: ConvSpec, itemsize: int, scratch_rows: int, wide: bool, shared_padding: tuple[int, int] | None,
+                depth_inner: bool, blocks: int) -> np.ndarray:
+    """:meth:`_Layout.run_bounds` of the layout these arguments make."""
+    layout = _Layout(spec, itemsize, scratch_rows, wide, shared_padding)
+    runs, wq = layout.tables(depth_inner)[2], layout.grid[-1]
+    ends = np.cumsum((runs[:, 2] - runs[:, 1] - 1) * wq + runs[:, 4])
+    total = ends[-1] if len(ends) else 0
+    # block k ends before the run in which (k + 1) / blocks of the positions are reached (with it, where it ends there)
+    cuts = np.searchsorted(ends, total * np.arange(1, blocks) / blocks, side="right")
+    return np.array([0, *np.minimum(cuts, len(runs)), len(runs)], dtype=np.int64)
 
 
 #: The bytes of the phase grid of one (sample, group) that each job of the tiled forward copies into its thread's
@@ -290,16 +362,17 @@ STAGE_LEAST_BYTES = 128 * 2**10
 
 
 def _stage_shape(spec: ConvSpec, itemsize: int, layout: _Layout, padding: Sequence[tuple[int, int]],
-                 whole_groups: bool) -> tuple[int, ...]:
+                 whole: bool) -> tuple[int, ...]:
     """The tiled forward's stage, one (sample, group)'s phase grid ``(1, C, *grid)``, where each job copies the
     planes it reads into its thread's own: where the grid is a copy at all (a stride, or the source's zero
     ``padding``), the stage's bytes are within :data:`STAGE_LEAST_BYTES` and :data:`STAGE_BYTES`, and, in one
-    group, each job computes all the output channels (``whole_groups``), so that no two jobs copy the same
-    planes; else ``(0,) * 7`` (the whole grid copied first)."""
+    group, each job computes all the output channels at all the positions (``whole``,
+    :attr:`_Tiling.whole`), so that no two jobs copy the same planes; else ``(0,) * 7`` (the whole grid copied
+    first)."""
     shape = (1, spec.in_channels_per_group, *layout.grid)
     copied = layout.split or any(low or high for low, high in padding)
     fits = STAGE_LEAST_BYTES <= prod(shape) * itemsize <= STAGE_BYTES
-    return shape if spec.groups == 1 and whole_groups and copied and fits else (0,) * len(shape)
+    return shape if spec.groups == 1 and whole and copied and fits else (0,) * len(shape)
 
 
 #: Bytes of input lines one block of taps of the tiled forward reads per stretch (kept in the L1 cache while every
@@ -323,7 +396,8 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     """What :func:`_tiled_cost` charges for: the multiply-adds (in float32's: a float64 one counts twice), the
     (tile, stretch, block of taps) passes, the bytes passed over in memory and copied into the phase grid, and
     the (tile, stretch, input line) reads (:data:`LINE_COST`)."""
-    tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
+    tiling = _tiling(spec, itemsize, tile)
+    tiles_per_group, tiles_per_job, layout = tiling.tiles_per_group, tiling.tiles_per_job, tiling.layout
     out_d, out_h, out_w = shape3((1, 1, *spec.output_size))[2:]
     # the runs of one depth: full ones, and a last one with the rows (or columns) left
     full_runs, rest = divmod(out_h, layout.rows) if layout.rows > 1 else divmod(out_w, layout.cols)
@@ -387,7 +461,7 @@ class Compiled(FullOrScatter, Algorithm):
         grid = _Layout(spec, dtype.itemsize, OUT_BLOCK).grid_bytes(spec, dtype.itemsize)
         tile = _tile_for(spec.out_channels_per_group, dtype.itemsize)
         if tile:  # the tiles' rows may share their padding: a row more per plane, each narrower
-            grid = max(grid, _tiling(spec, dtype.itemsize, tile)[2].grid_bytes(spec, dtype.itemsize))
+            grid = max(grid, _tiling(spec, dtype.itemsize, tile).layout.grid_bytes(spec, dtype.itemsize))
         limit = current_workspace_limit()
         if grid > limit:
             return f"its phase grid (the input padded, split at a stride: {grid / 2**20:.3g} MiB) exceeds the " \
@@ -434,9 +508,8 @@ class Compiled(FullOrScatter, Algorithm):
         if tile:
             # One thread's seconds, like the others' estimates, which do not change with the threads (theirs
             # share out their work as this one's jobs do): only too few jobs for the threads cost more here.
-            tiles_per_group, tiles_per_job, _ = _tiling(spec, dtype.itemsize, tile)
             available = threads_for(spec.macs)
-            threads = min(available, spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
+            threads = min(available, spec.batch * spec.groups * _tiling(spec, dtype.itemsize, tile).jobs)
             return TILED_CALL_OVERHEAD + _tiled_cost(spec, dtype.itemsize, tile) * (
                 (1 + THREAD_GAIN * (available - 1)) / (1 + THREAD_GAIN * (threads - 1)))
         values, loops, moved, copied, speedup = _cost_terms(spec, dtype.itemsize)
@@ -454,12 +527,12 @@ class Compiled(FullOrScatter, Algorithm):
         work, out_per_group = spec.macs, spec.out_channels_per_group
         tile = _tile_for(out_per_group, itemsize)
         if tile:
-            tiles_per_group, tiles_per_job, layout = _tiling(spec, itemsize, tile)
-            threads = min(threads_for(work), spec.batch * spec.groups * -(-tiles_per_group // tiles_per_job))
-            packed = spec.groups * tiles_per_group * tile * spec.terms
-            scratch = tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's partial
-            whole_groups = tiles_per_job >= tiles_per_group
-            stage = prod(_stage_shape(spec, itemsize, layout, _source_padding(spec), whole_groups))  # or the grid:
+            tiling = _tiling(spec, itemsize, tile)
+            layout = tiling.layout
+            threads = min(threads_for(work), spec.batch * spec.groups * tiling.jobs)
+            packed = spec.groups * tiling.tiles_per_group * tile * spec.terms
+            scratch = tiling.tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's
+            stage = prod(_stage_shape(spec, itemsize, layout, _source_padding(spec), tiling.whole))  # or the grid:
             grid = 0 if stage else layout.grid_bytes(spec, itemsize)
             return grid + (threads * (scratch + stage) + packed) * itemsize
         block = _block_for(out_per_group, spec.batch * spec.groups, work, OUT_BLOCK)
@@ -500,20 +573,23 @@ class Compiled(FullOrScatter, Algorithm):
     def _forward_tiled(source: np.ndarray, padding: Sequence[tuple[int, int]], filters: np.ndarray,
                        spec: ConvSpec, tile: int) -> np.ndarray:
         """:func:`._kernels_tiled.forward`: :meth:`_forward` with tiles of ``tile`` output channels by
-        :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles); where
+        :data:`LANES` positions held in registers, in jobs of (sample, group, block of tiles, block of runs:
+        :func:`_tiling`); where
         :func:`_stage_shape` allows, :func:`._kernels_tiled.forward_staged`, in jobs of one sample, each copying
         its sample's phase grid into its thread's stage (the 3x3 stem at 224x224, one thread: 1.51 -> 1.39 ms)."""
         groups, out_per_group, work = spec.groups, spec.out_channels_per_group, spec.macs
-        tiles_per_group, tiles_per_job, layout = _tiling(spec, source.itemsize, tile, padding)
+        tiling = _tiling(spec, source.itemsize, tile, padding)
+        tiles_per_group, tiles_per_job, layout = tiling.tiles_per_group, tiling.tiles_per_job, tiling.layout
         scratch_shape = (tiles_per_job * tile, layout.scratch_shape[1])
-        stage_shape = _stage_shape(spec, source.itemsize, layout, padding, tiles_per_job >= tiles_per_group)
+        stage_shape = _stage_shape(spec, source.itemsize, layout, padding, tiling.whole)
         # (G*O, T) -> (G, B, tile, T), the channels past the group's last zero -> (G*B, T, tile)
         packed = np.zeros((groups, tiles_per_group * tile, filters.shape[1]), dtype=filters.dtype)
         packed[:, :out_per_group] = filters.reshape(groups, out_per_group, -1)
         packed = np.ascontiguousarray(packed.reshape(groups * tiles_per_group, tile, -1).transpose(0, 2, 1))
         depth, sh, sw, hq, wq = layout.grid
         depth_size = sh * sw * hq * wq
-        taps, _, runs = layout.tables()
+        taps, _, runs = layout.tables(depth_inner=tiling.band_order)
+        run_bounds = layout.run_bounds(tiling.band_order, tiling.run_blocks)
         # (c, kd*dd, rh, rw, offset) -> the tap's flat offset from channel g*C, depth od*sd, phase (0, 0)
         offsets = taps[:, 0] * depth * depth_size + taps[:, 1] * depth_size + (taps[:, 2] * sw + taps[:, 3]) * hq * wq \
             + taps[:, 4]
@@ -528,15 +604,15 @@ class Compiled(FullOrScatter, Algorithm):
             lows = steps3(tuple(low for low, _ in padding), fill=0)
             run_jobs(spec.batch, work,
                       lambda first, last, own: tiled.forward_staged(source, own[2], packed, out3, own[0], own[1],
-                                                                    offsets, runs, first, last, tiles_per_group,
-                                                                    block_taps, depth * depth_size, depth_size, wq,
-                                                                    layout.depth_stride, *lows),
+                                                                    offsets, runs, run_bounds, first, last,
+                                                                    tiles_per_group, block_taps, depth * depth_size,
+                                                                    depth_size, wq, layout.depth_stride, *lows),
                       lambda: (*scratch(), np.empty(stage_shape, dtype=source.dtype)))
             return out
         flat = layout.to_grid(source, padding, work).reshape(-1)
-        run_jobs(spec.batch * groups * -(-tiles_per_group // tiles_per_job), work,
-                  lambda first, last, own: tiled.forward(flat, packed, out3, *own, offsets, runs, first, last, groups,
-                                                         tiles_per_group, tiles_per_job, block_taps,
+        run_jobs(spec.batch * groups * tiling.jobs, work,
+                  lambda first, last, own: tiled.forward(flat, packed, out3, *own, offsets, runs, run_bounds, first,
+                                                         last, groups, tiles_per_group, tiles_per_job, block_taps,
                                                          depth * depth_size, depth_size, wq, layout.depth_stride),
                   scratch)
         return out
