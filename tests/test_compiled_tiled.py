@@ -45,7 +45,7 @@ CASES = [
     ((2, 8, 5, 3), (8, 8, 3, 3), dict(padding=1)),  # runs shorter than a tile's positions
     ((1, 2, 2, 40), (5, 2, 1, 3), dict(padding=(0, 1))),  # a last stretch moved back
     ((0, 3, 12, 12), (8, 3, 3, 3), dict(padding=1)),  # no samples
-    ((1, 40, 5, 37), (16, 40, 3, 3), dict(padding=1)),  # taps in two blocks: partial sums carried between them
+    ((1, 40, 5, 37), (16, 40, 3, 3), dict(padding=1)),  # many taps (360) held in one tile's sums
     ((2, 5, 9, 11), (8, 5, 5, 5), dict(padding=2)),  # rows sharing their padding: the pitch 13, not 15
     ((1, 4, 13, 14), (8, 4, 3, 3), dict(padding=((2, 1), (0, 3)))),  # padding on one side only: nothing shared
     ((1, 4, 15, 16), (8, 4, 3, 3), dict(padding=((6, 6), (6, 2)), dilation=6)),  # dilated: reads past a row's end
@@ -215,23 +215,6 @@ def test_under_the_tiles_the_strided_input_gradient_is_the_col2im_scatter(input_
     assert isinstance(compiled.pass_formulation("input_grad", spec, np.dtype(np.float32)), str)
     assert dict(compiled.pass_formulation("input_grad", spec, np.dtype(np.float32), asked=True).options) == {
         "formulation": "scatter"}
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_blocks_of_taps_give_the_same_sums_bit_for_bit(dtype, monkeypatch):
-    """A block of taps leaves its tile's sums in memory, in the dtype, and the next block adds on: the same
-    multiply-adds in the same order as one block of every tap, so the same bits (an inf or NaN included)."""
-    rng = np.random.default_rng(8)
-    x, w = rng.standard_normal((2, 6, 7, 45)).astype(dtype), rng.standard_normal((12, 6, 3, 3)).astype(dtype)
-    x[0, 2, 3, 4], w[5, 4, 1, 1] = np.inf, np.nan
-    params = dict(padding=1, stride=(1, 2))
-    with np.errstate(invalid="ignore", over="ignore"):
-        whole = cl.conv(x, w, **params, algorithm="compiled")
-        monkeypatch.setattr(compiled_module, "BLOCK_INPUT_BYTES", 1)  # one input channel per block
-        assert compiled_module._block_taps(cl.conv_spec(x.shape, w.shape, **params), x.itemsize) == 9
-        blocked = cl.conv(x, w, **params, algorithm="compiled")
-    np.testing.assert_array_equal(blocked, whole)
-    assert_same_pattern(whole, cl.conv(x, w, **params, algorithm="direct"), 1e-4 if dtype == np.float32 else 1e-10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

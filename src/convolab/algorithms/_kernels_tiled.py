@@ -8,8 +8,8 @@ reads).
 live in memory, so it loads and stores every sum once per three taps: load
 and store bound. Here a *tile* of sums, :data:`TILE_WIDE` (or
 :data:`TILE_NARROW`) output channels by :data:`LANES` consecutive wide
-positions, stays in vector registers while every tap of a block (all of the
-group's, but for many input channels) adds into it, and is stored once. Per tap the inner loop loads :data:`LANES` inputs and
+positions, stays in vector registers while every tap of the group adds into
+it, and is stored once. Per tap the inner loop loads :data:`LANES` inputs and
 one weight per channel of the tile, then does ``channels x LANES`` multiply-adds:
 LLVM keeps the tile's sums in registers because each channel's run of sums is
 its own small stack array (:func:`_stack_run`), and vectorizes the loop over
@@ -35,21 +35,16 @@ The contract (the Python wrapper in :mod:`.compiled` lays the arrays out):
   last (computed, never stored);
 - ``runs``, ``first``, ``last``, ``scratch`` as in :mod:`._kernels_direct`
   (``wq`` positions per wide row); ``scratch`` holds
-  ``(tiles_per_job * tile, run)`` sums, ``partial`` (flat)
-  ``(tiles_per_job * tile, LANES)``, the sums of one stretch between
-  blocks of taps;
-- ``block_taps``: taps per block (whole input channels, chosen by the
-  wrapper so that the lines one block reads for a stretch stay in the L1
-  cache while every tile of the job adds them);
+  ``(tiles_per_job * tile, run)`` sums; ``run_bounds`` the first run of
+  each block of runs (and the count), jobs taking one block each;
 - reads stay within each run's own positions, as the direct loop's: a run's
   last stretch is moved back to end with it, and a run shorter than
   :data:`LANES` is summed one position at a time;
 - one dtype (float32 or float64), every array native byte order and writeable.
 
 A tile's sums are in tap order, one multiply-add at a time (rounded once each
-with ``contract``): the same terms as the direct sum, in another order. A
-block of taps after the first resumes from the sums the one before stored in
-the dtype, so the blocks change no bit of the result.
+with ``contract``): the same terms as the direct sum, in another order, and
+the same bits whichever job computes a position.
 
 The kernel runs without Numba's runtime (``_nrt=False``): it allocates
 nothing, and its views carry no reference counts, whose calls and atomic adds
@@ -127,25 +122,18 @@ def _stack_run(typingctx, dtype):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _begin(kind, partial, at, resume):
-    """A run of :data:`LANES` sums of dtype ``kind`` on the stack: zero, or where ``resume``, the partial sums an
-    earlier block of taps left in the flat ``partial`` at ``at``."""
+def _begin(kind):
+    """A run of :data:`LANES` zero sums of dtype ``kind`` on the stack."""
     run = _stack_run(kind)
-    if resume:
-        source = partial[at:at + LANES]
-        for m in range(LANES):
-            run[m] = source[m]
-    else:
-        for m in range(LANES):
-            run[m] = 0
+    for m in range(LANES):
+        run[m] = 0
     return run
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _begin_four(kind, partial, at, resume):
-    """:func:`_begin` for four channels' runs, ``at`` the first's."""
-    return (_begin(kind, partial, at, resume), _begin(kind, partial, at + LANES, resume),
-            _begin(kind, partial, at + 2 * LANES, resume), _begin(kind, partial, at + 3 * LANES, resume))
+def _begin_four(kind):
+    """:func:`_begin` for four channels' runs."""
+    return _begin(kind), _begin(kind), _begin(kind), _begin(kind)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -159,15 +147,14 @@ def _end(run, target, at, keep):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish):
-    """Four channels' runs, rows ``row:row+4``, to the flat ``sums`` ``(rows, run)`` at ``column`` where
-    ``finish`` (the last block of taps), else to the flat ``partial`` ``(rows, LANES)`` for the next block."""
-    target, width = (sums, sums.shape[0] // rows) if finish else (partial, LANES)
-    at = row * width + (column if finish else 0)
-    _end(s0, target, at, row < rows)
-    _end(s1, target, at + width, row + 1 < rows)
-    _end(s2, target, at + 2 * width, row + 2 < rows)
-    _end(s3, target, at + 3 * width, row + 3 < rows)
+def _end_four(s0, s1, s2, s3, sums, rows, row, column):
+    """Four channels' runs, rows ``row:row+4``, to the flat ``sums`` ``(rows, run)`` at ``column``."""
+    width = sums.shape[0] // rows
+    at = row * width + column
+    _end(s0, sums, at, row < rows)
+    _end(s1, sums, at + width, row + 1 < rows)
+    _end(s2, sums, at + 2 * width, row + 2 < rows)
+    _end(s3, sums, at + 3 * width, row + 3 < rows)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -187,35 +174,34 @@ def _add_4(s0, s1, s2, s3, v0, v1, v2, v3, run, at):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tile_8(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, row, column, partial, finish):
+def _tile_8(flat, start, offsets, packed, taps, tile_index, sums, rows, row, column):
     """``sums[row + o, column:column+LANES] = sum_t packed[tile_index, t, o] * flat[start + offsets[t] + m]`` over
-    taps ``t0:t1``, o < 8, added to ``partial`` where ``t0 > 0`` and left there unless ``finish``: the run of each
-    tap loaded once for eight channels. ``sums`` ``(rows, run)`` and ``partial`` ``(rows, LANES)`` come flat.
+    every tap, o < 8: the run of each tap loaded once for eight channels. ``sums`` ``(rows, run)`` comes flat.
     Each run written out plainly: a tuple of runs, or a view made per tile, cost reference counts and kept LLVM
     from vectorizing the sums' loads and stores (about a short tap loop's time per tile)."""
-    s0, s1, s2, s3 = _begin_four(flat.dtype, partial, row * LANES, t0 > 0)
-    s4, s5, s6, s7 = _begin_four(flat.dtype, partial, (row + 4) * LANES, t0 > 0)
+    s0, s1, s2, s3 = _begin_four(flat.dtype)
+    s4, s5, s6, s7 = _begin_four(flat.dtype)
     base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_WIDE)
-    for t in range(np.uint64(t0), np.uint64(t1)):
+    for t in range(np.uint64(taps)):
         at, w = base + np.uint64(offsets[t]), first_weight + t * np.uint64(TILE_WIDE)
         _add_4(s0, s1, s2, s3, packed[w], packed[w + np.uint64(1)], packed[w + np.uint64(2)],
                packed[w + np.uint64(3)], flat, at)
         _add_4(s4, s5, s6, s7, packed[w + np.uint64(4)], packed[w + np.uint64(5)], packed[w + np.uint64(6)],
                packed[w + np.uint64(7)], flat, at)
-    _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
-    _end_four(s4, s5, s6, s7, sums, partial, rows, row + 4, column, finish)
+    _end_four(s0, s1, s2, s3, sums, rows, row, column)
+    _end_four(s4, s5, s6, s7, sums, rows, row + 4, column)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _tile_4(flat, start, offsets, packed, taps, tile_index, t0, t1, sums, rows, row, column, partial, finish):
+def _tile_4(flat, start, offsets, packed, taps, tile_index, sums, rows, row, column):
     """:func:`_tile_8` for four channels."""
-    s0, s1, s2, s3 = _begin_four(flat.dtype, partial, row * LANES, t0 > 0)
+    s0, s1, s2, s3 = _begin_four(flat.dtype)
     base, first_weight = np.uint64(start), np.uint64(tile_index * taps * TILE_NARROW)
-    for t in range(np.uint64(t0), np.uint64(t1)):
+    for t in range(np.uint64(taps)):
         w = first_weight + t * np.uint64(TILE_NARROW)
         _add_4(s0, s1, s2, s3, packed[w], packed[w + np.uint64(1)], packed[w + np.uint64(2)],
                packed[w + np.uint64(3)], flat, base + np.uint64(offsets[t]))
-    _end_four(s0, s1, s2, s3, sums, partial, rows, row, column, finish)
+    _end_four(s0, s1, s2, s3, sums, rows, row, column)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -230,18 +216,17 @@ def _short_run(flat, start, offsets, weights, sums, row, length):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
-def forward(flat, packed, out, scratch, partial, offsets, runs, run_bounds, first, last, groups, tiles_per_group,
-            tiles_per_job, block_taps, channel_size, depth_size, wq, sd):
+def forward(flat, packed, out, scratch, offsets, runs, run_bounds, first, last, groups, tiles_per_group,
+            tiles_per_job, channel_size, depth_size, wq, sd):
     """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, c, j]``, for jobs ``first:last``.
 
     A job is (sample ``n``, group ``g``, ``tiles_per_job`` tiles of output
     channels, block ``b`` of runs: ``runs[run_bounds[b]:run_bounds[b + 1]]``).
     Per run of wide positions (``wq`` per wide row), each stretch
     of :data:`LANES` positions (the last one moved back to end with the run,
-    recomputing a few) is computed block of taps after block, each block
-    tile after tile while its input lines are in the L1 cache (the sums
-    carried in ``partial``), into ``scratch``; then the run's real columns
-    are copied to ``out``.
+    recomputing a few) is computed tile after tile, each tile over every tap
+    (its input lines read again from the L2 cache by the next tile), into
+    ``scratch``; then the run's real columns are copied to ``out``.
     """
     out_per_group, taps, tile = out.shape[1] // groups, packed.shape[1], packed.shape[2]
     packed_flat = packed.reshape(-1)  # once: a reshape is a call into Numba's helpers
@@ -269,16 +254,14 @@ def forward(flat, packed, out, scratch, partial, offsets, runs, run_bounds, firs
             column = 0
             while length >= LANES and column < length:
                 column = min(column, length - LANES)
-                for t0 in range(0, taps, block_taps):
-                    t1 = min(t0 + block_taps, taps)
-                    for b in range(first_tile, end_tile):
-                        tile_index, row = g * tiles_per_group + b, (b - first_tile) * tile
-                        if tile == TILE_WIDE:
-                            _tile_8(flat, start + column, offsets, packed_flat, taps, tile_index, t0, t1, sums_flat, o1 - o0, row,
-                                    column, partial, t1 == taps)
-                        else:
-                            _tile_4(flat, start + column, offsets, packed_flat, taps, tile_index, t0, t1, sums_flat, o1 - o0, row,
-                                    column, partial, t1 == taps)
+                for b in range(first_tile, end_tile):
+                    tile_index, row = g * tiles_per_group + b, (b - first_tile) * tile
+                    if tile == TILE_WIDE:
+                        _tile_8(flat, start + column, offsets, packed_flat, taps, tile_index, sums_flat, o1 - o0, row,
+                                column)
+                    else:
+                        _tile_4(flat, start + column, offsets, packed_flat, taps, tile_index, sums_flat, o1 - o0, row,
+                                column)
                 column += LANES
             for o in range(o0, o1):  # plain loops over rows' views: a slice's assignment may copy through a
                 for r in range(r0, r1):  # temporary, and five indices per value kept LLVM from vectorizing
@@ -288,8 +271,8 @@ def forward(flat, packed, out, scratch, partial, offsets, runs, run_bounds, firs
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def forward_staged(source, stage, packed, out, scratch, partial, offsets, runs, run_bounds, first, last,
-                   tiles_per_group, block_taps, channel_size, depth_size, wq, sd, low_d, low_h, low_w):
+def forward_staged(source, stage, packed, out, scratch, offsets, runs, run_bounds, first, last, tiles_per_group,
+                   channel_size, depth_size, wq, sd, low_d, low_h, low_w):
     """:func:`forward` for one group, each job a whole sample's channels and runs (``run_bounds`` one block),
     without the phase grid of the whole input: each job first copies its sample's planes of ``source`` (the
     input before its zero padding by the lows, rank 3) into the thread's own ``stage`` (``(1, C, D, SH, SW, Hq,
@@ -298,5 +281,5 @@ def forward_staged(source, stage, packed, out, scratch, partial, offsets, runs, 
     stage_flat = stage.reshape(-1)
     for n in range(first, last):
         stage_planes(source, stage, n * source.shape[1], low_d, low_h, low_w)
-        forward(stage_flat, packed, out[n:n + 1], scratch, partial, offsets, runs, run_bounds, 0, 1, 1,
-                tiles_per_group, tiles_per_group, block_taps, channel_size, depth_size, wq, sd)
+        forward(stage_flat, packed, out[n:n + 1], scratch, offsets, runs, run_bounds, 0, 1, 1, tiles_per_group,
+                tiles_per_group, channel_size, depth_size, wq, sd)

@@ -375,26 +375,9 @@ def _stage_shape(spec: ConvSpec, itemsize: int, layout: _Layout, padding: Sequen
     return shape if spec.groups == 1 and whole and copied and fits else (0,) * len(shape)
 
 
-#: Bytes of input lines one block of taps of the tiled forward reads per stretch (kept in the L1 cache while every
-#: tile of the job adds them).
-BLOCK_INPUT_BYTES = 16 * 2**10
-
-
-def _block_taps(spec: ConvSpec, itemsize: int) -> int:
-    """Taps per block of the tiled forward: whole input channels, whose lines one stretch reads (per (kd, kh) and
-    per column phase its taps use, :data:`LANES` positions and the kernel's extent along the row, not aligned to
-    cache lines) fill at most :data:`BLOCK_INPUT_BYTES` (at least one channel)."""
-    kd_size, kh_size, kw_size = shape3((1, 1, *spec.kernel_size))[2:]
-    _, _, sw = steps3(spec.stride)
-    extent = (kw_size - 1) * steps3(spec.dilation)[-1] // sw
-    per_channel = kd_size * kh_size * min(kw_size, sw) * (-(-(LANES + extent) * itemsize // 64) + 1) * 64
-    channels = max(1, min(spec.in_channels_per_group, BLOCK_INPUT_BYTES // per_channel))
-    return channels * prod(spec.kernel_size)
-
-
 def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, int, int, int]:
     """What :func:`_tiled_cost` charges for: the multiply-adds (in float32's: a float64 one counts twice), the
-    (tile, stretch, block of taps) passes, the bytes passed over in memory and copied into the phase grid, and
+    (tile, stretch) passes, the bytes passed over in memory and copied into the phase grid, and
     the (tile, stretch, input line) reads (:data:`LINE_COST`)."""
     tiling = _tiling(spec, itemsize, tile)
     tiles_per_group, tiles_per_job, layout = tiling.tiles_per_group, tiling.tiles_per_job, tiling.layout
@@ -411,12 +394,11 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
     stretches = sum(-(-length // LANES) for length in run_lengths)
     tiles = spec.batch * spec.groups * tiles_per_group * out_d
     taps = spec.terms
-    blocks = -(-taps // _block_taps(spec, itemsize))
     grid = spec.batch * spec.in_channels * prod(layout.grid) * itemsize
     copied = grid if layout.split or any(map(any, spec.padding)) else 0
     kd_size, kh_size, kw_size = shape3((1, 1, *spec.kernel_size))[2:]
     lines = spec.in_channels_per_group * kd_size * kh_size * min(kw_size, steps3(spec.stride)[-1])  # per stretch
-    return (tiles * positions * tile * taps * itemsize / 4, tiles * stretches * blocks,
+    return (tiles * positions * tile * taps * itemsize / 4, tiles * stretches,
             grid * -(-tiles_per_group // tiles_per_job) + prod(spec.output_shape) * itemsize, copied,
             tiles * stretches * lines)
 
@@ -424,12 +406,9 @@ def _tiled_terms(spec: ConvSpec, itemsize: int, tile: int) -> tuple[float, int, 
 def _tiled_cost(spec: ConvSpec, itemsize: int, tile: int) -> float:
     """What :meth:`Compiled.estimate` charges the tiled forward (:mod:`._kernels_tiled`) in one thread's seconds:
     every tile's multiply-adds (the zero channels and a run's recomputed end included) at
-    :data:`TILED_MAC_RATE`; :data:`STRETCH_COST` per (tile, stretch, block of taps); :data:`LINE_COST` per
-    input line a tile's stretch reads; the grid's reads (once per job) and the output's writes at
-    :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`. The blocks of taps keep a stretch's
-    lines in the L1 cache for every tile of the job, so a line costs its loads, not a trip to the L2 cache
-    (the blocks' size changed the time within the noise, +-10%, between 18 and all 576 taps of ResNet-18
-    layer2.0's stride-2 layer)."""
+    :data:`TILED_MAC_RATE`; :data:`STRETCH_COST` per (tile, stretch); :data:`LINE_COST` per input line a
+    tile's stretch reads; the grid's reads (once per block of channels) and the output's writes at
+    :data:`MEMORY_RATE`, and the grid's copy at :data:`GRID_COPY_RATE`."""
     macs, passes, moved, copied, lines = _tiled_terms(spec, itemsize, tile)
     return (macs / TILED_MAC_RATE + passes * STRETCH_COST + lines * LINE_COST + moved / MEMORY_RATE
             + copied / GRID_COPY_RATE)
@@ -531,7 +510,7 @@ class Compiled(FullOrScatter, Algorithm):
             layout = tiling.layout
             threads = min(threads_for(work), spec.batch * spec.groups * tiling.jobs)
             packed = spec.groups * tiling.tiles_per_group * tile * spec.terms
-            scratch = tiling.tiles_per_job * tile * (layout.scratch_shape[1] + LANES)  # a run's sums, a stretch's
+            scratch = tiling.tiles_per_job * tile * layout.scratch_shape[1]  # a run's sums
             stage = prod(_stage_shape(spec, itemsize, layout, _source_padding(spec), tiling.whole))  # or the grid:
             grid = 0 if stage else layout.grid_bytes(spec, itemsize)
             return grid + (threads * (scratch + stage) + packed) * itemsize
@@ -595,26 +574,24 @@ class Compiled(FullOrScatter, Algorithm):
             + taps[:, 4]
         out = np.empty(spec.output_shape, dtype=source.dtype)
         out3 = out.reshape(shape3(out.shape))
-        tiled, block_taps = kernels("tiled"), _block_taps(spec, source.itemsize)
-
-        def scratch() -> tuple[np.ndarray, ...]:
-            return (np.empty(scratch_shape, dtype=source.dtype), np.empty(scratch_shape[0] * LANES, dtype=source.dtype))
+        tiled = kernels("tiled")
 
         if stage_shape[0]:  # each sample's planes copied by its job into the thread's stage: no grid
             lows = steps3(tuple(low for low, _ in padding), fill=0)
             run_jobs(spec.batch, work,
-                      lambda first, last, own: tiled.forward_staged(source, own[2], packed, out3, own[0], own[1],
-                                                                    offsets, runs, run_bounds, first, last,
-                                                                    tiles_per_group, block_taps, depth * depth_size,
-                                                                    depth_size, wq, layout.depth_stride, *lows),
-                      lambda: (*scratch(), np.empty(stage_shape, dtype=source.dtype)))
+                      lambda first, last, own: tiled.forward_staged(source, own[1], packed, out3, own[0], offsets,
+                                                                    runs, run_bounds, first, last, tiles_per_group,
+                                                                    depth * depth_size, depth_size, wq,
+                                                                    layout.depth_stride, *lows),
+                      lambda: (np.empty(scratch_shape, dtype=source.dtype),
+                               np.empty(stage_shape, dtype=source.dtype)))
             return out
         flat = layout.to_grid(source, padding, work).reshape(-1)
         run_jobs(spec.batch * groups * tiling.jobs, work,
-                  lambda first, last, own: tiled.forward(flat, packed, out3, *own, offsets, runs, run_bounds, first,
-                                                         last, groups, tiles_per_group, tiles_per_job, block_taps,
-                                                         depth * depth_size, depth_size, wq, layout.depth_stride),
-                  scratch)
+                  lambda first, last, sums: tiled.forward(flat, packed, out3, sums, offsets, runs, run_bounds, first,
+                                                          last, groups, tiles_per_group, tiles_per_job,
+                                                          depth * depth_size, depth_size, wq, layout.depth_stride),
+                  lambda: np.empty(scratch_shape, dtype=source.dtype))
         return out
 
     def pass_formulation(self, name: str, spec: ConvSpec, dtype: np.dtype, *, finite: bool = True,
