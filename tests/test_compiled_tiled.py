@@ -269,6 +269,7 @@ def test_blocks_of_runs_hold_about_as_many_positions_each():
     assert tiling.band_order  # 32 channels of 3 depths at 67x65: 1.6 MiB
     assert not compiled_module._tiling(conv_spec((2, 8, 16, 64, 64), (32, 8, 3, 3, 3), padding=1), 4, 8).band_order
     assert not compiled_module._tiling(conv_spec((2, 32, 16, 64, 64), (32, 32, 1, 3, 3), padding=1), 4, 8).band_order
+    assert compiled_module._tiling(conv_spec((0, 32, 16, 64, 64), (32, 32, 3, 3, 3), padding=1), 4, 8).run_blocks == 1
     runs = layout.tables(depth_inner=True)[2]
     plain = layout.tables()[2]
     assert sorted(map(tuple, runs)) == sorted(map(tuple, plain)) and len(runs) == layout.run_count == 80
