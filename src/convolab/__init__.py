@@ -6,7 +6,7 @@ array([[[[ 83, 113],
          [173, 203]]]])
 """
 
-import importlib
+import importlib as _importlib  # private: `convolab.importlib` is not part of the API
 
 from . import grad
 from ._vjp import GradcheckError, gradcheck, vjp
@@ -53,7 +53,7 @@ _SHOW_NAMES = ("Trace", "trace", "Identity", "IdentityChain", "Im2colMatrices", 
 def __getattr__(name: str):
     """Load :mod:`convolab.show` the first time it, or one of its exported names, is asked for."""
     if name == "show" or name in _SHOW_NAMES:
-        show = importlib.import_module(".show", __name__)  # not `from . import`: that would ask this hook again
+        show = _importlib.import_module(".show", __name__)  # not `from . import`: that would ask this hook again
 
         value = show if name == "show" else getattr(show, name)
         globals()[name] = value  # later look-ups find it without this hook

@@ -325,11 +325,10 @@ def _tiling(spec: ConvSpec, itemsize: int, tile: int, padding: Sequence[tuple[in
     padding = _source_padding(spec) if padding is None else padding
     layout = _Layout(spec, itemsize, tile, shared_padding=padding[-1])
     tiles_per_group = -(-out_per_group // tile)
-    tiles_per_job = -(-min(out_per_group, TILED_BLOCK) // tile)
-    channel_jobs = -(-tiles_per_group // tiles_per_job)
-    jobs = outer * channel_jobs  # none where the batch (or a group's channels) is empty
+    tiles_per_job = max(1, -(-min(out_per_group, TILED_BLOCK) // tile))
+    jobs = outer * -(-tiles_per_group // tiles_per_job)  # none where the batch is empty
     run_blocks = max(1, min(layout.run_count, -(-2 * threads_for(work) // jobs))) if jobs else 1
-    if outer * channel_jobs * run_blocks < 2 * threads_for(work):  # too few runs: fewer channels per job too
+    if jobs * run_blocks < 2 * threads_for(work):  # too few runs: fewer channels per job too
         tiles_per_job = -(-_block_for(out_per_group, outer * run_blocks, work, TILED_BLOCK) // tile)
     kd_size = shape3((1, 1, *spec.kernel_size))[2]
     window = spec.in_channels_per_group * kd_size * prod(layout.grid[1:]) * itemsize  # one output depth's planes
