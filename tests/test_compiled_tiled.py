@@ -283,3 +283,36 @@ def test_blocks_of_runs_hold_about_as_many_positions_each():
         shares = [lengths[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]
         assert sum(shares) == lengths.sum()
         assert max(abs(share - lengths.sum() / blocks) for share in shares) <= lengths.max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", [
+    ((4, 3, 120, 131), (16, 3, 3, 3), dict(stride=2, padding=1)),  # staged sample by sample, rows of 66 values
+    ((2, 6, 9, 20, 21), (16, 6, 3, 3, 3), dict(padding=1)),  # 3-d, split by runs
+    ((2, 5, 9, 11), (8, 5, 5, 5), dict(padding=2)),  # rows of 11 values: shorter than a cache line of float32
+    ((1, 6, 300), (12, 3, 9), dict(padding=4, groups=2)),  # 1-d, groups
+], ids=str)
+def test_outputs_written_with_streaming_stores_hold_the_same_bits(input_shape, weight_shape, params, dtype,
+                                                                  monkeypatch):
+    """Large outputs are written with non-temporal stores (whole cache lines, each row's head and tail as
+    before): the same values land in the same places, at every offset of a row from a cache line, in one thread
+    and in three, in an output whose first value starts a cache line and in one that does not."""
+    x = _input(input_shape, dtype, 12)
+    w = np.random.default_rng(13).standard_normal(weight_shape).astype(dtype)
+    plain = cl.conv(x, w, **params, algorithm="compiled")
+    monkeypatch.setattr(compiled_module, "STREAM_OUTPUT_BYTES", 0)
+    monkeypatch.setattr(compiled_module, "STREAM_MOST_TERMS", 10**9)
+    allocate = np.empty
+
+    def shifted_empty(shape, dtype=float, **kwargs):  # the output starts 4 bytes into a cache line
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        buffer = allocate(size + 128, dtype=np.uint8)
+        skip = (-buffer.ctypes.data % 64 + 4) % 64
+        return buffer[skip:skip + size].view(dtype).reshape(shape)
+
+    for threads in (1, 3):
+        with cl.thread_count(threads):
+            np.testing.assert_array_equal(cl.conv(x, w, **params, algorithm="compiled"), plain)
+            monkeypatch.setattr(compiled_module.np, "empty", shifted_empty)
+            np.testing.assert_array_equal(cl.conv(x, w, **params, algorithm="compiled"), plain)
+            monkeypatch.setattr(compiled_module.np, "empty", allocate)

@@ -65,6 +65,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
+from llvmlite import ir
 
 from ._kernels_direct import stage_planes
 
@@ -119,6 +120,64 @@ def _stack_run(typingctx, dtype):
         return run._getvalue()
 
     return run_type(dtype), codegen
+
+
+@intrinsic
+def _line_offset(typingctx, array):
+    """The byte offset of ``array``'s first value within its 64-byte cache line."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.urem(builder.ptrtoint(data, ir.IntType(64)), ir.Constant(ir.IntType(64), 64))
+
+    return types.uint64(array), codegen
+
+
+@intrinsic
+def _stream(typingctx, dst, to, src, read):
+    """``dst[to:to + 16] = src[read:read + 16]``, ``dst[to]`` at the start of a cache line: one unaligned load,
+    stores that bypass the cache (non-temporal: the line is written without first being read)."""
+
+    def codegen(context, builder, signature, args):
+        def run(array_type, array, index):
+            data = context.make_array(array_type)(context, builder, array).data
+            return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, 16).as_pointer())
+
+        value = builder.load(run(signature.args[2], args[2], args[3]), align=signature.args[2].dtype.bitwidth // 8)
+        store = builder.store(value, run(signature.args[0], args[0], args[1]), align=64)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(dst, to, src, read), codegen
+
+
+@intrinsic
+def _fence(typingctx):
+    """A full memory fence (``mfence``): the non-temporal stores before it are visible to every thread after it."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_row(target, at, source, read, width, stream, line_offset):
+    """``target[at:at + width] = source[read:read + width]`` (flat arrays, indices unsigned); where ``stream``,
+    the whole cache lines of ``target`` with non-temporal stores (``line_offset``: the byte offset of
+    ``target[0]`` within its line; a ``target`` whose values are not aligned to their size has none)."""
+    done, width = np.uint64(0), np.uint64(width)
+    if stream and line_offset % np.uint64(target.itemsize) == 0:
+        per_line = np.uint64(64 // target.itemsize)
+        done = min(width, (per_line - (line_offset // np.uint64(target.itemsize) + at) % per_line) % per_line)
+        for w in range(done):
+            target[at + w] = source[read + w]
+        while done + np.uint64(16) <= width:
+            _stream(target, at + done, source, read + done)
+            done += np.uint64(16)
+    for w in range(done, width):
+        target[at + w] = source[read + w]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -217,7 +276,7 @@ def _short_run(flat, start, offsets, weights, sums, row, length):
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, _nrt=False)
 def forward(flat, packed, out, scratch, offsets, runs, run_bounds, first, last, groups, tiles_per_group,
-            tiles_per_job, channel_size, depth_size, wq, sd):
+            tiles_per_job, channel_size, depth_size, wq, sd, stream):
     """``out[n, g*O+o, p] = sum_{c, j} x_p[n, g*C+c, p*s + j*d] * kernel[g*O+o, c, j]``, for jobs ``first:last``.
 
     A job is (sample ``n``, group ``g``, ``tiles_per_job`` tiles of output
@@ -226,10 +285,13 @@ def forward(flat, packed, out, scratch, offsets, runs, run_bounds, first, last, 
     of :data:`LANES` positions (the last one moved back to end with the run,
     recomputing a few) is computed tile after tile, each tile over every tap
     (its input lines read again from the L2 cache by the next tile), into
-    ``scratch``; then the run's real columns are copied to ``out``.
+    ``scratch``; then the run's real columns are copied to ``out``
+    (C-contiguous), where ``stream`` with non-temporal stores.
     """
     out_per_group, taps, tile = out.shape[1] // groups, packed.shape[1], packed.shape[2]
-    packed_flat = packed.reshape(-1)  # once: a reshape is a call into Numba's helpers
+    packed_flat, out_flat = packed.reshape(-1), out.reshape(-1)  # once: a reshape is a call into Numba's helpers
+    line_offset = _line_offset(out_flat)
+    out_d, out_h, out_w = out.shape[2], out.shape[3], out.shape[4]
     channels_in = flat.shape[0] // (out.shape[0] * channel_size)
     run_blocks = run_bounds.shape[0] - 1
     jobs_per_group = -(-tiles_per_group // tiles_per_job) * run_blocks
@@ -263,16 +325,18 @@ def forward(flat, packed, out, scratch, offsets, runs, run_bounds, first, last, 
                         _tile_4(flat, start + column, offsets, packed_flat, taps, tile_index, sums_flat, o1 - o0, row,
                                 column)
                 column += LANES
-            for o in range(o0, o1):  # plain loops over rows' views: a slice's assignment may copy through a
-                for r in range(r0, r1):  # temporary, and five indices per value kept LLVM from vectorizing
-                    target, source = out[n, o, od, r, w0:w0 + width], sums_flat[(o - o0) * sums.shape[1] + (r - r0) * wq:]
-                    for w in range(width):
-                        target[w] = source[w]
+            for o in range(o0, o1):  # flat, unsigned: a slice's assignment may copy through a temporary, and
+                for r in range(r0, r1):  # five indices per value kept LLVM from vectorizing
+                    at = (((n * out.shape[1] + o) * out_d + od) * out_h + r) * out_w + w0
+                    _store_row(out_flat, np.uint64(at), sums_flat, np.uint64((o - o0) * sums.shape[1] + (r - r0) * wq),
+                               width, stream, line_offset)
+    if stream:
+        _fence()
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def forward_staged(source, stage, packed, out, scratch, offsets, runs, run_bounds, first, last, tiles_per_group,
-                   channel_size, depth_size, wq, sd, low_d, low_h, low_w):
+                   channel_size, depth_size, wq, sd, low_d, low_h, low_w, stream):
     """:func:`forward` for one group, each job a whole sample's channels and runs (``run_bounds`` one block),
     without the phase grid of the whole input: each job first copies its sample's planes of ``source`` (the
     input before its zero padding by the lows, rank 3) into the thread's own ``stage`` (``(1, C, D, SH, SW, Hq,
@@ -282,4 +346,4 @@ def forward_staged(source, stage, packed, out, scratch, offsets, runs, run_bound
     for n in range(first, last):
         stage_planes(source, stage, n * source.shape[1], low_d, low_h, low_w)
         forward(stage_flat, packed, out[n:n + 1], scratch, offsets, runs, run_bounds, 0, 1, 1, tiles_per_group,
-                tiles_per_group, channel_size, depth_size, wq, sd)
+                tiles_per_group, channel_size, depth_size, wq, sd, stream)
