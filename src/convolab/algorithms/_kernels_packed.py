@@ -56,20 +56,15 @@ from llvmlite import ir
 from numba import njit, types, uint64
 from numba.extending import intrinsic
 
-from ._kernels_tiled import LANES, _add_4, _stack_run, wide_vectors
+from ._kernels_tiled import LANES, VECTOR_VALUES, _add_4, _run_pointer, _stack_run, wide_vectors
 from ._kernels_winograd_fused import TILES_NARROW, TILES_WIDE
 
 __all__ = ["forward", "live_taps", "pack", "tile_sums"]
 
 
-#: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64).
-COPY_STEP = 16
-
-
-def _run_pointer(context, builder, array_type, array, index):
-    """A pointer to :data:`COPY_STEP` values of ``array`` from ``index`` on, as one LLVM vector."""
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, COPY_STEP).as_pointer())
+#: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64), as one LLVM vector
+#: (:func:`._kernels_tiled._run_pointer`).
+COPY_STEP = VECTOR_VALUES
 
 
 def _move_codegen(even: bool, part: bool):

@@ -122,6 +122,17 @@ def _stack_run(typingctx, dtype):
     return run_type(dtype), codegen
 
 
+#: Values one LLVM vector of :func:`_run_pointer` holds: a 512-bit vector of float32, two of float64.
+VECTOR_VALUES = 16
+
+
+def _run_pointer(context, builder, array_type, array, index):
+    """A pointer to :data:`VECTOR_VALUES` values of ``array`` from ``index`` on, as one LLVM vector (for the
+    intrinsics' code: here :func:`_stream`, in :mod:`._kernels_packed` the packing's moves)."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, VECTOR_VALUES).as_pointer())
+
+
 @intrinsic
 def _line_offset(typingctx, array):
     """The byte offset of ``array``'s first value within its 64-byte cache line."""
@@ -135,16 +146,13 @@ def _line_offset(typingctx, array):
 
 @intrinsic
 def _stream(typingctx, dst, to, src, read):
-    """``dst[to:to + 16] = src[read:read + 16]``, ``dst[to]`` at the start of a cache line: one unaligned load,
+    """``dst[to:to + 16] = src[read:read + 16]`` (:data:`VECTOR_VALUES`), ``dst[to]`` at the start of a cache line: one unaligned load,
     stores that bypass the cache (non-temporal: the line is written without first being read)."""
 
     def codegen(context, builder, signature, args):
-        def run(array_type, array, index):
-            data = context.make_array(array_type)(context, builder, array).data
-            return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, 16).as_pointer())
-
-        value = builder.load(run(signature.args[2], args[2], args[3]), align=signature.args[2].dtype.bitwidth // 8)
-        store = builder.store(value, run(signature.args[0], args[0], args[1]), align=64)
+        source = _run_pointer(context, builder, signature.args[2], args[2], args[3])
+        value = builder.load(source, align=signature.args[2].dtype.bitwidth // 8)
+        store = builder.store(value, _run_pointer(context, builder, signature.args[0], args[0], args[1]), align=64)
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
         return context.get_dummy_value()
 
@@ -173,9 +181,9 @@ def _store_row(target, at, source, read, width, stream, line_offset):
         done = min(width, (per_line - (line_offset // np.uint64(target.itemsize) + at) % per_line) % per_line)
         for w in range(done):
             target[at + w] = source[read + w]
-        while done + np.uint64(16) <= width:
+        while done + np.uint64(VECTOR_VALUES) <= width:
             _stream(target, at + done, source, read + done)
-            done += np.uint64(16)
+            done += np.uint64(VECTOR_VALUES)
     for w in range(done, width):
         target[at + w] = source[read + w]
 
