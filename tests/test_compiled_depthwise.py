@@ -197,14 +197,20 @@ def test_the_gather_equals_the_scatter(input_shape, weight_shape, params):
 
 #: Problems the forward runs with the channels in the vector lanes (:func:`_kernels_depthwise.forward_lanes`):
 #: rows of exactly eight output positions, planes whose size is no multiple of sixteen (the transposes' last
-#: positions one at a time), uneven padding, dilation, a kernel wider than tall, three blocks of channels.
+#: positions one at a time), uneven padding, dilation, a kernel wider than tall, three blocks of channels; a 7x7
+#: kernel on rows of 36 (two blocks of sixteen positions, then eight moved back; the input's rows transposed in
+#: three squares, the last moved back), a dilation along the row and a kernel four wide (whose rows
+#: :func:`_kernels_depthwise._row_sums` is not built for).
 LANES = [((2, 16, 9, 6), (16, 1, 3, 3), dict(padding=(1, 2), groups=16)),
          ((3, 32, 13, 19), (32, 1, 3, 5), dict(padding=((1, 2), (0, 3)), dilation=(2, 1), groups=32)),
-         ((1, 48, 28, 28), (48, 1, 5, 5), dict(padding=2, groups=48))]
+         ((1, 48, 28, 28), (48, 1, 5, 5), dict(padding=2, groups=48)),
+         ((2, 16, 12, 36), (16, 1, 7, 7), dict(padding=3, groups=16)),
+         ((1, 32, 10, 21), (32, 1, 2, 4), dict(padding=(1, 2), dilation=(1, 2), groups=32))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("input_shape, weight_shape, params", LANES, ids=["rows of 8", "dilated", "5x5"])
+@pytest.mark.parametrize("input_shape, weight_shape, params", LANES,
+                         ids=["rows of 8", "dilated", "5x5", "7x7 rows of 36", "dilated along rows"])
 def test_the_channels_in_lanes_equal_the_plane_loops(input_shape, weight_shape, params, dtype, monkeypatch,
                                                     depthwise_everywhere):
     """The same products added in the same order as the plane loops: the same bits, on one thread and two,
@@ -255,7 +261,8 @@ def test_the_channels_in_lanes_keep_the_direct_sums_inf_and_nan(poisoned):
 
 def test_what_the_channels_in_lanes_refuse():
     """Strides, a channel multiplier, part-filled blocks of channels, short rows, 1-d problems and scratch past
-    the L2 cache's share go to the plane loops; the wrapper's block sizes are the kernel's."""
+    :data:`LANES_SCRATCH_BYTES` (160x160 planes) go to the plane loops; 112x112 planes take the lanes; the
+    wrapper's block sizes are the kernel's."""
     from convolab.algorithms._compiled import kernels
 
     assert (kernels("depthwise").CHANNEL_BLOCK, kernels("depthwise").POSITION_BLOCK) == (
@@ -265,10 +272,12 @@ def test_what_the_channels_in_lanes_refuse():
                ((1, 24, 12, 12), (24, 1, 3, 3), dict(groups=24)),
                ((1, 16, 12, 9), (16, 1, 3, 3), dict(groups=16)),
                ((1, 16, 40), (16, 1, 3), dict(groups=16)),
-               ((1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144))]
+               ((1, 16, 160, 160), (16, 1, 3, 3), dict(padding=1, groups=16))]
     for input_shape, weight_shape, params in refused:
         spec = cl.conv_spec(input_shape, weight_shape, **params)
         assert not _depthwise_compiled.takes_lanes(spec, spec.padding, 4), (input_shape, weight_shape, params)
+    spec = cl.conv_spec((1, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32)
+    assert _depthwise_compiled.takes_lanes(spec, spec.padding, 4)
 
 
 def test_the_channels_in_lanes_count_every_threads_scratch_against_the_workspace_limit():

@@ -53,10 +53,12 @@ PLANE_JOB_COST = 0.2e-6
 #: Channels side by side and output positions per block of the forward with the channels in the vector lanes
 #: (as :mod:`._kernels_depthwise`'s CHANNEL_BLOCK and POSITION_BLOCK, repeated so that planning imports no Numba).
 LANES_CHANNELS, LANES_POSITIONS = 16, 8
-#: Most bytes of one thread's grid and sums for that form. Measured, one thread, in runs under load: 13-30%
-#: faster than the plane loops on 28x28 planes (0.1 MiB) every time; on 56x56 (0.4 MiB) 15% faster to 15% slower
-#: from run to run, on 112x112 (1.6 MiB) no faster.
-LANES_SCRATCH_BYTES = 256 * 2**10
+#: Most bytes of one thread's grid and sums for that form. With each input vector loaded once per kernel row
+#: (session 18), in-process against the plane loops, min of 15, float32 (one thread CPU; two threads wall): 56x56
+#: planes (0.4 MiB) 3.74 -> 2.69 and 2.64 -> 1.89 ms, 112x112 (1.6 MiB) 3.42 -> 2.67 and 2.22 -> 1.86, a 7x7
+#: kernel on 112x112 8.2 -> 4.9 and 4.7 -> 3.2; 160x160 (3.3 MiB) and larger no faster or slower (2 -> 2.04 ms
+#: at two threads), 224x224 slower at two threads (0.87 -> 1.44: two jobs).
+LANES_SCRATCH_BYTES = 2 * 2**20
 #: Bytes of the forward's sums for one chunk of output rows: within the L1 cache with the runs it reads
 #: (larger planes' sums measured slower from the L2 cache).
 PLANE_SUMS_BYTES = 16 * 2**10

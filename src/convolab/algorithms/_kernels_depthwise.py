@@ -55,9 +55,12 @@ dilation.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from ._kernels_tiled import LANES, _stack_run  # sums held in registers, in 512-bit vectors
+from ._kernels_tiled import LANES, _ask_for_512_bit_vectors, _stack_run  # sums held in registers, in 512-bit vectors
 from ._kernels_wgrad import SQUARE, _transpose_square  # sixteen by sixteen values transposed in registers
 
 __all__ = ["forward", "forward_lanes", "input_grad", "input_grad_scatter", "weight_grad", "STRETCH",
@@ -69,6 +72,12 @@ STRETCH = 4 * LANES
 #: Channels a job of :func:`forward_lanes` holds side by side (one 512-bit vector of float32), and the output
 #: positions one of its blocks sums in registers (four stack runs of two positions' channels).
 CHANNEL_BLOCK, POSITION_BLOCK = SQUARE, 8
+#: Positions of a row one call of :func:`_row_sums` holds in registers: sixteen vectors of float32 (eight of
+#: float64: sixteen vectors too). A row's last positions go :data:`POSITION_BLOCK` at a time.
+ROW_POSITIONS = 16
+#: Kernel widths :func:`_row_sums` is built for (one version each: the taps along a row unrolled); others, and
+#: a dilation along the row, take :func:`_position_block`.
+ROW_TAPS = (3, 5, 7)
 #: Bytes of grad_output's wide rows the weight gradient's dot products take at once.
 DOTS_CHUNK_BYTES = 8 * 2**10
 
@@ -556,6 +565,104 @@ def _position_block(grid, weights, first_weight, sums, read, write, taps_h, taps
     _store(sums, write + 3 * LANES, s3)
 
 
+@intrinsic
+def _row_sums(typingctx, grid, read, weights, first_weight, sums, write, taps_h, row_step, taps_w, positions):
+    """``sums[write + i*16 + c] = sum_{kh, kw} weights[first_weight + (kh*taps_w + kw)*LANES + c] * grid[read +
+    kh*row_step + (i + kw)*16 + c]`` for ``i < positions`` and 16 channels ``c``: :func:`_position_block` at
+    dilation 1 along the row, ``taps_w`` and ``positions`` literal integers. Per row of taps it loads each of
+    the ``positions + taps_w - 1`` input vectors once and adds it into every position whose window holds it
+    (the sums in LLVM vectors, in registers), where :func:`_position_block` loads one per tap and position (a
+    5x5 kernel: 25 loads per 16 positions' row of taps against 85, and the weights once, not twice). Each sum
+    adds its taps in ``(kh, kw)`` order, as :func:`_position_block`'s. ``grid`` and ``sums`` are read and written
+    in whole aligned 64-byte lines (their offsets multiples of 16 values from aligned arrays); the weights'
+    runs may start anywhere."""
+    if not (isinstance(taps_w, types.IntegerLiteral) and isinstance(positions, types.IntegerLiteral)):
+        return None
+    width, count = taps_w.literal_value, positions.literal_value
+
+    def codegen(context, builder, signature, args):
+        _ask_for_512_bit_vectors(builder)
+        item = context.get_value_type(signature.args[0].dtype)
+        itemsize = context.get_abi_sizeof(item)
+        vector = ir.VectorType(item, CHANNEL_BLOCK)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.v{CHANNEL_BLOCK}f{8 * itemsize}")
+        intp = ir.IntType(64)
+        read, first, write, rows, step = (context.cast(builder, args[i], signature.args[i], types.intp)
+                                          for i in (1, 3, 5, 6, 7))
+
+        def at(position: int, value, offset: int):
+            """A pointer to 16 values of argument ``position`` from ``value + offset`` on."""
+            data = context.make_array(signature.args[position])(context, builder, args[position]).data
+            return builder.bitcast(builder.gep(data, [builder.add(value, ir.Constant(intp, offset))]),
+                                   vector.as_pointer())
+
+        held = cgutils.alloca_once(builder, vector, size=count)  # promoted to registers by LLVM
+        for i in range(count):
+            builder.store(ir.Constant(vector, None), builder.gep(held, [ir.Constant(intp, i)]))
+        with cgutils.for_range(builder, rows) as loop:
+            row = builder.add(read, builder.mul(loop.index, step))
+            run = builder.add(first, builder.mul(loop.index, ir.Constant(intp, width * LANES)))
+            tap_weights = [builder.load(at(2, run, kw * LANES), align=itemsize) for kw in range(width)]
+            totals = [builder.load(builder.gep(held, [ir.Constant(intp, i)])) for i in range(count)]
+            for column in range(count + width - 1):
+                value = builder.load(at(0, row, column * CHANNEL_BLOCK), align=64)
+                for kw in range(width):
+                    if 0 <= column - kw < count:
+                        totals[column - kw] = builder.call(fma, [tap_weights[kw], value, totals[column - kw]])
+            for i in range(count):
+                builder.store(totals[i], builder.gep(held, [ir.Constant(intp, i)]))
+        for i in range(count):
+            builder.store(builder.load(builder.gep(held, [ir.Constant(intp, i)])),
+                          at(4, write, i * CHANNEL_BLOCK), align=64)
+        return context.get_dummy_value()
+
+    return types.none(grid, read, weights, first_weight, sums, write, taps_h, row_step, taps_w, positions), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_block(grid, weights, first_weight, sums, read, write, taps_h, taps_w, row_step, wide):
+    """:func:`_row_sums` of :data:`ROW_POSITIONS` positions where ``wide``, else of :data:`POSITION_BLOCK`, for
+    a kernel width of :data:`ROW_TAPS` (the literal each version needs)."""
+    if taps_w == 3:
+        if wide:
+            _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 3, 16)
+        else:
+            _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 3, 8)
+    elif taps_w == 5:
+        if wide:
+            _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 5, 16)
+        else:
+            _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 5, 8)
+    elif wide:
+        _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 7, 16)
+    else:
+        _row_sums(grid, read, weights, first_weight, sums, write, taps_h, row_step, 7, 8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lanes_into_grid(values, first, height, width, grid, low_h, low_w, wp, staging):
+    """The 16 planes ``(H, W)`` from ``values[first]`` on (``H*W`` apart) into ``grid``, a position's 16 channels
+    side by side, at row ``h + low_h``, column ``w + low_w`` of rows ``wp`` wide. Rows of at least 16 values are
+    transposed square by square straight into the grid (a row's last square moved back to end with it);
+    shorter ones through ``staging`` (:func:`_lanes_from_planes`), then copied row by row."""
+    plane = height * width
+    if width >= SQUARE:
+        for h in range(height):
+            column = 0
+            while column < width:
+                column = min(column, width - SQUARE)
+                _transpose_square(values, np.uint64(first + h * width + column), plane, grid,
+                                  np.uint64(((h + low_h) * wp + low_w + column) * CHANNEL_BLOCK), CHANNEL_BLOCK)
+                column += SQUARE
+        return
+    _lanes_from_planes(values, first, plane, staging)
+    for h in range(height):
+        at, read = np.uint64(((h + low_h) * wp + low_w) * CHANNEL_BLOCK), np.uint64(h * width * CHANNEL_BLOCK)
+        for i in range(np.uint64(width * CHANNEL_BLOCK)):
+            grid[at + i] = staging[read + i]
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def forward_lanes(x, weights, out, grid, sums, first, last, low_h, low_w, wp, taps_h, taps_w, dh, dw):
     """``out[n, c, oh, ow] = sum_{kh, kw} x_p[n, c, oh + kh*dh, ow + kw*dw] * k[c, kh, kw]`` at stride 1, one
@@ -564,12 +671,16 @@ def forward_lanes(x, weights, out, grid, sums, first, last, low_h, low_w, wp, ta
 
     The block's planes go, transposed (a position's 16 channels side by
     side), into ``grid`` ``(Hp*Wp*16,)``, zero-padded by the lows (its
-    padding cells zero on entry, never written); each block of
-    :data:`POSITION_BLOCK` output positions of a row is summed with its
-    sums in registers, every tap loading eight whole, aligned vectors (the
-    plane loops of :func:`forward` load across two cache lines nearly every
-    time), into ``sums`` ``(OH*OW*16,)``, a row's last block moved back to
-    end with it; the sums are then transposed back into the output. The same
+    padding cells zero on entry, never written: :func:`_lanes_into_grid`).
+    Each block of output positions of a row is summed with its sums in
+    registers, every load a whole, aligned vector (the plane loops of
+    :func:`forward` load across two cache lines nearly every time): for
+    kernel widths of :data:`ROW_TAPS` at dilation 1 along the row,
+    :data:`ROW_POSITIONS` positions at a time (float32) that share each
+    input vector among the taps that read it (:func:`_row_sums`), else
+    :data:`POSITION_BLOCK` at a time (:func:`_position_block`); a row's last
+    block is moved back to end with it. The sums go to ``sums``
+    ``(OH*OW*16,)``, then transposed back into the output. The same
     products as :func:`forward`'s, added in the same (tap) order.
     ``weights`` ``(channels // 16, T, LANES)``: tap ``t``'s weights of the
     block's 16 channels, twice. The input and the output planes need at
@@ -580,20 +691,24 @@ def forward_lanes(x, weights, out, grid, sums, first, last, low_h, low_w, wp, ta
     blocks, plane, out_plane = channels // CHANNEL_BLOCK, height * width, out_h * out_w
     values, results, flat_weights = x.reshape(-1), out.reshape(-1), weights.reshape(-1)
     taps = taps_h * taps_w
+    rows = dw == 1 and (taps_w == 3 or taps_w == 5 or taps_w == 7)  # :func:`_row_sums` is built for these
+    # float32: sixteen positions a block; float64's vectors hold half a position's channels
+    most = ROW_POSITIONS if rows and x.itemsize == 4 else POSITION_BLOCK
     for job in range(first, last):
         n, b = job // blocks, job % blocks
         first_value = (n * channels + b * CHANNEL_BLOCK) * plane
-        _lanes_from_planes(values, first_value, plane, sums)  # sums as the staging: (H*W, 16) before it is read
-        for h in range(height):
-            at, read = np.uint64(((h + low_h) * wp + low_w) * CHANNEL_BLOCK), np.uint64(h * width * CHANNEL_BLOCK)
-            for i in range(np.uint64(width * CHANNEL_BLOCK)):
-                grid[at + i] = sums[read + i]
+        _lanes_into_grid(values, first_value, height, width, grid, low_h, low_w, wp, sums)
         for oh in range(out_h):
             ow = 0
             while ow < out_w:
-                ow = min(ow, out_w - POSITION_BLOCK)
-                _position_block(grid, flat_weights, b * taps * LANES, sums, (oh * wp + ow) * CHANNEL_BLOCK,
-                                (oh * out_w + ow) * CHANNEL_BLOCK, taps_h, taps_w, dh * wp * CHANNEL_BLOCK,
-                                dw * CHANNEL_BLOCK)
-                ow += POSITION_BLOCK
+                wide = out_w - ow >= most and most == ROW_POSITIONS
+                ow = ow if wide else min(ow, out_w - POSITION_BLOCK)
+                read, write = (oh * wp + ow) * CHANNEL_BLOCK, (oh * out_w + ow) * CHANNEL_BLOCK
+                if rows:
+                    _row_block(grid, flat_weights, b * taps * LANES, sums, read, write, taps_h, taps_w,
+                               dh * wp * CHANNEL_BLOCK, wide)
+                else:
+                    _position_block(grid, flat_weights, b * taps * LANES, sums, read, write, taps_h, taps_w,
+                                    dh * wp * CHANNEL_BLOCK, dw * CHANNEL_BLOCK)
+                ow += ROW_POSITIONS if wide else POSITION_BLOCK
         _planes_from_lanes(sums, out_plane, results, (n * channels + b * CHANNEL_BLOCK) * out_plane)
