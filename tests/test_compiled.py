@@ -169,6 +169,11 @@ def test_larger_problems_threaded_and_not_contiguous(input_shape, weight_shape, 
     ((1, 1, 1, 5, 5), (4, 4), ((0, 0), (2, 3), (3, 2)), 0),
     ((2, 2, 1, 5, 7), (1, 1), ((0, 0), (1, 1), (1, 1)), 1),  # shared padding: a shorter pitch, a row of zeros
     ((1, 2, 2, 4, 6), (2, 1), ((1, 1), (2, 2), (3, 1)), 1),
+    # rows of whole vectors and a last part (copy_run), each plane's last run ending within a vector of the
+    # next plane's first cell: the part's stored-back lanes stay in its own plane
+    ((2, 3, 1, 5, 57), (2, 2), ((0, 0), (1, 1), (1, 0)), 0),
+    ((1, 3, 1, 3, 37), (1, 1), ((0, 0), (0, 0), (0, 0)), 0),
+    ((1, 2, 1, 4, 50), (1, 3), ((0, 0), (1, 1), (2, 1)), 0),
 ])
 def test_the_phase_grid_copy_writes_every_cell(shape, stride, padding, shared):
     """copy_phases pads as it copies: its grid needs no zeroing first (to_grid allocates it empty), and

@@ -278,7 +278,7 @@ def test_auto_leaves_pointwise_layers_at_stride_one_to_gemm():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_packings_vector_copies_move_exactly_the_values_asked(dtype):
-    """``_copy`` moves runs of 16 as whole vectors at strides 1 and 2, and a shorter last part as a vector whose
+    """``copy_run`` (the packing's, and the phase grids') moves runs of 16 as whole vectors at strides 1 and 2, and a shorter last part as a vector whose
     other lanes are stored back: every length around those steps, reads and writes that end at their arrays'
     ends (where the vectors would pass them, it copies value by value), give what a slice gives, and leave every
     other value of the scratch as it was."""
@@ -286,7 +286,7 @@ def test_the_packings_vector_copies_move_exactly_the_values_asked(dtype):
 
     from convolab.algorithms._compiled import kernels
 
-    copy = kernels("packed")._copy
+    copy = kernels("moves").copy_run
 
     @njit
     def call(col, to, flat_x, read, count, sw):

@@ -56,6 +56,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from ._kernels_moves import copy_run
+
 __all__ = ["copy_phases", "stage_planes", "forward", "input_grad_scatter", "OUT_BLOCK", "TAP_BLOCK"]
 
 #: Output channels and taps one pass of an inner loop handles.
@@ -84,13 +86,17 @@ def copy_phases(array, grid, first, last, split, low_d, low_h, low_w):
 def _copy_phases(array, grid, first, last, split, low_d, low_h, low_w, zero):
     """:func:`copy_phases`, its padding's cells written with ``zero`` (a value the compiler cannot see is zero:
     :func:`stage_planes` runs without Numba's runtime, so cannot allocate one)."""
-    channels, depth, height, width = array.shape[1], array.shape[2], array.shape[3], array.shape[4]
+    depth, height, width = array.shape[2], array.shape[3], array.shape[4]
     grid_depth, sh, sw, hq, wq = grid.shape[2], grid.shape[3], grid.shape[4], grid.shape[5], grid.shape[6]
     # both addressed flat and unsigned: a row's view and slice cost more than copying a short row (80 against
     # 13 ns for 28 values), and an unsigned index needs no wraparound test, so that the loops vectorize
     flat_grid, flat = grid.reshape(grid.size), array.reshape(array.size)
     row_cells = uint64(wq)
+    plane_cells = uint64(grid_depth * sh * sw * hq) * row_cells
     for plane in range(first, last):  # plane n*C_in + c of both arrays
+        # the plane's own cells: copy_run's last vector may store back cells past its run, never another plane's
+        # (another thread's)
+        own = flat_grid[uint64(plane) * plane_cells:uint64(plane + 1) * plane_cells]
         if split:  # the rows no sample lands on (padding rows and planes, a phase's short end), in runs
             for zp in range(grid_depth):
                 at = uint64(plane * grid_depth + zp) * uint64(sh * sw * hq) * row_cells
@@ -123,15 +129,8 @@ def _copy_phases(array, grid, first, last, split, low_d, low_h, low_w, zero):
                             flat_grid[cells + i] = zero
                         for i in range(v0 + count, row_cells):
                             flat_grid[cells + i] = zero
-                    if split and sw == 1:  # the common strides as constants, so that the loads vectorize
-                        for i in range(count):
-                            flat_grid[phase + i] = flat[start + i]
-                    elif split and sw == 2:
-                        for i in range(count):
-                            flat_grid[phase + i] = flat[start + uint64(2) * i]
-                    elif split:
-                        for i in range(count):
-                            flat_grid[phase + i] = flat[start + uint64(sw) * i]
+                    if split:  # strides 1 and 2 as whole vectors (a loop of 28 at stride 2 took 3x as long)
+                        copy_run(own, phase - uint64(plane) * plane_cells, flat, start, count, sw)
                     else:
                         for i in range(count):
                             flat[start + uint64(sw) * i] = flat_grid[phase + i]

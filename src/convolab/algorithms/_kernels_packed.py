@@ -52,72 +52,13 @@ one group, K = C x taps, T positions of one block; ``(A, B, E)`` the output,
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types, uint64
-from numba.extending import intrinsic
+from numba import njit, uint64
 
-from ._kernels_tiled import LANES, VECTOR_VALUES, _add_4, _run_pointer, _stack_run, wide_vectors
+from ._kernels_moves import copy_run
+from ._kernels_tiled import LANES, _add_4, _stack_run, wide_vectors
 from ._kernels_winograd_fused import TILES_NARROW, TILES_WIDE
 
 __all__ = ["forward", "live_taps", "pack", "tile_sums"]
-
-
-#: Values one step of :func:`_copy` moves: one 512-bit vector of float32 (two of float64), as one LLVM vector
-#: (:func:`._kernels_tiled._run_pointer`).
-COPY_STEP = VECTOR_VALUES
-
-
-def _move_codegen(even: bool, part: bool):
-    """The code of one :data:`COPY_STEP`-value move ``dst[to + m] = src[read + m]`` (``src[read + 2*m]`` where
-    ``even``): whole vectors, loaded unaligned; where ``part``, only lanes ``m < count`` change (the other lanes
-    of ``dst`` are read and stored back as they were)."""
-
-    def codegen(context, builder, signature, args):
-        dst, to, src, read = args[:4]
-        align = context.get_abi_sizeof(context.get_value_type(signature.args[0].dtype))
-        source = _run_pointer(context, builder, signature.args[2], src, read)
-        value = builder.load(source, align=align)
-        if even:  # the even values of two vectors' worth: one shuffle (vpermt2ps)
-            high = builder.load(builder.gep(source, [ir.Constant(ir.IntType(64), 1)]), align=align)
-            lanes = ir.Constant(ir.VectorType(ir.IntType(32), COPY_STEP), [2 * m for m in range(COPY_STEP)])
-            value = builder.shuffle_vector(value, high, lanes)
-        target = _run_pointer(context, builder, signature.args[0], dst, to)
-        if part:
-            index = ir.VectorType(ir.IntType(64), COPY_STEP)
-            count = builder.insert_element(ir.Constant(index, None), args[4], ir.Constant(ir.IntType(32), 0))
-            count = builder.shuffle_vector(count, count, ir.Constant(ir.VectorType(ir.IntType(32), COPY_STEP), None))
-            kept = builder.icmp_unsigned("<", ir.Constant(index, list(range(COPY_STEP))), count)
-            value = builder.select(kept, value, builder.load(target, align=align))
-        builder.store(value, target, align=align)
-        return context.get_dummy_value()
-
-    return codegen
-
-
-@intrinsic
-def _move(typingctx, dst, to, src, read):
-    """``dst[to:to + 16] = src[read:read + 16]``: one vector load and store. Numba cannot tell that the two arrays
-    do not overlap, so LLVM left a fixed loop of 16 copies as 16 scalar loads and stores."""
-    return types.none(dst, to, src, read), _move_codegen(even=False, part=False)
-
-
-@intrinsic
-def _move_even(typingctx, dst, to, src, read):
-    """``dst[to:to + 16] = src[read:read + 32:2]``: it reads ``src[read + 31]``, one past the last value taken."""
-    return types.none(dst, to, src, read), _move_codegen(even=True, part=False)
-
-
-@intrinsic
-def _move_part(typingctx, dst, to, src, read, count):
-    """:func:`_move` of the first ``count < 16`` values: it reads 16 values of each array, and stores the rest of
-    ``dst``'s back unchanged."""
-    return types.none(dst, to, src, read, count), _move_codegen(even=False, part=True)
-
-
-@intrinsic
-def _move_even_part(typingctx, dst, to, src, read, count):
-    """:func:`_move_even` of the first ``count < 16`` values, as :func:`_move_part`."""
-    return types.none(dst, to, src, read, count), _move_codegen(even=True, part=True)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -125,36 +66,6 @@ def _zero(col, to, count):
     """``col[to:to + count] = 0`` (``to`` unsigned: no test per value for a negative index)."""
     for i in range(uint64(count)):
         col[to + i] = 0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _copy(col, to, flat_x, read, count, sw):
-    """``col[to + i] = flat_x[read + i*sw]`` for ``i < count`` (``to``, ``read`` unsigned), ``col`` the calling
-    thread's own scratch. At strides 1 and 2, :data:`COPY_STEP` values at a time as whole vectors (:func:`_move`,
-    :func:`_move_even`), and a last part of fewer as one vector whose other lanes are stored back as they were
-    (:func:`_move_part`: no other thread writes ``col``), each where its vectors lie inside both arrays; any
-    other stride, and what is left, one value at a time. A row's part in a panel is at most :data:`LANES`
-    values: one value at a time, 28 took 8 ns, against 3 as vectors."""
-    done, count, step = uint64(0), uint64(count), uint64(sw)
-    room = uint64(col.size) - to  # values of col from to on
-    if sw == 1:
-        while done + uint64(COPY_STEP) <= count:
-            _move(col, to + done, flat_x, read + done)
-            done += uint64(COPY_STEP)
-        if done < count and read + done + uint64(COPY_STEP) <= uint64(flat_x.size) and done + uint64(COPY_STEP) <= room:
-            _move_part(col, to + done, flat_x, read + done, count - done)
-            done = count
-    elif sw == 2:  # each step reads 2 * COPY_STEP values: one past the last value it takes
-        while done < count and read + uint64(2) * (done + uint64(COPY_STEP)) <= uint64(flat_x.size):
-            if done + uint64(COPY_STEP) <= count:
-                _move_even(col, to + done, flat_x, read + uint64(2) * done)
-            elif done + uint64(COPY_STEP) <= room:
-                _move_even_part(col, to + done, flat_x, read + uint64(2) * done, count - done)
-            else:
-                break
-            done = min(done + uint64(COPY_STEP), count)
-    for i in range(done, count):
-        col[to + i] = flat_x[read + step * i]
 
 
 @njit(cache=True, nogil=True)
@@ -211,7 +122,7 @@ def pack(x, col, channel0, channels, p0, p1, kernel3, out3, sd, sh, sw, dd, dh, 
                             at = write + kw * step - e
                             _zero(col, uint64(at + e), lo - e)
                             # the inside, indexed unsigned (no wraparound test per value: the loops vectorize)
-                            _copy(col, uint64(at + lo), flat_x, uint64(row + kw * dw + lo * sw), hi - lo, sw)
+                            copy_run(col, uint64(at + lo), flat_x, uint64(row + kw * dw + lo * sw), hi - lo, sw)
                             _zero(col, uint64(at + hi), e + length - hi)
                     t += length
                     e += length

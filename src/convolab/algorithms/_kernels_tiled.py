@@ -68,6 +68,7 @@ from numba.np.arrayobj import populate_array
 from llvmlite import ir
 
 from ._kernels_direct import stage_planes
+from ._kernels_moves import VECTOR_VALUES, _run_pointer
 
 
 __all__ = ["forward", "forward_staged", "wide_vectors", "LANES", "TILE_WIDE", "TILE_NARROW"]
@@ -120,17 +121,6 @@ def _stack_run(typingctx, dtype):
         return run._getvalue()
 
     return run_type(dtype), codegen
-
-
-#: Values one LLVM vector of :func:`_run_pointer` holds: a 512-bit vector of float32, two of float64.
-VECTOR_VALUES = 16
-
-
-def _run_pointer(context, builder, array_type, array, index):
-    """A pointer to :data:`VECTOR_VALUES` values of ``array`` from ``index`` on, as one LLVM vector (for the
-    intrinsics' code: here :func:`_stream`, in :mod:`._kernels_packed` the packing's moves)."""
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), ir.VectorType(data.type.pointee, VECTOR_VALUES).as_pointer())
 
 
 @intrinsic
