@@ -60,6 +60,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._kernels_moves import VECTOR_VALUES, _run_pointer
 from ._kernels_tiled import LANES, _ask_for_512_bit_vectors, _stack_run  # sums held in registers, in 512-bit vectors
 from ._kernels_wgrad import SQUARE, _transpose_square  # sixteen by sixteen values transposed in registers
 
@@ -584,18 +585,17 @@ def _row_sums(typingctx, grid, read, weights, first_weight, sums, write, taps_h,
         _ask_for_512_bit_vectors(builder)
         item = context.get_value_type(signature.args[0].dtype)
         itemsize = context.get_abi_sizeof(item)
-        vector = ir.VectorType(item, CHANNEL_BLOCK)
+        vector = ir.VectorType(item, VECTOR_VALUES)  # a position's 16 channels (CHANNEL_BLOCK), as _run_pointer's
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.v{CHANNEL_BLOCK}f{8 * itemsize}")
+                                             f"llvm.fma.v{VECTOR_VALUES}f{8 * itemsize}")
         intp = ir.IntType(64)
         read, first, write, rows, step = (context.cast(builder, args[i], signature.args[i], types.intp)
                                           for i in (1, 3, 5, 6, 7))
 
         def at(position: int, value, offset: int):
-            """A pointer to 16 values of argument ``position`` from ``value + offset`` on."""
-            data = context.make_array(signature.args[position])(context, builder, args[position]).data
-            return builder.bitcast(builder.gep(data, [builder.add(value, ir.Constant(intp, offset))]),
-                                   vector.as_pointer())
+            """A pointer to argument ``position``'s 16 values from ``value + offset`` on."""
+            return _run_pointer(context, builder, signature.args[position], args[position],
+                                builder.add(value, ir.Constant(intp, offset)))
 
         held = cgutils.alloca_once(builder, vector, size=count)  # promoted to registers by LLVM
         for i in range(count):
@@ -691,7 +691,7 @@ def forward_lanes(x, weights, out, grid, sums, first, last, low_h, low_w, wp, ta
     blocks, plane, out_plane = channels // CHANNEL_BLOCK, height * width, out_h * out_w
     values, results, flat_weights = x.reshape(-1), out.reshape(-1), weights.reshape(-1)
     taps = taps_h * taps_w
-    rows = dw == 1 and (taps_w == 3 or taps_w == 5 or taps_w == 7)  # :func:`_row_sums` is built for these
+    rows = dw == 1 and taps_w in ROW_TAPS  # the widths _row_block has a _row_sums for
     # float32: sixteen positions a block; float64's vectors hold half a position's channels
     most = ROW_POSITIONS if rows and x.itemsize == 4 else POSITION_BLOCK
     for job in range(first, last):
