@@ -91,11 +91,11 @@ def _move_even_part(typingctx, dst, to, src, read, count):
 @njit(cache=True, nogil=True, inline="always")
 def copy_run(col, to, flat_x, read, count, sw):
     """``col[to + i] = flat_x[read + i*sw]`` for ``i < count`` (``to``, ``read`` unsigned), ``col`` the calling
-    thread's own scratch (or the part of an array it alone writes). At strides 1 and 2, :data:`COPY_STEP` values at a time as whole vectors (:func:`_move`,
-    :func:`_move_even`), and a last part of fewer as one vector whose other lanes are stored back as they were
-    (:func:`_move_part`: no other thread writes ``col``), each where its vectors lie inside both arrays; any
-    other stride, and what is left, one value at a time. A row's part in a panel is at most :data:`LANES`
-    values: one value at a time, 28 took 8 ns, against 3 as vectors."""
+    thread's own scratch, or the part of an array it alone writes. At strides 1 and 2, :data:`COPY_STEP` values
+    at a time as whole vectors (:func:`_move`, :func:`_move_even`), and a last part of fewer as one vector whose
+    other lanes are stored back as they were (:func:`_move_part`: no other thread writes ``col``), each where its
+    vectors lie inside both arrays; any other stride, and what is left, one value at a time. A row's part in one
+    of packed's panels is at most 32 values: one value at a time, 28 took 8 ns, against 3 as vectors."""
     done, count, step = uint64(0), uint64(count), uint64(sw)
     room = uint64(col.size) - to  # values of col from to on
     if sw == 1:
