@@ -23,11 +23,12 @@ from test_space_to_batch import dilated_cases
 
 CASES = generate_cases(300, seed=2)
 ALGORITHMS = ("direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft",
-              "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts")
+              "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts", "broadcast")
 #: Algorithms whose sums are exact products summed in some order (bounded like a matrix product).
-SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed", "row_shifts")
+SUMMING = ("im2col", "gemm", "folded", "shifted", "depthwise", "compiled", "space_to_depth", "packed", "row_shifts",
+           "broadcast")
 #: Algorithms that run float32 and float64 only (compiled kernels); the other dtypes keep the NumPy paths.
-FLOAT_ONLY = ("compiled", "packed")
+FLOAT_ONLY = ("compiled", "packed", "broadcast")
 
 
 def runs(case: ConvCase, algorithm: str, dtype=np.float64) -> bool:

@@ -123,7 +123,7 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts", "broadcast"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
         ``"folded"`` gemm with the last kernel axis folded into the product's
@@ -138,8 +138,10 @@ _CONV_DOC = """{summary}
         dilated 3-tap convolution as Winograd tiles on its phase sub-images
         (every ``d``-th input cell); ``"row_shifts"`` unrolls the last axis
         only and takes one product per tap of the other axes over shifted
-        rows, leaving zero padding's rows out. ``"compiled"`` and ``"packed"`` need
-        Numba and float32/float64 data; ``"space_to_depth"`` copies with
+        rows, leaving zero padding's rows out; ``"broadcast"`` (by name only)
+        a direct sum with the output channels in the vector lanes and each
+        input value broadcast to them. ``"compiled"``, ``"packed"`` and
+        ``"broadcast"`` need Numba and float32/float64 data; ``"space_to_depth"`` copies with
         NumPy where Numba is missing. ``"auto"`` takes the planner's
         pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its
         candidates timed once per problem.

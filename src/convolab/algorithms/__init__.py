@@ -79,7 +79,7 @@ from .._window import pad
 from ..spec import ConvSpec
 
 __all__ = ["Algorithm", "Formulation", "Direct", "Im2col", "Gemm", "Folded", "Shifted", "Depthwise", "Winograd", "FFT",
-           "Compiled", "SpaceToDepth", "Packed", "SpaceToBatch", "RowShifts",
+           "Compiled", "SpaceToDepth", "Packed", "SpaceToBatch", "RowShifts", "Broadcast", "FillsZeroPadding",
            "ALGORITHMS", "PASSES", "register", "unregister", "on_registry_change", "algorithm_choices", "check_algorithm_name",
            "select_algorithm",
            # helpers other modules use
@@ -187,6 +187,26 @@ class Algorithm:
         raise NotImplementedError(f"{self.name} has no weight-gradient pass of its own")
 
 
+class FillsZeroPadding(Algorithm):
+    """An algorithm whose kernel reads the input before zero padding and fills the zeros itself (other padding
+    modes are padded first, and the kernel then reads that array unpadded). A subclass implements
+    ``_forward(source, padding, kernel, spec)``: ``source`` ``(N, G*C, *size)`` zero-padded by ``padding`` (per
+    axis, ``(low, high)``)."""
+
+    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        return self._forward(padded, ((0, 0),) * spec.rank, kernel, spec)
+
+    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
+        """:meth:`run` on the input before padding: the kernel fills zero padding itself."""
+        if spec.padding_mode != "zeros":
+            return super().run_unpadded(x, kernel, spec)
+        return self._forward(x, spec.padding, kernel, spec)
+
+    def _forward(self, source: np.ndarray, padding: tuple[tuple[int, int], ...], kernel: np.ndarray,
+                 spec: ConvSpec) -> np.ndarray:
+        raise NotImplementedError
+
+
 #: Every algorithm by name, in registration order.
 ALGORITHMS: dict[str, Algorithm] = {}
 #: Called after every change to :data:`ALGORITHMS` (the planner forgets its plans).
@@ -257,6 +277,7 @@ def select_algorithm(name: str, spec: ConvSpec, dtype: np.dtype) -> Algorithm:
 
 # The modules below subclass Algorithm, so they come after it.
 from ._blocking import CACHE_BLOCK_BYTES  # noqa: E402
+from .broadcast import Broadcast  # noqa: E402
 from .compiled import Compiled  # noqa: E402
 from .depthwise import Depthwise, depthwise_threads  # noqa: E402
 from .fft import FFT, fft_blocks, transform_length  # noqa: E402
@@ -272,6 +293,6 @@ from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
 for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT(),
-                   Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts()):
+                   Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts(), Broadcast()):
     register(_algorithm)
 del _algorithm

@@ -29,7 +29,7 @@ import numpy as np
 from .._dtypes import all_finite
 from .._settings import current_workspace_limit
 from ..spec import ConvSpec
-from . import Algorithm
+from . import FillsZeroPadding
 from ._compiled import kernels
 from ._columns import compiled_columns_missing
 from ._kernel_layout import as_kernels_take, filter_rows, rank3, shape3, steps3
@@ -148,7 +148,7 @@ def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
     return threads * (_chunk_channels(spec) * prod(spec.kernel_size) * block + LANES) * itemsize
 
 
-class Packed(Algorithm):
+class Packed(FillsZeroPadding):
     """gemm's columns and products in one compiled job per block of output positions, on the library's threads.
 
     Runs any groups, strides, dilations, padding (zero padding is filled as
@@ -225,17 +225,7 @@ class Packed(Algorithm):
         padded = 0 if spec.padding_mode == "zeros" else spec.batch * spec.in_channels * prod(spec.padded_size) * itemsize
         return _columns_bytes(spec, itemsize) + padded
 
-    def run(self, padded: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        return self._forward(padded, ((0, 0),) * spec.rank, kernel, spec)
-
-    def run_unpadded(self, x: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
-        """:meth:`run` on the input before padding: zero padding is filled as the columns are packed."""
-        if spec.padding_mode != "zeros":
-            return super().run_unpadded(x, kernel, spec)
-        return self._forward(x, spec.padding, kernel, spec)
-
-    @staticmethod
-    def _forward(source: np.ndarray, padding: tuple[tuple[int, int], ...], kernel: np.ndarray,
+    def _forward(self, source: np.ndarray, padding: tuple[tuple[int, int], ...], kernel: np.ndarray,
                  spec: ConvSpec) -> np.ndarray:
         """:func:`._kernels_packed.forward` on ``source`` ``(N, G*C, *size)``, zero-padded by ``padding`` (its
         low sides given; the high ones are where the windows read past it), in jobs of (sample, group, block of
