@@ -269,12 +269,17 @@ def test_workspace_is_the_phase_grid_and_the_scratch_sums():
     ((8, 64, 56, 56), (128, 64, 1, 1), {}, False),  # 1x1: a plain matrix product (gemm)
     ((8, 32, 8000), (32, 32, 9), dict(padding=4), True),  # 1-d, k 9: the register tiles (10.4 ms, gemm 19.3 ms)
     ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), False),  # 128 channels at stride 2: gemm
-    ((8, 3, 224, 224), (48, 3, 5, 5), dict(stride=2, padding=2), True),  # stem: the register tiles (13 ms, gemm 18)
+    # stem: the register tiles (13 ms, gemm 18); in float64 broadcast measured alike (one thread, CPU, session
+    # 19: 22.3 and 24.9 ms against compiled's 23.2 and 22.1), and either may be picked
+    ((8, 3, 224, 224), (48, 3, 5, 5), dict(stride=2, padding=2), (True, None)),
 ])
 def test_auto_picks_compiled_where_it_measured_faster(input_shape, weight_shape, params, compiled):
     for dtype, expected in zip(("float32", "float64"), compiled if isinstance(compiled, tuple) else (compiled,) * 2):
         chosen = cl.plan(input_shape, weight_shape, dtype, **params)
-        assert (chosen.algorithm == "compiled") == expected, str(chosen)
+        if expected is None:  # a tie measured: compiled or broadcast
+            assert chosen.algorithm in ("compiled", "broadcast"), str(chosen)
+        else:
+            assert (chosen.algorithm == "compiled") == expected, str(chosen)
         assert "compiled" in chosen.estimates
 
 

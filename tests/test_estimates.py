@@ -23,8 +23,9 @@ F32 = np.dtype("float32")
 CLEAR_PICKS = [
     # A 27-tap product stores each result after few multiply-adds: gemm 77-85 ms, compiled 44-56 ms.
     ((8, 3, 224, 224), (64, 3, 3, 3), dict(padding=1), "compiled"),
-    # Dilated 1-d, 64 channels: compiled 43.7, folded 50.3, gemm 57.4 ms.
-    ((8, 64, 16000), (64, 64, 3), dict(padding=8, dilation=8), "compiled"),
+    # Dilated 1-d, 64 channels: compiled 43.7, folded 50.3, gemm 57.4 ms; since session 19 broadcast 31.8-32.2
+    # against compiled's 48.4 and packed's 39.1 (one thread, CPU, min of 5).
+    ((8, 64, 16000), (64, 64, 3), dict(padding=8, dilation=8), "broadcast"),
     # 1x1, 256 filters from 64 channels: a plain product; gemm 10.7, compiled 15.4 ms.
     ((8, 64, 56, 56), (256, 64, 1, 1), {}, "gemm"),
     # 3x3 stride 2, 512 filters on 14x14: gemm 12.5, compiled 18.7 ms.

@@ -48,7 +48,8 @@ from ._kernels_direct import _run
 from ._kernels_tiled import LANES as TILE_CHANNELS
 from ._kernels_tiled import _add_4, _stack_run, wide_vectors
 
-__all__ = ["weight_grad", "weight_grad_tiled", "OUT_BLOCK", "TAP_BLOCK", "LANES", "TILE_CHANNELS", "SQUARE"]
+__all__ = ["weight_grad", "weight_grad_tiled", "transposed_rows", "OUT_BLOCK", "TAP_BLOCK", "LANES", "TILE_CHANNELS",
+           "SQUARE"]
 
 #: Output channels and taps one pass of the inner loop handles.
 OUT_BLOCK, TAP_BLOCK = 4, 4
@@ -259,6 +260,21 @@ def _swap_masks(half: int) -> tuple[ir.Constant, ir.Constant]:
                  for mask in (first, second))
 
 
+def transposed_rows(builder, rows: list) -> list:
+    """The :data:`SQUARE` LLVM vectors ``rows`` (each of :data:`SQUARE` values) transposed: row ``i`` of the
+    result holds value ``i`` of every row, in four steps of :func:`_swap_masks` (the code of
+    :func:`_transpose_square`, and of :mod:`._kernels_broadcast`'s tiles before their stores)."""
+    rows = list(rows)
+    for half in (8, 4, 2, 1):
+        first_mask, second_mask = _swap_masks(half)
+        for i in range(SQUARE):
+            if i & half == 0:
+                a, b = rows[i], rows[i + half]
+                rows[i], rows[i + half] = (builder.shuffle_vector(a, b, first_mask),
+                                           builder.shuffle_vector(a, b, second_mask))
+    return rows
+
+
 @intrinsic
 def _transpose_square(typingctx, source, read, pitch, target, write, target_pitch):
     """``target[write + i*target_pitch + j] = source[read + j*pitch + i]`` for ``i, j < SQUARE``: sixteen rows of
@@ -284,13 +300,7 @@ def _transpose_square(typingctx, source, read, pitch, target, write, target_pitc
         vector = ir.VectorType(context.get_value_type(source_type.dtype), SQUARE).as_pointer()
         rows = [builder.load(builder.bitcast(builder.gep(data_in, [builder.add(read, builder.mul(pitch, ir.Constant(
             intp, j)))]), vector), align=1) for j in range(SQUARE)]
-        for half in (8, 4, 2, 1):
-            first_mask, second_mask = _swap_masks(half)
-            for i in range(SQUARE):
-                if i & half == 0:
-                    a, b = rows[i], rows[i + half]
-                    rows[i], rows[i + half] = (builder.shuffle_vector(a, b, first_mask),
-                                               builder.shuffle_vector(a, b, second_mask))
+        rows = transposed_rows(builder, rows)
         for i, row in enumerate(rows):
             at = builder.add(write, builder.mul(target_pitch, ir.Constant(intp, i)))
             builder.store(row, builder.bitcast(builder.gep(data_out, [at]), vector), align=1)
