@@ -81,6 +81,13 @@ def block_channels(itemsize: int) -> int:
     return 2 * VECTOR_VALUES if itemsize == 4 else VECTOR_VALUES
 
 
+def _pointer_suffix(values: int, bits: int) -> str:
+    """The pointer part of an overloaded intrinsic's name for a pointer to ``values`` floats of ``bits``: ``p0``
+    where LLVM's pointers are opaque (LLVM 17 on, Numba 0.61 on), else the pointee spelled out."""
+    from llvmlite import binding
+    return "p0" if binding.llvm_version_info[0] >= 17 else f"p0v{values}f{bits}"
+
+
 @intrinsic
 def _tile_sums(typingctx, grid, x_at, offsets, terms, weights, w_at, out, out_at, second_at, plane, kept, row_step,
                along, columns, rows):
@@ -111,7 +118,7 @@ def _tile_sums(typingctx, grid, x_at, offsets, terms, weights, w_at, out, out_at
         lanes_mask = ir.VectorType(ir.IntType(1), VECTOR_VALUES)
         masked_store = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), lanes_mask]),
-            f"llvm.masked.store.v{VECTOR_VALUES}f{8 * itemsize}.p0")
+            f"llvm.masked.store.v{VECTOR_VALUES}f{8 * itemsize}.{_pointer_suffix(VECTOR_VALUES, 8 * itemsize)}")
         intp = ir.IntType(64)
         x_first, term_count, w_first, first_out, second_out, plane_size, kept_channels, step = (
             context.cast(builder, args[i], signature.args[i], types.intp) for i in (1, 3, 5, 7, 8, 9, 10, 11))
