@@ -138,10 +138,10 @@ _CONV_DOC = """{summary}
         dilated 3-tap convolution as Winograd tiles on its phase sub-images
         (every ``d``-th input cell); ``"row_shifts"`` unrolls the last axis
         only and takes one product per tap of the other axes over shifted
-        rows, leaving zero padding's rows out; ``"broadcast"`` (by name only)
-        a direct sum with the output channels in the vector lanes and each
-        input value broadcast to them. ``"compiled"``, ``"packed"`` and
-        ``"broadcast"`` need Numba and float32/float64 data; ``"space_to_depth"`` copies with
+        rows, leaving zero padding's rows out; ``"broadcast"`` a direct sum
+        with the output channels in the vector lanes and each input value
+        broadcast to them. ``"compiled"``, ``"packed"`` and ``"broadcast"``
+        need Numba and float32/float64 data; ``"space_to_depth"`` copies with
         NumPy where Numba is missing. ``"auto"`` takes the planner's
         pick (see :func:`convolab.plan`), ``"measure"`` the fastest of its
         candidates timed once per problem.
