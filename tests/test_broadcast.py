@@ -1,6 +1,6 @@
 """The "broadcast" forward (output channels in the vector lanes) against the direct sum and PyTorch: each of its
-tile shapes (one row of 14 positions at strides 1, 2 and 3, two rows of 7 with an odd last row, rows narrower than
-7), groups, dilation, asymmetric padding, 1-d to 3-d, channel counts that leave a block part empty, the filters'
+tile shapes (one row of 14 positions at strides 1, 2 and 3, two rows of 7, one row of 7 for an odd last row, rows
+narrower than 7), groups, dilation, asymmetric padding, 1-d to 3-d, channel counts that leave a block part empty, the filters'
 layout, the same bits at any thread count, and the direct sum's inf/NaN pattern."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ CASES = [
     ((2, 8, 20, 30), (40, 8, 3, 3), dict(padding=1, stride=2)),  # rows of 15: a last tile moved back, stride 2
     ((2, 8, 20, 30), (40, 8, 3, 3), dict(padding=1)),  # rows of 30 at stride 1
     ((2, 6, 16, 40), (34, 6, 3, 5), dict(padding=(1, 2), stride=3)),  # stride 3: not a literal step
-    ((3, 4, 9, 9), (5, 4, 3, 3), dict(padding=1)),  # rows of 9: two-row tiles, 27 rows (an odd last one)
-    ((1, 4, 1, 9), (5, 4, 1, 3), dict(padding=(0, 1))),  # one row: a two-row tile of that row twice
+    ((3, 4, 9, 9), (5, 4, 3, 3), dict(padding=1)),  # rows of 9: two-row tiles, 9 rows a sample (an odd last one)
+    ((1, 4, 1, 9), (5, 4, 1, 3), dict(padding=(0, 1))),  # one row: tiles of one row's 7
     ((2, 6, 10, 5), (7, 6, 3, 3), dict(padding=1)),  # rows of 5: one position at a time
     ((2, 6, 16, 40), (34, 3, 3, 3), dict(padding=2, dilation=2, groups=2)),  # groups, dilation
     ((2, 6, 30), (34, 6, 5), dict(padding=2, stride=2)),  # 1-d

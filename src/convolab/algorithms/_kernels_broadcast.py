@@ -25,8 +25,9 @@ A tile's positions are one output row's :data:`TILE_POSITIONS` consecutive
 ones, or two rows' :data:`PAIR_POSITIONS` (rows of 7 to 13 outputs: ResNet's
 7x7); along a row they read the grid ``sw`` positions apart, so that at
 strides 1 and 2 (literal) every broadcast's address is one register plus a
-constant. A row's last tile is moved back to end with it, and an odd last row
-is paired with the one before (both recomputed, stored alike). Rows narrower
+constant. A row's last tile is moved back to end with it (those positions
+recomputed, stored alike), and a job's odd last row of two-row tiles takes
+tiles of its 7 alone (:func:`_half_tile`). Rows narrower
 than :data:`PAIR_POSITIONS` are summed one position at a time
 (:func:`_narrow_tile`, through the thread's tile scratch).
 
@@ -177,6 +178,9 @@ def _tile_sums(typingctx, grid, x_at, offsets, terms, weights, w_at, out, out_at
                        along, columns, rows), codegen)
 
 
+# One dispatcher per tile shape: the intrinsic takes its shape as literals, and a jitted function passes a constant
+# argument on as a plain integer (numba.literally there forced literal dispatch onto forward's tuple arguments,
+# which failed).
 @njit(cache=True, nogil=True, inline="always")
 def _row_tile(grid, x_at, offsets, terms, weights, w_at, out, out_at, plane, kept, sw):
     """:func:`_tile_sums` of one row's :data:`TILE_POSITIONS` positions, ``sw`` input positions apart (a
@@ -205,6 +209,21 @@ def _pair_tile(grid, x_at, offsets, terms, weights, w_at, out, out_at, second_at
     else:
         _tile_sums(grid, x_at, offsets, terms, weights, w_at, out, out_at, second_at, plane, kept, row_step,
                    sw * LANE_CHANNELS, 7, 2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _half_tile(grid, x_at, offsets, terms, weights, w_at, out, out_at, plane, kept, sw):
+    """:func:`_tile_sums` of one row's :data:`PAIR_POSITIONS` positions (a two-row job's odd last row: half the
+    sums a term, where pairing it with the row before recomputed that row, 8 rows' work for ResNet's 7)."""
+    if sw == 1:
+        _tile_sums(grid, x_at, offsets, terms, weights, w_at, out, out_at, out_at, plane, kept, 0, LANE_CHANNELS,
+                   7, 1)
+    elif sw == 2:
+        _tile_sums(grid, x_at, offsets, terms, weights, w_at, out, out_at, out_at, plane, kept, 0,
+                   2 * LANE_CHANNELS, 7, 1)
+    else:
+        _tile_sums(grid, x_at, offsets, terms, weights, w_at, out, out_at, out_at, plane, kept, 0,
+                   sw * LANE_CHANNELS, 7, 1)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -345,24 +364,28 @@ def forward(x, weights, out, grid, offsets, tile, first, last, groups, out_chann
             o_first = ((n * groups + g) * out_channels + b * block) * plane
             row = row0
             while row < row1:
-                rows_here = 1
-                if pair:  # two rows a tile; an odd last row pairs with the one before it (or itself, alone)
-                    row = min(row, max(row0, row1 - 2))
-                    rows_here = min(2, row1 - row)
                 a, bb = row // b_size, row % b_size
                 x0 = ((a * sd - z0) * height + bb * sh - h0) * row_values
                 o0 = o_first + row * e_size
-                if pair:
-                    last_row = row + rows_here - 1
-                    a1, b1 = last_row // b_size, last_row % b_size
+                if pair and row + 1 < row1:  # two rows a tile
+                    a1, b1 = (row + 1) // b_size, (row + 1) % b_size
                     x1 = ((a1 * sd - z0) * height + b1 * sh - h0) * row_values
                     e = 0
                     while e < e_size:
                         e = min(e, e_size - PAIR_POSITIONS)
                         _pair_tile(grid, x0 + e * sw * LANE_CHANNELS, offsets, terms, weights, w_at, out, o0 + e,
-                                   o_first + last_row * e_size + e, plane, kept, x1 - x0, sw)
+                                   o0 + e_size + e, plane, kept, x1 - x0, sw)
                         e += PAIR_POSITIONS
                     row += 2
+                    continue
+                if pair:  # an odd last row: tiles of one row's PAIR_POSITIONS
+                    e = 0
+                    while e < e_size:
+                        e = min(e, e_size - PAIR_POSITIONS)
+                        _half_tile(grid, x0 + e * sw * LANE_CHANNELS, offsets, terms, weights, w_at, out, o0 + e,
+                                   plane, kept, sw)
+                        e += PAIR_POSITIONS
+                    row += 1
                     continue
                 e = 0
                 while e < e_size:

@@ -16,10 +16,10 @@ Measured (session 19, float32, two threads, median wall ms against packed and
 PyTorch): ResNet-18 layer2.0's 3x3 s2 4.7 (packed 5.7, PyTorch 4.7),
 layer3.0's 4.8 (5.8, 5.6); ResNet-50 layer2.0's 9.2-9.8 (11.7-13.4, 9.1-10.1),
 layer3.0's 9.5 (11.8, 10.5); the 1-d dilated audio layer 16.5 (compiled 24.9).
-On ResNet's 7x7 outputs its two-row tiles are 23% slower, and at two threads
-ResNet-50 layer4.0 (9.4 MB of filters streamed per sample) scaled to 15.0 ms
-from 21.6 on one, where gemm took 12.3: "auto" keeps gemm there. More:
-``docs/compiled.md``, "broadcast (session 19)".
+On ResNet's 7x7 outputs (two-row tiles) it measured 4.8-9.4 ms against gemm's
+5.4-10.6, but "auto" keeps gemm there: gemm's estimates for those layers are
+25-27% below its measured times. More: ``docs/compiled.md``, "broadcast: the
+output channels in the vector lanes (session 19)".
 
 Axis legend: N samples, G groups, C input channels and O output channels per
 group, K = C x kernel taps.
@@ -52,9 +52,10 @@ TILE_POSITIONS, LANE_CHANNELS = 14, 16
 CALL_OVERHEAD = 30e-6
 #: Multiply-adds per second of the register tiles, float32 (float64: half as many).
 MAC_RATE = 55.7e9
-#: Two-row tiles (rows of 7 to 13 outputs) sum this much slower (ResNet's 7x7 layers: 20.3-21.0 ms against
-#: 16.7-16.9 predicted at the one-row rate).
-PAIR_SLOWDOWN = 1.23
+#: Two-row tiles (rows of 7 to 13 outputs, a job's odd last row in tiles of one row's 7) sum this much slower
+#: (ResNet's 7x7 layers, one thread: 8.7-8.9, 17.3-17.4 and 17.9-18.3 ms against 8.3, 16.6 and 16.6 at the
+#: one-row rate; 1.23 when the odd row was paired with the one before, recomputing it).
+PAIR_SLOWDOWN = 1.05
 #: Rows narrower than 7 outputs are summed one position at a time, this many times slower.
 NARROW_SLOWDOWN = 20
 #: Seconds per value a job's grid is filled with (16 channels side by side, transposed from the planes).
@@ -152,15 +153,14 @@ class Broadcast(FillsZeroPadding):
 
     def estimate(self, spec: ConvSpec, dtype: np.dtype) -> float:
         """One thread's seconds (as the other estimates), more where the jobs are too few for the threads: the
-        tiles' multiply-adds over the positions they compute (a row's last tile moved back, an odd last row of
-        two-row tiles recomputed) and whole blocks of output channels at :data:`MAC_RATE` (two-row tiles
+        tiles' multiply-adds over the positions they compute (a row's last tile moved back) and whole blocks of output channels at :data:`MAC_RATE` (two-row tiles
         :data:`PAIR_SLOWDOWN` slower, rows narrower than 7 :data:`NARROW_SLOWDOWN`), the jobs' grids at
         :data:`FILL_COST` a value and the outputs at :data:`STORE_COST`.
 
         Fitted in session 19 (least squares on the relative error) to one thread's CPU time, min of 5, on 23
         float32 layers of the suite (strided, dilated, 1-d, 3-d, stems, grouped, depthwise, 5x5, VGG conv1_1 and
-        conv3_1): within 10% but the stems (15% over), wav2vec's first layer (19% under) and ResNet's 7x7
-        layers, whose two-row tiles' slowdown is the fitted constant."""
+        conv3_1): within 10% but the stems (15% over) and wav2vec's first layer (19% under); the two-row tiles'
+        slowdown refitted on ResNet's three 7x7 layers."""
         macs = spec.macs
         if macs == 0:
             return CALL_OVERHEAD
@@ -170,7 +170,7 @@ class Broadcast(FillsZeroPadding):
         if width >= TILE_POSITIONS:
             positions = rows * -(-width // TILE_POSITIONS) * TILE_POSITIONS
         elif 2 * width >= TILE_POSITIONS:
-            positions = PAIR_SLOWDOWN * (rows + rows % 2) * -(-2 * width // TILE_POSITIONS) * TILE_POSITIONS // 2
+            positions = PAIR_SLOWDOWN * rows * -(-2 * width // TILE_POSITIONS) * TILE_POSITIONS // 2
         else:
             positions = NARROW_SLOWDOWN * rows * width
         channels = spec.groups * -(-spec.out_channels_per_group // block) * block
