@@ -150,3 +150,12 @@ def test_other_padding_modes_read_the_padded_input_in_place(mode):
     kwargs = dict(stride=(1, 3, 2), padding=(2, 2, 1), groups=3, padding_mode=mode)
     np.testing.assert_allclose(cl.conv(x, w, **kwargs, algorithm="broadcast"),
                                cl.conv(x, w, **kwargs, algorithm="direct"), rtol=1e-12, atol=1e-12)
+
+
+def test_the_wrappers_mirrored_constants_match_the_kernels():
+    """The wrapper sizes the scratch and the cost model without importing the kernel module (it imports Numba):
+    its copies of the tile's positions, the grid's lanes and a tile's channels must be the kernel's."""
+    from convolab.algorithms import broadcast
+    kernel = kernels("broadcast")
+    assert (broadcast.TILE_POSITIONS, broadcast.LANE_CHANNELS) == (kernel.TILE_POSITIONS, kernel.LANE_CHANNELS)
+    assert [broadcast._block(size) for size in (4, 8)] == [kernel.block_channels(size) for size in (4, 8)]
