@@ -240,11 +240,11 @@ def _narrow_tile(grid, x_at, offsets, terms, weights, w_at, tile, sw, columns, b
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _store(tile, out, out_at, plane, channels, block, columns, row):
-    """Tile row ``row``'s ``columns`` positions of the first ``channels`` channels into the output's planes: a
+def _store(tile, out, out_at, plane, channels, block, columns):
+    """A narrow tile's ``columns`` positions of the first ``channels`` channels into the output's planes: a
     channel's run from ``out_at`` on, ``plane`` apart."""
     for o in range(channels):
-        at, read = out_at + o * plane, row * columns * block + o
+        at, read = out_at + o * plane, o
         for q in range(columns):
             out[at + q] = tile[read + q * block]
 
@@ -396,6 +396,6 @@ def forward(x, weights, out, grid, offsets, tile, first, last, groups, out_chann
                         e += TILE_POSITIONS
                     else:
                         _narrow_tile(grid, x0, offsets, terms, weights, w_at, tile, sw, e_size, block)
-                        _store(tile, out, o0, plane, kept, block, e_size, 0)
+                        _store(tile, out, o0, plane, kept, block, e_size)
                         e = e_size
                 row += 1

@@ -86,6 +86,12 @@ def _padded3(spec: ConvSpec, padding: tuple[tuple[int, int], ...],
                  for low, size, out, k, stride, dilation in zip(lows, size3, out3, kernel3, strides, dilations))
 
 
+def _lanes(spec: ConvSpec) -> int:
+    """A group's input channels in a job's grid: whole blocks of :data:`LANE_CHANNELS` (the last one's extra
+    lanes zero)."""
+    return -(-spec.in_channels_per_group // LANE_CHANNELS) * LANE_CHANNELS
+
+
 def _window(spec: ConvSpec, padded_h: int, row0: int, row1: int) -> tuple[int, int, int, int]:
     """The padded input rows a sample's output rows ``row0:row1`` (``(a, b)`` one after another) read: ``(z0,
     depth, h0, height)``; every row of each depth where they span more than one."""
@@ -105,7 +111,7 @@ def _windows(spec: ConvSpec, padded: tuple[int, int, int], itemsize: int, thread
     blocks whose grid (16 channels side by side, :func:`._kernels_broadcast._fill_grid`) stays within
     :data:`ROWS_BYTES`, with at least :data:`JOBS_PER_THREAD` jobs for each of ``threads`` where the rows allow."""
     rows = prod(spec.output_size[:-1])
-    lanes = -(-spec.in_channels_per_group // LANE_CHANNELS) * LANE_CHANNELS
+    lanes = _lanes(spec)
     wanted = -(-JOBS_PER_THREAD * threads // max(1, spec.batch * spec.groups))
 
     def table(blocks: int) -> list[tuple[int, ...]]:
@@ -123,7 +129,7 @@ def _windows(spec: ConvSpec, padded: tuple[int, int, int], itemsize: int, thread
 
 def _grid_values(windows: np.ndarray, spec: ConvSpec, wp: int) -> int:
     """Values of one job's grid at most: 16 channels side by side over its widest window."""
-    lanes = -(-spec.in_channels_per_group // LANE_CHANNELS) * LANE_CHANNELS
+    lanes = _lanes(spec)
     return int((windows[:, 3] * windows[:, 5]).max()) * wp * lanes if len(windows) else 0
 
 
@@ -176,7 +182,7 @@ class Broadcast(FillsZeroPadding):
         channels = spec.groups * -(-spec.out_channels_per_group // block) * block
         padded3 = _padded3(spec, spec.padding)
         windows = _windows(spec, padded3, itemsize, threads_for(spec.macs))
-        lanes = -(-spec.in_channels_per_group // LANE_CHANNELS) * LANE_CHANNELS
+        lanes = _lanes(spec)
         filled = spec.batch * spec.groups * int((windows[:, 3] * windows[:, 5]).sum()) * padded3[2] * lanes
         seconds = (positions * spec.terms * channels * itemsize / 4 / MAC_RATE + filled * FILL_COST
                    + prod(spec.output_shape) * STORE_COST)
