@@ -113,11 +113,12 @@ def test_inf_and_nan_reach_the_outputs_the_direct_sum_gives_them(kwargs):
 
 
 def test_auto_takes_it_for_strided_layers_only_and_refuses_other_dtypes():
-    """At two threads "auto" takes it for ResNet's stride-2 3x3 layers on 28x28 outputs, not for the 7x7 ones
-    (gemm: its two-row tiles are slower) nor where Winograd or depthwise win."""
+    """At two threads "auto" takes it for ResNet's stride-2 3x3 layers, on 28x28 outputs and on 7x7 ones (its
+    two-row tiles; session 20, ResNet-50 layer4.0, two threads: 9.6-9.8 ms against gemm's 10.6-11.1), not where
+    Winograd or depthwise win."""
     with cl.thread_count(2):
         assert cl.plan((8, 128, 28, 28), (256, 128, 3, 3), "float32", padding=1, stride=2).algorithm == "broadcast"
-        assert cl.plan((8, 512, 14, 14), (512, 512, 3, 3), "float32", padding=1, stride=2).algorithm != "broadcast"
+        assert cl.plan((8, 512, 14, 14), (512, 512, 3, 3), "float32", padding=1, stride=2).algorithm == "broadcast"
         assert cl.plan((8, 64, 56, 56), (64, 64, 3, 3), "float32", padding=1).algorithm != "broadcast"
         assert cl.plan((8, 32, 56, 56), (32, 1, 3, 3), "float32", padding=1, groups=32).algorithm != "broadcast"
     spec = cl.conv_spec((1, 2, 8, 8), (3, 2, 3, 3), padding=1)

@@ -28,8 +28,9 @@ CLEAR_PICKS = [
     ((8, 64, 16000), (64, 64, 3), dict(padding=8, dilation=8), "broadcast"),
     # 1x1, 256 filters from 64 channels: a plain product; gemm 10.7, compiled 15.4 ms.
     ((8, 64, 56, 56), (256, 64, 1, 1), {}, "gemm"),
-    # 3x3 stride 2, 512 filters on 14x14: gemm 12.5, compiled 18.7 ms.
-    ((8, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1), "gemm"),
+    # 3x3 stride 2, 512 filters on 14x14: gemm 12.5, compiled 18.7 ms; in session 20 broadcast 8.9, gemm 10.2,
+    # packed 10.2, compiled 12.8.
+    ((8, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1), "broadcast"),
     # The digits CNN's first layer (one input channel, 8x8): gemm 0.13, compiled 0.15, depthwise 0.22 ms.
     ((32, 1, 8, 8), (16, 1, 3, 3), dict(padding=1), "gemm"),
 ]
@@ -76,17 +77,18 @@ def test_folded_against_gemm_where_they_measured_far_apart():
 
 
 def test_packed_against_gemm_where_they_measured_apart():
-    """packed's register tiles against the BLAS, one thread (session 10, ms): even on ResNet-18 layer2.0's stride-2
-    layer (10.5 against 11.6), well behind where 512 channels' filters outgrow the L2 cache (ResNet-50 layer4.0's
-    stride 2: 21.8 against 16.6, 1.31) and on tiny images, whose rows it copies in short pieces (a CNN's 8x8
-    images, 32 -> 32 channels at batch 32: 0.53 against 0.40; 4x4: 0.50-0.76 against 0.24-0.29)."""
+    """packed's register tiles against the BLAS, one thread (session 20, CPU time, min of 5, ms): ahead on ResNet-18
+    layer2.0's stride-2 layer (10.8 against 13.2), even where 512 channels' filters outgrow the L2 cache (ResNet-50
+    layer4.0's stride 2: 20.7 against 21.0; in session 10, with the BLAS then faster, 21.8 against 16.6), and well
+    behind on tiny images, whose rows it copies in short pieces (session 10: a CNN's 8x8 images, 32 -> 32 channels
+    at batch 32: 0.53 against 0.40; 4x4: 0.50-0.76 against 0.24-0.29)."""
     even = _estimate("packed", (8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1) / _estimate(
         "gemm", (8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)
     deep = _estimate("packed", (8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1) / _estimate(
         "gemm", (8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
     tiny = _estimate("packed", (32, 32, 4, 4), (32, 32, 3, 3), padding=1) / _estimate(
         "gemm", (32, 32, 4, 4), (32, 32, 3, 3), padding=1)
-    assert 0.8 < even < 1.1 and 1.15 < deep < 2 and tiny > 1.3, (even, deep, tiny)
+    assert 0.65 < even < 0.95 and 0.85 < deep < 1.15 and tiny > 1.3, (even, deep, tiny)
 
 
 def test_packed_counts_only_the_lanes_and_taps_it_computes():

@@ -21,9 +21,9 @@ from peak_memory import within_peak
         # strided (folded refuses): the output channels in the vector lanes, the input broadcast, no columns packed
         # (session 19, two threads: 4.7 against packed's 5.7 and PyTorch's 4.7 ms; one thread 9.0 against 11.3)
         ((8, 64, 56, 56), (128, 64, 3, 3), dict(padding=1, stride=2), "broadcast"),
-        # 7x7 x 512: folding adds 2/7 more rows; F(2)'s panels on the pool and gemm are at parity on one thread
-        # (18.0 against 16.4 ms), and with 512 filters per copied value the BLAS scales: 12.8 against 9.4 on two
-        ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),
+        # 7x7 x 512: F(2)'s panels on the pool (session 20, two threads: 8.8-9.7 ms against gemm's 10.9-11.5 and
+        # broadcast's 9.1-9.4; session 11 had gemm ahead, 9.4 against 12.8, with the BLAS then faster)
+        ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "winograd2"),
         ((64, 32, 4, 4), (64, 32, 3, 3), dict(padding=1), "gemm"),  # tiny images: batch-inner gemm
         ((8, 256, 14, 14), (1024, 256, 1, 1), {}, "gemm"),  # 1x1: a plain matrix product
         ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), "depthwise"),  # MobileNet (compiled planes)

@@ -690,8 +690,8 @@ def plan(
     >>> import convolab as cl
     >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1).algorithm  # 4x fewer multiplications
     'winograd4'
-    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1, stride=2).algorithm
-    'gemm'
+    >>> cl.plan((8, 256, 28, 28), (512, 256, 3, 3), "float32", padding=1, stride=2).algorithm  # register tiles
+    'packed'
     >>> cl.plan((2, 32, 16, 64, 64), (32, 32, 3, 3, 3), "float32", padding=1).algorithm  # 32 filters: register tiles
     'compiled'
     >>> cl.plan((1, 1, 2048, 2048), (1, 1, 63, 63), "float32").algorithm
