@@ -393,6 +393,35 @@ def test_larger_blocks_threads_groups_and_a_view(tile):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("path", ["blas", "pooled", "fused"])
+@pytest.mark.parametrize("tile", TILES)
+def test_kept_filter_buffers_carry_nothing_from_one_call_to_the_next(tile, path):
+    """The transformed filters live in the thread's kept scratch where they pass glibc's mmap threshold (lowered
+    here to 1 KiB): two calls with different weights on each path each agree with direct, and the second call's
+    filters are written where the first's were."""
+    from convolab.algorithms import _scratch
+
+    rng = np.random.default_rng(20 + tile)
+    spec = cl.conv_spec((2, 12, 11, 10), (10, 12, 3, 3), padding=1)
+    x = rng.standard_normal(spec.input_shape)
+    buffers = []
+    with pytest.MonkeyPatch.context() as patch, cl.thread_count(2):
+        patch.setattr(_scratch, "MAPPED_BYTES", 2**10)
+        for _ in range(2):
+            w = rng.standard_normal(spec.weight_shape)
+            if path == "fused":
+                got = fused_winograd_conv(x, [(1, 1), (1, 1)], w, spec, tile)
+                filters, flat = _winograd_compiled._transformed_filters(w, spec, tile, spare=32)
+                assert np.shares_memory(filters, flat) and np.all(flat[filters.size:] == 0)
+            else:
+                got = compiled_winograd_conv(x, [(1, 1), (1, 1)], w, spec, tile, blas=path == "blas")
+                filters = (_winograd_compiled._transformed_filters(w, spec, tile)[0] if path == "blas" else
+                           _winograd_compiled._filter_panels(w, spec, tile, 32))
+            buffers.append(filters)
+            np.testing.assert_allclose(got, cl.conv(x, w, padding=1, algorithm="direct"), rtol=1e-10, atol=1e-10)
+    assert np.shares_memory(*buffers)
+
+
 @pytest.mark.parametrize("tile", TILES)
 def test_without_numba_the_numpy_transforms_run(tile, without_numba):
     rng = np.random.default_rng(1)

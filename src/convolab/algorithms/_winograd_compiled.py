@@ -40,6 +40,7 @@ from .._window import reshaped_view
 from ..spec import ConvSpec
 from ._compiled import kernels
 from ._kernel_layout import KERNEL_RANK, shape3, steps3
+from ._scratch import reused_empty
 from ._threads import in_parallel, run_jobs, threads_for
 
 __all__ = ["compiled_winograd_conv", "fused_winograd_conv", "STORE_TILES"]
@@ -95,7 +96,8 @@ PANEL_SPAN = 16
 PANEL_GATHER_CHANNELS = 8
 
 
-def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int = 0) -> np.ndarray:
+def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int,
+                         spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``U = G g G^T`` of every filter, laid out for the products: ``(G, P, C, O)`` C-contiguous, by the compiled
     :func:`~._kernels_winograd.filter_transform` (rows ``(g, c)`` shared among threads), which reads the weights
     in place and writes each transformed value once.
@@ -106,7 +108,11 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     the weights wrote 2-3 GB/s (18 ms of a 7x7 layer with 512 channels, single-threaded): the copy, and the
     product's 36 rows a power of two apart, which share the caches' sets.
 
-    ``spare`` zeros follow the array in its buffer (``filters.base``), for a reader of whole runs past its end.
+    Returns the filters and the flat buffer holding them, where ``spare`` zeros follow them, for a reader of
+    whole runs past their end. The buffer is the calling thread's kept scratch (:func:`._scratch.reused_empty`)
+    where it is over glibc's mmap threshold, as :func:`_filter_panels`' is, so neither may outlive the call: F(4)
+    of 512 x 512 filters takes 38 MiB, which a fresh allocation faulted in on every call (ResNet-18 layer4's 3x3,
+    two threads: the panels' transform 7.0 ms of a 10.7 ms forward).
     An input gradient's kernel, a swapped and reversed view of the forward's weight, is read as it is
     (:func:`_swapped_source`), not copied.
     """
@@ -117,7 +123,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
-    buffer = np.empty(size + spare, dtype=kernel.dtype)
+    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters")  # over 32 MiB: kept, see below
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
     transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
@@ -130,7 +136,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int, spare: int 
 
     run_jobs(spec.groups * channels, filters.size,
               lambda first, last, own: transform(weight, filters, first, last, *own), scratch)
-    return filters
+    return filters, buffer
 
 
 def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np.ndarray:
@@ -152,7 +158,7 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)
     runs = -(-out_channels // lanes)
-    panels = np.empty((spec.groups, positions, runs, channels, lanes), dtype=weight.dtype)
+    panels = reused_empty((spec.groups, positions, runs, channels, lanes), weight.dtype, "winograd filters")
     span = 1 if swapped else PANEL_SPAN  # the swapped source's gather reads one stream: spans measured slower there
     transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped, span,
                                                   PANEL_GATHER_CHANNELS)
@@ -291,7 +297,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
     fused = None if blas else kernels("winograd_fused")
     kernel = kernel.astype(dtype, copy=False)  # (G, P, C, O) for the BLAS, else (G, P, R, C, LANES)
-    filters = _transformed_filters(kernel, spec, m) if blas else _filter_panels(kernel, spec, m, fused.LANES)
+    filters = _transformed_filters(kernel, spec, m)[0] if blas else _filter_panels(kernel, spec, m, fused.LANES)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     blocks, tiles = _tile_blocks(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
@@ -429,8 +435,8 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     dtype = source.dtype
     fused = kernels("winograd_fused")
     source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
-    filters = _transformed_filters(kernel.astype(dtype, copy=False), spec, m, fused.LANES)  # (G, P, C, O)
-    filters_flat = filters.base  # with LANES zeros past its end: a last run of filters reads past its row
+    # (G, P, C, O), and the flat buffer holding it with LANES zeros past its end: a last run reads past its row
+    filters, filters_flat = _transformed_filters(kernel.astype(dtype, copy=False), spec, m, fused.LANES)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
     tiles, rows_per_job, job_tiles, samples = _fused_layout(spec, m, dtype.itemsize)
     rows_per_sample = tiles[0] * tiles[1]
