@@ -33,6 +33,14 @@ def test_only_arrays_malloc_would_map_are_kept_and_only_up_to_the_bound():
     assert huge.base is None and not np.shares_memory(huge, kept)
 
 
+def test_a_caller_may_keep_smaller_arrays():
+    """``smallest`` lowers the size kept, for the few-MiB temporaries a call would otherwise free at the heap's
+    top (gemm's 1x1 paths): with it a 4 KiB array is kept, without it not."""
+    kept = reused_empty((1024,), F32, "test smallest", smallest=0)
+    assert np.shares_memory(kept, reused_empty((32, 32), F32, "test smallest", smallest=4096))
+    assert reused_empty((1024,), F32, "test smallest").base is None
+
+
 def test_a_larger_request_replaces_the_buffer_and_names_and_threads_keep_their_own():
     first = reused_empty((MAPPED_BYTES // 4,), F32, "test growth")
     held = kept_bytes()
