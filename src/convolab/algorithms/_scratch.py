@@ -58,7 +58,7 @@ def reused_empty(shape: tuple[int, ...], dtype: np.dtype, name: str, *, smallest
     temporaries are freed at the heap's top: glibc gives the top back to the system once more than its trim
     threshold (twice the dynamic mmap threshold) is free there, and the next call faults every page in again.
     ResNet-18 layer4.0's 1x1 stride-2 downsample, whose output alone is 0.8 MB, ran 2.3 ms a call so at one thread
-    (360 page faults a call), 1.0 ms with its temporaries kept.
+    (360 page faults a call), 1.2 ms with its temporaries kept.
 
     >>> a = reused_empty((64, 2**18), np.dtype(np.float32), "example")  # 64 MiB: kept
     >>> b = reused_empty((64, 2**18), np.dtype(np.float32), "example")

@@ -307,9 +307,12 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     downsample, enough at the heap's top for glibc to give it back after each call and fault it in
     again on the next (:func:`._scratch.reused_empty`): 2.3 ms a call at one thread, 1.2 kept.
     That layer's batch-wide gather (a strided, transposing copy) also ran 0.8 ms instead of 0.07
-    right after the BLAS's product at two threads, in some processes (the whole call 1.6-1.9 ms
-    against 0.73), and per sample 0.80-0.83 in the same processes. So strided layers go per sample:
-    ResNet-50 layer4.0's downsample (14x14, 1024 -> 2048) runs 10.1 ms so, against 9.0 batch-wide at best.
+    in some processes at two threads (the whole call 1.6-1.9 ms against 0.73), and per sample
+    0.80-0.83 in the same processes. So strided layers go per sample: ResNet-50 layer4.0's
+    downsample (14x14, 1024 -> 2048) runs 10.1 ms so, against 9.0 batch-wide at best. The slow
+    copies write memory the BLAS's other thread read in the previous call; the bench still meets
+    that in some processes, on either path (docs/compiled.md, "The cause: writing memory another
+    core has just read").
     """
     groups, c, o, n = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
