@@ -318,7 +318,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     positions = prod(spec.output_size)
     if n > 1 and positions < POINTWISE_BATCH_WIDE_POSITIONS and all(s == 1 for s in spec.stride):
         dtype = np.result_type(padded, filters)
-        cells = padded.reshape(n, groups, c, positions)  # splits the channels: a view
+        cells = _pointwise_positions(padded, spec)  # unstrided: a view
         batch_wide = reused_empty((groups, c, n, positions), dtype, "pointwise batch-wide", smallest=0)
         np.copyto(batch_wide, cells.transpose(1, 2, 0, 3))
         product = reused_empty((groups, o, n * positions), dtype, "pointwise product", smallest=0)
