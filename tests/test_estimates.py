@@ -120,3 +120,27 @@ def test_two_threads_charge_the_blas_products_not_the_pools_jobs():
     assert estimates[2]["gemm"] == pytest.approx(estimates[1]["gemm"] * beside_pool_factor(2, spec.flops // 2))
     assert beside_pool_factor(2, spec.flops // 2) > 1.1 and estimates[2]["packed"] == estimates[1]["packed"]
     assert estimates[2]["small"] == estimates[1]["small"]
+
+
+def test_a_strided_pointwise_layer_pays_its_copy_and_shares_the_cores_badly():
+    """A strided 1x1 kernel copies its cells compact before the BLAS's product (session 22, ms, median of 60):
+    one thread, ResNet-18 layer4.0's downsample measured 1.25-1.27 under gemm (estimated 0.84 before its copy
+    and the product's scale were charged, 1.13 after); two threads, ResNet-50 layer4.0's (2048 filters) 12.7 under
+    gemm against 9.2-9.3 under packed and 9.6 under broadcast, where gemm had been picked."""
+    from convolab.algorithms._rates import beside_pool_factor
+
+    downsample = conv_spec((8, 256, 14, 14), (512, 256, 1, 1), stride=2)
+    unstrided = conv_spec((8, 256, 7, 7), (512, 256, 1, 1))
+    with cl.thread_count(1):
+        strided_seconds = ALGORITHMS["gemm"].estimate(downsample, F32)
+        plain_seconds = ALGORITHMS["gemm"].estimate(unstrided, F32)
+    assert 1.3 < strided_seconds / plain_seconds < 1.6, (strided_seconds, plain_seconds)  # the same FLOPs
+    wide = conv_spec((8, 1024, 14, 14), (2048, 1024, 1, 1), stride=2)
+    estimates = {}
+    for threads in (1, 2):
+        with cl.thread_count(threads):
+            estimates[threads] = ALGORITHMS["gemm"].estimate(wide, F32)
+            if threads == 2:
+                chosen = cl.plan((8, 1024, 14, 14), (2048, 1024, 1, 1), "float32", stride=2)
+    assert estimates[2] == pytest.approx(estimates[1] * beside_pool_factor(2, wide.flops // 2))
+    assert chosen.algorithm != "gemm", str(chosen)

@@ -28,15 +28,17 @@ CALL_OVERHEAD = 20e-6
 #: layers were estimated 25-29% under their measured time (ResNet-18 layer4's 3x3 14.9 ms against 19.9); with
 #: it, the 3x3 layers are within 11%. The BLAS measured 100-107 GFLOP/s on one thread for every conv-shaped
 #: product that session, against the shared 150e9, which the other algorithms' constants were fitted around, so
-#: only gemm's own use of it changes here. Two kinds of product keep the shared rate. A 1x1 kernel's: at 1.3 it
-#: sent ResNet-50's 1x1 layers to broadcast, which ran those with 1024-2048 filters on 14x14 and 7x7 images
+#: only gemm's own use of it changes here. Two kinds of product keep the shared rate. An unstrided 1x1 kernel's: at
+#: 1.3 it sent ResNet-50's 1x1 layers to broadcast, which ran those with 1024-2048 filters on 14x14 and 7x7 images
 #: 1.2-2x slower than gemm at two threads (4.2-4.5 ms against 5.4-9.0; each job streams every filter). And one
 #: below :data:`~convolab.algorithms._rates.BLAS_SHARED_WORK` multiply-adds (the fit's layers have 1e8 to 1.5e10),
 #: where the BLAS's threads run a product the pool would keep on one thread: a CNN's 4x4 images (64 of them, 32 ->
 #: 64 channels) measured 0.48-0.53 ms under gemm at two threads against winograd2's 0.61 (0.66 against 0.48 on one).
 #: The weight gradient's pass keeps the shared rate too: compiled's pass, which it is weighed against, is as
 #: stale (ResNet-18 layer4's 7x7 x 512: estimated 18.1 ms, measured 26.5 against gemm's 20.4-23.7 on one thread,
-#: 16.6-25.7 against 11.7 on two), and the scaled product handed it that layer's gradient.
+#: 16.6-25.7 against 11.7 on two), and the scaled product handed it that layer's gradient. A strided 1x1 kernel's
+#: forward is scaled at any size, with its compact copy charged: unscaled, eight such layers (ResNet-18's and
+#: ResNet-50's downsamples, two smaller) were estimated at 0.64-0.76 of their one-thread time; scaled, 0.9-1.05.
 PRODUCT_TIME_SCALE = 1.3
 
 
@@ -70,7 +72,7 @@ class Gemm(Algorithm):
 
         Wide rows copy one contiguous run per (channel, tap); so, nearly, do small
         images unrolled with the batch innermost. Otherwise each output row is a
-        strided copy. A 1×1 kernel copies nothing, and its product is the output.
+        strided copy. A 1×1 kernel copies nothing but, with a stride, its cells, and its product is the output.
         The results' term is what makes a shallow product (a stem's 27 taps)
         slow: each result is stored after few multiply-adds, then copied out of
         the product's ``(G, O, columns)`` layout. On more than one thread the
@@ -213,19 +215,28 @@ def _filter_rows(kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
 def _beside_pool(spec: ConvSpec) -> float:
     """:func:`~convolab.algorithms._rates.beside_pool_factor` for a call of ``spec``'s multiply-adds on the
     threads the pool would give it: how much more one thread's estimate costs where the products run on the
-    BLAS's threads beside the pool's copies (1 on one thread)."""
-    return beside_pool_factor(threads_for(spec.flops // 2), spec.flops // 2, spec.out_channels_per_group)
+    BLAS's threads beside the pool's copies (1 on one thread).
+
+    A strided 1x1 layer pays it whatever its filters: its compact copy runs on the calling thread before the
+    BLAS's product, and ResNet-50's downsamples (512-2048 filters) gained 1.2-1.5x from one thread to two
+    (layer4.0's 18.8 -> 12.7 ms), where packed's and broadcast's pool jobs gained 1.8-1.9x (docs/compiled.md,
+    "Strided 1x1 layers (session 22)")."""
+    threads, work = threads_for(spec.flops // 2), spec.flops // 2
+    return beside_pool_factor(threads, work, 0 if _is_strided_pointwise(spec) else spec.out_channels_per_group)
 
 
 def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype, refitted: bool = False) -> float:
     """:meth:`Gemm.estimate` less the results: the call, the product's FLOPs at its rate (with ``refitted``, the
     forward's, :data:`PRODUCT_TIME_SCALE` times that where it applies), the unrolled copy."""
     rate = product_rate(dtype, spec.out_channels_per_group, spec.terms)
-    copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
-        unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
-    fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
-    product_scale = PRODUCT_TIME_SCALE if refitted and not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK \
-        else 1.0
+    if _is_strided_pointwise(spec):  # the input's cells copied compact (_pointwise_positions), whole rows read
+        copied, fast = spec.batch * spec.in_channels * prod(spec.output_size) * dtype.itemsize, True
+    else:
+        copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
+            unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
+        fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
+    scaled = _is_strided_pointwise(spec) or (not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK)
+    product_scale = PRODUCT_TIME_SCALE if refitted and scaled else 1.0
     return CALL_OVERHEAD + product_scale * spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
 
 
@@ -276,6 +287,11 @@ TRANSPOSED_PRODUCT_MIN_POSITIONS = 4096
 
 def _is_pointwise(spec: ConvSpec) -> bool:
     return all(k == 1 for k in spec.kernel_size)
+
+
+def _is_strided_pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 kernel with a stride: its cells are copied compact first (:func:`_pointwise_positions`)."""
+    return _is_pointwise(spec) and any(s > 1 for s in spec.stride)
 
 
 #: Below this many output positions per sample, an unstrided 1×1 convolution regroups the batch into one
