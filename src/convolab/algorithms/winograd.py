@@ -195,12 +195,8 @@ FILTER_PAIR_COST = 20e-9
 #: ... transformed filter values written per second in panels (:func:`~._winograd_compiled._filter_panels`, no cost per pair: 1.2-1.3e9
 #: on 512 x 512 channels, F(2) and F(4), one thread); ...
 PANEL_TRANSFORM_RATE = 1.2e9
-#: ... transformed filters larger than this come from the operating system fresh on every call (glibc's largest
-#: threshold for serving an allocation by ``mmap``), and each page faulted in costs as if written again at
-#: :data:`FRESH_MEMORY_RATE` bytes per second (37.7 MB, F(4)'s for 512 channels: 9.2 ms to fill fresh, 4.4 ms
-#: reused); ...
-FRESH_MEMORY_BYTES = 32 * 2**20
-FRESH_MEMORY_RATE = 8e9
+#: (Transformed filters past glibc's 32 MiB ``mmap`` threshold were charged their pages faulted in again on
+#: every call until session 21 kept them per thread (:func:`._scratch.reused_empty`); now none are.) ...
 #: ... input values laid out channels last per second (a NumPy transposing copy); ...
 CHANNELS_LAST_RATE = 2.4e9
 #: ... and input values per second that "auto" spends before it runs a mixing algorithm (the data check of
@@ -283,10 +279,8 @@ class Winograd(Algorithm):
         channels); the input transform's values at
         :data:`INPUT_TRANSFORM_RATE`, the output transform's at
         :data:`OUTPUT_TRANSFORM_RATE`, the transformed filters at
-        :data:`FILTER_TRANSFORM_RATE` plus :data:`FILTER_PAIR_COST` and,
-        beyond :data:`FRESH_MEMORY_BYTES`, their pages at
-        :data:`FRESH_MEMORY_RATE` (bound by memory, which the threads
-        share); the input and output transforms shared among the threads as
+        :data:`FILTER_TRANSFORM_RATE` plus :data:`FILTER_PAIR_COST` (bound by
+        memory, which the threads share); the input and output transforms shared among the threads as
         the compiled algorithm's loops are; the channels-last copy at
         :data:`CHANNELS_LAST_RATE` and the data check of "auto" (after a
         padded copy where the padding is not zeros) at
@@ -328,13 +322,11 @@ class Winograd(Algorithm):
         rate = product_rate(dtype, out_channels, channels) * max(efficiency, 1e-3)
         products = 2 * positions * spec.out_channels * channels * tile_count
         filter_values = positions * spec.out_channels * channels
-        filter_bytes = filter_values * dtype.itemsize
-        fresh = filter_bytes if filter_bytes > FRESH_MEMORY_BYTES else 0
         loops = positions * tile_count * (spec.in_channels / INPUT_TRANSFORM_RATE[m]
                                           + spec.out_channels / OUTPUT_TRANSFORM_RATE[m])
         # The filter transform writes its values out of the caches: bound by memory, which the threads share.
         filter_seconds = (filter_values / FILTER_TRANSFORM_RATE * dtype.itemsize / 4
-                          + spec.out_channels * channels * FILTER_PAIR_COST + fresh / FRESH_MEMORY_RATE)
+                          + spec.out_channels * channels * FILTER_PAIR_COST)
         jobs = max(1, block_tiles // tiles[2])  # the transforms' jobs per block: its tile rows
         threads = min(threads_for(positions * tile_count * (spec.in_channels + spec.out_channels)), jobs)
         copies = (spec.batch * prod(_channels_last_size(spec, m, tiles)) * spec.in_channels / CHANNELS_LAST_RATE
@@ -347,7 +339,7 @@ class Winograd(Algorithm):
             sharing = min(_fused_threads(spec, dtype), fused_jobs)
             return one_thread * FUSED_ONE_THREAD / (1 + THREAD_GAIN * (sharing - 1))
         if _pooled(spec, dtype):  # filters in panels; the transforms, the panels and the products on the pool
-            panels = (filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4 + fresh / FRESH_MEMORY_RATE)
+            panels = filter_values / PANEL_TRANSFORM_RATE * dtype.itemsize / 4
             shared = (CALL_OVERHEAD + len(blocks) * BLOCK_OVERHEAD + products / rate + panels
                       + loops * dtype.itemsize / 4)
             # in one thread's seconds, as compiled's and packed's: their threads gain THREAD_GAIN, these less
