@@ -181,3 +181,28 @@ def test_the_scatter_by_name_with_no_filters_gives_zeros(padding_mode):
                                    padding_mode=padding_mode, algorithm=algorithm)
         assert got.shape == (2, 3, 8, 8) and got.dtype == np.float32
         assert not got.any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, weight_shape, params", [
+    ((2, 4, 14, 14), (6, 4, 1, 1), dict(stride=2)),
+    ((2, 4, 15, 13), (6, 2, 1, 1), dict(stride=(3, 2), padding=((2, 0), (1, 3)), groups=2)),
+    ((3, 3, 17), (5, 3, 1), dict(stride=4, padding=5)),  # windows wholly in the padding at both ends
+    ((2, 2, 5, 6, 7), (3, 2, 1, 1, 1), dict(stride=2, padding=1, padding_mode="circular")),
+    ((2, 4, 9, 9), (4, 4, 1, 1), dict(padding=2, padding_mode="reflect")),
+], ids=str)
+def test_a_pointwise_scatter_places_each_window_in_its_cell(x_shape, weight_shape, params, dtype):
+    """A 1x1 kernel's windows never share a cell, so the scatter places each window's gradient (session 22):
+    against the full correlation within any summation order, and exact zeros on the cells no window reads."""
+    weight = draw(weight_shape, dtype, 11)
+    spec = cl.conv_spec(x_shape, weight_shape, **params)
+    g = draw(spec.output_shape, dtype, 12)
+    full = cl.grad.conv_input(x_shape, weight.astype(np.float64), g.astype(np.float64), **params, algorithm="full")
+    bound = summation_bound(spec.out_channels_per_group * 2, np.abs(g).max() * np.abs(weight).max(), dtype)
+    numpy = pad_adjoint(_engine._input_grad_scatter(g, weight, spec), spec.padding, spec.padding_mode,
+                        spec.input_size)
+    for got in (numpy, _engine._input_grad_scatter(g, weight, spec, compiled=True),
+                cl.grad.conv_input(x_shape, weight, g, **params)):  # NumPy's, compiled, auto's
+        assert got.shape == x_shape and got.dtype == dtype
+        assert_within(got.astype(np.float64), full, bound + np.finfo(dtype).eps * np.abs(full))
+        np.testing.assert_array_equal(got[full == 0], 0)  # the cells between the strides: nothing read them
