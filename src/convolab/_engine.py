@@ -425,8 +425,9 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
     first (the cells no window reads, between the strides, get nothing). ``grad`` is the input's size where
     ``cropped`` (a window in zero padding is dropped), else the padded size. The same sums as the add-back.
 
-    ResNet-18's stride-2 downsamples, two threads (session 22, ms, median of 100): layer4.0 0.80-0.81 against the
-    compiled add-back's 1.23-1.85, layer3.0 0.87-0.89 against 0.94-1.21, layer2.0 0.97-1.03 against 1.29-1.60.
+    ResNet-18's stride-2 downsamples, two threads (session 22, ms, median of 100): layer4.0 0.75 against the
+    compiled add-back's 1.23-1.85, layer3.0 0.91-0.93 against 0.94-1.21, layer2.0 0.95-0.96 against 1.29-1.60
+    (docs/compiled.md, "Strided 1x1 layers (session 22)").
     """
     positions = prod(spec.output_size)
     g = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, positions)
