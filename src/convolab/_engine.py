@@ -442,10 +442,9 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
     outputs, cells = [], []
     for size, out, s, low in zip(grad.shape[2:], spec.output_size, spec.stride, lows):
         first = -(-low // s)  # the first output whose cell o*s - low lies inside
-        last = min(out, (size - 1 + low) // s + 1) if size else first  # one past the last
-        last = max(last, first)
-        outputs.append(slice(first, last))
-        cells.append(slice(first * s - low, (last - 1) * s - low + 1 if last > first else first * s - low, s))
+        inside = range(first * s - low, size, s)[:max(out - first, 0)]  # the cells of outputs first, first+1, ...
+        outputs.append(slice(first, first + len(inside)))
+        cells.append(slice(inside.start, inside.stop, s))
     grad[(Ellipsis, *cells)] = window_grads[(Ellipsis, *outputs)]
     return grad
 
