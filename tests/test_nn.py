@@ -303,6 +303,8 @@ def test_schedules_give_torch_learning_rates(name, kwargs):
     (lambda: nn.Linear(300, 20), [(20, 300), (20,)]),
 ])
 def test_default_initialization_is_torchs_uniform(make, shapes):
+    # seeded: unseeded, a 20-value bias stays within 0.8 of its bound in 0.8**20 = 1.2% of runs (a CI failure)
+    nn.manual_seed(0)
     layer = make()
     twin_weight_shape = shapes[0]
     fan_in = twin_weight_shape[1] * int(np.prod(twin_weight_shape[2:]))
