@@ -229,13 +229,14 @@ def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype, refit
     """:meth:`Gemm.estimate` less the results: the call, the product's FLOPs at its rate (with ``refitted``, the
     forward's, :data:`PRODUCT_TIME_SCALE` times that where it applies), the unrolled copy."""
     rate = product_rate(dtype, spec.out_channels_per_group, spec.terms)
-    if _is_strided_pointwise(spec):  # the input's cells copied compact (_pointwise_positions), whole rows read
+    strided_pointwise = _is_strided_pointwise(spec)
+    if strided_pointwise:  # the input's cells copied compact (_pointwise_positions), whole rows read
         copied, fast = spec.batch * spec.in_channels * prod(spec.output_size) * dtype.itemsize, True
     else:
         copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
             unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
         fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
-    scaled = _is_strided_pointwise(spec) or (not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK)
+    scaled = strided_pointwise or (not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK)
     product_scale = PRODUCT_TIME_SCALE if refitted and scaled else 1.0
     return CALL_OVERHEAD + product_scale * spec.flops / rate + copied / COPY_RATE["contiguous" if fast else "strided"]
 
