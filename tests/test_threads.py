@@ -9,12 +9,14 @@ follows the matrix sizes), so results agree to a few units in the last place
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 import pytest
 
 import convolab as cl
+from convolab.algorithms import _threads
 from convolab.algorithms._threads import (BLAS_THREADED_MACS, COMPILED_PARALLEL_WORK, JOBS_PER_THREAD,
                                           SMALL_PRODUCT_MACS, in_parallel, run_jobs, small_matmul)
 
@@ -95,6 +97,43 @@ def test_in_parallel_raises_a_jobs_error():
 
     with pytest.raises(ValueError, match="job 3"):
         in_parallel(list(range(6)), worker, 2)
+
+
+def _affinities_of_two_threads_in_parallel() -> dict[str, set[int]]:
+    """Two jobs that wait for each other, so that the caller runs one and a pool thread the other: each job's
+    thread's CPUs, by whose thread it was."""
+    both_started, caller, seen = threading.Barrier(2, timeout=10), threading.get_ident(), {}
+
+    def worker():
+        def run(job):
+            both_started.wait()
+            seen["caller" if threading.get_ident() == caller else "helper"] = os.sched_getaffinity(0)
+        return run
+
+    in_parallel([0, 1], worker, 2)
+    return seen
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads._current_cpu() is None, reason="needs Linux's affinities and two CPUs")
+def test_pool_threads_are_kept_off_the_callers_cpu(monkeypatch):
+    """The kernel may wake a pool thread on its caller's CPU and leave both there; the pool keeps its threads off
+    the CPU the caller runs on (here a fixed one), within the CPUs the caller may use, and moves them again when
+    the caller moves."""
+    allowed = os.sched_getaffinity(0)
+    first, second = sorted(allowed)[:2]
+    cpu = [first]
+    monkeypatch.setattr(_threads, "_getcpu", lambda: cpu[0])
+    _affinities_of_two_threads_in_parallel()  # the pool's thread starts, and is known from its first job on
+    seen = _affinities_of_two_threads_in_parallel()
+    assert seen["helper"] == allowed - {first} and seen["caller"] == allowed
+    cpu[0] = second
+    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed - {second}
+    monkeypatch.setattr(_threads, "_getcpu", False)  # no sched_getcpu: the threads are left where they are
+    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed - {second}
+    cpu[0] = -1  # a CPU nothing runs on: the threads may run on any of the caller's
+    monkeypatch.setattr(_threads, "_getcpu", lambda: cpu[0])
+    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed
 
 
 def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_little():

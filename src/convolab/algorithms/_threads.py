@@ -28,12 +28,17 @@ Job = TypeVar("Job")
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
+#: The pool threads' native ids, each with the CPU it was last kept off (:func:`_keep_helpers_off`).
+_helpers: dict[int, int | None] = {}
+_helpers_lock = threading.Lock()
 
 
 def _forget_pool() -> None:
     """In a forked child: the parent's pool threads do not exist there, and its lock may have been copied held."""
-    global _pool, _pool_workers, _pool_lock
+    global _pool, _pool_workers, _pool_lock, _helpers_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+    _helpers.clear()
+    _helpers_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
@@ -47,7 +52,58 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
         if _pool is None or _pool_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convolab")
             _pool_workers = workers
+            with _helpers_lock:  # the old pool's threads end, and their ids may be given to other threads
+                _helpers.clear()
         return _pool
+
+
+def _current_cpu() -> Callable[[], int] | None:
+    """glibc's ``sched_getcpu`` (the CPU the calling thread runs on), or None where there is none."""
+    global _getcpu
+    if _getcpu is None:
+        try:
+            import ctypes  # NumPy has imported it already
+
+            function = ctypes.CDLL(None).sched_getcpu
+            function.restype, function.argtypes = ctypes.c_int, []
+            _getcpu = function if hasattr(os, "sched_setaffinity") and function() >= 0 else False
+        except (OSError, AttributeError):  # not glibc, not Linux
+            _getcpu = False
+    return _getcpu or None
+
+
+_getcpu: Callable[[], int] | bool | None = None
+
+
+def _keep_helpers_off(cpu: int) -> None:
+    """Let the pool's threads run anywhere the caller may, except on ``cpu``, the caller's CPU.
+
+    On this project's VM the kernel often wakes a pool thread on the CPU of
+    the thread that woke it, and leaves it there: the call's two threads then
+    share one core, and a sub-millisecond layer takes twice as long (in some
+    runs of 60 calls, half of them; docs/compiled.md, "Two threads on one CPU").
+    A thread's affinity is only changed when the caller has moved since the last
+    call, so most calls make no system call.
+    """
+    me = threading.get_native_id()  # a pool thread itself, where a job of an outer call calls in parallel
+    with _helpers_lock:
+        stale = [helper for helper, kept_off in _helpers.items() if kept_off != cpu and helper != me]
+        if not stale:
+            return
+        allowed = os.sched_getaffinity(0) - {cpu}
+        for helper in stale:
+            try:
+                if allowed:
+                    os.sched_setaffinity(helper, allowed)
+                _helpers[helper] = cpu
+            except OSError:  # the thread has ended, or the caller's affinity forbids it
+                del _helpers[helper]
+
+
+def _register_helper() -> None:
+    """Called on a pool thread: :func:`_keep_helpers_off` may move it from its next call on."""
+    with _helpers_lock:
+        _helpers.setdefault(threading.get_native_id(), None)
 
 
 def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], None]], threads: int) -> None:
@@ -68,6 +124,8 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     lock = threading.Lock()
 
     def drain() -> None:
+        if threading.get_ident() != caller:
+            _register_helper()
         run_job = make_worker()
         while True:
             with lock:
@@ -76,6 +134,10 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
                 return
             run_job(job)
 
+    caller = threading.get_ident()
+    getcpu = _current_cpu()
+    if getcpu is not None:
+        _keep_helpers_off(getcpu())
     futures = [_thread_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
     try:
         drain()
