@@ -61,14 +61,17 @@ def _current_cpu() -> Callable[[], int] | None:
     """glibc's ``sched_getcpu`` (the CPU the calling thread runs on), or None where there is none."""
     global _getcpu
     if _getcpu is None:
-        try:
-            import ctypes  # NumPy has imported it already
+        _getcpu = False
+        if hasattr(os, "sched_setaffinity"):  # Linux
+            try:
+                import ctypes  # NumPy has imported it already
 
-            function = ctypes.CDLL(None).sched_getcpu
-            function.restype, function.argtypes = ctypes.c_int, []
-            _getcpu = function if hasattr(os, "sched_setaffinity") and function() >= 0 else False
-        except (OSError, AttributeError):  # not glibc, not Linux
-            _getcpu = False
+                function = ctypes.CDLL(None).sched_getcpu
+                function.restype, function.argtypes = ctypes.c_int, []
+                if function() >= 0:
+                    _getcpu = function
+            except (OSError, AttributeError):  # a C library without sched_getcpu
+                pass
     return _getcpu or None
 
 
