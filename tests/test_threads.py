@@ -99,19 +99,23 @@ def test_in_parallel_raises_a_jobs_error():
         in_parallel(list(range(6)), worker, 2)
 
 
-def _affinities_of_two_threads_in_parallel() -> dict[str, set[int]]:
-    """Two jobs that wait for each other, so that the caller runs one and a pool thread the other: each job's
-    thread's CPUs, by whose thread it was."""
-    both_started, caller, seen = threading.Barrier(2, timeout=10), threading.get_ident(), {}
+def _affinities_in_parallel(threads: int) -> tuple[set[int], list[set[int]]]:
+    """``threads`` jobs that wait for each other, so that each thread runs one: the caller's CPUs, and each pool
+    thread's."""
+    all_started, caller, helpers = threading.Barrier(threads, timeout=10), threading.get_ident(), []
+    seen = {}
 
     def worker():
         def run(job):
-            both_started.wait()
-            seen["caller" if threading.get_ident() == caller else "helper"] = os.sched_getaffinity(0)
+            all_started.wait()
+            if threading.get_ident() == caller:
+                seen["caller"] = os.sched_getaffinity(0)
+            else:
+                helpers.append(os.sched_getaffinity(0))
         return run
 
-    in_parallel([0, 1], worker, 2)
-    return seen
+    in_parallel(list(range(threads)), worker, threads)
+    return seen["caller"], helpers
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
@@ -119,21 +123,31 @@ def _affinities_of_two_threads_in_parallel() -> dict[str, set[int]]:
 def test_pool_threads_are_kept_off_the_callers_cpu(monkeypatch):
     """The kernel may wake a pool thread on its caller's CPU and leave both there; the pool keeps its threads off
     the CPU the caller runs on (here a fixed one), within the CPUs the caller may use, and moves them again when
-    the caller moves."""
+    the caller moves; not where the caller asks for more threads than it may use CPUs."""
     allowed = os.sched_getaffinity(0)
     first, second = sorted(allowed)[:2]
+    more_than_cpus = len(allowed) + 1
     cpu = [first]
+    # A pool of its own: other tests' pools may have threads that never ran a job here, and are not known.
+    monkeypatch.setattr(_threads, "_pool", None)
+    monkeypatch.setattr(_threads, "_pool_workers", 0)
+    monkeypatch.setattr(_threads, "_helpers", {})
     monkeypatch.setattr(_threads, "_getcpu", lambda: cpu[0])
-    _affinities_of_two_threads_in_parallel()  # the pool's thread starts, and is known from its first job on
-    seen = _affinities_of_two_threads_in_parallel()
-    assert seen["helper"] == allowed - {first} and seen["caller"] == allowed
-    cpu[0] = second
-    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed - {second}
-    monkeypatch.setattr(_threads, "_getcpu", False)  # no sched_getcpu: the threads are left where they are
-    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed - {second}
-    cpu[0] = -1  # a CPU nothing runs on: the threads may run on any of the caller's
-    monkeypatch.setattr(_threads, "_getcpu", lambda: cpu[0])
-    assert _affinities_of_two_threads_in_parallel()["helper"] == allowed
+    try:
+        _affinities_in_parallel(more_than_cpus)  # every pool thread starts, and is known from its first job on
+        assert len(_threads._helpers) == more_than_cpus - 1
+        caller, helpers = _affinities_in_parallel(2)
+        assert helpers == [allowed - {first}] and caller == allowed
+        assert all(os.sched_getaffinity(helper) == allowed - {first} for helper in _threads._helpers)
+        cpu[0] = second
+        assert _affinities_in_parallel(2)[1] == [allowed - {second}]
+        assert _affinities_in_parallel(more_than_cpus)[1] == [allowed] * (more_than_cpus - 1)
+        cpu[0] = first
+        assert _affinities_in_parallel(2)[1] == [allowed - {first}]
+        monkeypatch.setattr(_threads, "_getcpu", False)  # no sched_getcpu: the threads are left where they are
+        assert _affinities_in_parallel(2)[1] == [allowed - {first}]
+    finally:
+        _threads._pool.shutdown(wait=True)
 
 
 def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_little():

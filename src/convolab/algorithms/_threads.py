@@ -58,15 +58,16 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _current_cpu() -> Callable[[], int] | None:
-    """glibc's ``sched_getcpu`` (the CPU the calling thread runs on), or None where there is none."""
+    """glibc's ``sched_getcpu`` (the CPU the calling thread runs on) where threads' CPUs can be set (Linux), else
+    None."""
     global _getcpu
     if _getcpu is None:
         _getcpu = False
-        if hasattr(os, "sched_setaffinity"):  # Linux
+        if hasattr(os, "sched_setaffinity"):
             try:
                 import ctypes  # NumPy has imported it already
 
-                function = ctypes.CDLL(None).sched_getcpu
+                function = ctypes.PyDLL(None).sched_getcpu  # PyDLL: a call this short keeps the GIL
                 function.restype, function.argtypes = ctypes.c_int, []
                 if function() >= 0:
                     _getcpu = function
@@ -78,35 +79,46 @@ def _current_cpu() -> Callable[[], int] | None:
 _getcpu: Callable[[], int] | bool | None = None
 
 
-def _keep_helpers_off(cpu: int) -> None:
-    """Let the pool's threads run anywhere the caller may, except on ``cpu``, the caller's CPU.
+def _keep_helpers_off(cpu: int, threads: int) -> None:
+    """Let the pool's threads run anywhere the caller may, except on ``cpu``, the caller's CPU, where the
+    caller may use at least ``threads`` CPUs (else anywhere it may).
 
     On this project's VM the kernel often wakes a pool thread on the CPU of
     the thread that woke it, and leaves it there: the call's two threads then
     share one core, and a sub-millisecond layer takes twice as long (in some
     runs of 60 calls, half of them; docs/compiled.md, "Two threads on one CPU").
-    A thread's affinity is only changed when the caller has moved since the last
-    call, so most calls make no system call.
+    A thread's affinity is only changed when the caller has moved (or asks for
+    another number of threads) since the last call, so most calls make no
+    system call.
     """
-    me = threading.get_native_id()  # a pool thread itself, where a job of an outer call calls in parallel
+    setting = (cpu, threads)
     with _helpers_lock:
-        stale = [helper for helper, kept_off in _helpers.items() if kept_off != cpu and helper != me]
+        stale = [helper for helper, kept in _helpers.items() if kept != setting]
         if not stale:
             return
-        allowed = os.sched_getaffinity(0) - {cpu}
+        allowed = os.sched_getaffinity(0)
+        if threads <= len(allowed):
+            allowed = allowed - {cpu}
         for helper in stale:
             try:
                 if allowed:
                     os.sched_setaffinity(helper, allowed)
-                _helpers[helper] = cpu
-            except OSError:  # the thread has ended, or the caller's affinity forbids it
+                _helpers[helper] = setting
+            except OSError:  # the caller's affinity forbids it
                 del _helpers[helper]
 
 
-def _register_helper() -> None:
-    """Called on a pool thread: :func:`_keep_helpers_off` may move it from its next call on."""
-    with _helpers_lock:
-        _helpers.setdefault(threading.get_native_id(), None)
+def _register_helper(pool: ThreadPoolExecutor) -> None:
+    """Called on a thread of ``pool``: :func:`_keep_helpers_off` may move it from its next call on, unless the
+    pool has been replaced (its threads end, and their ids may be given to other threads)."""
+    me = threading.get_native_id()
+    if me in _helpers:
+        return
+    with _pool_lock:
+        if pool is not _pool:
+            return
+        with _helpers_lock:
+            _helpers.setdefault(me, None)
 
 
 def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], None]], threads: int) -> None:
@@ -127,8 +139,8 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     lock = threading.Lock()
 
     def drain() -> None:
-        if threading.get_ident() != caller:
-            _register_helper()
+        if steered and threading.get_ident() != caller:
+            _register_helper(pool)
         run_job = make_worker()
         while True:
             with lock:
@@ -137,11 +149,13 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
                 return
             run_job(job)
 
-    caller = threading.get_ident()
-    getcpu = _current_cpu()
-    if getcpu is not None:
-        _keep_helpers_off(getcpu())
-    futures = [_thread_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
+    caller, getcpu, pool = threading.get_ident(), _current_cpu(), _thread_pool(threads - 1)
+    # Not from a pool thread (a job of an outer call): its own CPUs are already narrowed, and the outer caller's
+    # helpers are set from the outer call.
+    steered = getcpu is not None and threading.get_native_id() not in _helpers
+    if steered:
+        _keep_helpers_off(getcpu(), threads)
+    futures = [pool.submit(drain) for _ in range(threads - 1)]
     try:
         drain()
     finally:  # never return, or raise, while another thread still writes the outputs

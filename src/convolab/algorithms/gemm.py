@@ -100,7 +100,14 @@ class Gemm(Algorithm):
         return seconds if _is_pointwise(spec) else seconds * _beside_pool(spec)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
+        """The unrolled columns of a block; for a 1x1 kernel, what :func:`_pointwise` keeps in the thread's scratch
+        (a stride's compact cells, or a small batch's regrouped input and product), else nothing."""
         if _is_pointwise(spec):
+            n, positions = spec.batch, prod(spec.output_size)
+            if _is_strided_pointwise(spec):
+                return n * spec.in_channels * positions * itemsize
+            if _pointwise_batch_wide(spec):
+                return n * positions * (spec.in_channels + spec.out_channels) * itemsize
             return 0
         return block_bytes(unrolled_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(row_grid(spec)))
 
@@ -233,8 +240,7 @@ def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype, refit
     if strided_pointwise:  # the input's cells copied compact (_pointwise_positions), whole rows read
         copied, fast = spec.batch * spec.in_channels * prod(spec.output_size) * dtype.itemsize, True
     else:
-        copied = 0 if gemm.workspace_bytes(spec, dtype.itemsize) == 0 else (
-            unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
+        copied = 0 if _is_pointwise(spec) else unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0]
         fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
     scaled = strided_pointwise or (not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK)
     product_scale = PRODUCT_TIME_SCALE if refitted and scaled else 1.0
@@ -333,7 +339,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     """
     groups, c, o, n = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
-    if n > 1 and positions < POINTWISE_BATCH_WIDE_POSITIONS and all(s == 1 for s in spec.stride):
+    if _pointwise_batch_wide(spec):
         dtype = np.result_type(padded, filters)
         cells = _pointwise_positions(padded, spec)  # unstrided: a view
         batch_wide = reused_empty((groups, c, n, positions), dtype, "pointwise batch-wide", smallest=0)
@@ -345,6 +351,12 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
         return out
     product = np.matmul(filters, _pointwise_positions(padded, spec))  # (N, G, O, P)
     return product.reshape(spec.output_shape)
+
+
+def _pointwise_batch_wide(spec: ConvSpec) -> bool:
+    """Whether :func:`_pointwise` takes one product for the batch: several small images, unstrided."""
+    return (spec.batch > 1 and prod(spec.output_size) < POINTWISE_BATCH_WIDE_POSITIONS
+            and all(s == 1 for s in spec.stride))
 
 
 def _per_sample_products_win(spec: ConvSpec) -> bool:
