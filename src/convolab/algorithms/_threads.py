@@ -28,8 +28,9 @@ Job = TypeVar("Job")
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
-#: The pool threads' native ids, each with the CPU it was last kept off (:func:`_keep_helpers_off`).
-_helpers: dict[int, int | None] = {}
+#: The pool threads' native ids, each with the caller's CPU and thread count it was last set for
+#: (:func:`_keep_helpers_off`; None before the first time).
+_helpers: dict[int, tuple[int, int] | None] = {}
 _helpers_lock = threading.Lock()
 
 
@@ -104,7 +105,7 @@ def _keep_helpers_off(cpu: int, threads: int) -> None:
                 if allowed:
                     os.sched_setaffinity(helper, allowed)
                 _helpers[helper] = setting
-            except OSError:  # the caller's affinity forbids it
+            except OSError:  # the thread has ended, or the caller's affinity forbids it
                 del _helpers[helper]
 
 

@@ -80,7 +80,7 @@ class Gemm(Algorithm):
         (:func:`~convolab.algorithms._rates.beside_pool_factor`).
         """
         results = 0 if _is_pointwise(spec) else spec.out_channels * spec.batch * prod(spec.output_size) * dtype.itemsize
-        return (_product_and_copy_seconds(self, spec, dtype, refitted=True) + results_seconds(results)) \
+        return (_product_and_copy_seconds(spec, dtype, refitted=True) + results_seconds(results)) \
             * _beside_pool(spec)
 
     def pass_estimate(self, name: str, spec: ConvSpec, dtype: np.dtype) -> float | None:
@@ -96,7 +96,7 @@ class Gemm(Algorithm):
         """
         if name != "weight_grad":
             return None
-        seconds = _product_and_copy_seconds(self, spec, dtype)
+        seconds = _product_and_copy_seconds(spec, dtype)
         return seconds if _is_pointwise(spec) else seconds * _beside_pool(spec)
 
     def workspace_bytes(self, spec: ConvSpec, itemsize: int) -> int:
@@ -232,7 +232,7 @@ def _beside_pool(spec: ConvSpec) -> float:
     return beside_pool_factor(threads, work, 0 if _is_strided_pointwise(spec) else spec.out_channels_per_group)
 
 
-def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype, refitted: bool = False) -> float:
+def _product_and_copy_seconds(spec: ConvSpec, dtype: np.dtype, refitted: bool = False) -> float:
     """:meth:`Gemm.estimate` less the results: the call, the product's FLOPs at its rate (with ``refitted``, the
     forward's, :data:`PRODUCT_TIME_SCALE` times that where it applies), the unrolled copy."""
     rate = product_rate(dtype, spec.out_channels_per_group, spec.terms)
@@ -240,7 +240,8 @@ def _product_and_copy_seconds(gemm: Gemm, spec: ConvSpec, dtype: np.dtype, refit
     if strided_pointwise:  # the input's cells copied compact (_pointwise_positions), whole rows read
         copied, fast = spec.batch * spec.in_channels * prod(spec.output_size) * dtype.itemsize, True
     else:
-        copied = 0 if _is_pointwise(spec) else unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0]
+        copied = (0 if _is_pointwise(spec)
+                  else unrolled_row_bytes(spec, dtype.itemsize) * spec.batch * spec.output_size[0])
         fast = wide_rows(spec) or batch_inner(spec, dtype.itemsize)
     scaled = strided_pointwise or (not _is_pointwise(spec) and spec.macs >= BLAS_SHARED_WORK)
     product_scale = PRODUCT_TIME_SCALE if refitted and scaled else 1.0
