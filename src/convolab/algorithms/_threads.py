@@ -97,13 +97,12 @@ def _keep_helpers_off(cpu: int, threads: int) -> None:
         stale = [helper for helper, kept in _helpers.items() if kept != setting]
         if not stale:
             return
-        allowed = os.sched_getaffinity(0)
+        allowed = os.sched_getaffinity(0)  # never empty, and with threads >= 2 CPUs never empty less one
         if threads <= len(allowed):
             allowed = allowed - {cpu}
         for helper in stale:
             try:
-                if allowed:
-                    os.sched_setaffinity(helper, allowed)
+                os.sched_setaffinity(helper, allowed)
                 _helpers[helper] = setting
             except OSError:  # the thread has ended, or the caller's affinity forbids it
                 del _helpers[helper]
