@@ -372,11 +372,17 @@ def test_gradients_accumulate_until_zero_grad_and_train_eval_propagate():
     assert net.train().training and net[1].training
 
 
-def test_first_layer_backward_without_input_gradient_gives_the_same_parameter_gradients():
-    make = lambda: nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=4, **f64), nn.Tanh(),  # noqa: E731
+@pytest.mark.parametrize("first, shape", [
+    (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=4, **f64), (2, 2, 7, 7)),
+    (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=4, **f64), (2, 7, 7)),  # unbatched
+    (lambda: nn.Conv2d(2, 3, 3, padding=1, bias=False, rng=4, **f64), (2, 2, 7, 7)),
+    (lambda: nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, rng=4, **f64), (2, 2, 4, 4)),
+])
+def test_first_layer_backward_without_input_gradient_gives_the_same_parameter_gradients(first, shape):
+    make = lambda: nn.Sequential(first(), nn.Tanh(),  # noqa: E731
                                  nn.Conv2d(3, 2, 2, padding_mode="reflect", padding=1, rng=5, **f64))
     a, b = make(), make()
-    x = RNG.standard_normal((2, 2, 7, 7))
+    x = RNG.standard_normal(shape)
     g = RNG.standard_normal(a(x).shape)
     b(x)
     full = a.backward(g)
@@ -384,6 +390,20 @@ def test_first_layer_backward_without_input_gradient_gives_the_same_parameter_gr
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-12, err_msg=name)
 
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 5), (3, 6, 5)])
+def test_the_convolution_pullback_skips_the_input_gradient_when_asked(shape):
+    """``pullback(g, input_grad=False)``: None for the input, and the weight's and bias's gradients as the full
+    pullback gives them (the path a network's first layer takes)."""
+    x = RNG.standard_normal(shape)
+    w, b = RNG.standard_normal((4, 3, 3, 2)), RNG.standard_normal(4)
+    out, pullback = cl.vjp(cl.conv2d, x, w, b, stride=(2, 1), padding=1)
+    g = RNG.standard_normal(out.shape)
+    full, weights_only = pullback(g), pullback(g, input_grad=False)
+    assert full[0].shape == x.shape and weights_only[0] is None
+    for got, expected in zip(weights_only[1:], full[1:]):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("in_channels, size, input_grad", [(16, 4, True), (1, 8, False), (3, 5, True)])

@@ -65,6 +65,23 @@ def test_a_repeated_argument_list_reuses_its_spec():
     assert first == conv_spec((3, 4, 9, 9), (6, 2, 3, 3), **arguments)
 
 
+def test_a_spec_is_hashed_once_and_pickled_without_that_hash():
+    """The planner's caches hash a spec many times a step, so the hash is kept; a string's hash changes from
+    process to process, so a pickled spec (to a dask worker) leaves it behind, and its copy hashes afresh."""
+    import dataclasses
+    import pickle
+
+    spec = conv_spec((3, 4, 9, 9), (6, 2, 3, 3), stride=2, padding=1, groups=2, op="conv2d", rank=2)
+    fields = tuple(getattr(spec, field.name) for field in dataclasses.fields(spec))
+    assert hash(spec) == hash(fields) and spec.__dict__["_hash"] == hash(fields)
+    copy = pickle.loads(pickle.dumps(spec))
+    assert "_hash" not in copy.__dict__ and copy == spec and hash(copy) == hash(spec)
+    other = dataclasses.replace(spec, flip=True)
+    assert other != spec and hash(other) == hash(fields[:-1] + (True,))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.batch = 1  # type: ignore[misc]
+
+
 @pytest.mark.parametrize("name, plain, other", [
     ("stride", 1, True),  # equal and of equal hash, but conv_spec refuses a bool
     ("groups", 1, 1.0),

@@ -178,6 +178,8 @@ def as_array(op: str, name: str, value: Any, *, array_like: bool = False) -> np.
     ...
     TypeError: conv2d: input must not be a numpy.ma.MaskedArray: its mask would be ignored ...
     """
+    if type(value) is np.ndarray and value.dtype.isnative:  # the common case, checked first: ops call this often
+        return value
     if isinstance(value, np.ma.MaskedArray):
         fail(TypeError, op, name, f"a masked array of type {type(value).__name__}",
              "must not be a numpy.ma.MaskedArray: its mask would be ignored "

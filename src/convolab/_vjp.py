@@ -54,7 +54,9 @@ def vjp(op: Callable[..., Any], *arrays: Any, **params: Any) -> tuple[Any, Pullb
     pullback : callable
         ``pullback(grad_output)`` returns one gradient per array argument, each
         shaped like that argument; ``None`` for an argument given as ``None``
-        (a bias), one per array passed.
+        (a bias), one per array passed. The convolutions' (``conv``,
+        ``conv1d``...) also take ``input_grad=False``: the input's gradient is
+        then not computed, and None in its place (a network's first layer).
 
     Examples
     --------
@@ -73,10 +75,11 @@ def vjp(op: Callable[..., Any], *arrays: Any, **params: Any) -> tuple[Any, Pullb
         raise ValueError(f"vjp: op {_name(op)} has no registered pullback; differentiable ops are: {known}")
     output, pullback = rule(*arrays, **params)
 
-    def pullback_for_given_arrays(grad_output: np.ndarray) -> tuple[Any, ...]:
+    def pullback_for_given_arrays(grad_output: np.ndarray, **options: Any) -> tuple[Any, ...]:
         # Rules return a gradient for every array parameter of the op (a bias
         # that was left out gets None); hand back one per array actually given.
-        return tuple(pullback(grad_output))[: len(arrays)]
+        # ``options`` go to the rule's pullback (the convolutions' input_grad=False, for convolab.nn).
+        return tuple(pullback(grad_output, **options))[: len(arrays)]
 
     return output, pullback_for_given_arrays
 

@@ -16,7 +16,7 @@ import numpy as np
 from ._checks import as_array, check_array, check_bias, check_grad_output
 from ._dtypes import same_dtype
 from ._errors import fail
-from ._engine import conv_forward, conv_grads, frozen_spec
+from ._engine import conv_forward, conv_grads, conv_weight_grad, frozen_spec
 from ._fixed_rank import fixed_rank_ops
 from .spec import ConvSpec, PaddingArg
 
@@ -238,13 +238,19 @@ def _conv_vjp(op, rank, input, weight, bias=None, stride=1, padding=0, dilation=
     out, spec, (input, weight, bias) = _conv(op, rank, input, weight, bias, stride, padding, dilation, groups,
                                              padding_mode, flip, algorithm)
 
-    def pullback(grad_output: np.ndarray):
+    def pullback(grad_output: np.ndarray, input_grad: bool = True):
+        """The gradients of input, weight and bias; with ``input_grad=False`` None for the input, not computed
+        (a network's first layer: :class:`convolab.nn.VjpModule` asks so where its layer allows)."""
         grad_output = check_grad_output(op, grad_output, spec.caller_output_shape)
         g = grad_output if spec.batched else grad_output[np.newaxis]
         x = input if spec.batched else input[np.newaxis]
-        grad_input, grad_weight = conv_grads(x, g, weight, spec)  # derivations beside the forward, in _engine
+        if input_grad:
+            grad_input, grad_weight = conv_grads(x, g, weight, spec)  # derivations beside the forward, in _engine
+            grad_input = grad_input if spec.batched else grad_input[0]
+        else:
+            grad_input, grad_weight = None, conv_weight_grad(x, g, spec)
         grad_bias = None if bias is None else channel_sums(g).astype(out.dtype)
-        return (grad_input if spec.batched else grad_input[0]), grad_weight, grad_bias
+        return grad_input, grad_weight, grad_bias
 
     return out, pullback
 

@@ -10,7 +10,7 @@ the raw arguments. This module is pure integer code: shapes in, shapes out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from math import prod
 from typing import Sequence, Union
@@ -105,6 +105,18 @@ class ConvSpec:
     dilation: tuple[int, ...]
     padding_mode: str = "zeros"
     flip: bool = False
+
+    def __hash__(self) -> int:
+        # Computed once: the planner's caches hash a layer's spec a dozen times a training step, and the
+        # generated hash rebuilt the tuple of every field each time.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = self.__dict__["_hash"] = hash(tuple(getattr(self, field.name) for field in fields(self)))
+        return cached
+
+    def __getstate__(self) -> dict[str, object]:
+        # A string's hash differs from process to process: a pickled spec must not carry this one's.
+        return {name: value for name, value in self.__dict__.items() if name != "_hash"}
 
     @property
     def rank(self) -> int:

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from .. import pooling
-from ..grad import conv_weight
 from .._errors import fail
-from ..functional import as_array, channel_sums, conv1d, conv2d, conv3d
+from ..functional import as_array, conv1d, conv2d, conv3d
 from ..spec import _is_int, canonical_padding_mode, check_flag, normalize_ints, normalize_padding
 from ..transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from . import functional as F
@@ -69,6 +68,7 @@ class _ConvNd(VjpModule):
     rank: int
     transposed = False
     param_names = ("weight", "bias")
+    skips_input_grad = True  # set False by the transposed layers, whose op's pullback has no such option
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -116,20 +116,7 @@ class _ConvNd(VjpModule):
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         saved = self.__dict__.get("_for_backward") or {}
         with reusing_columns(saved.get("columns")):  # the input is the one the forward unrolled, as saved
-            return self._backward(grad_output, input_grad)
-
-    def _backward(self, grad_output: np.ndarray, input_grad: bool) -> np.ndarray | None:
-        if input_grad or self.transposed:
-            return super().backward(grad_output, input_grad)
-        # No input gradient wanted (a first layer): the weight's and bias's alone, skipping the costlier half.
-        input = self._saved_for_backward(input_grad)["input"]
-        self.weight.accumulate(conv_weight(input, self.weight.shape, grad_output, **self.op_kwargs()))
-        if self.bias is not None:
-            channel_axis = input.ndim - self.rank - 1
-            self.bias.accumulate(channel_sums(grad_output) if channel_axis == 1 else
-                                 grad_output.sum(axis=tuple(a for a in range(grad_output.ndim) if a != channel_axis)))
-        self._release_saved()
-        return None
+            return super().backward(grad_output, input_grad)  # no input gradient: the weight's and bias's alone
 
     def op_kwargs(self) -> dict[str, Any]:
         if self.transposed:
@@ -236,6 +223,7 @@ class ConvTranspose1d(_ConvNd):
 
     rank = 1
     transposed = True
+    skips_input_grad = False
     op = conv_transpose1d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,

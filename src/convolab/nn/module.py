@@ -311,6 +311,9 @@ class VjpModule(Module):
 
     op: Callable[..., Any]
     param_names: tuple[str, ...] = ()
+    #: Whether the op's pullback takes ``input_grad=False`` and then skips the input's gradient (the
+    #: convolutions'); a backward with ``input_grad=False`` asks it to.
+    skips_input_grad = False
 
     def op_kwargs(self) -> dict[str, Any]:
         return {}
@@ -322,7 +325,11 @@ class VjpModule(Module):
         return output
 
     def backward(self, grad_output: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        grad_input, *grad_params = self._saved_for_backward(input_grad)["pullback"](grad_output)
+        pullback = self._saved_for_backward(input_grad)["pullback"]
+        if self.skips_input_grad and not input_grad:
+            grad_input, *grad_params = pullback(grad_output, input_grad=False)
+        else:
+            grad_input, *grad_params = pullback(grad_output)
         for name, gradient in zip(self.param_names, grad_params):
             parameter = getattr(self, name)
             if parameter is not None and gradient is not None:
