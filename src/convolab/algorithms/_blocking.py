@@ -10,6 +10,7 @@ contiguous run of the flattened input, and the extra columns are cropped.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 from typing import Iterator
 
@@ -166,8 +167,14 @@ def batch_inner(spec: ConvSpec, itemsize: int) -> bool:
     (32, 16, 4, 4) inputs, the size of a small CNN's later layers). Only when the
     whole unrolled input fits one cache-sized block, so no blocking is needed.
     """
+    return _batch_inner(spec, itemsize, current_workspace_limit())
+
+
+@lru_cache(maxsize=1024)
+def _batch_inner(spec: ConvSpec, itemsize: int, workspace_limit: int) -> bool:
+    """:func:`batch_inner` under ``workspace_limit``, remembered: each pass of a layer asks it on every call."""
     if all(k == 1 for k in spec.kernel_size) or wide_rows(spec):
         return False
     row = spec.output_size[-1]
     unrolled = spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size) * spec.batch * itemsize
-    return row < SHORT_ROW and spec.batch >= 2 * row and unrolled <= min(CACHE_BLOCK_BYTES, current_workspace_limit())
+    return row < SHORT_ROW and spec.batch >= 2 * row and unrolled <= min(CACHE_BLOCK_BYTES, workspace_limit)

@@ -252,7 +252,9 @@ def reusing_columns(kept: KeptColumns | None) -> _Holding:
 def _reused(x: np.ndarray, spec: ConvSpec, how: object) -> object:
     """The kept columns of ``x`` for ``spec`` and ``how`` inside :func:`reusing_columns`, else None."""
     kept = _reusing.get()
-    if kept is None or kept.source is not x or kept.how != how or _problem(kept.spec) != _problem(spec):
+    if kept is None or kept.source is not x or kept.how != how:
+        return None
+    if kept.spec is not spec and _problem(kept.spec) != _problem(spec):  # a layer's backward has the same spec
         return None
     return kept.columns
 
@@ -432,6 +434,7 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
 COL2IM_PLANE_ROW = 9
 
 
+@lru_cache(maxsize=1024)
 def _scratch_plane(size: tuple[int, ...], kernel_size: tuple[int, ...], out_size: tuple[int, ...],
                    stride: tuple[int, ...], dilation: tuple[int, ...], lows: tuple[int, ...],
                    ) -> tuple[int, int, int] | None:
