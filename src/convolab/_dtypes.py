@@ -29,8 +29,14 @@ __all__ = ["compute_dtype", "result_dtype", "check_supported_dtype", "is_exact",
 _SUPPORTED = "float16, float32, float64, complex64, complex128, or a signed/unsigned integer up to uint32"
 
 
+#: Native float dtypes every op computes with, checked by identity before the general rule below.
+_SUPPORTED_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def check_supported_dtype(op: str, name: str, dtype: np.dtype) -> None:
     """Raise TypeError unless ``dtype`` is one convolab computes with."""
+    if dtype in _SUPPORTED_FLOATS:  # the common case first: NumPy's float dtypes
+        return
     dtype = np.dtype(dtype)
     if dtype.kind in "fc" and dtype.itemsize >= 2 and dtype != np.longdouble and dtype != np.clongdouble:
         return
@@ -45,6 +51,8 @@ def same_dtype(first: np.dtype, second: np.dtype) -> bool:
     >>> same_dtype(np.dtype(">f8"), np.dtype("<f8")), same_dtype(np.dtype("f8"), np.dtype("f4"))
     (True, False)
     """
+    if first is second:  # the common case: two arrays of one native dtype
+        return True
     return np.dtype(first).newbyteorder("=") == np.dtype(second).newbyteorder("=")
 
 
