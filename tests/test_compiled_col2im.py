@@ -406,12 +406,12 @@ def test_a_pullback_copies_grad_output_batch_last_once(monkeypatch):
     x, w, b = draw((32, 16, 4, 4), np.float32, 31), draw((32, 16, 3, 3), np.float32, 32), draw(32, np.float32, 33)
     g = draw((32, 32, 4, 4), np.float32, 34)
     copies = []
-    real = np.ascontiguousarray
-    monkeypatch.setattr(_columns.np, "ascontiguousarray", lambda a, *args, **kw: copies.append(a.shape) or real(a))
+    real = _columns.transposed_matrix
+    monkeypatch.setattr(_columns, "transposed_matrix", lambda a: copies.append(a.shape) or real(a))
     out, pullback = cl.vjp(cl.conv2d, x, w, b, padding=1)
     copies.clear()
     grad_input, grad_weight, _ = pullback(g)
-    assert copies.count((32 * 4 * 4, 32)) == 1, copies  # (G*O*P, N): made once, used twice
+    assert copies.count((32, 32 * 4 * 4)) == 1, copies  # (N, G*O*P) transposed: made once, used twice
     monkeypatch.undo()
     np.testing.assert_array_equal(grad_input, cl.grad.conv2d_input(x.shape, w, g, padding=1))
     np.testing.assert_array_equal(grad_weight, cl.grad.conv2d_weight(x, w.shape, g, padding=1))
@@ -421,3 +421,18 @@ def test_a_pullback_copies_grad_output_batch_last_once(monkeypatch):
         assert _columns.batch_last(g, spec) is first
         assert _columns.batch_last(g.copy(), spec) is not first  # another array: another copy
     assert _columns.batch_last(g, spec) is not _columns.batch_last(g, spec)  # outside the block: none shared
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 512), (512, 32), (17, 33), (16, 16), (3, 100), (100, 3), (1, 1), (0, 5), (5, 0)])
+def test_the_compiled_transpose_gives_numpys_transpose(shape, dtype, monkeypatch):
+    """:func:`_columns.transposed_matrix`: whole squares of sixteen through registers, the edges a value at a
+    time; from a non-contiguous view as from an array; with Numba not loaded, NumPy's copy (no import)."""
+    assert _columns.numba_missing() is None  # Numba loaded: the compiled transpose runs
+    matrix = draw(shape, dtype, 35)
+    for source in (matrix, np.asfortranarray(matrix), draw((shape[0], 2 * shape[1]), dtype, 36)[:, ::2]):
+        out = _columns.transposed_matrix(source)
+        assert out.flags.c_contiguous and out.dtype == dtype
+        np.testing.assert_array_equal(out, source.T)
+    monkeypatch.setattr(_columns, "numba_loaded", lambda: False)
+    np.testing.assert_array_equal(_columns.transposed_matrix(matrix), matrix.T)

@@ -13,7 +13,7 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
-                       contiguous_filters, unrolled_blocks_unpadded)
+                       contiguous_filters, transposed_matrix, unrolled_blocks_unpadded)
 from ._rates import BLAS_SHARED_WORK, COPY_RATE, beside_pool_factor, product_rate, results_seconds
 from ._scratch import reused_empty
 from ._threads import small_matmul, threads_for
@@ -274,7 +274,7 @@ def _batch_inner_forward(columns: np.ndarray, filters: np.ndarray, spec: ConvSpe
     product = small_matmul(filters, columns)  # (G, O, P*N)
     if bias is not None:
         product += bias.reshape(spec.groups, spec.out_channels_per_group, 1)  # the product is ours: a new array
-    return np.ascontiguousarray(product.reshape(-1, spec.batch).T).reshape(spec.output_shape)
+    return transposed_matrix(product.reshape(-1, spec.batch)).reshape(spec.output_shape)
 
 
 def _unrolls_unpadded(spec: ConvSpec, dtype: np.dtype) -> bool:
