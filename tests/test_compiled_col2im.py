@@ -424,7 +424,8 @@ def test_a_pullback_copies_grad_output_batch_last_once(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(32, 512), (512, 32), (17, 33), (16, 16), (3, 100), (100, 3), (1, 1), (0, 5), (5, 0)])
+@pytest.mark.parametrize("shape", [(32, 512), (512, 32), (17, 33), (16, 16), (3, 100), (100, 3), (1, 1), (0, 5),
+                                   (5, 0)])
 def test_the_compiled_transpose_gives_numpys_transpose(shape, dtype, monkeypatch):
     """:func:`_columns.transposed_matrix`: whole squares of sixteen through registers, the edges a value at a
     time; from a non-contiguous view as from an array; with Numba not loaded, NumPy's copy (no import)."""

@@ -487,8 +487,8 @@ def contiguous_filters(kernel: np.ndarray) -> np.ndarray:
 def transposed_matrix(matrix: np.ndarray) -> np.ndarray:
     """``matrix`` ``(R, C)`` transposed into a new C-contiguous ``(C, R)`` array: by the compiled register
     transpose (:func:`._kernels_transpose.transpose_columns`, jobs of sixteen columns shared among threads)
-    for float32 and float64 once Numba is loaded, else by NumPy. The batch-inner passes' copies of a small network's output
-    and gradient, ``(32, 512)`` values: 3.5 us against NumPy's 16-22."""
+    for float32 and float64 once Numba is loaded, else by NumPy. The batch-inner passes' copies of a small
+    network's output and gradient, ``(32, 512)`` values: 3.5 us against NumPy's 16-22."""
     if matrix.dtype not in (np.float32, np.float64) or not numba_loaded():  # a copy not worth Numba's import
         return np.ascontiguousarray(matrix.T)
     source = as_kernels_take(matrix)
