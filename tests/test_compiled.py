@@ -24,7 +24,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import compiled as compiled_module
 from convolab.algorithms.compiled import Compiled
 from conv_cases import generate_cases
+from threaded import results_from_threads
 from test_depthwise import assert_like_torch, batched
 from test_nonfinite import assert_same_pattern
 
@@ -328,22 +328,12 @@ def test_many_python_threads_at_once():
     g = rng.standard_normal((4, 32, 20, 20))
     with cl.thread_count(2):
         expected = _reference_passes(x, w, g, THREADED[2])
-    results: list = [None] * 8
-    errors: list = []
 
-    def work(index: int) -> None:
-        try:
-            with cl.thread_count(2):
-                results[index] = _reference_passes(x, w, g, THREADED[2])
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+    def passes():
+        with cl.thread_count(2):
+            return _reference_passes(x, w, g, THREADED[2])
 
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors
+    results = results_from_threads(passes, threads=8)
     for result in results:
         for got, want in zip(result, expected):
             np.testing.assert_array_equal(got, want)  # the same blocks, summed in the same order

@@ -123,7 +123,8 @@ def _affinities_in_parallel(threads: int) -> tuple[set[int], list[set[int]]]:
 def test_pool_threads_are_kept_off_the_callers_cpu(monkeypatch):
     """The kernel may wake a pool thread on its caller's CPU and leave both there; the pool keeps its threads off
     the CPU the caller runs on (here a fixed one), within the CPUs the caller may use, and moves them again when
-    the caller moves; not where the caller asks for more threads than it may use CPUs."""
+    the caller moves; not where the caller asks for more threads than it may use CPUs. The caller stays on its
+    CPU for the call, and may use all of its CPUs again after it."""
     allowed = os.sched_getaffinity(0)
     first, second = sorted(allowed)[:2]
     more_than_cpus = len(allowed) + 1
@@ -137,17 +138,38 @@ def test_pool_threads_are_kept_off_the_callers_cpu(monkeypatch):
         _affinities_in_parallel(more_than_cpus)  # every pool thread starts, and is known from its first job on
         assert len(_threads._helpers) == more_than_cpus - 1
         caller, helpers = _affinities_in_parallel(2)
-        assert helpers == [allowed - {first}] and caller == allowed
+        assert helpers == [allowed - {first}] and caller == {first}
+        assert os.sched_getaffinity(0) == allowed
         assert all(os.sched_getaffinity(helper) == allowed - {first} for helper in _threads._helpers)
         cpu[0] = second
-        assert _affinities_in_parallel(2)[1] == [allowed - {second}]
-        assert _affinities_in_parallel(more_than_cpus)[1] == [allowed] * (more_than_cpus - 1)
+        assert _affinities_in_parallel(2) == ({second}, [allowed - {second}])
+        assert _affinities_in_parallel(more_than_cpus) == (allowed, [allowed] * (more_than_cpus - 1))
         cpu[0] = first
-        assert _affinities_in_parallel(2)[1] == [allowed - {first}]
+        assert _affinities_in_parallel(2) == ({first}, [allowed - {first}])
+        assert os.sched_getaffinity(0) == allowed
         monkeypatch.setattr(_threads, "_getcpu", False)  # no sched_getcpu: the threads are left where they are
-        assert _affinities_in_parallel(2)[1] == [allowed - {first}]
+        assert _affinities_in_parallel(2) == (allowed, [allowed - {first}])
     finally:
         _threads._pool.shutdown(wait=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads._current_cpu() is None, reason="needs Linux's affinities and two CPUs")
+def test_the_caller_gets_its_cpus_back_when_a_job_fails(monkeypatch):
+    allowed = os.sched_getaffinity(0)
+    monkeypatch.setattr(_threads, "_getcpu", lambda: min(allowed))
+
+    def worker():
+        def run(job):
+            assert os.sched_getaffinity(0) == {min(allowed)} or threading.get_ident() != caller
+            if job == 1:
+                raise ValueError("job 1")
+        return run
+
+    caller = threading.get_ident()
+    with pytest.raises(ValueError, match="job 1"):
+        in_parallel(list(range(4)), worker, 2)
+    assert os.sched_getaffinity(0) == allowed
 
 
 def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_little():

@@ -15,8 +15,9 @@ from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unro
 from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
                        contiguous_filters, transposed_matrix, unrolled_blocks_unpadded)
 from ._rates import BLAS_SHARED_WORK, COPY_RATE, beside_pool_factor, product_rate, results_seconds
+from ._blas_threads import blas_thread_control, one_blas_thread
 from ._scratch import reused_empty
-from ._threads import small_matmul, threads_for
+from ._threads import in_parallel, small_matmul, threads_for
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
 
@@ -350,6 +351,8 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
         out = np.empty(spec.output_shape, dtype=dtype)
         np.copyto(out.reshape(n, groups, o, positions), product.reshape(groups, o, n, positions).transpose(2, 0, 1, 3))
         return out
+    if _pools_pointwise(spec, padded.dtype):
+        return _pooled_pointwise(padded, filters, spec)
     product = np.matmul(filters, _pointwise_positions(padded, spec))  # (N, G, O, P)
     return product.reshape(spec.output_shape)
 
@@ -379,10 +382,111 @@ def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: Co
     Each product runs over all of a sample's positions, straight from ``g`` and
     the input (a transposed view; only a stride copies), with no unrolled columns.
     """
+    if _pools_pointwise(spec, padded.dtype):
+        return _pooled_pointwise_weight_grad(padded, grad_output, spec)
     positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
     rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
     per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
     return per_sample.sum(axis=0).reshape(spec.weight_shape)
+
+
+#: The dtypes whose products run on the BLAS, and so on its threads unless :func:`_pools_pointwise` keeps them off.
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _pools_pointwise(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether a 1×1 kernel's per-sample products run on the pool's threads, each on one BLAS thread
+    (:func:`_pooled_pointwise`, :func:`_pooled_pointwise_weight_grad`): on more than one thread, for the BLAS's
+    dtypes, where NumPy's BLAS can be held to one thread (:func:`._blas_threads.blas_thread_control`).
+
+    OpenBLAS's own threads are not steered, and the kernel here often wakes its worker on the caller's CPU: in
+    the bench's full runs ResNet-18 layer2.0's 1x1 stride-2 downsample then ran 2.4 ms a call for its forward and
+    its weight gradient, where 1.0-1.1 is usual. The pool's threads are kept off the caller's CPU
+    (:func:`._threads.in_parallel`), and one BLAS thread each runs as fast per core: that layer measured 0.71-0.80
+    ms so for either pass, against PyTorch's 0.75-0.87 (docs/compiled.md, "One-thread products on the pool").
+    """
+    return (dtype in _BLAS_DTYPES and threads_for(spec.macs) > 1 and spec.batch * spec.output_size[0] > 1
+            and blas_thread_control() is None)
+
+
+def _pooled_jobs(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
+    """The pool's jobs for a 1×1 kernel, ``(first sample, end sample, first output row, end row)``: one contiguous
+    range of whole samples a thread, or where there are fewer samples than threads, each sample's rows split.
+
+    Thread-affine: the calling thread takes the first range and a pool thread the next, call after call, so each
+    core copies and writes the same part of the arrays it did in the previous call, and each range's products
+    are one NumPy call. On ResNet-18 layer3.0's downsample, shared out a sample at a time the forward ran 0.72-1.51
+    ms (p90 up to 1.6), against 0.65-0.76 in halves (docs/compiled.md, "One-thread products on the pool")."""
+    threads, n, rows = threads_for(spec.macs), spec.batch, spec.output_size[0]
+    if n >= threads:
+        return [(n * i // threads, n * (i + 1) // threads, 0, rows) for i in range(threads)]
+    pieces = min(rows, -(-threads // n))
+    return [(sample, sample + 1, rows * i // pieces, rows * (i + 1) // pieces)
+            for sample in range(n) for i in range(pieces)]
+
+
+def _job_cells(padded: np.ndarray, spec: ConvSpec, job: tuple[int, int, int, int]) -> np.ndarray:
+    """The input cells ``job``'s outputs read, ``(samples, G, C, positions)``: a view unless strided, else copied
+    compact into the calling thread's kept scratch (the thread that multiplies them)."""
+    n0, n1, first, end = job
+    s = spec.stride
+    cells = padded[(slice(n0, n1), slice(None), slice(first * s[0], (end - 1) * s[0] + 1, s[0]),
+                    *(slice(None, None, step) for step in s[1:]))]  # (samples, G*C, end - first, *out_rest)
+    shape = (n1 - n0, spec.groups, spec.in_channels_per_group, -1)
+    if all(step == 1 for step in s):
+        return cells.reshape(shape)  # whole rows: a view of a contiguous input
+    compact = reused_empty(cells.shape, padded.dtype, "pooled pointwise cells", smallest=0)
+    np.copyto(compact, cells)
+    return compact.reshape(shape)
+
+
+def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """:func:`_pointwise` on the pool's threads, NumPy's BLAS held to one thread: each job copies its cells (where
+    strided) and multiplies them on the same thread, into its part of the output."""
+    out = np.empty(spec.output_shape, dtype=np.result_type(padded, filters))
+    rest = prod(spec.output_size[1:])
+    planes = out.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P), a view
+    jobs = _pooled_jobs(spec)
+
+    def make_worker():
+        def run(job: tuple[int, int, int, int]) -> None:
+            n0, n1, first, end = job
+            np.matmul(filters, _job_cells(padded, spec, job), out=planes[n0:n1, :, :, first * rest:end * rest])
+        return run
+
+    with one_blas_thread():
+        in_parallel(jobs, make_worker, threads_for(spec.macs))
+    return out
+
+
+def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """:func:`_pointwise_weight_grad` on the pool's threads, NumPy's BLAS held to one thread: each job's products
+    summed into its own ``(G, O, C)``, and the jobs' sums added in order, so that the result does not depend on
+    which thread ran what."""
+    groups, o, c = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group
+    rows, rest = grad_output.reshape(spec.batch, groups, o, -1), prod(spec.output_size[1:])  # (N, G, O, P)
+    jobs = _pooled_jobs(spec)
+    sums = [np.empty((groups, o, c), dtype=padded.dtype) for _ in jobs]
+
+    def make_worker():
+        def run(index: int) -> None:
+            n0, n1, first, end = jobs[index]
+            cells = _job_cells(padded, spec, jobs[index]).transpose(0, 1, 3, 2)  # (samples, G, positions, C)
+            total, product = sums[index], None
+            for n in range(n0, n1):
+                sample_rows = rows[n, :, :, first * rest:end * rest]
+                if product is None:
+                    np.matmul(sample_rows, cells[n - n0], out=total)
+                    product = np.empty_like(total)
+                else:
+                    total += np.matmul(sample_rows, cells[n - n0], out=product)
+        return run
+
+    with one_blas_thread():
+        in_parallel(range(len(jobs)), make_worker, threads_for(spec.macs))
+    for partial in sums[1:]:
+        sums[0] += partial
+    return sums[0].reshape(spec.weight_shape)
 
 
 def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:

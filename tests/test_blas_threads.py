@@ -1,0 +1,185 @@
+"""gemm's 1x1 products on the pool's threads with NumPy's BLAS held to one thread (``_blas_threads``).
+
+The pooled passes are checked against float64 sums written out with einsum, on
+every shape class a 1x1 kernel has (strides, padding, groups, 1-d and 3-d, a
+single sample whose rows are split); the hold on the BLAS's thread count is
+checked to end where it began, after an error, from many Python threads at
+once, and in a child forked while it was held.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+import convolab as cl
+from convolab.algorithms import _blas_threads, _threads, gemm
+from threaded import results_from_threads
+
+needs_control = pytest.mark.skipif(_blas_threads.blas_thread_control() is not None,
+                                   reason=str(_blas_threads.blas_thread_control()))
+
+
+def _blas_count() -> int:
+    return _blas_threads._control[1]()
+
+
+@pytest.fixture
+def pooled_calls(monkeypatch):
+    """Every problem large enough for the pool (so small ones take the pooled path), and counts of the pooled
+    passes' calls."""
+    monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
+    calls = {"forward": 0, "weight_grad": 0}
+    forward, weight_grad = gemm._pooled_pointwise, gemm._pooled_pointwise_weight_grad
+
+    def counted_forward(*args):
+        calls["forward"] += 1
+        return forward(*args)
+
+    def counted_weight_grad(*args):
+        calls["weight_grad"] += 1
+        return weight_grad(*args)
+
+    monkeypatch.setattr(gemm, "_pooled_pointwise", counted_forward)
+    monkeypatch.setattr(gemm, "_pooled_pointwise_weight_grad", counted_weight_grad)
+    return calls
+
+
+def _reference(x, w, g, stride, padding, groups):
+    """The 1x1 forward and weight gradient as float64 sums over explicit cells."""
+    rank = x.ndim - 2
+    padded = np.pad(x.astype(np.float64), [(0, 0), (0, 0), *[(padding, padding)] * rank])
+    cells = padded[(Ellipsis, *(slice(None, None, stride),) * rank)]
+    n, o = x.shape[0], w.shape[0]
+    cells = cells.reshape(n, groups, x.shape[1] // groups, -1)  # (N, G, C, P)
+    filters = w.astype(np.float64).reshape(groups, o // groups, -1)  # (G, O, C)
+    forward = np.einsum("goc,ngcp->ngop", filters, cells).reshape(n, o, *cells.shape[3:])
+    rows = g.astype(np.float64).reshape(n, groups, o // groups, -1)
+    weight_grad = np.einsum("ngop,ngcp->goc", rows, cells).reshape(w.shape)
+    return forward.reshape(g.shape), weight_grad
+
+
+CASES = [  # input shape, weight shape, stride, padding, groups
+    ((4, 16, 9, 7), (8, 16, 1, 1), 2, 1, 1),
+    ((1, 32, 20, 20), (24, 32, 1, 1), 1, 0, 1),  # one sample: its rows split among the jobs
+    ((1, 8, 3, 20), (12, 8, 1, 1), 2, 0, 1),
+    ((2, 12, 11, 13), (6, 4, 1, 1), 3, 2, 3),
+    ((5, 8, 33), (16, 8, 1), 2, 0, 1),
+    ((2, 8, 6, 7, 5), (12, 8, 1, 1, 1), 2, 1, 1),
+    ((3, 8, 10, 10), (8, 8, 1, 1), 1, 0, 1),
+]
+
+
+@needs_control
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda case: f"{case[0]}-s{case[2]}-p{case[3]}-g{case[4]}")
+def test_the_pooled_products_give_the_sums(case, dtype, pooled_calls):
+    shape, weight_shape, stride, padding, groups = case
+    rng = np.random.default_rng(len(shape) + stride)
+    x, w = rng.standard_normal(shape).astype(dtype), rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(shape, weight_shape, stride=stride, padding=padding, groups=groups)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    x_before, g_before = x.copy(), g.copy()
+    with cl.thread_count(2):
+        forward = cl.conv(x, w, stride=stride, padding=padding, groups=groups, algorithm="gemm")
+        weight_grad = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
+        again = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
+    assert pooled_calls == {"forward": 1, "weight_grad": 2}
+    want_forward, want_weight_grad = _reference(x, w, g, stride, padding, groups)
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    assert forward.dtype == weight_grad.dtype == dtype
+    np.testing.assert_allclose(forward, want_forward, rtol=tolerance, atol=tolerance * np.abs(want_forward).max())
+    np.testing.assert_allclose(weight_grad, want_weight_grad, rtol=tolerance,
+                               atol=tolerance * np.abs(want_weight_grad).max())
+    np.testing.assert_array_equal(again, weight_grad)  # each thread's range summed alone, the ranges in order
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(g, g_before)
+
+
+def test_one_thread_keeps_the_blas_products(pooled_calls):
+    x, w = np.ones((4, 8, 6, 6), np.float32), np.ones((8, 8, 1, 1), np.float32)
+    with cl.thread_count(1):
+        forward = cl.conv(x, w, algorithm="gemm")
+        cl.grad.conv_weight(x, w.shape, forward, algorithm="gemm")
+    assert pooled_calls == {"forward": 0, "weight_grad": 0}
+    np.testing.assert_array_equal(forward, np.full((4, 8, 6, 6), 8, np.float32))
+
+
+def test_without_control_of_the_blas_the_products_stay_on_its_threads(monkeypatch, pooled_calls):
+    monkeypatch.setattr(_blas_threads, "_control", "a BLAS convolab cannot hold to one thread")
+    assert _blas_threads.blas_thread_control() == "a BLAS convolab cannot hold to one thread"
+    x = np.arange(4 * 8 * 6 * 6, dtype=np.float64).reshape(4, 8, 6, 6) / 100
+    w = np.linspace(-1, 1, 64).reshape(8, 8, 1, 1)
+    with cl.thread_count(2):
+        forward = cl.conv(x, w, stride=2, algorithm="gemm")
+        weight_grad = cl.grad.conv_weight(x, w.shape, forward, 2, algorithm="gemm")
+    assert pooled_calls == {"forward": 0, "weight_grad": 0}
+    want_forward, want_weight_grad = _reference(x, w, forward, 2, 0, 1)
+    np.testing.assert_allclose(forward, want_forward, rtol=1e-12)
+    np.testing.assert_allclose(weight_grad, want_weight_grad, rtol=1e-12)
+    with _blas_threads.one_blas_thread():  # holds nothing, and says nothing
+        pass
+
+
+def test_integer_and_half_inputs_keep_numpys_products(pooled_calls):
+    x, w = np.ones((2, 4, 6, 6), np.int32), np.ones((4, 4, 1, 1), np.int32)
+    with cl.thread_count(2):
+        assert cl.conv(x, w, algorithm="gemm").max() == 4
+        assert cl.conv(x.astype(np.float16), w.astype(np.float16), algorithm="gemm").dtype == np.float16
+    assert pooled_calls["forward"] == 0
+
+
+@needs_control
+def test_the_blas_count_comes_back_after_the_hold_and_after_an_error():
+    before = _blas_count()
+    with _blas_threads.one_blas_thread():
+        assert _blas_count() == 1
+        with _blas_threads.one_blas_thread():  # nested: the outer block still holds it after
+            assert _blas_count() == 1
+        assert _blas_count() == 1
+    assert _blas_count() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with _blas_threads.one_blas_thread():
+            raise RuntimeError("inside")
+    assert _blas_count() == before and _blas_threads._holders == 0
+
+
+@needs_control
+def test_many_python_threads_at_once_leave_the_blas_count_as_it_was():
+    """Eight threads running the pooled passes at once: each result as one thread alone gets it, and the count the
+    first of them found is restored when the last one ends."""
+    before = _blas_count()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 64, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((128, 64, 1, 1)).astype(np.float32)
+    g = rng.standard_normal((8, 128, 14, 14)).astype(np.float32)
+
+    def passes():
+        with cl.thread_count(2):
+            return (cl.conv(x, w, stride=2, algorithm="gemm"),
+                    cl.grad.conv_weight(x, w.shape, g, 2, algorithm="gemm"))
+
+    expected = passes()
+    results = results_from_threads(passes, threads=8, repeats=5)
+    for result in results:
+        for got, want in zip(result, expected):
+            np.testing.assert_array_equal(got, want)
+    assert _blas_count() == before and _blas_threads._holders == 0
+
+
+def _child_blas_count() -> tuple[int, int]:
+    return _blas_count(), _blas_threads._holders
+
+
+@needs_control
+def test_a_child_forked_during_the_hold_gets_the_count_back():
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    before = _blas_count()
+    with _blas_threads.one_blas_thread():
+        with multiprocessing.get_context("fork").Pool(1) as pool:  # forked while the count is held at one
+            in_child = pool.apply_async(_child_blas_count).get(timeout=120)
+    assert in_child == (before, 0)
+    assert _blas_count() == before
