@@ -337,7 +337,8 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     downsample (14x14, 1024 -> 2048) runs 10.1 ms so, against 9.0 batch-wide at best. The slow
     copies write memory the BLAS's other thread read in the previous call; the bench still meets
     that in some processes, on either path (docs/compiled.md, "The cause: writing memory another
-    core has just read").
+    core has just read"). At two threads or more the per-sample products run on the pool's threads
+    instead, each with one BLAS thread (:func:`_pools_pointwise`).
     """
     groups, c, o, n = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
@@ -381,6 +382,7 @@ def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: Co
 
     Each product runs over all of a sample's positions, straight from ``g`` and
     the input (a transposed view; only a stride copies), with no unrolled columns.
+    At two threads or more they run on the pool's threads (:func:`_pools_pointwise`).
     """
     if _pools_pointwise(spec, padded.dtype):
         return _pooled_pointwise_weight_grad(padded, grad_output, spec)
@@ -402,7 +404,7 @@ def _pools_pointwise(spec: ConvSpec, dtype: np.dtype) -> bool:
     OpenBLAS's own threads are not steered, and the kernel here often wakes its worker on the caller's CPU: in
     the bench's full runs ResNet-18 layer2.0's 1x1 stride-2 downsample then ran 2.4 ms a call for its forward and
     its weight gradient, where 1.0-1.1 is usual. The pool's threads are kept off the caller's CPU
-    (:func:`._threads.in_parallel`), and one BLAS thread each runs as fast per core: that layer measured 0.71-0.80
+    (:func:`._threads.in_parallel`), and one BLAS thread each runs as fast per core: that layer measured 0.71-0.81
     ms so for either pass, against PyTorch's 0.75-0.87 (docs/compiled.md, "One-thread products on the pool").
     """
     return (dtype in _BLAS_DTYPES and threads_for(spec.macs) > 1 and spec.batch * spec.output_size[0] > 1
@@ -415,8 +417,9 @@ def _pooled_jobs(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
 
     Thread-affine: the calling thread takes the first range and a pool thread the next, call after call, so each
     core copies and writes the same part of the arrays it did in the previous call, and each range's products
-    are one NumPy call. On ResNet-18 layer3.0's downsample, shared out a sample at a time the forward ran 0.72-1.51
-    ms (p90 up to 1.6), against 0.65-0.76 in halves (docs/compiled.md, "One-thread products on the pool")."""
+    are one NumPy call. ResNet-18 layer3.0's downsample forward ran 0.69-0.98 ms (p90 up to 1.5) with its samples
+    handed to whichever thread was free, 0.65-0.99 (p90 up to 1.27) in halves (docs/compiled.md, "One-thread
+    products on the pool")."""
     threads, n, rows = threads_for(spec.macs), spec.batch, spec.output_size[0]
     if n >= threads:
         return [(n * i // threads, n * (i + 1) // threads, 0, rows) for i in range(threads)]
