@@ -172,6 +172,33 @@ def test_the_caller_gets_its_cpus_back_when_a_job_fails(monkeypatch):
     assert os.sched_getaffinity(0) == allowed
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or _threads._current_cpu() is None, reason="needs Linux's affinities and two CPUs")
+def test_a_call_from_a_job_the_held_caller_runs_moves_no_thread(monkeypatch):
+    """The caller runs jobs too, and a job may hand out jobs of its own; the caller is then held on its CPU, so the
+    nested call must not steer the helpers by the caller's narrowed CPUs (nor hold it again)."""
+    allowed = os.sched_getaffinity(0)
+    monkeypatch.setattr(_threads, "_getcpu", lambda: min(allowed))
+    caller, seen = threading.get_ident(), []
+
+    def inner_worker():
+        return lambda job: None
+
+    def outer_worker():
+        def run(job):
+            if threading.get_ident() == caller:
+                with monkeypatch.context() as inside:
+                    inside.setattr(_threads, "_keep_helpers_off", lambda cpu, threads: seen.append("steered"))
+                    inside.setattr(_threads, "_hold_caller", lambda cpu, threads: seen.append("held"))
+                    in_parallel([1, 2, 3], inner_worker, 2)
+                seen.append(os.sched_getaffinity(0))
+        return run
+
+    in_parallel([1, 2], outer_worker, 2)
+    assert all(entry == {min(allowed)} for entry in seen)  # each job the caller ran: held, nothing moved again
+    assert os.sched_getaffinity(0) == allowed and not _threads._holding.__dict__
+
+
 def test_slices_are_whole_multiples_of_the_blas_kernels_width_where_that_costs_little():
     from convolab.algorithms._threads import SLICE_MULTIPLE, _slice_width
     assert [_slice_width(most) for most in (0, 1, 15, 16, 17, 31, 113, 199, 56)] == [1, 1, 15, 16, 16, 31, 112, 192, 48]

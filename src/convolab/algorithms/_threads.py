@@ -125,15 +125,21 @@ def _hold_caller(cpu: int, threads: int) -> set[int] | None:
         os.sched_setaffinity(0, {cpu})
     except OSError:
         return None
+    _holding.allowed = allowed
     return allowed
 
 
 def _release_caller(allowed: set[int]) -> None:
     """Let the calling thread run on ``allowed`` again (:func:`_hold_caller`)."""
+    del _holding.allowed
     try:
         os.sched_setaffinity(0, allowed)
     except OSError:  # the CPUs were taken away meanwhile (a container's limit changed): the kernel's choice stays
         pass
+
+
+#: On a thread :func:`_hold_caller` holds, ``allowed``: the CPUs it gives back (empty elsewhere).
+_holding = threading.local()
 
 
 def _register_helper(pool: ThreadPoolExecutor) -> None:
@@ -179,8 +185,9 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
 
     caller, getcpu, pool = threading.get_ident(), _current_cpu(), _thread_pool(threads - 1)
     # Not from a pool thread (a job of an outer call): its own CPUs are already narrowed, and the outer caller's
-    # helpers are set from the outer call.
-    steered = getcpu is not None and threading.get_native_id() not in _helpers
+    # helpers are set from the outer call. Nor from a job the outer caller runs itself, which it holds on its CPU:
+    # its CPUs are then that one alone, and the helpers were set for it.
+    steered = getcpu is not None and threading.get_native_id() not in _helpers and not _holding.__dict__
     held = None
     if steered:
         cpu = getcpu()
