@@ -108,10 +108,9 @@ def _keep_helpers_off(cpu: int, threads: int) -> None:
                 del _helpers[helper]
 
 
-def _hold_caller(cpu: int, threads: int) -> set[int] | None:
+def _hold_caller(cpu: int, threads: int) -> bool:
     """Keep the calling thread on ``cpu`` for the call, where its helpers are kept off it
-    (:func:`_keep_helpers_off`); the CPUs it may use, to give back (:func:`_release_caller`), or None where
-    nothing was changed.
+    (:func:`_keep_helpers_off`), until :func:`_release_caller` gives it the CPUs it may use now; whether it did.
 
     The helpers are moved off the CPU the caller is on when the call begins, but the kernel may move the caller
     during the call, onto the helpers' CPU: in the bench's blocks of a few hundred calls, ResNet-18 layer2.0's
@@ -121,17 +120,17 @@ def _hold_caller(cpu: int, threads: int) -> set[int] | None:
     try:
         allowed = os.sched_getaffinity(0)
         if threads > len(allowed) or cpu not in allowed:  # the helpers may run anywhere (_keep_helpers_off)
-            return None
+            return False
         os.sched_setaffinity(0, {cpu})
     except OSError:
-        return None
+        return False
     _holding.allowed = allowed
-    return allowed
+    return True
 
 
-def _release_caller(allowed: set[int]) -> None:
-    """Let the calling thread run on ``allowed`` again (:func:`_hold_caller`)."""
-    del _holding.allowed
+def _release_caller() -> None:
+    """Let the calling thread run on the CPUs :func:`_hold_caller` found again."""
+    allowed = _holding.__dict__.pop("allowed")
     try:
         os.sched_setaffinity(0, allowed)
     except OSError:  # the CPUs were taken away meanwhile (a container's limit changed): the kernel's choice stays
@@ -188,7 +187,7 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
     # helpers are set from the outer call. Nor from a job the outer caller runs itself, which it holds on its CPU:
     # its CPUs are then that one alone, and the helpers were set for it.
     steered = getcpu is not None and threading.get_native_id() not in _helpers and not _holding.__dict__
-    held = None
+    held = False
     if steered:
         cpu = getcpu()
         _keep_helpers_off(cpu, threads)
@@ -200,8 +199,8 @@ def in_parallel(jobs: Sequence[Job], make_worker: Callable[[], Callable[[Job], N
         # A helper that has not started finds no job left: cancelled, it is not waited for. On a loaded machine
         # (or inside a job of an outer call, whose pool thread is this one) it may not start for milliseconds.
         errors = [None if future.cancel() else future.exception() for future in futures]
-        if held is not None:
-            _release_caller(held)
+        if held:
+            _release_caller()
     for error in errors:
         if error is not None:
             raise error

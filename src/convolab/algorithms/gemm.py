@@ -309,16 +309,22 @@ def _is_strided_pointwise(spec: ConvSpec) -> bool:
 POINTWISE_BATCH_WIDE_POSITIONS = 100
 
 
-def _pointwise_positions(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The input cells a 1×1 convolution reads, ``(N, G, C, positions)``: a view unless strided, else the
-    thread's kept scratch (:func:`_pointwise`)."""
-    positions = prod(spec.output_size)  # explicit: with no input channels, -1 would be ambiguous
-    if all(s == 1 for s in spec.stride):
-        return padded.reshape(spec.batch, spec.groups, spec.in_channels_per_group, positions)
-    cells = padded[(Ellipsis, *(slice(None, None, s) for s in spec.stride))]
+def _pointwise_positions(padded: np.ndarray, spec: ConvSpec,
+                         job: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The input cells a 1×1 convolution reads, ``(samples, G, C, positions)``: a view unless strided, else
+    copied compact into the calling thread's kept scratch. For all of them, or for those of one of
+    :func:`_pooled_jobs`' ``job`` (its samples' output rows ``first:end``), on the thread that multiplies them."""
+    n0, n1, first, end = job or (0, spec.batch, 0, spec.output_size[0])
+    s = spec.stride
+    positions = (end - first) * prod(spec.output_size[1:])  # explicit: with no input channels, -1 is ambiguous
+    shape = (n1 - n0, spec.groups, spec.in_channels_per_group, positions)
+    cells = padded[(slice(n0, n1), slice(None), slice(first * s[0], end * s[0], s[0]),
+                    *(slice(None, None, step) for step in s[1:]))]  # (samples, G*C, end - first, *out_rest)
+    if all(step == 1 for step in s):
+        return cells.reshape(shape)  # whole rows: a view of a contiguous input
     compact = reused_empty(cells.shape, padded.dtype, "pointwise cells", smallest=0)
     np.copyto(compact, cells)
-    return compact.reshape(spec.batch, spec.groups, spec.in_channels_per_group, positions)
+    return compact.reshape(shape)
 
 
 def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -428,21 +434,6 @@ def _pooled_jobs(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
             for sample in range(n) for i in range(pieces)]
 
 
-def _job_cells(padded: np.ndarray, spec: ConvSpec, job: tuple[int, int, int, int]) -> np.ndarray:
-    """The input cells ``job``'s outputs read, ``(samples, G, C, positions)``: a view unless strided, else copied
-    compact into the calling thread's kept scratch (the thread that multiplies them)."""
-    n0, n1, first, end = job
-    s = spec.stride
-    cells = padded[(slice(n0, n1), slice(None), slice(first * s[0], (end - 1) * s[0] + 1, s[0]),
-                    *(slice(None, None, step) for step in s[1:]))]  # (samples, G*C, end - first, *out_rest)
-    shape = (n1 - n0, spec.groups, spec.in_channels_per_group, -1)
-    if all(step == 1 for step in s):
-        return cells.reshape(shape)  # whole rows: a view of a contiguous input
-    compact = reused_empty(cells.shape, padded.dtype, "pooled pointwise cells", smallest=0)
-    np.copyto(compact, cells)
-    return compact.reshape(shape)
-
-
 def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """:func:`_pointwise` on the pool's threads, NumPy's BLAS held to one thread: each job copies its cells (where
     strided) and multiplies them on the same thread, into its part of the output."""
@@ -454,7 +445,7 @@ def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -
     def make_worker():
         def run(job: tuple[int, int, int, int]) -> None:
             n0, n1, first, end = job
-            np.matmul(filters, _job_cells(padded, spec, job), out=planes[n0:n1, :, :, first * rest:end * rest])
+            np.matmul(filters, _pointwise_positions(padded, spec, job), out=planes[n0:n1, :, :, first * rest:end * rest])
         return run
 
     with one_blas_thread():
@@ -474,7 +465,7 @@ def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, s
     def make_worker():
         def run(index: int) -> None:
             n0, n1, first, end = jobs[index]
-            cells = _job_cells(padded, spec, jobs[index]).transpose(0, 1, 3, 2)  # (samples, G, positions, C)
+            cells = _pointwise_positions(padded, spec, jobs[index]).transpose(0, 1, 3, 2)  # (samples, G, positions, C)
             total, product = sums[index], None
             for n in range(n0, n1):
                 sample_rows = rows[n, :, :, first * rest:end * rest]
