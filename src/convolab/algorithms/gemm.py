@@ -11,11 +11,11 @@ from .._dtypes import all_finite
 from .._window import pad, reshaped_view
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
+from ._blas_threads import blas_thread_control, one_blas_thread
 from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
                        contiguous_filters, transposed_matrix, unrolled_blocks_unpadded)
 from ._rates import BLAS_SHARED_WORK, COPY_RATE, beside_pool_factor, product_rate, results_seconds
-from ._blas_threads import blas_thread_control, one_blas_thread
 from ._scratch import reused_empty
 from ._threads import in_parallel, small_matmul, threads_for
 
@@ -445,7 +445,8 @@ def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -
     def make_worker():
         def run(job: tuple[int, int, int, int]) -> None:
             n0, n1, first, end = job
-            np.matmul(filters, _pointwise_positions(padded, spec, job), out=planes[n0:n1, :, :, first * rest:end * rest])
+            cells = _pointwise_positions(padded, spec, job)  # (samples, G, C, P)
+            np.matmul(filters, cells, out=planes[n0:n1, :, :, first * rest:end * rest])
         return run
 
     with one_blas_thread():
@@ -465,7 +466,7 @@ def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, s
     def make_worker():
         def run(index: int) -> None:
             n0, n1, first, end = jobs[index]
-            cells = _pointwise_positions(padded, spec, jobs[index]).transpose(0, 1, 3, 2)  # (samples, G, positions, C)
+            cells = _pointwise_positions(padded, spec, jobs[index]).transpose(0, 1, 3, 2)  # (samples, G, P, C)
             total, product = sums[index], None
             for n in range(n0, n1):
                 sample_rows = rows[n, :, :, first * rest:end * rest]
