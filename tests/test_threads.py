@@ -179,13 +179,14 @@ def test_a_call_from_a_job_the_held_caller_runs_moves_no_thread(monkeypatch):
     nested call must not steer the helpers by the caller's narrowed CPUs (nor hold it again)."""
     allowed = os.sched_getaffinity(0)
     monkeypatch.setattr(_threads, "_getcpu", lambda: min(allowed))
-    caller, seen = threading.get_ident(), []
+    caller, seen, both_started = threading.get_ident(), [], threading.Barrier(2, timeout=10)
 
     def inner_worker():
         return lambda job: None
 
     def outer_worker():
         def run(job):
+            both_started.wait()  # each thread runs one outer job: the caller surely runs one
             if threading.get_ident() == caller:
                 with monkeypatch.context() as inside:
                     inside.setattr(_threads, "_keep_helpers_off", lambda cpu, threads: seen.append("steered"))
@@ -195,7 +196,7 @@ def test_a_call_from_a_job_the_held_caller_runs_moves_no_thread(monkeypatch):
         return run
 
     in_parallel([1, 2], outer_worker, 2)
-    assert all(entry == {min(allowed)} for entry in seen)  # each job the caller ran: held, nothing moved again
+    assert seen == [{min(allowed)}]  # the caller's job ran held, and its nested call moved nothing
     assert os.sched_getaffinity(0) == allowed and not _threads._holding.__dict__
 
 

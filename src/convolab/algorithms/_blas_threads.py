@@ -22,8 +22,8 @@ from __future__ import annotations
 import glob
 import os
 import threading
-from typing import Callable, Iterator
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 
