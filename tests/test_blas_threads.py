@@ -2,9 +2,10 @@
 
 The pooled passes are checked against float64 sums written out with einsum, on
 every shape class a 1x1 kernel has (strides, padding, groups, 1-d and 3-d, a
-single sample whose rows are split); the hold on the BLAS's thread count is
-checked to end where it began, after an error, from many Python threads at
-once, and in a child forked while it was held.
+single sample whose rows are split, small images regrouped for the weight
+gradient); the hold on the BLAS's thread count is checked to end where it
+began, after an error, from many Python threads at once, and in a child forked
+while it was held.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def pooled_calls(monkeypatch):
     monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
     calls = {"forward": 0, "weight_grad": 0}
     forward, weight_grad = gemm._pooled_pointwise, gemm._pooled_pointwise_weight_grad
+    regrouped = gemm._regrouped_weight_grad
 
     def counted_forward(*args):
         calls["forward"] += 1
@@ -42,7 +44,12 @@ def pooled_calls(monkeypatch):
         calls["weight_grad"] += 1
         return weight_grad(*args)
 
+    def counted_regrouped(*args):
+        calls["regrouped"] = calls.get("regrouped", 0) + 1
+        return regrouped(*args)
+
     monkeypatch.setattr(gemm, "_pooled_pointwise", counted_forward)
+    monkeypatch.setattr(gemm, "_regrouped_weight_grad", counted_regrouped)
     monkeypatch.setattr(gemm, "_pooled_pointwise_weight_grad", counted_weight_grad)
     return calls
 
@@ -69,6 +76,11 @@ CASES = [  # input shape, weight shape, stride, padding, groups
     ((5, 8, 33), (16, 8, 1), 2, 0, 1),
     ((2, 8, 6, 7, 5), (12, 8, 1, 1, 1), 2, 1, 1),
     ((3, 8, 10, 10), (8, 8, 1, 1), 1, 0, 1),
+    # Small images, many channels: each thread regroups its samples for one weight-gradient product
+    ((4, 64, 5, 5), (96, 64, 1, 1), 1, 0, 1),
+    ((6, 48, 7, 7), (64, 48, 1, 1), 2, 0, 1),
+    ((4, 64, 6, 6), (96, 32, 1, 1), 2, 1, 2),
+    ((5, 64, 3, 3, 3), (96, 64, 1, 1, 1), 1, 0, 1),
 ]
 
 
@@ -86,7 +98,9 @@ def test_the_pooled_products_give_the_sums(case, dtype, pooled_calls):
         forward = cl.conv(x, w, stride=stride, padding=padding, groups=groups, algorithm="gemm")
         weight_grad = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
         again = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
-    assert pooled_calls == {"forward": 1, "weight_grad": 2}
+    regrouped = 0 if gemm._per_sample_products_win(spec) or spec.batch == 1 else 4  # two jobs a call
+    assert pooled_calls == {"forward": 0 if gemm._pointwise_batch_wide(spec) else 1, "weight_grad": 2,
+                            **({"regrouped": regrouped} if regrouped else {})}
     want_forward, want_weight_grad = _reference(x, w, g, stride, padding, groups)
     tolerance = 2e-5 if dtype == np.float32 else 1e-12
     assert forward.dtype == weight_grad.dtype == dtype
