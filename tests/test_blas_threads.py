@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
+from convolab import _engine
 from convolab.algorithms import _blas_threads, _threads, gemm
 from threaded import results_from_threads
 
@@ -110,6 +111,47 @@ def test_the_pooled_products_give_the_sums(case, dtype, pooled_calls):
     np.testing.assert_array_equal(again, weight_grad)  # each thread's range summed alone, the ranges in order
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(g, g_before)
+
+
+@needs_control
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [case for case in CASES if case[2] > 1],
+                         ids=lambda case: f"{case[0]}-s{case[2]}-p{case[3]}-g{case[4]}")
+def test_the_pooled_placement_gives_the_input_gradient(case, dtype, monkeypatch):
+    """The strided 1x1 input gradient's products and placement, one range of whole samples a thread
+    (:func:`convolab._engine._placed_pointwise_grads`), where the samples' products are wide enough."""
+    shape, weight_shape, stride, padding, groups = case
+    monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
+    ranges = []
+    place = _engine._place_pointwise_grads
+
+    def counted_place(*args):
+        ranges.append(args[-2:])
+        return place(*args)
+
+    monkeypatch.setattr(_engine, "_place_pointwise_grads", counted_place)
+    rng = np.random.default_rng(len(shape) * stride)
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(shape, weight_shape, stride=stride, padding=padding, groups=groups)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    g_before, w_before = g.copy(), w.copy()
+    with cl.thread_count(2):
+        grad = cl.grad.conv_input(shape, w, g, stride, padding, 1, groups, algorithm="scatter")
+    pooled = spec.batch >= 2 and gemm._per_sample_products_win(spec)
+    n = spec.batch
+    assert ranges == ([(0, n // 2), (n // 2, n)] if pooled else [(0, n)])
+    # the reference: each output's window gradient placed in the one (padded) cell it read, the padding cropped
+    rows = g.astype(np.float64).reshape(n, groups, weight_shape[0] // groups, -1)  # (N, G, O, P)
+    filters = w.astype(np.float64).reshape(groups, weight_shape[0] // groups, -1)  # (G, O, C)
+    windows = np.einsum("goc,ngop->ngcp", filters, rows).reshape(n, shape[1], *spec.output_size)
+    padded = np.zeros((n, shape[1], *(size + 2 * padding for size in shape[2:])))
+    padded[(Ellipsis, *(slice(None, stride * out, stride) for out in spec.output_size))] = windows
+    want = padded[(Ellipsis, *(slice(padding, padding + size) for size in shape[2:]))]
+    assert grad.dtype == dtype
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(grad, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+    np.testing.assert_array_equal(g, g_before)
+    np.testing.assert_array_equal(w, w_before)
 
 
 def test_one_thread_keeps_the_blas_products(pooled_calls):

@@ -34,11 +34,13 @@ from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
                          on_registry_change, select_algorithm)
+from .algorithms._blas_threads import one_blas_thread
 from .algorithms._columns import (add_batch_inner_columns, add_columns, batch_last, compiled_batch_inner,
                                  sharing_batch_last)
 from .algorithms._input_grad import channels_swapped
 from .algorithms._scratch import reused_empty
-from .algorithms._threads import small_matmul
+from .algorithms._threads import in_parallel, small_matmul, threads_for
+from .algorithms.gemm import _per_sample_products_win, _pooled_jobs, _pools_pointwise
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -428,16 +430,44 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
     ResNet-18's stride-2 downsamples, two threads (session 22, ms, median of 100): layer4.0 0.75 against the
     compiled add-back's 1.23-1.85, layer3.0 0.91-0.93 against 0.94-1.21, layer2.0 0.95-0.96 against 1.29-1.60
     (docs/compiled.md, "Strided 1x1 layers (session 22)").
+
+    Where gemm's 1x1 products run on the pool (:func:`~convolab.algorithms.gemm._pools_pointwise`), every
+    thread has whole samples, and a sample's product is wide enough to run well alone
+    (:func:`~convolab.algorithms.gemm._per_sample_products_win`), so does this: each of gemm's jobs (a contiguous
+    range of samples) multiplies, zeroes and places its own samples on one BLAS thread. ResNet-18 layer3.0's
+    downsample measured 0.81 ms so against 0.92; layer4.0's (7x7 outputs, 512 filters) 0.89 against 0.77, so it
+    stays on the BLAS's threads (docs/compiled.md, "The strided 1x1 input gradient on the pool").
     """
-    positions = prod(spec.output_size)
-    g = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, positions)
+    if not (_pools_pointwise(spec, grad.dtype) and spec.batch >= threads_for(spec.macs)  # whole samples a job
+            and _per_sample_products_win(spec)):
+        _place_pointwise_grads(grad_output, filters, grad, spec, cropped, 0, spec.batch)
+        return grad
+    jobs = _pooled_jobs(spec)
+
+    def make_worker():
+        def run(job: tuple[int, int, int, int]) -> None:
+            _place_pointwise_grads(grad_output, filters, grad, spec, cropped, job[0], job[1])
+        return run
+
+    with one_blas_thread():
+        in_parallel(jobs, make_worker, len(jobs))
+    return grad
+
+
+def _place_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: np.ndarray, spec: ConvSpec,
+                           cropped: bool, first_sample: int, end_sample: int) -> None:
+    """:func:`_placed_pointwise_grads` for samples ``first_sample:end_sample``: their products, on the calling
+    thread, and their part of ``grad`` zeroed and placed."""
+    samples, positions = end_sample - first_sample, prod(spec.output_size)
+    g = grad_output[first_sample:end_sample].reshape(samples, spec.groups, spec.out_channels_per_group, positions)
     # the products in the thread's kept scratch, as gemm's 1x1 forward keeps its temporaries: fresh, with the
     # gradient beside them (a single 56x56 sample: 0.2 + 0.8 MB), glibc gave the heap's top back after each call
     # (260 page faults a call, 0.56 ms against 0.17)
     window_grads = small_matmul(filters, g, out=reused_empty(
-        (spec.batch, spec.groups, spec.in_channels_per_group, positions), grad.dtype, "pointwise window grads",
-        smallest=0)).reshape(spec.batch, spec.in_channels, *spec.output_size)  # (N, G*C, *out)
-    grad.fill(0)
+        (samples, spec.groups, spec.in_channels_per_group, positions), grad.dtype, "pointwise window grads",
+        smallest=0)).reshape(samples, spec.in_channels, *spec.output_size)  # (samples, G*C, *out)
+    placed = grad[first_sample:end_sample]
+    placed.fill(0)
     lows = [low if cropped else 0 for low, _ in spec.padding]
     outputs, cells = [], []
     for size, out, s, low in zip(grad.shape[2:], spec.output_size, spec.stride, lows):
@@ -445,8 +475,7 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
         inside = range(first * s - low, size, s)[:max(out - first, 0)]  # the cells of outputs first, first+1, ...
         outputs.append(slice(first, first + len(inside)))
         cells.append(slice(inside.start, inside.stop, s))
-    grad[(Ellipsis, *cells)] = window_grads[(Ellipsis, *outputs)]
-    return grad
+    placed[(Ellipsis, *cells)] = window_grads[(Ellipsis, *outputs)]
 
 
 def _input_grad_phases(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
