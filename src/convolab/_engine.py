@@ -34,13 +34,12 @@ from ._settings import current_workspace_limit
 from ._window import CompactReads, add_windows, check_fits_in_memory, compact_reads, pad, pad_adjoint, reverse_spatial
 from .algorithms import (ALGORITHMS, CACHE_BLOCK_BYTES, Winograd, add_bias, check_algorithm_name,
                          on_registry_change, select_algorithm)
-from .algorithms._blas_threads import one_blas_thread
 from .algorithms._columns import (add_batch_inner_columns, add_columns, batch_last, compiled_batch_inner,
                                  sharing_batch_last)
 from .algorithms._input_grad import channels_swapped
 from .algorithms._scratch import reused_empty
-from .algorithms._threads import in_parallel, small_matmul, threads_for
-from .algorithms.gemm import _per_sample_products_win, _pooled_jobs, _pools_pointwise
+from .algorithms._threads import small_matmul, threads_for
+from .algorithms.gemm import _per_sample_products_win, _pooled_jobs, _pools_pointwise, _run_pooled
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -449,8 +448,7 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
             _place_pointwise_grads(grad_output, filters, grad, spec, cropped, job[0], job[1])
         return run
 
-    with one_blas_thread():
-        in_parallel(jobs, make_worker, len(jobs))
+    _run_pooled(jobs, make_worker, spec)
     return grad
 
 

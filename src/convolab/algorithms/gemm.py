@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from math import prod
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -352,15 +352,12 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     core has just read"). At two threads or more the per-sample products run on the pool's threads
     instead, each with one BLAS thread (:func:`_pools_pointwise`).
     """
-    groups, c, o, n = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group, spec.batch
+    groups, o, n = spec.groups, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
     if _pointwise_batch_wide(spec):
         dtype = np.result_type(padded, filters)
-        cells = _pointwise_positions(padded, spec)  # unstrided: a view
-        batch_wide = reused_empty((groups, c, n, positions), dtype, "pointwise batch-wide", smallest=0)
-        np.copyto(batch_wide, cells.transpose(1, 2, 0, 3))
         product = reused_empty((groups, o, n * positions), dtype, "pointwise product", smallest=0)
-        np.matmul(filters, batch_wide.reshape(groups, c, n * positions), out=product)
+        np.matmul(filters, _regrouped_cells(padded, spec), out=product)
         out = np.empty(spec.output_shape, dtype=dtype)
         np.copyto(out.reshape(n, groups, o, positions), product.reshape(groups, o, n, positions).transpose(2, 0, 1, 3))
         return out
@@ -441,6 +438,13 @@ def _pooled_jobs(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
             for sample in range(n) for i in range(pieces)]
 
 
+def _run_pooled(jobs: Sequence[Any], make_worker: Callable[[], Callable[[Any], None]], spec: ConvSpec) -> None:
+    """:func:`._threads.in_parallel` for a 1×1 kernel's pass of ``spec`` (its jobs, one per thread: from
+    :func:`_pooled_jobs`), with NumPy's BLAS held to one thread (:func:`._blas_threads.one_blas_thread`)."""
+    with one_blas_thread():
+        in_parallel(jobs, make_worker, threads_for(spec.macs))
+
+
 def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """:func:`_pointwise` on the pool's threads, NumPy's BLAS held to one thread: each job copies its cells (where
     strided) and multiplies them on the same thread, into its part of the output."""
@@ -456,8 +460,7 @@ def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -
             np.matmul(filters, cells, out=planes[n0:n1, :, :, first * rest:end * rest])
         return run
 
-    with one_blas_thread():
-        in_parallel(jobs, make_worker, threads_for(spec.macs))
+    _run_pooled(jobs, make_worker, spec)
     return out
 
 
@@ -494,8 +497,7 @@ def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, s
                     total += np.matmul(sample_rows, cells[n - n0], out=product)
         return run
 
-    with one_blas_thread():
-        in_parallel(range(len(jobs)), make_worker, threads_for(spec.macs))
+    _run_pooled(range(len(jobs)), make_worker, spec)
     for partial in sums[1:]:
         sums[0] += partial
     return sums[0].reshape(spec.weight_shape)
@@ -506,17 +508,24 @@ def _regrouped_weight_grad(padded: np.ndarray, rows: np.ndarray, spec: ConvSpec,
     """One job's 1×1 weight gradient as one product into ``total`` ``(G, O, C)``: its samples' ``rows``
     ``(samples, G, O, P)`` and cells copied into the thread's kept scratch as ``(G, O, samples, P)`` and
     ``(G, C, samples, P)`` (whole samples: ``job`` covers all of their rows)."""
-    groups, o, c = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group
+    groups, o = spec.groups, spec.out_channels_per_group
     samples, positions = rows.shape[0], rows.shape[3]
-    cells = _pointwise_cells(padded, spec, job)  # (samples, G*C, *out), strided where the layer is
-    regrouped_cells = reused_empty((groups, c, samples, *spec.output_size), padded.dtype, "pointwise regrouped cells",
-                                   smallest=0)
-    np.copyto(regrouped_cells, cells.reshape(samples, groups, c, *spec.output_size)
-              .transpose(1, 2, 0, *range(3, 3 + spec.rank)))
     regrouped_rows = reused_empty((groups, o, samples, positions), padded.dtype, "pointwise regrouped g", smallest=0)
     np.copyto(regrouped_rows, rows.transpose(1, 2, 0, 3))
-    np.matmul(regrouped_rows.reshape(groups, o, -1), regrouped_cells.reshape(groups, c, -1).transpose(0, 2, 1),
-              out=total)
+    np.matmul(regrouped_rows.reshape(groups, o, -1), _regrouped_cells(padded, spec, job).transpose(0, 2, 1), out=total)
+
+
+def _regrouped_cells(padded: np.ndarray, spec: ConvSpec, job: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The cells a 1×1 kernel reads, of all samples or of ``job``'s whole samples, regrouped batch-wide as
+    ``(G, C, samples*P)`` in the calling thread's kept scratch: one copy, strided or not."""
+    groups, c = spec.groups, spec.in_channels_per_group
+    cells = _pointwise_cells(padded, spec, job)  # (samples, G*C, *out)
+    samples = cells.shape[0]
+    regrouped = reused_empty((groups, c, samples, *spec.output_size), padded.dtype, "pointwise regrouped cells",
+                             smallest=0)
+    np.copyto(regrouped, cells.reshape(samples, groups, c, *spec.output_size)
+              .transpose(1, 2, 0, *range(3, 3 + spec.rank)))
+    return regrouped.reshape(groups, c, samples * prod(spec.output_size))
 
 
 def _batch_inner_columns(padded: np.ndarray, spec: ConvSpec) -> np.ndarray:
