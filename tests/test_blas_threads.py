@@ -33,7 +33,7 @@ def pooled_calls(monkeypatch):
     """Every problem large enough for the pool (so small ones take the pooled path), and counts of the pooled
     passes' calls."""
     monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
-    calls = {"forward": 0, "weight_grad": 0}
+    calls = {"forward": 0, "weight_grad": 0, "regrouped": 0}
     forward, weight_grad = gemm._pooled_pointwise, gemm._pooled_pointwise_weight_grad
     regrouped = gemm._regrouped_weight_grad
 
@@ -46,7 +46,7 @@ def pooled_calls(monkeypatch):
         return weight_grad(*args)
 
     def counted_regrouped(*args):
-        calls["regrouped"] = calls.get("regrouped", 0) + 1
+        calls["regrouped"] += 1
         return regrouped(*args)
 
     monkeypatch.setattr(gemm, "_pooled_pointwise", counted_forward)
@@ -99,9 +99,10 @@ def test_the_pooled_products_give_the_sums(case, dtype, pooled_calls):
         forward = cl.conv(x, w, stride=stride, padding=padding, groups=groups, algorithm="gemm")
         weight_grad = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
         again = cl.grad.conv_weight(x, weight_shape, g, stride, padding, 1, groups, algorithm="gemm")
-    regrouped = 0 if gemm._per_sample_products_win(spec) or spec.batch == 1 else 4  # two jobs a call
+    halves = (spec.batch // 2, spec.batch - spec.batch // 2)  # two threads: a job of each half's samples
+    regrouped = 0 if gemm._per_sample_products_win(spec) else 2 * sum(samples > 1 for samples in halves)  # two calls
     assert pooled_calls == {"forward": 0 if gemm._pointwise_batch_wide(spec) else 1, "weight_grad": 2,
-                            **({"regrouped": regrouped} if regrouped else {})}
+                            "regrouped": regrouped}
     want_forward, want_weight_grad = _reference(x, w, g, stride, padding, groups)
     tolerance = 2e-5 if dtype == np.float32 else 1e-12
     assert forward.dtype == weight_grad.dtype == dtype
@@ -159,7 +160,7 @@ def test_one_thread_keeps_the_blas_products(pooled_calls):
     with cl.thread_count(1):
         forward = cl.conv(x, w, algorithm="gemm")
         cl.grad.conv_weight(x, w.shape, forward, algorithm="gemm")
-    assert pooled_calls == {"forward": 0, "weight_grad": 0}
+    assert pooled_calls == {"forward": 0, "weight_grad": 0, "regrouped": 0}
     np.testing.assert_array_equal(forward, np.full((4, 8, 6, 6), 8, np.float32))
 
 
@@ -171,7 +172,7 @@ def test_without_control_of_the_blas_the_products_stay_on_its_threads(monkeypatc
     with cl.thread_count(2):
         forward = cl.conv(x, w, stride=2, algorithm="gemm")
         weight_grad = cl.grad.conv_weight(x, w.shape, forward, 2, algorithm="gemm")
-    assert pooled_calls == {"forward": 0, "weight_grad": 0}
+    assert pooled_calls == {"forward": 0, "weight_grad": 0, "regrouped": 0}
     want_forward, want_weight_grad = _reference(x, w, forward, 2, 0, 1)
     np.testing.assert_allclose(forward, want_forward, rtol=1e-12)
     np.testing.assert_allclose(weight_grad, want_weight_grad, rtol=1e-12)
