@@ -10,6 +10,7 @@ while it was held.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 
 import numpy as np
@@ -153,6 +154,69 @@ def test_the_pooled_placement_gives_the_input_gradient(case, dtype, monkeypatch)
     np.testing.assert_allclose(grad, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
     np.testing.assert_array_equal(g, g_before)
     np.testing.assert_array_equal(w, w_before)
+
+
+SCATTER_CASES = [  # input shape, weight shape, conv_spec's arguments
+    ((4, 6, 11, 10), (8, 6, 3, 3), dict(stride=2, padding=1)),
+    ((5, 6, 12, 9), (8, 3, 3, 3), dict(stride=(1, 2), padding=(2, 0), dilation=2, groups=2)),
+    ((3, 4, 40), (6, 4, 9), dict(stride=3, padding=4, dilation=2)),  # DeepLab-like 1-d: dilated and strided
+    ((2, 3, 6, 7, 8), (4, 3, 2, 3, 3), dict(stride=2, padding=1)),
+    ((3, 4, 10, 9), (5, 4, 4, 4), dict(stride=2, padding=1, padding_mode="reflect")),  # the padded gradient
+]
+
+
+@needs_control
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("samples_inside", [False, True], ids=["per sample", "samples inside"])
+@pytest.mark.parametrize("case", SCATTER_CASES, ids=lambda case: f"{case[0]}-{case[1]}-{case[2]}")
+def test_the_pooled_scatter_gives_the_input_gradient(case, samples_inside, dtype, monkeypatch):
+    """The compiled scatter, one range of whole samples a thread (:func:`convolab._engine._pools_scatter`): each
+    range's products on one BLAS thread, then its add-back on the same thread; in blocks of one sample (a
+    workspace limit) and of the whole range. Against the float64 full correlation, and the same numbers as the
+    scatter off the pool."""
+    shape, weight_shape, params = case
+    monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
+    monkeypatch.setattr(_engine, "SCATTER_BATCH_WIDE_POSITIONS", 10**9 if samples_inside else 0)
+    added = []  # per add-back: its samples, whether on the calling thread alone, the BLAS's threads then
+    add_columns = _engine.add_columns
+
+    def counted_add_columns(columns, out, *args, one_thread=False):
+        added.append((out.shape[0], one_thread, _blas_count()))
+        return add_columns(columns, out, *args, one_thread=one_thread)
+
+    monkeypatch.setattr(_engine, "add_columns", counted_add_columns)
+    rng = np.random.default_rng(len(shape) + weight_shape[-1])
+    w = rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(shape, weight_shape, **params)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    g_before, w_before = g.copy(), w.copy()
+    n, blas_threads = spec.batch, _blas_count()
+    want = cl.grad.conv_input(shape, w.astype(np.float64), g.astype(np.float64), **params, algorithm="full")
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    # a sample's window gradients (and with the samples inside, its grad_output's copy), for each of two threads
+    one_sample = 2 * g.itemsize * int(np.prod(spec.output_size)) * (
+        spec.in_channels * int(np.prod(spec.kernel_size)) + samples_inside * spec.out_channels)
+    for limit, blocks in [(None, [n // 2, n - n // 2]), (one_sample, [1] * n)]:
+        added.clear()
+        with cl.thread_count(2), cl.workspace_limit(limit) if limit else _no_limit():
+            grad = _engine._input_grad_scatter(g, w, spec, compiled=True)
+        assert sorted(added) == sorted((samples, True, 1) for samples in blocks)  # whole samples, one thread
+        assert _blas_count() == blas_threads
+        assert grad.dtype == dtype and grad.shape == shape
+        np.testing.assert_allclose(grad, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+    monkeypatch.setattr(_engine, "_pools_scatter", lambda spec, dtype: False)
+    added.clear()
+    with cl.thread_count(2):
+        off_the_pool = _engine._input_grad_scatter(g, w, spec, compiled=True)
+    assert all(not one_thread for _, one_thread, _ in added)
+    np.testing.assert_allclose(grad, off_the_pool, rtol=tolerance, atol=tolerance * np.abs(want).max())
+    np.testing.assert_array_equal(g, g_before)
+    np.testing.assert_array_equal(w, w_before)
+
+
+@contextlib.contextmanager
+def _no_limit():
+    yield
 
 
 def test_one_thread_keeps_the_blas_products(pooled_calls):

@@ -387,36 +387,69 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # copied into its order) stay cache-sized, as they are added back while still cached, and never exceed
     # the workspace limit.
     per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
-    samples = max(1, min(CACHE_BLOCK_BYTES, current_workspace_limit()) // max(per_sample * grad_output.itemsize, 1))
-    samples = max(1, min(samples, spec.batch))
+    # On the pool (_pools_scatter) each thread's blocks take their share of the workspace limit.
+    jobs = _pooled_jobs(spec) if compiled and _pools_scatter(spec, grad.dtype) else None  # whole samples a job
+    budget = min(CACHE_BLOCK_BYTES, current_workspace_limit() // (len(jobs) if jobs else 1))
+    samples = max(1, budget // max(per_sample * grad_output.itemsize, 1))
+    samples = max(1, min(samples, max(n1 - n0 for n0, n1, _, _ in jobs) if jobs else spec.batch))
+    block_size = spec.in_channels * taps * prod(spec.output_size)  # one sample's window gradients
+
+    def add_back(first_sample: int, end_sample: int, block_grads: np.ndarray, one_thread: bool) -> None:
+        """Samples ``first_sample:end_sample`` in blocks of ``samples``, each block's window gradients in
+        ``block_grads``; with ``one_thread`` the compiled add-back on the calling thread alone."""
+        for n0 in range(first_sample, end_sample, samples):
+            n1 = min(end_sample, n0 + samples)
+            g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
+            block = block_grads[:(n1 - n0) * block_size]
+            if samples_inside:  # one product per group over the block, g's block copied into its order
+                g = g.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, nb*P)
+                # (G, C*K, nb*P): each window's g times the filter
+                window_grads = small_matmul(filters, g, out=block.reshape(groups, filters.shape[1], -1))
+                window_grads = window_grads.reshape(spec.in_channels, *spec.kernel_size, n1 - n0, *spec.output_size)
+                window_axes = (rank + 1, 0, *range(2 + rank, 2 + 2 * rank), *range(1, 1 + rank))
+            else:
+                window_grads = small_matmul(filters, g, out=block.reshape(n1 - n0, groups, filters.shape[1], -1))
+                window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
+                window_axes = (0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))
+            if compiled:
+                add_columns(window_grads, grad[n0:n1], spec.stride, spec.dilation,
+                            [low for low, _ in spec.padding] if cropped else [0] * rank, samples_inside,
+                            one_thread=one_thread)
+                continue
+            window_grads = window_grads.transpose(window_axes)  # (nb, G*C, *out, *kernel), a view
+            add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad[n0:n1])
+
+    if jobs:
+        def make_worker():
+            # kept per thread, as gemm's pooled 1x1 passes keep theirs: fresh, its pages faulted in every call
+            block_grads = reused_empty((samples * block_size,), grad.dtype, "scatter window grads", smallest=0)
+            return lambda job: add_back(job[0], job[1], block_grads, True)
+
+        _run_pooled(jobs, make_worker, spec)
+        return finished(grad)
     # One buffer for every block's window gradients: a new array per block is fresh memory from the system each
     # time, and the product's first touch of its pages cost a quarter of the pass (DCGAN 256 -> 128's 2.4 MB a
     # sample, 3 per block, one thread: 20.5 ms with a new array per block, 15.8 with this buffer).
-    block_grads = np.empty(samples * spec.in_channels * taps * prod(spec.output_size), dtype=grad_output.dtype)
     # The products through small_matmul: a small one kept on the calling thread, where two BLAS threads would
     # wake a worker that spins ~50 ms after it (the digits CNN's second layer, (144, 32) @ (32, 512): 80 us of
     # CPU on two threads for 40 on one, every training step).
-    for n0 in range(0, spec.batch, samples):
-        n1 = min(spec.batch, n0 + samples)
-        g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
-        block = block_grads[:(n1 - n0) * block_grads.size // samples]
-        if samples_inside:  # one product per group over the block, g's block copied into its order
-            g = g.transpose(1, 2, 0, 3).reshape(groups, spec.out_channels_per_group, -1)  # (G, O, nb*P)
-            # (G, C*K, nb*P): each window's g times the filter
-            window_grads = small_matmul(filters, g, out=block.reshape(groups, filters.shape[1], -1))
-            window_grads = window_grads.reshape(spec.in_channels, *spec.kernel_size, n1 - n0, *spec.output_size)
-            window_axes = (rank + 1, 0, *range(2 + rank, 2 + 2 * rank), *range(1, 1 + rank))
-        else:
-            window_grads = small_matmul(filters, g, out=block.reshape(n1 - n0, groups, filters.shape[1], -1))
-            window_grads = window_grads.reshape(n1 - n0, spec.in_channels, *spec.kernel_size, *spec.output_size)
-            window_axes = (0, 1, *range(2 + rank, 2 + 2 * rank), *range(2, 2 + rank))
-        if compiled:
-            add_columns(window_grads, grad[n0:n1], spec.stride, spec.dilation,
-                        [low for low, _ in spec.padding] if cropped else [0] * rank, samples_inside)
-            continue
-        window_grads = window_grads.transpose(window_axes)  # (nb, G*C, *out, *kernel), a view
-        add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad[n0:n1])
+    add_back(0, spec.batch, np.empty(samples * block_size, dtype=grad_output.dtype), False)
     return finished(grad)  # (N, G*C, *padded), or with compiled (N, G*C, *input)
+
+
+def _pools_scatter(spec: ConvSpec, dtype: np.dtype) -> bool:
+    """Whether the compiled scatter's samples run on the pool's threads (:func:`_input_grad_scatter`): one range
+    of whole samples a thread, each range's products on one BLAS thread and then its add-back on the same
+    thread, where gemm's 1x1 products would run on the pool (:func:`~convolab.algorithms.gemm._pools_pointwise`)
+    and every thread gets whole samples.
+
+    The products otherwise ran on OpenBLAS's threads and the add-back on the pool, each waiting for the other;
+    in slow spells the bench's blocks of DCGAN's 256 -> 128 up-convolution ran 13.4-17.1 ms against PyTorch's
+    10.9-11.8. Two threads, separate processes, ms (p50, p90): that layer 10.3 (12.5) -> 9.2 (10.5), ResNet-50
+    layer3.0's 3x3 stride-2 input gradient 7.9 (12.2) -> 7.3 (7.5), the dilated 1-d layer's 23.2 (39.6) -> 17.1
+    (17.8); none slower beyond noise (docs/compiled.md, "The scatter on the pool (session 27)").
+    """
+    return _pools_pointwise(spec, dtype) and spec.batch >= threads_for(spec.macs)
 
 
 def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: np.ndarray, spec: ConvSpec,

@@ -388,7 +388,7 @@ def _unroll_layout(spec: ConvSpec, itemsize: int, scratch_per_column: int, works
 
 
 def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dilation: Sequence[int],
-                lows: Sequence[int], samples_inside: bool) -> np.ndarray:
+                lows: Sequence[int], samples_inside: bool, *, one_thread: bool = False) -> np.ndarray:
     """Each window's gradient added into the cell it read (:func:`._kernels_col2im.add_columns`), written to
     ``out`` and returned.
 
@@ -415,13 +415,14 @@ def add_columns(columns: np.ndarray, out: np.ndarray, stride: Sequence[int], dil
     arguments = (steps3(tuple(kernel_size)), steps3(out_size), *steps, *steps3(tuple(stride)),
                  *steps3(tuple(dilation)), *steps3(tuple(lows), fill=0))
     plane = _scratch_plane(out.shape[2:], tuple(kernel_size), out_size, tuple(stride), tuple(dilation), tuple(lows))
+    work = 0 if one_thread else columns.size  # no work: one call on the calling thread (run_jobs)
     if plane is None:
         add = kernels("col2im").add_columns
-        run_jobs(samples * channels, columns.size,
+        run_jobs(samples * channels, work,
                   lambda first, last, _: add(flat, out3, first, last, *arguments), lambda: None)
         return out
     add = kernels("col2im").add_planes
-    run_jobs(samples * channels, columns.size, lambda first, last, scratch: add(flat, out3, scratch, first, last,
+    run_jobs(samples * channels, work, lambda first, last, scratch: add(flat, out3, scratch, first, last,
                                                                                  *arguments),
               lambda: np.empty(plane, dtype=out.dtype))
     return out
