@@ -18,7 +18,7 @@ import pytest
 
 import convolab as cl
 from convolab import _engine
-from convolab.algorithms import _blas_threads, _threads, gemm
+from convolab.algorithms import ALGORITHMS, _blas_threads, _threads, gemm
 from threaded import results_from_threads
 
 needs_control = pytest.mark.skipif(_blas_threads.blas_thread_control() is not None,
@@ -170,8 +170,8 @@ SCATTER_CASES = [  # input shape, weight shape, conv_spec's arguments
 @pytest.mark.parametrize("samples_inside", [False, True], ids=["per sample", "samples inside"])
 @pytest.mark.parametrize("case", SCATTER_CASES, ids=lambda case: f"{case[0]}-{case[1]}-{case[2]}")
 def test_the_pooled_scatter_gives_the_input_gradient(case, samples_inside, dtype, monkeypatch):
-    """The compiled scatter, one range of whole samples a thread (:func:`convolab._engine._pools_scatter`): each
-    range's products on one BLAS thread, then its add-back on the same thread; in blocks of one sample (a
+    """The compiled scatter, one range of whole samples a thread
+    (:func:`convolab.algorithms._pooled.pools_whole_samples`): each range's products on one BLAS thread, then its add-back on the same thread; in blocks of one sample (a
     workspace limit) and of the whole range. Against the float64 full correlation, and the same numbers as the
     scatter off the pool."""
     shape, weight_shape, params = case
@@ -204,7 +204,7 @@ def test_the_pooled_scatter_gives_the_input_gradient(case, samples_inside, dtype
         assert _blas_count() == blas_threads
         assert grad.dtype == dtype and grad.shape == shape
         np.testing.assert_allclose(grad, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
-    monkeypatch.setattr(_engine, "_pools_scatter", lambda spec, dtype: False)
+    monkeypatch.setattr(_engine, "pools_whole_samples", lambda spec, dtype: False)
     added.clear()
     with cl.thread_count(2):
         off_the_pool = _engine._input_grad_scatter(g, w, spec, compiled=True)
@@ -212,6 +212,76 @@ def test_the_pooled_scatter_gives_the_input_gradient(case, samples_inside, dtype
     np.testing.assert_allclose(grad, off_the_pool, rtol=tolerance, atol=tolerance * np.abs(want).max())
     np.testing.assert_array_equal(g, g_before)
     np.testing.assert_array_equal(w, w_before)
+
+
+S2D_CASES = [  # input shape, weight shape, conv_spec's arguments: windows that never overlap
+    ((4, 6, 12, 10), (8, 6, 2, 2), dict(stride=2)),  # U-Net's up-convolution's gradient, small
+    ((5, 4, 9, 11), (6, 2, 3, 2), dict(stride=(3, 2), padding=((1, 2), (0, 1)), groups=2)),
+    ((3, 3, 25), (4, 3, 4), dict(stride=5, padding=2)),
+    ((2, 2, 6, 8, 8), (4, 2, 2, 2, 2), dict(stride=2)),
+]
+
+
+@needs_control
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", S2D_CASES, ids=lambda case: f"{case[0]}-{case[1]}-{case[2]}")
+def test_space_to_depth_on_the_pool_gives_its_three_passes(case, dtype, monkeypatch):
+    """space_to_depth's forward and both gradients, one range of whole samples a thread, each range's copies and
+    products on that thread with the BLAS held to one thread: against float64 sums of other algorithms and the
+    passes on the calling thread (the weight gradient's ranges summed in order: the same bits call after call)."""
+    from convolab.algorithms import space_to_depth
+
+    shape, weight_shape, params = case
+    monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
+    jobs = []  # per pooled job: its samples and the BLAS's threads while it ran
+    run_pooled = space_to_depth.run_pooled
+
+    def counted_run_pooled(pass_jobs, make_worker, spec):
+        def counted_worker():
+            run = make_worker()
+
+            def counted(job):
+                jobs.append((job[0], job[1], _blas_count()))
+                run(job)
+            return counted
+        return run_pooled(pass_jobs, counted_worker, spec)
+
+    monkeypatch.setattr(space_to_depth, "run_pooled", counted_run_pooled)
+    rng = np.random.default_rng(len(shape) + weight_shape[0])
+    x, w = rng.standard_normal(shape).astype(dtype), rng.standard_normal(weight_shape).astype(dtype)
+    spec = cl.conv_spec(shape, weight_shape, **params)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    before = [x.copy(), w.copy(), g.copy()]
+    n = spec.batch
+
+    algorithm = ALGORITHMS["space_to_depth"]
+
+    def passes():
+        with cl.thread_count(2):
+            return (cl.conv(x, w, **params, algorithm="space_to_depth"), algorithm.input_grad(g, w, spec),
+                    algorithm.weight_grad(x, g, spec))
+
+    blas_threads = _blas_count()
+    pooled = passes()
+    assert sorted(jobs) == sorted([(0, n // 2, 1), (n // 2, n, 1)] * 3)  # three passes, halves, one BLAS thread
+    assert _blas_count() == blas_threads
+    np.testing.assert_array_equal(passes()[2], pooled[2])
+    wide = [x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)]
+    want = (cl.conv(wide[0], wide[1], **params, algorithm="direct"),
+            cl.grad.conv_input(shape, wide[1], wide[2], **params, algorithm="full"),
+            cl.grad.conv_weight(wide[0], weight_shape, wide[2], **params, algorithm="im2col"))
+    monkeypatch.setattr(space_to_depth, "pools_whole_samples", lambda spec, dtype: False)
+    jobs.clear()
+    on_the_caller = passes()
+    assert not jobs
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    for got, caller, expected in zip(pooled, on_the_caller, want):
+        assert got.dtype == dtype and got.shape == expected.shape
+        atol = tolerance * np.abs(expected).max()
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=atol)
+        np.testing.assert_allclose(got, caller, rtol=tolerance, atol=atol)
+    for array, copy in zip((x, w, g), before):
+        np.testing.assert_array_equal(array, copy)
 
 
 @contextlib.contextmanager

@@ -38,8 +38,9 @@ from .algorithms._columns import (add_batch_inner_columns, add_columns, batch_la
                                  sharing_batch_last)
 from .algorithms._input_grad import channels_swapped
 from .algorithms._scratch import reused_empty
-from .algorithms._threads import small_matmul, threads_for
-from .algorithms.gemm import _per_sample_products_win, _pooled_jobs, _pools_pointwise, _run_pooled
+from .algorithms._threads import small_matmul
+from .algorithms._pooled import pools_whole_samples, run_pooled, sample_jobs
+from .algorithms.gemm import _per_sample_products_win
 from .planner import PassPlan, measured_choice, pass_for, plan_for, plan_for_arrays
 from .spec import ConvSpec, conv_spec
 
@@ -387,8 +388,13 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # copied into its order) stay cache-sized, as they are added back while still cached, and never exceed
     # the workspace limit.
     per_sample = (spec.in_channels * taps + samples_inside * spec.out_channels) * prod(spec.output_size)
-    # On the pool (_pools_scatter) each thread's blocks take their share of the workspace limit.
-    jobs = _pooled_jobs(spec) if compiled and _pools_scatter(spec, grad.dtype) else None  # whole samples a job
+    # On the pool, where gemm's 1x1 products would run there and every thread gets whole samples, each thread's
+    # range of samples: its products on one BLAS thread and then its add-back, while still in its core's cache.
+    # The products otherwise ran on OpenBLAS's threads and the add-back on the pool, each waiting for the other:
+    # DCGAN 256 -> 128's up-convolution (this pass) 10.3 ms p50, 18-19 p90 -> 9.2, 9.4; the dilated 1-d layer's
+    # input gradient 23-45 -> 17 (docs/compiled.md, "The scatter on the pool (session 27)"). Each thread's blocks
+    # take their share of the workspace limit.
+    jobs = sample_jobs(spec) if compiled and pools_whole_samples(spec, grad.dtype) else None  # whole samples a job
     budget = min(CACHE_BLOCK_BYTES, current_workspace_limit() // (len(jobs) if jobs else 1))
     samples = max(1, budget // max(per_sample * grad_output.itemsize, 1))
     samples = max(1, min(samples, max(n1 - n0 for n0, n1, _, _ in jobs) if jobs else spec.batch))
@@ -425,7 +431,7 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
             block_grads = reused_empty((samples * block_size,), grad.dtype, "scatter window grads", smallest=0)
             return lambda job: add_back(job[0], job[1], block_grads, True)
 
-        _run_pooled(jobs, make_worker, spec)
+        run_pooled(jobs, make_worker, spec)
         return finished(grad)
     # One buffer for every block's window gradients: a new array per block is fresh memory from the system each
     # time, and the product's first touch of its pages cost a quarter of the pass (DCGAN 256 -> 128's 2.4 MB a
@@ -435,21 +441,6 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # CPU on two threads for 40 on one, every training step).
     add_back(0, spec.batch, np.empty(samples * block_size, dtype=grad_output.dtype), False)
     return finished(grad)  # (N, G*C, *padded), or with compiled (N, G*C, *input)
-
-
-def _pools_scatter(spec: ConvSpec, dtype: np.dtype) -> bool:
-    """Whether the compiled scatter's samples run on the pool's threads (:func:`_input_grad_scatter`): one range
-    of whole samples a thread, each range's products on one BLAS thread and then its add-back on the same
-    thread, where gemm's 1x1 products would run on the pool (:func:`~convolab.algorithms.gemm._pools_pointwise`)
-    and every thread gets whole samples.
-
-    The products otherwise ran on OpenBLAS's threads and the add-back on the pool, each waiting for the other;
-    in slow spells the bench's blocks of DCGAN's 256 -> 128 up-convolution ran 13.4-17.1 ms against PyTorch's
-    10.9-11.8. Two threads, separate processes, ms (p50, p90): that layer 10.3 (12.5) -> 9.2 (10.5), ResNet-50
-    layer3.0's 3x3 stride-2 input gradient 7.9 (12.2) -> 7.3 (7.5), the dilated 1-d layer's 23.2 (39.6) -> 17.1
-    (17.8); none slower beyond noise (docs/compiled.md, "The scatter on the pool (session 27)").
-    """
-    return _pools_pointwise(spec, dtype) and spec.batch >= threads_for(spec.macs)
 
 
 def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: np.ndarray, spec: ConvSpec,
@@ -463,25 +454,24 @@ def _placed_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: 
     compiled add-back's 1.23-1.85, layer3.0 0.91-0.93 against 0.94-1.21, layer2.0 0.95-0.96 against 1.29-1.60
     (docs/compiled.md, "Strided 1x1 layers (session 22)").
 
-    Where gemm's 1x1 products run on the pool (:func:`~convolab.algorithms.gemm._pools_pointwise`), every
-    thread has whole samples, and a sample's product is wide enough to run well alone
-    (:func:`~convolab.algorithms.gemm._per_sample_products_win`), so does this: each of gemm's jobs (a contiguous
-    range of samples) multiplies, zeroes and places its own samples on one BLAS thread. ResNet-18 layer3.0's
+    Where gemm's 1x1 products run on the pool and every thread has whole samples
+    (:func:`~convolab.algorithms._pooled.pools_whole_samples`), and a sample's product is wide enough to run well
+    alone (:func:`~convolab.algorithms.gemm._per_sample_products_win`), so does this: each of gemm's jobs (a
+    contiguous range of samples) multiplies, zeroes and places its own samples on one BLAS thread. ResNet-18 layer3.0's
     downsample measured 0.81 ms so against 0.92; layer4.0's (7x7 outputs, 512 filters) 0.89 against 0.77, so it
     stays on the BLAS's threads (docs/compiled.md, "The strided 1x1 input gradient on the pool").
     """
-    if not (_pools_pointwise(spec, grad.dtype) and spec.batch >= threads_for(spec.macs)  # whole samples a job
-            and _per_sample_products_win(spec)):
+    if not (pools_whole_samples(spec, grad.dtype) and _per_sample_products_win(spec)):
         _place_pointwise_grads(grad_output, filters, grad, spec, cropped, 0, spec.batch)
         return grad
-    jobs = _pooled_jobs(spec)
+    jobs = sample_jobs(spec)
 
     def make_worker():
         def run(job: tuple[int, int, int, int]) -> None:
             _place_pointwise_grads(grad_output, filters, grad, spec, cropped, job[0], job[1])
         return run
 
-    _run_pooled(jobs, make_worker, spec)
+    run_pooled(jobs, make_worker, spec)
     return grad
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Callable, Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -11,13 +11,13 @@ from .._dtypes import all_finite
 from .._window import pad, reshaped_view
 from ..spec import ConvSpec
 from . import Algorithm, Formulation
-from ._blas_threads import blas_thread_control, one_blas_thread
 from ._blocking import batch_inner, block_bytes, row_grid, unrolled_blocks, unrolled_row_bytes, wide_rows
 from ._columns import (batch_inner_columns, batch_last, compiled_batch_inner, compiled_columns_missing,
                        contiguous_filters, transposed_matrix, unrolled_blocks_unpadded)
+from ._pooled import pools_products, run_pooled, sample_jobs
 from ._rates import BLAS_SHARED_WORK, COPY_RATE, beside_pool_factor, product_rate, results_seconds
 from ._scratch import reused_empty
-from ._threads import in_parallel, small_matmul, threads_for
+from ._threads import small_matmul, threads_for
 
 __all__ = ["Gemm", "TRANSPOSED_PRODUCT_MIN_POSITIONS", "POINTWISE_BATCH_WIDE_POSITIONS"]
 
@@ -166,14 +166,14 @@ class Gemm(Algorithm):
         small images (few positions, many channels) costs more than it saves
         (see ``TRANSPOSED_PRODUCT_MIN_POSITIONS``). A 1×1 kernel takes
         per-sample products instead where they move less (``_per_sample_products_win``),
-        and its own products on the pool's threads wherever those run (``_pools_pointwise``).
+        and its own products on the pool's threads wherever those run (``_pooled.pools_products``).
         """
         if transposed is None:
             transposed = dict(self.pass_formulation("weight_grad", spec, x.dtype).options)["transposed"]
         groups, o = spec.groups, spec.out_channels_per_group
         unpadded = _unrolls_unpadded(spec, x.dtype)
         padded = x if unpadded else pad(x, spec.padding, spec.padding_mode)
-        if _is_pointwise(spec) and (_per_sample_products_win(spec) or _pools_pointwise(spec, padded.dtype)):
+        if _is_pointwise(spec) and (_per_sample_products_win(spec) or pools_products(spec, padded.dtype)):
             return _pointwise_weight_grad(padded, grad_output, spec)
         # Wide rows give the extra columns a zero gradient, and 0 * inf is NaN: an input holding
         # inf or NaN takes the exact columns, so it reaches only the taps that really read it
@@ -314,7 +314,7 @@ def _pointwise_positions(padded: np.ndarray, spec: ConvSpec,
                          job: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """The input cells a 1×1 convolution reads, ``(samples, G, C, positions)``: a view unless strided, else
     copied compact into the calling thread's kept scratch. For all of them, or for those of one of
-    :func:`_pooled_jobs`' ``job`` (its samples' output rows ``first:end``), on the thread that multiplies them."""
+    :func:`._pooled.sample_jobs`' ``job`` (its samples' output rows ``first:end``), on the thread that multiplies them."""
     cells = _pointwise_cells(padded, spec, job)  # (samples, G*C, rows, *out_rest)
     positions = prod(cells.shape[2:])  # explicit: with no input channels, -1 is ambiguous
     shape = (cells.shape[0], spec.groups, spec.in_channels_per_group, positions)
@@ -350,7 +350,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     copies write memory the BLAS's other thread read in the previous call; the bench still meets
     that in some processes, on either path (docs/compiled.md, "The cause: writing memory another
     core has just read"). At two threads or more the per-sample products run on the pool's threads
-    instead, each with one BLAS thread (:func:`_pools_pointwise`).
+    instead, each with one BLAS thread (:func:`._pooled.pools_products`).
     """
     groups, o, n = spec.groups, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
@@ -361,7 +361,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
         out = np.empty(spec.output_shape, dtype=dtype)
         np.copyto(out.reshape(n, groups, o, positions), product.reshape(groups, o, n, positions).transpose(2, 0, 1, 3))
         return out
-    if _pools_pointwise(spec, padded.dtype):
+    if pools_products(spec, padded.dtype):
         return _pooled_pointwise(padded, filters, spec)
     product = np.matmul(filters, _pointwise_positions(padded, spec))  # (N, G, O, P)
     return product.reshape(spec.output_shape)
@@ -391,58 +391,15 @@ def _pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, spec: Co
 
     Each product runs over all of a sample's positions, straight from ``g`` and
     the input (a transposed view; only a stride copies), with no unrolled columns.
-    At two threads or more they run on the pool's threads (:func:`_pools_pointwise`), where each thread
+    At two threads or more they run on the pool's threads (:func:`._pooled.pools_products`), where each thread
     regroups its samples for one product instead if per-sample products would move more.
     """
-    if _pools_pointwise(spec, padded.dtype):
+    if pools_products(spec, padded.dtype):
         return _pooled_pointwise_weight_grad(padded, grad_output, spec)
     positions = _pointwise_positions(padded, spec)  # (N, G, C, P)
     rows = grad_output.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P)
     per_sample = np.matmul(rows, positions.transpose(0, 1, 3, 2))  # (N, G, O, C)
     return per_sample.sum(axis=0).reshape(spec.weight_shape)
-
-
-#: The dtypes whose products run on the BLAS, and so on its threads unless :func:`_pools_pointwise` keeps them off.
-_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _pools_pointwise(spec: ConvSpec, dtype: np.dtype) -> bool:
-    """Whether a 1×1 kernel's per-sample products run on the pool's threads, each on one BLAS thread
-    (:func:`_pooled_pointwise`, :func:`_pooled_pointwise_weight_grad`): on more than one thread, for the BLAS's
-    dtypes, where NumPy's BLAS can be held to one thread (:func:`._blas_threads.blas_thread_control`).
-
-    OpenBLAS's own threads are not steered, and the kernel here often wakes its worker on the caller's CPU: in
-    the bench's full runs ResNet-18 layer2.0's 1x1 stride-2 downsample then ran 2.4 ms a call for its forward and
-    its weight gradient, where 1.0-1.1 is usual. The pool's threads are kept off the caller's CPU
-    (:func:`._threads.in_parallel`), and one BLAS thread each runs as fast per core: that layer measured 0.71-0.81
-    ms so for either pass, against PyTorch's 0.75-0.87 (docs/compiled.md, "One-thread products on the pool").
-    """
-    return (dtype in _BLAS_DTYPES and threads_for(spec.macs) > 1 and spec.batch * spec.output_size[0] > 1
-            and blas_thread_control() is None)
-
-
-def _pooled_jobs(spec: ConvSpec) -> list[tuple[int, int, int, int]]:
-    """The pool's jobs for a 1×1 kernel, ``(first sample, end sample, first output row, end row)``: one contiguous
-    range of whole samples a thread, or where there are fewer samples than threads, each sample's rows split.
-
-    Thread-affine: the calling thread takes the first range and a pool thread the next, call after call, so each
-    core copies and writes the same part of the arrays it did in the previous call, and each range's products
-    are one NumPy call. ResNet-18 layer3.0's downsample forward ran 0.69-0.98 ms (p90 up to 1.5) with its samples
-    handed to whichever thread was free, 0.65-0.99 (p90 up to 1.27) in halves (docs/compiled.md, "One-thread
-    products on the pool")."""
-    threads, n, rows = threads_for(spec.macs), spec.batch, spec.output_size[0]
-    if n >= threads:
-        return [(n * i // threads, n * (i + 1) // threads, 0, rows) for i in range(threads)]
-    pieces = min(rows, -(-threads // n))
-    return [(sample, sample + 1, rows * i // pieces, rows * (i + 1) // pieces)
-            for sample in range(n) for i in range(pieces)]
-
-
-def _run_pooled(jobs: Sequence[Any], make_worker: Callable[[], Callable[[Any], None]], spec: ConvSpec) -> None:
-    """:func:`._threads.in_parallel` for a 1×1 kernel's pass of ``spec`` (its jobs, one per thread: from
-    :func:`_pooled_jobs`), with NumPy's BLAS held to one thread (:func:`._blas_threads.one_blas_thread`)."""
-    with one_blas_thread():
-        in_parallel(jobs, make_worker, threads_for(spec.macs))
 
 
 def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -451,7 +408,7 @@ def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -
     out = np.empty(spec.output_shape, dtype=np.result_type(padded, filters))
     rest = prod(spec.output_size[1:])
     planes = out.reshape(spec.batch, spec.groups, spec.out_channels_per_group, -1)  # (N, G, O, P), a view
-    jobs = _pooled_jobs(spec)
+    jobs = sample_jobs(spec)
 
     def make_worker():
         def run(job: tuple[int, int, int, int]) -> None:
@@ -460,7 +417,7 @@ def _pooled_pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -
             np.matmul(filters, cells, out=planes[n0:n1, :, :, first * rest:end * rest])
         return run
 
-    _run_pooled(jobs, make_worker, spec)
+    run_pooled(jobs, make_worker, spec)
     return out
 
 
@@ -476,7 +433,7 @@ def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, s
     threads and 0.63-1.27 (0.80) for PyTorch (docs/compiled.md, "Small images' 1x1 weight gradients on the pool")."""
     groups, o, c = spec.groups, spec.out_channels_per_group, spec.in_channels_per_group
     rows, rest = grad_output.reshape(spec.batch, groups, o, -1), prod(spec.output_size[1:])  # (N, G, O, P)
-    jobs = _pooled_jobs(spec)
+    jobs = sample_jobs(spec)
     sums = [np.empty((groups, o, c), dtype=padded.dtype) for _ in jobs]
     regrouped = not _per_sample_products_win(spec)
 
@@ -497,7 +454,7 @@ def _pooled_pointwise_weight_grad(padded: np.ndarray, grad_output: np.ndarray, s
                     total += np.matmul(sample_rows, cells[n - n0], out=product)
         return run
 
-    _run_pooled(range(len(jobs)), make_worker, spec)
+    run_pooled(range(len(jobs)), make_worker, spec)
     for partial in sums[1:]:
         sums[0] += partial
     return sums[0].reshape(spec.weight_shape)

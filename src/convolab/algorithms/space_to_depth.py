@@ -16,12 +16,17 @@ each moved once, and
 One sample's columns at a time stay in cache for the product that reads them
 (the suite's U-Net layer: one product a sample measured 20% faster than one
 over the whole batch). The copies are compiled where Numba runs
-(:mod:`._kernels_space_to_depth`), else NumPy copies of a strided view. They
-run on the calling thread, between the products, which the BLAS's threads
-share: OpenBLAS's idle workers keep spinning for a while after each product,
-so copies handed to the thread pool there competed with them for the cores
-(2 threads, U-Net's layer: 53-114 ms of CPU time a call with pooled copies,
-27-51 with copies on the calling thread, on a loaded machine). Every sum holds exactly the direct sum's terms, so
+(:mod:`._kernels_space_to_depth`), else NumPy copies of a strided view. At one
+thread, or where the BLAS cannot be held to one thread, they run on the calling
+thread, between the products, which the BLAS's threads share: copies handed to
+the pool there competed with OpenBLAS's spinning workers for the cores (2
+threads, U-Net's layer: 53-114 ms of CPU time a call with pooled copies, 27-51
+with copies on the calling thread, on a loaded machine). Where the pool takes
+whole samples (:func:`._pooled.pools_whole_samples`), each pool thread takes a
+range of samples instead, its copies and its products (on one BLAS thread)
+alike, so the copies run two at a time and no worker spins: U-Net's three
+passes 11.4-12.4 -> 8.3-8.5 ms at two threads (docs/compiled.md,
+"space_to_depth on the pool (session 27)"). Every sum holds exactly the direct sum's terms, so
 the inf/NaN pattern is the direct sum's.
 
 Axis legend: N samples, G groups, C input channels per group, O output
@@ -42,7 +47,9 @@ from ..spec import ConvSpec
 from . import Algorithm, Formulation
 from ._compiled import kernels, numba_missing
 from ._kernel_layout import KERNEL_RANK, as_kernels_take, shape3, steps3
+from ._pooled import pools_whole_samples, run_pooled, sample_jobs
 from ._rates import COPY_RATE, product_rate
+from ._scratch import reused_empty
 
 __all__ = ["SpaceToDepth"]
 
@@ -109,19 +116,36 @@ class SpaceToDepth(Algorithm):
         groups, o, taps = spec.groups, spec.out_channels_per_group, spec.terms
         filters = kernel.reshape(groups, o, taps)  # (G, O, C*K)
         out = np.empty(spec.output_shape, dtype=padded.dtype)
-        for n, columns in _sample_columns(padded, spec):
-            np.matmul(filters, columns, out=out[n].reshape(groups, o, -1))  # (G, O, P), in place
+
+        def forward(first: int, end: int, buffer: np.ndarray) -> None:
+            for n, columns in _sample_columns(padded, spec, first, end, buffer):
+                np.matmul(filters, columns, out=out[n].reshape(groups, o, -1))  # (G, O, P), in place
+
+        _by_samples(spec, padded.dtype, forward)
         return out
 
     def weight_grad(self, x: np.ndarray, grad_output: np.ndarray, spec: ConvSpec) -> np.ndarray:
         """``sum_n g_n @ columns_n.T``: ``(G*O, C, *kernel)``, each product taken as ``columns_n @ g_n.T``
-        (the BLAS ran that 15-20% faster on U-Net's layer), the sum transposed once at the end."""
+        (the BLAS ran that 15-20% faster on U-Net's layer), the sum transposed once at the end. On the pool
+        (:func:`_by_samples`) each range of samples sums its own products, and the ranges' sums are added in
+        order, so that the result does not depend on which thread ran what."""
         groups, o = spec.groups, spec.out_channels_per_group
-        total = np.zeros((groups, spec.terms, o), dtype=x.dtype)
-        product = np.empty_like(total)
         rows = grad_output.reshape(spec.batch, groups, o, prod(spec.output_size))  # (N, G, O, P)
-        for n, columns in _sample_columns(pad(x, spec.padding, spec.padding_mode), spec):
-            total += np.matmul(columns, rows[n].transpose(0, 2, 1), out=product)  # (G, C*K, O)
+        padded = pad(x, spec.padding, spec.padding_mode)
+        sums: dict[int, np.ndarray] = {}  # by first sample
+
+        def weight_grad(first: int, end: int, buffer: np.ndarray) -> None:
+            total = np.zeros((groups, spec.terms, o), dtype=x.dtype)
+            product = np.empty_like(total)
+            for n, columns in _sample_columns(padded, spec, first, end, buffer):
+                total += np.matmul(columns, rows[n].transpose(0, 2, 1), out=product)  # (G, C*K, O)
+            sums[first] = total
+
+        _by_samples(spec, x.dtype, weight_grad)
+        ranges = sorted(sums)
+        total = sums[ranges[0]]
+        for first in ranges[1:]:
+            total += sums[first]
         return np.ascontiguousarray(total.transpose(0, 2, 1)).reshape(spec.weight_shape)
 
     def input_grad(self, grad_output: np.ndarray, kernel: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -133,12 +157,33 @@ class SpaceToDepth(Algorithm):
         has_padding = not all(low == high == 0 for low, high in spec.padding)
         grad = np.empty((spec.batch, spec.in_channels, *spec.padded_size), dtype=grad_output.dtype)
         put = _cells_writer(grad, spec)
-        columns = np.empty((groups, taps, prod(spec.output_size)), dtype=grad_output.dtype)
-        for n in range(spec.batch):
-            put(n, np.matmul(transposed, rows[n], out=columns))
+
+        def input_grad(first: int, end: int, columns: np.ndarray) -> None:
+            for n in range(first, end):
+                put(n, np.matmul(transposed, rows[n], out=columns))
+
+        _by_samples(spec, grad_output.dtype, input_grad)
         if has_padding:
             return pad_adjoint(grad, spec.padding, spec.padding_mode, spec.input_size)
         return grad
+
+
+def _by_samples(spec: ConvSpec, dtype: np.dtype, run: Callable[[int, int, np.ndarray], None]) -> None:
+    """``run(first, end, columns)`` over the samples: on the calling thread for the whole batch, its copies between
+    the products the BLAS's threads share; or, where the pool takes whole samples
+    (:func:`._pooled.pools_whole_samples`), one range a thread, each with its own columns buffer, its products on
+    one BLAS thread: the copies then run two at a time, beside the other thread's products (U-Net's 2x2 stride-2
+    layer, two threads: docs/compiled.md, "space_to_depth on the pool (session 27)")."""
+    shape = (spec.groups, spec.terms, prod(spec.output_size))
+    if not pools_whole_samples(spec, dtype):
+        run(0, spec.batch, np.empty(shape, dtype=dtype))
+        return
+
+    def make_worker() -> Callable[[tuple[int, int, int, int]], None]:
+        columns = reused_empty(shape, dtype, "space_to_depth columns", smallest=0)  # kept: no page faults a call
+        return lambda job: run(job[0], job[1], columns)
+
+    run_pooled(sample_jobs(spec), make_worker, spec)
 
 
 def _columns_bytes(spec: ConvSpec, itemsize: int) -> int:
@@ -151,15 +196,13 @@ def _layout(spec: ConvSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (spec.in_channels, *steps3(spec.kernel_size), *steps3(spec.output_size)), steps3(spec.stride)
 
 
-def _sample_columns(padded: np.ndarray, spec: ConvSpec):
-    """Yield ``(n, columns)`` for every sample: ``columns`` ``(G, C*K, P)``, one buffer reused (read it before
-    the next)."""
-    groups, taps = spec.groups, spec.terms
-    buffer = np.empty((groups, taps, prod(spec.output_size)), dtype=padded.dtype)
+def _sample_columns(padded: np.ndarray, spec: ConvSpec, first: int, end: int, buffer: np.ndarray):
+    """Yield ``(n, columns)`` for samples ``first:end``: ``columns`` ``(G, C*K, P)``, in ``buffer`` each time
+    (read it before the next)."""
     if _copy_missing(spec, padded.dtype) is not None:
         windows = sliding_windows(padded, spec.kernel_size, spec.stride, spec.dilation)  # (N, G*C, *out, *kernel)
         rank = spec.rank
-        for n in range(spec.batch):
+        for n in range(first, end):
             view = windows[n].transpose(0, *range(1 + rank, 1 + 2 * rank), *range(1, 1 + rank))  # (G*C, *k, *out)
             buffer.reshape(view.shape)[...] = view
             yield n, buffer
@@ -168,7 +211,7 @@ def _sample_columns(padded: np.ndarray, spec: ConvSpec):
     shape, strides = _layout(spec)
     columns = buffer.reshape(shape)
     move = kernels("space_to_depth").move_windows
-    for n in range(spec.batch):
+    for n in range(first, end):
         move(source, columns, n, 0, spec.in_channels, *strides, True, False)  # on this thread (see the module's notes)
         yield n, buffer
 
