@@ -83,6 +83,33 @@ def test_auto_avoids_fft_for_non_finite_input():
     assert np.isnan(cl.conv2d(x, w, algorithm="fft")).all()  # what the FFT itself would give
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_a_large_kernels_inf_or_nan_keeps_winograd_out(bad, dtype):
+    """A kernel large enough for the compiled check (ResNet-18 layer4's shape): one inf or NaN anywhere in it,
+    the first value or the last included, keeps "auto" off Winograd, and its output is the direct sum's pattern;
+    a finite kernel keeps it (the compiled check and the sum agree)."""
+    from convolab import planner
+    from convolab._dtypes import all_finite
+    from convolab.algorithms import _compiled
+
+    _compiled.kernels("traits")  # the compiled check runs once Numba is loaded
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 512, 7, 7)).astype(dtype)
+    w = rng.standard_normal((512, 512, 3, 3)).astype(dtype)
+    assert cl.plan(x.shape, w.shape, dtype, padding=1).algorithm.startswith("winograd")
+    for flat_index in ([0, w.size - 1, 12345] if bad is not None else [None]):
+        kernel = w.copy()
+        if flat_index is not None:
+            kernel.reshape(-1)[flat_index] = bad
+        finite = planner.data_traits(x, kernel, fft=False).finite
+        assert finite == all_finite(kernel) == (bad is None)
+        if bad is not None and flat_index == 12345:
+            out = cl.conv2d(x, kernel, padding=1)
+            direct = cl.conv2d(x, kernel, padding=1, algorithm="direct")
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+
+
 def test_measure_times_once_and_agrees():
     from convolab import planner
 

@@ -270,7 +270,7 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     >>> data_traits(x, np.array([np.nan], np.float32))
     DataTraits(finite=False, fft_error=0.0, tile_error=0.0)
     """
-    if not all(all_finite(a) for a in others):
+    if not all(_finite(a) for a in others):
         return DataTraits(finite=False)
     if signal.dtype.kind not in "fc" or signal.size == 0:
         return ORDINARY
@@ -299,6 +299,14 @@ def data_traits(signal: np.ndarray, *others: np.ndarray, transform_length: int =
     eps, median = float(np.finfo(signal.dtype).eps), float(np.median(nonzero))
     fft_error = _power_of_ten_above(eps * log2(max(transform_length, 2)) * rms / median) if fft else 0.0
     return DataTraits(fft_error=fft_error, tile_error=_power_of_ten_above(eps * peak / median))
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no inf or NaN: by the compiled peak (:func:`_peak_and_sample`, shared among threads)
+    where it runs, else by :func:`~convolab._dtypes.all_finite`'s sum. ResNet-18 layer4's 512 x 512 x 3 x 3
+    weight (two threads): 0.33 ms against the sum's 0.47-0.49."""
+    compiled = _peak_and_sample(a, max(a.size, 1))
+    return all_finite(a) if compiled is None else isfinite(compiled[0])
 
 
 def _peak_and_sample(signal: np.ndarray, step: int) -> tuple[float, np.ndarray] | None:
