@@ -171,9 +171,9 @@ SCATTER_CASES = [  # input shape, weight shape, conv_spec's arguments
 @pytest.mark.parametrize("case", SCATTER_CASES, ids=lambda case: f"{case[0]}-{case[1]}-{case[2]}")
 def test_the_pooled_scatter_gives_the_input_gradient(case, samples_inside, dtype, monkeypatch):
     """The compiled scatter, one range of whole samples a thread
-    (:func:`convolab.algorithms._pooled.pools_whole_samples`): each range's products on one BLAS thread, then its add-back on the same thread; in blocks of one sample (a
-    workspace limit) and of the whole range. Against the float64 full correlation, and the same numbers as the
-    scatter off the pool."""
+    (:func:`convolab.algorithms._pooled.pools_whole_samples`): each range's products on one BLAS thread, then its
+    add-back on the same thread; in blocks of one sample (a workspace limit) and of the whole range. Against the
+    float64 full correlation, and the same numbers as the scatter off the pool."""
     shape, weight_shape, params = case
     monkeypatch.setattr(_threads, "COMPILED_PARALLEL_WORK", 0)
     monkeypatch.setattr(_engine, "SCATTER_BATCH_WIDE_POSITIONS", 10**9 if samples_inside else 0)

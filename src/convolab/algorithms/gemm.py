@@ -314,7 +314,8 @@ def _pointwise_positions(padded: np.ndarray, spec: ConvSpec,
                          job: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """The input cells a 1×1 convolution reads, ``(samples, G, C, positions)``: a view unless strided, else
     copied compact into the calling thread's kept scratch. For all of them, or for those of one of
-    :func:`._pooled.sample_jobs`' ``job`` (its samples' output rows ``first:end``), on the thread that multiplies them."""
+    :func:`._pooled.sample_jobs`' ``job`` (its samples' output rows ``first:end``), on the thread that multiplies
+    them."""
     cells = _pointwise_cells(padded, spec, job)  # (samples, G*C, rows, *out_rest)
     positions = prod(cells.shape[2:])  # explicit: with no input channels, -1 is ambiguous
     shape = (cells.shape[0], spec.groups, spec.in_channels_per_group, positions)
