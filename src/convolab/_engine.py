@@ -400,9 +400,9 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     samples = max(1, min(samples, max(n1 - n0 for n0, n1, _, _ in jobs) if jobs else spec.batch))
     block_size = spec.in_channels * taps * prod(spec.output_size)  # one sample's window gradients
 
-    def add_back(first_sample: int, end_sample: int, block_grads: np.ndarray, one_thread: bool) -> None:
+    def add_back(first_sample: int, end_sample: int, block_grads: np.ndarray) -> None:
         """Samples ``first_sample:end_sample`` in blocks of ``samples``, each block's window gradients in
-        ``block_grads``; with ``one_thread`` the compiled add-back on the calling thread alone."""
+        ``block_grads``; in a pool job (``jobs``), the compiled add-back on the job's thread alone."""
         for n0 in range(first_sample, end_sample, samples):
             n1 = min(end_sample, n0 + samples)
             g = grad_output[n0:n1].reshape(n1 - n0, groups, spec.out_channels_per_group, -1)  # (nb, G, O, P)
@@ -420,16 +420,16 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
             if compiled:
                 add_columns(window_grads, grad[n0:n1], spec.stride, spec.dilation,
                             [low for low, _ in spec.padding] if cropped else [0] * rank, samples_inside,
-                            one_thread=one_thread)
+                            one_thread=jobs is not None)
                 continue
             window_grads = window_grads.transpose(window_axes)  # (nb, G*C, *out, *kernel), a view
             add_windows(window_grads, spec.padded_size, spec.stride, spec.dilation, out=grad[n0:n1])
 
     if jobs:
         def make_worker():
-            # kept per thread, as gemm's pooled 1x1 passes keep theirs: fresh, its pages faulted in every call
+            # kept per thread, as gemm's pooled 1x1 passes keep theirs: a fresh array's pages would fault every call
             block_grads = reused_empty((samples * block_size,), grad.dtype, "scatter window grads", smallest=0)
-            return lambda job: add_back(job[0], job[1], block_grads, True)
+            return lambda job: add_back(job[0], job[1], block_grads)
 
         run_pooled(jobs, make_worker, spec)
         return finished(grad)
@@ -439,7 +439,7 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     # The products through small_matmul: a small one kept on the calling thread, where two BLAS threads would
     # wake a worker that spins ~50 ms after it (the digits CNN's second layer, (144, 32) @ (32, 512): 80 us of
     # CPU on two threads for 40 on one, every training step).
-    add_back(0, spec.batch, np.empty(samples * block_size, dtype=grad_output.dtype), False)
+    add_back(0, spec.batch, np.empty(samples * block_size, dtype=grad_output.dtype))
     return finished(grad)  # (N, G*C, *padded), or with compiled (N, G*C, *input)
 
 
