@@ -104,10 +104,62 @@ def test_a_large_kernels_inf_or_nan_keeps_winograd_out(bad, dtype):
             kernel.reshape(-1)[flat_index] = bad
         finite = planner.data_traits(x, kernel, fft=False).finite
         assert finite == all_finite(kernel) == (bad is None)
-        if bad is not None and flat_index == 12345:
+        if bad is not None and flat_index in (0, 12345):
             out = cl.conv2d(x, kernel, padding=1)
             direct = cl.conv2d(x, kernel, padding=1, algorithm="direct")
             np.testing.assert_array_equal(np.isnan(out), np.isnan(direct))
+            np.testing.assert_array_equal(np.isinf(out), np.isinf(direct))
+
+
+def _counting_runs(monkeypatch) -> list[str]:
+    """Every algorithm's ``run_unpadded``, wrapped to record its name on each call."""
+    from convolab.algorithms import ALGORITHMS
+
+    ran: list[str] = []
+    for name, algorithm in ALGORITHMS.items():
+        def counted(x, kernel, spec, name=name, run=algorithm.run_unpadded):
+            ran.append(name)
+            return run(x, kernel, spec)
+        monkeypatch.setitem(vars(algorithm), "run_unpadded", counted)  # undone by deleting it: the class's again
+    return ran
+
+
+def test_a_winograd_output_vouches_for_a_larger_kernel(monkeypatch):
+    """Where the output holds fewer values than the kernel, "auto" checks the output, not the kernel: a finite
+    kernel costs one Winograd run and no look at the kernel; a NaN in it a Winograd run whose output holds a NaN,
+    then the direct sum's pattern from a plan that looked at the kernel; a finite kernel whose sums overflow keeps
+    Winograd's output, run once. Where the output is the larger, the kernel is looked at first."""
+    from convolab import planner
+    from convolab.spec import conv_spec
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((8, 128, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((128, 128, 3, 3)).astype(np.float32)
+    assert planner.winograd_output_vouches(conv_spec(x.shape, w.shape, padding=1))
+    assert not planner.winograd_output_vouches(conv_spec((8, 128, 40, 40), w.shape, padding=1))
+    assert cl.plan(x.shape, w.shape, np.float32, padding=1).algorithm.startswith("winograd")
+    looked_at: list[tuple[int, ...]] = []
+    check = planner.values_finite
+    monkeypatch.setattr(planner, "values_finite", lambda a: looked_at.append(a.shape) or check(a))
+    ran = _counting_runs(monkeypatch)
+
+    out = cl.conv2d(x, w, padding=1)
+    assert len(ran) == 1 and ran[0].startswith("winograd") and w.shape not in looked_at
+    np.testing.assert_allclose(out, cl.conv2d(x, w, padding=1, algorithm="direct"), rtol=1e-4, atol=1e-4)
+
+    ran.clear()
+    kernel = w.copy()
+    kernel[5, 7, 2, 1] = np.nan
+    out = cl.conv2d(x, kernel, padding=1)
+    assert ran[0].startswith("winograd") and len(ran) == 2 and not ran[1].startswith("winograd")
+    assert w.shape in looked_at
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(cl.conv2d(x, kernel, padding=1, algorithm="direct")))
+    assert np.isnan(out).sum() == 8 * 8 * 8  # filter 5's outputs alone: no tile spread it
+
+    ran.clear()
+    huge = (x * np.float32(3e36)).astype(np.float32)  # finite, and the same dynamic range: Winograd's bound holds
+    out = cl.conv2d(huge, w, padding=1)
+    assert not np.isfinite(out).all() and len(ran) == 1 and ran[0].startswith("winograd")
 
 
 def test_measure_times_once_and_agrees():
