@@ -25,7 +25,7 @@ import convolab as cl
 from convolab import _grad_problems, planner
 from convolab._engine import oriented_kernel
 from convolab.algorithms import ALGORITHMS, register, unregister
-from convolab.algorithms import _winograd_compiled
+from convolab.algorithms import _compiled, _winograd_compiled
 from convolab.algorithms import winograd as winograd_module
 from convolab.algorithms._winograd_compiled import compiled_winograd_conv, fused_winograd_conv
 from convolab.algorithms.winograd import Winograd, winograd_conv, winograd_matrices
@@ -161,20 +161,46 @@ def test_fused_forward_over_jobs_threads_groups_and_partial_runs(dtype):
         assert_direct_sums(fused_winograd_conv, ODD_PROBLEMS, dtype, seed=7)
 
 
-@pytest.mark.parametrize("job_bytes", [0, 2**10, 2**30], ids=["rows", "some-samples", "all-samples"])
+@pytest.mark.parametrize("jobs", [1, 2, 1000], ids=["one-a-thread", "two-a-thread", "a-row-each"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_channels_last_copy_by_rows_or_by_whole_samples(job_bytes, dtype):
-    """The channels-last copy's jobs (:func:`._winograd_compiled._copy_channels_last`): rows of one sample, a few
-    samples (7 samples, groups that do not divide them) or all samples in a job, on three threads, with the
-    border's zeros written in the jobs (an uninitialised buffer), in the BLAS products and (1-d and 2-d) the
-    pooled ones."""
+def test_channels_last_copy_in_few_or_many_jobs(jobs, dtype):
+    """The channels-last copy's jobs (:func:`._winograd_compiled._copy_channels_last`): one or two ranges of
+    the buffer's rows per thread, or a row each, on three threads, with the border's zeros written in the jobs
+    (an uninitialised buffer), in the BLAS products and (1-d and 2-d) the pooled ones."""
     with cl.thread_count(3), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_winograd_compiled, "COPY_JOB_BYTES", job_bytes)
+        patch.setattr(_winograd_compiled, "COPY_JOBS_PER_THREAD", jobs)
         problems = [((7, 16, 4, 4), (32, 16, 3, 3), dict(padding=1)),
                     ((7, 8, 37, 45), (12, 4, 3, 3), dict(padding=((1, 2), (0, 1)), groups=2)),
                     ((7, 4, 5, 6, 7), (6, 4, 3, 3, 3), dict(padding=1))]
         assert_direct_sums(compiled_winograd_conv, problems, dtype, seed=11)
         assert_direct_sums(lambda *args: compiled_winograd_conv(*args, blas=False), problems[:2], dtype, seed=12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("source_shape, buffer_size, lows", [
+    ((3, 40, 1, 7, 7), (1, 10, 10), (0, 1, 1)),  # rows narrower than a square: a column at a time
+    ((2, 37, 1, 5, 35), (1, 9, 40), (0, 2, 3)),  # two whole squares of columns, then three; channels past 32
+    ((2, 16, 1, 3, 16), (1, 3, 16), (0, 0, 0)),  # exactly one square, no border
+    ((2, 5, 4, 3, 18), (7, 6, 22), (2, 1, 0)),  # three axes, borders on every side, fewer channels than a square
+], ids=["narrow", "squares", "one-square", "3d"])
+def test_channels_last_rows_against_numpy(source_shape, buffer_size, lows, dtype):
+    """The compiled copy (:func:`._kernels_winograd.channels_last_rows`) writes every cell of its rows: the
+    source's cells where they fall, zeros around them (a buffer of NaN before), from a sample offset, and only
+    its own rows."""
+    kernels = _compiled.kernels("winograd")
+    rng = np.random.default_rng(5)
+    source = rng.standard_normal(source_shape).astype(dtype)
+    first, samples = 1, source_shape[0] - 1
+    expected = np.zeros((samples, *buffer_size, source_shape[1]), dtype=dtype)
+    inside = tuple(slice(low, low + size) for low, size in zip(lows, source_shape[2:]))
+    expected[(slice(None), *inside)] = np.moveaxis(source[first:], 1, -1)
+    target = np.full_like(expected, np.nan)
+    rows = samples * buffer_size[0] * buffer_size[1]
+    kernels.channels_last_rows(source, target, first, 0, rows // 2, *lows)
+    flat_rows = target.reshape(rows, -1)
+    assert np.isnan(flat_rows[rows // 2:]).all()  # the other rows untouched
+    kernels.channels_last_rows(source, target, first, rows // 2, rows, *lows)
+    np.testing.assert_array_equal(target, expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

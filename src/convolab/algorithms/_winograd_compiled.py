@@ -75,11 +75,9 @@ CHANNELS_LAST_BYTES = 4 * 2**20
 #: thread, most of it the panels' filter transform; with 256 channels, or 512 on 28x28 images, the BLAS's
 #: products ran 1.05-1.2x faster).
 POOLED_FILTER_BYTES = 2**20
-#: A job of the channels-last copy (:func:`_copy_channels_last`) takes whole samples where one sample's buffer
-#: is smaller than this, rows of one sample otherwise: the digits CNN's 4x4 layer on its 360 test images made
-#: four jobs of 0.4-0.8 KB per 2.3 KB sample, six NumPy calls apiece (two threads: 5.2-5.5 ms a call, 0.66-0.69
-#: in whole samples).
-COPY_JOB_BYTES = 64 * 2**10
+#: Jobs of the channels-last copy (:func:`_copy_channels_last`) per thread, ranges of the buffer's rows: a
+#: thread that finishes early takes a second.
+COPY_JOBS_PER_THREAD = 2
 
 #: Channels of a panel transformed into scratch before its tile positions' runs are copied out
 #: (:func:`._kernels_winograd.filter_panels`): each position's run of ``PANEL_SPAN * lanes`` values is then one
@@ -109,10 +107,11 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int,
     product's 36 rows a power of two apart, which share the caches' sets.
 
     Returns the filters and the flat buffer holding them, where ``spare`` zeros follow them, for a reader of
-    whole runs past their end. The buffer is the calling thread's kept scratch (:func:`._scratch.reused_empty`)
-    where it is over glibc's mmap threshold, as :func:`_filter_panels`' is, so neither may outlive the call: F(4)
-    of 512 x 512 filters takes 38 MiB, which a fresh allocation faulted in on every call (ResNet-18 layer4's 3x3,
-    two threads: the panels' transform 7.0 ms of a 10.7 ms forward).
+    whole runs past their end. The buffer is the calling thread's kept scratch (:func:`._scratch.reused_empty`),
+    as :func:`_filter_panels`' is, so neither may outlive the call: F(4) of 512 x 512 filters takes 38 MiB, which
+    a fresh allocation faulted in on every call (ResNet-18 layer4's 3x3, two threads: the panels' transform 7.0 ms
+    of a 10.7 ms forward), and smaller ones were faulted in too wherever malloc handed their pages back between
+    calls.
     An input gradient's kernel, a swapped and reversed view of the forward's weight, is read as it is
     (:func:`_swapped_source`), not copied.
     """
@@ -123,7 +122,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int,
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
-    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters")  # over 32 MiB: kept, see below
+    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters", smallest=0)  # kept: see below
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
     transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
@@ -158,7 +157,8 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)
     runs = -(-out_channels // lanes)
-    panels = reused_empty((spec.groups, positions, runs, channels, lanes), weight.dtype, "winograd filters")
+    panels = reused_empty((spec.groups, positions, runs, channels, lanes), weight.dtype, "winograd filters",
+                          smallest=0)
     span = 1 if swapped else PANEL_SPAN  # the swapped source's gather reads one stream: spans measured slower there
     transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped, span,
                                                   PANEL_GATHER_CHANNELS)
@@ -226,45 +226,24 @@ def _channels_last_size(spec: ConvSpec, m: int, tiles: tuple[int, ...]) -> tuple
 def _copy_channels_last(source: np.ndarray, channels_last: np.ndarray, first: int, last: int,
                         inside: tuple[slice, ...], threads: int) -> None:
     """``channels_last[n - first][inside] = source[n]`` laid out ``(C, D, H, W) -> (D, H, W, C)``, and zeros in
-    every other cell of those samples (the padding and the high tiles' reads), for ``first <= n < last``: NumPy's
-    transposing copies and fills of a few of the buffer's rows of one sample each, or of whole samples where one
-    sample's buffer is under :data:`COPY_JOB_BYTES`, shared among threads (on the calling thread alone the copy
-    was 0.3-0.8 ms of ResNet-18's and VGG-16's 14x14 layers at two threads, and the zeros, written there first
-    into a fresh buffer, 1.1-1.2 ms of ASPP's dilated layer at one thread: 5 MB of its 9.4 MB, every page
-    faulted in).
+    every other cell of those samples (the padding and the high tiles' reads), for ``first <= n < last``: the
+    compiled :func:`._kernels_winograd.channels_last_rows` over the buffer's rows, in :data:`COPY_JOBS_PER_THREAD`
+    jobs a thread.
 
-    ``channels_last`` ``(samples, D, H, W, C)``, uninitialised; ``inside`` the source's cells in it per spatial
-    axis."""
-    height = channels_last.shape[2]
-    below, above = inside[1].start, inside[1].stop  # the rows that hold the source
+    ``source`` ``(N, C, D, H, W)`` C-contiguous; ``channels_last`` ``(samples, D, H, W, C)``, uninitialised;
+    ``inside`` the source's cells in it per spatial axis."""
+    rows = (last - first) * channels_last.shape[1] * channels_last.shape[2]
+    pieces = max(1, min(rows, COPY_JOBS_PER_THREAD * threads))
+    copy_rows = kernels("winograd").channels_last_rows
+    lows = tuple(cells.start for cells in inside)
 
-    def copy_worker() -> Callable[[tuple[int, int, int, int]], None]:
-        def copy(piece: tuple[int, int, int, int]) -> None:  # samples n0:n1, their buffer rows b0:b1
-            n0, n1, b0, b1 = piece
-            target = channels_last[n0 - first:n1 - first, :, b0:b1]  # (samples, D, rows, W, C)
-            r0, r1 = min(max(b0, below), b1), max(min(b1, above), b0)  # its rows that hold the source: r0:r1
-            target[:, :, :r0 - b0] = 0
-            target[:, :, r1 - b0:] = 0
-            if r0 == r1:
-                return
-            rows = target[:, :, r0 - b0:r1 - b0]
-            rows[:, :inside[0].start] = 0
-            rows[:, inside[0].stop:] = 0
-            rows[:, :, :, :inside[2].start] = 0
-            rows[:, :, :, inside[2].stop:] = 0
-            np.copyto(rows[:, inside[0], :, inside[2]],
-                      source[n0:n1, :, :, r0 - below:r1 - below].transpose(0, 2, 3, 4, 1))
+    def copy_worker() -> Callable[[int], None]:
+        def copy(piece: int) -> None:
+            copy_rows(source, channels_last[:last - first], first, rows * piece // pieces,
+                      rows * (piece + 1) // pieces, *lows)
         return copy
 
-    sample_bytes = channels_last[0].nbytes
-    if sample_bytes >= COPY_JOB_BYTES:  # rows of one sample a job
-        pieces = max(1, min(height, 2 * threads))
-        jobs = [(n, n + 1, height * i // pieces, height * (i + 1) // pieces) for n in range(first, last)
-                for i in range(pieces)]
-    else:  # whole samples a job: a small layer's copy in a few jobs, not a few NumPy calls per sample and row
-        group = max(1, min(COPY_JOB_BYTES // max(sample_bytes, 1), -(-(last - first) // (2 * threads))))
-        jobs = [(n, min(n + group, last), 0, height) for n in range(first, last, group)]
-    in_parallel(jobs, copy_worker, threads)
+    in_parallel(range(pieces), copy_worker, threads)
 
 
 def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], kernel: np.ndarray,
@@ -294,7 +273,7 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     """
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
-    source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
+    source = np.ascontiguousarray(source.reshape(shape3(source.shape)))  # (N, G*C, D, H, W), as the copy reads it
     fused = None if blas else kernels("winograd_fused")
     kernel = kernel.astype(dtype, copy=False)  # (G, P, C, O) for the BLAS, else (G, P, R, C, LANES)
     filters = _transformed_filters(kernel, spec, m)[0] if blas else _filter_panels(kernel, spec, m, fused.LANES)
@@ -310,14 +289,17 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     lows = steps3(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     steps = steps3(() if dilated is None else dilated.dilation)
-    channels_last = np.empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
-                              spec.in_channels), dtype=dtype)  # every cell written by the copies
+    # Kept between calls, as the two below (:func:`._scratch.reused_empty`): every cell written by the copies
+    channels_last = reused_empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
+                                  spec.in_channels), dtype, "winograd channels last", smallest=0)
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
     # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
     tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
     layout_most = most if blas else -(-most // tile_step) * tile_step + 1
-    inputs = np.empty(positions * layout_most * spec.in_channels, dtype=dtype)
-    products = np.empty(positions * layout_most * spec.out_channels, dtype=dtype)
+    # Fresh arrays here were mapped and unmapped by malloc every call: ResNet-18 layer3's F(4), 15 MB each, faulted
+    # in 2,575 pages a call, 9.5 ms against 5.2 with the buffers kept (two threads).
+    inputs = reused_empty((positions * layout_most * spec.in_channels,), dtype, "winograd tiles", smallest=0)
+    products = reused_empty((positions * layout_most * spec.out_channels,), dtype, "winograd products", smallest=0)
     if dilated is None:
         input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     else:  # the phases' kernels, given the dilation (three axes) and the phases per sample after their scratch
@@ -434,7 +416,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     rank, groups = spec.rank, spec.groups
     dtype = source.dtype
     fused = kernels("winograd_fused")
-    source = source.reshape(shape3(source.shape))  # (N, G*C, D, H, W)
+    source = np.ascontiguousarray(source.reshape(shape3(source.shape)))  # (N, G*C, D, H, W), as the copy reads it
     # (G, P, C, O), and the flat buffer holding it with LANES zeros past its end: a last run reads past its row
     filters, filters_flat = _transformed_filters(kernel.astype(dtype, copy=False), spec, m, fused.LANES)
     positions, channels, out_channels = filters.shape[1], spec.in_channels_per_group, spec.out_channels_per_group
@@ -446,8 +428,8 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     out3 = out.reshape(shape3(out.shape))
     lows = steps3(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
-    channels_last = np.empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
-                             dtype=dtype)  # every cell written by the copies
+    channels_last = reused_empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
+                                 dtype, "winograd channels last", smallest=0)  # every cell written by the copies
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)
