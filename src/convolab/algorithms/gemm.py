@@ -105,10 +105,10 @@ class Gemm(Algorithm):
         (a stride's compact cells, or a small batch's regrouped input and product), else nothing."""
         if _is_pointwise(spec):
             n, positions = spec.batch, prod(spec.output_size)
-            if _is_strided_pointwise(spec):
-                return n * spec.in_channels * positions * itemsize
             if _pointwise_batch_wide(spec):
                 return n * positions * (spec.in_channels + spec.out_channels) * itemsize
+            if _is_strided_pointwise(spec):
+                return n * spec.in_channels * positions * itemsize
             return 0
         return block_bytes(unrolled_row_bytes(spec, itemsize), spec.batch * spec.output_size[0], prod(row_grid(spec)))
 
@@ -337,8 +337,8 @@ def _pointwise_cells(padded: np.ndarray, spec: ConvSpec, job: tuple[int, int, in
 def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.ndarray:
     """A 1×1 convolution: per sample, ``(G, O, C) @ (G, C, positions)``; only a stride copies.
 
-    Small unstrided images go batch-wide instead: ``(G, O, C) @ (G, C, N*positions)``, one
-    copy of the input into that order and one of the product back.
+    Small output images go batch-wide instead: ``(G, O, C) @ (G, C, N*positions)``, one
+    copy of the input into that order (compact too, where strided) and one of the product back.
 
     The temporaries are the thread's kept scratch, so that a call allocates only its output, as
     PyTorch's does. Fresh, they were 1.2 MB beside a 0.8 MB output on ResNet-18 layer4.0's stride-2
@@ -346,12 +346,13 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     again on the next (:func:`._scratch.reused_empty`): 2.3 ms a call at one thread, 1.2 kept.
     That layer's batch-wide gather (a strided, transposing copy) also ran 0.8 ms instead of 0.07
     in some processes at two threads (the whole call 1.6-1.9 ms against 0.73), and per sample
-    0.80-0.83 in the same processes. So strided layers go per sample: ResNet-50 layer4.0's
-    downsample (14x14, 1024 -> 2048) runs 10.1 ms so, against 9.0 batch-wide at best. The slow
-    copies write memory the BLAS's other thread read in the previous call; the bench still meets
-    that in some processes, on either path (docs/compiled.md, "The cause: writing memory another
-    core has just read"). At two threads or more the per-sample products run on the pool's threads
-    instead, each with one BLAS thread (:func:`._pooled.pools_products`).
+    0.80-0.83 in the same processes, on the AMD machine of sessions 20-26; so strided layers went
+    per sample there. On the Intel machine of session 28, that layer's batch-wide product on the
+    BLAS's two threads ran 0.56-0.61 ms, against 0.70-0.80 per sample on the pool, in each of four
+    processes: strided small images go batch-wide again. The slow copies wrote memory the BLAS's
+    other thread read in the previous call (docs/compiled.md, "The cause: writing memory another
+    core has just read"). Larger images, at two threads or more, run their per-sample products on
+    the pool's threads, each with one BLAS thread (:func:`._pooled.pools_products`).
     """
     groups, o, n = spec.groups, spec.out_channels_per_group, spec.batch
     positions = prod(spec.output_size)
@@ -369,9 +370,9 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
 
 
 def _pointwise_batch_wide(spec: ConvSpec) -> bool:
-    """Whether :func:`_pointwise` takes one product for the batch: several small images, unstrided."""
-    return (spec.batch > 1 and prod(spec.output_size) < POINTWISE_BATCH_WIDE_POSITIONS
-            and all(s == 1 for s in spec.stride))
+    """Whether :func:`_pointwise` takes one product for the batch: several small output images, strided or
+    not."""
+    return spec.batch > 1 and prod(spec.output_size) < POINTWISE_BATCH_WIDE_POSITIONS
 
 
 def _per_sample_products_win(spec: ConvSpec) -> bool:
