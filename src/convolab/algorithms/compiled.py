@@ -212,8 +212,9 @@ class _Layout:
         lows = steps3(tuple(low for low, _ in padding), fill=0)
         if not self.split and not any(low or high for low, high in padding):
             return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
-        # copy_phases writes every cell; the grid lives only in this call, so a large one reuses the thread's
-        grid = reused_empty((*source.shape[:2], *self.grid), source.dtype, "phase grid")
+        # copy_phases writes every cell; the grid lives only in this call, so it reuses the thread's. Fresh, a
+        # few-MiB grid was faulted in on every call where malloc gave its pages back (inception's 5x5 layer)
+        grid = reused_empty((*source.shape[:2], *self.grid), source.dtype, "phase grid", smallest=0)
         self._copy(source, grid, True, lows, work)
         return grid
 
