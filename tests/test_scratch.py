@@ -10,10 +10,12 @@ import pytest
 
 import convolab as cl
 from convolab.algorithms import _scratch
-from convolab.algorithms._scratch import KEPT_BYTES, MAPPED_BYTES, kept_bytes, reused_empty
+from convolab.algorithms._scratch import KEPT_BYTES, kept_bytes, reused_empty
 from test_compiled import compiled_everywhere, three_passes  # noqa: F401 - a fixture
 
 F32 = np.dtype(np.float32)
+#: A size the tests keep: 32 MiB.
+BYTES = 32 * 2**20
 
 
 @pytest.fixture(autouse=True)
@@ -23,40 +25,33 @@ def _forget_the_buffers():
     _scratch._kept.__dict__.pop("buffers", None)
 
 
-def test_only_arrays_malloc_would_map_are_kept_and_only_up_to_the_bound():
-    small = reused_empty((MAPPED_BYTES // 4 - 1,), F32, "test sizes")
-    assert small.base is None  # a fresh array: malloc's heap reuses it already
-    kept = reused_empty((MAPPED_BYTES // 4,), F32, "test sizes")
-    again = reused_empty((MAPPED_BYTES // 8, 2), F32, "test sizes")
-    assert np.shares_memory(kept, again) and again.shape == (MAPPED_BYTES // 8, 2) and again.dtype == F32
+def test_arrays_of_any_size_up_to_the_bound_are_kept():
+    """Small and large arrays alike come from the thread's buffer for their name (malloc gives a few-MiB
+    temporary's pages back at the heap's top too); past :data:`KEPT_BYTES`, a fresh array."""
+    small = reused_empty((1024,), F32, "test sizes")
+    assert np.shares_memory(small, reused_empty((32, 32), F32, "test sizes"))
+    kept = reused_empty((BYTES // 4,), F32, "test sizes")
+    again = reused_empty((BYTES // 8, 2), F32, "test sizes")
+    assert np.shares_memory(kept, again) and again.shape == (BYTES // 8, 2) and again.dtype == F32
     huge = reused_empty((KEPT_BYTES // 4 + 1,), F32, "test sizes")
     assert huge.base is None and not np.shares_memory(huge, kept)
 
 
-def test_a_caller_may_keep_smaller_arrays():
-    """``smallest`` lowers the size kept, for the few-MiB temporaries a call would otherwise free at the heap's
-    top (gemm's 1x1 paths): with it a 4 KiB array is kept, without it not."""
-    kept = reused_empty((1024,), F32, "test smallest", smallest=0)
-    assert np.shares_memory(kept, reused_empty((32, 32), F32, "test smallest", smallest=4096))
-    assert reused_empty((1024,), F32, "test smallest").base is None
-
-
 def test_a_larger_request_replaces_the_buffer_and_names_and_threads_keep_their_own():
-    first = reused_empty((MAPPED_BYTES // 4,), F32, "test growth")
+    first = reused_empty((BYTES // 4,), F32, "test growth")
     held = kept_bytes()
-    larger = reused_empty((MAPPED_BYTES // 2,), F32, "test growth")
-    assert not np.shares_memory(first, larger) and kept_bytes() == held + MAPPED_BYTES
-    other_name = reused_empty((MAPPED_BYTES // 4,), F32, "test other name")
+    larger = reused_empty((BYTES // 2,), F32, "test growth")
+    assert not np.shares_memory(first, larger) and kept_bytes() == held + BYTES
+    other_name = reused_empty((BYTES // 4,), F32, "test other name")
     assert not np.shares_memory(other_name, larger)
     seen = []
-    worker = threading.Thread(target=lambda: seen.append(reused_empty((MAPPED_BYTES // 4,), F32, "test growth")))
+    worker = threading.Thread(target=lambda: seen.append(reused_empty((BYTES // 4,), F32, "test growth")))
     worker.start()
     worker.join()
     assert not np.shares_memory(seen[0], larger)
 
 
 def test_all_threads_buffers_together_stay_within_their_bound(monkeypatch):
-    monkeypatch.setattr(_scratch, "MAPPED_BYTES", 0)
     monkeypatch.setattr(_scratch, "KEPT_BYTES", 2**20)
     monkeypatch.setattr(_scratch, "ALL_KEPT_BYTES", _scratch._held[0] + 3 * 2**19)  # room for 1.5 MiB more
     reused_empty((2**18,), F32, "test bound")  # 1 MiB, kept
@@ -82,10 +77,9 @@ def test_all_threads_buffers_together_stay_within_their_bound(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_passes_reusing_the_grid_agree_with_direct_call_after_call_and_across_threads(monkeypatch, dtype,
                                                                                      compiled_everywhere):
-    """Every array kept (the bound lowered to nothing): compiled's forward, input gradient and weight gradient,
+    """Every array kept, as always: compiled's forward, input gradient and weight gradient,
     each on new data every call, in four threads at once, agree with the references (a grid left over from an
     earlier call, or another thread's, would not)."""
-    monkeypatch.setattr(_scratch, "MAPPED_BYTES", 0)
     rng = np.random.default_rng(5)
     shapes = [((2, 3, 6, 9, 8), (4, 3, 3, 2, 3), {"padding": 1}),
               ((2, 4, 11, 10), (8, 4, 3, 3), {"stride": 2, "padding": 1})]

@@ -437,7 +437,7 @@ def _input_grad_scatter(grad_output: np.ndarray, kernel: np.ndarray, spec: ConvS
     if jobs:
         def make_worker():
             # kept per thread, as gemm's pooled 1x1 passes keep theirs: a fresh array's pages would fault every call
-            block_grads = reused_empty((samples * block_size,), grad.dtype, "scatter window grads", smallest=0)
+            block_grads = reused_empty((samples * block_size,), grad.dtype, "scatter window grads")
             return lambda job: add_back(job[0], job[1], block_grads)
 
         run_pooled(jobs, make_worker, spec)
@@ -494,8 +494,8 @@ def _place_pointwise_grads(grad_output: np.ndarray, filters: np.ndarray, grad: n
     # gradient beside them (a single 56x56 sample: 0.2 + 0.8 MB), glibc gave the heap's top back after each call
     # (260 page faults a call, 0.56 ms against 0.17)
     window_grads = small_matmul(filters, g, out=reused_empty(
-        (samples, spec.groups, spec.in_channels_per_group, positions), grad.dtype, "pointwise window grads",
-        smallest=0)).reshape(samples, spec.in_channels, *spec.output_size)  # (samples, G*C, *out)
+        (samples, spec.groups, spec.in_channels_per_group, positions), grad.dtype, "pointwise window grads")
+    ).reshape(samples, spec.in_channels, *spec.output_size)  # (samples, G*C, *out)
     placed = grad[first_sample:end_sample]
     placed.fill(0)
     lows = [low if cropped else 0 for low, _ in spec.padding]

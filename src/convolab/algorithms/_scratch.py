@@ -1,4 +1,4 @@
-"""Large scratch arrays kept between calls, one set per Python thread.
+"""Scratch arrays kept between calls, one set per Python thread.
 
 A scratch array lives only inside one call (the phase grid a compiled pass
 copies its input into, for instance). NumPy allocates it with ``malloc``,
@@ -8,13 +8,18 @@ the kernel zeroes) every page of it, and the unmapping interrupts the other
 threads to flush their address translations. On a 3-d layer's input
 gradient, a 38 MiB grid, that system time measured 2-18 ms of a 28-53 ms
 call at two threads, varying from call to call; with the allocation kept,
-25-27 ms every call.
+25-27 ms every call. Below the threshold the heap serves them, but glibc
+gives the heap's top back to the system once more than its trim threshold
+(twice the dynamic mmap threshold) is free there, so a call's few-MiB
+temporaries, freed at the top, are faulted in again by the next call:
+ResNet-18 layer3's Winograd tiles and products (15 MB each) 2,575 pages a
+call (9.5 ms against 5.2 kept), layer4.0's strided 1x1 downsample 360 (2.3
+ms against 1.2 at one thread), inception's 3 MiB phase grid about 800.
 
 :func:`reused_empty` hands out such an array from a buffer the calling
-thread keeps, by name, between calls. Only arrays above
-:data:`MAPPED_BYTES` (smaller ones come from malloc's heap, reused already)
-and up to :data:`KEPT_BYTES` are kept, and at most :data:`ALL_KEPT_BYTES` in all
-threads together (a Dask worker's many threads each keep their own).
+thread keeps, by name, between calls. Arrays up to :data:`KEPT_BYTES` are
+kept, and at most :data:`ALL_KEPT_BYTES` in all threads together (a Dask
+worker's many threads each keep their own).
 The array it returns is overwritten by the thread's next call for the same
 name: a caller must neither return it nor keep it past its call.
 """
@@ -27,11 +32,8 @@ from math import prod
 
 import numpy as np
 
-__all__ = ["reused_empty", "MAPPED_BYTES", "KEPT_BYTES", "ALL_KEPT_BYTES", "kept_bytes"]
+__all__ = ["reused_empty", "KEPT_BYTES", "ALL_KEPT_BYTES", "kept_bytes"]
 
-#: From this size glibc's malloc may map an allocation of its own (its dynamic mmap threshold stops rising at
-#: 32 MiB on 64-bit systems); below it the heap's freed memory serves the next call.
-MAPPED_BYTES = 32 * 2**20
 #: The largest scratch array a thread keeps, per name: larger ones are allocated for their call alone.
 KEPT_BYTES = 128 * 2**20
 #: The most bytes all threads' buffers hold together: past it, a thread's array is allocated for its call alone.
@@ -48,26 +50,20 @@ def _release(size: int) -> None:
         _held[0] -= size
 
 
-def reused_empty(shape: tuple[int, ...], dtype: np.dtype, name: str, *, smallest: int | None = None) -> np.ndarray:
+def reused_empty(shape: tuple[int, ...], dtype: np.dtype, name: str) -> np.ndarray:
     """An uninitialized array of ``shape`` and ``dtype`` for use within the calling thread's current call: from
-    the buffer the thread keeps for ``name`` where its size is between :data:`MAPPED_BYTES` and
-    :data:`KEPT_BYTES` (the buffer grows to the largest asked) and the threads' buffers stay within
-    :data:`ALL_KEPT_BYTES`, else a new array.
-
-    ``smallest`` (bytes) replaces :data:`MAPPED_BYTES` as the smallest array kept, for a call whose few-MiB
-    temporaries are freed at the heap's top: glibc gives the top back to the system once more than its trim
-    threshold (twice the dynamic mmap threshold) is free there, and the next call faults every page in again.
-    ResNet-18 layer4.0's 1x1 stride-2 downsample, whose output alone is 0.8 MB, ran 2.3 ms a call so at one thread
-    (360 page faults a call), 1.2 ms with its temporaries kept.
+    the buffer the thread keeps for ``name`` where its size is at most :data:`KEPT_BYTES` (the buffer grows to
+    the largest asked) and the threads' buffers stay within :data:`ALL_KEPT_BYTES`, else a new array.
 
     >>> a = reused_empty((64, 2**18), np.dtype(np.float32), "example")  # 64 MiB: kept
     >>> b = reused_empty((64, 2**18), np.dtype(np.float32), "example")
-    >>> np.shares_memory(a, b), reused_empty((4, 4), np.dtype(np.float32), "example").base is None
-    (True, True)
+    >>> c = reused_empty((4, 4), np.dtype(np.float32), "example")  # smaller: the same buffer's start
+    >>> np.shares_memory(a, b), np.shares_memory(a, c), reused_empty((2**26,), np.dtype(np.float32), "x").base
+    (True, True, None)
     """
     dtype = np.dtype(dtype)
     size = prod(shape) * dtype.itemsize
-    if not (MAPPED_BYTES if smallest is None else smallest) <= size <= KEPT_BYTES:
+    if size > KEPT_BYTES:
         return np.empty(shape, dtype=dtype)
     buffers = _kept.__dict__.setdefault("buffers", {})
     buffer = buffers.get(name)

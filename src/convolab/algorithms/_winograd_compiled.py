@@ -122,7 +122,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int,
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
-    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters", smallest=0)  # kept: see below
+    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters")  # kept: see below
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
     transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
@@ -157,8 +157,7 @@ def _filter_panels(kernel: np.ndarray, spec: ConvSpec, m: int, lanes: int) -> np
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)
     runs = -(-out_channels // lanes)
-    panels = reused_empty((spec.groups, positions, runs, channels, lanes), weight.dtype, "winograd filters",
-                          smallest=0)
+    panels = reused_empty((spec.groups, positions, runs, channels, lanes), weight.dtype, "winograd filters")
     span = 1 if swapped else PANEL_SPAN  # the swapped source's gather reads one stream: spans measured slower there
     transform = kernels("winograd").filter_panels(m, spec.rank, weight.dtype.name, lanes, swapped, span,
                                                   PANEL_GATHER_CHANNELS)
@@ -291,15 +290,15 @@ def compiled_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]
     steps = steps3(() if dilated is None else dilated.dilation)
     # Kept between calls, as the two below (:func:`._scratch.reused_empty`): every cell written by the copies
     channels_last = reused_empty((held, *(d * size for d, size in zip(steps, _channels_last_size(spec, m, tiles))),
-                                  spec.in_channels), dtype, "winograd channels last", smallest=0)
+                                  spec.in_channels), dtype, "winograd channels last")
     # Without the BLAS, whole register tiles and one more row (the positions' planes not a power of two apart);
     # the rows past a block's tiles are multiplied and never read: zeros at first, then finite.
     tile_step = 1 if blas else (fused.TILES_WIDE if dtype.itemsize == 4 else fused.TILES_NARROW)
     layout_most = most if blas else -(-most // tile_step) * tile_step + 1
     # Fresh arrays here were mapped and unmapped by malloc every call: ResNet-18 layer3's F(4), 15 MB each, faulted
     # in 2,575 pages a call, 9.5 ms against 5.2 with the buffers kept (two threads).
-    inputs = reused_empty((positions * layout_most * spec.in_channels,), dtype, "winograd tiles", smallest=0)
-    products = reused_empty((positions * layout_most * spec.out_channels,), dtype, "winograd products", smallest=0)
+    inputs = reused_empty((positions * layout_most * spec.in_channels,), dtype, "winograd tiles")
+    products = reused_empty((positions * layout_most * spec.out_channels,), dtype, "winograd products")
     if dilated is None:
         input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     else:  # the phases' kernels, given the dilation (three axes) and the phases per sample after their scratch
@@ -429,7 +428,7 @@ def fused_winograd_conv(source: np.ndarray, padding: Sequence[tuple[int, int]], 
     lows = steps3(tuple(low for low, _ in padding), fill=0)
     inside = tuple(slice(low, low + size) for low, size in zip(lows, source.shape[2:]))
     channels_last = reused_empty((min(samples, spec.batch), *_channels_last_size(spec, m, tiles), spec.in_channels),
-                                 dtype, "winograd channels last", smallest=0)  # every cell written by the copies
+                                 dtype, "winograd channels last")  # every cell written by the copies
     input_tiles, output_tiles = kernels("winograd").transforms(m, rank, dtype.name)
     a = m + 2
     ad, ah = (a if rank == 3 else 1), (a if rank >= 2 else 1)

@@ -214,7 +214,7 @@ class _Layout:
             return source.reshape(*source.shape[:3], 1, 1, *source.shape[3:])
         # copy_phases writes every cell; the grid lives only in this call, so it reuses the thread's. Fresh, a
         # few-MiB grid was faulted in on every call where malloc gave its pages back (inception's 5x5 layer)
-        grid = reused_empty((*source.shape[:2], *self.grid), source.dtype, "phase grid", smallest=0)
+        grid = reused_empty((*source.shape[:2], *self.grid), source.dtype, "phase grid")
         self._copy(source, grid, True, lows, work)
         return grid
 

@@ -321,7 +321,7 @@ def _pointwise_positions(padded: np.ndarray, spec: ConvSpec,
     shape = (cells.shape[0], spec.groups, spec.in_channels_per_group, positions)
     if all(step == 1 for step in spec.stride):
         return cells.reshape(shape)  # whole rows: a view of a contiguous input
-    compact = reused_empty(cells.shape, padded.dtype, "pointwise cells", smallest=0)
+    compact = reused_empty(cells.shape, padded.dtype, "pointwise cells")
     np.copyto(compact, cells)
     return compact.reshape(shape)
 
@@ -358,7 +358,7 @@ def _pointwise(padded: np.ndarray, filters: np.ndarray, spec: ConvSpec) -> np.nd
     positions = prod(spec.output_size)
     if _pointwise_batch_wide(spec):
         dtype = np.result_type(padded, filters)
-        product = reused_empty((groups, o, n * positions), dtype, "pointwise product", smallest=0)
+        product = reused_empty((groups, o, n * positions), dtype, "pointwise product")
         np.matmul(filters, _regrouped_cells(padded, spec), out=product)
         out = np.empty(spec.output_shape, dtype=dtype)
         np.copyto(out.reshape(n, groups, o, positions), product.reshape(groups, o, n, positions).transpose(2, 0, 1, 3))
@@ -469,7 +469,7 @@ def _regrouped_weight_grad(padded: np.ndarray, rows: np.ndarray, spec: ConvSpec,
     ``(G, C, samples, P)`` (whole samples: ``job`` covers all of their rows)."""
     groups, o = spec.groups, spec.out_channels_per_group
     samples, positions = rows.shape[0], rows.shape[3]
-    regrouped_rows = reused_empty((groups, o, samples, positions), padded.dtype, "pointwise regrouped g", smallest=0)
+    regrouped_rows = reused_empty((groups, o, samples, positions), padded.dtype, "pointwise regrouped g")
     np.copyto(regrouped_rows, rows.transpose(1, 2, 0, 3))
     np.matmul(regrouped_rows.reshape(groups, o, -1), _regrouped_cells(padded, spec, job).transpose(0, 2, 1), out=total)
 
@@ -480,8 +480,7 @@ def _regrouped_cells(padded: np.ndarray, spec: ConvSpec, job: tuple[int, int, in
     groups, c = spec.groups, spec.in_channels_per_group
     cells = _pointwise_cells(padded, spec, job)  # (samples, G*C, *out)
     samples = cells.shape[0]
-    regrouped = reused_empty((groups, c, samples, *spec.output_size), padded.dtype, "pointwise regrouped cells",
-                             smallest=0)
+    regrouped = reused_empty((groups, c, samples, *spec.output_size), padded.dtype, "pointwise regrouped cells")
     np.copyto(regrouped, cells.reshape(samples, groups, c, *spec.output_size)
               .transpose(1, 2, 0, *range(3, 3 + spec.rank)))
     return regrouped.reshape(groups, c, samples * prod(spec.output_size))

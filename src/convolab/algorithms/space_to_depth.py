@@ -180,7 +180,7 @@ def _by_samples(spec: ConvSpec, dtype: np.dtype, run: Callable[[int, int, np.nda
         return
 
     def make_worker() -> Callable[[tuple[int, int, int, int]], None]:
-        columns = reused_empty(shape, dtype, "space_to_depth columns", smallest=0)  # kept: no page faults a call
+        columns = reused_empty(shape, dtype, "space_to_depth columns")  # kept: no page faults a call
         return lambda job: run(job[0], job[1], columns)
 
     run_pooled(sample_jobs(spec), make_worker, spec)
