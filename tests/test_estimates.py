@@ -147,15 +147,20 @@ def test_a_strided_pointwise_layer_pays_its_copy_and_shares_the_cores_badly():
 
 
 def test_gemm_counts_a_1x1_kernels_kept_scratch_as_workspace():
-    """A stride's compact cells, or a small batch's regrouped input and product, are kept per thread: the plan's
-    workspace names them (it said 0 before session 23). Large unstrided images need no scratch."""
+    """A stride's compact cells, or a small output's regrouped input and product (strided or not, since session
+    28), are kept per thread: the plan's workspace names them (it said 0 before session 23). Large unstrided
+    images need no scratch."""
     gemm = ALGORITHMS["gemm"]
-    strided = conv_spec((8, 256, 14, 14), (512, 256, 1, 1), stride=2)
-    assert gemm.workspace_bytes(strided, 4) == 8 * 256 * 7 * 7 * 4
+    strided = conv_spec((8, 256, 28, 28), (512, 256, 1, 1), stride=2)  # 14x14 outputs: per sample
+    assert gemm.workspace_bytes(strided, 4) == 8 * 256 * 14 * 14 * 4
+    strided_small = conv_spec((8, 256, 14, 14), (512, 256, 1, 1), stride=2)  # 7x7 outputs: batch-wide
+    assert gemm.workspace_bytes(strided_small, 4) == 8 * 7 * 7 * (256 + 512) * 4
     small_images = conv_spec((8, 256, 7, 7), (512, 256, 1, 1))
     assert gemm.workspace_bytes(small_images, 8) == 8 * 7 * 7 * (256 + 512) * 8
     assert gemm.workspace_bytes(conv_spec((8, 64, 56, 56), (64, 64, 1, 1)), 4) == 0
     assert gemm.workspace_bytes(conv_spec((1, 256, 7, 7), (512, 256, 1, 1)), 4) == 0  # one sample: per sample
     with cl.thread_count(1):
-        plan = cl.plan((8, 256, 14, 14), (512, 256, 1, 1), "float32", stride=2)
-    assert plan.algorithm == "gemm" and plan.workspace_bytes == 8 * 256 * 7 * 7 * 4, str(plan)
+        plan = cl.plan((8, 256, 28, 28), (512, 256, 1, 1), "float32", stride=2)
+        plan_small = cl.plan((8, 256, 14, 14), (512, 256, 1, 1), "float32", stride=2)
+    assert plan.algorithm == "gemm" and plan.workspace_bytes == 8 * 256 * 14 * 14 * 4, str(plan)
+    assert plan_small.algorithm == "gemm" and plan_small.workspace_bytes == 8 * 7 * 7 * (256 + 512) * 4, str(plan_small)
