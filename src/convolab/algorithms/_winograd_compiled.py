@@ -122,7 +122,7 @@ def _transformed_filters(kernel: np.ndarray, spec: ConvSpec, m: int,
     if not swapped:
         weight = np.ascontiguousarray(kernel).reshape(spec.groups, out_channels, channels, taps)  # (G, O, C, K)
     size = spec.groups * positions * channels * out_channels
-    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters")  # kept: see below
+    buffer = reused_empty((size + spare,), kernel.dtype, "winograd filters")  # kept: see the docstring
     buffer[size:] = 0
     filters = buffer[:size].reshape(spec.groups, positions, channels, out_channels)
     transform = kernels("winograd").filter_transform(m, spec.rank, kernel.dtype.name, swapped)
