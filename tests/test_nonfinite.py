@@ -104,7 +104,7 @@ def test_weight_gradient_patterns_match_im2col(case: ConvCase, poisoned: str) ->
 
 
 def test_the_algorithms_that_mix_outputs_say_so() -> None:
-    assert set(MIXING) == {"fft", "winograd2", "winograd4", "space_to_batch"}
+    assert set(MIXING) == {"fft", "winograd2", "winograd3", "winograd4", "space_to_batch"}
     assert planner.DataTraits(finite=False).why_not_mixing() is not None
     assert planner.DataTraits(fft_error=10 * planner.FFT_ERROR_BOUND).why_not_mixing() is not None
     assert planner.DataTraits().why_not_mixing() is None

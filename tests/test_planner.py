@@ -48,7 +48,7 @@ def test_plan_flops_and_refusals():
     few = ("4 input channels per group: with fewer than 16, an output whose own terms are small takes the rounding "
            "of its tile's larger values")  # the planner's accuracy rule for Winograd
     assert chosen.refused == {"depthwise": "each group has 4 input channels; depthwise needs exactly 1",
-                              "winograd2": few, "winograd4": few,
+                              "winograd2": few, "winograd3": few, "winograd4": few,
                               "space_to_depth": "kernel (3, 3), stride (1, 1), dilation (1, 1): the windows overlap "
                                                 "(space to depth needs kernel <= stride, undilated, on every axis)",
                               "space_to_batch": "dilation (1, 1): nothing to split (Winograd runs undilated problems "

@@ -158,7 +158,7 @@ def test_phases_in_place_agree_with_the_split_phases(shapes, padding, dilation, 
     spec = cl.conv_spec(x.shape, w.shape, padding=padding, dilation=dilation)
     sub = phase_spec(spec)
     with cl.workspace_limit(limit) if limit else cl.thread_count(2):
-        for tile in (2, 4):
+        for tile in (2, 3, 4):
             got = compiled_winograd_conv(x, spec.padding, w, sub, tile, blas=blas, dilated=spec)
             split = compiled_winograd_conv(split_phases(x, spec.padding, spec), ((0, 0),) * spec.rank, w, sub, tile,
                                            blas=blas)
@@ -258,7 +258,7 @@ def test_ordinary_data_get_it_within_the_bound(everywhere):
     exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), **params, algorithm="direct")
     terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), **params, algorithm="direct")
     assert float((np.abs(got - exact) / terms).max()) <= planner.WINOGRAD_ERROR_BOUND
-    assert S2B.error_growth(2) == max(ALGORITHMS["winograd2"].error_growth(2), ALGORITHMS["winograd4"].error_growth(2))
+    assert S2B.error_growth(2) == max(ALGORITHMS[f"winograd{tile}"].error_growth(2) for tile in (2, 3, 4))
 
 
 @pytest.mark.parametrize("spike", [1e5, np.inf, np.nan])
@@ -275,3 +275,24 @@ def test_a_spike_or_a_non_finite_value_keeps_auto_from_it(spike, everywhere):
         got, direct = cl.conv2d(x, w, **params), cl.conv2d(x, w, **params, algorithm="direct")
     for mask in (np.isnan, np.isposinf, np.isneginf):
         np.testing.assert_array_equal(mask(got), mask(direct))
+
+
+@pytest.mark.parametrize("three, four, chosen", [
+    (0.95, 0.80, 2),  # neither enough below F(2)'s estimate: F(4) at 0.8, over its margin of 0.75
+    (0.85, 0.80, 3),  # F(3) under its margin of 0.9; F(4) not
+    (0.85, 0.60, 4),  # both under: the smallest over its margin (0.94 against 0.8)
+    (0.70, 0.60, 3),  # 0.78 against 0.8
+])
+def test_the_phases_take_the_smallest_estimate_over_its_margin(three, four, chosen, monkeypatch):
+    """``_inner_choice``: each inner Winograd's estimate on the phases, divided by its margin
+    (:data:`~convolab.algorithms.space_to_batch.MARGINS`); the smallest wins, and its estimate is S2B's."""
+    relative = {2: 1.0, 3: three, 4: four}
+    monkeypatch.setattr(type(ALGORITHMS["winograd2"]), "estimate", lambda self, spec, dtype: relative[self.tile])
+    space_to_batch._remembered_choice.cache_clear()
+    spec = cl.conv_spec((2, 32, 21, 21), (32, 32, 3, 3), padding=3, dilation=3)
+    try:
+        inner, seconds = space_to_batch._inner_choice(S2B._inner, spec, np.dtype(np.float32))
+    finally:
+        space_to_batch._remembered_choice.cache_clear()  # no estimate of this test's kept for the others
+    assert (inner.tile, seconds) == (chosen, relative[chosen])
+    assert space_to_batch.MARGINS[2] == 1.0

@@ -123,12 +123,12 @@ _CONV_DOC = """{summary}
 
     flip : bool
         Reverse the kernel on every spatial axis (true convolution).
-    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts", "broadcast"}}
+    algorithm : {{"auto", "measure", "direct", "im2col", "gemm", "folded", "shifted", "depthwise", "winograd2", "winograd3", "winograd4", "fft", "compiled", "space_to_depth", "packed", "space_to_batch", "row_shifts", "broadcast"}}
         ``"direct"`` is the one-element-at-a-time reference; ``"im2col"`` one
         matrix product per group; ``"gemm"`` the same in cache-sized blocks;
         ``"folded"`` gemm with the last kernel axis folded into the product's
         rows; ``"shifted"`` one product per kernel tap; ``"depthwise"`` for one
-        input channel per group; ``"winograd2"``/``"winograd4"`` Winograd tiles
+        input channel per group; ``"winograd2"``/``"winograd3"``/``"winograd4"`` Winograd tiles
         for 3-tap stride-1 kernels; ``"fft"`` products of Fourier transforms
         (the last three floating point only); ``"compiled"`` Numba loops with
         sums held in registers, ``"space_to_depth"`` one product per sample

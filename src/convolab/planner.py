@@ -21,7 +21,7 @@ matter). In short:
   inverse transforms;
 - compiled: the loads and stores of its compiled inner loops at the cache's
   rate, the loops' starts, and its passes over memory (the phase grid's copy);
-- winograd2/winograd4: one product per tile position at a measured fraction
+- winograd2/3/4: one product per tile position at a measured fraction
   of the matrix-product rate, its compiled transforms' values at their rates,
   and the padded copy and data check "auto" makes before a mixing algorithm;
   space_to_batch (dilated layers): Winograd's estimate on its phases (read
@@ -71,7 +71,7 @@ windows never read it:
   group: with fewer, an output whose own terms are small takes the rounding
   of its tile's larger values (measured up to 2e-3 of its terms in float32
   on a 3-d F(4) input gradient with one channel). In float32 that admits
-  data whose largest value is up to about 80 (F(4)) or 800 (F(2)) times
+  data whose largest value is up to about 80 (F(3), F(4)) or 800 (F(2)) times
   their median, which ordinary activations and images are; measured, see
   ``docs/winograd.md``.
 

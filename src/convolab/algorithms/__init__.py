@@ -27,7 +27,7 @@ the problem (or why it should not), so that the planner
 
 Modules: :mod:`.reference` ("direct", "im2col"), :mod:`.gemm`, :mod:`.folded`,
 :mod:`.shifted`, :mod:`.depthwise`, :mod:`.winograd` ("winograd2",
-"winograd4"), :mod:`.fft`, :mod:`.compiled` (compiled loops: Numba, imported
+"winograd3", "winograd4"), :mod:`.fft`, :mod:`.compiled` (compiled loops: Numba, imported
 on first use through :mod:`._compiled`), :mod:`.packed` (gemm's columns and
 products in compiled jobs on the thread pool, no BLAS), :mod:`.space_to_batch` (a dilated problem's phases
 as one undilated Winograd problem), :mod:`.row_shifts` (the last axis unrolled, the
@@ -292,7 +292,7 @@ from .space_to_depth import SpaceToDepth  # noqa: E402
 from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
-for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(4), FFT(),
+for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(3), Winograd(4), FFT(),
                    Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts(), Broadcast()):
     register(_algorithm)
 del _algorithm

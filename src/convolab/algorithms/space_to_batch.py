@@ -11,8 +11,8 @@ outputs (``out = L_p - d*(K - 1)``), of which phase ``r`` keeps
 ``ceil((out - r) / d)``; an axis with ``d = 1`` has one phase, itself.
 
 The ``prod(d)`` phases of every sample are extra samples of one undilated
-problem, which runs them all with Winograd's tiles (F(2), or F(4) where its
-estimate is well below F(2)'s: :data:`F4_MARGIN`; 2.25-4x fewer
+problem, which runs them all with Winograd's tiles (F(2), or F(3) or F(4)
+where its estimate is enough below F(2)'s: :data:`MARGINS`; 2.25-4x fewer
 multiplications than the direct sum).
 
 In place (:func:`in_place`: the compiled transforms, 1-2 axes, the unfused
@@ -70,11 +70,14 @@ ROW_COST = 7e-9
 #: Fixed cost of a call beside the inner Winograd's where the phases run in place (:func:`in_place`): the dilated
 #: transforms' arguments, the samples to lay out per block.
 IN_PLACE_OVERHEAD = 10e-6
-#: The phases take F(4) only where its estimate is below this fraction of F(2)'s: on DeepLab's layer (17x17 outputs
-#: a phase, F(4) estimated 0.80 of F(2)) F(4) measured 1.05-1.27x slower in place (one thread, CPU time, the pool's
-#: products: 10.1-10.7 ms against 8.0-9.3), its 5x5 tiles holding 20x20 outputs for 17x17 and its transforms dearer;
-#: on ASPP's (6x6, estimated 1.08) 1.4x slower.
-F4_MARGIN = 0.75
+#: The phases take F(3) or F(4) only where its estimate is below this fraction of F(2)'s (the smallest estimate
+#: over its margin wins). F(4): on DeepLab's layer (17x17 outputs a phase, F(4) estimated 0.80 of F(2)) it measured
+#: 1.05-1.27x slower in place (one thread, CPU time, the pool's products: 10.1-10.7 ms against 8.0-9.3), its 5x5
+#: tiles holding 20x20 outputs for 17x17 and its transforms dearer; on ASPP's (6x6, estimated 1.08) 1.4x slower.
+#: F(3) (session 29, two threads, wall, median of 4 blocks of 20 calls): DeepLab's estimated 0.76 of F(2), measured
+#: 0.81 (10.1 -> 8.2 ms); ASPP's estimated 0.77, measured 0.87 (16.4 -> 14.2 ms), its 3x3 tiles fitting the 6x6
+#: phases whole, where F(2)'s take 9 and F(4)'s 4 tiles of 16 outputs.
+MARGINS = {2: 1.0, 3: 0.9, 4: 0.75}
 
 
 class SpaceToBatch(Winograd):
@@ -84,7 +87,7 @@ class SpaceToBatch(Winograd):
     def __init__(self) -> None:
         self.name = "space_to_batch"
         self.tile = 0  # no tile of its own: its inner Winograd's
-        self._inner = (Winograd(2), Winograd(4))
+        self._inner = (Winograd(2), Winograd(3), Winograd(4))
 
     def error_growth(self, rank: int) -> float:
         """The larger of its inner Winograds' error growths: a tile's values are a phase's, the input's own."""
@@ -184,9 +187,9 @@ def phase_spec(spec: ConvSpec) -> ConvSpec:
 
 
 def _inner_choice(inner: Sequence[Winograd], spec: ConvSpec, dtype: np.dtype) -> tuple[Winograd, float]:
-    """The inner Winograd for the phases' problem, and its estimate: F(2) unless F(4)'s estimate is below
-    :data:`F4_MARGIN` times F(2)'s. Remembered per problem and the settings its estimates read (their two
-    estimates took 0.2 ms of every call, on the calling thread)."""
+    """The inner Winograd for the phases' problem, and its estimate: the smallest estimate over its margin
+    (:data:`MARGINS`: F(2) unless another's is enough below it). Remembered per problem and the settings its
+    estimates read (two estimates took 0.2 ms of every call, on the calling thread)."""
     dtype = np.dtype(dtype)
     return _remembered_choice(tuple(inner), spec, dtype, current_thread_count(), current_workspace_limit(),
                               _compiles(dtype, spec))
@@ -197,8 +200,9 @@ def _remembered_choice(inner: tuple[Winograd, ...], spec: ConvSpec, dtype: np.dt
                        compiles: bool) -> tuple[Winograd, float]:
     """:func:`_inner_choice` for these settings (``threads``, ``limit`` and ``compiles`` only key the memory)."""
     sub = phase_spec(spec)
-    (f2, f4), (two, four) = inner, (algorithm.estimate(sub, dtype) for algorithm in inner)
-    return (f4, four) if four < F4_MARGIN * two else (f2, two)
+    estimates = [algorithm.estimate(sub, dtype) for algorithm in inner]
+    best = min(range(len(inner)), key=lambda i: estimates[i] / MARGINS[inner[i].tile])
+    return inner[best], estimates[best]
 
 
 def _phase_reads(length: int, low: int, d: int, r: int, cells: int) -> tuple[slice, slice]:

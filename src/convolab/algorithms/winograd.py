@@ -51,9 +51,13 @@ from .depthwise import _zero_padded_source
 __all__ = ["Winograd", "POINTS", "STORE_TILES", "winograd_matrices"]
 
 #: Interpolation points per output tile size (infinity is always added). Small
-#: magnitudes and reciprocals keep the transforms' rounding error low.
+#: magnitudes and reciprocals keep the transforms' rounding error low. F(3)'s were chosen (session 29) among the
+#: sets holding 0 (a sparse row in each matrix) from 0, +-1, +-2, +-1/2, +-1/4, +-4, +-3/2, +-2/3: the worst error
+#: over uniform, normal and rectified data (64 channels, float32) was 5.3e-7 for these, 4.7e-7 for the best
+#: (0, 1, -2, -2/3), 8.7e-7 for (0, 1, -1, 1/2).
 POINTS: dict[int, tuple[Fraction, ...]] = {
     2: (Fraction(0), Fraction(1), Fraction(-1)),
+    3: (Fraction(0), Fraction(1, 2), Fraction(-1), Fraction(2)),
     4: (Fraction(0), Fraction(1), Fraction(-1), Fraction(1, 2), Fraction(-2)),
 }
 
@@ -166,8 +170,9 @@ def winograd_conv(padded: np.ndarray, kernel: np.ndarray, spec, m: int) -> np.nd
 #: Per output tile size and rank (1-d, 2-d, 3-d), the worst error measured in float32, relative to an output's
 #: terms ``sum |x*w|``, over ``eps * max|x| / m`` (``m`` the median magnitude of the nonzero inputs), on layers
 #: with 16 and 64 input channels and uniform, normal, rectified, log-normal and spiked data, rounded up about
-#: twice: see the module notes.
-ERROR_GROWTH = {2: (1.0, 1.0, 1.0), 4: (3.0, 5.0, 10.0)}
+#: twice: see the module notes. F(3) measured 0.80-0.82, 1.22-1.39 and 1.75-1.80 (two seeds; F(2) 0.41-0.79, F(4)
+#: 1.33-5.39 in the same runs).
+ERROR_GROWTH = {2: (1.0, 1.0, 1.0), 3: (2.0, 3.0, 4.0), 4: (3.0, 5.0, 10.0)}
 
 # The cost model (:meth:`Winograd.estimate`), fitted to single-threaded forward timings of its parts (process CPU
 # time, min of repeats: the machine was shared) on ResNet-18's and VGG-16's 3x3 layers, batch 8, float32. The
@@ -181,12 +186,15 @@ BLOCK_OVERHEAD = 40e-6
 #: Transformed input values (float32) written per second by the input transform, per output tile size: F(4)'s
 #: ``B^T`` has 26 nonzeros in 36, F(2)'s 8 in 16 (the straight-line kernels of 1-2 axes, measured on ResNet-18's
 #: 56x56, 28x28 and 14x14 layers: F(4) 1.8-2.3e9, F(2) 2.3-2.5e9; the loops ran F(4) at 0.6e9, F(2) at 2.0e9); ...
-INPUT_TRANSFORM_RATE = {2: 2.3e9, 4: 1.8e9}
+#: F(3)'s (17 nonzeros in 25) ran between them: 0.74-1.0 of F(2)'s rate in the same runs (session 29, the same
+#: layers); ...
+INPUT_TRANSFORM_RATE = {2: 2.3e9, 3: 2.0e9, 4: 1.8e9}
 #: ... products read per second by the output transform (its straight-line kernels of 1-2 axes, one thread, on
 #: ResNet-18's and VGG-16's layers: F(4) 2.2-2.6e9, where the loops ran 1.1-1.3e9; F(2) 2.5-3.5e9 against
 #: 1.9-2.7e9, kept at the loops' rate: on tiny images, 64 x (32 -> 64) channels of 4x4, F(2) and gemm are
 #: estimated at parity and gemm measured faster, 0.91 against 1.19 ms at one thread); ...
-OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 4: 2.2e9}
+#: F(3)'s ran 0.82-1.07 of F(2)'s in the same runs (session 29); ...
+OUTPUT_TRANSFORM_RATE = {2: 1.9e9, 3: 2.0e9, 4: 2.2e9}
 #: ... transformed filter values written per second (:func:`~._winograd_compiled._transformed_filters`), and the seconds per filter and
 #: channel its gathered taps cost (fitted on 128-512 channels: 0.6 ns a value, 5-20 ns a pair, more with more
 #: channels); ...
@@ -242,11 +250,12 @@ class Winograd(Algorithm):
     """Winograd's minimal filtering F(m^d, 3^d) for 3-tap (3×3, 3×3×3) stride-1 kernels.
 
     Each ``m``-wide output tile costs ``(m + 2)^d`` multiplications per (filter,
-    channel) pair instead of ``(3m)^d``: 2.25× fewer for F(2×2, 3×3), 4× for
-    F(4×4, 3×3) in 2-d, as batched matrix products over the transformed tiles.
-    The transforms are generated and verified above (:func:`winograd_matrices`).
-    Floating point only; the transforms add rounding (about 1e-6 relative in
-    float32 for F(2), a few times that for F(4)).
+    channel) pair instead of ``(3m)^d``: 2.25× fewer for F(2×2, 3×3), 3.24× for
+    F(3×3, 3×3), 4× for F(4×4, 3×3) in 2-d, as batched matrix products over the
+    transformed tiles. The transforms are generated and verified above
+    (:func:`winograd_matrices`). Floating point only; the transforms add
+    rounding (about 1e-7 of an output's terms in float32 for F(2), 5e-7 for
+    F(3), 1e-6 for F(4) on normal data: ``docs/winograd.md``).
     """
 
     mixes_outputs = True
