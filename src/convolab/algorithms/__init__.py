@@ -292,7 +292,7 @@ from .space_to_depth import SpaceToDepth  # noqa: E402
 from .winograd import Winograd  # noqa: E402
 
 # The built-in algorithms, in the order the choices list them.
-for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(3), Winograd(4), FFT(),
-                   Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts(), Broadcast()):
+for _algorithm in (Direct(), Im2col(), Gemm(), Folded(), Shifted(), Depthwise(), Winograd(2), Winograd(3), Winograd(4),
+                   FFT(), Compiled(), SpaceToDepth(), Packed(), SpaceToBatch(), RowShifts(), Broadcast()):
     register(_algorithm)
 del _algorithm
