@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import convolab as cl
+from convolab.algorithms.winograd import POINTS
 from conv_cases import ConvCase, generate_cases
 from test_space_to_batch import dilated_cases
 
@@ -345,7 +346,7 @@ def test_depthwise_refuses_grouped_channels():
 # -- Winograd: generated transforms, 3-tap stride-1 kernels ----------------------------------------
 
 
-@pytest.mark.parametrize("algorithm", ["winograd2", "winograd3", "winograd4"])
+@pytest.mark.parametrize("algorithm", [f"winograd{tile}" for tile in POINTS])
 @pytest.mark.parametrize("case", winograd_cases(60), ids=str)
 def test_winograd_agrees_with_direct(case, algorithm):
     for dtype, relative in ((np.float64, 1e-11), (np.float32, 1e-4)):
@@ -357,7 +358,7 @@ def test_winograd_agrees_with_direct(case, algorithm):
         np.testing.assert_allclose(out, exact, rtol=relative, atol=relative * global_scale(x, w, b))
 
 
-@pytest.mark.parametrize("tile", [2, 3, 4])
+@pytest.mark.parametrize("tile", list(POINTS))
 def test_winograd_transforms_are_exact_identities(tile):
     """sum_t A^T[i,t] G[t,k] B^T[t,j] == [j == i + k], checked in float64 on the generated matrices."""
     from convolab.algorithms.winograd import winograd_matrices

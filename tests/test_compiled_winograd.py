@@ -28,11 +28,11 @@ from convolab.algorithms import ALGORITHMS, register, unregister
 from convolab.algorithms import _compiled, _winograd_compiled
 from convolab.algorithms import winograd as winograd_module
 from convolab.algorithms._winograd_compiled import compiled_winograd_conv, fused_winograd_conv
-from convolab.algorithms.winograd import Winograd, winograd_conv, winograd_matrices
+from convolab.algorithms.winograd import POINTS, Winograd, winograd_conv, winograd_matrices
 from conv_cases import generate_cases
 from test_depthwise import batched, torch_padded
 
-TILES = (2, 3, 4)
+TILES = tuple(POINTS)  # every generated tile size: F(2), F(3), F(4)
 DTYPES = [np.float32, np.float64]
 
 

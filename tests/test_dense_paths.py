@@ -18,7 +18,7 @@ from convolab._window import pad
 from convolab.algorithms import _kernels_winograd
 from convolab.algorithms._winograd_compiled import compiled_winograd_conv
 from convolab.algorithms.winograd import winograd_conv
-from test_compiled_winograd import order_bound, transform_magnitude
+from test_compiled_winograd import TILES, order_bound, transform_magnitude
 
 BLOCK = _kernels_winograd.CHANNEL_BLOCK
 PROBLEMS = [  # (input shape, weight shape, padding, groups): channels per group around the channel block
@@ -30,7 +30,7 @@ PROBLEMS = [  # (input shape, weight shape, padding, groups): channels per group
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("tile", (2, 3, 4))
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda problem: f"{problem[0]}-g{problem[3]}")
 def test_straight_input_transform_agrees_with_the_numpy_transforms(problem, tile, dtype):
     input_shape, weight_shape, padding, groups = problem
@@ -59,12 +59,12 @@ def test_each_tile_size_and_rank_has_a_kernel_of_its_own_cached_with_the_module(
     """Numba keys its on-disk cache by the function's file and name: a kernel per (tile, rank), under the module's
     file, so the cache is found again and two kernels never share an entry."""
     names = set()
-    for tile in (2, 3, 4):
+    for tile in TILES:
         for rank in (1, 2):
             kernel = _kernels_winograd._straight_input_tiles(tile, rank, "float64")
             assert kernel.py_func.__code__.co_filename == _kernels_winograd.__file__
             names.add(kernel.py_func.__name__)
-    assert len(names) == 2 * 3
+    assert len(names) == 2 * len(TILES)
 
 
 def test_auto_keeps_winograd_within_the_workspace_limit():
@@ -92,7 +92,7 @@ FILTER_PROBLEMS = [  # (rank, groups, filters per group, channels per group): wh
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("tile", (2, 3, 4))
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("problem", FILTER_PROBLEMS, ids=lambda problem: "-".join(map(str, problem)))
 def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
     """``U = G g G^T`` of every filter, laid out ``(G, P, C, O)``: against ``(G ⊗ ... ⊗ G) @ taps`` in float64.
@@ -122,7 +122,7 @@ def test_filter_transform_is_the_kronecker_product_of_g(problem, tile, dtype):
 @pytest.mark.parametrize("in_panels", [True, False], ids=["panels", "rows"])
 @pytest.mark.parametrize("swapped", [False, True], ids=["forward", "swapped"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("tile", (2, 3, 4))
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("problem", [p for p in FILTER_PROBLEMS if p[0] < 3] + [(2, 1, 70, 40)],
                          ids=lambda problem: "-".join(map(str, problem)))
 def test_filter_panels_are_the_kronecker_product_of_g(problem, tile, dtype, swapped, in_panels):

@@ -21,6 +21,7 @@ from convolab.algorithms import ALGORITHMS, space_to_batch
 from convolab.algorithms._winograd_compiled import compiled_winograd_conv
 from convolab.algorithms.space_to_batch import interleave_phases, phase_spec, split_phases
 from conv_cases import generate_cases
+from test_compiled_winograd import TILES
 from test_depthwise import batched, torch_padded
 
 S2B = ALGORITHMS["space_to_batch"]
@@ -158,7 +159,7 @@ def test_phases_in_place_agree_with_the_split_phases(shapes, padding, dilation, 
     spec = cl.conv_spec(x.shape, w.shape, padding=padding, dilation=dilation)
     sub = phase_spec(spec)
     with cl.workspace_limit(limit) if limit else cl.thread_count(2):
-        for tile in (2, 3, 4):
+        for tile in TILES:
             got = compiled_winograd_conv(x, spec.padding, w, sub, tile, blas=blas, dilated=spec)
             split = compiled_winograd_conv(split_phases(x, spec.padding, spec), ((0, 0),) * spec.rank, w, sub, tile,
                                            blas=blas)
@@ -258,7 +259,7 @@ def test_ordinary_data_get_it_within_the_bound(everywhere):
     exact = cl.conv2d(x.astype(np.float64), w.astype(np.float64), **params, algorithm="direct")
     terms = cl.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), **params, algorithm="direct")
     assert float((np.abs(got - exact) / terms).max()) <= planner.WINOGRAD_ERROR_BOUND
-    assert S2B.error_growth(2) == max(ALGORITHMS[f"winograd{tile}"].error_growth(2) for tile in (2, 3, 4))
+    assert S2B.error_growth(2) == max(ALGORITHMS[f"winograd{tile}"].error_growth(2) for tile in TILES)
 
 
 @pytest.mark.parametrize("spike", [1e5, np.inf, np.nan])

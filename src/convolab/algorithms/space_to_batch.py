@@ -200,9 +200,8 @@ def _remembered_choice(inner: tuple[Winograd, ...], spec: ConvSpec, dtype: np.dt
                        compiles: bool) -> tuple[Winograd, float]:
     """:func:`_inner_choice` for these settings (``threads``, ``limit`` and ``compiles`` only key the memory)."""
     sub = phase_spec(spec)
-    estimates = [algorithm.estimate(sub, dtype) for algorithm in inner]
-    best = min(range(len(inner)), key=lambda i: estimates[i] / MARGINS[inner[i].tile])
-    return inner[best], estimates[best]
+    choices = [(algorithm, algorithm.estimate(sub, dtype)) for algorithm in inner]
+    return min(choices, key=lambda choice: choice[1] / MARGINS[choice[0].tile])  # F(2) first: it wins a tie
 
 
 def _phase_reads(length: int, low: int, d: int, r: int, cells: int) -> tuple[slice, slice]:
